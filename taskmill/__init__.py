@@ -1,0 +1,55 @@
+"""taskmill: a persistent, priority-aware task scheduler on SQLite, with a data-oriented
+batch planner for sync plans arriving as tables."""
+
+from .model import (
+    BatchInterrupted,
+    BatchSubmitted,
+    DuplicateStrategy,
+    DuplicateTask,
+    Event,
+    InvalidSubmission,
+    Priority,
+    SchedulerError,
+    SubmitOutcome,
+    TaskCancelled,
+    TaskCompleted,
+    TaskDispatched,
+    TaskFailed,
+    TaskProgress,
+    TaskStatus,
+    TaskSubmission,
+    TaskSubmitted,
+    TaskSuperseded,
+    TaskUpgraded,
+)
+from .scheduler import Scheduler, Subscription, TaskContext
+from .store import TaskStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchInterrupted",
+    "BatchSubmitted",
+    "DuplicateStrategy",
+    "DuplicateTask",
+    "Event",
+    "InvalidSubmission",
+    "Priority",
+    "Scheduler",
+    "SchedulerError",
+    "SubmitOutcome",
+    "Subscription",
+    "TaskCancelled",
+    "TaskCompleted",
+    "TaskContext",
+    "TaskDispatched",
+    "TaskFailed",
+    "TaskProgress",
+    "TaskStatus",
+    "TaskStore",
+    "TaskSubmission",
+    "TaskSubmitted",
+    "TaskSuperseded",
+    "TaskUpgraded",
+    "__version__",
+]

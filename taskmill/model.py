@@ -1,0 +1,375 @@
+"""Values shared by every layer: priorities, strategies, submissions, outcomes, errors, events."""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any, ClassVar, Final
+
+__all__ = [
+    "MAX_GROUP_LENGTH",
+    "MAX_KEY_LENGTH",
+    "MAX_PAYLOAD_BYTES",
+    "BatchInterrupted",
+    "BatchSubmitted",
+    "DuplicateStrategy",
+    "DuplicateTask",
+    "Event",
+    "InvalidSubmission",
+    "Priority",
+    "SchedulerError",
+    "SubmitOutcome",
+    "TaskCancelled",
+    "TaskCompleted",
+    "TaskDispatched",
+    "TaskFailed",
+    "TaskProgress",
+    "TaskSubmission",
+    "TaskSubmitted",
+    "TaskSuperseded",
+    "TaskUpgraded",
+]
+
+#: Largest payload accepted, in bytes (after JSON encoding).
+MAX_PAYLOAD_BYTES: Final = 1 << 20
+#: Longest task type / dedup key accepted, in characters.
+MAX_KEY_LENGTH: Final = 4096
+#: Longest group name or label accepted, in characters.
+MAX_GROUP_LENGTH: Final = 1024
+
+
+# --------------------------------------------------------------------------- priorities
+
+
+class Priority(int):
+    """A task priority, 0..255; **0 is the most urgent**.
+
+    ``Priority`` is an ``int``: every API that takes a priority also takes a plain
+    int.  The named tiers are ``REALTIME`` (0), ``HIGH`` (64), ``NORMAL`` (128),
+    ``BACKGROUND`` (192) and ``IDLE`` (255).
+    """
+
+    REALTIME: ClassVar[Priority]
+    HIGH: ClassVar[Priority]
+    NORMAL: ClassVar[Priority]
+    BACKGROUND: ClassVar[Priority]
+    IDLE: ClassVar[Priority]
+
+    _NAMES: ClassVar[dict[int, str]] = {}
+
+    def __new__(cls, value: int = 128) -> Priority:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidSubmission(
+                f"priority must be an int 0..255, got {value!r}", kind="invalid_priority",
+                field="priority",
+            )
+        if not 0 <= value <= 255:
+            raise InvalidSubmission(
+                f"priority must be within 0..255, got {value}", kind="invalid_priority",
+                field="priority",
+            )
+        return super().__new__(cls, value)
+
+    def __repr__(self) -> str:
+        name = self._NAMES.get(int(self))
+        return f"Priority.{name}" if name else f"Priority({int(self)})"
+
+    __str__ = __repr__
+
+
+for _name, _value in (("REALTIME", 0), ("HIGH", 64), ("NORMAL", 128), ("BACKGROUND", 192),
+                      ("IDLE", 255)):
+    setattr(Priority, _name, Priority(_value))
+    Priority._NAMES[_value] = _name
+
+
+class DuplicateStrategy(enum.StrEnum):
+    """What a submission does when an active task already has its ``(task_type, dedup_key)``."""
+
+    SKIP = "skip"
+    """Keep the existing task (raising a pending task's priority if the new one is more urgent)."""
+    SUPERSEDE = "supersede"
+    """Replace the existing task; a running one is cancelled."""
+    REJECT = "reject"
+    """Fail the new submission with :class:`DuplicateTask`."""
+
+    @classmethod
+    def parse(cls, value: DuplicateStrategy | str) -> DuplicateStrategy:
+        """Accept a member or its name/value in any case (``"skip"``, ``"SUPERSEDE"``)."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value.strip().lower())
+            except ValueError:
+                pass
+        raise InvalidSubmission(
+            f"on_duplicate must be one of skip, supersede, reject; got {value!r}",
+            kind="invalid_strategy", field="on_duplicate",
+        )
+
+
+class TaskStatus(enum.StrEnum):
+    """Status of a task. The first three are active, the rest are final (history)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"
+
+
+ACTIVE_STATUSES: Final = ("pending", "running", "paused")
+FINAL_STATUSES: Final = ("completed", "failed", "cancelled", "superseded")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class SchedulerError(Exception):
+    """Base of every error taskmill raises or reports.
+
+    ``kind`` is a short machine-readable string (``"invalid_priority"``,
+    ``"payload_too_large"``, ``"duplicate"``, ``"store"`` …); ``str(err)`` is the
+    readable message.
+    """
+
+    kind: str = "error"
+
+    def __init__(self, message: str, *, kind: str | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kind={self.kind!r}, message={self.message!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is type(self)
+            and isinstance(other, SchedulerError)
+            and other.kind == self.kind
+            and other.message == self.message
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.kind, self.message))
+
+
+class InvalidSubmission(SchedulerError):
+    """A submission (or one row of a batch) failed validation.
+
+    ``field`` names the offending field or column; ``index`` is the input row, for batches.
+    """
+
+    kind = "invalid"
+
+    def __init__(
+        self, message: str, *, kind: str | None = None, field: str | None = None,
+        index: int | None = None,
+    ) -> None:
+        super().__init__(message, kind=kind)
+        self.field = field
+        self.index = index
+
+
+class DuplicateTask(SchedulerError):
+    """A ``REJECT`` submission met an active task with the same ``(task_type, dedup_key)``."""
+
+    kind = "duplicate"
+
+    def __init__(self, message: str, *, existing_task_id: int | None = None) -> None:
+        super().__init__(message, kind="duplicate")
+        self.existing_task_id = existing_task_id
+
+
+class BatchInterrupted(SchedulerError):
+    """A chunk of a large batch could not commit; ``outcome`` covers the committed rows."""
+
+    kind = "store"
+
+    def __init__(self, message: str, *, outcome: Any) -> None:
+        super().__init__(message, kind="store")
+        self.outcome = outcome
+
+
+# --------------------------------------------------------------------------- submissions
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSubmission:
+    """One task to submit.
+
+    Construction never raises for a bad value: every check happens at submission,
+    where a bad task is *failed* (a batch goes on with the rest).  ``None`` for
+    ``group``, ``priority`` and ``on_duplicate`` means "use the batch default"
+    (otherwise no group, ``Priority.NORMAL``, ``DuplicateStrategy.SKIP``).
+
+    ``payload``: ``bytes`` are stored as they are; anything else is stored as its
+    UTF-8 JSON encoding.
+    """
+
+    task_type: Any
+    _: KW_ONLY
+    dedup_key: Any = None
+    group: Any = None
+    priority: Any = None
+    payload: Any = None
+    label: Any = None
+    expected_read_bytes: Any = 0
+    expected_write_bytes: Any = 0
+    expected_net_rx_bytes: Any = 0
+    expected_net_tx_bytes: Any = 0
+    on_duplicate: Any = None
+    max_retries: Any = None
+
+
+def encode_payload(payload: Any) -> bytes | None:
+    """The bytes stored for a ``TaskSubmission.payload``; raises ``InvalidSubmission``."""
+    if payload is None:
+        return None
+    if isinstance(payload, bytes | bytearray | memoryview):
+        data = bytes(payload)
+    else:
+        try:
+            data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError, UnicodeEncodeError, RecursionError) as exc:
+            raise InvalidSubmission(
+                f"payload cannot be encoded as JSON: {exc}", kind="invalid_payload",
+                field="payload",
+            ) from None
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise InvalidSubmission(
+            f"payload is {len(data):,} bytes, over the {MAX_PAYLOAD_BYTES:,}-byte limit",
+            kind="payload_too_large", field="payload",
+        )
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    """What a single :meth:`TaskStore.submit` did.
+
+    ``action`` is ``"submitted"``, ``"deduplicated"``, ``"superseded"`` or
+    ``"upgraded"``.  ``task_id`` is the new task, or the existing task that caused a
+    skip or was upgraded; ``replaced_task_id`` is the superseded task.
+    """
+
+    action: str
+    task_id: int
+    replaced_task_id: int | None = None
+    # what was submitted (defaults applied), for events and display
+    task_type: str = field(default="", compare=False)
+    dedup_key: str | None = field(default=None, compare=False)
+    group: str | None = field(default=None, compare=False)
+    priority: int = field(default=128, compare=False)
+
+
+# --------------------------------------------------------------------------- events
+
+
+def _now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of all scheduler events; ``at`` is a Unix timestamp."""
+
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSubmitted(Event):
+    """One task was submitted by a single ``submit()``."""
+
+    task_id: int
+    task_type: str
+    dedup_key: str | None
+    group: str | None
+    priority: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchSubmitted(Event):
+    """One committed batch transaction inserted ``count`` tasks (superseding ones included)."""
+
+    count: int
+    task_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskUpgraded(Event):
+    """A pending task's priority was raised by a more urgent duplicate submission."""
+
+    task_id: int
+    priority: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskDispatched(Event):
+    """An attempt of a task started on an executor."""
+
+    task_id: int
+    task_type: str
+    group: str | None
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskProgress(Event):
+    """An executor reported progress through ``ctx.progress()``."""
+
+    task_id: int
+    fraction: float
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskCompleted(Event):
+    """A task finished successfully."""
+
+    task_id: int
+    task_type: str
+    group: str | None
+    attempt: int
+    duration: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskFailed(Event):
+    """An attempt raised. ``will_retry`` tells whether the task goes back to the queue."""
+
+    task_id: int
+    task_type: str
+    group: str | None
+    attempt: int
+    error: str
+    will_retry: bool
+    retry_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskCancelled(Event):
+    """A task was cancelled (``was_running`` tells whether an attempt was under way)."""
+
+    task_id: int
+    was_running: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSuperseded(Event):
+    """An active task was replaced by ``replaced_by`` (a SUPERSEDE submission)."""
+
+    task_id: int
+    replaced_by: int
+    was_running: bool

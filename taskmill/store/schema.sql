@@ -1,0 +1,69 @@
+-- taskmill store schema, version 1.
+--
+-- Active tasks (pending, running, paused) live in `tasks`; a task that finishes
+-- moves, with the same id, to `history`.  Ids come from AUTOINCREMENT and are
+-- never handed out twice, even after every task has finished.
+
+CREATE TABLE taskmill_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE tasks (
+    id                    INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_type             TEXT    NOT NULL CHECK (task_type <> ''),
+    dedup_key             TEXT             CHECK (dedup_key <> ''),
+    group_name            TEXT,
+    priority              INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 255),
+    -- queue order within a priority: a new task's own id; a task that supersedes
+    -- a pending one inherits the replaced task's position
+    queue_pos             INTEGER NOT NULL,
+    status                TEXT    NOT NULL DEFAULT 'pending'
+                                  CHECK (status IN ('pending', 'running', 'paused')),
+    payload               BLOB,
+    label                 TEXT,
+    expected_read_bytes   INTEGER NOT NULL DEFAULT 0 CHECK (expected_read_bytes >= 0),
+    expected_write_bytes  INTEGER NOT NULL DEFAULT 0 CHECK (expected_write_bytes >= 0),
+    expected_net_rx_bytes INTEGER NOT NULL DEFAULT 0 CHECK (expected_net_rx_bytes >= 0),
+    expected_net_tx_bytes INTEGER NOT NULL DEFAULT 0 CHECK (expected_net_tx_bytes >= 0),
+    max_retries           INTEGER          CHECK (max_retries >= 0),
+    attempts              INTEGER NOT NULL DEFAULT 0,
+    last_error            TEXT,
+    run_after             REAL,            -- not dispatched before this time (retry backoff)
+    owner                 TEXT,            -- the worker running it: 'host:pid:token'
+    created_at            REAL    NOT NULL,
+    started_at            REAL
+);
+
+-- One active task per (task_type, dedup_key): enforced by the database itself.
+CREATE UNIQUE INDEX tasks_active_key ON tasks (task_type, dedup_key)
+    WHERE dedup_key IS NOT NULL;
+
+-- Dispatch order: priority (0 first), then queue order.
+CREATE INDEX tasks_queue ON tasks (status, priority, queue_pos);
+
+CREATE TABLE history (
+    id                    INTEGER PRIMARY KEY,   -- the task's own id
+    task_type             TEXT    NOT NULL,
+    dedup_key             TEXT,
+    group_name            TEXT,
+    priority              INTEGER NOT NULL,
+    payload               BLOB,
+    label                 TEXT,
+    expected_read_bytes   INTEGER NOT NULL DEFAULT 0,
+    expected_write_bytes  INTEGER NOT NULL DEFAULT 0,
+    expected_net_rx_bytes INTEGER NOT NULL DEFAULT 0,
+    expected_net_tx_bytes INTEGER NOT NULL DEFAULT 0,
+    max_retries           INTEGER,
+    status                TEXT    NOT NULL
+                                  CHECK (status IN ('completed', 'failed', 'cancelled', 'superseded')),
+    attempts              INTEGER NOT NULL,
+    last_error            TEXT,
+    replaced_by           INTEGER,          -- for 'superseded': the task that replaced it
+    created_at            REAL    NOT NULL,
+    started_at            REAL,
+    finished_at           REAL    NOT NULL
+);
+
+CREATE INDEX history_key ON history (task_type, dedup_key);
+CREATE INDEX history_finished ON history (finished_at);

@@ -1,0 +1,617 @@
+"""TaskStore: the synchronous SQLite task store, the only layer that talks to SQLite."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ..model import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    DuplicateStrategy,
+    DuplicateTask,
+    SchedulerError,
+    SubmitOutcome,
+    TaskSubmission,
+)
+from ..validation import Defaults, Row, check_submission
+from .sql import APPLICATION_ID, SCHEMA_VERSION, q, schema, statements
+
+__all__ = ["ClaimedTask", "TaskStore"]
+
+_HOST = socket.gethostname()
+# Owners (workers) alive in this process; a running task whose owner is this
+# process but not in this set was left behind and may be recovered.
+_LIVE_OWNERS: set[str] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    """A task a worker has just marked running."""
+
+    id: int
+    task_type: str
+    dedup_key: str | None
+    group: str | None
+    priority: int
+    payload: bytes | None
+    label: str | None
+    attempt: int
+    max_retries: int | None
+
+
+def _store_error(action: str, path: Path, exc: BaseException) -> SchedulerError:
+    return SchedulerError(f"{action} {path}: {exc}", kind="store")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is dead for our purpose
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _owner_dead(owner: str | None) -> bool:
+    """Whether the worker that marked a task running is gone (so the task can be recovered)."""
+    if owner is None:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text, _, _token = rest.partition(":")
+    if host != _HOST or not pid_text.isdigit():
+        return False  # another machine's worker: we cannot tell
+    pid = int(pid_text)
+    if pid == os.getpid():
+        with _LIVE_LOCK:
+            return owner not in _LIVE_OWNERS
+    return not _pid_alive(pid)
+
+
+_TASK_COLUMNS: dict[str, Any] = {
+    "id": pl.Int64,
+    "task_type": pl.String,
+    "dedup_key": pl.String,
+    "group": pl.String,
+    "priority": pl.Int64,
+    "status": pl.String,
+    "queue_pos": pl.Int64,
+    "payload": pl.Binary,
+    "label": pl.String,
+    "expected_read_bytes": pl.Int64,
+    "expected_write_bytes": pl.Int64,
+    "expected_net_rx_bytes": pl.Int64,
+    "expected_net_tx_bytes": pl.Int64,
+    "max_retries": pl.Int64,
+    "attempts": pl.Int64,
+    "last_error": pl.String,
+    "run_after": pl.Float64,
+    "created_at": pl.Float64,
+    "started_at": pl.Float64,
+}
+_HISTORY_COLUMNS: dict[str, Any] = {
+    "id": pl.Int64,
+    "task_type": pl.String,
+    "dedup_key": pl.String,
+    "group": pl.String,
+    "priority": pl.Int64,
+    "status": pl.String,
+    "payload": pl.Binary,
+    "label": pl.String,
+    "expected_read_bytes": pl.Int64,
+    "expected_write_bytes": pl.Int64,
+    "expected_net_rx_bytes": pl.Int64,
+    "expected_net_tx_bytes": pl.Int64,
+    "max_retries": pl.Int64,
+    "attempts": pl.Int64,
+    "last_error": pl.String,
+    "replaced_by": pl.Int64,
+    "created_at": pl.Float64,
+    "started_at": pl.Float64,
+    "finished_at": pl.Float64,
+}
+_TIME_COLUMNS = ("run_after", "created_at", "started_at", "finished_at")
+
+
+def _sql_columns(columns: Iterable[str]) -> str:
+    return ", ".join('group_name AS "group"' if c == "group" else c for c in columns)
+
+
+def _frame(rows: list[tuple[Any, ...]], columns: Mapping[str, Any]) -> pl.DataFrame:
+    data = {name: [] for name in columns} if not rows else dict(
+        zip(columns, (list(col) for col in zip(*rows, strict=True)), strict=True)
+    )
+    df = pl.DataFrame(data, schema=dict(columns), orient="col")
+    times = [c for c in _TIME_COLUMNS if c in columns]
+    return df.with_columns(
+        (pl.col(c) * 1_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")) for c in times
+    )
+
+
+class TaskStore:
+    """A persistent task queue in one SQLite file.
+
+    Open with :meth:`open`; use as a context manager or call :meth:`close`.  Every
+    method is thread-safe (calls are serialised on one connection) and several
+    processes may open the same file: writers wait for each other up to
+    ``busy_timeout`` seconds, then raise ``SchedulerError(kind="store")``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._connect()
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> TaskStore:
+        """Create or open the store at ``path``.
+
+        Raises ``SchedulerError(kind="store")`` — leaving the file untouched — when
+        the folder is missing, the file is not SQLite, is a SQLite file that is not a
+        taskmill store, or was written by a newer taskmill schema.
+        """
+        return cls(path, busy_timeout=busy_timeout)
+
+    def _connect(self) -> None:
+        path = self.path
+        if not path.parent.exists():
+            raise SchedulerError(
+                f"cannot open task store {path}: folder {path.parent} does not exist",
+                kind="store",
+            )
+        if path.is_dir():
+            raise SchedulerError(f"cannot open task store {path}: it is a folder", kind="store")
+        try:
+            conn = sqlite3.connect(
+                path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise _store_error("cannot open task store", path, exc) from exc
+        try:
+            self._check_and_init(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self.recover()
+
+    def _check_and_init(self, conn: sqlite3.Connection) -> None:
+        path = self.path
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            raise SchedulerError(
+                f"cannot open task store {path}: not a SQLite database ({exc})", kind="store",
+            ) from exc
+        if version > SCHEMA_VERSION:
+            raise SchedulerError(
+                f"task store {path} has schema version {version}, newer than this taskmill "
+                f"understands ({SCHEMA_VERSION}); upgrade taskmill", kind="store",
+            )
+        if tables and "taskmill_meta" not in tables:
+            raise SchedulerError(
+                f"{path} is a SQLite database but not a taskmill store "
+                f"(it has tables: {', '.join(sorted(tables)[:5])})", kind="store",
+            )
+        if tables:
+            app = conn.execute(
+                "SELECT value FROM taskmill_meta WHERE key = 'application'").fetchone()
+            if app is None or app[0] != APPLICATION_ID or version < 1:
+                raise SchedulerError(f"{path} is not a taskmill store", kind="store")
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise SchedulerError(
+                    f"cannot switch task store {path} to WAL (journal_mode={mode})",
+                    kind="store")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not tables:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    # another process may have created it while we waited for the lock
+                    if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                        for statement in statements(schema()):
+                            conn.execute(statement)
+                        conn.execute("INSERT INTO taskmill_meta VALUES ('application', ?)",
+                                     (APPLICATION_ID,))
+                        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _store_error("cannot initialise task store", path, exc) from exc
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> TaskStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "open" if self._conn is not None else "closed"
+        return f"<TaskStore {str(self.path)!r} ({state})>"
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise SchedulerError(f"task store {self.path} is closed", kind="store")
+        return self._conn
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self.conn
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise _store_error("task store read failed on", self.path, exc) from exc
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``), all or nothing."""
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise SchedulerError(
+                    f"task store {self.path} is locked by another writer "
+                    f"(waited {self.busy_timeout:g} s): {exc}", kind="store",
+                ) from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _store_error("task store write failed on", self.path, exc) from exc
+                raise
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit(
+        self,
+        submission: TaskSubmission,
+        *,
+        defaults: Defaults | None = None,
+    ) -> SubmitOutcome:
+        """Submit one task; returns what happened.
+
+        Raises :class:`InvalidSubmission` (naming the field) for a bad value and
+        :class:`DuplicateTask` for a ``REJECT`` submission whose key is active.
+        """
+        row = check_submission(submission, defaults or Defaults())
+        now = time.time()
+        with self._write() as conn:
+            return self._submit_row(conn, row, now)
+
+    def _submit_row(self, conn: sqlite3.Connection, row: Row, now: float) -> SubmitOutcome:
+        info = (row.task_type, row.dedup_key, row.group, row.priority)
+        existing = None
+        if row.dedup_key is not None:
+            existing = conn.execute(q("find_active"), (row.task_type, row.dedup_key)).fetchone()
+        if existing is None:
+            new_id = conn.execute(q("next_id")).fetchone()[0] + 1
+            self._insert(conn, new_id, new_id, row, now)
+            return SubmitOutcome("submitted", new_id, None, *info)
+        old_id, old_status, old_priority, old_pos = existing
+        strategy = row.on_duplicate
+        if strategy is DuplicateStrategy.REJECT:
+            raise DuplicateTask(
+                f"an active task (id {old_id}, {old_status}) already has task_type "
+                f"{row.task_type!r} and dedup_key {row.dedup_key!r}",
+                existing_task_id=old_id,
+            )
+        if strategy is DuplicateStrategy.SKIP:
+            if old_status == "pending" and row.priority < old_priority:
+                conn.execute(q("upgrade_priority"), (row.priority, old_id, row.priority))
+                return SubmitOutcome("upgraded", old_id, None, *info)
+            return SubmitOutcome("deduplicated", old_id, None, *info)
+        new_id = conn.execute(q("next_id")).fetchone()[0] + 1
+        self._finish(conn, [old_id], "superseded", now, replaced_by=new_id)
+        self._insert(conn, new_id, old_pos if old_status == "pending" else new_id, row, now)
+        return SubmitOutcome("superseded", new_id, old_id, *info)
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, task_id: int, queue_pos: int, row: Row,
+                now: float) -> None:
+        conn.execute(q("insert_task"), (
+            task_id, row.task_type, row.dedup_key, row.group, row.priority, queue_pos,
+            row.payload, row.label, row.expected_read_bytes, row.expected_write_bytes,
+            row.expected_net_rx_bytes, row.expected_net_tx_bytes, row.max_retries, now,
+        ))
+
+    @staticmethod
+    def _finish(conn: sqlite3.Connection, ids: Sequence[int], status: str, now: float, *,
+                error: str | None = None, replaced_by: int | None = None) -> None:
+        """Move active tasks to history with a final status."""
+        ids_json = json.dumps(list(ids))
+        conn.execute(q("finish_to_history"), {
+            "status": status, "error": error, "replaced_by": replaced_by, "now": now,
+            "ids": ids_json,
+        })
+        conn.execute(q("delete_tasks"), (ids_json,))
+
+    # ------------------------------------------------------------------ task control
+
+    def cancel(self, task_id: int) -> str | None:
+        """Cancel an active task: it moves to history as ``cancelled``.
+
+        Returns the status it had (``"pending"``, ``"running"``, ``"paused"``), or
+        ``None`` when no active task has that id.  A running attempt is not stopped
+        by the store; the scheduler running it tells its executor.
+        """
+        with self._write() as conn:
+            row = conn.execute(q("get_active"), (task_id,)).fetchone()
+            if row is None:
+                return None
+            self._finish(conn, [task_id], "cancelled", time.time())
+            return str(row[1])
+
+    def pause(self, task_id: int) -> bool:
+        """Hold a pending task back from dispatch; returns whether it was paused."""
+        with self._write() as conn:
+            cur = conn.execute(q("set_status"), {"id": task_id, "from": "pending", "to": "paused"})
+            return cur.rowcount == 1
+
+    def resume(self, task_id: int) -> bool:
+        """Let a paused task be dispatched again; returns whether it was resumed."""
+        with self._write() as conn:
+            cur = conn.execute(q("set_status"), {"id": task_id, "from": "paused", "to": "pending"})
+            return cur.rowcount == 1
+
+    # ------------------------------------------------------------------ workers
+
+    def new_owner(self) -> str:
+        """A fresh worker identity for :meth:`claim`; live until :meth:`release_owner`."""
+        owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        with _LIVE_LOCK:
+            _LIVE_OWNERS.add(owner)
+        return owner
+
+    def release_owner(self, owner: str) -> int:
+        """Give every task ``owner`` still runs back to the queue; forget the owner."""
+        with _LIVE_LOCK:
+            _LIVE_OWNERS.discard(owner)
+        with self._write() as conn:
+            return conn.execute(q("release_owner"), (owner,)).rowcount
+
+    def recover(self) -> int:
+        """Put tasks whose worker died back to pending (not counted as a try)."""
+        with self._read() as conn:
+            owners = [r[0] for r in conn.execute(q("running_owners"))]
+        dead = [o for o in owners if _owner_dead(o)]
+        if not dead:
+            return 0
+        count = 0
+        with self._write() as conn:
+            for owner in dead:
+                count += conn.execute(q("release_owner"), (owner,)).rowcount
+        return count
+
+    def claim(
+        self,
+        limit: int,
+        *,
+        task_types: Iterable[str],
+        owner: str,
+        group_limits: Mapping[str, int] | None = None,
+        default_group_limit: int | None = None,
+        running_per_group: Mapping[str, int] | None = None,
+        now: float | None = None,
+    ) -> list[ClaimedTask]:
+        """Mark up to ``limit`` dispatchable tasks running for ``owner``, in dispatch order.
+
+        Order is priority, then queue order.  A group whose limit is reached is
+        skipped, never blocking the tasks of other groups behind it.
+        """
+        types = sorted(set(task_types))
+        if limit <= 0 or not types:
+            return []
+        now = time.time() if now is None else now
+        group_limits = dict(group_limits or {})
+        running = dict(running_per_group or {})
+
+        def room(group: str) -> int | None:
+            cap = group_limits.get(group, default_group_limit)
+            return None if cap is None else cap - running.get(group, 0)
+
+        full = {g for g in running if (r := room(g)) is not None and r <= 0}
+        taken: list[ClaimedTask] = []
+        with self._write() as conn:
+            while len(taken) < limit:
+                rows = conn.execute(q("claim_candidates"), {
+                    "types": json.dumps(types), "now": now,
+                    "full_groups": json.dumps(sorted(full)), "limit": limit - len(taken),
+                }).fetchall()
+                if not rows:
+                    break
+                batch: list[ClaimedTask] = []
+                for tid, ttype, key, group, prio, payload, label, attempts, max_retries in rows:
+                    if group is not None:
+                        if group in full:
+                            continue
+                        r = room(group)
+                        if r is not None:
+                            running[group] = running.get(group, 0) + 1
+                            if r - 1 <= 0:
+                                full.add(group)
+                    batch.append(ClaimedTask(tid, ttype, key, group, prio, payload, label,
+                                             attempts + 1, max_retries))
+                if batch:
+                    conn.execute(q("mark_running"), {
+                        "ids": json.dumps([t.id for t in batch]), "now": now, "owner": owner,
+                    })
+                    taken.extend(batch)
+        return taken
+
+    def complete(self, task_id: int, *, owner: str) -> bool:
+        """A running attempt succeeded: the task moves to history as ``completed``.
+
+        Returns ``False`` (and changes nothing) when the task is no longer running
+        for ``owner`` — it was cancelled or superseded meanwhile.
+        """
+        with self._write() as conn:
+            if not self._owns(conn, task_id, owner):
+                return False
+            self._finish(conn, [task_id], "completed", time.time())
+            return True
+
+    def fail(self, task_id: int, *, owner: str, error: str,
+             retry_at: float | None) -> str | None:
+        """A running attempt raised.
+
+        With ``retry_at`` the task goes back to pending, not dispatched before that
+        time (``"retry"``); without, it moves to history as ``failed`` (``"failed"``).
+        ``None`` when the task is no longer running for ``owner``.
+        """
+        with self._write() as conn:
+            if not self._owns(conn, task_id, owner):
+                return None
+            if retry_at is not None:
+                conn.execute(q("retry_later"), {
+                    "id": task_id, "owner": owner, "error": error, "run_after": retry_at,
+                })
+                return "retry"
+            self._finish(conn, [task_id], "failed", time.time(), error=error)
+            return "failed"
+
+    def release(self, task_ids: Sequence[int], *, owner: str) -> int:
+        """Give running attempts back to pending, not counted as tries (shutdown)."""
+        if not task_ids:
+            return 0
+        with self._write() as conn:
+            return conn.execute(q("release_running"), {
+                "ids": json.dumps(list(task_ids)), "owner": owner,
+            }).rowcount
+
+    @staticmethod
+    def _owns(conn: sqlite3.Connection, task_id: int, owner: str) -> bool:
+        return bool(conn.execute(q("owned_running"), {
+            "ids": json.dumps([task_id]), "owner": owner}).fetchone())
+
+    def lost_tasks(self, task_ids: Sequence[int], *, owner: str) -> dict[int, tuple[str, int | None]]:
+        """Of tasks ``owner`` believes it runs, those cancelled or superseded meanwhile.
+
+        Maps each lost id to its history status and ``replaced_by`` (``"gone"`` when
+        it is in neither table).
+        """
+        if not task_ids:
+            return {}
+        ids_json = json.dumps(list(task_ids))
+        with self._read() as conn:
+            still = {r[0] for r in conn.execute(q("owned_running"),
+                                                {"ids": ids_json, "owner": owner})}
+            lost = [t for t in task_ids if t not in still]
+            if not lost:
+                return {}
+            found = {r[0]: (r[1], r[2]) for r in conn.execute(q("history_status"),
+                                                             (json.dumps(lost),))}
+        return {t: found.get(t, ("gone", None)) for t in lost}
+
+    def dispatchable_count(self, task_types: Iterable[str]) -> int:
+        """Pending or running tasks of these types (what a worker still has to do)."""
+        with self._read() as conn:
+            return int(conn.execute(q("pending_count_for_types"),
+                                    (json.dumps(sorted(set(task_types))),)).fetchone()[0])
+
+    def next_retry_at(self, task_types: Iterable[str]) -> float | None:
+        """The earliest time a pending task of these types waits for (retry backoff)."""
+        with self._read() as conn:
+            return conn.execute(q("next_run_after"),
+                                (json.dumps(sorted(set(task_types))),)).fetchone()[0]
+
+    # ------------------------------------------------------------------ queries
+
+    def counts(self) -> dict[str, int]:
+        """Number of tasks per status, every status present (active and final)."""
+        result = dict.fromkeys((*ACTIVE_STATUSES, *FINAL_STATUSES), 0)
+        with self._read() as conn:
+            for status, n in conn.execute(q("active_counts")):
+                result[status] = n
+            for status, n in conn.execute(q("history_counts")):
+                result[status] = n
+        return result
+
+    def _select(self, table: str, columns: Mapping[str, Any], order: str, *,
+                status: str | Sequence[str] | None, task_type: str | Sequence[str] | None,
+                group: str | Sequence[str] | None, limit: int | None) -> pl.DataFrame:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("status", status), ("task_type", task_type),
+                              ("group_name", group)):
+            if value is None:
+                continue
+            values = [value] if isinstance(value, str) else list(value)
+            where.append(f"{column} IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(values))
+        sql = f"SELECT {_sql_columns(columns)} FROM {table}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {order}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with self._read() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return _frame(rows, columns)
+
+    def tasks(self, *, status: str | Sequence[str] | None = None,
+              task_type: str | Sequence[str] | None = None,
+              group: str | Sequence[str] | None = None,
+              limit: int | None = None) -> pl.DataFrame:
+        """Active tasks (pending, running, paused) in dispatch order, as a polars DataFrame."""
+        return self._select("tasks", _TASK_COLUMNS, "priority, queue_pos", status=status,
+                            task_type=task_type, group=group, limit=limit)
+
+    def history(self, *, status: str | Sequence[str] | None = None,
+                task_type: str | Sequence[str] | None = None,
+                group: str | Sequence[str] | None = None,
+                limit: int | None = None) -> pl.DataFrame:
+        """Finished tasks (completed, failed, cancelled, superseded) by id, as a DataFrame."""
+        return self._select("history", _HISTORY_COLUMNS, "id", status=status,
+                            task_type=task_type, group=group, limit=limit)
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` result (``"ok"`` when healthy)."""
+        with self._read() as conn:
+            return "\n".join(r[0] for r in conn.execute("PRAGMA integrity_check"))

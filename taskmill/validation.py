@@ -1,0 +1,121 @@
+"""Checks of one :class:`TaskSubmission`, shared by ``submit()`` and list batches.
+
+The vectorised checks of table input (``taskmill.plan``) produce the same kinds
+and messages, so a list and a table holding the same data fail the same rows
+the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .model import (
+    MAX_GROUP_LENGTH,
+    MAX_KEY_LENGTH,
+    DuplicateStrategy,
+    InvalidSubmission,
+    Priority,
+    TaskSubmission,
+    encode_payload,
+)
+
+EXPECTED_FIELDS = (
+    "expected_read_bytes",
+    "expected_write_bytes",
+    "expected_net_rx_bytes",
+    "expected_net_tx_bytes",
+)
+MAX_INT64 = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """Batch-wide defaults for fields a submission leaves unset."""
+
+    group: str | None = None
+    priority: int = int(Priority.NORMAL)
+    on_duplicate: DuplicateStrategy = DuplicateStrategy.SKIP
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A validated submission, defaults applied, payload encoded."""
+
+    task_type: str
+    dedup_key: str | None
+    group: str | None
+    priority: int
+    payload: bytes | None
+    label: str | None
+    expected_read_bytes: int
+    expected_write_bytes: int
+    expected_net_rx_bytes: int
+    expected_net_tx_bytes: int
+    on_duplicate: DuplicateStrategy
+    max_retries: int | None
+
+
+def _invalid(field: str, kind: str, message: str) -> InvalidSubmission:
+    return InvalidSubmission(message, kind=kind, field=field)
+
+
+def check_text(value: Any, field: str, kind: str, limit: int, *, required: bool) -> str | None:
+    """A text field: ``None`` (unless required) or a string within ``limit`` characters."""
+    if value is None:
+        if required:
+            raise _invalid(field, kind, f"{field} is missing")
+        return None
+    if not isinstance(value, str):
+        raise _invalid(field, kind, f"{field} must be a string, got {type(value).__name__}")
+    if value == "" and field in ("task_type", "dedup_key"):
+        raise _invalid(field, kind, f"{field} is an empty string")
+    if len(value) > limit:
+        raise _invalid(field, kind, f"{field} is longer than {limit:,} characters")
+    return value
+
+
+def check_int(value: Any, field: str, kind: str, low: int, high: int) -> int:
+    """An integer field within ``low..high`` (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(field, kind, f"{field} must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise _invalid(field, kind, f"{field} must be within {low}..{high}, got {value}")
+    return int(value)
+
+
+def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Row:  # noqa: B008
+    """Validate one submission; raise :class:`InvalidSubmission` naming the field."""
+    if not isinstance(sub, TaskSubmission):
+        raise InvalidSubmission(
+            f"expected a TaskSubmission, got {type(sub).__name__}", kind="invalid_input",
+        )
+    task_type = check_text(sub.task_type, "task_type", "invalid_task_type", MAX_KEY_LENGTH,
+                           required=True)
+    assert task_type is not None
+    dedup_key = check_text(sub.dedup_key, "dedup_key", "invalid_dedup_key", MAX_KEY_LENGTH,
+                           required=False)
+    group = check_text(sub.group, "group", "invalid_group", MAX_GROUP_LENGTH, required=False)
+    if group is None:
+        group = defaults.group
+    label = check_text(sub.label, "label", "invalid_label", MAX_GROUP_LENGTH, required=False)
+    priority = (
+        defaults.priority if sub.priority is None
+        else check_int(sub.priority, "priority", "invalid_priority", 0, 255)
+    )
+    expected = [
+        check_int(getattr(sub, f), f, "invalid_expected_bytes", 0, MAX_INT64)
+        if getattr(sub, f) is not None else 0
+        for f in EXPECTED_FIELDS
+    ]
+    strategy = (
+        defaults.on_duplicate if sub.on_duplicate is None
+        else DuplicateStrategy.parse(sub.on_duplicate)
+    )
+    max_retries = (
+        None if sub.max_retries is None
+        else check_int(sub.max_retries, "max_retries", "invalid_max_retries", 0, 1000)
+    )
+    payload = encode_payload(sub.payload)
+    return Row(task_type, dedup_key, group, priority, payload, label, *expected, strategy,
+               max_retries)
