@@ -62,12 +62,14 @@ class Priority(int):
     def __new__(cls, value: int = 128) -> Priority:
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidSubmission(
-                f"priority must be an int 0..255, got {value!r}", kind="invalid_priority",
+                f"priority must be an int 0..255, got {value!r}",
+                kind="invalid_priority",
                 field="priority",
             )
         if not 0 <= value <= 255:
             raise InvalidSubmission(
-                f"priority must be within 0..255, got {value}", kind="invalid_priority",
+                f"priority must be within 0..255, got {value}",
+                kind="invalid_priority",
                 field="priority",
             )
         return super().__new__(cls, value)
@@ -79,8 +81,13 @@ class Priority(int):
     __str__ = __repr__
 
 
-for _name, _value in (("REALTIME", 0), ("HIGH", 64), ("NORMAL", 128), ("BACKGROUND", 192),
-                      ("IDLE", 255)):
+for _name, _value in (
+    ("REALTIME", 0),
+    ("HIGH", 64),
+    ("NORMAL", 128),
+    ("BACKGROUND", 192),
+    ("IDLE", 255),
+):
     setattr(Priority, _name, Priority(_value))
     Priority._NAMES[_value] = _name
 
@@ -107,7 +114,8 @@ class DuplicateStrategy(enum.StrEnum):
                 pass
         raise InvalidSubmission(
             f"on_duplicate must be one of skip, supersede, reject; got {value!r}",
-            kind="invalid_strategy", field="on_duplicate",
+            kind="invalid_strategy",
+            field="on_duplicate",
         )
 
 
@@ -173,7 +181,11 @@ class InvalidSubmission(SchedulerError):
     kind = "invalid"
 
     def __init__(
-        self, message: str, *, kind: str | None = None, field: str | None = None,
+        self,
+        message: str,
+        *,
+        kind: str | None = None,
+        field: str | None = None,
         index: int | None = None,
     ) -> None:
         super().__init__(message, kind=kind)
@@ -240,17 +252,20 @@ def encode_payload(payload: Any) -> bytes | None:
         data = bytes(payload)
     else:
         try:
-            data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False,
-                              allow_nan=False).encode("utf-8")
+            data = json.dumps(
+                payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            ).encode("utf-8")
         except (TypeError, ValueError, UnicodeEncodeError, RecursionError) as exc:
             raise InvalidSubmission(
-                f"payload cannot be encoded as JSON: {exc}", kind="invalid_payload",
+                f"payload cannot be encoded as JSON: {exc}",
+                kind="invalid_payload",
                 field="payload",
             ) from None
     if len(data) > MAX_PAYLOAD_BYTES:
         raise InvalidSubmission(
             f"payload is {len(data):,} bytes, over the {MAX_PAYLOAD_BYTES:,}-byte limit",
-            kind="payload_too_large", field="payload",
+            kind="payload_too_large",
+            field="payload",
         )
     return data
 

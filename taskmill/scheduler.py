@@ -43,11 +43,29 @@ T = TypeVar("T")
 Executor = Callable[["TaskContext"], Any]
 
 
+async def _wait_event(event: asyncio.Event, timeout: float) -> None:
+    """Wait for ``event`` at most ``timeout`` seconds (cancellation is never swallowed,
+    unlike ``asyncio.wait_for`` on Python 3.11)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+
+
 class TaskContext:
     """What an executor receives: the task's fields, progress reporting and cancellation."""
 
-    __slots__ = ("_cancelled", "_progress_cb", "attempt", "dedup_key", "group", "label",
-                 "payload", "priority", "task_id", "task_type")
+    __slots__ = (
+        "_cancelled",
+        "_progress_cb",
+        "attempt",
+        "dedup_key",
+        "group",
+        "label",
+        "payload",
+        "priority",
+        "task_id",
+        "task_type",
+    )
 
     def __init__(self, task: ClaimedTask, progress_cb: Callable[[float, str | None], None]):
         self.task_id: int = task.id
@@ -75,8 +93,10 @@ class TaskContext:
         self._progress_cb(float(fraction), message)
 
     def __repr__(self) -> str:
-        return (f"<TaskContext id={self.task_id} type={self.task_type!r} "
-                f"key={self.dedup_key!r} attempt={self.attempt}>")
+        return (
+            f"<TaskContext id={self.task_id} type={self.task_type!r} "
+            f"key={self.dedup_key!r} attempt={self.attempt}>"
+        )
 
 
 class Subscription:
@@ -231,8 +251,9 @@ class Scheduler:
         self._owner = self._store.new_owner()
         self._wake = asyncio.Event()
         self._activity = asyncio.Event()
-        self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency,
-                                        thread_name_prefix="taskmill-exec")
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.max_concurrency, thread_name_prefix="taskmill-exec"
+        )
         self._started = True
         self._closing = False
         self._loop_task = asyncio.create_task(self._dispatch_loop(), name="taskmill-dispatch")
@@ -326,12 +347,23 @@ class Scheduler:
             if attempt is not None:  # its TaskSuperseded comes when the attempt stops
                 self._stop_attempt(attempt, "superseded", outcome.task_id)
             else:
-                self._publish(TaskSuperseded(task_id=outcome.replaced_task_id,
-                                             replaced_by=outcome.task_id, was_running=False))
+                self._publish(
+                    TaskSuperseded(
+                        task_id=outcome.replaced_task_id,
+                        replaced_by=outcome.task_id,
+                        was_running=False,
+                    )
+                )
         if outcome.action in ("submitted", "superseded"):
-            self._publish(TaskSubmitted(task_id=outcome.task_id, task_type=outcome.task_type,
-                                        dedup_key=outcome.dedup_key, group=outcome.group,
-                                        priority=outcome.priority))
+            self._publish(
+                TaskSubmitted(
+                    task_id=outcome.task_id,
+                    task_type=outcome.task_type,
+                    dedup_key=outcome.dedup_key,
+                    group=outcome.group,
+                    priority=outcome.priority,
+                )
+            )
             self._poke()
 
     async def cancel(self, task_id: int) -> bool:
@@ -360,8 +392,12 @@ class Scheduler:
         self._poke()
         return ok
 
-    def _stop_attempt(self, attempt: _Attempt, reason: str, replaced_by: int | None = None,
-                      ) -> None:
+    def _stop_attempt(
+        self,
+        attempt: _Attempt,
+        reason: str,
+        replaced_by: int | None = None,
+    ) -> None:
         """Tell a running attempt it was cancelled or superseded."""
         if attempt.stop_reason is not None:
             return
@@ -369,7 +405,8 @@ class Scheduler:
         attempt.replaced_by = replaced_by
         attempt.ctx._cancelled = True
         if attempt.job is not None and inspect.iscoroutinefunction(
-                self.executors.get(attempt.task.task_type)):
+            self.executors.get(attempt.task.task_type)
+        ):
             attempt.job.cancel()
 
     # ------------------------------------------------------------------ waiting
@@ -380,6 +417,7 @@ class Scheduler:
         Tasks whose type has no executor here are not waited for.  Raises
         ``TimeoutError`` after ``timeout`` seconds.
         """
+
         async def idle() -> None:
             assert self._activity is not None
             while True:
@@ -388,12 +426,12 @@ class Scheduler:
                     left = await self._db(self.store.dispatchable_count, self.executors)
                     if left == 0 and not self._running:
                         return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._activity.wait(), self.poll_interval)
+                await _wait_event(self._activity, self.poll_interval)
 
         if not self._started:
             raise SchedulerError("the scheduler is not started (use 'async with')", kind="state")
-        await asyncio.wait_for(idle(), timeout)
+        async with asyncio.timeout(timeout):
+            await idle()
 
     @property
     def running(self) -> dict[int, str]:
@@ -404,7 +442,7 @@ class Scheduler:
 
     async def _dispatch_loop(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._closing:
             self._wake.clear()
             try:
                 await self._check_lost()
@@ -413,8 +451,7 @@ class Scheduler:
             except SchedulerError as exc:  # the store is busy or failing: say so, go on
                 log.warning("taskmill dispatch: %s", exc)
                 delay = self.poll_interval
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            await _wait_event(self._wake, delay)
 
     async def _next_delay(self) -> float:
         if not self.executors:
@@ -432,7 +469,10 @@ class Scheduler:
         if free <= 0 or not self.executors or self._closing:
             return
         claimed = await self._db(
-            self.store.claim, free, task_types=self.executors, owner=self._owner,
+            self.store.claim,
+            free,
+            task_types=self.executors,
+            owner=self._owner,
             group_limits=self.group_concurrency,
             default_group_limit=self.default_group_concurrency,
             running_per_group=dict(self._group_running),
@@ -442,15 +482,19 @@ class Scheduler:
 
     def _start(self, task: ClaimedTask) -> None:
         def report(fraction: float, message: str | None) -> None:
-            self._publish_threadsafe(TaskProgress(task_id=task.id, fraction=fraction,
-                                                  message=message))
+            self._publish_threadsafe(
+                TaskProgress(task_id=task.id, fraction=fraction, message=message)
+            )
 
         attempt = _Attempt(task=task, ctx=TaskContext(task, report), started=time.monotonic())
         self._running[task.id] = attempt
         if task.group is not None:
             self._group_running[task.group] += 1
-        self._publish(TaskDispatched(task_id=task.id, task_type=task.task_type,
-                                     group=task.group, attempt=task.attempt))
+        self._publish(
+            TaskDispatched(
+                task_id=task.id, task_type=task.task_type, group=task.group, attempt=task.attempt
+            )
+        )
         attempt.job = asyncio.create_task(self._run(attempt), name=f"taskmill-task-{task.id}")
 
     async def _call(self, attempt: _Attempt) -> None:
@@ -498,16 +542,25 @@ class Scheduler:
             self._publish(TaskCancelled(task_id=task.id, was_running=True))
             return
         if reason == "superseded":
-            self._publish(TaskSuperseded(task_id=task.id, replaced_by=attempt.replaced_by or 0,
-                                         was_running=True))
+            self._publish(
+                TaskSuperseded(
+                    task_id=task.id, replaced_by=attempt.replaced_by or 0, was_running=True
+                )
+            )
             return
         duration = time.monotonic() - attempt.started
         if error is None:
             done = await self._db(self.store.complete, task.id, owner=owner)
             if done:
-                self._publish(TaskCompleted(task_id=task.id, task_type=task.task_type,
-                                            group=task.group, attempt=task.attempt,
-                                            duration=duration))
+                self._publish(
+                    TaskCompleted(
+                        task_id=task.id,
+                        task_type=task.task_type,
+                        group=task.group,
+                        attempt=task.attempt,
+                        duration=duration,
+                    )
+                )
             else:
                 await self._report_lost(task.id)
             return
@@ -517,15 +570,24 @@ class Scheduler:
         if task.attempt <= max_retries:
             delay = min(self.max_retry_delay, self.retry_delay * 2 ** (task.attempt - 1))
             retry_at = time.time() + delay
-        result = await self._db(self.store.fail, task.id, owner=owner, error=message,
-                                retry_at=retry_at)
+        result = await self._db(
+            self.store.fail, task.id, owner=owner, error=message, retry_at=retry_at
+        )
         if result is None:
             await self._report_lost(task.id)
             return
         log.debug("task %s attempt %s failed: %s", task.id, task.attempt, message)
-        self._publish(TaskFailed(task_id=task.id, task_type=task.task_type, group=task.group,
-                                 attempt=task.attempt, error=message,
-                                 will_retry=result == "retry", retry_at=retry_at))
+        self._publish(
+            TaskFailed(
+                task_id=task.id,
+                task_type=task.task_type,
+                group=task.group,
+                attempt=task.attempt,
+                error=message,
+                will_retry=result == "retry",
+                retry_at=retry_at,
+            )
+        )
         if retry_at is not None and self._loop is not None:
             self._loop.call_at(self._loop.time() + (retry_at - time.time()), self._poke)
 
@@ -534,8 +596,9 @@ class Scheduler:
         lost = await self._db(self.store.lost_tasks, [task_id], owner=self._owner)
         status, replaced_by = lost.get(task_id, ("gone", None))
         if status == "superseded":
-            self._publish(TaskSuperseded(task_id=task_id, replaced_by=replaced_by or 0,
-                                         was_running=True))
+            self._publish(
+                TaskSuperseded(task_id=task_id, replaced_by=replaced_by or 0, was_running=True)
+            )
         else:
             self._publish(TaskCancelled(task_id=task_id, was_running=True))
 
@@ -559,4 +622,3 @@ class Scheduler:
                 yield event
         finally:
             sub.close()
-

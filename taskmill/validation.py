@@ -84,38 +84,46 @@ def check_int(value: Any, field: str, kind: str, low: int, high: int) -> int:
     return int(value)
 
 
-def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Row:  # noqa: B008
+def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Row:
     """Validate one submission; raise :class:`InvalidSubmission` naming the field."""
     if not isinstance(sub, TaskSubmission):
         raise InvalidSubmission(
-            f"expected a TaskSubmission, got {type(sub).__name__}", kind="invalid_input",
+            f"expected a TaskSubmission, got {type(sub).__name__}",
+            kind="invalid_input",
         )
-    task_type = check_text(sub.task_type, "task_type", "invalid_task_type", MAX_KEY_LENGTH,
-                           required=True)
+    task_type = check_text(
+        sub.task_type, "task_type", "invalid_task_type", MAX_KEY_LENGTH, required=True
+    )
     assert task_type is not None
-    dedup_key = check_text(sub.dedup_key, "dedup_key", "invalid_dedup_key", MAX_KEY_LENGTH,
-                           required=False)
+    dedup_key = check_text(
+        sub.dedup_key, "dedup_key", "invalid_dedup_key", MAX_KEY_LENGTH, required=False
+    )
     group = check_text(sub.group, "group", "invalid_group", MAX_GROUP_LENGTH, required=False)
     if group is None:
         group = defaults.group
     label = check_text(sub.label, "label", "invalid_label", MAX_GROUP_LENGTH, required=False)
     priority = (
-        defaults.priority if sub.priority is None
+        defaults.priority
+        if sub.priority is None
         else check_int(sub.priority, "priority", "invalid_priority", 0, 255)
     )
     expected = [
         check_int(getattr(sub, f), f, "invalid_expected_bytes", 0, MAX_INT64)
-        if getattr(sub, f) is not None else 0
+        if getattr(sub, f) is not None
+        else 0
         for f in EXPECTED_FIELDS
     ]
     strategy = (
-        defaults.on_duplicate if sub.on_duplicate is None
+        defaults.on_duplicate
+        if sub.on_duplicate is None
         else DuplicateStrategy.parse(sub.on_duplicate)
     )
     max_retries = (
-        None if sub.max_retries is None
+        None
+        if sub.max_retries is None
         else check_int(sub.max_retries, "max_retries", "invalid_max_retries", 0, 1000)
     )
     payload = encode_payload(sub.payload)
-    return Row(task_type, dedup_key, group, priority, payload, label, *expected, strategy,
-               max_retries)
+    return Row(
+        task_type, dedup_key, group, priority, payload, label, *expected, strategy, max_retries
+    )

@@ -136,8 +136,10 @@ def _sql_columns(columns: Iterable[str]) -> str:
 
 
 def _frame(rows: list[tuple[Any, ...]], columns: Mapping[str, Any]) -> pl.DataFrame:
-    data = {name: [] for name in columns} if not rows else dict(
-        zip(columns, (list(col) for col in zip(*rows, strict=True)), strict=True)
+    data = (
+        {name: [] for name in columns}
+        if not rows
+        else dict(zip(columns, (list(col) for col in zip(*rows, strict=True)), strict=True))
     )
     df = pl.DataFrame(data, schema=dict(columns), orient="col")
     times = [c for c in _TIME_COLUMNS if c in columns]
@@ -185,7 +187,10 @@ class TaskStore:
             raise SchedulerError(f"cannot open task store {path}: it is a folder", kind="store")
         try:
             conn = sqlite3.connect(
-                path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False,
+                path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
             )
         except sqlite3.Error as exc:
             raise _store_error("cannot open task store", path, exc) from exc
@@ -201,25 +206,30 @@ class TaskStore:
         path = self.path
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
         except sqlite3.DatabaseError as exc:
             raise SchedulerError(
-                f"cannot open task store {path}: not a SQLite database ({exc})", kind="store",
+                f"cannot open task store {path}: not a SQLite database ({exc})",
+                kind="store",
             ) from exc
         if version > SCHEMA_VERSION:
             raise SchedulerError(
                 f"task store {path} has schema version {version}, newer than this taskmill "
-                f"understands ({SCHEMA_VERSION}); upgrade taskmill", kind="store",
+                f"understands ({SCHEMA_VERSION}); upgrade taskmill",
+                kind="store",
             )
         if tables and "taskmill_meta" not in tables:
             raise SchedulerError(
                 f"{path} is a SQLite database but not a taskmill store "
-                f"(it has tables: {', '.join(sorted(tables)[:5])})", kind="store",
+                f"(it has tables: {', '.join(sorted(tables)[:5])})",
+                kind="store",
             )
         if tables:
             app = conn.execute(
-                "SELECT value FROM taskmill_meta WHERE key = 'application'").fetchone()
+                "SELECT value FROM taskmill_meta WHERE key = 'application'"
+            ).fetchone()
             if app is None or app[0] != APPLICATION_ID or version < 1:
                 raise SchedulerError(f"{path} is not a taskmill store", kind="store")
         try:
@@ -227,8 +237,8 @@ class TaskStore:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise SchedulerError(
-                    f"cannot switch task store {path} to WAL (journal_mode={mode})",
-                    kind="store")
+                    f"cannot switch task store {path} to WAL (journal_mode={mode})", kind="store"
+                )
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             if not tables:
@@ -238,8 +248,9 @@ class TaskStore:
                     if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
                         for statement in statements(schema()):
                             conn.execute(statement)
-                        conn.execute("INSERT INTO taskmill_meta VALUES ('application', ?)",
-                                     (APPLICATION_ID,))
+                        conn.execute(
+                            "INSERT INTO taskmill_meta VALUES ('application', ?)", (APPLICATION_ID,)
+                        )
                         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 except BaseException:
                     if conn.in_transaction:
@@ -294,7 +305,8 @@ class TaskStore:
             except sqlite3.OperationalError as exc:
                 raise SchedulerError(
                     f"task store {self.path} is locked by another writer "
-                    f"(waited {self.busy_timeout:g} s): {exc}", kind="store",
+                    f"(waited {self.busy_timeout:g} s): {exc}",
+                    kind="store",
                 ) from exc
             try:
                 yield conn
@@ -352,23 +364,51 @@ class TaskStore:
         return SubmitOutcome("superseded", new_id, old_id, *info)
 
     @staticmethod
-    def _insert(conn: sqlite3.Connection, task_id: int, queue_pos: int, row: Row,
-                now: float) -> None:
-        conn.execute(q("insert_task"), (
-            task_id, row.task_type, row.dedup_key, row.group, row.priority, queue_pos,
-            row.payload, row.label, row.expected_read_bytes, row.expected_write_bytes,
-            row.expected_net_rx_bytes, row.expected_net_tx_bytes, row.max_retries, now,
-        ))
+    def _insert(
+        conn: sqlite3.Connection, task_id: int, queue_pos: int, row: Row, now: float
+    ) -> None:
+        conn.execute(
+            q("insert_task"),
+            (
+                task_id,
+                row.task_type,
+                row.dedup_key,
+                row.group,
+                row.priority,
+                queue_pos,
+                row.payload,
+                row.label,
+                row.expected_read_bytes,
+                row.expected_write_bytes,
+                row.expected_net_rx_bytes,
+                row.expected_net_tx_bytes,
+                row.max_retries,
+                now,
+            ),
+        )
 
     @staticmethod
-    def _finish(conn: sqlite3.Connection, ids: Sequence[int], status: str, now: float, *,
-                error: str | None = None, replaced_by: int | None = None) -> None:
+    def _finish(
+        conn: sqlite3.Connection,
+        ids: Sequence[int],
+        status: str,
+        now: float,
+        *,
+        error: str | None = None,
+        replaced_by: int | None = None,
+    ) -> None:
         """Move active tasks to history with a final status."""
         ids_json = json.dumps(list(ids))
-        conn.execute(q("finish_to_history"), {
-            "status": status, "error": error, "replaced_by": replaced_by, "now": now,
-            "ids": ids_json,
-        })
+        conn.execute(
+            q("finish_to_history"),
+            {
+                "status": status,
+                "error": error,
+                "replaced_by": replaced_by,
+                "now": now,
+                "ids": ids_json,
+            },
+        )
         conn.execute(q("delete_tasks"), (ids_json,))
 
     # ------------------------------------------------------------------ task control
@@ -459,10 +499,15 @@ class TaskStore:
         taken: list[ClaimedTask] = []
         with self._write() as conn:
             while len(taken) < limit:
-                rows = conn.execute(q("claim_candidates"), {
-                    "types": json.dumps(types), "now": now,
-                    "full_groups": json.dumps(sorted(full)), "limit": limit - len(taken),
-                }).fetchall()
+                rows = conn.execute(
+                    q("claim_candidates"),
+                    {
+                        "types": json.dumps(types),
+                        "now": now,
+                        "full_groups": json.dumps(sorted(full)),
+                        "limit": limit - len(taken),
+                    },
+                ).fetchall()
                 if not rows:
                     break
                 batch: list[ClaimedTask] = []
@@ -475,12 +520,20 @@ class TaskStore:
                             running[group] = running.get(group, 0) + 1
                             if r - 1 <= 0:
                                 full.add(group)
-                    batch.append(ClaimedTask(tid, ttype, key, group, prio, payload, label,
-                                             attempts + 1, max_retries))
+                    batch.append(
+                        ClaimedTask(
+                            tid, ttype, key, group, prio, payload, label, attempts + 1, max_retries
+                        )
+                    )
                 if batch:
-                    conn.execute(q("mark_running"), {
-                        "ids": json.dumps([t.id for t in batch]), "now": now, "owner": owner,
-                    })
+                    conn.execute(
+                        q("mark_running"),
+                        {
+                            "ids": json.dumps([t.id for t in batch]),
+                            "now": now,
+                            "owner": owner,
+                        },
+                    )
                     taken.extend(batch)
         return taken
 
@@ -496,8 +549,7 @@ class TaskStore:
             self._finish(conn, [task_id], "completed", time.time())
             return True
 
-    def fail(self, task_id: int, *, owner: str, error: str,
-             retry_at: float | None) -> str | None:
+    def fail(self, task_id: int, *, owner: str, error: str, retry_at: float | None) -> str | None:
         """A running attempt raised.
 
         With ``retry_at`` the task goes back to pending, not dispatched before that
@@ -508,9 +560,15 @@ class TaskStore:
             if not self._owns(conn, task_id, owner):
                 return None
             if retry_at is not None:
-                conn.execute(q("retry_later"), {
-                    "id": task_id, "owner": owner, "error": error, "run_after": retry_at,
-                })
+                conn.execute(
+                    q("retry_later"),
+                    {
+                        "id": task_id,
+                        "owner": owner,
+                        "error": error,
+                        "run_after": retry_at,
+                    },
+                )
                 return "retry"
             self._finish(conn, [task_id], "failed", time.time(), error=error)
             return "failed"
@@ -520,16 +578,25 @@ class TaskStore:
         if not task_ids:
             return 0
         with self._write() as conn:
-            return conn.execute(q("release_running"), {
-                "ids": json.dumps(list(task_ids)), "owner": owner,
-            }).rowcount
+            return conn.execute(
+                q("release_running"),
+                {
+                    "ids": json.dumps(list(task_ids)),
+                    "owner": owner,
+                },
+            ).rowcount
 
     @staticmethod
     def _owns(conn: sqlite3.Connection, task_id: int, owner: str) -> bool:
-        return bool(conn.execute(q("owned_running"), {
-            "ids": json.dumps([task_id]), "owner": owner}).fetchone())
+        return bool(
+            conn.execute(
+                q("owned_running"), {"ids": json.dumps([task_id]), "owner": owner}
+            ).fetchone()
+        )
 
-    def lost_tasks(self, task_ids: Sequence[int], *, owner: str) -> dict[int, tuple[str, int | None]]:
+    def lost_tasks(
+        self, task_ids: Sequence[int], *, owner: str
+    ) -> dict[int, tuple[str, int | None]]:
         """Of tasks ``owner`` believes it runs, those cancelled or superseded meanwhile.
 
         Maps each lost id to its history status and ``replaced_by`` (``"gone"`` when
@@ -539,26 +606,32 @@ class TaskStore:
             return {}
         ids_json = json.dumps(list(task_ids))
         with self._read() as conn:
-            still = {r[0] for r in conn.execute(q("owned_running"),
-                                                {"ids": ids_json, "owner": owner})}
+            still = {
+                r[0] for r in conn.execute(q("owned_running"), {"ids": ids_json, "owner": owner})
+            }
             lost = [t for t in task_ids if t not in still]
             if not lost:
                 return {}
-            found = {r[0]: (r[1], r[2]) for r in conn.execute(q("history_status"),
-                                                             (json.dumps(lost),))}
+            found = {
+                r[0]: (r[1], r[2]) for r in conn.execute(q("history_status"), (json.dumps(lost),))
+            }
         return {t: found.get(t, ("gone", None)) for t in lost}
 
     def dispatchable_count(self, task_types: Iterable[str]) -> int:
         """Pending or running tasks of these types (what a worker still has to do)."""
         with self._read() as conn:
-            return int(conn.execute(q("pending_count_for_types"),
-                                    (json.dumps(sorted(set(task_types))),)).fetchone()[0])
+            return int(
+                conn.execute(
+                    q("pending_count_for_types"), (json.dumps(sorted(set(task_types))),)
+                ).fetchone()[0]
+            )
 
     def next_retry_at(self, task_types: Iterable[str]) -> float | None:
         """The earliest time a pending task of these types waits for (retry backoff)."""
         with self._read() as conn:
-            return conn.execute(q("next_run_after"),
-                                (json.dumps(sorted(set(task_types))),)).fetchone()[0]
+            return conn.execute(
+                q("next_run_after"), (json.dumps(sorted(set(task_types))),)
+            ).fetchone()[0]
 
     # ------------------------------------------------------------------ queries
 
@@ -572,13 +645,20 @@ class TaskStore:
                 result[status] = n
         return result
 
-    def _select(self, table: str, columns: Mapping[str, Any], order: str, *,
-                status: str | Sequence[str] | None, task_type: str | Sequence[str] | None,
-                group: str | Sequence[str] | None, limit: int | None) -> pl.DataFrame:
+    def _select(
+        self,
+        table: str,
+        columns: Mapping[str, Any],
+        order: str,
+        *,
+        status: str | Sequence[str] | None,
+        task_type: str | Sequence[str] | None,
+        group: str | Sequence[str] | None,
+        limit: int | None,
+    ) -> pl.DataFrame:
         where: list[str] = []
         params: list[Any] = []
-        for column, value in (("status", status), ("task_type", task_type),
-                              ("group_name", group)):
+        for column, value in (("status", status), ("task_type", task_type), ("group_name", group)):
             if value is None:
                 continue
             values = [value] if isinstance(value, str) else list(value)
@@ -595,21 +675,43 @@ class TaskStore:
             rows = conn.execute(sql, params).fetchall()
         return _frame(rows, columns)
 
-    def tasks(self, *, status: str | Sequence[str] | None = None,
-              task_type: str | Sequence[str] | None = None,
-              group: str | Sequence[str] | None = None,
-              limit: int | None = None) -> pl.DataFrame:
+    def tasks(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        task_type: str | Sequence[str] | None = None,
+        group: str | Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> pl.DataFrame:
         """Active tasks (pending, running, paused) in dispatch order, as a polars DataFrame."""
-        return self._select("tasks", _TASK_COLUMNS, "priority, queue_pos", status=status,
-                            task_type=task_type, group=group, limit=limit)
+        return self._select(
+            "tasks",
+            _TASK_COLUMNS,
+            "priority, queue_pos",
+            status=status,
+            task_type=task_type,
+            group=group,
+            limit=limit,
+        )
 
-    def history(self, *, status: str | Sequence[str] | None = None,
-                task_type: str | Sequence[str] | None = None,
-                group: str | Sequence[str] | None = None,
-                limit: int | None = None) -> pl.DataFrame:
+    def history(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        task_type: str | Sequence[str] | None = None,
+        group: str | Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> pl.DataFrame:
         """Finished tasks (completed, failed, cancelled, superseded) by id, as a DataFrame."""
-        return self._select("history", _HISTORY_COLUMNS, "id", status=status,
-                            task_type=task_type, group=group, limit=limit)
+        return self._select(
+            "history",
+            _HISTORY_COLUMNS,
+            "id",
+            status=status,
+            task_type=task_type,
+            group=group,
+            limit=limit,
+        )
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result (``"ok"`` when healthy)."""
