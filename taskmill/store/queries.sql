@@ -99,3 +99,89 @@ SELECT id, status FROM tasks WHERE id = ?;
 
 -- name: set_status
 UPDATE tasks SET status = :to WHERE id = :id AND status = :from;
+
+-- ------------------------------------------------------------------ batches
+-- A batch part is bulk-copied by DuckDB into a separate staging SQLite file
+-- (attached here as `taskmill_stage`), then merged set-based.
+
+-- name: staging_schema
+CREATE TABLE s (
+    ord                   INTEGER PRIMARY KEY,   -- the input row index
+    task_type             TEXT    NOT NULL,
+    dedup_key             TEXT,
+    group_name            TEXT,
+    priority              INTEGER NOT NULL,
+    payload               BLOB,
+    label                 TEXT,
+    expected_read_bytes   INTEGER NOT NULL,
+    expected_write_bytes  INTEGER NOT NULL,
+    expected_net_rx_bytes INTEGER NOT NULL,
+    expected_net_tx_bytes INTEGER NOT NULL,
+    max_retries           INTEGER,
+    strategy              TEXT    NOT NULL
+);
+
+-- name: batch_match_create
+CREATE TEMP TABLE IF NOT EXISTS batch_match (
+    ord          INTEGER PRIMARY KEY,
+    strategy     TEXT    NOT NULL,
+    new_priority INTEGER NOT NULL,
+    old_id       INTEGER NOT NULL,
+    old_status   TEXT    NOT NULL,
+    old_priority INTEGER NOT NULL,
+    old_pos      INTEGER NOT NULL
+);
+
+-- name: batch_match_clear
+DELETE FROM temp.batch_match;
+
+-- name: batch_match_fill
+-- The one indexed join: every staged row probes the active-key index.
+INSERT INTO temp.batch_match
+SELECT s.ord, s.strategy, s.priority, t.id, t.status, t.priority, t.queue_pos
+FROM taskmill_stage.s AS s
+CROSS JOIN main.tasks AS t ON t.task_type = s.task_type AND t.dedup_key = s.dedup_key
+WHERE s.dedup_key IS NOT NULL;
+
+-- name: batch_match_read
+SELECT ord, old_id, old_status, old_priority, old_pos FROM temp.batch_match ORDER BY ord;
+
+-- name: batch_supersede_to_history
+-- :pairs is a JSON array of [old_id, new_id].
+INSERT INTO history (
+    id, task_type, dedup_key, group_name, priority, payload, label,
+    expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
+    max_retries, status, attempts, last_error, replaced_by, created_at, started_at, finished_at
+)
+SELECT t.id, t.task_type, t.dedup_key, t.group_name, t.priority, t.payload, t.label,
+       t.expected_read_bytes, t.expected_write_bytes, t.expected_net_rx_bytes,
+       t.expected_net_tx_bytes, t.max_retries, 'superseded', t.attempts, t.last_error,
+       json_extract(j.value, '$[1]'), t.created_at, t.started_at, :now
+FROM json_each(:pairs) AS j
+JOIN main.tasks AS t ON t.id = json_extract(j.value, '$[0]');
+
+-- name: batch_delete_superseded
+DELETE FROM main.tasks
+WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(:pairs));
+
+-- name: batch_upgrade
+UPDATE main.tasks SET priority = m.new_priority
+FROM temp.batch_match AS m
+WHERE tasks.id = m.old_id AND tasks.status = 'pending'
+  AND m.strategy = 'skip' AND m.new_priority < m.old_priority;
+
+-- name: batch_insert
+-- New ids follow input order; a task superseding a pending one takes its queue place.
+INSERT INTO main.tasks (
+    id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
+    expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
+    max_retries, created_at
+)
+SELECT :base + ROW_NUMBER() OVER w, s.task_type, s.dedup_key, s.group_name, s.priority,
+       CASE WHEN m.old_status = 'pending' THEN m.old_pos ELSE :base + ROW_NUMBER() OVER w END,
+       s.payload, s.label, s.expected_read_bytes, s.expected_write_bytes,
+       s.expected_net_rx_bytes, s.expected_net_tx_bytes, s.max_retries, :now
+FROM taskmill_stage.s AS s
+LEFT JOIN temp.batch_match AS m ON m.ord = s.ord
+WHERE m.ord IS NULL OR m.strategy = 'supersede'
+WINDOW w AS (ORDER BY s.ord);

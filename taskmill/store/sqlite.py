@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,16 +21,25 @@ import polars as pl
 from ..model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
+    BatchInterrupted,
     DuplicateStrategy,
     DuplicateTask,
     SchedulerError,
     SubmitOutcome,
     TaskSubmission,
 )
+from ..outcome import BatchOutcome, build_outcome
+from ..plan import prepare
 from ..validation import Defaults, Row, check_submission
+from .batch import Stager, decide, staging_frame
 from .sql import APPLICATION_ID, SCHEMA_VERSION, q, schema, statements
 
-__all__ = ["ClaimedTask", "TaskStore"]
+__all__ = ["ClaimedTask", "CommitHook", "TaskStore"]
+
+log = logging.getLogger("taskmill")
+
+#: Called after each committed batch transaction with (inserted ids, superseded ids).
+CommitHook = Callable[[list[int], list[int]], None]
 
 _HOST = socket.gethostname()
 # Owners (workers) alive in this process; a running task whose owner is this
@@ -162,6 +172,7 @@ class TaskStore:
         self.busy_timeout = busy_timeout
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._stager = Stager(self.path)
         self._connect()
 
     # ------------------------------------------------------------------ opening
@@ -267,6 +278,7 @@ class TaskStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            self._stager.close()
 
     def __enter__(self) -> TaskStore:
         return self
@@ -350,7 +362,7 @@ class TaskStore:
         if strategy is DuplicateStrategy.REJECT:
             raise DuplicateTask(
                 f"an active task (id {old_id}, {old_status}) already has task_type "
-                f"{row.task_type!r} and dedup_key {row.dedup_key!r}",
+                f"'{row.task_type}' and dedup_key '{row.dedup_key}'",
                 existing_task_id=old_id,
             )
         if strategy is DuplicateStrategy.SKIP:
@@ -410,6 +422,149 @@ class TaskStore:
             },
         )
         conn.execute(q("delete_tasks"), (ids_json,))
+
+    # ------------------------------------------------------------------ batches
+
+    def submit_batch(self, tasks: Any, *, on_commit: CommitHook | None = None) -> BatchOutcome:
+        """Submit many tasks at once; every input row gets an outcome.
+
+        ``tasks``: an iterable of :class:`TaskSubmission`, a table (pyarrow, polars,
+        pandas), a Parquet file or folder, or a :class:`BatchSubmission`.  A batch of up
+        to its transaction limit commits in one transaction; a larger one in chunks,
+        each all-or-nothing (``BatchInterrupted`` when one cannot commit).
+        ``on_commit(inserted_ids, superseded_ids)`` is called after each commit.
+        """
+        return self._batch(tasks, dry_run=False, on_commit=on_commit)
+
+    def plan_batch(self, tasks: Any) -> BatchOutcome:
+        """What :meth:`submit_batch` would do now, against the live store; writes nothing.
+
+        Ids of new tasks are predictions (what they would be if nothing else wrote first).
+        """
+        return self._batch(tasks, dry_run=True, on_commit=None)
+
+    def _batch(self, tasks: Any, *, dry_run: bool, on_commit: CommitHook | None) -> BatchOutcome:
+        started = time.perf_counter()
+        prepared = prepare(tasks)
+        frame = prepared.frame
+        n = frame.height
+        if n > prepared.transaction_limit:
+            bounds = [
+                (lo, min(lo + prepared.chunk_size, n)) for lo in range(0, n, prepared.chunk_size)
+            ]
+        else:
+            bounds = [(0, n)]
+        results: list[pl.DataFrame] = []
+        base_offset = 0  # for plans: ids the earlier chunks would have taken
+        for k, (lo, hi) in enumerate(bounds):
+            part = frame.slice(lo, hi - lo).filter(pl.col("winner"))
+            try:
+                result = self._merge_part(part, dry_run=dry_run, base_offset=base_offset)
+            except SchedulerError as exc:
+                if len(bounds) == 1:
+                    raise
+                partial = build_outcome(
+                    frame.slice(0, lo),
+                    results,
+                    planned=dry_run,
+                    elapsed=time.perf_counter() - started,
+                )
+                raise BatchInterrupted(
+                    f"chunk {k + 1} of {len(bounds)} (rows {lo}..{hi - 1}) could not commit; "
+                    f"the {k} chunk(s) before it (rows 0..{lo - 1}) are in the store. "
+                    f"Submit the same batch again with SKIP to complete it. Cause: {exc}",
+                    outcome=partial,
+                ) from exc
+            results.append(result)
+            inserted = result.filter(pl.col("action").is_in(["submitted", "superseded"]))
+            if dry_run:
+                base_offset += inserted.height
+            elif on_commit is not None and (inserted.height or len(bounds) == 1):
+                replaced = result.filter(pl.col("action") == "superseded")
+                on_commit(inserted["task_id"].to_list(), replaced["replaced_task_id"].to_list())
+        outcome = build_outcome(
+            frame, results, planned=dry_run, elapsed=time.perf_counter() - started
+        )
+        counts = outcome.counts()
+        log.info(
+            "taskmill %s of %d rows in %.3f s (%d transaction%s): %s",
+            "plan" if dry_run else "batch",
+            n,
+            outcome.elapsed or 0.0,
+            len(bounds),
+            "" if len(bounds) == 1 else "s",
+            ", ".join(f"{a}={c}" for a, c in counts.items()),
+        )
+        return outcome
+
+    def _merge_part(
+        self, part: pl.DataFrame, *, dry_run: bool, base_offset: int = 0
+    ) -> pl.DataFrame:
+        """Stage one part with DuckDB and merge it in one transaction (or plan it)."""
+        if part.height == 0:
+            return decide(part, [], 0)
+        stage = self._stager.new_path()
+        try:
+            try:
+                self._stager.write(stage, staging_frame(part))
+            except SchedulerError:
+                raise
+            except Exception as exc:  # duckdb / OS errors while staging
+                raise _store_error("cannot stage a batch beside", self.path, exc) from exc
+            with self._lock:
+                conn = self.conn
+                try:
+                    conn.execute("ATTACH ? AS taskmill_stage", (str(stage),))
+                except sqlite3.Error as exc:
+                    raise _store_error(
+                        "cannot attach the batch staging file to", self.path, exc
+                    ) from exc
+                try:
+                    if dry_run:
+                        with self._read() as c:
+                            c.execute("BEGIN")
+                            try:
+                                return self._merge_staged(
+                                    c, part, dry_run=True, base_offset=base_offset
+                                )
+                            finally:
+                                c.execute("ROLLBACK")
+                    with self._write() as c:
+                        return self._merge_staged(c, part, dry_run=False)
+                finally:
+                    conn.execute("DETACH taskmill_stage")
+        finally:
+            self._stager.discard(stage)
+
+    @staticmethod
+    def _merge_staged(
+        conn: sqlite3.Connection, part: pl.DataFrame, *, dry_run: bool, base_offset: int = 0
+    ) -> pl.DataFrame:
+        now = time.time()
+        base = conn.execute(q("next_id")).fetchone()[0] + base_offset
+        conn.execute(q("batch_match_create"))
+        conn.execute(q("batch_match_clear"))
+        conn.execute(q("batch_match_fill"))
+        matches = conn.execute(q("batch_match_read")).fetchall()
+        result = decide(part, matches, base)
+        if dry_run:
+            return result
+        sup = result.filter(pl.col("action") == "superseded")
+        if sup.height:
+            pairs = json.dumps(
+                list(zip(sup["replaced_task_id"].to_list(), sup["task_id"].to_list(), strict=True))
+            )
+            conn.execute(q("batch_supersede_to_history"), {"pairs": pairs, "now": now})
+            conn.execute(q("batch_delete_superseded"), {"pairs": pairs})
+        if matches:
+            conn.execute(q("batch_upgrade"))
+        inserted = conn.execute(q("batch_insert"), {"base": base, "now": now}).rowcount
+        expected = result.filter(pl.col("action").is_in(["submitted", "superseded"])).height
+        if inserted != expected:  # the SQL and the plan disagree: never commit that
+            raise SchedulerError(
+                f"batch merge inserted {inserted} rows where {expected} were planned", kind="store"
+            )
+        return result
 
     # ------------------------------------------------------------------ task control
 

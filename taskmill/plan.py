@@ -1,0 +1,572 @@
+"""Batch input → one canonical polars frame: normalise, validate, dedup (last wins).
+
+Whatever the input — a list of :class:`TaskSubmission`, an Arrow table or stream, a
+polars or pandas frame, a Parquet file or folder — it leaves this module as one
+:class:`Prepared` frame, one row per input row, with the defaults applied, every
+invalid row marked with its error, and each valid row marked as the winner of its
+``(task_type, dedup_key)`` or not.  Table input never becomes one Python object per
+row; only a list of submissions is walked (once) in Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from .model import (
+    MAX_GROUP_LENGTH,
+    MAX_KEY_LENGTH,
+    MAX_PAYLOAD_BYTES,
+    DuplicateStrategy,
+    InvalidSubmission,
+    Priority,
+    SchedulerError,
+    TaskSubmission,
+)
+from .validation import EXPECTED_FIELDS, MAX_INT64, Defaults, check_submission
+
+__all__ = ["CANONICAL", "BatchSubmission", "Prepared", "prepare"]
+
+#: The canonical columns of table input and their types.
+CANONICAL: dict[str, pl.DataType] = {
+    "task_type": pl.String(),
+    "dedup_key": pl.String(),
+    "group": pl.String(),
+    "priority": pl.Int64(),
+    "payload": pl.Binary(),
+    "label": pl.String(),
+    "expected_read_bytes": pl.Int64(),
+    "expected_write_bytes": pl.Int64(),
+    "expected_net_rx_bytes": pl.Int64(),
+    "expected_net_tx_bytes": pl.Int64(),
+    "on_duplicate": pl.String(),
+    "max_retries": pl.Int64(),
+}
+_TEXT = ("task_type", "dedup_key", "group", "label", "on_duplicate")
+_INTS = ("priority", *EXPECTED_FIELDS, "max_retries")
+_STRATEGIES = tuple(s.value for s in DuplicateStrategy)
+
+DEFAULT_CHUNK_SIZE = 10_000
+DEFAULT_TRANSACTION_LIMIT = 100_000
+
+
+@dataclass(frozen=True)
+class BatchSubmission:
+    """Batch-wide settings and the tasks, built fluently::
+
+        tm.BatchSubmission().default_group("s3://eu").on_duplicate("supersede").tasks(df)
+
+    Every method returns a new ``BatchSubmission``.
+    """
+
+    _tasks: Any = None
+    _default_group: str | None = None
+    _default_priority: int = int(Priority.NORMAL)
+    _on_duplicate: DuplicateStrategy = DuplicateStrategy.SKIP
+    _columns: Mapping[str, str] = field(default_factory=dict)
+    _payload_columns: tuple[str, ...] = ()
+    _chunk_size: int = DEFAULT_CHUNK_SIZE
+    _transaction_limit: int = DEFAULT_TRANSACTION_LIMIT
+
+    def tasks(self, tasks: Any) -> BatchSubmission:
+        """The tasks: submissions, a table, or a Parquet path (not another BatchSubmission)."""
+        if isinstance(tasks, BatchSubmission):
+            raise InvalidSubmission(
+                "tasks() cannot take another BatchSubmission", kind="invalid_input"
+            )
+        return dataclasses.replace(self, _tasks=tasks)
+
+    def default_group(self, group: str | None) -> BatchSubmission:
+        """Group of every task that sets none."""
+        if group is not None and not isinstance(group, str):
+            raise InvalidSubmission(
+                "default_group must be a string", kind="invalid_group", field="group"
+            )
+        return dataclasses.replace(self, _default_group=group)
+
+    def default_priority(self, priority: int) -> BatchSubmission:
+        """Priority of every task that sets none."""
+        return dataclasses.replace(self, _default_priority=int(Priority(priority)))
+
+    def on_duplicate(self, strategy: DuplicateStrategy | str) -> BatchSubmission:
+        """Strategy of every task that sets none."""
+        return dataclasses.replace(self, _on_duplicate=DuplicateStrategy.parse(strategy))
+
+    def columns(
+        self,
+        mapping: Mapping[str, str] | None = None,
+        /,
+        **fields: str,
+    ) -> BatchSubmission:
+        """Map table columns to fields: ``.columns(task_type="action", dedup_key="key")``."""
+        merged = {**(mapping or {}), **fields}
+        for name in merged:
+            if name not in CANONICAL:
+                raise InvalidSubmission(
+                    f"columns(): {name!r} is not a task field (fields: {', '.join(CANONICAL)})",
+                    kind="invalid_input",
+                    field=name,
+                )
+        return dataclasses.replace(self, _columns={**self._columns, **merged})
+
+    def payload_columns(self, columns: Sequence[str]) -> BatchSubmission:
+        """Pack these table columns into each task's payload, as a JSON object."""
+        if isinstance(columns, str):
+            columns = [columns]
+        return dataclasses.replace(self, _payload_columns=tuple(columns))
+
+    def chunk_size(self, n: int) -> BatchSubmission:
+        """Rows per transaction for batches larger than the transaction limit."""
+        if n < 1:
+            raise ValueError("chunk_size must be at least 1")
+        return dataclasses.replace(self, _chunk_size=int(n))
+
+    def transaction_limit(self, n: int) -> BatchSubmission:
+        """Largest batch committed in one transaction; larger ones commit in chunks."""
+        if n < 1:
+            raise ValueError("transaction_limit must be at least 1")
+        return dataclasses.replace(self, _transaction_limit=int(n))
+
+    @property
+    def defaults(self) -> Defaults:
+        return Defaults(self._default_group, self._default_priority, self._on_duplicate)
+
+
+@dataclass
+class Prepared:
+    """A batch ready to merge: one row per input row, in input order.
+
+    ``frame`` columns: ``index``, the canonical columns (defaults applied, ``on_duplicate``
+    lower-cased), ``error_kind`` / ``error_field`` / ``error`` (null for valid rows),
+    ``winner`` (the valid row that goes on for its key) and ``winner_index``.
+    """
+
+    frame: pl.DataFrame
+    chunk_size: int
+    transaction_limit: int
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+
+# --------------------------------------------------------------------------- input
+
+
+def _bad_input(message: str, column: str | None = None) -> InvalidSubmission:
+    return InvalidSubmission(message, kind="invalid_input", field=column)
+
+
+def _is_table(x: Any) -> bool:
+    return (
+        isinstance(
+            x, pl.DataFrame | pl.LazyFrame | pa.Table | pa.RecordBatch | pa.RecordBatchReader
+        )
+        or hasattr(x, "__arrow_c_stream__")
+        or (type(x).__module__.split(".")[0] == "pandas" and type(x).__name__ == "DataFrame")
+    )
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if not path.exists():
+        raise _bad_input(f"Parquet input {path} does not exist")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
+        if not files:
+            raise _bad_input(f"folder {path} holds no .parquet files")
+        return files
+    return [path]
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    import pyarrow.parquet as pq
+
+    files = _parquet_files(path)
+    schema = None
+    for f in files:
+        try:
+            file_schema = pq.read_schema(f)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _bad_input(f"{f} is not a Parquet file ({exc})") from None
+        if schema is None:
+            schema = file_schema
+        elif not file_schema.equals(schema):
+            raise _bad_input(f"{f} has different columns from {files[0]}")
+    try:
+        return pl.scan_parquet(files).collect()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise _bad_input(f"cannot read Parquet input {path}: {exc}") from None
+
+
+def _to_polars(x: Any) -> pl.DataFrame:
+    """Any table-like input as a polars DataFrame (Arrow-backed, no per-row objects)."""
+    if isinstance(x, pl.DataFrame):
+        return x
+    if isinstance(x, pl.LazyFrame):
+        return x.collect()
+    if isinstance(x, pa.RecordBatchReader):
+        x = x.read_all()
+    if isinstance(x, pa.RecordBatch):
+        x = pa.Table.from_batches([x])
+    if isinstance(x, pa.Table):
+        names = x.column_names
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise _bad_input(f"duplicate column names: {', '.join(map(repr, dupes))}", dupes[0])
+        return pl.DataFrame(x)
+    if type(x).__module__.split(".")[0] == "pandas":
+        cols = [str(c) for c in x.columns]
+        dupes = sorted({n for n in cols if cols.count(n) > 1})
+        if dupes:
+            raise _bad_input(f"duplicate column names: {', '.join(map(repr, dupes))}", dupes[0])
+        return pl.from_pandas(x, nan_to_null=True)
+    return _to_polars(pa.RecordBatchReader.from_stream(x))
+
+
+# --------------------------------------------------------------------------- lists
+
+
+def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
+    """Walk a list of submissions once, checking each and building columns."""
+    cols: dict[str, list[Any]] = {name: [] for name in CANONICAL}
+    kinds: list[str | None] = []
+    fields: list[str | None] = []
+    errors: list[str | None] = []
+
+    def shown(value: Any, kind: type) -> Any:
+        return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+    for sub in subs:
+        try:
+            row = check_submission(sub, defaults)
+        except InvalidSubmission as exc:
+            kinds.append(exc.kind)
+            fields.append(exc.field)
+            errors.append(exc.message)
+            ok = isinstance(sub, TaskSubmission)
+            for name in CANONICAL:
+                value = getattr(sub, name, None) if ok else None
+                if name == "payload":
+                    value = None
+                elif name in _INTS:
+                    value = shown(value, int)
+                    if value is not None and not -(2**63) <= value <= MAX_INT64:
+                        value = None
+                elif name == "on_duplicate":
+                    value = (
+                        value.value if isinstance(value, DuplicateStrategy) else shown(value, str)
+                    )
+                else:
+                    value = shown(value, str)
+                cols[name].append(value)
+            if ok:
+                if cols["group"][-1] is None:
+                    cols["group"][-1] = defaults.group
+                if sub.priority is None:
+                    cols["priority"][-1] = defaults.priority
+                if sub.on_duplicate is None:
+                    cols["on_duplicate"][-1] = defaults.on_duplicate.value
+            continue
+        kinds.append(None)
+        fields.append(None)
+        errors.append(None)
+        cols["task_type"].append(row.task_type)
+        cols["dedup_key"].append(row.dedup_key)
+        cols["group"].append(row.group)
+        cols["priority"].append(row.priority)
+        cols["payload"].append(row.payload)
+        cols["label"].append(row.label)
+        cols["expected_read_bytes"].append(row.expected_read_bytes)
+        cols["expected_write_bytes"].append(row.expected_write_bytes)
+        cols["expected_net_rx_bytes"].append(row.expected_net_rx_bytes)
+        cols["expected_net_tx_bytes"].append(row.expected_net_tx_bytes)
+        cols["on_duplicate"].append(row.on_duplicate.value)
+        cols["max_retries"].append(row.max_retries)
+    frame = pl.DataFrame(
+        {**cols, "error_kind": kinds, "error_field": fields, "error": errors},
+        schema={**CANONICAL, "error_kind": pl.String, "error_field": pl.String, "error": pl.String},
+    )
+    return frame.with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _canonical_columns(df: pl.DataFrame, spec: BatchSubmission) -> pl.DataFrame:
+    """Rename mapped columns, pack payload columns, check names and types."""
+    mapping = dict(spec._columns)
+    for target, source in mapping.items():
+        if source not in df.columns:
+            raise _bad_input(
+                f"columns(): column {source!r} (mapped to {target}) is not in the input "
+                f"(columns: {', '.join(df.columns)})",
+                source,
+            )
+    sources = set(mapping.values())
+    for name in df.columns:
+        if name in mapping and name not in sources and mapping[name] != name:
+            raise _bad_input(
+                f"column {name!r} is also the target of columns({name}={mapping[name]!r}); "
+                "rename or drop one",
+                name,
+            )
+    packed = list(spec._payload_columns)
+    for name in packed:
+        if name not in df.columns:
+            raise _bad_input(f"payload_columns(): column {name!r} is not in the input", name)
+    if packed and ("payload" in df.columns or "payload" in mapping):
+        raise _bad_input("payload_columns() cannot be combined with a payload column", "payload")
+    renames = {source: target for target, source in mapping.items()}
+    for name in df.columns:
+        if name in packed or name in renames:
+            continue
+        if name not in CANONICAL:
+            raise _bad_input(
+                f"unknown column {name!r}: not a task field ({', '.join(CANONICAL)}); "
+                "map it with .columns() or pack it with .payload_columns()",
+                name,
+            )
+    exprs: list[pl.Expr] = []
+    if packed:
+        exprs.append(_packed_payload(df, packed))
+    for source, target in renames.items():
+        exprs.append(pl.col(source).alias(target))
+    for name in df.columns:
+        if name in CANONICAL and name not in renames and name not in mapping:
+            exprs.append(pl.col(name))
+    out = df.select(exprs)
+    return _coerce_types(out, {v: k for k, v in renames.items()})
+
+
+def _packed_payload(df: pl.DataFrame, columns: list[str]) -> pl.Expr:
+    for name in columns:
+        dtype = df.schema[name]
+        if dtype == pl.Binary or isinstance(dtype, pl.Object):
+            raise _bad_input(
+                f"payload_columns(): column {name!r} has type {dtype}, which has no JSON form", name
+            )
+    return pl.struct(columns).struct.json_encode().cast(pl.Binary).alias("payload")
+
+
+def _coerce_types(df: pl.DataFrame, source_of: Mapping[str, str]) -> pl.DataFrame:
+    """Cast each canonical column to its type, or raise naming the column."""
+    exprs = []
+    float_ints: list[str] = []
+    for name in df.columns:
+        dtype = df.schema[name]
+        want = CANONICAL[name]
+        shown = source_of.get(name, name)
+        label = shown if shown == name else f"{shown} (as {name})"
+        if dtype == want:
+            exprs.append(pl.col(name))
+        elif dtype == pl.Null:
+            exprs.append(pl.col(name).cast(want))
+        elif name == "payload" and dtype in (pl.String, pl.Binary):
+            exprs.append(pl.col(name).cast(pl.Binary))
+        elif name in _TEXT and isinstance(dtype, pl.String | pl.Categorical | pl.Enum):
+            exprs.append(pl.col(name).cast(pl.String))
+        elif name in _INTS and dtype.is_integer():
+            if dtype == pl.UInt64:
+                exprs.append(pl.col(name).cast(pl.Int64, strict=False))
+            else:
+                exprs.append(pl.col(name).cast(pl.Int64))
+        elif name in _INTS and dtype.is_float():
+            float_ints.append(name)
+            exprs.append(pl.col(name).cast(pl.Float64))
+        else:
+            raise _bad_input(
+                f"column {label} has type {dtype}; expected {want}"
+                + (" (or binary/string)" if name == "payload" else ""),
+                shown,
+            )
+    out = df.select(exprs)
+    for name in CANONICAL:
+        if name not in out.columns:
+            out = out.with_columns(pl.lit(None, dtype=CANONICAL[name]).alias(name))
+    if "task_type" not in df.columns:
+        raise _bad_input(
+            "the input has no task_type column (map one with .columns(task_type=...))", "task_type"
+        )
+    return out.select(list(CANONICAL)).with_columns(
+        pl.lit(float_ints, dtype=pl.List(pl.String)).alias("_float_ints")
+    )
+
+
+def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
+    """Vectorised validation: the same kinds and messages as ``check_submission``."""
+    float_ints = set(df["_float_ints"][0].to_list()) if df.height else set()
+    df = df.drop("_float_ints")
+    checks: list[tuple[pl.Expr, str, str, pl.Expr]] = []
+
+    def text_checks(name: str, kind: str, limit: int, *, required: bool, empty_ok: bool) -> None:
+        col = pl.col(name)
+        if required:
+            checks.append((col.is_null(), kind, name, pl.lit(f"{name} is missing")))
+        if not empty_ok:
+            checks.append((col == "", kind, name, pl.lit(f"{name} is an empty string")))
+        checks.append(
+            (
+                col.str.len_chars() > limit,
+                kind,
+                name,
+                pl.lit(f"{name} is longer than {limit:,} characters"),
+            )
+        )
+
+    text_checks("task_type", "invalid_task_type", MAX_KEY_LENGTH, required=True, empty_ok=False)
+    text_checks("dedup_key", "invalid_dedup_key", MAX_KEY_LENGTH, required=False, empty_ok=False)
+    text_checks("group", "invalid_group", MAX_GROUP_LENGTH, required=False, empty_ok=True)
+    text_checks("label", "invalid_label", MAX_GROUP_LENGTH, required=False, empty_ok=True)
+
+    def int_checks(name: str, kind: str, low: int, high: int) -> None:
+        col = pl.col(name)
+        if name in float_ints:
+            whole = col.is_finite() & (col == col.floor())
+            checks.append(
+                (
+                    col.is_not_null() & ~whole,
+                    kind,
+                    name,
+                    pl.lit(f"{name} must be an integer, got float"),
+                )
+            )
+            col = pl.when(whole).then(col)
+        checks.append(
+            (
+                (col < low) | (col > high),
+                kind,
+                name,
+                pl.format(
+                    f"{name} must be within {low}..{high}, got {{}}",
+                    col.cast(pl.Int64, strict=False),
+                ),
+            )
+        )
+
+    int_checks("priority", "invalid_priority", 0, 255)
+    for name in EXPECTED_FIELDS:
+        int_checks(name, "invalid_expected_bytes", 0, MAX_INT64)
+    strategy = pl.col("on_duplicate").str.strip_chars().str.to_lowercase()
+    checks.append(
+        (
+            pl.col("on_duplicate").is_not_null() & ~strategy.is_in(_STRATEGIES),
+            "invalid_strategy",
+            "on_duplicate",
+            pl.format(
+                "on_duplicate must be one of skip, supersede, reject; got '{}'",
+                pl.col("on_duplicate"),
+            ),
+        )
+    )
+    int_checks("max_retries", "invalid_max_retries", 0, 1000)
+    size = pl.col("payload").bin.size()
+    checks.append(
+        (
+            size > MAX_PAYLOAD_BYTES,
+            "payload_too_large",
+            "payload",
+            pl.format(
+                f"payload is {{}} bytes, over the {MAX_PAYLOAD_BYTES:,}-byte limit",
+                _thousands(size),
+            ),
+        )
+    )
+
+    kind = pl.lit(None, dtype=pl.String)
+    fld = pl.lit(None, dtype=pl.String)
+    msg = pl.lit(None, dtype=pl.String)
+    for cond, k, f, m in reversed(checks):  # the first failing check wins
+        cond = cond.fill_null(False)
+        kind = pl.when(cond).then(pl.lit(k)).otherwise(kind)
+        fld = pl.when(cond).then(pl.lit(f)).otherwise(fld)
+        msg = pl.when(cond).then(m).otherwise(msg)
+    # negative out-of-range expected bytes stay shown as given; ints are cast after checks
+    int_cast = [
+        pl.when(pl.col(n).is_finite() & (pl.col(n) == pl.col(n).floor()))
+        .then(pl.col(n))
+        .cast(pl.Int64, strict=False)
+        .alias(n)
+        if n in float_ints
+        else pl.col(n)
+        for n in _INTS
+    ]
+    out = df.with_columns(kind.alias("error_kind"), fld.alias("error_field"), msg.alias("error"))
+    out = out.with_columns(int_cast).with_columns(
+        pl.col("group").fill_null(pl.lit(defaults.group, dtype=pl.String)),
+        pl.col("priority").fill_null(defaults.priority),
+        pl.col("on_duplicate")
+        .str.strip_chars()
+        .str.to_lowercase()
+        .fill_null(defaults.on_duplicate.value),
+        *(pl.col(n).fill_null(0) for n in EXPECTED_FIELDS),
+    )
+    return out.with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
+
+
+def _thousands(expr: pl.Expr) -> pl.Expr:
+    """An integer expression formatted with thousands separators (as ``f"{n:,}"``)."""
+    s = expr.cast(pl.String)
+    rev = s.str.reverse()
+    grouped = rev.str.replace_all(r"(\d{3})", "$1,").str.strip_suffix(",").str.reverse()
+    return grouped
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def prepare(x: Any, spec: BatchSubmission | None = None) -> Prepared:
+    """Normalise, validate and dedup any batch input (see the module docstring)."""
+    if isinstance(x, BatchSubmission):
+        if spec is not None:
+            raise _bad_input("a BatchSubmission cannot be given settings twice")
+        spec, x = x, x._tasks
+        if x is None:
+            raise _bad_input("the BatchSubmission has no tasks (call .tasks(...))")
+    spec = spec or BatchSubmission()
+    defaults = spec.defaults
+    if isinstance(x, str | os.PathLike):
+        df = _check_table(_canonical_columns(_read_parquet(Path(x)), spec), defaults)
+    elif _is_table(x):
+        df = _check_table(_canonical_columns(_to_polars(x), spec), defaults)
+    elif isinstance(x, Iterable) and not isinstance(x, bytes | dict):
+        if spec._columns or spec._payload_columns:
+            raise _bad_input(".columns() and .payload_columns() apply to table input only")
+        df = _from_submissions(x, defaults)
+    else:
+        raise _bad_input(
+            f"cannot submit a {type(x).__name__}: expected TaskSubmissions, a table "
+            "(Arrow, polars, pandas) or a Parquet path"
+        )
+    return Prepared(_mark_winners(df), spec._chunk_size, spec._transaction_limit)
+
+
+def _mark_winners(df: pl.DataFrame) -> pl.DataFrame:
+    """Inside the batch, the last valid row of each ``(task_type, dedup_key)`` wins."""
+    valid = pl.col("error_kind").is_null()
+    keyed = valid & pl.col("dedup_key").is_not_null()
+    last = (
+        pl.when(keyed)
+        .then(pl.col("index"))
+        .max()
+        .over(pl.when(keyed).then(pl.struct("task_type", "dedup_key")))
+    )
+    return df.with_columns(
+        pl.when(keyed).then(last).when(valid).then(pl.col("index")).alias("winner_index"),
+    ).with_columns(
+        (valid & (pl.col("winner_index") == pl.col("index"))).fill_null(False).alias("winner"),
+    )
+
+
+def error_of(kind: str, field: str | None, message: str) -> SchedulerError:
+    """Rebuild the error object of a failed row."""
+    if kind == "duplicate":
+        from .model import DuplicateTask
+
+        return DuplicateTask(message)
+    return InvalidSubmission(message, kind=kind, field=field)

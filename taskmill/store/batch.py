@@ -1,0 +1,195 @@
+"""The batch path of the store: DuckDB bulk-copies a prepared part into a staging SQLite
+file; the store's own ``sqlite3`` connection attaches it and merges it set-based.
+
+Why a separate staging file: DuckDB's SQLite extension carries its own copy of SQLite,
+and two copies in one process do not see each other's locks (closing one copy's file
+descriptor can even drop the other's locks).  So DuckDB never opens the live store:
+it writes a private file, detaches it, and only then does ``sqlite3`` read it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sqlite3
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ..model import SchedulerError
+from .sql import q
+
+__all__ = ["Stager", "decide", "staging_frame"]
+
+_STAGE_COLUMNS = [
+    pl.col("index").alias("ord"),
+    pl.col("task_type"),
+    pl.col("dedup_key"),
+    pl.col("group").alias("group_name"),
+    pl.col("priority"),
+    pl.col("payload"),
+    pl.col("label"),
+    pl.col("expected_read_bytes"),
+    pl.col("expected_write_bytes"),
+    pl.col("expected_net_rx_bytes"),
+    pl.col("expected_net_tx_bytes"),
+    pl.col("max_retries"),
+    pl.col("on_duplicate").alias("strategy"),
+]
+
+
+def staging_frame(part: pl.DataFrame) -> pl.DataFrame:
+    """The columns of the staging table, in its order."""
+    return part.select(_STAGE_COLUMNS)
+
+
+def extension_path() -> Path:
+    """The SQLite extension binary shipped by ``duckdb-extension-sqlite-scanner``."""
+    import duckdb
+
+    spec = importlib.util.find_spec("duckdb_extension_sqlite_scanner")
+    if spec is None or not spec.submodule_search_locations:
+        raise SchedulerError(
+            "the package duckdb-extension-sqlite-scanner is not installed "
+            f"(pip install duckdb-extension-sqlite-scanner=={duckdb.__version__})",
+            kind="store",
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    path = folder / "extensions" / f"v{duckdb.__version__}" / "sqlite_scanner.duckdb_extension"
+    if not path.is_file():
+        found = sorted(p.name for p in (folder / "extensions").glob("v*"))
+        raise SchedulerError(
+            f"no SQLite extension for duckdb {duckdb.__version__} in {folder} (found: "
+            f"{', '.join(found) or 'none'}); install duckdb-extension-sqlite-scanner with "
+            "the same version as duckdb",
+            kind="store",
+        )
+    return path
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class Stager:
+    """Writes batch parts into private staging SQLite files through DuckDB."""
+
+    def __init__(self, store_path: Path) -> None:
+        self.store_path = store_path
+        self._con: Any = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        if self._con is None:
+            import duckdb
+
+            con = duckdb.connect(":memory:")
+            con.execute(f"LOAD {_quote(str(extension_path()))}")
+            self._con = con
+        return self._con
+
+    def new_path(self) -> Path:
+        """A fresh staging file name beside the store (removed by :meth:`discard`)."""
+        name = f".{self.store_path.name}.stage-{os.getpid()}-{uuid.uuid4().hex[:10]}.sqlite"
+        return self.store_path.parent / name
+
+    def write(self, path: Path, frame: pl.DataFrame) -> None:
+        """Create the staging file at ``path`` and bulk-copy ``frame`` into it."""
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute(q("staging_schema"))
+            conn.commit()
+        finally:
+            conn.close()
+        table = frame.to_arrow()
+        with self._lock:
+            con = self._connect()
+            con.execute(f"ATTACH {_quote(str(path))} AS taskmill_stage (TYPE sqlite)")
+            try:
+                con.register("taskmill_part", table)
+                try:
+                    con.execute("INSERT INTO taskmill_stage.s SELECT * FROM taskmill_part")
+                finally:
+                    con.unregister("taskmill_part")
+            finally:
+                con.execute("DETACH taskmill_stage")
+
+    @staticmethod
+    def discard(path: Path) -> None:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            try:
+                os.unlink(f"{path}{suffix}")
+            except FileNotFoundError:
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+
+_MATCH_SCHEMA = {
+    "index": pl.Int64,
+    "old_id": pl.Int64,
+    "old_status": pl.String,
+    "old_priority": pl.Int64,
+    "old_pos": pl.Int64,
+}
+
+
+def decide(part: pl.DataFrame, matches: list[tuple[Any, ...]], base: int) -> pl.DataFrame:
+    """What each staged row does, given its active match (if any) and the next id base.
+
+    Mirrors the SQL of ``batch_insert`` / ``batch_upgrade``: inserted rows get ids
+    ``base + 1, base + 2, …`` in input order.
+    """
+    m = pl.DataFrame(matches, schema=_MATCH_SCHEMA, orient="row")
+    j = part.select("index", "task_type", "dedup_key", "priority", "on_duplicate").join(
+        m, on="index", how="left"
+    )
+    has = pl.col("old_id").is_not_null()
+    strategy = pl.col("on_duplicate")
+    action = (
+        pl.when(~has)
+        .then(pl.lit("submitted"))
+        .when(
+            (strategy == "skip")
+            & (pl.col("old_status") == "pending")
+            & (pl.col("priority") < pl.col("old_priority"))
+        )
+        .then(pl.lit("upgraded"))
+        .when(strategy == "skip")
+        .then(pl.lit("deduplicated"))
+        .when(strategy == "supersede")
+        .then(pl.lit("superseded"))
+        .otherwise(pl.lit("failed"))
+    )
+    j = j.sort("index").with_columns(action.alias("action"))
+    inserted = pl.col("action").is_in(["submitted", "superseded"])
+    new_id = pl.lit(base, dtype=pl.Int64) + inserted.cast(pl.Int64).cum_sum()
+    return j.select(
+        "index",
+        "action",
+        pl.when(pl.col("action") == "deduplicated")
+        .then(pl.lit("existing"))
+        .when(pl.col("action") == "failed")
+        .then(pl.lit("duplicate"))
+        .alias("reason"),
+        pl.when(inserted).then(new_id).otherwise(pl.col("old_id")).alias("task_id"),
+        pl.when(pl.col("action") == "superseded").then(pl.col("old_id")).alias("replaced_task_id"),
+        pl.when(pl.col("action") == "failed")
+        .then(
+            pl.format(
+                "an active task (id {}, {}) already has task_type '{}' and dedup_key '{}'",
+                pl.col("old_id"),
+                pl.col("old_status"),
+                pl.col("task_type"),
+                pl.col("dedup_key"),
+            )
+        )
+        .alias("error"),
+    )
