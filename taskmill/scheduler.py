@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .model import (
+    BatchSubmitted,
     Event,
     SchedulerError,
     SubmitOutcome,
@@ -33,6 +34,7 @@ from .model import (
     TaskSuperseded,
     TaskUpgraded,
 )
+from .outcome import BatchOutcome
 from .store import ClaimedTask, TaskStore
 
 __all__ = ["Executor", "Scheduler", "Subscription", "TaskContext"]
@@ -364,6 +366,33 @@ class Scheduler:
                     priority=outcome.priority,
                 )
             )
+            self._poke()
+
+    async def submit_batch(self, tasks: Any) -> BatchOutcome:
+        """Submit many tasks at once (see :meth:`TaskStore.submit_batch`).
+
+        The work runs off the event loop, so running tasks keep being dispatched.  Each
+        committed transaction emits one :class:`BatchSubmitted` and wakes the dispatcher
+        once; the tasks of a chunk are dispatchable as soon as it commits.
+        """
+        loop = asyncio.get_running_loop()
+
+        def committed(inserted: list[int], superseded: list[tuple[int, int]]) -> None:
+            loop.call_soon_threadsafe(self._after_batch_commit, inserted, superseded)
+
+        return await self._db(self.store.submit_batch, tasks, on_commit=committed)
+
+    async def plan_batch(self, tasks: Any) -> BatchOutcome:
+        """What :meth:`submit_batch` would do now; writes nothing."""
+        return await self._db(self.store.plan_batch, tasks)
+
+    def _after_batch_commit(self, inserted: list[int], superseded: list[tuple[int, int]]) -> None:
+        for new_id, old_id in superseded:
+            attempt = self._running.get(old_id)
+            if attempt is not None:  # its TaskSuperseded comes when the attempt stops
+                self._stop_attempt(attempt, "superseded", new_id)
+        if inserted:
+            self._publish(BatchSubmitted(count=len(inserted), task_ids=tuple(inserted)))
             self._poke()
 
     async def cancel(self, task_id: int) -> bool:

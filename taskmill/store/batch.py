@@ -9,6 +9,7 @@ it writes a private file, detaches it, and only then does ``sqlite3`` read it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sqlite3
@@ -26,6 +27,7 @@ __all__ = ["Stager", "decide", "staging_frame"]
 
 _STAGE_COLUMNS = [
     pl.col("index").alias("ord"),
+    pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("pos"),
     pl.col("task_type"),
     pl.col("dedup_key"),
     pl.col("group").alias("group_name"),
@@ -120,10 +122,8 @@ class Stager:
     @staticmethod
     def discard(path: Path) -> None:
         for suffix in ("", "-journal", "-wal", "-shm"):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{path}{suffix}")
-            except FileNotFoundError:
-                pass
 
     def close(self) -> None:
         with self._lock:

@@ -107,6 +107,7 @@ UPDATE tasks SET status = :to WHERE id = :id AND status = :from;
 -- name: staging_schema
 CREATE TABLE s (
     ord                   INTEGER PRIMARY KEY,   -- the input row index
+    pos                   INTEGER NOT NULL,      -- 1, 2, … over the staged rows, in ord order
     task_type             TEXT    NOT NULL,
     dedup_key             TEXT,
     group_name            TEXT,
@@ -172,6 +173,22 @@ WHERE tasks.id = m.old_id AND tasks.status = 'pending'
 
 -- name: batch_insert
 -- New ids follow input order; a task superseding a pending one takes its queue place.
+-- This form is for parts where every staged row is inserted (none was skipped or
+-- rejected against the store): the n-th staged row gets id :base + n.
+INSERT INTO main.tasks (
+    id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
+    expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
+    max_retries, created_at
+)
+SELECT :base + s.pos, s.task_type, s.dedup_key, s.group_name, s.priority,
+       CASE WHEN m.old_status = 'pending' THEN m.old_pos ELSE :base + s.pos END,
+       s.payload, s.label, s.expected_read_bytes, s.expected_write_bytes,
+       s.expected_net_rx_bytes, s.expected_net_tx_bytes, s.max_retries, :now
+FROM taskmill_stage.s AS s
+LEFT JOIN temp.batch_match AS m ON m.ord = s.ord;
+
+-- name: batch_insert_ranked
+-- The same when some staged rows are not inserted: ids are ranked over the inserted rows.
 INSERT INTO main.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,

@@ -251,6 +251,8 @@ class TaskStore:
                     f"cannot switch task store {path} to WAL (journal_mode={mode})", kind="store"
                 )
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: big batches stay in cache
+            conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute("PRAGMA foreign_keys = ON")
             if not tables:
                 conn.execute("BEGIN IMMEDIATE")
@@ -558,8 +560,9 @@ class TaskStore:
             conn.execute(q("batch_delete_superseded"), {"pairs": pairs})
         if matches:
             conn.execute(q("batch_upgrade"))
-        inserted = conn.execute(q("batch_insert"), {"base": base, "now": now}).rowcount
         expected = result.filter(pl.col("action").is_in(["submitted", "superseded"])).height
+        insert = "batch_insert" if expected == part.height else "batch_insert_ranked"
+        inserted = conn.execute(q(insert), {"base": base, "now": now}).rowcount
         if inserted != expected:  # the SQL and the plan disagree: never commit that
             raise SchedulerError(
                 f"batch merge inserted {inserted} rows where {expected} were planned", kind="store"
