@@ -22,6 +22,8 @@ from .model import (
     TaskSuperseded,
     TaskUpgraded,
 )
+from .outcome import BatchOutcome
+from .plan import BatchSubmission
 from .scheduler import Scheduler, Subscription, TaskContext
 from .store import TaskStore
 
@@ -29,6 +31,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchInterrupted",
+    "BatchOutcome",
+    "BatchSubmission",
     "BatchSubmitted",
     "DuplicateStrategy",
     "DuplicateTask",

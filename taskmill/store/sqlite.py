@@ -38,8 +38,9 @@ __all__ = ["ClaimedTask", "CommitHook", "TaskStore"]
 
 log = logging.getLogger("taskmill")
 
-#: Called after each committed batch transaction with (inserted ids, superseded ids).
-CommitHook = Callable[[list[int], list[int]], None]
+#: Called after each committed batch transaction that inserted tasks, with the
+#: inserted ids and the ``(new_id, replaced_id)`` pairs of superseded tasks.
+CommitHook = Callable[[list[int], list[tuple[int, int]]], None]
 
 _HOST = socket.gethostname()
 # Owners (workers) alive in this process; a running task whose owner is this
@@ -434,7 +435,8 @@ class TaskStore:
         pandas), a Parquet file or folder, or a :class:`BatchSubmission`.  A batch of up
         to its transaction limit commits in one transaction; a larger one in chunks,
         each all-or-nothing (``BatchInterrupted`` when one cannot commit).
-        ``on_commit(inserted_ids, superseded_ids)`` is called after each commit.
+        ``on_commit(inserted_ids, superseded_pairs)`` is called after each commit that
+        inserted tasks.
         """
         return self._batch(tasks, dry_run=False, on_commit=on_commit)
 
@@ -481,9 +483,12 @@ class TaskStore:
             inserted = result.filter(pl.col("action").is_in(["submitted", "superseded"]))
             if dry_run:
                 base_offset += inserted.height
-            elif on_commit is not None and (inserted.height or len(bounds) == 1):
-                replaced = result.filter(pl.col("action") == "superseded")
-                on_commit(inserted["task_id"].to_list(), replaced["replaced_task_id"].to_list())
+            elif on_commit is not None and inserted.height:
+                sup = result.filter(pl.col("action") == "superseded")
+                pairs = zip(
+                    sup["task_id"].to_list(), sup["replaced_task_id"].to_list(), strict=True
+                )
+                on_commit(inserted["task_id"].to_list(), list(pairs))
         outcome = build_outcome(
             frame, results, planned=dry_run, elapsed=time.perf_counter() - started
         )
