@@ -497,7 +497,7 @@ def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
         for n in _INTS
     ]
     out = df.with_columns(kind.alias("error_kind"), fld.alias("error_field"), msg.alias("error"))
-    out = out.with_columns(int_cast).with_columns(
+    out = out.with_columns(
         pl.col("group").fill_null(pl.lit(defaults.group, dtype=pl.String)),
         pl.col("priority").fill_null(defaults.priority),
         pl.col("on_duplicate")
@@ -505,7 +505,7 @@ def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
         .str.to_lowercase()
         .fill_null(defaults.on_duplicate.value),
         *(pl.col(n).fill_null(0) for n in EXPECTED_FIELDS),
-    )
+    ).with_columns(int_cast)
     return out.with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
 
 
