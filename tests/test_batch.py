@@ -14,9 +14,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import PYTHON
 
 import taskmill as tm
-from conftest import PYTHON
 
 OUT_COLS = ["index", "action", "reason", "task_id", "replaced_task_id"]
 
@@ -118,7 +118,7 @@ def test_pandas_float_ints_and_whole_input_errors(store: tm.TaskStore, tmp_path:
     with pytest.raises(tm.SchedulerError, match="does not exist"):
         store.submit_batch(tmp_path / "missing.parquet")
     (tmp_path / "bad.parquet").write_text("not parquet")
-    with pytest.raises(tm.SchedulerError, match="bad.parquet is not a Parquet file"):
+    with pytest.raises(tm.SchedulerError, match=r"bad\.parquet is not a Parquet file"):
         store.submit_batch(str(tmp_path / "bad.parquet"))
     dup = pa.table([pa.array(["t"]), pa.array(["x"])], names=["task_type", "task_type"])
     with pytest.raises(tm.SchedulerError, match="duplicate column names: 'task_type'"):
@@ -153,7 +153,7 @@ def test_columns_and_payload_columns(store: tm.TaskStore) -> None:
         ("sync.upload", "b/x", "s3://eu", 64, b'{"src":"/x","size":10}'),
         ("sync.delete", "b/y", "s3://default", 64, b'{"src":"/y","size":20}'),
     ]
-    with pytest.raises(tm.SchedulerError, match="column 'nope' .* is not in the input"):
+    with pytest.raises(tm.SchedulerError, match=r"column 'nope' .* is not in the input"):
         store.submit_batch(tm.BatchSubmission().columns(task_type="nope").tasks(plan))
 
 
