@@ -62,5 +62,56 @@ def stats(db: str, as_json: bool) -> None:
             click.echo(f"{status:<11}{n:>10,}")
 
 
+def _int_list(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower().replace("_", "")
+        scale = {"k": 1_000, "m": 1_000_000}.get(part[-1:], 1)
+        out.append(int(float(part.rstrip("km")) * scale))
+    return out
+
+
+@cli.command()
+@click.option(
+    "--sizes",
+    default="10k,100k",
+    show_default=True,
+    help="Batch sizes, comma-separated (10k, 100k, 1m …).",
+)
+@click.option(
+    "--existing",
+    default="0",
+    show_default=True,
+    help="Store sizes to load into, comma-separated; half of each batch overlaps.",
+)
+@click.option(
+    "--cases",
+    default=",".join(("one_by_one", "executemany", "list", "polars", "parquet", "ceiling")),
+    show_default=True,
+    help="Which loaders to measure.",
+)
+@click.option("--repeat", default=3, show_default=True, help="Runs per measurement (median).")
+@click.option(
+    "--full", is_flag=True, help="The long form: sizes 10k,100k,1m into stores of 0 and 1m tasks."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def bench(sizes: str, existing: str, cases: str, repeat: int, full: bool, as_json: bool) -> None:
+    """Measure one-by-one submit, executemany, submit_batch and the engine's ceiling."""
+    from . import bench as b
+
+    if full:
+        sizes, existing = "10k,100k,1m", "0,1m"
+    chosen = [c.strip() for c in cases.split(",") if c.strip()]
+    unknown = sorted(set(chosen) - set(b.CASES))
+    if unknown:
+        raise click.BadParameter(f"unknown case(s): {', '.join(unknown)}", param_hint="--cases")
+    results = b.run(_int_list(sizes), _int_list(existing), chosen, repeat, echo=click.echo)
+    if as_json:
+        click.echo(b.to_json(results))
+    else:
+        click.echo(f"machine: {b.machine()}")
+        click.echo(b.table(results))
+
+
 def main() -> None:
     cli()

@@ -1,0 +1,308 @@
+"""``taskmill bench``: the ways of loading a sync plan, measured side by side in one run.
+
+Every measurement runs in a fresh worker process (so each has its own peak memory)
+on a fresh temporary store, and is repeated; the median is reported.  Cases:
+
+- ``one_by_one``  ``TaskStore.submit()`` per task, extrapolated from a sample of calls;
+- ``executemany`` a plain ``executemany`` loader of the same rows in one transaction;
+- ``list``        ``submit_batch`` of prebuilt ``TaskSubmission`` objects;
+- ``polars``      ``submit_batch`` of a polars DataFrame;
+- ``parquet``     ``submit_batch`` of a Parquet file;
+- ``ceiling``     SQLite alone: ``INSERT … SELECT`` of the same rows (already in a SQLite
+                  file) into an empty store — the engine's limit for this schema.
+
+With ``existing`` the store first holds that many tasks, half of the batch's keys among them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+CASES = ("one_by_one", "executemany", "list", "polars", "parquet", "ceiling")
+ONE_BY_ONE_SAMPLE = 2_000
+
+
+@dataclass
+class Result:
+    case: str
+    rows: int
+    existing: int
+    seconds: float  # median
+    runs: list[float]
+    peak_mb: float
+    extrapolated: bool = False
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else float("inf")
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _plan(rows: int, existing: int) -> Any:
+    from .sample import make_plan
+
+    start = existing - rows // 2 if existing else 0  # half the batch overlaps the store
+    return make_plan(rows, seed=1, start=start)
+
+
+def _template(folder: Path, existing: int) -> Path | None:
+    """A store holding ``existing`` tasks, built once and copied for each run."""
+    if not existing:
+        return None
+    path = folder / f"template-{existing}.db"
+    if not path.exists():
+        from .sample import make_plan
+        from .store import TaskStore
+
+        with TaskStore.open(path) as store:
+            store.submit_batch(make_plan(existing, seed=1))
+            store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+def _fresh_store(folder: Path, template: Path | None, run: int) -> Path:
+    path = folder / f"run-{run}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if template is not None:
+        shutil.copy(template, path)
+    return path
+
+
+_INSERT = (
+    "INSERT INTO tasks (id, task_type, dedup_key, group_name, priority, queue_pos, payload, "
+    "expected_net_tx_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tuple[float, bool]:
+    import polars as pl
+
+    from .model import TaskSubmission
+    from .store import TaskStore
+
+    template = _template(folder, existing) if case != "ceiling" else None
+    df = _plan(rows, existing)
+    path = _fresh_store(folder, template, run)
+    if case == "one_by_one":
+        sample = min(rows, ONE_BY_ONE_SAMPLE)
+        subs = [
+            TaskSubmission(
+                t, dedup_key=k, group=g, priority=p, payload=pl_.encode(), expected_net_tx_bytes=b
+            )
+            for t, k, g, p, pl_, b in df.head(sample).iter_rows()
+        ]
+        with TaskStore.open(path) as store:
+            t0 = time.perf_counter()
+            for sub in subs:
+                store.submit(sub)
+            took = time.perf_counter() - t0
+        return took * rows / sample, sample < rows
+    if case == "list":
+        subs = [
+            TaskSubmission(
+                t, dedup_key=k, group=g, priority=p, payload=pl_.encode(), expected_net_tx_bytes=b
+            )
+            for t, k, g, p, pl_, b in df.iter_rows()
+        ]
+        with TaskStore.open(path) as store:
+            t0 = time.perf_counter()
+            store.submit_batch(subs)
+            return time.perf_counter() - t0, False
+    if case == "polars":
+        with TaskStore.open(path) as store:
+            t0 = time.perf_counter()
+            store.submit_batch(df)
+            return time.perf_counter() - t0, False
+    if case == "parquet":
+        plan = folder / f"plan-{rows}-{existing}.parquet"
+        if not plan.exists():
+            df.write_parquet(plan)
+        del df
+        with TaskStore.open(path) as store:
+            t0 = time.perf_counter()
+            store.submit_batch(plan)
+            return time.perf_counter() - t0, False
+    # the two SQLite-only loaders work on a store with the same schema and pragmas
+    TaskStore.open(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA cache_size = -65536")
+    base = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence").fetchone()[0]
+    if case == "executemany":
+        t0 = time.perf_counter()
+        now = time.time()
+        data = [
+            (base + i + 1, t, k, g, p, base + i + 1, pl_.encode(), b, now)
+            for i, (t, k, g, p, pl_, b) in enumerate(df.iter_rows())
+        ]
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(_INSERT.replace("INSERT", "INSERT OR IGNORE"), data)
+        conn.execute("COMMIT")
+        took = time.perf_counter() - t0
+    elif case == "ceiling":
+        source = folder / f"source-{run}.db"
+        source.unlink(missing_ok=True)
+        src = sqlite3.connect(source)
+        src.execute(
+            "CREATE TABLE s (task_type TEXT, dedup_key TEXT, group_name TEXT, "
+            "priority INTEGER, payload BLOB, expected_net_tx_bytes INTEGER)"
+        )
+        src.executemany(
+            "INSERT INTO s VALUES (?, ?, ?, ?, ?, ?)",
+            df.with_columns(pl.col("payload").cast(pl.Binary)).iter_rows(),
+        )
+        src.commit()
+        src.close()
+        conn.execute("ATTACH ? AS src", (str(source),))
+        conn.execute("SELECT COUNT(*) FROM src.s").fetchone()  # warm the page cache
+        t0 = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "INSERT OR IGNORE INTO tasks (id, task_type, dedup_key, group_name, priority, "
+            "queue_pos, payload, expected_net_tx_bytes, created_at) "
+            "SELECT :base + rowid, task_type, dedup_key, group_name, priority, :base + rowid, "
+            "payload, expected_net_tx_bytes, :now FROM src.s",
+            {"base": base, "now": time.time()},
+        )
+        conn.execute("COMMIT")
+        took = time.perf_counter() - t0
+        conn.execute("DETACH src")
+        source.unlink()
+    else:
+        raise SystemExit(f"unknown case {case!r}")
+    conn.close()
+    return took, False
+
+
+def worker_main(argv: list[str]) -> None:
+    """``python -m taskmill.bench CASE ROWS EXISTING FOLDER REPEAT`` → one JSON line."""
+    case, rows, existing, folder, repeat = argv
+    runs: list[float] = []
+    extrapolated = False
+    for run in range(int(repeat)):
+        took, extrapolated = _run_case(case, int(rows), int(existing), Path(folder), run)
+        runs.append(took)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"runs": runs, "peak_mb": peak, "extrapolated": extrapolated}))
+
+
+# --------------------------------------------------------------------------- driver side
+
+
+def measure(case: str, rows: int, existing: int, folder: Path, repeat: int) -> Result:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "taskmill.bench",
+            case,
+            str(rows),
+            str(existing),
+            str(folder),
+            str(repeat),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench worker {case} {rows} failed:\n{proc.stderr}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return Result(
+        case,
+        rows,
+        existing,
+        statistics.median(data["runs"]),
+        data["runs"],
+        data["peak_mb"],
+        data["extrapolated"],
+    )
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import duckdb
+    import polars
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, duckdb {duckdb.__version__}, "
+        f"polars {polars.__version__}"
+    )
+
+
+def run(
+    sizes: list[int], existing: list[int], cases: list[str], repeat: int, echo: Any = print
+) -> list[Result]:
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="taskmill-bench-") as tmp:
+        folder = Path(tmp)
+        for ex in existing:
+            for rows in sizes:
+                for case in cases:
+                    if case in ("one_by_one", "ceiling") and ex:
+                        continue  # measured once, on an empty store
+                    echo(f"  {case:<12} {rows:>9,} rows into {ex:>9,} …", err=True)
+                    results.append(measure(case, rows, ex, folder, repeat))
+    return results
+
+
+def table(results: list[Result]) -> str:
+    """A Markdown table with ratios to the engine ceiling and to one-by-one submit."""
+    ceiling = {r.rows: r.seconds for r in results if r.case == "ceiling"}
+    single = {r.rows: r.seconds for r in results if r.case == "one_by_one"}
+    lines = [
+        "| case | rows | existing | median s | rows/s | × ceiling | × faster than one-by-one "
+        "| peak MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        c, s = ceiling.get(r.rows), single.get(r.rows)
+        name = f"{r.case} (extrapolated)" if r.extrapolated else r.case
+        vs_ceiling = f"{r.seconds / c:.2f}" if c else "–"
+        vs_single = f"{s / r.seconds:.1f}" if s else "–"
+        lines.append(
+            f"| {name} | {r.rows:,} | {r.existing:,} | {r.seconds:.3f} | "
+            f"{r.rows_per_s:,.0f} | {vs_ceiling} | {vs_single} | {r.peak_mb:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def to_json(results: list[Result]) -> str:
+    return json.dumps(
+        {
+            "machine": machine(),
+            "results": [{**asdict(r), "rows_per_s": r.rows_per_s} for r in results],
+        },
+        indent=2,
+    )
+
+
+if __name__ == "__main__":
+    worker_main(sys.argv[1:])

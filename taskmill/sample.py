@@ -1,0 +1,65 @@
+"""Synthetic sync plans shaped like a bucket diff, for demos, benchmarks and tests."""
+
+from __future__ import annotations
+
+import polars as pl
+
+ENDPOINTS = (
+    "s3://us-east-1.amazonaws.com",
+    "s3://eu-west-1.amazonaws.com",
+    "gcs://europe-west4",
+    "azure://westeurope",
+)
+ACTIONS = ("sync.upload", "sync.copy", "sync.delete")
+
+
+def make_plan(
+    rows: int,
+    *,
+    seed: int = 0,
+    start: int = 0,
+    duplicate_rate: float = 0.0,
+) -> pl.DataFrame:
+    """A sync plan with ``rows`` actions, deterministic for a ``seed``.
+
+    Columns: ``task_type``, ``dedup_key`` (an object path), ``group`` (the endpoint),
+    ``priority`` (deletes are more urgent), ``payload`` (JSON text with source, size and
+    checksum) and ``expected_net_tx_bytes``.  Keys are ``start``, ``start + 1``, …; with
+    ``duplicate_rate`` that share of rows repeats an earlier key of the plan (a diff that
+    saw an object change twice).
+    """
+    idx = pl.int_range(start, start + rows, dtype=pl.Int64, eager=True).alias("i")
+    df = pl.DataFrame(idx).with_columns(
+        (pl.col("i").hash(seed) % 1000).alias("h"),
+        (pl.col("i").hash(seed + 1) % 50_000_000 + 1).alias("size"),
+    )
+    if duplicate_rate > 0:
+        dup = (pl.col("i").hash(seed + 2) % 10_000) < int(duplicate_rate * 10_000)
+        back = (pl.col("i").hash(seed + 3) % 1000 + 1).cast(pl.Int64)
+        df = df.with_columns(
+            pl.when(dup & (pl.col("i") - back >= start))
+            .then(pl.col("i") - back)
+            .otherwise(pl.col("i"))
+            .alias("k")
+        )
+    else:
+        df = df.with_columns(pl.col("i").alias("k"))
+    action = (
+        pl.when(pl.col("h") < 700)
+        .then(pl.lit(ACTIONS[0]))
+        .when(pl.col("h") < 850)
+        .then(pl.lit(ACTIONS[1]))
+        .otherwise(pl.lit(ACTIONS[2]))
+    )
+    endpoint = pl.lit(pl.Series(ENDPOINTS)).get(pl.col("k").hash(seed + 4) % len(ENDPOINTS))
+    key = pl.format("data/{}/{}/part-{}.parquet", pl.col("k") % 97, pl.col("k") % 1013, pl.col("k"))
+    return df.select(
+        action.alias("task_type"),
+        pl.concat_str(endpoint, pl.lit("/"), key).alias("dedup_key"),
+        endpoint.alias("group"),
+        pl.when(action == ACTIONS[2]).then(64).otherwise(128).cast(pl.Int64).alias("priority"),
+        pl.format(
+            '{{"src":"/mnt/data/{}","size":{},"crc":"{}"}}', key, pl.col("size"), pl.col("h")
+        ).alias("payload"),
+        pl.col("size").cast(pl.Int64).alias("expected_net_tx_bytes"),
+    )
