@@ -76,39 +76,52 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+_DUCK: Any = None
+_DUCK_LOCK = threading.Lock()
+
+
+def _duckdb() -> Any:
+    """The process's one in-memory DuckDB connection, with the SQLite extension loaded.
+
+    Shared by every store of the process (its first use warms DuckDB up once)."""
+    global _DUCK
+    if _DUCK is None:
+        import duckdb
+
+        con = duckdb.connect(":memory:")
+        con.execute(f"LOAD {_quote(str(extension_path()))}")
+        con.execute("SET threads = 1")  # staging is one sequential copy; leave cores to SQLite
+        _DUCK = con
+    return _DUCK
+
+
 class Stager:
     """Writes batch parts into private staging SQLite files through DuckDB."""
 
     def __init__(self, store_path: Path) -> None:
         self.store_path = store_path
-        self._con: Any = None
-        self._lock = threading.Lock()
-
-    def _connect(self) -> Any:
-        if self._con is None:
-            import duckdb
-
-            con = duckdb.connect(":memory:")
-            con.execute(f"LOAD {_quote(str(extension_path()))}")
-            self._con = con
-        return self._con
 
     def new_path(self) -> Path:
         """A fresh staging file name beside the store (removed by :meth:`discard`)."""
         name = f".{self.store_path.name}.stage-{os.getpid()}-{uuid.uuid4().hex[:10]}.sqlite"
         return self.store_path.parent / name
 
-    def write(self, path: Path, frame: pl.DataFrame) -> None:
-        """Create the staging file at ``path`` and bulk-copy ``frame`` into it."""
+    @staticmethod
+    def create(path: Path) -> None:
+        """An empty staging file (just the staging table)."""
         conn = sqlite3.connect(path)
         try:
             conn.execute(q("staging_schema"))
             conn.commit()
         finally:
             conn.close()
+
+    @staticmethod
+    def fill(path: Path, frame: pl.DataFrame) -> None:
+        """Bulk-copy ``frame`` (staging columns) into the staging file at ``path``."""
         table = frame.to_arrow()
-        with self._lock:
-            con = self._connect()
+        with _DUCK_LOCK:
+            con = _duckdb()
             con.execute(f"ATTACH {_quote(str(path))} AS taskmill_stage (TYPE sqlite)")
             try:
                 con.register("taskmill_part", table)
@@ -119,17 +132,81 @@ class Stager:
             finally:
                 con.execute("DETACH taskmill_stage")
 
+    def write(self, path: Path, frame: pl.DataFrame) -> None:
+        """Create the staging file at ``path`` and fill it."""
+        self.create(path)
+        self.fill(path, frame)
+
     @staticmethod
     def discard(path: Path) -> None:
         for suffix in ("", "-journal", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{path}{suffix}")
 
-    def close(self) -> None:
-        with self._lock:
-            if self._con is not None:
-                self._con.close()
-                self._con = None
+
+#: Rows per staging file, and how many files one transaction may use at most.
+PART_ROWS = 12_500
+MAX_PARTS = 8
+
+
+def split_parts(rows: pl.DataFrame) -> list[pl.DataFrame]:
+    """Split one transaction's rows into staging parts (at most ``MAX_PARTS``)."""
+    n = rows.height
+    count = max(1, min(MAX_PARTS, -(-n // PART_ROWS)))
+    size = -(-n // count)
+    return [rows.slice(lo, size) for lo in range(0, n, size)] or [rows]
+
+
+class StagingPipeline:
+    """Fills staging files in a background thread, in order, one event per file."""
+
+    def __init__(self, stager: Stager, paths: list[Path], parts: list[pl.DataFrame]) -> None:
+        self.stager = stager
+        self.paths = paths
+        self.parts = parts
+        self.ready = [threading.Event() for _ in parts]
+        self.errors: list[BaseException | None] = [None] * len(parts)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def create_files(self) -> None:
+        for path in self.paths:
+            self.stager.create(path)
+
+    def _run(self) -> None:
+        for j, part in enumerate(self.parts):
+            if self._stop.is_set():
+                break
+            try:
+                self.stager.fill(self.paths[j], staging_frame(part))
+            except BaseException as exc:
+                self.errors[j] = exc
+                self.ready[j].set()
+                break
+            self.ready[j].set()
+        for event in self.ready:  # nobody waits forever, whatever happened
+            event.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="taskmill-stage", daemon=True)
+        self._thread.start()
+
+    def wait(self, j: int, store_path: Path) -> None:
+        """Block until staging file ``j`` is filled; raise if staging failed."""
+        self.ready[j].wait()
+        for exc in self.errors[: j + 1]:
+            if exc is not None:
+                raise SchedulerError(
+                    f"cannot stage a batch beside {store_path}: {exc}", kind="store"
+                ) from exc
+        if self._stop.is_set() and not self.ready[j].is_set():
+            raise SchedulerError("batch staging was stopped", kind="store")
+
+    def stop(self) -> None:
+        """Stop after the file being filled, and wait for the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 _MATCH_SCHEMA = {

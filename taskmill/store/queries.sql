@@ -6,6 +6,10 @@ SELECT id, status, priority, queue_pos
 FROM tasks
 WHERE task_type = ? AND dedup_key = ?;
 
+-- name: take_write_lock
+-- A no-op write: makes a deferred transaction take the store's write lock now.
+UPDATE taskmill_meta SET value = value WHERE key = 'application';
+
 -- name: next_id
 SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tasks'), 0);
 

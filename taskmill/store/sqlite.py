@@ -31,7 +31,7 @@ from ..model import (
 from ..outcome import BatchOutcome, build_outcome
 from ..plan import prepare
 from ..validation import Defaults, Row, check_submission
-from .batch import Stager, decide, staging_frame
+from .batch import Stager, StagingPipeline, decide, split_parts
 from .sql import APPLICATION_ID, SCHEMA_VERSION, q, schema, statements
 
 __all__ = ["ClaimedTask", "CommitHook", "TaskStore"]
@@ -281,7 +281,6 @@ class TaskStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-            self._stager.close()
 
     def __enter__(self) -> TaskStore:
         return self
@@ -311,18 +310,36 @@ class TaskStore:
                 raise _store_error("task store read failed on", self.path, exc) from exc
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``), all or nothing."""
+    def _write(self, *, deferred: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction, all or nothing.
+
+        ``BEGIN IMMEDIATE`` normally.  With attached staging files the transaction
+        must not touch them at ``BEGIN`` (an immediate transaction locks every attached
+        file), so ``deferred`` begins lazily and takes the store's write lock at once
+        with a no-op write, retrying until ``busy_timeout``.
+        """
         with self._lock:
             conn = self.conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise SchedulerError(
-                    f"task store {self.path} is locked by another writer "
-                    f"(waited {self.busy_timeout:g} s): {exc}",
-                    kind="store",
-                ) from exc
+            deadline = time.monotonic() + self.busy_timeout
+            while True:
+                try:
+                    if deferred:
+                        conn.execute("BEGIN")
+                        conn.execute(q("take_write_lock"))
+                    else:
+                        conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    if deferred and "locked" in str(exc) and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                        continue
+                    raise SchedulerError(
+                        f"task store {self.path} is locked by another writer "
+                        f"(waited {self.busy_timeout:g} s): {exc}",
+                        kind="store",
+                    ) from exc
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -507,51 +524,89 @@ class TaskStore:
     def _merge_part(
         self, part: pl.DataFrame, *, dry_run: bool, base_offset: int = 0
     ) -> pl.DataFrame:
-        """Stage one part with DuckDB and merge it in one transaction (or plan it)."""
+        """Stage one transaction's rows with DuckDB and merge them (or plan them).
+
+        The rows are split into up to ``MAX_PARTS`` staging files.  A staging thread
+        fills them one after another with DuckDB while this thread merges each filled
+        one inside the same transaction, so copying and merging overlap.  DuckDB
+        only ever opens a staging file before ``sqlite3`` first reads it, and never
+        again after: the two copies of SQLite never hold the same file at once.
+        """
         if part.height == 0:
             return decide(part, [], 0)
-        stage = self._stager.new_path()
+        pieces = split_parts(part)
+        paths = [self._stager.new_path() for _ in pieces]
+        names = [f"taskmill_stage_{j}" for j in range(len(pieces))]
+        pipeline = StagingPipeline(self._stager, paths, pieces)
         try:
             try:
-                self._stager.write(stage, staging_frame(part))
-            except SchedulerError:
-                raise
-            except Exception as exc:  # duckdb / OS errors while staging
+                pipeline.create_files()
+            except OSError as exc:
                 raise _store_error("cannot stage a batch beside", self.path, exc) from exc
             with self._lock:
                 conn = self.conn
+                attached: list[str] = []
                 try:
-                    conn.execute("ATTACH ? AS taskmill_stage", (str(stage),))
-                except sqlite3.Error as exc:
-                    raise _store_error(
-                        "cannot attach the batch staging file to", self.path, exc
-                    ) from exc
-                try:
-                    if dry_run:
-                        with self._read() as c:
-                            c.execute("BEGIN")
-                            try:
-                                return self._merge_staged(
-                                    c, part, dry_run=True, base_offset=base_offset
-                                )
-                            finally:
-                                c.execute("ROLLBACK")
-                    with self._write() as c:
-                        return self._merge_staged(c, part, dry_run=False)
+                    try:
+                        for name, path in zip(names, paths, strict=True):
+                            conn.execute(f"ATTACH ? AS {name}", (str(path),))
+                            attached.append(name)
+                    except sqlite3.Error as exc:
+                        raise _store_error(
+                            "cannot attach the batch staging files to", self.path, exc
+                        ) from exc
+                    pipeline.start()
+                    results: list[pl.DataFrame] = []
+                    offset = base_offset
+                    txn = self._plan_txn() if dry_run else self._write(deferred=True)
+                    with txn as c:
+                        for j, piece in enumerate(pieces):
+                            pipeline.wait(j, self.path)
+                            result = self._merge_staged(
+                                c, piece, names[j], dry_run=dry_run, base_offset=offset
+                            )
+                            results.append(result)
+                            if dry_run:
+                                offset += result.filter(
+                                    pl.col("action").is_in(["submitted", "superseded"])
+                                ).height
+                    return pl.concat(results)
                 finally:
-                    conn.execute("DETACH taskmill_stage")
+                    pipeline.stop()
+                    for name in attached:
+                        conn.execute(f"DETACH {name}")
         finally:
-            self._stager.discard(stage)
+            pipeline.stop()
+            for path in paths:
+                self._stager.discard(path)
+
+    @contextlib.contextmanager
+    def _plan_txn(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction that is always rolled back (plans write nothing)."""
+        with self._read() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("ROLLBACK")
 
     @staticmethod
     def _merge_staged(
-        conn: sqlite3.Connection, part: pl.DataFrame, *, dry_run: bool, base_offset: int = 0
+        conn: sqlite3.Connection,
+        part: pl.DataFrame,
+        stage: str,
+        *,
+        dry_run: bool,
+        base_offset: int = 0,
     ) -> pl.DataFrame:
+        def sql(name: str) -> str:  # the staging schema name is ours, never data
+            return q(name).replace("taskmill_stage.", f"{stage}.")
+
         now = time.time()
         base = conn.execute(q("next_id")).fetchone()[0] + base_offset
         conn.execute(q("batch_match_create"))
         conn.execute(q("batch_match_clear"))
-        conn.execute(q("batch_match_fill"))
+        conn.execute(sql("batch_match_fill"))
         matches = conn.execute(q("batch_match_read")).fetchall()
         result = decide(part, matches, base)
         if dry_run:
@@ -567,7 +622,7 @@ class TaskStore:
             conn.execute(q("batch_upgrade"))
         expected = result.filter(pl.col("action").is_in(["submitted", "superseded"])).height
         insert = "batch_insert" if expected == part.height else "batch_insert_ranked"
-        inserted = conn.execute(q(insert), {"base": base, "now": now}).rowcount
+        inserted = conn.execute(sql(insert), {"base": base, "now": now}).rowcount
         if inserted != expected:  # the SQL and the plan disagree: never commit that
             raise SchedulerError(
                 f"batch merge inserted {inserted} rows where {expected} were planned", kind="store"
