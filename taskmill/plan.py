@@ -242,7 +242,74 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
     def shown(value: Any, kind: type) -> Any:
         return value if isinstance(value, kind) and not isinstance(value, bool) else None
 
+    task_types, keys, groups, priorities = (
+        cols["task_type"],
+        cols["dedup_key"],
+        cols["group"],
+        cols["priority"],
+    )
+    payloads, labels, strategies, retries = (
+        cols["payload"],
+        cols["label"],
+        cols["on_duplicate"],
+        cols["max_retries"],
+    )
+    rb, wb, rx, tx = (cols[f] for f in EXPECTED_FIELDS)
+    d_group, d_priority, d_strategy = defaults.group, defaults.priority, defaults.on_duplicate.value
     for sub in subs:
+        # the common case, checked inline; anything unusual goes through check_submission
+        if type(sub) is TaskSubmission:
+            tt, key, group, prio, payload = (
+                sub.task_type,
+                sub.dedup_key,
+                sub.group,
+                sub.priority,
+                sub.payload,
+            )
+            e1, e2, e3, e4 = (
+                sub.expected_read_bytes,
+                sub.expected_write_bytes,
+                sub.expected_net_rx_bytes,
+                sub.expected_net_tx_bytes,
+            )
+            if (
+                type(tt) is str
+                and 0 < len(tt) <= MAX_KEY_LENGTH
+                and (key is None or (type(key) is str and 0 < len(key) <= MAX_KEY_LENGTH))
+                and (group is None or (type(group) is str and len(group) <= MAX_GROUP_LENGTH))
+                and (prio is None or (type(prio) is int and 0 <= prio <= 255))
+                and type(e1) is int
+                and type(e2) is int
+                and type(e3) is int
+                and type(e4) is int
+                and 0 <= e1 <= MAX_INT64
+                and 0 <= e2 <= MAX_INT64
+                and 0 <= e3 <= MAX_INT64
+                and 0 <= e4 <= MAX_INT64
+                and sub.label is None
+                and sub.on_duplicate is None
+                and sub.max_retries is None
+                and (
+                    payload is None
+                    or (type(payload) is bytes and len(payload) <= MAX_PAYLOAD_BYTES)
+                )
+            ):
+                task_types.append(tt)
+                keys.append(key)
+                groups.append(d_group if group is None else group)
+                priorities.append(d_priority if prio is None else prio)
+                payloads.append(payload)
+                labels.append(None)
+                rb.append(e1)
+                wb.append(e2)
+                rx.append(e3)
+                tx.append(e4)
+                strategies.append(d_strategy)
+                retries.append(None)
+                kinds.append(None)
+                fields.append(None)
+                errors.append(None)
+                continue
         try:
             row = check_submission(sub, defaults)
         except InvalidSubmission as exc:
@@ -276,18 +343,18 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
         kinds.append(None)
         fields.append(None)
         errors.append(None)
-        cols["task_type"].append(row.task_type)
-        cols["dedup_key"].append(row.dedup_key)
-        cols["group"].append(row.group)
-        cols["priority"].append(row.priority)
-        cols["payload"].append(row.payload)
-        cols["label"].append(row.label)
-        cols["expected_read_bytes"].append(row.expected_read_bytes)
-        cols["expected_write_bytes"].append(row.expected_write_bytes)
-        cols["expected_net_rx_bytes"].append(row.expected_net_rx_bytes)
-        cols["expected_net_tx_bytes"].append(row.expected_net_tx_bytes)
-        cols["on_duplicate"].append(row.on_duplicate.value)
-        cols["max_retries"].append(row.max_retries)
+        task_types.append(row.task_type)
+        keys.append(row.dedup_key)
+        groups.append(row.group)
+        priorities.append(row.priority)
+        payloads.append(row.payload)
+        labels.append(row.label)
+        rb.append(row.expected_read_bytes)
+        wb.append(row.expected_write_bytes)
+        rx.append(row.expected_net_rx_bytes)
+        tx.append(row.expected_net_tx_bytes)
+        strategies.append(row.on_duplicate.value)
+        retries.append(row.max_retries)
     frame = pl.DataFrame(
         {**cols, "error_kind": kinds, "error_field": fields, "error": errors},
         schema={**CANONICAL, "error_kind": pl.String, "error_field": pl.String, "error": pl.String},
