@@ -1,0 +1,166 @@
+"""Threads submit batches and single tasks into one store file while a scheduler
+dispatches from it; afterwards nothing is lost, doubled or corrupt.
+
+The short form runs in CI; the long form (``pytest -m slow``) runs for a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import taskmill as tm
+
+KEYS = [f"obj-{i}" for i in range(400)]
+
+
+def submitter(
+    db_path: Path,
+    seed: int,
+    seconds: float,
+    shared: tm.TaskStore | None,
+    ids: list[int],
+    errors: list[BaseException],
+) -> None:
+    rng = random.Random(seed)
+    store = shared or tm.TaskStore.open(db_path)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            strategy = rng.choice(["skip", "skip", "supersede", "reject"])
+            if rng.random() < 0.3:
+                try:
+                    res = store.submit(
+                        tm.TaskSubmission(
+                            "t",
+                            dedup_key=rng.choice(KEYS),
+                            priority=rng.randrange(256),
+                            on_duplicate=strategy,
+                        )
+                    )
+                except tm.DuplicateTask:
+                    continue
+                if res.action in ("submitted", "superseded"):
+                    ids.append(res.task_id)
+                continue
+            n = rng.randrange(1, 400)
+            frame = pl.DataFrame(
+                {
+                    "task_type": ["t"] * n,
+                    "dedup_key": [
+                        rng.choice(KEYS) if rng.random() < 0.9 else None for _ in range(n)
+                    ],
+                    "priority": [rng.randrange(256) for _ in range(n)],
+                    "on_duplicate": [strategy] * n,
+                }
+            )
+            batch = tm.BatchSubmission().tasks(frame)
+            if rng.random() < 0.3:
+                batch = batch.transaction_limit(50).chunk_size(50)
+            out = store.submit_batch(batch)
+            assert len(out) == n
+            ids.extend(out.submitted)
+            ids.extend(new for new, _ in out.superseded)
+    except BaseException as exc:
+        errors.append(exc)
+    finally:
+        if shared is None:
+            store.close()
+
+
+async def run_stress(db_path: Path, seconds: float) -> None:
+    completed: Counter[int] = Counter()
+
+    async def work(ctx: tm.TaskContext) -> None:
+        if ctx.task_id % 7 == 0 and ctx.attempt == 1:
+            raise RuntimeError("transient")
+        await asyncio.sleep(0)
+        completed[ctx.task_id] += 1
+
+    def sync_work(ctx: tm.TaskContext) -> None:
+        completed[ctx.task_id] += 1
+
+    ids: list[int] = []
+    errors: list[BaseException] = []
+    async with tm.Scheduler(
+        db_path,
+        executors={"t": work, "s": sync_work},
+        max_concurrency=8,
+        retry_delay=0.01,
+        poll_interval=0.05,
+        default_group_concurrency=4,
+    ) as sched:
+        events = sched.subscribe(maxsize=1_000_000)
+        threads = [
+            threading.Thread(target=submitter, args=(db_path, 1, seconds, None, ids, errors)),
+            threading.Thread(target=submitter, args=(db_path, 2, seconds, None, ids, errors)),
+            threading.Thread(
+                target=submitter, args=(db_path, 3, seconds, sched.store, ids, errors)
+            ),
+        ]
+        for t in threads:
+            t.start()
+        # the scheduler's own API, and cancellations, meanwhile
+        rng = random.Random(4)
+        deadline = time.monotonic() + seconds
+        cancelled = 0
+        while time.monotonic() < deadline:
+            out = await sched.submit_batch(
+                [tm.TaskSubmission("s", dedup_key=rng.choice(KEYS)) for _ in range(20)]
+            )
+            ids.extend(out.submitted)
+            if ids and rng.random() < 0.5:
+                cancelled += await sched.cancel(rng.choice(ids))
+            await asyncio.sleep(0.01)
+        for t in threads:
+            await asyncio.to_thread(t.join, 60)
+        assert not errors, errors
+        await sched.wait_idle(timeout=120)
+        store = sched.store
+        assert store.integrity_check() == "ok"
+        active = store.tasks()
+        history = store.history()
+        got = events.drain()
+    assert events.dropped == 0
+    active_ids = set(active["id"].to_list())
+    history_ids = history["id"].to_list()
+    assert len(history_ids) == len(set(history_ids))  # each finished task once
+    assert not active_ids & set(history_ids)  # never both active and finished
+    assert set(ids) <= active_ids | set(history_ids)  # no returned id lost
+    assert len(ids) == len(set(ids))  # ids never handed out twice
+    assert (
+        active.filter(pl.col("dedup_key").is_not_null())
+        .select("task_type", "dedup_key")
+        .is_duplicated()
+        .sum()
+        == 0
+    )
+    assert active.filter(pl.col("task_type").is_in(["t", "s"])).height == 0  # all done
+    done = history.filter(pl.col("status") == "completed")["id"].to_list()
+    ran = {tid for tid, n in completed.items() if n}
+    assert set(done) <= ran  # every completed task ran to the end
+    # an attempt that ran to the end without completing lost its task meanwhile
+    lost = history.filter(pl.col("id").is_in(sorted(ran - set(done))))
+    assert set(lost["status"].to_list()) <= {"superseded", "cancelled"}
+    assert lost.height == len(ran - set(done))
+    # events: one BatchSubmitted per commit, TaskCompleted per completion
+    batch_ids = [i for e in got if isinstance(e, tm.BatchSubmitted) for i in e.task_ids]
+    assert len(batch_ids) == len(set(batch_ids))
+    assert sorted(e.task_id for e in got if isinstance(e, tm.TaskCompleted)) == sorted(done)
+    assert cancelled >= 0
+
+
+async def test_stress_short(db_path: Path) -> None:
+    await run_stress(db_path, seconds=4)
+
+
+@pytest.mark.slow
+async def test_stress_long(db_path: Path) -> None:
+    await run_stress(db_path, seconds=60)
