@@ -164,6 +164,7 @@ class _Attempt:
     started: float
     job: asyncio.Task[None] | None = None
     stop_reason: str | None = None  # "cancelled" | "superseded" | "shutdown"
+    settling: bool = False  # the executor has returned; its outcome is being recorded
     replaced_by: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -231,6 +232,8 @@ class Scheduler:
         self._pool: ThreadPoolExecutor | None = None
         self._closing = False
         self._started = False
+        self._completions: list[tuple[int, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -433,6 +436,8 @@ class Scheduler:
         attempt.stop_reason = reason
         attempt.replaced_by = replaced_by
         attempt.ctx._cancelled = True
+        if attempt.settling:
+            return
         if attempt.job is not None and inspect.iscoroutinefunction(
             self.executors.get(attempt.task.task_type)
         ):
@@ -547,6 +552,7 @@ class Scheduler:
                     attempt.stop_reason = "shutdown"
             except Exception as exc:
                 error = exc
+            attempt.settling = True
             await self._settle(attempt, error)
         finally:
             self._running.pop(task.id, None)
@@ -579,7 +585,7 @@ class Scheduler:
             return
         duration = time.monotonic() - attempt.started
         if error is None:
-            done = await self._db(self.store.complete, task.id, owner=owner)
+            done = await self._complete(task.id)
             if done:
                 self._publish(
                     TaskCompleted(
@@ -620,6 +626,34 @@ class Scheduler:
         if retry_at is not None and self._loop is not None:
             self._loop.call_at(self._loop.time() + (retry_at - time.time()), self._poke)
 
+    async def _complete(self, task_id: int) -> bool:
+        """Record a successful attempt. Completions that arrive while a write is under
+        way are grouped into the next transaction (one commit for many tasks)."""
+        assert self._loop is not None
+        future: asyncio.Future[bool] = self._loop.create_future()
+        self._completions.append((task_id, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_completions())
+        return await future
+
+    async def _flush_completions(self) -> None:
+        while self._completions:
+            batch, self._completions = self._completions, []
+            try:
+                done = await self._db(
+                    self.store.complete_many, [t for t, _ in batch], owner=self._owner
+                )
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for task_id, future in batch:
+                if not future.done():
+                    future.set_result(task_id in done)
+
     async def _report_lost(self, task_id: int) -> None:
         """A task finished here had been cancelled or superseded by someone else."""
         lost = await self._db(self.store.lost_tasks, [task_id], owner=self._owner)
@@ -639,7 +673,9 @@ class Scheduler:
         lost = await self._db(self.store.lost_tasks, watched, owner=self._owner)
         for tid, (status, replaced_by) in lost.items():
             attempt = self._running.get(tid)
-            if attempt is not None:
+            if status in ("completed", "failed"):
+                continue  # finished here, just now: not lost
+            if attempt is not None and not attempt.settling:
                 reason = "superseded" if status == "superseded" else "cancelled"
                 self._stop_attempt(attempt, reason, replaced_by)
 
