@@ -476,6 +476,32 @@ class TaskStore:
         else:
             bounds = [(0, n)]
         results: list[pl.DataFrame] = []
+        with self._checkpoint_after(chunked=len(bounds) > 1 and not dry_run):
+            self._run_chunks(frame, bounds, results, dry_run, on_commit, started)
+        outcome = build_outcome(
+            frame, results, planned=dry_run, elapsed=time.perf_counter() - started
+        )
+        counts = outcome.counts()
+        log.info(
+            "taskmill %s of %d rows in %.3f s (%d transaction%s): %s",
+            "plan" if dry_run else "batch",
+            n,
+            outcome.elapsed or 0.0,
+            len(bounds),
+            "" if len(bounds) == 1 else "s",
+            ", ".join(f"{a}={c}" for a, c in counts.items()),
+        )
+        return outcome
+
+    def _run_chunks(
+        self,
+        frame: pl.DataFrame,
+        bounds: list[tuple[int, int]],
+        results: list[pl.DataFrame],
+        dry_run: bool,
+        on_commit: CommitHook | None,
+        started: float,
+    ) -> None:
         base_offset = 0  # for plans: ids the earlier chunks would have taken
         for k, (lo, hi) in enumerate(bounds):
             part = frame.slice(lo, hi - lo).filter(pl.col("winner"))
@@ -506,20 +532,25 @@ class TaskStore:
                     sup["task_id"].to_list(), sup["replaced_task_id"].to_list(), strict=True
                 )
                 on_commit(inserted["task_id"].to_list(), list(pairs))
-        outcome = build_outcome(
-            frame, results, planned=dry_run, elapsed=time.perf_counter() - started
-        )
-        counts = outcome.counts()
-        log.info(
-            "taskmill %s of %d rows in %.3f s (%d transaction%s): %s",
-            "plan" if dry_run else "batch",
-            n,
-            outcome.elapsed or 0.0,
-            len(bounds),
-            "" if len(bounds) == 1 else "s",
-            ", ".join(f"{a}={c}" for a, c in counts.items()),
-        )
-        return outcome
+
+    @contextlib.contextmanager
+    def _checkpoint_after(self, *, chunked: bool) -> Iterator[None]:
+        """During a chunked batch, SQLite's automatic WAL checkpoint runs every 128 MiB of
+        log instead of every 4 MiB (which would copy pages back after every chunk); the log
+        is checkpointed and truncated at the end."""
+        if not chunked:
+            yield
+            return
+        with self._lock:
+            self.conn.execute("PRAGMA wal_autocheckpoint = 32768")
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._conn is not None:
+                    self._conn.execute("PRAGMA wal_autocheckpoint = 1000")
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _merge_part(
         self, part: pl.DataFrame, *, dry_run: bool, base_offset: int = 0
