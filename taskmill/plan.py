@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -151,6 +151,17 @@ class Prepared:
     frame: pl.DataFrame
     chunk_size: int
     transaction_limit: int
+    payloads: PayloadStream | None = None
+
+    def rows(self, lo: int, hi: int) -> pl.DataFrame:
+        """Rows ``lo..hi-1`` with their payloads (read now, for streamed Parquet input).
+
+        Calls must go through the rows in order, each range once.
+        """
+        part = self.frame.slice(lo, hi - lo)
+        if self.payloads is not None:
+            part = part.with_columns(self.payloads.take(hi - lo))
+        return part
 
     def __len__(self) -> int:
         return self.frame.height
@@ -184,7 +195,7 @@ def _parquet_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _read_parquet(path: Path) -> pl.DataFrame:
+def _scan_parquet(path: Path) -> tuple[list[Path], pl.LazyFrame]:
     import pyarrow.parquet as pq
 
     files = _parquet_files(path)
@@ -198,10 +209,28 @@ def _read_parquet(path: Path) -> pl.DataFrame:
             schema = file_schema
         elif not file_schema.equals(schema):
             raise _bad_input(f"{f} has different columns from {files[0]}")
+    assert schema is not None
+    dupes = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if dupes:
+        raise _bad_input(f"duplicate column names: {', '.join(map(repr, dupes))}", dupes[0])
+    return files, pl.scan_parquet(files)
+
+
+def _prepare_parquet(path: Path, spec: BatchSubmission) -> tuple[pl.DataFrame, PayloadStream]:
+    """Pass 1 streams the plan without keeping payloads (only their sizes); pass 2 — the
+    returned stream — reads the payloads chunk by chunk while the batch is merged."""
+    files, lazy = _scan_parquet(path)
+    raw_schema = lazy.collect_schema()
+    canonical = _canonical_columns(lazy, spec).with_columns(
+        pl.col("payload").bin.size().alias("_payload_size"),
+        pl.lit(None, dtype=pl.Binary).alias("payload"),
+    )
     try:
-        return pl.scan_parquet(files).collect()
+        frame = canonical.collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise _bad_input(f"cannot read Parquet input {path}: {exc}") from None
+    columns, expr = _payload_source(raw_schema, spec)
+    return frame, PayloadStream(files, columns, expr)
 
 
 def _to_polars(x: Any) -> pl.DataFrame:
@@ -365,18 +394,23 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
 # --------------------------------------------------------------------------- tables
 
 
-def _canonical_columns(df: pl.DataFrame, spec: BatchSubmission) -> pl.DataFrame:
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
+
+
+def _canonical_columns(df: Frame, spec: BatchSubmission) -> Frame:
     """Rename mapped columns, pack payload columns, check names and types."""
+    schema = df.collect_schema()
+    names = schema.names()
     mapping = dict(spec._columns)
     for target, source in mapping.items():
-        if source not in df.columns:
+        if source not in names:
             raise _bad_input(
                 f"columns(): column {source!r} (mapped to {target}) is not in the input "
-                f"(columns: {', '.join(df.columns)})",
+                f"(columns: {', '.join(names)})",
                 source,
             )
     sources = set(mapping.values())
-    for name in df.columns:
+    for name in names:
         if name in mapping and name not in sources and mapping[name] != name:
             raise _bad_input(
                 f"column {name!r} is also the target of columns({name}={mapping[name]!r}); "
@@ -385,12 +419,12 @@ def _canonical_columns(df: pl.DataFrame, spec: BatchSubmission) -> pl.DataFrame:
             )
     packed = list(spec._payload_columns)
     for name in packed:
-        if name not in df.columns:
+        if name not in names:
             raise _bad_input(f"payload_columns(): column {name!r} is not in the input", name)
-    if packed and ("payload" in df.columns or "payload" in mapping):
+    if packed and ("payload" in names or "payload" in mapping):
         raise _bad_input("payload_columns() cannot be combined with a payload column", "payload")
     renames = {source: target for target, source in mapping.items()}
-    for name in df.columns:
+    for name in names:
         if name in packed or name in renames:
             continue
         if name not in CANONICAL:
@@ -401,19 +435,32 @@ def _canonical_columns(df: pl.DataFrame, spec: BatchSubmission) -> pl.DataFrame:
             )
     exprs: list[pl.Expr] = []
     if packed:
-        exprs.append(_packed_payload(df, packed))
+        exprs.append(_packed_payload(schema, packed))
     for source, target in renames.items():
         exprs.append(pl.col(source).alias(target))
-    for name in df.columns:
+    for name in names:
         if name in CANONICAL and name not in renames and name not in mapping:
             exprs.append(pl.col(name))
     out = df.select(exprs)
     return _coerce_types(out, {v: k for k, v in renames.items()})
 
 
-def _packed_payload(df: pl.DataFrame, columns: list[str]) -> pl.Expr:
+def _payload_source(schema: pl.Schema, spec: BatchSubmission) -> tuple[list[str], pl.Expr]:
+    """The raw columns a payload is made of, and the expression making it (binary)."""
+    if spec._payload_columns:
+        cols = list(spec._payload_columns)
+        return cols, _packed_payload(schema, cols)
+    source = spec._columns.get("payload")
+    if source is None and "payload" in schema and "payload" not in spec._columns.values():
+        source = "payload"
+    if source is None:
+        return [], pl.lit(None, dtype=pl.Binary).alias("payload")
+    return [source], pl.col(source).cast(pl.Binary).alias("payload")
+
+
+def _packed_payload(schema: pl.Schema, columns: list[str]) -> pl.Expr:
     for name in columns:
-        dtype = df.schema[name]
+        dtype = schema[name]
         if dtype == pl.Binary or isinstance(dtype, pl.Object):
             raise _bad_input(
                 f"payload_columns(): column {name!r} has type {dtype}, which has no JSON form", name
@@ -421,12 +468,58 @@ def _packed_payload(df: pl.DataFrame, columns: list[str]) -> pl.Expr:
     return pl.struct(columns).struct.json_encode().cast(pl.Binary).alias("payload")
 
 
-def _coerce_types(df: pl.DataFrame, source_of: Mapping[str, str]) -> pl.DataFrame:
+class PayloadStream:
+    """Payloads of a Parquet input, read again in input order, chunk by chunk.
+
+    A large Parquet plan is prepared without its payloads (only their sizes, to
+    validate them), so the whole plan never sits in memory; each chunk's payloads are
+    read when the chunk is merged.
+    """
+
+    def __init__(self, files: list[Path], columns: list[str], expr: pl.Expr) -> None:
+        self.files = files
+        self.columns = columns
+        self.expr = expr
+        self._batches = self._read()
+        self._buffer: pl.Series | None = None
+
+    def _read(self) -> Iterator[pl.Series]:
+        import pyarrow.parquet as pq
+
+        for path in self.files:
+            handle = pq.ParquetFile(path)
+            for batch in handle.iter_batches(batch_size=65_536, columns=self.columns):
+                frame = pl.from_arrow(batch)
+                assert isinstance(frame, pl.DataFrame)
+                yield frame.select(self.expr).to_series()
+
+    def take(self, n: int) -> pl.Series:
+        """The next ``n`` payloads."""
+        if not self.columns:  # the plan has no payloads
+            return pl.Series("payload", [None] * n, dtype=pl.Binary)
+        pieces: list[pl.Series] = []
+        while n > 0:
+            if self._buffer is None or self._buffer.len() == 0:
+                try:
+                    self._buffer = next(self._batches)
+                except StopIteration:
+                    raise _bad_input("the Parquet input changed while it was read") from None
+            piece = self._buffer.head(n)
+            self._buffer = self._buffer.slice(piece.len())
+            pieces.append(piece)
+            n -= piece.len()
+        if not pieces:
+            return pl.Series("payload", [], dtype=pl.Binary)
+        return pl.concat(pieces).alias("payload")
+
+
+def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
     """Cast each canonical column to its type, or raise naming the column."""
     exprs = []
     float_ints: list[str] = []
-    for name in df.columns:
-        dtype = df.schema[name]
+    schema = df.collect_schema()
+    for name in schema.names():
+        dtype = schema[name]
         want = CANONICAL[name]
         shown = source_of.get(name, name)
         label = shown if shown == name else f"{shown} (as {name})"
@@ -453,10 +546,11 @@ def _coerce_types(df: pl.DataFrame, source_of: Mapping[str, str]) -> pl.DataFram
                 shown,
             )
     out = df.select(exprs)
-    for name in CANONICAL:
-        if name not in out.columns:
-            out = out.with_columns(pl.lit(None, dtype=CANONICAL[name]).alias(name))
-    if "task_type" not in df.columns:
+    present = set(schema.names())
+    missing = [pl.lit(None, dtype=CANONICAL[n]).alias(n) for n in CANONICAL if n not in present]
+    if missing:
+        out = out.with_columns(missing)
+    if "task_type" not in present:
         raise _bad_input(
             "the input has no task_type column (map one with .columns(task_type=...))", "task_type"
         )
@@ -532,7 +626,9 @@ def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
         )
     )
     int_checks("max_retries", "invalid_max_retries", 0, 1000)
-    size = pl.col("payload").bin.size()
+    size = (
+        pl.col("_payload_size") if "_payload_size" in df.columns else pl.col("payload").bin.size()
+    )
     checks.append(
         (
             size > MAX_PAYLOAD_BYTES,
@@ -597,8 +693,10 @@ def prepare(x: Any, spec: BatchSubmission | None = None) -> Prepared:
             raise _bad_input("the BatchSubmission has no tasks (call .tasks(...))")
     spec = spec or BatchSubmission()
     defaults = spec.defaults
+    payloads = None
     if isinstance(x, str | os.PathLike):
-        df = _check_table(_canonical_columns(_read_parquet(Path(x)), spec), defaults)
+        raw, payloads = _prepare_parquet(Path(x), spec)
+        df = _check_table(raw, defaults)
     elif _is_table(x):
         df = _check_table(_canonical_columns(_to_polars(x), spec), defaults)
     elif isinstance(x, Iterable) and not isinstance(x, bytes | dict):
@@ -610,7 +708,7 @@ def prepare(x: Any, spec: BatchSubmission | None = None) -> Prepared:
             f"cannot submit a {type(x).__name__}: expected TaskSubmissions, a table "
             "(Arrow, polars, pandas) or a Parquet path"
         )
-    return Prepared(_mark_winners(df), spec._chunk_size, spec._transaction_limit)
+    return Prepared(_mark_winners(df), spec._chunk_size, spec._transaction_limit, payloads)
 
 
 def _mark_winners(df: pl.DataFrame) -> pl.DataFrame:

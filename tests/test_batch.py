@@ -558,3 +558,56 @@ def test_parquet_file_and_folder(store: tm.TaskStore, tmp_path: Path) -> None:
     out = store.submit_batch(folder)
     assert out.counts()["submitted"] == 5
     assert store.submit_batch(str(folder / "part-0.parquet")).counts()["deduplicated"] == 3
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_parquet_payloads_stream_in_order_across_files_and_chunks(
+    store: tm.TaskStore, tmp_path: Path, packed: bool
+) -> None:
+    folder = tmp_path / "plan"
+    folder.mkdir()
+    n = 0
+    for f in range(3):
+        rows = list(range(n, n + 7))
+        n += 7
+        frame = pl.DataFrame(
+            {
+                "task_type": ["t"] * 7,
+                "dedup_key": [f"k{i}" for i in rows],
+                "src": [f"/data/{i}" for i in rows],
+                "size": rows,
+            }
+        )
+        if not packed:
+            frame = frame.select(
+                "task_type",
+                "dedup_key",
+                pl.concat_str(pl.lit('{"src":"'), "src", pl.lit('"}')).alias("payload"),
+            )
+        # small row groups: batches of the reader never line up with the chunks
+        frame.write_parquet(folder / f"part-{f}.parquet", row_group_size=3)
+    batch = tm.BatchSubmission().transaction_limit(4).chunk_size(4).tasks(folder)
+    if packed:
+        batch = batch.payload_columns(["src", "size"])
+    out = store.submit_batch(batch)
+    assert out.submitted == list(range(1, 22))
+    got = store.tasks().select("dedup_key", "payload").rows()
+    if packed:
+        want = [(f"k{i}", f'{{"src":"/data/{i}","size":{i}}}'.encode()) for i in range(21)]
+    else:
+        want = [(f"k{i}", f'{{"src":"/data/{i}"}}'.encode()) for i in range(21)]
+    assert got == want
+
+
+def test_parquet_oversized_payload_fails_its_row_only(store: tm.TaskStore, tmp_path: Path) -> None:
+    path = tmp_path / "plan.parquet"
+    pl.DataFrame(
+        {
+            "task_type": ["t", "t", "t"],
+            "dedup_key": ["a", "b", "c"],
+            "payload": [b"x", b"y" * (1024 * 1024 + 1), b"z"],
+        }
+    ).write_parquet(path)
+    out = store.submit_batch(path)
+    assert [(i, e.kind) for i, e in out.failed] == [(1, "payload_too_large")]
+    assert store.tasks().select("dedup_key", "payload").rows() == [("a", b"x"), ("c", b"z")]

@@ -29,7 +29,7 @@ from ..model import (
     TaskSubmission,
 )
 from ..outcome import BatchOutcome, build_outcome
-from ..plan import prepare
+from ..plan import Prepared, prepare
 from ..validation import Defaults, Row, check_submission
 from .batch import Stager, StagingPipeline, decide, split_parts
 from .sql import APPLICATION_ID, SCHEMA_VERSION, q, schema, statements
@@ -477,7 +477,7 @@ class TaskStore:
             bounds = [(0, n)]
         results: list[pl.DataFrame] = []
         with self._checkpoint_after(chunked=len(bounds) > 1 and not dry_run):
-            self._run_chunks(frame, bounds, results, dry_run, on_commit, started)
+            self._run_chunks(prepared, bounds, results, dry_run, on_commit, started)
         outcome = build_outcome(
             frame, results, planned=dry_run, elapsed=time.perf_counter() - started
         )
@@ -495,16 +495,17 @@ class TaskStore:
 
     def _run_chunks(
         self,
-        frame: pl.DataFrame,
+        prepared: Prepared,
         bounds: list[tuple[int, int]],
         results: list[pl.DataFrame],
         dry_run: bool,
         on_commit: CommitHook | None,
         started: float,
     ) -> None:
+        frame = prepared.frame
         base_offset = 0  # for plans: ids the earlier chunks would have taken
         for k, (lo, hi) in enumerate(bounds):
-            part = frame.slice(lo, hi - lo).filter(pl.col("winner"))
+            part = prepared.rows(lo, hi).filter(pl.col("winner"))
             try:
                 result = self._merge_part(part, dry_run=dry_run, base_offset=base_offset)
             except SchedulerError as exc:
