@@ -252,7 +252,7 @@ class TaskStore:
                     f"cannot switch task store {path} to WAL (journal_mode={mode})", kind="store"
                 )
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: big batches stay in cache
+            conn.execute("PRAGMA cache_size = -131072")  # 128 MiB: big batches stay in cache
             conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute("PRAGMA foreign_keys = ON")
             if not tables:
