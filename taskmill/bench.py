@@ -9,7 +9,9 @@ on a fresh temporary store, and is repeated; the median is reported.  Cases:
 - ``polars``      ``submit_batch`` of a polars DataFrame;
 - ``parquet``     ``submit_batch`` of a Parquet file;
 - ``ceiling``     SQLite alone: ``INSERT … SELECT`` of the same rows (already in a SQLite
-                  file) into an empty store — the engine's limit for this schema.
+                  file) into an empty store — the engine's limit for this schema;
+- ``dispatch``    a ``Scheduler`` running queued no-op tasks to completion
+                  (``max_concurrency=16``), extrapolated from a sample.
 
 With ``existing`` the store first holds that many tasks, half of the batch's keys among them.
 """
@@ -31,8 +33,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-CASES = ("one_by_one", "executemany", "list", "polars", "parquet", "ceiling")
+CASES = ("one_by_one", "executemany", "list", "polars", "parquet", "ceiling", "dispatch")
 ONE_BY_ONE_SAMPLE = 2_000
+DISPATCH_SAMPLE = 20_000
 
 
 @dataclass
@@ -112,6 +115,26 @@ def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tu
             for sub in subs:
                 store.submit(sub)
             took = time.perf_counter() - t0
+        return took * rows / sample, sample < rows
+    if case == "dispatch":
+        import asyncio
+
+        from .scheduler import Scheduler
+
+        sample = min(rows, DISPATCH_SAMPLE)
+        with TaskStore.open(path) as store:
+            store.submit_batch(pl.DataFrame({"task_type": ["noop"] * sample}))
+
+        async def noop(ctx: Any) -> None:
+            return None
+
+        async def drain() -> float:
+            async with Scheduler(path, executors={"noop": noop}, max_concurrency=16) as sched:
+                t0 = time.perf_counter()
+                await sched.wait_idle()
+                return time.perf_counter() - t0
+
+        took = asyncio.run(drain())
         return took * rows / sample, sample < rows
     if case == "list":
         subs = [
@@ -266,7 +289,7 @@ def run(
         for ex in existing:
             for rows in sizes:
                 for case in cases:
-                    if case in ("one_by_one", "ceiling") and ex:
+                    if case in ("one_by_one", "ceiling", "dispatch") and ex:
                         continue  # measured once, on an empty store
                     echo(f"  {case:<12} {rows:>9,} rows into {ex:>9,} …", err=True)
                     results.append(measure(case, rows, ex, folder, repeat))

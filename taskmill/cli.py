@@ -86,7 +86,9 @@ def _int_list(text: str) -> list[int]:
 )
 @click.option(
     "--cases",
-    default=",".join(("one_by_one", "executemany", "list", "polars", "parquet", "ceiling")),
+    default=",".join(
+        ("one_by_one", "executemany", "list", "polars", "parquet", "ceiling", "dispatch")
+    ),
     show_default=True,
     help="Which loaders to measure.",
 )
