@@ -1,15 +1,28 @@
-"""The ``taskmill`` command: a thin layer over TaskStore and Scheduler."""
+"""The ``taskmill`` command: a thin layer over :class:`TaskStore` and :class:`Scheduler`.
+
+Every command opens a store, calls one or two library methods and prints the result;
+taskmill's errors become one line on stderr and exit code 1 (usage errors exit 2).
+Every option can also be set from the environment: ``TASKMILL_DB`` for ``--db``, and
+``TASKMILL_<COMMAND>_<OPTION>`` for the rest (``TASKMILL_SUBMIT_CHUNK_SIZE=5000``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import json
+import signal
 import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import click
 
-from .model import SchedulerError
-from .store import TaskStore
+from .model import DuplicateStrategy, Priority, SchedulerError
 
 DB_OPTION = click.option(
     "--db",
@@ -17,8 +30,9 @@ DB_OPTION = click.option(
     show_default=True,
     envvar="TASKMILL_DB",
     type=click.Path(dir_okay=False),
-    help="The task store (a SQLite file). Env: TASKMILL_DB.",
+    help="The task store, a SQLite file (env TASKMILL_DB).",
 )
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 class _Group(click.Group):
@@ -32,34 +46,524 @@ class _Group(click.Group):
             sys.exit(1)
 
 
-@click.group(cls=_Group)
+@click.group(
+    cls=_Group,
+    context_settings={"auto_envvar_prefix": "TASKMILL", "max_content_width": 100},
+)
 @click.version_option(package_name="taskmill")
 def cli() -> None:
-    """taskmill: a persistent, priority-aware task queue on SQLite."""
+    """taskmill: a persistent, priority-aware task queue on SQLite, fed by sync plans."""
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _priority(value: str | None) -> int | None:
+    if value is None:
+        return None
+    named = getattr(Priority, value.upper(), None)
+    if isinstance(named, Priority):
+        return int(named)
+    try:
+        return int(Priority(int(value)))
+    except (ValueError, SchedulerError):
+        raise click.BadParameter(
+            f"{value!r} is not 0..255 nor one of realtime, high, normal, background, idle",
+            param_hint="--priority",
+        ) from None
+
+
+def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
+    out = []
+    for value in values:
+        left, sep, right = value.partition("=")
+        if not sep or not left or not right:
+            raise click.BadParameter(f"{value!r} is not of the form A=B", param_hint=option)
+        out.append((left, right))
+    return out
+
+
+# --------------------------------------------------------------------------- submit / plan
+
+
+def plan_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.argument("plan", type=click.Path(path_type=Path)),
+        DB_OPTION,
+        click.option(
+            "--map",
+            "mapping",
+            multiple=True,
+            metavar="COLUMN=FIELD",
+            help="Use a plan column as a task field (repeatable), e.g. --map action=task_type.",
+        ),
+        click.option(
+            "--payload-columns",
+            metavar="A,B,…",
+            help="Pack these plan columns into each task's payload as a JSON object.",
+        ),
+        click.option("--group", help="Group of the rows that set none."),
+        click.option(
+            "--priority", help="Priority of the rows that set none: 0..255 or a tier name."
+        ),
+        click.option(
+            "--on-duplicate",
+            type=click.Choice([s.value for s in DuplicateStrategy]),
+            help="Strategy of the rows that set none (default skip).",
+        ),
+        click.option(
+            "--chunk-size", type=click.IntRange(min=1), help="Rows per transaction in chunks."
+        ),
+        click.option(
+            "--transaction-limit",
+            type=click.IntRange(min=1),
+            help="Largest batch committed in one transaction (default 100000).",
+        ),
+        click.option(
+            "--outcome",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write the per-row outcome to this Parquet file.",
+        ),
+        JSON_OPTION,
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _batch(
+    plan: Path,
+    mapping: tuple[str, ...],
+    payload_columns: str | None,
+    group: str | None,
+    priority: str | None,
+    on_duplicate: str | None,
+    chunk_size: int | None,
+    transaction_limit: int | None,
+) -> Any:
+    from .plan import BatchSubmission
+
+    batch = BatchSubmission().tasks(plan)
+    fields = {field: column for column, field in _pairs(mapping, "--map")}
+    if fields:
+        batch = batch.columns(fields)
+    if payload_columns:
+        batch = batch.payload_columns([c.strip() for c in payload_columns.split(",") if c.strip()])
+    if group is not None:
+        batch = batch.default_group(group)
+    prio = _priority(priority)
+    if prio is not None:
+        batch = batch.default_priority(prio)
+    if on_duplicate is not None:
+        batch = batch.on_duplicate(on_duplicate)
+    if chunk_size is not None:
+        batch = batch.chunk_size(chunk_size)
+    if transaction_limit is not None:
+        batch = batch.transaction_limit(transaction_limit)
+    return batch
+
+
+def _summary(outcome: Any, db: str) -> dict[str, Any]:
+    by_group = outcome.summary("group")
+    return {
+        "db": db,
+        "planned": outcome.planned,
+        "rows": len(outcome),
+        "elapsed_s": round(outcome.elapsed or 0.0, 4),
+        "counts": outcome.counts(),
+        "by_group": by_group.to_dicts(),
+        "failed": [{"index": i, "kind": e.kind, "error": str(e)} for i, e in outcome.failed[:20]],
+    }
+
+
+def _print_outcome(outcome: Any, db: str) -> None:
+    from rich.table import Table
+
+    from .outcome import ACTIONS
+
+    console = _console()
+    head = "plan (nothing written)" if outcome.planned else "submitted"
+    console.print(f"{head}: {len(outcome):,} rows into {db} in {outcome.elapsed or 0:.2f} s")
+    table = Table("group", "rows", *ACTIONS, title="per group")
+    for row in outcome.summary("group").iter_rows(named=True):
+        table.add_row(str(row["group"]), f"{row['rows']:,}", *(f"{row[a]:,}" for a in ACTIONS))
+    counts = outcome.counts()
+    table.add_row("all", f"{len(outcome):,}", *(f"{counts[a]:,}" for a in ACTIONS), style="bold")
+    console.print(table)
+    for index, err in outcome.failed[:5]:
+        console.print(f"failed row {index}: [{err.kind}] {err}", markup=False)
+    if counts["failed"] > 5:
+        console.print(f"… {counts['failed'] - 5:,} more failed rows (see --outcome)")
+
+
+def _run_plan(
+    dry_run: bool, plan: Path, db: str, outcome_path: Path | None, as_json: bool, **options: Any
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from .store import TaskStore
+
+    batch = _batch(plan, **options)
+    err_console = _console(stderr=True)
+    show = err_console.is_terminal and not as_json
+    with (
+        TaskStore.open(db) as store,
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=not show,
+            transient=True,
+        ) as bar,
+    ):
+        task = bar.add_task("planning" if dry_run else "submitting", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        if dry_run:
+            outcome = store.plan_batch(batch, progress=progress)
+        else:
+            outcome = store.submit_batch(batch, progress=progress)
+    if outcome_path is not None:
+        outcome.to_polars().write_parquet(outcome_path)
+    if as_json:
+        click.echo(json.dumps(_summary(outcome, db)))
+    else:
+        _print_outcome(outcome, db)
+
+
+@cli.command()
+@plan_options
+def submit(plan: Path, db: str, outcome: Path | None, as_json: bool, **options: Any) -> None:
+    """Submit a Parquet sync plan (a file or a folder of files) to the store.
+
+    Columns are the task fields (task_type, dedup_key, group, priority, payload, …);
+    --map renames others, --payload-columns packs the rest into the payload.  Every row
+    gets an outcome: submitted, deduplicated, superseded, upgraded or failed.
+    """
+    _run_plan(False, plan, db, outcome, as_json, **options)
+
+
+@cli.command()
+@plan_options
+def plan(plan: Path, db: str, outcome: Path | None, as_json: bool, **options: Any) -> None:
+    """What `submit` would do now with this plan; writes nothing."""
+    _run_plan(True, plan, db, outcome, as_json, **options)
+
+
+# --------------------------------------------------------------------------- queries
 
 
 @cli.command()
 @DB_OPTION
-@click.option("--tasks", "n", default=60, show_default=True, help="Size of the sample plan.")
-def demo(db: str, n: int) -> None:
-    """Submit a sample sync plan to a local store and run it with demo executors."""
-    from .demo import run_demo
-
-    asyncio.run(run_demo(db, n, echo=click.echo))
-
-
-@cli.command()
-@DB_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@JSON_OPTION
 def stats(db: str, as_json: bool) -> None:
-    """Queue counts by status."""
+    """Queue counts by status, by group and by priority."""
+    from rich.table import Table
+
+    from .store import TaskStore
+
+    with TaskStore.open(db) as store:
+        counts = store.counts()
+        by_group = store.stats("group")
+        by_priority = store.stats("priority")
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "db": db,
+                    "counts": counts,
+                    "by_group": by_group.to_dicts(),
+                    "by_priority": by_priority.to_dicts(),
+                }
+            )
+        )
+        return
+    console = _console()
+    console.print(f"{db}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    for title, frame in (("by group", by_group), ("by priority", by_priority)):
+        table = Table(*frame.columns, title=title)
+        for row in frame.iter_rows():
+            table.add_row(
+                *("–" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row)
+            )
+        console.print(table)
+
+
+def _export_command(which: str) -> Callable[..., None]:
+    @DB_OPTION
+    @click.option("--status", multiple=True, help="Only these statuses (repeatable).")
+    @click.option("--group", multiple=True, help="Only these groups (repeatable).")
+    @click.option("--type", "task_type", multiple=True, help="Only these task types.")
+    @click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
+    @click.option(
+        "--output",
+        "-o",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Write to a .parquet or .csv file instead of printing.",
+    )
+    def command(
+        db: str,
+        status: tuple[str, ...],
+        group: tuple[str, ...],
+        task_type: tuple[str, ...],
+        limit: int | None,
+        output: Path | None,
+    ) -> None:
+        from .store import TaskStore
+
+        with TaskStore.open(db) as store:
+            query = store.tasks if which == "tasks" else store.history
+            frame = query(
+                status=status or None, group=group or None, task_type=task_type or None, limit=limit
+            )
+        if output is None:
+            import polars as pl
+
+            with pl.Config(tbl_rows=20, tbl_cols=8, fmt_str_lengths=40):
+                click.echo(frame.drop("payload"))
+            return
+        suffix = output.suffix.lower()
+        if suffix == ".parquet":
+            frame.write_parquet(output)
+        elif suffix == ".csv":
+            frame.drop("payload").write_csv(output)
+        else:
+            raise click.BadParameter("use a .parquet or .csv file name", param_hint="--output")
+        click.echo(f"wrote {frame.height:,} {which} rows to {output}")
+
+    return command
+
+
+cli.command(
+    "tasks", help="Active tasks (pending, running, paused) in dispatch order; export them."
+)(_export_command("tasks"))
+cli.command("history", help="Finished tasks with their final status; export them.")(
+    _export_command("history")
+)
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def _load_executor(spec: str) -> Callable[..., Any]:
+    module_name, sep, attr = spec.partition(":")
+    if not sep:
+        raise click.BadParameter(f"{spec!r} is not module:function", param_hint="--executor")
+    try:
+        module = importlib.import_module(module_name)
+        fn = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise SchedulerError(f"cannot load executor {spec}: {exc}", kind="invalid") from exc
+    if not callable(fn):
+        raise SchedulerError(f"executor {spec} is not callable", kind="invalid")
+    return fn
+
+
+async def run_worker(
+    db: str,
+    executors: dict[str, Callable[..., Any]],
+    *,
+    until_idle: bool,
+    live: bool,
+    **settings: Any,
+) -> Counter[str]:
+    """Run a scheduler in the foreground until idle (with ``until_idle``) or a signal."""
+    from rich.live import Live
+
+    from .model import TaskCompleted, TaskFailed
+    from .scheduler import Scheduler
+
+    seen: Counter[str] = Counter()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    async with Scheduler(db, executors=executors, **settings) as sched:
+        events = sched.subscribe()
+
+        async def consume() -> None:
+            async for event in events:
+                if isinstance(event, TaskCompleted):
+                    seen["completed"] += 1
+                elif isinstance(event, TaskFailed):
+                    seen["retried" if event.will_retry else "failed"] += 1
+
+        def status() -> str:
+            rate = seen["completed"] / max(time.monotonic() - started, 1e-9)
+            return (
+                f"running {len(sched.running)} · completed {seen['completed']:,} · "
+                f"retried {seen['retried']:,} · failed {seen['failed']:,} · "
+                f"{rate:,.0f} tasks/s"
+            )
+
+        consumer = asyncio.create_task(consume())
+        idle = asyncio.create_task(sched.wait_idle()) if until_idle else None
+        with (
+            Live(status(), console=_console(stderr=True), refresh_per_second=4, transient=False)
+            if live
+            else _Null() as display
+        ):
+            waiters = [asyncio.create_task(stop.wait())] + ([idle] if idle else [])
+            while not any(w.done() for w in waiters):
+                await asyncio.wait(waiters, timeout=0.25)
+                if live:
+                    display.update(status())
+            for w in waiters:
+                w.cancel()
+        await asyncio.sleep(0)  # let the last events arrive
+    consumer.cancel()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(sig)
+    return seen
+
+
+class _Null:
+    def __enter__(self) -> _Null:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, *args: object) -> None:
+        return None
+
+
+@cli.command()
+@DB_OPTION
+@click.option(
+    "--executor",
+    "executor_specs",
+    multiple=True,
+    metavar="TYPE=module:function",
+    help="Run tasks of TYPE with this function (repeatable).",
+)
+@click.option("--demo-executors", is_flag=True, help="Use the demo executors (sync.*).")
+@click.option("--max-concurrency", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--group-limit", multiple=True, metavar="GROUP=N", help="Cap a group (repeatable).")
+@click.option("--default-group-limit", type=click.IntRange(min=1), help="Cap every other group.")
+@click.option("--max-retries", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option("--retry-delay", default=1.0, show_default=True, help="First backoff, seconds.")
+@click.option("--poll-interval", default=0.5, show_default=True, help="Seconds between polls.")
+@click.option("--until-idle", is_flag=True, help="Exit once nothing is left to run.")
+@JSON_OPTION
+def worker(
+    db: str,
+    executor_specs: tuple[str, ...],
+    demo_executors: bool,
+    max_concurrency: int,
+    group_limit: tuple[str, ...],
+    default_group_limit: int | None,
+    max_retries: int,
+    retry_delay: float,
+    poll_interval: float,
+    until_idle: bool,
+    as_json: bool,
+) -> None:
+    """Run a scheduler in the foreground; Ctrl-C or SIGTERM stops it gracefully.
+
+    Running attempts get a few seconds to finish; the rest go back to pending.
+    """
+    executors: dict[str, Callable[..., Any]] = {}
+    if demo_executors:
+        from .demo import DEMO_EXECUTORS
+
+        executors.update(DEMO_EXECUTORS)
+    for task_type, spec in _pairs(executor_specs, "--executor"):
+        executors[task_type] = _load_executor(spec)
+    if not executors:
+        raise click.UsageError("give at least one --executor TYPE=module:function")
+    limits = {}
+    for group, n in _pairs(group_limit, "--group-limit"):
+        try:
+            limits[group] = int(n)
+        except ValueError:
+            raise click.BadParameter(f"{n!r} is not a number", param_hint="--group-limit") from None
+    live = _console(stderr=True).is_terminal and not as_json
+    seen = asyncio.run(
+        run_worker(
+            db,
+            executors,
+            until_idle=until_idle,
+            live=live,
+            max_concurrency=max_concurrency,
+            group_concurrency=limits,
+            default_group_concurrency=default_group_limit,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            poll_interval=poll_interval,
+        )
+    )
+    from .store import TaskStore
+
     with TaskStore.open(db) as store:
         counts = store.counts()
     if as_json:
-        click.echo(json.dumps(counts))
+        click.echo(json.dumps({"db": db, "ran": dict(seen), "counts": counts}))
     else:
-        for status, n in counts.items():
-            click.echo(f"{status:<11}{n:>10,}")
+        click.echo(
+            f"worker stopped: {seen['completed']:,} completed, {seen['retried']:,} "
+            f"retried, {seen['failed']:,} failed; store: "
+            + ", ".join(f"{k} {v:,}" for k, v in counts.items() if v)
+        )
+
+
+# --------------------------------------------------------------------------- demo, plans
+
+
+@cli.command()
+@DB_OPTION
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(path_type=Path),
+    help="The sync plan (default: the sample plan shipped in data/).",
+)
+def demo(db: str, plan_path: Path | None) -> None:
+    """The main job on a local store: submit the sample sync plan, run it with demo
+    executors (some attempts fail and are retried), show what happened.
+
+    Rerunning it is idempotent: the plan's tasks are deduplicated or already done."""
+    from .demo import run_demo
+
+    asyncio.run(run_demo(db, plan_path, console=_console()))
+
+
+@cli.command("gen-plan")
+@click.option("--rows", default=10_000, show_default=True, type=click.IntRange(min=0))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seed", default=0, show_default=True, help="Same seed, same plan.")
+@click.option(
+    "--duplicate-rate",
+    default=0.02,
+    show_default=True,
+    help="Share of rows repeating an earlier key.",
+)
+@click.option(
+    "--invalid-rate",
+    default=0.0,
+    show_default=True,
+    help="Share of rows with a bad value (for trying out failures).",
+)
+def gen_plan(rows: int, out: Path, seed: int, duplicate_rate: float, invalid_rate: float) -> None:
+    """Write a synthetic sync plan shaped like a bucket diff to a Parquet file."""
+    from .sample import make_plan
+
+    frame = make_plan(rows, seed=seed, duplicate_rate=duplicate_rate, invalid_rate=invalid_rate)
+    frame.write_parquet(out)
+    click.echo(f"wrote {frame.height:,} rows to {out}")
+
+
+# --------------------------------------------------------------------------- bench
 
 
 def _int_list(text: str) -> list[int]:
@@ -86,9 +590,7 @@ def _int_list(text: str) -> list[int]:
 )
 @click.option(
     "--cases",
-    default=",".join(
-        ("one_by_one", "executemany", "list", "polars", "parquet", "ceiling", "dispatch")
-    ),
+    default="one_by_one,executemany,list,polars,parquet,ceiling,dispatch",
     show_default=True,
     help="Which loaders to measure.",
 )
@@ -96,7 +598,7 @@ def _int_list(text: str) -> list[int]:
 @click.option(
     "--full", is_flag=True, help="The long form: sizes 10k,100k,1m into stores of 0 and 1m tasks."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@JSON_OPTION
 def bench(sizes: str, existing: str, cases: str, repeat: int, full: bool, as_json: bool) -> None:
     """Measure one-by-one submit, executemany, submit_batch and the engine's ceiling."""
     from . import bench as b
@@ -113,6 +615,22 @@ def bench(sizes: str, existing: str, cases: str, repeat: int, full: bool, as_jso
     else:
         click.echo(f"machine: {b.machine()}")
         click.echo(b.table(results))
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def reference() -> str:
+    """The CLI reference in Markdown, generated from ``--help`` (the README embeds it)."""
+    parts = []
+    with click.Context(cli, info_name="taskmill", terminal_width=100) as ctx:
+        parts.append("```\n$ taskmill --help\n" + cli.get_help(ctx) + "\n```")
+        for name in cli.list_commands(ctx):
+            command = cli.get_command(ctx, name)
+            assert command is not None
+            with click.Context(command, info_name=name, parent=ctx, terminal_width=100) as sub:
+                parts.append(f"```\n$ taskmill {name} --help\n{command.get_help(sub)}\n```")
+    return "\n\n".join(parts) + "\n"
 
 
 def main() -> None:

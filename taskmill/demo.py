@@ -1,118 +1,137 @@
-"""The demo job: a small sync plan submitted to a local store and run by demo executors."""
+"""The demo job: the sample sync plan submitted to a local store and run by demo executors."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
+import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from .model import Priority, TaskCompleted, TaskFailed, TaskSubmission
+import polars as pl
+
+from .model import TaskCompleted, TaskFailed
 from .scheduler import Scheduler, TaskContext
 
-ENDPOINTS = ("s3://us-east-1", "s3://eu-west-1", "gcs://europe-west4")
+#: The committed sample plan (``data/`` beside the package, in a source checkout).
+SAMPLE_PLAN = Path(__file__).resolve().parent.parent / "data" / "sample-plan.parquet"
+#: How the sample plan is made (``taskmill gen-plan`` with these settings writes it again).
+SAMPLE_SETTINGS: dict[str, Any] = {
+    "rows": 3_000,
+    "seed": 7,
+    "duplicate_rate": 0.05,
+    "invalid_rate": 0.004,
+}
 
 
-def sample_plan(n: int = 60, seed: int = 7) -> list[TaskSubmission]:
-    """A small sync plan: uploads, copies and deletes across three endpoints."""
-    rng = random.Random(seed)
-    plan = []
-    for i in range(n):
-        action = rng.choices(["sync.upload", "sync.copy", "sync.delete"], [6, 2, 2])[0]
-        endpoint = rng.choice(ENDPOINTS)
-        key = f"{endpoint}/data/part-{i:05d}.parquet"
-        size = rng.randint(1_000, 50_000_000)
-        priority = Priority.HIGH if action == "sync.delete" else Priority.NORMAL
-        plan.append(
-            TaskSubmission(
-                action,
-                dedup_key=key,
-                group=endpoint,
-                priority=priority,
-                payload={"key": key, "size": size},
-                expected_net_tx_bytes=size,
-            )
-        )
-    return plan
+def sample_plan() -> pl.DataFrame:
+    """The sample sync plan: from ``data/`` when present, else made the same way."""
+    if SAMPLE_PLAN.exists():
+        return pl.read_parquet(SAMPLE_PLAN)
+    from .sample import make_plan
+
+    settings = dict(SAMPLE_SETTINGS)
+    return make_plan(settings.pop("rows"), **settings)
 
 
-def _flaky(ctx: TaskContext) -> bool:
-    """About one task in eight fails its first attempt (deterministic per key)."""
-    digest = hashlib.blake2b((ctx.dedup_key or "").encode(), digest_size=1).digest()[0]
-    return ctx.attempt == 1 and digest % 8 == 0
+def _digest(ctx: TaskContext) -> int:
+    return hashlib.blake2b((ctx.dedup_key or "").encode(), digest_size=2).digest()[0]
+
+
+def _outcome(ctx: TaskContext) -> None:
+    """About one object in eight fails its first attempt; one in a hundred always fails."""
+    d = _digest(ctx)
+    if d % 100 == 0:
+        raise PermissionError(f"simulated 403 Forbidden from {ctx.group}")
+    if ctx.attempt == 1 and d % 8 == 1:
+        raise ConnectionError(f"simulated connection reset by {ctx.group}")
 
 
 async def demo_transfer(ctx: TaskContext) -> None:
-    """Pretends to move an object: sleeps in proportion to its size."""
+    """Pretends to move an object: sleeps in proportion to its size (an async executor)."""
     size = (ctx.payload_json() or {}).get("size", 0)
-    await asyncio.sleep(0.002 + size / 5e9)
-    if _flaky(ctx):
-        raise ConnectionError(f"simulated network error on {ctx.group}")
+    await asyncio.sleep(0.001 + size / 20e9)
+    _outcome(ctx)
     ctx.progress(1.0)
 
 
 def demo_delete(ctx: TaskContext) -> None:
-    """Pretends to delete an object (a plain function: runs in a thread)."""
-    if _flaky(ctx):
-        raise PermissionError("simulated 403 from the endpoint")
+    """Pretends to delete an object (a plain function: it runs in a thread)."""
+    time.sleep(0.0005)
+    _outcome(ctx)
 
 
-DEMO_EXECUTORS: dict[str, Callable[[TaskContext], object]] = {
+DEMO_EXECUTORS: dict[str, Callable[[TaskContext], Any]] = {
     "sync.upload": demo_transfer,
     "sync.copy": demo_transfer,
     "sync.delete": demo_delete,
 }
 
 
-@dataclass
-class DemoReport:
-    submitted: int
-    deduplicated: int
-    completed: int
-    retried: int
-    failed: int
-    counts: dict[str, int]
+async def run_demo(db: str, plan_path: Path | None = None, console: Any = None) -> dict[str, Any]:
+    """Submit the sample plan into ``db`` and run it to the end with the demo executors.
 
+    Objects already synced by an earlier run (finished in the store's history) are left
+    out, as a fresh bucket diff would leave them out, and the rest is submitted with
+    ``skip``: running the demo again changes nothing and says so.
+    """
+    from rich.console import Console
+    from rich.table import Table
 
-async def run_demo(db: str, n: int = 60, echo: Callable[[str], None] = print) -> DemoReport:
-    """Submit the sample plan into ``db`` and run it to completion with demo executors."""
-    plan = sample_plan(n)
+    from .outcome import ACTIONS
+
+    console = console or Console(highlight=False)
+    plan = pl.read_parquet(plan_path) if plan_path else sample_plan()
+    source = str(plan_path or (SAMPLE_PLAN if SAMPLE_PLAN.exists() else "the built-in plan"))
+    console.print(f"sync plan: {plan.height:,} actions from {source}")
     async with Scheduler(
         db,
         executors=DEMO_EXECUTORS,
-        max_concurrency=8,
-        group_concurrency={"gcs://europe-west4": 2},
-        retry_delay=0.05,
+        max_concurrency=16,
+        group_concurrency={"azure://westeurope": 2},
         max_retries=2,
+        retry_delay=0.05,
+        poll_interval=0.1,
     ) as sched:
-        events = sched.subscribe()
-        actions: Counter[str] = Counter()
-        for sub in plan:
-            actions[(await sched.submit(sub)).action] += 1
-        echo(
-            f"submitted {actions['submitted']} tasks to {db} "
-            f"({actions['deduplicated']} already queued)"
+        done = await asyncio.to_thread(
+            sched.store.history, status=["completed", "failed"], task_type=list(DEMO_EXECUTORS)
         )
-        await sched.wait_idle()
+        finished = done.select("task_type", "dedup_key").unique()
+        todo = plan.join(finished, on=["task_type", "dedup_key"], how="anti", nulls_equal=False)
+        if todo.height < plan.height:
+            console.print(
+                f"{plan.height - todo.height:,} actions were already done by an "
+                f"earlier run in {db}: left out"
+            )
+        events = sched.subscribe(maxsize=1_000_000)
+        outcome = await sched.submit_batch(todo)
+        counts = outcome.counts()
+        table = Table("group", "rows", *ACTIONS, title=f"submitted to {db}")
+        for row in outcome.summary("group").iter_rows(named=True):
+            table.add_row(str(row["group"]), f"{row['rows']:,}", *(f"{row[a]:,}" for a in ACTIONS))
+        console.print(table)
+        for index, err in outcome.failed[:3]:
+            console.print(f"  invalid row {index}: [{err.kind}] {err}", markup=False)
+        if counts["submitted"] + counts["superseded"] == 0:
+            console.print(
+                "nothing new to run: the plan is already queued or done (idempotent rerun)"
+            )
+        started = time.monotonic()
+        with console.status("running the queue with the demo executors …"):
+            await sched.wait_idle()
+        took = time.monotonic() - started
         seen: Counter[str] = Counter()
         for event in events.drain():
             if isinstance(event, TaskCompleted):
                 seen["completed"] += 1
             elif isinstance(event, TaskFailed):
                 seen["retried" if event.will_retry else "failed"] += 1
-        counts = sched.store.counts()
-    echo(
-        f"ran: {seen['completed']} completed, {seen['retried']} attempts retried, "
-        f"{seen['failed']} failed for good"
+        store_counts = await asyncio.to_thread(sched.store.counts)
+    console.print(
+        f"ran {seen['completed']:,} tasks in {took:.1f} s: {seen['retried']:,} "
+        f"attempts failed and were retried, {seen['failed']:,} tasks failed for good"
     )
-    echo("store now: " + ", ".join(f"{k}={v}" for k, v in counts.items() if v))
-    return DemoReport(
-        actions["submitted"],
-        actions["deduplicated"],
-        seen["completed"],
-        seen["retried"],
-        seen["failed"],
-        counts,
-    )
+    console.print("store now: " + ", ".join(f"{k} {v:,}" for k, v in store_counts.items() if v))
+    return {"outcome": counts, "ran": dict(seen), "store": store_counts}

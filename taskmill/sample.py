@@ -19,6 +19,7 @@ def make_plan(
     seed: int = 0,
     start: int = 0,
     duplicate_rate: float = 0.0,
+    invalid_rate: float = 0.0,
 ) -> pl.DataFrame:
     """A sync plan with ``rows`` actions, deterministic for a ``seed``.
 
@@ -26,7 +27,8 @@ def make_plan(
     ``priority`` (deletes are more urgent), ``payload`` (JSON text with source, size and
     checksum) and ``expected_net_tx_bytes``.  Keys are ``start``, ``start + 1``, …; with
     ``duplicate_rate`` that share of rows repeats an earlier key of the plan (a diff that
-    saw an object change twice).
+    saw an object change twice); with ``invalid_rate`` that share of rows carries a bad
+    value (a priority of 300, or an empty task type) to show how failures are reported.
     """
     idx = pl.int_range(start, start + rows, dtype=pl.Int64, eager=True).alias("i")
     df = pl.DataFrame(idx).with_columns(
@@ -53,11 +55,14 @@ def make_plan(
     )
     endpoint = pl.lit(pl.Series(ENDPOINTS)).get(pl.col("k").hash(seed + 4) % len(ENDPOINTS))
     key = pl.format("data/{}/{}/part-{}.parquet", pl.col("k") % 97, pl.col("k") % 1013, pl.col("k"))
+    bad = (pl.col("i").hash(seed + 5) % 10_000) < int(invalid_rate * 10_000)
+    odd = pl.col("i") % 2 == 1
+    priority = pl.when(action == ACTIONS[2]).then(64).otherwise(128)
     return df.select(
-        action.alias("task_type"),
+        pl.when(bad & odd).then(pl.lit("")).otherwise(action).alias("task_type"),
         pl.concat_str(endpoint, pl.lit("/"), key).alias("dedup_key"),
         endpoint.alias("group"),
-        pl.when(action == ACTIONS[2]).then(64).otherwise(128).cast(pl.Int64).alias("priority"),
+        pl.when(bad & ~odd).then(300).otherwise(priority).cast(pl.Int64).alias("priority"),
         pl.format(
             '{{"src":"/mnt/data/{}","size":{},"crc":"{}"}}', key, pl.col("size"), pl.col("h")
         ).alias("payload"),

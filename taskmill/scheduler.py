@@ -371,7 +371,9 @@ class Scheduler:
             )
             self._poke()
 
-    async def submit_batch(self, tasks: Any) -> BatchOutcome:
+    async def submit_batch(
+        self, tasks: Any, *, progress: Callable[[int, int], None] | None = None
+    ) -> BatchOutcome:
         """Submit many tasks at once (see :meth:`TaskStore.submit_batch`).
 
         The work runs off the event loop, so running tasks keep being dispatched.  Each
@@ -383,7 +385,9 @@ class Scheduler:
         def committed(inserted: list[int], superseded: list[tuple[int, int]]) -> None:
             loop.call_soon_threadsafe(self._after_batch_commit, inserted, superseded)
 
-        return await self._db(self.store.submit_batch, tasks, on_commit=committed)
+        return await self._db(
+            self.store.submit_batch, tasks, on_commit=committed, progress=progress
+        )
 
     async def plan_batch(self, tasks: Any) -> BatchOutcome:
         """What :meth:`submit_batch` would do now; writes nothing."""

@@ -14,15 +14,24 @@ import taskmill as tm
 from taskmill.cli import cli
 
 
-def test_demo_runs_the_sample_plan(tmp_path: Path) -> None:
+def test_demo_runs_the_sample_plan_and_reruns_idempotently(tmp_path: Path) -> None:
     db = tmp_path / "tasks.db"
-    result = CliRunner().invoke(cli, ["demo", "--db", str(db), "--tasks", "30"])
+    result = CliRunner().invoke(cli, ["demo", "--db", str(db)])
     assert result.exit_code == 0, result.output
-    assert "submitted 30 tasks" in result.output
+    assert "sync plan: 3,000 actions" in result.output
     with tm.TaskStore.open(db) as store:
         counts = store.counts()
-    assert counts["completed"] == 30
-    assert counts["pending"] == counts["running"] == 0
+        assert counts["pending"] == counts["running"] == 0
+        assert counts["completed"] + counts["failed"] == 2_927
+        assert counts["failed"] > 0  # some objects always fail in the demo
+        history = store.history()
+    again = CliRunner().invoke(cli, ["demo", "--db", str(db)])
+    assert again.exit_code == 0, again.output
+    assert "2,987 actions were already done by an earlier run" in again.output
+    assert "idempotent rerun" in again.output
+    with tm.TaskStore.open(db) as store:
+        assert store.counts() == counts
+        assert store.history().height == history.height
 
 
 def test_stats_json(tmp_path: Path) -> None:

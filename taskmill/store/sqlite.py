@@ -445,7 +445,13 @@ class TaskStore:
 
     # ------------------------------------------------------------------ batches
 
-    def submit_batch(self, tasks: Any, *, on_commit: CommitHook | None = None) -> BatchOutcome:
+    def submit_batch(
+        self,
+        tasks: Any,
+        *,
+        on_commit: CommitHook | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> BatchOutcome:
         """Submit many tasks at once; every input row gets an outcome.
 
         ``tasks``: an iterable of :class:`TaskSubmission`, a table (pyarrow, polars,
@@ -453,18 +459,27 @@ class TaskStore:
         to its transaction limit commits in one transaction; a larger one in chunks,
         each all-or-nothing (``BatchInterrupted`` when one cannot commit).
         ``on_commit(inserted_ids, superseded_pairs)`` is called after each commit that
-        inserted tasks.
+        inserted tasks, ``progress(rows_done, rows_total)`` after each transaction.
         """
-        return self._batch(tasks, dry_run=False, on_commit=on_commit)
+        return self._batch(tasks, dry_run=False, on_commit=on_commit, progress=progress)
 
-    def plan_batch(self, tasks: Any) -> BatchOutcome:
+    def plan_batch(
+        self, tasks: Any, *, progress: Callable[[int, int], None] | None = None
+    ) -> BatchOutcome:
         """What :meth:`submit_batch` would do now, against the live store; writes nothing.
 
         Ids of new tasks are predictions (what they would be if nothing else wrote first).
         """
-        return self._batch(tasks, dry_run=True, on_commit=None)
+        return self._batch(tasks, dry_run=True, on_commit=None, progress=progress)
 
-    def _batch(self, tasks: Any, *, dry_run: bool, on_commit: CommitHook | None) -> BatchOutcome:
+    def _batch(
+        self,
+        tasks: Any,
+        *,
+        dry_run: bool,
+        on_commit: CommitHook | None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> BatchOutcome:
         started = time.perf_counter()
         prepared = prepare(tasks)
         frame = prepared.frame
@@ -477,7 +492,7 @@ class TaskStore:
             bounds = [(0, n)]
         results: list[pl.DataFrame] = []
         with self._checkpoint_after(chunked=len(bounds) > 1 and not dry_run):
-            self._run_chunks(prepared, bounds, results, dry_run, on_commit, started)
+            self._run_chunks(prepared, bounds, results, dry_run, on_commit, started, progress)
         outcome = build_outcome(
             frame, results, planned=dry_run, elapsed=time.perf_counter() - started
         )
@@ -501,6 +516,7 @@ class TaskStore:
         dry_run: bool,
         on_commit: CommitHook | None,
         started: float,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
         frame = prepared.frame
         base_offset = 0  # for plans: ids the earlier chunks would have taken
@@ -533,6 +549,8 @@ class TaskStore:
                     sup["task_id"].to_list(), sup["replaced_task_id"].to_list(), strict=True
                 )
                 on_commit(inserted["task_id"].to_list(), list(pairs))
+            if progress is not None:
+                progress(hi, frame.height)
 
     @contextlib.contextmanager
     def _checkpoint_after(self, *, chunked: bool) -> Iterator[None]:
@@ -974,6 +992,32 @@ class TaskStore:
             task_type=task_type,
             group=group,
             limit=limit,
+        )
+
+    def stats(self, by: str = "group") -> pl.DataFrame:
+        """Task counts per status (one column each), per ``group``, ``priority`` or
+        ``task_type`` — active tasks and history together."""
+        column = {"group": "group_name", "priority": "priority", "task_type": "task_type"}.get(by)
+        if column is None:
+            raise SchedulerError(
+                f"stats() by {by!r}: use group, priority or task_type", kind="invalid"
+            )
+        statuses = (*ACTIVE_STATUSES, *FINAL_STATUSES)
+        sql = (
+            f"SELECT {column}, status, COUNT(*) FROM tasks GROUP BY 1, 2 "
+            f"UNION ALL SELECT {column}, status, COUNT(*) FROM history GROUP BY 1, 2"
+        )
+        with self._read() as conn:
+            rows = conn.execute(sql).fetchall()
+        dtype = pl.Int64 if by == "priority" else pl.String
+        long = pl.DataFrame(
+            rows, schema={by: dtype, "status": pl.String, "n": pl.Int64}, orient="row"
+        )
+        wide = long.group_by(by).agg(
+            [pl.col("n").filter(pl.col("status") == st).sum().alias(st) for st in statuses]
+        )
+        return wide.with_columns(pl.sum_horizontal(statuses).alias("total")).sort(
+            by, nulls_last=True
         )
 
     def integrity_check(self) -> str:
