@@ -40,7 +40,7 @@ def test_stats_json(tmp_path: Path) -> None:
         store.submit(tm.TaskSubmission("t"))
     result = CliRunner().invoke(cli, ["stats", "--db", str(db), "--json"])
     assert result.exit_code == 0
-    assert json.loads(result.output)["pending"] == 1
+    assert json.loads(result.output)["counts"]["pending"] == 1
 
 
 def test_not_a_store_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
