@@ -254,6 +254,7 @@ class TaskStore:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA cache_size = -131072")  # 128 MiB: big batches stay in cache
             conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("PRAGMA journal_size_limit = 67108864")  # a reset WAL shrinks to 64 MiB
             conn.execute("PRAGMA foreign_keys = ON")
             if not tables:
                 conn.execute("BEGIN IMMEDIATE")
@@ -555,8 +556,9 @@ class TaskStore:
     @contextlib.contextmanager
     def _checkpoint_after(self, *, chunked: bool) -> Iterator[None]:
         """During a chunked batch, SQLite's automatic WAL checkpoint runs every 128 MiB of
-        log instead of every 4 MiB (which would copy pages back after every chunk); the log
-        is checkpointed and truncated at the end."""
+        log instead of every 4 MiB (which would copy pages back after every chunk); one
+        checkpoint that never waits for readers runs at the end (``journal_size_limit``
+        trims the log file when it is next reset)."""
         if not chunked:
             yield
             return
@@ -569,7 +571,7 @@ class TaskStore:
                 if self._conn is not None:
                     self._conn.execute("PRAGMA wal_autocheckpoint = 1000")
                     with contextlib.suppress(sqlite3.Error):
-                        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _merge_part(
         self, part: pl.DataFrame, *, dry_run: bool, base_offset: int = 0
