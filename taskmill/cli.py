@@ -454,6 +454,12 @@ class _Null:
 @click.option("--max-retries", default=3, show_default=True, type=click.IntRange(min=0))
 @click.option("--retry-delay", default=1.0, show_default=True, help="First backoff, seconds.")
 @click.option("--poll-interval", default=0.5, show_default=True, help="Seconds between polls.")
+@click.option(
+    "--close-timeout",
+    default=10.0,
+    show_default=True,
+    help="On stop, seconds running attempts get before going back to pending.",
+)
 @click.option("--until-idle", is_flag=True, help="Exit once nothing is left to run.")
 @JSON_OPTION
 def worker(
@@ -466,12 +472,13 @@ def worker(
     max_retries: int,
     retry_delay: float,
     poll_interval: float,
+    close_timeout: float,
     until_idle: bool,
     as_json: bool,
 ) -> None:
     """Run a scheduler in the foreground; Ctrl-C or SIGTERM stops it gracefully.
 
-    Running attempts get a few seconds to finish; the rest go back to pending.
+    Running attempts get --close-timeout seconds to finish; the rest go back to pending.
     """
     executors: dict[str, Callable[..., Any]] = {}
     if demo_executors:
@@ -501,6 +508,7 @@ def worker(
             max_retries=max_retries,
             retry_delay=retry_delay,
             poll_interval=poll_interval,
+            close_timeout=close_timeout,
         )
     )
     from .store import TaskStore

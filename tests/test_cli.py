@@ -13,9 +13,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from conftest import PYTHON, ROOT
 
 import taskmill as tm
-from conftest import PYTHON, ROOT
 from taskmill.cli import cli, reference
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -303,6 +303,8 @@ def test_worker_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
             str(db),
             "--executor",
             "slow=slowexec:run",
+            "--close-timeout",
+            "0.5",
             "--json",
         ],
         env={**ENV, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
