@@ -461,8 +461,8 @@ class Scheduler:
             while True:
                 self._activity.clear()
                 if not self._running:
-                    left = await self._db(self.store.dispatchable_count, self.executors)
-                    if left == 0 and not self._running:
+                    left = await self._db(self.store.has_work, self.executors)
+                    if not left and not self._running:
                         return
                 await _wait_event(self._activity, self.poll_interval)
 
@@ -494,7 +494,7 @@ class Scheduler:
     async def _next_delay(self) -> float:
         if not self.executors:
             return self.poll_interval
-        due = await self._db(self.store.next_retry_at, self.executors)
+        due = await self._db(self.store.next_retry_at)
         if due is None:
             return self.poll_interval
         return max(0.0, min(self.poll_interval, due - time.time()))

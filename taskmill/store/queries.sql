@@ -1,5 +1,7 @@
 -- Named queries of the task store, parsed once by taskmill.store.sql.
 -- Parameters are always bound (`?` or `:name`); no SQL is built from data.
+-- `+status` keeps the planner on the primary key where a statement names its ids
+-- (the status index would scan every pending task).
 
 -- name: find_active
 SELECT id, status, priority, queue_pos
@@ -55,18 +57,18 @@ LIMIT :limit;
 UPDATE tasks
 SET status = 'running', attempts = attempts + 1, started_at = :now, owner = :owner,
     run_after = NULL
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'pending';
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending';
 
 -- name: retry_later
 UPDATE tasks
 SET status = 'pending', owner = NULL, last_error = :error, run_after = :run_after
-WHERE id = :id AND status = 'running' AND owner = :owner;
+WHERE id = :id AND +status = 'running' AND owner = :owner;
 
 -- name: release_running
 -- Give running attempts back to the queue without counting them as tries.
 UPDATE tasks
 SET status = 'pending', owner = NULL, attempts = MAX(attempts - 1, 0), started_at = NULL
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'running' AND owner = :owner;
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'running' AND owner = :owner;
 
 -- name: running_owners
 SELECT DISTINCT owner FROM tasks WHERE status = 'running';
@@ -78,7 +80,7 @@ WHERE status = 'running' AND owner IS ?;
 
 -- name: owned_running
 SELECT id FROM tasks
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'running' AND owner = :owner;
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'running' AND owner = :owner;
 
 -- name: history_status
 SELECT id, status, replaced_by FROM history WHERE id IN (SELECT value FROM json_each(?));
@@ -89,14 +91,15 @@ SELECT status, COUNT(*) FROM tasks GROUP BY status;
 -- name: history_counts
 SELECT status, COUNT(*) FROM history GROUP BY status;
 
--- name: pending_count_for_types
-SELECT COUNT(*) FROM tasks
-WHERE status IN ('pending', 'running') AND task_type IN (SELECT value FROM json_each(?));
+-- name: has_work_for_types
+SELECT EXISTS (
+    SELECT 1 FROM tasks
+    WHERE status IN ('pending', 'running') AND task_type IN (SELECT value FROM json_each(?))
+);
 
 -- name: next_run_after
-SELECT MIN(run_after) FROM tasks
-WHERE status = 'pending' AND run_after IS NOT NULL
-  AND task_type IN (SELECT value FROM json_each(?));
+-- The earliest retry due (any task type: a early wake-up costs one poll).
+SELECT MIN(run_after) FROM tasks WHERE run_after IS NOT NULL;
 
 -- name: get_active
 SELECT id, status FROM tasks WHERE id = ?;

@@ -42,6 +42,9 @@ CREATE UNIQUE INDEX tasks_active_key ON tasks (task_type, dedup_key)
 -- Dispatch order: priority (0 first), then queue order.
 CREATE INDEX tasks_queue ON tasks (status, priority, queue_pos);
 
+-- Tasks waiting out a retry backoff (run_after is only set on those).
+CREATE INDEX tasks_retry ON tasks (run_after) WHERE run_after IS NOT NULL;
+
 CREATE TABLE history (
     id                    INTEGER PRIMARY KEY,   -- the task's own id
     task_type             TEXT    NOT NULL,

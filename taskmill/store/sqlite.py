@@ -900,21 +900,16 @@ class TaskStore:
             }
         return {t: found.get(t, ("gone", None)) for t in lost}
 
-    def dispatchable_count(self, task_types: Iterable[str]) -> int:
-        """Pending or running tasks of these types (what a worker still has to do)."""
+    def has_work(self, task_types: Iterable[str]) -> bool:
+        """Whether any task of these types is pending or running (a worker's work left)."""
         with self._read() as conn:
-            return int(
-                conn.execute(
-                    q("pending_count_for_types"), (json.dumps(sorted(set(task_types))),)
-                ).fetchone()[0]
-            )
+            row = conn.execute(q("has_work_for_types"), (json.dumps(sorted(set(task_types))),))
+            return bool(row.fetchone()[0])
 
-    def next_retry_at(self, task_types: Iterable[str]) -> float | None:
-        """The earliest time a pending task of these types waits for (retry backoff)."""
+    def next_retry_at(self) -> float | None:
+        """The earliest time a task waiting out a retry backoff becomes due."""
         with self._read() as conn:
-            return conn.execute(
-                q("next_run_after"), (json.dumps(sorted(set(task_types))),)
-            ).fetchone()[0]
+            return conn.execute(q("next_run_after")).fetchone()[0]
 
     # ------------------------------------------------------------------ queries
 
