@@ -171,7 +171,7 @@ def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tu
     TaskStore.open(path).close()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA cache_size = -131072")
+    conn.execute("PRAGMA cache_size = -65536")
     base = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence").fetchone()[0]
     if case == "executemany":
         t0 = time.perf_counter()

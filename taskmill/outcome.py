@@ -208,31 +208,15 @@ def build_outcome(
     winners = merged.select(
         pl.col("index").alias("winner_index"), pl.col("task_id").alias("winner_task_id")
     )
-    base = frame.select(
-        "index",
-        "task_type",
-        "dedup_key",
-        "group",
-        "priority",
-        "error_kind",
-        "error_field",
-        "error",
-        "winner",
-        "winner_index",
-    )
-    out = (
-        base.join(merged.rename({"error": "merge_error"}), on="index", how="left")
-        .join(winners, on="winner_index", how="left")
-        .sort("index")
-    )
+    # join only the narrow columns; the wide text columns of `frame` are reused as they
+    # are (the joins keep input order), so a million-row outcome does not copy them
+    keys = frame.select("index", "winner", "winner_index", "error_kind", "error")
+    joined = keys.join(
+        merged.rename({"error": "merge_error"}), on="index", how="left", maintain_order="left"
+    ).join(winners, on="winner_index", how="left", maintain_order="left")
     failed = pl.col("error_kind").is_not_null()
     lost = ~failed & ~pl.col("winner")
-    out = out.select(
-        "index",
-        "task_type",
-        "dedup_key",
-        "group",
-        "priority",
+    decided = joined.select(
         pl.when(failed)
         .then(pl.lit("failed"))
         .when(lost)
@@ -256,6 +240,10 @@ def build_outcome(
         .otherwise(pl.col("replaced_task_id"))
         .alias("replaced_task_id"),
         pl.when(failed).then(pl.col("error")).otherwise(pl.col("merge_error")).alias("error"),
-        "error_field",
+    )
+    out = (
+        frame.select("index", "task_type", "dedup_key", "group", "priority")
+        .hstack(decided)
+        .with_columns(frame["error_field"])
     )
     return BatchOutcome(out, planned=planned, elapsed=elapsed)

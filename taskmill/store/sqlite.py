@@ -252,7 +252,7 @@ class TaskStore:
                     f"cannot switch task store {path} to WAL (journal_mode={mode})", kind="store"
                 )
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA cache_size = -131072")  # 128 MiB: big batches stay in cache
+            conn.execute("PRAGMA cache_size = -65536")  # 64 MiB of page cache
             conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute("PRAGMA journal_size_limit = 67108864")  # a reset WAL shrinks to 64 MiB
             conn.execute("PRAGMA foreign_keys = ON")
