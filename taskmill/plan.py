@@ -27,7 +27,6 @@ from .model import (
     DuplicateStrategy,
     InvalidSubmission,
     Priority,
-    SchedulerError,
     TaskSubmission,
 )
 from .validation import EXPECTED_FIELDS, MAX_INT64, Defaults, check_submission
@@ -737,12 +736,3 @@ def _mark_winners(df: pl.DataFrame) -> pl.DataFrame:
     ).with_columns(
         (valid & (pl.col("winner_index") == pl.col("index"))).fill_null(False).alias("winner"),
     )
-
-
-def error_of(kind: str, field: str | None, message: str) -> SchedulerError:
-    """Rebuild the error object of a failed row."""
-    if kind == "duplicate":
-        from .model import DuplicateTask
-
-        return DuplicateTask(message)
-    return InvalidSubmission(message, kind=kind, field=field)

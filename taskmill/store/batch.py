@@ -132,11 +132,6 @@ class Stager:
             finally:
                 con.execute("DETACH taskmill_stage")
 
-    def write(self, path: Path, frame: pl.DataFrame) -> None:
-        """Create the staging file at ``path`` and fill it."""
-        self.create(path)
-        self.fill(path, frame)
-
     @staticmethod
     def discard(path: Path) -> None:
         for suffix in ("", "-journal", "-wal", "-shm"):
