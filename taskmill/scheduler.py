@@ -499,9 +499,6 @@ class Scheduler:
             return self.poll_interval
         return max(0.0, min(self.poll_interval, due - time.time()))
 
-    def _limit(self, group: str) -> int | None:
-        return self.group_concurrency.get(group, self.default_group_concurrency)
-
     async def _dispatch(self) -> None:
         free = self.max_concurrency - len(self._running)
         if free <= 0 or not self.executors or self._closing:
