@@ -1,7 +1,8 @@
 """``taskmill bench``: the ways of loading a sync plan, measured side by side in one run.
 
-Every measurement runs in a fresh worker process (so each has its own peak memory)
-on a fresh temporary store, and is repeated; the median is reported.  Cases:
+Every run of every measurement is a fresh worker process (so each has its own peak
+memory) on a fresh temporary store; runs are repeated and the median time and the
+highest peak are reported.  Cases:
 
 - ``one_by_one``  ``TaskStore.submit()`` per task, extrapolated from a sample of calls;
 - ``executemany`` a plain ``executemany`` loader of the same rows in one transaction;
@@ -220,15 +221,11 @@ def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tu
 
 
 def worker_main(argv: list[str]) -> None:
-    """``python -m taskmill.bench CASE ROWS EXISTING FOLDER REPEAT`` → one JSON line."""
-    case, rows, existing, folder, repeat = argv
-    runs: list[float] = []
-    extrapolated = False
-    for run in range(int(repeat)):
-        took, extrapolated = _run_case(case, int(rows), int(existing), Path(folder), run)
-        runs.append(took)
+    """``python -m taskmill.bench CASE ROWS EXISTING FOLDER RUN`` → one JSON line."""
+    case, rows, existing, folder, run = argv
+    took, extrapolated = _run_case(case, int(rows), int(existing), Path(folder), int(run))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"runs": runs, "peak_mb": peak, "extrapolated": extrapolated}))
+    print(json.dumps({"seconds": took, "peak_mb": peak, "extrapolated": extrapolated}))
 
 
 # --------------------------------------------------------------------------- driver side
@@ -239,34 +236,33 @@ def measure(case: str, rows: int, existing: int, folder: Path, repeat: int) -> R
     if case == "parquet" and not _plan_file(folder, rows, existing).exists():
         # written here, so the measured process never holds the whole plan
         _plan(rows, existing).write_parquet(_plan_file(folder, rows, existing))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "taskmill.bench",
-            case,
-            str(rows),
-            str(existing),
-            str(folder),
-            str(repeat),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench worker {case} {rows} failed:\n{proc.stderr}")
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return Result(
-        case,
-        rows,
-        existing,
-        statistics.median(data["runs"]),
-        data["runs"],
-        data["peak_mb"],
-        data["extrapolated"],
-    )
+    runs: list[float] = []
+    peak = 0.0
+    extrapolated = False
+    for run_no in range(repeat):  # one process per run: each run's own peak memory
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "taskmill.bench",
+                case,
+                str(rows),
+                str(existing),
+                str(folder),
+                str(run_no),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench worker {case} {rows} failed:\n{proc.stderr}")
+        data = json.loads(proc.stdout.strip().splitlines()[-1])
+        runs.append(data["seconds"])
+        peak = max(peak, data["peak_mb"])
+        extrapolated = data["extrapolated"]
+    return Result(case, rows, existing, statistics.median(runs), runs, peak, extrapolated)
 
 
 def machine() -> str:
