@@ -374,3 +374,23 @@ def test_readme_cli_reference_is_current() -> None:
     assert match.group(1) == reference(), (
         "README's CLI reference is stale: run `python -m taskmill.cli_reference`"
     )
+
+
+def test_progress_bar_advances_per_chunk_on_a_terminal(tmp_path: Path) -> None:
+    """Under a pseudo-terminal (util-linux `script`), submit draws a bar per chunk."""
+    plan = tmp_path / "big.parquet"
+    assert (
+        CliRunner().invoke(cli, ["gen-plan", "--rows", "250000", "--out", str(plan)]).exit_code == 0
+    )
+    command = f"{PYTHON} -m taskmill submit {plan} --db {tmp_path / 't.db'} --chunk-size 50000"
+    proc = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout
+    seen = re.findall(r"(\d+)/250000", proc.stdout)
+    assert {"50000", "100000", "200000"} <= set(seen)
+    assert "submitted: 250,000 rows" in proc.stdout
