@@ -130,7 +130,54 @@ class BatchOutcome:
             .sort("action", "reason", nulls_last=True)
         )
 
+    # ------------------------------------------------------------------ analysis
+
+    def view(self, name: str) -> pl.DataFrame:
+        """One detail view as a DataFrame: ``"in batch"``, ``"already queued"``,
+        ``"superseded"``, ``"upgraded"`` or ``"failed"``."""
+        from .notebook import view_frame
+
+        return view_frame(self, name)
+
+    def join_input(self, plan: Any) -> pl.DataFrame:
+        """The input plan (any table) with each row's outcome beside it, by row index.
+
+        Outcome columns that the plan also has are suffixed ``_outcome``.
+        """
+        from .plan import _to_polars
+
+        frame = (
+            _to_polars(plan).with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
+        )
+        if frame.height != len(self):
+            raise ValueError(f"the plan has {frame.height:,} rows, the outcome {len(self):,}")
+        extra = self.to_polars().select(
+            "index", "action", "reason", "task_id", "replaced_task_id", "error"
+        )
+        return frame.join(extra, on="index", how="left", suffix="_outcome", maintain_order="left")
+
+    def widget(self) -> Any:
+        """The interactive view (an ipywidgets widget) — what Jupyter shows for an outcome."""
+        from .notebook import OutcomeWidget
+
+        return OutcomeWidget(self)
+
     # ------------------------------------------------------------------ display
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """In a Jupyter kernel: the widget, with HTML and text for frontends without
+        widgets (GitHub, nbconvert); elsewhere the HTML and text alone."""
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+        except ImportError:
+            shell = None
+        if shell is not None and getattr(shell, "kernel", None) is not None:
+            from .notebook import outcome_bundle
+
+            return outcome_bundle(self)
+        return {"text/plain": str(self), "text/html": self._repr_html_()}
 
     def _headline(self) -> str:
         what = "BatchOutcome (plan — nothing written)" if self.planned else "BatchOutcome"

@@ -680,6 +680,13 @@ class Scheduler:
                 reason = "superseded" if status == "superseded" else "cancelled"
                 self._stop_attempt(attempt, reason, replaced_by)
 
+    def widget(self, *, refresh: float = 2.0) -> Any:
+        """A live ipywidgets view of this scheduler (call from a running event loop, as
+        in a notebook cell); it stops updating when the scheduler closes."""
+        from .notebook import QueueWidget
+
+        return QueueWidget(self, refresh=refresh).start()
+
     async def stream(self) -> AsyncIterator[Event]:
         """Shorthand: iterate over a fresh subscription."""
         sub = self.subscribe()

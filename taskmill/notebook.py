@@ -1,0 +1,301 @@
+"""Jupyter views of taskmill: the :class:`BatchOutcome` widget and a live queue view.
+
+Imported lazily (``import taskmill`` does not import ipywidgets).  Nothing here ships a
+whole outcome to the browser: tables are rendered one page at a time on the kernel side.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+import polars as pl
+
+from .outcome import ACTIONS
+
+if TYPE_CHECKING:
+    from .outcome import BatchOutcome
+    from .scheduler import Scheduler
+
+__all__ = ["VIEWS", "OutcomeWidget", "QueueWidget", "page_html"]
+
+#: The detail views of an outcome, in tab order, with what each one holds.
+VIEWS: dict[str, str] = {
+    "in batch": "rows skipped because a later row of the batch has the same key",
+    "already queued": "rows skipped because an active task already has the key",
+    "superseded": "rows that replaced an active task (new id ↔ replaced id)",
+    "upgraded": "rows that raised the priority of a queued task",
+    "failed": "rows that failed, with the error kind and message",
+}
+_VIEW_COLUMNS: dict[str, list[str]] = {
+    "in batch": ["index", "task_type", "dedup_key", "group", "priority", "task_id"],
+    "already queued": ["index", "task_type", "dedup_key", "group", "priority", "task_id"],
+    "superseded": [
+        "index",
+        "task_type",
+        "dedup_key",
+        "group",
+        "priority",
+        "task_id",
+        "replaced_task_id",
+    ],
+    "upgraded": ["index", "task_type", "dedup_key", "group", "priority", "task_id"],
+    "failed": ["index", "task_type", "dedup_key", "group", "priority", "reason", "error"],
+}
+_COLOURS = {
+    "submitted": "#2e7d32",
+    "deduplicated": "#757575",
+    "superseded": "#ef6c00",
+    "upgraded": "#1565c0",
+    "failed": "#c62828",
+}
+PAGE_SIZE = 20
+
+
+def view_frame(outcome: BatchOutcome, view: str) -> pl.DataFrame:
+    """The rows of one detail view (see :data:`VIEWS`) as a polars DataFrame."""
+    df = outcome.to_polars()
+    action = pl.col("action").cast(pl.String)
+    filters = {
+        "in batch": (action == "deduplicated") & (pl.col("reason") == "in_batch"),
+        "already queued": (action == "deduplicated") & (pl.col("reason") == "existing"),
+        "superseded": action == "superseded",
+        "upgraded": action == "upgraded",
+        "failed": action == "failed",
+    }
+    if view not in filters:
+        raise KeyError(f"no view {view!r}; views: {', '.join(VIEWS)}")
+    return df.filter(filters[view]).select(_VIEW_COLUMNS[view])
+
+
+def page_html(frame: pl.DataFrame, css_class: str = "taskmill-page") -> str:
+    """One page of a table as HTML (values escaped)."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{'' if v is None else html.escape(str(v))}</td>" for v in row)
+        + "</tr>"
+        for row in frame.iter_rows()
+    )
+    return f"<table class='{css_class}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class PagedTable(w.VBox):
+    """A sortable, paginated table of a polars frame; only the current page is rendered."""
+
+    def __init__(
+        self, frame: pl.DataFrame, *, page_size: int = PAGE_SIZE, css_class: str = "taskmill-table"
+    ) -> None:
+        self.frame = frame
+        self.page_size = page_size
+        self.page = 0
+        self.sort_by = w.Dropdown(
+            options=frame.columns,
+            value=frame.columns[0],
+            description="sort by",
+            layout=w.Layout(width="220px"),
+        )
+        self.descending = w.ToggleButton(
+            value=False, description="descending", icon="sort-amount-desc"
+        )
+        self.prev = w.Button(description="◀ previous", layout=w.Layout(width="110px"))
+        self.next = w.Button(description="next ▶", layout=w.Layout(width="110px"))
+        self.label = w.HTML()
+        self.body = w.HTML()
+        self.body.add_class(css_class)
+        self.prev.on_click(lambda _: self.go(self.page - 1))
+        self.next.on_click(lambda _: self.go(self.page + 1))
+        self.sort_by.observe(lambda _: self.go(0), names="value")
+        self.descending.observe(lambda _: self.go(0), names="value")
+        controls = w.HBox([self.sort_by, self.descending, self.prev, self.next, self.label])
+        super().__init__([controls, self.body])
+        self.go(0)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.frame.height // self.page_size))
+
+    def current(self) -> pl.DataFrame:
+        """The rows on screen."""
+        ordered = self.frame.sort(
+            self.sort_by.value,
+            descending=self.descending.value,
+            nulls_last=True,
+            maintain_order=True,
+        )
+        return ordered.slice(self.page * self.page_size, self.page_size)
+
+    def go(self, page: int) -> None:
+        self.page = min(max(page, 0), self.pages - 1)
+        self.body.value = page_html(self.current())
+        self.label.value = f"page {self.page + 1} of {self.pages} · {self.frame.height:,} rows"
+        self.prev.disabled = self.page == 0
+        self.next.disabled = self.page >= self.pages - 1
+
+
+def _bars(counts: dict[str, int], total: int) -> str:
+    rows = []
+    for action in ACTIONS:
+        n = counts[action]
+        width = 0 if total == 0 else max(1 if n else 0, round(300 * n / total))
+        rows.append(
+            f"<tr class='taskmill-action-{action}'><td>{action}</td>"
+            f"<td style='text-align:right'><b>{n:,}</b></td>"
+            f"<td><div style='background:{_COLOURS[action]};width:{width}px;height:12px'>"
+            f"</div></td></tr>"
+        )
+    return "<table class='taskmill-counts'>" + "".join(rows) + "</table>"
+
+
+class OutcomeWidget(w.VBox):
+    """What a batch did: counts with bars, breakdowns, and paginated detail tabs.
+
+    ``frame(view)`` takes any view out as a polars DataFrame; the export button puts
+    the view on screen in :attr:`exported`.
+    """
+
+    def __init__(self, outcome: BatchOutcome, *, page_size: int = PAGE_SIZE) -> None:
+        self.outcome = outcome
+        counts = outcome.counts()
+        marker = (
+            "<span class='taskmill-plan-marker' style='color:#ef6c00'><b>plan — "
+            "nothing written</b></span> · "
+            if outcome.planned
+            else ""
+        )
+        took = f" in {outcome.elapsed:.2f} s" if outcome.elapsed is not None else ""
+        headline = w.HTML(
+            f"<div class='taskmill-headline'>{marker}<b>{len(outcome):,}"
+            f"</b> rows{took}</div>" + _bars(counts, len(outcome))
+        )
+        headline.add_class("taskmill-outcome")
+        by = w.HBox(
+            [
+                w.HTML("<b>by group</b>" + page_html(outcome.summary("group"))),
+                w.HTML("<b>by priority</b>" + page_html(outcome.summary("priority"))),
+            ]
+        )
+        self.tables: dict[str, PagedTable] = {}
+        children = []
+        for view in VIEWS:
+            table = PagedTable(
+                view_frame(outcome, view),
+                page_size=page_size,
+                css_class=f"taskmill-view-{view.replace(' ', '-')}",
+            )
+            self.tables[view] = table
+            children.append(w.VBox([w.HTML(f"<i>{VIEWS[view]}</i>"), table]))
+        self.tabs = w.Tab(children=children)
+        for i, view in enumerate(VIEWS):
+            self.tabs.set_title(i, f"{view} ({self.tables[view].frame.height:,})")
+        self.exported: pl.DataFrame | None = None
+        export = w.Button(description="take this view out", icon="download")
+        self.export_note = w.HTML()
+        export.on_click(lambda _: self._export())
+        super().__init__([headline, by, self.tabs, w.HBox([export, self.export_note])])
+        self.add_class("taskmill-outcome-widget")
+
+    def frame(self, view: str | None = None) -> pl.DataFrame:
+        """A view as a DataFrame (the tab on screen when ``view`` is None)."""
+        if view is None:
+            view = list(VIEWS)[self.tabs.selected_index or 0]
+        return view_frame(self.outcome, view)
+
+    def _export(self) -> None:
+        self.exported = self.frame()
+        self.export_note.value = (
+            f"{self.exported.height:,} rows in <code>widget.exported</code> (a polars DataFrame)"
+        )
+
+
+class QueueWidget(w.VBox):
+    """A live view of a running scheduler: counts by status, per group, throughput and
+    recent failures, updated from its events at most ``refresh`` times a second."""
+
+    def __init__(self, sched: Scheduler, *, refresh: float = 2.0) -> None:
+        self.sched = sched
+        self.min_interval = 1.0 / refresh
+        self.status = w.HTML()
+        self.groups = w.HTML()
+        self.failures = w.HTML()
+        self.counts: dict[str, int] = {}
+        self.completed = 0
+        self.recent: list[str] = []
+        self.started = time.monotonic()
+        self.updates = 0
+        self.stopped = False
+        super().__init__([self.status, self.groups, self.failures])
+        self.add_class("taskmill-queue-widget")
+        self._task: Any = None
+
+    def start(self) -> QueueWidget:
+        """Begin following the scheduler's events (needs a running event loop)."""
+        import asyncio
+
+        self._task = asyncio.get_running_loop().create_task(self._follow())
+        return self
+
+    async def _follow(self) -> None:
+        import asyncio
+
+        from .model import TaskCompleted, TaskFailed
+
+        events = self.sched.subscribe()
+        last = 0.0
+        await self.refresh()
+        async for event in events:
+            if isinstance(event, TaskCompleted):
+                self.completed += 1
+            elif isinstance(event, TaskFailed):
+                self.recent = [f"#{event.task_id}: {event.error}", *self.recent][:5]
+            now = time.monotonic()
+            if now - last >= self.min_interval:
+                last = now
+                await self.refresh()
+        self.stopped = True
+        await asyncio.sleep(0)
+        self.status.value += " · <i>scheduler closed</i>"
+
+    async def refresh(self) -> None:
+        """Re-read the store's counts and redraw (called, throttled, on events)."""
+        import asyncio
+
+        store = self.sched.store
+        counts = await asyncio.to_thread(store.counts)
+        groups = await asyncio.to_thread(store.stats, "group")
+        self.counts = counts
+        rate = self.completed / max(time.monotonic() - self.started, 1e-9)
+        self.status.value = (
+            "<div class='taskmill-live'>"
+            + " · ".join(
+                f"<span class='taskmill-count-{k}'>{k} <b>{v:,}</b></span>"
+                for k, v in counts.items()
+            )
+            + f" · {rate:,.0f} tasks/s</div>"
+        )
+        self.groups.value = page_html(
+            groups.select("group", "pending", "running", "completed", "failed")
+        )
+        self.failures.value = (
+            ("<b>recent failures</b><br>" + "<br>".join(html.escape(r) for r in self.recent))
+            if self.recent
+            else ""
+        )
+        self.updates += 1
+
+
+def outcome_bundle(
+    outcome: BatchOutcome,
+    include: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """The MIME bundle of an outcome: the widget view plus HTML and text fallbacks."""
+    bundle = {"text/plain": str(outcome), "text/html": outcome._repr_html_()}
+    widget = OutcomeWidget(outcome)
+    widget_bundle = widget._repr_mimebundle_() or {}
+    if isinstance(widget_bundle, tuple):
+        widget_bundle = widget_bundle[0]
+    bundle.update({k: v for k, v in widget_bundle.items() if k != "text/plain"})
+    return bundle

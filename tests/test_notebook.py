@@ -1,0 +1,148 @@
+"""The notebook views, exercised in-process (the browser test drives them in JupyterLab)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from pathlib import Path
+
+import polars as pl
+
+import taskmill as tm
+
+
+def test_importing_taskmill_does_not_import_ipywidgets() -> None:
+    import subprocess
+
+    code = "import sys, taskmill; print('ipywidgets' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _outcome(store: tm.TaskStore) -> tm.BatchOutcome:
+    store.submit(tm.TaskSubmission("t", dedup_key="k0", priority=200))
+    store.submit(tm.TaskSubmission("t", dedup_key="s0"))
+    frame = pl.DataFrame(
+        {
+            "task_type": ["t"] * 60 + ["", "t"],
+            "dedup_key": [f"k{i % 25}" for i in range(60)] + ["bad", "s0"],
+            "group": ["g1", "g2"] * 31,
+            "priority": [5] * 61 + [None],
+            "on_duplicate": [None] * 61 + ["supersede"],
+        }
+    )
+    return store.submit_batch(frame)
+
+
+def test_outcome_widget_counts_tabs_and_paging(store: tm.TaskStore) -> None:
+    from taskmill.notebook import OutcomeWidget
+
+    out = _outcome(store)
+    widget = out.widget()
+    assert isinstance(widget, OutcomeWidget)
+    counts = out.counts()
+    assert counts == {
+        "submitted": 24,
+        "deduplicated": 35,
+        "superseded": 1,
+        "upgraded": 1,
+        "failed": 1,
+    }
+    head = widget.children[0].value
+    for action, n in counts.items():
+        assert re.search(rf"<td>{action}</td><td[^>]*><b>{n:,}</b>", head)
+    titles = [widget.tabs.get_title(i) for i in range(5)]
+    assert titles == [
+        "in batch (35)",
+        "already queued (0)",
+        "superseded (1)",
+        "upgraded (1)",
+        "failed (1)",
+    ]
+    table = widget.tables["in batch"]
+    assert table.pages == 2 and table.body.value.count("<tr>") == 21  # header + 20 rows
+    table.next.click()
+    assert table.page == 1 and table.body.value.count("<tr>") == 16
+    assert "page 2 of 2 · 35 rows" in table.label.value
+    table.descending.value = True  # re-sorting goes back to the first page
+    assert table.page == 0
+    assert table.current()["index"].to_list()[:3] == [34, 33, 32]
+    failed = widget.tables["failed"].body.value
+    assert "invalid_task_type" in failed and "task_type is an empty string" in failed
+    widget.tabs.selected_index = 4
+    widget.children[3].children[0].click()
+    assert widget.exported is not None and widget.exported["index"].to_list() == [60]
+    assert out.view("superseded").select("task_id", "replaced_task_id").rows() == [(27, 2)]
+
+
+def test_plan_widget_is_marked(store: tm.TaskStore) -> None:
+    plan = store.plan_batch([tm.TaskSubmission("t", dedup_key="a")])
+    assert "plan — nothing written" in plan.widget().children[0].value
+
+
+def test_million_row_outcome_renders_one_page(store: tm.TaskStore) -> None:
+    from taskmill.notebook import OutcomeWidget
+    from taskmill.outcome import BatchOutcome
+
+    n = 1_000_000
+    frame = pl.select(pl.int_range(0, n).alias("index")).with_columns(
+        pl.lit("t").alias("task_type"),
+        pl.format("k{}", pl.col("index") % 1000).alias("dedup_key"),
+        pl.lit(None, dtype=pl.String).alias("group"),
+        pl.lit(128).alias("priority"),
+        pl.lit("deduplicated").alias("action"),
+        pl.lit("in_batch").alias("reason"),
+        pl.lit(1).alias("task_id"),
+        pl.lit(None, dtype=pl.Int64).alias("replaced_task_id"),
+        pl.lit(None, dtype=pl.String).alias("error"),
+    )
+    widget = OutcomeWidget(BatchOutcome(frame))
+    sent = sum(len(child.value) for child in widget.children if hasattr(child, "value"))
+    page = widget.tables["in batch"].body.value
+    assert page.count("<tr>") == 21
+    assert sent + len(page) < 20_000  # only what is on screen goes to the browser
+
+
+def test_outcome_fallbacks_outside_a_kernel(store: tm.TaskStore) -> None:
+    out = _outcome(store)
+    bundle = out._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html"}
+    assert "submitted" in bundle["text/plain"] and "<table>" in bundle["text/html"]
+
+
+def test_join_input(store: tm.TaskStore) -> None:
+    plan = pl.DataFrame(
+        {"task_type": ["t", "t", "t"], "dedup_key": ["a", "a", "b"], "size": [1, 2, 3]}
+    )
+    out = store.submit_batch(tm.BatchSubmission().payload_columns(["size"]).tasks(plan))
+    joined = out.join_input(plan)
+    assert joined.select("size", "action", "reason", "task_id").rows() == [
+        (1, "deduplicated", "in_batch", 1),
+        (2, "submitted", None, 1),
+        (3, "submitted", None, 2),
+    ]
+
+
+async def test_queue_widget_follows_the_scheduler(db_path: Path) -> None:
+    async def work(ctx: tm.TaskContext) -> None:
+        await asyncio.sleep(0.001)
+        if ctx.dedup_key == "k3":
+            raise RuntimeError("boom")
+
+    async with tm.Scheduler(db_path, executors={"t": work}, max_retries=0) as sched:
+        view = sched.widget(refresh=50)
+        await asyncio.sleep(0.05)
+        await sched.submit_batch(
+            [tm.TaskSubmission("t", dedup_key=f"k{i}", group="g") for i in range(40)]
+        )
+        await sched.wait_idle(timeout=20)
+        await asyncio.sleep(0.1)
+        await view.refresh()
+        assert view.counts["completed"] == 39 and view.counts["failed"] == 1
+        assert "completed <b>39</b>" in view.status.value
+        assert "#4: RuntimeError: boom" in view.failures.value
+        assert view.updates >= 2
+        assert not view.stopped
+    await asyncio.sleep(0.05)
+    assert view.stopped and "scheduler closed" in view.status.value
