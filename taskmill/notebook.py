@@ -263,9 +263,11 @@ class QueueWidget(w.VBox):
         """Re-read the store's counts and redraw (called, throttled, on events)."""
         import asyncio
 
-        store = self.sched.store
-        counts = await asyncio.to_thread(store.counts)
-        groups = await asyncio.to_thread(store.stats, "group")
+        from .model import ACTIVE_STATUSES, FINAL_STATUSES
+
+        groups = await asyncio.to_thread(self.sched.store.stats, "group")
+        # one read for both the totals and the per-group table, so they always agree
+        counts = {s: int(groups[s].sum()) for s in (*ACTIVE_STATUSES, *FINAL_STATUSES)}
         self.counts = counts
         rate = self.completed / max(time.monotonic() - self.started, 1e-9)
         self.status.value = (

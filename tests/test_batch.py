@@ -14,9 +14,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import PYTHON
 
 import taskmill as tm
+
+from conftest import PYTHON
 
 OUT_COLS = ["index", "action", "reason", "task_id", "replaced_task_id"]
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from conftest import PYTHON, ROOT
 
 import taskmill as tm
 from taskmill.cli import cli, reference
+
+from conftest import PYTHON, ROOT
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from conftest import PYTHON, ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")

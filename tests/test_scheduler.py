@@ -14,9 +14,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, ROOT
 
 import taskmill as tm
+
+from conftest import PYTHON, ROOT
 
 
 def names(events: list[tm.Event]) -> list[str]:

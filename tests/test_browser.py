@@ -1,0 +1,206 @@
+"""The notebook widgets in a real browser: JupyterLab on localhost, Debian's Chromium,
+driven by Playwright.  Screenshots of every check go to test-output/browser/."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from conftest import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+SHOTS = ROOT / "test-output" / "browser"
+
+CELLS = [
+    # a known batch: 25 new keys repeated (35 in-batch duplicates), 2 bad rows
+    "import asyncio, pathlib, tempfile\nimport polars as pl\nimport taskmill as tm\n"
+    "folder = pathlib.Path(tempfile.mkdtemp())\n"
+    "store = tm.TaskStore.open(folder / 'batch.db')\n"
+    "frame = pl.DataFrame({'task_type': ['t'] * 60 + ['', 't'],\n"
+    "                      'dedup_key': [f'k{i % 25}' for i in range(60)] + ['bad', 'x'],\n"
+    "                      'priority': [5] * 61 + [300]})\n"
+    "out = store.submit_batch(frame)\nout",
+    # a live view of a running scheduler
+    "async def slow(ctx):\n    await asyncio.sleep(0.05)\n"
+    "sched = tm.Scheduler(folder / 'live.db', executors={'t': slow}, max_concurrency=2)\n"
+    "await sched.start()\nview = sched.widget(refresh=10)\nview",
+    "await sched.submit_batch(pl.DataFrame({'task_type': ['t'] * 200}))\n'submitted'",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    assert Path(CHROMIUM).exists(), "Debian's chromium is not installed (.ci/run installs it)"
+    root = tmp_path_factory.mktemp("lab")
+    nbformat.write(
+        new_notebook(
+            cells=[new_code_cell(c) for c in CELLS],
+            metadata={
+                "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+            },
+        ),
+        root / "widget.ipynb",
+    )
+    settings = root / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    port = free_port()
+    log = (root / "server.log").open("w")
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(root / "config"),
+        "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(root / "settings"),
+        "PYTHONPATH": str(ROOT),
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--ServerApp.token=",
+            "--ServerApp.password=",
+            "--allow-root",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise AssertionError((root / "server.log").read_text()) from None
+                time.sleep(0.3)
+        yield port, root
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+
+
+def test_widgets_render_and_respond_in_jupyterlab(lab: tuple[int, Path]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    port, _ = lab
+    shutil.rmtree(SHOTS, ignore_errors=True)
+    SHOTS.mkdir(parents=True)
+    local = f"http://127.0.0.1:{port}"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.route(
+            "**/*",
+            lambda route: (
+                route.continue_() if route.request.url.startswith(local) else route.abort()
+            ),
+        )
+        page.goto(f"{local}/lab/tree/widget.ipynb?reset")
+        page.wait_for_function(
+            "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+            " return !!(w && w.context && w.context.path === 'widget.ipynb'"
+            " && w.sessionContext.session && w.sessionContext.session.kernel"
+            " && w.sessionContext.session.kernel.status === 'idle'); }",
+            timeout=90_000,
+        )
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+        widget = page.locator(".jp-OutputArea-output .taskmill-outcome-widget")
+        widget.wait_for(timeout=90_000)
+        counts = widget.locator(".taskmill-counts")
+        for action, n in {
+            "submitted": 25,
+            "deduplicated": 35,
+            "superseded": 0,
+            "upgraded": 0,
+            "failed": 2,
+        }.items():
+            assert re.search(
+                rf"\b{n}\b", counts.locator(f"tr.taskmill-action-{action}").inner_text()
+            ), action
+        assert "62" in widget.locator(".taskmill-headline").inner_text()
+        widget.screenshot(path=str(SHOTS / "1-outcome.png"))
+
+        # paging in the first tab (35 in-batch duplicates, 20 a page)
+        first = widget.locator(".taskmill-view-in-batch")
+        assert first.locator("tbody tr").count() == 20
+        widget.get_by_role("button", name="next ▶").first.click()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.taskmill-outcome-widget .widget-html')]"
+            ".some(e => e.innerText.includes('page 2 of 2'))",
+            timeout=30_000,
+        )
+        assert first.locator("tbody tr").count() == 15
+        widget.screenshot(path=str(SHOTS / "2-paging.png"))
+
+        # the failed tab shows the failed rows with their messages
+        widget.locator(".lm-TabBar-tab", has_text="failed (2)").click()
+        failed = widget.locator(".taskmill-view-failed")
+        failed.wait_for(state="visible", timeout=30_000)
+        text = failed.inner_text()
+        assert "task_type is an empty string" in text
+        assert "priority must be within 0..255, got 300" in text
+        widget.screenshot(path=str(SHOTS / "3-failed-tab.png"))
+
+        # the live view's counts move while tasks run
+        live = page.locator(".taskmill-queue-widget .taskmill-live")
+        live.wait_for(timeout=60_000)
+
+        def completed() -> int:
+            match = re.search(r"completed\s+([\d,]+)", live.inner_text())
+            return int(match.group(1).replace(",", "")) if match else -1
+
+        page.wait_for_function(
+            "() => /completed\\s+[1-9]/.test(document.querySelector("
+            "'.taskmill-queue-widget .taskmill-live').innerText)",
+            timeout=60_000,
+        )
+        before = completed()
+        page.locator(".taskmill-queue-widget").screenshot(path=str(SHOTS / "4-live-a.png"))
+        time.sleep(1.5)
+        after = completed()
+        page.locator(".taskmill-queue-widget").screenshot(path=str(SHOTS / "5-live-b.png"))
+        assert 0 < before < after <= 200
+        browser.close()
