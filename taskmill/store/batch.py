@@ -15,6 +15,7 @@ import os
 import sqlite3
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,17 @@ class Stager:
                     con.unregister("taskmill_part")
             finally:
                 con.execute("DETACH taskmill_stage")
+
+    def sweep(self, alive: Callable[[int], bool]) -> int:
+        """Delete staging files left beside the store by processes that died mid-batch."""
+        removed = 0
+        pattern = f".{self.store_path.name}.stage-*.sqlite"
+        for path in self.store_path.parent.glob(pattern):
+            pid = path.name[len(f".{self.store_path.name}.stage-") :].split("-", 1)[0]
+            if pid.isdigit() and not alive(int(pid)):
+                self.discard(path)
+                removed += 1
+        return removed
 
     @staticmethod
     def discard(path: Path) -> None:

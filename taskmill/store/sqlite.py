@@ -213,6 +213,8 @@ class TaskStore:
             raise
         self._conn = conn
         self.recover()
+        with contextlib.suppress(OSError):  # a read-only folder simply keeps them
+            self._stager.sweep(lambda pid: pid == os.getpid() or _pid_alive(pid))
 
     def _check_and_init(self, conn: sqlite3.Connection) -> None:
         path = self.path

@@ -1,0 +1,342 @@
+"""Reliability: crashes mid-batch, a full or read-only disk, and malformed input.
+
+Short forms run in CI; the long forms (``pytest -m slow``) run 20 crash trials and
+10,000 fuzzed inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import taskmill as tm
+
+from conftest import PYTHON, ROOT
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+ROWS, CHUNK = 3_000, 100
+
+
+def _keys() -> list[str]:
+    return [f"obj-{i:05d}" for i in range(ROWS)]
+
+
+def _stage_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob(".*.stage-*"))
+
+
+# ---------------------------------------------------------------- crashes
+
+SUBMITTER = textwrap.dedent("""
+    import sys, polars as pl, taskmill as tm
+    keys = [f"obj-{i:05d}" for i in range(%(rows)d)]
+    plan = pl.DataFrame({"task_type": ["t"] * len(keys), "dedup_key": keys,
+                         "payload": [k * 20 for k in keys]})
+    with tm.TaskStore.open(sys.argv[1]) as store:
+        print("ready", flush=True)
+        store.submit_batch(tm.BatchSubmission().transaction_limit(%(chunk)d)
+                           .chunk_size(%(chunk)d).tasks(plan))
+    print("done", flush=True)
+""") % {"rows": ROWS, "chunk": CHUNK}
+
+
+def crash_trial(folder: Path, seed: int) -> int:
+    """Kill a chunked batch at a random moment; check the store; resubmit; check again.
+
+    Returns how many chunks had committed when the process died.
+    """
+    db = folder / f"crash-{seed}.db"
+    proc = subprocess.Popen(
+        [PYTHON, "-c", SUBMITTER, str(db)], env=ENV, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(random.Random(seed).uniform(0.0, 1.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    proc.stdout.close()
+    keys = _keys()
+    with tm.TaskStore.open(db) as store:
+        assert store.integrity_check() == "ok"
+        assert not _stage_files(folder)  # a dead process's staging files are swept on open
+        present = store.tasks()
+        n = present.height
+        assert n % CHUNK == 0  # whole chunks only: each is all-or-nothing
+        assert present["dedup_key"].to_list() == keys[:n]  # in input order, a prefix
+        assert present["id"].to_list() == list(range(1, n + 1))
+        assert present["payload"].to_list() == [k.encode() * 20 for k in keys[:n]]
+        plan = pl.DataFrame(
+            {"task_type": ["t"] * ROWS, "dedup_key": keys, "payload": [k * 20 for k in keys]}
+        )
+        again = store.submit_batch(
+            tm.BatchSubmission().transaction_limit(CHUNK).chunk_size(CHUNK).tasks(plan)
+        )
+        assert again.counts()["deduplicated"] == n
+        assert again.counts()["submitted"] == ROWS - n
+        final = store.tasks()
+        assert final["dedup_key"].to_list() == keys  # exactly the batch, once, in order
+        assert final["id"].n_unique() == ROWS
+        assert store.integrity_check() == "ok"
+    return n // CHUNK
+
+
+def test_crash_mid_batch_short(tmp_path: Path) -> None:
+    committed = [crash_trial(tmp_path, seed) for seed in range(4)]
+    assert len(committed) == 4
+
+
+@pytest.mark.slow
+def test_crash_mid_batch_long(tmp_path: Path) -> None:
+    committed = [crash_trial(tmp_path, seed) for seed in range(20)]
+    # the kills landed at different moments: before, inside and after the batch
+    assert len(set(committed)) >= 4, committed
+
+
+# ---------------------------------------------------------------- faults
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs (the tests run as root, as CI does)."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_is_a_clear_error_and_nothing_half_written(small_fs: Path) -> None:
+    db = small_fs / "tasks.db"
+    with tm.TaskStore.open(db) as store:
+        store.submit_batch(
+            pl.DataFrame({"task_type": ["t"] * 10, "dedup_key": [f"k{i}" for i in range(10)]})
+        )
+        before = store.tasks()
+        big = pl.DataFrame(
+            {
+                "task_type": ["t"] * 20_000,
+                "dedup_key": [f"big-{i}" for i in range(20_000)],
+                "payload": ["x" * 300] * 20_000,
+            }
+        )
+        with pytest.raises(tm.SchedulerError) as err:
+            store.submit_batch(big)
+        assert err.value.kind == "store"
+        assert "full" in str(err.value).lower() or "space" in str(err.value).lower()
+        assert store.tasks().equals(before)
+        assert store.integrity_check() == "ok"
+        assert not _stage_files(small_fs)
+        # still usable
+        assert store.submit(tm.TaskSubmission("t", dedup_key="after")).action == "submitted"
+
+
+def test_read_only_file_system(small_fs: Path) -> None:
+    db = small_fs / "tasks.db"
+    with tm.TaskStore.open(db) as store:
+        store.submit(tm.TaskSubmission("t", dedup_key="k"))
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    try:
+        with pytest.raises(tm.SchedulerError) as err, tm.TaskStore.open(db) as store:
+            store.submit(tm.TaskSubmission("t", dedup_key="k2"))
+        assert err.value.kind == "store"
+        assert (
+            "readonly" in str(err.value).lower()
+            or "read-only" in str(err.value).lower()
+            or "unable to open" in str(err.value).lower()
+        )
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+    with tm.TaskStore.open(db) as store:
+        assert store.tasks()["dedup_key"].to_list() == ["k"]
+
+
+def test_staging_files_never_outlive_a_failed_batch(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    with tm.TaskStore.open(db) as store:
+        with pytest.raises(tm.SchedulerError):
+            store.submit_batch(pl.DataFrame({"task_type": ["t"], "nope": [1]}))
+        conn = store.conn
+        conn.execute("CREATE TRIGGER no BEFORE INSERT ON tasks BEGIN SELECT RAISE(ABORT, 'x'); END")
+        with pytest.raises(tm.SchedulerError):
+            store.submit_batch(pl.DataFrame({"task_type": ["t"] * 5}))
+        assert not _stage_files(tmp_path)
+    # a dead process's leftovers are swept when the store is next opened
+    leftover = tmp_path / ".tasks.db.stage-999999999-abc.sqlite"
+    leftover.write_bytes(b"")
+    mine = tmp_path / f".tasks.db.stage-{os.getpid()}-abc.sqlite"
+    mine.write_bytes(b"")
+    tm.TaskStore.open(db).close()
+    assert not leftover.exists() and mine.exists()
+    mine.unlink()
+
+
+# ---------------------------------------------------------------- malformed input
+
+NAMES = [
+    "task_type",
+    "dedup_key",
+    "group",
+    "priority",
+    "payload",
+    "label",
+    "expected_read_bytes",
+    "on_duplicate",
+    "max_retries",
+    "x'); DROP TABLE tasks; --",
+    'weird "name"',
+    "ünïcode",
+]
+DTYPES = [
+    pl.String,
+    pl.Int64,
+    pl.Float64,
+    pl.Boolean,
+    pl.Binary,
+    pl.List(pl.String),
+    pl.Null,
+    pl.UInt64,
+    pl.Int8,
+]
+
+
+def _values(dtype: pl.DataType, n: int) -> st.SearchStrategy:
+    text = st.one_of(
+        st.none(),
+        st.sampled_from(
+            ["", "t", "k1", "x" * 5000, "'; DROP TABLE tasks; --", "\u0000nul", "skip", "supersede"]
+        ),
+        st.text(max_size=8),
+    )
+    pick = {
+        pl.String: text,
+        pl.Int64: st.one_of(
+            st.none(), st.integers(-(2**63), 2**63 - 1), st.sampled_from([0, 5, 255, 256, -1])
+        ),
+        pl.Float64: st.one_of(
+            st.none(),
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.sampled_from([1.0, 2.5, 300.0]),
+        ),
+        pl.Boolean: st.one_of(st.none(), st.booleans()),
+        pl.Binary: st.one_of(st.none(), st.binary(max_size=10), st.just(b"\xff\xfe invalid utf-8")),
+        pl.Null: st.none(),
+        pl.UInt64: st.one_of(st.none(), st.integers(0, 2**64 - 1)),
+        pl.Int8: st.one_of(st.none(), st.integers(-128, 127)),
+    }
+    base = pick.get(
+        dtype, st.one_of(st.none(), st.lists(text.filter(lambda v: v is not None), max_size=3))
+    )
+    return st.lists(base, min_size=n, max_size=n)
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> pl.DataFrame:
+    n = draw(st.integers(0, 12))
+    names = draw(st.lists(st.sampled_from(NAMES), min_size=0, max_size=5, unique=True))
+    if draw(st.booleans()):
+        names = ["task_type", *[c for c in names if c != "task_type"]]
+    columns = {}
+    for name in names:
+        dtype = draw(
+            st.sampled_from(DTYPES if name != "task_type" or draw(st.booleans()) else [pl.String])
+        )
+        columns[name] = pl.Series(name, draw(_values(dtype, n)), dtype=dtype, strict=False)
+    return pl.DataFrame(columns) if columns else pl.DataFrame()
+
+
+def fuzz_once(store: tm.TaskStore, frame: pl.DataFrame) -> None:
+    before = store.tasks()
+    try:
+        out = store.submit_batch(frame)
+    except tm.SchedulerError as exc:
+        assert str(exc)  # a message that says what was wrong
+        assert store.tasks().equals(before)  # nothing written
+        return
+    assert len(out) == frame.height
+    assert out.to_polars()["index"].to_list() == list(range(frame.height))
+    added = out.counts()["submitted"] + out.counts()["superseded"]
+    after = store.tasks()
+    assert after.height == before.height + added - out.counts()["superseded"]
+    for _, err in out.failed:
+        assert isinstance(err, tm.SchedulerError) and err.kind and str(err)
+    assert (
+        after.filter(pl.col("dedup_key").is_not_null())
+        .select("task_type", "dedup_key")
+        .is_duplicated()
+        .sum()
+        == 0
+    )
+
+
+FUZZ = dict(
+    deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+
+
+@settings(max_examples=150, **FUZZ)
+@given(frame=tables())
+def test_malformed_tables_short(
+    tmp_path_factory: pytest.TempPathFactory, frame: pl.DataFrame
+) -> None:
+    db = tmp_path_factory.getbasetemp() / "fuzz-short.db"
+    with tm.TaskStore.open(db) as store:
+        fuzz_once(store, frame)
+        assert store.integrity_check() == "ok"
+
+
+@pytest.mark.slow
+@settings(max_examples=10_000, **FUZZ)
+@given(frame=tables())
+def test_malformed_tables_long(
+    tmp_path_factory: pytest.TempPathFactory, frame: pl.DataFrame
+) -> None:
+    db = tmp_path_factory.getbasetemp() / "fuzz-long.db"
+    with tm.TaskStore.open(db) as store:
+        fuzz_once(store, frame)
+
+
+def test_hostile_keys_groups_and_column_names_are_data(store: tm.TaskStore) -> None:
+    evil = "x'); DROP TABLE tasks; --"
+    out = store.submit_batch(
+        pl.DataFrame(
+            {
+                "task_type": [evil],
+                "dedup_key": [evil],
+                "group": [evil],
+                "label": ['"; DELETE FROM history'],
+            }
+        )
+    )
+    assert out.submitted == [1]
+    assert store.tasks().select("task_type", "dedup_key", "group").rows() == [(evil, evil, evil)]
+    with pytest.raises(tm.SchedulerError, match="unknown column"):
+        store.submit_batch(pl.DataFrame({"task_type": ["t"], evil: [1]}))
+    assert store.integrity_check() == "ok" and store.counts()["pending"] == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "limit"), [("task_type", 4096), ("dedup_key", 4096), ("group", 1024), ("label", 1024)]
+)
+def test_text_limits_at_and_past_the_edge(store: tm.TaskStore, field: str, limit: int) -> None:
+    base = {"task_type": "t", "dedup_key": None, "group": None, "label": None}
+    ok = {**base, field: "a" * limit}
+    too_long = {**base, field: "b" * (limit + 1)}
+    out = store.submit_batch(pl.DataFrame([ok, too_long], schema={k: pl.String for k in base}))
+    assert out.counts()["submitted"] == 1
+    [(index, err)] = out.failed
+    assert index == 1 and err.field == field
+    assert f"longer than {limit:,} characters" in str(err)
