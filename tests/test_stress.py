@@ -1,13 +1,18 @@
 """Threads submit batches and single tasks into one store file while a scheduler
-dispatches from it; afterwards nothing is lost, doubled or corrupt.
+dispatches from it, and a second process submits batches through its own TaskStore, with a
+SKIP-heavy and a SUPERSEDE-heavy mix; afterwards nothing is lost, doubled or corrupt.
 
-The short form runs in CI; the long form (``pytest -m slow``) runs for a minute.
+The short form runs in CI; the long form (``pytest -m slow``) runs a minute per mix.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -18,7 +23,30 @@ import pytest
 
 import taskmill as tm
 
+from conftest import ROOT
+
 KEYS = [f"obj-{i}" for i in range(400)]
+
+
+PROCESS_SUBMITTER = """
+import json, random, sys, time
+import polars as pl
+import taskmill as tm
+db, seed, seconds, supersede = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+rng = random.Random(seed)
+keys = [f"obj-{i}" for i in range(400)]
+ids = []
+deadline = time.monotonic() + seconds
+with tm.TaskStore.open(db) as store:
+    while time.monotonic() < deadline:
+        n = rng.randrange(1, 300)
+        strategy = "supersede" if supersede == "1" and rng.random() < 0.7 else "skip"
+        out = store.submit_batch(pl.DataFrame({
+            "task_type": ["t"] * n, "dedup_key": [rng.choice(keys) for _ in range(n)],
+            "on_duplicate": [strategy] * n}))
+        ids += out.submitted + [new for new, _ in out.superseded]
+print(json.dumps(ids))
+"""
 
 
 def submitter(
@@ -28,13 +56,19 @@ def submitter(
     shared: tm.TaskStore | None,
     ids: list[int],
     errors: list[BaseException],
+    supersede_heavy: bool = False,
 ) -> None:
     rng = random.Random(seed)
     store = shared or tm.TaskStore.open(db_path)
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
-            strategy = rng.choice(["skip", "skip", "supersede", "reject"])
+            choices = (
+                ["supersede"] * 3 + ["skip", "reject"]
+                if supersede_heavy
+                else ["skip", "skip", "supersede", "reject"]
+            )
+            strategy = rng.choice(choices)
             if rng.random() < 0.3:
                 try:
                     res = store.submit(
@@ -75,7 +109,7 @@ def submitter(
             store.close()
 
 
-async def run_stress(db_path: Path, seconds: float) -> None:
+async def run_stress(db_path: Path, seconds: float, supersede_heavy: bool = False) -> None:
     completed: Counter[int] = Counter()
 
     async def work(ctx: tm.TaskContext) -> None:
@@ -98,13 +132,29 @@ async def run_stress(db_path: Path, seconds: float) -> None:
         default_group_concurrency=4,
     ) as sched:
         events = sched.subscribe(maxsize=1_000_000)
+        mix = supersede_heavy
         threads = [
-            threading.Thread(target=submitter, args=(db_path, 1, seconds, None, ids, errors)),
-            threading.Thread(target=submitter, args=(db_path, 2, seconds, None, ids, errors)),
+            threading.Thread(target=submitter, args=(db_path, 1, seconds, None, ids, errors, mix)),
+            threading.Thread(target=submitter, args=(db_path, 2, seconds, None, ids, errors, mix)),
             threading.Thread(
-                target=submitter, args=(db_path, 3, seconds, sched.store, ids, errors)
+                target=submitter, args=(db_path, 3, seconds, sched.store, ids, errors, mix)
             ),
         ]
+        # and a second process, through its own TaskStore
+        other = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                PROCESS_SUBMITTER,
+                str(db_path),
+                "5",
+                str(seconds),
+                "1" if supersede_heavy else "0",
+            ],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for t in threads:
             t.start()
         # the scheduler's own API, and cancellations, meanwhile
@@ -121,6 +171,9 @@ async def run_stress(db_path: Path, seconds: float) -> None:
             await asyncio.sleep(0.01)
         for t in threads:
             await asyncio.to_thread(t.join, 60)
+        out, _ = await asyncio.to_thread(other.communicate, timeout=120)
+        assert other.returncode == 0
+        ids.extend(json.loads(out))
         assert not errors, errors
         await sched.wait_idle(timeout=120)
         store = sched.store
@@ -157,10 +210,12 @@ async def run_stress(db_path: Path, seconds: float) -> None:
     assert cancelled >= 0
 
 
-async def test_stress_short(db_path: Path) -> None:
-    await run_stress(db_path, seconds=4)
+@pytest.mark.parametrize("supersede_heavy", [False, True], ids=["skip-heavy", "supersede-heavy"])
+async def test_stress_short(db_path: Path, supersede_heavy: bool) -> None:
+    await run_stress(db_path, seconds=4, supersede_heavy=supersede_heavy)
 
 
 @pytest.mark.slow
-async def test_stress_long(db_path: Path) -> None:
-    await run_stress(db_path, seconds=60)
+@pytest.mark.parametrize("supersede_heavy", [False, True], ids=["skip-heavy", "supersede-heavy"])
+async def test_stress_long(db_path: Path, supersede_heavy: bool) -> None:
+    await run_stress(db_path, seconds=60, supersede_heavy=supersede_heavy)
