@@ -531,10 +531,8 @@ def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
         elif name in _TEXT and isinstance(dtype, pl.String | pl.Categorical | pl.Enum):
             exprs.append(pl.col(name).cast(pl.String))
         elif name in _INTS and dtype.is_integer():
-            if dtype == pl.UInt64:
-                exprs.append(pl.col(name).cast(pl.Int64, strict=False))
-            else:
-                exprs.append(pl.col(name).cast(pl.Int64))
+            # UInt64 stays unsigned until checked: a value past the Int64 range fails its row
+            exprs.append(pl.col(name) if dtype == pl.UInt64 else pl.col(name).cast(pl.Int64))
         elif name in _INTS and dtype.is_float():
             float_ints.append(name)
             exprs.append(pl.col(name).cast(pl.Float64))
@@ -604,7 +602,7 @@ def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
                 name,
                 pl.format(
                     f"{name} must be within {low}..{high}, got {{}}",
-                    col.cast(pl.Int64, strict=False),
+                    col.cast(pl.Int64, strict=False) if name in float_ints else col,
                 ),
             )
         )
@@ -655,7 +653,7 @@ def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
         .cast(pl.Int64, strict=False)
         .alias(n)
         if n in float_ints
-        else pl.col(n)
+        else pl.col(n).cast(pl.Int64, strict=False)  # past-range UInt64 rows have failed
         for n in _INTS
     ]
     out = df.with_columns(kind.alias("error_kind"), fld.alias("error_field"), msg.alias("error"))

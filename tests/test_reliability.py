@@ -340,3 +340,15 @@ def test_text_limits_at_and_past_the_edge(store: tm.TaskStore, field: str, limit
     [(index, err)] = out.failed
     assert index == 1 and err.field == field
     assert f"longer than {limit:,} characters" in str(err)
+
+
+def test_unsigned_values_past_int64_fail_their_row(store: tm.TaskStore) -> None:
+    frame = pl.DataFrame(
+        {"task_type": ["t", "t"], "expected_read_bytes": pl.Series([5, 2**64 - 1], dtype=pl.UInt64)}
+    )
+    out = store.submit_batch(frame)
+    assert out.submitted == [1]
+    [(index, err)] = out.failed
+    assert index == 1 and err.kind == "invalid_expected_bytes"
+    assert str(err).endswith("got 18446744073709551615")
+    assert store.tasks()["expected_read_bytes"].to_list() == [5]
