@@ -97,6 +97,7 @@ def test_crash_mid_batch_short(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_crash_mid_batch_long(tmp_path: Path) -> None:
     committed = [crash_trial(tmp_path, seed) for seed in range(20)]
     # the kills landed at different moments: before, inside and after the batch
@@ -299,6 +300,7 @@ def test_malformed_tables_short(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @settings(max_examples=10_000, **FUZZ)
 @given(frame=tables())
 def test_malformed_tables_long(

@@ -216,6 +216,7 @@ async def test_stress_short(db_path: Path, supersede_heavy: bool) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("supersede_heavy", [False, True], ids=["skip-heavy", "supersede-heavy"])
 async def test_stress_long(db_path: Path, supersede_heavy: bool) -> None:
     await run_stress(db_path, seconds=60, supersede_heavy=supersede_heavy)
