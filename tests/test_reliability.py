@@ -6,6 +6,7 @@ Short forms run in CI; the long forms (``pytest -m slow``) run 20 crash trials a
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -102,6 +103,9 @@ def test_crash_mid_batch_long(tmp_path: Path) -> None:
     committed = [crash_trial(tmp_path, seed) for seed in range(20)]
     # the kills landed at different moments: before, inside and after the batch
     assert len(set(committed)) >= 4, committed
+    out = ROOT / "test-output" / "crash-trials.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"trials": 20, "chunks_committed_at_kill": committed}))
 
 
 # ---------------------------------------------------------------- faults

@@ -109,7 +109,7 @@ def submitter(
             store.close()
 
 
-async def run_stress(db_path: Path, seconds: float, supersede_heavy: bool = False) -> None:
+async def run_stress(db_path: Path, seconds: float, supersede_heavy: bool = False) -> dict:
     completed: Counter[int] = Counter()
 
     async def work(ctx: tm.TaskContext) -> None:
@@ -208,6 +208,17 @@ async def run_stress(db_path: Path, seconds: float, supersede_heavy: bool = Fals
     assert len(batch_ids) == len(set(batch_ids))
     assert sorted(e.task_id for e in got if isinstance(e, tm.TaskCompleted)) == sorted(done)
     assert cancelled >= 0
+    return {
+        "seconds": seconds,
+        "supersede_heavy": supersede_heavy,
+        "task_ids": len(ids),
+        "finished": len(history_ids),
+        "completed": len(done),
+        "cancels": cancelled,
+        "events": len(got),
+        "threads": 3,
+        "processes": 2,
+    }
 
 
 @pytest.mark.parametrize("supersede_heavy", [False, True], ids=["skip-heavy", "supersede-heavy"])
@@ -219,4 +230,7 @@ async def test_stress_short(db_path: Path, supersede_heavy: bool) -> None:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("supersede_heavy", [False, True], ids=["skip-heavy", "supersede-heavy"])
 async def test_stress_long(db_path: Path, supersede_heavy: bool) -> None:
-    await run_stress(db_path, seconds=60, supersede_heavy=supersede_heavy)
+    figures = await run_stress(db_path, seconds=60, supersede_heavy=supersede_heavy)
+    out = ROOT / "test-output" / f"stress-{'supersede' if supersede_heavy else 'skip'}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(figures))
