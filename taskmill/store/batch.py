@@ -96,6 +96,38 @@ def _duckdb() -> Any:
     return _DUCK
 
 
+def warm_up() -> None:
+    """Start DuckDB and load its SQLite extension now (about 0.15 s, once per process),
+    so that the first batch does not pay for it.  Idempotent and thread-safe."""
+    import pyarrow as pa
+
+    with _DUCK_LOCK:
+        con = _duckdb()
+        con.register("taskmill_warm_up", pa.table({"x": [1]}))
+        try:
+            con.execute("SELECT x FROM taskmill_warm_up").fetchall()
+        finally:
+            con.unregister("taskmill_warm_up")
+
+
+_WARMING: threading.Thread | None = None
+
+
+def warm_up_in_background() -> None:
+    """:func:`warm_up` on a daemon thread, started once per process."""
+    global _WARMING
+    with _DUCK_LOCK:
+        if _DUCK is not None or _WARMING is not None:
+            return
+        _WARMING = threading.Thread(target=_quiet_warm_up, name="taskmill-warm-up", daemon=True)
+        _WARMING.start()
+
+
+def _quiet_warm_up() -> None:
+    with contextlib.suppress(Exception):  # a real batch reports any problem itself
+        warm_up()
+
+
 class Stager:
     """Writes batch parts into private staging SQLite files through DuckDB."""
 

@@ -31,7 +31,7 @@ from ..model import (
 from ..outcome import BatchOutcome, build_outcome
 from ..plan import Prepared, prepare
 from ..validation import Defaults, Row, check_submission
-from .batch import Stager, StagingPipeline, decide, split_parts
+from .batch import Stager, StagingPipeline, decide, split_parts, warm_up_in_background
 from .sql import APPLICATION_ID, SCHEMA_VERSION, q, schema, statements
 
 __all__ = ["ClaimedTask", "CommitHook", "TaskStore"]
@@ -484,6 +484,7 @@ class TaskStore:
         progress: Callable[[int, int], None] | None = None,
     ) -> BatchOutcome:
         started = time.perf_counter()
+        warm_up_in_background()  # DuckDB starts while the batch is prepared
         prepared = prepare(tasks)
         frame = prepared.frame
         n = frame.height
