@@ -358,3 +358,18 @@ def test_unsigned_values_past_int64_fail_their_row(store: tm.TaskStore) -> None:
     assert index == 1 and err.kind == "invalid_expected_bytes"
     assert str(err).endswith("got 18446744073709551615")
     assert store.tasks()["expected_read_bytes"].to_list() == [5]
+
+
+def test_exiting_right_after_a_batch_that_staged_nothing(tmp_path: Path) -> None:
+    """DuckDB starts in the background when a batch begins; a process that exits before
+    it is ready (nothing was staged) must still exit cleanly."""
+    code = textwrap.dedent(f"""
+        import polars as pl, taskmill as tm
+        store = tm.TaskStore.open({str(tmp_path / "t.db")!r})
+        store.plan_batch(pl.DataFrame({{"task_type": [""]}}))
+    """)
+    for _ in range(5):
+        proc = subprocess.run(
+            [PYTHON, "-c", code], env=ENV, capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
