@@ -88,6 +88,18 @@ def _fresh_store(folder: Path, template: Path | None, run: int) -> Path:
     return path
 
 
+def _submissions(df: Any) -> list[Any]:
+    """The plan as ``TaskSubmission`` objects (what a caller of the list API holds)."""
+    from .model import TaskSubmission
+
+    return [
+        TaskSubmission(
+            t, dedup_key=k, group=g, priority=p, payload=pl_.encode(), expected_net_tx_bytes=b
+        )
+        for t, k, g, p, pl_, b in df.iter_rows()
+    ]
+
+
 def _plan_file(folder: Path, rows: int, existing: int) -> Path:
     return folder / f"plan-{rows}-{existing}.parquet"
 
@@ -110,7 +122,6 @@ _INSERT = (
 def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tuple[float, bool]:
     import polars as pl
 
-    from .model import TaskSubmission
     from .store import TaskStore
 
     if case in ("list", "polars", "parquet"):
@@ -124,12 +135,7 @@ def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tu
     df = _plan(rows, existing)
     if case == "one_by_one":
         sample = min(rows, ONE_BY_ONE_SAMPLE)
-        subs = [
-            TaskSubmission(
-                t, dedup_key=k, group=g, priority=p, payload=pl_.encode(), expected_net_tx_bytes=b
-            )
-            for t, k, g, p, pl_, b in df.head(sample).iter_rows()
-        ]
+        subs = _submissions(df.head(sample))
         with TaskStore.open(path) as store:
             t0 = time.perf_counter()
             for sub in subs:
@@ -157,12 +163,7 @@ def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tu
         took = asyncio.run(drain())
         return took * rows / sample, sample < rows
     if case == "list":
-        subs = [
-            TaskSubmission(
-                t, dedup_key=k, group=g, priority=p, payload=pl_.encode(), expected_net_tx_bytes=b
-            )
-            for t, k, g, p, pl_, b in df.iter_rows()
-        ]
+        subs = _submissions(df)
         with TaskStore.open(path) as store:
             t0 = time.perf_counter()
             store.submit_batch(subs)

@@ -180,19 +180,13 @@ def _summary(outcome: Any, db: str) -> dict[str, Any]:
 
 
 def _print_outcome(outcome: Any, db: str) -> None:
-    from rich.table import Table
-
-    from .outcome import ACTIONS
+    from .render import outcome_table
 
     console = _console()
     head = "plan (nothing written)" if outcome.planned else "submitted"
     console.print(f"{head}: {len(outcome):,} rows into {db} in {outcome.elapsed or 0:.2f} s")
-    table = Table("group", "rows", *ACTIONS, title="per group")
-    for row in outcome.summary("group").iter_rows(named=True):
-        table.add_row(str(row["group"]), f"{row['rows']:,}", *(f"{row[a]:,}" for a in ACTIONS))
+    console.print(outcome_table(outcome, "per group"))
     counts = outcome.counts()
-    table.add_row("all", f"{len(outcome):,}", *(f"{counts[a]:,}" for a in ACTIONS), style="bold")
-    console.print(table)
     for index, err in outcome.failed[:5]:
         console.print(f"failed row {index}: [{err.kind}] {err}", markup=False)
     if counts["failed"] > 5:
@@ -377,7 +371,7 @@ async def run_worker(
     """Run a scheduler in the foreground until idle (with ``until_idle``) or a signal."""
     from rich.live import Live
 
-    from .model import TaskCompleted, TaskFailed
+    from .render import tally
     from .scheduler import Scheduler
 
     seen: Counter[str] = Counter()
@@ -392,10 +386,7 @@ async def run_worker(
 
         async def consume() -> None:
             async for event in events:
-                if isinstance(event, TaskCompleted):
-                    seen["completed"] += 1
-                elif isinstance(event, TaskFailed):
-                    seen["retried" if event.will_retry else "failed"] += 1
+                tally(seen, event)
 
         def status() -> str:
             rate = seen["completed"] / max(time.monotonic() - started, 1e-9)

@@ -12,7 +12,6 @@ from typing import Any
 
 import polars as pl
 
-from .model import TaskCompleted, TaskFailed
 from .scheduler import Scheduler, TaskContext
 
 #: The committed sample plan (``data/`` beside the package, in a source checkout).
@@ -78,9 +77,8 @@ async def run_demo(db: str, plan_path: Path | None = None, console: Any = None) 
     ``skip``: running the demo again changes nothing and says so.
     """
     from rich.console import Console
-    from rich.table import Table
 
-    from .outcome import ACTIONS
+    from .render import outcome_table, tally
 
     console = console or Console(highlight=False)
     plan = pl.read_parquet(plan_path) if plan_path else sample_plan()
@@ -108,10 +106,7 @@ async def run_demo(db: str, plan_path: Path | None = None, console: Any = None) 
         events = sched.subscribe(maxsize=1_000_000)
         outcome = await sched.submit_batch(todo)
         counts = outcome.counts()
-        table = Table("group", "rows", *ACTIONS, title=f"submitted to {db}")
-        for row in outcome.summary("group").iter_rows(named=True):
-            table.add_row(str(row["group"]), f"{row['rows']:,}", *(f"{row[a]:,}" for a in ACTIONS))
-        console.print(table)
+        console.print(outcome_table(outcome, f"submitted to {db}"))
         for index, err in outcome.failed[:3]:
             console.print(f"  invalid row {index}: [{err.kind}] {err}", markup=False)
         if counts["submitted"] + counts["superseded"] == 0:
@@ -124,10 +119,7 @@ async def run_demo(db: str, plan_path: Path | None = None, console: Any = None) 
         took = time.monotonic() - started
         seen: Counter[str] = Counter()
         for event in events.drain():
-            if isinstance(event, TaskCompleted):
-                seen["completed"] += 1
-            elif isinstance(event, TaskFailed):
-                seen["retried" if event.will_retry else "failed"] += 1
+            tally(seen, event)
         store_counts = await asyncio.to_thread(sched.store.counts)
     console.print(
         f"ran {seen['completed']:,} tasks in {took:.1f} s: {seen['retried']:,} "

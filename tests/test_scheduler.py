@@ -265,6 +265,18 @@ async def test_cancel_pending(db_path: Path) -> None:
     ]
 
 
+def start_ticker() -> tuple[asyncio.Task[None], list[int]]:
+    """A task counting 10 ms ticks of the event loop: it only ticks if nothing blocks it."""
+    ticks = [0]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks[0] += 1
+
+    return asyncio.create_task(tick()), ticks
+
+
 async def test_sync_executors_run_off_the_event_loop(db_path: Path) -> None:
     threads: list[str] = []
 
@@ -272,36 +284,20 @@ async def test_sync_executors_run_off_the_event_loop(db_path: Path) -> None:
         threads.append(threading.current_thread().name)
         time.sleep(0.3)
 
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
     async with tm.Scheduler(db_path, executors={"t": blocking}, max_concurrency=2) as sched:
-        t = asyncio.create_task(ticker())
+        t, ticks = start_ticker()
         await sched.submit(tm.TaskSubmission("t"))
         await sched.submit(tm.TaskSubmission("t"))
         await sched.wait_idle(timeout=10)
         t.cancel()
     assert all(name.startswith("taskmill-exec") for name in threads) and len(threads) == 2
-    assert ticks >= 10  # the loop kept running while both executors slept
+    assert ticks[0] >= 10  # the loop kept running while both executors slept
 
 
 async def test_store_work_does_not_block_the_loop(db_path: Path) -> None:
     """A store call that has to wait (here: its lock held by another thread) runs off-loop."""
     async with tm.Scheduler(db_path, executors={}) as sched:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        t = asyncio.create_task(ticker())
+        t, ticks = start_ticker()
         release = threading.Event()
 
         def hold() -> None:
@@ -317,7 +313,7 @@ async def test_store_work_does_not_block_the_loop(db_path: Path) -> None:
         await sub
         holder.join()
         t.cancel()
-    assert ticks >= 15
+    assert ticks[0] >= 15
 
 
 async def test_type_without_executor_stays_pending(db_path: Path) -> None:

@@ -816,11 +816,7 @@ class TaskStore:
         Returns ``False`` (and changes nothing) when the task is no longer running
         for ``owner`` — it was cancelled or superseded meanwhile.
         """
-        with self._write() as conn:
-            if not self._owns(conn, task_id, owner):
-                return False
-            self._finish(conn, [task_id], "completed", time.time())
-            return True
+        return task_id in self.complete_many([task_id], owner=owner)
 
     def complete_many(self, task_ids: Sequence[int], *, owner: str) -> set[int]:
         """:meth:`complete` for many tasks in one transaction; returns the ids completed."""
