@@ -388,3 +388,30 @@ class TaskSuperseded(Event):
     task_id: int
     replaced_by: int
     was_running: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreUnavailable(Event):
+    """A call that records a result could not reach the store; it is retried in
+    ``retry_in`` seconds (``tries`` so far).  Nothing is lost meanwhile."""
+
+    operation: str
+    error: str
+    tries: int
+    retry_in: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreRecovered(Event):
+    """A call that had failed reached the store again after ``tries`` failed tries."""
+
+    operation: str
+    tries: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TasksRecovered(Event):
+    """``count`` running tasks of stopped workers (their lease ran out, or their
+    process died) were put back to pending by this scheduler."""
+
+    count: int

@@ -1,7 +1,18 @@
-"""The async scheduler: dispatch loop, executors, retries and events. No SQL here.
+"""The async scheduler: dispatch loop, executors, retries, leases and events. No SQL here.
 
 Every store call runs off the event loop (``asyncio.to_thread``), so a long write
-never blocks dispatching or a notebook.
+never blocks dispatching or a notebook.  The scheduler talks to its store only through
+:class:`~taskmill.store.StoreProtocol`.
+
+What it guarantees:
+
+- an attempt is owned by one scheduler at a time: an attempt whose code cannot be
+  interrupted (a plain function on a thread) stays owned, its lease renewed, until it
+  returns; its result is recorded, and only then may the task be handed back;
+- a result that cannot be recorded (the store is locked, a disk is full) is retried
+  with backoff, logged at WARNING and announced by :class:`StoreUnavailable`;
+- the dispatch loop logs unexpected errors with their traceback and goes on; when it
+  cannot, :meth:`Scheduler.wait_idle` and :meth:`Scheduler.close` raise.
 """
 
 from __future__ import annotations
@@ -14,28 +25,33 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .model import (
+    ACTIVE_STATUSES,
     BatchSubmitted,
     Event,
     SchedulerError,
+    StoreRecovered,
+    StoreUnavailable,
     SubmitOutcome,
     TaskCancelled,
     TaskCompleted,
     TaskDispatched,
     TaskFailed,
     TaskProgress,
+    TasksRecovered,
     TaskSubmission,
     TaskSubmitted,
     TaskSuperseded,
     TaskUpgraded,
 )
 from .outcome import BatchOutcome
-from .store import ClaimedTask, TaskStore
+from .store import ClaimedTask, StoreProtocol, TaskStore
+from .store.sqlite import DEFAULT_LEASE_TIMEOUT
 
 __all__ = ["Executor", "Scheduler", "Subscription", "TaskContext"]
 
@@ -43,6 +59,12 @@ log = logging.getLogger("taskmill")
 
 T = TypeVar("T")
 Executor = Callable[["TaskContext"], Any]
+
+#: Unexpected errors in a row after which the dispatch loop gives up (and
+#: ``wait_idle()`` / ``close()`` raise); store errors are retried without end.
+MAX_UNEXPECTED_ERRORS = 10
+#: Longest wait between two tries of a store call that records a result.
+MAX_STORE_BACKOFF = 5.0
 
 
 async def _wait_event(event: asyncio.Event, timeout: float) -> None:
@@ -163,7 +185,7 @@ class _Attempt:
     ctx: TaskContext
     started: float
     job: asyncio.Task[None] | None = None
-    stop_reason: str | None = None  # "cancelled" | "superseded" | "shutdown"
+    stop_reason: str | None = None  # "cancelled" | "superseded" | "shutdown" | "lost"
     settling: bool = False  # the executor has returned; its outcome is being recorded
     replaced_by: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -185,12 +207,20 @@ class Scheduler:
     - ``poll_interval``: how often the store is polled for work submitted by other
       processes and for retries that became due.
     - ``close_timeout``: on close, how long running attempts may finish before they
-      are cancelled and put back to pending.
+      are told to stop (``ctx.cancelled``; async ones are cancelled) and, once their
+      code has returned, put back to pending.
+    - ``lease_timeout``: this scheduler renews its lease on its running tasks every
+      few seconds; a task whose owner stopped renewing for that long (a killed
+      process, a machine gone) is put back to pending by any scheduler on the store,
+      not counted as a try.  A dead process on this host is detected at once.
+
+    ``store`` is a location (a SQLite file path) or an open store (anything that
+    implements :class:`~taskmill.store.StoreProtocol`, such as :class:`TaskStore`).
     """
 
     def __init__(
         self,
-        store: str | os.PathLike[str] | TaskStore,
+        store: str | os.PathLike[str] | StoreProtocol,
         *,
         executors: Mapping[str, Executor] | None = None,
         max_concurrency: int = 4,
@@ -201,15 +231,18 @@ class Scheduler:
         max_retry_delay: float = 300.0,
         poll_interval: float = 0.5,
         close_timeout: float = 10.0,
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
         event_buffer: int = 10_000,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
+        if not lease_timeout > 0:
+            raise ValueError("lease_timeout must be more than 0 seconds")
         self._store_arg = store
-        self._own_store = not isinstance(store, TaskStore)
-        self._store: TaskStore | None = store if isinstance(store, TaskStore) else None
+        self._own_store = isinstance(store, (str, os.PathLike))
+        self._store: StoreProtocol | None = None if self._own_store else store  # type: ignore[assignment]
         self.executors: dict[str, Executor] = dict(executors or {})
         self.max_concurrency = max_concurrency
         self.group_concurrency = dict(group_concurrency or {})
@@ -219,11 +252,14 @@ class Scheduler:
         self.max_retry_delay = max_retry_delay
         self.poll_interval = poll_interval
         self.close_timeout = close_timeout
+        self.lease_timeout = lease_timeout
         self.event_buffer = event_buffer
+        #: The last store error that held back recording a result, while it lasts
+        #: (``None`` when the store answers); the live widget shows it.
+        self.store_error: str | None = None
 
         self._owner: str | None = None
         self._running: dict[int, _Attempt] = {}
-        self._group_running: collections.Counter[str] = collections.Counter()
         self._subscribers: set[Subscription] = set()
         self._wake: asyncio.Event | None = None
         self._activity: asyncio.Event | None = None
@@ -234,6 +270,11 @@ class Scheduler:
         self._started = False
         self._completions: list[tuple[int, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+        self._reconcile_needed = False
+        self._fatal: BaseException | None = None
+        self._unrecorded: list[int] = []
+        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -242,7 +283,7 @@ class Scheduler:
         """The scheduler's :class:`TaskStore`, for queries."""
         if self._store is None:
             raise SchedulerError("the scheduler is not started (use 'async with')", kind="state")
-        return self._store
+        return self._store  # type: ignore[return-value]
 
     async def start(self) -> Scheduler:
         """Open the store and start dispatching (``async with`` does this)."""
@@ -253,7 +294,9 @@ class Scheduler:
             self._store = await asyncio.to_thread(TaskStore.open, self._store_arg)  # type: ignore[arg-type]
         else:
             await asyncio.to_thread(self._store.recover)
-        self._owner = self._store.new_owner()
+        self._owner = await asyncio.to_thread(
+            self._store.new_owner, lease_timeout=self.lease_timeout
+        )
         self._wake = asyncio.Event()
         self._activity = asyncio.Event()
         self._pool = ThreadPoolExecutor(
@@ -261,8 +304,22 @@ class Scheduler:
         )
         self._started = True
         self._closing = False
+        self._fatal = None
+        self._unrecorded = []
         self._loop_task = asyncio.create_task(self._dispatch_loop(), name="taskmill-dispatch")
+        self._loop_task.add_done_callback(self._loop_ended)
+        self._lease_task = asyncio.create_task(self._lease_loop(), name="taskmill-lease")
         return self
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        """The dispatch loop ended: on close that is expected; otherwise it is fatal."""
+        if task.cancelled() or self._closing:
+            return
+        exc = task.exception()
+        if self._fatal is None:
+            self._fatal = exc or SchedulerError("the dispatch loop stopped", kind="scheduler")
+        if self._activity is not None:
+            self._activity.set()
 
     async def __aenter__(self) -> Scheduler:
         return await self.start()
@@ -272,27 +329,60 @@ class Scheduler:
 
     async def close(self, timeout: float | None = None) -> None:
         """Stop dispatching; let running attempts finish within ``timeout`` (default
-        ``close_timeout``), then cancel the rest and put them back to pending."""
+        ``close_timeout``), then tell the rest to stop and, once their code has
+        returned, put them back to pending (an attempt that completed anyway is
+        recorded as completed).
+
+        Raises :class:`SchedulerError` after closing when the dispatch loop had
+        failed for good, or when results could not be recorded because the store
+        stayed unavailable (those tasks return to pending when this scheduler's lease
+        runs out).
+        """
         if not self._started or self._closing:
             return
         self._closing = True
         timeout = self.close_timeout if timeout is None else timeout
         assert self._loop_task is not None and self._owner is not None
         self._loop_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._loop_task
-        jobs = [a.job for a in self._running.values() if a.job is not None]
+        jobs = {a.job for a in self._running.values() if a.job is not None}
         if jobs:
             _, pending = await asyncio.wait(jobs, timeout=timeout)
             for attempt in list(self._running.values()):
-                if attempt.job in pending:
+                if attempt.job in pending and not attempt.settling:
                     attempt.stop_reason = attempt.stop_reason or "shutdown"
                     attempt.ctx._cancelled = True
-                    attempt.job.cancel()
-            if pending:
-                await asyncio.wait(pending)
+                    if self._is_async(attempt):
+                        attempt.job.cancel()
+            # code on a thread cannot be interrupted: its task stays ours (the lease
+            # is renewed meanwhile) until it returns and its result is recorded
+            while pending:
+                _, pending = await asyncio.wait(pending, timeout=30.0)
+                if pending:
+                    log.warning(
+                        "taskmill: still waiting for %d executor(s) told to stop (tasks %s)",
+                        len(pending),
+                        sorted(a.task.id for a in self._running.values() if a.job in pending),
+                    )
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._lease_task
         store = self.store
-        await asyncio.to_thread(store.release_owner, self._owner)
+        problems: list[str] = []
+        try:
+            await self._persist("the release of this worker", store.release_owner, self._owner)
+        except SchedulerError as exc:
+            problems.append(str(exc))
+        for hook in list(self._close_hooks):
+            try:
+                await hook()
+            except Exception:  # a view must never stop a close
+                log.exception("taskmill: a close hook failed")
         for sub in list(self._subscribers):
             sub._end()
         self._subscribers.clear()
@@ -302,6 +392,27 @@ class Scheduler:
             await asyncio.to_thread(store.close)
             self._store = None
         self._started = False
+        if self._unrecorded:
+            problems.insert(
+                0,
+                f"the results of tasks {sorted(self._unrecorded)} could not be recorded; "
+                f"they return to pending when this worker's lease ({self.lease_timeout:g} s) "
+                "runs out",
+            )
+        if self._fatal is not None:
+            raise SchedulerError(
+                f"the scheduler's dispatch loop failed: {self._fatal!r}", kind="scheduler"
+            ) from self._fatal
+        if problems:
+            raise SchedulerError("; ".join(problems), kind="store")
+
+    def _on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` when closing, after every result is recorded and before the
+        store is closed (the live widget's final redraw)."""
+        self._close_hooks.append(hook)
+
+    def _is_async(self, attempt: _Attempt) -> bool:
+        return inspect.iscoroutinefunction(self.executors.get(attempt.task.task_type))
 
     # ------------------------------------------------------------------ events
 
@@ -442,9 +553,7 @@ class Scheduler:
         attempt.ctx._cancelled = True
         if attempt.settling:
             return
-        if attempt.job is not None and inspect.iscoroutinefunction(
-            self.executors.get(attempt.task.task_type)
-        ):
+        if attempt.job is not None and self._is_async(attempt):
             attempt.job.cancel()
 
     # ------------------------------------------------------------------ waiting
@@ -460,6 +569,7 @@ class Scheduler:
             assert self._activity is not None
             while True:
                 self._activity.clear()
+                self._raise_if_failed()
                 if not self._running:
                     left = await self._db(self.store.has_work, self.executors)
                     if not left and not self._running:
@@ -471,6 +581,12 @@ class Scheduler:
         async with asyncio.timeout(timeout):
             await idle()
 
+    def _raise_if_failed(self) -> None:
+        if self._fatal is not None:
+            raise SchedulerError(
+                f"the scheduler's dispatch loop failed: {self._fatal!r}", kind="scheduler"
+            ) from self._fatal
+
     @property
     def running(self) -> dict[int, str]:
         """Ids of the attempts running now, with their task type."""
@@ -480,15 +596,36 @@ class Scheduler:
 
     async def _dispatch_loop(self) -> None:
         assert self._wake is not None
+        failures = 0
+        unexpected = 0
         while not self._closing:
             self._wake.clear()
             try:
+                if self._reconcile_needed:
+                    await self._reconcile()
                 await self._check_lost()
                 await self._dispatch()
                 delay = await self._next_delay()
+                failures = unexpected = 0
             except SchedulerError as exc:  # the store is busy or failing: say so, go on
-                log.warning("taskmill dispatch: %s", exc)
-                delay = self.poll_interval
+                failures += 1
+                delay = min(MAX_STORE_BACKOFF, max(self.poll_interval, 0.05 * 2**failures))
+                log.warning("taskmill dispatch: %s (retrying in %.2f s)", exc, delay)
+            except Exception as exc:
+                failures += 1
+                unexpected += 1
+                delay = min(MAX_STORE_BACKOFF, max(self.poll_interval, 0.05 * 2**failures))
+                if unexpected >= MAX_UNEXPECTED_ERRORS:
+                    log.critical(
+                        "taskmill dispatch: %d unexpected errors in a row; dispatching stops",
+                        unexpected,
+                        exc_info=exc,
+                    )
+                    self._fatal = exc
+                    if self._activity is not None:
+                        self._activity.set()
+                    return
+                log.exception("taskmill dispatch: unexpected error (retrying in %.2f s)", delay)
             await _wait_event(self._wake, delay)
 
     async def _next_delay(self) -> float:
@@ -503,6 +640,8 @@ class Scheduler:
         free = self.max_concurrency - len(self._running)
         if free <= 0 or not self.executors or self._closing:
             return
+        # a claim that raised may still have committed: find out before claiming again
+        self._reconcile_needed = True
         claimed = await self._db(
             self.store.claim,
             free,
@@ -510,10 +649,55 @@ class Scheduler:
             owner=self._owner,
             group_limits=self.group_concurrency,
             default_group_limit=self.default_group_concurrency,
-            running_per_group=dict(self._group_running),
         )
+        self._reconcile_needed = False
         for task in claimed:
             self._start(task)
+
+    async def _reconcile(self) -> None:
+        """Give back the tasks the store has running for us that no attempt here runs
+        (a claim that committed but whose answer never arrived)."""
+        assert self._owner is not None
+        owned = await self._db(self.store.owned_tasks, self._owner)
+        stray = [tid for tid in owned if tid not in self._running]
+        if stray:
+            released = await self._db(self.store.release, stray, owner=self._owner)
+            log.warning("taskmill: %d claimed task(s) had no attempt here; pending again", released)
+            self._poke()
+        self._reconcile_needed = False
+
+    async def _lease_loop(self) -> None:
+        """Renew this scheduler's lease; put back the tasks of stopped workers."""
+        tick = max(0.05, min(self.lease_timeout / 3, 2.0))
+        assert self._owner is not None
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                if not await self._db(self.store.renew, self._owner):
+                    self._lease_lost()
+                    await self._db(
+                        self.store.register, self._owner, lease_timeout=self.lease_timeout
+                    )
+                recovered = await self._db(self.store.recover)
+            except Exception as exc:
+                log.warning("taskmill: could not renew this worker's lease: %s", exc)
+                continue
+            if recovered:
+                self._publish(TasksRecovered(count=recovered))
+                self._poke()
+
+    def _lease_lost(self) -> None:
+        """Our lease ran out and our tasks went back to the queue: every attempt here
+        is told to stop; none of them may record a result."""
+        lost = [a for a in self._running.values() if a.stop_reason is None]
+        log.warning(
+            "taskmill: this worker's lease ran out (no renewal for %g s); %d running "
+            "attempt(s) lost their tasks to the queue",
+            self.lease_timeout,
+            len(lost),
+        )
+        for attempt in lost:
+            self._stop_attempt(attempt, "lost")
 
     def _start(self, task: ClaimedTask) -> None:
         def report(fraction: float, message: str | None) -> None:
@@ -523,8 +707,6 @@ class Scheduler:
 
         attempt = _Attempt(task=task, ctx=TaskContext(task, report), started=time.monotonic())
         self._running[task.id] = attempt
-        if task.group is not None:
-            self._group_running[task.group] += 1
         self._publish(
             TaskDispatched(
                 task_id=task.id, task_type=task.task_type, group=task.group, attempt=task.attempt
@@ -538,41 +720,52 @@ class Scheduler:
             result = await fn(attempt.ctx)
         else:
             assert self._loop is not None
-            result = await self._loop.run_in_executor(self._pool, fn, attempt.ctx)
+            thread = self._loop.run_in_executor(self._pool, fn, attempt.ctx)
+            try:
+                result = await asyncio.shield(thread)
+            except asyncio.CancelledError:
+                # a thread cannot be interrupted: the attempt is ours until it returns
+                attempt.ctx._cancelled = True
+                await asyncio.wait({thread})
+                result = thread.result()
         if inspect.isawaitable(result):
             await result
 
     async def _run(self, attempt: _Attempt) -> None:
         task = attempt.task
         error: BaseException | None = None
+        returned = False
         try:
             try:
                 await self._call(attempt)
+                returned = True
             except asyncio.CancelledError:
                 if attempt.stop_reason is None:
                     attempt.stop_reason = "shutdown"
             except Exception as exc:
                 error = exc
             attempt.settling = True
-            await self._settle(attempt, error)
+            try:
+                await self._settle(attempt, error, returned)
+            except Exception:  # the store stayed unavailable through close
+                log.exception("taskmill: the result of task %s could not be recorded", task.id)
+                self._unrecorded.append(task.id)
         finally:
             self._running.pop(task.id, None)
-            if task.group is not None:
-                self._group_running[task.group] -= 1
-                if self._group_running[task.group] <= 0:
-                    del self._group_running[task.group]
             attempt.done.set()
             if self._activity is not None:
                 self._activity.set()
             self._poke()
 
-    async def _settle(self, attempt: _Attempt, error: BaseException | None) -> None:
+    async def _settle(self, attempt: _Attempt, error: BaseException | None, returned: bool) -> None:
+        """Record how an attempt ended.  Every store call here is retried until it
+        lands (see :meth:`_persist`): a task is never left running under this worker."""
         task = attempt.task
         owner = self._owner
         assert owner is not None
         reason = attempt.stop_reason
-        if reason == "shutdown":
-            await asyncio.shield(self._db(self.store.release, [task.id], owner=owner))
+        if reason == "lost":
+            log.warning("taskmill: task %s ended here after its lease was lost", task.id)
             return
         if reason == "cancelled":
             self._publish(TaskCancelled(task_id=task.id, was_running=True))
@@ -584,21 +777,17 @@ class Scheduler:
                 )
             )
             return
+        if reason == "shutdown" and not returned:
+            await self._persist(
+                f"the release of task {task.id}", self.store.release, [task.id], owner=owner
+            )
+            return
         duration = time.monotonic() - attempt.started
         if error is None:
-            done = await self._complete(task.id)
-            if done:
-                self._publish(
-                    TaskCompleted(
-                        task_id=task.id,
-                        task_type=task.task_type,
-                        group=task.group,
-                        attempt=task.attempt,
-                        duration=duration,
-                    )
-                )
+            if await self._complete(task.id):
+                self._publish_completed(task, duration)
             else:
-                await self._report_lost(task.id)
+                await self._report_lost(task, duration=duration)
             return
         message = f"{type(error).__name__}: {error}"
         max_retries = self.max_retries if task.max_retries is None else task.max_retries
@@ -606,13 +795,32 @@ class Scheduler:
         if task.attempt <= max_retries:
             delay = min(self.max_retry_delay, self.retry_delay * 2 ** (task.attempt - 1))
             retry_at = time.time() + delay
-        result = await self._db(
-            self.store.fail, task.id, owner=owner, error=message, retry_at=retry_at
+        result = await self._persist(
+            f"the failure of task {task.id}",
+            self.store.fail,
+            task.id,
+            owner=owner,
+            error=message,
+            retry_at=retry_at,
         )
         if result is None:
-            await self._report_lost(task.id)
+            await self._report_lost(task, failure=(message, retry_at))
             return
         log.debug("task %s attempt %s failed: %s", task.id, task.attempt, message)
+        self._publish_failed(task, message, retry_at if result == "retry" else None)
+
+    def _publish_completed(self, task: ClaimedTask, duration: float) -> None:
+        self._publish(
+            TaskCompleted(
+                task_id=task.id,
+                task_type=task.task_type,
+                group=task.group,
+                attempt=task.attempt,
+                duration=duration,
+            )
+        )
+
+    def _publish_failed(self, task: ClaimedTask, message: str, retry_at: float | None) -> None:
         self._publish(
             TaskFailed(
                 task_id=task.id,
@@ -620,12 +828,53 @@ class Scheduler:
                 group=task.group,
                 attempt=task.attempt,
                 error=message,
-                will_retry=result == "retry",
+                will_retry=retry_at is not None,
                 retry_at=retry_at,
             )
         )
         if retry_at is not None and self._loop is not None:
             self._loop.call_at(self._loop.time() + (retry_at - time.time()), self._poke)
+
+    async def _persist(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call the store until the call lands: a result must be recorded even when the
+        store is briefly unavailable (locked by a long writer, a disk that fills up and
+        clears).  Retries with backoff, logs each failure at WARNING and publishes
+        :class:`StoreUnavailable`.  While closing, gives up after ``close_timeout``
+        seconds of failures and raises."""
+        delay = 0.05
+        tries = 0
+        closing_since: float | None = None
+        while True:
+            try:
+                result = await self._db(fn, *args, **kwargs)
+            except Exception as exc:
+                tries += 1
+                if self._closing:
+                    now = time.monotonic()
+                    closing_since = closing_since or now
+                    if now - closing_since > self.close_timeout:
+                        raise SchedulerError(
+                            f"could not record {what} while closing: {exc}", kind="store"
+                        ) from exc
+                self.store_error = f"{what}: {exc}"
+                log.warning(
+                    "taskmill: could not record %s (try %d), retrying in %.2f s: %s",
+                    what,
+                    tries,
+                    delay,
+                    exc,
+                )
+                self._publish(
+                    StoreUnavailable(operation=what, error=str(exc), tries=tries, retry_in=delay)
+                )
+                await asyncio.sleep(delay)
+                delay = min(MAX_STORE_BACKOFF, delay * 2)
+                continue
+            if tries:
+                self.store_error = None
+                log.warning("taskmill: recorded %s after %d failed tries", what, tries)
+                self._publish(StoreRecovered(operation=what, tries=tries))
+            return result
 
     async def _complete(self, task_id: int) -> bool:
         """Record a successful attempt. Completions that arrive while a write is under
@@ -641,8 +890,11 @@ class Scheduler:
         while self._completions:
             batch, self._completions = self._completions, []
             try:
-                done = await self._db(
-                    self.store.complete_many, [t for t, _ in batch], owner=self._owner
+                done = await self._persist(
+                    f"the completion of {len(batch)} task(s)",
+                    self.store.complete_many,
+                    [t for t, _ in batch],
+                    owner=self._owner,
                 )
             except BaseException as exc:
                 for _, future in batch:
@@ -655,16 +907,40 @@ class Scheduler:
                 if not future.done():
                     future.set_result(task_id in done)
 
-    async def _report_lost(self, task_id: int) -> None:
-        """A task finished here had been cancelled or superseded by someone else."""
-        lost = await self._db(self.store.lost_tasks, [task_id], owner=self._owner)
-        status, replaced_by = lost.get(task_id, ("gone", None))
-        if status == "superseded":
+    async def _report_lost(
+        self,
+        task: ClaimedTask,
+        *,
+        duration: float | None = None,
+        failure: tuple[str, float | None] | None = None,
+    ) -> None:
+        """A result could not be recorded because the task was no longer ours: say why.
+
+        Either someone else cancelled or superseded it, or our own earlier try did land
+        (its answer was lost and the retry found the work done), or our lease ran out
+        and the task went back to the queue."""
+        lost = await self._persist(
+            f"the state of task {task.id}", self.store.lost_tasks, [task.id], owner=self._owner
+        )
+        status, replaced_by = lost.get(task.id, ("gone", None))
+        if status == "completed" and duration is not None:
+            self._publish_completed(task, duration)
+        elif status == "failed" and failure is not None:
+            self._publish_failed(task, failure[0], None)
+        elif status == "superseded":
             self._publish(
-                TaskSuperseded(task_id=task_id, replaced_by=replaced_by or 0, was_running=True)
+                TaskSuperseded(task_id=task.id, replaced_by=replaced_by or 0, was_running=True)
             )
+        elif status in ACTIVE_STATUSES:
+            if failure is not None and failure[1] is not None and status == "pending":
+                self._publish_failed(task, failure[0], failure[1])  # our retry landed
+            else:
+                log.warning(
+                    "taskmill: task %s ended here after its lease had passed to the queue",
+                    task.id,
+                )
         else:
-            self._publish(TaskCancelled(task_id=task_id, was_running=True))
+            self._publish(TaskCancelled(task_id=task.id, was_running=True))
 
     async def _check_lost(self) -> None:
         """Tell running attempts whose task was cancelled/superseded by another process."""
@@ -677,7 +953,10 @@ class Scheduler:
             if status in ("completed", "failed"):
                 continue  # finished here, just now: not lost
             if attempt is not None and not attempt.settling:
-                reason = "superseded" if status == "superseded" else "cancelled"
+                if status in ACTIVE_STATUSES:
+                    reason = "lost"  # our lease ran out: the queue has it again
+                else:
+                    reason = "superseded" if status == "superseded" else "cancelled"
                 self._stop_attempt(attempt, reason, replaced_by)
 
     def widget(self, *, refresh: float = 2.0) -> Any:

@@ -1,5 +1,6 @@
 """The task store: the only code that talks to SQLite."""
 
-from .sqlite import ClaimedTask, TaskStore
+from .base import ClaimedTask, CommitHook, StoreProtocol
+from .sqlite import TaskStore
 
-__all__ = ["ClaimedTask", "TaskStore"]
+__all__ = ["ClaimedTask", "CommitHook", "StoreProtocol", "TaskStore"]

@@ -70,8 +70,48 @@ UPDATE tasks
 SET status = 'pending', owner = NULL, attempts = MAX(attempts - 1, 0), started_at = NULL
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'running' AND owner = :owner;
 
--- name: running_owners
-SELECT DISTINCT owner FROM tasks WHERE status = 'running';
+-- name: running_per_group
+-- Running tasks per group, whoever runs them: group limits hold across workers.
+SELECT group_name, COUNT(*) FROM tasks
+WHERE status = 'running' AND group_name IS NOT NULL
+GROUP BY group_name;
+
+-- name: running_owner_leases
+-- Each owner of running tasks, with the end of its lease (NULL: it holds none).
+SELECT r.owner, w.heartbeat_at + w.lease_timeout
+FROM (SELECT DISTINCT owner FROM tasks WHERE status = 'running') AS r
+LEFT JOIN workers AS w ON w.owner = r.owner;
+
+-- name: expired_workers
+SELECT owner FROM workers WHERE heartbeat_at + lease_timeout < :now;
+
+-- name: register_worker
+INSERT INTO workers (owner, host, pid, lease_timeout, heartbeat_at, started_at)
+VALUES (:owner, :host, :pid, :lease, :now, :now)
+ON CONFLICT (owner) DO UPDATE
+SET lease_timeout = excluded.lease_timeout, heartbeat_at = excluded.heartbeat_at;
+
+-- name: renew_worker
+UPDATE workers SET heartbeat_at = :now WHERE owner = :owner;
+
+-- name: forget_worker
+DELETE FROM workers WHERE owner = ?;
+
+-- name: forget_expired_worker
+DELETE FROM workers WHERE owner = :owner AND heartbeat_at + lease_timeout < :now;
+
+-- name: release_expired_owner
+-- An owner whose lease ran out: its tasks are pending again (unless it renewed meanwhile).
+UPDATE tasks
+SET status = 'pending', owner = NULL, attempts = MAX(attempts - 1, 0), started_at = NULL
+WHERE status = 'running' AND owner = :owner
+  AND NOT EXISTS (
+      SELECT 1 FROM workers
+      WHERE workers.owner = :owner AND heartbeat_at + lease_timeout >= :now
+  );
+
+-- name: owned_by
+SELECT id FROM tasks WHERE status = 'running' AND owner = ?;
 
 -- name: release_owner
 UPDATE tasks
@@ -81,6 +121,9 @@ WHERE status = 'running' AND owner IS ?;
 -- name: owned_running
 SELECT id FROM tasks
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'running' AND owner = :owner;
+
+-- name: active_status
+SELECT id, status FROM tasks WHERE id IN (SELECT value FROM json_each(?));
 
 -- name: history_status
 SELECT id, status, replaced_by FROM history WHERE id IN (SELECT value FROM json_each(?));

@@ -1,4 +1,5 @@
--- taskmill store schema, version 1.
+-- taskmill store schema, version 2 (the whole current schema; a store written by an
+-- older version is brought here by the files in migrations/, see sql.py).
 --
 -- Active tasks (pending, running, paused) live in `tasks`; a task that finishes
 -- moves, with the same id, to `history`.  Ids come from AUTOINCREMENT and are
@@ -70,3 +71,14 @@ CREATE TABLE history (
 
 CREATE INDEX history_key ON history (task_type, dedup_key);
 CREATE INDEX history_finished ON history (finished_at);
+
+-- Workers and their leases (schema 2): a scheduler renews `heartbeat_at` while it
+-- runs; a running task whose owner's lease ran out is pending again.
+CREATE TABLE workers (
+    owner         TEXT    PRIMARY KEY,   -- 'host:pid:token', as in tasks.owner
+    host          TEXT    NOT NULL,
+    pid           INTEGER NOT NULL,
+    lease_timeout REAL    NOT NULL CHECK (lease_timeout > 0),
+    heartbeat_at  REAL    NOT NULL,
+    started_at    REAL    NOT NULL
+) WITHOUT ROWID;

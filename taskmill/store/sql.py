@@ -1,4 +1,12 @@
-"""Loads the store's SQL: ``schema.sql`` whole and ``queries.sql`` by ``-- name:`` header."""
+"""Loads the store's SQL: ``schema.sql`` whole, ``queries.sql`` by ``-- name:`` header and
+the schema migrations in ``migrations/``.
+
+Migrations: ``migrations/NNN_what.sql`` brings a store from schema ``NNN - 1`` to ``NNN``.
+A new store gets ``schema.sql`` (the whole current schema) at once; an older store runs
+every migration above its version, in order, in one transaction.  The newest
+migration's number is :data:`SCHEMA_VERSION`, and a test checks that a migrated store's
+schema equals a fresh one.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +15,37 @@ import sqlite3
 from functools import cache
 from importlib import resources
 
-SCHEMA_VERSION = 1
 APPLICATION_ID = "taskmill"
 
 _HEADER = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_MIGRATION = re.compile(r"^(\d{3})_\w+\.sql$")
 
 
 def _read(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+@cache
+def migrations() -> dict[int, str]:
+    """Every migration script by the schema version it brings a store to."""
+    found: dict[int, str] = {}
+    folder = resources.files(__package__).joinpath("migrations")
+    for entry in folder.iterdir():
+        match = _MIGRATION.match(entry.name)
+        if match is None:
+            continue
+        version = int(match.group(1))
+        if version in found:
+            raise RuntimeError(f"two migrations to schema version {version}")
+        found[version] = entry.read_text(encoding="utf-8")
+    versions = sorted(found)
+    if versions != list(range(2, 2 + len(versions))):
+        raise RuntimeError(f"migrations must be numbered 002, 003, … without gaps: {versions}")
+    return {v: found[v] for v in versions}
+
+
+#: The schema version this taskmill writes (1 was taskmill 0.1).
+SCHEMA_VERSION = max(migrations(), default=1)
 
 
 @cache

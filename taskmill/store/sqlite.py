@@ -12,7 +12,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,37 +30,21 @@ from ..model import (
 from ..outcome import BatchOutcome, build_outcome
 from ..plan import Prepared, prepare
 from ..validation import Defaults, Row, check_submission
+from .base import ClaimedTask, CommitHook
 from .batch import Stager, StagingPipeline, decide, split_parts, warm_up_in_background
-from .sql import APPLICATION_ID, SCHEMA_VERSION, q, schema, statements
+from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 
 __all__ = ["ClaimedTask", "CommitHook", "TaskStore"]
 
 log = logging.getLogger("taskmill")
 
-#: Called after each committed batch transaction that inserted tasks, with the
-#: inserted ids and the ``(new_id, replaced_id)`` pairs of superseded tasks.
-CommitHook = Callable[[list[int], list[tuple[int, int]]], None]
-
 _HOST = socket.gethostname()
+#: Seconds a worker's lease on its running tasks lasts without renewal.
+DEFAULT_LEASE_TIMEOUT = 30.0
 # Owners (workers) alive in this process; a running task whose owner is this
 # process but not in this set was left behind and may be recovered.
 _LIVE_OWNERS: set[str] = set()
 _LIVE_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedTask:
-    """A task a worker has just marked running."""
-
-    id: int
-    task_type: str
-    dedup_key: str | None
-    group: str | None
-    priority: int
-    payload: bytes | None
-    label: str | None
-    attempt: int
-    max_retries: int | None
 
 
 def _store_error(action: str, path: Path, exc: BaseException) -> SchedulerError:
@@ -163,16 +146,28 @@ class TaskStore:
     """A persistent task queue in one SQLite file.
 
     Open with :meth:`open`; use as a context manager or call :meth:`close`.  Every
-    method is thread-safe (calls are serialised on one connection) and several
-    processes may open the same file: writers wait for each other up to
-    ``busy_timeout`` seconds, then raise ``SchedulerError(kind="store")``.
+    method is thread-safe and several processes may open the same file: writers wait
+    for each other up to ``busy_timeout`` seconds, then raise
+    ``SchedulerError(kind="store")``.
+
+    Three kinds of connection keep the calls out of each other's way: small writes
+    (submit, claim, complete, …) share one connection; a batch merges on a connection
+    of its own, holding SQLite's write lock only while SQLite merges (preparing and
+    staging happen before); reads use one connection per thread and, the store being
+    in WAL mode, never wait for a writer.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the write connection
+        self._batch_lock = threading.Lock()  # the batch connection (one batch at a time)
         self._conn: sqlite3.Connection | None = None
+        self._batch_conn: sqlite3.Connection | None = None
+        self._local = threading.local()  # per-thread read connections
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
         self._stager = Stager(self.path)
         self._connect()
 
@@ -198,14 +193,13 @@ class TaskStore:
         if path.is_dir():
             raise SchedulerError(f"cannot open task store {path}: it is a folder", kind="store")
         try:
-            conn = sqlite3.connect(
-                path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
+            conn = self._new_connection(cache_kib=65536)
+        except sqlite3.OperationalError as exc:
             raise _store_error("cannot open task store", path, exc) from exc
+        except sqlite3.DatabaseError as exc:
+            raise SchedulerError(
+                f"cannot open task store {path}: not a SQLite database ({exc})", kind="store"
+            ) from exc
         try:
             self._check_and_init(conn)
         except BaseException:
@@ -247,17 +241,14 @@ class TaskStore:
             if app is None or app[0] != APPLICATION_ID or version < 1:
                 raise SchedulerError(f"{path} is not a taskmill store", kind="store")
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise SchedulerError(
                     f"cannot switch task store {path} to WAL (journal_mode={mode})", kind="store"
                 )
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA cache_size = -65536")  # 64 MiB of page cache
-            conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute("PRAGMA journal_size_limit = 67108864")  # a reset WAL shrinks to 64 MiB
-            conn.execute("PRAGMA foreign_keys = ON")
+            if tables and version < SCHEMA_VERSION:
+                self._upgrade(conn)
             if not tables:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -278,12 +269,70 @@ class TaskStore:
         except sqlite3.Error as exc:
             raise _store_error("cannot initialise task store", path, exc) from exc
 
+    def _new_connection(self, *, cache_kib: int) -> sqlite3.Connection:
+        """A connection to the store with the store's settings (WAL is set once, by the
+        first connection, and is a property of the file)."""
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _upgrade(self, conn: sqlite3.Connection) -> None:
+        """Bring a store of an older schema to :data:`SCHEMA_VERSION`: every migration
+        above its version, in order, in one transaction (all of it or nothing)."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise SchedulerError(
+                f"task store {self.path} has an older schema and must be upgraded, but it "
+                f"cannot be written ({exc}); open it once where it is writable",
+                kind="store",
+            ) from exc
+        try:
+            # another process may have upgraded it while we waited for the lock
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for target, script in migrations().items():
+                if target <= version:
+                    continue
+                for statement in statements(script):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        log.info(
+            "taskmill: upgraded store %s from schema %s to %s", self.path, version, SCHEMA_VERSION
+        )
+
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close every connection (idempotent)."""
+        self._closed = True
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        with self._batch_lock:
+            if self._batch_conn is not None:
+                self._batch_conn.close()
+                self._batch_conn = None
+        with self._readers_lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
 
     def __enter__(self) -> TaskStore:
         return self
@@ -297,61 +346,89 @@ class TaskStore:
 
     @property
     def conn(self) -> sqlite3.Connection:
+        """The connection of small writes (hold ``_lock`` while using it)."""
         if self._conn is None:
             raise SchedulerError(f"task store {self.path} is closed", kind="store")
         return self._conn
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection (opened on first use)."""
+        if self._closed or self._conn is None:
+            raise SchedulerError(f"task store {self.path} is closed", kind="store")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = self._new_connection(cache_kib=16384)
+            except sqlite3.Error as exc:
+                raise _store_error("cannot open task store", self.path, exc) from exc
+            with self._readers_lock:
+                if self._closed:
+                    conn.close()
+                    raise SchedulerError(f"task store {self.path} is closed", kind="store")
+                self._readers.append(conn)
+            self._local.conn = conn
+        return conn
 
     # ------------------------------------------------------------------ transactions
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self.conn
-            try:
-                yield conn
-            except sqlite3.Error as exc:
-                raise _store_error("task store read failed on", self.path, exc) from exc
+        """A read on this thread's own connection: it never waits for a writer."""
+        conn = self._reader()
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise _store_error("task store read failed on", self.path, exc) from exc
 
     @contextlib.contextmanager
     def _write(self, *, deferred: bool = False) -> Iterator[sqlite3.Connection]:
-        """One write transaction, all or nothing.
+        """One write transaction on the connection of small writes, all or nothing."""
+        with self._lock, self._transaction(self.conn, deferred=deferred) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _transaction(
+        self, conn: sqlite3.Connection, *, deferred: bool = False
+    ) -> Iterator[sqlite3.Connection]:
+        """One write transaction on ``conn`` (the caller holds its lock).
 
         ``BEGIN IMMEDIATE`` normally.  With attached staging files the transaction
         must not touch them at ``BEGIN`` (an immediate transaction locks every attached
         file), so ``deferred`` begins lazily and takes the store's write lock at once
         with a no-op write, retrying until ``busy_timeout``.
         """
-        with self._lock:
-            conn = self.conn
-            deadline = time.monotonic() + self.busy_timeout
-            while True:
-                try:
-                    if deferred:
-                        conn.execute("BEGIN")
-                        conn.execute(q("take_write_lock"))
-                    else:
-                        conn.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as exc:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    if deferred and "locked" in str(exc) and time.monotonic() < deadline:
-                        time.sleep(0.01)
-                        continue
-                    raise SchedulerError(
-                        f"task store {self.path} is locked by another writer "
-                        f"(waited {self.busy_timeout:g} s): {exc}",
-                        kind="store",
-                    ) from exc
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
             try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
+                if deferred:
+                    conn.execute("BEGIN")
+                    conn.execute(q("take_write_lock"))
+                else:
+                    conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise _store_error("task store write failed on", self.path, exc) from exc
-                raise
+                locked = "locked" in str(exc) or "busy" in str(exc)
+                if deferred and locked and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                if not locked:
+                    raise _store_error("cannot write to task store", self.path, exc) from exc
+                raise SchedulerError(
+                    f"task store {self.path} is locked by another writer "
+                    f"(waited {self.busy_timeout:g} s): {exc}",
+                    kind="store",
+                ) from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _store_error("task store write failed on", self.path, exc) from exc
+            raise
 
     # ------------------------------------------------------------------ submitting
 
@@ -565,27 +642,38 @@ class TaskStore:
         if not chunked:
             yield
             return
-        with self._lock:
-            self.conn.execute("PRAGMA wal_autocheckpoint = 32768")
+        with self._batch_lock:
+            self._batch_connection().execute("PRAGMA wal_autocheckpoint = 32768")
         try:
             yield
         finally:
-            with self._lock:
-                if self._conn is not None:
-                    self._conn.execute("PRAGMA wal_autocheckpoint = 1000")
+            with self._batch_lock:
+                if self._batch_conn is not None:
+                    self._batch_conn.execute("PRAGMA wal_autocheckpoint = 1000")
                     with contextlib.suppress(sqlite3.Error):
-                        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                        self._batch_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _batch_connection(self) -> sqlite3.Connection:
+        """The connection batches merge on (hold ``_batch_lock``); opened on first use."""
+        if self._closed or self._conn is None:
+            raise SchedulerError(f"task store {self.path} is closed", kind="store")
+        if self._batch_conn is None:
+            try:
+                self._batch_conn = self._new_connection(cache_kib=65536)
+            except sqlite3.Error as exc:
+                raise _store_error("cannot open task store", self.path, exc) from exc
+        return self._batch_conn
 
     def _merge_part(
         self, part: pl.DataFrame, *, dry_run: bool, base_offset: int = 0
     ) -> pl.DataFrame:
         """Stage one transaction's rows with DuckDB and merge them (or plan them).
 
-        The rows are split into up to ``MAX_PARTS`` staging files.  A staging thread
-        fills them one after another with DuckDB while this thread merges each filled
-        one inside the same transaction, so copying and merging overlap.  DuckDB
-        only ever opens a staging file before ``sqlite3`` first reads it, and never
-        again after: the two copies of SQLite never hold the same file at once.
+        The rows are split into up to ``MAX_PARTS`` staging files, which DuckDB fills
+        first, holding no lock of the store.  Only then does the batch connection
+        attach them and take the store's write lock, for the merge alone.  DuckDB only
+        ever opens a staging file before ``sqlite3`` first reads it, and never again
+        after: the two copies of SQLite never hold the same file at once.
         """
         if part.height == 0:
             return decide(part, [], 0)
@@ -598,8 +686,11 @@ class TaskStore:
                 pipeline.create_files()
             except OSError as exc:
                 raise _store_error("cannot stage a batch beside", self.path, exc) from exc
-            with self._lock:
-                conn = self.conn
+            pipeline.start()
+            for j in range(len(pieces)):
+                pipeline.wait(j, self.path)
+            with self._batch_lock:
+                conn = self._batch_connection()
                 attached: list[str] = []
                 try:
                     try:
@@ -610,13 +701,13 @@ class TaskStore:
                         raise _store_error(
                             "cannot attach the batch staging files to", self.path, exc
                         ) from exc
-                    pipeline.start()
                     results: list[pl.DataFrame] = []
                     offset = base_offset
-                    txn = self._plan_txn() if dry_run else self._write(deferred=True)
+                    txn = (
+                        self._plan_txn(conn) if dry_run else self._transaction(conn, deferred=True)
+                    )
                     with txn as c:
                         for j, piece in enumerate(pieces):
-                            pipeline.wait(j, self.path)
                             result = self._merge_staged(
                                 c, piece, names[j], dry_run=dry_run, base_offset=offset
                             )
@@ -627,7 +718,6 @@ class TaskStore:
                                 ).height
                     return pl.concat(results)
                 finally:
-                    pipeline.stop()
                     for name in attached:
                         conn.execute(f"DETACH {name}")
         finally:
@@ -636,14 +726,16 @@ class TaskStore:
                 self._stager.discard(path)
 
     @contextlib.contextmanager
-    def _plan_txn(self) -> Iterator[sqlite3.Connection]:
+    def _plan_txn(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         """A read transaction that is always rolled back (plans write nothing)."""
-        with self._read() as conn:
+        try:
             conn.execute("BEGIN")
             try:
                 yield conn
             finally:
                 conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise _store_error("task store read failed on", self.path, exc) from exc
 
     @staticmethod
     def _merge_staged(
@@ -714,31 +806,106 @@ class TaskStore:
 
     # ------------------------------------------------------------------ workers
 
-    def new_owner(self) -> str:
-        """A fresh worker identity for :meth:`claim`; live until :meth:`release_owner`."""
+    def new_owner(self, *, lease_timeout: float = DEFAULT_LEASE_TIMEOUT) -> str:
+        """Register a fresh worker identity for :meth:`claim`, holding a lease of
+        ``lease_timeout`` seconds that :meth:`renew` extends.  It stays live until
+        :meth:`release_owner`, or until it stops renewing for ``lease_timeout``."""
+        if not lease_timeout > 0:
+            raise SchedulerError("lease_timeout must be more than 0 seconds", kind="invalid")
         owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         with _LIVE_LOCK:
             _LIVE_OWNERS.add(owner)
+        try:
+            self.register(owner, lease_timeout=lease_timeout)
+        except BaseException:
+            with _LIVE_LOCK:
+                _LIVE_OWNERS.discard(owner)
+            raise
         return owner
+
+    def register(self, owner: str, *, lease_timeout: float) -> None:
+        """(Re-)register ``owner`` with a fresh lease (after :meth:`renew` said it was lost)."""
+        host, _, rest = owner.partition(":")
+        pid = rest.partition(":")[0]
+        now = time.time()
+        with self._write() as conn:
+            conn.execute(
+                q("register_worker"),
+                {
+                    "owner": owner,
+                    "host": host,
+                    "pid": int(pid) if pid.isdigit() else 0,
+                    "lease": float(lease_timeout),
+                    "now": now,
+                },
+            )
+
+    def renew(self, owner: str) -> bool:
+        """Extend ``owner``'s lease on the tasks it runs.
+
+        ``False`` when the lease had already been taken away (the worker stopped
+        renewing for longer than its lease, and another worker put its tasks back to
+        pending): the caller no longer owns any task and must register again.
+        """
+        with self._write() as conn:
+            return (
+                conn.execute(q("renew_worker"), {"owner": owner, "now": time.time()}).rowcount == 1
+            )
 
     def release_owner(self, owner: str) -> int:
         """Give every task ``owner`` still runs back to the queue; forget the owner."""
         with _LIVE_LOCK:
             _LIVE_OWNERS.discard(owner)
         with self._write() as conn:
-            return conn.execute(q("release_owner"), (owner,)).rowcount
+            count = conn.execute(q("release_owner"), (owner,)).rowcount
+            conn.execute(q("forget_worker"), (owner,))
+            return count
 
-    def recover(self) -> int:
-        """Put tasks whose worker died back to pending (not counted as a try)."""
+    def owned_tasks(self, owner: str) -> list[int]:
+        """Ids of the tasks the store has running for ``owner``."""
         with self._read() as conn:
-            owners = [r[0] for r in conn.execute(q("running_owners"))]
-        dead = [o for o in owners if _owner_dead(o)]
-        if not dead:
+            return [r[0] for r in conn.execute(q("owned_by"), (owner,))]
+
+    def recover(self, *, now: float | None = None) -> int:
+        """Put back to pending (not counted as a try) the running tasks whose worker is
+        gone: its lease ran out, it is a dead process of this host, or it never held a
+        lease (a worker of the 0.1 schema, on another host).  Returns how many."""
+        now = time.time() if now is None else now
+        with self._read() as conn:
+            running = conn.execute(q("running_owner_leases")).fetchall()
+            stale = conn.execute(q("expired_workers"), {"now": now}).fetchall()
+        dead: set[str | None] = set()
+        expired: set[str] = {r[0] for r in stale}
+        for owner, lease_end in running:
+            if owner is None or _owner_dead(owner):
+                dead.add(owner)
+            elif lease_end is None:
+                host = owner.partition(":")[0]
+                if host != _HOST:  # a 0.1 worker elsewhere: no lease to wait for
+                    dead.add(owner)
+            elif lease_end < now:
+                expired.add(owner)
+        expired -= {o for o in dead if o is not None}
+        if not dead and not expired:
             return 0
         count = 0
         with self._write() as conn:
             for owner in dead:
                 count += conn.execute(q("release_owner"), (owner,)).rowcount
+                if owner is not None:
+                    conn.execute(q("forget_worker"), (owner,))
+            for owner in expired:  # unless it renewed since we looked
+                released = conn.execute(
+                    q("release_expired_owner"), {"owner": owner, "now": now}
+                ).rowcount
+                count += released
+                conn.execute(q("forget_expired_worker"), {"owner": owner, "now": now})
+        if count:
+            log.warning(
+                "taskmill: %d task(s) of %d stopped worker(s) are pending again",
+                count,
+                len(dead) + len(expired),
+            )
         return count
 
     def claim(
@@ -749,28 +916,29 @@ class TaskStore:
         owner: str,
         group_limits: Mapping[str, int] | None = None,
         default_group_limit: int | None = None,
-        running_per_group: Mapping[str, int] | None = None,
         now: float | None = None,
     ) -> list[ClaimedTask]:
         """Mark up to ``limit`` dispatchable tasks running for ``owner``, in dispatch order.
 
-        Order is priority, then queue order.  A group whose limit is reached is
-        skipped, never blocking the tasks of other groups behind it.
+        Order is priority, then queue order.  Group limits count every running task of
+        the group in the store, whoever runs it, inside the claim's own transaction, so
+        they hold across every scheduler and process on the store.  A group whose limit
+        is reached is skipped, never blocking the tasks of other groups behind it.
         """
         types = sorted(set(task_types))
         if limit <= 0 or not types:
             return []
         now = time.time() if now is None else now
         group_limits = dict(group_limits or {})
-        running = dict(running_per_group or {})
-
-        def room(group: str) -> int | None:
-            cap = group_limits.get(group, default_group_limit)
-            return None if cap is None else cap - running.get(group, 0)
-
-        full = {g for g in running if (r := room(g)) is not None and r <= 0}
         taken: list[ClaimedTask] = []
         with self._write() as conn:
+            running: dict[str, int] = dict(conn.execute(q("running_per_group")).fetchall())
+
+            def room(group: str) -> int | None:
+                cap = group_limits.get(group, default_group_limit)
+                return None if cap is None else cap - running.get(group, 0)
+
+            full = {g for g in running if (r := room(g)) is not None and r <= 0}
             while len(taken) < limit:
                 rows = conn.execute(
                     q("claim_candidates"),
@@ -881,8 +1049,9 @@ class TaskStore:
     ) -> dict[int, tuple[str, int | None]]:
         """Of tasks ``owner`` believes it runs, those cancelled or superseded meanwhile.
 
-        Maps each lost id to its history status and ``replaced_by`` (``"gone"`` when
-        it is in neither table).
+        Maps each lost id to its history status and ``replaced_by``, or to its active
+        status (``"pending"`` when its lease was taken away, or its retry recorded) —
+        ``"gone"`` when it is in neither table.
         """
         if not task_ids:
             return {}
@@ -894,9 +1063,10 @@ class TaskStore:
             lost = [t for t in task_ids if t not in still]
             if not lost:
                 return {}
-            found = {
-                r[0]: (r[1], r[2]) for r in conn.execute(q("history_status"), (json.dumps(lost),))
-            }
+            lost_json = json.dumps(lost)
+            found = {r[0]: (r[1], r[2]) for r in conn.execute(q("history_status"), (lost_json,))}
+            for tid, status in conn.execute(q("active_status"), (lost_json,)):
+                found.setdefault(tid, (status, None))
         return {t: found.get(t, ("gone", None)) for t in lost}
 
     def has_work(self, task_types: Iterable[str]) -> bool:
