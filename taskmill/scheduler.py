@@ -293,7 +293,10 @@ class Scheduler:
         if self._store is None:
             self._store = await asyncio.to_thread(TaskStore.open, self._store_arg)  # type: ignore[arg-type]
         else:
-            await asyncio.to_thread(self._store.recover)
+            try:
+                await asyncio.to_thread(self._store.recover)
+            except SchedulerError as exc:  # the lease loop tries again shortly
+                log.warning("taskmill: could not recover stopped workers' tasks: %s", exc)
         self._owner = await asyncio.to_thread(
             self._store.new_owner, lease_timeout=self.lease_timeout
         )
@@ -571,7 +574,11 @@ class Scheduler:
                 self._activity.clear()
                 self._raise_if_failed()
                 if not self._running:
-                    left = await self._db(self.store.has_work, self.executors)
+                    try:
+                        left = await self._db(self.store.has_work, self.executors)
+                    except SchedulerError as exc:  # a query: wait through it, say so
+                        log.warning("taskmill wait_idle: %s", exc)
+                        left = True
                     if not left and not self._running:
                         return
                 await _wait_event(self._activity, self.poll_interval)

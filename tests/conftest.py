@@ -1,14 +1,28 @@
+"""Shared test setup: store fixtures, the environment of test subprocesses, the store
+invariants most tests check, and what a test needs of the machine."""
+
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 import taskmill as tm
 
 ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+#: The environment of every test subprocess: this checkout's taskmill first.
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+#: Under CI every test must run: a missing tool is a failure there, not a skip.
+IN_CI = bool(os.environ.get("CI"))
 
 
 @pytest.fixture
@@ -22,4 +36,45 @@ def store(db_path: Path) -> Iterator[tm.TaskStore]:
         yield s
 
 
-PYTHON = sys.executable
+def run_py(code: str, **kwargs: object) -> subprocess.Popen:
+    """Start ``python -c code`` (dedented) with this checkout's taskmill."""
+    return subprocess.Popen([PYTHON, "-c", textwrap.dedent(code)], env=ENV, **kwargs)  # type: ignore[call-overload]
+
+
+def assert_store_consistent(store: tm.TaskStore) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The invariants every store keeps: SQLite's integrity check passes, no two active
+    tasks share a key, no id is both active and finished.  Returns (tasks, history)."""
+    assert store.integrity_check() == "ok"
+    active = store.tasks()
+    history = store.history()
+    keyed = active.filter(pl.col("dedup_key").is_not_null()).select("task_type", "dedup_key")
+    assert keyed.is_duplicated().sum() == 0, "two active tasks share a key"
+    assert active["id"].n_unique() == active.height
+    assert history["id"].n_unique() == history.height
+    assert not set(active["id"].to_list()) & set(history["id"].to_list())
+    return active, history
+
+
+def need(ok: bool, what: str, how: str) -> None:
+    """Skip a test whose machine lacks ``what`` (saying ``how`` to get it) — except
+    under CI, where the test must run and fails instead."""
+    if ok:
+        return
+    message = f"needs {what}; {how}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI is set: .ci/run must provide it)")
+    pytest.skip(message)
+
+
+def can_mount() -> bool:
+    """Whether this process may mount a tmpfs (root, with mount(8) and the right)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", folder], capture_output=True
+        )
+        if done.returncode != 0:
+            return False
+        subprocess.run(["umount", folder], capture_output=True)
+    return True

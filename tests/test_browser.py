@@ -19,7 +19,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from conftest import ROOT
+from conftest import ROOT, need
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -60,7 +60,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    assert Path(CHROMIUM).exists(), "Debian's chromium is not installed (.ci/run installs it)"
+    need(
+        Path(CHROMIUM).exists(),
+        "Debian's Chromium at /usr/bin/chromium",
+        "install it with 'apt-get install chromium' (.ci/run does)",
+    )
     root = tmp_path_factory.mktemp("lab")
     nbformat.write(
         new_notebook(

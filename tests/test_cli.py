@@ -17,9 +17,7 @@ from click.testing import CliRunner
 import taskmill as tm
 from taskmill.cli import cli, reference
 
-from conftest import PYTHON, ROOT
-
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+from conftest import ENV, PYTHON, ROOT
 
 
 def run(*args: str, **kw) -> subprocess.CompletedProcess[str]:

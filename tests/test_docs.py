@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT
+from conftest import ENV, PYTHON, ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
@@ -22,7 +21,7 @@ def test_readme_has_examples() -> None:
 def test_readme_python_blocks_run_in_order(tmp_path: Path) -> None:
     script = "\n\n".join(BLOCKS)
     (tmp_path / "example.py").write_text(script, encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = ENV
     proc = subprocess.run(
         [PYTHON, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
@@ -45,7 +44,7 @@ def test_readme_command_line_walkthrough_runs(tmp_path: Path) -> None:
     (tmp_path / "data" / "sample-plan.parquet").write_bytes(
         (ROOT / "data" / "sample-plan.parquet").read_bytes()
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = ENV
     for line in lines:
         assert line.startswith("taskmill ")
         argv = [PYTHON, "-m", "taskmill", *line.split()[1:]]

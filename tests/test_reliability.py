@@ -23,9 +23,8 @@ from hypothesis import strategies as st
 
 import taskmill as tm
 
-from conftest import PYTHON, ROOT
+from conftest import ENV, PYTHON, ROOT, can_mount, need
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 ROWS, CHUNK = 3_000, 100
 
 
@@ -47,13 +46,15 @@ SUBMITTER = textwrap.dedent("""
     with tm.TaskStore.open(sys.argv[1]) as store:
         print("ready", flush=True)
         store.submit_batch(tm.BatchSubmission().transaction_limit(%(chunk)d)
-                           .chunk_size(%(chunk)d).tasks(plan))
+                           .chunk_size(%(chunk)d).tasks(plan),
+                           progress=lambda done, total: print(done, flush=True))
     print("done", flush=True)
 """) % {"rows": ROWS, "chunk": CHUNK}
 
 
-def crash_trial(folder: Path, seed: int) -> int:
-    """Kill a chunked batch at a random moment; check the store; resubmit; check again.
+def crash_trial(folder: Path, seed: int, *, after_chunks: int | None = None) -> int:
+    """Kill a chunked batch at a random moment (or right after ``after_chunks`` chunks
+    committed); check the store; resubmit; check again.
 
     Returns how many chunks had committed when the process died.
     """
@@ -63,7 +64,11 @@ def crash_trial(folder: Path, seed: int) -> int:
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
-    time.sleep(random.Random(seed).uniform(0.0, 1.0))
+    if after_chunks is None:
+        time.sleep(random.Random(seed).uniform(0.0, 1.0))
+    else:
+        for _ in range(after_chunks):  # each line: one chunk committed
+            assert int(proc.stdout.readline()) > 0
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     proc.stdout.close()
@@ -93,8 +98,11 @@ def crash_trial(folder: Path, seed: int) -> int:
 
 
 def test_crash_mid_batch_short(tmp_path: Path) -> None:
-    committed = [crash_trial(tmp_path, seed) for seed in range(4)]
-    assert len(committed) == 4
+    # killed once the 3rd, 11th, 20th chunk had committed: whatever else was under way
+    # (the 4th, 12th, 21st chunk's staging or merge) is lost whole, nothing after it
+    committed = [crash_trial(tmp_path, seed, after_chunks=k) for seed, k in enumerate((3, 11, 20))]
+    for k, n in zip((3, 11, 20), committed, strict=True):
+        assert k <= n <= k + 1 < ROWS // CHUNK, committed  # the kill landed mid-batch
 
 
 @pytest.mark.slow
@@ -114,6 +122,7 @@ def test_crash_mid_batch_long(tmp_path: Path) -> None:
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 3 MiB tmpfs (the tests run as root, as CI does)."""
+    need(can_mount(), "root and mount(8) to mount a tmpfs", "run the tests as root (CI does)")
     mount = tmp_path / "fs"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], check=True)

@@ -165,7 +165,8 @@ async def test_supersede_pending_emits_event_and_runs_replacement(db_path: Path)
         seen.append(ctx.payload)
 
     async with tm.Scheduler(db_path, executors={"t": work}) as sched:
-        await sched.pause(0)  # no such task: harmless
+        assert await sched.pause(0) is False  # no such task: nothing paused
+        assert await sched.resume(0) is False
         events = sched.subscribe()
         # no executor for 'hold' keeps the queue still while we supersede
         sched.executors.clear()

@@ -331,9 +331,10 @@ def test_claim_respects_group_limits_without_head_of_line_blocking(
     )
     assert [c.dedup_key for c in got] == ["a0", "a1", "b0", "n"]
     # A's two and B's one are still running: nothing more of A or B
-    assert store.claim(
-        10, task_types=["t"], owner=owner, group_limits={"A": 2}, default_group_limit=1
-    ) == []
+    assert (
+        store.claim(10, task_types=["t"], owner=owner, group_limits={"A": 2}, default_group_limit=1)
+        == []
+    )
     # the running tasks are counted from the store, whoever runs them
     other = store.new_owner()
     b0 = next(c for c in got if c.dedup_key == "b0")

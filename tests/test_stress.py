@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import pytest
 
 import taskmill as tm
 
-from conftest import ROOT
+from conftest import ENV, ROOT
 
 KEYS = [f"obj-{i}" for i in range(400)]
 
@@ -151,7 +150,7 @@ async def run_stress(db_path: Path, seconds: float, supersede_heavy: bool = Fals
                 str(seconds),
                 "1" if supersede_heavy else "0",
             ],
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=ENV,
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -161,13 +160,17 @@ async def run_stress(db_path: Path, seconds: float, supersede_heavy: bool = Fals
         rng = random.Random(4)
         deadline = time.monotonic() + seconds
         cancelled = 0
+        cancelled_ids: set[int] = set()
         while time.monotonic() < deadline:
             out = await sched.submit_batch(
                 [tm.TaskSubmission("s", dedup_key=rng.choice(KEYS)) for _ in range(20)]
             )
             ids.extend(out.submitted)
             if ids and rng.random() < 0.5:
-                cancelled += await sched.cancel(rng.choice(ids))
+                victim = rng.choice(ids)
+                if await sched.cancel(victim):
+                    cancelled += 1
+                    cancelled_ids.add(victim)
             await asyncio.sleep(0.01)
         for t in threads:
             await asyncio.to_thread(t.join, 60)
@@ -207,7 +210,9 @@ async def run_stress(db_path: Path, seconds: float, supersede_heavy: bool = Fals
     batch_ids = [i for e in got if isinstance(e, tm.BatchSubmitted) for i in e.task_ids]
     assert len(batch_ids) == len(set(batch_ids))
     assert sorted(e.task_id for e in got if isinstance(e, tm.TaskCompleted)) == sorted(done)
-    assert cancelled >= 0
+    # every successful cancel is in history as cancelled, and nothing else cancels
+    assert cancelled > 0
+    assert set(history.filter(pl.col("status") == "cancelled")["id"].to_list()) == cancelled_ids
     return {
         "seconds": seconds,
         "supersede_heavy": supersede_heavy,
