@@ -12,13 +12,18 @@ highest peak are reported.  Cases:
 - ``ceiling``     SQLite alone: ``INSERT … SELECT`` of the same rows (already in a SQLite
                   file) into an empty store — the engine's limit for this schema;
 - ``dispatch``    a ``Scheduler`` running queued no-op tasks to completion
-                  (``max_concurrency=16``), extrapolated from a sample.
+                  (``max_concurrency=16``), extrapolated from a sample;
+- ``stall``       a ``Scheduler`` completing no-op tasks while the same scheduler
+                  submits the batch (polars): the longest gap between two completions
+                  during the batch, next to the time its transactions held the store's
+                  write lock (``merge_s``).  Target: the gap is no longer than the merge.
 
 With ``existing`` the store first holds that many tasks, half of the batch's keys among them.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -30,11 +35,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-CASES = ("one_by_one", "executemany", "list", "polars", "parquet", "ceiling", "dispatch")
+CASES = (
+    "one_by_one",
+    "executemany",
+    "list",
+    "polars",
+    "parquet",
+    "ceiling",
+    "dispatch",
+    "stall",
+)
+#: Cases measured on an empty store only.
+EMPTY_ONLY = ("one_by_one", "ceiling", "dispatch", "stall")
 ONE_BY_ONE_SAMPLE = 2_000
 DISPATCH_SAMPLE = 20_000
 
@@ -48,6 +64,7 @@ class Result:
     runs: list[float]
     peak_mb: float
     extrapolated: bool = False
+    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def rows_per_s(self) -> float:
@@ -117,6 +134,42 @@ _INSERT = (
     "INSERT INTO tasks (id, task_type, dedup_key, group_name, priority, queue_pos, payload, "
     "expected_net_tx_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def _stall(path: Path, df: Any) -> tuple[float, dict[str, float]]:
+    """The longest gap between no-op completions while the scheduler takes the batch."""
+    import asyncio
+
+    import polars as pl
+
+    from .model import TaskCompleted
+    from .scheduler import Scheduler
+    from .store import TaskStore
+
+    with TaskStore.open(path) as store:
+        store.submit_batch(pl.DataFrame({"task_type": ["noop"] * 60_000}))
+
+    async def noop(ctx: Any) -> None:
+        return None
+
+    async def go() -> tuple[float, dict[str, float]]:
+        async with Scheduler(path, executors={"noop": noop}, max_concurrency=16) as sched:
+            events = sched.subscribe(maxsize=200_000)
+            await asyncio.sleep(0.5)  # dispatching at its steady rate
+            t0 = time.time()
+            await sched.submit_batch(df)
+            t1 = time.time()
+            await asyncio.sleep(0.2)
+            done = sorted(e.at for e in events.drain() if isinstance(e, TaskCompleted))
+            merge = sum(sched.store.last_batch_merge_seconds)
+        window = [t for t in done if t0 <= t <= t1]
+        before = [t for t in done if t < t0][-1:]
+        after = [t for t in done if t > t1][:1]
+        points = before + window + after
+        gap = max((b - a for a, b in itertools.pairwise(points)), default=t1 - t0)
+        return gap, {"merge_s": merge, "batch_s": t1 - t0, "completions": float(len(window))}
+
+    return asyncio.run(go())
 
 
 def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tuple[float, bool]:
@@ -228,9 +281,20 @@ def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tu
 def worker_main(argv: list[str]) -> None:
     """``python -m taskmill.bench CASE ROWS EXISTING FOLDER RUN`` → one JSON line."""
     case, rows, existing, folder, run = argv
-    took, extrapolated = _run_case(case, int(rows), int(existing), Path(folder), int(run))
+    extra: dict[str, float] = {}
+    if case == "stall":
+        from .store.batch import warm_up
+
+        warm_up()
+        path = _fresh_store(Path(folder), None, int(run))
+        took, extra = _stall(path, _plan(int(rows), int(existing)))
+        extrapolated = False
+    else:
+        took, extrapolated = _run_case(case, int(rows), int(existing), Path(folder), int(run))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": took, "peak_mb": peak, "extrapolated": extrapolated}))
+    print(
+        json.dumps({"seconds": took, "peak_mb": peak, "extrapolated": extrapolated, "extra": extra})
+    )
 
 
 # --------------------------------------------------------------------------- driver side
@@ -242,6 +306,7 @@ def measure(case: str, rows: int, existing: int, folder: Path, repeat: int) -> R
         # written here, so the measured process never holds the whole plan
         _plan(rows, existing).write_parquet(_plan_file(folder, rows, existing))
     runs: list[float] = []
+    extras: list[dict[str, float]] = []
     peak = 0.0
     extrapolated = False
     for run_no in range(repeat):  # one process per run: each run's own peak memory
@@ -265,9 +330,11 @@ def measure(case: str, rows: int, existing: int, folder: Path, repeat: int) -> R
             raise RuntimeError(f"bench worker {case} {rows} failed:\n{proc.stderr}")
         data = json.loads(proc.stdout.strip().splitlines()[-1])
         runs.append(data["seconds"])
+        extras.append(data.get("extra") or {})
         peak = max(peak, data["peak_mb"])
         extrapolated = data["extrapolated"]
-    return Result(case, rows, existing, statistics.median(runs), runs, peak, extrapolated)
+    extra = {k: statistics.median(e[k] for e in extras) for k in extras[0]} if extras else {}
+    return Result(case, rows, existing, statistics.median(runs), runs, peak, extrapolated, extra)
 
 
 def machine() -> str:
@@ -299,7 +366,7 @@ def run(
         for ex in existing:
             for rows in sizes:
                 for case in cases:
-                    if case in ("one_by_one", "ceiling", "dispatch") and ex:
+                    if case in EMPTY_ONLY and ex:
                         continue  # measured once, on an empty store
                     echo(f"  {case:<12} {rows:>9,} rows into {ex:>9,} …", err=True)
                     results.append(measure(case, rows, ex, folder, repeat))
@@ -316,6 +383,8 @@ def table(results: list[Result]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        if r.case == "stall":
+            continue
         c, s = ceiling.get(r.rows), single.get(r.rows)
         name = f"{r.case} (extrapolated)" if r.extrapolated else r.case
         vs_ceiling = f"{r.seconds / c:.2f}" if c else "–"
@@ -324,6 +393,21 @@ def table(results: list[Result]) -> str:
             f"| {name} | {r.rows:,} | {r.existing:,} | {r.seconds:.3f} | "
             f"{r.rows_per_s:,.0f} | {vs_ceiling} | {vs_single} | {r.peak_mb:.0f} |"
         )
+    stalls = [r for r in results if r.case == "stall"]
+    if stalls:
+        lines += [
+            "",
+            "| no-op tasks completing during a batch | rows | longest gap s | merge s "
+            "| gap ÷ merge | batch s | completions during it |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in stalls:
+            merge = r.extra.get("merge_s", 0.0)
+            ratio = f"{r.seconds / merge:.2f}" if merge else "–"
+            lines.append(
+                f"| stall | {r.rows:,} | {r.seconds:.3f} | {merge:.3f} | {ratio} | "
+                f"{r.extra.get('batch_s', 0.0):.3f} | {r.extra.get('completions', 0):,.0f} |"
+            )
     return "\n".join(lines)
 
 

@@ -451,6 +451,12 @@ class _Null:
     show_default=True,
     help="On stop, seconds running attempts get before going back to pending.",
 )
+@click.option(
+    "--lease-timeout",
+    default=30.0,
+    show_default=True,
+    help="Seconds without renewal after which other workers take this one's tasks back.",
+)
 @click.option("--until-idle", is_flag=True, help="Exit once nothing is left to run.")
 @JSON_OPTION
 def worker(
@@ -464,6 +470,7 @@ def worker(
     retry_delay: float,
     poll_interval: float,
     close_timeout: float,
+    lease_timeout: float,
     until_idle: bool,
     as_json: bool,
 ) -> None:
@@ -500,6 +507,7 @@ def worker(
             retry_delay=retry_delay,
             poll_interval=poll_interval,
             close_timeout=close_timeout,
+            lease_timeout=lease_timeout,
         )
     )
     from .store import TaskStore
@@ -589,7 +597,7 @@ def _int_list(text: str) -> list[int]:
 )
 @click.option(
     "--cases",
-    default="one_by_one,executemany,list,polars,parquet,ceiling,dispatch",
+    default="one_by_one,executemany,list,polars,parquet,ceiling,dispatch,stall",
     show_default=True,
     help="Which loaders to measure.",
 )

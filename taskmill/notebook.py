@@ -212,8 +212,11 @@ class OutcomeWidget(w.VBox):
 
 
 class QueueWidget(w.VBox):
-    """A live view of a running scheduler: counts by status, per group, throughput and
-    recent failures, updated from its events at most ``refresh`` times a second."""
+    """A live view of a running scheduler: counts by status, per group, throughput,
+    recent failures and store trouble, redrawn from its events at most ``refresh``
+    times a second (the last events of a burst are drawn too, at the end of the
+    throttle window), and a last time when the scheduler closes, so that its final
+    state is the store's."""
 
     def __init__(self, sched: Scheduler, *, refresh: float = 2.0) -> None:
         self.sched = sched
@@ -224,6 +227,7 @@ class QueueWidget(w.VBox):
         self.counts: dict[str, int] = {}
         self.completed = 0
         self.recent: list[str] = []
+        self.trouble: str | None = None
         self.started = time.monotonic()
         self.updates = 0
         self.stopped = False
@@ -235,32 +239,52 @@ class QueueWidget(w.VBox):
         """Begin following the scheduler's events (needs a running event loop)."""
         import asyncio
 
+        self._events = self.sched.subscribe()
+        self.sched._on_close(self._closing)
         self._task = asyncio.get_running_loop().create_task(self._follow())
         return self
 
     async def _follow(self) -> None:
         import asyncio
 
-        from .model import TaskCompleted, TaskFailed
+        from .model import StoreRecovered, StoreUnavailable, TaskCompleted, TaskFailed
 
-        events = self.sched.subscribe()
-        last = 0.0
+        events = self._events
         await self.refresh()
-        async for event in events:
+        last = time.monotonic()
+        dirty = False
+        while not self.stopped:
+            wait = None if not dirty else max(0.0, last + self.min_interval - time.monotonic())
+            try:
+                event = await asyncio.wait_for(anext(events), wait)
+            except TimeoutError:  # the end of a burst: draw what came in the window
+                event = None
+            except StopAsyncIteration:
+                break
             if isinstance(event, TaskCompleted):
                 self.completed += 1
             elif isinstance(event, TaskFailed):
                 self.recent = [f"#{event.task_id}: {event.error}", *self.recent][:5]
+            elif isinstance(event, StoreUnavailable):
+                self.trouble = f"store unavailable for {event.operation}: {event.error}"
+            elif isinstance(event, StoreRecovered):
+                self.trouble = None
+            dirty = dirty or event is not None
             now = time.monotonic()
-            if now - last >= self.min_interval:
+            if dirty and now - last >= self.min_interval and not self.stopped:
                 last = now
+                dirty = False
                 await self.refresh()
+
+    async def _closing(self) -> None:
+        """The scheduler is closing, every result recorded: draw the final state."""
+        self.trouble = None if self.sched.store_error is None else self.trouble
+        await self.refresh()
         self.stopped = True
-        await asyncio.sleep(0)
         self.status.value += " · <i>scheduler closed</i>"
 
     async def refresh(self) -> None:
-        """Re-read the store's counts and redraw (called, throttled, on events)."""
+        """Re-read the store's counts and redraw."""
         import asyncio
 
         from .model import ACTIVE_STATUSES, FINAL_STATUSES
@@ -270,6 +294,12 @@ class QueueWidget(w.VBox):
         counts = {s: int(groups[s].sum()) for s in (*ACTIVE_STATUSES, *FINAL_STATUSES)}
         self.counts = counts
         rate = self.completed / max(time.monotonic() - self.started, 1e-9)
+        trouble = (
+            ""
+            if self.trouble is None
+            else f"<div class='taskmill-trouble' style='color:#c62828'>⚠ "
+            f"{html.escape(self.trouble)} — retrying, nothing is lost</div>"
+        )
         self.status.value = (
             "<div class='taskmill-live'>"
             + " · ".join(
@@ -277,6 +307,7 @@ class QueueWidget(w.VBox):
                 for k, v in counts.items()
             )
             + f" · {rate:,.0f} tasks/s</div>"
+            + trouble
         )
         self.groups.value = page_html(
             groups.select("group", "pending", "running", "completed", "failed")

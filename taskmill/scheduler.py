@@ -184,6 +184,7 @@ class _Attempt:
     task: ClaimedTask
     ctx: TaskContext
     started: float
+    owner: str  # the worker identity that claimed it (a new one after a lost lease)
     job: asyncio.Task[None] | None = None
     stop_reason: str | None = None  # "cancelled" | "superseded" | "shutdown" | "lost"
     settling: bool = False  # the executor has returned; its outcome is being recorded
@@ -268,10 +269,11 @@ class Scheduler:
         self._pool: ThreadPoolExecutor | None = None
         self._closing = False
         self._started = False
-        self._completions: list[tuple[int, asyncio.Future[bool]]] = []
+        self._completions: list[tuple[ClaimedTask, str, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self._reconcile_needed = False
+        self._owner_stale = False  # our lease was lost; a new identity is being made
         self._fatal: BaseException | None = None
         self._unrecorded: list[int] = []
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -333,8 +335,8 @@ class Scheduler:
     async def close(self, timeout: float | None = None) -> None:
         """Stop dispatching; let running attempts finish within ``timeout`` (default
         ``close_timeout``), then tell the rest to stop and, once their code has
-        returned, put them back to pending (an attempt that completed anyway is
-        recorded as completed).
+        returned, put them back to pending, not counted as a try (an attempt that
+        returns normally after it was told is put back too: it may have stopped early).
 
         Raises :class:`SchedulerError` after closing when the dispatch loop had
         failed for good, or when results could not be recorded because the store
@@ -616,12 +618,12 @@ class Scheduler:
                 failures = unexpected = 0
             except SchedulerError as exc:  # the store is busy or failing: say so, go on
                 failures += 1
-                delay = min(MAX_STORE_BACKOFF, max(self.poll_interval, 0.05 * 2**failures))
+                delay = self._loop_backoff(failures)
                 log.warning("taskmill dispatch: %s (retrying in %.2f s)", exc, delay)
             except Exception as exc:
                 failures += 1
                 unexpected += 1
-                delay = min(MAX_STORE_BACKOFF, max(self.poll_interval, 0.05 * 2**failures))
+                delay = self._loop_backoff(failures)
                 if unexpected >= MAX_UNEXPECTED_ERRORS:
                     log.critical(
                         "taskmill dispatch: %d unexpected errors in a row; dispatching stops",
@@ -635,6 +637,11 @@ class Scheduler:
                 log.exception("taskmill dispatch: unexpected error (retrying in %.2f s)", delay)
             await _wait_event(self._wake, delay)
 
+    def _loop_backoff(self, failures: int) -> float:
+        """How long the dispatch loop waits after ``failures`` failed rounds in a row:
+        doubling from 50 ms up to a second (or the poll interval, if longer)."""
+        return min(max(self.poll_interval, 1.0), 0.05 * 2 ** min(failures, 10))
+
     async def _next_delay(self) -> float:
         if not self.executors:
             return self.poll_interval
@@ -645,30 +652,33 @@ class Scheduler:
 
     async def _dispatch(self) -> None:
         free = self.max_concurrency - len(self._running)
-        if free <= 0 or not self.executors or self._closing:
+        if free <= 0 or not self.executors or self._closing or self._owner_stale:
             return
+        owner = self._owner
+        assert owner is not None
         # a claim that raised may still have committed: find out before claiming again
         self._reconcile_needed = True
         claimed = await self._db(
             self.store.claim,
             free,
             task_types=self.executors,
-            owner=self._owner,
+            owner=owner,
             group_limits=self.group_concurrency,
             default_group_limit=self.default_group_concurrency,
         )
         self._reconcile_needed = False
         for task in claimed:
-            self._start(task)
+            self._start(task, owner)
 
     async def _reconcile(self) -> None:
         """Give back the tasks the store has running for us that no attempt here runs
         (a claim that committed but whose answer never arrived)."""
-        assert self._owner is not None
-        owned = await self._db(self.store.owned_tasks, self._owner)
+        owner = self._owner
+        assert owner is not None
+        owned = await self._db(self.store.owned_tasks, owner)
         stray = [tid for tid in owned if tid not in self._running]
         if stray:
-            released = await self._db(self.store.release, stray, owner=self._owner)
+            released = await self._db(self.store.release, stray, owner=owner)
             log.warning("taskmill: %d claimed task(s) had no attempt here; pending again", released)
             self._poke()
         self._reconcile_needed = False
@@ -676,15 +686,21 @@ class Scheduler:
     async def _lease_loop(self) -> None:
         """Renew this scheduler's lease; put back the tasks of stopped workers."""
         tick = max(0.05, min(self.lease_timeout / 3, 2.0))
-        assert self._owner is not None
         while True:
             await asyncio.sleep(tick)
             try:
-                if not await self._db(self.store.renew, self._owner):
+                owner = self._owner
+                assert owner is not None
+                if self._owner_stale or not await self._db(self.store.renew, owner):
+                    # a new identity: results of the old one's attempts are refused, even
+                    # for a task this scheduler claims again meanwhile
+                    self._owner_stale = True
                     self._lease_lost()
-                    await self._db(
-                        self.store.register, self._owner, lease_timeout=self.lease_timeout
+                    self._owner = await self._db(
+                        self.store.new_owner, lease_timeout=self.lease_timeout
                     )
+                    self._owner_stale = False
+                    await self._db(self.store.release_owner, owner)
                 recovered = await self._db(self.store.recover)
             except Exception as exc:
                 log.warning("taskmill: could not renew this worker's lease: %s", exc)
@@ -706,13 +722,15 @@ class Scheduler:
         for attempt in lost:
             self._stop_attempt(attempt, "lost")
 
-    def _start(self, task: ClaimedTask) -> None:
+    def _start(self, task: ClaimedTask, owner: str) -> None:
         def report(fraction: float, message: str | None) -> None:
             self._publish_threadsafe(
                 TaskProgress(task_id=task.id, fraction=fraction, message=message)
             )
 
-        attempt = _Attempt(task=task, ctx=TaskContext(task, report), started=time.monotonic())
+        attempt = _Attempt(
+            task=task, ctx=TaskContext(task, report), started=time.monotonic(), owner=owner
+        )
         self._running[task.id] = attempt
         self._publish(
             TaskDispatched(
@@ -758,7 +776,10 @@ class Scheduler:
                 log.exception("taskmill: the result of task %s could not be recorded", task.id)
                 self._unrecorded.append(task.id)
         finally:
-            self._running.pop(task.id, None)
+            # the task may run again here already (its retry was recorded by a try
+            # whose answer was lost): only this attempt's own entry goes
+            if self._running.get(task.id) is attempt:
+                del self._running[task.id]
             attempt.done.set()
             if self._activity is not None:
                 self._activity.set()
@@ -768,8 +789,7 @@ class Scheduler:
         """Record how an attempt ended.  Every store call here is retried until it
         lands (see :meth:`_persist`): a task is never left running under this worker."""
         task = attempt.task
-        owner = self._owner
-        assert owner is not None
+        owner = attempt.owner
         reason = attempt.stop_reason
         if reason == "lost":
             log.warning("taskmill: task %s ended here after its lease was lost", task.id)
@@ -784,17 +804,21 @@ class Scheduler:
                 )
             )
             return
-        if reason == "shutdown" and not returned:
+        if reason == "shutdown":  # told to stop: pending again once its code returned
             await self._persist(
-                f"the release of task {task.id}", self.store.release, [task.id], owner=owner
+                f"the release of task {task.id}",
+                self.store.release,
+                [task.id],
+                owner=owner,
+                attempts=[task.attempt],
             )
             return
         duration = time.monotonic() - attempt.started
         if error is None:
-            if await self._complete(task.id):
+            if await self._complete(task, owner):
                 self._publish_completed(task, duration)
             else:
-                await self._report_lost(task, duration=duration)
+                await self._report_lost(task, owner, duration=duration)
             return
         message = f"{type(error).__name__}: {error}"
         max_retries = self.max_retries if task.max_retries is None else task.max_retries
@@ -809,9 +833,10 @@ class Scheduler:
             owner=owner,
             error=message,
             retry_at=retry_at,
+            attempt=task.attempt,
         )
         if result is None:
-            await self._report_lost(task, failure=(message, retry_at))
+            await self._report_lost(task, owner, failure=(message, retry_at))
             return
         log.debug("task %s attempt %s failed: %s", task.id, task.attempt, message)
         self._publish_failed(task, message, retry_at if result == "retry" else None)
@@ -883,40 +908,44 @@ class Scheduler:
                 self._publish(StoreRecovered(operation=what, tries=tries))
             return result
 
-    async def _complete(self, task_id: int) -> bool:
+    async def _complete(self, task: ClaimedTask, owner: str) -> bool:
         """Record a successful attempt. Completions that arrive while a write is under
         way are grouped into the next transaction (one commit for many tasks)."""
         assert self._loop is not None
         future: asyncio.Future[bool] = self._loop.create_future()
-        self._completions.append((task_id, future))
+        self._completions.append((task, owner, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_completions())
         return await future
 
     async def _flush_completions(self) -> None:
         while self._completions:
-            batch, self._completions = self._completions, []
+            owner = self._completions[0][1]
+            batch = [c for c in self._completions if c[1] == owner]
+            self._completions = [c for c in self._completions if c[1] != owner]
             try:
                 done = await self._persist(
                     f"the completion of {len(batch)} task(s)",
                     self.store.complete_many,
-                    [t for t, _ in batch],
-                    owner=self._owner,
+                    [t.id for t, _, _ in batch],
+                    owner=owner,
+                    attempts=[t.attempt for t, _, _ in batch],
                 )
             except BaseException as exc:
-                for _, future in batch:
+                for _, _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
-            for task_id, future in batch:
+            for task, _, future in batch:
                 if not future.done():
-                    future.set_result(task_id in done)
+                    future.set_result(task.id in done)
 
     async def _report_lost(
         self,
         task: ClaimedTask,
+        owner: str,
         *,
         duration: float | None = None,
         failure: tuple[str, float | None] | None = None,
@@ -927,7 +956,11 @@ class Scheduler:
         (its answer was lost and the retry found the work done), or our lease ran out
         and the task went back to the queue."""
         lost = await self._persist(
-            f"the state of task {task.id}", self.store.lost_tasks, [task.id], owner=self._owner
+            f"the state of task {task.id}",
+            self.store.lost_tasks,
+            [task.id],
+            owner=owner,
+            attempts=[task.attempt],
         )
         status, replaced_by = lost.get(task.id, ("gone", None))
         if status == "completed" and duration is not None:
@@ -939,7 +972,7 @@ class Scheduler:
                 TaskSuperseded(task_id=task.id, replaced_by=replaced_by or 0, was_running=True)
             )
         elif status in ACTIVE_STATUSES:
-            if failure is not None and failure[1] is not None and status == "pending":
+            if failure is not None and failure[1] is not None and status != "paused":
                 self._publish_failed(task, failure[0], failure[1])  # our retry landed
             else:
                 log.warning(
@@ -951,10 +984,18 @@ class Scheduler:
 
     async def _check_lost(self) -> None:
         """Tell running attempts whose task was cancelled/superseded by another process."""
-        watched = [tid for tid, a in self._running.items() if a.stop_reason is None]
+        owner = self._owner
+        watched = [
+            tid for tid, a in self._running.items() if a.stop_reason is None and a.owner == owner
+        ]
         if not watched:
             return
-        lost = await self._db(self.store.lost_tasks, watched, owner=self._owner)
+        lost = await self._db(
+            self.store.lost_tasks,
+            watched,
+            owner=owner,
+            attempts=[self._running[tid].task.attempt for tid in watched],
+        )
         for tid, (status, replaced_by) in lost.items():
             attempt = self._running.get(tid)
             if status in ("completed", "failed"):

@@ -137,12 +137,59 @@ async def test_queue_widget_follows_the_scheduler(db_path: Path) -> None:
             [tm.TaskSubmission("t", dedup_key=f"k{i}", group="g") for i in range(40)]
         )
         await sched.wait_idle(timeout=20)
-        await asyncio.sleep(0.1)
-        await view.refresh()
+        await asyncio.sleep(0.1)  # one throttle window: the last events are drawn
         assert view.counts["completed"] == 39 and view.counts["failed"] == 1
         assert "completed <b>39</b>" in view.status.value
         assert "#4: RuntimeError: boom" in view.failures.value
         assert view.updates >= 2
         assert not view.stopped
-    await asyncio.sleep(0.05)
     assert view.stopped and "scheduler closed" in view.status.value
+
+
+async def test_queue_widget_ends_with_the_stores_numbers(db_path: Path) -> None:
+    """0.1: the view redrew only when an event came after its throttle window, so it
+    ended with stale numbers (pending 2, completed 2,967 where the store said 0 and
+    2,968); no manual refresh() here."""
+
+    async def work(ctx: tm.TaskContext) -> None:
+        if ctx.task_id % 10 == 0:
+            raise RuntimeError("boom")
+
+    async with tm.Scheduler(db_path, executors={"t": work}, max_retries=0) as sched:
+        view = sched.widget(refresh=0.5)  # a 2-second throttle window
+        await asyncio.sleep(0.05)
+        await sched.submit_batch([tm.TaskSubmission("t", group=f"g{i % 3}") for i in range(300)])
+        await sched.wait_idle(timeout=30)
+        updates = view.updates
+    with tm.TaskStore.open(db_path) as store:
+        sched_counts = store.counts()
+        final = store.stats("group")
+    assert view.updates > updates  # drawn once more on close
+    assert view.counts == sched_counts
+    assert sched_counts["completed"] == 270 and sched_counts["failed"] == 30
+    assert "completed <b>270</b>" in view.status.value
+    assert "failed <b>30</b>" in view.status.value
+    assert "pending <b>0</b>" in view.status.value and "running <b>0</b>" in view.status.value
+    assert view.status.value.endswith("<i>scheduler closed</i>")
+    for group in final["group"].to_list():
+        assert group in view.groups.value
+
+
+async def test_queue_widget_shows_store_trouble(db_path: Path) -> None:
+    async with tm.Scheduler(db_path, executors={}) as sched:
+        view = sched.widget(refresh=100)
+        await asyncio.sleep(0.05)
+        sched._publish(
+            tm.StoreUnavailable(
+                operation="the completion of 3 task(s)",
+                error="database is locked",
+                tries=2,
+                retry_in=0.2,
+            )
+        )
+        await asyncio.sleep(0.1)
+        assert "store unavailable for the completion of 3 task(s)" in view.status.value
+        assert "nothing is lost" in view.status.value
+        sched._publish(tm.StoreRecovered(operation="the completion of 3 task(s)", tries=2))
+        await asyncio.sleep(0.1)
+        assert "store unavailable" not in view.status.value

@@ -84,20 +84,33 @@ class StoreProtocol(Protocol):
         group limits count every running task of the store."""
         ...
 
-    def complete_many(self, task_ids: Sequence[int], *, owner: str) -> set[int]:
-        """Record successful attempts; returns the ids that were still ``owner``'s."""
+    def complete_many(
+        self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
+    ) -> set[int]:
+        """Record successful attempts; returns the ids that were still ``owner``'s (as
+        those attempts: a retried call whose first try landed changes nothing)."""
         ...
 
-    def fail(self, task_id: int, *, owner: str, error: str, retry_at: float | None) -> str | None:
+    def fail(
+        self,
+        task_id: int,
+        *,
+        owner: str,
+        error: str,
+        retry_at: float | None,
+        attempt: int | None = None,
+    ) -> str | None:
         """Record a failed attempt: ``"retry"``, ``"failed"``, or ``None`` when not owned."""
         ...
 
-    def release(self, task_ids: Sequence[int], *, owner: str) -> int:
+    def release(
+        self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
+    ) -> int:
         """Give running attempts back to pending, not counted as tries."""
         ...
 
     def lost_tasks(
-        self, task_ids: Sequence[int], *, owner: str
+        self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
     ) -> dict[int, tuple[str, int | None]]:
         """Of tasks ``owner`` believes it runs, the ones it no longer owns, with their
         status now and ``replaced_by``."""

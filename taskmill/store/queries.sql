@@ -119,8 +119,12 @@ SET status = 'pending', owner = NULL, attempts = MAX(attempts - 1, 0), started_a
 WHERE status = 'running' AND owner IS ?;
 
 -- name: owned_running
-SELECT id FROM tasks
-WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'running' AND owner = :owner;
+-- :pairs is a JSON array of [id, attempt]; a null attempt matches any.
+SELECT t.id
+FROM json_each(:pairs) AS j
+CROSS JOIN tasks AS t ON t.id = json_extract(j.value, '$[0]')
+WHERE t.status = 'running' AND t.owner = :owner
+  AND (json_extract(j.value, '$[1]') IS NULL OR t.attempts = json_extract(j.value, '$[1]'));
 
 -- name: active_status
 SELECT id, status FROM tasks WHERE id IN (SELECT value FROM json_each(?));

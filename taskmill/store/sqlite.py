@@ -168,6 +168,8 @@ class TaskStore:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
+        #: Seconds each transaction of the last batch held the store's write lock.
+        self.last_batch_merge_seconds: list[float] = []
         self._stager = Stager(self.path)
         self._connect()
 
@@ -561,6 +563,7 @@ class TaskStore:
         progress: Callable[[int, int], None] | None = None,
     ) -> BatchOutcome:
         started = time.perf_counter()
+        self.last_batch_merge_seconds = []
         warm_up_in_background()  # DuckDB starts while the batch is prepared
         prepared = prepare(tasks)
         frame = prepared.frame
@@ -706,6 +709,7 @@ class TaskStore:
                     txn = (
                         self._plan_txn(conn) if dry_run else self._transaction(conn, deferred=True)
                     )
+                    merge_started = time.perf_counter()
                     with txn as c:
                         for j, piece in enumerate(pieces):
                             result = self._merge_staged(
@@ -716,6 +720,8 @@ class TaskStore:
                                 offset += result.filter(
                                     pl.col("action").is_in(["submitted", "superseded"])
                                 ).height
+                    if not dry_run:
+                        self.last_batch_merge_seconds.append(time.perf_counter() - merge_started)
                     return pl.concat(results)
                 finally:
                     for name in attached:
@@ -874,9 +880,13 @@ class TaskStore:
         with self._read() as conn:
             running = conn.execute(q("running_owner_leases")).fetchall()
             stale = conn.execute(q("expired_workers"), {"now": now}).fetchall()
+        with _LIVE_LOCK:  # a worker of this process that is alive is never reaped here
+            live = set(_LIVE_OWNERS)
         dead: set[str | None] = set()
-        expired: set[str] = {r[0] for r in stale}
+        expired: set[str] = {r[0] for r in stale} - live
         for owner, lease_end in running:
+            if owner in live:
+                continue
             if owner is None or _owner_dead(owner):
                 dead.add(owner)
             elif lease_end is None:
@@ -986,28 +996,43 @@ class TaskStore:
         """
         return task_id in self.complete_many([task_id], owner=owner)
 
-    def complete_many(self, task_ids: Sequence[int], *, owner: str) -> set[int]:
-        """:meth:`complete` for many tasks in one transaction; returns the ids completed."""
+    def complete_many(
+        self,
+        task_ids: Sequence[int],
+        *,
+        owner: str,
+        attempts: Sequence[int] | None = None,
+    ) -> set[int]:
+        """:meth:`complete` for many tasks in one transaction; returns the ids completed.
+
+        With ``attempts`` (one per id) a task is completed only while that very attempt
+        runs: a retried call whose first try landed finds the task finished, or claimed
+        again, and changes nothing."""
         if not task_ids:
             return set()
-        ids_json = json.dumps(list(task_ids))
         with self._write() as conn:
-            owned = [
-                r[0] for r in conn.execute(q("owned_running"), {"ids": ids_json, "owner": owner})
-            ]
+            owned = self._owned(conn, task_ids, owner, attempts)
             if owned:
                 self._finish(conn, owned, "completed", time.time())
             return set(owned)
 
-    def fail(self, task_id: int, *, owner: str, error: str, retry_at: float | None) -> str | None:
+    def fail(
+        self,
+        task_id: int,
+        *,
+        owner: str,
+        error: str,
+        retry_at: float | None,
+        attempt: int | None = None,
+    ) -> str | None:
         """A running attempt raised.
 
         With ``retry_at`` the task goes back to pending, not dispatched before that
         time (``"retry"``); without, it moves to history as ``failed`` (``"failed"``).
-        ``None`` when the task is no longer running for ``owner``.
+        ``None`` when the task is no longer running for ``owner`` (as ``attempt``).
         """
         with self._write() as conn:
-            if not self._owns(conn, task_id, owner):
+            if not self._owned(conn, [task_id], owner, None if attempt is None else [attempt]):
                 return None
             if retry_at is not None:
                 conn.execute(
@@ -1023,29 +1048,40 @@ class TaskStore:
             self._finish(conn, [task_id], "failed", time.time(), error=error)
             return "failed"
 
-    def release(self, task_ids: Sequence[int], *, owner: str) -> int:
+    def release(
+        self,
+        task_ids: Sequence[int],
+        *,
+        owner: str,
+        attempts: Sequence[int] | None = None,
+    ) -> int:
         """Give running attempts back to pending, not counted as tries (shutdown)."""
         if not task_ids:
             return 0
         with self._write() as conn:
+            owned = self._owned(conn, task_ids, owner, attempts)
+            if not owned:
+                return 0
             return conn.execute(
-                q("release_running"),
-                {
-                    "ids": json.dumps(list(task_ids)),
-                    "owner": owner,
-                },
+                q("release_running"), {"ids": json.dumps(owned), "owner": owner}
             ).rowcount
 
     @staticmethod
-    def _owns(conn: sqlite3.Connection, task_id: int, owner: str) -> bool:
-        return bool(
-            conn.execute(
-                q("owned_running"), {"ids": json.dumps([task_id]), "owner": owner}
-            ).fetchone()
-        )
+    def _owned(
+        conn: sqlite3.Connection,
+        task_ids: Sequence[int],
+        owner: str,
+        attempts: Sequence[int] | None,
+    ) -> list[int]:
+        """Of ``task_ids``, those running for ``owner`` (as the given attempts, if any)."""
+        tries: Sequence[int | None] = [None] * len(task_ids) if attempts is None else attempts
+        if len(tries) != len(task_ids):
+            raise ValueError("give one attempt number per task id")
+        pairs = json.dumps([[t, a] for t, a in zip(task_ids, tries, strict=True)])
+        return [r[0] for r in conn.execute(q("owned_running"), {"pairs": pairs, "owner": owner})]
 
     def lost_tasks(
-        self, task_ids: Sequence[int], *, owner: str
+        self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
     ) -> dict[int, tuple[str, int | None]]:
         """Of tasks ``owner`` believes it runs, those cancelled or superseded meanwhile.
 
@@ -1055,11 +1091,8 @@ class TaskStore:
         """
         if not task_ids:
             return {}
-        ids_json = json.dumps(list(task_ids))
         with self._read() as conn:
-            still = {
-                r[0] for r in conn.execute(q("owned_running"), {"ids": ids_json, "owner": owner})
-            }
+            still = set(self._owned(conn, task_ids, owner, attempts))
             lost = [t for t in task_ids if t not in still]
             if not lost:
                 return {}
