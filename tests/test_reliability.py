@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import textwrap
@@ -176,6 +177,23 @@ def test_read_only_file_system(small_fs: Path) -> None:
         subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
     with tm.TaskStore.open(db) as store:
         assert store.tasks()["dedup_key"].to_list() == ["k"]
+
+
+def test_a_01_store_on_a_read_only_file_system_is_refused_untouched(small_fs: Path) -> None:
+    db = small_fs / "old.db"
+    shutil.copy(ROOT / "tests" / "fixtures" / "store-v1.db", db)
+    before = db.read_bytes()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    try:
+        with pytest.raises(tm.SchedulerError) as err:
+            tm.TaskStore.open(db)
+        assert err.value.kind == "store"
+        message = str(err.value).lower()
+        assert "older schema" in message or "read" in message or "unable to open" in message
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in small_fs.iterdir()) == ["old.db"]
 
 
 def test_staging_files_never_outlive_a_failed_batch(tmp_path: Path) -> None:

@@ -1,0 +1,107 @@
+"""Schema migrations: a store written by taskmill 0.1 is upgraded in place, keeping every
+task, id, queue position and history row; a migrated schema equals a fresh one."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import taskmill as tm
+from taskmill.store.sql import SCHEMA_VERSION, migrations
+
+from conftest import ROOT, assert_store_consistent
+
+FIXTURE = ROOT / "tests" / "fixtures" / "store-v1.db"
+
+ACTIVE = "SELECT id, task_type, dedup_key, group_name, priority, queue_pos, status, payload, label, "
+ACTIVE += "expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, "
+ACTIVE += "expected_net_tx_bytes, max_retries, attempts, last_error, run_after, created_at "
+ACTIVE += "FROM tasks ORDER BY id"
+
+
+def _rows(path: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def _schema(path: Path) -> list[tuple[str, str, str]]:
+    """Every table and index, its SQL with whitespace normalised."""
+    rows = _rows(
+        path,
+        "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+        "AND name NOT LIKE 'sqlite_%' ORDER BY type, name",
+    )
+    return [(t, n, " ".join(s.split())) for t, n, s in rows]
+
+
+@pytest.fixture
+def v1_store(tmp_path: Path) -> Path:
+    path = tmp_path / "old.db"
+    shutil.copy(FIXTURE, path)
+    return path
+
+
+def test_the_fixture_is_a_01_store() -> None:
+    assert _rows(FIXTURE, "PRAGMA user_version") == [(1,)]
+    assert "workers" not in {n for _, n, _ in _schema(FIXTURE)}
+
+
+def test_opening_a_01_store_upgrades_it_in_place_keeping_everything(v1_store: Path) -> None:
+    tasks_before = _rows(v1_store, ACTIVE)
+    history_before = _rows(v1_store, "SELECT * FROM history ORDER BY id")
+    seq_before = _rows(v1_store, "SELECT seq FROM sqlite_sequence WHERE name = 'tasks'")
+    assert len(tasks_before) == 21 and len(history_before) == 4
+    with tm.TaskStore.open(v1_store) as store:
+        active, history = assert_store_consistent(store)
+        # the task a 0.1 worker on another host left running holds no lease: pending again
+        assert store.counts()["running"] == 0
+    assert _rows(v1_store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    after = _rows(v1_store, ACTIVE)
+    recovered = [r for r in tasks_before if r[6] == "running"]
+    assert [r[0] for r in recovered] == [3]
+    # every task kept with its id, queue position, payload…; only the recovered one changed
+    assert [r for r in after if r[0] != 3] == [r for r in tasks_before if r[0] != 3]
+    [row3] = [r for r in after if r[0] == 3]
+    assert row3[6] == "pending" and row3[14] == 0
+    assert _rows(v1_store, "SELECT * FROM history ORDER BY id") == history_before
+    assert _rows(v1_store, "SELECT seq FROM sqlite_sequence WHERE name = 'tasks'") == seq_before
+    # the queue order 0.1 set up still holds: the supersede kept the replaced one's place
+    assert [r[0] for r in sorted(after, key=lambda r: (r[4], r[5]))][:3] == [2, 12, 15]
+    with tm.TaskStore.open(v1_store) as store:
+        new = store.submit(tm.TaskSubmission("sync.upload", dedup_key="new"))
+        assert new.task_id == seq_before[0][0] + 1  # ids are never reused
+
+
+def test_a_migrated_schema_equals_a_fresh_one(v1_store: Path, tmp_path: Path) -> None:
+    tm.TaskStore.open(v1_store).close()
+    fresh = tmp_path / "fresh.db"
+    tm.TaskStore.open(fresh).close()
+    assert _schema(v1_store) == _schema(fresh)
+
+
+def test_migrations_are_numbered_without_gaps() -> None:
+    assert list(migrations()) == list(range(2, SCHEMA_VERSION + 1))
+
+
+def test_a_failing_migration_leaves_the_store_untouched(
+    v1_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All of the upgrade or none of it: a migration that fails half-way rolls back."""
+    from taskmill.store import sql
+
+    before = v1_store.read_bytes()
+    broken = {**migrations(), SCHEMA_VERSION: migrations()[SCHEMA_VERSION] + "\nBROKEN SQL;"}
+    monkeypatch.setattr(sql, "migrations", lambda: broken)
+    monkeypatch.setattr("taskmill.store.sqlite.migrations", lambda: broken)
+    with pytest.raises(tm.SchedulerError, match="syntax error"):
+        tm.TaskStore.open(v1_store)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{v1_store}{suffix}").unlink(missing_ok=True)
+    assert v1_store.read_bytes() == before
+    assert _rows(v1_store, "PRAGMA user_version") == [(1,)]
