@@ -16,10 +16,12 @@ from conftest import ROOT, assert_store_consistent
 
 FIXTURE = ROOT / "tests" / "fixtures" / "store-v1.db"
 
-ACTIVE = "SELECT id, task_type, dedup_key, group_name, priority, queue_pos, status, payload, label, "
-ACTIVE += "expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, "
-ACTIVE += "expected_net_tx_bytes, max_retries, attempts, last_error, run_after, created_at "
-ACTIVE += "FROM tasks ORDER BY id"
+ACTIVE = (
+    "SELECT id, task_type, dedup_key, group_name, priority, queue_pos, status, payload, "
+    "label, expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, "
+    "expected_net_tx_bytes, max_retries, attempts, last_error, run_after, created_at "
+    "FROM tasks ORDER BY id"
+)
 
 
 def _rows(path: Path, sql: str) -> list[tuple]:
@@ -58,7 +60,7 @@ def test_opening_a_01_store_upgrades_it_in_place_keeping_everything(v1_store: Pa
     seq_before = _rows(v1_store, "SELECT seq FROM sqlite_sequence WHERE name = 'tasks'")
     assert len(tasks_before) == 21 and len(history_before) == 4
     with tm.TaskStore.open(v1_store) as store:
-        active, history = assert_store_consistent(store)
+        assert_store_consistent(store)
         # the task a 0.1 worker on another host left running holds no lease: pending again
         assert store.counts()["running"] == 0
     assert _rows(v1_store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
