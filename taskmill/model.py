@@ -244,6 +244,15 @@ class TaskSubmission:
     max_retries: Any = None
 
 
+#: The message of a payload holding NaN or an infinite number, whatever the input form.
+NON_FINITE_PAYLOAD = "payload cannot be encoded as JSON: it holds NaN or an infinite number"
+
+
+def _safe_text(text: str) -> str:
+    """``text`` with anything that is not valid Unicode (lone surrogates) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def encode_payload(payload: Any) -> bytes | None:
     """The bytes stored for a ``TaskSubmission.payload``; raises ``InvalidSubmission``."""
     if payload is None:
@@ -255,9 +264,16 @@ def encode_payload(payload: Any) -> bytes | None:
             data = json.dumps(
                 payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False
             ).encode("utf-8")
-        except (TypeError, ValueError, UnicodeEncodeError, RecursionError) as exc:
+        except ValueError as exc:
+            message = (
+                NON_FINITE_PAYLOAD
+                if "Out of range float" in str(exc)
+                else f"payload cannot be encoded as JSON: {exc}"
+            )
+            raise InvalidSubmission(message, kind="invalid_payload", field="payload") from None
+        except (TypeError, UnicodeEncodeError, RecursionError) as exc:
             raise InvalidSubmission(
-                f"payload cannot be encoded as JSON: {exc}",
+                f"payload cannot be encoded as JSON: {_safe_text(str(exc))}",
                 kind="invalid_payload",
                 field="payload",
             ) from None

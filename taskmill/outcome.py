@@ -230,12 +230,21 @@ class BatchOutcome:
 
 
 def build_outcome(
-    frame: pl.DataFrame, results: list[pl.DataFrame], *, planned: bool, elapsed: float | None
+    frame: pl.DataFrame,
+    results: list[pl.DataFrame],
+    *,
+    planned: bool,
+    elapsed: float | None,
+    interrupted: str | None = None,
 ) -> BatchOutcome:
     """Combine the prepared rows with the merge results of their winners.
 
     Failed rows keep their validation error; a valid row that lost to a later row of
     the same key is ``deduplicated`` (``in_batch``) and points at the winner's task.
+
+    ``interrupted`` (the outcome of the committed part of a batch that stopped): a row
+    whose winner sat in the part that did not commit is ``failed`` with kind
+    ``interrupted`` and this message — the store holds nothing for it.
     """
     merged = (
         pl.concat(results)
@@ -261,6 +270,22 @@ def build_outcome(
     joined = keys.join(
         merged.rename({"error": "merge_error"}), on="index", how="left", maintain_order="left"
     ).join(winners, on="winner_index", how="left", maintain_order="left")
+    if interrupted is not None:  # winners beyond the committed rows never reached the store
+        cut = (
+            ~pl.col("winner")
+            & pl.col("error_kind").is_null()
+            & (pl.col("winner_index") >= frame.height)
+        )
+        joined = joined.with_columns(
+            pl.when(cut)
+            .then(pl.lit("interrupted"))
+            .otherwise(pl.col("error_kind"))
+            .alias("error_kind"),
+            pl.when(cut)
+            .then(pl.format(interrupted, pl.col("winner_index")))
+            .otherwise(pl.col("error"))
+            .alias("error"),
+        )
     failed = pl.col("error_kind").is_not_null()
     lost = ~failed & ~pl.col("winner")
     decided = joined.select(
@@ -288,9 +313,17 @@ def build_outcome(
         .alias("replaced_task_id"),
         pl.when(failed).then(pl.col("error")).otherwise(pl.col("merge_error")).alias("error"),
     )
+    error_field = frame["error_field"]
+    if interrupted is not None:
+        error_field = joined.select(
+            pl.when(pl.col("error_kind") == "interrupted")
+            .then(pl.lit(None, dtype=pl.String))
+            .otherwise(error_field)
+            .alias("error_field")
+        ).to_series()
     out = (
         frame.select("index", "task_type", "dedup_key", "group", "priority")
         .hstack(decided)
-        .with_columns(frame["error_field"])
+        .with_columns(error_field)
     )
     return BatchOutcome(out, planned=planned, elapsed=elapsed)

@@ -19,17 +19,19 @@ from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .model import (
     MAX_GROUP_LENGTH,
     MAX_KEY_LENGTH,
     MAX_PAYLOAD_BYTES,
+    NON_FINITE_PAYLOAD,
     DuplicateStrategy,
     InvalidSubmission,
     Priority,
     TaskSubmission,
 )
-from .validation import EXPECTED_FIELDS, MAX_INT64, Defaults, check_submission
+from .validation import EXPECTED_FIELDS, MAX_INT64, Defaults, check_submission, encodes
 
 __all__ = ["CANONICAL", "BatchSubmission", "Prepared", "prepare"]
 
@@ -194,6 +196,28 @@ def _parquet_files(path: Path) -> list[Path]:
     return [path]
 
 
+def _check_footer(path: Path, meta: Any) -> None:
+    """Refuse a Parquet footer whose row counts disagree with each other (a damaged or
+    crafted file that would make a reader allocate for rows that are not there)."""
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    total = sum(g.num_rows for g in groups)
+    if meta.num_rows != total:
+        raise _bad_input(
+            f"{path} is a damaged Parquet file: its footer claims {meta.num_rows:,} rows but "
+            f"its row groups hold {total:,}"
+        )
+    flat = [c for c in range(meta.num_columns) if meta.schema.column(c).max_repetition_level == 0]
+    for i, group in enumerate(groups):
+        for c in flat:
+            values = group.column(c).num_values
+            if values != group.num_rows:
+                raise _bad_input(
+                    f"{path} is a damaged Parquet file: row group {i} claims "
+                    f"{group.num_rows:,} rows but its column {meta.schema.column(c).name!r} "
+                    f"holds {values:,} values"
+                )
+
+
 def _scan_parquet(path: Path) -> tuple[list[Path], pl.LazyFrame]:
     import pyarrow.parquet as pq
 
@@ -202,6 +226,7 @@ def _scan_parquet(path: Path) -> tuple[list[Path], pl.LazyFrame]:
     for f in files:
         try:
             file_schema = pq.read_schema(f)
+            _check_footer(f, pq.read_metadata(f))
         except (pa.ArrowInvalid, OSError) as exc:
             raise _bad_input(f"{f} is not a Parquet file ({exc})") from None
         if schema is None:
@@ -219,6 +244,7 @@ def _prepare_parquet(path: Path, spec: BatchSubmission) -> tuple[pl.DataFrame, P
     """Pass 1 streams the plan without keeping payloads (only their sizes); pass 2 — the
     returned stream — reads the payloads chunk by chunk while the batch is merged."""
     files, lazy = _scan_parquet(path)
+    pinned = [_identity(f) for f in files]
     raw_schema = lazy.collect_schema()
     canonical = _canonical_columns(lazy, spec).with_columns(
         pl.col("payload").bin.size().alias("_payload_size"),
@@ -228,33 +254,203 @@ def _prepare_parquet(path: Path, spec: BatchSubmission) -> tuple[pl.DataFrame, P
         frame = canonical.collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise _bad_input(f"cannot read Parquet input {path}: {exc}") from None
+    for f, before in zip(files, pinned, strict=True):
+        if _identity(f) != before:
+            raise _bad_input(
+                f"the Parquet input {f} changed while it was read; nothing was written"
+            )
     columns, expr = _payload_source(raw_schema, spec)
-    return frame, PayloadStream(files, columns, expr)
+    return frame, PayloadStream(files, columns, expr, pinned)
+
+
+def _identity(path: Path | int) -> tuple[int, int, int, int]:
+    """What tells one version of a file from another: device, inode, size, mtime."""
+    st = os.stat(path) if not isinstance(path, int) else os.fstat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+#: A hidden column of table input: per row, the first input column whose text is not
+#: valid UTF-8 (that row fails with ``invalid_encoding``; its bad value never goes on).
+BAD_TEXT = "__taskmill_bad_text"
+
+
+def _is_native_panic(exc: BaseException) -> bool:
+    """A Rust panic surfacing from polars (``pyo3_runtime.PanicException``, a BaseException)."""
+    return type(exc).__name__ == "PanicException"
 
 
 def _to_polars(x: Any) -> pl.DataFrame:
-    """Any table-like input as a polars DataFrame (Arrow-backed, no per-row objects)."""
-    if isinstance(x, pl.DataFrame):
-        return x
+    """Any table-like input as a polars DataFrame (Arrow-backed, no per-row objects).
+
+    Text that is not valid UTF-8 (Arrow does not check it; Python strings may hold lone
+    surrogates) is nulled and named in :data:`BAD_TEXT`, so only those rows fail.
+    """
     if isinstance(x, pl.LazyFrame):
-        return x.collect()
+        x = x.collect()
+    if isinstance(x, pl.DataFrame):
+        return _from_arrow(x.to_arrow(), x)
     if isinstance(x, pa.RecordBatchReader):
         x = x.read_all()
     if isinstance(x, pa.RecordBatch):
         x = pa.Table.from_batches([x])
     if isinstance(x, pa.Table):
-        names = x.column_names
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise _bad_input(f"duplicate column names: {', '.join(map(repr, dupes))}", dupes[0])
-        return pl.DataFrame(x)
+        _check_names(x.column_names)
+        return _from_arrow(x)
     if type(x).__module__.split(".")[0] == "pandas":
-        cols = [str(c) for c in x.columns]
-        dupes = sorted({n for n in cols if cols.count(n) > 1})
-        if dupes:
-            raise _bad_input(f"duplicate column names: {', '.join(map(repr, dupes))}", dupes[0])
-        return pl.from_pandas(x, nan_to_null=True)
+        _check_names([str(c) for c in x.columns])
+        return _from_pandas(x)
     return _to_polars(pa.RecordBatchReader.from_stream(x))
+
+
+def _check_names(names: list[str]) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise _bad_input(f"duplicate column names: {', '.join(map(repr, dupes))}", dupes[0])
+
+
+def _from_arrow(table: pa.Table, frame: pl.DataFrame | None = None) -> pl.DataFrame:
+    """``table`` as polars, with invalid text nulled and named (``frame``: the same data,
+    already in polars, used as it is when all of its text is valid)."""
+    bad: list[str | None] | None = None
+    for i, name in enumerate(table.column_names):
+        rows = _invalid_text_rows(table.column(i))
+        if not rows:
+            continue
+        if bad is None:
+            bad = [None] * table.num_rows
+        for r in rows:
+            if bad[r] is None:
+                bad[r] = name
+        mask = pa.array([r in rows for r in range(table.num_rows)])
+        column = table.column(i)
+        table = table.set_column(
+            i, name, pc.if_else(mask, pa.nulls(len(mask), column.type), column)
+        )
+        frame = None
+    if frame is None:
+        frame = _arrow_to_polars(table)
+    if bad is not None:
+        frame = frame.with_columns(pl.Series(BAD_TEXT, bad, dtype=pl.String))
+    return frame
+
+
+def _has_decimal256(kind: pa.DataType) -> bool:
+    if pa.types.is_decimal256(kind):
+        return True
+    return any(_has_decimal256(kind.field(i).type) for i in range(kind.num_fields))
+
+
+def _arrow_to_polars(table: pa.Table) -> pl.DataFrame:
+    """``pl.DataFrame(table)``; a column polars cannot read is named in a clear error."""
+    for column in table.schema:  # polars panics on these: refuse them before it sees them
+        if _has_decimal256(column.type):
+            raise _bad_input(
+                f"column {column.name!r} has type {column.type}, which taskmill cannot read "
+                "(256-bit decimals; cast it to decimal128 or to a string)",
+                column.name,
+            )
+    try:
+        return pl.DataFrame(table)
+    except BaseException as exc:
+        if not (isinstance(exc, Exception) or _is_native_panic(exc)):
+            raise
+        for i, column in enumerate(table.schema):
+            try:
+                pl.DataFrame(table.select([i]))
+            except BaseException as col_exc:
+                if not (isinstance(col_exc, Exception) or _is_native_panic(col_exc)):
+                    raise
+                raise _bad_input(
+                    f"column {column.name!r} has type {column.type}, which taskmill cannot read "
+                    f"({_first_line(col_exc)})",
+                    column.name,
+                ) from None
+        raise _bad_input(f"the input cannot be read as a table: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _invalid_text_rows(column: pa.ChunkedArray) -> set[int]:
+    """Rows of ``column`` whose text (at any depth) is not valid UTF-8."""
+    try:
+        column.validate(full=True)
+        return set()
+    except pa.ArrowInvalid:
+        pass
+    rows: set[int] = set()
+    offset = 0
+    for chunk in column.chunks:
+        rows.update(offset + r for r in _invalid_rows_in(chunk))
+        offset += len(chunk)
+    return rows
+
+
+def _invalid_rows_in(array: pa.Array) -> list[int]:
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        array = array.dictionary_decode()
+        kind = array.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        as_bytes = array.cast(
+            pa.binary_view()
+            if pa.types.is_string_view(kind)
+            else pa.binary()
+            if pa.types.is_string(kind)
+            else pa.large_binary()
+        )
+        out = []
+        for r, value in enumerate(as_bytes.to_pylist()):
+            if value is None:
+                continue
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                out.append(r)
+        return out
+    # nested: halve until the invalid rows are found (valid halves are skipped whole)
+    found: list[int] = []
+
+    def search(lo: int, hi: int) -> None:
+        try:
+            array.slice(lo, hi - lo).validate(full=True)
+            return
+        except pa.ArrowInvalid:
+            pass
+        if hi - lo == 1:
+            found.append(lo)
+            return
+        mid = (lo + hi) // 2
+        search(lo, mid)
+        search(mid, hi)
+
+    search(0, len(array))
+    return found
+
+
+def _from_pandas(x: Any) -> pl.DataFrame:
+    try:
+        return pl.from_pandas(x, nan_to_null=True)
+    except UnicodeEncodeError:
+        pass
+    # a text column holds a string that is not valid Unicode (a lone surrogate, as
+    # os.listdir gives for a file name that is not UTF-8): null it, name it, go on
+    x = x.copy()
+    bad: list[str | None] = [None] * len(x)
+    for name in x.columns:
+        if x[name].dtype != object:
+            continue
+        values = x[name].tolist()
+        hits = [r for r, v in enumerate(values) if isinstance(v, str) and not encodes(v)]
+        for r in hits:
+            bad[r] = bad[r] or str(name)
+            values[r] = None
+        if hits:
+            x[name] = values
+    frame = pl.from_pandas(x, nan_to_null=True)
+    return frame.with_columns(pl.Series(BAD_TEXT, bad, dtype=pl.String))
 
 
 # --------------------------------------------------------------------------- lists
@@ -268,7 +464,11 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
     errors: list[str | None] = []
 
     def shown(value: Any, kind: type) -> Any:
-        return value if isinstance(value, kind) and not isinstance(value, bool) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return None
+        if isinstance(value, str) and not encodes(value):  # shown escaped, never stored
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
 
     task_types, keys, groups, priorities = (
         cols["task_type"],
@@ -303,8 +503,23 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
             if (
                 type(tt) is str
                 and 0 < len(tt) <= MAX_KEY_LENGTH
-                and (key is None or (type(key) is str and 0 < len(key) <= MAX_KEY_LENGTH))
-                and (group is None or (type(group) is str and len(group) <= MAX_GROUP_LENGTH))
+                and (tt.isascii() or encodes(tt))
+                and (
+                    key is None
+                    or (
+                        type(key) is str
+                        and 0 < len(key) <= MAX_KEY_LENGTH
+                        and (key.isascii() or encodes(key))
+                    )
+                )
+                and (
+                    group is None
+                    or (
+                        type(group) is str
+                        and len(group) <= MAX_GROUP_LENGTH
+                        and (group.isascii() or encodes(group))
+                    )
+                )
                 and (prio is None or (type(prio) is int and 0 <= prio <= 255))
                 and type(e1) is int
                 and type(e2) is int
@@ -424,7 +639,7 @@ def _canonical_columns(df: Frame, spec: BatchSubmission) -> Frame:
         raise _bad_input("payload_columns() cannot be combined with a payload column", "payload")
     renames = {source: target for target, source in mapping.items()}
     for name in names:
-        if name in packed or name in renames:
+        if name in packed or name in renames or name == BAD_TEXT:
             continue
         if name not in CANONICAL:
             raise _bad_input(
@@ -435,11 +650,14 @@ def _canonical_columns(df: Frame, spec: BatchSubmission) -> Frame:
     exprs: list[pl.Expr] = []
     if packed:
         exprs.append(_packed_payload(schema, packed))
+        exprs.append(_payload_check(schema, packed))
     for source, target in renames.items():
         exprs.append(pl.col(source).alias(target))
     for name in names:
         if name in CANONICAL and name not in renames and name not in mapping:
             exprs.append(pl.col(name))
+    if BAD_TEXT in names:
+        exprs.append(pl.col(BAD_TEXT))
     out = df.select(exprs)
     return _coerce_types(out, {v: k for k, v in renames.items()})
 
@@ -460,11 +678,55 @@ def _payload_source(schema: pl.Schema, spec: BatchSubmission) -> tuple[list[str]
 def _packed_payload(schema: pl.Schema, columns: list[str]) -> pl.Expr:
     for name in columns:
         dtype = schema[name]
-        if dtype == pl.Binary or isinstance(dtype, pl.Object):
+        if _no_json_form(dtype):
             raise _bad_input(
-                f"payload_columns(): column {name!r} has type {dtype}, which has no JSON form", name
+                f"payload_columns(): column {name!r} has type {dtype}, which has no JSON form "
+                "(binary data, at any depth, cannot be packed; pass it as the payload column)",
+                name,
             )
     return pl.struct(columns).struct.json_encode().cast(pl.Binary).alias("payload")
+
+
+def _no_json_form(dtype: pl.DataType) -> bool:
+    """Whether a value of ``dtype`` (at any depth) has no JSON form: binary or objects."""
+    if dtype == pl.Binary or isinstance(dtype, pl.Object):
+        return True
+    if isinstance(dtype, pl.List | pl.Array):
+        return _no_json_form(dtype.inner)
+    if isinstance(dtype, pl.Struct):
+        return any(_no_json_form(f.dtype) for f in dtype.fields)
+    return False
+
+
+def _non_finite(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr | None:
+    """True where a value (at any depth) is NaN or infinite: JSON has no such numbers."""
+    if dtype.is_float():
+        return expr.is_nan() | expr.is_infinite()
+    if isinstance(dtype, pl.List | pl.Array):
+        inner = _non_finite(pl.element(), dtype.inner)
+        if inner is None:
+            return None
+        as_list = expr if isinstance(dtype, pl.List) else expr.cast(pl.List(dtype.inner))
+        return as_list.list.eval(inner.fill_null(False)).list.any()
+    if isinstance(dtype, pl.Struct):
+        parts = [_non_finite(expr.struct.field(f.name), f.dtype) for f in dtype.fields]
+        found = [p.fill_null(False) for p in parts if p is not None]
+        return pl.any_horizontal(found) if found else None
+    return None
+
+
+#: A hidden column of table input packed with ``payload_columns()``: true where a packed
+#: value is NaN or infinite (JSON has no such numbers; the row fails as ``submit()`` would).
+BAD_PAYLOAD = "__taskmill_bad_payload"
+
+
+def _payload_check(schema: pl.Schema, columns: list[str]) -> pl.Expr:
+    found = [
+        e.fill_null(False)
+        for name in columns
+        if (e := _non_finite(pl.col(name), schema[name])) is not None
+    ]
+    return (pl.any_horizontal(found) if found else pl.lit(False)).alias(BAD_PAYLOAD)
 
 
 class PayloadStream:
@@ -475,22 +737,47 @@ class PayloadStream:
     read when the chunk is merged.
     """
 
-    def __init__(self, files: list[Path], columns: list[str], expr: pl.Expr) -> None:
+    def __init__(
+        self,
+        files: list[Path],
+        columns: list[str],
+        expr: pl.Expr,
+        pinned: list[tuple[int, int, int, int]] | None = None,
+    ) -> None:
         self.files = files
         self.columns = columns
         self.expr = expr
+        self.pinned = pinned or [_identity(f) for f in files]
         self._batches = self._read()
         self._buffer: pl.Series | None = None
 
     def _read(self) -> Iterator[pl.Series]:
+        """Each file is read through one descriptor whose identity must equal what the
+        first pass read, checked again after every batch: keys and payloads always come
+        from the same bytes, or the batch stops (``BatchInterrupted``)."""
         import pyarrow.parquet as pq
 
-        for path in self.files:
-            handle = pq.ParquetFile(path)
-            for batch in handle.iter_batches(batch_size=65_536, columns=self.columns):
-                frame = pl.from_arrow(batch)
-                assert isinstance(frame, pl.DataFrame)
-                yield frame.select(self.expr).to_series()
+        for path, pinned in zip(self.files, self.pinned, strict=True):
+            with open(path, "rb") as fh:
+                self._check(path, fh.fileno(), pinned)
+                try:
+                    handle = pq.ParquetFile(fh)
+                    for batch in handle.iter_batches(batch_size=65_536, columns=self.columns):
+                        self._check(path, fh.fileno(), pinned)
+                        frame = pl.from_arrow(batch)
+                        assert isinstance(frame, pl.DataFrame)
+                        yield frame.select(self.expr).to_series()
+                except (pa.ArrowException, OSError) as exc:
+                    self._check(path, fh.fileno(), pinned)
+                    raise _bad_input(f"cannot read the payloads of {path}: {exc}") from None
+
+    @staticmethod
+    def _check(path: Path, fd: int, pinned: tuple[int, int, int, int]) -> None:
+        if _identity(fd) != pinned:
+            raise _bad_input(
+                f"the Parquet input {path} changed while the batch was submitted (keys and "
+                "payloads would come from different versions); nothing more is written"
+            )
 
     def take(self, n: int) -> pl.Series:
         """The next ``n`` payloads."""
@@ -519,6 +806,9 @@ def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
     schema = df.collect_schema()
     for name in schema.names():
         dtype = schema[name]
+        if name in (BAD_TEXT, BAD_PAYLOAD):
+            exprs.append(pl.col(name))
+            continue
         want = CANONICAL[name]
         shown = source_of.get(name, name)
         label = shown if shown == name else f"{shown} (as {name})"
@@ -551,7 +841,11 @@ def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
         raise _bad_input(
             "the input has no task_type column (map one with .columns(task_type=...))", "task_type"
         )
-    return out.select(list(CANONICAL)).with_columns(
+    if BAD_TEXT not in present:
+        out = out.with_columns(pl.lit(None, dtype=pl.String).alias(BAD_TEXT))
+    if BAD_PAYLOAD not in present:
+        out = out.with_columns(pl.lit(False).alias(BAD_PAYLOAD))
+    return out.select([*CANONICAL, BAD_TEXT, BAD_PAYLOAD]).with_columns(
         pl.lit(float_ints, dtype=pl.List(pl.String)).alias("_float_ints")
     )
 
@@ -560,7 +854,7 @@ def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
     """Vectorised validation: the same kinds and messages as ``check_submission``."""
     float_ints = set(df["_float_ints"][0].to_list()) if df.height else set()
     df = df.drop("_float_ints")
-    checks: list[tuple[pl.Expr, str, str, pl.Expr]] = []
+    checks: list[tuple[pl.Expr, str, str | pl.Expr, pl.Expr]] = []
 
     def text_checks(name: str, kind: str, limit: int, *, required: bool, empty_ok: bool) -> None:
         col = pl.col(name)
@@ -577,6 +871,14 @@ def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
             )
         )
 
+    checks.append(
+        (
+            pl.col(BAD_TEXT).is_not_null(),
+            "invalid_encoding",
+            pl.col(BAD_TEXT),
+            pl.format("{} is not valid UTF-8", pl.col(BAD_TEXT)),
+        )
+    )
     text_checks("task_type", "invalid_task_type", MAX_KEY_LENGTH, required=True, empty_ok=False)
     text_checks("dedup_key", "invalid_dedup_key", MAX_KEY_LENGTH, required=False, empty_ok=False)
     text_checks("group", "invalid_group", MAX_GROUP_LENGTH, required=False, empty_ok=True)
@@ -623,6 +925,7 @@ def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
         )
     )
     int_checks("max_retries", "invalid_max_retries", 0, 1000)
+    checks.append((pl.col(BAD_PAYLOAD), "invalid_payload", "payload", pl.lit(NON_FINITE_PAYLOAD)))
     size = (
         pl.col("_payload_size") if "_payload_size" in df.columns else pl.col("payload").bin.size()
     )
@@ -644,7 +947,7 @@ def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
     for cond, k, f, m in reversed(checks):  # the first failing check wins
         cond = cond.fill_null(False)
         kind = pl.when(cond).then(pl.lit(k)).otherwise(kind)
-        fld = pl.when(cond).then(pl.lit(f)).otherwise(fld)
+        fld = pl.when(cond).then(pl.lit(f) if isinstance(f, str) else f).otherwise(fld)
         msg = pl.when(cond).then(m).otherwise(msg)
     # negative out-of-range expected bytes stay shown as given; ints are cast after checks
     int_cast = [
@@ -656,7 +959,9 @@ def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
         else pl.col(n).cast(pl.Int64, strict=False)  # past-range UInt64 rows have failed
         for n in _INTS
     ]
-    out = df.with_columns(kind.alias("error_kind"), fld.alias("error_field"), msg.alias("error"))
+    out = df.with_columns(
+        kind.alias("error_kind"), fld.alias("error_field"), msg.alias("error")
+    ).drop(BAD_TEXT, BAD_PAYLOAD)
     out = out.with_columns(
         pl.col("group").fill_null(pl.lit(defaults.group, dtype=pl.String)),
         pl.col("priority").fill_null(defaults.priority),

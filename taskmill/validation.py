@@ -60,6 +60,18 @@ def _invalid(field: str, kind: str, message: str) -> InvalidSubmission:
     return InvalidSubmission(message, kind=kind, field=field)
 
 
+def encodes(text: str) -> bool:
+    """Whether ``text`` can be stored as UTF-8 (no lone surrogates, as ``os.listdir``
+    returns for a file name that is not UTF-8)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_text(value: Any, field: str, kind: str, limit: int, *, required: bool) -> str | None:
     """A text field: ``None`` (unless required) or a string within ``limit`` characters."""
     if value is None:
@@ -68,6 +80,8 @@ def check_text(value: Any, field: str, kind: str, limit: int, *, required: bool)
         return None
     if not isinstance(value, str):
         raise _invalid(field, kind, f"{field} must be a string, got {type(value).__name__}")
+    if not encodes(value):
+        raise _invalid(field, "invalid_encoding", f"{field} is not valid UTF-8")
     if value == "" and field in ("task_type", "dedup_key"):
         raise _invalid(field, kind, f"{field} is an empty string")
     if len(value) > limit:

@@ -605,17 +605,23 @@ class TaskStore:
         frame = prepared.frame
         base_offset = 0  # for plans: ids the earlier chunks would have taken
         for k, (lo, hi) in enumerate(bounds):
-            part = prepared.rows(lo, hi).filter(pl.col("winner"))
             try:
+                part = prepared.rows(lo, hi).filter(pl.col("winner"))
                 result = self._merge_part(part, dry_run=dry_run, base_offset=base_offset)
-            except SchedulerError as exc:
+            except (SchedulerError, OSError) as exc:
                 if len(bounds) == 1:
+                    if isinstance(exc, OSError):
+                        raise _store_error("cannot read the batch for", self.path, exc) from exc
                     raise
                 partial = build_outcome(
                     frame.slice(0, lo),
                     results,
                     planned=dry_run,
                     elapsed=time.perf_counter() - started,
+                    interrupted=(
+                        f"the last row with this key (row {{}}) was in chunk {k + 1}, "
+                        "which did not commit; submit the batch again"
+                    ),
                 )
                 raise BatchInterrupted(
                     f"chunk {k + 1} of {len(bounds)} (rows {lo}..{hi - 1}) could not commit; "
