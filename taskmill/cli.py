@@ -58,7 +58,9 @@ def cli() -> None:
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # data is printed as data: no markup, no emoji codes (a group named "[/bold]" or
+    # "[link=…]" is text, never an instruction to the terminal)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def _priority(value: str | None) -> int | None:

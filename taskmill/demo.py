@@ -80,7 +80,7 @@ async def run_demo(db: str, plan_path: Path | None = None, console: Any = None) 
 
     from .render import outcome_table, tally
 
-    console = console or Console(highlight=False)
+    console = console or Console(highlight=False, markup=False, emoji=False)
     plan = pl.read_parquet(plan_path) if plan_path else sample_plan()
     source = str(plan_path or (SAMPLE_PLAN if SAMPLE_PLAN.exists() else "the built-in plan"))
     console.print(f"sync plan: {plan.height:,} actions from {source}")

@@ -203,6 +203,31 @@ class DuplicateTask(SchedulerError):
         self.existing_task_id = existing_task_id
 
 
+class StoreError(SchedulerError):
+    """The store cannot be opened, read or written (``kind="store"``)."""
+
+    kind = "store"
+
+    def __init__(self, message: str, *, kind: str | None = None) -> None:
+        super().__init__(message, kind=kind or "store")
+
+
+class StoreLocked(StoreError):
+    """Another writer held the store's write lock for longer than ``busy_timeout``."""
+
+
+class NotATaskStore(StoreError):
+    """The file is not a SQLite database, or a SQLite database that taskmill did not make."""
+
+
+class SchemaTooNew(StoreError):
+    """The store was written by a newer taskmill; upgrade taskmill to open it."""
+
+
+class StoreDamaged(StoreError):
+    """The store file is damaged (a corrupt page, a lost write-ahead log)."""
+
+
 class BatchInterrupted(SchedulerError):
     """A chunk of a large batch could not commit; ``outcome`` covers the committed rows."""
 

@@ -144,13 +144,19 @@ class BatchOutcome:
 
         Outcome columns that the plan also has are suffixed ``_outcome``.
         """
-        from .plan import _to_polars
+        from .plan import BAD_TEXT, _to_polars
 
         frame = (
-            _to_polars(plan).with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
+            _to_polars(plan)
+            .drop(BAD_TEXT, strict=False)
+            .with_row_index("index")
+            .with_columns(pl.col("index").cast(pl.Int64))
         )
         if frame.height != len(self):
-            raise ValueError(f"the plan has {frame.height:,} rows, the outcome {len(self):,}")
+            raise SchedulerError(
+                f"join_input(): the plan has {frame.height:,} rows, the outcome {len(self):,}",
+                kind="invalid_input",
+            )
         extra = self.to_polars().select(
             "index", "action", "reason", "task_id", "replaced_task_id", "error"
         )

@@ -29,6 +29,7 @@ from .model import (
     DuplicateStrategy,
     InvalidSubmission,
     Priority,
+    SchedulerError,
     TaskSubmission,
 )
 from .validation import EXPECTED_FIELDS, MAX_INT64, Defaults, check_submission, encodes
@@ -126,13 +127,13 @@ class BatchSubmission:
     def chunk_size(self, n: int) -> BatchSubmission:
         """Rows per transaction for batches larger than the transaction limit."""
         if n < 1:
-            raise ValueError("chunk_size must be at least 1")
+            raise _bad_input(f"chunk_size must be at least 1, got {n}")
         return dataclasses.replace(self, _chunk_size=int(n))
 
     def transaction_limit(self, n: int) -> BatchSubmission:
         """Largest batch committed in one transaction; larger ones commit in chunks."""
         if n < 1:
-            raise ValueError("transaction_limit must be at least 1")
+            raise _bad_input(f"transaction_limit must be at least 1, got {n}")
         return dataclasses.replace(self, _transaction_limit=int(n))
 
     @property
@@ -986,7 +987,28 @@ def _thousands(expr: pl.Expr) -> pl.Expr:
 
 
 def prepare(x: Any, spec: BatchSubmission | None = None) -> Prepared:
-    """Normalise, validate and dedup any batch input (see the module docstring)."""
+    """Normalise, validate and dedup any batch input (see the module docstring).
+
+    Raises only :class:`SchedulerError`: whatever else a reader raises on input it
+    cannot handle (a polars or Arrow error, a panic in native code) is wrapped.
+    """
+    try:
+        return _prepare(x, spec)
+    except SchedulerError:
+        raise
+    except MemoryError as exc:
+        raise SchedulerError(
+            "not enough memory to prepare this batch; submit it in parts", kind="out_of_memory"
+        ) from exc
+    except BaseException as exc:
+        if not (isinstance(exc, Exception) or _is_native_panic(exc)):
+            raise  # KeyboardInterrupt, SystemExit: not ours to wrap
+        raise _bad_input(
+            f"the batch input cannot be read: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+
+
+def _prepare(x: Any, spec: BatchSubmission | None) -> Prepared:
     if isinstance(x, BatchSubmission):
         if spec is not None:
             raise _bad_input("a BatchSubmission cannot be given settings twice")

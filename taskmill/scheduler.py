@@ -236,11 +236,13 @@ class Scheduler:
         event_buffer: int = 10_000,
     ) -> None:
         if max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1")
+            raise SchedulerError("max_concurrency must be at least 1", kind="invalid_argument")
         if max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
+            raise SchedulerError("max_retries must be >= 0", kind="invalid_argument")
         if not lease_timeout > 0:
-            raise ValueError("lease_timeout must be more than 0 seconds")
+            raise SchedulerError(
+                "lease_timeout must be more than 0 seconds", kind="invalid_argument"
+            )
         self._store_arg = store
         self._own_store = isinstance(store, (str, os.PathLike))
         self._store: StoreProtocol | None = None if self._own_store else store  # type: ignore[assignment]

@@ -23,7 +23,12 @@ from ..model import (
     BatchInterrupted,
     DuplicateStrategy,
     DuplicateTask,
+    NotATaskStore,
     SchedulerError,
+    SchemaTooNew,
+    StoreDamaged,
+    StoreError,
+    StoreLocked,
     SubmitOutcome,
     TaskSubmission,
 )
@@ -47,8 +52,33 @@ _LIVE_OWNERS: set[str] = set()
 _LIVE_LOCK = threading.Lock()
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_DAMAGED_HINT = (
+    "the file is damaged; check it with `sqlite3 {path} 'PRAGMA integrity_check'` and "
+    "restore it from a backup (do not delete its -wal file while a process has it open)"
+)
+
+
+def _is_damage(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "malformed" in text or "corrupt" in text
+
+
 def _store_error(action: str, path: Path, exc: BaseException) -> SchedulerError:
-    return SchedulerError(f"{action} {path}: {exc}", kind="store")
+    if _is_damage(exc):
+        return StoreDamaged(f"{action} {path}: {exc}; " + _DAMAGED_HINT.format(path=path))
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return StoreLocked(f"{action} {path}: {exc}")
+    return StoreError(f"{action} {path}: {exc}")
+
+
+def _looks_like_sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(16) == _SQLITE_HEADER
+    except OSError:
+        return False
 
 
 def _pid_alive(pid: int) -> bool:
@@ -188,19 +218,18 @@ class TaskStore:
     def _connect(self) -> None:
         path = self.path
         if not path.parent.exists():
-            raise SchedulerError(
-                f"cannot open task store {path}: folder {path.parent} does not exist",
-                kind="store",
-            )
+            raise StoreError(f"cannot open task store {path}: folder {path.parent} does not exist")
         if path.is_dir():
-            raise SchedulerError(f"cannot open task store {path}: it is a folder", kind="store")
+            raise StoreError(f"cannot open task store {path}: it is a folder")
         try:
             conn = self._new_connection(cache_kib=65536)
         except sqlite3.OperationalError as exc:
             raise _store_error("cannot open task store", path, exc) from exc
         except sqlite3.DatabaseError as exc:
-            raise SchedulerError(
-                f"cannot open task store {path}: not a SQLite database ({exc})", kind="store"
+            if _looks_like_sqlite(path):
+                raise _store_error("cannot open task store", path, exc) from exc
+            raise NotATaskStore(
+                f"cannot open task store {path}: not a SQLite database ({exc})"
             ) from exc
         try:
             self._check_and_init(conn)
@@ -220,34 +249,33 @@ class TaskStore:
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             }
         except sqlite3.DatabaseError as exc:
-            raise SchedulerError(
-                f"cannot open task store {path}: not a SQLite database ({exc})",
-                kind="store",
+            if _looks_like_sqlite(path) or _is_damage(exc):
+                raise StoreDamaged(
+                    f"cannot open task store {path}: {exc}; " + _DAMAGED_HINT.format(path=path)
+                ) from exc
+            raise NotATaskStore(
+                f"cannot open task store {path}: not a SQLite database ({exc})"
             ) from exc
         if version > SCHEMA_VERSION:
-            raise SchedulerError(
+            raise SchemaTooNew(
                 f"task store {path} has schema version {version}, newer than this taskmill "
-                f"understands ({SCHEMA_VERSION}); upgrade taskmill",
-                kind="store",
+                f"understands ({SCHEMA_VERSION}); upgrade taskmill"
             )
         if tables and "taskmill_meta" not in tables:
-            raise SchedulerError(
+            raise NotATaskStore(
                 f"{path} is a SQLite database but not a taskmill store "
-                f"(it has tables: {', '.join(sorted(tables)[:5])})",
-                kind="store",
+                f"(it has tables: {', '.join(sorted(tables)[:5])})"
             )
         if tables:
             app = conn.execute(
                 "SELECT value FROM taskmill_meta WHERE key = 'application'"
             ).fetchone()
             if app is None or app[0] != APPLICATION_ID or version < 1:
-                raise SchedulerError(f"{path} is not a taskmill store", kind="store")
+                raise NotATaskStore(f"{path} is not a taskmill store")
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
-                raise SchedulerError(
-                    f"cannot switch task store {path} to WAL (journal_mode={mode})", kind="store"
-                )
+                raise StoreError(f"cannot switch task store {path} to WAL (journal_mode={mode})")
             conn.execute("PRAGMA journal_size_limit = 67108864")  # a reset WAL shrinks to 64 MiB
             if tables and version < SCHEMA_VERSION:
                 self._upgrade(conn)
@@ -297,10 +325,9 @@ class TaskStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise SchedulerError(
+            raise StoreError(
                 f"task store {self.path} has an older schema and must be upgraded, but it "
-                f"cannot be written ({exc}); open it once where it is writable",
-                kind="store",
+                f"cannot be written ({exc}); open it once where it is writable"
             ) from exc
         try:
             # another process may have upgraded it while we waited for the lock
@@ -350,13 +377,13 @@ class TaskStore:
     def conn(self) -> sqlite3.Connection:
         """The connection of small writes (hold ``_lock`` while using it)."""
         if self._conn is None:
-            raise SchedulerError(f"task store {self.path} is closed", kind="store")
+            raise StoreError(f"task store {self.path} is closed")
         return self._conn
 
     def _reader(self) -> sqlite3.Connection:
         """This thread's read connection (opened on first use)."""
         if self._closed or self._conn is None:
-            raise SchedulerError(f"task store {self.path} is closed", kind="store")
+            raise StoreError(f"task store {self.path} is closed")
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             try:
@@ -366,7 +393,7 @@ class TaskStore:
             with self._readers_lock:
                 if self._closed:
                     conn.close()
-                    raise SchedulerError(f"task store {self.path} is closed", kind="store")
+                    raise StoreError(f"task store {self.path} is closed")
                 self._readers.append(conn)
             self._local.conn = conn
         return conn
@@ -417,10 +444,9 @@ class TaskStore:
                     continue
                 if not locked:
                     raise _store_error("cannot write to task store", self.path, exc) from exc
-                raise SchedulerError(
+                raise StoreLocked(
                     f"task store {self.path} is locked by another writer "
-                    f"(waited {self.busy_timeout:g} s): {exc}",
-                    kind="store",
+                    f"(waited {self.busy_timeout:g} s): {exc}"
                 ) from exc
         try:
             yield conn
@@ -665,7 +691,7 @@ class TaskStore:
     def _batch_connection(self) -> sqlite3.Connection:
         """The connection batches merge on (hold ``_batch_lock``); opened on first use."""
         if self._closed or self._conn is None:
-            raise SchedulerError(f"task store {self.path} is closed", kind="store")
+            raise StoreError(f"task store {self.path} is closed")
         if self._batch_conn is None:
             try:
                 self._batch_conn = self._new_connection(cache_kib=65536)
@@ -783,9 +809,7 @@ class TaskStore:
         insert = "batch_insert" if expected == part.height else "batch_insert_ranked"
         inserted = conn.execute(sql(insert), {"base": base, "now": now}).rowcount
         if inserted != expected:  # the SQL and the plan disagree: never commit that
-            raise SchedulerError(
-                f"batch merge inserted {inserted} rows where {expected} were planned", kind="store"
-            )
+            raise StoreError(f"batch merge inserted {inserted} rows where {expected} were planned")
         return result
 
     # ------------------------------------------------------------------ task control
