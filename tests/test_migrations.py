@@ -25,7 +25,8 @@ ACTIVE = (
 
 
 def _rows(path: Path, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(path)
+    assert path.is_file() and path.stat().st_size > 0, f"{path} is missing"
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         return conn.execute(sql).fetchall()
     finally:
