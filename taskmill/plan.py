@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .model import (
     MAX_GROUP_LENGTH,
@@ -322,11 +321,7 @@ def _from_arrow(table: pa.Table, frame: pl.DataFrame | None = None) -> pl.DataFr
         for r in rows:
             if bad[r] is None:
                 bad[r] = name
-        mask = pa.array([r in rows for r in range(table.num_rows)])
-        column = table.column(i)
-        table = table.set_column(
-            i, name, pc.if_else(mask, pa.nulls(len(mask), column.type), column)
-        )
+        table = table.set_column(i, name, _null_rows(table.column(i), sorted(rows)))
         frame = None
     if frame is None:
         frame = _arrow_to_polars(table)
@@ -387,6 +382,19 @@ def _invalid_text_rows(column: pa.ChunkedArray) -> set[int]:
         rows.update(offset + r for r in _invalid_rows_in(chunk))
         offset += len(chunk)
     return rows
+
+
+def _null_rows(column: pa.ChunkedArray, rows: list[int]) -> pa.Array:
+    """``column`` with ``rows`` set to null (any type: spans of it joined by nulls)."""
+    array = column.combine_chunks()
+    pieces: list[pa.Array] = []
+    start = 0
+    for r in rows:
+        pieces.append(array.slice(start, r - start))
+        pieces.append(pa.nulls(1, array.type))
+        start = r + 1
+    pieces.append(array.slice(start))
+    return pa.concat_arrays(pieces)
 
 
 def _invalid_rows_in(array: pa.Array) -> list[int]:
