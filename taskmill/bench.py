@@ -9,6 +9,8 @@ highest peak are reported.  Cases:
 - ``list``        ``submit_batch`` of prebuilt ``TaskSubmission`` objects;
 - ``polars``      ``submit_batch`` of a polars DataFrame;
 - ``parquet``     ``submit_batch`` of a Parquet file;
+- ``reader``      ``submit_batch`` of a ``pyarrow.RecordBatchReader`` over the same file;
+- ``lazy``        ``submit_batch`` of a polars ``LazyFrame`` scanning the same file;
 - ``ceiling``     SQLite alone: ``INSERT … SELECT`` of the same rows (already in a SQLite
                   file) into an empty store — the engine's limit for this schema;
 - ``dispatch``    a ``Scheduler`` running queued no-op tasks to completion
@@ -45,6 +47,8 @@ CASES = (
     "list",
     "polars",
     "parquet",
+    "reader",
+    "lazy",
     "ceiling",
     "dispatch",
     "stall",
@@ -121,12 +125,26 @@ def _plan_file(folder: Path, rows: int, existing: int) -> Path:
     return folder / f"plan-{rows}-{existing}.parquet"
 
 
-def _timed_parquet(path: Path, plan: Path) -> tuple[float, bool]:
+def _timed_parquet(path: Path, plan: Path, form: str = "parquet") -> tuple[float, bool]:
+    """The plan file submitted as a path, an Arrow stream over it, or a LazyFrame."""
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from .store import TaskStore
 
     with TaskStore.open(path) as store:
         t0 = time.perf_counter()
-        store.submit_batch(plan)
+        if form == "reader":
+            handle = pq.ParquetFile(plan)
+            source: Any = pa.RecordBatchReader.from_batches(
+                handle.schema_arrow, handle.iter_batches(batch_size=65_536)
+            )
+        elif form == "lazy":
+            source = pl.scan_parquet(plan)
+        else:
+            source = plan
+        store.submit_batch(source)
         return time.perf_counter() - t0, False
 
 
@@ -177,14 +195,14 @@ def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tu
 
     from .store import TaskStore
 
-    if case in ("list", "polars", "parquet"):
+    if case in ("list", "polars", "parquet", "reader", "lazy"):
         from .store.batch import warm_up
 
         warm_up()  # steady state: DuckDB's one-time start (~0.15 s a process) is not timed
     template = _template(folder, existing) if case != "ceiling" else None
     path = _fresh_store(folder, template, run)
-    if case == "parquet":
-        return _timed_parquet(path, _plan_file(folder, rows, existing))
+    if case in ("parquet", "reader", "lazy"):
+        return _timed_parquet(path, _plan_file(folder, rows, existing), case)
     df = _plan(rows, existing)
     if case == "one_by_one":
         sample = min(rows, ONE_BY_ONE_SAMPLE)
@@ -302,7 +320,7 @@ def worker_main(argv: list[str]) -> None:
 
 def measure(case: str, rows: int, existing: int, folder: Path, repeat: int) -> Result:
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    if case == "parquet" and not _plan_file(folder, rows, existing).exists():
+    if case in ("parquet", "reader", "lazy") and not _plan_file(folder, rows, existing).exists():
         # written here, so the measured process never holds the whole plan
         _plan(rows, existing).write_parquet(_plan_file(folder, rows, existing))
     runs: list[float] = []

@@ -599,7 +599,7 @@ def _int_list(text: str) -> list[int]:
 )
 @click.option(
     "--cases",
-    default="one_by_one,executemany,list,polars,parquet,ceiling,dispatch,stall",
+    default="one_by_one,executemany,list,polars,parquet,reader,lazy,ceiling,dispatch,stall",
     show_default=True,
     help="Which loaders to measure.",
 )

@@ -153,6 +153,12 @@ class Prepared:
     chunk_size: int
     transaction_limit: int
     payloads: PayloadStream | None = None
+    spooled: Path | None = None  # a private copy of a streamed input, removed by close()
+
+    def close(self) -> None:
+        """Remove the private copy of a streamed input (idempotent)."""
+        if self.spooled is not None:
+            self.spooled.unlink(missing_ok=True)
 
     def rows(self, lo: int, hi: int) -> pl.DataFrame:
         """Rows ``lo..hi-1`` with their payloads (read now, for streamed Parquet input).
@@ -1026,9 +1032,20 @@ def _prepare(x: Any, spec: BatchSubmission | None) -> Prepared:
     spec = spec or BatchSubmission()
     defaults = spec.defaults
     payloads = None
+    spooled: Path | None = None
     if isinstance(x, str | os.PathLike):
         raw, payloads = _prepare_parquet(Path(x), spec)
         df = _check_table(raw, defaults)
+    elif _is_stream(x):
+        # a stream is spooled to a private Parquet file and then read like a Parquet plan,
+        # so it is never held whole in memory (payloads are read chunk by chunk)
+        spooled = _spool(x)
+        try:
+            raw, payloads = _prepare_parquet(spooled, spec)
+            df = _check_table(raw, defaults)
+        except BaseException:
+            spooled.unlink(missing_ok=True)
+            raise
     elif _is_table(x):
         df = _check_table(_canonical_columns(_to_polars(x), spec), defaults)
     elif isinstance(x, Iterable) and not isinstance(x, bytes | dict):
@@ -1040,7 +1057,72 @@ def _prepare(x: Any, spec: BatchSubmission | None) -> Prepared:
             f"cannot submit a {type(x).__name__}: expected TaskSubmissions, a table "
             "(Arrow, polars, pandas) or a Parquet path"
         )
-    return Prepared(_mark_winners(df), spec._chunk_size, spec._transaction_limit, payloads)
+    try:
+        return Prepared(
+            _mark_winners(df), spec._chunk_size, spec._transaction_limit, payloads, spooled
+        )
+    except BaseException:
+        if spooled is not None:
+            spooled.unlink(missing_ok=True)
+        raise
+
+
+def _is_stream(x: Any) -> bool:
+    """A streaming table input: an Arrow stream, a polars LazyFrame, or any object with
+    ``__arrow_c_stream__`` that is not an in-memory table."""
+    if isinstance(x, pa.RecordBatchReader | pl.LazyFrame):
+        return True
+    if isinstance(x, pl.DataFrame | pa.Table | pa.RecordBatch):
+        return False
+    if type(x).__module__.split(".")[0] == "pandas":
+        return False
+    return hasattr(x, "__arrow_c_stream__")
+
+
+def _spool(x: Any) -> Path:
+    """Write a stream, batch by batch, to a private Parquet file (removed after the batch).
+
+    Text that is not valid UTF-8 is nulled on the way and named in :data:`BAD_TEXT`, as
+    for an in-memory table; column types polars cannot read are refused first."""
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    fd, name = tempfile.mkstemp(prefix="taskmill-plan-", suffix=".parquet")
+    os.close(fd)
+    path = Path(name)
+    try:
+        if isinstance(x, pl.LazyFrame):
+            try:
+                x.sink_parquet(path)
+            except pl.exceptions.PolarsError as exc:
+                raise _bad_input(f"the LazyFrame cannot be computed: {_first_line(exc)}") from None
+            return path
+        reader = x if isinstance(x, pa.RecordBatchReader) else pa.RecordBatchReader.from_stream(x)
+        _check_names(reader.schema.names)
+        _arrow_to_polars(reader.schema.empty_table())  # unreadable types: refused now
+        if BAD_TEXT in reader.schema.names:
+            raise _bad_input(f"the column name {BAD_TEXT!r} is reserved", BAD_TEXT)
+        schema = reader.schema.append(pa.field(BAD_TEXT, pa.string()))
+        with pq.ParquetWriter(path, schema) as writer:
+            for batch in reader:
+                writer.write_table(_clean_text(pa.Table.from_batches([batch])))
+        return path
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _clean_text(table: pa.Table) -> pa.Table:
+    """``table`` with text that is not valid UTF-8 nulled, and :data:`BAD_TEXT` added."""
+    bad: list[str | None] = [None] * table.num_rows
+    for i, name in enumerate(table.column_names):
+        rows = _invalid_text_rows(table.column(i))
+        if rows:
+            for r in rows:
+                bad[r] = bad[r] or name
+            table = table.set_column(i, name, _null_rows(table.column(i), sorted(rows)))
+    return table.append_column(BAD_TEXT, pa.array(bad, type=pa.string()))
 
 
 def _mark_winners(df: pl.DataFrame) -> pl.DataFrame:

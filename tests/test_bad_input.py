@@ -578,3 +578,64 @@ def test_hostile_arrow_tables_never_escape_or_poison(
         assert claimed, "the queue still dispatches"
         assert store.complete_many([c.id for c in claimed], owner=owner) == {c.id for c in claimed}
         store.release_owner(owner)
+
+
+# ---------------------------------------------------------------- 9: streams stream
+
+
+def _spooled_files() -> set[str]:
+    import tempfile
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob("taskmill-plan-*.parquet")}
+
+
+def test_a_record_batch_reader_is_read_batch_by_batch_and_leaves_nothing_behind(
+    store: tm.TaskStore,
+) -> None:
+    """0.1: a RecordBatchReader was read whole into memory (read_all)."""
+    consumed: list[int] = []
+    schema = pa.schema([("task_type", pa.string()), ("dedup_key", pa.string())])
+
+    def batches():
+        for b in range(5):
+            consumed.append(b)
+            keys = [f"k{b}-{i}".encode() for i in range(1000)]
+            if b == 3:
+                keys[7] = b"caf\xe9"
+            yield pa.record_batch(
+                [pa.array(["t"] * 1000), pa.array(keys, type=pa.binary()).view(pa.string())],
+                schema=schema,
+            )
+
+    before = _spooled_files()
+    reader = pa.RecordBatchReader.from_batches(schema, batches())
+    out = store.submit_batch(
+        tm.BatchSubmission().transaction_limit(2000).chunk_size(2000).tasks(reader)
+    )
+    assert consumed == [0, 1, 2, 3, 4]
+    assert out.counts()["submitted"] == 4999
+    [(index, err)] = out.failed
+    assert index == 3007 and err.kind == "invalid_encoding"
+    assert store.tasks().height == 4999
+    assert _spooled_files() == before
+
+
+def test_a_lazyframe_is_sunk_not_collected_and_a_failing_stream_cleans_up(
+    store: tm.TaskStore, tmp_path: Path
+) -> None:
+    plan = tmp_path / "plan.parquet"
+    pl.DataFrame(
+        {"task_type": ["t"] * 300, "dedup_key": [f"k{i % 200}" for i in range(300)]}
+    ).write_parquet(plan)
+    before = _spooled_files()
+    out = store.submit_batch(pl.scan_parquet(plan).filter(pl.col("dedup_key") != "k5"))
+    assert out.counts() == {
+        "submitted": 199,
+        "deduplicated": 99,
+        "superseded": 0,
+        "upgraded": 0,
+        "failed": 0,
+    }
+    with pytest.raises(tm.SchedulerError, match="unknown column 'oops'"):
+        store.submit_batch(pl.scan_parquet(plan).with_columns(pl.lit(1).alias("oops")))
+    assert _spooled_files() == before

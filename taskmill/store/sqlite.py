@@ -601,8 +601,11 @@ class TaskStore:
         else:
             bounds = [(0, n)]
         results: list[pl.DataFrame] = []
-        with self._checkpoint_after(chunked=len(bounds) > 1 and not dry_run):
-            self._run_chunks(prepared, bounds, results, dry_run, on_commit, started, progress)
+        try:
+            with self._checkpoint_after(chunked=len(bounds) > 1 and not dry_run):
+                self._run_chunks(prepared, bounds, results, dry_run, on_commit, started, progress)
+        finally:
+            prepared.close()
         outcome = build_outcome(
             frame, results, planned=dry_run, elapsed=time.perf_counter() - started
         )
