@@ -1107,6 +1107,7 @@ def _spool(x: Any) -> Path:
         with pq.ParquetWriter(path, schema) as writer:
             for batch in reader:
                 writer.write_table(_clean_text(pa.Table.from_batches([batch])))
+        pa.default_memory_pool().release_unused()  # the batches' buffers, before pass 1
         return path
     except BaseException:
         path.unlink(missing_ok=True)
