@@ -42,7 +42,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SchedulerError as exc:
-            click.echo(f"taskmill: error: {exc}", err=True)
+            from .plan import UnknownColumns
+
+            message = exc.advice(cli=True) if isinstance(exc, UnknownColumns) else str(exc)
+            click.echo(f"taskmill: error: {message}", err=True)
             sys.exit(1)
 
 
@@ -488,7 +491,10 @@ def worker(
     for task_type, spec in _pairs(executor_specs, "--executor"):
         executors[task_type] = _load_executor(spec)
     if not executors:
-        raise click.UsageError("give at least one --executor TYPE=module:function")
+        raise click.UsageError(
+            "give at least one --executor TYPE=module:function, or --demo-executors to run "
+            "the demo's sync.* tasks"
+        )
     limits = {}
     for group, n in _pairs(group_limit, "--group-limit"):
         try:

@@ -74,6 +74,21 @@ class Priority(int):
             )
         return super().__new__(cls, value)
 
+    @classmethod
+    def parse(cls, value: Any) -> Priority:
+        """A priority from an int 0..255 or a tier name (any case: ``"high"``)."""
+        if isinstance(value, str):
+            tier = PRIORITY_TIERS.get(value.strip().upper())
+            if tier is None:
+                raise InvalidSubmission(
+                    f"priority must be within 0..255 or a tier name "
+                    f"({', '.join(t.lower() for t in PRIORITY_TIERS)}), got {value!r}",
+                    kind="invalid_priority",
+                    field="priority",
+                )
+            return cls(tier)
+        return cls(value)
+
     def __repr__(self) -> str:
         name = self._NAMES.get(int(self))
         return f"Priority.{name}" if name else f"Priority({int(self)})"
@@ -81,13 +96,10 @@ class Priority(int):
     __str__ = __repr__
 
 
-for _name, _value in (
-    ("REALTIME", 0),
-    ("HIGH", 64),
-    ("NORMAL", 128),
-    ("BACKGROUND", 192),
-    ("IDLE", 255),
-):
+#: The named priority tiers, by name (upper case).
+PRIORITY_TIERS: Final = {"REALTIME": 0, "HIGH": 64, "NORMAL": 128, "BACKGROUND": 192, "IDLE": 255}
+
+for _name, _value in PRIORITY_TIERS.items():
     setattr(Priority, _name, Priority(_value))
     Priority._NAMES[_value] = _name
 

@@ -25,6 +25,7 @@ from .model import (
     MAX_KEY_LENGTH,
     MAX_PAYLOAD_BYTES,
     NON_FINITE_PAYLOAD,
+    PRIORITY_TIERS,
     DuplicateStrategy,
     InvalidSubmission,
     Priority,
@@ -179,6 +180,33 @@ class Prepared:
 
 def _bad_input(message: str, column: str | None = None) -> InvalidSubmission:
     return InvalidSubmission(message, kind="invalid_input", field=column)
+
+
+class UnknownColumns(InvalidSubmission):
+    """Table input has columns that are no task field, and were neither mapped nor packed.
+
+    ``columns`` lists every one of them; :meth:`advice` says what to do in the terms of the
+    interface used (builder methods in Python, flags on the command line)."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+        super().__init__(self.advice(), kind="invalid_input", field=self.columns[0])
+
+    def advice(self, *, cli: bool = False) -> str:
+        shown = ", ".join(repr(c) for c in self.columns)
+        noun = "column" if len(self.columns) == 1 else "columns"
+        first = self.columns[0]
+        if cli:
+            fix = (
+                f"map one to a field with --map {first}=FIELD, or pack them into the payload "
+                f"with --payload-columns {','.join(self.columns)}"
+            )
+        else:
+            fix = (
+                f"map one to a field with .columns(FIELD={first!r}), or pack them into the "
+                f"payload with .payload_columns({self.columns!r})"
+            )
+        return f"unknown {noun} {shown}: not task fields ({', '.join(CANONICAL)}); {fix}"
 
 
 def _is_table(x: Any) -> bool:
@@ -653,15 +681,13 @@ def _canonical_columns(df: Frame, spec: BatchSubmission) -> Frame:
     if packed and ("payload" in names or "payload" in mapping):
         raise _bad_input("payload_columns() cannot be combined with a payload column", "payload")
     renames = {source: target for target, source in mapping.items()}
-    for name in names:
-        if name in packed or name in renames or name == BAD_TEXT:
-            continue
-        if name not in CANONICAL:
-            raise _bad_input(
-                f"unknown column {name!r}: not a task field ({', '.join(CANONICAL)}); "
-                "map it with .columns() or pack it with .payload_columns()",
-                name,
-            )
+    unknown = [
+        name
+        for name in names
+        if name not in packed and name not in renames and name != BAD_TEXT and name not in CANONICAL
+    ]
+    if unknown:
+        raise UnknownColumns(unknown)
     exprs: list[pl.Expr] = []
     if packed:
         exprs.append(_packed_payload(schema, packed))
@@ -728,6 +754,20 @@ def _non_finite(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr | None:
         found = [p.fill_null(False) for p in parts if p is not None]
         return pl.any_horizontal(found) if found else None
     return None
+
+
+#: A hidden column of table input: a priority given as text that is no tier name.
+BAD_PRIORITY = "__taskmill_bad_priority"
+
+
+def _tier_or_null(text: pl.Expr) -> pl.Expr:
+    """A text priority as its number: a tier name (any case) or digits; else null."""
+    name = text.str.strip_chars().str.to_uppercase()
+    return (
+        name.replace_strict(PRIORITY_TIERS, default=None, return_dtype=pl.Int64)
+        .fill_null(name.str.to_integer(strict=False))
+        .cast(pl.Int64)
+    )
 
 
 #: A hidden column of table input packed with ``payload_columns()``: true where a packed
@@ -835,6 +875,15 @@ def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
             exprs.append(pl.col(name).cast(pl.Binary))
         elif name in _TEXT and isinstance(dtype, pl.String | pl.Categorical | pl.Enum):
             exprs.append(pl.col(name).cast(pl.String))
+        elif name == "priority" and isinstance(dtype, pl.String | pl.Categorical | pl.Enum):
+            # tier names ("high", any case) as a column: the same names as tm.Priority
+            text = pl.col(name).cast(pl.String)
+            exprs.append(_tier_or_null(text).alias(name))
+            exprs.append(
+                pl.when(text.is_not_null() & _tier_or_null(text).is_null())
+                .then(text)
+                .alias(BAD_PRIORITY)
+            )
         elif name in _INTS and dtype.is_integer():
             # UInt64 stays unsigned until checked: a value past the Int64 range fails its row
             exprs.append(pl.col(name) if dtype == pl.UInt64 else pl.col(name).cast(pl.Int64))
@@ -860,7 +909,9 @@ def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
         out = out.with_columns(pl.lit(None, dtype=pl.String).alias(BAD_TEXT))
     if BAD_PAYLOAD not in present:
         out = out.with_columns(pl.lit(False).alias(BAD_PAYLOAD))
-    return out.select([*CANONICAL, BAD_TEXT, BAD_PAYLOAD]).with_columns(
+    if BAD_PRIORITY not in out.collect_schema().names():
+        out = out.with_columns(pl.lit(None, dtype=pl.String).alias(BAD_PRIORITY))
+    return out.select([*CANONICAL, BAD_TEXT, BAD_PAYLOAD, BAD_PRIORITY]).with_columns(
         pl.lit(float_ints, dtype=pl.List(pl.String)).alias("_float_ints")
     )
 
@@ -924,6 +975,18 @@ def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
             )
         )
 
+    checks.append(
+        (
+            pl.col(BAD_PRIORITY).is_not_null(),
+            "invalid_priority",
+            "priority",
+            pl.format(
+                "priority must be within 0..255 or a tier name "
+                f"({', '.join(t.lower() for t in PRIORITY_TIERS)}), got '{{}}'",
+                pl.col(BAD_PRIORITY),
+            ),
+        )
+    )
     int_checks("priority", "invalid_priority", 0, 255)
     for name in EXPECTED_FIELDS:
         int_checks(name, "invalid_expected_bytes", 0, MAX_INT64)
@@ -979,13 +1042,16 @@ def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
     ).drop(BAD_TEXT, BAD_PAYLOAD)
     out = out.with_columns(
         pl.col("group").fill_null(pl.lit(defaults.group, dtype=pl.String)),
-        pl.col("priority").fill_null(defaults.priority),
+        pl.when(pl.col(BAD_PRIORITY).is_null())  # a bad tier name shows as no priority
+        .then(pl.col("priority").fill_null(defaults.priority))
+        .alias("priority"),
         pl.col("on_duplicate")
         .str.strip_chars()
         .str.to_lowercase()
         .fill_null(defaults.on_duplicate.value),
         *(pl.col(n).fill_null(0) for n in EXPECTED_FIELDS),
     ).with_columns(int_cast)
+    out = out.drop(BAD_PRIORITY)
     return out.with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
 
 

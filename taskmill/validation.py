@@ -116,11 +116,12 @@ def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Ro
     if group is None:
         group = defaults.group
     label = check_text(sub.label, "label", "invalid_label", MAX_GROUP_LENGTH, required=False)
-    priority = (
-        defaults.priority
-        if sub.priority is None
-        else check_int(sub.priority, "priority", "invalid_priority", 0, 255)
-    )
+    if sub.priority is None:
+        priority = defaults.priority
+    elif isinstance(sub.priority, str):  # a tier name: "high", "IDLE" …
+        priority = int(Priority.parse(sub.priority))
+    else:
+        priority = check_int(sub.priority, "priority", "invalid_priority", 0, 255)
     expected = [
         check_int(getattr(sub, f), f, "invalid_expected_bytes", 0, MAX_INT64)
         if getattr(sub, f) is not None

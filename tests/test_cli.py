@@ -198,6 +198,54 @@ def test_db_from_the_environment(tmp_path: Path, plan: Path) -> None:
     assert json.loads(chunk.stdout)["counts"]["failed"] == 4
 
 
+def test_unknown_columns_are_all_named_with_the_fix_in_cli_terms(
+    tmp_path: Path, plan: Path
+) -> None:
+    """0.1: only the first unknown column was named, and the advice was .columns() /
+    .payload_columns(), which a shell user cannot call."""
+    result = CliRunner().invoke(cli, ["submit", str(plan), "--db", str(tmp_path / "t.db")])
+    assert result.exit_code == 1
+    message = result.stderr.strip()
+    assert "'action', 'key', 'endpoint', 'src'" in message
+    assert (
+        "--map action=FIELD" in message and "--payload-columns action,key,endpoint,src" in message
+    )
+    assert ".columns(" not in message and ".payload_columns(" not in message
+    with pytest.raises(tm.SchedulerError) as err, tm.TaskStore.open(tmp_path / "py.db") as store:
+        store.submit_batch(pl.read_parquet(plan))
+    assert ".columns(FIELD='action')" in str(err.value)
+    assert ".payload_columns(['action', 'key', 'endpoint', 'src'])" in str(err.value)
+    assert "--map" not in str(err.value)
+
+
+def test_tier_names_are_priorities_in_plan_columns_like_in_flags(tmp_path: Path) -> None:
+    """0.1: a priority column of tier names failed with a type error, though --priority
+    high was accepted."""
+    plan = tmp_path / "tiers.parquet"
+    pl.DataFrame(
+        {"task_type": ["t"] * 4, "priority": ["high", "IDLE", " Realtime", "soon"]}
+    ).write_parquet(plan)
+    result = CliRunner().invoke(
+        cli, ["submit", str(plan), "--db", str(tmp_path / "t.db"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    with tm.TaskStore.open(tmp_path / "t.db") as store:
+        assert store.tasks()["priority"].to_list() == [0, 64, 255]
+        listed = store.plan_batch([tm.TaskSubmission("t", priority="soon")])
+    assert listed.to_polars()["error"][0] == (
+        "priority must be within 0..255 or a tier name (realtime, high, normal, background, "
+        "idle), got 'soon'"
+    )
+    out = json.loads(result.output)
+    assert out["counts"]["failed"] == 1
+
+
+def test_worker_without_executors_points_at_the_demo_ones(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["worker", "--db", str(tmp_path / "t.db")])
+    assert result.exit_code == 2
+    assert "--demo-executors" in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -205,7 +253,10 @@ def test_db_from_the_environment(tmp_path: Path, plan: Path) -> None:
         (["submit", "{tmp}/notes.txt"], "is not a Parquet file"),
         (["submit", "{plan}", "--map", "nope=task_type"], "column 'nope'"),
         (["submit", "{plan}", "--db", "{tmp}/foreign.db", *MAP], "not a taskmill store"),
-        (["plan", "{plan}"], "unknown column 'action'"),
+        (
+            ["plan", "{plan}"],
+            "unknown columns 'action', 'key', 'endpoint', 'src': not task fields",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_1_and_writes_nothing(
