@@ -14,6 +14,7 @@ import importlib
 import json
 import signal
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -201,15 +202,38 @@ def _print_outcome(outcome: Any, db: str) -> None:
 def _run_plan(
     dry_run: bool, plan: Path, db: str, outcome_path: Path | None, as_json: bool, **options: Any
 ) -> None:
+    batch = _batch(plan, **options)
+    err_console = _console(stderr=True)
+    show = err_console.is_terminal and not as_json
+    fresh = dry_run and not Path(db).exists()
+    with contextlib.ExitStack() as stack:
+        # planning writes nothing: against a store that does not exist yet, plan against
+        # an empty one in a private folder instead of creating the file
+        where = (
+            Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taskmill-plan-")))
+            / "empty.db"
+            if fresh
+            else db
+        )
+        outcome = _plan_or_submit(dry_run, where, batch, err_console, show)
+    if outcome_path is not None:
+        outcome.to_polars().write_parquet(outcome_path)
+    if as_json:
+        click.echo(json.dumps({**_summary(outcome, db), "store_exists": not fresh}))
+    else:
+        if fresh:
+            _console().print(f"{db} does not exist yet: planned against an empty store")
+        _print_outcome(outcome, db)
+
+
+def _plan_or_submit(dry_run: bool, where: Any, batch: Any, err_console: Any, show: bool) -> Any:
+    """Plan or submit ``batch`` into the store at ``where``, with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from .store import TaskStore
 
-    batch = _batch(plan, **options)
-    err_console = _console(stderr=True)
-    show = err_console.is_terminal and not as_json
     with (
-        TaskStore.open(db) as store,
+        TaskStore.open(where) as store,
         Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -226,15 +250,8 @@ def _run_plan(
             bar.update(task, completed=done, total=total)
 
         if dry_run:
-            outcome = store.plan_batch(batch, progress=progress)
-        else:
-            outcome = store.submit_batch(batch, progress=progress)
-    if outcome_path is not None:
-        outcome.to_polars().write_parquet(outcome_path)
-    if as_json:
-        click.echo(json.dumps(_summary(outcome, db)))
-    else:
-        _print_outcome(outcome, db)
+            return store.plan_batch(batch, progress=progress)
+        return store.submit_batch(batch, progress=progress)
 
 
 @cli.command()

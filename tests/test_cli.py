@@ -129,8 +129,13 @@ def test_submit_table_output_and_plan_writes_nothing(tmp_path: Path, plan: Path)
     planned = CliRunner().invoke(cli, ["plan", str(plan), "--db", str(db), *MAP])
     assert planned.exit_code == 0, planned.output
     assert "plan (nothing written): 5 rows" in planned.output
-    with tm.TaskStore.open(db) as store:
-        assert store.counts()["pending"] == 0
+    # 0.1 created the store file; planning against a store that does not exist writes nothing
+    assert "does not exist yet: planned against an empty store" in planned.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.parquet"]
+    as_json = CliRunner().invoke(cli, ["plan", str(plan), "--db", str(db), *MAP, "--json"])
+    assert json.loads(as_json.stdout)["store_exists"] is False
+    assert json.loads(as_json.stdout)["counts"]["submitted"] == 3
+    assert not db.exists()
     done = CliRunner().invoke(
         cli,
         [
