@@ -154,7 +154,8 @@ class OutcomeWidget(w.VBox):
     """What a batch did: counts with bars, breakdowns, and paginated detail tabs.
 
     ``frame(view)`` takes any view out as a polars DataFrame; the export button puts
-    the view on screen in :attr:`exported`.
+    the view on screen in the outcome's ``exported`` (``out.exported`` for a displayed
+    ``out``), and in this widget's :attr:`exported`.
     """
 
     def __init__(self, outcome: BatchOutcome, *, page_size: int = PAGE_SIZE) -> None:
@@ -205,9 +206,13 @@ class OutcomeWidget(w.VBox):
         return view_frame(self.outcome, view)
 
     def _export(self) -> None:
+        view = list(VIEWS)[self.tabs.selected_index or 0]
         self.exported = self.frame()
+        self.outcome.exported = self.exported
         self.export_note.value = (
-            f"{self.exported.height:,} rows in <code>widget.exported</code> (a polars DataFrame)"
+            f"{self.exported.height:,} rows of “{html.escape(view)}” in "
+            "<code>out.exported</code> (a polars DataFrame; <code>out</code> being the "
+            "outcome shown here)"
         )
 
 

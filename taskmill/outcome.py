@@ -51,6 +51,9 @@ class BatchOutcome:
         )
         self.planned = planned
         self.elapsed = elapsed
+        #: The detail view last taken out with the notebook widget's "take this view out"
+        #: button (a polars DataFrame), reachable from the displayed outcome: ``out.exported``.
+        self.exported: pl.DataFrame | None = None
 
     # ------------------------------------------------------------------ the lists
 

@@ -73,6 +73,9 @@ def test_outcome_widget_counts_tabs_and_paging(store: tm.TaskStore) -> None:
     widget.tabs.selected_index = 4
     widget.children[3].children[0].click()
     assert widget.exported is not None and widget.exported["index"].to_list() == [60]
+    # 0.1 pointed at `widget.exported`, a name a user who displayed `out` does not have
+    assert out.exported is widget.exported
+    assert "out.exported" in widget.export_note.value
     assert out.view("superseded").select("task_id", "replaced_task_id").rows() == [(27, 2)]
 
 
