@@ -558,7 +558,7 @@ def worker(
     "--plan",
     "plan_path",
     type=click.Path(path_type=Path),
-    help="The sync plan (default: the sample plan shipped in data/).",
+    help="The sync plan (default: the sample plan shipped with taskmill).",
 )
 def demo(db: str, plan_path: Path | None) -> None:
     """The main job on a local store: submit the sample sync plan, run it with demo
@@ -586,8 +586,23 @@ def demo(db: str, plan_path: Path | None) -> None:
     show_default=True,
     help="Share of rows with a bad value (for trying out failures).",
 )
-def gen_plan(rows: int, out: Path, seed: int, duplicate_rate: float, invalid_rate: float) -> None:
+@click.option(
+    "--sample",
+    is_flag=True,
+    help="Write the sample plan that `taskmill demo` runs (3,000 rows) instead.",
+)
+def gen_plan(
+    rows: int, out: Path, seed: int, duplicate_rate: float, invalid_rate: float, sample: bool
+) -> None:
     """Write a synthetic sync plan shaped like a bucket diff to a Parquet file."""
+    if sample:
+        import shutil
+
+        from .demo import SAMPLE_PLAN
+
+        shutil.copyfile(SAMPLE_PLAN, out)
+        click.echo(f"wrote the sample plan (3,000 rows) to {out}")
+        return
     from .sample import make_plan
 
     frame = make_plan(rows, seed=seed, duplicate_rate=duplicate_rate, invalid_rate=invalid_rate)

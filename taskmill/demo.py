@@ -14,8 +14,8 @@ import polars as pl
 
 from .scheduler import Scheduler, TaskContext
 
-#: The committed sample plan (``data/`` beside the package, in a source checkout).
-SAMPLE_PLAN = Path(__file__).resolve().parent.parent / "data" / "sample-plan.parquet"
+#: The sample plan, shipped inside the package (so it is there in an installed wheel too).
+SAMPLE_PLAN = Path(__file__).resolve().parent / "data" / "sample-plan.parquet"
 #: How the sample plan is made (``taskmill gen-plan`` with these settings writes it again).
 SAMPLE_SETTINGS: dict[str, Any] = {
     "rows": 3_000,
@@ -26,7 +26,7 @@ SAMPLE_SETTINGS: dict[str, Any] = {
 
 
 def sample_plan() -> pl.DataFrame:
-    """The sample sync plan: from ``data/`` when present, else made the same way."""
+    """The sample sync plan shipped with taskmill (made the same way if it is missing)."""
     if SAMPLE_PLAN.exists():
         return pl.read_parquet(SAMPLE_PLAN)
     from .sample import make_plan
