@@ -281,8 +281,7 @@ def plan(plan: Path, db: str, outcome: Path | None, as_json: bool, **options: An
 @JSON_OPTION
 def stats(db: str, as_json: bool) -> None:
     """Queue counts by status, by group and by priority."""
-    from rich.table import Table
-
+    from .render import data_table
     from .store import TaskStore
 
     with TaskStore.open(db) as store:
@@ -302,14 +301,19 @@ def stats(db: str, as_json: bool) -> None:
         )
         return
     console = _console()
-    console.print(f"{db}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    # wrapped at the terminal's width, never at a number
+    line = f"{db}: " + ", ".join(f"{k}\u00a0{v:,}" for k, v in counts.items())
+    console.print(line, soft_wrap=False)
     for title, frame in (("by group", by_group), ("by priority", by_priority)):
-        table = Table(*frame.columns, title=title)
-        for row in frame.iter_rows():
-            table.add_row(
-                *("–" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row)
-            )
-        console.print(table)
+        console.print(data_table(frame, title, keep=("total",), drop_zero=True))
+
+
+#: What `tasks` and `history` print (every column goes to -o FILE).
+_SHOWN = {
+    "tasks": ["id", "task_type", "dedup_key", "group", "priority", "status", "attempts"],
+    "history": ["id", "task_type", "dedup_key", "group", "status", "attempts", "last_error"],
+}
+_SHOW_ROWS = 20
 
 
 def _export_command(which: str) -> Callable[..., None]:
@@ -332,6 +336,7 @@ def _export_command(which: str) -> Callable[..., None]:
         limit: int | None,
         output: Path | None,
     ) -> None:
+        from .render import data_table
         from .store import TaskStore
 
         with TaskStore.open(db) as store:
@@ -340,10 +345,14 @@ def _export_command(which: str) -> Callable[..., None]:
                 status=status or None, group=group or None, task_type=task_type or None, limit=limit
             )
         if output is None:
-            import polars as pl
-
-            with pl.Config(tbl_rows=20, tbl_cols=8, fmt_str_lengths=40):
-                click.echo(frame.drop("payload"))
+            shown = [c for c in _SHOWN[which] if c in frame.columns]
+            console = _console()
+            console.print(data_table(frame.head(_SHOW_ROWS).select(shown), f"{which} ({db})"))
+            if frame.height > _SHOW_ROWS:
+                console.print(
+                    f"… {frame.height - _SHOW_ROWS:,} more rows: --limit to see fewer, "
+                    "-o FILE.parquet or FILE.csv for all of them with every column"
+                )
             return
         suffix = output.suffix.lower()
         if suffix == ".parquet":
@@ -388,9 +397,13 @@ async def run_worker(
     *,
     until_idle: bool,
     live: bool,
+    status_every: float | None = None,
     **settings: Any,
 ) -> Counter[str]:
-    """Run a scheduler in the foreground until idle (with ``until_idle``) or a signal."""
+    """Run a scheduler in the foreground until idle (with ``until_idle``) or a signal.
+
+    On a terminal (``live``) a status line is redrawn in place; otherwise, with
+    ``status_every``, the same line is printed every that many seconds (a log)."""
     from rich.live import Live
 
     from .render import tally
@@ -426,10 +439,14 @@ async def run_worker(
             else _Null() as display
         ):
             waiters = [asyncio.create_task(stop.wait())] + ([idle] if idle else [])
+            last_line = time.monotonic()
             while not any(w.done() for w in waiters):
                 await asyncio.wait(waiters, timeout=0.25)
                 if live:
                     display.update(status())
+                elif status_every and time.monotonic() - last_line >= status_every:
+                    last_line = time.monotonic()
+                    click.echo(f"worker: {status()}", err=True)
             for w in waiters:
                 w.cancel()
         await asyncio.sleep(0)  # let the last events arrive
@@ -480,6 +497,12 @@ class _Null:
     help="Seconds without renewal after which other workers take this one's tasks back.",
 )
 @click.option("--until-idle", is_flag=True, help="Exit once nothing is left to run.")
+@click.option(
+    "--status-every",
+    default=5.0,
+    show_default=True,
+    help="When not on a terminal: print a status line to stderr every this many seconds.",
+)
 @JSON_OPTION
 def worker(
     db: str,
@@ -494,6 +517,7 @@ def worker(
     close_timeout: float,
     lease_timeout: float,
     until_idle: bool,
+    status_every: float,
     as_json: bool,
 ) -> None:
     """Run a scheduler in the foreground; Ctrl-C or SIGTERM stops it gracefully.
@@ -519,6 +543,7 @@ def worker(
         except ValueError:
             raise click.BadParameter(f"{n!r} is not a number", param_hint="--group-limit") from None
     live = _console(stderr=True).is_terminal and not as_json
+    every = None if live or as_json else status_every
     seen = asyncio.run(
         run_worker(
             db,
@@ -533,6 +558,7 @@ def worker(
             poll_interval=poll_interval,
             close_timeout=close_timeout,
             lease_timeout=lease_timeout,
+            status_every=every,
         )
     )
     from .store import TaskStore

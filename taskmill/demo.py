@@ -97,7 +97,10 @@ async def run_demo(db: str, plan_path: Path | None = None, console: Any = None) 
             sched.store.history, status=["completed", "failed"], task_type=list(DEMO_EXECUTORS)
         )
         finished = done.select("task_type", "dedup_key").unique()
-        todo = plan.join(finished, on=["task_type", "dedup_key"], how="anti", nulls_equal=False)
+        numbered = plan.with_row_index("plan_row")  # rows keep their plan numbers on a rerun
+        todo = numbered.join(finished, on=["task_type", "dedup_key"], how="anti", nulls_equal=False)
+        plan_rows = todo["plan_row"].to_list()
+        todo = todo.drop("plan_row")
         if todo.height < plan.height:
             console.print(
                 f"{plan.height - todo.height:,} actions were already done by an "
@@ -107,8 +110,14 @@ async def run_demo(db: str, plan_path: Path | None = None, console: Any = None) 
         outcome = await sched.submit_batch(todo)
         counts = outcome.counts()
         console.print(outcome_table(outcome, f"submitted to {db}"))
-        for index, err in outcome.failed[:3]:
-            console.print(f"  invalid row {index}: [{err.kind}] {err}", markup=False)
+        shown = 3
+        for index, err in outcome.failed[:shown]:
+            console.print(f"  invalid plan row {plan_rows[index]}: [{err.kind}] {err}")
+        if counts["failed"] > shown:
+            console.print(
+                f"  … {counts['failed'] - shown:,} more invalid rows "
+                "(`taskmill plan PLAN --outcome out.parquet` lists them all)"
+            )
         if counts["submitted"] + counts["superseded"] == 0:
             console.print(
                 "nothing new to run: the plan is already queued or done (idempotent rerun)"

@@ -449,3 +449,69 @@ def test_progress_bar_advances_per_chunk_on_a_terminal(tmp_path: Path) -> None:
     seen = re.findall(r"(\d+)/250000", proc.stdout)
     assert {"50000", "100000", "200000"} <= set(seen)
     assert "submitted: 250,000 rows" in proc.stdout
+
+
+def test_tables_fit_80_columns_and_never_cut_a_name_or_a_number(tmp_path: Path) -> None:
+    """0.1: at 80 columns two groups both read `s3://…` and the total read `19,2…`."""
+    db = tmp_path / "t.db"
+    groups = ["s3://us-east-1.amazonaws.com/bucket-a"] * 19_234 + [
+        "s3://us-east-1.amazonaws.com/bucket-b"
+    ] * 1_000
+    with tm.TaskStore.open(db) as store:
+        store.submit_batch(pl.DataFrame({"task_type": ["t"] * len(groups), "group": groups}))
+    narrow = {"COLUMNS": "80"}
+    for argv in (["stats", "--db", str(db)], ["tasks", "--db", str(db), "--limit", "3"]):
+        result = CliRunner().invoke(cli, argv, env=narrow)
+        assert result.exit_code == 0, result.output
+        # no value cut short (a "… N more rows" note is fine)
+        assert "…" not in result.output.replace("… ", "")
+        assert max(len(line) for line in result.output.splitlines()) <= 80
+    stats = CliRunner().invoke(cli, ["stats", "--db", str(db)], env=narrow).output
+    assert "19,234" in stats and "20,234" in stats
+    assert "s3://us-east-1.amazonaws.com/bucket-a" in stats
+    assert "s3://us-east-1.amazonaws.com/bucket-b" in stats
+
+
+def test_history_without_output_is_a_table(tmp_path: Path, plan: Path) -> None:
+    """0.1: `history` without -o printed a raw, wrapped polars frame."""
+    db = tmp_path / "t.db"
+    assert CliRunner().invoke(cli, ["submit", str(plan), "--db", str(db), *MAP]).exit_code == 0
+    with tm.TaskStore.open(db) as store:
+        store.cancel(1)
+    shown = CliRunner().invoke(cli, ["history", "--db", str(db)], env={"COLUMNS": "100"})
+    assert shown.exit_code == 0
+    assert "shape:" not in shown.output and "┃ status" in shown.output
+    assert "cancelled" in shown.output
+
+
+def test_a_piped_worker_prints_status_lines(tmp_path: Path) -> None:
+    """0.1: piped, `worker` printed nothing for the whole run."""
+    db = tmp_path / "t.db"
+    with tm.TaskStore.open(db) as store:
+        store.submit_batch([tm.TaskSubmission("sync.delete", dedup_key=str(i)) for i in range(300)])
+    done = run(
+        "worker",
+        "--db",
+        str(db),
+        "--demo-executors",
+        "--max-concurrency",
+        "1",
+        "--status-every",
+        "0.1",
+        "--until-idle",
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("worker: running")]
+    assert lines and "completed" in lines[-1]
+    assert done.stdout.startswith("worker stopped:")
+
+
+def test_the_demo_numbers_invalid_rows_by_the_plan_and_says_how_many_more(tmp_path: Path) -> None:
+    """0.1: the demo listed 3 of 13 failed rows with no "N more", renumbered on a rerun."""
+    db = tmp_path / "d.db"
+    first = CliRunner().invoke(cli, ["demo", "--db", str(db)])
+    again = CliRunner().invoke(cli, ["demo", "--db", str(db)])
+    for result in (first, again):
+        assert result.exit_code == 0, result.output
+        assert "invalid plan row 285: [invalid_task_type]" in result.output
+        assert "… 10 more invalid rows" in result.output
