@@ -71,16 +71,31 @@ def view_frame(outcome: BatchOutcome, view: str) -> pl.DataFrame:
     return df.filter(filters[view]).select(_VIEW_COLUMNS[view])
 
 
-def page_html(frame: pl.DataFrame, css_class: str = "taskmill-page") -> str:
-    """One page of a table as HTML (values escaped)."""
+def _shown(value: object, thousands: bool) -> str:
+    if value is None:
+        return "–" if thousands else ""
+    if thousands and isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return html.escape(str(value))
+
+
+def page_html(
+    frame: pl.DataFrame, css_class: str = "taskmill-page", *, thousands: bool = False
+) -> str:
+    """One page of a table as HTML (values escaped; counts with thousands separators
+    when ``thousands``)."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
     body = "".join(
-        "<tr>"
-        + "".join(f"<td>{'' if v is None else html.escape(str(v))}</td>" for v in row)
-        + "</tr>"
+        "<tr>" + "".join(f"<td>{_shown(v, thousands)}</td>" for v in row) + "</tr>"
         for row in frame.iter_rows()
     )
     return f"<table class='{css_class}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _without_zero(summary: pl.DataFrame) -> pl.DataFrame:
+    """A breakdown without the actions no row took (they would only widen it)."""
+    zero = [a for a in ACTIONS if a in summary.columns and summary[a].fill_null(0).eq(0).all()]
+    return summary.drop(zero)
 
 
 class PagedTable(w.VBox):
@@ -98,11 +113,12 @@ class PagedTable(w.VBox):
             description="sort by",
             layout=w.Layout(width="220px"),
         )
+        fit = w.Layout(width="auto", flex="0 0 auto")  # a label is never cut short
         self.descending = w.ToggleButton(
-            value=False, description="descending", icon="sort-amount-desc"
+            value=False, description="descending", icon="sort-amount-desc", layout=fit
         )
-        self.prev = w.Button(description="◀ previous", layout=w.Layout(width="110px"))
-        self.next = w.Button(description="next ▶", layout=w.Layout(width="110px"))
+        self.prev = w.Button(description="◀ previous", layout=fit)
+        self.next = w.Button(description="next ▶", layout=fit)
         self.label = w.HTML()
         self.body = w.HTML()
         self.body.add_class(css_class)
@@ -110,7 +126,10 @@ class PagedTable(w.VBox):
         self.next.on_click(lambda _: self.go(self.page + 1))
         self.sort_by.observe(lambda _: self.go(0), names="value")
         self.descending.observe(lambda _: self.go(0), names="value")
-        controls = w.HBox([self.sort_by, self.descending, self.prev, self.next, self.label])
+        controls = w.HBox(
+            [self.sort_by, self.descending, self.prev, self.next, self.label],
+            layout=w.Layout(flex_flow="row wrap"),
+        )
         super().__init__([controls, self.body])
         self.go(0)
 
@@ -169,16 +188,34 @@ class OutcomeWidget(w.VBox):
         )
         took = f" in {outcome.elapsed:.2f} s" if outcome.elapsed is not None else ""
         headline = w.HTML(
+            # tab labels at their full width ("already queued (1,300)" is longer than a
+            # default tab): a style scoped to this widget's class
+            "<style>.taskmill-outcome-widget .lm-TabBar-tab{flex:0 0 auto !important;"
+            "min-width:fit-content !important;max-width:none !important}"
+            ".taskmill-breakdowns td:first-child{overflow-wrap:anywhere}</style>"
             f"<div class='taskmill-headline'>{marker}<b>{len(outcome):,}"
             f"</b> rows{took}</div>" + _bars(counts, len(outcome))
         )
         headline.add_class("taskmill-outcome")
-        by = w.HBox(
+        # the two breakdowns sit side by side when they fit and wrap below when they do
+        # not; a table wider than its box scrolls inside it instead of overflowing
+        boxed = w.Layout(overflow="auto", max_width="100%", margin="0 24px 8px 0")
+        by = w.Box(
             [
-                w.HTML("<b>by group</b>" + page_html(outcome.summary("group"))),
-                w.HTML("<b>by priority</b>" + page_html(outcome.summary("priority"))),
-            ]
+                w.HTML(
+                    "<b>by group</b>"
+                    + page_html(_without_zero(outcome.summary("group")), thousands=True),
+                    layout=boxed,
+                ),
+                w.HTML(
+                    "<b>by priority</b>"
+                    + page_html(_without_zero(outcome.summary("priority")), thousands=True),
+                    layout=boxed,
+                ),
+            ],
+            layout=w.Layout(display="flex", flex_flow="row wrap", width="100%"),
         )
+        by.add_class("taskmill-breakdowns")
         self.tables: dict[str, PagedTable] = {}
         children = []
         for view in VIEWS:
@@ -193,7 +230,11 @@ class OutcomeWidget(w.VBox):
         for i, view in enumerate(VIEWS):
             self.tabs.set_title(i, f"{view} ({self.tables[view].frame.height:,})")
         self.exported: pl.DataFrame | None = None
-        export = w.Button(description="take this view out", icon="download")
+        export = w.Button(
+            description="take this view out",
+            icon="download",
+            layout=w.Layout(width="auto", flex="0 0 auto"),  # never squeezed by the note
+        )
         self.export_note = w.HTML()
         export.on_click(lambda _: self._export())
         super().__init__([headline, by, self.tabs, w.HBox([export, self.export_note])])

@@ -49,6 +49,12 @@ CELLS = [
     "sched = tm.Scheduler(folder / 'live.db', executors={'t': slow}, max_concurrency=2)\n"
     "await sched.start()\nview = sched.widget(refresh=10)\nview",
     "await sched.submit_batch(pl.DataFrame({'task_type': ['t'] * 200}))\n'submitted'",
+    # a batch whose 1,300 rows are all queued already, over long endpoint names
+    "big = pl.DataFrame({'task_type': ['t'] * 1300,\n"
+    "                    'dedup_key': [f'big-{i}' for i in range(1300)],\n"
+    "                    'group': [f's3://bucket-{i % 7}.a-rather-long-endpoint.amazonaws.com'\n"
+    "                              for i in range(1300)]})\n"
+    "store.submit_batch(big)\nagain = store.submit_batch(big)\nagain",
 ]
 
 
@@ -134,7 +140,7 @@ def test_widgets_render_and_respond_in_jupyterlab(lab: tuple[int, Path]) -> None
     local = f"http://127.0.0.1:{port}"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page = browser.new_page(viewport={"width": 1024, "height": 1100})
         page.route(
             "**/*",
             lambda route: (
@@ -151,7 +157,7 @@ def test_widgets_render_and_respond_in_jupyterlab(lab: tuple[int, Path]) -> None
         )
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
-        widget = page.locator(".jp-OutputArea-output .taskmill-outcome-widget")
+        widget = page.locator(".jp-OutputArea-output .taskmill-outcome-widget").first
         widget.wait_for(timeout=90_000)
         counts = widget.locator(".taskmill-counts")
         for action, n in {
@@ -187,6 +193,43 @@ def test_widgets_render_and_respond_in_jupyterlab(lab: tuple[int, Path]) -> None
         assert "task_type is an empty string" in text
         assert "priority must be within 0..255, got 300" in text
         widget.screenshot(path=str(SHOTS / "3-failed-tab.png"))
+
+        # layout at a 1024-px viewport: nothing wider than its box, no label cut short
+        big = page.locator(".jp-OutputArea-output .taskmill-outcome-widget").nth(1)
+        big.wait_for(timeout=90_000)
+        big.scroll_into_view_if_needed()
+        assert "already queued (1,300)" in big.locator(".lm-TabBar").inner_text()
+        big.screenshot(path=str(SHOTS / "6-layout-1024.png"))
+        overflowing = big.evaluate(
+            """w => [...w.querySelectorAll('*')]
+                 .filter(e => e.getBoundingClientRect().right
+                              > w.getBoundingClientRect().right + 1)
+                 .map(e => e.className || e.tagName)"""
+        )
+        assert overflowing == [], overflowing
+        cut = big.evaluate(
+            """w => [...w.querySelectorAll('.lm-TabBar-tabLabel, button')]
+                 .filter(e => e.scrollWidth > e.clientWidth + 1)
+                 .map(e => e.innerText)"""
+        )
+        assert cut == [], cut
+        breakdowns = big.locator(".taskmill-breakdowns").inner_text()
+        assert "1,300" in breakdowns  # counts with thousands separators
+        for name in ("by group", "by priority"):
+            assert name in breakdowns
+        big.get_by_role("button", name="take this view out").click()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.taskmill-outcome-widget')]"
+            ".some(e => e.innerText.includes('in out.exported'))",
+            timeout=30_000,
+        )
+        cut = big.evaluate(  # the note beside the button must not squeeze its label
+            """w => [...w.querySelectorAll('.lm-TabBar-tabLabel, button')]
+                 .filter(e => e.scrollWidth > e.clientWidth + 1)
+                 .map(e => e.innerText)"""
+        )
+        assert cut == [], cut
+        big.screenshot(path=str(SHOTS / "6-layout-1024.png"))
 
         # the live view's counts move while tasks run
         live = page.locator(".taskmill-queue-widget .taskmill-live")
