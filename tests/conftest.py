@@ -78,3 +78,16 @@ def can_mount() -> bool:
             return False
         subprocess.run(["umount", folder], capture_output=True)
     return True
+
+
+def raw_sql(db: Path, statement: str) -> None:
+    """Run one statement on a store file through plain sqlite3 (a fault a test injects,
+    or a state it sets up) and commit it."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import decimal
 import os
-import sqlite3
 import subprocess
 import textwrap
 from pathlib import Path
@@ -24,7 +23,7 @@ from hypothesis import strategies as st
 import taskmill as tm
 from taskmill.cli import cli
 
-from conftest import ENV, PYTHON, assert_store_consistent
+from conftest import ENV, PYTHON, assert_store_consistent, raw_sql
 
 
 def _invalid_utf8(values: list[bytes | None], kind: pa.DataType | None = None) -> pa.Array:
@@ -267,13 +266,11 @@ def test_an_outcome_never_claims_a_row_whose_winner_did_not_commit(db_path: Path
     """0.1: row 0 was 'deduplicated (in_batch)' although no task had key a."""
     with tm.TaskStore.open(db_path):
         pass
-    conn = sqlite3.connect(db_path)
-    conn.execute(
+    raw_sql(
+        db_path,
         "CREATE TRIGGER boom BEFORE INSERT ON tasks WHEN NEW.dedup_key = 'boom' "
-        "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        "BEGIN SELECT RAISE(ABORT, 'disk says no'); END",
     )
-    conn.commit()
-    conn.close()
     plan = [
         tm.TaskSubmission("t", dedup_key="a", payload="v1"),
         tm.TaskSubmission("t", dedup_key="b"),
@@ -289,10 +286,7 @@ def test_an_outcome_never_claims_a_row_whose_winner_did_not_commit(db_path: Path
         [(index, error)] = err.value.outcome.failed
         assert index == 0 and "row 2" in str(error) and "chunk 2" in str(error)
         assert store.tasks()["dedup_key"].to_list() == ["b"]
-    conn = sqlite3.connect(db_path)
-    conn.execute("DROP TRIGGER boom")
-    conn.commit()
-    conn.close()
+    raw_sql(db_path, "DROP TRIGGER boom")
     with tm.TaskStore.open(db_path) as store:
         again = store.submit_batch(batch)
         assert again.counts()["submitted"] == 2  # a (v2) and boom
@@ -423,18 +417,12 @@ def test_typed_store_errors(tmp_path: Path) -> None:
     with pytest.raises(tm.NotATaskStore):
         tm.TaskStore.open(text)
     other = tmp_path / "other.db"
-    conn = sqlite3.connect(other)
-    conn.execute("CREATE TABLE x (a)")
-    conn.commit()
-    conn.close()
+    raw_sql(other, "CREATE TABLE x (a)")
     with pytest.raises(tm.NotATaskStore, match="not a taskmill store"):
         tm.TaskStore.open(other)
     newer = tmp_path / "newer.db"
     tm.TaskStore.open(newer).close()
-    conn = sqlite3.connect(newer)
-    conn.execute("PRAGMA user_version = 99")
-    conn.commit()
-    conn.close()
+    raw_sql(newer, "PRAGMA user_version = 99")
     with pytest.raises(tm.SchemaTooNew, match="upgrade taskmill"):
         tm.TaskStore.open(newer)
     for cls in (tm.StoreLocked, tm.NotATaskStore, tm.SchemaTooNew, tm.StoreDamaged):

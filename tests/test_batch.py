@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import subprocess
 import textwrap
 import time
@@ -17,7 +16,7 @@ import pytest
 
 import taskmill as tm
 
-from conftest import PYTHON
+from conftest import PYTHON, raw_sql
 
 OUT_COLS = ["index", "action", "reason", "task_id", "replaced_task_id"]
 
@@ -332,11 +331,11 @@ def test_large_batch_commits_in_chunks(store: tm.TaskStore) -> None:
 
 
 def _fail_on_key(db_path: Path, key: str) -> None:
-    conn = sqlite3.connect(db_path)
-    conn.execute(f"""CREATE TRIGGER fail_once BEFORE INSERT ON tasks
-                     WHEN NEW.dedup_key = '{key}' BEGIN SELECT RAISE(ABORT, 'disk says no'); END""")
-    conn.commit()
-    conn.close()
+    raw_sql(
+        db_path,
+        f"""CREATE TRIGGER fail_once BEFORE INSERT ON tasks
+            WHEN NEW.dedup_key = '{key}' BEGIN SELECT RAISE(ABORT, 'disk says no'); END""",
+    )
 
 
 @pytest.mark.parametrize("k", [0, 2, 4])
@@ -359,10 +358,7 @@ def test_failed_chunk_keeps_earlier_chunks_and_resubmit_completes(
         keys = set(store.tasks()["dedup_key"].to_list())
         assert keys == {f"k{i}" for i in range(50 * k)} | {"k5"}
         assert store.integrity_check() == "ok"
-    conn = sqlite3.connect(db_path)
-    conn.execute("DROP TRIGGER fail_once")
-    conn.commit()
-    conn.close()
+    raw_sql(db_path, "DROP TRIGGER fail_once")
     with tm.TaskStore.open(db_path) as store:
         again = store.submit_batch(batch)
         counts = again.counts()
