@@ -392,3 +392,16 @@ def test_tasks_and_history_filters(store: tm.TaskStore) -> None:
     assert store.history(status="completed").height == 0
     assert store.tasks()["created_at"].dtype == pl.Datetime("us", "UTC")
     assert store.integrity_check() == "ok"
+
+
+def test_read_connections_of_ended_threads_are_closed(store: tm.TaskStore) -> None:
+    import threading
+
+    def read() -> None:
+        assert store.counts()["pending"] == 0
+
+    for _ in range(20):
+        t = threading.Thread(target=read)
+        t.start()
+        t.join()
+    assert len(store._readers) <= 2  # the last thread's, and maybe this one's

@@ -195,7 +195,7 @@ class TaskStore:
         self._conn: sqlite3.Connection | None = None
         self._batch_conn: sqlite3.Connection | None = None
         self._local = threading.local()  # per-thread read connections
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: dict[int, sqlite3.Connection] = {}  # by thread ident
         self._readers_lock = threading.Lock()
         self._closed = False
         #: Seconds each transaction of the last batch held the store's write lock.
@@ -359,7 +359,7 @@ class TaskStore:
                 self._batch_conn.close()
                 self._batch_conn = None
         with self._readers_lock:
-            for reader in self._readers:
+            for reader in self._readers.values():
                 reader.close()
             self._readers.clear()
 
@@ -394,7 +394,11 @@ class TaskStore:
                 if self._closed:
                     conn.close()
                     raise StoreError(f"task store {self.path} is closed")
-                self._readers.append(conn)
+                # the connections of threads that have ended are closed, not kept
+                alive = {t.ident for t in threading.enumerate()}
+                for ident in [i for i in self._readers if i not in alive]:
+                    self._readers.pop(ident).close()
+                self._readers[threading.get_ident()] = conn
             self._local.conn = conn
         return conn
 
