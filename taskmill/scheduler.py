@@ -350,7 +350,9 @@ class Scheduler:
         self._closing = True
         timeout = self.close_timeout if timeout is None else timeout
         assert self._loop_task is not None and self._owner is not None
-        self._loop_task.cancel()
+        # the loop ends at its next turn; a claim under way finishes first (cancelling it
+        # would leave its thread committing a claim nobody starts)
+        self._poke()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._loop_task
         jobs = {a.job for a in self._running.values() if a.job is not None}
@@ -669,6 +671,15 @@ class Scheduler:
             default_group_limit=self.default_group_concurrency,
         )
         self._reconcile_needed = False
+        if self._closing:  # claimed while close() began: back to the queue, not started
+            if claimed:
+                await self._db(
+                    self.store.release,
+                    [t.id for t in claimed],
+                    owner=owner,
+                    attempts=[t.attempt for t in claimed],
+                )
+            return
         for task in claimed:
             self._start(task, owner)
 

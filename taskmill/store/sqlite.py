@@ -854,7 +854,9 @@ class TaskStore:
         ``lease_timeout`` seconds that :meth:`renew` extends.  It stays live until
         :meth:`release_owner`, or until it stops renewing for ``lease_timeout``."""
         if not lease_timeout > 0:
-            raise SchedulerError("lease_timeout must be more than 0 seconds", kind="invalid")
+            raise SchedulerError(
+                "lease_timeout must be more than 0 seconds", kind="invalid_argument"
+            )
         owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         with _LIVE_LOCK:
             _LIVE_OWNERS.add(owner)
