@@ -627,3 +627,44 @@ def test_random_store_failures_never_lose_or_double_a_task(
     assert sorted(successes) == list(range(1, 31))
     # a lost answer may cost a retry of the claim, never a second successful run
     assert set(successes.values()) == {1}
+
+
+async def test_a_claim_under_way_when_close_begins_leaves_nothing_running(db_path: Path) -> None:
+    """A claim whose thread was still running when close() cancelled the loop committed
+    after the worker had been released: its tasks stayed running under nobody."""
+    gate = threading.Event()
+    claiming = threading.Event()
+    claimed = threading.Event()
+
+    class SlowClaims(FaultyStore):
+        def __getattr__(self, name: str) -> Any:
+            target = super().__getattr__(name)
+            if name != "claim":
+                return target
+
+            def claim(*args: Any, **kwargs: Any) -> Any:
+                claiming.set()
+                assert gate.wait(30)
+                try:
+                    return target(*args, **kwargs)
+                finally:
+                    claimed.set()
+
+            return claim
+
+    async def work(ctx: tm.TaskContext) -> None:
+        return None
+
+    with tm.TaskStore.open(db_path) as inner:
+        inner.submit(tm.TaskSubmission("t", dedup_key="k"))
+        sched = tm.Scheduler(SlowClaims(inner, lambda name: None), executors={"t": work})
+        await sched.start()
+        assert await asyncio.to_thread(claiming.wait, 30)
+        closing = asyncio.create_task(sched.close())
+        await asyncio.sleep(0.3)
+        gate.set()  # the claim commits while close() is under way
+        await asyncio.wait_for(closing, 30)
+        assert await asyncio.to_thread(claimed.wait, 30)
+        assert inner.tasks().select("dedup_key", "status", "attempts").rows() == [
+            ("k", "pending", 0)
+        ]
