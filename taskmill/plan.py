@@ -1100,7 +1100,20 @@ def _prepare(x: Any, spec: BatchSubmission | None) -> Prepared:
     payloads = None
     spooled: Path | None = None
     if isinstance(x, str | os.PathLike):
-        raw, payloads = _prepare_parquet(Path(x), spec)
+        try:
+            raw, payloads = _prepare_parquet(Path(x), spec)
+        except InvalidSubmission as exc:
+            text = str(exc).lower()
+            if "utf-8" not in text and "utf8" not in text:
+                raise
+            # polars refuses a file holding text that is not UTF-8; Arrow reads it, so the
+            # plan is copied through Arrow, failing only the rows with such text
+            spooled = _spool(_parquet_reader(Path(x)))
+            try:
+                raw, payloads = _prepare_parquet(spooled, spec)
+            except BaseException:
+                spooled.unlink(missing_ok=True)
+                raise
         df = _check_table(raw, defaults)
     elif _is_stream(x):
         # a stream is spooled to a private Parquet file and then read like a Parquet plan,
@@ -1131,6 +1144,20 @@ def _prepare(x: Any, spec: BatchSubmission | None) -> Prepared:
         if spooled is not None:
             spooled.unlink(missing_ok=True)
         raise
+
+
+def _parquet_reader(path: Path) -> pa.RecordBatchReader:
+    """The rows of a Parquet plan (a file or a folder) as one Arrow stream."""
+    import pyarrow.parquet as pq
+
+    files = _parquet_files(path)
+    schema = pq.read_schema(files[0])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for f in files:
+            yield from pq.ParquetFile(f).iter_batches(batch_size=65_536)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _is_stream(x: Any) -> bool:

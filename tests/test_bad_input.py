@@ -627,3 +627,29 @@ def test_a_lazyframe_is_sunk_not_collected_and_a_failing_stream_cleans_up(
     with pytest.raises(tm.SchedulerError, match="unknown column 'oops'"):
         store.submit_batch(pl.scan_parquet(plan).with_columns(pl.lit(1).alias("oops")))
     assert _spooled_files() == before
+
+
+def test_invalid_utf8_inside_a_parquet_plan_fails_its_row(
+    store: tm.TaskStore, tmp_path: Path
+) -> None:
+    """0.1 (and polars' reader): the whole file was refused for one bad string."""
+    plan = tmp_path / "plan.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "task_type": ["t"] * 3,
+                "dedup_key": _invalid_utf8([b"a", b"caf\xe9", b"b"]),
+                "payload": ["p-a", "p-x", "p-b"],
+            }
+        ),
+        plan,
+    )
+    before = _spooled_files()
+    out = store.submit_batch(plan)
+    assert out.to_polars().select("action", "reason").rows() == [
+        ("submitted", None),
+        ("failed", "invalid_encoding"),
+        ("submitted", None),
+    ]
+    assert store.tasks().select("dedup_key", "payload").rows() == [("a", b"p-a"), ("b", b"p-b")]
+    assert _spooled_files() == before
