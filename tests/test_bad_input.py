@@ -257,6 +257,8 @@ def test_a_parquet_plan_that_changes_mid_batch_stops_with_the_committed_part(
         assert err.value.outcome.counts()["submitted"] == 20_000
         assert _payloads_match_keys(store) == 20_000
         assert_store_consistent(store)
+    # the chunk staged ahead while the last one merged is gone too
+    assert not list(tmp_path.glob(".*.stage-*"))
 
 
 # ---------------------------------------------------------------- 6: interrupted outcomes

@@ -357,6 +357,7 @@ def test_failed_chunk_keeps_earlier_chunks_and_resubmit_completes(
         assert partial.to_polars()["index"].to_list() == list(range(50 * k))
         keys = set(store.tasks()["dedup_key"].to_list())
         assert keys == {f"k{i}" for i in range(50 * k)} | {"k5"}
+        assert not list(db_path.parent.glob(".*.stage-*"))  # nor the chunk staged ahead
         assert store.integrity_check() == "ok"
     raw_sql(db_path, "DROP TRIGGER fail_once")
     with tm.TaskStore.open(db_path) as store:

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,27 @@ def _looks_like_sqlite(path: Path) -> bool:
             return fh.read(16) == _SQLITE_HEADER
     except OSError:
         return False
+
+
+@dataclass
+class _Staged:
+    """One transaction's rows on their way into staging files."""
+
+    part: pl.DataFrame
+    pieces: list[pl.DataFrame]
+    paths: list[Path]
+    pipeline: StagingPipeline
+
+    def wait_filled(self, store_path: Path) -> None:
+        """Block until every staging file is filled; raise if staging failed."""
+        for j in range(len(self.pieces)):
+            self.pipeline.wait(j, store_path)
+
+    def discard(self, stager: Stager) -> None:
+        """Stop the filling thread and delete the files (idempotent)."""
+        self.pipeline.stop()
+        for path in self.paths:
+            stager.discard(path)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -635,45 +657,100 @@ class TaskStore:
         started: float,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
+        """The chunks in order, each in its own transaction.  While chunk k merges, chunk
+        k + 1 is read and staged by DuckDB (holding no lock), so per-chunk staging costs
+        no time of its own."""
         frame = prepared.frame
         base_offset = 0  # for plans: ids the earlier chunks would have taken
-        for k, (lo, hi) in enumerate(bounds):
+        ahead: _Staged | BaseException | None = None
+
+        def stage(lo: int, hi: int) -> _Staged | BaseException:
             try:
-                part = prepared.rows(lo, hi).filter(pl.col("winner"))
-                result = self._merge_part(part, dry_run=dry_run, base_offset=base_offset)
-            except (SchedulerError, OSError) as exc:
-                if len(bounds) == 1:
-                    if isinstance(exc, OSError):
-                        raise _store_error("cannot read the batch for", self.path, exc) from exc
-                    raise
-                partial = build_outcome(
-                    frame.slice(0, lo),
+                return self._stage(prepared.rows(lo, hi).filter(pl.col("winner")))
+            except (SchedulerError, OSError) as exc:  # raised when that chunk's turn comes
+                return exc
+
+        try:
+            for k, (lo, hi) in enumerate(bounds):
+                current = ahead if ahead is not None else stage(lo, hi)
+                if isinstance(current, _Staged):
+                    try:  # this chunk's files first, then the next chunk's, during the merge
+                        current.wait_filled(self.path)
+                    except SchedulerError as exc:
+                        current.discard(self._stager)
+                        current = exc
+                ahead = stage(*bounds[k + 1]) if k + 1 < len(bounds) else None
+                self._one_chunk(
+                    k,
+                    bounds,
+                    current,
+                    frame,
                     results,
-                    planned=dry_run,
-                    elapsed=time.perf_counter() - started,
-                    interrupted=(
-                        f"the last row with this key (row {{}}) was in chunk {k + 1}, "
-                        "which did not commit; submit the batch again"
-                    ),
+                    dry_run,
+                    on_commit,
+                    started,
+                    progress,
+                    base_offset,
                 )
-                raise BatchInterrupted(
-                    f"chunk {k + 1} of {len(bounds)} (rows {lo}..{hi - 1}) could not commit; "
-                    f"the {k} chunk(s) before it (rows 0..{lo - 1}) are in the store. "
-                    f"Submit the same batch again with SKIP to complete it. Cause: {exc}",
-                    outcome=partial,
-                ) from exc
-            results.append(result)
-            inserted = result.filter(pl.col("action").is_in(["submitted", "superseded"]))
-            if dry_run:
-                base_offset += inserted.height
-            elif on_commit is not None and inserted.height:
-                sup = result.filter(pl.col("action") == "superseded")
-                pairs = zip(
-                    sup["task_id"].to_list(), sup["replaced_task_id"].to_list(), strict=True
-                )
-                on_commit(inserted["task_id"].to_list(), list(pairs))
-            if progress is not None:
-                progress(hi, frame.height)
+                if dry_run:
+                    base_offset += (
+                        results[-1]
+                        .filter(pl.col("action").is_in(["submitted", "superseded"]))
+                        .height
+                    )
+        finally:
+            if isinstance(ahead, _Staged):
+                ahead.discard(self._stager)
+
+    def _one_chunk(
+        self,
+        k: int,
+        bounds: list[tuple[int, int]],
+        current: _Staged | BaseException,
+        frame: pl.DataFrame,
+        results: list[pl.DataFrame],
+        dry_run: bool,
+        on_commit: CommitHook | None,
+        started: float,
+        progress: Callable[[int, int], None] | None,
+        base_offset: int,
+    ) -> None:
+        """Merge chunk ``k`` (staged, or the error its staging met); ``BatchInterrupted``
+        with the committed part when it cannot commit."""
+        lo, hi = bounds[k]
+        try:
+            if isinstance(current, BaseException):
+                raise current
+            result = self._merge_staged_part(current, dry_run=dry_run, base_offset=base_offset)
+        except (SchedulerError, OSError) as exc:
+            if len(bounds) == 1:
+                if isinstance(exc, OSError):
+                    raise _store_error("cannot read the batch for", self.path, exc) from exc
+                raise
+            partial = build_outcome(
+                frame.slice(0, lo),
+                results,
+                planned=dry_run,
+                elapsed=time.perf_counter() - started,
+                interrupted=(
+                    f"the last row with this key (row {{}}) was in chunk {k + 1}, "
+                    "which did not commit; submit the batch again"
+                ),
+            )
+            raise BatchInterrupted(
+                f"chunk {k + 1} of {len(bounds)} (rows {lo}..{hi - 1}) could not commit; "
+                f"the {k} chunk(s) before it (rows 0..{lo - 1}) are in the store. "
+                f"Submit the same batch again with SKIP to complete it. Cause: {exc}",
+                outcome=partial,
+            ) from exc
+        results.append(result)
+        inserted = result.filter(pl.col("action").is_in(["submitted", "superseded"]))
+        if not dry_run and on_commit is not None and inserted.height:
+            sup = result.filter(pl.col("action") == "superseded")
+            pairs = zip(sup["task_id"].to_list(), sup["replaced_task_id"].to_list(), strict=True)
+            on_commit(inserted["task_id"].to_list(), list(pairs))
+        if progress is not None:
+            progress(hi, frame.height)
 
     @contextlib.contextmanager
     def _checkpoint_after(self, *, chunked: bool) -> Iterator[None]:
@@ -709,7 +786,27 @@ class TaskStore:
     def _merge_part(
         self, part: pl.DataFrame, *, dry_run: bool, base_offset: int = 0
     ) -> pl.DataFrame:
-        """Stage one transaction's rows with DuckDB and merge them (or plan them).
+        """Stage one transaction's rows with DuckDB and merge them (or plan them)."""
+        return self._merge_staged_part(self._stage(part), dry_run=dry_run, base_offset=base_offset)
+
+    def _stage(self, part: pl.DataFrame) -> _Staged:
+        """Start filling the staging files of one transaction's rows (a background
+        thread fills them; :meth:`_merge_staged_part` waits for them)."""
+        pieces = split_parts(part) if part.height else []
+        paths = [self._stager.new_path() for _ in pieces]
+        staged = _Staged(part, pieces, paths, StagingPipeline(self._stager, paths, pieces))
+        try:
+            staged.pipeline.create_files()
+        except OSError as exc:
+            staged.discard(self._stager)
+            raise _store_error("cannot stage a batch beside", self.path, exc) from exc
+        staged.pipeline.start()
+        return staged
+
+    def _merge_staged_part(
+        self, staged: _Staged, *, dry_run: bool, base_offset: int = 0
+    ) -> pl.DataFrame:
+        """Merge (or plan) one transaction's staged rows.
 
         The rows are split into up to ``MAX_PARTS`` staging files, which DuckDB fills
         first, holding no lock of the store.  Only then does the batch connection
@@ -717,20 +814,12 @@ class TaskStore:
         ever opens a staging file before ``sqlite3`` first reads it, and never again
         after: the two copies of SQLite never hold the same file at once.
         """
-        if part.height == 0:
-            return decide(part, [], 0)
-        pieces = split_parts(part)
-        paths = [self._stager.new_path() for _ in pieces]
+        part, pieces, paths = staged.part, staged.pieces, staged.paths
         names = [f"taskmill_stage_{j}" for j in range(len(pieces))]
-        pipeline = StagingPipeline(self._stager, paths, pieces)
         try:
-            try:
-                pipeline.create_files()
-            except OSError as exc:
-                raise _store_error("cannot stage a batch beside", self.path, exc) from exc
-            pipeline.start()
-            for j in range(len(pieces)):
-                pipeline.wait(j, self.path)
+            if part.height == 0:
+                return decide(part, [], 0)
+            staged.wait_filled(self.path)
             with self._batch_lock:
                 conn = self._batch_connection()
                 attached: list[str] = []
@@ -766,9 +855,7 @@ class TaskStore:
                     for name in attached:
                         conn.execute(f"DETACH {name}")
         finally:
-            pipeline.stop()
-            for path in paths:
-                self._stager.discard(path)
+            staged.discard(self._stager)
 
     @contextlib.contextmanager
     def _plan_txn(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
