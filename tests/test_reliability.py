@@ -54,8 +54,9 @@ SUBMITTER = textwrap.dedent("""
 
 
 def crash_trial(folder: Path, seed: int, *, after_chunks: int | None = None) -> int:
-    """Kill a chunked batch at a random moment (or right after ``after_chunks`` chunks
-    committed); check the store; resubmit; check again.
+    """Kill a chunked batch right after ``after_chunks`` chunks committed (by default a
+    seeded number of them, plus up to 50 ms: whatever the machine's speed, the kills land
+    all along the batch); check the store; resubmit; check again.
 
     Returns how many chunks had committed when the process died.
     """
@@ -65,11 +66,15 @@ def crash_trial(folder: Path, seed: int, *, after_chunks: int | None = None) -> 
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
-    if after_chunks is None:
-        time.sleep(random.Random(seed).uniform(0.0, 1.0))
+    if after_chunks is None:  # a seeded moment: after some chunks, then a little more
+        rng = random.Random(seed)
+        after_chunks = rng.randint(0, ROWS // CHUNK - 1)
+        pause = rng.uniform(0.0, 0.05)
     else:
-        for _ in range(after_chunks):  # each line: one chunk committed
-            assert int(proc.stdout.readline()) > 0
+        pause = 0.0
+    for _ in range(after_chunks):  # each line: one chunk committed
+        assert int(proc.stdout.readline()) > 0
+    time.sleep(pause)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     proc.stdout.close()
