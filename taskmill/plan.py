@@ -345,19 +345,8 @@ def _check_names(names: list[str]) -> None:
 def _from_arrow(table: pa.Table, frame: pl.DataFrame | None = None) -> pl.DataFrame:
     """``table`` as polars, with invalid text nulled and named (``frame``: the same data,
     already in polars, used as it is when all of its text is valid)."""
-    bad: list[str | None] | None = None
-    for i, name in enumerate(table.column_names):
-        rows = _invalid_text_rows(table.column(i))
-        if not rows:
-            continue
-        if bad is None:
-            bad = [None] * table.num_rows
-        for r in rows:
-            if bad[r] is None:
-                bad[r] = name
-        table = table.set_column(i, name, _null_rows(table.column(i), sorted(rows)))
-        frame = None
-    if frame is None:
+    table, bad = _null_invalid_text(table)
+    if frame is None or bad is not None:
         frame = _arrow_to_polars(table)
     if bad is not None:
         frame = frame.with_columns(pl.Series(BAD_TEXT, bad, dtype=pl.String))
@@ -546,7 +535,7 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
             if (
                 type(tt) is str
                 and 0 < len(tt) <= MAX_KEY_LENGTH
-                and (tt.isascii() or encodes(tt))
+                and (tt.isascii() or encodes(tt))  # inline: the hot path
                 and (
                     key is None
                     or (
@@ -1209,14 +1198,23 @@ def _spool(x: Any) -> Path:
 
 def _clean_text(table: pa.Table) -> pa.Table:
     """``table`` with text that is not valid UTF-8 nulled, and :data:`BAD_TEXT` added."""
-    bad: list[str | None] = [None] * table.num_rows
+    table, bad = _null_invalid_text(table)
+    return table.append_column(BAD_TEXT, pa.array(bad or [None] * table.num_rows, type=pa.string()))
+
+
+def _null_invalid_text(table: pa.Table) -> tuple[pa.Table, list[str | None] | None]:
+    """``table`` with text that is not valid UTF-8 nulled, and per row the first column
+    that held such text (``None`` for the list when every value is valid)."""
+    bad: list[str | None] | None = None
     for i, name in enumerate(table.column_names):
         rows = _invalid_text_rows(table.column(i))
-        if rows:
-            for r in rows:
-                bad[r] = bad[r] or name
-            table = table.set_column(i, name, _null_rows(table.column(i), sorted(rows)))
-    return table.append_column(BAD_TEXT, pa.array(bad, type=pa.string()))
+        if not rows:
+            continue
+        bad = bad or [None] * table.num_rows
+        for r in rows:
+            bad[r] = bad[r] or name
+        table = table.set_column(i, name, _null_rows(table.column(i), sorted(rows)))
+    return table, bad
 
 
 def _mark_winners(df: pl.DataFrame) -> pl.DataFrame:
