@@ -12,15 +12,20 @@ highest peak are reported.  Cases:
 - ``reader``      ``submit_batch`` of a ``pyarrow.RecordBatchReader`` over the same file;
 - ``lazy``        ``submit_batch`` of a polars ``LazyFrame`` scanning the same file;
 - ``ceiling``     SQLite alone: ``INSERT … SELECT`` of the same rows (already in a SQLite
-                  file) into an empty store — the engine's limit for this schema;
+                  file, key hashes included) into a copy of the same store — the
+                  engine's limit for this schema at that store size;
 - ``dispatch``    a ``Scheduler`` running queued no-op tasks to completion
-                  (``max_concurrency=16``), extrapolated from a sample;
+                  (``max_concurrency=16``), extrapolated from a sample; with ``existing``
+                  the store also holds that many pending tasks of other types and as
+                  many finished tasks in its history;
 - ``stall``       a ``Scheduler`` completing no-op tasks while the same scheduler
                   submits the batch (polars): the longest gap between two completions
                   during the batch, next to the time its transactions held the store's
                   write lock (``merge_s``).  Target: the gap is no longer than the merge.
 
 With ``existing`` the store first holds that many tasks, half of the batch's keys among them.
+Keys are bucket-like object paths under random prefixes (``data/<hash>/…``), so a batch's
+keys land all over the key index, as a real bucket diff's do.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ CASES = (
     "stall",
 )
 #: Cases measured on an empty store only.
-EMPTY_ONLY = ("one_by_one", "ceiling", "dispatch", "stall")
+EMPTY_ONLY = ("one_by_one", "stall")
 ONE_BY_ONE_SAMPLE = 2_000
 DISPATCH_SAMPLE = 20_000
 
@@ -78,11 +83,27 @@ class Result:
 # --------------------------------------------------------------------------- worker side
 
 
+def _random_keys(df: Any) -> Any:
+    """The plan's keys moved under hash-named prefixes, as objects in a bucket are."""
+    import polars as pl
+
+    number = pl.col("dedup_key").str.extract(r"part-(\d+)\.parquet$").cast(pl.Int64)
+    return df.with_columns(
+        pl.format(
+            "{}/data/{}/{}/part-{}.parquet",
+            pl.col("group"),
+            number.hash(7) % 4093,
+            number.hash(8) % 100_003,
+            number,
+        ).alias("dedup_key")
+    )
+
+
 def _plan(rows: int, existing: int) -> Any:
     from .sample import make_plan
 
     start = existing - rows // 2 if existing else 0  # half the batch overlaps the store
-    return make_plan(rows, seed=1, start=start)
+    return _random_keys(make_plan(rows, seed=1, start=start))
 
 
 def _template(folder: Path, existing: int) -> Path | None:
@@ -95,8 +116,46 @@ def _template(folder: Path, existing: int) -> Path | None:
         from .store import TaskStore
 
         with TaskStore.open(path) as store:
-            store.submit_batch(make_plan(existing, seed=1))
+            store.submit_batch(_random_keys(make_plan(existing, seed=1)))
             store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+def _noop_plan(rows: int, *, seed: int, start: int = 0) -> Any:
+    """No-op tasks with the plan's random keys (completing one frees its key)."""
+    import polars as pl
+
+    from .sample import make_plan
+
+    plan = _random_keys(make_plan(rows, seed=seed, start=start))
+    return plan.with_columns(pl.lit("noop").alias("task_type"))
+
+
+def _dispatch_template(folder: Path, existing: int) -> Path | None:
+    """``existing`` pending no-op tasks queued and ``existing`` finished ones."""
+    if not existing:
+        return None
+    path = folder / f"template-dispatch-{existing}.db"
+    if not path.exists():
+        from .store import TaskStore
+
+        with TaskStore.open(path) as store:
+            store.submit_batch(_noop_plan(2 * existing, seed=2))
+            conn = store.conn
+            conn.execute("BEGIN IMMEDIATE")
+            columns = (
+                "id, task_type, dedup_key, group_name, priority, payload, "
+                "expected_net_tx_bytes, status, attempts, created_at, started_at, finished_at"
+            )
+            conn.execute(  # the first half finished: history in id order, as it grows
+                f"INSERT INTO history ({columns}) SELECT id, task_type, dedup_key, group_name, "
+                "priority, payload, expected_net_tx_bytes, 'completed', 1, created_at, "
+                "created_at, created_at + 1 FROM tasks WHERE id <= ?",
+                (existing,),
+            )
+            conn.execute("DELETE FROM tasks WHERE id <= ?", (existing,))
+            conn.execute("COMMIT")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return path
 
 
@@ -150,7 +209,7 @@ def _timed_parquet(path: Path, plan: Path, form: str = "parquet") -> tuple[float
 
 _INSERT = (
     "INSERT INTO tasks (id, task_type, dedup_key, group_name, priority, queue_pos, payload, "
-    "expected_net_tx_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "expected_net_tx_bytes, created_at, key_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -199,7 +258,10 @@ def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tu
         from .store.batch import warm_up
 
         warm_up()  # steady state: DuckDB's one-time start (~0.15 s a process) is not timed
-    template = _template(folder, existing) if case != "ceiling" else None
+    if case == "dispatch":
+        template = _dispatch_template(folder, existing)
+    else:
+        template = _template(folder, existing)
     path = _fresh_store(folder, template, run)
     if case in ("parquet", "reader", "lazy"):
         return _timed_parquet(path, _plan_file(folder, rows, existing), case)
@@ -216,22 +278,30 @@ def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tu
     if case == "dispatch":
         import asyncio
 
+        from .model import TaskCompleted
         from .scheduler import Scheduler
 
         sample = min(rows, DISPATCH_SAMPLE)
         with TaskStore.open(path) as store:
-            store.submit_batch(pl.DataFrame({"task_type": ["noop"] * sample}))
+            store.submit_batch(_noop_plan(sample, seed=3, start=10 * (existing + rows)))
 
         async def noop(ctx: Any) -> None:
             return None
 
-        async def drain() -> float:
+        async def first_completions() -> float:
+            """Until ``sample`` tasks completed (of the store's, whichever come first)."""
             async with Scheduler(path, executors={"noop": noop}, max_concurrency=16) as sched:
+                events = sched.subscribe(maxsize=4 * sample)
                 t0 = time.perf_counter()
-                await sched.wait_idle()
-                return time.perf_counter() - t0
+                done = 0
+                async for event in events:
+                    if isinstance(event, TaskCompleted):
+                        done += 1
+                        if done == sample:
+                            return time.perf_counter() - t0
+            raise RuntimeError("the scheduler stopped before the sample completed")
 
-        took = asyncio.run(drain())
+        took = asyncio.run(first_completions())
         return took * rows / sample, sample < rows
     if case == "list":
         subs = _submissions(df)
@@ -253,8 +323,10 @@ def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tu
     if case == "executemany":
         t0 = time.perf_counter()
         now = time.time()
+        from .store.keys import key_hash
+
         data = [
-            (base + i + 1, t, k, g, p, base + i + 1, pl_.encode(), b, now)
+            (base + i + 1, t, k, g, p, base + i + 1, pl_.encode(), b, now, key_hash(t, k))
             for i, (t, k, g, p, pl_, b) in enumerate(df.iter_rows())
         ]
         conn.execute("BEGIN IMMEDIATE")
@@ -265,13 +337,18 @@ def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tu
         source = folder / f"source-{run}.db"
         source.unlink(missing_ok=True)
         src = sqlite3.connect(source)
+        from .store.keys import key_hash
+
         src.execute(
             "CREATE TABLE s (task_type TEXT, dedup_key TEXT, group_name TEXT, "
-            "priority INTEGER, payload BLOB, expected_net_tx_bytes INTEGER)"
+            "priority INTEGER, payload BLOB, expected_net_tx_bytes INTEGER, key_hash INTEGER)"
         )
         src.executemany(
-            "INSERT INTO s VALUES (?, ?, ?, ?, ?, ?)",
-            df.with_columns(pl.col("payload").cast(pl.Binary)).iter_rows(),
+            "INSERT INTO s VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                (*row, key_hash(row[0], row[1]))
+                for row in df.with_columns(pl.col("payload").cast(pl.Binary)).iter_rows()
+            ),
         )
         src.commit()
         src.close()
@@ -281,9 +358,9 @@ def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tu
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(
             "INSERT OR IGNORE INTO tasks (id, task_type, dedup_key, group_name, priority, "
-            "queue_pos, payload, expected_net_tx_bytes, created_at) "
+            "queue_pos, payload, expected_net_tx_bytes, created_at, key_hash) "
             "SELECT :base + rowid, task_type, dedup_key, group_name, priority, :base + rowid, "
-            "payload, expected_net_tx_bytes, :now FROM src.s",
+            "payload, expected_net_tx_bytes, :now, key_hash FROM src.s",
             {"base": base, "now": time.time()},
         )
         conn.execute("COMMIT")
@@ -393,23 +470,26 @@ def run(
 
 def table(results: list[Result]) -> str:
     """A Markdown table with ratios to the engine ceiling and to one-by-one submit."""
-    ceiling = {r.rows: r.seconds for r in results if r.case == "ceiling"}
+    ceiling = {(r.rows, r.existing): r.seconds for r in results if r.case == "ceiling"}
     single = {r.rows: r.seconds for r in results if r.case == "one_by_one"}
+    empty = {(r.case, r.rows): r.seconds for r in results if not r.existing}
     lines = [
-        "| case | rows | existing | median s | rows/s | × ceiling | × faster than one-by-one "
-        "| peak MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | rows | existing | median s | rows/s | × ceiling | × empty store "
+        "| × faster than one-by-one | peak MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if r.case == "stall":
             continue
-        c, s = ceiling.get(r.rows), single.get(r.rows)
+        c, s = ceiling.get((r.rows, r.existing)), single.get(r.rows)
+        e = empty.get((r.case, r.rows)) if r.existing else None
         name = f"{r.case} (extrapolated)" if r.extrapolated else r.case
-        vs_ceiling = f"{r.seconds / c:.2f}" if c else "–"
-        vs_single = f"{s / r.seconds:.1f}" if s else "–"
+        vs_ceiling = f"{r.seconds / c:.2f}" if c and r.case != "dispatch" else "–"
+        vs_empty = f"{r.seconds / e:.2f}" if e else "–"
+        vs_single = f"{s / r.seconds:.1f}" if s and r.case != "dispatch" else "–"
         lines.append(
             f"| {name} | {r.rows:,} | {r.existing:,} | {r.seconds:.3f} | "
-            f"{r.rows_per_s:,.0f} | {vs_ceiling} | {vs_single} | {r.peak_mb:.0f} |"
+            f"{r.rows_per_s:,.0f} | {vs_ceiling} | {vs_empty} | {vs_single} | {r.peak_mb:.0f} |"
         )
     stalls = [r for r in results if r.case == "stall"]
     if stalls:

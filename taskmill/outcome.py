@@ -271,7 +271,11 @@ def build_outcome(
     )
     merged = merged.with_columns(pl.col("action").cast(pl.String))
     winners = merged.select(
-        pl.col("index").alias("winner_index"), pl.col("task_id").alias("winner_task_id")
+        pl.col("index").alias("winner_index"),
+        pl.col("task_id").alias("winner_task_id"),
+        pl.when(pl.col("reason") == "key_collision")
+        .then(pl.col("error"))
+        .alias("winner_collision"),
     )
     # join only the narrow columns; the wide text columns of `frame` are reused as they
     # are (the joins keep input order), so a million-row outcome does not copy them
@@ -295,6 +299,16 @@ def build_outcome(
             .otherwise(pl.col("error"))
             .alias("error"),
         )
+    # the earlier rows of a key whose last row met a key-hash collision share its fate
+    shared = ~pl.col("winner") & pl.col("error_kind").is_null()
+    shared = shared & pl.col("winner_collision").is_not_null()
+    joined = joined.with_columns(
+        pl.when(shared)
+        .then(pl.lit("key_collision"))
+        .otherwise(pl.col("error_kind"))
+        .alias("error_kind"),
+        pl.when(shared).then(pl.col("winner_collision")).otherwise(pl.col("error")).alias("error"),
+    )
     failed = pl.col("error_kind").is_not_null()
     lost = ~failed & ~pl.col("winner")
     decided = joined.select(
@@ -322,14 +336,14 @@ def build_outcome(
         .alias("replaced_task_id"),
         pl.when(failed).then(pl.col("error")).otherwise(pl.col("merge_error")).alias("error"),
     )
-    error_field = frame["error_field"]
-    if interrupted is not None:
-        error_field = joined.select(
-            pl.when(pl.col("error_kind") == "interrupted")
-            .then(pl.lit(None, dtype=pl.String))
-            .otherwise(error_field)
-            .alias("error_field")
-        ).to_series()
+    error_field = joined.select(
+        pl.when(pl.col("error_kind") == "interrupted")
+        .then(pl.lit(None, dtype=pl.String))
+        .when((pl.col("error_kind") == "key_collision") | (pl.col("reason") == "key_collision"))
+        .then(pl.lit("dedup_key"))
+        .otherwise(frame["error_field"])
+        .alias("error_field")
+    ).to_series()
     out = (
         frame.select("index", "task_type", "dedup_key", "group", "priority")
         .hstack(decided)

@@ -41,10 +41,20 @@ def run_py(code: str, **kwargs: object) -> subprocess.Popen:
     return subprocess.Popen([PYTHON, "-c", textwrap.dedent(code)], env=ENV, **kwargs)  # type: ignore[call-overload]
 
 
-def assert_store_consistent(store: tm.TaskStore) -> tuple[pl.DataFrame, pl.DataFrame]:
+def assert_store_consistent(
+    store: tm.TaskStore, *, key_hashes: bool = True
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The invariants every store keeps: SQLite's integrity check passes, no two active
-    tasks share a key, no id is both active and finished.  Returns (tasks, history)."""
+    tasks share a key, each active task's key hash is the hash of its key, no id is both
+    active and finished.  Returns (tasks, history)."""
+    from taskmill.store.keys import key_hash
+
     assert store.integrity_check() == "ok"
+    if key_hashes:
+        for task_type, dedup_key, hashed in store.conn.execute(
+            "SELECT task_type, dedup_key, key_hash FROM tasks"
+        ):
+            assert hashed == key_hash(task_type, dedup_key), (task_type, dedup_key, hashed)
     active = store.tasks()
     history = store.history()
     keyed = active.filter(pl.col("dedup_key").is_not_null()).select("task_type", "dedup_key")

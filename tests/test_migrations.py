@@ -3,18 +3,22 @@ task, id, queue position and history row; a migrated schema equals a fresh one."
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 import taskmill as tm
+from taskmill.store.keys import key_hash
 from taskmill.store.sql import SCHEMA_VERSION, migrations
 
 from conftest import ROOT, assert_store_consistent
 
 FIXTURE = ROOT / "tests" / "fixtures" / "store-v1.db"
+FIXTURE_V2 = ROOT / "tests" / "fixtures" / "store-v2.db"
 
 ACTIVE = (
     "SELECT id, task_type, dedup_key, group_name, priority, queue_pos, status, payload, "
@@ -34,13 +38,14 @@ def _rows(path: Path, sql: str) -> list[tuple]:
 
 
 def _schema(path: Path) -> list[tuple[str, str, str]]:
-    """Every table and index, its SQL with whitespace normalised."""
+    """Every table and index, its SQL with whitespace normalised (none around
+    punctuation: ``ALTER TABLE … ADD COLUMN`` writes ``REAL\n, key_hash INTEGER)``)."""
     rows = _rows(
         path,
         "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL "
         "AND name NOT LIKE 'sqlite_%' ORDER BY type, name",
     )
-    return [(t, n, " ".join(s.split())) for t, n, s in rows]
+    return [(t, n, re.sub(r"\s*([(),])\s*", r"\1", " ".join(s.split()))) for t, n, s in rows]
 
 
 @pytest.fixture
@@ -81,11 +86,44 @@ def test_opening_a_01_store_upgrades_it_in_place_keeping_everything(v1_store: Pa
         assert new.task_id == seq_before[0][0] + 1  # ids are never reused
 
 
-def test_a_migrated_schema_equals_a_fresh_one(v1_store: Path, tmp_path: Path) -> None:
-    tm.TaskStore.open(v1_store).close()
+@pytest.mark.parametrize("fixture", [FIXTURE, FIXTURE_V2], ids=["v1", "v2"])
+def test_a_migrated_schema_equals_a_fresh_one(fixture: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    shutil.copy(fixture, old)
+    tm.TaskStore.open(old).close()
     fresh = tmp_path / "fresh.db"
     tm.TaskStore.open(fresh).close()
-    assert _schema(v1_store) == _schema(fresh)
+    assert _schema(old) == _schema(fresh)
+    indexes = {n: s for t, n, s in _schema(old) if t == "index"}
+    assert "(key_hash)" in indexes["tasks_active_key"] and "history_key" not in indexes
+
+
+def test_a_schema_2_store_gets_its_key_hashes_keeping_everything(tmp_path: Path) -> None:
+    db = tmp_path / "v2.db"
+    shutil.copy(FIXTURE_V2, db)
+    assert _rows(db, "PRAGMA user_version") == [(2,)]
+    tasks_before = _rows(db, ACTIVE)
+    history_before = _rows(db, "SELECT * FROM history ORDER BY id")
+    seq_before = _rows(db, "SELECT seq FROM sqlite_sequence WHERE name = 'tasks'")
+    assert len(tasks_before) == 62 and len(history_before) == 4
+    with tm.TaskStore.open(db) as store:
+        assert_store_consistent(store)  # every key hash is the hash of its key
+        # keys are found through their hashes, per task type
+        again = tm.TaskSubmission("sync.delete", dedup_key="a.txt", priority=255)
+        assert store.submit(again).action == "deduplicated"
+        out = store.submit_batch(
+            pl.DataFrame(
+                {"task_type": ["sync.upload", "sync.copy"], "dedup_key": ["ü/∂ 🚀.txt", "k0"]}
+            )
+        )
+        assert out.counts()["deduplicated"] == 2
+    assert _rows(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert _rows(db, ACTIVE) == tasks_before
+    assert _rows(db, "SELECT * FROM history ORDER BY id") == history_before
+    assert _rows(db, "SELECT seq FROM sqlite_sequence WHERE name = 'tasks'") == seq_before
+    hashes = _rows(db, "SELECT task_type, dedup_key, key_hash FROM tasks")
+    assert sum(h is None for _, _, h in hashes) == 1  # the task without a key
+    assert all(h == key_hash(t, k) for t, k, h in hashes)
 
 
 def test_migrations_are_numbered_without_gaps() -> None:

@@ -209,12 +209,17 @@ def test_history_never_blocks_a_new_submission(store: tm.TaskStore) -> None:
 
 
 def test_uniqueness_is_enforced_by_the_database(store: tm.TaskStore, db_path: Path) -> None:
+    """The unique index is on the key hash: a writer that bypasses taskmill but sets the
+    hash (as it must) cannot add a second active task of a key."""
+    from taskmill.store.keys import key_hash
+
     store.submit(tm.TaskSubmission("t", dedup_key="k"))
     conn = sqlite3.connect(db_path)
     with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
         conn.execute(
-            "INSERT INTO tasks (task_type, dedup_key, priority, queue_pos, created_at) "
-            "VALUES ('t', 'k', 1, 99, 0)"
+            "INSERT INTO tasks (task_type, dedup_key, priority, queue_pos, created_at, key_hash) "
+            "VALUES ('t', 'k', 1, 99, 0, ?)",
+            (key_hash("t", "k"),),
         )
     conn.close()
 

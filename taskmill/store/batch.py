@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from ..model import SchedulerError
+from .keys import DUCKDB_KEY_HASH
 from .sql import q
 
 __all__ = ["Stager", "decide", "staging_frame"]
@@ -152,8 +153,14 @@ class Stager:
             conn.close()
 
     @staticmethod
-    def fill(path: Path, frame: pl.DataFrame) -> None:
-        """Bulk-copy ``frame`` (staging columns) into the staging file at ``path``."""
+    def fill(path: Path, frame: pl.DataFrame) -> list[tuple[int, int]]:
+        """Bulk-copy ``frame`` (staging columns) into the staging file at ``path``, with
+        each row's key hash.
+
+        Returns the key-hash collisions inside the frame as ``(ord, earlier_ord)`` pairs:
+        rows whose hash equals an earlier row's though their keys differ (in-batch
+        duplicates of the same key were removed before).  Those rows are not staged;
+        the earlier row goes on.  Practically always empty."""
         table = frame.to_arrow()
         with _DUCK_LOCK:
             con = _duckdb()
@@ -161,7 +168,26 @@ class Stager:
             try:
                 con.register("taskmill_part", table)
                 try:
-                    con.execute("INSERT INTO taskmill_stage.s SELECT * FROM taskmill_part")
+                    hashed = f"SELECT *, {DUCKDB_KEY_HASH} AS key_hash FROM taskmill_part"
+                    ranked = (
+                        f"SELECT *, row_number() OVER w AS taskmill_rank, "
+                        f"first_value(ord) OVER w AS taskmill_first FROM ({hashed}) "
+                        "WINDOW w AS (PARTITION BY key_hash ORDER BY ord)"
+                    )
+                    staged = con.execute(
+                        f"INSERT INTO taskmill_stage.s SELECT * EXCLUDE (taskmill_rank, "
+                        f"taskmill_first) FROM ({ranked}) "
+                        "WHERE key_hash IS NULL OR taskmill_rank = 1 ORDER BY ord"
+                    ).fetchone()
+                    if staged is not None and staged[0] == len(table):
+                        return []
+                    return [
+                        (int(o), int(f))
+                        for o, f in con.execute(
+                            f"SELECT ord, taskmill_first FROM ({ranked}) "
+                            "WHERE key_hash IS NOT NULL AND taskmill_rank > 1 ORDER BY ord"
+                        ).fetchall()
+                    ]
                 finally:
                     con.unregister("taskmill_part")
             finally:
@@ -207,6 +233,8 @@ class StagingPipeline:
         self.parts = parts
         self.ready = [threading.Event() for _ in parts]
         self.errors: list[BaseException | None] = [None] * len(parts)
+        #: per part: the rows left out for a key-hash collision, as (ord, earlier ord)
+        self.collisions: list[list[tuple[int, int]]] = [[] for _ in parts]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -219,7 +247,7 @@ class StagingPipeline:
             if self._stop.is_set():
                 break
             try:
-                self.stager.fill(self.paths[j], staging_frame(part))
+                self.collisions[j] = self.stager.fill(self.paths[j], staging_frame(part))
             except BaseException as exc:
                 self.errors[j] = exc
                 self.ready[j].set()
@@ -256,23 +284,50 @@ _MATCH_SCHEMA = {
     "old_status": pl.String,
     "old_priority": pl.Int64,
     "old_pos": pl.Int64,
+    "same": pl.Int64,
 }
 
 
-def decide(part: pl.DataFrame, matches: list[tuple[Any, ...]], base: int) -> pl.DataFrame:
-    """What each staged row does, given its active match (if any) and the next id base.
+def _collision_error(other: pl.Expr) -> pl.Expr:
+    return pl.format(
+        "key hash collision: task_type '{}' with dedup_key '{}' has the same 64-bit key "
+        "hash as {} although their keys differ (odds about 1 in 10^19 per pair of keys); "
+        "this row was not submitted — report it, with both keys",
+        pl.col("task_type"),
+        pl.col("dedup_key"),
+        other,
+    )
+
+
+def decide(
+    part: pl.DataFrame,
+    matches: list[tuple[Any, ...]],
+    base: int,
+    collisions: list[tuple[int, int]] | None = None,
+) -> pl.DataFrame:
+    """What each staged row does, given its active match (if any), the rows left out of
+    staging for a key-hash collision with an earlier row, and the next id base.
 
     Mirrors the SQL of ``batch_insert`` / ``batch_upgrade``: inserted rows get ids
-    ``base + 1, base + 2, …`` in input order.
+    ``base + 1, base + 2, …`` in input order; a match whose key text differs (``same``
+    is 0) is a key-hash collision, and that row fails.
     """
     m = pl.DataFrame(matches, schema=_MATCH_SCHEMA, orient="row")
-    j = part.select("index", "task_type", "dedup_key", "priority", "on_duplicate").join(
-        m, on="index", how="left"
+    left_out = pl.DataFrame(
+        collisions or [], schema={"index": pl.Int64, "earlier": pl.Int64}, orient="row"
+    )
+    j = (
+        part.select("index", "task_type", "dedup_key", "priority", "on_duplicate")
+        .join(m, on="index", how="left")
+        .join(left_out, on="index", how="left")
     )
     has = pl.col("old_id").is_not_null()
+    collided = (has & (pl.col("same") == 0)) | pl.col("earlier").is_not_null()
     strategy = pl.col("on_duplicate")
     action = (
-        pl.when(~has)
+        pl.when(collided)
+        .then(pl.lit("failed"))
+        .when(~has)
         .then(pl.lit("submitted"))
         .when(
             (strategy == "skip")
@@ -294,12 +349,18 @@ def decide(part: pl.DataFrame, matches: list[tuple[Any, ...]], base: int) -> pl.
         "action",
         pl.when(pl.col("action") == "deduplicated")
         .then(pl.lit("existing"))
+        .when(collided)
+        .then(pl.lit("key_collision"))
         .when(pl.col("action") == "failed")
         .then(pl.lit("duplicate"))
         .alias("reason"),
-        pl.when(inserted).then(new_id).otherwise(pl.col("old_id")).alias("task_id"),
+        pl.when(inserted).then(new_id).when(~collided).then(pl.col("old_id")).alias("task_id"),
         pl.when(pl.col("action") == "superseded").then(pl.col("old_id")).alias("replaced_task_id"),
-        pl.when(pl.col("action") == "failed")
+        pl.when(pl.col("earlier").is_not_null())
+        .then(_collision_error(pl.format("row {}", pl.col("earlier"))))
+        .when(collided)
+        .then(_collision_error(pl.format("active task {}", pl.col("old_id"))))
+        .when(pl.col("action") == "failed")
         .then(
             pl.format(
                 "an active task (id {}, {}) already has task_type '{}' and dedup_key '{}'",

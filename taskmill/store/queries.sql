@@ -4,9 +4,10 @@
 -- (the status index would scan every pending task).
 
 -- name: find_active
-SELECT id, status, priority, queue_pos
+-- The active task holding a key hash, with its text (a different text is a collision).
+SELECT id, status, priority, queue_pos, task_type, dedup_key
 FROM tasks
-WHERE task_type = ? AND dedup_key = ?;
+WHERE key_hash = ?;
 
 -- name: take_write_lock
 -- A no-op write: makes a deferred transaction take the store's write lock now.
@@ -19,8 +20,8 @@ SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tasks'), 0);
 INSERT INTO tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+    max_retries, created_at, key_hash
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: upgrade_priority
 UPDATE tasks SET priority = ? WHERE id = ? AND status = 'pending' AND priority > ?;
@@ -173,7 +174,8 @@ CREATE TABLE s (
     expected_net_rx_bytes INTEGER NOT NULL,
     expected_net_tx_bytes INTEGER NOT NULL,
     max_retries           INTEGER,
-    strategy              TEXT    NOT NULL
+    strategy              TEXT    NOT NULL,
+    key_hash              INTEGER                -- filled by DuckDB (taskmill/store/keys.py)
 );
 
 -- name: batch_match_create
@@ -184,7 +186,8 @@ CREATE TEMP TABLE IF NOT EXISTS batch_match (
     old_id       INTEGER NOT NULL,
     old_status   TEXT    NOT NULL,
     old_priority INTEGER NOT NULL,
-    old_pos      INTEGER NOT NULL
+    old_pos      INTEGER NOT NULL,
+    same         INTEGER NOT NULL                -- 0: a key hash collision, not a duplicate
 );
 
 -- name: batch_match_clear
@@ -193,13 +196,14 @@ DELETE FROM temp.batch_match;
 -- name: batch_match_fill
 -- The one indexed join: every staged row probes the active-key index.
 INSERT INTO temp.batch_match
-SELECT s.ord, s.strategy, s.priority, t.id, t.status, t.priority, t.queue_pos
+SELECT s.ord, s.strategy, s.priority, t.id, t.status, t.priority, t.queue_pos,
+       t.task_type = s.task_type AND t.dedup_key = s.dedup_key
 FROM taskmill_stage.s AS s
-CROSS JOIN main.tasks AS t ON t.task_type = s.task_type AND t.dedup_key = s.dedup_key
-WHERE s.dedup_key IS NOT NULL;
+CROSS JOIN main.tasks AS t ON t.key_hash = s.key_hash
+WHERE s.key_hash IS NOT NULL;
 
 -- name: batch_match_read
-SELECT ord, old_id, old_status, old_priority, old_pos FROM temp.batch_match ORDER BY ord;
+SELECT ord, old_id, old_status, old_priority, old_pos, same FROM temp.batch_match ORDER BY ord;
 
 -- name: batch_supersede_to_history
 -- :pairs is a JSON array of [old_id, new_id].
@@ -223,7 +227,7 @@ WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(:pairs));
 UPDATE main.tasks SET priority = m.new_priority
 FROM temp.batch_match AS m
 WHERE tasks.id = m.old_id AND tasks.status = 'pending'
-  AND m.strategy = 'skip' AND m.new_priority < m.old_priority;
+  AND m.strategy = 'skip' AND m.same AND m.new_priority < m.old_priority;
 
 -- name: batch_insert
 -- New ids follow input order; a task superseding a pending one takes its queue place.
@@ -232,12 +236,12 @@ WHERE tasks.id = m.old_id AND tasks.status = 'pending'
 INSERT INTO main.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at
+    max_retries, created_at, key_hash
 )
 SELECT :base + s.pos, s.task_type, s.dedup_key, s.group_name, s.priority,
        CASE WHEN m.old_status = 'pending' THEN m.old_pos ELSE :base + s.pos END,
        s.payload, s.label, s.expected_read_bytes, s.expected_write_bytes,
-       s.expected_net_rx_bytes, s.expected_net_tx_bytes, s.max_retries, :now
+       s.expected_net_rx_bytes, s.expected_net_tx_bytes, s.max_retries, :now, s.key_hash
 FROM taskmill_stage.s AS s
 LEFT JOIN temp.batch_match AS m ON m.ord = s.ord;
 
@@ -246,13 +250,13 @@ LEFT JOIN temp.batch_match AS m ON m.ord = s.ord;
 INSERT INTO main.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at
+    max_retries, created_at, key_hash
 )
 SELECT :base + ROW_NUMBER() OVER w, s.task_type, s.dedup_key, s.group_name, s.priority,
        CASE WHEN m.old_status = 'pending' THEN m.old_pos ELSE :base + ROW_NUMBER() OVER w END,
        s.payload, s.label, s.expected_read_bytes, s.expected_write_bytes,
-       s.expected_net_rx_bytes, s.expected_net_tx_bytes, s.max_retries, :now
+       s.expected_net_rx_bytes, s.expected_net_tx_bytes, s.max_retries, :now, s.key_hash
 FROM taskmill_stage.s AS s
 LEFT JOIN temp.batch_match AS m ON m.ord = s.ord
-WHERE m.ord IS NULL OR m.strategy = 'supersede'
+WHERE m.ord IS NULL OR (m.strategy = 'supersede' AND m.same)
 WINDOW w AS (ORDER BY s.ord);

@@ -1,4 +1,4 @@
--- taskmill store schema, version 2 (the whole current schema; a store written by an
+-- taskmill store schema, version 3 (the whole current schema; a store written by an
 -- older version is brought here by the files in migrations/, see sql.py).
 --
 -- Active tasks (pending, running, paused) live in `tasks`; a task that finishes
@@ -33,12 +33,15 @@ CREATE TABLE tasks (
     run_after             REAL,            -- not dispatched before this time (retry backoff)
     owner                 TEXT,            -- the worker running it: 'host:pid:token'
     created_at            REAL    NOT NULL,
-    started_at            REAL
+    started_at            REAL, key_hash INTEGER
 );
 
--- One active task per (task_type, dedup_key): enforced by the database itself.
-CREATE UNIQUE INDEX tasks_active_key ON tasks (task_type, dedup_key)
-    WHERE dedup_key IS NOT NULL;
+-- One active task per (task_type, dedup_key), enforced by the database itself on
+-- `key_hash`, a 64-bit hash of the pair (schema 3; NULL without a key).  A fixed-width
+-- key keeps this index small, so inserts into a large store touch few of its pages.  The
+-- text stays the truth: a hash match with a different text is a collision, refused
+-- (taskmill/store/keys.py).  `key_hash` sits last, where migration 003 added it.
+CREATE UNIQUE INDEX tasks_active_key ON tasks (key_hash) WHERE key_hash IS NOT NULL;
 
 -- Dispatch order: priority (0 first), then queue order.
 CREATE INDEX tasks_queue ON tasks (status, priority, queue_pos);
@@ -69,7 +72,8 @@ CREATE TABLE history (
     finished_at           REAL    NOT NULL
 );
 
-CREATE INDEX history_key ON history (task_type, dedup_key);
+-- No index on history's keys (nothing looks them up; dropped in schema 3): a finished
+-- task costs its row and this one index entry.
 CREATE INDEX history_finished ON history (finished_at);
 
 -- Workers and their leases (schema 2): a scheduler renews `heartbeat_at` while it

@@ -24,6 +24,7 @@ from ..model import (
     BatchInterrupted,
     DuplicateStrategy,
     DuplicateTask,
+    InvalidSubmission,
     NotATaskStore,
     SchedulerError,
     SchemaTooNew,
@@ -38,6 +39,8 @@ from ..plan import Prepared, prepare
 from ..validation import Defaults, Row, check_submission
 from .base import ClaimedTask, CommitHook
 from .batch import Stager, StagingPipeline, decide, split_parts, warm_up_in_background
+from .keys import key_hash
+from .keys import register as register_key_hash
 from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 
 __all__ = ["ClaimedTask", "CommitHook", "TaskStore"]
@@ -336,6 +339,7 @@ class TaskStore:
             conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
             conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute("PRAGMA foreign_keys = ON")
+            register_key_hash(conn)  # for migrations that compute it in SQL
         except BaseException:
             conn.close()
             raise
@@ -505,13 +509,23 @@ class TaskStore:
     def _submit_row(self, conn: sqlite3.Connection, row: Row, now: float) -> SubmitOutcome:
         info = (row.task_type, row.dedup_key, row.group, row.priority)
         existing = None
-        if row.dedup_key is not None:
-            existing = conn.execute(q("find_active"), (row.task_type, row.dedup_key)).fetchone()
+        hashed = key_hash(row.task_type, row.dedup_key)
+        if hashed is not None:
+            existing = conn.execute(q("find_active"), (hashed,)).fetchone()
+        if existing is not None and existing[4:] != (row.task_type, row.dedup_key):
+            raise InvalidSubmission(
+                f"key hash collision: task_type '{row.task_type}' with dedup_key "
+                f"'{row.dedup_key}' has the same 64-bit key hash as active task {existing[0]} "
+                "although their keys differ (odds about 1 in 10^19 per pair of keys); "
+                "nothing was submitted — report it, with both keys",
+                kind="key_collision",
+                field="dedup_key",
+            )
         if existing is None:
             new_id = conn.execute(q("next_id")).fetchone()[0] + 1
             self._insert(conn, new_id, new_id, row, now)
             return SubmitOutcome("submitted", new_id, None, *info)
-        old_id, old_status, old_priority, old_pos = existing
+        old_id, old_status, old_priority, old_pos = existing[:4]
         strategy = row.on_duplicate
         if strategy is DuplicateStrategy.REJECT:
             raise DuplicateTask(
@@ -550,6 +564,7 @@ class TaskStore:
                 row.expected_net_tx_bytes,
                 row.max_retries,
                 now,
+                key_hash(row.task_type, row.dedup_key),
             ),
         )
 
@@ -841,7 +856,12 @@ class TaskStore:
                     with txn as c:
                         for j, piece in enumerate(pieces):
                             result = self._merge_staged(
-                                c, piece, names[j], dry_run=dry_run, base_offset=offset
+                                c,
+                                piece,
+                                names[j],
+                                staged.pipeline.collisions[j],
+                                dry_run=dry_run,
+                                base_offset=offset,
                             )
                             results.append(result)
                             if dry_run:
@@ -874,6 +894,7 @@ class TaskStore:
         conn: sqlite3.Connection,
         part: pl.DataFrame,
         stage: str,
+        collisions: list[tuple[int, int]],
         *,
         dry_run: bool,
         base_offset: int = 0,
@@ -887,7 +908,7 @@ class TaskStore:
         conn.execute(q("batch_match_clear"))
         conn.execute(sql("batch_match_fill"))
         matches = conn.execute(q("batch_match_read")).fetchall()
-        result = decide(part, matches, base)
+        result = decide(part, matches, base, collisions)
         if dry_run:
             return result
         sup = result.filter(pl.col("action") == "superseded")
@@ -900,6 +921,7 @@ class TaskStore:
         if matches:
             conn.execute(q("batch_upgrade"))
         expected = result.filter(pl.col("action").is_in(["submitted", "superseded"])).height
+        # (rows left out of staging for a key-hash collision also take the ranked form)
         insert = "batch_insert" if expected == part.height else "batch_insert_ranked"
         inserted = conn.execute(sql(insert), {"base": base, "now": now}).rowcount
         if inserted != expected:  # the SQL and the plan disagree: never commit that
