@@ -377,6 +377,13 @@ def worker_main(argv: list[str]) -> None:
     """``python -m taskmill.bench CASE ROWS EXISTING FOLDER RUN`` → one JSON line."""
     case, rows, existing, folder, run = argv
     extra: dict[str, float] = {}
+    if case == "template":  # built in a process of its own: not in any case's peak memory
+        if run == "dispatch":
+            _dispatch_template(Path(folder), int(existing))
+        else:
+            _template(Path(folder), int(existing))
+        print(json.dumps({}))
+        return
     if case == "stall":
         from .store.batch import warm_up
 
@@ -400,6 +407,23 @@ def measure(case: str, rows: int, existing: int, folder: Path, repeat: int) -> R
     if case in ("parquet", "reader", "lazy") and not _plan_file(folder, rows, existing).exists():
         # written here, so the measured process never holds the whole plan
         _plan(rows, existing).write_parquet(_plan_file(folder, rows, existing))
+    if existing and case not in EMPTY_ONLY:
+        kind = "dispatch" if case == "dispatch" else "load"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "taskmill.bench",
+                "template",
+                "0",
+                str(existing),
+                str(folder),
+                kind,
+            ],
+            capture_output=True,
+            env=env,
+            check=True,
+        )
     runs: list[float] = []
     extras: list[dict[str, float]] = []
     peak = 0.0

@@ -161,37 +161,35 @@ class Stager:
         rows whose hash equals an earlier row's though their keys differ (in-batch
         duplicates of the same key were removed before).  Those rows are not staged;
         the earlier row goes on.  Practically always empty."""
-        table = frame.to_arrow()
         with _DUCK_LOCK:
             con = _duckdb()
+            con.register("taskmill_part", frame.select("task_type", "dedup_key").to_arrow())
+            try:
+                hashed = con.execute(f"SELECT {DUCKDB_KEY_HASH} AS key_hash FROM taskmill_part")
+                hashes = pl.from_arrow(hashed.to_arrow_table())
+            finally:
+                con.unregister("taskmill_part")
+            assert isinstance(hashes, pl.DataFrame)
+            frame = frame.with_columns(hashes["key_hash"])
+            collisions: list[tuple[int, int]] = []
+            repeated = frame["key_hash"].is_duplicated() & frame["key_hash"].is_not_null()
+            if repeated.any():
+                earlier = frame.filter(repeated).select(
+                    "ord", pl.col("ord").min().over("key_hash").alias("first")
+                )
+                later = earlier.filter(pl.col("ord") != pl.col("first"))
+                collisions = list(later.iter_rows())
+                frame = frame.filter(~pl.col("ord").is_in(later["ord"].implode()))
             con.execute(f"ATTACH {_quote(str(path))} AS taskmill_stage (TYPE sqlite)")
             try:
-                con.register("taskmill_part", table)
+                con.register("taskmill_part", frame.to_arrow())
                 try:
-                    hashed = f"SELECT *, {DUCKDB_KEY_HASH} AS key_hash FROM taskmill_part"
-                    ranked = (
-                        f"SELECT *, row_number() OVER w AS taskmill_rank, "
-                        f"first_value(ord) OVER w AS taskmill_first FROM ({hashed}) "
-                        "WINDOW w AS (PARTITION BY key_hash ORDER BY ord)"
-                    )
-                    staged = con.execute(
-                        f"INSERT INTO taskmill_stage.s SELECT * EXCLUDE (taskmill_rank, "
-                        f"taskmill_first) FROM ({ranked}) "
-                        "WHERE key_hash IS NULL OR taskmill_rank = 1 ORDER BY ord"
-                    ).fetchone()
-                    if staged is not None and staged[0] == len(table):
-                        return []
-                    return [
-                        (int(o), int(f))
-                        for o, f in con.execute(
-                            f"SELECT ord, taskmill_first FROM ({ranked}) "
-                            "WHERE key_hash IS NOT NULL AND taskmill_rank > 1 ORDER BY ord"
-                        ).fetchall()
-                    ]
+                    con.execute("INSERT INTO taskmill_stage.s SELECT * FROM taskmill_part")
                 finally:
                     con.unregister("taskmill_part")
             finally:
                 con.execute("DETACH taskmill_stage")
+            return collisions
 
     def sweep(self, alive: Callable[[int], bool]) -> int:
         """Delete staging files left beside the store by processes that died mid-batch."""
