@@ -793,7 +793,7 @@ class TaskStore:
             raise StoreError(f"task store {self.path} is closed")
         if self._batch_conn is None:
             try:
-                self._batch_conn = self._new_connection(cache_kib=65536)
+                self._batch_conn = self._new_connection(cache_kib=32768)
             except sqlite3.Error as exc:
                 raise _store_error("cannot open task store", self.path, exc) from exc
         return self._batch_conn

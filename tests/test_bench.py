@@ -1,0 +1,66 @@
+"""``taskmill bench`` itself: every case it reports was measured at the store size it names,
+with a ceiling for each store size and the pre-filled stores it promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import polars as pl
+
+import taskmill as tm
+from taskmill import bench
+
+from conftest import ENV, PYTHON, ROOT, assert_store_consistent
+
+
+def test_a_small_run_reports_every_case_at_every_store_size() -> None:
+    args = "bench --sizes 1k --existing 0,2k --cases polars,ceiling,dispatch --repeat 1 --json"
+    done = subprocess.run(
+        [PYTHON, "-m", "taskmill", *args.split()],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    got = {(r["case"], r["existing"]): r for r in report["results"]}
+    assert set(got) == {
+        (case, existing) for case in ("polars", "ceiling", "dispatch") for existing in (0, 2000)
+    }
+    for r in got.values():
+        assert r["rows"] == 1000 and r["seconds"] > 0 and r["peak_mb"] > 0
+    results = [
+        bench.Result(**{k: v for k, v in r.items() if k != "rows_per_s"}) for r in got.values()
+    ]
+    table = bench.table(results)
+    assert "× empty store" in table
+    polars_row = next(
+        line for line in table.splitlines() if line.startswith("| polars | 1,000 | 2,000")
+    )
+    cells = [c.strip() for c in polars_row.strip("|").split("|")]
+    ceiling = got[("ceiling", 2000)]["seconds"]
+    assert cells[5] == f"{got[('polars', 2000)]['seconds'] / ceiling:.2f}"  # its own size's
+
+
+def test_the_pre_filled_stores(tmp_path: Path) -> None:
+    loaded = bench._template(tmp_path, 3000)
+    dispatch = bench._dispatch_template(tmp_path, 3000)
+    assert loaded is not None and dispatch is not None
+    with tm.TaskStore.open(loaded) as store:
+        assert store.counts()["pending"] == 3000
+        tasks, _ = assert_store_consistent(store)
+        # random, bucket-like prefixes: the keys are not in insertion order
+        keys = tasks.sort("id")["dedup_key"]
+        assert keys.str.contains(r"/data/\d+/\d+/part-\d+\.parquet$").all()
+        assert not keys.is_sorted()
+    with tm.TaskStore.open(dispatch) as store:
+        counts = store.counts()
+        assert counts["pending"] == 3000 and counts["completed"] == 3000
+        tasks, history = assert_store_consistent(store)
+        assert set(tasks["task_type"]) == {"noop"}
+        assert tasks["id"].min() > history["id"].max()  # the older half finished
+        assert history.filter(pl.col("status") != "completed").height == 0
