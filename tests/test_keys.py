@@ -97,7 +97,7 @@ def test_a_single_submit_that_collides_fails_and_changes_nothing(
         assert caught.value.field == "dedup_key"
         assert "active task 1" in str(caught.value) and "'b'" in str(caught.value)
         _only_task_a(store)
-        # the real key 'a' is still found through its (rewritten) hash's row? no: by text
+        # other keys go on as usual
         assert store.submit(tm.TaskSubmission("t", dedup_key="c")).action == "submitted"
 
 
