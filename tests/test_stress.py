@@ -167,7 +167,10 @@ async def run_stress(db_path: Path, seconds: float, supersede_heavy: bool = Fals
             )
             ids.extend(out.submitted)
             if ids and rng.random() < 0.5:
-                victim = rng.choice(ids)
+                # half the time a task just queued (most likely still active: some cancel
+                # must succeed in a short run), else any task so far (finished ones too)
+                fresh = out.submitted and rng.random() < 0.5
+                victim = rng.choice(out.submitted if fresh else ids)
                 if await sched.cancel(victim):
                     cancelled += 1
                     cancelled_ids.add(victim)
