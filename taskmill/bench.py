@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,42 +84,11 @@ class Result:
 # --------------------------------------------------------------------------- worker side
 
 
-def _random_keys(df: Any) -> Any:
-    """The plan's keys moved under hash-named prefixes, as objects in a bucket are."""
-    import polars as pl
-
-    number = pl.col("dedup_key").str.extract(r"part-(\d+)\.parquet$").cast(pl.Int64)
-    return df.with_columns(
-        pl.format(
-            "{}/data/{}/{}/part-{}.parquet",
-            pl.col("group"),
-            number.hash(7) % 4093,
-            number.hash(8) % 100_003,
-            number,
-        ).alias("dedup_key")
-    )
-
-
 def _plan(rows: int, existing: int) -> Any:
     from .sample import make_plan
 
     start = existing - rows // 2 if existing else 0  # half the batch overlaps the store
-    return _random_keys(make_plan(rows, seed=1, start=start))
-
-
-def _template(folder: Path, existing: int) -> Path | None:
-    """A store holding ``existing`` tasks, built once and copied for each run."""
-    if not existing:
-        return None
-    path = folder / f"template-{existing}.db"
-    if not path.exists():
-        from .sample import make_plan
-        from .store import TaskStore
-
-        with TaskStore.open(path) as store:
-            store.submit_batch(_random_keys(make_plan(existing, seed=1)))
-            store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return path
+    return make_plan(rows, seed=1, start=start, random_prefixes=True)
 
 
 def _noop_plan(rows: int, *, seed: int, start: int = 0) -> Any:
@@ -127,36 +97,54 @@ def _noop_plan(rows: int, *, seed: int, start: int = 0) -> Any:
 
     from .sample import make_plan
 
-    plan = _random_keys(make_plan(rows, seed=seed, start=start))
+    plan = make_plan(rows, seed=seed, start=start, random_prefixes=True)
     return plan.with_columns(pl.lit("noop").alias("task_type"))
+
+
+def _prefilled(path: Path, fill: Callable[[Any], None]) -> Path:
+    """The store at ``path``, built by ``fill(store)`` the first time, then reused
+    (each run works on a copy)."""
+    if not path.exists():
+        from .store import TaskStore
+
+        with TaskStore.open(path) as store:
+            fill(store)
+            store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+def _template(folder: Path, existing: int) -> Path | None:
+    """A store holding ``existing`` tasks."""
+    if not existing:
+        return None
+    from .sample import make_plan
+
+    plan = make_plan(existing, seed=1, random_prefixes=True)
+    return _prefilled(folder / f"template-{existing}.db", lambda store: store.submit_batch(plan))
+
+
+_FINISH_FIRST = (
+    "INSERT INTO history (id, task_type, dedup_key, group_name, priority, payload, "
+    "expected_net_tx_bytes, status, attempts, created_at, started_at, finished_at) "
+    "SELECT id, task_type, dedup_key, group_name, priority, payload, expected_net_tx_bytes, "
+    "'completed', 1, created_at, created_at, created_at + 1 FROM tasks WHERE id <= ?"
+)
 
 
 def _dispatch_template(folder: Path, existing: int) -> Path | None:
     """``existing`` pending no-op tasks queued and ``existing`` finished ones."""
     if not existing:
         return None
-    path = folder / f"template-dispatch-{existing}.db"
-    if not path.exists():
-        from .store import TaskStore
 
-        with TaskStore.open(path) as store:
-            store.submit_batch(_noop_plan(2 * existing, seed=2))
-            conn = store.conn
-            conn.execute("BEGIN IMMEDIATE")
-            columns = (
-                "id, task_type, dedup_key, group_name, priority, payload, "
-                "expected_net_tx_bytes, status, attempts, created_at, started_at, finished_at"
-            )
-            conn.execute(  # the first half finished: history in id order, as it grows
-                f"INSERT INTO history ({columns}) SELECT id, task_type, dedup_key, group_name, "
-                "priority, payload, expected_net_tx_bytes, 'completed', 1, created_at, "
-                "created_at, created_at + 1 FROM tasks WHERE id <= ?",
-                (existing,),
-            )
-            conn.execute("DELETE FROM tasks WHERE id <= ?", (existing,))
-            conn.execute("COMMIT")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return path
+    def fill(store: Any) -> None:
+        store.submit_batch(_noop_plan(2 * existing, seed=2))
+        conn = store.conn
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(_FINISH_FIRST, (existing,))  # the first half finished, in id order
+        conn.execute("DELETE FROM tasks WHERE id <= ?", (existing,))
+        conn.execute("COMMIT")
+
+    return _prefilled(folder / f"template-dispatch-{existing}.db", fill)
 
 
 def _fresh_store(folder: Path, template: Path | None, run: int) -> Path:

@@ -20,6 +20,7 @@ def make_plan(
     start: int = 0,
     duplicate_rate: float = 0.0,
     invalid_rate: float = 0.0,
+    random_prefixes: bool = False,
 ) -> pl.DataFrame:
     """A sync plan with ``rows`` actions, deterministic for a ``seed``.
 
@@ -29,6 +30,9 @@ def make_plan(
     ``duplicate_rate`` that share of rows repeats an earlier key of the plan (a diff that
     saw an object change twice); with ``invalid_rate`` that share of rows carries a bad
     value (a priority of 300, or an empty task type) to show how failures are reported.
+    With ``random_prefixes`` an object's folders are named by hashes of its number
+    (``data/<h>/<h>/part-N.parquet``, the same for every seed), so consecutive keys land
+    all over a key index, as a real bucket's do.
     """
     idx = pl.int_range(start, start + rows, dtype=pl.Int64, eager=True).alias("i")
     df = pl.DataFrame(idx).with_columns(
@@ -54,7 +58,11 @@ def make_plan(
         .otherwise(pl.lit(ACTIONS[2]))
     )
     endpoint = pl.lit(pl.Series(ENDPOINTS)).get(pl.col("k").hash(seed + 4) % len(ENDPOINTS))
-    key = pl.format("data/{}/{}/part-{}.parquet", pl.col("k") % 97, pl.col("k") % 1013, pl.col("k"))
+    if random_prefixes:
+        folders = (pl.col("k").hash(7) % 4093, pl.col("k").hash(8) % 100_003)
+    else:
+        folders = (pl.col("k") % 97, pl.col("k") % 1013)
+    key = pl.format("data/{}/{}/part-{}.parquet", *folders, pl.col("k"))
     bad = (pl.col("i").hash(seed + 5) % 10_000) < int(invalid_rate * 10_000)
     odd = pl.col("i") % 2 == 1
     priority = pl.when(action == ACTIONS[2]).then(64).otherwise(128)

@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from ..model import SchedulerError
-from .keys import DUCKDB_KEY_HASH
+from .keys import COLLISION, DUCKDB_KEY_HASH
 from .sql import q
 
 __all__ = ["Stager", "decide", "staging_frame"]
@@ -287,14 +287,7 @@ _MATCH_SCHEMA = {
 
 
 def _collision_error(other: pl.Expr) -> pl.Expr:
-    return pl.format(
-        "key hash collision: task_type '{}' with dedup_key '{}' has the same 64-bit key "
-        "hash as {} although their keys differ (odds about 1 in 10^19 per pair of keys); "
-        "this row was not submitted — report it, with both keys",
-        pl.col("task_type"),
-        pl.col("dedup_key"),
-        other,
-    )
+    return pl.format(COLLISION, pl.col("task_type"), pl.col("dedup_key"), other)
 
 
 def decide(

@@ -24,7 +24,15 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 
-__all__ = ["DUCKDB_KEY_HASH", "SQLITE_FUNCTION", "key_hash", "register"]
+__all__ = ["COLLISION", "DUCKDB_KEY_HASH", "SQLITE_FUNCTION", "key_hash", "register"]
+
+#: The error of a row whose key hash collides: task type, key and what it collides with
+#: (``{}`` placeholders, for ``str.format`` and ``polars.format`` alike).
+COLLISION = (
+    "key hash collision: task_type '{}' with dedup_key '{}' has the same 64-bit key hash as "
+    "{} although their keys differ (odds about 1 in 10^19 per pair of keys); it was not "
+    "submitted — report it, with both keys"
+)
 
 
 def key_hash(task_type: str, dedup_key: str | None) -> int | None:

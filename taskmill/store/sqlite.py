@@ -39,7 +39,7 @@ from ..plan import Prepared, prepare
 from ..validation import Defaults, Row, check_submission
 from .base import ClaimedTask, CommitHook
 from .batch import Stager, StagingPipeline, decide, split_parts, warm_up_in_background
-from .keys import key_hash
+from .keys import COLLISION, key_hash
 from .keys import register as register_key_hash
 from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 
@@ -514,16 +514,13 @@ class TaskStore:
             existing = conn.execute(q("find_active"), (hashed,)).fetchone()
         if existing is not None and existing[4:] != (row.task_type, row.dedup_key):
             raise InvalidSubmission(
-                f"key hash collision: task_type '{row.task_type}' with dedup_key "
-                f"'{row.dedup_key}' has the same 64-bit key hash as active task {existing[0]} "
-                "although their keys differ (odds about 1 in 10^19 per pair of keys); "
-                "nothing was submitted — report it, with both keys",
+                COLLISION.format(row.task_type, row.dedup_key, f"active task {existing[0]}"),
                 kind="key_collision",
                 field="dedup_key",
             )
         if existing is None:
             new_id = conn.execute(q("next_id")).fetchone()[0] + 1
-            self._insert(conn, new_id, new_id, row, now)
+            self._insert(conn, new_id, new_id, row, hashed, now)
             return SubmitOutcome("submitted", new_id, None, *info)
         old_id, old_status, old_priority, old_pos = existing[:4]
         strategy = row.on_duplicate
@@ -540,12 +537,18 @@ class TaskStore:
             return SubmitOutcome("deduplicated", old_id, None, *info)
         new_id = conn.execute(q("next_id")).fetchone()[0] + 1
         self._finish(conn, [old_id], "superseded", now, replaced_by=new_id)
-        self._insert(conn, new_id, old_pos if old_status == "pending" else new_id, row, now)
+        queue_pos = old_pos if old_status == "pending" else new_id
+        self._insert(conn, new_id, queue_pos, row, hashed, now)
         return SubmitOutcome("superseded", new_id, old_id, *info)
 
     @staticmethod
     def _insert(
-        conn: sqlite3.Connection, task_id: int, queue_pos: int, row: Row, now: float
+        conn: sqlite3.Connection,
+        task_id: int,
+        queue_pos: int,
+        row: Row,
+        hashed: int | None,
+        now: float,
     ) -> None:
         conn.execute(
             q("insert_task"),
@@ -564,7 +567,7 @@ class TaskStore:
                 row.expected_net_tx_bytes,
                 row.max_retries,
                 now,
-                key_hash(row.task_type, row.dedup_key),
+                hashed,
             ),
         )
 
