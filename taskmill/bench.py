@@ -119,8 +119,10 @@ def _template(folder: Path, existing: int) -> Path | None:
         return None
     from .sample import make_plan
 
-    plan = make_plan(existing, seed=1, random_prefixes=True)
-    return _prefilled(folder / f"template-{existing}.db", lambda store: store.submit_batch(plan))
+    def fill(store: Any) -> None:
+        store.submit_batch(make_plan(existing, seed=1, random_prefixes=True))
+
+    return _prefilled(folder / f"template-{existing}.db", fill)
 
 
 _FINISH_FIRST = (
