@@ -10,9 +10,11 @@ row; only a list of submissions is walked (once) in Python.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -141,35 +143,79 @@ class BatchSubmission:
         return Defaults(self._default_group, self._default_priority, self._on_duplicate)
 
 
+#: Columns of every row an outcome shows beside its action (read again, for a plan that
+#: was kept on disk, only when the outcome is looked at).
+KEY_COLUMNS = ("task_type", "dedup_key", "group", "priority")
+
+
+class Spool:
+    """A private temporary file, removed by :meth:`remove` or when the last object
+    holding it (a :class:`Prepared` batch, the outcome reading its keys) is gone."""
+
+    def __init__(self, suffix: str = ".parquet") -> None:
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix="taskmill-plan-", suffix=suffix)
+        os.close(fd)
+        self.path = Path(name)
+        self._finalizer = weakref.finalize(self, _unlink, name)
+
+    def remove(self) -> None:
+        """Remove the file now (idempotent)."""
+        self._finalizer()
+
+
+def _unlink(name: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+
+
 @dataclass
 class Prepared:
     """A batch ready to merge: one row per input row, in input order.
 
-    ``frame`` columns: ``index``, the canonical columns (defaults applied, ``on_duplicate``
-    lower-cased), ``error_kind`` / ``error_field`` / ``error`` (null for valid rows),
-    ``winner`` (the valid row that goes on for its key) and ``winner_index``.
+    ``frame`` columns: ``index``, ``error_kind`` / ``error_field`` / ``error`` (null for
+    valid rows), ``winner`` (the valid row that goes on for its key) and
+    ``winner_index``.  Input held in memory keeps its canonical columns in ``frame`` too
+    (defaults applied, ``on_duplicate`` lower-cased).  A plan read from a file (Parquet,
+    or a stream first spooled to Parquet) keeps only those narrow columns in memory —
+    the error texts as categoricals; its checked rows wait in a private Parquet file
+    (``checked``), read again chunk by chunk by :meth:`rows`, with the payloads read from
+    the plan itself.  So memory per planned row is what in-batch dedup needs.
     """
 
     frame: pl.DataFrame
     chunk_size: int
     transaction_limit: int
-    payloads: PayloadStream | None = None
-    spooled: Path | None = None  # a private copy of a streamed input, removed by close()
+    payloads: ColumnStream | None = None
+    checked: Spool | None = None
+    stored: ColumnStream | None = None  # the rows of `checked`, read chunk by chunk
+    spooled: Spool | None = None  # a private copy of a streamed input, removed by close()
 
     def close(self) -> None:
-        """Remove the private copy of a streamed input (idempotent)."""
+        """Remove the private copy of a streamed input (idempotent).  The checked rows
+        stay while an outcome reads its keys from them."""
         if self.spooled is not None:
-            self.spooled.unlink(missing_ok=True)
+            self.spooled.remove()
 
     def rows(self, lo: int, hi: int) -> pl.DataFrame:
-        """Rows ``lo..hi-1`` with their payloads (read now, for streamed Parquet input).
+        """Rows ``lo..hi-1`` with their payloads (read now, for a plan kept on disk).
 
         Calls must go through the rows in order, each range once.
         """
         part = self.frame.slice(lo, hi - lo)
+        if self.stored is not None:
+            part = self.stored.take(hi - lo).hstack(part.select("winner", "winner_index"))
         if self.payloads is not None:
-            part = part.with_columns(self.payloads.take(hi - lo))
+            part = part.with_columns(self.payloads.take(hi - lo).to_series().alias("payload"))
         return part
+
+    def keys(self) -> pl.LazyFrame:
+        """:data:`KEY_COLUMNS` of every row, in input order (lazy: a plan kept on disk
+        is read again only when the result is collected)."""
+        if self.checked is not None:
+            return pl.scan_parquet(self.checked.path).select(KEY_COLUMNS)
+        return self.frame.lazy().select(KEY_COLUMNS)
 
     def __len__(self) -> int:
         return self.frame.height
@@ -252,7 +298,8 @@ def _check_footer(path: Path, meta: Any) -> None:
                 )
 
 
-def _scan_parquet(path: Path) -> tuple[list[Path], pl.LazyFrame]:
+def _parquet_plan(path: Path) -> tuple[list[Path], pa.Schema]:
+    """The files of a Parquet plan and their (one) schema, every footer checked."""
     import pyarrow.parquet as pq
 
     files = _parquet_files(path)
@@ -268,33 +315,131 @@ def _scan_parquet(path: Path) -> tuple[list[Path], pl.LazyFrame]:
         elif not file_schema.equals(schema):
             raise _bad_input(f"{f} has different columns from {files[0]}")
     assert schema is not None
-    dupes = sorted({n for n in schema.names if schema.names.count(n) > 1})
-    if dupes:
-        raise _bad_input(f"duplicate column names: {', '.join(map(repr, dupes))}", dupes[0])
-    return files, pl.scan_parquet(files)
+    _check_names(schema.names)
+    return files, schema
 
 
-def _prepare_parquet(path: Path, spec: BatchSubmission) -> tuple[pl.DataFrame, PayloadStream]:
-    """Pass 1 streams the plan without keeping payloads (only their sizes); pass 2 — the
-    returned stream — reads the payloads chunk by chunk while the batch is merged."""
-    files, lazy = _scan_parquet(path)
-    pinned = [_identity(f) for f in files]
-    raw_schema = lazy.collect_schema()
-    canonical = _canonical_columns(lazy, spec).with_columns(
-        pl.col("payload").bin.size().alias("_payload_size"),
-        pl.lit(None, dtype=pl.Binary).alias("payload"),
-    )
+def _prepare_batches(
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    spec: BatchSubmission,
+    *,
+    keep_payloads: bool,
+    where: str,
+) -> tuple[pl.DataFrame, Spool, ColumnStream]:
+    """Pass 1 over a plan's Arrow batches: each batch is validated on its own and
+    written, checked, to a private Parquet file (``keep_payloads=False``: without its
+    payloads, only their sizes — they are read again from the plan itself); memory keeps
+    only what in-batch dedup needs (the narrow ``frame`` of :class:`Prepared`, plus a
+    64-bit key fingerprint per row).  Returns that frame, the file, and the stream that
+    reads the checked rows again, chunk by chunk, while the batch is merged (pass 2).
+
+    Input-level problems (a column type, an unknown column) are raised before the first
+    row is read; ``where`` names the plan in read errors."""
+    import pyarrow.parquet as pq
+
+    if BAD_TEXT in schema.names:
+        raise _bad_input(f"the column name {BAD_TEXT!r} is reserved", BAD_TEXT)
+    spool = Spool()
+
+    def narrow_of(checked: pl.DataFrame) -> pl.DataFrame:
+        errors = (pl.col(c).cast(pl.Categorical) for c in _ERRORS)
+        return checked.select("index", _FINGERPRINT, *errors)
+
     try:
-        frame = canonical.collect(engine="streaming")
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise _bad_input(f"cannot read Parquet input {path}: {exc}") from None
-    for f, before in zip(files, pinned, strict=True):
-        if _identity(f) != before:
-            raise _bad_input(
-                f"the Parquet input {f} changed while it was read; nothing was written"
-            )
-    columns, expr = _payload_source(raw_schema, spec)
-    return frame, PayloadStream(files, columns, expr, pinned)
+        checked = _checked_batch(schema.empty_table(), spec, keep_payloads, 0)
+        out_schema = checked.to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+        narrow = [narrow_of(checked)]
+        offset = 0
+        with pq.ParquetWriter(spool.path, out_schema) as writer:
+            for batch in batches:
+                checked = _checked_batch(
+                    pa.Table.from_batches([batch]), spec, keep_payloads, offset
+                )
+                writer.write_table(checked.to_arrow(compat_level=pl.CompatLevel.oldest()))
+                narrow.append(narrow_of(checked))
+                offset += batch.num_rows
+                del checked
+    except SchedulerError:
+        spool.remove()
+        raise
+    except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
+        spool.remove()
+        raise _bad_input(f"cannot read {where}: {_first_line(exc)}") from None
+    except BaseException:
+        spool.remove()
+        raise
+    keyed = pl.concat(narrow)
+    del narrow
+    stored = pl.scan_parquet(spool.path)
+
+    def exact(rows: pl.Series) -> pl.DataFrame:
+        return (
+            stored.filter(pl.col("index").is_in(rows.implode()))
+            .select("index", "task_type", "dedup_key")
+            .collect(engine="streaming")
+        )
+
+    marked = _with_winners(keyed, exact).drop(_FINGERPRINT)
+    columns = [c for c in out_schema.names if c != _FINGERPRINT]
+    return marked, spool, ColumnStream([spool.path], columns)
+
+
+#: Rows per Arrow batch when a plan is read from a file: small enough that a batch's
+#: wide text (keys, payloads) stays a few MB, large enough that per-batch costs vanish.
+_READ_BATCH = 16_384
+
+#: The error columns of a prepared row.
+_ERRORS = ("error_kind", "error_field", "error")
+
+
+def _checked_batch(
+    table: pa.Table, spec: BatchSubmission, keep_payloads: bool, offset: int
+) -> pl.DataFrame:
+    """One batch of a plan, validated (rows numbered from ``offset``), with each valid
+    row's key fingerprint; without its payloads (their sizes instead) unless kept."""
+    canonical = _canonical_columns(_from_arrow(table), spec)
+    if not keep_payloads:
+        canonical = canonical.with_columns(
+            pl.col("payload").bin.size().alias("_payload_size"),
+            pl.lit(None, dtype=pl.Binary).alias("payload"),
+        )
+    checked = _check_table(canonical, spec.defaults, offset=offset)
+    if not keep_payloads:
+        checked = checked.drop("payload")
+    return checked.with_columns(_fingerprint().alias(_FINGERPRINT))
+
+
+def _pinned_batches(
+    files: list[Path],
+    pinned: list[tuple[int, int, int, int]],
+    columns: list[str] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """The rows of Parquet files as Arrow batches, each file read through one descriptor
+    whose identity must equal ``pinned``, checked again after every batch: every pass
+    over a plan reads the same bytes, or the batch stops naming the file."""
+    import pyarrow.parquet as pq
+
+    for path, identity in zip(files, pinned, strict=True):
+        with open(path, "rb") as fh:
+            _check_pinned(path, fh.fileno(), identity)
+            try:
+                # read column chunk by column chunk, not whole row groups at once
+                handle = pq.ParquetFile(fh, pre_buffer=False, buffer_size=1 << 20)
+                for batch in handle.iter_batches(batch_size=_READ_BATCH, columns=columns):
+                    _check_pinned(path, fh.fileno(), identity)
+                    yield batch
+            except (pa.ArrowException, OSError) as exc:
+                _check_pinned(path, fh.fileno(), identity)
+                raise _bad_input(f"cannot read {path}: {_first_line(exc)}") from None
+
+
+def _check_pinned(path: Path, fd: int, pinned: tuple[int, int, int, int]) -> None:
+    if _identity(fd) != pinned:
+        raise _bad_input(
+            f"the Parquet input {path} changed while the batch was submitted (keys and "
+            "payloads would come from different versions); nothing more is written"
+        )
 
 
 def _identity(path: Path | int) -> tuple[int, int, int, int]:
@@ -773,19 +918,21 @@ def _payload_check(schema: pl.Schema, columns: list[str]) -> pl.Expr:
     return (pl.any_horizontal(found) if found else pl.lit(False)).alias(BAD_PAYLOAD)
 
 
-class PayloadStream:
-    """Payloads of a Parquet input, read again in input order, chunk by chunk.
+class ColumnStream:
+    """Columns of a Parquet input, read again in input order, chunk by chunk.
 
-    A large Parquet plan is prepared without its payloads (only their sizes, to
-    validate them), so the whole plan never sits in memory; each chunk's payloads are
-    read when the chunk is merged.
+    A large plan is prepared without its payloads (only their sizes, to validate them),
+    and its other columns are spooled once checked, so the whole plan never sits in
+    memory; each chunk's rows and payloads are read when the chunk is merged.
+    ``columns=None`` reads every column as it is; otherwise ``expr`` makes the one
+    column (the payload) out of ``columns``.
     """
 
     def __init__(
         self,
         files: list[Path],
-        columns: list[str],
-        expr: pl.Expr,
+        columns: list[str] | None,
+        expr: pl.Expr | None = None,
         pinned: list[tuple[int, int, int, int]] | None = None,
     ) -> None:
         self.files = files
@@ -793,60 +940,45 @@ class PayloadStream:
         self.expr = expr
         self.pinned = pinned or [_identity(f) for f in files]
         self._batches = self._read()
-        self._buffer: pl.Series | None = None
+        self._buffer: pl.DataFrame | None = None
 
-    def _read(self) -> Iterator[pl.Series]:
-        """Each file is read through one descriptor whose identity must equal what the
-        first pass read, checked again after every batch: keys and payloads always come
-        from the same bytes, or the batch stops (``BatchInterrupted``)."""
-        import pyarrow.parquet as pq
+    def _read(self) -> Iterator[pl.DataFrame]:
+        for batch in _pinned_batches(self.files, self.pinned, self.columns):
+            if self.expr is None:
+                frame = pl.from_arrow(batch)
+                assert isinstance(frame, pl.DataFrame)
+                yield frame
+            else:  # text that is not UTF-8 is nulled (its row failed in pass 1)
+                yield _from_arrow(pa.Table.from_batches([batch])).select(self.expr)
 
-        for path, pinned in zip(self.files, self.pinned, strict=True):
-            with open(path, "rb") as fh:
-                self._check(path, fh.fileno(), pinned)
-                try:
-                    handle = pq.ParquetFile(fh)
-                    for batch in handle.iter_batches(batch_size=65_536, columns=self.columns):
-                        self._check(path, fh.fileno(), pinned)
-                        frame = pl.from_arrow(batch)
-                        assert isinstance(frame, pl.DataFrame)
-                        yield frame.select(self.expr).to_series()
-                except (pa.ArrowException, OSError) as exc:
-                    self._check(path, fh.fileno(), pinned)
-                    raise _bad_input(f"cannot read the payloads of {path}: {exc}") from None
-
-    @staticmethod
-    def _check(path: Path, fd: int, pinned: tuple[int, int, int, int]) -> None:
-        if _identity(fd) != pinned:
-            raise _bad_input(
-                f"the Parquet input {path} changed while the batch was submitted (keys and "
-                "payloads would come from different versions); nothing more is written"
-            )
-
-    def take(self, n: int) -> pl.Series:
-        """The next ``n`` payloads."""
-        if not self.columns:  # the plan has no payloads
-            return pl.Series("payload", [None] * n, dtype=pl.Binary)
-        pieces: list[pl.Series] = []
+    def take(self, n: int) -> pl.DataFrame:
+        """The next ``n`` rows."""
+        if self.columns == []:  # the plan has no payloads
+            return pl.DataFrame({"payload": pl.Series([None] * n, dtype=pl.Binary)})
+        pieces: list[pl.DataFrame] = []
         while n > 0:
-            if self._buffer is None or self._buffer.len() == 0:
+            if self._buffer is None or self._buffer.height == 0:
                 try:
                     self._buffer = next(self._batches)
                 except StopIteration:
                     raise _bad_input("the Parquet input changed while it was read") from None
             piece = self._buffer.head(n)
-            self._buffer = self._buffer.slice(piece.len())
+            self._buffer = self._buffer.slice(piece.height)
             pieces.append(piece)
-            n -= piece.len()
+            n -= piece.height
         if not pieces:
-            return pl.Series("payload", [], dtype=pl.Binary)
-        return pl.concat(pieces).alias("payload")
+            return self._empty()
+        return pl.concat(pieces)
+
+    def _empty(self) -> pl.DataFrame:
+        if self.expr is not None:
+            return pl.DataFrame({"payload": pl.Series([], dtype=pl.Binary)})
+        return pl.scan_parquet(self.files[0]).head(0).collect()
 
 
 def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
     """Cast each canonical column to its type, or raise naming the column."""
     exprs = []
-    float_ints: list[str] = []
     schema = df.collect_schema()
     for name in schema.names():
         dtype = schema[name]
@@ -877,7 +1009,6 @@ def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
             # UInt64 stays unsigned until checked: a value past the Int64 range fails its row
             exprs.append(pl.col(name) if dtype == pl.UInt64 else pl.col(name).cast(pl.Int64))
         elif name in _INTS and dtype.is_float():
-            float_ints.append(name)
             exprs.append(pl.col(name).cast(pl.Float64))
         else:
             raise _bad_input(
@@ -900,15 +1031,16 @@ def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
         out = out.with_columns(pl.lit(False).alias(BAD_PAYLOAD))
     if BAD_PRIORITY not in out.collect_schema().names():
         out = out.with_columns(pl.lit(None, dtype=pl.String).alias(BAD_PRIORITY))
-    return out.select([*CANONICAL, BAD_TEXT, BAD_PAYLOAD, BAD_PRIORITY]).with_columns(
-        pl.lit(float_ints, dtype=pl.List(pl.String)).alias("_float_ints")
-    )
+    return out.select([*CANONICAL, BAD_TEXT, BAD_PAYLOAD, BAD_PRIORITY])
 
 
-def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
-    """Vectorised validation: the same kinds and messages as ``check_submission``."""
-    float_ints = set(df["_float_ints"][0].to_list()) if df.height else set()
-    df = df.drop("_float_ints")
+def _check_table(df: Frame, defaults: Defaults, *, offset: int = 0) -> Frame:
+    """Vectorised validation: the same kinds and messages as ``check_submission``.
+
+    Pure expressions, so a LazyFrame stays lazy (a Parquet plan is checked while it
+    streams)."""
+    schema = df.collect_schema()
+    float_ints = {n for n in _INTS if schema[n].is_float()}  # given as floats: must be whole
     checks: list[tuple[pl.Expr, str, str | pl.Expr, pl.Expr]] = []
 
     def text_checks(name: str, kind: str, limit: int, *, required: bool, empty_ok: bool) -> None:
@@ -993,9 +1125,7 @@ def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
     )
     int_checks("max_retries", "invalid_max_retries", 0, 1000)
     checks.append((pl.col(BAD_PAYLOAD), "invalid_payload", "payload", pl.lit(NON_FINITE_PAYLOAD)))
-    size = (
-        pl.col("_payload_size") if "_payload_size" in df.columns else pl.col("payload").bin.size()
-    )
+    size = pl.col("_payload_size") if "_payload_size" in schema else pl.col("payload").bin.size()
     checks.append(
         (
             size > MAX_PAYLOAD_BYTES,
@@ -1041,7 +1171,7 @@ def _check_table(df: pl.DataFrame, defaults: Defaults) -> pl.DataFrame:
         *(pl.col(n).fill_null(0) for n in EXPECTED_FIELDS),
     ).with_columns(int_cast)
     out = out.drop(BAD_PRIORITY)
-    return out.with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
+    return out.with_row_index("index", offset=offset).with_columns(pl.col("index").cast(pl.Int64))
 
 
 def _thousands(expr: pl.Expr) -> pl.Expr:
@@ -1086,35 +1216,18 @@ def _prepare(x: Any, spec: BatchSubmission | None) -> Prepared:
             raise _bad_input("the BatchSubmission has no tasks (call .tasks(...))")
     spec = spec or BatchSubmission()
     defaults = spec.defaults
-    payloads = None
-    spooled: Path | None = None
+    settings = (spec._chunk_size, spec._transaction_limit)
     if isinstance(x, str | os.PathLike):
-        try:
-            raw, payloads = _prepare_parquet(Path(x), spec)
-        except InvalidSubmission as exc:
-            text = str(exc).lower()
-            if "utf-8" not in text and "utf8" not in text:
-                raise
-            # polars refuses a file holding text that is not UTF-8; Arrow reads it, so the
-            # plan is copied through Arrow, failing only the rows with such text
-            spooled = _spool(_parquet_reader(Path(x)))
-            try:
-                raw, payloads = _prepare_parquet(spooled, spec)
-            except BaseException:
-                spooled.unlink(missing_ok=True)
-                raise
-        df = _check_table(raw, defaults)
-    elif _is_stream(x):
-        # a stream is spooled to a private Parquet file and then read like a Parquet plan,
-        # so it is never held whole in memory (payloads are read chunk by chunk)
-        spooled = _spool(x)
-        try:
-            raw, payloads = _prepare_parquet(spooled, spec)
-            df = _check_table(raw, defaults)
-        except BaseException:
-            spooled.unlink(missing_ok=True)
-            raise
-    elif _is_table(x):
+        return _prepare_parquet(Path(x), spec)
+    if _is_stream(x):
+        # read batch by batch: the checked rows, payloads included, go to a private
+        # Parquet file, so a stream is never held whole in memory
+        schema, batches, where = _stream_batches(x)
+        frame, checked, stored = _prepare_batches(
+            schema, batches, spec, keep_payloads=True, where=where
+        )
+        return Prepared(frame, *settings, checked=checked, stored=stored)
+    if _is_table(x):
         df = _check_table(_canonical_columns(_to_polars(x), spec), defaults)
     elif isinstance(x, Iterable) and not isinstance(x, bytes | dict):
         if spec._columns or spec._payload_columns:
@@ -1125,28 +1238,55 @@ def _prepare(x: Any, spec: BatchSubmission | None) -> Prepared:
             f"cannot submit a {type(x).__name__}: expected TaskSubmissions, a table "
             "(Arrow, polars, pandas) or a Parquet path"
         )
-    try:
-        return Prepared(
-            _mark_winners(df), spec._chunk_size, spec._transaction_limit, payloads, spooled
-        )
-    except BaseException:
-        if spooled is not None:
-            spooled.unlink(missing_ok=True)
-        raise
+    return Prepared(_mark_winners(df), *settings)
 
 
-def _parquet_reader(path: Path) -> pa.RecordBatchReader:
-    """The rows of a Parquet plan (a file or a folder) as one Arrow stream."""
-    import pyarrow.parquet as pq
+def _prepare_parquet(path: Path, spec: BatchSubmission) -> Prepared:
+    """A Parquet plan (a file or a folder), read twice through pinned descriptors: once
+    to validate and dedup, then chunk by chunk for the payloads while merging."""
+    files, schema = _parquet_plan(path)
+    pinned = [_identity(f) for f in files]
+    frame, checked, stored = _prepare_batches(
+        schema,
+        _pinned_batches(files, pinned),
+        spec,
+        keep_payloads=False,
+        where=f"Parquet input {path}",
+    )
+    for f, before in zip(files, pinned, strict=True):
+        if _identity(f) != before:
+            checked.remove()
+            raise _bad_input(
+                f"the Parquet input {f} changed while it was read; nothing was written"
+            )
+    columns, expr = _payload_source(_arrow_to_polars(schema.empty_table()).schema, spec)
+    return Prepared(
+        frame,
+        spec._chunk_size,
+        spec._transaction_limit,
+        payloads=ColumnStream(files, columns, expr, pinned),
+        checked=checked,
+        stored=stored,
+    )
 
-    files = _parquet_files(path)
-    schema = pq.read_schema(files[0])
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        for f in files:
-            yield from pq.ParquetFile(f).iter_batches(batch_size=65_536)
+def _stream_batches(x: Any) -> tuple[pa.Schema, Iterator[pa.RecordBatch], str]:
+    """A streaming input's schema, its Arrow batches, and its name for errors."""
+    if isinstance(x, pl.LazyFrame):
+        try:
+            schema = x.collect_schema()
+        except pl.exceptions.PolarsError as exc:
+            raise _bad_input(f"the LazyFrame cannot be computed: {_first_line(exc)}") from None
+        empty = pl.DataFrame(schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest())
 
-    return pa.RecordBatchReader.from_batches(schema, batches())
+        def frames() -> Iterator[pa.RecordBatch]:
+            for df in x.collect_batches():
+                yield from df.to_arrow(compat_level=pl.CompatLevel.oldest()).to_batches()
+
+        return empty.schema, frames(), "the LazyFrame"
+    reader = x if isinstance(x, pa.RecordBatchReader) else pa.RecordBatchReader.from_stream(x)
+    _check_names(reader.schema.names)
+    return reader.schema, iter(reader), "the stream"
 
 
 def _is_stream(x: Any) -> bool:
@@ -1159,47 +1299,6 @@ def _is_stream(x: Any) -> bool:
     if type(x).__module__.split(".")[0] == "pandas":
         return False
     return hasattr(x, "__arrow_c_stream__")
-
-
-def _spool(x: Any) -> Path:
-    """Write a stream, batch by batch, to a private Parquet file (removed after the batch).
-
-    Text that is not valid UTF-8 is nulled on the way and named in :data:`BAD_TEXT`, as
-    for an in-memory table; column types polars cannot read are refused first."""
-    import tempfile
-
-    import pyarrow.parquet as pq
-
-    fd, name = tempfile.mkstemp(prefix="taskmill-plan-", suffix=".parquet")
-    os.close(fd)
-    path = Path(name)
-    try:
-        if isinstance(x, pl.LazyFrame):
-            try:
-                x.sink_parquet(path)
-            except pl.exceptions.PolarsError as exc:
-                raise _bad_input(f"the LazyFrame cannot be computed: {_first_line(exc)}") from None
-            return path
-        reader = x if isinstance(x, pa.RecordBatchReader) else pa.RecordBatchReader.from_stream(x)
-        _check_names(reader.schema.names)
-        _arrow_to_polars(reader.schema.empty_table())  # unreadable types: refused now
-        if BAD_TEXT in reader.schema.names:
-            raise _bad_input(f"the column name {BAD_TEXT!r} is reserved", BAD_TEXT)
-        schema = reader.schema.append(pa.field(BAD_TEXT, pa.string()))
-        with pq.ParquetWriter(path, schema) as writer:
-            for batch in reader:
-                writer.write_table(_clean_text(pa.Table.from_batches([batch])))
-        pa.default_memory_pool().release_unused()  # the batches' buffers, before pass 1
-        return path
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-
-
-def _clean_text(table: pa.Table) -> pa.Table:
-    """``table`` with text that is not valid UTF-8 nulled, and :data:`BAD_TEXT` added."""
-    table, bad = _null_invalid_text(table)
-    return table.append_column(BAD_TEXT, pa.array(bad or [None] * table.num_rows, type=pa.string()))
 
 
 def _null_invalid_text(table: pa.Table) -> tuple[pa.Table, list[str | None] | None]:
@@ -1217,28 +1316,63 @@ def _null_invalid_text(table: pa.Table) -> tuple[pa.Table, list[str | None] | No
     return table, bad
 
 
+#: A hidden column of a plan kept on disk: a 64-bit fingerprint of each valid row's key.
+_FINGERPRINT = "__taskmill_key_fingerprint"
+
+
+def _fingerprint(schema: pl.Schema | None = None) -> pl.Expr:
+    """A 64-bit fingerprint of ``(task_type, dedup_key)`` for valid keyed rows, else null
+    (stable within the process, which is all in-batch dedup needs)."""
+    keyed = pl.col("error_kind").is_null() & pl.col("dedup_key").is_not_null()
+    return pl.when(keyed).then(pl.col("task_type").hash(7) ^ pl.col("dedup_key").hash(11))
+
+
 def _mark_winners(df: pl.DataFrame) -> pl.DataFrame:
+    """:func:`_with_winners` for a frame that holds its keys."""
+    keyed = df.select("index", "error_kind", _fingerprint().alias(_FINGERPRINT))
+    marks = _with_winners(
+        keyed,
+        lambda rows: df.filter(pl.col("index").is_in(rows.implode())).select(
+            "index", "task_type", "dedup_key"
+        ),
+    )
+    return df.with_columns(marks["winner_index"], marks["winner"])
+
+
+def _repeated(values: pl.Series) -> pl.Series:
+    """True where a non-null value occurs more than once.  Found by sorting (a few bytes
+    per row) rather than ``is_duplicated`` (a hash table of every value: ~90 bytes per
+    row on a million distinct keys)."""
+    order = values.arg_sort(nulls_last=True)
+    ordered = values.gather(order)
+    same = (ordered == ordered.shift(1)).fill_null(False) | (
+        ordered == ordered.shift(-1)
+    ).fill_null(False)
+    flags = pl.Series("repeated", [False] * 0, dtype=pl.Boolean).extend_constant(
+        False, values.len()
+    )
+    return flags.scatter(order.filter(same), True)
+
+
+def _with_winners(keyed: pl.DataFrame, exact: Callable[[pl.Series], pl.DataFrame]) -> pl.DataFrame:
     """Inside the batch, the last valid row of each ``(task_type, dedup_key)`` wins.
 
-    Keys are first told apart by a 64-bit hash (cheap on a million rows); only the rows
-    whose hash repeats — the real duplicates, and any collision — are grouped by the
-    exact key, so a collision can never merge two different keys.
+    ``keyed`` holds ``index``, ``error_kind`` and each row's key fingerprint; keys are
+    first told apart by it (cheap on millions of rows), and only the rows whose
+    fingerprint repeats — the real duplicates, and any collision — are grouped by the
+    exact key, which ``exact(indices)`` fetches (``index``, ``task_type``, ``dedup_key``),
+    so a collision can never merge two different keys.  Adds ``winner_index`` and
+    ``winner``.
     """
     valid = pl.col("error_kind").is_null()
-    keyed = valid & pl.col("dedup_key").is_not_null()
-    hashed = df.select(
-        "index",
-        keyed.alias("keyed"),
-        pl.when(keyed).then(pl.col("task_type").hash(7) ^ pl.col("dedup_key").hash(11)).alias("h"),
-    )
-    repeated = hashed["keyed"] & hashed["h"].is_duplicated()
-    winner_index = df["index"].clone().alias("winner_index")  # its own row, unless …
+    repeated = _repeated(keyed[_FINGERPRINT])
+    winner_index = keyed["index"].clone().alias("winner_index")  # its own row, unless …
     if repeated.any():
-        dupes = df.filter(repeated).select(
+        dupes = exact(keyed["index"].filter(repeated)).select(
             "index", pl.col("index").max().over("task_type", "dedup_key").alias("last")
         )
         winner_index = winner_index.scatter(dupes["index"], dupes["last"])
-    return df.with_columns(
+    return keyed.with_columns(
         pl.when(valid).then(winner_index).alias("winner_index"),
     ).with_columns(
         (valid & (pl.col("winner_index") == pl.col("index"))).fill_null(False).alias("winner"),

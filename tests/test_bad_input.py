@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import gc
 import os
 import subprocess
 import textwrap
@@ -607,6 +608,11 @@ def test_a_record_batch_reader_is_read_batch_by_batch_and_leaves_nothing_behind(
     [(index, err)] = out.failed
     assert index == 3007 and err.kind == "invalid_encoding"
     assert store.tasks().height == 4999
+    # the copy of the stream is gone; the checked rows stay while the outcome reads its keys
+    assert len(_spooled_files() - before) == 1
+    assert out.to_polars()["dedup_key"][3008] == "k3-8"
+    del out
+    gc.collect()
     assert _spooled_files() == before
 
 
@@ -628,6 +634,8 @@ def test_a_lazyframe_is_sunk_not_collected_and_a_failing_stream_cleans_up(
     }
     with pytest.raises(tm.SchedulerError, match="unknown column 'oops'"):
         store.submit_batch(pl.scan_parquet(plan).with_columns(pl.lit(1).alias("oops")))
+    del out
+    gc.collect()
     assert _spooled_files() == before
 
 
@@ -654,4 +662,6 @@ def test_invalid_utf8_inside_a_parquet_plan_fails_its_row(
         ("submitted", None),
     ]
     assert store.tasks().select("dedup_key", "payload").rows() == [("a", b"p-a"), ("b", b"p-b")]
+    del out
+    gc.collect()
     assert _spooled_files() == before

@@ -34,7 +34,7 @@ from ..model import (
     SubmitOutcome,
     TaskSubmission,
 )
-from ..outcome import BatchOutcome, build_outcome
+from ..outcome import BatchOutcome, build_outcome, compact
 from ..plan import Prepared, prepare
 from ..validation import Defaults, Row, check_submission
 from .base import ClaimedTask, CommitHook
@@ -636,8 +636,7 @@ class TaskStore:
         self.last_batch_merge_seconds = []
         warm_up_in_background()  # DuckDB starts while the batch is prepared
         prepared = prepare(tasks)
-        frame = prepared.frame
-        n = frame.height
+        n = len(prepared)
         if n > prepared.transaction_limit:
             bounds = [
                 (lo, min(lo + prepared.chunk_size, n)) for lo in range(0, n, prepared.chunk_size)
@@ -651,7 +650,7 @@ class TaskStore:
         finally:
             prepared.close()
         outcome = build_outcome(
-            frame, results, planned=dry_run, elapsed=time.perf_counter() - started
+            prepared, results, planned=dry_run, elapsed=time.perf_counter() - started
         )
         counts = outcome.counts()
         log.info(
@@ -678,7 +677,6 @@ class TaskStore:
         """The chunks in order, each in its own transaction.  While chunk k merges, chunk
         k + 1 is read and staged by DuckDB (holding no lock), so per-chunk staging costs
         no time of its own."""
-        frame = prepared.frame
         base_offset = 0  # for plans: ids the earlier chunks would have taken
         ahead: _Staged | BaseException | None = None
 
@@ -702,7 +700,7 @@ class TaskStore:
                     k,
                     bounds,
                     current,
-                    frame,
+                    prepared,
                     results,
                     dry_run,
                     on_commit,
@@ -725,7 +723,7 @@ class TaskStore:
         k: int,
         bounds: list[tuple[int, int]],
         current: _Staged | BaseException,
-        frame: pl.DataFrame,
+        prepared: Prepared,
         results: list[pl.DataFrame],
         dry_run: bool,
         on_commit: CommitHook | None,
@@ -746,8 +744,9 @@ class TaskStore:
                     raise _store_error("cannot read the batch for", self.path, exc) from exc
                 raise
             partial = build_outcome(
-                frame.slice(0, lo),
+                prepared,
                 results,
+                rows=lo,
                 planned=dry_run,
                 elapsed=time.perf_counter() - started,
                 interrupted=(
@@ -761,14 +760,14 @@ class TaskStore:
                 f"Submit the same batch again with SKIP to complete it. Cause: {exc}",
                 outcome=partial,
             ) from exc
-        results.append(result)
+        results.append(compact(result))  # kept until the batch ends: texts as categoricals
         inserted = result.filter(pl.col("action").is_in(["submitted", "superseded"]))
         if not dry_run and on_commit is not None and inserted.height:
             sup = result.filter(pl.col("action") == "superseded")
             pairs = zip(sup["task_id"].to_list(), sup["replaced_task_id"].to_list(), strict=True)
             on_commit(inserted["task_id"].to_list(), list(pairs))
         if progress is not None:
-            progress(hi, frame.height)
+            progress(hi, len(prepared))
 
     @contextlib.contextmanager
     def _checkpoint_after(self, *, chunked: bool) -> Iterator[None]:
