@@ -24,6 +24,8 @@ highest peak are reported.  Cases:
                   write lock (``merge_s``).  Target: the gap is no longer than the merge.
 
 With ``existing`` the store first holds that many tasks, half of the batch's keys among them.
+With ``key_bytes`` every key is padded to that many bytes (long object paths): the peak
+memory per planned row of the streaming inputs shows there.
 Keys are bucket-like object paths under random prefixes (``data/<hash>/…``), so a batch's
 keys land all over the key index, as a real bucket diff's do.
 """
@@ -75,6 +77,7 @@ class Result:
     peak_mb: float
     extrapolated: bool = False
     extra: dict[str, float] = field(default_factory=dict)
+    key_bytes: int = 0  # keys padded to this length (0: the plan's own keys)
 
     @property
     def rows_per_s(self) -> float:
@@ -84,11 +87,22 @@ class Result:
 # --------------------------------------------------------------------------- worker side
 
 
-def _plan(rows: int, existing: int) -> Any:
+def _plan(rows: int, existing: int, key_bytes: int = 0) -> Any:
+    start = existing - rows // 2 if existing else 0  # half the batch overlaps the store
+    return _keyed_plan(rows, start, key_bytes)
+
+
+def _keyed_plan(rows: int, start: int, key_bytes: int) -> Any:
+    """The bench's sync plan; with ``key_bytes`` every key is padded to that length (long
+    object paths, to measure what memory per planned row a batch needs)."""
+    import polars as pl
+
     from .sample import make_plan
 
-    start = existing - rows // 2 if existing else 0  # half the batch overlaps the store
-    return make_plan(rows, seed=1, start=start, random_prefixes=True)
+    plan = make_plan(rows, seed=1, start=start, random_prefixes=True)
+    if key_bytes:
+        plan = plan.with_columns(pl.col("dedup_key").str.pad_end(key_bytes, "~"))
+    return plan
 
 
 def _noop_plan(rows: int, *, seed: int, start: int = 0) -> Any:
@@ -113,16 +127,15 @@ def _prefilled(path: Path, fill: Callable[[Any], None]) -> Path:
     return path
 
 
-def _template(folder: Path, existing: int) -> Path | None:
+def _template(folder: Path, existing: int, key_bytes: int = 0) -> Path | None:
     """A store holding ``existing`` tasks."""
     if not existing:
         return None
-    from .sample import make_plan
 
     def fill(store: Any) -> None:
-        store.submit_batch(make_plan(existing, seed=1, random_prefixes=True))
+        store.submit_batch(_keyed_plan(existing, 0, key_bytes))
 
-    return _prefilled(folder / f"template-{existing}.db", fill)
+    return _prefilled(folder / f"template-{existing}-{key_bytes}.db", fill)
 
 
 _FINISH_FIRST = (
@@ -170,8 +183,8 @@ def _submissions(df: Any) -> list[Any]:
     ]
 
 
-def _plan_file(folder: Path, rows: int, existing: int) -> Path:
-    return folder / f"plan-{rows}-{existing}.parquet"
+def _plan_file(folder: Path, rows: int, existing: int, key_bytes: int = 0) -> Path:
+    return folder / f"plan-{rows}-{existing}-{key_bytes}.parquet"
 
 
 def _timed_parquet(path: Path, plan: Path, form: str = "parquet") -> tuple[float, bool]:
@@ -239,7 +252,9 @@ def _stall(path: Path, df: Any) -> tuple[float, dict[str, float]]:
     return asyncio.run(go())
 
 
-def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tuple[float, bool]:
+def _run_case(
+    case: str, rows: int, existing: int, folder: Path, run: int, key_bytes: int = 0
+) -> tuple[float, bool]:
     import polars as pl
 
     from .store import TaskStore
@@ -251,11 +266,11 @@ def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tu
     if case == "dispatch":
         template = _dispatch_template(folder, existing)
     else:
-        template = _template(folder, existing)
+        template = _template(folder, existing, key_bytes)
     path = _fresh_store(folder, template, run)
     if case in ("parquet", "reader", "lazy"):
-        return _timed_parquet(path, _plan_file(folder, rows, existing), case)
-    df = _plan(rows, existing)
+        return _timed_parquet(path, _plan_file(folder, rows, existing, key_bytes), case)
+    df = _plan(rows, existing, key_bytes)
     if case == "one_by_one":
         sample = min(rows, ONE_BY_ONE_SAMPLE)
         subs = _submissions(df.head(sample))
@@ -364,14 +379,16 @@ def _run_case(case: str, rows: int, existing: int, folder: Path, run: int) -> tu
 
 
 def worker_main(argv: list[str]) -> None:
-    """``python -m taskmill.bench CASE ROWS EXISTING FOLDER RUN`` → one JSON line."""
-    case, rows, existing, folder, run = argv
+    """``python -m taskmill.bench CASE ROWS EXISTING FOLDER RUN [KEY_BYTES]`` → one JSON
+    line."""
+    case, rows, existing, folder, run = argv[:5]
+    key_bytes = int(argv[5]) if len(argv) > 5 else 0
     extra: dict[str, float] = {}
     if case == "template":  # built in a process of its own: not in any case's peak memory
         if run == "dispatch":
             _dispatch_template(Path(folder), int(existing))
         else:
-            _template(Path(folder), int(existing))
+            _template(Path(folder), int(existing), key_bytes)
         print(json.dumps({}))
         return
     if case == "stall":
@@ -379,10 +396,12 @@ def worker_main(argv: list[str]) -> None:
 
         warm_up()
         path = _fresh_store(Path(folder), None, int(run))
-        took, extra = _stall(path, _plan(int(rows), int(existing)))
+        took, extra = _stall(path, _plan(int(rows), int(existing), key_bytes))
         extrapolated = False
     else:
-        took, extrapolated = _run_case(case, int(rows), int(existing), Path(folder), int(run))
+        took, extrapolated = _run_case(
+            case, int(rows), int(existing), Path(folder), int(run), key_bytes
+        )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         json.dumps({"seconds": took, "peak_mb": peak, "extrapolated": extrapolated, "extra": extra})
@@ -392,11 +411,14 @@ def worker_main(argv: list[str]) -> None:
 # --------------------------------------------------------------------------- driver side
 
 
-def measure(case: str, rows: int, existing: int, folder: Path, repeat: int) -> Result:
+def measure(
+    case: str, rows: int, existing: int, folder: Path, repeat: int, key_bytes: int = 0
+) -> Result:
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    if case in ("parquet", "reader", "lazy") and not _plan_file(folder, rows, existing).exists():
+    plan_file = _plan_file(folder, rows, existing, key_bytes)
+    if case in ("parquet", "reader", "lazy") and not plan_file.exists():
         # written here, so the measured process never holds the whole plan
-        _plan(rows, existing).write_parquet(_plan_file(folder, rows, existing))
+        _plan(rows, existing, key_bytes).write_parquet(plan_file)
     if existing and case not in EMPTY_ONLY:
         kind = "dispatch" if case == "dispatch" else "load"
         subprocess.run(
@@ -409,6 +431,7 @@ def measure(case: str, rows: int, existing: int, folder: Path, repeat: int) -> R
                 str(existing),
                 str(folder),
                 kind,
+                str(key_bytes),
             ],
             capture_output=True,
             env=env,
@@ -429,6 +452,7 @@ def measure(case: str, rows: int, existing: int, folder: Path, repeat: int) -> R
                 str(existing),
                 str(folder),
                 str(run_no),
+                str(key_bytes),
             ],
             capture_output=True,
             text=True,
@@ -443,7 +467,9 @@ def measure(case: str, rows: int, existing: int, folder: Path, repeat: int) -> R
         peak = max(peak, data["peak_mb"])
         extrapolated = data["extrapolated"]
     extra = {k: statistics.median(e[k] for e in extras) for k in extras[0]} if extras else {}
-    return Result(case, rows, existing, statistics.median(runs), runs, peak, extrapolated, extra)
+    return Result(
+        case, rows, existing, statistics.median(runs), runs, peak, extrapolated, extra, key_bytes
+    )
 
 
 def machine() -> str:
@@ -467,7 +493,12 @@ def machine() -> str:
 
 
 def run(
-    sizes: list[int], existing: list[int], cases: list[str], repeat: int, echo: Any = print
+    sizes: list[int],
+    existing: list[int],
+    cases: list[str],
+    repeat: int,
+    echo: Any = print,
+    key_bytes: int = 0,
 ) -> list[Result]:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="taskmill-bench-") as tmp:
@@ -478,7 +509,7 @@ def run(
                     if case in EMPTY_ONLY and ex:
                         continue  # measured once, on an empty store
                     echo(f"  {case:<12} {rows:>9,} rows into {ex:>9,} …", err=True)
-                    results.append(measure(case, rows, ex, folder, repeat))
+                    results.append(measure(case, rows, ex, folder, repeat, key_bytes))
     return results
 
 
@@ -498,6 +529,8 @@ def table(results: list[Result]) -> str:
         c, s = ceiling.get((r.rows, r.existing)), single.get(r.rows)
         e = empty.get((r.case, r.rows)) if r.existing else None
         name = f"{r.case} (extrapolated)" if r.extrapolated else r.case
+        if r.key_bytes:
+            name += f" ({r.key_bytes}-byte keys)"
         vs_ceiling = f"{r.seconds / c:.2f}" if c and r.case != "dispatch" else "–"
         vs_empty = f"{r.seconds / e:.2f}" if e else "–"
         vs_single = f"{s / r.seconds:.1f}" if s and r.case != "dispatch" else "–"

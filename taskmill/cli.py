@@ -671,8 +671,22 @@ def _int_list(text: str) -> list[int]:
 @click.option(
     "--full", is_flag=True, help="The long form: sizes 10k,100k,1m into stores of 0 and 1m tasks."
 )
+@click.option(
+    "--key-bytes",
+    default=0,
+    show_default=True,
+    help="Pad every key to this many bytes (long object paths; 0 keeps the plan's keys).",
+)
 @JSON_OPTION
-def bench(sizes: str, existing: str, cases: str, repeat: int, full: bool, as_json: bool) -> None:
+def bench(
+    sizes: str,
+    existing: str,
+    cases: str,
+    repeat: int,
+    full: bool,
+    key_bytes: int,
+    as_json: bool,
+) -> None:
     """Measure one-by-one submit, executemany, submit_batch and the engine's ceiling."""
     from . import bench as b
 
@@ -682,7 +696,9 @@ def bench(sizes: str, existing: str, cases: str, repeat: int, full: bool, as_jso
     unknown = sorted(set(chosen) - set(b.CASES))
     if unknown:
         raise click.BadParameter(f"unknown case(s): {', '.join(unknown)}", param_hint="--cases")
-    results = b.run(_int_list(sizes), _int_list(existing), chosen, repeat, echo=click.echo)
+    results = b.run(
+        _int_list(sizes), _int_list(existing), chosen, repeat, echo=click.echo, key_bytes=key_bytes
+    )
     if as_json:
         click.echo(b.to_json(results))
     else:

@@ -193,7 +193,8 @@ class BatchOutcome:
 
     def counts(self) -> dict[str, int]:
         """Rows per action, every action present."""
-        got = dict(self._core["action"].cast(pl.String).value_counts().iter_rows())
+        counted = self._core["action"].value_counts()  # on the enum: no text per row
+        got = dict(counted.with_columns(pl.col("action").cast(pl.String)).iter_rows())
         return {a: int(got.get(a, 0)) for a in ACTIONS}
 
     def summary(self, by: str | list[str] = "group") -> pl.DataFrame:

@@ -64,3 +64,29 @@ def test_the_pre_filled_stores(tmp_path: Path) -> None:
         assert set(tasks["task_type"]) == {"noop"}
         assert tasks["id"].min() > history["id"].max()  # the older half finished
         assert history.filter(pl.col("status") != "completed").height == 0
+
+
+def test_key_bytes_pads_the_plan_and_the_store_and_is_reported(tmp_path: Path) -> None:
+    args = "bench --sizes 1k --cases reader --repeat 1 --key-bytes 200 --json"
+    done = subprocess.run(
+        [PYTHON, "-m", "taskmill", *args.split()],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    [result] = json.loads(done.stdout)["results"]
+    assert (result["case"], result["rows"], result["key_bytes"]) == ("reader", 1000, 200)
+    table = bench.table([bench.Result(**{k: v for k, v in result.items() if k != "rows_per_s"})])
+    assert "| reader (200-byte keys) | 1,000 |" in table
+    plan = bench._plan(500, 1000, key_bytes=200)
+    assert plan["dedup_key"].str.len_bytes().unique().to_list() == [200]
+    loaded = bench._template(tmp_path, 1000, key_bytes=200)
+    assert loaded is not None
+    with tm.TaskStore.open(loaded) as store:
+        tasks, _ = assert_store_consistent(store)
+        assert tasks["dedup_key"].str.len_bytes().unique().to_list() == [200]
+        # half the batch overlaps the store, padded keys included
+        assert plan["dedup_key"].is_in(tasks["dedup_key"].implode()).sum() == 250
