@@ -210,7 +210,7 @@ class BatchOutcome:
             )
         own = [k for k in keys if k in _CORE]
         read = [k for k in keys if k not in _CORE]
-        frame = self._core.select("action", *own)
+        frame = self._core.select(list(dict.fromkeys(["action", *own])))
         if read:  # only the key columns asked for, as categoricals
             texts = [k for k in read if OUTCOME_SCHEMA[k] == pl.String]
             extra = self._keys.select(

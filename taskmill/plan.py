@@ -1280,7 +1280,8 @@ def _stream_batches(x: Any) -> tuple[pa.Schema, Iterator[pa.RecordBatch], str]:
         empty = pl.DataFrame(schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest())
 
         def frames() -> Iterator[pa.RecordBatch]:
-            for df in x.collect_batches():
+            # lazy: nothing runs ahead of this loop, so batches never pile up unread
+            for df in x.collect_batches(lazy=True, chunk_size=_READ_BATCH):
                 yield from df.to_arrow(compat_level=pl.CompatLevel.oldest()).to_batches()
 
         return empty.schema, frames(), "the LazyFrame"
