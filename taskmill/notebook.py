@@ -57,8 +57,7 @@ PAGE_SIZE = 20
 
 def view_frame(outcome: BatchOutcome, view: str) -> pl.DataFrame:
     """The rows of one detail view (see :data:`VIEWS`) as a polars DataFrame."""
-    df = outcome.to_polars()
-    action = pl.col("action").cast(pl.String)
+    action = pl.col("action")  # the enum, compared without text per row
     filters = {
         "in batch": (action == "deduplicated") & (pl.col("reason") == "in_batch"),
         "already queued": (action == "deduplicated") & (pl.col("reason") == "existing"),
@@ -68,7 +67,7 @@ def view_frame(outcome: BatchOutcome, view: str) -> pl.DataFrame:
     }
     if view not in filters:
         raise KeyError(f"no view {view!r}; views: {', '.join(VIEWS)}")
-    return df.filter(filters[view]).select(_VIEW_COLUMNS[view])
+    return outcome.rows(filters[view]).select(_VIEW_COLUMNS[view])  # keys of those rows only
 
 
 def _shown(value: object, thousands: bool) -> str:

@@ -34,6 +34,7 @@ from .model import (
     SchedulerError,
     TaskSubmission,
 )
+from .outcome import KEY_COLUMNS
 from .validation import EXPECTED_FIELDS, MAX_INT64, Defaults, check_submission, encodes
 
 __all__ = ["CANONICAL", "BatchSubmission", "Prepared", "prepare"]
@@ -145,11 +146,6 @@ class BatchSubmission:
         return Defaults(self._default_group, self._default_priority, self._on_duplicate)
 
 
-#: Columns of every row an outcome shows beside its action (read again, for a plan that
-#: was kept on disk, only when the outcome is looked at).
-KEY_COLUMNS = ("task_type", "dedup_key", "group", "priority")
-
-
 class Spool:
     """A private temporary file, removed by :meth:`remove` or when the last object
     holding it (a :class:`Prepared` batch, the outcome reading its keys) is gone."""
@@ -179,11 +175,12 @@ class Prepared:
     ``frame`` columns: ``index``, ``error_kind`` / ``error_field`` / ``error`` (null for
     valid rows), ``winner`` (the valid row that goes on for its key) and
     ``winner_index``.  Input held in memory keeps its canonical columns in ``frame`` too
-    (defaults applied, ``on_duplicate`` lower-cased).  A plan read from a file (Parquet,
-    or a stream first spooled to Parquet) keeps only those narrow columns in memory —
-    the error texts as categoricals; its checked rows wait in a private Parquet file
-    (``checked``), read again chunk by chunk by :meth:`rows`, with the payloads read from
-    the plan itself.  So memory per planned row is what in-batch dedup needs.
+    (defaults applied, ``on_duplicate`` lower-cased).  A plan read from a file or a
+    stream keeps only those narrow columns in memory — the error texts as categoricals;
+    its checked rows wait in a private Parquet file (``checked``), read again chunk by
+    chunk by :meth:`rows`, with the payloads of a Parquet plan read from the plan itself
+    (a stream's are in ``checked``).  So memory per planned row is what in-batch dedup
+    needs.
     """
 
     frame: pl.DataFrame
@@ -192,13 +189,13 @@ class Prepared:
     payloads: ColumnStream | None = None
     checked: Spool | None = None
     stored: ColumnStream | None = None  # the rows of `checked`, read chunk by chunk
-    spooled: Spool | None = None  # a private copy of a streamed input, removed by close()
 
     def close(self) -> None:
-        """Remove the private copy of a streamed input (idempotent).  The checked rows
-        stay while an outcome reads its keys from them."""
-        if self.spooled is not None:
-            self.spooled.remove()
+        """Close the files the batch reads (idempotent).  The checked rows stay while an
+        outcome reads its keys from them."""
+        for stream in (self.payloads, self.stored):
+            if stream is not None:
+                stream.close()
 
     def rows(self, lo: int, hi: int) -> pl.DataFrame:
         """Rows ``lo..hi-1`` with their payloads (read now, for a plan kept on disk).
@@ -362,15 +359,13 @@ def _prepare_batches(
                 narrow.append(narrow_of(checked))
                 offset += batch.num_rows
                 del checked
-    except SchedulerError:
+    except BaseException as exc:
         spool.remove()
-        raise
-    except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
-        spool.remove()
+        if isinstance(exc, SchedulerError) or not isinstance(
+            exc, pl.exceptions.PolarsError | pa.ArrowException | OSError
+        ):
+            raise
         raise _bad_input(f"cannot read {where}: {_first_line(exc)}") from None
-    except BaseException:
-        spool.remove()
-        raise
     keyed = pl.concat(narrow)
     del narrow
     stored = pl.scan_parquet(spool.path)
@@ -1006,6 +1001,10 @@ class ColumnStream:
             else:  # text that is not UTF-8 is nulled (its row failed in pass 1)
                 yield _from_arrow(pa.Table.from_batches([batch])).select(self.expr)
 
+    def close(self) -> None:
+        """Stop reading (closes the file being read)."""
+        self._batches.close()
+
     def take(self, n: int) -> pl.DataFrame:
         """The next ``n`` rows."""
         if self.columns == []:  # the plan has no payloads
@@ -1092,8 +1091,8 @@ def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
 def _check_table(df: Frame, defaults: Defaults, *, offset: int = 0) -> Frame:
     """Vectorised validation: the same kinds and messages as ``check_submission``.
 
-    Pure expressions, so a LazyFrame stays lazy (a Parquet plan is checked while it
-    streams)."""
+    Pure expressions, so a LazyFrame stays lazy (each batch of a plan read from a file
+    is checked in one query); rows are numbered from ``offset``."""
     schema = df.collect_schema()
     float_ints = {n for n in _INTS if schema[n].is_float()}  # given as floats: must be whole
     checks: list[tuple[pl.Expr, str, str | pl.Expr, pl.Expr]] = []
