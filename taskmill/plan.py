@@ -1274,11 +1274,14 @@ def _prepare(x: Any, spec: BatchSubmission | None) -> Prepared:
     if isinstance(x, str | os.PathLike):
         return _prepare_parquet(Path(x), spec)
     if _is_stream(x):
-        # read batch by batch: the checked rows, payloads included, go to a private
-        # Parquet file, so a stream is never held whole in memory
+        # read batch by batch: past IN_MEMORY_ROWS the checked rows, payloads included,
+        # go to a private Parquet file, so a stream is never held whole in memory
         schema, batches, where = _stream_batches(x)
+        head, rest = _head(batches, IN_MEMORY_ROWS)
+        if rest is None:
+            return _in_memory(schema, head, spec)
         frame, checked, stored = _prepare_batches(
-            schema, batches, spec, keep_payloads=True, where=where
+            schema, rest, spec, keep_payloads=True, where=where
         )
         return Prepared(frame, *settings, checked=checked, stored=stored)
     if _is_table(x):
@@ -1300,19 +1303,18 @@ def _prepare_parquet(path: Path, spec: BatchSubmission) -> Prepared:
     to validate and dedup, then chunk by chunk for the payloads while merging."""
     files, schema = _parquet_plan(path)
     pinned = [_identity(f) for f in files]
+    head, rest = _head(_pinned_batches(files, pinned), IN_MEMORY_ROWS)
+    if rest is None:  # a small plan: read once, whole, and prepared in memory
+        _check_unchanged(files, pinned)
+        return _in_memory(schema, head, spec)
     frame, checked, stored = _prepare_batches(
-        schema,
-        _pinned_batches(files, pinned),
-        spec,
-        keep_payloads=False,
-        where=f"Parquet input {path}",
+        schema, rest, spec, keep_payloads=False, where=f"Parquet input {path}"
     )
-    for f, before in zip(files, pinned, strict=True):
-        if _identity(f) != before:
-            checked.remove()
-            raise _bad_input(
-                f"the Parquet input {f} changed while it was read; nothing was written"
-            )
+    try:
+        _check_unchanged(files, pinned)
+    except SchedulerError:
+        checked.remove()
+        raise
     columns, expr = _payload_source(_arrow_to_polars(_empty(schema)).schema, spec)
     return Prepared(
         frame,
@@ -1322,6 +1324,50 @@ def _prepare_parquet(path: Path, spec: BatchSubmission) -> Prepared:
         checked=checked,
         stored=stored,
     )
+
+
+#: A plan read from a file or a stream with at most this many rows is prepared in memory,
+#: like a DataFrame (one read, no private file: faster for small plans); a larger one
+#: streams through a private file of checked rows, keeping ~30 bytes a row in memory.
+IN_MEMORY_ROWS = 200_000
+
+
+def _head(
+    batches: Iterable[pa.RecordBatch], limit: int
+) -> tuple[list[pa.RecordBatch], Iterator[pa.RecordBatch] | None]:
+    """The first batches, up to just past ``limit`` rows, and an iterator over every
+    batch (those first ones included) when the input goes past ``limit`` — ``None``
+    when the first batches are all of it."""
+    source = iter(batches)
+    head: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in source:
+        head.append(batch)
+        rows += batch.num_rows
+        if rows > limit:
+
+            def everything() -> Iterator[pa.RecordBatch]:
+                while head:  # handed over one by one: none is kept once read
+                    yield head.pop(0)
+                yield from source
+
+            return [], everything()
+    return head, None
+
+
+def _in_memory(schema: pa.Schema, batches: list[pa.RecordBatch], spec: BatchSubmission) -> Prepared:
+    """A small plan, read whole, prepared like an in-memory table."""
+    table = pa.Table.from_batches(batches) if batches else _empty(schema)
+    df = _check_table(_canonical_columns(_from_arrow(table), spec), spec.defaults)
+    return Prepared(_mark_winners(df), spec._chunk_size, spec._transaction_limit)
+
+
+def _check_unchanged(files: list[Path], pinned: list[tuple[int, int, int, int]]) -> None:
+    for f, before in zip(files, pinned, strict=True):
+        if _identity(f) != before:
+            raise _bad_input(
+                f"the Parquet input {f} changed while it was read; nothing was written"
+            )
 
 
 def _empty(schema: pa.Schema) -> pa.Table:

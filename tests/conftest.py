@@ -36,6 +36,15 @@ def store(db_path: Path) -> Iterator[tm.TaskStore]:
         yield s
 
 
+@pytest.fixture
+def streamed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plans read from files and streams take the path of large plans (a private file of
+    checked rows, read back per chunk) however small they are."""
+    from taskmill import plan
+
+    monkeypatch.setattr(plan, "IN_MEMORY_ROWS", 0)
+
+
 def run_py(code: str, **kwargs: object) -> subprocess.Popen:
     """Start ``python -c code`` (dedented) with this checkout's taskmill."""
     return subprocess.Popen([PYTHON, "-c", textwrap.dedent(code)], env=ENV, **kwargs)  # type: ignore[call-overload]

@@ -228,6 +228,7 @@ def _payloads_match_keys(store: tm.TaskStore) -> int:
 
 
 @pytest.mark.parametrize("how", ["replaced", "rewritten-in-place"])
+@pytest.mark.usefixtures("streamed")
 def test_a_parquet_plan_that_changes_mid_batch_stops_with_the_committed_part(
     tmp_path: Path, how: str
 ) -> None:
@@ -580,6 +581,7 @@ def _spooled_files() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("taskmill-plan-*.parquet")}
 
 
+@pytest.mark.usefixtures("streamed")
 def test_a_record_batch_reader_is_read_batch_by_batch_and_leaves_nothing_behind(
     store: tm.TaskStore,
 ) -> None:
@@ -616,6 +618,7 @@ def test_a_record_batch_reader_is_read_batch_by_batch_and_leaves_nothing_behind(
     assert _spooled_files() == before
 
 
+@pytest.mark.usefixtures("streamed")
 def test_a_lazyframe_is_sunk_not_collected_and_a_failing_stream_cleans_up(
     store: tm.TaskStore, tmp_path: Path
 ) -> None:
@@ -639,6 +642,7 @@ def test_a_lazyframe_is_sunk_not_collected_and_a_failing_stream_cleans_up(
     assert _spooled_files() == before
 
 
+@pytest.mark.usefixtures("streamed")
 def test_invalid_utf8_inside_a_parquet_plan_fails_its_row(
     store: tm.TaskStore, tmp_path: Path
 ) -> None:

@@ -19,6 +19,8 @@ from taskmill.plan import prepare
 
 from conftest import assert_store_consistent
 
+pytestmark = pytest.mark.usefixtures("streamed")  # however small, these plans go to disk
+
 #: Duplicates inside the batch (k1 three times, k2 twice, k1 under another type), invalid
 #: rows (an empty type, a priority of 300), a keyless row, and a payload per row.
 PLAN = pl.DataFrame(
@@ -181,3 +183,19 @@ def test_repeated_finds_every_value_seen_twice() -> None:
         True,
     ]
     assert plan._repeated(pl.Series([], dtype=pl.UInt64)).to_list() == []
+
+
+def test_a_small_plan_from_a_file_is_prepared_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to IN_MEMORY_ROWS rows a file or a stream is read once, whole: no private file."""
+    monkeypatch.setattr(plan, "IN_MEMORY_ROWS", PLAN.height)
+    expected = _expected(tmp_path)
+    for form, source in _forms(tmp_path).items():
+        prepared = prepare(source)
+        assert prepared.checked is None and prepared.payloads is None, form
+        assert "dedup_key" in prepared.frame.columns
+    with tm.TaskStore.open(tmp_path / "tasks.db") as store:
+        assert store.submit_batch(_forms(tmp_path)["reader"]).to_polars().equals(expected)
+    monkeypatch.setattr(plan, "IN_MEMORY_ROWS", PLAN.height - 1)  # one row more: on disk
+    assert prepare(_forms(tmp_path)["parquet"]).checked is not None
