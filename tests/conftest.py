@@ -3,6 +3,7 @@ invariants most tests check, and what a test needs of the machine."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -34,6 +35,28 @@ def db_path(tmp_path: Path) -> Path:
 def store(db_path: Path) -> Iterator[tm.TaskStore]:
     with tm.TaskStore.open(db_path) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[object]:
+    """One throwaway PostgreSQL server for the whole test run (taskmill/pgserver.py)."""
+    from taskmill.pgserver import ThrowawayPostgres
+
+    with ThrowawayPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: object, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the test server."""
+    import re
+
+    name = re.sub(r"\W", "_", request.node.name.lower())[:40] + f"_{os.getpid()}"
+    name += f"_{next(_databases)}"
+    return pg_server.create_database(name)  # type: ignore[attr-defined]
+
+
+_databases = itertools.count()
 
 
 @pytest.fixture

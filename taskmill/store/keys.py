@@ -9,8 +9,8 @@ being taken for a duplicate (odds: about ``n * m / 2**64`` for ``m`` new keys ag
 active ones — one in 200 million for a 100k batch into a 1M store).
 
 Definition, identical in every place that computes it (Python here; DuckDB while staging a
-batch; SQLite during the migration that introduced it; PostgreSQL can compute it with
-``('x' || left(md5(…), 16))::bit(64)::bigint``)::
+batch; SQLite during the migration that introduced it; PostgreSQL with
+:data:`POSTGRES_KEY_HASH`)::
 
     md5( <UTF-8 byte length of task_type> ":" task_type dedup_key )
     → its first 8 bytes, read as a big-endian signed 64-bit integer
@@ -24,7 +24,14 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 
-__all__ = ["COLLISION", "DUCKDB_KEY_HASH", "SQLITE_FUNCTION", "key_hash", "register"]
+__all__ = [
+    "COLLISION",
+    "DUCKDB_KEY_HASH",
+    "POSTGRES_KEY_HASH",
+    "SQLITE_FUNCTION",
+    "key_hash",
+    "register",
+]
 
 #: The error of a row whose key hash collides: task type, key and what it collides with
 #: (``{}`` placeholders, for ``str.format`` and ``polars.format`` alike).
@@ -54,6 +61,13 @@ _MD5 = "md5(strlen(task_type)::VARCHAR || ':' || task_type || dedup_key)"
 DUCKDB_KEY_HASH = (
     f"CAST(CAST('0x' || {_MD5}[1:16] AS UBIGINT)::HUGEINT "
     f"- CASE WHEN {_MD5}[1:1] >= '8' THEN 18446744073709551616 ELSE 0 END AS BIGINT)"
+)
+
+#: The same hash as a PostgreSQL expression over ``task_type`` and ``dedup_key`` (NULL when
+#: ``dedup_key`` is NULL; ``md5`` of text hashes its UTF-8 bytes in a UTF8 database).
+POSTGRES_KEY_HASH = (
+    "('x' || left(md5(octet_length(task_type)::text || ':' || task_type || dedup_key), 16))"
+    "::bit(64)::bigint"
 )
 
 #: Name of the SQL function :func:`register` adds to a SQLite connection.

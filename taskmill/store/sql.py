@@ -14,6 +14,7 @@ import re
 import sqlite3
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 APPLICATION_ID = "taskmill"
 
@@ -28,8 +29,15 @@ def _read(name: str) -> str:
 @cache
 def migrations() -> dict[int, str]:
     """Every migration script by the schema version it brings a store to."""
+    return load_migrations(resources.files(__package__).joinpath("migrations"), first=2)
+
+
+def load_migrations(folder: Traversable, *, first: int) -> dict[int, str]:
+    """The ``NNN_what.sql`` scripts of ``folder`` by version, numbered from ``first``
+    without gaps (each backend keeps its own folder; the runner is the same idea)."""
     found: dict[int, str] = {}
-    folder = resources.files(__package__).joinpath("migrations")
+    if not folder.is_dir():  # no migrations yet
+        return found
     for entry in folder.iterdir():
         match = _MIGRATION.match(entry.name)
         if match is None:
@@ -39,8 +47,10 @@ def migrations() -> dict[int, str]:
             raise RuntimeError(f"two migrations to schema version {version}")
         found[version] = entry.read_text(encoding="utf-8")
     versions = sorted(found)
-    if versions != list(range(2, 2 + len(versions))):
-        raise RuntimeError(f"migrations must be numbered 002, 003, … without gaps: {versions}")
+    if versions != list(range(first, first + len(versions))):
+        raise RuntimeError(
+            f"migrations in {folder} must be numbered from {first:03d} without gaps: {versions}"
+        )
     return {v: found[v] for v in versions}
 
 

@@ -1,0 +1,96 @@
+-- taskmill store schema on PostgreSQL, version 3 (the SQLite store's schema 3, column for
+-- column).  Everything lives in the schema `taskmill`, so the store can share a database
+-- with the user's own tables; the runner (postgres/migrate.py) creates the schema and
+-- applies this file, or the migrations in migrations/ to an older store, in one
+-- transaction under an advisory lock.
+--
+-- Active tasks (pending, running, paused) live in `tasks`; a task that finishes moves,
+-- with the same id, to `history`.  Ids come from the sequence `task_ids` and are never
+-- handed out twice.
+
+CREATE TABLE taskmill.meta (
+    key   text PRIMARY KEY,
+    value text NOT NULL
+);
+
+CREATE SEQUENCE taskmill.task_ids AS bigint;
+
+CREATE TABLE taskmill.tasks (
+    id                    bigint   PRIMARY KEY DEFAULT nextval('taskmill.task_ids'),
+    task_type             text     NOT NULL CHECK (task_type <> ''),
+    dedup_key             text              CHECK (dedup_key <> ''),
+    group_name            text,
+    priority              smallint NOT NULL CHECK (priority BETWEEN 0 AND 255),
+    -- queue order within a priority: a new task's own id; a task that supersedes a
+    -- pending one inherits the replaced task's position
+    queue_pos             bigint   NOT NULL,
+    status                text     NOT NULL DEFAULT 'pending'
+                                   CHECK (status IN ('pending', 'running', 'paused')),
+    payload               bytea,
+    label                 text,
+    expected_read_bytes   bigint   NOT NULL DEFAULT 0 CHECK (expected_read_bytes >= 0),
+    expected_write_bytes  bigint   NOT NULL DEFAULT 0 CHECK (expected_write_bytes >= 0),
+    expected_net_rx_bytes bigint   NOT NULL DEFAULT 0 CHECK (expected_net_rx_bytes >= 0),
+    expected_net_tx_bytes bigint   NOT NULL DEFAULT 0 CHECK (expected_net_tx_bytes >= 0),
+    max_retries           integer           CHECK (max_retries >= 0),
+    attempts              integer  NOT NULL DEFAULT 0,
+    last_error            text,
+    run_after             double precision, -- not dispatched before this time (retry backoff)
+    owner                 text,             -- the worker running it: 'host:pid:token'
+    created_at            double precision NOT NULL,
+    started_at            double precision,
+    key_hash              bigint            -- taskmill/store/keys.py; NULL without a key
+);
+
+ALTER SEQUENCE taskmill.task_ids OWNED BY taskmill.tasks.id;
+
+-- One active task per (task_type, dedup_key), enforced by PostgreSQL itself on the 64-bit
+-- key hash, under any number of concurrent writers.  The text stays the truth: a hash
+-- match with a different text is a collision, refused.
+CREATE UNIQUE INDEX tasks_active_key ON taskmill.tasks (key_hash) WHERE key_hash IS NOT NULL;
+
+-- The claim: `WHERE status = 'pending' ORDER BY priority, queue_pos, id … FOR UPDATE
+-- SKIP LOCKED` walks this index in exactly its order (an index scan, no sort).
+CREATE INDEX tasks_claim ON taskmill.tasks (priority, queue_pos, id) WHERE status = 'pending';
+
+-- Running tasks by owner (leases, release, counts per group).
+CREATE INDEX tasks_running ON taskmill.tasks (owner) WHERE status = 'running';
+
+-- Tasks waiting out a retry backoff (run_after is only set on those).
+CREATE INDEX tasks_retry ON taskmill.tasks (run_after) WHERE run_after IS NOT NULL;
+
+CREATE TABLE taskmill.history (
+    id                    bigint   PRIMARY KEY,   -- the task's own id
+    task_type             text     NOT NULL,
+    dedup_key             text,
+    group_name            text,
+    priority              smallint NOT NULL,
+    payload               bytea,
+    label                 text,
+    expected_read_bytes   bigint   NOT NULL DEFAULT 0,
+    expected_write_bytes  bigint   NOT NULL DEFAULT 0,
+    expected_net_rx_bytes bigint   NOT NULL DEFAULT 0,
+    expected_net_tx_bytes bigint   NOT NULL DEFAULT 0,
+    max_retries           integer,
+    status                text     NOT NULL
+                                   CHECK (status IN ('completed', 'failed', 'cancelled', 'superseded')),
+    attempts              integer  NOT NULL,
+    last_error            text,
+    replaced_by           bigint,           -- for 'superseded': the task that replaced it
+    created_at            double precision NOT NULL,
+    started_at            double precision,
+    finished_at           double precision NOT NULL
+);
+
+CREATE INDEX history_finished ON taskmill.history (finished_at);
+
+-- Workers and their leases: a scheduler renews `heartbeat_at` while it runs; a running
+-- task whose owner's lease ran out is pending again.
+CREATE TABLE taskmill.workers (
+    owner         text             PRIMARY KEY,   -- 'host:pid:token', as in tasks.owner
+    host          text             NOT NULL,
+    pid           integer          NOT NULL,
+    lease_timeout double precision NOT NULL CHECK (lease_timeout > 0),
+    heartbeat_at  double precision NOT NULL,
+    started_at    double precision NOT NULL
+);
