@@ -32,6 +32,7 @@ keys land all over the key index, as a real bucket diff's do.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -387,6 +388,12 @@ def worker_main(argv: list[str]) -> None:
     case, rows, existing, folder, run = argv[:5]
     key_bytes = int(argv[5]) if len(argv) > 5 else 0
     extra: dict[str, float] = {}
+    if case == "plan":  # written in a process of its own: see measure()
+        _plan(int(rows), int(existing), key_bytes).write_parquet(
+            _plan_file(Path(folder), int(rows), int(existing), key_bytes)
+        )
+        print(json.dumps({}))
+        return
     if case == "template":  # built in a process of its own: not in any case's peak memory
         if run == "dispatch":
             _dispatch_template(Path(folder), int(existing))
@@ -405,10 +412,24 @@ def worker_main(argv: list[str]) -> None:
         took, extrapolated = _run_case(
             case, int(rows), int(existing), Path(folder), int(run), key_bytes
         )
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_mb()
     print(
         json.dumps({"seconds": took, "peak_mb": peak, "extrapolated": extrapolated, "extra": extra})
     )
+
+
+def peak_mb() -> float:
+    """This process's own peak resident memory in MB.
+
+    ``VmHWM`` of ``/proc/self/status`` where there is one (Linux): ``ru_maxrss`` is kept
+    across ``fork`` and ``exec``, so a process started by a bigger one reports its
+    parent's peak if that was higher (a bench started from a notebook would show the
+    notebook's peak for every case)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # --------------------------------------------------------------------------- driver side
@@ -419,27 +440,23 @@ def measure(
 ) -> Result:
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     plan_file = _plan_file(folder, rows, existing, key_bytes)
-    if case in ("parquet", "reader", "lazy") and not plan_file.exists():
-        # written here, so the measured process never holds the whole plan
-        _plan(rows, existing, key_bytes).write_parquet(plan_file)
-    if existing and case not in EMPTY_ONLY:
-        kind = "dispatch" if case == "dispatch" else "load"
+
+    def helper(*args: str) -> None:
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "taskmill.bench",
-                "template",
-                "0",
-                str(existing),
-                str(folder),
-                kind,
-                str(key_bytes),
-            ],
+            [sys.executable, "-m", "taskmill.bench", *args, str(key_bytes)],
             capture_output=True,
             env=env,
             check=True,
         )
+
+    if case in ("parquet", "reader", "lazy") and not plan_file.exists():
+        # written by a process of its own, never by this one: a child inherits its
+        # parent's peak memory (Linux keeps ru_maxrss across fork and exec), so a plan
+        # built here would show up as every later case's peak
+        helper("plan", str(rows), str(existing), str(folder), "0")
+    if existing and case not in EMPTY_ONLY:
+        kind = "dispatch" if case == "dispatch" else "load"
+        helper("template", "0", str(existing), str(folder), kind)
     runs: list[float] = []
     extras: list[dict[str, float]] = []
     peak = 0.0

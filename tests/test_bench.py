@@ -90,3 +90,22 @@ def test_key_bytes_pads_the_plan_and_the_store_and_is_reported(tmp_path: Path) -
         assert tasks["dedup_key"].str.len_bytes().unique().to_list() == [200]
         # half the batch overlaps the store, padded keys included
         assert plan["dedup_key"].is_in(tasks["dedup_key"].implode()).sum() == 250
+
+
+def test_a_case_reports_its_own_peak_not_its_parents() -> None:
+    """ru_maxrss survives fork and exec: a worker started by a process that once held
+    300 MB reported 300 MB whatever it used itself."""
+    code = (
+        "import subprocess, sys\n"
+        "x = bytearray(300 * 2**20)\n"
+        "for i in range(0, len(x), 4096): x[i] = 1\n"
+        "del x\n"
+        "child = 'from taskmill.bench import peak_mb; print(peak_mb())'\n"
+        "print(subprocess.run([sys.executable, '-c', child], capture_output=True, text=True,"
+        " check=True).stdout)\n"
+    )
+    done = subprocess.run(
+        [PYTHON, "-c", code], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.strip()) < 200  # taskmill's imports, not the parent's 300 MB
