@@ -15,10 +15,10 @@ from taskmill import bench
 from conftest import ENV, PYTHON, ROOT, assert_store_consistent
 
 
-def test_a_small_run_reports_every_case_at_every_store_size() -> None:
-    args = "bench --sizes 1k --existing 0,2k --cases polars,ceiling,dispatch --repeat 1 --json"
+def _bench(args: str) -> dict:
+    """``taskmill bench ARGS --json``, run as a user would; its report."""
     done = subprocess.run(
-        [PYTHON, "-m", "taskmill", *args.split()],
+        [PYTHON, "-m", "taskmill", "bench", *args.split(), "--json"],
         capture_output=True,
         text=True,
         env=ENV,
@@ -26,7 +26,11 @@ def test_a_small_run_reports_every_case_at_every_store_size() -> None:
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_a_small_run_reports_every_case_at_every_store_size() -> None:
+    report = _bench("--sizes 1k --existing 0,2k --cases polars,ceiling,dispatch --repeat 1")
     got = {(r["case"], r["existing"]): r for r in report["results"]}
     assert set(got) == {
         (case, existing) for case in ("polars", "ceiling", "dispatch") for existing in (0, 2000)
@@ -67,17 +71,7 @@ def test_the_pre_filled_stores(tmp_path: Path) -> None:
 
 
 def test_key_bytes_pads_the_plan_and_the_store_and_is_reported(tmp_path: Path) -> None:
-    args = "bench --sizes 1k --cases reader --repeat 1 --key-bytes 200 --json"
-    done = subprocess.run(
-        [PYTHON, "-m", "taskmill", *args.split()],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    [result] = json.loads(done.stdout)["results"]
+    [result] = _bench("--sizes 1k --cases reader --repeat 1 --key-bytes 200")["results"]
     assert (result["case"], result["rows"], result["key_bytes"]) == ("reader", 1000, 200)
     table = bench.table([bench.Result(**{k: v for k, v in result.items() if k != "rows_per_s"})])
     assert "| reader (200-byte keys) | 1,000 |" in table
