@@ -273,33 +273,34 @@ SELECT task_type, status, count(*) FROM taskmill.history GROUP BY 1, 2;
 -- ------------------------------------------------------------------ integrity
 
 -- name: integrity_problems
--- The store's invariants, one row per kind of breach with how many rows break it (an
--- empty result: every invariant holds).
+-- The store's invariants, one row per kind of breach with how many rows break it, in this
+-- order (an empty result: every invariant holds).
 SELECT problem, n FROM (
-    SELECT 'active tasks whose key_hash is not the hash of their task_type and dedup_key'
+    SELECT 1 AS ord,
+           'active tasks whose key_hash is not the hash of their task_type and dedup_key'
                AS problem,
            count(*) AS n
     FROM taskmill.tasks
     WHERE key_hash IS DISTINCT FROM {KEY_HASH}
     UNION ALL
-    SELECT 'keys held by more than one active task', count(*)
+    SELECT 2, 'keys held by more than one active task', count(*)
     FROM (
         SELECT 1 FROM taskmill.tasks WHERE dedup_key IS NOT NULL
         GROUP BY task_type, dedup_key HAVING count(*) > 1
     ) AS dup
     UNION ALL
-    SELECT 'ids both active and finished', count(*)
+    SELECT 3, 'ids both active and finished', count(*)
     FROM taskmill.tasks AS t JOIN taskmill.history AS h ON h.id = t.id
     UNION ALL
-    SELECT 'running tasks without an owner, or other tasks with one', count(*)
+    SELECT 4, 'running tasks without an owner, or other tasks with one', count(*)
     FROM taskmill.tasks
     WHERE (status = 'running') <> (owner IS NOT NULL)
     UNION ALL
-    SELECT 'finished tasks whose replaced_by does not match their status', count(*)
+    SELECT 5, 'finished tasks whose replaced_by does not match their status', count(*)
     FROM taskmill.history
     WHERE (status = 'superseded') <> (replaced_by IS NOT NULL)
     UNION ALL
-    SELECT 'ids above the last one the id sequence handed out', count(*)
+    SELECT 6, 'ids above the last one the id sequence handed out', count(*)
     FROM (
         SELECT id FROM taskmill.tasks UNION ALL SELECT id FROM taskmill.history
     ) AS every_id
@@ -307,4 +308,5 @@ SELECT problem, n FROM (
         SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM taskmill.task_ids
     )
 ) AS checks
-WHERE n > 0;
+WHERE n > 0
+ORDER BY ord;

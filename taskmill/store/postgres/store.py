@@ -278,17 +278,26 @@ class PostgresStore:
     ) -> T:
         """Run ``body`` in one write transaction, all or nothing.
 
-        A deadlock or serialization failure runs it again (up to
+        A connection found lost at ``BEGIN`` is opened again.  A deadlock or serialization failure runs it again (up to
         :data:`TRANSACTION_TRIES` times), as does — with ``retry_unique`` — a clash on
         the active-key index (a writer that bypassed the submit lock won the race)."""
         with self._lock:
             for attempt in itertools.count(1):
                 conn = self._writer()
+                begun = False
                 try:
                     with conn.transaction():
+                        begun = True
                         return body(conn)
                 except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
                     if attempt < TRANSACTION_TRIES:
+                        continue
+                    raise _store_error(action, self.where, exc) from exc
+                except psycopg.OperationalError as exc:
+                    # the connection was lost before the transaction began (the server
+                    # restarted, an idle connection was cut): nothing was written, so a
+                    # new connection may try; once begun, the outcome is unknown
+                    if not begun and conn.broken and attempt == 1:
                         continue
                     raise _store_error(action, self.where, exc) from exc
                 except pg_errors.UniqueViolation as exc:
