@@ -278,7 +278,8 @@ class PostgresStore:
     ) -> T:
         """Run ``body`` in one write transaction, all or nothing.
 
-        A connection found lost at ``BEGIN`` is opened again.  A deadlock or serialization failure runs it again (up to
+        A connection found lost at ``BEGIN`` is opened again (nothing was written yet).
+        A deadlock or serialization failure runs the transaction again (up to
         :data:`TRANSACTION_TRIES` times), as does — with ``retry_unique`` — a clash on
         the active-key index (a writer that bypassed the submit lock won the race)."""
         with self._lock:
