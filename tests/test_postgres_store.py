@@ -130,6 +130,41 @@ def test_frames_have_the_sqlite_stores_columns(store: PostgresStore, tmp_path: P
         assert store.history().drop(drop).rows() == lite.history().drop(drop).rows()
 
 
+def test_the_same_methods_and_signatures_as_the_sqlite_store() -> None:
+    """Every public method of the SQLite store but batches (and its SQLite connection),
+    with the same parameters, kinds and defaults."""
+    import inspect
+
+    skip = {"submit_batch", "plan_batch", "conn"}
+    names = [n for n in vars(tm.TaskStore) if not n.startswith("_") and n not in skip]
+    assert "claim" in names and "integrity_check" in names
+    for name in names:
+        lite = inspect.signature(getattr(tm.TaskStore, name))
+        pg = inspect.signature(getattr(PostgresStore, name))
+        params = [(p.name, p.kind, p.default) for p in lite.parameters.values()]
+        mine = [(p.name, p.kind, p.default) for p in pg.parameters.values()]
+        if name == "open":  # a URL where SQLite takes a path
+            params, mine = params[1:], mine[1:]
+        assert mine == params, name
+
+
+def test_the_claim_query_walks_the_claim_index_with_no_sort(pg_url: str) -> None:
+    PostgresStore.open(pg_url).close()
+    raw(
+        pg_url,
+        "INSERT INTO taskmill.tasks (task_type, group_name, priority, queue_pos, status, "
+        "created_at) SELECT 't' || (i % 3), 'g' || (i % 5), i % 4 * 50, i, "
+        "CASE WHEN i % 10 = 0 THEN 'running' ELSE 'pending' END, 0 "
+        "FROM generate_series(1, 20000) i",
+    )
+    raw(pg_url, "ANALYZE taskmill.tasks")
+    params = {"types": ["t0", "t1"], "now": time.time(), "full_groups": ["g1"], "limit": 16}
+    plan = raw(pg_url, "EXPLAIN " + queries()["claim_candidates"], params)
+    text = "\n".join(r[0] for r in plan)
+    assert "Index Scan using tasks_claim" in text, text
+    assert "Sort" not in text, text
+
+
 # ---------------------------------------------------------------- submit (as test_store.py)
 
 
