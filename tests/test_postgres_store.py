@@ -6,6 +6,7 @@ workers in several processes, advisory locks, lost connections."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -978,3 +979,129 @@ def test_a_lost_connection_is_opened_again(store: PostgresStore, pg_url: str) ->
     assert store.counts()["pending"] == 1
     assert store.submit(tm.TaskSubmission("t", dedup_key="b")).action == "submitted"
     assert store.tasks()["dedup_key"].to_list() == ["a", "b"]
+
+
+# ---------------------------------------------------------------- the scheduler on it
+# test_scheduler.py's tests of the same behaviours, with a PostgresStore for a store.
+
+
+async def test_a_scheduler_dispatches_in_order_on_postgres(pg_url: str) -> None:
+    ran: list[str] = []
+
+    async def record(ctx: tm.TaskContext) -> None:
+        ran.append(ctx.dedup_key or "")
+
+    with PostgresStore.open(pg_url) as store:
+        store.submit(tm.TaskSubmission("t", dedup_key="n1", priority=tm.Priority.NORMAL))
+        store.submit(tm.TaskSubmission("t", dedup_key="i1", priority=tm.Priority.IDLE))
+        store.submit(tm.TaskSubmission("t", dedup_key="h1", priority=tm.Priority.HIGH))
+        store.submit(tm.TaskSubmission("t", dedup_key="n2", priority=128))
+    with PostgresStore.open(pg_url) as store:
+        store.submit(tm.TaskSubmission("t", dedup_key="h2", priority=64))
+        store.submit(tm.TaskSubmission("t", dedup_key="r1", priority=0))
+        store.submit(tm.TaskSubmission("t", dedup_key="n3"))
+        async with tm.Scheduler(store, executors={"t": record}, max_concurrency=1) as sched:
+            await sched.wait_idle(timeout=10)
+        assert store.counts()["completed"] == 7
+    assert ran == ["r1", "h1", "h2", "n1", "n2", "n3", "i1"]
+
+
+async def test_a_scheduler_keeps_group_limits_on_postgres(pg_url: str) -> None:
+    from collections import Counter, defaultdict
+
+    active: Counter[str] = Counter()
+    peak: dict[str, int] = defaultdict(int)
+    total_peak = 0
+
+    async def work(ctx: tm.TaskContext) -> None:
+        nonlocal total_peak
+        assert ctx.group is not None
+        active[ctx.group] += 1
+        peak[ctx.group] = max(peak[ctx.group], active[ctx.group])
+        total_peak = max(total_peak, sum(active.values()))
+        await asyncio.sleep(0.02)
+        active[ctx.group] -= 1
+
+    with PostgresStore.open(pg_url) as store:
+        async with tm.Scheduler(
+            store,
+            executors={"t": work},
+            max_concurrency=6,
+            group_concurrency={"slow": 1, "wide": 4},
+            default_group_concurrency=2,
+            poll_interval=0.05,
+        ) as sched:
+            for i in range(8):
+                await sched.submit(
+                    tm.TaskSubmission("t", group="slow", priority=0, dedup_key=f"s{i}")
+                )
+            for group in ("wide", "other"):
+                for i in range(8):
+                    await sched.submit(tm.TaskSubmission("t", group=group, dedup_key=f"{group}{i}"))
+            await sched.wait_idle(timeout=20)
+            assert sched.store.counts()["completed"] == 24
+    assert dict(peak) == {"slow": 1, "wide": 4, "other": 2}
+    assert total_peak <= 6
+
+
+async def test_a_scheduler_retries_then_fails_on_postgres(pg_url: str) -> None:
+    def flaky(ctx: tm.TaskContext) -> None:
+        raise ValueError(f"attempt {ctx.attempt} broke")
+
+    with PostgresStore.open(pg_url) as store:
+        async with tm.Scheduler(
+            store, executors={"t": flaky}, max_retries=2, retry_delay=0.05, poll_interval=1.0
+        ) as sched:
+            events = sched.subscribe()
+            await sched.submit(tm.TaskSubmission("t", dedup_key="x"))
+            await sched.submit(tm.TaskSubmission("t", dedup_key="once", max_retries=0))
+            await sched.wait_idle(timeout=10)
+        hist = store.history().sort("id")
+    assert hist.select("dedup_key", "status", "attempts", "last_error").rows() == [
+        ("x", "failed", 3, "ValueError: attempt 3 broke"),
+        ("once", "failed", 1, "ValueError: attempt 1 broke"),
+    ]
+    failed = [e for e in events.drain() if isinstance(e, tm.TaskFailed)]
+    assert [(e.task_id, e.attempt, e.will_retry) for e in failed if e.task_id == 1] == [
+        (1, 1, True),
+        (1, 2, True),
+        (1, 3, False),
+    ]
+
+
+async def test_a_scheduler_supersedes_a_running_task_on_postgres(pg_url: str) -> None:
+    started = asyncio.Event()
+    flags: list[bool] = []
+    payloads: list[bytes | None] = []
+
+    async def slow(ctx: tm.TaskContext) -> None:
+        payloads.append(ctx.payload)
+        if ctx.payload == b'"v1"':
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            finally:
+                flags.append(ctx.cancelled)
+
+    with PostgresStore.open(pg_url) as store:
+        async with tm.Scheduler(store, executors={"t": slow}) as sched:
+            events = sched.subscribe()
+            first = await sched.submit(tm.TaskSubmission("t", dedup_key="k", payload="v1"))
+            await asyncio.wait_for(started.wait(), 10)
+            second = await sched.submit(
+                tm.TaskSubmission("t", dedup_key="k", payload="v2", on_duplicate="supersede")
+            )
+            await sched.wait_idle(timeout=10)
+            got = events.drain()
+        hist = store.history().sort("id")
+        assert store.integrity_check() == "ok"
+    assert flags == [True]
+    assert payloads == [b'"v1"', b'"v2"']
+    assert hist.select("id", "status", "replaced_by").rows() == [
+        (first.task_id, "superseded", second.task_id),
+        (second.task_id, "completed", None),
+    ]
+    sup = [e for e in got if isinstance(e, tm.TaskSuperseded)]
+    assert [(e.task_id, e.replaced_by, e.was_running) for e in sup] == [
+        (first.task_id, second.task_id, True)
+    ]
