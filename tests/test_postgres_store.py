@@ -938,6 +938,86 @@ def test_submits_from_many_processes_serialize_per_key(
     assert store.integrity_check() == "ok"
 
 
+def _until_taskmill_waits_for_a_lock(url: str) -> None:
+    """Return once a connection of the store in this database waits for a lock held by
+    another transaction (fails after 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        waiting = raw(
+            url,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'taskmill' AND wait_event_type = 'Lock'",
+        )
+        if waiting[0][0]:
+            return
+        time.sleep(0.01)
+    pytest.fail("the store never waited for the lock")
+
+
+def _in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(call()))
+    thread.start()
+    return thread, out
+
+
+def test_a_supersede_decides_on_the_task_as_a_claim_in_flight_left_it(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """The submit locks the task of its key before deciding: a claim that was marking it
+    running commits first, and the replacement queues as for a running task."""
+    for key in "ab":
+        store.submit(tm.TaskSubmission("t", dedup_key=key))
+    owner = store.new_owner()
+    with psycopg.connect(pg_url) as claim:  # a claim in flight, holding task 1
+        claim.execute(
+            "UPDATE taskmill.tasks SET status = 'running', owner = %s, attempts = 1 WHERE id = 1",
+            (owner,),
+        )
+        thread, out = _in_thread(
+            lambda: store.submit(tm.TaskSubmission("t", dedup_key="a", on_duplicate="supersede"))
+        )
+        _until_taskmill_waits_for_a_lock(pg_url)
+        claim.commit()
+        thread.join(30)
+    assert out == [tm.SubmitOutcome("superseded", 3, 1)]
+    assert store.tasks().select("id", "queue_pos", "status").rows() == [
+        (2, 2, "pending"),
+        (3, 3, "pending"),
+    ]
+    assert store.history().select("id", "status", "attempts", "replaced_by").rows() == [
+        (1, "superseded", 1, 3)
+    ]
+    assert store.complete(1, owner=owner) is False
+    store.release_owner(owner)
+
+
+def test_a_renewal_in_flight_keeps_its_tasks_from_recovery(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """Recovery found the lease out, but the worker was renewing at that moment: recovery
+    waits for the renewal, and then leaves the worker its tasks."""
+    store.submit(tm.TaskSubmission("t", dedup_key="a"))
+    remote = "elsewhere:4242:0123456789ab"
+    store.register(remote, lease_timeout=30.0)
+    store.claim(1, task_types=["t"], owner=remote)
+    later = time.time() + 60
+    with psycopg.connect(pg_url) as renewal:  # the worker's renewal, not yet committed
+        renewal.execute(
+            "UPDATE taskmill.workers SET heartbeat_at = %s WHERE owner = %s", (later, remote)
+        )
+        thread, out = _in_thread(lambda: store.recover(now=later - 1))
+        _until_taskmill_waits_for_a_lock(pg_url)
+        renewal.commit()
+        thread.join(30)
+    assert out == [0]
+    assert store.owned_tasks(remote) == [1]
+    assert store.renew(remote)
+    # once it really stops renewing, the tasks go back
+    assert store.recover(now=time.time() + 120) == 1
+    assert not store.renew(remote)
+
+
 # ---------------------------------------------------------------- errors and connections
 
 
