@@ -116,6 +116,28 @@ def test_a_newer_schema_is_refused(pg_url: str) -> None:
         PostgresStore.open(pg_url)
 
 
+def test_a_foreign_taskmill_schema_is_refused_untouched(pg_url: str) -> None:
+    raw(pg_url, "CREATE SCHEMA taskmill")
+    raw(pg_url, "CREATE TABLE taskmill.tasks (mine text)")
+    raw(pg_url, "INSERT INTO taskmill.tasks VALUES ('keep me')")
+    with pytest.raises(tm.NotATaskStore, match="schema 'taskmill' that taskmill did not make"):
+        PostgresStore.open(pg_url)
+    tables = raw(
+        pg_url,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'taskmill'",
+    )
+    assert tables == [("tasks",)]
+    assert raw(pg_url, "SELECT mine FROM taskmill.tasks") == [("keep me",)]
+
+
+def test_messages_name_the_database_without_its_password() -> None:
+    from taskmill.store.postgres.store import describe
+
+    where = describe("postgresql://ann:s3cret@db.example:6543/jobs")
+    assert where == "PostgreSQL database 'jobs' on db.example:6543"
+    assert "s3cret" not in describe("host=h password=s3cret dbname=d")
+
+
 def test_frames_have_the_sqlite_stores_columns(store: PostgresStore, tmp_path: Path) -> None:
     with tm.TaskStore.open(tmp_path / "s.db") as lite:
         for s in (store, lite):

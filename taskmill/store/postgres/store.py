@@ -48,6 +48,7 @@ from ...model import (
     DuplicateStrategy,
     DuplicateTask,
     InvalidSubmission,
+    NotATaskStore,
     SchedulerError,
     StoreDamaged,
     StoreError,
@@ -180,9 +181,10 @@ class PostgresStore:
         """Open the store in the database at ``url`` (a ``postgresql://`` URL or a libpq
         connection string), creating or upgrading its schema first.
 
-        Raises :class:`StoreError` when the server cannot be reached, and
-        :class:`~taskmill.model.SchemaTooNew` — changing nothing — when the store was
-        written by a newer taskmill.
+        Raises :class:`StoreError` when the server cannot be reached, and — changing
+        nothing — :class:`~taskmill.model.SchemaTooNew` when the store was written by a
+        newer taskmill, :class:`~taskmill.model.NotATaskStore` when the database has a
+        schema ``taskmill`` that taskmill did not make.
         """
         return cls(url, busy_timeout=busy_timeout)
 
@@ -190,6 +192,12 @@ class PostgresStore:
         conn = self._new_connection()
         try:
             ensure_schema(conn, self.where)
+        except (pg_errors.DuplicateTable, pg_errors.DuplicateObject) as exc:
+            conn.close()
+            raise NotATaskStore(
+                f"{self.where} has a schema 'taskmill' that taskmill did not make ({exc}); "
+                "it was left as it was: use another database, or rename that schema"
+            ) from exc
         except psycopg.Error as exc:
             conn.close()
             raise _store_error("cannot create the taskmill schema in", self.where, exc) from exc
