@@ -1014,6 +1014,28 @@ def test_a_supersede_decides_on_the_task_as_a_claim_in_flight_left_it(
     store.release_owner(owner)
 
 
+def test_the_unique_index_catches_a_writer_that_bypassed_the_submit_lock(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """A row inserted without the submit lock, committed while a submit of its key was
+    inserting: the submit meets the unique index, runs again and sees that task.  The id
+    it had drawn is not handed out again (a gap: ids are never reused)."""
+    with psycopg.connect(pg_url) as rogue:
+        rogue.execute(
+            "INSERT INTO taskmill.tasks (id, task_type, dedup_key, priority, queue_pos, "
+            "created_at, key_hash) VALUES (nextval('taskmill.task_ids'), 't', 'k', 9, 1, 0, %s)",
+            (key_hash("t", "k"),),
+        )
+        thread, out = _in_thread(lambda: store.submit(tm.TaskSubmission("t", dedup_key="k")))
+        _until_taskmill_waits_for_a_lock(pg_url)
+        rogue.commit()
+        thread.join(30)
+    assert out == [tm.SubmitOutcome("deduplicated", 1)]
+    assert store.tasks().select("id", "dedup_key", "priority").rows() == [(1, "k", 9)]
+    assert store.submit(tm.TaskSubmission("t", dedup_key="other")).task_id == 3
+    assert store.integrity_check() == "ok"
+
+
 def test_a_renewal_in_flight_keeps_its_tasks_from_recovery(
     store: PostgresStore, pg_url: str
 ) -> None:
