@@ -344,6 +344,12 @@ def test_ids_are_never_reused(pg_url: str) -> None:
         ({"priority": 999}, "invalid_priority", "priority", "within 0..255, got 999"),
         ({"payload": {1, 2}}, "invalid_payload", "payload", "cannot be encoded as JSON"),
         ({"max_retries": -1}, "invalid_max_retries", "max_retries", "within 0..1000"),
+        (
+            {"payload": b"x" * (1024 * 1024 + 1)},
+            "payload_too_large",
+            "payload",
+            "1,048,577 bytes, over the 1,048,576-byte limit",
+        ),
     ],
 )
 def test_bad_values_fail_at_submission_naming_the_field(
@@ -357,6 +363,11 @@ def test_bad_values_fail_at_submission_naming_the_field(
     assert err.value.field == field
     assert message in str(err.value)
     assert store.tasks().height == 0
+
+
+def test_payload_at_the_limit_is_accepted(store: PostgresStore) -> None:
+    store.submit(tm.TaskSubmission("t", payload=b"x" * (1024 * 1024)))
+    assert store.tasks()["payload"].bin.size().to_list() == [1024 * 1024]
 
 
 # ---------------------------------------------------------------- key-hash collisions
