@@ -873,6 +873,7 @@ def test_tasks_and_history_filters(store: PostgresStore) -> None:
     assert ids(store.tasks(task_type="a")) == [3]
     assert ids(store.tasks(group=["g1", "g2"], limit=1)) == [2]
     assert ids(store.tasks(status=[])) == []
+    assert ids(store.tasks(limit=-1)) == [2, 3]  # as SQLite's LIMIT -1
     assert ids(store.history(status="cancelled")) == [1]
     assert store.history(status="completed").height == 0
     assert store.tasks()["created_at"].dtype == pl.Datetime("us", "UTC")

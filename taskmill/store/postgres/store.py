@@ -844,7 +844,8 @@ class PostgresStore:
             "status": _as_list(status),
             "task_type": _as_list(task_type),
             "group": _as_list(group),
-            "limit": None if limit is None else int(limit),
+            # as in SQLite, a negative limit is no limit (PostgreSQL would refuse it)
+            "limit": None if limit is None or limit < 0 else int(limit),
         }
         rows = self._read(lambda conn: conn.execute(q(query), params).fetchall())
         return _frame(rows, columns)
