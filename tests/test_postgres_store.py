@@ -1048,6 +1048,25 @@ def test_the_unique_index_catches_a_writer_that_bypassed_the_submit_lock(
     assert store.integrity_check() == "ok"
 
 
+def test_of_two_calls_finishing_one_task_only_the_first_records_it(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """A cancel that meets a finish in flight waits for it, then finds the task gone."""
+    store.submit(tm.TaskSubmission("t", dedup_key="a"))
+    with psycopg.connect(pg_url) as first:  # another worker's finish, not yet committed
+        first.execute(
+            queries()["finish_ids"],
+            {"ids": [1], "status": "completed", "error": None, "replaced_by": None, "now": 1.0},
+        )
+        thread, out = _in_thread(lambda: store.cancel(1))
+        _until_taskmill_waits_for_a_lock(pg_url)
+        first.commit()
+        thread.join(30)
+    assert out == [None]
+    assert store.history().select("id", "status").rows() == [(1, "completed")]
+    assert store.integrity_check() == "ok"
+
+
 def test_a_renewal_in_flight_keeps_its_tasks_from_recovery(
     store: PostgresStore, pg_url: str
 ) -> None:
