@@ -67,12 +67,17 @@ def schema() -> str:
 @cache
 def queries() -> dict[str, str]:
     """Every named query of ``queries.sql``."""
-    text = _read("queries.sql")
+    return named_queries(_read("queries.sql"), "queries.sql")
+
+
+def named_queries(text: str, source: str) -> dict[str, str]:
+    """The statements of a query file by their ``-- name:`` header (each backend keeps a
+    file of its own; ``source`` names it in errors)."""
     parts = _HEADER.split(text)
     named: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in named:
-            raise RuntimeError(f"queries.sql names {name!r} twice")
+            raise RuntimeError(f"{source} names {name!r} twice")
         named[name] = body.strip()
     return named
 

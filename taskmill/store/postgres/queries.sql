@@ -1,0 +1,312 @@
+-- Named queries of the PostgreSQL task store, parsed once by taskmill.store.postgres.store
+-- (the loader of taskmill.store.sql).  Parameters are always bound (psycopg's named
+-- placeholders); no SQL is built from data.  `{KEY_HASH}` is replaced, when the file is
+-- loaded, by the key-hash expression of taskmill/store/keys.py (a constant, never data).
+-- No percent sign may appear in this file outside a placeholder (psycopg reads them all).
+
+-- ------------------------------------------------------------------ connections
+
+-- name: set_lock_timeout
+-- How long a statement waits for a lock (a row, an advisory lock) before failing.
+SELECT set_config('lock_timeout', %(ms)s, false);
+
+-- ------------------------------------------------------------------ locks
+-- Transaction-scoped advisory locks, released at commit or rollback.
+
+-- name: advisory_lock
+-- Waits for, then holds until the transaction ends, the advisory lock :lock (one of the
+-- keys in store.py: SUBMIT_LOCK serializes submits store-wide, so two submits of a key
+-- never decide on the same state; CLAIM_LOCK serializes claims, so group limits count
+-- the running tasks with no other claim in between).
+SELECT pg_advisory_xact_lock(%(lock)s);
+
+-- ------------------------------------------------------------------ submitting
+
+-- name: find_active
+-- The active task holding a key hash, with its text (a different text is a collision);
+-- locked, so a claim skips it and a concurrent change waits for this submit.
+SELECT id, status, priority, queue_pos, task_type, dedup_key
+FROM taskmill.tasks
+WHERE key_hash = %(key_hash)s
+FOR UPDATE;
+
+-- name: next_id
+SELECT nextval('taskmill.task_ids');
+
+-- name: insert_task
+INSERT INTO taskmill.tasks (
+    id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
+    expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
+    max_retries, created_at, key_hash
+) VALUES (
+    %(id)s, %(task_type)s, %(dedup_key)s, %(group)s, %(priority)s, %(queue_pos)s,
+    %(payload)s, %(label)s, %(expected_read_bytes)s, %(expected_write_bytes)s,
+    %(expected_net_rx_bytes)s, %(expected_net_tx_bytes)s, %(max_retries)s, %(now)s,
+    %(key_hash)s
+);
+
+-- name: upgrade_priority
+UPDATE taskmill.tasks SET priority = %(priority)s
+WHERE id = %(id)s AND status = 'pending' AND priority > %(priority)s;
+
+-- ------------------------------------------------------------------ finishing
+-- A finished task moves to history in one statement: the DELETE locks the row, so two
+-- transactions finishing the same task never both record it (the later one finds it gone).
+
+-- name: finish_ids
+-- Move active tasks to history with a final status; returns each one's id and the status
+-- it had.
+WITH moved AS (
+    DELETE FROM taskmill.tasks
+    WHERE id = ANY(%(ids)s::bigint[])
+    RETURNING *
+), recorded AS (
+    INSERT INTO taskmill.history (
+        id, task_type, dedup_key, group_name, priority, payload, label,
+        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
+        expected_net_tx_bytes, max_retries, status, attempts, last_error, replaced_by,
+        created_at, started_at, finished_at
+    )
+    SELECT id, task_type, dedup_key, group_name, priority, payload, label,
+           expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
+           expected_net_tx_bytes, max_retries, %(status)s, attempts,
+           COALESCE(%(error)s::text, last_error), %(replaced_by)s::bigint,
+           created_at, started_at, %(now)s
+    FROM moved
+)
+SELECT id, status FROM moved ORDER BY id;
+
+-- name: finish_owned
+-- The same for attempts that are still running for :owner; :ids and :attempts are
+-- arrays of one length (a NULL attempt matches any).  Returns the ids moved.
+WITH moved AS (
+    DELETE FROM taskmill.tasks AS t
+    USING unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS p (id, attempt)
+    WHERE t.id = p.id AND t.status = 'running' AND t.owner = %(owner)s
+      AND (p.attempt IS NULL OR t.attempts = p.attempt)
+    RETURNING t.*
+), recorded AS (
+    INSERT INTO taskmill.history (
+        id, task_type, dedup_key, group_name, priority, payload, label,
+        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
+        expected_net_tx_bytes, max_retries, status, attempts, last_error, replaced_by,
+        created_at, started_at, finished_at
+    )
+    SELECT id, task_type, dedup_key, group_name, priority, payload, label,
+           expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
+           expected_net_tx_bytes, max_retries, %(status)s, attempts,
+           COALESCE(%(error)s::text, last_error), NULL, created_at, started_at, %(now)s
+    FROM moved
+)
+SELECT id FROM moved ORDER BY id;
+
+-- ------------------------------------------------------------------ claiming
+
+-- name: running_per_group
+-- Running tasks per group, whoever runs them: group limits hold across workers.
+SELECT group_name, count(*) FROM taskmill.tasks
+WHERE status = 'running' AND group_name IS NOT NULL
+GROUP BY group_name;
+
+-- name: claim_candidates
+-- Next dispatchable tasks in dispatch order, skipping full groups and rows another
+-- transaction holds (a submit deciding on them): the tasks_claim index, in its order.
+SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts, max_retries
+FROM taskmill.tasks
+WHERE status = 'pending'
+  AND task_type = ANY(%(types)s::text[])
+  AND (run_after IS NULL OR run_after <= %(now)s)
+  AND (group_name IS NULL OR NOT group_name = ANY(%(full_groups)s::text[]))
+ORDER BY priority, queue_pos, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: mark_running
+UPDATE taskmill.tasks
+SET status = 'running', attempts = attempts + 1, started_at = %(now)s, owner = %(owner)s,
+    run_after = NULL
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending';
+
+-- ------------------------------------------------------------------ attempts
+
+-- name: retry_later
+-- A failed attempt that will be tried again: pending, not before :run_after.
+UPDATE taskmill.tasks
+SET status = 'pending', owner = NULL, last_error = %(error)s, run_after = %(run_after)s
+WHERE id = %(id)s AND status = 'running' AND owner = %(owner)s
+  AND (%(attempt)s::integer IS NULL OR attempts = %(attempt)s::integer);
+
+-- name: release_running
+-- Give running attempts back to the queue without counting them as tries.
+UPDATE taskmill.tasks AS t
+SET status = 'pending', owner = NULL, attempts = greatest(t.attempts - 1, 0),
+    started_at = NULL
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS p (id, attempt)
+WHERE t.id = p.id AND t.status = 'running' AND t.owner = %(owner)s
+  AND (p.attempt IS NULL OR t.attempts = p.attempt);
+
+-- name: owned_running
+-- Of :ids (with :attempts, NULL matching any), those running for :owner.
+SELECT t.id
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS p (id, attempt)
+JOIN taskmill.tasks AS t ON t.id = p.id
+WHERE t.status = 'running' AND t.owner = %(owner)s
+  AND (p.attempt IS NULL OR t.attempts = p.attempt);
+
+-- name: active_status
+SELECT id, status FROM taskmill.tasks WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: history_status
+SELECT id, status, replaced_by FROM taskmill.history WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: has_work_for_types
+SELECT EXISTS (
+    SELECT 1 FROM taskmill.tasks
+    WHERE status IN ('pending', 'running') AND task_type = ANY(%(types)s::text[])
+);
+
+-- name: next_run_after
+-- The earliest retry due (any task type: an early wake-up costs one poll).
+SELECT min(run_after) FROM taskmill.tasks WHERE run_after IS NOT NULL;
+
+-- ------------------------------------------------------------------ workers and leases
+
+-- name: register_worker
+INSERT INTO taskmill.workers (owner, host, pid, lease_timeout, heartbeat_at, started_at)
+VALUES (%(owner)s, %(host)s, %(pid)s, %(lease)s, %(now)s, %(now)s)
+ON CONFLICT (owner) DO UPDATE
+SET lease_timeout = excluded.lease_timeout, heartbeat_at = excluded.heartbeat_at;
+
+-- name: renew_worker
+UPDATE taskmill.workers SET heartbeat_at = %(now)s WHERE owner = %(owner)s;
+
+-- name: forget_worker
+DELETE FROM taskmill.workers WHERE owner = %(owner)s;
+
+-- name: forget_expired_worker
+-- Deletes the row only while its lease is still out; a renewal in flight is waited for
+-- (the row is locked), and one that landed keeps the row.
+DELETE FROM taskmill.workers
+WHERE owner = %(owner)s AND heartbeat_at + lease_timeout < %(now)s;
+
+-- name: running_owner_leases
+-- Each owner of running tasks, with the end of its lease (NULL: it holds none).
+SELECT r.owner, w.heartbeat_at + w.lease_timeout
+FROM (SELECT DISTINCT owner FROM taskmill.tasks WHERE status = 'running') AS r
+LEFT JOIN taskmill.workers AS w ON w.owner = r.owner;
+
+-- name: expired_workers
+SELECT owner FROM taskmill.workers WHERE heartbeat_at + lease_timeout < %(now)s;
+
+-- name: release_expired_owner
+-- An owner whose lease ran out: its tasks are pending again (unless it renewed meanwhile).
+UPDATE taskmill.tasks
+SET status = 'pending', owner = NULL, attempts = greatest(attempts - 1, 0), started_at = NULL
+WHERE status = 'running' AND owner = %(owner)s
+  AND NOT EXISTS (
+      SELECT 1 FROM taskmill.workers AS w
+      WHERE w.owner = %(owner)s AND w.heartbeat_at + w.lease_timeout >= %(now)s
+  );
+
+-- name: release_owner
+-- Every running task of :owner (NULL: the tasks that have no owner) back to pending.
+UPDATE taskmill.tasks
+SET status = 'pending', owner = NULL, attempts = greatest(attempts - 1, 0), started_at = NULL
+WHERE status = 'running' AND owner IS NOT DISTINCT FROM %(owner)s::text;
+
+-- name: owned_by
+SELECT id FROM taskmill.tasks WHERE status = 'running' AND owner = %(owner)s ORDER BY id;
+
+-- ------------------------------------------------------------------ task control
+
+-- name: set_status
+UPDATE taskmill.tasks SET status = %(to)s WHERE id = %(id)s AND status = %(from)s;
+
+-- ------------------------------------------------------------------ queries
+
+-- name: counts
+SELECT status, count(*) FROM taskmill.tasks GROUP BY status
+UNION ALL
+SELECT status, count(*) FROM taskmill.history GROUP BY status;
+
+-- name: select_tasks
+-- Active tasks in dispatch order; a NULL filter matches everything, a NULL limit is none.
+SELECT id, task_type, dedup_key, group_name, priority, status, queue_pos, payload, label,
+       expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
+       expected_net_tx_bytes, max_retries, attempts, last_error, run_after, created_at,
+       started_at
+FROM taskmill.tasks
+WHERE (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
+  AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
+  AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
+ORDER BY priority, queue_pos, id
+LIMIT %(limit)s::bigint;
+
+-- name: select_history
+-- Finished tasks by id; filters as in select_tasks.
+SELECT id, task_type, dedup_key, group_name, priority, status, payload, label,
+       expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
+       expected_net_tx_bytes, max_retries, attempts, last_error, replaced_by, created_at,
+       started_at, finished_at
+FROM taskmill.history
+WHERE (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
+  AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
+  AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
+ORDER BY id
+LIMIT %(limit)s::bigint;
+
+-- name: stats_by_group
+SELECT group_name, status, count(*) FROM taskmill.tasks GROUP BY 1, 2
+UNION ALL
+SELECT group_name, status, count(*) FROM taskmill.history GROUP BY 1, 2;
+
+-- name: stats_by_priority
+SELECT priority::bigint, status, count(*) FROM taskmill.tasks GROUP BY 1, 2
+UNION ALL
+SELECT priority::bigint, status, count(*) FROM taskmill.history GROUP BY 1, 2;
+
+-- name: stats_by_task_type
+SELECT task_type, status, count(*) FROM taskmill.tasks GROUP BY 1, 2
+UNION ALL
+SELECT task_type, status, count(*) FROM taskmill.history GROUP BY 1, 2;
+
+-- ------------------------------------------------------------------ integrity
+
+-- name: integrity_problems
+-- The store's invariants, one row per kind of breach with how many rows break it, in this
+-- order (an empty result: every invariant holds).
+SELECT problem, n FROM (
+    SELECT 1 AS ord,
+           'active tasks whose key_hash is not the hash of their task_type and dedup_key'
+               AS problem,
+           count(*) AS n
+    FROM taskmill.tasks
+    WHERE key_hash IS DISTINCT FROM {KEY_HASH}
+    UNION ALL
+    SELECT 2, 'keys held by more than one active task', count(*)
+    FROM (
+        SELECT 1 FROM taskmill.tasks WHERE dedup_key IS NOT NULL
+        GROUP BY task_type, dedup_key HAVING count(*) > 1
+    ) AS dup
+    UNION ALL
+    SELECT 3, 'ids both active and finished', count(*)
+    FROM taskmill.tasks AS t JOIN taskmill.history AS h ON h.id = t.id
+    UNION ALL
+    SELECT 4, 'running tasks without an owner, or other tasks with one', count(*)
+    FROM taskmill.tasks
+    WHERE (status = 'running') <> (owner IS NOT NULL)
+    UNION ALL
+    SELECT 5, 'finished tasks whose replaced_by does not match their status', count(*)
+    FROM taskmill.history
+    WHERE (status = 'superseded') <> (replaced_by IS NOT NULL)
+    UNION ALL
+    SELECT 6, 'ids above the last one the id sequence handed out', count(*)
+    FROM (
+        SELECT id FROM taskmill.tasks UNION ALL SELECT id FROM taskmill.history
+    ) AS every_id
+    WHERE id > (
+        SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM taskmill.task_ids
+    )
+) AS checks
+WHERE n > 0
+ORDER BY ord;

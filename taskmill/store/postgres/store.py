@@ -1,0 +1,924 @@
+"""PostgresStore: the task store on a PostgreSQL server, with the SQLite store's API and
+semantics (batches excepted), for workers on many machines sharing one queue.
+
+Every statement is a named query of ``queries.sql`` beside this file, every value bound.
+Two connections serve each store object: one for writes (a transaction per call, held
+under a lock, so the object is thread-safe) and one for reads (a read-only, repeatable-read
+transaction per call: a call that reads twice sees one state, and never waits for
+writers).  A broken connection is opened again on the next call.
+
+Concurrency across processes and machines rests on PostgreSQL itself:
+
+* **submits** take a store-wide, transaction-scoped advisory lock (:data:`SUBMIT_LOCK`) and
+  lock the active task of their key (``FOR UPDATE``) before deciding, so two submits of a
+  key never decide on the same state; the unique index on ``key_hash`` is the safety net
+  (a submit that still meets it runs again and sees the task that won);
+* **claims** take an advisory lock of their own (:data:`CLAIM_LOCK`), count the running
+  tasks per group under it and pick candidates ``FOR UPDATE SKIP LOCKED`` in
+  ``priority, queue_pos, id`` order (the ``tasks_claim`` index), so group limits hold
+  across every worker and a claim never waits for a submit deciding on a task;
+* a task **finishes** in one statement that deletes it from ``tasks`` and records it in
+  ``history``: of two calls finishing one task, the later finds it gone and records
+  nothing;
+* **recovery** deletes an expired worker's row before putting its tasks back, so a renewal
+  either lands first (and keeps the tasks) or learns that the lease is gone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import cache
+from importlib import resources
+from typing import Any, TypeVar
+
+import polars as pl
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+
+from ...model import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    DuplicateStrategy,
+    DuplicateTask,
+    InvalidSubmission,
+    NotATaskStore,
+    SchedulerError,
+    StoreDamaged,
+    StoreError,
+    StoreLocked,
+    SubmitOutcome,
+    TaskSubmission,
+)
+from ...validation import Defaults, Row, check_submission
+from ..base import ClaimedTask
+from ..keys import COLLISION, POSTGRES_KEY_HASH, key_hash
+from ..sql import named_queries
+from ..sqlite import (
+    _HISTORY_COLUMNS,
+    _HOST,
+    _LIVE_LOCK,
+    _LIVE_OWNERS,
+    _TASK_COLUMNS,
+    DEFAULT_LEASE_TIMEOUT,
+    _frame,
+    _owner_dead,
+)
+from .migrate import ensure_schema
+
+__all__ = ["CLAIM_LOCK", "SUBMIT_LOCK", "PostgresStore", "q", "queries"]
+
+log = logging.getLogger("taskmill")
+
+T = TypeVar("T")
+Connection = psycopg.Connection[Any]
+
+#: Advisory lock key every submit of a keyed task holds for its transaction (anything
+#: else that inserts keyed tasks, such as a batch, must hold it too).
+SUBMIT_LOCK = int.from_bytes(b"tm:submt", "big", signed=True)
+#: Advisory lock key every claim holds for its transaction.
+CLAIM_LOCK = int.from_bytes(b"tm:claim", "big", signed=True)
+#: How many times a transaction that met a deadlock or a serialization failure is run
+#: again before the call fails with :class:`StoreLocked`.
+TRANSACTION_TRIES = 5
+
+
+@cache
+def queries() -> dict[str, str]:
+    """Every named query of ``postgres/queries.sql`` (the key-hash expression filled in)."""
+    text = resources.files(__package__).joinpath("queries.sql").read_text(encoding="utf-8")
+    return named_queries(text.replace("{KEY_HASH}", POSTGRES_KEY_HASH), "postgres/queries.sql")
+
+
+def q(name: str) -> str:
+    """One named PostgreSQL query."""
+    return queries()[name]
+
+
+def describe(url: str) -> str:
+    """A readable name for the database at ``url``, without its password."""
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "a PostgreSQL database (the connection string does not parse)"
+    host = str(info.get("host") or info.get("hostaddr") or "localhost")
+    port = str(info.get("port") or "5432")
+    dbname = str(info.get("dbname") or info.get("user") or "")
+    return f"PostgreSQL database {dbname!r} on {host}:{port}"
+
+
+def _store_error(action: str, where: str, exc: BaseException) -> StoreError:
+    """The taskmill error of a psycopg error."""
+    if isinstance(exc, pg_errors.DataCorrupted | pg_errors.IndexCorrupted):
+        return StoreDamaged(
+            f"{action} {where}: {exc}; the server reports damaged data: check its log and "
+            "restore the database from a backup"
+        )
+    if isinstance(
+        exc,
+        pg_errors.LockNotAvailable | pg_errors.SerializationFailure | pg_errors.DeadlockDetected,
+    ):
+        return StoreLocked(f"{action} {where}: {exc}")
+    if isinstance(exc, pg_errors.UndefinedTable | pg_errors.InvalidSchemaName):
+        return StoreError(
+            f"{action} {where}: {exc}; the taskmill schema is missing (was it dropped "
+            "while the store was open?); open the store again to create it"
+        )
+    return StoreError(f"{action} {where}: {exc}")
+
+
+def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
+    """A filter value as a list (``None``: no filter)."""
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _attempt_pairs(
+    task_ids: Sequence[int], attempts: Sequence[int] | None
+) -> tuple[list[int], list[int | None]]:
+    """Ids and attempt numbers as two lists of one length (``None``: any attempt)."""
+    ids = [int(t) for t in task_ids]
+    if attempts is None:
+        return ids, [None] * len(ids)
+    if len(attempts) != len(ids):
+        raise ValueError("give one attempt number per task id")
+    return ids, [None if a is None else int(a) for a in attempts]
+
+
+class PostgresStore:
+    """A persistent task queue in a PostgreSQL database (schema ``taskmill``).
+
+    Open with :meth:`open`; use as a context manager or call :meth:`close`.  Every method
+    is thread-safe, and any number of processes on any number of machines may open the
+    same database.  A statement waits up to ``busy_timeout`` seconds for a lock, then the
+    call raises :class:`StoreLocked` (``kind="store"``); any other failure to reach the
+    server raises :class:`StoreError`.
+    """
+
+    def __init__(self, url: str, *, busy_timeout: float = 10.0) -> None:
+        self._url = url
+        #: The database, for messages (no password).
+        self.where = describe(url)
+        self.busy_timeout = busy_timeout
+        self._lock = threading.RLock()  # the write connection
+        self._read_lock = threading.Lock()  # the read connection
+        self._conn: Connection | None = None
+        self._reader: Connection | None = None
+        self._closed = False
+        self._connect()
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, url: str, *, busy_timeout: float = 10.0) -> PostgresStore:
+        """Open the store in the database at ``url`` (a ``postgresql://`` URL or a libpq
+        connection string), creating or upgrading its schema first.
+
+        Raises :class:`StoreError` when the server cannot be reached, and — changing
+        nothing — :class:`~taskmill.model.SchemaTooNew` when the store was written by a
+        newer taskmill, :class:`~taskmill.model.NotATaskStore` when the database has a
+        schema ``taskmill`` that taskmill did not make.
+        """
+        return cls(url, busy_timeout=busy_timeout)
+
+    def _connect(self) -> None:
+        conn = self._new_connection()
+        try:
+            ensure_schema(conn, self.where)
+        except (pg_errors.DuplicateTable, pg_errors.DuplicateObject) as exc:
+            conn.close()
+            raise NotATaskStore(
+                f"{self.where} has a schema 'taskmill' that taskmill did not make ({exc}); "
+                "it was left as it was: use another database, or rename that schema"
+            ) from exc
+        except psycopg.Error as exc:
+            conn.close()
+            raise _store_error("cannot create the taskmill schema in", self.where, exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        try:
+            self.recover()
+        except BaseException:
+            self.close()
+            raise
+
+    def _new_connection(self, *, reader: bool = False) -> Connection:
+        """A connection with the store's settings: autocommit (each call opens its own
+        transaction), lock waits bounded by ``busy_timeout``."""
+        try:
+            conn = psycopg.connect(
+                self._url,
+                autocommit=True,
+                connect_timeout=max(2, round(self.busy_timeout)),
+                application_name="taskmill",
+            )
+        except psycopg.Error as exc:
+            raise _store_error("cannot connect to task store", self.where, exc) from exc
+        try:
+            conn.execute(q("set_lock_timeout"), {"ms": str(max(1, int(self.busy_timeout * 1000)))})
+            if reader:
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                conn.read_only = True
+        except psycopg.Error as exc:
+            conn.close()
+            raise _store_error("cannot set up a connection to", self.where, exc) from exc
+        return conn
+
+    def close(self) -> None:
+        """Close both connections (idempotent)."""
+        self._closed = True
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<PostgresStore {self.where} ({state})>"
+
+    # ------------------------------------------------------------------ transactions
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"task store {self.where} is closed")
+
+    def _writer(self) -> Connection:
+        """The write connection (hold ``_lock``), opened again if it broke."""
+        self._check_open()
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            self._conn = self._new_connection()
+        return self._conn
+
+    def _read_connection(self) -> Connection:
+        """The read connection (hold ``_read_lock``), opened on first use or if it broke."""
+        self._check_open()
+        if self._reader is None or self._reader.closed or self._reader.broken:
+            if self._reader is not None:
+                self._reader.close()
+            self._reader = None
+            self._reader = self._new_connection(reader=True)
+        return self._reader
+
+    def _write(
+        self, action: str, body: Callable[[Connection], T], *, retry_unique: bool = False
+    ) -> T:
+        """Run ``body`` in one write transaction, all or nothing.
+
+        A connection found lost at ``BEGIN`` is opened again (nothing was written yet).
+        A deadlock or serialization failure runs the transaction again (up to
+        :data:`TRANSACTION_TRIES` times), as does — with ``retry_unique`` — a clash on
+        the active-key index (a writer that bypassed the submit lock won the race)."""
+        with self._lock:
+            for attempt in itertools.count(1):
+                conn = self._writer()
+                begun = False
+                try:
+                    with conn.transaction():
+                        begun = True
+                        return body(conn)
+                except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
+                    if attempt < TRANSACTION_TRIES:
+                        continue
+                    raise _store_error(action, self.where, exc) from exc
+                except psycopg.OperationalError as exc:
+                    # the connection was lost before the transaction began (the server
+                    # restarted, an idle connection was cut): nothing was written, so a
+                    # new connection may try; once begun, the outcome is unknown
+                    if not begun and conn.broken and attempt == 1:
+                        continue
+                    raise _store_error(action, self.where, exc) from exc
+                except pg_errors.UniqueViolation as exc:
+                    clash = exc.diag.constraint_name == "tasks_active_key"
+                    if retry_unique and clash and attempt < TRANSACTION_TRIES:
+                        continue
+                    raise _store_error(action, self.where, exc) from exc
+                except psycopg.Error as exc:
+                    raise _store_error(action, self.where, exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read(self, body: Callable[[Connection], T]) -> T:
+        """Run ``body`` in one read-only transaction (one snapshot).  A connection that
+        broke since the last call is opened again and the read tried once more."""
+        with self._read_lock:
+            for attempt in (1, 2):
+                conn = self._read_connection()
+                try:
+                    with conn.transaction():
+                        return body(conn)
+                except psycopg.OperationalError as exc:
+                    if attempt == 1 and conn.broken:
+                        continue
+                    raise _store_error("task store read failed on", self.where, exc) from exc
+                except psycopg.Error as exc:
+                    raise _store_error("task store read failed on", self.where, exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit(
+        self,
+        submission: TaskSubmission,
+        *,
+        defaults: Defaults | None = None,
+    ) -> SubmitOutcome:
+        """Submit one task; returns what happened.
+
+        Raises :class:`InvalidSubmission` (naming the field) for a bad value and
+        :class:`DuplicateTask` for a ``REJECT`` submission whose key is active.
+        """
+        row = check_submission(submission, defaults or Defaults())
+        hashed = key_hash(row.task_type, row.dedup_key)
+        now = time.time()
+        return self._write(
+            "cannot submit to",
+            lambda conn: self._submit_row(conn, row, hashed, now),
+            retry_unique=True,
+        )
+
+    def _submit_row(
+        self, conn: Connection, row: Row, hashed: int | None, now: float
+    ) -> SubmitOutcome:
+        info = (row.task_type, row.dedup_key, row.group, row.priority)
+        if hashed is None:  # no key: never a duplicate, nothing to decide
+            new_id = self._next_id(conn)
+            self._insert(conn, new_id, new_id, row, hashed, now)
+            return SubmitOutcome("submitted", new_id, None, *info)
+        conn.execute(q("advisory_lock"), {"lock": SUBMIT_LOCK})
+        existing = conn.execute(q("find_active"), {"key_hash": hashed}).fetchone()
+        if existing is not None and tuple(existing[4:]) != (row.task_type, row.dedup_key):
+            raise InvalidSubmission(
+                COLLISION.format(row.task_type, row.dedup_key, f"active task {existing[0]}"),
+                kind="key_collision",
+                field="dedup_key",
+            )
+        if existing is None:
+            new_id = self._next_id(conn)
+            self._insert(conn, new_id, new_id, row, hashed, now)
+            return SubmitOutcome("submitted", new_id, None, *info)
+        old_id, old_status, old_priority, old_pos = existing[:4]
+        strategy = row.on_duplicate
+        if strategy is DuplicateStrategy.REJECT:
+            raise DuplicateTask(
+                f"an active task (id {old_id}, {old_status}) already has task_type "
+                f"'{row.task_type}' and dedup_key '{row.dedup_key}'",
+                existing_task_id=old_id,
+            )
+        if strategy is DuplicateStrategy.SKIP:
+            if old_status == "pending" and row.priority < old_priority:
+                conn.execute(q("upgrade_priority"), {"priority": row.priority, "id": old_id})
+                return SubmitOutcome("upgraded", old_id, None, *info)
+            return SubmitOutcome("deduplicated", old_id, None, *info)
+        new_id = self._next_id(conn)
+        self._finish(conn, [old_id], "superseded", now, replaced_by=new_id)
+        queue_pos = old_pos if old_status == "pending" else new_id
+        self._insert(conn, new_id, queue_pos, row, hashed, now)
+        return SubmitOutcome("superseded", new_id, old_id, *info)
+
+    @staticmethod
+    def _next_id(conn: Connection) -> int:
+        return int(conn.execute(q("next_id")).fetchone()[0])  # type: ignore[index]
+
+    @staticmethod
+    def _insert(
+        conn: Connection, task_id: int, queue_pos: int, row: Row, hashed: int | None, now: float
+    ) -> None:
+        conn.execute(
+            q("insert_task"),
+            {
+                "id": task_id,
+                "task_type": row.task_type,
+                "dedup_key": row.dedup_key,
+                "group": row.group,
+                "priority": row.priority,
+                "queue_pos": queue_pos,
+                "payload": row.payload,
+                "label": row.label,
+                "expected_read_bytes": row.expected_read_bytes,
+                "expected_write_bytes": row.expected_write_bytes,
+                "expected_net_rx_bytes": row.expected_net_rx_bytes,
+                "expected_net_tx_bytes": row.expected_net_tx_bytes,
+                "max_retries": row.max_retries,
+                "now": now,
+                "key_hash": hashed,
+            },
+        )
+
+    @staticmethod
+    def _finish(
+        conn: Connection,
+        ids: Sequence[int],
+        status: str,
+        now: float,
+        *,
+        error: str | None = None,
+        replaced_by: int | None = None,
+    ) -> list[tuple[int, str]]:
+        """Move active tasks to history with a final status; returns ``(id, status it
+        had)`` of each task moved (one that is gone already is not)."""
+        rows = conn.execute(
+            q("finish_ids"),
+            {
+                "ids": list(ids),
+                "status": status,
+                "error": error,
+                "replaced_by": replaced_by,
+                "now": now,
+            },
+        ).fetchall()
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    @staticmethod
+    def _finish_owned(
+        conn: Connection,
+        ids: list[int],
+        tries: list[int | None],
+        owner: str,
+        status: str,
+        *,
+        error: str | None = None,
+    ) -> set[int]:
+        """Move the attempts still running for ``owner`` to history; returns their ids."""
+        rows = conn.execute(
+            q("finish_owned"),
+            {
+                "ids": ids,
+                "attempts": tries,
+                "owner": owner,
+                "status": status,
+                "error": error,
+                "now": time.time(),
+            },
+        ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    # ------------------------------------------------------------------ task control
+
+    def cancel(self, task_id: int) -> str | None:
+        """Cancel an active task: it moves to history as ``cancelled``.
+
+        Returns the status it had (``"pending"``, ``"running"``, ``"paused"``), or
+        ``None`` when no active task has that id.  A running attempt is not stopped
+        by the store; the scheduler running it tells its executor.
+        """
+
+        def body(conn: Connection) -> str | None:
+            moved = self._finish(conn, [task_id], "cancelled", time.time())
+            return moved[0][1] if moved else None
+
+        return self._write("cannot cancel a task in", body)
+
+    def pause(self, task_id: int) -> bool:
+        """Hold a pending task back from dispatch; returns whether it was paused."""
+        return self._set_status(task_id, "pending", "paused")
+
+    def resume(self, task_id: int) -> bool:
+        """Let a paused task be dispatched again; returns whether it was resumed."""
+        return self._set_status(task_id, "paused", "pending")
+
+    def _set_status(self, task_id: int, old: str, new: str) -> bool:
+        params = {"id": task_id, "from": old, "to": new}
+        return self._write(
+            "cannot change a task in",
+            lambda conn: conn.execute(q("set_status"), params).rowcount == 1,
+        )
+
+    # ------------------------------------------------------------------ workers
+
+    def new_owner(self, *, lease_timeout: float = DEFAULT_LEASE_TIMEOUT) -> str:
+        """Register a fresh worker identity for :meth:`claim`, holding a lease of
+        ``lease_timeout`` seconds that :meth:`renew` extends.  It stays live until
+        :meth:`release_owner`, or until it stops renewing for ``lease_timeout``."""
+        if not lease_timeout > 0:
+            raise SchedulerError(
+                "lease_timeout must be more than 0 seconds", kind="invalid_argument"
+            )
+        owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        with _LIVE_LOCK:
+            _LIVE_OWNERS.add(owner)
+        try:
+            self.register(owner, lease_timeout=lease_timeout)
+        except BaseException:
+            with _LIVE_LOCK:
+                _LIVE_OWNERS.discard(owner)
+            raise
+        return owner
+
+    def register(self, owner: str, *, lease_timeout: float) -> None:
+        """(Re-)register ``owner`` with a fresh lease (after :meth:`renew` said it was lost)."""
+        host, _, rest = owner.partition(":")
+        pid = rest.partition(":")[0]
+        params = {
+            "owner": owner,
+            "host": host,
+            "pid": int(pid) if pid.isdigit() else 0,
+            "lease": float(lease_timeout),
+            "now": time.time(),
+        }
+        self._write(
+            "cannot register a worker in",
+            lambda conn: conn.execute(q("register_worker"), params),
+        )
+
+    def renew(self, owner: str) -> bool:
+        """Extend ``owner``'s lease on the tasks it runs.
+
+        ``False`` when the lease had already been taken away (the worker stopped
+        renewing for longer than its lease, and another worker put its tasks back to
+        pending): the caller no longer owns any task and must register again.
+        """
+        params = {"owner": owner, "now": time.time()}
+        return self._write(
+            "cannot renew a lease in",
+            lambda conn: conn.execute(q("renew_worker"), params).rowcount == 1,
+        )
+
+    def release_owner(self, owner: str) -> int:
+        """Give every task ``owner`` still runs back to the queue; forget the owner."""
+        with _LIVE_LOCK:
+            _LIVE_OWNERS.discard(owner)
+
+        def body(conn: Connection) -> int:
+            count = conn.execute(q("release_owner"), {"owner": owner}).rowcount
+            conn.execute(q("forget_worker"), {"owner": owner})
+            return count
+
+        return self._write("cannot release a worker's tasks in", body)
+
+    def owned_tasks(self, owner: str) -> list[int]:
+        """Ids of the tasks the store has running for ``owner``."""
+        return self._read(
+            lambda conn: [int(r[0]) for r in conn.execute(q("owned_by"), {"owner": owner})]
+        )
+
+    def recover(self, *, now: float | None = None) -> int:
+        """Put back to pending (not counted as a try) the running tasks whose worker is
+        gone: its lease ran out, it is a dead process of this host, or it never held a
+        lease (a worker of the 0.1 schema, on another host).  Returns how many."""
+        now = time.time() if now is None else now
+
+        def look(conn: Connection) -> tuple[list[Any], list[Any]]:
+            running = conn.execute(q("running_owner_leases")).fetchall()
+            stale = conn.execute(q("expired_workers"), {"now": now}).fetchall()
+            return running, stale
+
+        running, stale = self._read(look)
+        with _LIVE_LOCK:  # a worker of this process that is alive is never reaped here
+            live = set(_LIVE_OWNERS)
+        dead: set[str | None] = set()
+        expired: set[str] = {r[0] for r in stale} - live
+        for owner, lease_end in running:
+            if owner in live:
+                continue
+            if owner is None or _owner_dead(owner):
+                dead.add(owner)
+            elif lease_end is None:
+                host = owner.partition(":")[0]
+                if host != _HOST:  # a 0.1 worker elsewhere: no lease to wait for
+                    dead.add(owner)
+            elif lease_end < now:
+                expired.add(owner)
+        expired -= {o for o in dead if o is not None}
+        if not dead and not expired:
+            return 0
+
+        def body(conn: Connection) -> int:
+            count = 0
+            for owner in sorted(dead, key=lambda o: o or ""):
+                count += conn.execute(q("release_owner"), {"owner": owner}).rowcount
+                if owner is not None:
+                    conn.execute(q("forget_worker"), {"owner": owner})
+            for owner in sorted(expired):
+                # the worker row first: a renewal in flight lands before (and keeps the
+                # tasks) or after (and learns the lease is gone), never in between
+                params = {"owner": owner, "now": now}
+                conn.execute(q("forget_expired_worker"), params)
+                count += conn.execute(q("release_expired_owner"), params).rowcount
+            return count
+
+        count = self._write("cannot recover tasks in", body)
+        if count:
+            log.warning(
+                "taskmill: %d task(s) of %d stopped worker(s) are pending again",
+                count,
+                len(dead) + len(expired),
+            )
+        return count
+
+    # ------------------------------------------------------------------ dispatch
+
+    def claim(
+        self,
+        limit: int,
+        *,
+        task_types: Iterable[str],
+        owner: str,
+        group_limits: Mapping[str, int] | None = None,
+        default_group_limit: int | None = None,
+        now: float | None = None,
+    ) -> list[ClaimedTask]:
+        """Mark up to ``limit`` dispatchable tasks running for ``owner``, in dispatch order.
+
+        Order is priority, then queue order.  Group limits count every running task of
+        the group in the store, whoever runs it, inside the claim's own transaction and
+        under the claim lock, so they hold across every scheduler, process and machine
+        on the store.  A group whose limit is reached is skipped, never blocking the
+        tasks of other groups behind it.
+        """
+        types = sorted(set(task_types))
+        if limit <= 0 or not types:
+            return []
+        at = time.time() if now is None else now
+        limits = dict(group_limits or {})
+
+        def body(conn: Connection) -> list[ClaimedTask]:
+            conn.execute(q("advisory_lock"), {"lock": CLAIM_LOCK})
+            running: dict[str, int] = {
+                g: int(n) for g, n in conn.execute(q("running_per_group")).fetchall()
+            }
+
+            def room(group: str) -> int | None:
+                cap = limits.get(group, default_group_limit)
+                return None if cap is None else cap - running.get(group, 0)
+
+            full = {g for g in running if (r := room(g)) is not None and r <= 0}
+            taken: list[ClaimedTask] = []
+            while len(taken) < limit:
+                rows = conn.execute(
+                    q("claim_candidates"),
+                    {
+                        "types": types,
+                        "now": at,
+                        "full_groups": sorted(full),
+                        "limit": limit - len(taken),
+                    },
+                ).fetchall()
+                if not rows:
+                    break
+                batch: list[ClaimedTask] = []
+                for tid, ttype, key, group, prio, payload, label, attempts, retries in rows:
+                    if group is not None:
+                        if group in full:
+                            continue
+                        r = room(group)
+                        if r is not None:
+                            running[group] = running.get(group, 0) + 1
+                            if r - 1 <= 0:
+                                full.add(group)
+                    batch.append(
+                        ClaimedTask(
+                            tid, ttype, key, group, prio, payload, label, attempts + 1, retries
+                        )
+                    )
+                if batch:
+                    conn.execute(
+                        q("mark_running"),
+                        {"ids": [t.id for t in batch], "now": at, "owner": owner},
+                    )
+                    taken.extend(batch)
+            return taken
+
+        return self._write("cannot claim tasks from", body)
+
+    def complete(self, task_id: int, *, owner: str) -> bool:
+        """A running attempt succeeded: the task moves to history as ``completed``.
+
+        Returns ``False`` (and changes nothing) when the task is no longer running
+        for ``owner`` — it was cancelled or superseded meanwhile.
+        """
+        return task_id in self.complete_many([task_id], owner=owner)
+
+    def complete_many(
+        self,
+        task_ids: Sequence[int],
+        *,
+        owner: str,
+        attempts: Sequence[int] | None = None,
+    ) -> set[int]:
+        """:meth:`complete` for many tasks in one transaction; returns the ids completed.
+
+        With ``attempts`` (one per id) a task is completed only while that very attempt
+        runs: a retried call whose first try landed finds the task finished, or claimed
+        again, and changes nothing."""
+        if not task_ids:
+            return set()
+        ids, tries = _attempt_pairs(task_ids, attempts)
+        return self._write(
+            "cannot record completed tasks in",
+            lambda conn: self._finish_owned(conn, ids, tries, owner, "completed"),
+        )
+
+    def fail(
+        self,
+        task_id: int,
+        *,
+        owner: str,
+        error: str,
+        retry_at: float | None,
+        attempt: int | None = None,
+    ) -> str | None:
+        """A running attempt raised.
+
+        With ``retry_at`` the task goes back to pending, not dispatched before that
+        time (``"retry"``); without, it moves to history as ``failed`` (``"failed"``).
+        ``None`` when the task is no longer running for ``owner`` (as ``attempt``).
+        """
+
+        def body(conn: Connection) -> str | None:
+            if retry_at is not None:
+                params = {
+                    "id": task_id,
+                    "owner": owner,
+                    "attempt": attempt,
+                    "error": error,
+                    "run_after": retry_at,
+                }
+                return "retry" if conn.execute(q("retry_later"), params).rowcount else None
+            moved = self._finish_owned(conn, [task_id], [attempt], owner, "failed", error=error)
+            return "failed" if moved else None
+
+        return self._write("cannot record a failed attempt in", body)
+
+    def release(
+        self,
+        task_ids: Sequence[int],
+        *,
+        owner: str,
+        attempts: Sequence[int] | None = None,
+    ) -> int:
+        """Give running attempts back to pending, not counted as tries (shutdown)."""
+        if not task_ids:
+            return 0
+        ids, tries = _attempt_pairs(task_ids, attempts)
+        params = {"ids": ids, "attempts": tries, "owner": owner}
+        return self._write(
+            "cannot release tasks in",
+            lambda conn: conn.execute(q("release_running"), params).rowcount,
+        )
+
+    def lost_tasks(
+        self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
+    ) -> dict[int, tuple[str, int | None]]:
+        """Of tasks ``owner`` believes it runs, those cancelled or superseded meanwhile.
+
+        Maps each lost id to its history status and ``replaced_by``, or to its active
+        status (``"pending"`` when its lease was taken away, or its retry recorded) —
+        ``"gone"`` when it is in neither table.
+        """
+        if not task_ids:
+            return {}
+        ids, tries = _attempt_pairs(task_ids, attempts)
+
+        def body(conn: Connection) -> dict[int, tuple[str, int | None]]:
+            params = {"ids": ids, "attempts": tries, "owner": owner}
+            still = {int(r[0]) for r in conn.execute(q("owned_running"), params)}
+            lost = [t for t in ids if t not in still]
+            if not lost:
+                return {}
+            found: dict[int, tuple[str, int | None]] = {
+                int(r[0]): (str(r[1]), r[2])
+                for r in conn.execute(q("history_status"), {"ids": lost})
+            }
+            for tid, status in conn.execute(q("active_status"), {"ids": lost}):
+                found.setdefault(int(tid), (str(status), None))
+            return {t: found.get(t, ("gone", None)) for t in lost}
+
+        return self._read(body)
+
+    def has_work(self, task_types: Iterable[str]) -> bool:
+        """Whether any task of these types is pending or running (a worker's work left)."""
+        types = sorted(set(task_types))
+        return self._read(
+            lambda conn: bool(
+                conn.execute(q("has_work_for_types"), {"types": types}).fetchone()[0]  # type: ignore[index]
+            )
+        )
+
+    def next_retry_at(self) -> float | None:
+        """The earliest time a task waiting out a retry backoff becomes due."""
+        return self._read(
+            lambda conn: conn.execute(q("next_run_after")).fetchone()[0]  # type: ignore[index]
+        )
+
+    # ------------------------------------------------------------------ queries
+
+    def counts(self) -> dict[str, int]:
+        """Number of tasks per status, every status present (active and final)."""
+        result = dict.fromkeys((*ACTIVE_STATUSES, *FINAL_STATUSES), 0)
+        for status, n in self._read(lambda conn: conn.execute(q("counts")).fetchall()):
+            result[status] = int(n)
+        return result
+
+    def _select(
+        self,
+        query: str,
+        columns: Mapping[str, Any],
+        *,
+        status: str | Sequence[str] | None,
+        task_type: str | Sequence[str] | None,
+        group: str | Sequence[str] | None,
+        limit: int | None,
+    ) -> pl.DataFrame:
+        params = {
+            "status": _as_list(status),
+            "task_type": _as_list(task_type),
+            "group": _as_list(group),
+            # as in SQLite, a negative limit is no limit (PostgreSQL would refuse it)
+            "limit": None if limit is None or limit < 0 else int(limit),
+        }
+        rows = self._read(lambda conn: conn.execute(q(query), params).fetchall())
+        return _frame(rows, columns)
+
+    def tasks(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        task_type: str | Sequence[str] | None = None,
+        group: str | Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> pl.DataFrame:
+        """Active tasks (pending, running, paused) in dispatch order, as a polars DataFrame."""
+        return self._select(
+            "select_tasks",
+            _TASK_COLUMNS,
+            status=status,
+            task_type=task_type,
+            group=group,
+            limit=limit,
+        )
+
+    def history(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        task_type: str | Sequence[str] | None = None,
+        group: str | Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> pl.DataFrame:
+        """Finished tasks (completed, failed, cancelled, superseded) by id, as a DataFrame."""
+        return self._select(
+            "select_history",
+            _HISTORY_COLUMNS,
+            status=status,
+            task_type=task_type,
+            group=group,
+            limit=limit,
+        )
+
+    def stats(self, by: str = "group") -> pl.DataFrame:
+        """Task counts per status (one column each), per ``group``, ``priority`` or
+        ``task_type`` — active tasks and history together."""
+        query = {
+            "group": "stats_by_group",
+            "priority": "stats_by_priority",
+            "task_type": "stats_by_task_type",
+        }.get(by)
+        if query is None:
+            raise SchedulerError(
+                f"stats() by {by!r}: use group, priority or task_type", kind="invalid"
+            )
+        statuses = (*ACTIVE_STATUSES, *FINAL_STATUSES)
+        rows = self._read(lambda conn: conn.execute(q(query)).fetchall())
+        dtype = pl.Int64 if by == "priority" else pl.String
+        long = pl.DataFrame(
+            rows, schema={by: dtype, "status": pl.String, "n": pl.Int64}, orient="row"
+        )
+        wide = long.group_by(by).agg(
+            [pl.col("n").filter(pl.col("status") == st).sum().alias(st) for st in statuses]
+        )
+        return wide.with_columns(pl.sum_horizontal(statuses).alias("total")).sort(
+            by, nulls_last=True
+        )
+
+    def integrity_check(self) -> str:
+        """``"ok"`` when the store's invariants hold; otherwise one line per kind of breach
+        with how many rows break it.  The invariants: each active task's key hash is the
+        hash of its key, no key is held by two active tasks, no id is both active and
+        finished, exactly the running tasks have an owner, exactly the superseded tasks
+        have ``replaced_by``, and no id is above what the id sequence handed out.
+        (PostgreSQL checks its own pages and indexes; this checks taskmill's rules.)"""
+        problems = self._read(lambda conn: conn.execute(q("integrity_problems")).fetchall())
+        if not problems:
+            return "ok"
+        return "\n".join(f"{problem}: {n}" for problem, n in problems)

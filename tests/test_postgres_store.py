@@ -1,0 +1,1262 @@
+"""PostgresStore on a real PostgreSQL server (the ``pg_url`` fixture: a fresh database per
+test).  Where tests/test_store.py, tests/test_keys.py or tests/test_dispatch_trust.py
+check a behaviour of the SQLite store, the test here makes the same assertions, so both
+backends are held to the same outcomes; the rest checks what only a shared server has:
+workers in several processes, advisory locks, lost connections."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import psycopg
+import pytest
+
+import taskmill as tm
+from taskmill.store import ClaimedTask
+from taskmill.store.keys import key_hash
+from taskmill.store.postgres import PostgresStore
+from taskmill.store.postgres.migrate import SCHEMA_VERSION
+from taskmill.store.postgres.store import CLAIM_LOCK, SUBMIT_LOCK, queries
+
+from conftest import ENV
+
+PYTHON = sys.executable
+
+
+@pytest.fixture
+def store(pg_url: str) -> Iterator[PostgresStore]:
+    """A PostgresStore on a fresh database (this module's ``store``: PostgreSQL)."""
+    with PostgresStore.open(pg_url) as s:
+        yield s
+
+
+def ids(df: pl.DataFrame) -> list[int]:
+    return df["id"].to_list()
+
+
+def raw(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """Run one statement on the database outside taskmill (a fault a test injects, or a
+    state it sets up); returns its rows."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+def _spawn(code: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [PYTHON, "-c", code, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+
+
+# ---------------------------------------------------------------- opening
+
+
+def test_open_creates_the_schema_and_reopening_keeps_the_store(pg_url: str) -> None:
+    with PostgresStore.open(pg_url) as store:
+        assert store.counts() == {
+            "pending": 0,
+            "running": 0,
+            "paused": 0,
+            "completed": 0,
+            "failed": 0,
+            "cancelled": 0,
+            "superseded": 0,
+        }
+        assert store.integrity_check() == "ok"
+    assert raw(pg_url, "SELECT value FROM taskmill.meta WHERE key = 'schema_version'") == [
+        (str(SCHEMA_VERSION),)
+    ]
+    with PostgresStore.open(pg_url) as store:
+        store.submit(tm.TaskSubmission("t"))
+    with PostgresStore.open(pg_url) as store:
+        assert store.counts()["pending"] == 1
+
+
+def test_every_query_is_named_and_bound() -> None:
+    named = queries()
+    assert {"claim_candidates", "finish_ids", "insert_task", "integrity_problems"} <= set(named)
+    assert all("{KEY_HASH}" not in sql for sql in named.values())
+
+
+def test_closed_store_says_so(pg_url: str) -> None:
+    store = PostgresStore.open(pg_url)
+    store.close()
+    store.close()  # idempotent
+    with pytest.raises(tm.SchedulerError, match="closed"):
+        store.counts()
+    with pytest.raises(tm.StoreError, match="closed"):
+        store.submit(tm.TaskSubmission("t"))
+
+
+def test_an_unreachable_server_is_a_store_error(pg_server: Any) -> None:
+    url = pg_server.url().replace(f":{pg_server.port}/", ":1/")
+    with pytest.raises(tm.StoreError, match="cannot connect to task store") as err:
+        PostgresStore.open(url, busy_timeout=2)
+    assert err.value.kind == "store"
+
+
+def test_a_newer_schema_is_refused(pg_url: str) -> None:
+    PostgresStore.open(pg_url).close()
+    raw(pg_url, "UPDATE taskmill.meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(tm.SchemaTooNew, match="newer than this taskmill"):
+        PostgresStore.open(pg_url)
+
+
+def test_a_foreign_taskmill_schema_is_refused_untouched(pg_url: str) -> None:
+    raw(pg_url, "CREATE SCHEMA taskmill")
+    raw(pg_url, "CREATE TABLE taskmill.tasks (mine text)")
+    raw(pg_url, "INSERT INTO taskmill.tasks VALUES ('keep me')")
+    with pytest.raises(tm.NotATaskStore, match="schema 'taskmill' that taskmill did not make"):
+        PostgresStore.open(pg_url)
+    tables = raw(
+        pg_url,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'taskmill'",
+    )
+    assert tables == [("tasks",)]
+    assert raw(pg_url, "SELECT mine FROM taskmill.tasks") == [("keep me",)]
+
+
+def test_messages_name_the_database_without_its_password() -> None:
+    from taskmill.store.postgres.store import describe
+
+    where = describe("postgresql://ann:s3cret@db.example:6543/jobs")
+    assert where == "PostgreSQL database 'jobs' on db.example:6543"
+    assert "s3cret" not in describe("host=h password=s3cret dbname=d")
+
+
+def test_frames_have_the_sqlite_stores_columns(store: PostgresStore, tmp_path: Path) -> None:
+    with tm.TaskStore.open(tmp_path / "s.db") as lite:
+        for s in (store, lite):
+            s.submit(tm.TaskSubmission("t", dedup_key="a", group="g", payload=b"p"))
+            s.cancel(1)
+            s.submit(tm.TaskSubmission("t", dedup_key="b", label="x", max_retries=2))
+        assert store.tasks().schema == lite.tasks().schema
+        assert store.history().schema == lite.history().schema
+        for by in ("group", "priority", "task_type"):
+            assert store.stats(by).schema == lite.stats(by).schema
+        drop = ["created_at", "started_at", "finished_at"]
+        assert store.tasks().drop(drop[:2]).rows() == lite.tasks().drop(drop[:2]).rows()
+        assert store.history().drop(drop).rows() == lite.history().drop(drop).rows()
+
+
+def test_the_same_methods_and_signatures_as_the_sqlite_store() -> None:
+    """Every public method of the SQLite store but batches (and its SQLite connection),
+    with the same parameters, kinds and defaults."""
+    import inspect
+
+    skip = {"submit_batch", "plan_batch", "conn"}
+    names = [n for n in vars(tm.TaskStore) if not n.startswith("_") and n not in skip]
+    assert "claim" in names and "integrity_check" in names
+    for name in names:
+        lite = inspect.signature(getattr(tm.TaskStore, name))
+        pg = inspect.signature(getattr(PostgresStore, name))
+        params = [(p.name, p.kind, p.default) for p in lite.parameters.values()]
+        mine = [(p.name, p.kind, p.default) for p in pg.parameters.values()]
+        if name == "open":  # a URL where SQLite takes a path
+            params, mine = params[1:], mine[1:]
+        assert mine == params, name
+
+
+def test_the_claim_query_walks_the_claim_index_with_no_sort(pg_url: str) -> None:
+    PostgresStore.open(pg_url).close()
+    raw(
+        pg_url,
+        "INSERT INTO taskmill.tasks (task_type, group_name, priority, queue_pos, status, "
+        "created_at) SELECT 't' || (i % 3), 'g' || (i % 5), i % 4 * 50, i, "
+        "CASE WHEN i % 10 = 0 THEN 'running' ELSE 'pending' END, 0 "
+        "FROM generate_series(1, 20000) i",
+    )
+    raw(pg_url, "ANALYZE taskmill.tasks")
+    params = {"types": ["t0", "t1"], "now": time.time(), "full_groups": ["g1"], "limit": 16}
+    plan = raw(pg_url, "EXPLAIN " + queries()["claim_candidates"], params)
+    text = "\n".join(r[0] for r in plan)
+    assert "Index Scan using tasks_claim" in text, text
+    assert "Sort" not in text, text
+
+
+# ---------------------------------------------------------------- submit (as test_store.py)
+
+
+def test_submit_inserts_with_defaults(store: PostgresStore) -> None:
+    res = store.submit(tm.TaskSubmission("sync.upload", dedup_key="a", payload={"x": 1}))
+    assert (res.action, res.task_id, res.replaced_task_id) == ("submitted", 1, None)
+    row = store.tasks().row(0, named=True)
+    assert row["task_type"] == "sync.upload"
+    assert row["dedup_key"] == "a"
+    assert row["group"] is None
+    assert row["priority"] == 128
+    assert row["status"] == "pending"
+    assert row["payload"] == b'{"x":1}'
+    assert row["attempts"] == 0
+    assert row["queue_pos"] == 1
+
+
+def test_payload_bytes_stored_as_is(store: PostgresStore) -> None:
+    store.submit(tm.TaskSubmission("t", payload=b"\x00\xffraw"))
+    store.submit(tm.TaskSubmission("t", payload="text"))
+    assert store.tasks()["payload"].to_list() == [b"\x00\xffraw", b'"text"']
+
+
+def test_skip_deduplicates_and_keeps_store(store: PostgresStore) -> None:
+    first = store.submit(tm.TaskSubmission("t", dedup_key="k", priority=100, payload=1))
+    again = store.submit(tm.TaskSubmission("t", dedup_key="k", priority=200, payload=2))
+    assert again == tm.SubmitOutcome("deduplicated", first.task_id)
+    df = store.tasks()
+    assert df.select("id", "priority", "payload").rows() == [(1, 100, b"1")]
+    assert store.history().height == 0
+
+
+def test_skip_upgrades_priority_of_pending(store: PostgresStore) -> None:
+    store.submit(tm.TaskSubmission("t", dedup_key="k", priority=tm.Priority.BACKGROUND))
+    res = store.submit(tm.TaskSubmission("t", dedup_key="k", priority=tm.Priority.HIGH))
+    assert res == tm.SubmitOutcome("upgraded", 1)
+    assert store.tasks()["priority"].to_list() == [64]
+    # a less urgent duplicate changes nothing
+    res = store.submit(tm.TaskSubmission("t", dedup_key="k", priority=tm.Priority.IDLE))
+    assert res == tm.SubmitOutcome("deduplicated", 1)
+    assert store.tasks().select("id", "priority", "queue_pos").rows() == [(1, 64, 1)]
+
+
+def test_skip_does_not_upgrade_running(store: PostgresStore) -> None:
+    store.submit(tm.TaskSubmission("t", dedup_key="k", priority=200))
+    owner = store.new_owner()
+    assert [c.id for c in store.claim(1, task_types=["t"], owner=owner)] == [1]
+    res = store.submit(tm.TaskSubmission("t", dedup_key="k", priority=0))
+    assert res == tm.SubmitOutcome("deduplicated", 1)
+    assert store.tasks()["priority"].to_list() == [200]
+    store.release_owner(owner)
+
+
+def test_supersede_pending_takes_its_queue_place(store: PostgresStore) -> None:
+    for key in "abc":
+        store.submit(tm.TaskSubmission("t", dedup_key=key))
+    res = store.submit(
+        tm.TaskSubmission(
+            "t", dedup_key="a", payload="new", on_duplicate=tm.DuplicateStrategy.SUPERSEDE
+        )
+    )
+    assert res == tm.SubmitOutcome("superseded", 4, 1)
+    assert store.tasks()["dedup_key"].to_list() == ["a", "b", "c"]
+    assert ids(store.tasks()) == [4, 2, 3]
+    assert store.tasks().select("id", "queue_pos", "payload").rows() == [
+        (4, 1, b'"new"'),
+        (2, 2, None),
+        (3, 3, None),
+    ]
+    hist = store.history()
+    assert hist.select("id", "status", "replaced_by").rows() == [(1, "superseded", 4)]
+    # and the claim dispatches it first, in the replaced task's place
+    owner = store.new_owner()
+    assert [c.id for c in store.claim(3, task_types=["t"], owner=owner)] == [4, 2, 3]
+    store.release_owner(owner)
+
+
+def test_supersede_running_queues_normally(store: PostgresStore) -> None:
+    for key in "ab":
+        store.submit(tm.TaskSubmission("t", dedup_key=key))
+    owner = store.new_owner()
+    store.claim(1, task_types=["t"], owner=owner)
+    res = store.submit(tm.TaskSubmission("t", dedup_key="a", on_duplicate="supersede"))
+    assert res == tm.SubmitOutcome("superseded", 3, 1)
+    assert ids(store.tasks()) == [2, 3]
+    # the old attempt's completion changes nothing
+    assert store.complete(1, owner=owner) is False
+    assert store.history().select("id", "status", "attempts", "replaced_by").rows() == [
+        (1, "superseded", 1, 3)
+    ]
+    assert store.lost_tasks([1], owner=owner) == {1: ("superseded", 3)}
+    store.release_owner(owner)
+
+
+def test_reject_raises_and_keeps_store(store: PostgresStore) -> None:
+    store.submit(tm.TaskSubmission("t", dedup_key="k"))
+    with pytest.raises(tm.DuplicateTask) as err:
+        store.submit(tm.TaskSubmission("t", dedup_key="k", on_duplicate="reject"))
+    assert err.value.kind == "duplicate"
+    assert err.value.existing_task_id == 1
+    assert isinstance(err.value, tm.SchedulerError)
+    assert ids(store.tasks()) == [1]
+    assert store.history().height == 0
+    # the refused submit took no id
+    assert store.submit(tm.TaskSubmission("t", dedup_key="other")).task_id == 2
+
+
+def test_no_key_is_never_duplicate_and_types_are_separate(store: PostgresStore) -> None:
+    store.submit(tm.TaskSubmission("t"))
+    store.submit(tm.TaskSubmission("t"))
+    store.submit(tm.TaskSubmission("t", dedup_key="k"))
+    store.submit(tm.TaskSubmission("u", dedup_key="k"))
+    assert ids(store.tasks()) == [1, 2, 3, 4]
+
+
+def test_history_never_blocks_a_new_submission(store: PostgresStore) -> None:
+    store.submit(tm.TaskSubmission("t", dedup_key="k"))
+    owner = store.new_owner()
+    store.claim(1, task_types=["t"], owner=owner)
+    assert store.complete(1, owner=owner)
+    res = store.submit(tm.TaskSubmission("t", dedup_key="k", on_duplicate="reject"))
+    assert res == tm.SubmitOutcome("submitted", 2)
+    store.release_owner(owner)
+
+
+def test_stored_key_hashes_are_the_python_ones(store: PostgresStore, pg_url: str) -> None:
+    store.submit(tm.TaskSubmission("é", dedup_key="ü∂ 🚀 key"))
+    store.submit(tm.TaskSubmission("t"))
+    rows = raw(pg_url, "SELECT task_type, dedup_key, key_hash FROM taskmill.tasks ORDER BY id")
+    assert rows == [("é", "ü∂ 🚀 key", key_hash("é", "ü∂ 🚀 key")), ("t", None, None)]
+
+
+def test_ids_are_never_reused(pg_url: str) -> None:
+    with PostgresStore.open(pg_url) as store:
+        for _ in range(3):
+            store.submit(tm.TaskSubmission("t"))
+        owner = store.new_owner()
+        claimed = store.claim(3, task_types=["t"], owner=owner)
+        for task in claimed:
+            store.complete(task.id, owner=owner)
+        assert store.tasks().height == 0
+        store.cancel(store.submit(tm.TaskSubmission("t")).task_id)
+        store.release_owner(owner)
+    with PostgresStore.open(pg_url) as store:
+        assert store.submit(tm.TaskSubmission("t")).task_id == 5
+        assert ids(store.history()) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "kind", "field", "message"),
+    [
+        ({"task_type": ""}, "invalid_task_type", "task_type", "task_type is an empty string"),
+        ({"dedup_key": ""}, "invalid_dedup_key", "dedup_key", "dedup_key is an empty string"),
+        ({"priority": 999}, "invalid_priority", "priority", "within 0..255, got 999"),
+        ({"payload": {1, 2}}, "invalid_payload", "payload", "cannot be encoded as JSON"),
+        ({"max_retries": -1}, "invalid_max_retries", "max_retries", "within 0..1000"),
+        (
+            {"payload": b"x" * (1024 * 1024 + 1)},
+            "payload_too_large",
+            "payload",
+            "1,048,577 bytes, over the 1,048,576-byte limit",
+        ),
+    ],
+)
+def test_bad_values_fail_at_submission_naming_the_field(
+    store: PostgresStore, kwargs: dict, kind: str, field: str, message: str
+) -> None:
+    args = {"task_type": "t", **kwargs}
+    sub = tm.TaskSubmission(args.pop("task_type"), **args)
+    with pytest.raises(tm.InvalidSubmission) as err:
+        store.submit(sub)
+    assert err.value.kind == kind
+    assert err.value.field == field
+    assert message in str(err.value)
+    assert store.tasks().height == 0
+
+
+def test_payload_at_the_limit_is_accepted(store: PostgresStore) -> None:
+    store.submit(tm.TaskSubmission("t", payload=b"x" * (1024 * 1024)))
+    assert store.tasks()["payload"].bin.size().to_list() == [1024 * 1024]
+
+
+# ---------------------------------------------------------------- key-hash collisions
+
+
+@pytest.fixture
+def collided(store: PostgresStore, pg_url: str) -> PostgresStore:
+    """A store whose one task (key 'a') carries the hash of key 'b' (as test_keys.py)."""
+    assert store.submit(tm.TaskSubmission("t", dedup_key="a", priority=100)).task_id == 1
+    raw(pg_url, "UPDATE taskmill.tasks SET key_hash = %s WHERE id = 1", (key_hash("t", "b"),))
+    return store
+
+
+@pytest.mark.parametrize("strategy", list(tm.DuplicateStrategy))
+def test_a_single_submit_that_collides_fails_and_changes_nothing(
+    collided: PostgresStore, strategy: tm.DuplicateStrategy
+) -> None:
+    store = collided
+    with pytest.raises(tm.InvalidSubmission) as caught:
+        store.submit(tm.TaskSubmission("t", dedup_key="b", priority=0, on_duplicate=strategy))
+    assert caught.value.kind == "key_collision"
+    assert caught.value.field == "dedup_key"
+    assert "active task 1" in str(caught.value) and "'b'" in str(caught.value)
+    assert store.tasks().select("id", "dedup_key", "priority", "status").rows() == [
+        (1, "a", 100, "pending")
+    ]
+    assert store.history().height == 0
+    # other keys go on as usual
+    assert store.submit(tm.TaskSubmission("t", dedup_key="c")).action == "submitted"
+    # and the integrity check names the row whose hash is not its key's
+    report = store.integrity_check()
+    assert report.startswith("active tasks whose key_hash is not the hash"), report
+    assert report.endswith(": 1")
+
+
+# ---------------------------------------------------------------- claim order and groups
+
+
+def test_claim_order_is_priority_then_queue_order(store: PostgresStore) -> None:
+    for key, prio in [("a", 128), ("b", 0), ("c", 128), ("d", 255), ("e", 0)]:
+        store.submit(tm.TaskSubmission("t", dedup_key=key, priority=prio))
+    owner = store.new_owner()
+    got = store.claim(2, task_types=["t"], owner=owner)
+    assert [(c.dedup_key, c.priority, c.attempt) for c in got] == [("b", 0, 1), ("e", 0, 1)]
+    got = store.claim(10, task_types=["t"], owner=owner)
+    assert [c.dedup_key for c in got] == ["a", "c", "d"]
+    assert store.owned_tasks(owner) == [1, 2, 3, 4, 5]
+    assert store.claim(10, task_types=["t"], owner=owner) == []
+    assert store.claim(0, task_types=["t"], owner=owner) == []
+    store.release_owner(owner)
+
+
+def test_claim_returns_the_task(store: PostgresStore) -> None:
+    store.submit(
+        tm.TaskSubmission(
+            "t", dedup_key="k", group="g", priority=7, payload=b"p", label="l", max_retries=3
+        )
+    )
+    owner = store.new_owner()
+    [task] = store.claim(1, task_types=["t"], owner=owner)
+    assert task == ClaimedTask(1, "t", "k", "g", 7, b"p", "l", 1, 3)
+    row = store.tasks().row(0, named=True)
+    assert (row["status"], row["attempts"]) == ("running", 1)
+    assert row["started_at"] is not None
+    store.release_owner(owner)
+
+
+def test_claim_respects_group_limits_without_head_of_line_blocking(
+    store: PostgresStore,
+) -> None:
+    for i in range(5):
+        store.submit(tm.TaskSubmission("t", dedup_key=f"a{i}", group="A", priority=0))
+    for i in range(3):
+        store.submit(tm.TaskSubmission("t", dedup_key=f"b{i}", group="B", priority=200))
+    store.submit(tm.TaskSubmission("t", dedup_key="n", priority=255))
+    owner = store.new_owner()
+    got = store.claim(
+        10, task_types=["t"], owner=owner, group_limits={"A": 2}, default_group_limit=1
+    )
+    assert [c.dedup_key for c in got] == ["a0", "a1", "b0", "n"]
+    # A's two and B's one are still running: nothing more of A or B
+    assert (
+        store.claim(10, task_types=["t"], owner=owner, group_limits={"A": 2}, default_group_limit=1)
+        == []
+    )
+    # the running tasks are counted from the store, whoever runs them
+    other = store.new_owner()
+    b0 = next(c for c in got if c.dedup_key == "b0")
+    assert store.complete(b0.id, owner=owner)
+    got = store.claim(
+        10, task_types=["t"], owner=other, group_limits={"A": 2}, default_group_limit=1
+    )
+    assert [c.dedup_key for c in got] == ["b1"]
+    store.release_owner(other)
+    store.release_owner(owner)
+
+
+def test_group_limits_hold_across_two_store_objects(store: PostgresStore, pg_url: str) -> None:
+    """Two PostgresStore objects (two connections, two owners), as two workers."""
+    for i in range(6):
+        store.submit(tm.TaskSubmission("t", dedup_key=f"a{i}", group="A"))
+    with PostgresStore.open(pg_url) as second:
+        one, two = store.new_owner(), second.new_owner()
+        limits = {"group_limits": {"A": 3}}
+        assert len(store.claim(2, task_types=["t"], owner=one, **limits)) == 2
+        assert [c.dedup_key for c in second.claim(5, task_types=["t"], owner=two, **limits)] == [
+            "a2"
+        ]
+        assert store.claim(5, task_types=["t"], owner=one, **limits) == []
+        assert second.claim(5, task_types=["t"], owner=two, **limits) == []
+        assert second.release_owner(two) == 1
+        assert [c.dedup_key for c in store.claim(5, task_types=["t"], owner=one, **limits)] == [
+            "a2"
+        ]
+        assert store.counts()["running"] == 3
+        store.release_owner(one)
+
+
+def _claim_at_once(stores: list[PostgresStore], owners: list[str]) -> list[int]:
+    """Every store claims (group g limited to 3) at the same moment, each in a thread of
+    its own; returns how many tasks each got."""
+    barrier = threading.Barrier(len(stores))
+    got = [0] * len(stores)
+
+    def claim(j: int) -> None:
+        barrier.wait()
+        tasks = stores[j].claim(10, task_types=["t"], owner=owners[j], group_limits={"g": 3})
+        got[j] = len(tasks)
+
+    threads = [threading.Thread(target=claim, args=(j,)) for j in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return got
+
+
+def _all_pending_again(url: str) -> None:
+    raw(
+        url,
+        "UPDATE taskmill.tasks SET status = 'pending', owner = NULL, attempts = 0, "
+        "started_at = NULL",
+    )
+
+
+def test_group_limits_hold_between_threads_claiming_at_once(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """Four store objects claim at the same moment, round after round: the limit is
+    never exceeded (each claim counts the others' running tasks under the claim lock)."""
+    for i in range(40):
+        store.submit(tm.TaskSubmission("t", dedup_key=f"k{i}", group="g"))
+    stores = [PostgresStore.open(pg_url) for _ in range(4)]
+    try:
+        owners = [s.new_owner() for s in stores]
+        for _ in range(15):
+            got = _claim_at_once(stores, owners)
+            assert sum(got) == 3, got
+            assert store.counts()["running"] == 3
+            _all_pending_again(pg_url)
+        for s, o in zip(stores, owners, strict=True):
+            s.release_owner(o)
+    finally:
+        for s in stores:
+            s.close()
+
+
+_CLAIMER = """
+import sys
+from taskmill.store.postgres import PostgresStore
+
+with PostgresStore.open(sys.argv[1]) as store:
+    owner = store.new_owner()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
+        got = store.claim(10, task_types=["t"], owner=owner, group_limits={"g": 3})
+        print(len(got), flush=True)
+    store.release_owner(owner)
+"""
+
+
+def test_group_limits_hold_across_two_processes(store: PostgresStore, pg_url: str) -> None:
+    """Two worker processes claim at the same moment, round after round."""
+    for i in range(20):
+        store.submit(tm.TaskSubmission("t", dedup_key=f"k{i}", group="g"))
+    procs = [_spawn(_CLAIMER, pg_url) for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready", p.stderr.read() if p.stderr else ""
+        for _ in range(25):
+            for p in procs:  # both wake at once
+                assert p.stdin is not None
+                p.stdin.write("go\n")
+                p.stdin.flush()
+            got = [int(p.stdout.readline()) for p in procs]  # type: ignore[union-attr]
+            assert sum(got) == 3, got
+            assert store.counts()["running"] == 3
+            _all_pending_again(pg_url)
+        for p in procs:
+            p.stdin.write("stop\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+        for p in procs:
+            _, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
+def test_claim_skips_types_without_executor_and_future_retries(store: PostgresStore) -> None:
+    store.submit(tm.TaskSubmission("other"))
+    store.submit(tm.TaskSubmission("t", dedup_key="a"))
+    store.submit(tm.TaskSubmission("t", dedup_key="b"))
+    owner = store.new_owner()
+    [first] = store.claim(1, task_types=["t"], owner=owner)
+    retry_at = time.time() + 3600
+    assert store.fail(first.id, owner=owner, error="boom", retry_at=retry_at) == "retry"
+    got = store.claim(5, task_types=["t"], owner=owner)
+    assert [c.dedup_key for c in got] == ["b"]
+    row = store.tasks(task_type="t", status="pending").row(0, named=True)
+    assert (row["dedup_key"], row["attempts"], row["last_error"]) == ("a", 1, "boom")
+    assert store.next_retry_at() == retry_at
+    assert store.has_work(["t"]) and store.has_work(["other"]) and not store.has_work(["x"])
+    # once due, it is claimed again as its second attempt
+    [again] = store.claim(5, task_types=["t"], owner=owner, now=retry_at + 1)
+    assert (again.dedup_key, again.attempt) == ("a", 2)
+    assert store.next_retry_at() is None
+    store.release_owner(owner)
+
+
+def test_a_task_that_a_submit_is_deciding_on_is_skipped_not_waited_for(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """The claim's FOR UPDATE SKIP LOCKED: a row another transaction holds is passed by."""
+    for key in "ab":
+        store.submit(tm.TaskSubmission("t", dedup_key=key))
+    owner = store.new_owner()
+    with psycopg.connect(pg_url) as other:  # a transaction holding task 1 (like a submit)
+        other.execute("SELECT id FROM taskmill.tasks WHERE id = 1 FOR UPDATE")
+        assert [c.id for c in store.claim(5, task_types=["t"], owner=owner)] == [2]
+        other.rollback()
+    assert [c.id for c in store.claim(5, task_types=["t"], owner=owner)] == [1]
+    store.release_owner(owner)
+
+
+# ---------------------------------------------------------------- attempts
+
+
+def test_fail_without_retry_moves_to_history(store: PostgresStore) -> None:
+    store.submit(tm.TaskSubmission("t", dedup_key="a", group="g", payload={"p": 1}))
+    owner = store.new_owner()
+    store.claim(1, task_types=["t"], owner=owner)
+    assert store.fail(1, owner=owner, error="ValueError: bad", retry_at=None) == "failed"
+    row = store.history().row(0, named=True)
+    assert row["status"] == "failed"
+    assert row["last_error"] == "ValueError: bad"
+    assert row["attempts"] == 1
+    assert (row["task_type"], row["dedup_key"], row["group"], row["payload"]) == (
+        "t",
+        "a",
+        "g",
+        b'{"p":1}',
+    )
+    assert row["finished_at"] >= row["created_at"]
+    assert store.tasks().height == 0
+    store.release_owner(owner)
+
+
+def test_retries_then_a_final_failure(store: PostgresStore) -> None:
+    store.submit(tm.TaskSubmission("t", dedup_key="a", max_retries=1))
+    owner = store.new_owner()
+    now = time.time()
+    [one] = store.claim(1, task_types=["t"], owner=owner, now=now)
+    assert one.attempt == 1
+    # a stale attempt number, or another owner, records nothing
+    assert store.fail(1, owner=owner, error="e", retry_at=now, attempt=2) is None
+    assert store.fail(1, owner="someone:1:else", error="e", retry_at=None) is None
+    assert store.fail(1, owner=owner, error="first", retry_at=now + 5, attempt=1) == "retry"
+    row = store.tasks().row(0, named=True)
+    assert (row["status"], row["attempts"], row["last_error"]) == ("pending", 1, "first")
+    assert row["run_after"].timestamp() == pytest.approx(now + 5)
+    assert store.claim(1, task_types=["t"], owner=owner, now=now + 4) == []
+    [two] = store.claim(1, task_types=["t"], owner=owner, now=now + 5)
+    assert two.attempt == 2
+    assert store.tasks()["run_after"].to_list() == [None]
+    assert store.fail(1, owner=owner, error="second", retry_at=None, attempt=2) == "failed"
+    assert store.history().select("id", "status", "attempts", "last_error").rows() == [
+        (1, "failed", 2, "second")
+    ]
+    assert store.fail(1, owner=owner, error="again", retry_at=None) is None
+    assert store.counts()["failed"] == 1
+    store.release_owner(owner)
+
+
+def test_release_is_not_counted_as_a_try(store: PostgresStore) -> None:
+    for key in "ab":
+        store.submit(tm.TaskSubmission("t", dedup_key=key))
+    owner = store.new_owner()
+    got = store.claim(2, task_types=["t"], owner=owner)
+    assert [c.attempt for c in got] == [1, 1]
+    assert store.release([1, 2], owner=owner, attempts=[1, 5]) == 1  # 2 is not attempt 5
+    assert store.release([1], owner="someone:1:else") == 0
+    assert store.tasks().select("id", "status", "attempts").rows() == [
+        (1, "pending", 0),
+        (2, "running", 1),
+    ]
+    assert store.tasks()["started_at"].is_null().to_list() == [True, False]
+    [again] = store.claim(1, task_types=["t"], owner=owner)
+    assert (again.id, again.attempt) == (1, 1)
+    assert store.release([], owner=owner) == 0
+    with pytest.raises(ValueError, match="one attempt number per task id"):
+        store.release([1, 2], owner=owner, attempts=[1])
+    assert store.release_owner(owner) == 2
+    assert store.tasks().select("status", "attempts").rows() == [("pending", 0)] * 2
+
+
+def test_complete_many_completes_only_the_attempts_still_running(store: PostgresStore) -> None:
+    for key in "abc":
+        store.submit(tm.TaskSubmission("t", dedup_key=key))
+    owner = store.new_owner()
+    store.claim(3, task_types=["t"], owner=owner)
+    assert store.cancel(3) == "running"
+    assert store.complete_many([1, 2, 3], owner=owner, attempts=[1, 2, 1]) == {1}
+    assert store.complete_many([1, 2], owner=owner) == {2}  # a retried call: 1 is done
+    assert store.complete_many([], owner=owner) == set()
+    assert store.history().select("id", "status", "attempts").rows() == [
+        (1, "completed", 1),
+        (2, "completed", 1),
+        (3, "cancelled", 1),
+    ]
+    assert store.lost_tasks([1, 3, 99], owner=owner) == {
+        1: ("completed", None),
+        3: ("cancelled", None),
+        99: ("gone", None),
+    }
+    store.release_owner(owner)
+
+
+# ---------------------------------------------------------------- workers and leases
+
+
+def test_a_lease_that_ran_out_frees_its_tasks_and_its_owner_learns_it(
+    store: PostgresStore,
+) -> None:
+    """A worker on another machine cannot be checked by pid: its lease decides
+    (test_dispatch_trust.py's test, on PostgreSQL)."""
+    for key in "ab":
+        store.submit(tm.TaskSubmission("t", dedup_key=key))
+    remote = "elsewhere:4242:0123456789ab"
+    store.register(remote, lease_timeout=30.0)
+    t0 = time.time()
+    assert [c.id for c in store.claim(2, task_types=["t"], owner=remote)] == [1, 2]
+    assert store.recover(now=t0 + 10) == 0  # still within its lease
+    assert store.counts()["running"] == 2
+    assert store.renew(remote)  # renewed at about t0
+    assert store.recover(now=t0 + 29) == 0
+    assert store.recover(now=time.time() + 31) == 2
+    assert store.tasks().select("dedup_key", "status", "attempts").rows() == [
+        ("a", "pending", 0),
+        ("b", "pending", 0),
+    ]
+    assert not store.renew(remote)  # the owner is told its lease is gone
+    assert store.complete_many([1, 2], owner=remote) == set()  # and records nothing
+    assert store.lost_tasks([1, 2], owner=remote) == {1: ("pending", None), 2: ("pending", None)}
+    # registered again, it works on
+    store.register(remote, lease_timeout=30.0)
+    assert store.renew(remote)
+    assert [c.attempt for c in store.claim(2, task_types=["t"], owner=remote)] == [1, 1]
+    assert store.complete_many([1, 2], owner=remote, attempts=[1, 1]) == {1, 2}
+
+
+def test_a_worker_that_stops_renewing_loses_its_tasks_to_another_worker(pg_url: str) -> None:
+    """Two store objects: the first worker's lease runs out; recovery through the second
+    puts its tasks back, and the second claims them."""
+    with PostgresStore.open(pg_url) as a, PostgresStore.open(pg_url) as b:
+        for key in "abc":
+            a.submit(tm.TaskSubmission("t", dedup_key=key))
+        gone = "host-a:1:aaaaaaaaaaaa"  # a worker elsewhere, as seen from here
+        a.register(gone, lease_timeout=5.0)
+        assert len(a.claim(2, task_types=["t"], owner=gone)) == 2
+        worker = b.new_owner(lease_timeout=5.0)
+        assert [c.id for c in b.claim(5, task_types=["t"], owner=worker)] == [3]
+        t0 = time.time()
+        assert b.recover(now=t0 + 4) == 0
+        assert b.recover(now=t0 + 60) == 2  # the live worker of this process is kept
+        assert b.owned_tasks(worker) == [3]
+        assert b.owned_tasks(gone) == []
+        assert [c.id for c in b.claim(5, task_types=["t"], owner=worker)] == [1, 2]
+        assert raw(pg_url, "SELECT owner FROM taskmill.workers") == [(worker,)]
+        b.release_owner(worker)
+
+
+def test_tasks_of_a_dead_process_of_this_host_are_recovered(
+    store: PostgresStore, pg_url: str
+) -> None:
+    store.submit(tm.TaskSubmission("t", dedup_key="a"))
+    done = subprocess.run([PYTHON, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead_pid = int(done.stdout)
+    from taskmill.store.sqlite import _HOST
+
+    owner = f"{_HOST}:{dead_pid}:deadbeef0000"
+    store.register(owner, lease_timeout=3600)
+    store.claim(1, task_types=["t"], owner=owner)
+    assert store.recover() == 1
+    assert store.tasks().select("status", "attempts").rows() == [("pending", 0)]
+    assert raw(pg_url, "SELECT count(*) FROM taskmill.workers") == [(0,)]
+
+
+def test_a_running_task_of_a_01_worker_elsewhere_is_recovered(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """A task left running by a worker that holds no lease (0.1 wrote no worker rows)."""
+    store.submit(tm.TaskSubmission("t", dedup_key="a"))
+    raw(pg_url, "UPDATE taskmill.tasks SET status = 'running', owner = 'old:1:x', attempts = 1")
+    assert store.recover() == 1
+    assert store.tasks().select("status", "attempts").rows() == [("pending", 0)]
+
+
+def test_new_owner_needs_a_positive_lease(store: PostgresStore) -> None:
+    with pytest.raises(tm.SchedulerError, match="more than 0 seconds"):
+        store.new_owner(lease_timeout=0)
+
+
+# ---------------------------------------------------------------- control and queries
+
+
+def test_cancel_pause_resume(store: PostgresStore) -> None:
+    for key in "abc":
+        store.submit(tm.TaskSubmission("t", dedup_key=key))
+    assert store.cancel(1) == "pending"
+    assert store.cancel(1) is None
+    assert store.pause(2) is True
+    assert store.pause(2) is False
+    owner = store.new_owner()
+    assert [c.id for c in store.claim(5, task_types=["t"], owner=owner)] == [3]
+    assert store.resume(2) is True
+    assert store.resume(2) is False
+    assert [c.id for c in store.claim(5, task_types=["t"], owner=owner)] == [2]
+    assert store.counts()["running"] == 2
+    assert store.history().select("id", "status").rows() == [(1, "cancelled")]
+    assert store.pause(3) is False  # running tasks are not paused
+    store.release_owner(owner)
+
+
+def test_counts_and_stats(store: PostgresStore) -> None:
+    store.submit(tm.TaskSubmission("a", dedup_key="1", group="g1", priority=5))
+    store.submit(tm.TaskSubmission("a", dedup_key="2", group="g1", priority=5))
+    store.submit(tm.TaskSubmission("b", dedup_key="3", group="g2", priority=1))
+    store.submit(tm.TaskSubmission("b", dedup_key="4", priority=1))
+    store.submit(tm.TaskSubmission("b", dedup_key="4", priority=1, on_duplicate="supersede"))
+    owner = store.new_owner()
+    store.claim(1, task_types=["b"], owner=owner)  # task 3 (g2)
+    store.pause(2)
+    store.cancel(1)
+    assert store.counts() == {
+        "pending": 1,
+        "running": 1,
+        "paused": 1,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 1,
+        "superseded": 1,
+    }
+    by_group = store.stats("group")
+    assert by_group.columns == [
+        "group",
+        "pending",
+        "running",
+        "paused",
+        "completed",
+        "failed",
+        "cancelled",
+        "superseded",
+        "total",
+    ]
+    assert by_group.rows() == [
+        ("g1", 0, 0, 1, 0, 0, 1, 0, 2),
+        ("g2", 0, 1, 0, 0, 0, 0, 0, 1),
+        (None, 1, 0, 0, 0, 0, 0, 1, 2),
+    ]
+    assert store.stats("priority").select("priority", "total").rows() == [(1, 3), (5, 2)]
+    assert store.stats("task_type").select("task_type", "running", "total").rows() == [
+        ("a", 0, 2),
+        ("b", 1, 3),
+    ]
+    with pytest.raises(tm.SchedulerError, match="use group, priority or task_type") as err:
+        store.stats("owner")
+    assert err.value.kind == "invalid"
+    store.release_owner(owner)
+
+
+def test_tasks_and_history_filters(store: PostgresStore) -> None:
+    store.submit(tm.TaskSubmission("a", group="g1", priority=5))
+    store.submit(tm.TaskSubmission("b", group="g2", priority=1))
+    store.submit(tm.TaskSubmission("a", group="g2", priority=3))
+    store.cancel(1)
+    assert ids(store.tasks()) == [2, 3]  # dispatch order
+    assert ids(store.tasks(task_type="a")) == [3]
+    assert ids(store.tasks(group=["g1", "g2"], limit=1)) == [2]
+    assert ids(store.tasks(status=[])) == []
+    assert ids(store.tasks(limit=-1)) == [2, 3]  # as SQLite's LIMIT -1
+    assert ids(store.history(status="cancelled")) == [1]
+    assert store.history(status="completed").height == 0
+    assert store.tasks()["created_at"].dtype == pl.Datetime("us", "UTC")
+    assert store.integrity_check() == "ok"
+
+
+def test_integrity_check_names_what_is_broken(store: PostgresStore, pg_url: str) -> None:
+    store.submit(tm.TaskSubmission("t", dedup_key="a"))
+    store.submit(tm.TaskSubmission("t", dedup_key="b"))
+    store.cancel(2)
+    assert store.integrity_check() == "ok"
+    raw(pg_url, "UPDATE taskmill.tasks SET owner = 'x:1:y' WHERE id = 1")
+    raw(
+        pg_url,
+        "INSERT INTO taskmill.history (id, task_type, priority, status, attempts, created_at, "
+        "finished_at) VALUES (1, 't', 1, 'completed', 1, 0, 0), (9, 't', 1, 'completed', 1, 0, 0)",
+    )
+    assert store.integrity_check().splitlines() == [
+        "ids both active and finished: 1",
+        "running tasks without an owner, or other tasks with one: 1",
+        "ids above the last one the id sequence handed out: 1",
+    ]
+
+
+# ---------------------------------------------------------------- many writers
+
+
+_SUBMITTER = """
+import json, random, sys
+import taskmill as tm
+from taskmill.store.postgres import PostgresStore
+
+url, strategy, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+keys = [f"k{i}" for i in range(30)] * 3
+random.Random(seed).shuffle(keys)
+out = []
+with PostgresStore.open(url) as store:
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for key in keys:
+        res = store.submit(tm.TaskSubmission("t", dedup_key=key, on_duplicate=strategy))
+        out.append([key, res.action, res.task_id, res.replaced_task_id])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("strategy", ["skip", "supersede"])
+def test_submits_from_many_processes_serialize_per_key(
+    store: PostgresStore, pg_url: str, strategy: str
+) -> None:
+    """Three processes submit the same 30 keys three times each, in different orders."""
+    procs = [_spawn(_SUBMITTER, pg_url, strategy, str(seed)) for seed in range(3)]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready", p.stderr.read() if p.stderr else ""
+        for p in procs:
+            p.stdin.write("go\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+        results = []
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+            results.extend(json.loads(out))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert len(results) == 270
+    active = store.tasks()
+    assert sorted(active["dedup_key"].to_list()) == sorted(f"k{i}" for i in range(30))
+    actions = (
+        pl.DataFrame(results, schema=["key", "action", "task_id", "replaced"], orient="row")
+        .group_by("action")
+        .len()
+    )
+    history = store.history()
+    if strategy == "skip":
+        assert dict(actions.rows()) == {"submitted": 30, "deduplicated": 240}
+        assert history.height == 0
+    else:
+        # each key: one first submit, then a chain of 8 replacements ending at the active task
+        assert dict(actions.rows()) == {"submitted": 30, "superseded": 240}
+        assert history.height == 240
+        assert set(history["status"].to_list()) == {"superseded"}
+        every = set(ids(active)) | set(ids(history))
+        assert set(history["replaced_by"].to_list()) <= every
+        replaced = sorted(r[3] for r in results if r[3] is not None)
+        assert replaced == sorted(ids(history))  # each task was replaced exactly once
+        # a task superseding a pending one took its place: one queue place per key
+        assert sorted(active["queue_pos"].to_list()) == sorted(
+            min(r[2] for r in results if r[0] == key and r[1] == "submitted")
+            for key in {r[0] for r in results}
+        )
+    assert store.integrity_check() == "ok"
+
+
+def _until_taskmill_waits_for_a_lock(url: str) -> None:
+    """Return once a connection of the store in this database waits for a lock held by
+    another transaction (fails after 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        waiting = raw(
+            url,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'taskmill' AND wait_event_type = 'Lock'",
+        )
+        if waiting[0][0]:
+            return
+        time.sleep(0.01)
+    pytest.fail("the store never waited for the lock")
+
+
+def _in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(call()))
+    thread.start()
+    return thread, out
+
+
+def test_a_supersede_decides_on_the_task_as_a_claim_in_flight_left_it(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """The submit locks the task of its key before deciding: a claim that was marking it
+    running commits first, and the replacement queues as for a running task."""
+    for key in "ab":
+        store.submit(tm.TaskSubmission("t", dedup_key=key))
+    owner = store.new_owner()
+    with psycopg.connect(pg_url) as claim:  # a claim in flight, holding task 1
+        claim.execute(
+            "UPDATE taskmill.tasks SET status = 'running', owner = %s, attempts = 1 WHERE id = 1",
+            (owner,),
+        )
+        thread, out = _in_thread(
+            lambda: store.submit(tm.TaskSubmission("t", dedup_key="a", on_duplicate="supersede"))
+        )
+        _until_taskmill_waits_for_a_lock(pg_url)
+        claim.commit()
+        thread.join(30)
+    assert out == [tm.SubmitOutcome("superseded", 3, 1)]
+    assert store.tasks().select("id", "queue_pos", "status").rows() == [
+        (2, 2, "pending"),
+        (3, 3, "pending"),
+    ]
+    assert store.history().select("id", "status", "attempts", "replaced_by").rows() == [
+        (1, "superseded", 1, 3)
+    ]
+    assert store.complete(1, owner=owner) is False
+    store.release_owner(owner)
+
+
+def test_the_unique_index_catches_a_writer_that_bypassed_the_submit_lock(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """A row inserted without the submit lock, committed while a submit of its key was
+    inserting: the submit meets the unique index, runs again and sees that task.  The id
+    it had drawn is not handed out again (a gap: ids are never reused)."""
+    with psycopg.connect(pg_url) as rogue:
+        rogue.execute(
+            "INSERT INTO taskmill.tasks (id, task_type, dedup_key, priority, queue_pos, "
+            "created_at, key_hash) VALUES (nextval('taskmill.task_ids'), 't', 'k', 9, 1, 0, %s)",
+            (key_hash("t", "k"),),
+        )
+        thread, out = _in_thread(lambda: store.submit(tm.TaskSubmission("t", dedup_key="k")))
+        _until_taskmill_waits_for_a_lock(pg_url)
+        rogue.commit()
+        thread.join(30)
+    assert out == [tm.SubmitOutcome("deduplicated", 1)]
+    assert store.tasks().select("id", "dedup_key", "priority").rows() == [(1, "k", 9)]
+    assert store.submit(tm.TaskSubmission("t", dedup_key="other")).task_id == 3
+    assert store.integrity_check() == "ok"
+
+
+def test_of_two_calls_finishing_one_task_only_the_first_records_it(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """A cancel that meets a finish in flight waits for it, then finds the task gone."""
+    store.submit(tm.TaskSubmission("t", dedup_key="a"))
+    with psycopg.connect(pg_url) as first:  # another worker's finish, not yet committed
+        first.execute(
+            queries()["finish_ids"],
+            {"ids": [1], "status": "completed", "error": None, "replaced_by": None, "now": 1.0},
+        )
+        thread, out = _in_thread(lambda: store.cancel(1))
+        _until_taskmill_waits_for_a_lock(pg_url)
+        first.commit()
+        thread.join(30)
+    assert out == [None]
+    assert store.history().select("id", "status").rows() == [(1, "completed")]
+    assert store.integrity_check() == "ok"
+
+
+def test_a_renewal_in_flight_keeps_its_tasks_from_recovery(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """Recovery found the lease out, but the worker was renewing at that moment: recovery
+    waits for the renewal, and then leaves the worker its tasks."""
+    store.submit(tm.TaskSubmission("t", dedup_key="a"))
+    remote = "elsewhere:4242:0123456789ab"
+    store.register(remote, lease_timeout=30.0)
+    store.claim(1, task_types=["t"], owner=remote)
+    later = time.time() + 60
+    with psycopg.connect(pg_url) as renewal:  # the worker's renewal, not yet committed
+        renewal.execute(
+            "UPDATE taskmill.workers SET heartbeat_at = %s WHERE owner = %s", (later, remote)
+        )
+        thread, out = _in_thread(lambda: store.recover(now=later - 1))
+        _until_taskmill_waits_for_a_lock(pg_url)
+        renewal.commit()
+        thread.join(30)
+    assert out == [0]
+    assert store.owned_tasks(remote) == [1]
+    assert store.renew(remote)
+    # once it really stops renewing, the tasks go back
+    assert store.recover(now=time.time() + 120) == 1
+    assert not store.renew(remote)
+
+
+# ---------------------------------------------------------------- errors and connections
+
+
+def test_a_submit_that_waits_too_long_for_the_submit_lock_is_store_locked(pg_url: str) -> None:
+    with PostgresStore.open(pg_url, busy_timeout=0.2) as store:
+        with psycopg.connect(pg_url) as other:
+            other.execute("SELECT pg_advisory_xact_lock(%s)", (SUBMIT_LOCK,))
+            store.submit(tm.TaskSubmission("t"))  # no key: nothing to decide, no lock
+            with pytest.raises(tm.StoreLocked, match="lock timeout") as err:
+                store.submit(tm.TaskSubmission("t", dedup_key="k"))
+            assert err.value.kind == "store"
+            other.rollback()
+        assert store.submit(tm.TaskSubmission("t", dedup_key="k")).task_id == 2
+
+
+def test_a_claim_waits_for_the_claim_lock(pg_url: str) -> None:
+    with PostgresStore.open(pg_url, busy_timeout=0.2) as store:
+        store.submit(tm.TaskSubmission("t"))
+        owner = store.new_owner()
+        with psycopg.connect(pg_url) as other:
+            other.execute("SELECT pg_advisory_xact_lock(%s)", (CLAIM_LOCK,))
+            with pytest.raises(tm.StoreLocked):
+                store.claim(1, task_types=["t"], owner=owner)
+            other.rollback()
+        assert [c.id for c in store.claim(1, task_types=["t"], owner=owner)] == [1]
+        store.release_owner(owner)
+
+
+def test_a_lost_connection_is_opened_again(store: PostgresStore, pg_url: str) -> None:
+    store.submit(tm.TaskSubmission("t", dedup_key="a"))
+    assert store.counts()["pending"] == 1  # the read connection is open too
+    killed = raw(
+        pg_url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'taskmill' AND datname = current_database()",
+    )
+    assert killed == [(True,), (True,)]
+    # nothing had been sent on the dead connections: each call opens a new one and goes on
+    assert store.counts()["pending"] == 1
+    assert store.submit(tm.TaskSubmission("t", dedup_key="b")).action == "submitted"
+    assert store.tasks()["dedup_key"].to_list() == ["a", "b"]
+
+
+# ---------------------------------------------------------------- the scheduler on it
+# test_scheduler.py's tests of the same behaviours, with a PostgresStore for a store.
+
+
+async def test_a_scheduler_dispatches_in_order_on_postgres(pg_url: str) -> None:
+    ran: list[str] = []
+
+    async def record(ctx: tm.TaskContext) -> None:
+        ran.append(ctx.dedup_key or "")
+
+    with PostgresStore.open(pg_url) as store:
+        store.submit(tm.TaskSubmission("t", dedup_key="n1", priority=tm.Priority.NORMAL))
+        store.submit(tm.TaskSubmission("t", dedup_key="i1", priority=tm.Priority.IDLE))
+        store.submit(tm.TaskSubmission("t", dedup_key="h1", priority=tm.Priority.HIGH))
+        store.submit(tm.TaskSubmission("t", dedup_key="n2", priority=128))
+    with PostgresStore.open(pg_url) as store:
+        store.submit(tm.TaskSubmission("t", dedup_key="h2", priority=64))
+        store.submit(tm.TaskSubmission("t", dedup_key="r1", priority=0))
+        store.submit(tm.TaskSubmission("t", dedup_key="n3"))
+        async with tm.Scheduler(store, executors={"t": record}, max_concurrency=1) as sched:
+            await sched.wait_idle(timeout=10)
+        assert store.counts()["completed"] == 7
+    assert ran == ["r1", "h1", "h2", "n1", "n2", "n3", "i1"]
+
+
+async def test_a_scheduler_keeps_group_limits_on_postgres(pg_url: str) -> None:
+    from collections import Counter, defaultdict
+
+    active: Counter[str] = Counter()
+    peak: dict[str, int] = defaultdict(int)
+    total_peak = 0
+
+    async def work(ctx: tm.TaskContext) -> None:
+        nonlocal total_peak
+        assert ctx.group is not None
+        active[ctx.group] += 1
+        peak[ctx.group] = max(peak[ctx.group], active[ctx.group])
+        total_peak = max(total_peak, sum(active.values()))
+        await asyncio.sleep(0.02)
+        active[ctx.group] -= 1
+
+    with PostgresStore.open(pg_url) as store:
+        async with tm.Scheduler(
+            store,
+            executors={"t": work},
+            max_concurrency=6,
+            group_concurrency={"slow": 1, "wide": 4},
+            default_group_concurrency=2,
+            poll_interval=0.05,
+        ) as sched:
+            for i in range(8):
+                await sched.submit(
+                    tm.TaskSubmission("t", group="slow", priority=0, dedup_key=f"s{i}")
+                )
+            for group in ("wide", "other"):
+                for i in range(8):
+                    await sched.submit(tm.TaskSubmission("t", group=group, dedup_key=f"{group}{i}"))
+            await sched.wait_idle(timeout=20)
+            assert sched.store.counts()["completed"] == 24
+    assert dict(peak) == {"slow": 1, "wide": 4, "other": 2}
+    assert total_peak <= 6
+
+
+async def test_a_scheduler_retries_then_fails_on_postgres(pg_url: str) -> None:
+    def flaky(ctx: tm.TaskContext) -> None:
+        raise ValueError(f"attempt {ctx.attempt} broke")
+
+    with PostgresStore.open(pg_url) as store:
+        async with tm.Scheduler(
+            store, executors={"t": flaky}, max_retries=2, retry_delay=0.05, poll_interval=1.0
+        ) as sched:
+            events = sched.subscribe()
+            await sched.submit(tm.TaskSubmission("t", dedup_key="x"))
+            await sched.submit(tm.TaskSubmission("t", dedup_key="once", max_retries=0))
+            await sched.wait_idle(timeout=10)
+        hist = store.history().sort("id")
+    assert hist.select("dedup_key", "status", "attempts", "last_error").rows() == [
+        ("x", "failed", 3, "ValueError: attempt 3 broke"),
+        ("once", "failed", 1, "ValueError: attempt 1 broke"),
+    ]
+    failed = [e for e in events.drain() if isinstance(e, tm.TaskFailed)]
+    assert [(e.task_id, e.attempt, e.will_retry) for e in failed if e.task_id == 1] == [
+        (1, 1, True),
+        (1, 2, True),
+        (1, 3, False),
+    ]
+
+
+async def test_a_scheduler_supersedes_a_running_task_on_postgres(pg_url: str) -> None:
+    started = asyncio.Event()
+    flags: list[bool] = []
+    payloads: list[bytes | None] = []
+
+    async def slow(ctx: tm.TaskContext) -> None:
+        payloads.append(ctx.payload)
+        if ctx.payload == b'"v1"':
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            finally:
+                flags.append(ctx.cancelled)
+
+    with PostgresStore.open(pg_url) as store:
+        async with tm.Scheduler(store, executors={"t": slow}) as sched:
+            events = sched.subscribe()
+            first = await sched.submit(tm.TaskSubmission("t", dedup_key="k", payload="v1"))
+            await asyncio.wait_for(started.wait(), 10)
+            second = await sched.submit(
+                tm.TaskSubmission("t", dedup_key="k", payload="v2", on_duplicate="supersede")
+            )
+            await sched.wait_idle(timeout=10)
+            got = events.drain()
+        hist = store.history().sort("id")
+        assert store.integrity_check() == "ok"
+    assert flags == [True]
+    assert payloads == [b'"v1"', b'"v2"']
+    assert hist.select("id", "status", "replaced_by").rows() == [
+        (first.task_id, "superseded", second.task_id),
+        (second.task_id, "completed", None),
+    ]
+    sup = [e for e in got if isinstance(e, tm.TaskSuperseded)]
+    assert [(e.task_id, e.replaced_by, e.was_running) for e in sup] == [
+        (first.task_id, second.task_id, True)
+    ]
