@@ -153,7 +153,7 @@ class Spool:
     def __init__(self, suffix: str = ".parquet") -> None:
         import tempfile
 
-        fd, name = tempfile.mkstemp(prefix="taskmill-plan-", suffix=suffix)
+        fd, name = tempfile.mkstemp(prefix=f"taskmill-plan-{os.getpid()}-", suffix=suffix)
         os.close(fd)
         self.path = Path(name)
         self._finalizer = weakref.finalize(self, _unlink, name)

@@ -578,7 +578,9 @@ def test_hostile_arrow_tables_never_escape_or_poison(
 def _spooled_files() -> set[str]:
     import tempfile
 
-    return {p.name for p in Path(tempfile.gettempdir()).glob("taskmill-plan-*.parquet")}
+    # this process's own (other processes on the machine may be submitting too)
+    own = f"taskmill-plan-{os.getpid()}-*.parquet"
+    return {p.name for p in Path(tempfile.gettempdir()).glob(own)}
 
 
 @pytest.mark.usefixtures("streamed")

@@ -5,6 +5,7 @@ an outcome shows, and a key-fingerprint collision never merges two different key
 from __future__ import annotations
 
 import gc
+import os
 import tempfile
 from pathlib import Path
 
@@ -126,7 +127,8 @@ def test_the_outcome_reads_keys_for_the_rows_it_shows(tmp_path: Path) -> None:
 
 def test_the_checked_rows_live_as_long_as_an_outcome_reads_them(tmp_path: Path) -> None:
     def spooled() -> set[Path]:
-        return set(Path(tempfile.gettempdir()).glob("taskmill-plan-*.parquet"))
+        own = f"taskmill-plan-{os.getpid()}-*.parquet"  # not other processes' plans
+        return set(Path(tempfile.gettempdir()).glob(own))
 
     before = spooled()
     with tm.TaskStore.open(tmp_path / "tasks.db") as store:
