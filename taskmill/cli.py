@@ -205,7 +205,11 @@ def _run_plan(
     batch = _batch(plan, **options)
     err_console = _console(stderr=True)
     show = err_console.is_terminal and not as_json
-    fresh = dry_run and not Path(db).exists()
+    from .store.location import parse_location
+
+    where_db = parse_location(db)
+    # a SQLite file that does not exist yet (a PostgreSQL database is never "fresh" here)
+    fresh = dry_run and where_db.path is not None and not where_db.path.exists()
     with contextlib.ExitStack() as stack:
         # planning writes nothing: against a store that does not exist yet, plan against
         # an empty one in a private folder instead of creating the file

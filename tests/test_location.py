@@ -36,3 +36,20 @@ def test_the_location_tells_the_backend(location: object, kind: str, where: obje
 def test_a_location_no_backend_serves_is_refused(location: str) -> None:
     with pytest.raises(tm.StoreError, match=r"store location '.*'"):
         parse_location(location)
+
+
+def test_taskstore_open_takes_every_spelling(tmp_path: Path, pg_url: str) -> None:
+    from taskmill.store.postgres import PostgresStore
+
+    with tm.TaskStore.open(f"sqlite:///{tmp_path}/a.db") as store:  # four slashes: absolute
+        assert isinstance(store, tm.TaskStore) and store.path == tmp_path / "a.db"
+        store.submit(tm.TaskSubmission("t", dedup_key="k"))
+    with tm.TaskStore.open(tmp_path / "a.db") as store:
+        assert store.tasks()["dedup_key"].to_list() == ["k"]
+    for url in (pg_url, pg_url.replace("postgresql://", "postgres://", 1)):
+        with tm.TaskStore.open(url) as store:
+            assert isinstance(store, PostgresStore)
+            store.submit(tm.TaskSubmission("t", dedup_key="k"))  # the second: deduplicated
+            assert store.tasks()["dedup_key"].to_list() == ["k"]
+    with pytest.raises(tm.StoreError, match="mysql:// is not a store"):
+        tm.TaskStore.open("mysql://u@h/q")

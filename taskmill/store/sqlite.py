@@ -41,6 +41,7 @@ from .base import ClaimedTask, CommitHook
 from .batch import Stager, StagingPipeline, decide, split_parts, warm_up_in_background
 from .keys import COLLISION, key_hash
 from .keys import register as register_key_hash
+from .location import parse_location
 from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 
 __all__ = ["ClaimedTask", "CommitHook", "TaskStore"]
@@ -232,13 +233,22 @@ class TaskStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> TaskStore:
-        """Create or open the store at ``path``.
+        """Create or open the store at ``path``: a SQLite file path (or ``sqlite:///…``),
+        or a ``postgresql://`` / ``postgres://`` URL, which opens a
+        :class:`~taskmill.store.postgres.PostgresStore` with the same API
+        (see :mod:`taskmill.store.location`).
 
         Raises ``SchedulerError(kind="store")`` — leaving the file untouched — when
         the folder is missing, the file is not SQLite, is a SQLite file that is not a
         taskmill store, or was written by a newer taskmill schema.
         """
-        return cls(path, busy_timeout=busy_timeout)
+        where = parse_location(path)
+        if where.kind == "postgres":
+            from .postgres import PostgresStore
+
+            assert where.url is not None
+            return PostgresStore.open(where.url, busy_timeout=busy_timeout)  # type: ignore[return-value]
+        return cls(where.path or path, busy_timeout=busy_timeout)
 
     def _connect(self) -> None:
         path = self.path
