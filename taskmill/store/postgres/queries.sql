@@ -310,3 +310,115 @@ SELECT problem, n FROM (
 ) AS checks
 WHERE n > 0
 ORDER BY ord;
+
+-- ------------------------------------------------------------------ batches
+-- A batch part is bulk-copied by DuckDB's postgres extension into a private UNLOGGED
+-- staging table, taskmill.{stage} (a unique name made by the store, never data, quoted
+-- as an identifier), then merged by one transaction holding SUBMIT_LOCK.  The store
+-- drops the staging table afterwards, also when the merge fails.
+
+-- name: batch_stage_create
+CREATE UNLOGGED TABLE taskmill.{stage} (
+    ord                   bigint  NOT NULL,     -- the input row index
+    pos                   bigint  NOT NULL,     -- 1, 2, … over the staged rows, in ord order
+    task_type             text    NOT NULL,
+    dedup_key             text,
+    group_name            text,
+    priority              integer NOT NULL,
+    payload               bytea,
+    label                 text,
+    expected_read_bytes   bigint  NOT NULL,
+    expected_write_bytes  bigint  NOT NULL,
+    expected_net_rx_bytes bigint  NOT NULL,
+    expected_net_tx_bytes bigint  NOT NULL,
+    max_retries           integer,
+    strategy              text    NOT NULL,
+    key_hash              bigint                -- filled by DuckDB (taskmill/store/keys.py)
+);
+
+-- name: batch_stage_analyze
+-- Row counts for the planner (the match join then probes the active-key index).
+ANALYZE taskmill.{stage};
+
+-- name: batch_stage_drop
+DROP TABLE IF EXISTS taskmill.{stage};
+
+-- name: batch_stage_leftovers
+-- Staging tables of this host's processes (name: stage_<host tag>_<pid>_<random>).
+SELECT tablename FROM pg_catalog.pg_tables
+WHERE schemaname = 'taskmill' AND starts_with(tablename, %(prefix)s);
+
+-- name: batch_match
+-- The one indexed join: every staged row with a key probes the active-key index; the
+-- matched active tasks are locked until the merge commits.  `same` is 0 for a key-hash
+-- collision (the texts differ), not a duplicate.
+SELECT s.ord, t.id, t.status, t.priority::bigint, t.queue_pos,
+       (t.task_type = s.task_type AND t.dedup_key = s.dedup_key)::int
+FROM taskmill.{stage} AS s
+JOIN taskmill.tasks AS t ON t.key_hash = s.key_hash
+WHERE s.key_hash IS NOT NULL
+ORDER BY s.ord
+FOR UPDATE OF t;
+
+-- name: batch_match_plan
+-- The same for a plan (a read-only transaction: nothing is locked).
+SELECT s.ord, t.id, t.status, t.priority::bigint, t.queue_pos,
+       (t.task_type = s.task_type AND t.dedup_key = s.dedup_key)::int
+FROM taskmill.{stage} AS s
+JOIN taskmill.tasks AS t ON t.key_hash = s.key_hash
+WHERE s.key_hash IS NOT NULL
+ORDER BY s.ord;
+
+-- name: batch_last_id
+-- The last id the sequence handed out (0 if none): a plan's new ids follow it.
+SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM taskmill.task_ids;
+
+-- name: batch_reserve_ids
+-- Reserve :n ids (n > 0) as one contiguous block; returns the block's last id.  Run
+-- under SUBMIT_LOCK, which every id-drawing submit holds, so nothing draws in between.
+SELECT setval('taskmill.task_ids', nextval('taskmill.task_ids') + %(n)s::bigint - 1);
+
+-- name: batch_supersede
+-- Move the superseded active tasks (:old_ids) to history, each replaced by the new id
+-- at the same place of :new_ids.  Returns how many moved.
+WITH moved AS (
+    DELETE FROM taskmill.tasks AS t
+    USING unnest(%(old_ids)s::bigint[], %(new_ids)s::bigint[]) AS p (old_id, new_id)
+    WHERE t.id = p.old_id
+    RETURNING t.*, p.new_id
+), recorded AS (
+    INSERT INTO taskmill.history (
+        id, task_type, dedup_key, group_name, priority, payload, label,
+        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
+        expected_net_tx_bytes, max_retries, status, attempts, last_error, replaced_by,
+        created_at, started_at, finished_at
+    )
+    SELECT id, task_type, dedup_key, group_name, priority, payload, label,
+           expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
+           expected_net_tx_bytes, max_retries, 'superseded', attempts, last_error, new_id,
+           created_at, started_at, %(now)s
+    FROM moved
+)
+SELECT count(*) FROM moved;
+
+-- name: batch_upgrade
+-- Raise the priority of pending duplicates (skip): :ids and :priorities of one length.
+UPDATE taskmill.tasks AS t SET priority = u.priority
+FROM unnest(%(ids)s::bigint[], %(priorities)s::smallint[]) AS u (id, priority)
+WHERE t.id = u.id AND t.status = 'pending' AND t.priority > u.priority;
+
+-- name: batch_insert
+-- Insert the staged rows that become tasks: :ords, :ids and :queue_pos of one length
+-- (ids in input order; a task superseding a pending one takes its queue place).
+INSERT INTO taskmill.tasks (
+    id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
+    expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
+    max_retries, created_at, key_hash
+)
+SELECT d.id, s.task_type, s.dedup_key, s.group_name, s.priority, d.queue_pos, s.payload,
+       s.label, s.expected_read_bytes, s.expected_write_bytes, s.expected_net_rx_bytes,
+       s.expected_net_tx_bytes, s.max_retries, %(now)s, s.key_hash
+FROM unnest(%(ords)s::bigint[], %(ids)s::bigint[], %(queue_pos)s::bigint[])
+     AS d (ord, id, queue_pos)
+JOIN taskmill.{stage} AS s ON s.ord = d.ord
+ORDER BY d.id;
