@@ -3,6 +3,7 @@ and the store equal the SQLite store's, row for row (ids, queue places, history)
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -167,7 +168,9 @@ def test_chunked_batch_and_progress_match_sqlite(pg: PostgresStore, lite: tm.Tas
         outs[name] = out.to_polars()
     assert outs["pg"].equals(outs["lite"])
     assert seen["pg"] == seen["lite"]
-    assert sum(1 for s in seen["pg"] if s[0] == "commit") == 6
+    # 6 transactions; the first inserts nothing (its keys come again later: those win)
+    assert sum(1 for s in seen["pg"] if s[0] == "progress") == 6
+    assert sum(1 for s in seen["pg"] if s[0] == "commit") == 5
     assert contents(pg) == contents(lite)
 
 
@@ -292,9 +295,9 @@ def test_batches_racing_from_two_processes(pg: PostgresStore, pg_url: str) -> No
         for tag in ("a", "b")
     ]
     outputs = [p.communicate(timeout=240) for p in procs]
-    for proc, (out, err) in zip(procs, outputs, strict=True):
+    for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
-    counts = [eval(out.strip().splitlines()[-1]) for out, _ in outputs]  # noqa: S307
+    counts = [ast.literal_eval(out.strip().splitlines()[-1]) for out, _ in outputs]
     assert sum(counts[0].values()) == 3000 and sum(counts[1].values()) == 1500
     assert counts[0]["failed"] == counts[1]["failed"] == 0
     no_two_active_share_a_key(pg_url)
