@@ -21,7 +21,7 @@ from taskmill.store import batch as staging
 from taskmill.store.keys import key_hash
 from taskmill.store.postgres.store import SUBMIT_LOCK, PostgresStore
 
-from conftest import ENV, PYTHON
+from conftest import ENV, PYTHON, raw_sql
 
 AnyStore = tm.TaskStore | PostgresStore
 TASK_COLS = ["id", "task_type", "dedup_key", "group", "priority", "status", "queue_pos"]
@@ -229,20 +229,29 @@ def test_chunk_that_cannot_commit_interrupts_and_resubmit_completes(
         blocker.close()
 
 
-def test_key_hash_collision_against_the_store(pg: PostgresStore, pg_url: str) -> None:
-    assert pg.submit(tm.TaskSubmission("t", dedup_key="a", priority=100)).task_id == 1
-    with psycopg.connect(pg_url) as conn:  # task 1 now carries key b's hash
+def test_key_hash_collision_against_the_store(
+    pg: PostgresStore, lite: tm.TaskStore, pg_url: str
+) -> None:
+    """Active task 1 (key 'a') carries key 'b''s hash: a row of key 'b' fails with
+    'key_collision' (the text is the truth) on both stores alike."""
+    for store in (pg, lite):
+        assert store.submit(tm.TaskSubmission("t", dedup_key="a", priority=100)).task_id == 1
+    with psycopg.connect(pg_url) as conn:
         conn.execute("UPDATE taskmill.tasks SET key_hash = %s WHERE id = 1", (key_hash("t", "b"),))
-    frame = pl.DataFrame({"task_type": ["t"] * 3, "dedup_key": ["b", "c", "a"]})
-    out = pg.submit_batch(frame)
-    assert out.to_polars().select("index", "action", "reason", "task_id").rows() == [
-        (0, "failed", "key_collision", None),
-        (1, "submitted", None, 2),
-        (2, "failed", "key_collision", None),
-    ]
-    failed = dict(out.failed)
-    assert "active task 1" in str(failed[0]) and failed[0].kind == "key_collision"
-    assert pg.tasks().select("id", "dedup_key").sort("id").rows() == [(1, "a"), (2, "c")]
+    raw_sql(lite.path, f"UPDATE tasks SET key_hash = {key_hash('t', 'b')} WHERE id = 1")
+    frame = pl.DataFrame({"task_type": ["t"] * 3, "dedup_key": ["b", "c", "b"]})
+    for strategy in STRATEGIES:
+        batch = tm.BatchSubmission().on_duplicate(strategy).tasks(frame)
+        out = pg.submit_batch(batch)
+        assert out.to_polars().equals(lite.submit_batch(batch).to_polars())
+        rows = out.to_polars().select("index", "action", "reason", "task_id").rows()
+        assert rows[0] == (0, "failed", "key_collision", None)
+        assert rows[2] == (2, "failed", "key_collision", None)
+        failed = dict(out.failed)
+        assert "active task 1" in str(failed[2]) and failed[2].kind == "key_collision"
+    assert contents(pg) == contents(lite)
+    # c: submitted as 2, superseded by 3 (supersede), then a duplicate (reject: failed)
+    assert pg.tasks().select("id", "dedup_key").sort("id").rows() == [(1, "a"), (3, "c")]
     assert staging_tables(pg_url) == []
 
 
