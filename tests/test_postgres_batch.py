@@ -333,3 +333,17 @@ def test_staging_tables_of_a_dead_process_are_swept(pg_url: str) -> None:
     assert staging_tables(pg_url) == [name]
     PostgresStore.open(pg_url).close()
     assert staging_tables(pg_url) == []
+
+
+def test_ids_drawn_around_a_keyless_submit_stay_ascending() -> None:
+    """When a keyless submit (which draws without the submit lock) took an id inside the
+    batch's draw, the batch's new rows take the ids it drew, in input order."""
+    from taskmill.store.postgres.batch import _renumber
+
+    result = pl.DataFrame(
+        {
+            "action": ["submitted", "deduplicated", "superseded", "failed", "submitted"],
+            "task_id": [5, 2, 6, None, 7],
+        }
+    )
+    assert _renumber(result, [5, 8, 9])["task_id"].to_list() == [5, 2, 8, None, 9]

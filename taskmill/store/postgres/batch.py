@@ -186,8 +186,10 @@ class PostgresBatch:
         result = decide(part, matches, 0, staged.collisions)
         n = result.filter(pl.col("action").is_in(INSERTING)).height
         if n:
-            last = int(conn.execute(q("batch_reserve_ids"), {"n": n}).fetchone()[0])  # type: ignore[index]
-            result = decide(part, matches, last - n, staged.collisions)
+            drawn = [int(r[0]) for r in conn.execute(q("batch_reserve_ids"), {"n": n})]
+            result = decide(part, matches, drawn[0] - 1, staged.collisions)
+            if drawn[-1] - drawn[0] != n - 1:  # a keyless submit drew ids in between
+                result = _renumber(result, drawn)
         sup = result.filter(pl.col("action") == "superseded")
         if sup.height:
             moved = conn.execute(
@@ -229,6 +231,17 @@ class PostgresBatch:
             if inserted != n:  # the SQL and the plan disagree: never commit that
                 raise StoreError(f"batch merge inserted {inserted} rows where {n} were planned")
         return result
+
+
+def _renumber(result: pl.DataFrame, drawn: list[int]) -> pl.DataFrame:
+    """``result`` (new ids numbered from ``drawn[0]``) with the n-th new id replaced by
+    ``drawn[n]``: the ids drawn when another session drew some in between."""
+    first = drawn[0]
+    ids = [
+        drawn[t - first] if a in INSERTING else t
+        for a, t in zip(result["action"].to_list(), result["task_id"].to_list(), strict=True)
+    ]
+    return result.with_columns(pl.Series("task_id", ids, dtype=pl.Int64))
 
 
 def sweep(store: PostgresStore, alive: Callable[[int], bool]) -> int:

@@ -374,9 +374,11 @@ ORDER BY s.ord;
 SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM taskmill.task_ids;
 
 -- name: batch_reserve_ids
--- Reserve :n ids (n > 0) as one contiguous block; returns the block's last id.  Run
--- under SUBMIT_LOCK, which every id-drawing submit holds, so nothing draws in between.
-SELECT setval('taskmill.task_ids', nextval('taskmill.task_ids') + %(n)s::bigint - 1);
+-- Draw :n ids (n > 0), ascending.  Under SUBMIT_LOCK no other batch or keyed submit draws
+-- meanwhile, so they are one contiguous block; a submit of a task without a key draws
+-- without the lock and may take an id in between (the batch's ids stay unique and
+-- ascending in input order).  setval would be faster but is not safe against those.
+SELECT nextval('taskmill.task_ids') AS id FROM generate_series(1, %(n)s::bigint) ORDER BY id;
 
 -- name: batch_supersede
 -- Move the superseded active tasks (:old_ids) to history, each replaced by the new id

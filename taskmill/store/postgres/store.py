@@ -380,13 +380,11 @@ class PostgresStore:
         self, conn: Connection, row: Row, hashed: int | None, now: float
     ) -> SubmitOutcome:
         info = (row.task_type, row.dedup_key, row.group, row.priority)
-        # every submit drawing ids holds the lock: a batch reserves its ids as one
-        # contiguous block of the sequence under it
-        conn.execute(q("advisory_lock"), {"lock": SUBMIT_LOCK})
         if hashed is None:  # no key: never a duplicate, nothing to decide
             new_id = self._next_id(conn)
             self._insert(conn, new_id, new_id, row, hashed, now)
             return SubmitOutcome("submitted", new_id, None, *info)
+        conn.execute(q("advisory_lock"), {"lock": SUBMIT_LOCK})
         existing = conn.execute(q("find_active"), {"key_hash": hashed}).fetchone()
         if existing is not None and tuple(existing[4:]) != (row.task_type, row.dedup_key):
             raise InvalidSubmission(
