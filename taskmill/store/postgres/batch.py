@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from psycopg import sql
@@ -213,24 +213,39 @@ class PostgresBatch:
                 {"ids": up["task_id"].to_list(), "priorities": up["priority"].to_list()},
             )
         if n:
-            pending_pos = {
-                int(m[0]): int(m[4]) for m in matches if m[2] == "pending"
-            }  # ord -> queue place of a pending task it may supersede
-            new = result.filter(pl.col("action").is_in(INSERTING))
-            ords = new["index"].to_list()
-            ids = new["task_id"].to_list()
-            actions = new["action"].to_list()
-            queue_pos = [
-                pending_pos.get(o, i) if a == "superseded" else i
-                for o, i, a in zip(ords, ids, actions, strict=True)
-            ]
-            inserted = conn.execute(
-                self._q("batch_insert", table),
-                {"ords": ords, "ids": ids, "queue_pos": queue_pos, "now": now},
-            ).rowcount
+            inserted = self._insert(conn, table, result, matches, drawn, now)
             if inserted != n:  # the SQL and the plan disagree: never commit that
                 raise StoreError(f"batch merge inserted {inserted} rows where {n} were planned")
         return result
+
+    def _insert(
+        self,
+        conn: Connection,
+        table: str,
+        result: pl.DataFrame,
+        matches: list[tuple[Any, ...]],
+        drawn: list[int],
+        now: float,
+    ) -> int:
+        """Insert the new tasks of ``result``; returns how many rows were inserted."""
+        # ord -> queue place of the pending task it matched (taken over when superseding)
+        pending_pos = {int(m[0]): int(m[4]) for m in matches if m[2] == "pending"}
+        actions = dict(zip(result["index"].to_list(), result["action"].to_list(), strict=True))
+        if drawn[-1] - drawn[0] == len(drawn) - 1:  # one block: the ids follow from ord
+            ords = [int(m[0]) for m in matches]
+            keep = [actions[o] == "superseded" for o in ords]
+            queue_pos = [pending_pos.get(o) if k else None for o, k in zip(ords, keep, strict=True)]
+            params = {"ords": ords, "keep": keep, "queue_pos": queue_pos, "base": drawn[0] - 1}
+            return conn.execute(self._q("batch_insert", table), {**params, "now": now}).rowcount
+        new = result.filter(pl.col("action").is_in(INSERTING))
+        ords = new["index"].to_list()
+        ids = new["task_id"].to_list()
+        queue_pos = [
+            pending_pos.get(o, i) if a == "superseded" else i
+            for o, i, a in zip(ords, ids, new["action"].to_list(), strict=True)
+        ]
+        params = {"ords": ords, "ids": ids, "queue_pos": queue_pos, "now": now}
+        return conn.execute(self._q("batch_insert_listed", table), params).rowcount
 
 
 def _renumber(result: pl.DataFrame, drawn: list[int]) -> pl.DataFrame:

@@ -385,7 +385,7 @@ SELECT nextval('taskmill.task_ids') AS id FROM generate_series(1, %(n)s::bigint)
 -- at the same place of :new_ids.  Returns how many moved.
 WITH moved AS (
     DELETE FROM taskmill.tasks AS t
-    USING unnest(%(old_ids)s::bigint[], %(new_ids)s::bigint[]) AS p (old_id, new_id)
+    USING unnest(%(old_ids)b::bigint[], %(new_ids)b::bigint[]) AS p (old_id, new_id)
     WHERE t.id = p.old_id
     RETURNING t.*, p.new_id
 ), recorded AS (
@@ -406,12 +406,32 @@ SELECT count(*) FROM moved;
 -- name: batch_upgrade
 -- Raise the priority of pending duplicates (skip): :ids and :priorities of one length.
 UPDATE taskmill.tasks AS t SET priority = u.priority
-FROM unnest(%(ids)s::bigint[], %(priorities)s::smallint[]) AS u (id, priority)
+FROM unnest(%(ids)b::bigint[], %(priorities)b::smallint[]) AS u (id, priority)
 WHERE t.id = u.id AND t.status = 'pending' AND t.priority > u.priority;
 
 -- name: batch_insert
--- Insert the staged rows that become tasks: :ords, :ids and :queue_pos of one length
--- (ids in input order; a task superseding a pending one takes its queue place).
+-- Insert the staged rows that become tasks, with ids :base + 1, :base + 2, … in input
+-- order.  Only matched rows are listed (:ords, :keep, :queue_pos of one length): a
+-- matched row is inserted when :keep (it supersedes), at :queue_pos when it takes a
+-- pending task's queue place; an unmatched row is always inserted, at its own id.
+INSERT INTO taskmill.tasks (
+    id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
+    expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
+    max_retries, created_at, key_hash
+)
+SELECT %(base)s::bigint + row_number() OVER w, s.task_type, s.dedup_key, s.group_name,
+       s.priority, COALESCE(m.queue_pos, %(base)s::bigint + row_number() OVER w), s.payload,
+       s.label, s.expected_read_bytes, s.expected_write_bytes, s.expected_net_rx_bytes,
+       s.expected_net_tx_bytes, s.max_retries, %(now)s, s.key_hash
+FROM taskmill.{stage} AS s
+LEFT JOIN unnest(%(ords)b::bigint[], %(keep)b::boolean[], %(queue_pos)b::bigint[])
+     AS m (ord, keep, queue_pos) ON m.ord = s.ord
+WHERE m.ord IS NULL OR m.keep
+WINDOW w AS (ORDER BY s.ord);
+
+-- name: batch_insert_listed
+-- The same with every inserted row listed (:ords, :ids, :queue_pos of one length): for
+-- ids that are not one contiguous block (a keyless submit drew some in between).
 INSERT INTO taskmill.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
@@ -420,7 +440,6 @@ INSERT INTO taskmill.tasks (
 SELECT d.id, s.task_type, s.dedup_key, s.group_name, s.priority, d.queue_pos, s.payload,
        s.label, s.expected_read_bytes, s.expected_write_bytes, s.expected_net_rx_bytes,
        s.expected_net_tx_bytes, s.max_retries, %(now)s, s.key_hash
-FROM unnest(%(ords)s::bigint[], %(ids)s::bigint[], %(queue_pos)s::bigint[])
+FROM unnest(%(ords)b::bigint[], %(ids)b::bigint[], %(queue_pos)b::bigint[])
      AS d (ord, id, queue_pos)
-JOIN taskmill.{stage} AS s ON s.ord = d.ord
-ORDER BY d.id;
+JOIN taskmill.{stage} AS s ON s.ord = d.ord;
