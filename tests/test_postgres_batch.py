@@ -82,13 +82,17 @@ def plan_frame() -> pl.DataFrame:
     invalid row, more and less urgent priorities."""
     keys = ["k0", "k1", "k2", "k3", "k4", "k5", "n1", "n2", "n1", None, "k4", "n3", None]
     prios = [10, 10, 90, 5, 100, 1, 7, 8, 6, 3, 20, 300, 4]
+    n = len(keys)
     return pl.DataFrame(
         {
-            "task_type": ["t"] * len(keys),
+            "task_type": ["t"] * n,
             "dedup_key": keys,
             "priority": prios,
-            "label": [f"L{i}" for i in range(len(keys))],
-        }
+            "label": [f"L{i}" for i in range(n)],
+            "group": [None if i % 3 else f"g{i % 2}" for i in range(n)],
+            "payload": [None if i % 4 == 1 else f"p{i}".encode() for i in range(n)],
+        },
+        schema_overrides={"payload": pl.Binary},
     )
 
 
@@ -102,12 +106,26 @@ def as_form(form: str, frame: pl.DataFrame, strategy: str, tmp_path: Path) -> An
                 dedup_key=r["dedup_key"],
                 priority=r["priority"],
                 label=r["label"],
+                group=r["group"],
+                payload=r["payload"],
                 on_duplicate=strategy,  # type: ignore[arg-type]
             )
             for r in frame.iter_rows(named=True)
         ]
     if form == "polars":
         return with_strategy
+    if form == "lazy":
+        return with_strategy.lazy()
+    if form == "pandas":
+        return with_strategy.to_pandas()
+    if form == "batch_submission":
+        return tm.BatchSubmission().on_duplicate(strategy).tasks(frame)
+    if form == "parquet_folder":
+        folder = tmp_path / f"plan-{strategy}"
+        folder.mkdir(exist_ok=True)
+        pq.write_table(with_strategy.head(5).to_arrow(), folder / "part-0.parquet")
+        pq.write_table(with_strategy.slice(5).to_arrow(), folder / "part-1.parquet")
+        return folder
     if form == "arrow":
         return with_strategy.to_arrow()
     if form == "reader":
@@ -120,7 +138,8 @@ def as_form(form: str, frame: pl.DataFrame, strategy: str, tmp_path: Path) -> An
     raise AssertionError(form)
 
 
-FORMS = ["submissions", "polars", "arrow", "reader", "parquet"]
+FORMS = ["submissions", "polars", "lazy", "pandas", "arrow", "reader", "parquet"]
+FORMS += ["parquet_folder", "batch_submission"]
 STRATEGIES = ["skip", "supersede", "reject"]
 
 
@@ -347,3 +366,46 @@ def test_ids_drawn_around_a_keyless_submit_stay_ascending() -> None:
         }
     )
     assert _renumber(result, [5, 8, 9])["task_id"].to_list() == [5, 2, 8, None, 9]
+
+
+def test_ids_not_in_one_block_still_follow_input_order(pg: PostgresStore, pg_url: str) -> None:
+    """A sequence that does not hand out consecutive ids (as when keyless submits draw in
+    between): new tasks take the ids drawn, in input order; a superseding task still takes
+    the pending task's queue place."""
+    pg.submit(tm.TaskSubmission("t", dedup_key="a"))
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("ALTER SEQUENCE taskmill.task_ids INCREMENT BY 3")
+    batch = tm.BatchSubmission().on_duplicate("supersede")
+    frame = pl.DataFrame({"task_type": ["t"] * 3, "dedup_key": ["b", "a", None]})
+    out = pg.submit_batch(batch.tasks(frame))
+    assert out.to_polars().select("action", "task_id", "replaced_task_id").rows() == [
+        ("submitted", 4, None),
+        ("superseded", 7, 1),
+        ("submitted", 10, None),
+    ]
+    tasks = pg.tasks().select("id", "dedup_key", "queue_pos").sort("id").rows()
+    assert tasks == [(4, "b", 4), (7, "a", 1), (10, None, 10)]
+    assert pg.history().select("id", "status", "replaced_by").rows() == [(1, "superseded", 7)]
+    assert pg.integrity_check() == "ok"
+
+
+def test_staging_that_fails_leaves_no_table_and_no_task(
+    pg: PostgresStore, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real copy runs, then staging fails: the batch raises, the store is unchanged
+    and the staging table is dropped."""
+    from taskmill.store.postgres.batch import PostgresBatch
+
+    real_fill = PostgresBatch._fill
+
+    def fill_then_fail(self: PostgresBatch, table: str, frame: pl.DataFrame) -> Any:
+        real_fill(self, table, frame)
+        assert staging_tables(pg_url) == [table]
+        raise tm.StoreError("the copy broke")
+
+    monkeypatch.setattr(PostgresBatch, "_fill", fill_then_fail)
+    frame = pl.DataFrame({"task_type": ["t"] * 3, "dedup_key": ["a", "b", "c"]})
+    with pytest.raises(tm.StoreError, match="the copy broke"):
+        pg.submit_batch(frame)
+    assert pg.tasks().height == 0
+    assert staging_tables(pg_url) == []
