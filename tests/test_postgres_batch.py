@@ -295,6 +295,7 @@ def test_two_keys_of_one_batch_that_collide(
 
 _RACER = """
 import sys
+import threading
 import polars as pl
 import taskmill as tm
 from taskmill.store.postgres.store import PostgresStore
@@ -304,9 +305,26 @@ keys = [f"k{i}" for i in range(0, 3000, 1 if tag == "a" else 2)]
 frame = pl.DataFrame({"task_type": ["t"] * len(keys), "dedup_key": keys})
 batch = tm.BatchSubmission().transaction_limit(500).chunk_size(500).on_duplicate(
     "supersede" if tag == "a" else "skip").tasks(frame)
+stop = threading.Event()
+keyless = []
+
+
+def submit_keyless() -> None:  # single submits without a key draw ids without the lock
+    with PostgresStore.open(url, busy_timeout=60) as other:
+        while not stop.is_set():
+            keyless.append(other.submit(tm.TaskSubmission("free")).task_id)
+
+
 with PostgresStore.open(url, busy_timeout=60) as store:
-    out = store.submit_batch(batch)
+    thread = threading.Thread(target=submit_keyless)
+    thread.start()
+    try:
+        out = store.submit_batch(batch)
+    finally:
+        stop.set()
+        thread.join()
     assert len(out) == len(keys), len(out)
+    print(len(keyless))
     print(out.counts())
 """
 
@@ -330,11 +348,15 @@ def test_batches_racing_from_two_processes(pg: PostgresStore, pg_url: str) -> No
     assert counts[0]["failed"] == counts[1]["failed"] == 0
     no_two_active_share_a_key(pg_url)
     tasks = pg.tasks()
-    assert sorted(tasks["dedup_key"].to_list()) == sorted(f"k{i}" for i in range(3000))
+    keyed = tasks.filter(pl.col("task_type") == "t")
+    assert sorted(keyed["dedup_key"].to_list()) == sorted(f"k{i}" for i in range(3000))
     history = pg.history()
     # every insert is either active or superseded; b's skipped rows inserted nothing
     inserted = sum(c["submitted"] + c["superseded"] for c in counts)
-    assert tasks.height + history.height == inserted
+    keyless = sum(int(out.strip().splitlines()[-2]) for out, _ in outputs)
+    assert keyless > 0
+    assert tasks.height + history.height == inserted + keyless
+    assert tasks.filter(pl.col("task_type") == "free").height == keyless
     assert set(history["status"].to_list()) <= {"superseded"}
     assert pg.integrity_check() == "ok"
     assert staging_tables(pg_url) == []
