@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 import polars as pl
@@ -207,9 +207,3 @@ def _one_chunk(
         on_commit(inserted["task_id"].to_list(), list(pairs))
     if progress is not None:
         progress(hi, len(prepared))
-
-
-@contextlib.contextmanager
-def no_session() -> Iterator[None]:
-    """A :meth:`BatchBackend.batch_session` that does nothing."""
-    yield

@@ -1,5 +1,5 @@
 """PostgresStore: the task store on a PostgreSQL server, with the SQLite store's API and
-semantics (batches excepted), for workers on many machines sharing one queue.
+semantics, for workers on many machines sharing one queue.
 
 Every statement is a named query of ``queries.sql`` beside this file, every value bound.
 Two connections serve each store object: one for writes (a transaction per call, held
@@ -17,6 +17,9 @@ Concurrency across processes and machines rests on PostgreSQL itself:
   tasks per group under it and pick candidates ``FOR UPDATE SKIP LOCKED`` in
   ``priority, queue_pos, id`` order (the ``tasks_claim`` index), so group limits hold
   across every worker and a claim never waits for a submit deciding on a task;
+* **batches** (:meth:`PostgresStore.submit_batch`, ``postgres/batch.py``) are staged by
+  DuckDB into a private unlogged table, then merged by one transaction per chunk holding
+  :data:`SUBMIT_LOCK`, with the SQLite store's outcomes row for row;
 * a task **finishes** in one statement that deletes it from ``tasks`` and records it in
   ``history``: of two calls finishing one task, the later finds it gone and records
   nothing;
