@@ -431,3 +431,41 @@ def test_staging_that_fails_leaves_no_table_and_no_task(
         pg.submit_batch(frame)
     assert pg.tasks().height == 0
     assert staging_tables(pg_url) == []
+
+
+def test_a_merge_that_fails_after_writing_rolls_back_whole(
+    pg: PostgresStore, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunk 2's merge superseded, upgraded and inserted, then failed before commit: none
+    of it stays (chunk 1 does); the ids it drew are a gap, not handed out again."""
+    from taskmill.store.postgres.batch import PostgresBatch
+
+    pg.submit(tm.TaskSubmission("t", dedup_key="k60", priority=100))  # id 1, chunk 2's key
+    real_insert = PostgresBatch._insert
+    calls: list[int] = []
+
+    def insert_then_fail(self: PostgresBatch, *args: Any) -> int:
+        inserted = real_insert(self, *args)
+        calls.append(inserted)
+        if len(calls) == 2:
+            raise tm.StoreError("the server went away")
+        return inserted
+
+    monkeypatch.setattr(PostgresBatch, "_insert", insert_then_fail)
+    frame = pl.DataFrame({"task_type": ["t"] * 100, "dedup_key": [f"k{i}" for i in range(100)]})
+    batch = tm.BatchSubmission().transaction_limit(50).chunk_size(50).on_duplicate("supersede")
+    with pytest.raises(tm.BatchInterrupted, match="chunk 2 of 2") as err:
+        pg.submit_batch(batch.tasks(frame))
+    assert err.value.outcome.submitted == list(range(2, 52))
+    assert pg.tasks().filter(pl.col("dedup_key") == "k60").select("id", "priority").rows() == [
+        (1, 100)
+    ]
+    assert pg.history().height == 0 and pg.tasks().height == 51
+    assert staging_tables(pg_url) == []
+    monkeypatch.setattr(PostgresBatch, "_insert", real_insert)
+    again = pg.submit_batch(batch.tasks(frame.slice(50)))
+    # ids 52..101 were drawn by the failed merge: the sequence does not give them back
+    assert again.to_polars()["task_id"].to_list() == list(range(102, 152))
+    assert again.counts()["superseded"] == 1
+    assert pg.history().select("id", "status", "replaced_by").rows() == [(1, "superseded", 112)]
+    assert pg.integrity_check() == "ok"
