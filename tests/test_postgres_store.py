@@ -154,11 +154,11 @@ def test_frames_have_the_sqlite_stores_columns(store: PostgresStore, tmp_path: P
 
 
 def test_the_same_methods_and_signatures_as_the_sqlite_store() -> None:
-    """Every public method of the SQLite store but batches (and its SQLite connection),
-    with the same parameters, kinds and defaults."""
+    """Every public method of the SQLite store (but its SQLite connection), batches
+    included, with the same parameters, kinds and defaults."""
     import inspect
 
-    skip = {"submit_batch", "plan_batch", "conn"}
+    skip = {"conn"}
     names = [n for n in vars(tm.TaskStore) if not n.startswith("_") and n not in skip]
     assert "claim" in names and "integrity_check" in names
     for name in names:

@@ -50,25 +50,26 @@ def staging_frame(part: pl.DataFrame) -> pl.DataFrame:
     return part.select(_STAGE_COLUMNS)
 
 
-def extension_path() -> Path:
-    """The SQLite extension binary shipped by ``duckdb-extension-sqlite-scanner``."""
+def extension_path(name: str = "sqlite") -> Path:
+    """The binary of DuckDB's ``name`` extension (``sqlite`` or ``postgres``) shipped by the
+    package ``duckdb-extension-<name>-scanner`` (DuckDB cannot download it at run time)."""
     import duckdb
 
-    spec = importlib.util.find_spec("duckdb_extension_sqlite_scanner")
+    package = f"duckdb-extension-{name}-scanner"
+    title = {"sqlite": "SQLite", "postgres": "PostgreSQL"}.get(name, name)
+    spec = importlib.util.find_spec(package.replace("-", "_"))
     if spec is None or not spec.submodule_search_locations:
         raise SchedulerError(
-            "the package duckdb-extension-sqlite-scanner is not installed "
-            f"(pip install duckdb-extension-sqlite-scanner=={duckdb.__version__})",
+            f"the package {package} is not installed (pip install {package}=={duckdb.__version__})",
             kind="store",
         )
     folder = Path(next(iter(spec.submodule_search_locations)))
-    path = folder / "extensions" / f"v{duckdb.__version__}" / "sqlite_scanner.duckdb_extension"
+    path = folder / "extensions" / f"v{duckdb.__version__}" / f"{name}_scanner.duckdb_extension"
     if not path.is_file():
         found = sorted(p.name for p in (folder / "extensions").glob("v*"))
         raise SchedulerError(
-            f"no SQLite extension for duckdb {duckdb.__version__} in {folder} (found: "
-            f"{', '.join(found) or 'none'}); install duckdb-extension-sqlite-scanner with "
-            "the same version as duckdb",
+            f"no {title} extension for duckdb {duckdb.__version__} in {folder} (found: "
+            f"{', '.join(found) or 'none'}); install {package} with the same version as duckdb",
             kind="store",
         )
     return path
@@ -95,6 +96,20 @@ def _duckdb() -> Any:
         con.execute("SET threads = 1")  # staging is one sequential copy; leave cores to SQLite
         _DUCK = con
     return _DUCK
+
+
+_POSTGRES_LOADED = False
+
+
+def duckdb_with_postgres() -> Any:
+    """:func:`_duckdb` with DuckDB's PostgreSQL extension loaded too (hold
+    ``_DUCK_LOCK``)."""
+    global _POSTGRES_LOADED
+    con = _duckdb()
+    if not _POSTGRES_LOADED:
+        con.execute(f"LOAD {_quote(str(extension_path('postgres')))}")
+        _POSTGRES_LOADED = True
+    return con
 
 
 def warm_up() -> None:
@@ -131,6 +146,34 @@ def _quiet_warm_up() -> None:
         warm_up()
 
 
+def hash_part(con: Any, frame: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[int, int]]]:
+    """``frame`` (staging columns) with each row's key hash (computed by DuckDB on ``con``,
+    hold ``_DUCK_LOCK``), less the rows whose hash collides with an earlier row's.
+
+    Returns the frame and those collisions as ``(ord, earlier_ord)`` pairs: rows whose
+    hash equals an earlier row's though their keys differ (in-batch duplicates of the
+    same key were removed before).  Those rows are not staged; the earlier row goes on.
+    Practically always empty."""
+    con.register("taskmill_part", frame.select("task_type", "dedup_key").to_arrow())
+    try:
+        hashed = con.execute(f"SELECT {DUCKDB_KEY_HASH} AS key_hash FROM taskmill_part")
+        hashes = pl.from_arrow(hashed.to_arrow_table())
+    finally:
+        con.unregister("taskmill_part")
+    assert isinstance(hashes, pl.DataFrame)
+    frame = frame.with_columns(hashes["key_hash"])
+    collisions: list[tuple[int, int]] = []
+    repeated = frame["key_hash"].is_duplicated() & frame["key_hash"].is_not_null()
+    if repeated.any():
+        earlier = frame.filter(repeated).select(
+            "ord", pl.col("ord").min().over("key_hash").alias("first")
+        )
+        later = earlier.filter(pl.col("ord") != pl.col("first"))
+        collisions = list(later.iter_rows())
+        frame = frame.filter(~pl.col("ord").is_in(later["ord"].implode()))
+    return frame, collisions
+
+
 class Stager:
     """Writes batch parts into private staging SQLite files through DuckDB."""
 
@@ -163,23 +206,7 @@ class Stager:
         the earlier row goes on.  Practically always empty."""
         with _DUCK_LOCK:
             con = _duckdb()
-            con.register("taskmill_part", frame.select("task_type", "dedup_key").to_arrow())
-            try:
-                hashed = con.execute(f"SELECT {DUCKDB_KEY_HASH} AS key_hash FROM taskmill_part")
-                hashes = pl.from_arrow(hashed.to_arrow_table())
-            finally:
-                con.unregister("taskmill_part")
-            assert isinstance(hashes, pl.DataFrame)
-            frame = frame.with_columns(hashes["key_hash"])
-            collisions: list[tuple[int, int]] = []
-            repeated = frame["key_hash"].is_duplicated() & frame["key_hash"].is_not_null()
-            if repeated.any():
-                earlier = frame.filter(repeated).select(
-                    "ord", pl.col("ord").min().over("key_hash").alias("first")
-                )
-                later = earlier.filter(pl.col("ord") != pl.col("first"))
-                collisions = list(later.iter_rows())
-                frame = frame.filter(~pl.col("ord").is_in(later["ord"].implode()))
+            frame, collisions = hash_part(con, frame)
             con.execute(f"ATTACH {_quote(str(path))} AS taskmill_stage (TYPE sqlite)")
             try:
                 con.register("taskmill_part", frame.to_arrow())

@@ -21,7 +21,6 @@ import polars as pl
 from ..model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
-    BatchInterrupted,
     DuplicateStrategy,
     DuplicateTask,
     InvalidSubmission,
@@ -34,11 +33,11 @@ from ..model import (
     SubmitOutcome,
     TaskSubmission,
 )
-from ..outcome import BatchOutcome, build_outcome, compact
-from ..plan import Prepared, prepare
+from ..outcome import BatchOutcome
 from ..validation import Defaults, Row, check_submission
 from .base import ClaimedTask, CommitHook
 from .batch import Stager, StagingPipeline, decide, split_parts, warm_up_in_background
+from .batchrun import run_batch
 from .keys import COLLISION, key_hash
 from .keys import register as register_key_hash
 from .location import parse_location
@@ -196,6 +195,34 @@ def _frame(rows: list[tuple[Any, ...]], columns: Mapping[str, Any]) -> pl.DataFr
     return df.with_columns(
         (pl.col(c) * 1_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")) for c in times
     )
+
+
+class _SqliteBatch:
+    """The SQLite store as a :class:`~taskmill.store.batchrun.BatchBackend`: staging files
+    filled by DuckDB in the background, merged by the batch connection."""
+
+    def __init__(self, store: TaskStore) -> None:
+        self.store = store
+
+    def batch_session(
+        self, *, chunked: bool, dry_run: bool
+    ) -> contextlib.AbstractContextManager[None]:
+        return self.store._checkpoint_after(chunked=chunked and not dry_run)
+
+    def stage(self, rows: pl.DataFrame) -> _Staged:
+        return self.store._stage(rows)
+
+    def ready(self, staged: _Staged) -> None:
+        staged.wait_filled(self.store.path)
+
+    def merge(self, staged: _Staged, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
+        return self.store._merge_staged_part(staged, dry_run=dry_run, base_offset=base_offset)
+
+    def discard(self, staged: _Staged) -> None:
+        staged.discard(self.store._stager)
+
+    def read_error(self, exc: OSError) -> SchedulerError:
+        return _store_error("cannot read the batch for", self.store.path, exc)
 
 
 class TaskStore:
@@ -642,142 +669,11 @@ class TaskStore:
         on_commit: CommitHook | None,
         progress: Callable[[int, int], None] | None = None,
     ) -> BatchOutcome:
-        started = time.perf_counter()
         self.last_batch_merge_seconds = []
         warm_up_in_background()  # DuckDB starts while the batch is prepared
-        prepared = prepare(tasks)
-        n = len(prepared)
-        if n > prepared.transaction_limit:
-            bounds = [
-                (lo, min(lo + prepared.chunk_size, n)) for lo in range(0, n, prepared.chunk_size)
-            ]
-        else:
-            bounds = [(0, n)]
-        results: list[pl.DataFrame] = []
-        try:
-            with self._checkpoint_after(chunked=len(bounds) > 1 and not dry_run):
-                self._run_chunks(prepared, bounds, results, dry_run, on_commit, started, progress)
-        finally:
-            prepared.close()
-        outcome = build_outcome(
-            prepared, results, planned=dry_run, elapsed=time.perf_counter() - started
+        return run_batch(
+            _SqliteBatch(self), tasks, dry_run=dry_run, on_commit=on_commit, progress=progress
         )
-        counts = outcome.counts()
-        log.info(
-            "taskmill %s of %d rows in %.3f s (%d transaction%s): %s",
-            "plan" if dry_run else "batch",
-            n,
-            outcome.elapsed or 0.0,
-            len(bounds),
-            "" if len(bounds) == 1 else "s",
-            ", ".join(f"{a}={c}" for a, c in counts.items()),
-        )
-        return outcome
-
-    def _run_chunks(
-        self,
-        prepared: Prepared,
-        bounds: list[tuple[int, int]],
-        results: list[pl.DataFrame],
-        dry_run: bool,
-        on_commit: CommitHook | None,
-        started: float,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> None:
-        """The chunks in order, each in its own transaction.  While chunk k merges, chunk
-        k + 1 is read and staged by DuckDB (holding no lock), so per-chunk staging costs
-        no time of its own."""
-        base_offset = 0  # for plans: ids the earlier chunks would have taken
-        ahead: _Staged | BaseException | None = None
-
-        def stage(lo: int, hi: int) -> _Staged | BaseException:
-            try:
-                return self._stage(prepared.rows(lo, hi).filter(pl.col("winner")))
-            except (SchedulerError, OSError) as exc:  # raised when that chunk's turn comes
-                return exc
-
-        try:
-            for k, (lo, hi) in enumerate(bounds):
-                current = ahead if ahead is not None else stage(lo, hi)
-                if isinstance(current, _Staged):
-                    try:  # this chunk's files first, then the next chunk's, during the merge
-                        current.wait_filled(self.path)
-                    except SchedulerError as exc:
-                        current.discard(self._stager)
-                        current = exc
-                ahead = stage(*bounds[k + 1]) if k + 1 < len(bounds) else None
-                self._one_chunk(
-                    k,
-                    bounds,
-                    current,
-                    prepared,
-                    results,
-                    dry_run,
-                    on_commit,
-                    started,
-                    progress,
-                    base_offset,
-                )
-                if dry_run:
-                    base_offset += (
-                        results[-1]
-                        .filter(pl.col("action").is_in(["submitted", "superseded"]))
-                        .height
-                    )
-        finally:
-            if isinstance(ahead, _Staged):
-                ahead.discard(self._stager)
-
-    def _one_chunk(
-        self,
-        k: int,
-        bounds: list[tuple[int, int]],
-        current: _Staged | BaseException,
-        prepared: Prepared,
-        results: list[pl.DataFrame],
-        dry_run: bool,
-        on_commit: CommitHook | None,
-        started: float,
-        progress: Callable[[int, int], None] | None,
-        base_offset: int,
-    ) -> None:
-        """Merge chunk ``k`` (staged, or the error its staging met); ``BatchInterrupted``
-        with the committed part when it cannot commit."""
-        lo, hi = bounds[k]
-        try:
-            if isinstance(current, BaseException):
-                raise current
-            result = self._merge_staged_part(current, dry_run=dry_run, base_offset=base_offset)
-        except (SchedulerError, OSError) as exc:
-            if len(bounds) == 1:
-                if isinstance(exc, OSError):
-                    raise _store_error("cannot read the batch for", self.path, exc) from exc
-                raise
-            partial = build_outcome(
-                prepared,
-                results,
-                rows=lo,
-                planned=dry_run,
-                elapsed=time.perf_counter() - started,
-                interrupted=(
-                    f"the last row with this key (row {{}}) was in chunk {k + 1}, "
-                    "which did not commit; submit the batch again"
-                ),
-            )
-            raise BatchInterrupted(
-                f"chunk {k + 1} of {len(bounds)} (rows {lo}..{hi - 1}) could not commit; "
-                f"the {k} chunk(s) before it (rows 0..{lo - 1}) are in the store. "
-                f"Submit the same batch again with SKIP to complete it. Cause: {exc}",
-                outcome=partial,
-            ) from exc
-        results.append(compact(result))  # kept until the batch ends: texts as categoricals
-        inserted = result.filter(pl.col("action").is_in(["submitted", "superseded"]))
-        if not dry_run and on_commit is not None and inserted.height:
-            sup = result.filter(pl.col("action") == "superseded")
-            pairs = zip(sup["task_id"].to_list(), sup["replaced_task_id"].to_list(), strict=True)
-            on_commit(inserted["task_id"].to_list(), list(pairs))
-        if progress is not None:
-            progress(hi, len(prepared))
 
     @contextlib.contextmanager
     def _checkpoint_after(self, *, chunked: bool) -> Iterator[None]:

@@ -310,3 +310,136 @@ SELECT problem, n FROM (
 ) AS checks
 WHERE n > 0
 ORDER BY ord;
+
+-- ------------------------------------------------------------------ batches
+-- A batch part is bulk-copied by DuckDB's postgres extension into a private UNLOGGED
+-- staging table, taskmill.{stage} (a unique name made by the store, never data, quoted
+-- as an identifier), then merged by one transaction holding SUBMIT_LOCK.  The store
+-- drops the staging table afterwards, also when the merge fails.
+
+-- name: batch_stage_create
+CREATE UNLOGGED TABLE taskmill.{stage} (
+    ord                   bigint  NOT NULL,     -- the input row index
+    pos                   bigint  NOT NULL,     -- 1, 2, … over the staged rows, in ord order
+    task_type             text    NOT NULL,
+    dedup_key             text,
+    group_name            text,
+    priority              integer NOT NULL,
+    payload               bytea,
+    label                 text,
+    expected_read_bytes   bigint  NOT NULL,
+    expected_write_bytes  bigint  NOT NULL,
+    expected_net_rx_bytes bigint  NOT NULL,
+    expected_net_tx_bytes bigint  NOT NULL,
+    max_retries           integer,
+    strategy              text    NOT NULL,
+    key_hash              bigint                -- filled by DuckDB (taskmill/store/keys.py)
+);
+
+-- name: batch_stage_analyze
+-- Row counts for the planner (the match join then probes the active-key index).
+ANALYZE taskmill.{stage};
+
+-- name: batch_stage_drop
+DROP TABLE IF EXISTS taskmill.{stage};
+
+-- name: batch_stage_leftovers
+-- Staging tables of this host's processes (name: stage_<host tag>_<pid>_<random>).
+SELECT tablename FROM pg_catalog.pg_tables
+WHERE schemaname = 'taskmill' AND starts_with(tablename, %(prefix)s);
+
+-- name: batch_match
+-- The one indexed join: every staged row with a key probes the active-key index; the
+-- matched active tasks are locked until the merge commits.  `same` is 0 for a key-hash
+-- collision (the texts differ), not a duplicate.
+SELECT s.ord, t.id, t.status, t.priority::bigint, t.queue_pos,
+       (t.task_type = s.task_type AND t.dedup_key = s.dedup_key)::int
+FROM taskmill.{stage} AS s
+JOIN taskmill.tasks AS t ON t.key_hash = s.key_hash
+WHERE s.key_hash IS NOT NULL
+ORDER BY s.ord
+FOR UPDATE OF t;
+
+-- name: batch_match_plan
+-- The same for a plan (a read-only transaction: nothing is locked).
+SELECT s.ord, t.id, t.status, t.priority::bigint, t.queue_pos,
+       (t.task_type = s.task_type AND t.dedup_key = s.dedup_key)::int
+FROM taskmill.{stage} AS s
+JOIN taskmill.tasks AS t ON t.key_hash = s.key_hash
+WHERE s.key_hash IS NOT NULL
+ORDER BY s.ord;
+
+-- name: batch_last_id
+-- The last id the sequence handed out (0 if none): a plan's new ids follow it.
+SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM taskmill.task_ids;
+
+-- name: batch_reserve_ids
+-- Draw :n ids (n > 0), ascending.  Under SUBMIT_LOCK no other batch or keyed submit draws
+-- meanwhile, so they are one contiguous block; a submit of a task without a key draws
+-- without the lock and may take an id in between (the batch's ids stay unique and
+-- ascending in input order).  setval would be faster but is not safe against those.
+SELECT nextval('taskmill.task_ids') AS id FROM generate_series(1, %(n)s::bigint) ORDER BY id;
+
+-- name: batch_supersede
+-- Move the superseded active tasks (:old_ids) to history, each replaced by the new id
+-- at the same place of :new_ids.  Returns how many moved.
+WITH moved AS (
+    DELETE FROM taskmill.tasks AS t
+    USING unnest(%(old_ids)b::bigint[], %(new_ids)b::bigint[]) AS p (old_id, new_id)
+    WHERE t.id = p.old_id
+    RETURNING t.*, p.new_id
+), recorded AS (
+    INSERT INTO taskmill.history (
+        id, task_type, dedup_key, group_name, priority, payload, label,
+        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
+        expected_net_tx_bytes, max_retries, status, attempts, last_error, replaced_by,
+        created_at, started_at, finished_at
+    )
+    SELECT id, task_type, dedup_key, group_name, priority, payload, label,
+           expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
+           expected_net_tx_bytes, max_retries, 'superseded', attempts, last_error, new_id,
+           created_at, started_at, %(now)s
+    FROM moved
+)
+SELECT count(*) FROM moved;
+
+-- name: batch_upgrade
+-- Raise the priority of pending duplicates (skip): :ids and :priorities of one length.
+UPDATE taskmill.tasks AS t SET priority = u.priority
+FROM unnest(%(ids)b::bigint[], %(priorities)b::smallint[]) AS u (id, priority)
+WHERE t.id = u.id AND t.status = 'pending' AND t.priority > u.priority;
+
+-- name: batch_insert
+-- Insert the staged rows that become tasks, with ids :base + 1, :base + 2, … in input
+-- order.  Only matched rows are listed (:ords, :keep, :queue_pos of one length): a
+-- matched row is inserted when :keep (it supersedes), at :queue_pos when it takes a
+-- pending task's queue place; an unmatched row is always inserted, at its own id.
+INSERT INTO taskmill.tasks (
+    id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
+    expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
+    max_retries, created_at, key_hash
+)
+SELECT %(base)s::bigint + row_number() OVER w, s.task_type, s.dedup_key, s.group_name,
+       s.priority, COALESCE(m.queue_pos, %(base)s::bigint + row_number() OVER w), s.payload,
+       s.label, s.expected_read_bytes, s.expected_write_bytes, s.expected_net_rx_bytes,
+       s.expected_net_tx_bytes, s.max_retries, %(now)s, s.key_hash
+FROM taskmill.{stage} AS s
+LEFT JOIN unnest(%(ords)b::bigint[], %(keep)b::boolean[], %(queue_pos)b::bigint[])
+     AS m (ord, keep, queue_pos) ON m.ord = s.ord
+WHERE m.ord IS NULL OR m.keep
+WINDOW w AS (ORDER BY s.ord);
+
+-- name: batch_insert_listed
+-- The same with every inserted row listed (:ords, :ids, :queue_pos of one length): for
+-- ids that are not one contiguous block (a keyless submit drew some in between).
+INSERT INTO taskmill.tasks (
+    id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
+    expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
+    max_retries, created_at, key_hash
+)
+SELECT d.id, s.task_type, s.dedup_key, s.group_name, s.priority, d.queue_pos, s.payload,
+       s.label, s.expected_read_bytes, s.expected_write_bytes, s.expected_net_rx_bytes,
+       s.expected_net_tx_bytes, s.max_retries, %(now)s, s.key_hash
+FROM unnest(%(ords)b::bigint[], %(ids)b::bigint[], %(queue_pos)b::bigint[])
+     AS d (ord, id, queue_pos)
+JOIN taskmill.{stage} AS s ON s.ord = d.ord;

@@ -1,5 +1,5 @@
 """PostgresStore: the task store on a PostgreSQL server, with the SQLite store's API and
-semantics (batches excepted), for workers on many machines sharing one queue.
+semantics, for workers on many machines sharing one queue.
 
 Every statement is a named query of ``queries.sql`` beside this file, every value bound.
 Two connections serve each store object: one for writes (a transaction per call, held
@@ -17,6 +17,9 @@ Concurrency across processes and machines rests on PostgreSQL itself:
   tasks per group under it and pick candidates ``FOR UPDATE SKIP LOCKED`` in
   ``priority, queue_pos, id`` order (the ``tasks_claim`` index), so group limits hold
   across every worker and a claim never waits for a submit deciding on a task;
+* **batches** (:meth:`PostgresStore.submit_batch`, ``postgres/batch.py``) are staged by
+  DuckDB into a private unlogged table, then merged by one transaction per chunk holding
+  :data:`SUBMIT_LOCK`, with the SQLite store's outcomes row for row;
 * a task **finishes** in one statement that deletes it from ``tasks`` and records it in
   ``history``: of two calls finishing one task, the later finds it gone and records
   nothing;
@@ -56,8 +59,11 @@ from ...model import (
     SubmitOutcome,
     TaskSubmission,
 )
+from ...outcome import BatchOutcome
 from ...validation import Defaults, Row, check_submission
-from ..base import ClaimedTask
+from ..base import ClaimedTask, CommitHook
+from ..batch import warm_up_in_background
+from ..batchrun import run_batch
 from ..keys import COLLISION, POSTGRES_KEY_HASH, key_hash
 from ..sql import named_queries
 from ..sqlite import (
@@ -69,7 +75,9 @@ from ..sqlite import (
     DEFAULT_LEASE_TIMEOUT,
     _frame,
     _owner_dead,
+    _pid_alive,
 )
+from .batch import PostgresBatch, sweep
 from .migrate import ensure_schema
 
 __all__ = ["CLAIM_LOCK", "SUBMIT_LOCK", "PostgresStore", "q", "queries"]
@@ -172,6 +180,8 @@ class PostgresStore:
         self._conn: Connection | None = None
         self._reader: Connection | None = None
         self._closed = False
+        #: Seconds each transaction of the last batch held the submit lock.
+        self.last_batch_merge_seconds: list[float] = []
         self._connect()
 
     # ------------------------------------------------------------------ opening
@@ -207,6 +217,8 @@ class PostgresStore:
         self._conn = conn
         try:
             self.recover()
+            # staging tables of this host's processes that died mid-batch
+            sweep(self, lambda pid: pid == os.getpid() or _pid_alive(pid))
         except BaseException:
             self.close()
             raise
@@ -318,6 +330,16 @@ class PostgresStore:
                     raise _store_error(action, self.where, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _autocommit(self, action: str, body: Callable[[Connection], T]) -> T:
+        """Run ``body`` on the write connection outside a transaction (each statement
+        commits on its own: creating and dropping batch staging tables)."""
+        with self._lock:
+            conn = self._writer()
+            try:
+                return body(conn)
+            except psycopg.Error as exc:
+                raise _store_error(action, self.where, exc) from exc
+
     def _read(self, body: Callable[[Connection], T]) -> T:
         """Run ``body`` in one read-only transaction (one snapshot).  A connection that
         broke since the last call is opened again and the read tried once more."""
@@ -395,6 +417,51 @@ class PostgresStore:
         queue_pos = old_pos if old_status == "pending" else new_id
         self._insert(conn, new_id, queue_pos, row, hashed, now)
         return SubmitOutcome("superseded", new_id, old_id, *info)
+
+    # ------------------------------------------------------------------ batches
+
+    def submit_batch(
+        self,
+        tasks: Any,
+        *,
+        on_commit: CommitHook | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> BatchOutcome:
+        """Submit many tasks at once; every input row gets an outcome (as
+        :meth:`taskmill.TaskStore.submit_batch`, row for row).
+
+        ``tasks``: an iterable of :class:`TaskSubmission`, a table (pyarrow, polars,
+        pandas), a Parquet file or folder, or a :class:`BatchSubmission`.  A batch of up
+        to its transaction limit commits in one transaction; a larger one in chunks,
+        each all-or-nothing (``BatchInterrupted`` when one cannot commit).
+        ``on_commit(inserted_ids, superseded_pairs)`` is called after each commit that
+        inserted tasks, ``progress(rows_done, rows_total)`` after each transaction.
+        """
+        return self._batch(tasks, dry_run=False, on_commit=on_commit, progress=progress)
+
+    def plan_batch(
+        self, tasks: Any, *, progress: Callable[[int, int], None] | None = None
+    ) -> BatchOutcome:
+        """What :meth:`submit_batch` would do now, against the live store; writes no task.
+
+        Ids of new tasks are predictions (what they would be if nothing else wrote first).
+        """
+        return self._batch(tasks, dry_run=True, on_commit=None, progress=progress)
+
+    def _batch(
+        self,
+        tasks: Any,
+        *,
+        dry_run: bool,
+        on_commit: CommitHook | None,
+        progress: Callable[[int, int], None] | None,
+    ) -> BatchOutcome:
+        self._check_open()
+        self.last_batch_merge_seconds = []
+        warm_up_in_background()  # DuckDB starts while the batch is prepared
+        return run_batch(
+            PostgresBatch(self), tasks, dry_run=dry_run, on_commit=on_commit, progress=progress
+        )
 
     @staticmethod
     def _next_id(conn: Connection) -> int:

@@ -1,0 +1,209 @@
+"""The batch orchestration shared by every store: prepare the input, cut it into
+transactions (chunks), stage and merge each chunk through the store's
+:class:`BatchBackend`, report progress and commits, and assemble the
+:class:`~taskmill.outcome.BatchOutcome` — or raise :class:`BatchInterrupted` with the
+committed part's outcome when a chunk cannot commit.
+
+A store only says how to stage one transaction's rows, merge (or plan) a staged part and
+discard it; everything else happens here, once, for SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import polars as pl
+
+from ..model import BatchInterrupted, SchedulerError
+from ..outcome import BatchOutcome, build_outcome, compact
+from ..plan import Prepared, prepare
+from .base import CommitHook
+
+__all__ = ["BatchBackend", "run_batch"]
+
+log = logging.getLogger("taskmill")
+
+S = TypeVar("S")
+Progress = Callable[[int, int], None]
+#: The actions of rows that insert a new task (and take a new id).
+INSERTING = ("submitted", "superseded")
+
+
+class BatchBackend(Protocol[S]):
+    """What a store provides to :func:`run_batch`; ``S`` is its staged-part handle."""
+
+    def batch_session(
+        self, *, chunked: bool, dry_run: bool
+    ) -> contextlib.AbstractContextManager[None]:
+        """Context around the whole batch (warm-up, store settings for chunked batches)."""
+        ...
+
+    def stage(self, rows: pl.DataFrame) -> S:
+        """Start staging one transaction's winning rows (may fill in the background)."""
+        ...
+
+    def ready(self, staged: S) -> None:
+        """Block until ``staged`` is fully staged; raise :class:`SchedulerError` if staging
+        failed (the caller then discards it)."""
+        ...
+
+    def merge(self, staged: S, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
+        """Merge (or, with ``dry_run``, plan) a staged part in one transaction and discard
+        it; the per-row result of :func:`taskmill.store.batch.decide`.  ``base_offset``:
+        ids the earlier chunks of a plan would have taken."""
+        ...
+
+    def discard(self, staged: S) -> None:
+        """Drop a staged part that will not be merged (idempotent)."""
+        ...
+
+    def read_error(self, exc: OSError) -> SchedulerError:
+        """The store's error for a batch whose input could not be read."""
+        ...
+
+
+def run_batch(
+    backend: BatchBackend[Any],
+    tasks: Any,
+    *,
+    dry_run: bool,
+    on_commit: CommitHook | None,
+    progress: Progress | None = None,
+) -> BatchOutcome:
+    """Submit (or plan) ``tasks`` through ``backend``; every input row gets an outcome."""
+    started = time.perf_counter()
+    prepared = prepare(tasks)
+    n = len(prepared)
+    if n > prepared.transaction_limit:
+        step = prepared.chunk_size
+        bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+    else:
+        bounds = [(0, n)]
+    results: list[pl.DataFrame] = []
+    try:
+        with backend.batch_session(chunked=len(bounds) > 1, dry_run=dry_run):
+            _run_chunks(backend, prepared, bounds, results, dry_run, on_commit, started, progress)
+    finally:
+        prepared.close()
+    outcome = build_outcome(
+        prepared, results, planned=dry_run, elapsed=time.perf_counter() - started
+    )
+    counts = outcome.counts()
+    log.info(
+        "taskmill %s of %d rows in %.3f s (%d transaction%s): %s",
+        "plan" if dry_run else "batch",
+        n,
+        outcome.elapsed or 0.0,
+        len(bounds),
+        "" if len(bounds) == 1 else "s",
+        ", ".join(f"{a}={c}" for a, c in counts.items()),
+    )
+    return outcome
+
+
+def _run_chunks(
+    backend: BatchBackend[Any],
+    prepared: Prepared,
+    bounds: list[tuple[int, int]],
+    results: list[pl.DataFrame],
+    dry_run: bool,
+    on_commit: CommitHook | None,
+    started: float,
+    progress: Progress | None,
+) -> None:
+    """The chunks in order, each in its own transaction.  While chunk k merges, chunk
+    k + 1 is read and staged (a backend that stages in the background overlaps them)."""
+    base_offset = 0  # for plans: ids the earlier chunks would have taken
+    ahead: Any = None
+
+    def stage(lo: int, hi: int) -> Any:
+        try:
+            return backend.stage(prepared.rows(lo, hi).filter(pl.col("winner")))
+        except (SchedulerError, OSError) as exc:  # raised when that chunk's turn comes
+            return exc
+
+    try:
+        for k, (lo, hi) in enumerate(bounds):
+            current = ahead if ahead is not None else stage(lo, hi)
+            ahead = None
+            if not isinstance(current, BaseException):
+                try:  # this chunk's staging first, then the next chunk's, during the merge
+                    backend.ready(current)
+                except SchedulerError as exc:
+                    backend.discard(current)
+                    current = exc
+            ahead = stage(*bounds[k + 1]) if k + 1 < len(bounds) else None
+            _one_chunk(
+                backend,
+                k,
+                bounds,
+                current,
+                prepared,
+                results,
+                dry_run,
+                on_commit,
+                started,
+                progress,
+                base_offset,
+            )
+            if dry_run:
+                base_offset += results[-1].filter(pl.col("action").is_in(INSERTING)).height
+    finally:
+        if ahead is not None and not isinstance(ahead, BaseException):
+            backend.discard(ahead)
+
+
+def _one_chunk(
+    backend: BatchBackend[Any],
+    k: int,
+    bounds: list[tuple[int, int]],
+    current: Any,
+    prepared: Prepared,
+    results: list[pl.DataFrame],
+    dry_run: bool,
+    on_commit: CommitHook | None,
+    started: float,
+    progress: Progress | None,
+    base_offset: int,
+) -> None:
+    """Merge chunk ``k`` (staged, or the error its staging met); ``BatchInterrupted``
+    with the committed part when it cannot commit."""
+    lo, hi = bounds[k]
+    try:
+        if isinstance(current, BaseException):
+            raise current
+        result = backend.merge(current, dry_run=dry_run, base_offset=base_offset)
+    except (SchedulerError, OSError) as exc:
+        if len(bounds) == 1:
+            if isinstance(exc, OSError):
+                raise backend.read_error(exc) from exc
+            raise
+        partial = build_outcome(
+            prepared,
+            results,
+            rows=lo,
+            planned=dry_run,
+            elapsed=time.perf_counter() - started,
+            interrupted=(
+                f"the last row with this key (row {{}}) was in chunk {k + 1}, "
+                "which did not commit; submit the batch again"
+            ),
+        )
+        raise BatchInterrupted(
+            f"chunk {k + 1} of {len(bounds)} (rows {lo}..{hi - 1}) could not commit; "
+            f"the {k} chunk(s) before it (rows 0..{lo - 1}) are in the store. "
+            f"Submit the same batch again with SKIP to complete it. Cause: {exc}",
+            outcome=partial,
+        ) from exc
+    results.append(compact(result))  # kept until the batch ends: texts as categoricals
+    inserted = result.filter(pl.col("action").is_in(INSERTING))
+    if not dry_run and on_commit is not None and inserted.height:
+        sup = result.filter(pl.col("action") == "superseded")
+        pairs = zip(sup["task_id"].to_list(), sup["replaced_task_id"].to_list(), strict=True)
+        on_commit(inserted["task_id"].to_list(), list(pairs))
+    if progress is not None:
+        progress(hi, len(prepared))

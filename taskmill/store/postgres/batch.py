@@ -1,0 +1,283 @@
+"""The batch path of the PostgreSQL store, as a :class:`~taskmill.store.batchrun.BatchBackend`.
+
+Each transaction's rows are bulk-copied by DuckDB's postgres extension (binary ``COPY``)
+into a private ``UNLOGGED`` staging table ``taskmill.stage_…`` — DuckDB and psycopg are
+different connections, so a temporary table would not be shared.  Then one PostgreSQL
+transaction (psycopg) holding :data:`SUBMIT_LOCK` merges it: the staged rows are matched
+to the active tasks by key hash (locked ``FOR UPDATE``), :func:`~taskmill.store.batch.decide`
+says what each row does, superseded tasks move to history, pending duplicates are
+upgraded and the new tasks are inserted with ids reserved as one contiguous block of the
+id sequence.  PostgreSQL's unique index on ``key_hash`` enforces one active task per key
+throughout.  The staging table is dropped afterwards, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+from psycopg import sql
+
+from ...model import SchedulerError, StoreError
+from .. import batch as staging
+from ..batch import decide, hash_part, staging_frame
+from ..batchrun import INSERTING
+
+if TYPE_CHECKING:
+    from .store import Connection, PostgresStore
+
+__all__ = ["PostgresBatch", "StagedPart", "stage_prefix", "sweep"]
+
+log = logging.getLogger("taskmill")
+
+
+def stage_prefix(pid: int | None = None) -> str:
+    """The name prefix of this process's staging tables (a tag of the host, the pid)."""
+    host = uuid.uuid5(uuid.NAMESPACE_DNS, socket.gethostname()).hex[:8]
+    return f"stage_{host}_{os.getpid() if pid is None else pid}_"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass
+class StagedPart:
+    """One transaction's rows staged in ``taskmill.<table>`` (``None``: nothing staged,
+    the part has no winning rows)."""
+
+    part: pl.DataFrame
+    table: str | None
+    collisions: list[tuple[int, int]]
+
+
+class PostgresBatch:
+    """The PostgreSQL store as a batch backend (see the module docstring)."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+
+    # ------------------------------------------------------------------ helpers
+
+    def _q(self, name: str, table: str) -> sql.Composed:
+        """Named query ``name`` with its staging table filled in (an identifier)."""
+        from .store import q
+
+        return sql.SQL(q(name)).format(stage=sql.Identifier(table))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ BatchBackend
+
+    @contextlib.contextmanager
+    def batch_session(self, *, chunked: bool, dry_run: bool) -> Iterator[None]:
+        """Nothing to set up beyond DuckDB's warm-up (started before preparing)."""
+        yield
+
+    def stage(self, rows: pl.DataFrame) -> StagedPart:
+        """Create a staging table and bulk-copy ``rows`` into it with DuckDB."""
+        if rows.height == 0:
+            return StagedPart(rows, None, [])
+        table = f"{stage_prefix()}{uuid.uuid4().hex[:12]}"
+        store = self.store
+        store._autocommit(
+            "cannot stage a batch in", lambda c: c.execute(self._q("batch_stage_create", table))
+        )
+        staged = StagedPart(rows, table, [])
+        try:
+            staged.collisions = self._fill(table, staging_frame(rows))
+            store._autocommit(
+                "cannot stage a batch in",
+                lambda c: c.execute(self._q("batch_stage_analyze", table)),
+            )
+        except BaseException:
+            self.discard(staged)
+            raise
+        return staged
+
+    def _fill(self, table: str, frame: pl.DataFrame) -> list[tuple[int, int]]:
+        """Hash the keys and copy the rows (less in-part collisions) into ``table``."""
+        with staging._DUCK_LOCK:
+            con = staging.duckdb_with_postgres()
+            frame, collisions = hash_part(con, frame)
+            try:
+                con.execute(f"ATTACH {_quote(self.store._url)} AS taskmill_pg (TYPE postgres)")
+            except Exception as exc:
+                raise StoreError(
+                    f"cannot stage a batch in {self.store.where}: DuckDB cannot connect ({exc})"
+                ) from exc
+            try:
+                con.register("taskmill_part", frame.to_arrow())
+                try:
+                    target = '"' + table.replace('"', '""') + '"'
+                    con.execute(
+                        f"INSERT INTO taskmill_pg.taskmill.{target} SELECT * FROM taskmill_part"
+                    )
+                except Exception as exc:
+                    raise StoreError(f"cannot stage a batch in {self.store.where}: {exc}") from exc
+                finally:
+                    con.unregister("taskmill_part")
+            finally:
+                con.execute("DETACH taskmill_pg")
+        return collisions
+
+    def ready(self, staged: StagedPart) -> None:
+        """Staging is synchronous: a staged part is always ready."""
+
+    def discard(self, staged: StagedPart) -> None:
+        """Drop the staging table (idempotent; a failure is logged, not raised)."""
+        table, staged.table = staged.table, None
+        if table is None:
+            return
+        try:
+            self.store._autocommit(
+                "cannot drop a staging table in",
+                lambda c: c.execute(self._q("batch_stage_drop", table)),
+            )
+        except SchedulerError as exc:
+            log.warning("taskmill: staging table taskmill.%s was left behind: %s", table, exc)
+
+    def read_error(self, exc: OSError) -> SchedulerError:
+        return StoreError(f"cannot read the batch for {self.store.where}: {exc}")
+
+    def merge(self, staged: StagedPart, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
+        """Merge (or plan) the staged part in one transaction, then drop its table."""
+        try:
+            if staged.table is None:
+                return decide(staged.part, [], 0)
+            table = staged.table
+            if dry_run:
+                return self.store._read(lambda c: self._plan(c, staged, table, base_offset))
+            started = time.perf_counter()
+            result = self.store._write(
+                "cannot submit a batch to",
+                lambda c: self._merge(c, staged, table),
+                retry_unique=True,
+            )
+            self.store.last_batch_merge_seconds.append(time.perf_counter() - started)
+            return result
+        finally:
+            self.discard(staged)
+
+    # ------------------------------------------------------------------ the merge
+
+    def _plan(
+        self, conn: Connection, staged: StagedPart, table: str, base_offset: int
+    ) -> pl.DataFrame:
+        from .store import q
+
+        matches = conn.execute(self._q("batch_match_plan", table)).fetchall()
+        base = int(conn.execute(q("batch_last_id")).fetchone()[0]) + base_offset  # type: ignore[index]
+        return decide(staged.part, matches, base, staged.collisions)
+
+    def _merge(self, conn: Connection, staged: StagedPart, table: str) -> pl.DataFrame:
+        from .store import SUBMIT_LOCK, q
+
+        now = time.time()
+        part = staged.part
+        conn.execute(q("advisory_lock"), {"lock": SUBMIT_LOCK})
+        matches = conn.execute(self._q("batch_match", table)).fetchall()
+        result = decide(part, matches, 0, staged.collisions)
+        n = result.filter(pl.col("action").is_in(INSERTING)).height
+        if n:
+            drawn = [int(r[0]) for r in conn.execute(q("batch_reserve_ids"), {"n": n})]
+            result = decide(part, matches, drawn[0] - 1, staged.collisions)
+            if drawn[-1] - drawn[0] != n - 1:  # a keyless submit drew ids in between
+                result = _renumber(result, drawn)
+        sup = result.filter(pl.col("action") == "superseded")
+        if sup.height:
+            moved = conn.execute(
+                q("batch_supersede"),
+                {
+                    "old_ids": sup["replaced_task_id"].to_list(),
+                    "new_ids": sup["task_id"].to_list(),
+                    "now": now,
+                },
+            ).fetchone()[0]  # type: ignore[index]
+            if moved != sup.height:
+                raise StoreError(
+                    f"batch merge superseded {moved} tasks where {sup.height} were planned"
+                )
+        up = result.filter(pl.col("action") == "upgraded").join(
+            part.select("index", "priority"), on="index"
+        )
+        if up.height:
+            conn.execute(
+                q("batch_upgrade"),
+                {"ids": up["task_id"].to_list(), "priorities": up["priority"].to_list()},
+            )
+        if n:
+            inserted = self._insert(conn, table, result, matches, drawn, now)
+            if inserted != n:  # the SQL and the plan disagree: never commit that
+                raise StoreError(f"batch merge inserted {inserted} rows where {n} were planned")
+        return result
+
+    def _insert(
+        self,
+        conn: Connection,
+        table: str,
+        result: pl.DataFrame,
+        matches: list[tuple[Any, ...]],
+        drawn: list[int],
+        now: float,
+    ) -> int:
+        """Insert the new tasks of ``result``; returns how many rows were inserted."""
+        # ord -> queue place of the pending task it matched (taken over when superseding)
+        pending_pos = {int(m[0]): int(m[4]) for m in matches if m[2] == "pending"}
+        actions = dict(zip(result["index"].to_list(), result["action"].to_list(), strict=True))
+        if drawn[-1] - drawn[0] == len(drawn) - 1:  # one block: the ids follow from ord
+            ords = [int(m[0]) for m in matches]
+            keep = [actions[o] == "superseded" for o in ords]
+            queue_pos = [pending_pos.get(o) if k else None for o, k in zip(ords, keep, strict=True)]
+            params = {"ords": ords, "keep": keep, "queue_pos": queue_pos, "base": drawn[0] - 1}
+            return conn.execute(self._q("batch_insert", table), {**params, "now": now}).rowcount
+        new = result.filter(pl.col("action").is_in(INSERTING))
+        ords = new["index"].to_list()
+        ids = new["task_id"].to_list()
+        queue_pos = [
+            pending_pos.get(o, i) if a == "superseded" else i
+            for o, i, a in zip(ords, ids, new["action"].to_list(), strict=True)
+        ]
+        params = {"ords": ords, "ids": ids, "queue_pos": queue_pos, "now": now}
+        return conn.execute(self._q("batch_insert_listed", table), params).rowcount
+
+
+def _renumber(result: pl.DataFrame, drawn: list[int]) -> pl.DataFrame:
+    """``result`` (new ids numbered from ``drawn[0]``) with the n-th new id replaced by
+    ``drawn[n]``: the ids drawn when another session drew some in between."""
+    first = drawn[0]
+    ids = [
+        drawn[t - first] if a in INSERTING else t
+        for a, t in zip(result["action"].to_list(), result["task_id"].to_list(), strict=True)
+    ]
+    return result.with_columns(pl.Series("task_id", ids, dtype=pl.Int64))
+
+
+def sweep(store: PostgresStore, alive: Callable[[int], bool]) -> int:
+    """Drop staging tables of this host's processes that died mid-batch (``alive(pid)``
+    says whether a process lives); returns how many."""
+    prefix = stage_prefix(0)[: -len("0_")]
+    found = store._autocommit(
+        "cannot list staging tables in",
+        lambda c: [r[0] for r in c.execute(_leftovers(), {"prefix": prefix}).fetchall()],
+    )
+    batch = PostgresBatch(store)
+    removed = 0
+    for table in found:
+        pid = table[len(prefix) :].split("_", 1)[0]
+        if pid.isdigit() and not alive(int(pid)):
+            batch.discard(StagedPart(pl.DataFrame(), table, []))
+            removed += 1
+    return removed
+
+
+def _leftovers() -> str:
+    from .store import q
+
+    return q("batch_stage_leftovers")
