@@ -30,8 +30,9 @@ DB_OPTION = click.option(
     default="tasks.db",
     show_default=True,
     envvar="TASKMILL_DB",
-    type=click.Path(dir_okay=False),
-    help="The task store, a SQLite file (env TASKMILL_DB).",
+    metavar="FILE|URL",
+    help="The task store: a SQLite file, or a postgresql:// URL shared by workers on many "
+    "machines (env TASKMILL_DB).",
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 

@@ -18,16 +18,18 @@ def test_readme_has_examples() -> None:
     assert len(BLOCKS) >= 2
 
 
-def test_readme_python_blocks_run_in_order(tmp_path: Path) -> None:
+def test_readme_python_blocks_run_in_order(tmp_path: Path, pg_url: str) -> None:
     script = "\n\n".join(BLOCKS)
     (tmp_path / "example.py").write_text(script, encoding="utf-8")
-    env = ENV
+    env = {**ENV, "TASKMILL_DB": pg_url}  # "Scaling out" runs on a real PostgreSQL server
     proc = subprocess.run(
         [PYTHON, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
     assert "TaskCompleted" in proc.stdout
     assert "'completed': 1" in proc.stdout
+    # the scaling-out example submitted the plan to PostgreSQL: 3 new tasks, 1 in-batch dup
+    assert "{'submitted': 3, 'deduplicated': 1, 'superseded': 0, 'upgraded': 0" in proc.stdout
 
 
 @pytest.mark.parametrize("command", re.findall(r"^(python3 -m venv .*)$", README, re.M))
