@@ -266,6 +266,7 @@ class Scheduler:
         self._subscribers: set[Subscription] = set()
         self._wake: asyncio.Event | None = None
         self._activity: asyncio.Event | None = None
+        self._unwatch: Callable[[], None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -315,6 +316,17 @@ class Scheduler:
         self._unrecorded = []
         self._loop_task = asyncio.create_task(self._dispatch_loop(), name="taskmill-dispatch")
         self._loop_task.add_done_callback(self._loop_ended)
+        # a store shared by many machines (PostgreSQL) can tell when another one commits
+        # work: dispatch then, not at the next poll (polling stays as the fallback)
+        watch = getattr(self._store, "watch", None)
+        if callable(watch):
+            loop = self._loop
+
+            def wake_up() -> None:  # called from the store's listening thread
+                with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+                    loop.call_soon_threadsafe(self._poke)
+
+            self._unwatch = watch(wake_up)
         self._lease_task = asyncio.create_task(self._lease_loop(), name="taskmill-lease")
         return self
 
@@ -377,6 +389,9 @@ class Scheduler:
         if self._flusher is not None:
             with contextlib.suppress(Exception):
                 await self._flusher
+        if self._unwatch is not None:
+            await asyncio.to_thread(self._unwatch)
+            self._unwatch = None
         if self._lease_task is not None:
             self._lease_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

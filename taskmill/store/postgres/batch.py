@@ -216,6 +216,7 @@ class PostgresBatch:
             inserted = self._insert(conn, table, result, matches, drawn, now)
             if inserted != n:  # the SQL and the plan disagree: never commit that
                 raise StoreError(f"batch merge inserted {inserted} rows where {n} were planned")
+            conn.execute(self._q("notify_work", table))  # other machines' workers wake at commit
         return result
 
     def _insert(

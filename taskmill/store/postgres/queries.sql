@@ -443,3 +443,13 @@ SELECT d.id, s.task_type, s.dedup_key, s.group_name, s.priority, d.queue_pos, s.
 FROM unnest(%(ords)b::bigint[], %(ids)b::bigint[], %(queue_pos)b::bigint[])
      AS d (ord, id, queue_pos)
 JOIN taskmill.{stage} AS s ON s.ord = d.ord;
+
+-- ------------------------------------------------------------------ wake-ups
+
+-- name: notify_work
+-- Tell every worker listening on the store that tasks became pending (delivered at commit;
+-- PostgreSQL folds the same notification sent twice in one transaction into one).
+SELECT pg_notify('taskmill_work', '');
+
+-- name: listen_work
+LISTEN taskmill_work;

@@ -141,6 +141,13 @@ def _store_error(action: str, where: str, exc: BaseException) -> StoreError:
     return StoreError(f"{action} {where}: {exc}")
 
 
+def _notified(conn: Connection, pending_again: int) -> int:
+    """Wake the listening workers when ``pending_again`` tasks are pending again."""
+    if pending_again:
+        conn.execute(q("notify_work"))
+    return pending_again
+
+
 def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
     """A filter value as a list (``None``: no filter)."""
     if value is None:
@@ -244,6 +251,45 @@ class PostgresStore:
             conn.close()
             raise _store_error("cannot set up a connection to", self.where, exc) from exc
         return conn
+
+    def watch(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake()`` (from a thread of its own) whenever another connection commits
+        tasks that became pending — a submit, a batch, a release — so a scheduler
+        dispatches them at once instead of at its next poll (``LISTEN/NOTIFY``).  A lost
+        connection is opened again with backoff, waking once when it is back (anything
+        sent meanwhile was missed).  Returns the function that stops watching."""
+        stop = threading.Event()
+
+        def tell() -> None:
+            try:
+                wake()
+            except Exception:  # a scheduler's hook must never end the watch
+                log.exception("taskmill: waking a worker of %s failed", self.where)
+
+        def listen() -> None:
+            backoff = 0.1
+            while not stop.is_set():
+                try:
+                    with psycopg.connect(self._url, autocommit=True) as conn:
+                        conn.execute(q("listen_work"))
+                        tell()  # a (re)connect may have missed notifications
+                        backoff = 0.1
+                        while not stop.is_set():
+                            for _ in conn.notifies(timeout=0.5, stop_after=1):
+                                tell()
+                except psycopg.Error as exc:
+                    log.debug("taskmill: listening on %s failed (%s); again", self.where, exc)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+
+        thread = threading.Thread(target=listen, name="taskmill-listen", daemon=True)
+        thread.start()
+
+        def unwatch() -> None:
+            stop.set()
+            thread.join(timeout=5.0)
+
+        return unwatch
 
     def close(self) -> None:
         """Close both connections (idempotent)."""
@@ -491,6 +537,7 @@ class PostgresStore:
                 "key_hash": hashed,
             },
         )
+        conn.execute(q("notify_work"))  # workers on other machines wake at commit
 
     @staticmethod
     def _finish(
@@ -629,7 +676,7 @@ class PostgresStore:
         def body(conn: Connection) -> int:
             count = conn.execute(q("release_owner"), {"owner": owner}).rowcount
             conn.execute(q("forget_worker"), {"owner": owner})
-            return count
+            return _notified(conn, count)
 
         return self._write("cannot release a worker's tasks in", body)
 
@@ -682,7 +729,7 @@ class PostgresStore:
                 params = {"owner": owner, "now": now}
                 conn.execute(q("forget_expired_worker"), params)
                 count += conn.execute(q("release_expired_owner"), params).rowcount
-            return count
+            return _notified(conn, count)
 
         count = self._write("cannot recover tasks in", body)
         if count:
@@ -841,7 +888,7 @@ class PostgresStore:
         params = {"ids": ids, "attempts": tries, "owner": owner}
         return self._write(
             "cannot release tasks in",
-            lambda conn: conn.execute(q("release_running"), params).rowcount,
+            lambda conn: _notified(conn, conn.execute(q("release_running"), params).rowcount),
         )
 
     def lost_tasks(
