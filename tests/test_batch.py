@@ -432,6 +432,7 @@ def test_plan_writes_nothing_and_predicts(store: tm.TaskStore, location: str | P
         .chunk_size(2)
         .tasks([tm.TaskSubmission("t", dedup_key=k, priority=5) for k in ("k0", "k1", "k2", "k3")])
     )
+
     def state() -> tuple:
         if is_postgres(location):  # nor an id drawn from the sequence
             return _everything(store), run_sql(location, "SELECT last_value FROM taskmill.task_ids")

@@ -13,8 +13,8 @@ on PostgreSQL one database per input form, emptied before each example).
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd

@@ -403,7 +403,9 @@ async def test_second_process_submits_while_scheduler_runs(location: str | Path)
     assert sorted(done) == sorted(f"other-{i}" for i in range(20))
 
 
-async def test_tasks_of_a_killed_worker_are_pending_again(location: str | Path, tmp_path: Path) -> None:
+async def test_tasks_of_a_killed_worker_are_pending_again(
+    location: str | Path, tmp_path: Path
+) -> None:
     marker = tmp_path / "running"
     proc = _run_py(f"""
         import asyncio, pathlib, taskmill as tm

@@ -94,7 +94,9 @@ def test_non_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:
     assert _snapshot(path) == before
 
 
-@pytest.mark.sqlite_only("PRAGMA user_version and the file's bytes (PostgreSQL: test_postgres_store)")
+@pytest.mark.sqlite_only(
+    "PRAGMA user_version and the file's bytes (PostgreSQL: test_postgres_store)"
+)
 def test_newer_schema_is_refused_untouched(db_path: Path) -> None:
     tm.TaskStore.open(db_path).close()
     conn = sqlite3.connect(db_path)
@@ -225,9 +227,7 @@ def test_history_never_blocks_a_new_submission(store: tm.TaskStore) -> None:
     assert res == tm.SubmitOutcome("submitted", 2)
 
 
-def test_uniqueness_is_enforced_by_the_database(
-    store: tm.TaskStore, location: str | Path
-) -> None:
+def test_uniqueness_is_enforced_by_the_database(store: tm.TaskStore, location: str | Path) -> None:
     """The unique index is on the key hash: a writer that bypasses taskmill but sets the
     hash (as it must) cannot add a second active task of a key."""
     from taskmill.store.keys import key_hash
@@ -240,7 +240,7 @@ def test_uniqueness_is_enforced_by_the_database(
         mark = "%s"
     else:
         refused, mark = sqlite3.IntegrityError, "?"
-    with pytest.raises(refused, match="(?i)unique"):
+    with pytest.raises(refused, match=r"(?i)unique"):
         run_sql(
             location,
             f"INSERT INTO {table(location, 'tasks')} "
