@@ -54,13 +54,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """The one parametrisation of the backend: ``location`` (and what builds on it,
     ``store``) is a SQLite path or a PostgreSQL URL, per the module's ``backends`` marker;
     a test marked ``sqlite_only`` — which must give its reason — gets SQLite alone."""
-    if "location" not in metafunc.fixturenames:
-        return
-    marker = metafunc.definition.get_closest_marker("backends")
     only = metafunc.definition.get_closest_marker("sqlite_only")
     if only is not None and not (only.args or only.kwargs.get("reason")):
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: sqlite_only needs a reason")
-    names = ("sqlite",) if only is not None or marker is None else marker.args
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is None or "location" not in metafunc.fixturenames:
+        return  # a module that does not ask for backends: SQLite, ids as they were
+    names = ("sqlite",) if only is not None else marker.args
     metafunc.parametrize("location", names, indirect=True, ids=list(names))
 
 
