@@ -58,8 +58,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if only is not None and not (only.args or only.kwargs.get("reason")):
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: sqlite_only needs a reason")
     marker = metafunc.definition.get_closest_marker("backends")
-    if marker is None or "location" not in metafunc.fixturenames:
+    if marker is None:
         return  # a module that does not ask for backends: SQLite, ids as they were
+    if only is None and "db_path" in metafunc.fixturenames:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: db_path is a SQLite file; in a module run on "
+            "several backends take `location`, or mark the test sqlite_only with a reason"
+        )
+    if "location" not in metafunc.fixturenames:
+        return
     names = ("sqlite",) if only is not None else marker.args
     metafunc.parametrize("location", names, indirect=True, ids=list(names))
 
