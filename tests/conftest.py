@@ -10,8 +10,9 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -31,9 +32,64 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "tasks.db"
 
 
+#: The backends a module marked ``pytest.mark.backends(...)`` runs on.
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "backends(*names): run this module's tests that take the `location` (or `store`) "
+        "fixture once per backend named (sqlite, postgres)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only(reason): the test is about SQLite files (raw SQL on the file, its "
+        "locking, WAL, staging files beside it...): it runs on SQLite only, whatever "
+        "backends its module runs on",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The one parametrisation of the backend: ``location`` (and what builds on it,
+    ``store``) is a SQLite path or a PostgreSQL URL, per the module's ``backends`` marker;
+    a test marked ``sqlite_only`` — which must give its reason — gets SQLite alone."""
+    only = metafunc.definition.get_closest_marker("sqlite_only")
+    if only is not None and not (only.args or only.kwargs.get("reason")):
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: sqlite_only needs a reason")
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is None:
+        return  # a module that does not ask for backends: SQLite, ids as they were
+    if only is None and "db_path" in metafunc.fixturenames:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: db_path is a SQLite file; in a module run on "
+            "several backends take `location`, or mark the test sqlite_only with a reason"
+        )
+    if "location" not in metafunc.fixturenames:
+        return
+    names = ("sqlite",) if only is not None else marker.args
+    metafunc.parametrize("location", names, indirect=True, ids=list(names))
+
+
 @pytest.fixture
-def store(db_path: Path) -> Iterator[tm.TaskStore]:
-    with tm.TaskStore.open(db_path) as s:
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where the store of a test is: a SQLite file in tmp_path, or the URL of a fresh
+    database on the test's PostgreSQL server (see ``pytest_generate_tests``)."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        return tmp_path / "tasks.db"
+    if backend == "postgres":
+        return request.getfixturevalue("pg_url")
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+def is_postgres(location: str | Path) -> bool:
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+@pytest.fixture
+def store(location: str | Path) -> Iterator[tm.TaskStore]:
+    with tm.TaskStore.open(location) as s:
         yield s
 
 
@@ -76,16 +132,20 @@ def run_py(code: str, **kwargs: object) -> subprocess.Popen:
 def assert_store_consistent(
     store: tm.TaskStore, *, key_hashes: bool = True
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The invariants every store keeps: SQLite's integrity check passes, no two active
+    """The invariants every store keeps (either backend): the integrity check passes, no two active
     tasks share a key, each active task's key hash is the hash of its key, no id is both
     active and finished.  Returns (tasks, history)."""
     from taskmill.store.keys import key_hash
 
     assert store.integrity_check() == "ok"
     if key_hashes:
-        for task_type, dedup_key, hashed in store.conn.execute(
-            "SELECT task_type, dedup_key, key_hash FROM tasks"
-        ):
+        select = "SELECT task_type, dedup_key, key_hash FROM "
+        url = getattr(store, "_url", None)
+        if url is not None:  # a PostgresStore
+            rows = run_sql(url, select + table(url, "tasks"))
+        else:
+            rows = store.conn.execute(select + "tasks").fetchall()
+        for task_type, dedup_key, hashed in rows:
             assert hashed == key_hash(task_type, dedup_key), (task_type, dedup_key, hashed)
     active = store.tasks()
     history = store.history()
@@ -133,3 +193,68 @@ def raw_sql(db: Path, statement: str) -> None:
         conn.commit()
     finally:
         conn.close()
+
+
+def table(location: str | Path, name: str) -> str:
+    """The name of the store table ``name`` (tasks, history…) in SQL on ``location``:
+    PostgreSQL keeps taskmill's tables in the schema ``taskmill``."""
+    return f"taskmill.{name}" if is_postgres(location) else name
+
+
+def run_sql(location: str | Path, statement: str, params: Any = ()) -> list[tuple]:
+    """Run one statement on a store outside taskmill, through the backend's own driver
+    (sqlite3 on the file, psycopg on the database), and commit it; returns its rows.
+    Parameters are ``?`` on SQLite, ``%s`` on PostgreSQL."""
+    if is_postgres(location):
+        import psycopg
+
+        with psycopg.connect(str(location), autocommit=True) as conn:
+            cur = conn.execute(statement, params or None)
+            return cur.fetchall() if cur.description else []
+    import sqlite3
+
+    conn = sqlite3.connect(location)
+    try:
+        got = conn.execute(statement, params).fetchall()
+        conn.commit()
+        return got
+    finally:
+        conn.close()
+
+
+#: The tables a property test empties between examples (the sequence of ids is owned by
+#: taskmill.tasks.id, so RESTART IDENTITY starts it again at 1).
+_PG_TABLES = "taskmill.tasks, taskmill.history, taskmill.workers"
+
+
+@pytest.fixture
+def empty_store(
+    location: str | Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], tm.TaskStore]:
+    """``empty_store(name)`` opens an empty store, anew on every call — for hypothesis
+    tests, whose examples all run inside one test.  On SQLite a new file each time; on
+    PostgreSQL one database per name for the whole test, emptied (TRUNCATE … RESTART
+    IDENTITY) before each use, as a fresh database per example would be far too slow."""
+    if not is_postgres(location):
+
+        def fresh_file(name: str) -> tm.TaskStore:
+            return tm.TaskStore.open(tmp_path_factory.mktemp("example") / f"{name}.db")
+
+        return fresh_file
+
+    server = location.rsplit("/", 1)[0]  # type: ignore[union-attr]
+    base = str(location).rsplit("/", 1)[1]
+    urls: dict[str, str] = {"": str(location)}
+
+    def emptied(name: str) -> tm.TaskStore:
+        if name not in urls:
+            import psycopg
+
+            with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{base}_{len(urls)}"')
+            urls[name] = f"{server}/{base}_{len(urls)}"
+        store = tm.TaskStore.open(urls[name])
+        run_sql(urls[name], f"TRUNCATE {_PG_TABLES} RESTART IDENTITY")
+        return store
+
+    return emptied

@@ -1,4 +1,6 @@
-"""submit_batch / plan_batch: every rule of "Semantics of one batch", exact outcomes and stores."""
+"""submit_batch / plan_batch: every rule of "Semantics of one batch", exact outcomes and
+stores, on both backends (SQLite and PostgreSQL; what is about SQLite files alone is marked
+``sqlite_only``)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ import pytest
 
 import taskmill as tm
 
-from conftest import PYTHON, raw_sql
+from conftest import PYTHON, is_postgres, run_sql
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 OUT_COLS = ["index", "action", "reason", "task_id", "replaced_task_id"]
 
@@ -277,13 +281,13 @@ def test_history_never_blocks(store: tm.TaskStore) -> None:
 # ---------------------------------------------------------------- rule 4: order
 
 
-async def test_dispatch_order_across_batches_and_singles(db_path: Path) -> None:
+async def test_dispatch_order_across_batches_and_singles(location: str | Path) -> None:
     ran: list[str] = []
 
     async def record(ctx: tm.TaskContext) -> None:
         ran.append(ctx.dedup_key or "")
 
-    with tm.TaskStore.open(db_path) as store:
+    with tm.TaskStore.open(location) as store:
         store.submit(tm.TaskSubmission("t", dedup_key="s1"))
         store.submit_batch([tm.TaskSubmission("t", dedup_key=k) for k in ("b1", "b2")])
         store.submit(tm.TaskSubmission("t", dedup_key="s2", priority=64))
@@ -303,7 +307,7 @@ async def test_dispatch_order_across_batches_and_singles(db_path: Path) -> None:
             .tasks([tm.TaskSubmission("t", dedup_key="b1", payload="v2")])
         )
         store.submit(tm.TaskSubmission("t", dedup_key="s3"))
-    async with tm.Scheduler(db_path, executors={"t": record}, max_concurrency=1) as sched:
+    async with tm.Scheduler(location, executors={"t": record}, max_concurrency=1) as sched:
         await sched.wait_idle(timeout=10)
     assert ran == ["s2", "c2", "s1", "b1", "b2", "c1", "s3"]
 
@@ -330,25 +334,62 @@ def test_large_batch_commits_in_chunks(store: tm.TaskStore) -> None:
     assert out.submitted == list(range(1, 201))
 
 
-def _fail_on_key(db_path: Path, key: str) -> None:
-    raw_sql(
-        db_path,
-        f"""CREATE TRIGGER fail_once BEFORE INSERT ON tasks
-            WHEN NEW.dedup_key = '{key}' BEGIN SELECT RAISE(ABORT, 'disk says no'); END""",
-    )
+def _fail_on_key(location: str | Path, key: str) -> None:
+    """A trigger that refuses to insert the task of ``key`` (a real failure of the store)."""
+    if is_postgres(location):
+        run_sql(
+            location,
+            f"""CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.dedup_key = '{key}' THEN RAISE EXCEPTION 'disk says no'; END IF;
+                    RETURN NEW;
+                END $$""",
+        )
+        run_sql(
+            location,
+            "CREATE TRIGGER fail_once BEFORE INSERT ON taskmill.tasks "
+            "FOR EACH ROW EXECUTE FUNCTION fail_once()",
+        )
+    else:
+        run_sql(
+            location,
+            f"""CREATE TRIGGER fail_once BEFORE INSERT ON tasks
+                WHEN NEW.dedup_key = '{key}' BEGIN SELECT RAISE(ABORT, 'disk says no'); END""",
+        )
+
+
+def _drop_fail_on_key(location: str | Path) -> None:
+    if is_postgres(location):
+        run_sql(location, "DROP TRIGGER fail_once ON taskmill.tasks")
+        run_sql(location, "DROP FUNCTION fail_once()")
+    else:
+        run_sql(location, "DROP TRIGGER fail_once")
+
+
+def _staged(location: str | Path) -> list[str]:
+    """What a batch staged and left behind: files beside a SQLite store, tables in the
+    schema ``taskmill`` of a PostgreSQL one."""
+    if is_postgres(location):
+        rows = run_sql(
+            location,
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'taskmill' "
+            "AND tablename LIKE 'stage%'",
+        )
+        return [r[0] for r in rows]
+    return [p.name for p in Path(location).parent.glob(".*.stage-*")]
 
 
 @pytest.mark.parametrize("k", [0, 2, 4])
 def test_failed_chunk_keeps_earlier_chunks_and_resubmit_completes(
-    db_path: Path,
+    location: str | Path,
     k: int,
 ) -> None:
     plan = _plan(250)
-    with tm.TaskStore.open(db_path) as store:
+    with tm.TaskStore.open(location) as store:
         store.submit(tm.TaskSubmission("t", dedup_key="k5", priority=200))  # pre-existing
-    _fail_on_key(db_path, f"k{50 * k + 7}")  # a real failure inside chunk k
+    _fail_on_key(location, f"k{50 * k + 7}")  # a real failure inside chunk k
     batch = tm.BatchSubmission().transaction_limit(100).chunk_size(50).tasks(plan)
-    with tm.TaskStore.open(db_path) as store:
+    with tm.TaskStore.open(location) as store:
         with pytest.raises(tm.BatchInterrupted, match=f"chunk {k + 1} of 5") as err:
             store.submit_batch(batch)
         partial = err.value.outcome
@@ -357,10 +398,10 @@ def test_failed_chunk_keeps_earlier_chunks_and_resubmit_completes(
         assert partial.to_polars()["index"].to_list() == list(range(50 * k))
         keys = set(store.tasks()["dedup_key"].to_list())
         assert keys == {f"k{i}" for i in range(50 * k)} | {"k5"}
-        assert not list(db_path.parent.glob(".*.stage-*"))  # nor the chunk staged ahead
+        assert _staged(location) == []  # nor the chunk staged ahead
         assert store.integrity_check() == "ok"
-    raw_sql(db_path, "DROP TRIGGER fail_once")
-    with tm.TaskStore.open(db_path) as store:
+    _drop_fail_on_key(location)
+    with tm.TaskStore.open(location) as store:
         again = store.submit_batch(batch)
         counts = again.counts()
         upgraded = 1 if k == 0 else 0  # k5 (priority 200) is raised by the first chunk to commit
@@ -373,10 +414,17 @@ def test_failed_chunk_keeps_earlier_chunks_and_resubmit_completes(
         }
         df = store.tasks()
         assert sorted(df["dedup_key"].to_list()) == sorted(f"k{i}" for i in range(250))
+        # unique, but not necessarily 1..250: on PostgreSQL the ids the failed chunk drew
+        # from the sequence are a gap (a sequence does not roll back)
         assert df["id"].n_unique() == 250
 
 
-def test_plan_writes_nothing_and_predicts(store: tm.TaskStore, db_path: Path) -> None:
+def _everything(store: tm.TaskStore) -> tuple[list, list]:
+    """All of a store's rows, active and finished, every column."""
+    return store.tasks().rows(), store.history().rows()
+
+
+def test_plan_writes_nothing_and_predicts(store: tm.TaskStore, location: str | Path) -> None:
     store.submit(tm.TaskSubmission("t", dedup_key="k1", priority=200))
     batch = (
         tm.BatchSubmission()
@@ -384,10 +432,17 @@ def test_plan_writes_nothing_and_predicts(store: tm.TaskStore, db_path: Path) ->
         .chunk_size(2)
         .tasks([tm.TaskSubmission("t", dedup_key=k, priority=5) for k in ("k0", "k1", "k2", "k3")])
     )
-    before = db_path.read_bytes(), store.counts()
+
+    def state() -> tuple:
+        if is_postgres(location):  # nor an id drawn from the sequence
+            return _everything(store), run_sql(location, "SELECT last_value FROM taskmill.task_ids")
+        return _everything(store), Path(location).read_bytes()  # not a byte of the file
+
+    before = state()
     plan = store.plan_batch(batch)
     assert plan.planned and "plan — nothing written" in str(plan)
-    assert (db_path.read_bytes(), store.counts()) == before
+    assert state() == before
+    assert _staged(location) == []
     real = store.submit_batch(batch)
     assert (
         rows(plan)
@@ -401,6 +456,9 @@ def test_plan_writes_nothing_and_predicts(store: tm.TaskStore, db_path: Path) ->
     )
 
 
+@pytest.mark.sqlite_only(
+    "the file's write lock (PostgreSQL's lock waits: tests/test_postgres_batch.py)"
+)
 def test_write_lock_held_by_another_process(db_path: Path) -> None:
     with tm.TaskStore.open(db_path) as store:
         store.submit(tm.TaskSubmission("t", dedup_key="before"))
@@ -446,8 +504,10 @@ def test_write_lock_held_by_another_process(db_path: Path) -> None:
 # ---------------------------------------------------------------- rule 6: notification
 
 
-async def test_one_batch_submitted_per_commit_and_no_per_task_events(db_path: Path) -> None:
-    async with tm.Scheduler(db_path, executors={}) as sched:
+async def test_one_batch_submitted_per_commit_and_no_per_task_events(
+    location: str | Path,
+) -> None:
+    async with tm.Scheduler(location, executors={}) as sched:
         events = sched.subscribe()
         await sched.submit_batch(_plan(300))
         await sched.submit_batch(
@@ -461,11 +521,11 @@ async def test_one_batch_submitted_per_commit_and_no_per_task_events(db_path: Pa
     assert got[0].task_ids == tuple(range(1, 301))
 
 
-async def test_first_task_starts_before_the_last_chunk_commits(db_path: Path) -> None:
+async def test_first_task_starts_before_the_last_chunk_commits(location: str | Path) -> None:
     async def work(ctx: tm.TaskContext) -> None:
         await asyncio.sleep(0)
 
-    async with tm.Scheduler(db_path, executors={"t": work}, max_concurrency=2) as sched:
+    async with tm.Scheduler(location, executors={"t": work}, max_concurrency=2) as sched:
         events = sched.subscribe()
         batch = tm.BatchSubmission().transaction_limit(1000).chunk_size(1000).tasks(_plan(40_000))
         await sched.submit_batch(batch)
@@ -476,7 +536,7 @@ async def test_first_task_starts_before_the_last_chunk_commits(db_path: Path) ->
     assert "TaskDispatched" in kinds[:last_commit]
 
 
-async def test_batch_supersede_tells_the_running_attempt(db_path: Path) -> None:
+async def test_batch_supersede_tells_the_running_attempt(location: str | Path) -> None:
     started = asyncio.Event()
     flags: list[bool] = []
 
@@ -488,7 +548,7 @@ async def test_batch_supersede_tells_the_running_attempt(db_path: Path) -> None:
             finally:
                 flags.append(ctx.cancelled)
 
-    async with tm.Scheduler(db_path, executors={"t": slow}) as sched:
+    async with tm.Scheduler(location, executors={"t": slow}) as sched:
         events = sched.subscribe()
         await sched.submit(tm.TaskSubmission("t", dedup_key="k", payload="v1"))
         await asyncio.wait_for(started.wait(), 10)

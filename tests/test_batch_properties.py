@@ -5,22 +5,29 @@
    checked rows) — gives identical outcomes and identical stores.
 2. The store agrees with a small plain-Python model of the rules.
 Every input row is accounted for exactly once; no two active tasks share a key.
+
+Both run on both backends.  The examples of one test share its stores (``empty_store``:
+on PostgreSQL one database per input form, emptied before each example).
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import taskmill as tm
 from taskmill import plan
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 TYPES = st.sampled_from(["a", "a", "a", "b", "", None])
 KEYS = st.sampled_from(["k0", "k1", "k2", "k3", "k0", "k1", "", None])
@@ -55,7 +62,10 @@ SCHEMA = {
     "on_duplicate": pl.String,
     "payload": pl.Binary,
 }
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: ``empty_store`` is function-scoped but gives a store emptied anew for every example.
+HEALTH = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=HEALTH)
+EmptyStore = Callable[[str], tm.TaskStore]
 
 
 def prefill(store: tm.TaskStore, spec: list[tuple[str, int, bool]]) -> None:
@@ -132,6 +142,7 @@ def check_invariants(store: tm.TaskStore, out: tm.BatchOutcome, n: int) -> None:
 @SETTINGS
 @given(rows=st.lists(ROW, max_size=14), pre=PREFILL, chunk=st.sampled_from([None, 2, 5]))
 def test_every_input_form_gives_the_same_outcome_and_store(
+    empty_store: EmptyStore,
     rows: list[dict],
     pre: list,
     chunk: int | None,
@@ -140,7 +151,7 @@ def test_every_input_form_gives_the_same_outcome_and_store(
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name, x in forms(rows, folder).items():
-            with tm.TaskStore.open(folder / f"{name}.db") as store:
+            with empty_store(name) as store:
                 prefill(store, pre)
                 small = plan.IN_MEMORY_ROWS
                 plan.IN_MEMORY_ROWS = 0 if name.endswith("-streamed") else small
@@ -258,7 +269,7 @@ def _row(key: str, priority: int | None = None, strategy: str | None = None) -> 
     }
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=HEALTH)
 @given(rows=st.lists(ROW, max_size=16), pre=PREFILL, chunk=st.sampled_from([None, 3]))
 @example(
     rows=[_row("k0", 128), _row("k1", 100)], pre=[("k0", 128, False), ("k1", 128, True)], chunk=None
@@ -268,11 +279,13 @@ def _row(key: str, priority: int | None = None, strategy: str | None = None) -> 
     pre=[("k0", 128, True), ("k1", 200, False)],
     chunk=None,
 )
-def test_store_agrees_with_the_model(rows: list[dict], pre: list, chunk: int | None) -> None:
+def test_store_agrees_with_the_model(
+    empty_store: EmptyStore, rows: list[dict], pre: list, chunk: int | None
+) -> None:
     expected_rows, expected_active = model(rows, pre, chunk)
     with tempfile.TemporaryDirectory() as tmp:
         subs = forms(rows, Path(tmp))["submissions"]
-        with tm.TaskStore.open(Path(tmp) / "m.db") as store:
+        with empty_store("m") as store:
             prefill(store, pre)
             out = store.submit_batch(batch_of(subs, chunk))
             got = (

@@ -1,4 +1,5 @@
-"""The async scheduler against real store files: order, limits, retries, supersede, events."""
+"""The async scheduler against real stores, a SQLite file and a PostgreSQL database: order,
+limits, retries, supersede, events."""
 
 from __future__ import annotations
 
@@ -19,33 +20,35 @@ import taskmill as tm
 
 from conftest import PYTHON, ROOT
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 
 def names(events: list[tm.Event]) -> list[str]:
     return [type(e).__name__ for e in events]
 
 
-async def test_dispatch_order_priority_then_fifo(db_path: Path) -> None:
+async def test_dispatch_order_priority_then_fifo(location: str | Path) -> None:
     ran: list[str] = []
 
     async def record(ctx: tm.TaskContext) -> None:
         ran.append(ctx.dedup_key or "")
 
     # submit everything before the scheduler starts, across several stores' submits
-    with tm.TaskStore.open(db_path) as store:
+    with tm.TaskStore.open(location) as store:
         store.submit(tm.TaskSubmission("t", dedup_key="n1", priority=tm.Priority.NORMAL))
         store.submit(tm.TaskSubmission("t", dedup_key="i1", priority=tm.Priority.IDLE))
         store.submit(tm.TaskSubmission("t", dedup_key="h1", priority=tm.Priority.HIGH))
         store.submit(tm.TaskSubmission("t", dedup_key="n2", priority=128))
-    with tm.TaskStore.open(db_path) as store:
+    with tm.TaskStore.open(location) as store:
         store.submit(tm.TaskSubmission("t", dedup_key="h2", priority=64))
         store.submit(tm.TaskSubmission("t", dedup_key="r1", priority=0))
         store.submit(tm.TaskSubmission("t", dedup_key="n3"))
-    async with tm.Scheduler(db_path, executors={"t": record}, max_concurrency=1) as sched:
+    async with tm.Scheduler(location, executors={"t": record}, max_concurrency=1) as sched:
         await sched.wait_idle(timeout=10)
     assert ran == ["r1", "h1", "h2", "n1", "n2", "n3", "i1"]
 
 
-async def test_group_limits_cap_concurrency_per_group(db_path: Path) -> None:
+async def test_group_limits_cap_concurrency_per_group(location: str | Path) -> None:
     active: Counter[str] = Counter()
     peak: dict[str, int] = defaultdict(int)
     total_peak = 0
@@ -60,7 +63,7 @@ async def test_group_limits_cap_concurrency_per_group(db_path: Path) -> None:
         active[ctx.group] -= 1
 
     async with tm.Scheduler(
-        db_path,
+        location,
         executors={"t": work},
         max_concurrency=6,
         group_concurrency={"slow": 1, "wide": 4},
@@ -79,7 +82,7 @@ async def test_group_limits_cap_concurrency_per_group(db_path: Path) -> None:
     assert total_peak <= 6
 
 
-async def test_retries_with_backoff_then_final_failure(db_path: Path) -> None:
+async def test_retries_with_backoff_then_final_failure(location: str | Path) -> None:
     attempts: list[tuple[int, float]] = []
 
     def flaky(ctx: tm.TaskContext) -> None:
@@ -88,7 +91,7 @@ async def test_retries_with_backoff_then_final_failure(db_path: Path) -> None:
         raise ValueError(f"attempt {ctx.attempt} broke")
 
     async with tm.Scheduler(
-        db_path, executors={"t": flaky}, max_retries=2, retry_delay=0.05, poll_interval=1.0
+        location, executors={"t": flaky}, max_retries=2, retry_delay=0.05, poll_interval=1.0
     ) as sched:
         events = sched.subscribe()
         await sched.submit(tm.TaskSubmission("t", dedup_key="x"))
@@ -111,12 +114,12 @@ async def test_retries_with_backoff_then_final_failure(db_path: Path) -> None:
     assert gaps[0] >= 0.045 and gaps[1] >= 0.095  # exponential backoff: 0.05 s, then 0.1 s
 
 
-async def test_retry_then_success(db_path: Path) -> None:
+async def test_retry_then_success(location: str | Path) -> None:
     async def once_broken(ctx: tm.TaskContext) -> None:
         if ctx.attempt == 1:
             raise ConnectionError("flaky")
 
-    async with tm.Scheduler(db_path, executors={"t": once_broken}, retry_delay=0.01) as sched:
+    async with tm.Scheduler(location, executors={"t": once_broken}, retry_delay=0.01) as sched:
         await sched.submit(tm.TaskSubmission("t"))
         await sched.wait_idle(timeout=10)
         assert sched.store.history().select("status", "attempts", "last_error").rows() == [
@@ -124,11 +127,11 @@ async def test_retry_then_success(db_path: Path) -> None:
         ]
 
 
-async def test_events_of_one_task_in_order(db_path: Path) -> None:
+async def test_events_of_one_task_in_order(location: str | Path) -> None:
     async def ok(ctx: tm.TaskContext) -> None:
         ctx.progress(0.5, "half")
 
-    async with tm.Scheduler(db_path, executors={"t": ok}) as sched:
+    async with tm.Scheduler(location, executors={"t": ok}) as sched:
         events = sched.subscribe()
         res = await sched.submit(tm.TaskSubmission("t", dedup_key="k", group="g", priority=3))
         await sched.wait_idle(timeout=10)
@@ -147,8 +150,8 @@ async def test_events_of_one_task_in_order(db_path: Path) -> None:
     assert done.task_id == res.task_id and done.duration >= 0
 
 
-async def test_one_task_submitted_event_per_submit_and_none_for_skips(db_path: Path) -> None:
-    async with tm.Scheduler(db_path, executors={}) as sched:
+async def test_one_task_submitted_event_per_submit_and_none_for_skips(location: str | Path) -> None:
+    async with tm.Scheduler(location, executors={}) as sched:
         events = sched.subscribe()
         await sched.submit(tm.TaskSubmission("t", dedup_key="k", priority=200))
         await sched.submit(tm.TaskSubmission("t", dedup_key="k", priority=200))
@@ -158,13 +161,13 @@ async def test_one_task_submitted_event_per_submit_and_none_for_skips(db_path: P
     assert got[1].priority == 10
 
 
-async def test_supersede_pending_emits_event_and_runs_replacement(db_path: Path) -> None:
+async def test_supersede_pending_emits_event_and_runs_replacement(location: str | Path) -> None:
     seen: list[bytes | None] = []
 
     async def work(ctx: tm.TaskContext) -> None:
         seen.append(ctx.payload)
 
-    async with tm.Scheduler(db_path, executors={"t": work}) as sched:
+    async with tm.Scheduler(location, executors={"t": work}) as sched:
         assert await sched.pause(0) is False  # no such task: nothing paused
         assert await sched.resume(0) is False
         events = sched.subscribe()
@@ -190,7 +193,7 @@ async def test_supersede_pending_emits_event_and_runs_replacement(db_path: Path)
     ]
 
 
-async def test_supersede_running_cancels_the_attempt(db_path: Path) -> None:
+async def test_supersede_running_cancels_the_attempt(location: str | Path) -> None:
     started = asyncio.Event()
     flags: list[bool] = []
     payloads: list[bytes | None] = []
@@ -204,7 +207,7 @@ async def test_supersede_running_cancels_the_attempt(db_path: Path) -> None:
             finally:
                 flags.append(ctx.cancelled)
 
-    async with tm.Scheduler(db_path, executors={"t": slow}) as sched:
+    async with tm.Scheduler(location, executors={"t": slow}) as sched:
         events = sched.subscribe()
         first = await sched.submit(tm.TaskSubmission("t", dedup_key="k", payload="v1"))
         await asyncio.wait_for(started.wait(), 10)
@@ -227,7 +230,7 @@ async def test_supersede_running_cancels_the_attempt(db_path: Path) -> None:
     assert not [e for e in got if isinstance(e, tm.TaskCompleted) and e.task_id == first.task_id]
 
 
-async def test_cancel_running_sync_executor_sees_flag(db_path: Path) -> None:
+async def test_cancel_running_sync_executor_sees_flag(location: str | Path) -> None:
     started = threading.Event()
     saw_cancel = threading.Event()
 
@@ -239,7 +242,7 @@ async def test_cancel_running_sync_executor_sees_flag(db_path: Path) -> None:
         if ctx.cancelled:
             saw_cancel.set()
 
-    async with tm.Scheduler(db_path, executors={"t": cooperative}) as sched:
+    async with tm.Scheduler(location, executors={"t": cooperative}) as sched:
         events = sched.subscribe()
         res = await sched.submit(tm.TaskSubmission("t"))
         await asyncio.to_thread(started.wait, 10)
@@ -254,8 +257,8 @@ async def test_cancel_running_sync_executor_sees_flag(db_path: Path) -> None:
     assert not [e for e in got if isinstance(e, tm.TaskCompleted)]
 
 
-async def test_cancel_pending(db_path: Path) -> None:
-    async with tm.Scheduler(db_path, executors={}) as sched:
+async def test_cancel_pending(location: str | Path) -> None:
+    async with tm.Scheduler(location, executors={}) as sched:
         events = sched.subscribe()
         res = await sched.submit(tm.TaskSubmission("t"))
         assert await sched.cancel(res.task_id)
@@ -278,14 +281,14 @@ def start_ticker() -> tuple[asyncio.Task[None], list[int]]:
     return asyncio.create_task(tick()), ticks
 
 
-async def test_sync_executors_run_off_the_event_loop(db_path: Path) -> None:
+async def test_sync_executors_run_off_the_event_loop(location: str | Path) -> None:
     threads: list[str] = []
 
     def blocking(ctx: tm.TaskContext) -> None:
         threads.append(threading.current_thread().name)
         time.sleep(0.3)
 
-    async with tm.Scheduler(db_path, executors={"t": blocking}, max_concurrency=2) as sched:
+    async with tm.Scheduler(location, executors={"t": blocking}, max_concurrency=2) as sched:
         t, ticks = start_ticker()
         await sched.submit(tm.TaskSubmission("t"))
         await sched.submit(tm.TaskSubmission("t"))
@@ -295,9 +298,9 @@ async def test_sync_executors_run_off_the_event_loop(db_path: Path) -> None:
     assert ticks[0] >= 10  # the loop kept running while both executors slept
 
 
-async def test_store_work_does_not_block_the_loop(db_path: Path) -> None:
+async def test_store_work_does_not_block_the_loop(location: str | Path) -> None:
     """A store call that has to wait (here: its lock held by another thread) runs off-loop."""
-    async with tm.Scheduler(db_path, executors={}) as sched:
+    async with tm.Scheduler(location, executors={}) as sched:
         t, ticks = start_ticker()
         release = threading.Event()
 
@@ -317,19 +320,19 @@ async def test_store_work_does_not_block_the_loop(db_path: Path) -> None:
     assert ticks[0] >= 15
 
 
-async def test_type_without_executor_stays_pending(db_path: Path) -> None:
+async def test_type_without_executor_stays_pending(location: str | Path) -> None:
     async def ok(ctx: tm.TaskContext) -> None:
         return None
 
-    async with tm.Scheduler(db_path, executors={"t": ok}) as sched:
+    async with tm.Scheduler(location, executors={"t": ok}) as sched:
         await sched.submit(tm.TaskSubmission("unknown"))
         await sched.submit(tm.TaskSubmission("t"))
         await sched.wait_idle(timeout=10)
         assert sched.store.tasks().select("task_type", "status").rows() == [("unknown", "pending")]
 
 
-async def test_slow_subscriber_sees_that_it_lost_events(db_path: Path) -> None:
-    async with tm.Scheduler(db_path, executors={}) as sched:
+async def test_slow_subscriber_sees_that_it_lost_events(location: str | Path) -> None:
+    async with tm.Scheduler(location, executors={}) as sched:
         small = sched.subscribe(maxsize=3)
         for _ in range(10):
             await sched.submit(tm.TaskSubmission("t"))
@@ -338,8 +341,8 @@ async def test_slow_subscriber_sees_that_it_lost_events(db_path: Path) -> None:
     assert [e.task_id for e in got] == [8, 9, 10]  # type: ignore[attr-defined]
 
 
-async def test_subscription_ends_when_scheduler_closes(db_path: Path) -> None:
-    sched = tm.Scheduler(db_path, executors={})
+async def test_subscription_ends_when_scheduler_closes(location: str | Path) -> None:
+    sched = tm.Scheduler(location, executors={})
     await sched.start()
     sub = sched.subscribe()
     await sched.submit(tm.TaskSubmission("t"))
@@ -348,7 +351,7 @@ async def test_subscription_ends_when_scheduler_closes(db_path: Path) -> None:
     assert names(got) == ["TaskSubmitted"]
 
 
-async def test_graceful_close_returns_unfinished_attempts_to_pending(db_path: Path) -> None:
+async def test_graceful_close_returns_unfinished_attempts_to_pending(location: str | Path) -> None:
     started = asyncio.Event()
 
     async def forever(ctx: tm.TaskContext) -> None:
@@ -358,7 +361,7 @@ async def test_graceful_close_returns_unfinished_attempts_to_pending(db_path: Pa
     async def quick(ctx: tm.TaskContext) -> None:
         await asyncio.sleep(0.05)
 
-    sched = tm.Scheduler(db_path, executors={"slow": forever, "quick": quick}, close_timeout=0.3)
+    sched = tm.Scheduler(location, executors={"slow": forever, "quick": quick}, close_timeout=0.3)
     await sched.start()
     await sched.submit(tm.TaskSubmission("slow"))
     await sched.submit(tm.TaskSubmission("quick"))
@@ -367,7 +370,7 @@ async def test_graceful_close_returns_unfinished_attempts_to_pending(db_path: Pa
     t0 = time.monotonic()
     await sched.close()
     assert time.monotonic() - t0 < 5
-    with tm.TaskStore.open(db_path) as store:
+    with tm.TaskStore.open(location) as store:
         assert store.tasks().select("task_type", "status", "attempts").rows() == [
             ("slow", "pending", 0)
         ]
@@ -379,16 +382,16 @@ def _run_py(code: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([PYTHON, "-c", textwrap.dedent(code)], env=env, **kw)
 
 
-async def test_second_process_submits_while_scheduler_runs(db_path: Path) -> None:
+async def test_second_process_submits_while_scheduler_runs(location: str | Path) -> None:
     done: list[str] = []
 
     async def work(ctx: tm.TaskContext) -> None:
         done.append(ctx.dedup_key or "")
 
-    async with tm.Scheduler(db_path, executors={"t": work}, poll_interval=0.1) as sched:
+    async with tm.Scheduler(location, executors={"t": work}, poll_interval=0.1) as sched:
         proc = _run_py(f"""
             import taskmill as tm
-            with tm.TaskStore.open({str(db_path)!r}) as store:
+            with tm.TaskStore.open({str(location)!r}) as store:
                 for i in range(20):
                     store.submit(tm.TaskSubmission("t", dedup_key=f"other-{{i}}"))
         """)
@@ -400,7 +403,9 @@ async def test_second_process_submits_while_scheduler_runs(db_path: Path) -> Non
     assert sorted(done) == sorted(f"other-{i}" for i in range(20))
 
 
-async def test_tasks_of_a_killed_worker_are_pending_again(db_path: Path, tmp_path: Path) -> None:
+async def test_tasks_of_a_killed_worker_are_pending_again(
+    location: str | Path, tmp_path: Path
+) -> None:
     marker = tmp_path / "running"
     proc = _run_py(f"""
         import asyncio, pathlib, taskmill as tm
@@ -408,7 +413,7 @@ async def test_tasks_of_a_killed_worker_are_pending_again(db_path: Path, tmp_pat
             pathlib.Path({str(marker)!r}).write_text(str(ctx.task_id))
             await asyncio.sleep(600)
         async def main():
-            async with tm.Scheduler({str(db_path)!r}, executors={{"t": hang}}) as s:
+            async with tm.Scheduler({str(location)!r}, executors={{"t": hang}}) as s:
                 await s.submit(tm.TaskSubmission("t", dedup_key="k", payload={{"n": 1}}))
                 await asyncio.sleep(600)
         asyncio.run(main())
@@ -418,14 +423,14 @@ async def test_tasks_of_a_killed_worker_are_pending_again(db_path: Path, tmp_pat
         while not marker.exists() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert marker.exists()
-        with tm.TaskStore.open(db_path) as store:  # the worker is alive: not touched
+        with tm.TaskStore.open(location) as store:  # the worker is alive: not touched
             assert store.tasks()["status"].to_list() == ["running"]
         proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(proc.wait, 30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    with tm.TaskStore.open(db_path) as store:
+    with tm.TaskStore.open(location) as store:
         assert store.tasks().select("dedup_key", "status", "attempts").rows() == [
             ("k", "pending", 0)
         ]
@@ -434,20 +439,20 @@ async def test_tasks_of_a_killed_worker_are_pending_again(db_path: Path, tmp_pat
     async def finish(ctx: tm.TaskContext) -> None:
         ran.append(ctx.attempt)
 
-    async with tm.Scheduler(db_path, executors={"t": finish}) as sched:
+    async with tm.Scheduler(location, executors={"t": finish}) as sched:
         await sched.wait_idle(timeout=10)
         assert sched.store.history().select("status", "attempts").rows() == [("completed", 1)]
     assert ran == [1]
 
 
 @pytest.mark.parametrize("n", [50])
-async def test_many_tasks_all_complete_once(db_path: Path, n: int) -> None:
+async def test_many_tasks_all_complete_once(location: str | Path, n: int) -> None:
     counts: Counter[int] = Counter()
 
     async def work(ctx: tm.TaskContext) -> None:
         counts[ctx.task_id] += 1
 
-    async with tm.Scheduler(db_path, executors={"t": work}, max_concurrency=8) as sched:
+    async with tm.Scheduler(location, executors={"t": work}, max_concurrency=8) as sched:
         for i in range(n):
             await sched.submit(tm.TaskSubmission("t", dedup_key=str(i), group=f"g{i % 3}"))
         await sched.wait_idle(timeout=20)

@@ -1,4 +1,6 @@
-"""TaskStore on real SQLite files: opening, single submit semantics, history, queries."""
+"""TaskStore on both backends (a SQLite file, a PostgreSQL database): opening, single
+submit semantics, history, queries.  What is about SQLite files alone is marked
+``sqlite_only``."""
 
 from __future__ import annotations
 
@@ -12,6 +14,10 @@ import pytest
 import taskmill as tm
 from taskmill.store.sql import SCHEMA_VERSION, queries, schema
 
+from conftest import is_postgres, run_sql, table
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 
 def ids(df: pl.DataFrame) -> list[int]:
     return df["id"].to_list()
@@ -20,8 +26,8 @@ def ids(df: pl.DataFrame) -> list[int]:
 # ---------------------------------------------------------------- opening
 
 
-def test_open_creates_schema_wal_and_version(db_path: Path) -> None:
-    with tm.TaskStore.open(db_path) as store:
+def test_open_creates_an_empty_store_and_reopening_keeps_it(location: str | Path) -> None:
+    with tm.TaskStore.open(location) as store:
         assert store.counts() == {
             "pending": 0,
             "running": 0,
@@ -31,19 +37,26 @@ def test_open_creates_schema_wal_and_version(db_path: Path) -> None:
             "cancelled": 0,
             "superseded": 0,
         }
+        assert store.integrity_check() == "ok"
+    # reopening an existing store works and keeps it
+    with tm.TaskStore.open(location) as store:
+        store.submit(tm.TaskSubmission("t"))
+    with tm.TaskStore.open(location) as store:
+        assert store.counts()["pending"] == 1
+
+
+@pytest.mark.sqlite_only("the file's journal mode, PRAGMA user_version and sqlite_master")
+def test_open_makes_a_wal_file_with_schema_and_version(db_path: Path) -> None:
+    tm.TaskStore.open(db_path).close()
     conn = sqlite3.connect(db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"tasks", "history", "taskmill_meta"} <= tables
     conn.close()
-    # reopening an existing store works and keeps it
-    with tm.TaskStore.open(db_path) as store:
-        store.submit(tm.TaskSubmission("t"))
-    with tm.TaskStore.open(db_path) as store:
-        assert store.counts()["pending"] == 1
 
 
+@pytest.mark.sqlite_only("the SQLite store's schema.sql and queries.sql")
 def test_schema_and_queries_are_readable_sql() -> None:
     assert "CREATE TABLE tasks" in schema()
     assert {"claim_candidates", "finish_to_history", "insert_task"} <= set(queries())
@@ -53,6 +66,7 @@ def _snapshot(path: Path) -> bytes:
     return path.read_bytes()
 
 
+@pytest.mark.sqlite_only("a foreign SQLite file (tests/test_postgres_store.py: a foreign schema)")
 def test_foreign_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:
     path = tmp_path / "other.db"
     conn = sqlite3.connect(path)
@@ -69,6 +83,7 @@ def test_foreign_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
 
 
+@pytest.mark.sqlite_only("a file that is not a SQLite database")
 def test_non_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:
     path = tmp_path / "notes.db"
     path.write_text("this is not a database, just some text that is long enough " * 20)
@@ -79,6 +94,9 @@ def test_non_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:
     assert _snapshot(path) == before
 
 
+@pytest.mark.sqlite_only(
+    "PRAGMA user_version and the file's bytes (PostgreSQL: test_postgres_store)"
+)
 def test_newer_schema_is_refused_untouched(db_path: Path) -> None:
     tm.TaskStore.open(db_path).close()
     conn = sqlite3.connect(db_path)
@@ -91,6 +109,7 @@ def test_newer_schema_is_refused_untouched(db_path: Path) -> None:
     assert _snapshot(db_path) == before
 
 
+@pytest.mark.sqlite_only("the folder of a store file")
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(tm.SchedulerError, match="does not exist") as err:
         tm.TaskStore.open(tmp_path / "nope" / "tasks.db")
@@ -98,8 +117,8 @@ def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "nope").exists()
 
 
-def test_closed_store_says_so(db_path: Path) -> None:
-    store = tm.TaskStore.open(db_path)
+def test_closed_store_says_so(location: str | Path) -> None:
+    store = tm.TaskStore.open(location)
     store.close()
     with pytest.raises(tm.SchedulerError, match="closed"):
         store.counts()
@@ -208,24 +227,32 @@ def test_history_never_blocks_a_new_submission(store: tm.TaskStore) -> None:
     assert res == tm.SubmitOutcome("submitted", 2)
 
 
-def test_uniqueness_is_enforced_by_the_database(store: tm.TaskStore, db_path: Path) -> None:
+def test_uniqueness_is_enforced_by_the_database(store: tm.TaskStore, location: str | Path) -> None:
     """The unique index is on the key hash: a writer that bypasses taskmill but sets the
     hash (as it must) cannot add a second active task of a key."""
     from taskmill.store.keys import key_hash
 
     store.submit(tm.TaskSubmission("t", dedup_key="k"))
-    conn = sqlite3.connect(db_path)
-    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-        conn.execute(
-            "INSERT INTO tasks (task_type, dedup_key, priority, queue_pos, created_at, key_hash) "
-            "VALUES ('t', 'k', 1, 99, 0, ?)",
+    if is_postgres(location):
+        import psycopg
+
+        refused: type[Exception] = psycopg.errors.UniqueViolation
+        mark = "%s"
+    else:
+        refused, mark = sqlite3.IntegrityError, "?"
+    with pytest.raises(refused, match=r"(?i)unique"):
+        run_sql(
+            location,
+            f"INSERT INTO {table(location, 'tasks')} "
+            "(task_type, dedup_key, priority, queue_pos, created_at, key_hash) "
+            f"VALUES ('t', 'k', 1, 99, 0, {mark})",
             (key_hash("t", "k"),),
         )
-    conn.close()
+    assert ids(store.tasks()) == [1]
 
 
-def test_ids_are_never_reused(db_path: Path) -> None:
-    with tm.TaskStore.open(db_path) as store:
+def test_ids_are_never_reused(location: str | Path) -> None:
+    with tm.TaskStore.open(location) as store:
         for _ in range(3):
             store.submit(tm.TaskSubmission("t"))
         owner = store.new_owner()
@@ -234,7 +261,7 @@ def test_ids_are_never_reused(db_path: Path) -> None:
             store.complete(task.id, owner=owner)
         assert store.tasks().height == 0
         store.cancel(store.submit(tm.TaskSubmission("t")).task_id)
-    with tm.TaskStore.open(db_path) as store:
+    with tm.TaskStore.open(location) as store:
         assert store.submit(tm.TaskSubmission("t")).task_id == 5
         assert ids(store.history()) == [1, 2, 3, 4]
 
@@ -399,6 +426,7 @@ def test_tasks_and_history_filters(store: tm.TaskStore) -> None:
     assert store.integrity_check() == "ok"
 
 
+@pytest.mark.sqlite_only("SQLite's read connection per thread (PostgresStore shares one reader)")
 def test_read_connections_of_ended_threads_are_closed(store: tm.TaskStore) -> None:
     import threading
 
