@@ -108,7 +108,7 @@ class ThrowawayPostgres:
                 hba.write("host all all 0.0.0.0/0 trust\n")
             self.port = _free_port(self.host)
             options = [
-                f"-h {self.listen}",
+                f"-h '{self.listen}'",  # quoted: pg_ctl starts the server through a shell
                 f"-p {self.port}",
                 f"-k {data}",
                 "-c max_connections=200",
