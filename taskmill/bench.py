@@ -618,7 +618,8 @@ def table(results: list[Result]) -> str:
         if r.key_bytes:
             name += f" ({r.key_bytes}-byte keys)"
         if r.backend != "sqlite":
-            name += f" [{r.backend}" + (f", {r.workers} workers]" if r.workers else "]")
+            plural = "s" if r.workers > 1 else ""
+            name += f" [{r.backend}" + (f", {r.workers} worker{plural}]" if r.workers else "]")
         vs_ceiling = f"{r.seconds / c:.2f}" if c and r.case != "dispatch" else "–"
         vs_empty = f"{r.seconds / e:.2f}" if e else "–"
         vs_single = f"{s / r.seconds:.1f}" if s and r.case != "dispatch" else "–"
