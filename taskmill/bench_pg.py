@@ -13,12 +13,16 @@ Cases:
                     same rows (already in a table on the server, key hashes included)
                     into a fresh taskmill schema;
 - ``pgqueuer``      pgqueuer's list ``Queries.enqueue`` of the same rows with dedupe keys
-                    (``on_conflict="skip"``: a key already queued is left alone);
+                    (``on_conflict="skip"``: a key already queued is left alone), into its
+                    default (``durable``: logged) tables;
 - ``procrastinate`` procrastinate's ``batch_defer_async`` of the same rows (its batch takes
                     one ``queueing_lock`` for all jobs, so the keys travel as task
                     arguments and nothing is deduplicated: a lower bound on its work);
 - ``dispatch``      no-op tasks run to completion by 1, 2, 4 … worker processes on one
                     queue, each a ``Scheduler`` on the database's URL (tasks/s per count).
+
+After each loader the rows it left are counted (one per distinct key; every row for
+procrastinate): a case that silently loaded nothing would fail, not look fast.
 """
 
 from __future__ import annotations
@@ -150,20 +154,52 @@ def run_case(
         with TaskStore.open(url) as store:
             t0 = time.perf_counter()
             store.submit_batch(plan)
-            return time.perf_counter() - t0, False
+            took = time.perf_counter() - t0
+        _check_loaded(case, url, _plan(rows, existing, key_bytes), existing, key_bytes)
+        return took, False
     df = _plan(rows, existing, key_bytes)
     if case == "polars":
         with TaskStore.open(url) as store:
             t0 = time.perf_counter()
             store.submit_batch(df)
-            return time.perf_counter() - t0, False
-    if case == "ceiling":
-        return _ceiling(url, _rows(df)), False
-    if case == "pgqueuer":
-        return asyncio.run(_pgqueuer(url, _rows(df), install=False)), False
+            took = time.perf_counter() - t0
+    elif case == "ceiling":
+        took = _ceiling(url, _rows(df))
+    elif case == "pgqueuer":
+        took = asyncio.run(_pgqueuer(url, _rows(df), install=False))
+    elif case == "procrastinate":
+        took = asyncio.run(_procrastinate(url, _rows(df)))
+    else:
+        raise SystemExit(f"unknown PostgreSQL case {case!r}")
+    _check_loaded(case, url, df, existing, key_bytes)
+    return took, False
+
+
+#: The table each case loads into.
+_TABLES = {"pgqueuer": "pgqueuer", "procrastinate": "procrastinate_jobs"}
+
+
+def _check_loaded(case: str, url: str, df: Any, existing: int, key_bytes: int) -> None:
+    """Raise unless the case left the rows it should have: one per distinct key (the
+    batch's and the prefilled ones), or every row for procrastinate, which does not
+    deduplicate a batch."""
+    import psycopg
+
+    from .bench import _keyed_plan
+
     if case == "procrastinate":
-        return asyncio.run(_procrastinate(url, _rows(df))), False
-    raise SystemExit(f"unknown PostgreSQL case {case!r}")
+        expected = existing + df.height
+    else:
+        keys = set(df["dedup_key"].to_list())
+        if existing:
+            keys |= set(_keyed_plan(existing, 0, key_bytes)["dedup_key"].to_list())
+        expected = len(keys)
+    table = _TABLES.get(case, "taskmill.tasks")
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    found = int(row[0]) if row else 0
+    if found != expected:
+        raise RuntimeError(f"{case}: {found} rows in {table}, expected {expected}")
 
 
 _CEILING = (
