@@ -26,7 +26,7 @@ highest peak are reported.  Cases:
 With ``db`` (``--db``: a ``postgresql://`` URL, or ``postgres`` for a throwaway server) the
 cases run on PostgreSQL instead, each run in a database of its own: ``polars``, ``parquet``,
 ``ceiling`` (PostgreSQL's), the peers ``pgqueuer`` and ``procrastinate``, and ``dispatch``
-by 1, 2 and 4 worker processes (see :mod:`taskmill.bench_pg`).
+by 1, 2 and 4 worker processes (on an empty database only; see :mod:`taskmill.bench_pg`).
 
 With ``existing`` the store first holds that many tasks, half of the batch's keys among them.
 With ``key_bytes`` every key is padded to that many bytes (long object paths): the peak
@@ -585,12 +585,12 @@ def run(
         for ex in existing:
             for rows in sizes:
                 for case in cases:
-                    if case in EMPTY_ONLY and ex:
+                    if (case in EMPTY_ONLY or (db and case == "dispatch")) and ex:
                         continue  # measured once, on an empty store
                     counts = workers if db and case == "dispatch" else (0,)
                     for n in counts:
                         on = f" [postgres{f', {n} workers' if n else ''}]" if db else ""
-                        echo(f"  {case:<12} {rows:>9,} rows into {ex:>9,}{on} …", err=True)
+                        echo(f"  {case:<13} {rows:>9,} rows into {ex:>9,}{on} …", err=True)
                         results.append(measure(case, rows, ex, folder, repeat, key_bytes, admin, n))
     return results
 

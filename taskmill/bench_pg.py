@@ -19,7 +19,9 @@ Cases:
                     one ``queueing_lock`` for all jobs, so the keys travel as task
                     arguments and nothing is deduplicated: a lower bound on its work);
 - ``dispatch``      no-op tasks run to completion by 1, 2, 4 … worker processes on one
-                    queue, each a ``Scheduler`` on the database's URL (tasks/s per count).
+                    queue, each a ``Scheduler`` on the database's URL (tasks/s per count),
+                    on an empty database only, from a sample of at most
+                    ``bench.DISPATCH_SAMPLE`` tasks (extrapolated).
 
 After each loader the rows it left are counted (one per distinct key; every row for
 procrastinate): a case that silently loaded nothing would fail, not look fast.
