@@ -23,6 +23,11 @@ highest peak are reported.  Cases:
                   during the batch, next to the time its transactions held the store's
                   write lock (``merge_s``).  Target: the gap is no longer than the merge.
 
+With ``db`` (``--db``: a ``postgresql://`` URL, or ``postgres`` for a throwaway server) the
+cases run on PostgreSQL instead, each run in a database of its own: ``polars``, ``parquet``,
+``ceiling`` (PostgreSQL's), the peers ``pgqueuer`` and ``procrastinate``, and ``dispatch``
+by 1, 2 and 4 worker processes (on an empty database only; see :mod:`taskmill.bench_pg`).
+
 With ``existing`` the store first holds that many tasks, half of the batch's keys among them.
 With ``key_bytes`` every key is padded to that many bytes (long object paths): the peak
 memory per planned row of the streaming inputs shows there.
@@ -61,6 +66,8 @@ CASES = (
     "ceiling",
     "dispatch",
     "stall",
+    "pgqueuer",
+    "procrastinate",
 )
 #: Cases measured on an empty store only.
 EMPTY_ONLY = ("one_by_one", "stall")
@@ -79,6 +86,8 @@ class Result:
     extrapolated: bool = False
     extra: dict[str, float] = field(default_factory=dict)
     key_bytes: int = 0  # keys padded to this length (0: the plan's own keys)
+    backend: str = "sqlite"  # or "postgres"
+    workers: int = 0  # dispatch on PostgreSQL: worker processes (0: one scheduler)
 
     @property
     def rows_per_s(self) -> float:
@@ -383,10 +392,16 @@ def _run_case(
 
 
 def worker_main(argv: list[str]) -> None:
-    """``python -m taskmill.bench CASE ROWS EXISTING FOLDER RUN [KEY_BYTES]`` → one JSON
-    line."""
+    """``python -m taskmill.bench CASE ROWS EXISTING FOLDER RUN [KEY_BYTES [DB_URL
+    [WORKERS]]]`` → one JSON line (with ``DB_URL``: the case on that PostgreSQL database)."""
+    if argv[0] == "dispatch-worker":
+        from .bench_pg import dispatch_worker
+
+        dispatch_worker(argv[1])
+        return
     case, rows, existing, folder, run = argv[:5]
     key_bytes = int(argv[5]) if len(argv) > 5 else 0
+    url = argv[6] if len(argv) > 6 else ""
     extra: dict[str, float] = {}
     if case == "plan":  # written in a process of its own: see measure()
         _plan(int(rows), int(existing), key_bytes).write_parquet(
@@ -401,7 +416,16 @@ def worker_main(argv: list[str]) -> None:
             _template(Path(folder), int(existing), key_bytes)
         print(json.dumps({}))
         return
-    if case == "stall":
+    if url:
+        from . import bench_pg
+
+        if case == "dispatch":
+            took, extrapolated = bench_pg.dispatch(url, int(rows), int(argv[7]), DISPATCH_SAMPLE)
+        else:
+            took, extrapolated = bench_pg.run_case(
+                case, int(rows), int(existing), Path(folder), url, key_bytes
+            )
+    elif case == "stall":
         from .store.batch import warm_up
 
         warm_up()
@@ -436,8 +460,17 @@ def peak_mb() -> float:
 
 
 def measure(
-    case: str, rows: int, existing: int, folder: Path, repeat: int, key_bytes: int = 0
+    case: str,
+    rows: int,
+    existing: int,
+    folder: Path,
+    repeat: int,
+    key_bytes: int = 0,
+    db: str = "",
+    workers: int = 0,
 ) -> Result:
+    """``repeat`` runs of one case, each a fresh worker process on a fresh store (with
+    ``db``, an admin URL of a PostgreSQL server: a fresh database on it per run)."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     plan_file = _plan_file(folder, rows, existing, key_bytes)
 
@@ -454,7 +487,7 @@ def measure(
         # parent's peak memory (Linux keeps ru_maxrss across fork and exec), so a plan
         # built here would show up as every later case's peak
         helper("plan", str(rows), str(existing), str(folder), "0")
-    if existing and case not in EMPTY_ONLY:
+    if existing and case not in EMPTY_ONLY and not db:
         kind = "dispatch" if case == "dispatch" else "load"
         helper("template", "0", str(existing), str(folder), kind)
     runs: list[float] = []
@@ -462,23 +495,19 @@ def measure(
     peak = 0.0
     extrapolated = False
     for run_no in range(repeat):  # one process per run: each run's own peak memory
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "taskmill.bench",
-                case,
-                str(rows),
-                str(existing),
-                str(folder),
-                str(run_no),
-                str(key_bytes),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
+        argv = [case, str(rows), str(existing), str(folder), str(run_no), str(key_bytes)]
+        with contextlib.ExitStack() as stack:
+            if db:
+                from .bench_pg import fresh_database
+
+                argv += [stack.enter_context(fresh_database(db)), str(workers)]
+            proc = subprocess.run(
+                [sys.executable, "-m", "taskmill.bench", *argv],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=False,
+            )
         if proc.returncode != 0:
             raise RuntimeError(f"bench worker {case} {rows} failed:\n{proc.stderr}")
         data = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -488,7 +517,17 @@ def measure(
         extrapolated = data["extrapolated"]
     extra = {k: statistics.median(e[k] for e in extras) for k in extras[0]} if extras else {}
     return Result(
-        case, rows, existing, statistics.median(runs), runs, peak, extrapolated, extra, key_bytes
+        case,
+        rows,
+        existing,
+        statistics.median(runs),
+        runs,
+        peak,
+        extrapolated,
+        extra,
+        key_bytes,
+        "postgres" if db else "sqlite",
+        workers,
     )
 
 
@@ -519,44 +558,78 @@ def run(
     repeat: int,
     echo: Any = print,
     key_bytes: int = 0,
+    db: str = "",
+    workers: tuple[int, ...] = (1, 2, 4),
+    server_info: dict[str, Any] | None = None,
 ) -> list[Result]:
+    """Every case at every batch and store size.  ``db``: run on PostgreSQL instead (a
+    ``postgresql://`` URL, or ``postgres`` for a throwaway durable server, see
+    :func:`taskmill.bench_pg.server`); ``workers``: the worker counts of its
+    ``dispatch``; ``server_info`` is filled with what the run used of the server."""
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="taskmill-bench-") as tmp:
-        folder = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taskmill-bench-")))
+        admin = ""
+        if db:
+            from .bench_pg import PG_CASES, server, server_version
+
+            wrong = sorted(set(cases) - set(PG_CASES))
+            if wrong:
+                raise ValueError(f"not a PostgreSQL case: {', '.join(wrong)}")
+            admin, info = stack.enter_context(server(db))
+            info["version"] = server_version(admin)
+            if server_info is not None:
+                server_info.update(info)
+        elif set(cases) & {"pgqueuer", "procrastinate"}:
+            raise ValueError("pgqueuer and procrastinate run on PostgreSQL only (--db)")
         for ex in existing:
             for rows in sizes:
                 for case in cases:
-                    if case in EMPTY_ONLY and ex:
+                    if (case in EMPTY_ONLY or (db and case == "dispatch")) and ex:
                         continue  # measured once, on an empty store
-                    echo(f"  {case:<12} {rows:>9,} rows into {ex:>9,} …", err=True)
-                    results.append(measure(case, rows, ex, folder, repeat, key_bytes))
+                    counts = workers if db and case == "dispatch" else (0,)
+                    for n in counts:
+                        on = f" [postgres{f', {n} workers' if n else ''}]" if db else ""
+                        echo(f"  {case:<13} {rows:>9,} rows into {ex:>9,}{on} …", err=True)
+                        results.append(measure(case, rows, ex, folder, repeat, key_bytes, admin, n))
     return results
 
 
 def table(results: list[Result]) -> str:
-    """A Markdown table with ratios to the engine ceiling and to one-by-one submit."""
-    ceiling = {(r.rows, r.existing): r.seconds for r in results if r.case == "ceiling"}
+    """A Markdown table with ratios to the engine ceiling (its own backend's) and to
+    one-by-one submit; PostgreSQL rows are named ``case [postgres]`` and, when pgqueuer
+    was measured, compared with it too."""
+    ceiling = {(r.backend, r.rows, r.existing): r.seconds for r in results if r.case == "ceiling"}
     single = {r.rows: r.seconds for r in results if r.case == "one_by_one"}
-    empty = {(r.case, r.rows): r.seconds for r in results if not r.existing}
+    empty = {(r.backend, r.case, r.workers, r.rows): r.seconds for r in results if not r.existing}
+    pgqueuer = {(r.rows, r.existing): r.seconds for r in results if r.case == "pgqueuer"}
+    peer = " × faster than pgqueuer |" if pgqueuer else ""
     lines = [
         "| case | rows | existing | median s | rows/s | × ceiling | × empty store "
-        "| × faster than one-by-one | peak MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| × faster than one-by-one |{peer} peak MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if pgqueuer else "") + "---:|",
     ]
     for r in results:
         if r.case == "stall":
             continue
-        c, s = ceiling.get((r.rows, r.existing)), single.get(r.rows)
-        e = empty.get((r.case, r.rows)) if r.existing else None
+        c, s = ceiling.get((r.backend, r.rows, r.existing)), single.get(r.rows)
+        e = empty.get((r.backend, r.case, r.workers, r.rows)) if r.existing else None
         name = f"{r.case} (extrapolated)" if r.extrapolated else r.case
         if r.key_bytes:
             name += f" ({r.key_bytes}-byte keys)"
+        if r.backend != "sqlite":
+            plural = "s" if r.workers > 1 else ""
+            name += f" [{r.backend}" + (f", {r.workers} worker{plural}]" if r.workers else "]")
         vs_ceiling = f"{r.seconds / c:.2f}" if c and r.case != "dispatch" else "–"
         vs_empty = f"{r.seconds / e:.2f}" if e else "–"
         vs_single = f"{s / r.seconds:.1f}" if s and r.case != "dispatch" else "–"
+        q = pgqueuer.get((r.rows, r.existing))
+        loader = r.case not in ("dispatch", "ceiling", "pgqueuer")
+        vs_peer = (f" {q / r.seconds:.1f} |" if q and loader else " – |") if pgqueuer else ""
         lines.append(
             f"| {name} | {r.rows:,} | {r.existing:,} | {r.seconds:.3f} | "
-            f"{r.rows_per_s:,.0f} | {vs_ceiling} | {vs_empty} | {vs_single} | {r.peak_mb:.0f} |"
+            f"{r.rows_per_s:,.0f} | {vs_ceiling} | {vs_empty} | {vs_single} |{vs_peer} "
+            f"{r.peak_mb:.0f} |"
         )
     stalls = [r for r in results if r.case == "stall"]
     if stalls:
@@ -576,14 +649,15 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def to_json(results: list[Result]) -> str:
-    return json.dumps(
-        {
-            "machine": machine(),
-            "results": [{**asdict(r), "rows_per_s": r.rows_per_s} for r in results],
-        },
-        indent=2,
-    )
+def to_json(results: list[Result], server: dict[str, Any] | None = None) -> str:
+    """The results as JSON, with the machine and (``--db``) the server they ran on."""
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "results": [{**asdict(r), "rows_per_s": r.rows_per_s} for r in results],
+    }
+    if server is not None:
+        report["postgres"] = server
+    return json.dumps(report, indent=2)
 
 
 if __name__ == "__main__":

@@ -644,6 +644,10 @@ def gen_plan(
 # --------------------------------------------------------------------------- bench
 
 
+#: ``taskmill bench``'s cases unless told (SQLite; ``--db`` runs its own set).
+CASES_DEFAULT = "one_by_one,executemany,list,polars,parquet,reader,lazy,ceiling,dispatch,stall"
+
+
 def _int_list(text: str) -> list[int]:
     out = []
     for part in text.split(","):
@@ -668,11 +672,25 @@ def _int_list(text: str) -> list[int]:
 )
 @click.option(
     "--cases",
-    default="one_by_one,executemany,list,polars,parquet,reader,lazy,ceiling,dispatch,stall",
+    default=CASES_DEFAULT,
     show_default=True,
     help="Which loaders to measure.",
 )
 @click.option("--repeat", default=3, show_default=True, help="Runs per measurement (median).")
+@click.option(
+    "--db",
+    default="",
+    metavar="URL|postgres",
+    help="Run on PostgreSQL: a postgresql:// URL (each run in a database of its own, "
+    "created and dropped), or 'postgres' for a throwaway durable server.  Cases: "
+    "polars, parquet, ceiling, pgqueuer, procrastinate, dispatch (the default).",
+)
+@click.option(
+    "--workers",
+    default="1,2,4",
+    show_default=True,
+    help="With --db: worker processes of the dispatch case, comma-separated.",
+)
 @click.option(
     "--full", is_flag=True, help="The long form: sizes 10k,100k,1m into stores of 0 and 1m tasks."
 )
@@ -689,25 +707,49 @@ def bench(
     cases: str,
     repeat: int,
     full: bool,
+    db: str,
+    workers: str,
     key_bytes: int,
     as_json: bool,
 ) -> None:
-    """Measure one-by-one submit, executemany, submit_batch and the engine's ceiling."""
+    """Measure one-by-one submit, executemany, submit_batch and the engine's ceiling
+    (with --db: on PostgreSQL, next to pgqueuer and procrastinate)."""
     from . import bench as b
+    from . import bench_pg
 
     if full:
         sizes, existing = "10k,100k,1m", "0,1m"
+    if db and cases == CASES_DEFAULT:
+        cases = ",".join(bench_pg.PG_CASES)
+    if db and not bench_pg.is_url(db) and db.lower() not in bench_pg.THROWAWAY:
+        raise click.BadParameter("a postgresql:// URL or 'postgres'", param_hint="--db")
     chosen = [c.strip() for c in cases.split(",") if c.strip()]
     unknown = sorted(set(chosen) - set(b.CASES))
     if unknown:
         raise click.BadParameter(f"unknown case(s): {', '.join(unknown)}", param_hint="--cases")
+    on_pg = bench_pg.PG_CASES if db else tuple(c for c in b.CASES if c not in bench_pg.PEERS)
+    wrong = sorted(set(chosen) - set(on_pg))
+    if wrong:
+        where = "on PostgreSQL" if db else "without --db (PostgreSQL only)"
+        raise click.BadParameter(f"not measured {where}: {', '.join(wrong)}", param_hint="--cases")
+    server: dict[str, Any] = {}
     results = b.run(
-        _int_list(sizes), _int_list(existing), chosen, repeat, echo=click.echo, key_bytes=key_bytes
+        _int_list(sizes),
+        _int_list(existing),
+        chosen,
+        repeat,
+        echo=click.echo,
+        key_bytes=key_bytes,
+        db=db,
+        workers=tuple(_int_list(workers)),
+        server_info=server,
     )
     if as_json:
-        click.echo(b.to_json(results))
+        click.echo(b.to_json(results, server if db else None))
     else:
         click.echo(f"machine: {b.machine()}")
+        if db:
+            click.echo(f"PostgreSQL {server.get('version', '?')}")
         click.echo(b.table(results))
 
 

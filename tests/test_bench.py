@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 import taskmill as tm
 from taskmill import bench
@@ -103,3 +104,80 @@ def test_a_case_reports_its_own_peak_not_its_parents() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert float(done.stdout.strip()) < 200  # taskmill's imports, not the parent's 300 MB
+
+
+def _row(table: str, name: str) -> list[str]:
+    """The cells of the table's row named ``name``."""
+    line = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_postgres_every_case_on_a_throwaway_server() -> None:
+    """``--db postgres``: every PostgreSQL case at its size, ratios to PostgreSQL's own
+    ceiling, the peers, dispatch per worker count; the server gone afterwards."""
+    report = _bench("--db postgres --sizes 1k --repeat 1")
+    got = {(r["case"], r["workers"]): r for r in report["results"]}
+    loaders = ("polars", "parquet", "ceiling", "pgqueuer", "procrastinate")
+    assert set(got) == {(c, 0) for c in loaders} | {("dispatch", n) for n in (1, 2, 4)}
+    for r in got.values():
+        assert r["backend"] == "postgres" and r["rows"] == 1000 and r["existing"] == 0
+        assert r["seconds"] > 0 and r["peak_mb"] > 0
+    server = report["postgres"]
+    assert server["throwaway"] and server["version"]
+    assert not Path(server["folder"]).exists()  # the server's folder is removed
+    import psycopg
+
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(server["url"], connect_timeout=2).close()
+
+    # a SQLite ceiling of the same size in the same table must not be the one used
+    results = [
+        bench.Result(**{k: v for k, v in r.items() if k != "rows_per_s"}) for r in got.values()
+    ]
+    sqlite_ceiling = bench.Result("ceiling", 1000, 0, 1e-6, [1e-6], 1.0)
+    table = bench.table([sqlite_ceiling, *results])
+    ceiling = got[("ceiling", 0)]["seconds"]
+    for case in ("polars", "parquet", "pgqueuer", "procrastinate"):
+        cells = _row(table, f"{case} [postgres]")
+        assert cells[5] == f"{got[(case, 0)]['seconds'] / ceiling:.2f}"
+    pgqueuer = got[("pgqueuer", 0)]["seconds"]
+    for case in ("polars", "parquet", "procrastinate"):
+        assert _row(table, f"{case} [postgres]")[8] == f"{pgqueuer / got[(case, 0)]['seconds']:.1f}"
+    for n in (1, 2, 4):
+        cells = _row(table, f"dispatch [postgres, {n} worker{'s' if n > 1 else ''}]")
+        assert cells[4] == f"{1000 / got[('dispatch', n)]['seconds']:,.0f}"  # tasks/s
+
+
+def test_postgres_runs_leave_no_database(pg_server: object, tmp_path: Path) -> None:
+    """Against a server's URL, every run's database is created and dropped: nothing else
+    on the server is touched."""
+    import psycopg
+
+    admin = pg_server.url()  # type: ignore[attr-defined]
+
+    def databases() -> set[str]:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+
+    before = databases()
+    for case in ("ceiling", "pgqueuer"):
+        result = bench.measure(case, 1000, 500, tmp_path, 2, db=admin)
+        assert (result.case, result.backend, len(result.runs)) == (case, "postgres", 2)
+    assert databases() == before
+
+
+def test_postgres_cases_are_refused_where_they_do_not_run() -> None:
+    for args, message in (
+        ("--cases pgqueuer", "PostgreSQL only"),
+        ("--db postgres --cases one_by_one", "not measured on PostgreSQL"),
+        ("--db mysql://x", "postgresql://"),
+    ):
+        done = subprocess.run(
+            [PYTHON, "-m", "taskmill", "bench", *args.split()],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            cwd=ROOT,
+            timeout=120,
+        )
+        assert done.returncode == 2 and message in done.stderr, done.stderr
