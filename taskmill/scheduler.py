@@ -51,7 +51,7 @@ from .model import (
 )
 from .outcome import BatchOutcome
 from .store import ClaimedTask, StoreProtocol, TaskStore
-from .store.sqlite import DEFAULT_LEASE_TIMEOUT
+from .store.workers import DEFAULT_LEASE_TIMEOUT
 
 __all__ = ["Executor", "Scheduler", "Subscription", "TaskContext"]
 

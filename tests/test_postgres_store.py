@@ -771,7 +771,7 @@ def test_tasks_of_a_dead_process_of_this_host_are_recovered(
     store.submit(tm.TaskSubmission("t", dedup_key="a"))
     done = subprocess.run([PYTHON, "-c", "import os; print(os.getpid())"], capture_output=True)
     dead_pid = int(done.stdout)
-    from taskmill.store.sqlite import _HOST
+    from taskmill.store.workers import HOST as _HOST
 
     owner = f"{_HOST}:{dead_pid}:deadbeef0000"
     store.register(owner, lease_timeout=3600)

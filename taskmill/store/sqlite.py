@@ -6,11 +6,9 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,18 +40,11 @@ from .keys import COLLISION, key_hash
 from .keys import register as register_key_hash
 from .location import parse_location
 from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
+from .workers import DEFAULT_LEASE_TIMEOUT, forget_owner, new_owner_id, pid_alive, stale_owners
 
 __all__ = ["ClaimedTask", "CommitHook", "TaskStore"]
 
 log = logging.getLogger("taskmill")
-
-_HOST = socket.gethostname()
-#: Seconds a worker's lease on its running tasks lasts without renewal.
-DEFAULT_LEASE_TIMEOUT = 30.0
-# Owners (workers) alive in this process; a running task whose owner is this
-# process but not in this set was left behind and may be recovered.
-_LIVE_OWNERS: set[str] = set()
-_LIVE_LOCK = threading.Lock()
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -104,35 +95,6 @@ class _Staged:
         self.pipeline.stop()
         for path in self.paths:
             stager.discard(path)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not yet reaped) is dead for our purpose
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _owner_dead(owner: str | None) -> bool:
-    """Whether the worker that marked a task running is gone (so the task can be recovered)."""
-    if owner is None:
-        return True
-    host, _, rest = owner.partition(":")
-    pid_text, _, _token = rest.partition(":")
-    if host != _HOST or not pid_text.isdigit():
-        return False  # another machine's worker: we cannot tell
-    pid = int(pid_text)
-    if pid == os.getpid():
-        with _LIVE_LOCK:
-            return owner not in _LIVE_OWNERS
-    return not _pid_alive(pid)
 
 
 _TASK_COLUMNS: dict[str, Any] = {
@@ -301,7 +263,7 @@ class TaskStore:
         self._conn = conn
         self.recover()
         with contextlib.suppress(OSError):  # a read-only folder simply keeps them
-            self._stager.sweep(lambda pid: pid == os.getpid() or _pid_alive(pid))
+            self._stager.sweep(lambda pid: pid == os.getpid() or pid_alive(pid))
 
     def _check_and_init(self, conn: sqlite3.Connection) -> None:
         path = self.path
@@ -874,14 +836,11 @@ class TaskStore:
             raise SchedulerError(
                 "lease_timeout must be more than 0 seconds", kind="invalid_argument"
             )
-        owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        with _LIVE_LOCK:
-            _LIVE_OWNERS.add(owner)
+        owner = new_owner_id()
         try:
             self.register(owner, lease_timeout=lease_timeout)
         except BaseException:
-            with _LIVE_LOCK:
-                _LIVE_OWNERS.discard(owner)
+            forget_owner(owner)
             raise
         return owner
 
@@ -916,8 +875,7 @@ class TaskStore:
 
     def release_owner(self, owner: str) -> int:
         """Give every task ``owner`` still runs back to the queue; forget the owner."""
-        with _LIVE_LOCK:
-            _LIVE_OWNERS.discard(owner)
+        forget_owner(owner)
         with self._write() as conn:
             count = conn.execute(q("release_owner"), (owner,)).rowcount
             conn.execute(q("forget_worker"), (owner,))
@@ -936,22 +894,7 @@ class TaskStore:
         with self._read() as conn:
             running = conn.execute(q("running_owner_leases")).fetchall()
             stale = conn.execute(q("expired_workers"), {"now": now}).fetchall()
-        with _LIVE_LOCK:  # a worker of this process that is alive is never reaped here
-            live = set(_LIVE_OWNERS)
-        dead: set[str | None] = set()
-        expired: set[str] = {r[0] for r in stale} - live
-        for owner, lease_end in running:
-            if owner in live:
-                continue
-            if owner is None or _owner_dead(owner):
-                dead.add(owner)
-            elif lease_end is None:
-                host = owner.partition(":")[0]
-                if host != _HOST:  # a 0.1 worker elsewhere: no lease to wait for
-                    dead.add(owner)
-            elif lease_end < now:
-                expired.add(owner)
-        expired -= {o for o in dead if o is not None}
+        dead, expired = stale_owners(running, (r[0] for r in stale), now)
         if not dead and not expired:
             return 0
         count = 0

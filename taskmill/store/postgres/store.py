@@ -34,7 +34,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from importlib import resources
@@ -66,16 +65,13 @@ from ..batch import warm_up_in_background
 from ..batchrun import run_batch
 from ..keys import COLLISION, POSTGRES_KEY_HASH, key_hash
 from ..sql import named_queries
-from ..sqlite import (
-    _HISTORY_COLUMNS,
-    _HOST,
-    _LIVE_LOCK,
-    _LIVE_OWNERS,
-    _TASK_COLUMNS,
+from ..sqlite import _HISTORY_COLUMNS, _TASK_COLUMNS, _frame
+from ..workers import (
     DEFAULT_LEASE_TIMEOUT,
-    _frame,
-    _owner_dead,
-    _pid_alive,
+    forget_owner,
+    new_owner_id,
+    pid_alive,
+    stale_owners,
 )
 from .batch import PostgresBatch, sweep
 from .migrate import ensure_schema
@@ -225,7 +221,7 @@ class PostgresStore:
         try:
             self.recover()
             # staging tables of this host's processes that died mid-batch
-            sweep(self, lambda pid: pid == os.getpid() or _pid_alive(pid))
+            sweep(self, lambda pid: pid == os.getpid() or pid_alive(pid))
         except BaseException:
             self.close()
             raise
@@ -628,14 +624,11 @@ class PostgresStore:
             raise SchedulerError(
                 "lease_timeout must be more than 0 seconds", kind="invalid_argument"
             )
-        owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        with _LIVE_LOCK:
-            _LIVE_OWNERS.add(owner)
+        owner = new_owner_id()
         try:
             self.register(owner, lease_timeout=lease_timeout)
         except BaseException:
-            with _LIVE_LOCK:
-                _LIVE_OWNERS.discard(owner)
+            forget_owner(owner)
             raise
         return owner
 
@@ -670,8 +663,7 @@ class PostgresStore:
 
     def release_owner(self, owner: str) -> int:
         """Give every task ``owner`` still runs back to the queue; forget the owner."""
-        with _LIVE_LOCK:
-            _LIVE_OWNERS.discard(owner)
+        forget_owner(owner)
 
         def body(conn: Connection) -> int:
             count = conn.execute(q("release_owner"), {"owner": owner}).rowcount
@@ -698,22 +690,7 @@ class PostgresStore:
             return running, stale
 
         running, stale = self._read(look)
-        with _LIVE_LOCK:  # a worker of this process that is alive is never reaped here
-            live = set(_LIVE_OWNERS)
-        dead: set[str | None] = set()
-        expired: set[str] = {r[0] for r in stale} - live
-        for owner, lease_end in running:
-            if owner in live:
-                continue
-            if owner is None or _owner_dead(owner):
-                dead.add(owner)
-            elif lease_end is None:
-                host = owner.partition(":")[0]
-                if host != _HOST:  # a 0.1 worker elsewhere: no lease to wait for
-                    dead.add(owner)
-            elif lease_end < now:
-                expired.add(owner)
-        expired -= {o for o in dead if o is not None}
+        dead, expired = stale_owners(running, (r[0] for r in stale), now)
         if not dead and not expired:
             return 0
 
