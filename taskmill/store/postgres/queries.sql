@@ -102,30 +102,91 @@ SELECT id FROM moved ORDER BY id;
 
 -- ------------------------------------------------------------------ claiming
 
--- name: running_per_group
--- Running tasks per group, whoever runs them: group limits hold across workers.
-SELECT group_name, count(*) FROM taskmill.tasks
-WHERE status = 'running' AND group_name IS NOT NULL
-GROUP BY group_name;
+-- name: claim_settings
+-- Pins the claim's plan, for this transaction only, to a walk of the tasks_claim index in
+-- its order (no sort, no bitmap, no sequential scan), whatever the table's statistics
+-- say, and plans it once per connection.  Right after a large batch lands in an empty
+-- queue, before autovacuum has analysed the table, the planner otherwise reads and sorts
+-- every pending row on each claim (measured: 6 ms instead of 0.1 ms per claim at 5,000
+-- pending tasks).
+SELECT set_config('enable_sort', 'off', true),
+       set_config('enable_bitmapscan', 'off', true),
+       set_config('enable_seqscan', 'off', true),
+       set_config('plan_cache_mode', 'force_generic_plan', true);
 
--- name: claim_candidates
--- Next dispatchable tasks in dispatch order, skipping full groups and rows another
--- transaction holds (a submit deciding on them): the tasks_claim index, in its order.
-SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts, max_retries
-FROM taskmill.tasks
-WHERE status = 'pending'
-  AND task_type = ANY(%(types)s::text[])
-  AND (run_after IS NULL OR run_after <= %(now)s)
-  AND (group_name IS NULL OR NOT group_name = ANY(%(full_groups)s::text[]))
-ORDER BY priority, queue_pos, id
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED;
+-- name: claim
+-- Marks the next dispatchable tasks running for :owner, in one statement, and returns
+-- them, when no group limit is counted: the first :limit candidates in dispatch order
+-- (priority, queue order, id) through the tasks_claim index, skipping rows another
+-- transaction holds (FOR UPDATE SKIP LOCKED).  The filter is claim_limited's.
+WITH picked AS (
+    SELECT id
+    FROM taskmill.tasks
+    WHERE status = 'pending'
+      AND task_type = ANY(%(types)s::text[])
+      AND (run_after IS NULL OR run_after <= %(now)s)
+    ORDER BY priority, queue_pos, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE taskmill.tasks AS t
+SET status = 'running', attempts = t.attempts + 1, started_at = %(now)s,
+    owner = %(owner)s, run_after = NULL
+FROM picked
+WHERE t.id = picked.id
+RETURNING t.id, t.task_type, t.dedup_key, t.group_name, t.priority, t.payload, t.label,
+          t.attempts, t.max_retries, t.queue_pos;
 
--- name: mark_running
-UPDATE taskmill.tasks
-SET status = 'running', attempts = attempts + 1, started_at = %(now)s, owner = %(owner)s,
-    run_after = NULL
-WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending';
+-- name: claim_limited
+-- The same, counting group limits: :groups with :caps, :default_cap for any other group
+-- (NULL: none).  A limit counts every running task of the group in the store, whoever
+-- runs it (the caller holds CLAIM_LOCK while they are counted), plus the candidates
+-- before it in this claim; a group already at its limit is passed over in the walk.
+-- Candidates are read :window at a time; those a limit holds back are unlocked at commit.
+WITH caps (group_name, cap) AS (
+    SELECT * FROM unnest(%(groups)s::text[], %(caps)s::integer[])
+), running AS (
+    SELECT group_name, count(*) AS n
+    FROM taskmill.tasks
+    WHERE status = 'running' AND group_name IS NOT NULL
+    GROUP BY group_name
+), room AS (
+    SELECT r.group_name, r.n, COALESCE(c.cap, %(default_cap)s::integer) AS cap
+    FROM running AS r LEFT JOIN caps AS c USING (group_name)
+), candidates AS (
+    SELECT id, group_name, priority, queue_pos
+    FROM taskmill.tasks
+    WHERE status = 'pending'
+      AND task_type = ANY(%(types)s::text[])
+      AND (run_after IS NULL OR run_after <= %(now)s)
+      AND (group_name IS NULL
+           OR group_name NOT IN (SELECT group_name FROM room WHERE n >= cap))
+    ORDER BY priority, queue_pos, id
+    LIMIT %(window)s
+    FOR UPDATE SKIP LOCKED
+), ranked AS (
+    SELECT c.id, c.group_name, c.priority, c.queue_pos,
+           row_number() OVER (PARTITION BY c.group_name
+                              ORDER BY c.priority, c.queue_pos, c.id) AS nth
+    FROM candidates AS c
+), picked AS (
+    SELECT k.id
+    FROM ranked AS k
+    LEFT JOIN caps AS c USING (group_name)
+    LEFT JOIN running AS r USING (group_name)
+    WHERE k.group_name IS NULL
+       OR COALESCE(c.cap, %(default_cap)s::integer) IS NULL
+       OR k.nth + COALESCE(r.n, 0) <= COALESCE(c.cap, %(default_cap)s::integer)
+    ORDER BY k.priority, k.queue_pos, k.id
+    LIMIT %(limit)s
+)
+UPDATE taskmill.tasks AS t
+SET status = 'running', attempts = t.attempts + 1, started_at = %(now)s,
+    owner = %(owner)s, run_after = NULL
+FROM picked
+WHERE t.id = picked.id
+RETURNING t.id, t.task_type, t.dedup_key, t.group_name, t.priority, t.payload, t.label,
+          t.attempts, t.max_retries, t.queue_pos;
 
 -- ------------------------------------------------------------------ attempts
 

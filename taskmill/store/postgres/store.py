@@ -13,10 +13,12 @@ Concurrency across processes and machines rests on PostgreSQL itself:
   lock the active task of their key (``FOR UPDATE``) before deciding, so two submits of a
   key never decide on the same state; the unique index on ``key_hash`` is the safety net
   (a submit that still meets it runs again and sees the task that won);
-* **claims** take an advisory lock of their own (:data:`CLAIM_LOCK`), count the running
-  tasks per group under it and pick candidates ``FOR UPDATE SKIP LOCKED`` in
-  ``priority, queue_pos, id`` order (the ``tasks_claim`` index), so group limits hold
-  across every worker and a claim never waits for a submit deciding on a task;
+* **claims** are one statement (query ``claim``) that picks candidates ``FOR UPDATE SKIP
+  LOCKED`` in ``priority, queue_pos, id`` order (a walk of the ``tasks_claim`` index,
+  pinned whatever the statistics say) and marks them running, so a claim never waits for
+  a submit deciding on a task, nor for another worker's claim.  A claim that counts group
+  limits first takes an advisory lock of its own (:data:`CLAIM_LOCK`) and counts the
+  running tasks per group under it, so group limits hold across every worker;
 * **batches** (:meth:`PostgresStore.submit_batch`, ``postgres/batch.py``) are staged by
   DuckDB into a private unlogged table, then merged by one transaction per chunk holding
   :data:`SUBMIT_LOCK`, with the SQLite store's outcomes row for row;
@@ -86,8 +88,12 @@ Connection = psycopg.Connection[Any]
 #: Advisory lock key every submit of a keyed task holds for its transaction (anything
 #: else that inserts keyed tasks, such as a batch, must hold it too).
 SUBMIT_LOCK = int.from_bytes(b"tm:submt", "big", signed=True)
-#: Advisory lock key every claim holds for its transaction.
+#: Advisory lock key a claim that counts group limits holds for its transaction.
 CLAIM_LOCK = int.from_bytes(b"tm:claim", "big", signed=True)
+#: With group limits, a claim reads this many candidates per task it wants (a full group's
+#: tasks are passed over), up to :data:`CLAIM_WINDOW_MAX` a round.
+CLAIM_LOOKAHEAD = 4
+CLAIM_WINDOW_MAX = 1024
 #: How many times a transaction that met a deadlock or a serialization failure is run
 #: again before the call fails with :class:`StoreLocked`.
 TRANSACTION_TRIES = 5
@@ -740,55 +746,37 @@ class PostgresStore:
         types = sorted(set(task_types))
         if limit <= 0 or not types:
             return []
-        at = time.time() if now is None else now
         limits = dict(group_limits or {})
+        counted = bool(limits) or default_group_limit is not None
+        groups = sorted(limits)
+        params: dict[str, Any] = {
+            "types": types,
+            "now": time.time() if now is None else now,
+            "owner": owner,
+            "groups": groups,
+            "caps": [limits[g] for g in groups],
+            "default_cap": default_group_limit,
+        }
 
         def body(conn: Connection) -> list[ClaimedTask]:
-            conn.execute(q("advisory_lock"), {"lock": CLAIM_LOCK})
-            running: dict[str, int] = {
-                g: int(n) for g, n in conn.execute(q("running_per_group")).fetchall()
-            }
-
-            def room(group: str) -> int | None:
-                cap = limits.get(group, default_group_limit)
-                return None if cap is None else cap - running.get(group, 0)
-
-            full = {g for g in running if (r := room(g)) is not None and r <= 0}
-            taken: list[ClaimedTask] = []
-            while len(taken) < limit:
-                rows = conn.execute(
-                    q("claim_candidates"),
-                    {
-                        "types": types,
-                        "now": at,
-                        "full_groups": sorted(full),
-                        "limit": limit - len(taken),
-                    },
+            conn.execute(q("claim_settings"))
+            if counted:  # no other claim between counting running tasks and marking more
+                conn.execute(q("advisory_lock"), {"lock": CLAIM_LOCK})
+            rows: list[tuple[Any, ...]] = []
+            while len(rows) < limit:
+                want = limit - len(rows)
+                # a limit may hold back candidates: read further ahead, and go on
+                # while a round still finds some
+                window = min(want * CLAIM_LOOKAHEAD, CLAIM_WINDOW_MAX) if counted else want
+                got = conn.execute(
+                    q("claim_limited" if counted else "claim"),
+                    {**params, "limit": want, "window": max(window, want)},
                 ).fetchall()
-                if not rows:
+                rows.extend(got)
+                if not got or not counted:
                     break
-                batch: list[ClaimedTask] = []
-                for tid, ttype, key, group, prio, payload, label, attempts, retries in rows:
-                    if group is not None:
-                        if group in full:
-                            continue
-                        r = room(group)
-                        if r is not None:
-                            running[group] = running.get(group, 0) + 1
-                            if r - 1 <= 0:
-                                full.add(group)
-                    batch.append(
-                        ClaimedTask(
-                            tid, ttype, key, group, prio, payload, label, attempts + 1, retries
-                        )
-                    )
-                if batch:
-                    conn.execute(
-                        q("mark_running"),
-                        {"ids": [t.id for t in batch], "now": at, "owner": owner},
-                    )
-                    taken.extend(batch)
-            return taken
+            rows.sort(key=lambda r: (r[4], r[9], r[0]))  # priority, queue order, id
+            return [ClaimedTask(*r[:9]) for r in rows]
 
         return self._write("cannot claim tasks from", body)
 
