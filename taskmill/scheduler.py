@@ -199,7 +199,8 @@ class Scheduler:
 
     - ``executors`` maps a task type to ``fn(ctx)``, ``async def`` or plain (plain
       functions run in a thread pool). A task whose type has no executor stays pending.
-    - ``max_concurrency``: attempts running at once; ``group_concurrency`` caps
+    - ``max_concurrency``: attempts whose code runs at once (one whose code has
+      returned frees its slot while its outcome is recorded); ``group_concurrency`` caps
       named groups and ``default_group_concurrency`` every other group (``None``:
       no cap).  A full group never holds back other groups.
     - ``max_retries``: retries after a failed attempt (a task's own
@@ -239,6 +240,14 @@ class Scheduler:
             raise SchedulerError("max_concurrency must be at least 1", kind="invalid_argument")
         if max_retries < 0:
             raise SchedulerError("max_retries must be >= 0", kind="invalid_argument")
+        for group, cap in {**(group_concurrency or {}), None: default_group_concurrency}.items():
+            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
+                what = "default_group_concurrency" if group is None else f"group {group!r}"
+                raise SchedulerError(
+                    f"the concurrency limit of {what} must be a whole number >= 0 "
+                    f"(0 holds the group), not {cap!r}",
+                    kind="invalid_argument",
+                )
         if not lease_timeout > 0:
             raise SchedulerError(
                 "lease_timeout must be more than 0 seconds", kind="invalid_argument"
@@ -277,6 +286,10 @@ class Scheduler:
         self._lease_task: asyncio.Task[None] | None = None
         self._reconcile_needed = False
         self._owner_stale = False  # our lease was lost; a new identity is being made
+        # the last claim filled every free slot: the next wake-up comes from an attempt
+        # ending, so the loop need not ask the store when a retry is due
+        self._slots_filled = False
+        self._lost_checked = 0.0  # time.monotonic() of the last look for lost attempts
         self._fatal: BaseException | None = None
         self._unrecorded: list[int] = []
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -662,7 +675,7 @@ class Scheduler:
         return min(max(self.poll_interval, 1.0), 0.05 * 2 ** min(failures, 10))
 
     async def _next_delay(self) -> float:
-        if not self.executors:
+        if not self.executors or self._slots_filled:
             return self.poll_interval
         due = await self._db(self.store.next_retry_at)
         if due is None:
@@ -670,7 +683,10 @@ class Scheduler:
         return max(0.0, min(self.poll_interval, due - time.time()))
 
     async def _dispatch(self) -> None:
-        free = self.max_concurrency - len(self._running)
+        # an attempt whose code has returned holds no slot while its outcome is
+        # recorded: the next claim overlaps the last completions' commit
+        free = self.max_concurrency - sum(not a.settling for a in self._running.values())
+        self._slots_filled = free <= 0
         if free <= 0 or not self.executors or self._closing or self._owner_stale:
             return
         owner = self._owner
@@ -686,6 +702,7 @@ class Scheduler:
             default_group_limit=self.default_group_concurrency,
         )
         self._reconcile_needed = False
+        self._slots_filled = len(claimed) == free
         if self._closing:  # claimed while close() began: back to the queue, not started
             if claimed:
                 await self._db(
@@ -798,6 +815,7 @@ class Scheduler:
             except Exception as exc:
                 error = exc
             attempt.settling = True
+            self._poke()  # its slot is free while the outcome is recorded
             try:
                 await self._settle(attempt, error, returned)
             except Exception:  # the store stayed unavailable through close
@@ -1011,10 +1029,15 @@ class Scheduler:
             self._publish(TaskCancelled(task_id=task.id, was_running=True))
 
     async def _check_lost(self) -> None:
-        """Tell running attempts whose task was cancelled/superseded by another process."""
+        """Tell running attempts whose task was cancelled/superseded by another process
+        (a look at most once per ``poll_interval``)."""
+        if time.monotonic() - self._lost_checked < self.poll_interval:
+            return
         owner = self._owner
         watched = [
-            tid for tid, a in self._running.items() if a.stop_reason is None and a.owner == owner
+            tid
+            for tid, a in self._running.items()
+            if a.stop_reason is None and not a.settling and a.owner == owner
         ]
         if not watched:
             return
@@ -1024,6 +1047,7 @@ class Scheduler:
             owner=owner,
             attempts=[self._running[tid].task.attempt for tid in watched],
         )
+        self._lost_checked = time.monotonic()
         for tid, (status, replaced_by) in lost.items():
             attempt = self._running.get(tid)
             if status in ("completed", "failed"):

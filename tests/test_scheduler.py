@@ -82,6 +82,47 @@ async def test_group_limits_cap_concurrency_per_group(location: str | Path) -> N
     assert total_peak <= 6
 
 
+async def test_a_group_limit_of_zero_holds_the_group(location: str | Path) -> None:
+    ran: list[str] = []
+
+    async def record(ctx: tm.TaskContext) -> None:
+        ran.append(ctx.dedup_key or "")
+
+    with tm.TaskStore.open(location) as store:
+        # the held group first and most urgent: it must not hold back the others
+        store.submit(tm.TaskSubmission("t", group="held", dedup_key="h", priority=0))
+        store.submit(tm.TaskSubmission("t", group="open", dedup_key="o"))
+        store.submit(tm.TaskSubmission("t", dedup_key="none"))
+    async with tm.Scheduler(
+        location, executors={"t": record}, group_concurrency={"held": 0}, poll_interval=0.05
+    ) as sched:
+        for _ in range(200):
+            if len(ran) == 2:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # a few more polls: the held task stays pending
+        assert sorted(ran) == ["none", "o"]
+        assert sched.store.tasks(status="pending")["dedup_key"].to_list() == ["h"]
+
+
+@pytest.mark.parametrize(
+    ("limits", "default", "message"),
+    [
+        ({"g": -1}, None, "group 'g' must be a whole number >= 0 (0 holds the group), not -1"),
+        ({"g": 1.5}, None, "group 'g' must be a whole number >= 0 (0 holds the group), not 1.5"),
+        ({}, -2, "default_group_concurrency must be a whole number >= 0"),
+    ],
+)
+def test_group_limits_are_checked(
+    location: str | Path, limits: dict, default: int | None, message: str
+) -> None:
+    with pytest.raises(
+        tm.SchedulerError, match=message.replace("(", r"\(").replace(")", r"\)")
+    ) as err:
+        tm.Scheduler(location, group_concurrency=limits, default_group_concurrency=default)
+    assert err.value.kind == "invalid_argument"
+
+
 async def test_retries_with_backoff_then_final_failure(location: str | Path) -> None:
     attempts: list[tuple[int, float]] = []
 

@@ -967,6 +967,9 @@ class TaskStore:
                             continue
                         r = room(group)
                         if r is not None:
+                            if r <= 0:  # a limit of 0 holds the whole group
+                                full.add(group)
+                                continue
                             running[group] = running.get(group, 0) + 1
                             if r - 1 <= 0:
                                 full.add(group)

@@ -2,10 +2,13 @@
 semantics, for workers on many machines sharing one queue.
 
 Every statement is a named query of ``queries.sql`` beside this file, every value bound.
-Two connections serve each store object: one for writes (a transaction per call, held
-under a lock, so the object is thread-safe) and one for reads (a read-only, repeatable-read
-transaction per call: a call that reads twice sees one state, and never waits for
-writers).  A broken connection is opened again on the next call.
+Up to three connections serve each store object, each held under a lock of its own (so
+the object is thread-safe): one for writes (a transaction per call), one for reads (a
+read-only, repeatable-read transaction per call: a call that reads twice sees one state,
+and never waits for writers) and, opened by a worker's first claim, one for dispatch —
+claims and the outcomes of attempts, mostly single statements committed on their own
+(one round trip), planned once, and never queued behind a batch this process is
+merging.  A broken connection is opened again on the next call.
 
 Concurrency across processes and machines rests on PostgreSQL itself:
 
@@ -186,8 +189,10 @@ class PostgresStore:
         self.busy_timeout = busy_timeout
         self._lock = threading.RLock()  # the write connection
         self._read_lock = threading.Lock()  # the read connection
+        self._dispatch_lock = threading.Lock()  # the dispatch connection
         self._conn: Connection | None = None
         self._reader: Connection | None = None
+        self._dispatcher: Connection | None = None
         self._closed = False
         #: Seconds each transaction of the last batch held the submit lock.
         self.last_batch_merge_seconds: list[float] = []
@@ -232,9 +237,11 @@ class PostgresStore:
             self.close()
             raise
 
-    def _new_connection(self, *, reader: bool = False) -> Connection:
+    def _new_connection(self, *, reader: bool = False, dispatch: bool = False) -> Connection:
         """A connection with the store's settings: autocommit (each call opens its own
-        transaction), lock waits bounded by ``busy_timeout``."""
+        transaction), lock waits bounded by ``busy_timeout``; a reader's transactions are
+        read-only and repeatable-read; the dispatch connection's plans are pinned (query
+        ``dispatch_settings``)."""
         try:
             conn = psycopg.connect(
                 self._url,
@@ -249,6 +256,8 @@ class PostgresStore:
             if reader:
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
                 conn.read_only = True
+            if dispatch:
+                conn.execute(q("dispatch_settings"))
         except psycopg.Error as exc:
             conn.close()
             raise _store_error("cannot set up a connection to", self.where, exc) from exc
@@ -294,7 +303,7 @@ class PostgresStore:
         return unwatch
 
     def close(self) -> None:
-        """Close both connections (idempotent)."""
+        """Close the store's connections (idempotent)."""
         self._closed = True
         with self._lock:
             if self._conn is not None:
@@ -304,6 +313,10 @@ class PostgresStore:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+        with self._dispatch_lock:
+            if self._dispatcher is not None:
+                self._dispatcher.close()
+                self._dispatcher = None
 
     def __enter__(self) -> PostgresStore:
         return self
@@ -331,6 +344,17 @@ class PostgresStore:
             self._conn = self._new_connection()
         return self._conn
 
+    def _dispatch_connection(self) -> Connection:
+        """The dispatch connection (hold ``_dispatch_lock``), opened on first use or if
+        it broke."""
+        self._check_open()
+        if self._dispatcher is None or self._dispatcher.closed or self._dispatcher.broken:
+            if self._dispatcher is not None:
+                self._dispatcher.close()
+            self._dispatcher = None
+            self._dispatcher = self._new_connection(dispatch=True)
+        return self._dispatcher
+
     def _read_connection(self) -> Connection:
         """The read connection (hold ``_read_lock``), opened on first use or if it broke."""
         self._check_open()
@@ -342,19 +366,32 @@ class PostgresStore:
         return self._reader
 
     def _write(
-        self, action: str, body: Callable[[Connection], T], *, retry_unique: bool = False
+        self,
+        action: str,
+        body: Callable[[Connection], T],
+        *,
+        retry_unique: bool = False,
+        dispatch: bool = False,
+        single: bool = False,
     ) -> T:
         """Run ``body`` in one write transaction, all or nothing.
 
-        A connection found lost at ``BEGIN`` is opened again (nothing was written yet).
-        A deadlock or serialization failure runs the transaction again (up to
-        :data:`TRANSACTION_TRIES` times), as does — with ``retry_unique`` — a clash on
-        the active-key index (a writer that bypassed the submit lock won the race)."""
-        with self._lock:
+        ``dispatch``: on the dispatch connection instead of the write connection.
+        ``single``: ``body`` runs one statement, committed on its own (no ``BEGIN`` and
+        ``COMMIT`` round trips).  A connection found lost at ``BEGIN`` is opened again
+        (nothing was written yet).  A deadlock or serialization failure runs the
+        transaction again (up to :data:`TRANSACTION_TRIES` times), as does — with
+        ``retry_unique`` — a clash on the active-key index (a writer that bypassed the
+        submit lock won the race)."""
+        lock = self._dispatch_lock if dispatch else self._lock
+        connect = self._dispatch_connection if dispatch else self._writer
+        with lock:
             for attempt in itertools.count(1):
-                conn = self._writer()
-                begun = False
+                conn = connect()
+                begun = single  # a lost single statement may have committed
                 try:
+                    if single:
+                        return body(conn)
                     with conn.transaction():
                         begun = True
                         return body(conn)
@@ -758,27 +795,35 @@ class PostgresStore:
             "default_cap": default_group_limit,
         }
 
+        if not counted:  # one statement: the first ``limit`` candidates
+            rows = self._write(
+                "cannot claim tasks from",
+                lambda conn: conn.execute(q("claim"), {**params, "limit": limit}).fetchall(),
+                dispatch=True,
+                single=True,
+            )
+            rows.sort(key=lambda r: (r[4], r[9], r[0]))  # priority, queue order, id
+            return [ClaimedTask(*r[:9]) for r in rows]
+
         def body(conn: Connection) -> list[ClaimedTask]:
-            conn.execute(q("claim_settings"))
-            if counted:  # no other claim between counting running tasks and marking more
-                conn.execute(q("advisory_lock"), {"lock": CLAIM_LOCK})
+            # no other claim between counting running tasks and marking more
+            conn.execute(q("advisory_lock"), {"lock": CLAIM_LOCK})
             rows: list[tuple[Any, ...]] = []
             while len(rows) < limit:
                 want = limit - len(rows)
                 # a limit may hold back candidates: read further ahead, and go on
                 # while a round still finds some
-                window = min(want * CLAIM_LOOKAHEAD, CLAIM_WINDOW_MAX) if counted else want
+                window = max(want, min(want * CLAIM_LOOKAHEAD, CLAIM_WINDOW_MAX))
                 got = conn.execute(
-                    q("claim_limited" if counted else "claim"),
-                    {**params, "limit": want, "window": max(window, want)},
+                    q("claim_limited"), {**params, "limit": want, "window": window}
                 ).fetchall()
                 rows.extend(got)
-                if not got or not counted:
+                if not got:
                     break
             rows.sort(key=lambda r: (r[4], r[9], r[0]))  # priority, queue order, id
             return [ClaimedTask(*r[:9]) for r in rows]
 
-        return self._write("cannot claim tasks from", body)
+        return self._write("cannot claim tasks from", body, dispatch=True)
 
     def complete(self, task_id: int, *, owner: str) -> bool:
         """A running attempt succeeded: the task moves to history as ``completed``.
@@ -806,6 +851,8 @@ class PostgresStore:
         return self._write(
             "cannot record completed tasks in",
             lambda conn: self._finish_owned(conn, ids, tries, owner, "completed"),
+            dispatch=True,
+            single=True,
         )
 
     def fail(
@@ -837,7 +884,7 @@ class PostgresStore:
             moved = self._finish_owned(conn, [task_id], [attempt], owner, "failed", error=error)
             return "failed" if moved else None
 
-        return self._write("cannot record a failed attempt in", body)
+        return self._write("cannot record a failed attempt in", body, dispatch=True, single=True)
 
     def release(
         self,
@@ -854,6 +901,7 @@ class PostgresStore:
         return self._write(
             "cannot release tasks in",
             lambda conn: _notified(conn, conn.execute(q("release_running"), params).rowcount),
+            dispatch=True,
         )
 
     def lost_tasks(
