@@ -19,9 +19,6 @@ import polars as pl
 from ..model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
-    DuplicateStrategy,
-    DuplicateTask,
-    InvalidSubmission,
     NotATaskStore,
     SchedulerError,
     SchemaTooNew,
@@ -29,14 +26,14 @@ from ..model import (
     StoreError,
     StoreLocked,
     SubmitOutcome,
-    TaskSubmission,
 )
 from ..outcome import BatchOutcome
-from ..validation import Defaults, Row, check_submission
+from ..validation import Row
 from .base import ClaimedTask, CommitHook
 from .batch import Stager, StagingPipeline, decide, split_parts, warm_up_in_background
 from .batchrun import run_batch
-from .keys import COLLISION, key_hash
+from .common import StoreMethods, frame, submit_row
+from .keys import key_hash
 from .keys import register as register_key_hash
 from .location import parse_location
 from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
@@ -97,66 +94,13 @@ class _Staged:
             stager.discard(path)
 
 
-_TASK_COLUMNS: dict[str, Any] = {
-    "id": pl.Int64,
-    "task_type": pl.String,
-    "dedup_key": pl.String,
-    "group": pl.String,
-    "priority": pl.Int64,
-    "status": pl.String,
-    "queue_pos": pl.Int64,
-    "payload": pl.Binary,
-    "label": pl.String,
-    "expected_read_bytes": pl.Int64,
-    "expected_write_bytes": pl.Int64,
-    "expected_net_rx_bytes": pl.Int64,
-    "expected_net_tx_bytes": pl.Int64,
-    "max_retries": pl.Int64,
-    "attempts": pl.Int64,
-    "last_error": pl.String,
-    "run_after": pl.Float64,
-    "created_at": pl.Float64,
-    "started_at": pl.Float64,
-}
-_HISTORY_COLUMNS: dict[str, Any] = {
-    "id": pl.Int64,
-    "task_type": pl.String,
-    "dedup_key": pl.String,
-    "group": pl.String,
-    "priority": pl.Int64,
-    "status": pl.String,
-    "payload": pl.Binary,
-    "label": pl.String,
-    "expected_read_bytes": pl.Int64,
-    "expected_write_bytes": pl.Int64,
-    "expected_net_rx_bytes": pl.Int64,
-    "expected_net_tx_bytes": pl.Int64,
-    "max_retries": pl.Int64,
-    "attempts": pl.Int64,
-    "last_error": pl.String,
-    "replaced_by": pl.Int64,
-    "created_at": pl.Float64,
-    "started_at": pl.Float64,
-    "finished_at": pl.Float64,
-}
-_TIME_COLUMNS = ("run_after", "created_at", "started_at", "finished_at")
+#: What tasks() and history() read, in which order (constants: never data).
+_TABLES = {"tasks": "tasks", "history": "history"}
+_ORDER = {"tasks": "priority, queue_pos", "history": "id"}
 
 
 def _sql_columns(columns: Iterable[str]) -> str:
     return ", ".join('group_name AS "group"' if c == "group" else c for c in columns)
-
-
-def _frame(rows: list[tuple[Any, ...]], columns: Mapping[str, Any]) -> pl.DataFrame:
-    data = (
-        {name: [] for name in columns}
-        if not rows
-        else dict(zip(columns, (list(col) for col in zip(*rows, strict=True)), strict=True))
-    )
-    df = pl.DataFrame(data, schema=dict(columns), orient="col")
-    times = [c for c in _TIME_COLUMNS if c in columns]
-    return df.with_columns(
-        (pl.col(c) * 1_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")) for c in times
-    )
 
 
 class _SqliteBatch:
@@ -187,7 +131,7 @@ class _SqliteBatch:
         return _store_error("cannot read the batch for", self.store.path, exc)
 
 
-class TaskStore:
+class TaskStore(StoreMethods):
     """A persistent task queue in one SQLite file.
 
     Open with :meth:`open`; use as a context manager or call :meth:`close`.  Every
@@ -489,56 +433,27 @@ class TaskStore:
 
     # ------------------------------------------------------------------ submitting
 
-    def submit(
-        self,
-        submission: TaskSubmission,
-        *,
-        defaults: Defaults | None = None,
-    ) -> SubmitOutcome:
-        """Submit one task; returns what happened.
-
-        Raises :class:`InvalidSubmission` (naming the field) for a bad value and
-        :class:`DuplicateTask` for a ``REJECT`` submission whose key is active.
-        """
-        row = check_submission(submission, defaults or Defaults())
-        now = time.time()
+    def _submit_checked(self, row: Row, now: float) -> SubmitOutcome:
         with self._write() as conn:
             return self._submit_row(conn, row, now)
 
     def _submit_row(self, conn: sqlite3.Connection, row: Row, now: float) -> SubmitOutcome:
-        info = (row.task_type, row.dedup_key, row.group, row.priority)
-        existing = None
         hashed = key_hash(row.task_type, row.dedup_key)
+        existing = None
         if hashed is not None:
             existing = conn.execute(q("find_active"), (hashed,)).fetchone()
-        if existing is not None and existing[4:] != (row.task_type, row.dedup_key):
-            raise InvalidSubmission(
-                COLLISION.format(row.task_type, row.dedup_key, f"active task {existing[0]}"),
-                kind="key_collision",
-                field="dedup_key",
-            )
-        if existing is None:
-            new_id = conn.execute(q("next_id")).fetchone()[0] + 1
-            self._insert(conn, new_id, new_id, row, hashed, now)
-            return SubmitOutcome("submitted", new_id, None, *info)
-        old_id, old_status, old_priority, old_pos = existing[:4]
-        strategy = row.on_duplicate
-        if strategy is DuplicateStrategy.REJECT:
-            raise DuplicateTask(
-                f"an active task (id {old_id}, {old_status}) already has task_type "
-                f"'{row.task_type}' and dedup_key '{row.dedup_key}'",
-                existing_task_id=old_id,
-            )
-        if strategy is DuplicateStrategy.SKIP:
-            if old_status == "pending" and row.priority < old_priority:
-                conn.execute(q("upgrade_priority"), (row.priority, old_id, row.priority))
-                return SubmitOutcome("upgraded", old_id, None, *info)
-            return SubmitOutcome("deduplicated", old_id, None, *info)
-        new_id = conn.execute(q("next_id")).fetchone()[0] + 1
-        self._finish(conn, [old_id], "superseded", now, replaced_by=new_id)
-        queue_pos = old_pos if old_status == "pending" else new_id
-        self._insert(conn, new_id, queue_pos, row, hashed, now)
-        return SubmitOutcome("superseded", new_id, old_id, *info)
+        return submit_row(
+            row,
+            existing,
+            next_id=lambda: conn.execute(q("next_id")).fetchone()[0] + 1,
+            insert=lambda new_id, pos: self._insert(conn, new_id, pos, row, hashed, now),
+            upgrade=lambda old_id: conn.execute(
+                q("upgrade_priority"), (row.priority, old_id, row.priority)
+            ),
+            supersede=lambda old_id, new_id: self._finish(
+                conn, [old_id], "superseded", now, replaced_by=new_id
+            ),
+        )
 
     @staticmethod
     def _insert(
@@ -595,33 +510,6 @@ class TaskStore:
         conn.execute(q("delete_tasks"), (ids_json,))
 
     # ------------------------------------------------------------------ batches
-
-    def submit_batch(
-        self,
-        tasks: Any,
-        *,
-        on_commit: CommitHook | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> BatchOutcome:
-        """Submit many tasks at once; every input row gets an outcome.
-
-        ``tasks``: an iterable of :class:`TaskSubmission`, a table (pyarrow, polars,
-        pandas), a Parquet file or folder, or a :class:`BatchSubmission`.  A batch of up
-        to its transaction limit commits in one transaction; a larger one in chunks,
-        each all-or-nothing (``BatchInterrupted`` when one cannot commit).
-        ``on_commit(inserted_ids, superseded_pairs)`` is called after each commit that
-        inserted tasks, ``progress(rows_done, rows_total)`` after each transaction.
-        """
-        return self._batch(tasks, dry_run=False, on_commit=on_commit, progress=progress)
-
-    def plan_batch(
-        self, tasks: Any, *, progress: Callable[[int, int], None] | None = None
-    ) -> BatchOutcome:
-        """What :meth:`submit_batch` would do now, against the live store; writes nothing.
-
-        Ids of new tasks are predictions (what they would be if nothing else wrote first).
-        """
-        return self._batch(tasks, dry_run=True, on_commit=None, progress=progress)
 
     def _batch(
         self,
@@ -990,14 +878,6 @@ class TaskStore:
                     taken.extend(batch)
         return taken
 
-    def complete(self, task_id: int, *, owner: str) -> bool:
-        """A running attempt succeeded: the task moves to history as ``completed``.
-
-        Returns ``False`` (and changes nothing) when the task is no longer running
-        for ``owner`` — it was cancelled or superseded meanwhile.
-        """
-        return task_id in self.complete_many([task_id], owner=owner)
-
     def complete_many(
         self,
         task_ids: Sequence[int],
@@ -1131,7 +1011,6 @@ class TaskStore:
         self,
         table: str,
         columns: Mapping[str, Any],
-        order: str,
         *,
         status: str | Sequence[str] | None,
         task_type: str | Sequence[str] | None,
@@ -1146,80 +1025,25 @@ class TaskStore:
             values = [value] if isinstance(value, str) else list(value)
             where.append(f"{column} IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(values))
-        sql = f"SELECT {_sql_columns(columns)} FROM {table}"
+        sql = f"SELECT {_sql_columns(columns)} FROM {_TABLES[table]}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {order}"
+        sql += f" ORDER BY {_ORDER[table]}"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
         with self._read() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return _frame(rows, columns)
+        return frame(rows, columns)
 
-    def tasks(
-        self,
-        *,
-        status: str | Sequence[str] | None = None,
-        task_type: str | Sequence[str] | None = None,
-        group: str | Sequence[str] | None = None,
-        limit: int | None = None,
-    ) -> pl.DataFrame:
-        """Active tasks (pending, running, paused) in dispatch order, as a polars DataFrame."""
-        return self._select(
-            "tasks",
-            _TASK_COLUMNS,
-            "priority, queue_pos",
-            status=status,
-            task_type=task_type,
-            group=group,
-            limit=limit,
-        )
-
-    def history(
-        self,
-        *,
-        status: str | Sequence[str] | None = None,
-        task_type: str | Sequence[str] | None = None,
-        group: str | Sequence[str] | None = None,
-        limit: int | None = None,
-    ) -> pl.DataFrame:
-        """Finished tasks (completed, failed, cancelled, superseded) by id, as a DataFrame."""
-        return self._select(
-            "history",
-            _HISTORY_COLUMNS,
-            "id",
-            status=status,
-            task_type=task_type,
-            group=group,
-            limit=limit,
-        )
-
-    def stats(self, by: str = "group") -> pl.DataFrame:
-        """Task counts per status (one column each), per ``group``, ``priority`` or
-        ``task_type`` — active tasks and history together."""
-        column = {"group": "group_name", "priority": "priority", "task_type": "task_type"}.get(by)
-        if column is None:
-            raise SchedulerError(
-                f"stats() by {by!r}: use group, priority or task_type", kind="invalid"
-            )
-        statuses = (*ACTIVE_STATUSES, *FINAL_STATUSES)
+    def _stats_rows(self, by: str) -> list[tuple[Any, ...]]:
+        column = {"group": "group_name", "priority": "priority", "task_type": "task_type"}[by]
         sql = (
             f"SELECT {column}, status, COUNT(*) FROM tasks GROUP BY 1, 2 "
             f"UNION ALL SELECT {column}, status, COUNT(*) FROM history GROUP BY 1, 2"
         )
         with self._read() as conn:
-            rows = conn.execute(sql).fetchall()
-        dtype = pl.Int64 if by == "priority" else pl.String
-        long = pl.DataFrame(
-            rows, schema={by: dtype, "status": pl.String, "n": pl.Int64}, orient="row"
-        )
-        wide = long.group_by(by).agg(
-            [pl.col("n").filter(pl.col("status") == st).sum().alias(st) for st in statuses]
-        )
-        return wide.with_columns(pl.sum_horizontal(statuses).alias("total")).sort(
-            by, nulls_last=True
-        )
+            return conn.execute(sql).fetchall()
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result (``"ok"`` when healthy)."""

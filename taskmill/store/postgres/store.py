@@ -52,25 +52,21 @@ from psycopg.conninfo import conninfo_to_dict
 from ...model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
-    DuplicateStrategy,
-    DuplicateTask,
-    InvalidSubmission,
     NotATaskStore,
     SchedulerError,
     StoreDamaged,
     StoreError,
     StoreLocked,
     SubmitOutcome,
-    TaskSubmission,
 )
 from ...outcome import BatchOutcome
-from ...validation import Defaults, Row, check_submission
+from ...validation import Row
 from ..base import ClaimedTask, CommitHook
 from ..batch import warm_up_in_background
 from ..batchrun import run_batch
-from ..keys import COLLISION, POSTGRES_KEY_HASH, key_hash
+from ..common import StoreMethods, frame, submit_row
+from ..keys import POSTGRES_KEY_HASH, key_hash
 from ..sql import named_queries
-from ..sqlite import _HISTORY_COLUMNS, _TASK_COLUMNS, _frame
 from ..workers import (
     DEFAULT_LEASE_TIMEOUT,
     forget_owner,
@@ -172,7 +168,7 @@ def _attempt_pairs(
     return ids, [None if a is None else int(a) for a in attempts]
 
 
-class PostgresStore:
+class PostgresStore(StoreMethods):
     """A persistent task queue in a PostgreSQL database (schema ``taskmill``).
 
     Open with :meth:`open`; use as a context manager or call :meth:`close`.  Every method
@@ -444,20 +440,8 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ submitting
 
-    def submit(
-        self,
-        submission: TaskSubmission,
-        *,
-        defaults: Defaults | None = None,
-    ) -> SubmitOutcome:
-        """Submit one task; returns what happened.
-
-        Raises :class:`InvalidSubmission` (naming the field) for a bad value and
-        :class:`DuplicateTask` for a ``REJECT`` submission whose key is active.
-        """
-        row = check_submission(submission, defaults or Defaults())
+    def _submit_checked(self, row: Row, now: float) -> SubmitOutcome:
         hashed = key_hash(row.task_type, row.dedup_key)
-        now = time.time()
         return self._write(
             "cannot submit to",
             lambda conn: self._submit_row(conn, row, hashed, now),
@@ -467,71 +451,24 @@ class PostgresStore:
     def _submit_row(
         self, conn: Connection, row: Row, hashed: int | None, now: float
     ) -> SubmitOutcome:
-        info = (row.task_type, row.dedup_key, row.group, row.priority)
-        if hashed is None:  # no key: never a duplicate, nothing to decide
-            new_id = self._next_id(conn)
-            self._insert(conn, new_id, new_id, row, hashed, now)
-            return SubmitOutcome("submitted", new_id, None, *info)
-        conn.execute(q("advisory_lock"), {"lock": SUBMIT_LOCK})
-        existing = conn.execute(q("find_active"), {"key_hash": hashed}).fetchone()
-        if existing is not None and tuple(existing[4:]) != (row.task_type, row.dedup_key):
-            raise InvalidSubmission(
-                COLLISION.format(row.task_type, row.dedup_key, f"active task {existing[0]}"),
-                kind="key_collision",
-                field="dedup_key",
-            )
-        if existing is None:
-            new_id = self._next_id(conn)
-            self._insert(conn, new_id, new_id, row, hashed, now)
-            return SubmitOutcome("submitted", new_id, None, *info)
-        old_id, old_status, old_priority, old_pos = existing[:4]
-        strategy = row.on_duplicate
-        if strategy is DuplicateStrategy.REJECT:
-            raise DuplicateTask(
-                f"an active task (id {old_id}, {old_status}) already has task_type "
-                f"'{row.task_type}' and dedup_key '{row.dedup_key}'",
-                existing_task_id=old_id,
-            )
-        if strategy is DuplicateStrategy.SKIP:
-            if old_status == "pending" and row.priority < old_priority:
-                conn.execute(q("upgrade_priority"), {"priority": row.priority, "id": old_id})
-                return SubmitOutcome("upgraded", old_id, None, *info)
-            return SubmitOutcome("deduplicated", old_id, None, *info)
-        new_id = self._next_id(conn)
-        self._finish(conn, [old_id], "superseded", now, replaced_by=new_id)
-        queue_pos = old_pos if old_status == "pending" else new_id
-        self._insert(conn, new_id, queue_pos, row, hashed, now)
-        return SubmitOutcome("superseded", new_id, old_id, *info)
+        existing = None
+        if hashed is not None:  # no key: never a duplicate, no lock to take
+            conn.execute(q("advisory_lock"), {"lock": SUBMIT_LOCK})
+            existing = conn.execute(q("find_active"), {"key_hash": hashed}).fetchone()
+        return submit_row(
+            row,
+            existing,
+            next_id=lambda: self._next_id(conn),
+            insert=lambda new_id, pos: self._insert(conn, new_id, pos, row, hashed, now),
+            upgrade=lambda old_id: conn.execute(
+                q("upgrade_priority"), {"priority": row.priority, "id": old_id}
+            ),
+            supersede=lambda old_id, new_id: self._finish(
+                conn, [old_id], "superseded", now, replaced_by=new_id
+            ),
+        )
 
     # ------------------------------------------------------------------ batches
-
-    def submit_batch(
-        self,
-        tasks: Any,
-        *,
-        on_commit: CommitHook | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> BatchOutcome:
-        """Submit many tasks at once; every input row gets an outcome (as
-        :meth:`taskmill.TaskStore.submit_batch`, row for row).
-
-        ``tasks``: an iterable of :class:`TaskSubmission`, a table (pyarrow, polars,
-        pandas), a Parquet file or folder, or a :class:`BatchSubmission`.  A batch of up
-        to its transaction limit commits in one transaction; a larger one in chunks,
-        each all-or-nothing (``BatchInterrupted`` when one cannot commit).
-        ``on_commit(inserted_ids, superseded_pairs)`` is called after each commit that
-        inserted tasks, ``progress(rows_done, rows_total)`` after each transaction.
-        """
-        return self._batch(tasks, dry_run=False, on_commit=on_commit, progress=progress)
-
-    def plan_batch(
-        self, tasks: Any, *, progress: Callable[[int, int], None] | None = None
-    ) -> BatchOutcome:
-        """What :meth:`submit_batch` would do now, against the live store; writes no task.
-
-        Ids of new tasks are predictions (what they would be if nothing else wrote first).
-        """
-        return self._batch(tasks, dry_run=True, on_commit=None, progress=progress)
 
     def _batch(
         self,
@@ -825,14 +762,6 @@ class PostgresStore:
 
         return self._write("cannot claim tasks from", body, dispatch=True)
 
-    def complete(self, task_id: int, *, owner: str) -> bool:
-        """A running attempt succeeded: the task moves to history as ``completed``.
-
-        Returns ``False`` (and changes nothing) when the task is no longer running
-        for ``owner`` — it was cancelled or superseded meanwhile.
-        """
-        return task_id in self.complete_many([task_id], owner=owner)
-
     def complete_many(
         self,
         task_ids: Sequence[int],
@@ -959,7 +888,7 @@ class PostgresStore:
 
     def _select(
         self,
-        query: str,
+        table: str,
         columns: Mapping[str, Any],
         *,
         status: str | Sequence[str] | None,
@@ -974,69 +903,12 @@ class PostgresStore:
             # as in SQLite, a negative limit is no limit (PostgreSQL would refuse it)
             "limit": None if limit is None or limit < 0 else int(limit),
         }
-        rows = self._read(lambda conn: conn.execute(q(query), params).fetchall())
-        return _frame(rows, columns)
+        query = q(f"select_{table}")
+        return frame(self._read(lambda conn: conn.execute(query, params).fetchall()), columns)
 
-    def tasks(
-        self,
-        *,
-        status: str | Sequence[str] | None = None,
-        task_type: str | Sequence[str] | None = None,
-        group: str | Sequence[str] | None = None,
-        limit: int | None = None,
-    ) -> pl.DataFrame:
-        """Active tasks (pending, running, paused) in dispatch order, as a polars DataFrame."""
-        return self._select(
-            "select_tasks",
-            _TASK_COLUMNS,
-            status=status,
-            task_type=task_type,
-            group=group,
-            limit=limit,
-        )
-
-    def history(
-        self,
-        *,
-        status: str | Sequence[str] | None = None,
-        task_type: str | Sequence[str] | None = None,
-        group: str | Sequence[str] | None = None,
-        limit: int | None = None,
-    ) -> pl.DataFrame:
-        """Finished tasks (completed, failed, cancelled, superseded) by id, as a DataFrame."""
-        return self._select(
-            "select_history",
-            _HISTORY_COLUMNS,
-            status=status,
-            task_type=task_type,
-            group=group,
-            limit=limit,
-        )
-
-    def stats(self, by: str = "group") -> pl.DataFrame:
-        """Task counts per status (one column each), per ``group``, ``priority`` or
-        ``task_type`` — active tasks and history together."""
-        query = {
-            "group": "stats_by_group",
-            "priority": "stats_by_priority",
-            "task_type": "stats_by_task_type",
-        }.get(by)
-        if query is None:
-            raise SchedulerError(
-                f"stats() by {by!r}: use group, priority or task_type", kind="invalid"
-            )
-        statuses = (*ACTIVE_STATUSES, *FINAL_STATUSES)
-        rows = self._read(lambda conn: conn.execute(q(query)).fetchall())
-        dtype = pl.Int64 if by == "priority" else pl.String
-        long = pl.DataFrame(
-            rows, schema={by: dtype, "status": pl.String, "n": pl.Int64}, orient="row"
-        )
-        wide = long.group_by(by).agg(
-            [pl.col("n").filter(pl.col("status") == st).sum().alias(st) for st in statuses]
-        )
-        return wide.with_columns(pl.sum_horizontal(statuses).alias("total")).sort(
-            by, nulls_last=True
-        )
+    def _stats_rows(self, by: str) -> list[tuple[Any, ...]]:
+        query = q(f"stats_by_{by}")
+        return self._read(lambda conn: conn.execute(query).fetchall())
 
     def integrity_check(self) -> str:
         """``"ok"`` when the store's invariants hold; otherwise one line per kind of breach

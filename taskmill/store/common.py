@@ -1,0 +1,276 @@
+"""What the two stores share, written once: the frames their queries return, the decision a
+single submit makes on a key, and the public methods that only check arguments or shape
+results.  Each store (``sqlite.py``, ``postgres/store.py``) brings its SQL, its
+connections and its transactions; :class:`StoreMethods` turns those into the API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import polars as pl
+
+from ..model import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    DuplicateStrategy,
+    DuplicateTask,
+    InvalidSubmission,
+    SchedulerError,
+    SubmitOutcome,
+    TaskSubmission,
+)
+from ..outcome import BatchOutcome
+from ..validation import Defaults, Row, check_submission
+from .base import CommitHook
+from .keys import COLLISION
+
+__all__ = ["HISTORY_COLUMNS", "TASK_COLUMNS", "StoreMethods", "frame", "submit_row"]
+
+#: The columns of :meth:`StoreMethods.tasks`, with their polars types.
+TASK_COLUMNS: dict[str, Any] = {
+    "id": pl.Int64,
+    "task_type": pl.String,
+    "dedup_key": pl.String,
+    "group": pl.String,
+    "priority": pl.Int64,
+    "status": pl.String,
+    "queue_pos": pl.Int64,
+    "payload": pl.Binary,
+    "label": pl.String,
+    "expected_read_bytes": pl.Int64,
+    "expected_write_bytes": pl.Int64,
+    "expected_net_rx_bytes": pl.Int64,
+    "expected_net_tx_bytes": pl.Int64,
+    "max_retries": pl.Int64,
+    "attempts": pl.Int64,
+    "last_error": pl.String,
+    "run_after": pl.Float64,
+    "created_at": pl.Float64,
+    "started_at": pl.Float64,
+}
+
+
+def _history_columns() -> dict[str, Any]:
+    columns: dict[str, Any] = {}
+    for name, dtype in TASK_COLUMNS.items():
+        if name not in ("queue_pos", "run_after"):  # a finished task has no place in line
+            columns[name] = dtype
+        if name == "last_error":
+            columns["replaced_by"] = pl.Int64
+    return {**columns, "finished_at": pl.Float64}
+
+
+#: The columns of :meth:`StoreMethods.history`, with their polars types.
+HISTORY_COLUMNS: dict[str, Any] = _history_columns()
+#: Columns stored as Unix seconds and shown as UTC datetimes.
+TIME_COLUMNS = ("run_after", "created_at", "started_at", "finished_at")
+#: What ``stats(by=…)`` accepts.
+STATS_BY = ("group", "priority", "task_type")
+
+
+def frame(rows: list[tuple[Any, ...]], columns: Mapping[str, Any]) -> pl.DataFrame:
+    """A DataFrame of query ``rows`` whose fields are ``columns`` in order; times become
+    UTC datetimes (microseconds)."""
+    data = (
+        {name: [] for name in columns}
+        if not rows
+        else dict(zip(columns, (list(col) for col in zip(*rows, strict=True)), strict=True))
+    )
+    df = pl.DataFrame(data, schema=dict(columns), orient="col")
+    times = [c for c in TIME_COLUMNS if c in columns]
+    return df.with_columns(
+        (pl.col(c) * 1_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")) for c in times
+    )
+
+
+def submit_row(
+    row: Row,
+    existing: Sequence[Any] | None,
+    *,
+    next_id: Callable[[], int],
+    insert: Callable[[int, int], None],
+    upgrade: Callable[[int], None],
+    supersede: Callable[[int, int], None],
+) -> SubmitOutcome:
+    """Decide one checked submission against the active task holding its key, and carry
+    it out through the store's own statements.
+
+    ``existing``: that task as ``(id, status, priority, queue_pos, task_type,
+    dedup_key)``, or ``None``.  ``insert(new_id, queue_pos)`` adds the task;
+    ``upgrade(old_id)`` raises the pending task's priority to the row's;
+    ``supersede(old_id, new_id)`` moves the old task to history as replaced.  A task
+    that supersedes a pending one takes its place in the queue.
+    """
+    info = (row.task_type, row.dedup_key, row.group, row.priority)
+    if existing is not None and tuple(existing[4:]) != (row.task_type, row.dedup_key):
+        raise InvalidSubmission(
+            COLLISION.format(row.task_type, row.dedup_key, f"active task {existing[0]}"),
+            kind="key_collision",
+            field="dedup_key",
+        )
+    if existing is None:
+        new_id = next_id()
+        insert(new_id, new_id)
+        return SubmitOutcome("submitted", new_id, None, *info)
+    old_id, old_status, old_priority, old_pos = existing[:4]
+    strategy = row.on_duplicate
+    if strategy is DuplicateStrategy.REJECT:
+        raise DuplicateTask(
+            f"an active task (id {old_id}, {old_status}) already has task_type "
+            f"'{row.task_type}' and dedup_key '{row.dedup_key}'",
+            existing_task_id=old_id,
+        )
+    if strategy is DuplicateStrategy.SKIP:
+        if old_status == "pending" and row.priority < old_priority:
+            upgrade(old_id)
+            return SubmitOutcome("upgraded", old_id, None, *info)
+        return SubmitOutcome("deduplicated", old_id, None, *info)
+    new_id = next_id()
+    supersede(old_id, new_id)
+    insert(new_id, old_pos if old_status == "pending" else new_id)
+    return SubmitOutcome("superseded", new_id, old_id, *info)
+
+
+def stats_frame(rows: list[tuple[Any, ...]], by: str) -> pl.DataFrame:
+    """``(key, status, count)`` rows as one row per key, a column per status and the
+    total, keys in order (no key last)."""
+    statuses = (*ACTIVE_STATUSES, *FINAL_STATUSES)
+    dtype = pl.Int64 if by == "priority" else pl.String
+    long = pl.DataFrame(rows, schema={by: dtype, "status": pl.String, "n": pl.Int64}, orient="row")
+    wide = long.group_by(by).agg(
+        [pl.col("n").filter(pl.col("status") == st).sum().alias(st) for st in statuses]
+    )
+    return wide.with_columns(pl.sum_horizontal(statuses).alias("total")).sort(by, nulls_last=True)
+
+
+Filter = str | Sequence[str] | None
+
+
+class StoreMethods:
+    """The public methods both stores share.  A store class inherits them and supplies
+    ``_submit_checked``, ``_batch``, ``complete_many``, ``_select`` and ``_stats_rows``."""
+
+    def _submit_checked(self, row: Row, now: float) -> SubmitOutcome:
+        raise NotImplementedError
+
+    def _batch(
+        self,
+        tasks: Any,
+        *,
+        dry_run: bool,
+        on_commit: CommitHook | None,
+        progress: Callable[[int, int], None] | None,
+    ) -> BatchOutcome:
+        raise NotImplementedError
+
+    def complete_many(
+        self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
+    ) -> set[int]:
+        raise NotImplementedError
+
+    def _select(
+        self,
+        table: str,
+        columns: Mapping[str, Any],
+        *,
+        status: Filter,
+        task_type: Filter,
+        group: Filter,
+        limit: int | None,
+    ) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def _stats_rows(self, by: str) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit(
+        self,
+        submission: TaskSubmission,
+        *,
+        defaults: Defaults | None = None,
+    ) -> SubmitOutcome:
+        """Submit one task; returns what happened.
+
+        Raises :class:`InvalidSubmission` (naming the field) for a bad value and
+        :class:`DuplicateTask` for a ``REJECT`` submission whose key is active.
+        """
+        row = check_submission(submission, defaults or Defaults())
+        return self._submit_checked(row, time.time())
+
+    def submit_batch(
+        self,
+        tasks: Any,
+        *,
+        on_commit: CommitHook | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> BatchOutcome:
+        """Submit many tasks at once; every input row gets an outcome.
+
+        ``tasks``: an iterable of :class:`TaskSubmission`, a table (pyarrow, polars,
+        pandas), a Parquet file or folder, or a :class:`BatchSubmission`.  A batch of up
+        to its transaction limit commits in one transaction; a larger one in chunks,
+        each all-or-nothing (``BatchInterrupted`` when one cannot commit).
+        ``on_commit(inserted_ids, superseded_pairs)`` is called after each commit that
+        inserted tasks, ``progress(rows_done, rows_total)`` after each transaction.
+        """
+        return self._batch(tasks, dry_run=False, on_commit=on_commit, progress=progress)
+
+    def plan_batch(
+        self, tasks: Any, *, progress: Callable[[int, int], None] | None = None
+    ) -> BatchOutcome:
+        """What :meth:`submit_batch` would do now, against the live store; writes nothing.
+
+        Ids of new tasks are predictions (what they would be if nothing else wrote first).
+        """
+        return self._batch(tasks, dry_run=True, on_commit=None, progress=progress)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def complete(self, task_id: int, *, owner: str) -> bool:
+        """A running attempt succeeded: the task moves to history as ``completed``.
+
+        Returns ``False`` (and changes nothing) when the task is no longer running
+        for ``owner`` — it was cancelled or superseded meanwhile.
+        """
+        return task_id in self.complete_many([task_id], owner=owner)
+
+    # ------------------------------------------------------------------ queries
+
+    def tasks(
+        self,
+        *,
+        status: Filter = None,
+        task_type: Filter = None,
+        group: Filter = None,
+        limit: int | None = None,
+    ) -> pl.DataFrame:
+        """Active tasks (pending, running, paused) in dispatch order, as a polars DataFrame."""
+        return self._select(
+            "tasks", TASK_COLUMNS, status=status, task_type=task_type, group=group, limit=limit
+        )
+
+    def history(
+        self,
+        *,
+        status: Filter = None,
+        task_type: Filter = None,
+        group: Filter = None,
+        limit: int | None = None,
+    ) -> pl.DataFrame:
+        """Finished tasks (completed, failed, cancelled, superseded) by id, as a DataFrame."""
+        return self._select(
+            "history", HISTORY_COLUMNS, status=status, task_type=task_type, group=group, limit=limit
+        )
+
+    def stats(self, by: str = "group") -> pl.DataFrame:
+        """Task counts per status (one column each), per ``group``, ``priority`` or
+        ``task_type`` — active tasks and history together."""
+        if by not in STATS_BY:
+            raise SchedulerError(
+                f"stats() by {by!r}: use group, priority or task_type", kind="invalid"
+            )
+        return stats_frame(self._stats_rows(by), by)
