@@ -94,16 +94,6 @@ def test_every_query_is_named_and_bound() -> None:
     assert all("{KEY_HASH}" not in sql for sql in named.values())
 
 
-def test_closed_store_says_so(pg_url: str) -> None:
-    store = PostgresStore.open(pg_url)
-    store.close()
-    store.close()  # idempotent
-    with pytest.raises(tm.SchedulerError, match="closed"):
-        store.counts()
-    with pytest.raises(tm.StoreError, match="closed"):
-        store.submit(tm.TaskSubmission("t"))
-
-
 def test_an_unreachable_server_is_a_store_error(pg_server: Any) -> None:
     url = pg_server.url().replace(f":{pg_server.port}/", ":1/")
     with pytest.raises(tm.StoreError, match="cannot connect to task store") as err:
@@ -227,129 +217,7 @@ def test_the_claim_walks_the_claim_index_with_no_sort(
     assert "Sort" not in walk and "Bitmap" not in walk, "\n".join(lines)
 
 
-# ---------------------------------------------------------------- submit (as test_store.py)
-
-
-def test_submit_inserts_with_defaults(store: PostgresStore) -> None:
-    res = store.submit(tm.TaskSubmission("sync.upload", dedup_key="a", payload={"x": 1}))
-    assert (res.action, res.task_id, res.replaced_task_id) == ("submitted", 1, None)
-    row = store.tasks().row(0, named=True)
-    assert row["task_type"] == "sync.upload"
-    assert row["dedup_key"] == "a"
-    assert row["group"] is None
-    assert row["priority"] == 128
-    assert row["status"] == "pending"
-    assert row["payload"] == b'{"x":1}'
-    assert row["attempts"] == 0
-    assert row["queue_pos"] == 1
-
-
-def test_payload_bytes_stored_as_is(store: PostgresStore) -> None:
-    store.submit(tm.TaskSubmission("t", payload=b"\x00\xffraw"))
-    store.submit(tm.TaskSubmission("t", payload="text"))
-    assert store.tasks()["payload"].to_list() == [b"\x00\xffraw", b'"text"']
-
-
-def test_skip_deduplicates_and_keeps_store(store: PostgresStore) -> None:
-    first = store.submit(tm.TaskSubmission("t", dedup_key="k", priority=100, payload=1))
-    again = store.submit(tm.TaskSubmission("t", dedup_key="k", priority=200, payload=2))
-    assert again == tm.SubmitOutcome("deduplicated", first.task_id)
-    df = store.tasks()
-    assert df.select("id", "priority", "payload").rows() == [(1, 100, b"1")]
-    assert store.history().height == 0
-
-
-def test_skip_upgrades_priority_of_pending(store: PostgresStore) -> None:
-    store.submit(tm.TaskSubmission("t", dedup_key="k", priority=tm.Priority.BACKGROUND))
-    res = store.submit(tm.TaskSubmission("t", dedup_key="k", priority=tm.Priority.HIGH))
-    assert res == tm.SubmitOutcome("upgraded", 1)
-    assert store.tasks()["priority"].to_list() == [64]
-    # a less urgent duplicate changes nothing
-    res = store.submit(tm.TaskSubmission("t", dedup_key="k", priority=tm.Priority.IDLE))
-    assert res == tm.SubmitOutcome("deduplicated", 1)
-    assert store.tasks().select("id", "priority", "queue_pos").rows() == [(1, 64, 1)]
-
-
-def test_skip_does_not_upgrade_running(store: PostgresStore) -> None:
-    store.submit(tm.TaskSubmission("t", dedup_key="k", priority=200))
-    owner = store.new_owner()
-    assert [c.id for c in store.claim(1, task_types=["t"], owner=owner)] == [1]
-    res = store.submit(tm.TaskSubmission("t", dedup_key="k", priority=0))
-    assert res == tm.SubmitOutcome("deduplicated", 1)
-    assert store.tasks()["priority"].to_list() == [200]
-    store.release_owner(owner)
-
-
-def test_supersede_pending_takes_its_queue_place(store: PostgresStore) -> None:
-    for key in "abc":
-        store.submit(tm.TaskSubmission("t", dedup_key=key))
-    res = store.submit(
-        tm.TaskSubmission(
-            "t", dedup_key="a", payload="new", on_duplicate=tm.DuplicateStrategy.SUPERSEDE
-        )
-    )
-    assert res == tm.SubmitOutcome("superseded", 4, 1)
-    assert store.tasks()["dedup_key"].to_list() == ["a", "b", "c"]
-    assert ids(store.tasks()) == [4, 2, 3]
-    assert store.tasks().select("id", "queue_pos", "payload").rows() == [
-        (4, 1, b'"new"'),
-        (2, 2, None),
-        (3, 3, None),
-    ]
-    hist = store.history()
-    assert hist.select("id", "status", "replaced_by").rows() == [(1, "superseded", 4)]
-    # and the claim dispatches it first, in the replaced task's place
-    owner = store.new_owner()
-    assert [c.id for c in store.claim(3, task_types=["t"], owner=owner)] == [4, 2, 3]
-    store.release_owner(owner)
-
-
-def test_supersede_running_queues_normally(store: PostgresStore) -> None:
-    for key in "ab":
-        store.submit(tm.TaskSubmission("t", dedup_key=key))
-    owner = store.new_owner()
-    store.claim(1, task_types=["t"], owner=owner)
-    res = store.submit(tm.TaskSubmission("t", dedup_key="a", on_duplicate="supersede"))
-    assert res == tm.SubmitOutcome("superseded", 3, 1)
-    assert ids(store.tasks()) == [2, 3]
-    # the old attempt's completion changes nothing
-    assert store.complete(1, owner=owner) is False
-    assert store.history().select("id", "status", "attempts", "replaced_by").rows() == [
-        (1, "superseded", 1, 3)
-    ]
-    assert store.lost_tasks([1], owner=owner) == {1: ("superseded", 3)}
-    store.release_owner(owner)
-
-
-def test_reject_raises_and_keeps_store(store: PostgresStore) -> None:
-    store.submit(tm.TaskSubmission("t", dedup_key="k"))
-    with pytest.raises(tm.DuplicateTask) as err:
-        store.submit(tm.TaskSubmission("t", dedup_key="k", on_duplicate="reject"))
-    assert err.value.kind == "duplicate"
-    assert err.value.existing_task_id == 1
-    assert isinstance(err.value, tm.SchedulerError)
-    assert ids(store.tasks()) == [1]
-    assert store.history().height == 0
-    # the refused submit took no id
-    assert store.submit(tm.TaskSubmission("t", dedup_key="other")).task_id == 2
-
-
-def test_no_key_is_never_duplicate_and_types_are_separate(store: PostgresStore) -> None:
-    store.submit(tm.TaskSubmission("t"))
-    store.submit(tm.TaskSubmission("t"))
-    store.submit(tm.TaskSubmission("t", dedup_key="k"))
-    store.submit(tm.TaskSubmission("u", dedup_key="k"))
-    assert ids(store.tasks()) == [1, 2, 3, 4]
-
-
-def test_history_never_blocks_a_new_submission(store: PostgresStore) -> None:
-    store.submit(tm.TaskSubmission("t", dedup_key="k"))
-    owner = store.new_owner()
-    store.claim(1, task_types=["t"], owner=owner)
-    assert store.complete(1, owner=owner)
-    res = store.submit(tm.TaskSubmission("t", dedup_key="k", on_duplicate="reject"))
-    assert res == tm.SubmitOutcome("submitted", 2)
-    store.release_owner(owner)
+# ---------------------------------------------------------------- keys
 
 
 def test_stored_key_hashes_are_the_python_ones(store: PostgresStore, pg_url: str) -> None:
@@ -357,56 +225,6 @@ def test_stored_key_hashes_are_the_python_ones(store: PostgresStore, pg_url: str
     store.submit(tm.TaskSubmission("t"))
     rows = raw(pg_url, "SELECT task_type, dedup_key, key_hash FROM taskmill.tasks ORDER BY id")
     assert rows == [("é", "ü∂ 🚀 key", key_hash("é", "ü∂ 🚀 key")), ("t", None, None)]
-
-
-def test_ids_are_never_reused(pg_url: str) -> None:
-    with PostgresStore.open(pg_url) as store:
-        for _ in range(3):
-            store.submit(tm.TaskSubmission("t"))
-        owner = store.new_owner()
-        claimed = store.claim(3, task_types=["t"], owner=owner)
-        for task in claimed:
-            store.complete(task.id, owner=owner)
-        assert store.tasks().height == 0
-        store.cancel(store.submit(tm.TaskSubmission("t")).task_id)
-        store.release_owner(owner)
-    with PostgresStore.open(pg_url) as store:
-        assert store.submit(tm.TaskSubmission("t")).task_id == 5
-        assert ids(store.history()) == [1, 2, 3, 4]
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "kind", "field", "message"),
-    [
-        ({"task_type": ""}, "invalid_task_type", "task_type", "task_type is an empty string"),
-        ({"dedup_key": ""}, "invalid_dedup_key", "dedup_key", "dedup_key is an empty string"),
-        ({"priority": 999}, "invalid_priority", "priority", "within 0..255, got 999"),
-        ({"payload": {1, 2}}, "invalid_payload", "payload", "cannot be encoded as JSON"),
-        ({"max_retries": -1}, "invalid_max_retries", "max_retries", "within 0..1000"),
-        (
-            {"payload": b"x" * (1024 * 1024 + 1)},
-            "payload_too_large",
-            "payload",
-            "1,048,577 bytes, over the 1,048,576-byte limit",
-        ),
-    ],
-)
-def test_bad_values_fail_at_submission_naming_the_field(
-    store: PostgresStore, kwargs: dict, kind: str, field: str, message: str
-) -> None:
-    args = {"task_type": "t", **kwargs}
-    sub = tm.TaskSubmission(args.pop("task_type"), **args)
-    with pytest.raises(tm.InvalidSubmission) as err:
-        store.submit(sub)
-    assert err.value.kind == kind
-    assert err.value.field == field
-    assert message in str(err.value)
-    assert store.tasks().height == 0
-
-
-def test_payload_at_the_limit_is_accepted(store: PostgresStore) -> None:
-    store.submit(tm.TaskSubmission("t", payload=b"x" * (1024 * 1024)))
-    assert store.tasks()["payload"].bin.size().to_list() == [1024 * 1024]
 
 
 # ---------------------------------------------------------------- key-hash collisions
@@ -471,36 +289,6 @@ def test_claim_returns_the_task(store: PostgresStore) -> None:
     row = store.tasks().row(0, named=True)
     assert (row["status"], row["attempts"]) == ("running", 1)
     assert row["started_at"] is not None
-    store.release_owner(owner)
-
-
-def test_claim_respects_group_limits_without_head_of_line_blocking(
-    store: PostgresStore,
-) -> None:
-    for i in range(5):
-        store.submit(tm.TaskSubmission("t", dedup_key=f"a{i}", group="A", priority=0))
-    for i in range(3):
-        store.submit(tm.TaskSubmission("t", dedup_key=f"b{i}", group="B", priority=200))
-    store.submit(tm.TaskSubmission("t", dedup_key="n", priority=255))
-    owner = store.new_owner()
-    got = store.claim(
-        10, task_types=["t"], owner=owner, group_limits={"A": 2}, default_group_limit=1
-    )
-    assert [c.dedup_key for c in got] == ["a0", "a1", "b0", "n"]
-    # A's two and B's one are still running: nothing more of A or B
-    assert (
-        store.claim(10, task_types=["t"], owner=owner, group_limits={"A": 2}, default_group_limit=1)
-        == []
-    )
-    # the running tasks are counted from the store, whoever runs them
-    other = store.new_owner()
-    b0 = next(c for c in got if c.dedup_key == "b0")
-    assert store.complete(b0.id, owner=owner)
-    got = store.claim(
-        10, task_types=["t"], owner=other, group_limits={"A": 2}, default_group_limit=1
-    )
-    assert [c.dedup_key for c in got] == ["b1"]
-    store.release_owner(other)
     store.release_owner(owner)
 
 
@@ -621,27 +409,6 @@ def test_group_limits_hold_across_two_processes(store: PostgresStore, pg_url: st
                 p.communicate()
 
 
-def test_claim_skips_types_without_executor_and_future_retries(store: PostgresStore) -> None:
-    store.submit(tm.TaskSubmission("other"))
-    store.submit(tm.TaskSubmission("t", dedup_key="a"))
-    store.submit(tm.TaskSubmission("t", dedup_key="b"))
-    owner = store.new_owner()
-    [first] = store.claim(1, task_types=["t"], owner=owner)
-    retry_at = time.time() + 3600
-    assert store.fail(first.id, owner=owner, error="boom", retry_at=retry_at) == "retry"
-    got = store.claim(5, task_types=["t"], owner=owner)
-    assert [c.dedup_key for c in got] == ["b"]
-    row = store.tasks(task_type="t", status="pending").row(0, named=True)
-    assert (row["dedup_key"], row["attempts"], row["last_error"]) == ("a", 1, "boom")
-    assert store.next_retry_at() == retry_at
-    assert store.has_work(["t"]) and store.has_work(["other"]) and not store.has_work(["x"])
-    # once due, it is claimed again as its second attempt
-    [again] = store.claim(5, task_types=["t"], owner=owner, now=retry_at + 1)
-    assert (again.dedup_key, again.attempt) == ("a", 2)
-    assert store.next_retry_at() is None
-    store.release_owner(owner)
-
-
 def test_a_task_that_a_submit_is_deciding_on_is_skipped_not_waited_for(
     store: PostgresStore, pg_url: str
 ) -> None:
@@ -658,26 +425,6 @@ def test_a_task_that_a_submit_is_deciding_on_is_skipped_not_waited_for(
 
 
 # ---------------------------------------------------------------- attempts
-
-
-def test_fail_without_retry_moves_to_history(store: PostgresStore) -> None:
-    store.submit(tm.TaskSubmission("t", dedup_key="a", group="g", payload={"p": 1}))
-    owner = store.new_owner()
-    store.claim(1, task_types=["t"], owner=owner)
-    assert store.fail(1, owner=owner, error="ValueError: bad", retry_at=None) == "failed"
-    row = store.history().row(0, named=True)
-    assert row["status"] == "failed"
-    assert row["last_error"] == "ValueError: bad"
-    assert row["attempts"] == 1
-    assert (row["task_type"], row["dedup_key"], row["group"], row["payload"]) == (
-        "t",
-        "a",
-        "g",
-        b'{"p":1}',
-    )
-    assert row["finished_at"] >= row["created_at"]
-    assert store.tasks().height == 0
-    store.release_owner(owner)
 
 
 def test_retries_then_a_final_failure(store: PostgresStore) -> None:
@@ -838,24 +585,6 @@ def test_new_owner_needs_a_positive_lease(store: PostgresStore) -> None:
 # ---------------------------------------------------------------- control and queries
 
 
-def test_cancel_pause_resume(store: PostgresStore) -> None:
-    for key in "abc":
-        store.submit(tm.TaskSubmission("t", dedup_key=key))
-    assert store.cancel(1) == "pending"
-    assert store.cancel(1) is None
-    assert store.pause(2) is True
-    assert store.pause(2) is False
-    owner = store.new_owner()
-    assert [c.id for c in store.claim(5, task_types=["t"], owner=owner)] == [3]
-    assert store.resume(2) is True
-    assert store.resume(2) is False
-    assert [c.id for c in store.claim(5, task_types=["t"], owner=owner)] == [2]
-    assert store.counts()["running"] == 2
-    assert store.history().select("id", "status").rows() == [(1, "cancelled")]
-    assert store.pause(3) is False  # running tasks are not paused
-    store.release_owner(owner)
-
-
 def test_counts_and_stats(store: PostgresStore) -> None:
     store.submit(tm.TaskSubmission("a", dedup_key="1", group="g1", priority=5))
     store.submit(tm.TaskSubmission("a", dedup_key="2", group="g1", priority=5))
@@ -901,22 +630,6 @@ def test_counts_and_stats(store: PostgresStore) -> None:
         store.stats("owner")
     assert err.value.kind == "invalid"
     store.release_owner(owner)
-
-
-def test_tasks_and_history_filters(store: PostgresStore) -> None:
-    store.submit(tm.TaskSubmission("a", group="g1", priority=5))
-    store.submit(tm.TaskSubmission("b", group="g2", priority=1))
-    store.submit(tm.TaskSubmission("a", group="g2", priority=3))
-    store.cancel(1)
-    assert ids(store.tasks()) == [2, 3]  # dispatch order
-    assert ids(store.tasks(task_type="a")) == [3]
-    assert ids(store.tasks(group=["g1", "g2"], limit=1)) == [2]
-    assert ids(store.tasks(status=[])) == []
-    assert ids(store.tasks(limit=-1)) == [2, 3]  # as SQLite's LIMIT -1
-    assert ids(store.history(status="cancelled")) == [1]
-    assert store.history(status="completed").height == 0
-    assert store.tasks()["created_at"].dtype == pl.Datetime("us", "UTC")
-    assert store.integrity_check() == "ok"
 
 
 def test_integrity_check_names_what_is_broken(store: PostgresStore, pg_url: str) -> None:
@@ -1182,91 +895,8 @@ def test_a_lost_connection_is_opened_again(store: PostgresStore, pg_url: str) ->
 
 
 # ---------------------------------------------------------------- the scheduler on it
-# test_scheduler.py's tests of the same behaviours, with a PostgresStore for a store.
-
-
-async def test_a_scheduler_dispatches_in_order_on_postgres(pg_url: str) -> None:
-    ran: list[str] = []
-
-    async def record(ctx: tm.TaskContext) -> None:
-        ran.append(ctx.dedup_key or "")
-
-    with PostgresStore.open(pg_url) as store:
-        store.submit(tm.TaskSubmission("t", dedup_key="n1", priority=tm.Priority.NORMAL))
-        store.submit(tm.TaskSubmission("t", dedup_key="i1", priority=tm.Priority.IDLE))
-        store.submit(tm.TaskSubmission("t", dedup_key="h1", priority=tm.Priority.HIGH))
-        store.submit(tm.TaskSubmission("t", dedup_key="n2", priority=128))
-    with PostgresStore.open(pg_url) as store:
-        store.submit(tm.TaskSubmission("t", dedup_key="h2", priority=64))
-        store.submit(tm.TaskSubmission("t", dedup_key="r1", priority=0))
-        store.submit(tm.TaskSubmission("t", dedup_key="n3"))
-        async with tm.Scheduler(store, executors={"t": record}, max_concurrency=1) as sched:
-            await sched.wait_idle(timeout=10)
-        assert store.counts()["completed"] == 7
-    assert ran == ["r1", "h1", "h2", "n1", "n2", "n3", "i1"]
-
-
-async def test_a_scheduler_keeps_group_limits_on_postgres(pg_url: str) -> None:
-    from collections import Counter, defaultdict
-
-    active: Counter[str] = Counter()
-    peak: dict[str, int] = defaultdict(int)
-    total_peak = 0
-
-    async def work(ctx: tm.TaskContext) -> None:
-        nonlocal total_peak
-        assert ctx.group is not None
-        active[ctx.group] += 1
-        peak[ctx.group] = max(peak[ctx.group], active[ctx.group])
-        total_peak = max(total_peak, sum(active.values()))
-        await asyncio.sleep(0.02)
-        active[ctx.group] -= 1
-
-    with PostgresStore.open(pg_url) as store:
-        async with tm.Scheduler(
-            store,
-            executors={"t": work},
-            max_concurrency=6,
-            group_concurrency={"slow": 1, "wide": 4},
-            default_group_concurrency=2,
-            poll_interval=0.05,
-        ) as sched:
-            for i in range(8):
-                await sched.submit(
-                    tm.TaskSubmission("t", group="slow", priority=0, dedup_key=f"s{i}")
-                )
-            for group in ("wide", "other"):
-                for i in range(8):
-                    await sched.submit(tm.TaskSubmission("t", group=group, dedup_key=f"{group}{i}"))
-            await sched.wait_idle(timeout=20)
-            assert sched.store.counts()["completed"] == 24
-    assert dict(peak) == {"slow": 1, "wide": 4, "other": 2}
-    assert total_peak <= 6
-
-
-async def test_a_scheduler_retries_then_fails_on_postgres(pg_url: str) -> None:
-    def flaky(ctx: tm.TaskContext) -> None:
-        raise ValueError(f"attempt {ctx.attempt} broke")
-
-    with PostgresStore.open(pg_url) as store:
-        async with tm.Scheduler(
-            store, executors={"t": flaky}, max_retries=2, retry_delay=0.05, poll_interval=1.0
-        ) as sched:
-            events = sched.subscribe()
-            await sched.submit(tm.TaskSubmission("t", dedup_key="x"))
-            await sched.submit(tm.TaskSubmission("t", dedup_key="once", max_retries=0))
-            await sched.wait_idle(timeout=10)
-        hist = store.history().sort("id")
-    assert hist.select("dedup_key", "status", "attempts", "last_error").rows() == [
-        ("x", "failed", 3, "ValueError: attempt 3 broke"),
-        ("once", "failed", 1, "ValueError: attempt 1 broke"),
-    ]
-    failed = [e for e in events.drain() if isinstance(e, tm.TaskFailed)]
-    assert [(e.task_id, e.attempt, e.will_retry) for e in failed if e.task_id == 1] == [
-        (1, 1, True),
-        (1, 2, True),
-        (1, 3, False),
-    ]
+# test_scheduler.py runs the scheduler on both backends from a location; here it is
+# given an open PostgresStore object.
 
 
 async def test_a_scheduler_supersedes_a_running_task_on_postgres(pg_url: str) -> None:

@@ -120,8 +120,11 @@ def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
 def test_closed_store_says_so(location: str | Path) -> None:
     store = tm.TaskStore.open(location)
     store.close()
+    store.close()  # idempotent
     with pytest.raises(tm.SchedulerError, match="closed"):
         store.counts()
+    with pytest.raises(tm.StoreError, match="closed"):
+        store.submit(tm.TaskSubmission("t"))
 
 
 # ---------------------------------------------------------------- submit
@@ -138,6 +141,7 @@ def test_submit_inserts_with_defaults(store: tm.TaskStore) -> None:
     assert row["status"] == "pending"
     assert row["payload"] == b'{"x":1}'
     assert row["attempts"] == 0
+    assert row["queue_pos"] == 1
 
 
 def test_payload_bytes_stored_as_is(store: tm.TaskStore) -> None:
@@ -152,6 +156,7 @@ def test_skip_deduplicates_and_keeps_store(store: tm.TaskStore) -> None:
     assert again == tm.SubmitOutcome("deduplicated", first.task_id)
     df = store.tasks()
     assert df.select("id", "priority", "payload").rows() == [(1, 100, b"1")]
+    assert store.history().height == 0
 
 
 def test_skip_upgrades_priority_of_pending(store: tm.TaskStore) -> None:
@@ -159,6 +164,10 @@ def test_skip_upgrades_priority_of_pending(store: tm.TaskStore) -> None:
     res = store.submit(tm.TaskSubmission("t", dedup_key="k", priority=tm.Priority.HIGH))
     assert res == tm.SubmitOutcome("upgraded", 1)
     assert store.tasks()["priority"].to_list() == [64]
+    # a less urgent duplicate changes nothing
+    res = store.submit(tm.TaskSubmission("t", dedup_key="k", priority=tm.Priority.IDLE))
+    assert res == tm.SubmitOutcome("deduplicated", 1)
+    assert store.tasks().select("id", "priority", "queue_pos").rows() == [(1, 64, 1)]
 
 
 def test_skip_does_not_upgrade_running(store: tm.TaskStore) -> None:
@@ -182,8 +191,17 @@ def test_supersede_pending_takes_its_queue_place(store: tm.TaskStore) -> None:
     assert res == tm.SubmitOutcome("superseded", 4, 1)
     assert store.tasks()["dedup_key"].to_list() == ["a", "b", "c"]
     assert ids(store.tasks()) == [4, 2, 3]
+    assert store.tasks().select("id", "queue_pos", "payload").rows() == [
+        (4, 1, b'"new"'),
+        (2, 2, None),
+        (3, 3, None),
+    ]
     hist = store.history()
     assert hist.select("id", "status", "replaced_by").rows() == [(1, "superseded", 4)]
+    # and the claim dispatches it first, in the replaced task's place
+    owner = store.new_owner()
+    assert [c.id for c in store.claim(3, task_types=["t"], owner=owner)] == [4, 2, 3]
+    store.release_owner(owner)
 
 
 def test_supersede_running_queues_normally(store: tm.TaskStore) -> None:
@@ -196,7 +214,10 @@ def test_supersede_running_queues_normally(store: tm.TaskStore) -> None:
     assert ids(store.tasks()) == [2, 3]
     # the old attempt's completion changes nothing
     assert store.complete(1, owner=owner) is False
-    assert store.history().select("id", "status").rows() == [(1, "superseded")]
+    assert store.history().select("id", "status", "attempts", "replaced_by").rows() == [
+        (1, "superseded", 1, 3)
+    ]
+    assert store.lost_tasks([1], owner=owner) == {1: ("superseded", 3)}
     store.release_owner(owner)
 
 
@@ -208,6 +229,9 @@ def test_reject_raises_and_keeps_store(store: tm.TaskStore) -> None:
     assert err.value.existing_task_id == 1
     assert isinstance(err.value, tm.SchedulerError)
     assert ids(store.tasks()) == [1]
+    assert store.history().height == 0
+    # the refused submit took no id
+    assert store.submit(tm.TaskSubmission("t", dedup_key="other")).task_id == 2
 
 
 def test_no_key_is_never_duplicate_and_types_are_separate(store: tm.TaskStore) -> None:
@@ -225,6 +249,7 @@ def test_history_never_blocks_a_new_submission(store: tm.TaskStore) -> None:
     assert store.complete(1, owner=owner)
     res = store.submit(tm.TaskSubmission("t", dedup_key="k", on_duplicate="reject"))
     assert res == tm.SubmitOutcome("submitted", 2)
+    store.release_owner(owner)
 
 
 def test_uniqueness_is_enforced_by_the_database(store: tm.TaskStore, location: str | Path) -> None:
@@ -261,6 +286,7 @@ def test_ids_are_never_reused(location: str | Path) -> None:
             store.complete(task.id, owner=owner)
         assert store.tasks().height == 0
         store.cancel(store.submit(tm.TaskSubmission("t")).task_id)
+        store.release_owner(owner)
     with tm.TaskStore.open(location) as store:
         assert store.submit(tm.TaskSubmission("t")).task_id == 5
         assert ids(store.history()) == [1, 2, 3, 4]
@@ -309,14 +335,10 @@ def test_ids_are_never_reused(location: str | Path) -> None:
     ],
 )
 def test_bad_values_fail_at_submission_naming_the_field(
-    store: tm.TaskStore,
-    kwargs: dict,
-    kind: str,
-    field: str,
-    message: str,
+    store: tm.TaskStore, kwargs: dict, kind: str, field: str, message: str
 ) -> None:
     args = {"task_type": "t", **kwargs}
-    sub = tm.TaskSubmission(args.pop("task_type"), **args)  # construction never raises
+    sub = tm.TaskSubmission(args.pop("task_type"), **args)
     with pytest.raises(tm.InvalidSubmission) as err:
         store.submit(sub)
     assert err.value.kind == kind
@@ -343,9 +365,11 @@ def test_cancel_pause_resume(store: tm.TaskStore) -> None:
     owner = store.new_owner()
     assert [c.id for c in store.claim(5, task_types=["t"], owner=owner)] == [3]
     assert store.resume(2) is True
+    assert store.resume(2) is False
     assert [c.id for c in store.claim(5, task_types=["t"], owner=owner)] == [2]
     assert store.counts()["running"] == 2
     assert store.history().select("id", "status").rows() == [(1, "cancelled")]
+    assert store.pause(3) is False  # running tasks are not paused
     store.release_owner(owner)
 
 
@@ -385,11 +409,18 @@ def test_claim_skips_types_without_executor_and_future_retries(store: tm.TaskSto
     store.submit(tm.TaskSubmission("t", dedup_key="b"))
     owner = store.new_owner()
     [first] = store.claim(1, task_types=["t"], owner=owner)
-    assert store.fail(first.id, owner=owner, error="boom", retry_at=time.time() + 3600) == "retry"
+    retry_at = time.time() + 3600
+    assert store.fail(first.id, owner=owner, error="boom", retry_at=retry_at) == "retry"
     got = store.claim(5, task_types=["t"], owner=owner)
     assert [c.dedup_key for c in got] == ["b"]
     row = store.tasks(task_type="t", status="pending").row(0, named=True)
     assert (row["dedup_key"], row["attempts"], row["last_error"]) == ("a", 1, "boom")
+    assert store.next_retry_at() == retry_at
+    assert store.has_work(["t"]) and store.has_work(["other"]) and not store.has_work(["x"])
+    # once due, it is claimed again as its second attempt
+    [again] = store.claim(5, task_types=["t"], owner=owner, now=retry_at + 1)
+    assert (again.dedup_key, again.attempt) == ("a", 2)
+    assert store.next_retry_at() is None
     store.release_owner(owner)
 
 
@@ -409,6 +440,7 @@ def test_fail_without_retry_moves_to_history(store: tm.TaskStore) -> None:
         b'{"p":1}',
     )
     assert row["finished_at"] >= row["created_at"]
+    assert store.tasks().height == 0
     store.release_owner(owner)
 
 
@@ -420,6 +452,8 @@ def test_tasks_and_history_filters(store: tm.TaskStore) -> None:
     assert ids(store.tasks()) == [2, 3]  # dispatch order
     assert ids(store.tasks(task_type="a")) == [3]
     assert ids(store.tasks(group=["g1", "g2"], limit=1)) == [2]
+    assert ids(store.tasks(status=[])) == []
+    assert ids(store.tasks(limit=-1)) == [2, 3]  # as SQLite's LIMIT -1
     assert ids(store.history(status="cancelled")) == [1]
     assert store.history(status="completed").height == 0
     assert store.tasks()["created_at"].dtype == pl.Datetime("us", "UTC")
