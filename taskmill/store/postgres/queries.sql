@@ -398,8 +398,10 @@ CREATE UNLOGGED TABLE taskmill.{stage} (
 );
 
 -- name: batch_stage_analyze
--- Row counts for the planner (the match join then probes the active-key index).
-ANALYZE taskmill.{stage};
+-- Row count and key-hash statistics for the planner (the match join then probes the
+-- active-key index); the key hash alone, as sampling the texts too cost more than the
+-- copy itself (0.3 s for 100,000 rows).
+ANALYZE taskmill.{stage} (key_hash);
 
 -- name: batch_stage_drop
 DROP TABLE IF EXISTS taskmill.{stage};
