@@ -23,6 +23,7 @@ from .model import (
     TaskDispatched,
     TaskFailed,
     TaskProgress,
+    TasksExpired,
     TasksRecovered,
     TaskStatus,
     TaskSubmission,
@@ -70,6 +71,7 @@ __all__ = [
     "TaskSubmitted",
     "TaskSuperseded",
     "TaskUpgraded",
+    "TasksExpired",
     "TasksRecovered",
     "__version__",
 ]

@@ -144,7 +144,7 @@ class TaskStatus(enum.StrEnum):
 
 
 ACTIVE_STATUSES: Final = ("pending", "running", "paused")
-FINAL_STATUSES: Final = ("completed", "failed", "cancelled", "superseded")
+FINAL_STATUSES: Final = ("completed", "failed", "cancelled", "superseded", "expired")
 
 
 # --------------------------------------------------------------------------- errors
@@ -264,6 +264,11 @@ class TaskSubmission:
 
     ``payload``: ``bytes`` are stored as they are; anything else is stored as its
     UTF-8 JSON encoding.
+
+    ``run_after``: not dispatched before this time; ``expires_at``: not started by this
+    time, the task ends as ``expired`` in history and frees its key.  Each is a
+    ``datetime`` (naive means UTC), a ``timedelta`` (from the moment of submission) or
+    Unix seconds.
     """
 
     task_type: Any
@@ -279,6 +284,8 @@ class TaskSubmission:
     expected_net_tx_bytes: Any = 0
     on_duplicate: Any = None
     max_retries: Any = None
+    run_after: Any = None
+    expires_at: Any = None
 
 
 #: The message of a payload holding NaN or an infinite number, whatever the input form.
@@ -466,5 +473,13 @@ class StoreRecovered(Event):
 class TasksRecovered(Event):
     """``count`` running tasks of stopped workers (their lease ran out, or their
     process died) were put back to pending by this scheduler."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TasksExpired(Event):
+    """``count`` tasks not started by their ``expires_at`` moved to history as
+    ``expired`` (their keys are free again), found by this scheduler's sweep."""
 
     count: int

@@ -43,6 +43,7 @@ from .model import (
     TaskDispatched,
     TaskFailed,
     TaskProgress,
+    TasksExpired,
     TasksRecovered,
     TaskSubmission,
     TaskSubmitted,
@@ -747,12 +748,16 @@ class Scheduler:
                     self._owner_stale = False
                     await self._db(self.store.release_owner, owner)
                 recovered = await self._db(self.store.recover)
+                expired = await self._db(self.store.expire_due)
             except Exception as exc:
                 log.warning("taskmill: could not renew this worker's lease: %s", exc)
                 continue
             if recovered:
                 self._publish(TasksRecovered(count=recovered))
                 self._poke()
+            if expired:
+                log.info("taskmill: %d task(s) not started in time expired", expired)
+                self._publish(TasksExpired(count=expired))
 
     def _lease_lost(self) -> None:
         """Our lease ran out and our tasks went back to the queue: every attempt here

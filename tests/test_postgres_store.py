@@ -75,6 +75,7 @@ def test_open_creates_the_schema_and_reopening_keeps_the_store(pg_url: str) -> N
             "failed": 0,
             "cancelled": 0,
             "superseded": 0,
+            "expired": 0,
         }
         assert store.integrity_check() == "ok"
     assert raw(pg_url, "SELECT value FROM taskmill.meta WHERE key = 'schema_version'") == [
@@ -583,53 +584,6 @@ def test_new_owner_needs_a_positive_lease(store: PostgresStore) -> None:
 
 
 # ---------------------------------------------------------------- control and queries
-
-
-def test_counts_and_stats(store: PostgresStore) -> None:
-    store.submit(tm.TaskSubmission("a", dedup_key="1", group="g1", priority=5))
-    store.submit(tm.TaskSubmission("a", dedup_key="2", group="g1", priority=5))
-    store.submit(tm.TaskSubmission("b", dedup_key="3", group="g2", priority=1))
-    store.submit(tm.TaskSubmission("b", dedup_key="4", priority=1))
-    store.submit(tm.TaskSubmission("b", dedup_key="4", priority=1, on_duplicate="supersede"))
-    owner = store.new_owner()
-    store.claim(1, task_types=["b"], owner=owner)  # task 3 (g2)
-    store.pause(2)
-    store.cancel(1)
-    assert store.counts() == {
-        "pending": 1,
-        "running": 1,
-        "paused": 1,
-        "completed": 0,
-        "failed": 0,
-        "cancelled": 1,
-        "superseded": 1,
-    }
-    by_group = store.stats("group")
-    assert by_group.columns == [
-        "group",
-        "pending",
-        "running",
-        "paused",
-        "completed",
-        "failed",
-        "cancelled",
-        "superseded",
-        "total",
-    ]
-    assert by_group.rows() == [
-        ("g1", 0, 0, 1, 0, 0, 1, 0, 2),
-        ("g2", 0, 1, 0, 0, 0, 0, 0, 1),
-        (None, 1, 0, 0, 0, 0, 0, 1, 2),
-    ]
-    assert store.stats("priority").select("priority", "total").rows() == [(1, 3), (5, 2)]
-    assert store.stats("task_type").select("task_type", "running", "total").rows() == [
-        ("a", 0, 2),
-        ("b", 1, 3),
-    ]
-    with pytest.raises(tm.SchedulerError, match="use group, priority or task_type") as err:
-        store.stats("owner")
-    assert err.value.kind == "invalid"
-    store.release_owner(owner)
 
 
 def test_integrity_check_names_what_is_broken(store: PostgresStore, pg_url: str) -> None:

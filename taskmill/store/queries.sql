@@ -4,10 +4,17 @@
 -- (the status index would scan every pending task).
 
 -- name: find_active
--- The active task holding a key hash, with its text (a different text is a collision).
-SELECT id, status, priority, queue_pos, task_type, dedup_key
+-- The active task holding a key hash, with its text (a different text is a collision),
+-- and when it expires.
+SELECT id, status, priority, queue_pos, task_type, dedup_key, expires_at
 FROM tasks
 WHERE key_hash = ?;
+
+-- name: expired_ids
+-- Tasks not started by their expiry time (pending, waiting out a retry, or paused).
+SELECT id FROM tasks
+WHERE expires_at <= :now AND status IN ('pending', 'paused')
+ORDER BY id;
 
 -- name: take_write_lock
 -- A no-op write: makes a deferred transaction take the store's write lock now.
@@ -20,8 +27,8 @@ SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tasks'), 0);
 INSERT INTO tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+    max_retries, created_at, key_hash, run_after, expires_at
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: upgrade_priority
 UPDATE tasks SET priority = ? WHERE id = ? AND status = 'pending' AND priority > ?;
@@ -50,7 +57,10 @@ FROM tasks
 WHERE status = 'pending'
   AND task_type IN (SELECT value FROM json_each(:types))
   AND (run_after IS NULL OR run_after <= :now)
+  AND (expires_at IS NULL OR expires_at > :now)
   AND (group_name IS NULL OR group_name NOT IN (SELECT value FROM json_each(:full_groups)))
+  AND (group_name IS NULL OR group_name NOT IN (
+      SELECT group_name FROM group_pauses WHERE until IS NULL OR until > :now))
 ORDER BY priority, queue_pos
 LIMIT :limit;
 
@@ -146,8 +156,24 @@ SELECT EXISTS (
 );
 
 -- name: next_run_after
--- The earliest retry due (any task type: a early wake-up costs one poll).
-SELECT MIN(run_after) FROM tasks WHERE run_after IS NOT NULL;
+-- The earliest time a waiting task may start: a start time or a retry coming due, or a
+-- group's pause ending (any task type: an early wake-up costs one poll).
+SELECT MIN(t) FROM (
+    SELECT MIN(run_after) AS t FROM tasks WHERE run_after IS NOT NULL
+    UNION ALL
+    SELECT MIN(until) FROM group_pauses WHERE until > :now
+);
+
+-- name: pause_group
+INSERT INTO group_pauses (group_name, until, paused_at) VALUES (:group, :until, :now)
+ON CONFLICT (group_name) DO UPDATE SET until = excluded.until, paused_at = excluded.paused_at;
+
+-- name: resume_group
+DELETE FROM group_pauses WHERE group_name = :group;
+
+-- name: paused_groups
+SELECT group_name, until FROM group_pauses WHERE until IS NULL OR until > :now
+ORDER BY group_name;
 
 -- name: get_active
 SELECT id, status FROM tasks WHERE id = ?;

@@ -445,6 +445,7 @@ class TaskStore(StoreMethods):
         return submit_row(
             row,
             existing,
+            now,
             next_id=lambda: conn.execute(q("next_id")).fetchone()[0] + 1,
             insert=lambda new_id, pos: self._insert(conn, new_id, pos, row, hashed, now),
             upgrade=lambda old_id: conn.execute(
@@ -453,6 +454,7 @@ class TaskStore(StoreMethods):
             supersede=lambda old_id, new_id: self._finish(
                 conn, [old_id], "superseded", now, replaced_by=new_id
             ),
+            expire=lambda old_id: self._finish(conn, [old_id], "expired", now),
         )
 
     @staticmethod
@@ -482,6 +484,8 @@ class TaskStore(StoreMethods):
                 row.max_retries,
                 now,
                 hashed,
+                row.run_after,
+                row.expires_at,
             ),
         )
 
@@ -612,6 +616,8 @@ class TaskStore(StoreMethods):
                     )
                     merge_started = time.perf_counter()
                     with txn as c:
+                        if not dry_run:  # expired tasks free their keys first
+                            self._expire_due(c, time.time())
                         for j, piece in enumerate(pieces):
                             result = self._merge_staged(
                                 c,
@@ -701,6 +707,39 @@ class TaskStore(StoreMethods):
                 return None
             self._finish(conn, [task_id], "cancelled", time.time())
             return str(row[1])
+
+    def _expire_due(self, conn: sqlite3.Connection, now: float) -> int:
+        """Move the tasks not started by their expiry time to history (in ``conn``'s
+        write transaction); returns how many."""
+        ids = [r[0] for r in conn.execute(q("expired_ids"), {"now": now})]
+        if ids:
+            self._finish(conn, ids, "expired", now)
+        return len(ids)
+
+    def expire_due(self, *, now: float | None = None) -> int:
+        """Move every task not started by its ``expires_at`` (pending, waiting out a
+        retry, or paused) to history as ``expired``, freeing its key; returns how many."""
+        at = time.time() if now is None else now
+        with self._read() as conn:  # a look first: most calls find nothing to write
+            if conn.execute(q("expired_ids"), {"now": at}).fetchone() is None:
+                return 0
+        with self._write() as conn:
+            return self._expire_due(conn, at)
+
+    def _pause_group(self, group: str, until: float | None, now: float) -> None:
+        with self._write() as conn:
+            conn.execute(q("pause_group"), {"group": group, "until": until, "now": now})
+
+    def resume_group(self, group: str) -> bool:
+        """Dispatch a paused group's tasks again; ``False`` if it was not paused."""
+        with self._write() as conn:
+            return conn.execute(q("resume_group"), {"group": group}).rowcount > 0
+
+    def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
+        """The groups paused now, with the time each pause ends (``None``: until resumed)."""
+        at = time.time() if now is None else now
+        with self._read() as conn:
+            return dict(conn.execute(q("paused_groups"), {"now": at}).fetchall())
 
     def pause(self, task_id: int) -> bool:
         """Hold a pending task back from dispatch; returns whether it was paused."""
@@ -993,7 +1032,7 @@ class TaskStore(StoreMethods):
     def next_retry_at(self) -> float | None:
         """The earliest time a task waiting out a retry backoff becomes due."""
         with self._read() as conn:
-            return conn.execute(q("next_run_after")).fetchone()[0]
+            return conn.execute(q("next_run_after"), {"now": time.time()}).fetchone()[0]
 
     # ------------------------------------------------------------------ queries
 

@@ -25,10 +25,24 @@ SELECT pg_advisory_xact_lock(%(lock)s);
 -- name: find_active
 -- The active task holding a key hash, with its text (a different text is a collision);
 -- locked, so a claim skips it and a concurrent change waits for this submit.
-SELECT id, status, priority, queue_pos, task_type, dedup_key
+SELECT id, status, priority, queue_pos, task_type, dedup_key, expires_at
 FROM taskmill.tasks
 WHERE key_hash = %(key_hash)s
 FOR UPDATE;
+
+-- name: expired_ids
+-- Tasks not started by their expiry time (pending, waiting out a retry, or paused),
+-- locked; one a submit is deciding on is left for the next sweep.
+SELECT id FROM taskmill.tasks
+WHERE expires_at <= %(now)s AND status IN ('pending', 'paused')
+ORDER BY id
+FOR UPDATE SKIP LOCKED;
+
+-- name: any_expired
+SELECT EXISTS (
+    SELECT 1 FROM taskmill.tasks
+    WHERE expires_at <= %(now)s AND status IN ('pending', 'paused')
+);
 
 -- name: next_id
 SELECT nextval('taskmill.task_ids');
@@ -37,12 +51,12 @@ SELECT nextval('taskmill.task_ids');
 INSERT INTO taskmill.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash
+    max_retries, created_at, key_hash, run_after, expires_at
 ) VALUES (
     %(id)s, %(task_type)s, %(dedup_key)s, %(group)s, %(priority)s, %(queue_pos)s,
     %(payload)s, %(label)s, %(expected_read_bytes)s, %(expected_write_bytes)s,
     %(expected_net_rx_bytes)s, %(expected_net_tx_bytes)s, %(max_retries)s, %(now)s,
-    %(key_hash)s
+    %(key_hash)s, %(run_after)s, %(expires_at)s
 );
 
 -- name: upgrade_priority
@@ -125,6 +139,10 @@ WITH picked AS (
     WHERE status = 'pending'
       AND task_type = ANY(%(types)s::text[])
       AND (run_after IS NULL OR run_after <= %(now)s)
+      AND (expires_at IS NULL OR expires_at > %(now)s)
+      AND (group_name IS NULL OR group_name NOT IN (
+          SELECT p.group_name FROM taskmill.group_pauses AS p
+          WHERE p.until IS NULL OR p.until > %(now)s))
     ORDER BY priority, queue_pos, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -159,8 +177,12 @@ WITH caps (group_name, cap) AS (
     WHERE status = 'pending'
       AND task_type = ANY(%(types)s::text[])
       AND (run_after IS NULL OR run_after <= %(now)s)
+      AND (expires_at IS NULL OR expires_at > %(now)s)
       AND (group_name IS NULL
            OR group_name NOT IN (SELECT group_name FROM room WHERE n >= cap))
+      AND (group_name IS NULL OR group_name NOT IN (
+          SELECT p.group_name FROM taskmill.group_pauses AS p
+          WHERE p.until IS NULL OR p.until > %(now)s))
     ORDER BY priority, queue_pos, id
     LIMIT %(window)s
     FOR UPDATE SKIP LOCKED
@@ -227,8 +249,25 @@ SELECT EXISTS (
 );
 
 -- name: next_run_after
--- The earliest retry due (any task type: an early wake-up costs one poll).
-SELECT min(run_after) FROM taskmill.tasks WHERE run_after IS NOT NULL;
+-- The earliest time a waiting task may start: a start time or a retry coming due, or a
+-- group's pause ending (any task type: an early wake-up costs one poll).
+SELECT least(
+    (SELECT min(run_after) FROM taskmill.tasks WHERE run_after IS NOT NULL),
+    (SELECT min(until) FROM taskmill.group_pauses WHERE until > %(now)s)
+);
+
+-- name: pause_group
+INSERT INTO taskmill.group_pauses (group_name, until, paused_at)
+VALUES (%(group)s, %(until)s, %(now)s)
+ON CONFLICT (group_name) DO UPDATE SET until = excluded.until, paused_at = excluded.paused_at;
+
+-- name: resume_group
+DELETE FROM taskmill.group_pauses WHERE group_name = %(group)s;
+
+-- name: paused_groups
+SELECT group_name, until FROM taskmill.group_pauses
+WHERE until IS NULL OR until > %(now)s
+ORDER BY group_name;
 
 -- ------------------------------------------------------------------ workers and leases
 
@@ -294,8 +333,8 @@ SELECT status, count(*) FROM taskmill.history GROUP BY status;
 -- Active tasks in dispatch order; a NULL filter matches everything, a NULL limit is none.
 SELECT id, task_type, dedup_key, group_name, priority, status, queue_pos, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
-       expected_net_tx_bytes, max_retries, attempts, last_error, run_after, created_at,
-       started_at
+       expected_net_tx_bytes, max_retries, attempts, last_error, run_after, expires_at,
+       created_at, started_at
 FROM taskmill.tasks
 WHERE (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
   AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))

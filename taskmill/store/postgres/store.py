@@ -458,6 +458,7 @@ class PostgresStore(StoreMethods):
         return submit_row(
             row,
             existing,
+            now,
             next_id=lambda: self._next_id(conn),
             insert=lambda new_id, pos: self._insert(conn, new_id, pos, row, hashed, now),
             upgrade=lambda old_id: conn.execute(
@@ -466,6 +467,7 @@ class PostgresStore(StoreMethods):
             supersede=lambda old_id, new_id: self._finish(
                 conn, [old_id], "superseded", now, replaced_by=new_id
             ),
+            expire=lambda old_id: self._finish(conn, [old_id], "expired", now),
         )
 
     # ------------------------------------------------------------------ batches
@@ -511,6 +513,8 @@ class PostgresStore(StoreMethods):
                 "max_retries": row.max_retries,
                 "now": now,
                 "key_hash": hashed,
+                "run_after": row.run_after,
+                "expires_at": row.expires_at,
             },
         )
         conn.execute(q("notify_work"))  # workers on other machines wake at commit
@@ -578,6 +582,45 @@ class PostgresStore(StoreMethods):
             return moved[0][1] if moved else None
 
         return self._write("cannot cancel a task in", body)
+
+    @staticmethod
+    def _expire_due(conn: Connection, now: float) -> int:
+        """Move the tasks not started by their expiry time to history (in ``conn``'s
+        transaction); returns how many.  A task a submit is deciding on is left for
+        the next sweep."""
+        ids = [int(r[0]) for r in conn.execute(q("expired_ids"), {"now": now})]
+        if ids:
+            PostgresStore._finish(conn, ids, "expired", now)
+        return len(ids)
+
+    def expire_due(self, *, now: float | None = None) -> int:
+        """Move every task not started by its ``expires_at`` (pending, waiting out a
+        retry, or paused) to history as ``expired``, freeing its key; returns how many."""
+        at = time.time() if now is None else now
+        look = self._read(
+            lambda conn: conn.execute(q("any_expired"), {"now": at}).fetchone()[0]  # type: ignore[index]
+        )
+        if not look:  # most calls find nothing to write
+            return 0
+        return self._write("cannot expire tasks in", lambda conn: self._expire_due(conn, at))
+
+    def _pause_group(self, group: str, until: float | None, now: float) -> None:
+        params = {"group": group, "until": until, "now": now}
+        self._write("cannot pause a group in", lambda conn: conn.execute(q("pause_group"), params))
+
+    def resume_group(self, group: str) -> bool:
+        """Dispatch a paused group's tasks again; ``False`` if it was not paused."""
+
+        def body(conn: Connection) -> bool:
+            resumed = conn.execute(q("resume_group"), {"group": group}).rowcount > 0
+            return _notified(conn, int(resumed)) > 0  # workers elsewhere wake at commit
+
+        return self._write("cannot resume a group in", body)
+
+    def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
+        """The groups paused now, with the time each pause ends (``None``: until resumed)."""
+        params = {"now": time.time() if now is None else now}
+        return dict(self._read(lambda conn: conn.execute(q("paused_groups"), params).fetchall()))
 
     def pause(self, task_id: int) -> bool:
         """Hold a pending task back from dispatch; returns whether it was paused."""
@@ -873,8 +916,9 @@ class PostgresStore(StoreMethods):
 
     def next_retry_at(self) -> float | None:
         """The earliest time a task waiting out a retry backoff becomes due."""
+        params = {"now": time.time()}
         return self._read(
-            lambda conn: conn.execute(q("next_run_after")).fetchone()[0]  # type: ignore[index]
+            lambda conn: conn.execute(q("next_run_after"), params).fetchone()[0]  # type: ignore[index]
         )
 
     # ------------------------------------------------------------------ queries
