@@ -82,8 +82,7 @@ def to_seconds(value: Any, field: str, now: float) -> float | None:
         raise _invalid(
             field,
             kind,
-            f"{field} must be a datetime, a timedelta or Unix seconds, "
-            f"got {type(value).__name__}",
+            f"{field} must be a datetime, a timedelta or Unix seconds, got {type(value).__name__}",
         )
     if not math.isfinite(seconds) or not 0 <= seconds <= MAX_TIME:
         raise _invalid(field, kind, f"{field} must be a time between 1970 and 9999, got {value}")
