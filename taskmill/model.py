@@ -19,6 +19,7 @@ __all__ = [
     "Event",
     "InvalidSubmission",
     "Priority",
+    "RateLimit",
     "SchedulerError",
     "SubmitOutcome",
     "TaskCancelled",
@@ -38,6 +39,48 @@ MAX_PAYLOAD_BYTES: Final = 1 << 20
 MAX_KEY_LENGTH: Final = 4096
 #: Longest group name or label accepted, in characters.
 MAX_GROUP_LENGTH: Final = 1024
+
+
+# --------------------------------------------------------------------------- rate limits
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket: ``per_second`` tasks a second on average, up to ``burst`` at once
+    after a quiet spell (default: one second's worth, at least 1).
+
+    ``Scheduler(…, rate_limits={"group:s3://eu": RateLimit(50, burst=100),
+    "type:sync.delete": RateLimit(10)})``: the buckets live in the store, so the limit
+    holds across every scheduler on it.  Each task started takes one token from the
+    bucket of its group and one from that of its type.
+    """
+
+    per_second: float
+    burst: float | None = None
+
+    def __post_init__(self) -> None:
+        rate = self.per_second
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
+            raise SchedulerError(
+                f"RateLimit.per_second must be a number > 0, not {rate!r}",
+                kind="invalid_argument",
+            )
+        if rate == float("inf"):
+            raise SchedulerError("RateLimit.per_second must be finite", kind="invalid_argument")
+        burst = self.burst
+        if burst is not None and (
+            isinstance(burst, bool)
+            or not isinstance(burst, int | float)
+            or not 1 <= burst < float("inf")
+        ):
+            raise SchedulerError(
+                f"RateLimit.burst must be a number >= 1, not {burst!r}", kind="invalid_argument"
+            )
+
+    @property
+    def capacity(self) -> float:
+        """The most tokens the bucket holds."""
+        return float(self.burst) if self.burst is not None else max(1.0, float(self.per_second))
 
 
 # --------------------------------------------------------------------------- priorities

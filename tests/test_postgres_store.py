@@ -89,7 +89,7 @@ def test_open_creates_the_schema_and_reopening_keeps_the_store(pg_url: str) -> N
 
 def test_every_query_is_named_and_bound() -> None:
     named = queries()
-    assert {"claim", "claim_limited", "finish_ids", "insert_task", "integrity_problems"} <= set(
+    assert {"claim", "claim_candidates", "finish_ids", "insert_task", "integrity_problems"} <= set(
         named
     )
     assert all("{KEY_HASH}" not in sql for sql in named.values())
@@ -165,7 +165,7 @@ def test_the_same_methods_and_signatures_as_the_sqlite_store() -> None:
 
 
 @pytest.mark.parametrize("analysed", [True, False], ids=["analysed", "never-analysed"])
-@pytest.mark.parametrize("query", ["claim", "claim_limited"])
+@pytest.mark.parametrize("query", ["claim", "claim_candidates"])
 def test_the_claim_walks_the_claim_index_with_no_sort(
     pg_url: str, query: str, analysed: bool
 ) -> None:
@@ -187,11 +187,8 @@ def test_the_claim_walks_the_claim_index_with_no_sort(
             "types": ["t0", "t1"],
             "now": time.time(),
             "owner": "nobody",
-            "groups": ["g1"],
-            "caps": [1],
-            "default_cap": None,
+            "held": ["g1"],
             "limit": 16,
-            "window": 64,
         }
         with store._dispatch_lock:  # the connection claims run on, with its settings
             conn = store._dispatch_connection()
@@ -199,11 +196,8 @@ def test_the_claim_walks_the_claim_index_with_no_sort(
     finally:
         store.close()
     lines = [r[0] for r in plan]
-    # the walk is the CTE that locks the candidates (claim_limited then ranks those few
-    # rows by group, which sorts them)
-    start = next(
-        i for i, line in enumerate(lines) if line.strip() in ("CTE picked", "CTE candidates")
-    )
+    # claim: the walk is the CTE that locks the candidates; claim_candidates is the walk
+    start = next((i for i, line in enumerate(lines) if line.strip() == "CTE picked"), 0)
     depth = len(lines[start]) - len(lines[start].lstrip())
     end = next(
         (

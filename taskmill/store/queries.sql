@@ -51,8 +51,11 @@ WHERE id IN (SELECT value FROM json_each(:ids));
 DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?));
 
 -- name: claim_candidates
--- Next dispatchable tasks in order, skipping groups that are full.
-SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts, max_retries
+-- Next dispatchable tasks in order, skipping held groups (full, over their budget, out of
+-- tokens, paused) and held task types, with each task's expected bytes.
+SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts, max_retries,
+       expected_read_bytes + expected_write_bytes + expected_net_rx_bytes
+       + expected_net_tx_bytes
 FROM tasks
 WHERE status = 'pending'
   AND task_type IN (SELECT value FROM json_each(:types))
@@ -82,10 +85,23 @@ SET status = 'pending', owner = NULL, attempts = MAX(attempts - 1, 0), started_a
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'running' AND owner = :owner;
 
 -- name: running_per_group
--- Running tasks per group, whoever runs them: group limits hold across workers.
-SELECT group_name, COUNT(*) FROM tasks
+-- Running tasks per group and their expected bytes, whoever runs them: group limits and
+-- byte budgets hold across workers.
+SELECT group_name, COUNT(*),
+       SUM(expected_read_bytes + expected_write_bytes + expected_net_rx_bytes
+           + expected_net_tx_bytes)
+FROM tasks
 WHERE status = 'running' AND group_name IS NOT NULL
 GROUP BY group_name;
+
+-- name: rate_buckets
+-- The stored token buckets of the given rate-limit keys (a JSON array).
+SELECT key, tokens, updated_at FROM rate_buckets
+WHERE key IN (SELECT value FROM json_each(:keys));
+
+-- name: store_rate_bucket
+INSERT INTO rate_buckets (key, tokens, updated_at) VALUES (:key, :tokens, :at)
+ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at;
 
 -- name: running_owner_leases
 -- Each owner of running tasks, with the end of its lease (NULL: it holds none).

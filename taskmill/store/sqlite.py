@@ -20,6 +20,7 @@ from ..model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
     NotATaskStore,
+    RateLimit,
     SchedulerError,
     SchemaTooNew,
     StoreDamaged,
@@ -36,6 +37,7 @@ from .common import StoreMethods, frame, submit_row
 from .keys import key_hash
 from .keys import register as register_key_hash
 from .location import parse_location
+from .picking import Claimed, Picker, check_limits
 from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from .workers import DEFAULT_LEASE_TIMEOUT, forget_owner, new_owner_id, pid_alive, stale_owners
 
@@ -852,70 +854,67 @@ class TaskStore(StoreMethods):
         owner: str,
         group_limits: Mapping[str, int] | None = None,
         default_group_limit: int | None = None,
+        byte_budgets: Mapping[str, int] | None = None,
+        rate_limits: Mapping[str, RateLimit] | None = None,
         now: float | None = None,
-    ) -> list[ClaimedTask]:
+    ) -> Claimed:
         """Mark up to ``limit`` dispatchable tasks running for ``owner``, in dispatch order.
 
-        Order is priority, then queue order.  Group limits count every running task of
-        the group in the store, whoever runs it, inside the claim's own transaction, so
-        they hold across every scheduler and process on the store.  A group whose limit
-        is reached is skipped, never blocking the tasks of other groups behind it.
+        Order is priority, then queue order.  Group limits and byte budgets count every
+        running task of the group in the store, whoever runs it, and rate limits take
+        tokens from buckets kept in the store, all inside the claim's own transaction,
+        so they hold across every scheduler and process on the store.  A group held
+        back by a limit, a budget, its bucket or a pause never blocks the tasks of other
+        groups behind it (see :mod:`taskmill.store.picking`).
         """
         types = sorted(set(task_types))
         if limit <= 0 or not types:
-            return []
+            return Claimed()
         now = time.time() if now is None else now
-        group_limits = dict(group_limits or {})
+        limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
         taken: list[ClaimedTask] = []
         with self._write() as conn:
-            running: dict[str, int] = dict(conn.execute(q("running_per_group")).fetchall())
-
-            def room(group: str) -> int | None:
-                cap = group_limits.get(group, default_group_limit)
-                return None if cap is None else cap - running.get(group, 0)
-
-            full = {g for g in running if (r := room(g)) is not None and r <= 0}
+            running = (
+                {g: (n, b) for g, n, b in conn.execute(q("running_per_group"))}
+                if limits.counts_running
+                else {}
+            )
+            buckets = {
+                k: (t, at)
+                for k, t, at in conn.execute(
+                    q("rate_buckets"), {"keys": json.dumps(sorted(limits.rate_limits))}
+                )
+            }
+            picker = Picker(limits, running, buckets, now)
             while len(taken) < limit:
+                open_types = [t for t in types if t not in picker.blocked_types()]
+                if not open_types:
+                    break
                 rows = conn.execute(
                     q("claim_candidates"),
                     {
-                        "types": json.dumps(types),
+                        "types": json.dumps(open_types),
                         "now": now,
-                        "full_groups": json.dumps(sorted(full)),
+                        "full_groups": json.dumps(sorted(picker.blocked_groups())),
                         "limit": limit - len(taken),
                     },
                 ).fetchall()
                 if not rows:
                     break
-                batch: list[ClaimedTask] = []
-                for tid, ttype, key, group, prio, payload, label, attempts, max_retries in rows:
-                    if group is not None:
-                        if group in full:
-                            continue
-                        r = room(group)
-                        if r is not None:
-                            if r <= 0:  # a limit of 0 holds the whole group
-                                full.add(group)
-                                continue
-                            running[group] = running.get(group, 0) + 1
-                            if r - 1 <= 0:
-                                full.add(group)
-                    batch.append(
-                        ClaimedTask(
-                            tid, ttype, key, group, prio, payload, label, attempts + 1, max_retries
-                        )
-                    )
+                batch = [
+                    ClaimedTask(tid, ttype, key, group, prio, payload, label, tries + 1, retries)
+                    for tid, ttype, key, group, prio, payload, label, tries, retries, size in rows
+                    if picker.take(ttype, group, size)
+                ]
                 if batch:
                     conn.execute(
                         q("mark_running"),
-                        {
-                            "ids": json.dumps([t.id for t in batch]),
-                            "now": now,
-                            "owner": owner,
-                        },
+                        {"ids": json.dumps([t.id for t in batch]), "now": now, "owner": owner},
                     )
                     taken.extend(batch)
-        return taken
+            for key, tokens, at in picker.buckets():
+                conn.execute(q("store_rate_bucket"), {"key": key, "tokens": tokens, "at": at})
+        return picker.outcome(taken)
 
     def complete_many(
         self,

@@ -132,7 +132,7 @@ SELECT set_config('enable_sort', 'off', false),
 -- Marks the next dispatchable tasks running for :owner, in one statement, and returns
 -- them, when no group limit is counted: the first :limit candidates in dispatch order
 -- (priority, queue order, id) through the tasks_claim index, skipping rows another
--- transaction holds (FOR UPDATE SKIP LOCKED).  The filter is claim_limited's.
+-- transaction holds (FOR UPDATE SKIP LOCKED).  The filter is claim_candidates'.
 WITH picked AS (
     SELECT id
     FROM taskmill.tasks
@@ -155,60 +155,53 @@ WHERE t.id = picked.id
 RETURNING t.id, t.task_type, t.dedup_key, t.group_name, t.priority, t.payload, t.label,
           t.attempts, t.max_retries, t.queue_pos;
 
--- name: claim_limited
--- The same, counting group limits: :groups with :caps, :default_cap for any other group
--- (NULL: none).  A limit counts every running task of the group in the store, whoever
--- runs it (the caller holds CLAIM_LOCK while they are counted), plus the candidates
--- before it in this claim; a group already at its limit is passed over in the walk.
--- Candidates are read :window at a time; those a limit holds back are unlocked at commit.
-WITH caps (group_name, cap) AS (
-    SELECT * FROM unnest(%(groups)s::text[], %(caps)s::integer[])
-), running AS (
-    SELECT group_name, count(*) AS n
-    FROM taskmill.tasks
-    WHERE status = 'running' AND group_name IS NOT NULL
-    GROUP BY group_name
-), room AS (
-    SELECT r.group_name, r.n, COALESCE(c.cap, %(default_cap)s::integer) AS cap
-    FROM running AS r LEFT JOIN caps AS c USING (group_name)
-), candidates AS (
-    SELECT id, group_name, priority, queue_pos
-    FROM taskmill.tasks
-    WHERE status = 'pending'
-      AND task_type = ANY(%(types)s::text[])
-      AND (run_after IS NULL OR run_after <= %(now)s)
-      AND (expires_at IS NULL OR expires_at > %(now)s)
-      AND (group_name IS NULL
-           OR group_name NOT IN (SELECT group_name FROM room WHERE n >= cap))
-      AND (group_name IS NULL OR group_name NOT IN (
-          SELECT p.group_name FROM taskmill.group_pauses AS p
-          WHERE p.until IS NULL OR p.until > %(now)s))
-    ORDER BY priority, queue_pos, id
-    LIMIT %(window)s
-    FOR UPDATE SKIP LOCKED
-), ranked AS (
-    SELECT c.id, c.group_name, c.priority, c.queue_pos,
-           row_number() OVER (PARTITION BY c.group_name
-                              ORDER BY c.priority, c.queue_pos, c.id) AS nth
-    FROM candidates AS c
-), picked AS (
-    SELECT k.id
-    FROM ranked AS k
-    LEFT JOIN caps AS c USING (group_name)
-    LEFT JOIN running AS r USING (group_name)
-    WHERE k.group_name IS NULL
-       OR COALESCE(c.cap, %(default_cap)s::integer) IS NULL
-       OR k.nth + COALESCE(r.n, 0) <= COALESCE(c.cap, %(default_cap)s::integer)
-    ORDER BY k.priority, k.queue_pos, k.id
-    LIMIT %(limit)s
-)
-UPDATE taskmill.tasks AS t
-SET status = 'running', attempts = t.attempts + 1, started_at = %(now)s,
-    owner = %(owner)s, run_after = NULL
-FROM picked
-WHERE t.id = picked.id
-RETURNING t.id, t.task_type, t.dedup_key, t.group_name, t.priority, t.payload, t.label,
-          t.attempts, t.max_retries, t.queue_pos;
+-- name: running_per_group
+-- Running tasks per group and their expected bytes, whoever runs them: group limits and
+-- byte budgets hold across workers (read under CLAIM_LOCK).
+SELECT group_name, count(*),
+       sum(expected_read_bytes + expected_write_bytes + expected_net_rx_bytes
+           + expected_net_tx_bytes)
+FROM taskmill.tasks
+WHERE status = 'running' AND group_name IS NOT NULL
+GROUP BY group_name;
+
+-- name: rate_buckets
+-- The stored token buckets of the given rate-limit keys (read under CLAIM_LOCK).
+SELECT key, tokens, updated_at FROM taskmill.rate_buckets WHERE key = ANY(%(keys)s::text[]);
+
+-- name: store_rate_buckets
+INSERT INTO taskmill.rate_buckets (key, tokens, updated_at)
+SELECT * FROM unnest(%(keys)s::text[], %(tokens)s::double precision[],
+                     %(at)s::double precision[])
+ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at;
+
+-- name: claim_candidates
+-- A claim that counts limits (the caller holds CLAIM_LOCK): the next dispatchable tasks
+-- in dispatch order, as the claim query walks them, skipping held groups (full, over
+-- their budget, out of tokens) and held task types, with each task's expected bytes;
+-- locked, so no other claim takes them before this one marks them (mark_running).
+SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts,
+       max_retries,
+       expected_read_bytes + expected_write_bytes + expected_net_rx_bytes
+       + expected_net_tx_bytes
+FROM taskmill.tasks
+WHERE status = 'pending'
+  AND task_type = ANY(%(types)s::text[])
+  AND (run_after IS NULL OR run_after <= %(now)s)
+  AND (expires_at IS NULL OR expires_at > %(now)s)
+  AND (group_name IS NULL OR NOT group_name = ANY(%(held)s::text[]))
+  AND (group_name IS NULL OR group_name NOT IN (
+      SELECT p.group_name FROM taskmill.group_pauses AS p
+      WHERE p.until IS NULL OR p.until > %(now)s))
+ORDER BY priority, queue_pos, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: mark_running
+UPDATE taskmill.tasks
+SET status = 'running', attempts = attempts + 1, started_at = %(now)s, owner = %(owner)s,
+    run_after = NULL
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending';
 
 -- ------------------------------------------------------------------ attempts
 

@@ -19,9 +19,10 @@ Concurrency across processes and machines rests on PostgreSQL itself:
 * **claims** are one statement (query ``claim``) that picks candidates ``FOR UPDATE SKIP
   LOCKED`` in ``priority, queue_pos, id`` order (a walk of the ``tasks_claim`` index,
   pinned whatever the statistics say) and marks them running, so a claim never waits for
-  a submit deciding on a task, nor for another worker's claim.  A claim that counts group
-  limits first takes an advisory lock of its own (:data:`CLAIM_LOCK`) and counts the
-  running tasks per group under it, so group limits hold across every worker;
+  a submit deciding on a task, nor for another worker's claim.  A claim that counts
+  limits (group limits, byte budgets, rate limits) first takes an advisory lock of its own
+  (:data:`CLAIM_LOCK`) and counts the running tasks per group and the rate buckets under
+  it, so every limit holds across every worker;
 * **batches** (:meth:`PostgresStore.submit_batch`, ``postgres/batch.py``) are staged by
   DuckDB into a private unlogged table, then merged by one transaction per chunk holding
   :data:`SUBMIT_LOCK`, with the SQLite store's outcomes row for row;
@@ -53,6 +54,7 @@ from ...model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
     NotATaskStore,
+    RateLimit,
     SchedulerError,
     StoreDamaged,
     StoreError,
@@ -66,6 +68,7 @@ from ..batch import warm_up_in_background
 from ..batchrun import run_batch
 from ..common import StoreMethods, frame, submit_row
 from ..keys import POSTGRES_KEY_HASH, key_hash
+from ..picking import Claimed, Picker, check_limits
 from ..sql import named_queries
 from ..workers import (
     DEFAULT_LEASE_TIMEOUT,
@@ -87,12 +90,8 @@ Connection = psycopg.Connection[Any]
 #: Advisory lock key every submit of a keyed task holds for its transaction (anything
 #: else that inserts keyed tasks, such as a batch, must hold it too).
 SUBMIT_LOCK = int.from_bytes(b"tm:submt", "big", signed=True)
-#: Advisory lock key a claim that counts group limits holds for its transaction.
+#: Advisory lock key a claim that counts limits holds for its transaction.
 CLAIM_LOCK = int.from_bytes(b"tm:claim", "big", signed=True)
-#: With group limits, a claim reads this many candidates per task it wants (a full group's
-#: tasks are passed over), up to :data:`CLAIM_WINDOW_MAX` a round.
-CLAIM_LOOKAHEAD = 4
-CLAIM_WINDOW_MAX = 1024
 #: How many times a transaction that met a deadlock or a serialization failure is run
 #: again before the call fails with :class:`StoreLocked`.
 TRANSACTION_TRIES = 5
@@ -750,58 +749,86 @@ class PostgresStore(StoreMethods):
         owner: str,
         group_limits: Mapping[str, int] | None = None,
         default_group_limit: int | None = None,
+        byte_budgets: Mapping[str, int] | None = None,
+        rate_limits: Mapping[str, RateLimit] | None = None,
         now: float | None = None,
-    ) -> list[ClaimedTask]:
+    ) -> Claimed:
         """Mark up to ``limit`` dispatchable tasks running for ``owner``, in dispatch order.
 
-        Order is priority, then queue order.  Group limits count every running task of
-        the group in the store, whoever runs it, inside the claim's own transaction and
-        under the claim lock, so they hold across every scheduler, process and machine
-        on the store.  A group whose limit is reached is skipped, never blocking the
-        tasks of other groups behind it.
+        Order is priority, then queue order.  With no limit to count, a claim is one
+        statement.  Otherwise it holds the claim lock while it counts: group limits and
+        byte budgets count every running task of the group in the store, whoever runs
+        it, and rate limits take tokens from buckets kept in the store, so they hold
+        across every scheduler, process and machine on the store.  A group held back
+        never blocks the tasks of other groups behind it (:mod:`taskmill.store.picking`).
         """
         types = sorted(set(task_types))
         if limit <= 0 or not types:
-            return []
-        limits = dict(group_limits or {})
-        counted = bool(limits) or default_group_limit is not None
-        groups = sorted(limits)
-        params: dict[str, Any] = {
-            "types": types,
-            "now": time.time() if now is None else now,
-            "owner": owner,
-            "groups": groups,
-            "caps": [limits[g] for g in groups],
-            "default_cap": default_group_limit,
-        }
-
-        if not counted:  # one statement: the first ``limit`` candidates
+            return Claimed()
+        at = time.time() if now is None else now
+        limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
+        if not limits.any:  # one statement: the first ``limit`` candidates
+            params = {"types": types, "now": at, "owner": owner, "limit": limit}
             rows = self._write(
                 "cannot claim tasks from",
-                lambda conn: conn.execute(q("claim"), {**params, "limit": limit}).fetchall(),
+                lambda conn: conn.execute(q("claim"), params).fetchall(),
                 dispatch=True,
                 single=True,
             )
             rows.sort(key=lambda r: (r[4], r[9], r[0]))  # priority, queue order, id
-            return [ClaimedTask(*r[:9]) for r in rows]
+            return Claimed(ClaimedTask(*r[:9]) for r in rows)
 
-        def body(conn: Connection) -> list[ClaimedTask]:
-            # no other claim between counting running tasks and marking more
+        def body(conn: Connection) -> Claimed:
+            # no other claim between counting and marking
             conn.execute(q("advisory_lock"), {"lock": CLAIM_LOCK})
-            rows: list[tuple[Any, ...]] = []
-            while len(rows) < limit:
-                want = limit - len(rows)
-                # a limit may hold back candidates: read further ahead, and go on
-                # while a round still finds some
-                window = max(want, min(want * CLAIM_LOOKAHEAD, CLAIM_WINDOW_MAX))
-                got = conn.execute(
-                    q("claim_limited"), {**params, "limit": want, "window": window}
-                ).fetchall()
-                rows.extend(got)
-                if not got:
+            running = (
+                {g: (int(n), int(b)) for g, n, b in conn.execute(q("running_per_group"))}
+                if limits.counts_running
+                else {}
+            )
+            keys = sorted(limits.rate_limits)
+            buckets = (
+                {k: (t, u) for k, t, u in conn.execute(q("rate_buckets"), {"keys": keys})}
+                if keys
+                else {}
+            )
+            picker = Picker(limits, running, buckets, at)
+            taken: list[ClaimedTask] = []
+            while len(taken) < limit:
+                open_types = [t for t in types if t not in picker.blocked_types()]
+                if not open_types:
                     break
-            rows.sort(key=lambda r: (r[4], r[9], r[0]))  # priority, queue order, id
-            return [ClaimedTask(*r[:9]) for r in rows]
+                rows = conn.execute(
+                    q("claim_candidates"),
+                    {
+                        "types": open_types,
+                        "now": at,
+                        "held": sorted(picker.blocked_groups()),
+                        "limit": limit - len(taken),
+                    },
+                ).fetchall()
+                if not rows:
+                    break
+                batch = [
+                    ClaimedTask(tid, ttype, key, group, prio, payload, label, tries + 1, retries)
+                    for tid, ttype, key, group, prio, payload, label, tries, retries, size in rows
+                    if picker.take(ttype, group, int(size))
+                ]
+                if batch:
+                    ids = [t.id for t in batch]
+                    conn.execute(q("mark_running"), {"ids": ids, "now": at, "owner": owner})
+                    taken.extend(batch)
+            if keys:
+                stored = picker.buckets()
+                conn.execute(
+                    q("store_rate_buckets"),
+                    {
+                        "keys": [k for k, _, _ in stored],
+                        "tokens": [t for _, t, _ in stored],
+                        "at": [u for _, _, u in stored],
+                    },
+                )
+            return picker.outcome(taken)
 
         return self._write("cannot claim tasks from", body, dispatch=True)
 
