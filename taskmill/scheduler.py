@@ -34,6 +34,7 @@ from .model import (
     ACTIVE_STATUSES,
     BatchSubmitted,
     Event,
+    RateLimit,
     SchedulerError,
     StoreRecovered,
     StoreUnavailable,
@@ -52,6 +53,7 @@ from .model import (
 )
 from .outcome import BatchOutcome
 from .store import ClaimedTask, StoreProtocol, TaskStore
+from .store.picking import check_limits
 from .store.workers import DEFAULT_LEASE_TIMEOUT
 
 __all__ = ["Executor", "Scheduler", "Subscription", "TaskContext"]
@@ -204,6 +206,13 @@ class Scheduler:
       returned frees its slot while its outcome is recorded); ``group_concurrency`` caps
       named groups and ``default_group_concurrency`` every other group (``None``:
       no cap).  A full group never holds back other groups.
+    - ``byte_budgets``: per group, the most expected bytes (the four
+      ``expected_*_bytes`` summed) its running tasks may add up to, across every
+      scheduler on the store; a task larger than the budget runs alone.
+    - ``rate_limits``: ``{"group:NAME": RateLimit(…), "type:TASK_TYPE": RateLimit(…)}``,
+      token buckets kept in the store and shared by every scheduler on it; a task
+      takes a token from its group's bucket and from its type's.  A group (or type)
+      held back by a limit, a budget or a bucket never holds back the others.
     - ``max_retries``: retries after a failed attempt (a task's own
       ``max_retries`` wins), with exponential backoff from ``retry_delay`` up to
       ``max_retry_delay`` seconds.
@@ -229,6 +238,8 @@ class Scheduler:
         max_concurrency: int = 4,
         group_concurrency: Mapping[str, int] | None = None,
         default_group_concurrency: int | None = None,
+        byte_budgets: Mapping[str, int] | None = None,
+        rate_limits: Mapping[str, RateLimit] | None = None,
         max_retries: int = 3,
         retry_delay: float = 1.0,
         max_retry_delay: float = 300.0,
@@ -241,14 +252,9 @@ class Scheduler:
             raise SchedulerError("max_concurrency must be at least 1", kind="invalid_argument")
         if max_retries < 0:
             raise SchedulerError("max_retries must be >= 0", kind="invalid_argument")
-        for group, cap in {**(group_concurrency or {}), None: default_group_concurrency}.items():
-            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
-                what = "default_group_concurrency" if group is None else f"group {group!r}"
-                raise SchedulerError(
-                    f"the concurrency limit of {what} must be a whole number >= 0 "
-                    f"(0 holds the group), not {cap!r}",
-                    kind="invalid_argument",
-                )
+        limits = check_limits(
+            group_concurrency, default_group_concurrency, byte_budgets, rate_limits
+        )
         if not lease_timeout > 0:
             raise SchedulerError(
                 "lease_timeout must be more than 0 seconds", kind="invalid_argument"
@@ -258,8 +264,14 @@ class Scheduler:
         self._store: StoreProtocol | None = None if self._own_store else store  # type: ignore[assignment]
         self.executors: dict[str, Executor] = dict(executors or {})
         self.max_concurrency = max_concurrency
-        self.group_concurrency = dict(group_concurrency or {})
-        self.default_group_concurrency = default_group_concurrency
+        self.group_concurrency = dict(limits.group_limits)
+        self.default_group_concurrency = limits.default_group_limit
+        self.byte_budgets = dict(limits.byte_budgets)
+        self.rate_limits = dict(limits.rate_limits)
+        #: What held groups back at the last claim (group, or ``type:T``, -> "group limit",
+        #: "byte budget" or "rate limit"); the live widget shows it.
+        self.held: dict[str, str] = {}
+        self._claim_wait: float | None = None  # a rate limit refills a token in … s
         self.max_retries = max_retries
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
@@ -676,12 +688,17 @@ class Scheduler:
         return min(max(self.poll_interval, 1.0), 0.05 * 2 ** min(failures, 10))
 
     async def _next_delay(self) -> float:
-        if not self.executors or self._slots_filled:
+        if not self.executors:
             return self.poll_interval
+        delay = self.poll_interval
+        if self._claim_wait is not None:  # a rate limit held tasks back: wake at its refill
+            delay = min(delay, self._claim_wait)
+        if self._slots_filled:
+            return delay
         due = await self._db(self.store.next_retry_at)
         if due is None:
-            return self.poll_interval
-        return max(0.0, min(self.poll_interval, due - time.time()))
+            return delay
+        return max(0.0, min(delay, due - time.time()))
 
     async def _dispatch(self) -> None:
         # an attempt whose code has returned holds no slot while its outcome is
@@ -694,6 +711,11 @@ class Scheduler:
         assert owner is not None
         # a claim that raised may still have committed: find out before claiming again
         self._reconcile_needed = True
+        counted: dict[str, Any] = {}
+        if self.byte_budgets:
+            counted["byte_budgets"] = self.byte_budgets
+        if self.rate_limits:
+            counted["rate_limits"] = self.rate_limits
         claimed = await self._db(
             self.store.claim,
             free,
@@ -701,8 +723,11 @@ class Scheduler:
             owner=owner,
             group_limits=self.group_concurrency,
             default_group_limit=self.default_group_concurrency,
+            **counted,
         )
         self._reconcile_needed = False
+        self._claim_wait = getattr(claimed, "wait", None)
+        self.held = dict(getattr(claimed, "held", None) or {})
         self._slots_filled = len(claimed) == free
         if self._closing:  # claimed while close() began: back to the queue, not started
             if claimed:

@@ -79,9 +79,14 @@ class StoreProtocol(Protocol):
         owner: str,
         group_limits: Mapping[str, int] | None = None,
         default_group_limit: int | None = None,
+        byte_budgets: Mapping[str, int] | None = None,
+        rate_limits: Mapping[str, Any] | None = None,
     ) -> list[ClaimedTask]:
         """Mark up to ``limit`` dispatchable tasks running for ``owner``, in order;
-        group limits count every running task of the store."""
+        group limits and byte budgets count every running task of the store, rate
+        limits take tokens from buckets in the store.  The result may carry ``wait``
+        (seconds until a rate limit lets one more through) and ``held`` (the groups
+        held back, and by what), as :class:`~taskmill.store.picking.Claimed` does."""
         ...
 
     def complete_many(

@@ -136,10 +136,14 @@ class Picker:
         self.count = {g: int(n) for g, (n, _) in running.items()}
         self.bytes = {g: int(b or 0) for g, (_, b) in running.items()}
         self.tokens: dict[str, float] = {}
+        self._as_of: dict[str, float] = {}  # the time each bucket's count is for
         for key, rate in limits.rate_limits.items():
             held, at = buckets.get(key, (rate.capacity, now))
-            refill = max(0.0, now - at) * rate.per_second  # a clock behind adds nothing
+            # a worker whose clock is behind the bucket's adds nothing, and never
+            # moves the bucket's time back (which would count a refill twice)
+            refill = max(0.0, now - at) * rate.per_second
             self.tokens[key] = min(rate.capacity, held + refill)
+            self._as_of[key] = max(at, now)
         self.held: dict[str, str] = {}  # group -> what held it back
         self.held_types: set[str] = set()
         self._short: set[str] = set()  # rate keys that held a task back
@@ -151,30 +155,31 @@ class Picker:
 
     def blocked_groups(self) -> set[str]:
         """Groups none of whose tasks may start now: at their limit, over their budget,
-        or with an empty bucket (a candidate query leaves them out)."""
-        blocked = set(self.held)
+        or with an empty bucket (a candidate query leaves them out).  They count as
+        held back (a group with nothing pending is simply not waiting)."""
         for group, n in self.count.items():
             cap = self._cap(group)
             if cap is not None and n >= cap:
-                blocked.add(group)
+                self.held.setdefault(group, HELD_BY_LIMIT)
             budget = self.limits.byte_budgets.get(group)
             if budget is not None and n and self.bytes.get(group, 0) >= budget:
-                blocked.add(group)
+                self.held.setdefault(group, HELD_BY_BUDGET)
         for group, cap in self.limits.group_limits.items():
             if cap == 0:
-                blocked.add(group)
+                self.held.setdefault(group, HELD_BY_LIMIT)
         for key, tokens in self.tokens.items():
             if key.startswith("group:") and tokens < 1:
-                blocked.add(key[len("group:") :])
-        return blocked
+                self._short.add(key)
+                self.held.setdefault(key[len("group:") :], HELD_BY_RATE)
+        return set(self.held)
 
     def blocked_types(self) -> set[str]:
-        """Task types whose bucket is empty."""
-        blocked = set(self.held_types)
+        """Task types whose bucket is empty (they count as held back)."""
         for key, tokens in self.tokens.items():
             if key.startswith("type:") and tokens < 1:
-                blocked.add(key[len("type:") :])
-        return blocked
+                self._short.add(key)
+                self.held_types.add(key[len("type:") :])
+        return set(self.held_types)
 
     # ------------------------------------------------------------------ the walk
 
@@ -217,7 +222,7 @@ class Picker:
 
     def buckets(self) -> list[tuple[str, float, float]]:
         """Every bucket as ``(key, tokens, updated_at)`` to store."""
-        return [(key, tokens, self.now) for key, tokens in sorted(self.tokens.items())]
+        return [(key, tokens, self._as_of[key]) for key, tokens in sorted(self.tokens.items())]
 
     def wait(self) -> float | None:
         """Seconds until every rate limit that held a task back has a token again."""

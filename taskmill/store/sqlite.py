@@ -870,10 +870,12 @@ class TaskStore(StoreMethods):
         types = sorted(set(task_types))
         if limit <= 0 or not types:
             return Claimed()
-        now = time.time() if now is None else now
         limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
         taken: list[ClaimedTask] = []
         with self._write() as conn:
+            # the clock is read holding the write lock: a task starts after every
+            # attempt whose end this claim sees was recorded
+            now = time.time() if now is None else now
             running = (
                 {g: (n, b) for g, n, b in conn.execute(q("running_per_group"))}
                 if limits.counts_running

@@ -765,9 +765,9 @@ class PostgresStore(StoreMethods):
         types = sorted(set(task_types))
         if limit <= 0 or not types:
             return Claimed()
-        at = time.time() if now is None else now
         limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
         if not limits.any:  # one statement: the first ``limit`` candidates
+            at = time.time() if now is None else now
             params = {"types": types, "now": at, "owner": owner, "limit": limit}
             rows = self._write(
                 "cannot claim tasks from",
@@ -792,6 +792,9 @@ class PostgresStore(StoreMethods):
                 if keys
                 else {}
             )
+            # the clock is read after the counts: every end they saw was recorded (its
+            # time taken) before, so no start is recorded before an end it counted
+            at = time.time() if now is None else now
             picker = Picker(limits, running, buckets, at)
             taken: list[ClaimedTask] = []
             while len(taken) < limit:
