@@ -35,7 +35,14 @@ from .model import (
     TaskSubmission,
 )
 from .outcome import KEY_COLUMNS
-from .validation import EXPECTED_FIELDS, MAX_INT64, Defaults, check_submission, encodes
+from .validation import (
+    EXPECTED_FIELDS,
+    MAX_INT64,
+    MAX_TIME,
+    Defaults,
+    check_submission,
+    encodes,
+)
 
 __all__ = ["CANONICAL", "BatchSubmission", "Prepared", "prepare"]
 
@@ -53,8 +60,11 @@ CANONICAL: dict[str, pl.DataType] = {
     "expected_net_tx_bytes": pl.Int64(),
     "on_duplicate": pl.String(),
     "max_retries": pl.Int64(),
+    "run_after": pl.Float64(),  # Unix seconds (given as datetimes or numbers)
+    "expires_at": pl.Float64(),
 }
 _TEXT = ("task_type", "dedup_key", "group", "label", "on_duplicate")
+_TIMES = ("run_after", "expires_at")
 _INTS = ("priority", *EXPECTED_FIELDS, "max_retries")
 _STRATEGIES = tuple(s.value for s in DuplicateStrategy)
 
@@ -710,6 +720,7 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
         cols["max_retries"],
     )
     rb, wb, rx, tx = (cols[f] for f in EXPECTED_FIELDS)
+    starts, expiries = cols["run_after"], cols["expires_at"]
     d_group, d_priority, d_strategy = defaults.group, defaults.priority, defaults.on_duplicate.value
     for sub in subs:
         # the common case, checked inline; anything unusual goes through check_submission
@@ -759,6 +770,8 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
                 and sub.label is None
                 and sub.on_duplicate is None
                 and sub.max_retries is None
+                and sub.run_after is None
+                and sub.expires_at is None
                 and (
                     payload is None
                     or (type(payload) is bytes and len(payload) <= MAX_PAYLOAD_BYTES)
@@ -776,6 +789,8 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
                 tx.append(e4)
                 strategies.append(d_strategy)
                 retries.append(None)
+                starts.append(None)
+                expiries.append(None)
                 kinds.append(None)
                 fields.append(None)
                 errors.append(None)
@@ -789,7 +804,7 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
             ok = isinstance(sub, TaskSubmission)
             for name in CANONICAL:
                 value = getattr(sub, name, None) if ok else None
-                if name == "payload":
+                if name in ("payload", *_TIMES):  # times are shown once checked
                     value = None
                 elif name in _INTS:
                     value = shown(value, int)
@@ -825,6 +840,8 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
         tx.append(row.expected_net_tx_bytes)
         strategies.append(row.on_duplicate.value)
         retries.append(row.max_retries)
+        starts.append(row.run_after)
+        expiries.append(row.expires_at)
     frame = pl.DataFrame(
         {**cols, "error_kind": kinds, "error_field": fields, "error": errors},
         schema={**CANONICAL, "error_kind": pl.String, "error_field": pl.String, "error": pl.String},
@@ -1064,9 +1081,17 @@ def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
             exprs.append(pl.col(name) if dtype == pl.UInt64 else pl.col(name).cast(pl.Int64))
         elif name in _INTS and dtype.is_float():
             exprs.append(pl.col(name).cast(pl.Float64))
+        elif name in _TIMES and isinstance(dtype, pl.Datetime):
+            # naive means UTC; an aware one is the same instant in any zone
+            exprs.append((pl.col(name).dt.epoch("us") / 1_000_000).alias(name))
+        elif name in _TIMES and dtype == pl.Date:
+            exprs.append(pl.col(name).cast(pl.Datetime("us")).dt.epoch("s").cast(pl.Float64))
+        elif name in _TIMES and (dtype.is_integer() or dtype.is_float()):
+            exprs.append(pl.col(name).cast(pl.Float64))  # Unix seconds
         else:
+            expected = "a datetime, a date or Unix seconds" if name in _TIMES else str(want)
             raise _bad_input(
-                f"column {label} has type {dtype}; expected {want}"
+                f"column {label} has type {dtype}; expected {expected}"
                 + (" (or binary/string)" if name == "payload" else ""),
                 shown,
             )
@@ -1178,6 +1203,24 @@ def _check_table(df: Frame, defaults: Defaults, *, offset: int = 0) -> Frame:
         )
     )
     int_checks("max_retries", "invalid_max_retries", 0, 1000)
+    for name in _TIMES:
+        col = pl.col(name)
+        checks.append(
+            (
+                col.is_not_null() & ~(col.is_finite() & (col >= 0) & (col <= MAX_TIME)),
+                f"invalid_{name}",
+                name,
+                pl.format(f"{name} must be a time between 1970 and 9999, got {{}}", col),
+            )
+        )
+    checks.append(
+        (
+            pl.col("expires_at") <= pl.col("run_after"),
+            "invalid_expires_at",
+            "expires_at",
+            pl.lit("expires_at must be later than run_after (the task could never start)"),
+        )
+    )
     checks.append((pl.col(BAD_PAYLOAD), "invalid_payload", "payload", pl.lit(NON_FINITE_PAYLOAD)))
     size = pl.col("_payload_size") if "_payload_size" in schema else pl.col("payload").bin.size()
     checks.append(

@@ -526,7 +526,8 @@ async def test_first_task_starts_before_the_last_chunk_commits(location: str | P
         await asyncio.sleep(0)
 
     async with tm.Scheduler(location, executors={"t": work}, max_concurrency=2) as sched:
-        events = sched.subscribe()
+        # room for every event: tasks run while the batch commits, each adding two
+        events = sched.subscribe(maxsize=200_000)
         batch = tm.BatchSubmission().transaction_limit(1000).chunk_size(1000).tasks(_plan(40_000))
         await sched.submit_batch(batch)
         got = events.drain()

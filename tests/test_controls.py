@@ -190,3 +190,99 @@ async def test_a_scheduler_sweeps_expired_tasks_and_says_so(location: str | Path
         await asyncio.sleep(0.1)
         got = [e for e in events.drain() if isinstance(e, tm.TasksExpired)]
     assert [e.count for e in got] == [1]
+
+
+@pytest.mark.parametrize("form", ["polars", "arrow", "list", "parquet"])
+def test_plans_carry_start_and_expiry_times(store: tm.TaskStore, form: str, tmp_path: Path) -> None:
+    import polars as pl
+
+    df = pl.DataFrame(
+        {
+            "task_type": ["t"] * 5,
+            "dedup_key": ["a", "b", "c", "d", "e"],
+            "run_after": [datetime(2030, 1, 1), None, datetime(2031, 1, 1), None, None],
+            "expires_at": [None, datetime(2032, 1, 1), datetime(2030, 1, 1), None, None],
+        }
+    ).with_columns(pl.col("run_after").dt.replace_time_zone("Europe/Paris").alias("run_after"))
+    if form == "polars":
+        plan: object = df
+    elif form == "arrow":
+        plan = df.to_arrow()
+    elif form == "parquet":
+        plan = tmp_path / "plan.parquet"
+        df.write_parquet(plan)
+    else:
+        plan = [
+            tm.TaskSubmission(
+                "t",
+                dedup_key=r["dedup_key"],
+                run_after=r["run_after"],
+                expires_at=r["expires_at"],
+            )
+            for r in df.iter_rows(named=True)
+        ]
+    out = store.submit_batch(plan)
+    frame = out.to_polars()
+    assert frame["action"].to_list() == ["submitted"] * 2 + ["failed"] + ["submitted"] * 2
+    assert frame.row(2, named=True)["error"] == (
+        "expires_at must be later than run_after (the task could never start)"
+    )
+    paris_2030 = datetime(2030, 1, 1, tzinfo=UTC) - timedelta(hours=1)  # 2030-01-01 in Paris
+    rows = store.tasks().select("dedup_key", "run_after", "expires_at").rows()
+    assert rows == [
+        ("a", paris_2030, None),
+        ("b", None, datetime(2032, 1, 1, tzinfo=UTC)),
+        ("d", None, None),
+        ("e", None, None),
+    ]
+
+
+def test_plan_times_may_be_unix_seconds_or_dates_and_bad_ones_fail_their_rows(
+    store: tm.TaskStore,
+) -> None:
+    from datetime import date
+
+    import polars as pl
+
+    out = store.submit_batch(
+        pl.DataFrame(
+            {
+                "task_type": ["t", "t", "t"],
+                "run_after": [T, float("inf"), -1.0],
+                "expires_at": [date(2040, 1, 1), None, None],
+            }
+        )
+    )
+    assert out.to_polars().select("action", "reason", "error").rows() == [
+        ("submitted", None, None),
+        ("failed", "invalid_run_after", "run_after must be a time between 1970 and 9999, got inf"),
+        ("failed", "invalid_run_after", "run_after must be a time between 1970 and 9999, got -1.0"),
+    ]
+    assert store.tasks().select("run_after", "expires_at").rows() == [
+        (datetime.fromtimestamp(T, UTC), datetime(2040, 1, 1, tzinfo=UTC))
+    ]
+    with pytest.raises(tm.SchedulerError, match="expected a datetime, a date or Unix seconds"):
+        store.submit_batch(pl.DataFrame({"task_type": ["t"], "run_after": ["soon"]}))
+    assert store.tasks().height == 1
+
+
+def test_a_plan_on_disk_read_in_batches_carries_its_times(
+    store: tm.TaskStore, tmp_path: Path, streamed: None
+) -> None:
+    import polars as pl
+
+    plan = tmp_path / "plan.parquet"
+    pl.DataFrame(
+        {
+            "task_type": ["t"] * 3,
+            "dedup_key": ["a", "b", "c"],
+            "run_after": [datetime(2030, 1, 1), None, datetime(2031, 1, 1)],
+            "expires_at": [None, T, T - 1e9],  # c would expire before its start
+        }
+    ).write_parquet(plan)
+    out = store.submit_batch(plan)
+    assert out.counts()["submitted"] == 2 and out.failed[0][0] == 2
+    assert store.tasks().select("dedup_key", "run_after", "expires_at").rows() == [
+        ("a", datetime(2030, 1, 1, tzinfo=UTC), None),
+        ("b", None, datetime.fromtimestamp(T, UTC)),
+    ]

@@ -42,6 +42,8 @@ _STAGE_COLUMNS = [
     pl.col("expected_net_tx_bytes"),
     pl.col("max_retries"),
     pl.col("on_duplicate").alias("strategy"),
+    pl.col("run_after"),
+    pl.col("expires_at"),
 ]
 
 
