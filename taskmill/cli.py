@@ -589,6 +589,11 @@ class _Null:
     show_default=True,
     help="Seconds without renewal after which other workers take this one's tasks back.",
 )
+@click.option(
+    "--history-retention",
+    type=Duration(),
+    help="Remove finished tasks older than this from history as the worker runs (30d, 12h…).",
+)
 @click.option("--until-idle", is_flag=True, help="Exit once nothing is left to run.")
 @click.option(
     "--status-every",
@@ -609,6 +614,7 @@ def worker(
     poll_interval: float,
     close_timeout: float,
     lease_timeout: float,
+    history_retention: timedelta | None,
     until_idle: bool,
     status_every: float,
     as_json: bool,
@@ -651,6 +657,7 @@ def worker(
             poll_interval=poll_interval,
             close_timeout=close_timeout,
             lease_timeout=lease_timeout,
+            history_retention=history_retention,
             status_every=every,
         )
     )

@@ -555,3 +555,29 @@ def test_cli_prune_as_a_subprocess(db_path: Path, tmp_path: Path) -> None:
     assert bad.stderr.startswith("taskmill: error: cannot export the pruned history to folder")
     with tm.TaskStore.open(db_path) as store:
         assert history_ids(store) == set(ids[4:])
+
+
+@pytest.mark.sqlite_only("the worker's options reach its Scheduler; no store is opened")
+def test_cli_worker_history_retention_reaches_the_scheduler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import taskmill.cli as cli_module
+
+    got: dict[str, Any] = {}
+
+    async def fake_run_worker(db: str, executors: Any, **settings: Any) -> Any:
+        got.update(settings)
+        from collections import Counter
+
+        return Counter()
+
+    monkeypatch.setattr(cli_module, "run_worker", fake_run_worker)
+    db = str(tmp_path / "t.db")
+    argv = ["worker", "--db", db, "--demo-executors", "--until-idle", "--json"]
+    result = CliRunner().invoke(cli, [*argv, "--history-retention", "30d"])
+    assert result.exit_code == 0, result.output
+    assert got["history_retention"] == timedelta(days=30)
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 0 and got["history_retention"] is None
+    bad = CliRunner().invoke(cli, [*argv, "--history-retention", "soon"])
+    assert bad.exit_code == 2 and "is not a duration" in bad.output
