@@ -319,6 +319,7 @@ class StoreMethods:
         on between them however large the prune.  Should a later transaction fail, the
         earlier ones stay removed (the export holds them all).
         """
+        self.last_export = None
         selection = check_prune_args(older_than, keep_last, now=time.time())
         if export is not None and (
             not isinstance(export, str | os.PathLike) or not os.fspath(export)
