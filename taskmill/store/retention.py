@@ -41,7 +41,7 @@ log = logging.getLogger("taskmill")
 PRUNE_BATCH = 5_000
 #: History rows read (and written as one Parquet row group) at a time by an export, so a
 #: prune of millions never holds them all in memory.
-EXPORT_ROWS = 50_000
+EXPORT_ROWS = 10_000
 #: Longest pause between two delete transactions.  Each pause lasts as long as the last
 #: transaction held the lock (at least a millisecond, at most this), so writers that
 #: wait with a backoff — other processes on a SQLite file — find the lock free.
