@@ -19,6 +19,7 @@ __all__ = [
     "Event",
     "InvalidSubmission",
     "Priority",
+    "RateLimit",
     "SchedulerError",
     "SubmitOutcome",
     "TaskCancelled",
@@ -38,6 +39,48 @@ MAX_PAYLOAD_BYTES: Final = 1 << 20
 MAX_KEY_LENGTH: Final = 4096
 #: Longest group name or label accepted, in characters.
 MAX_GROUP_LENGTH: Final = 1024
+
+
+# --------------------------------------------------------------------------- rate limits
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket: ``per_second`` tasks a second on average, up to ``burst`` at once
+    after a quiet spell (default: one second's worth, at least 1).
+
+    ``Scheduler(…, rate_limits={"group:s3://eu": RateLimit(50, burst=100),
+    "type:sync.delete": RateLimit(10)})``: the buckets live in the store, so the limit
+    holds across every scheduler on it.  Each task started takes one token from the
+    bucket of its group and one from that of its type.
+    """
+
+    per_second: float
+    burst: float | None = None
+
+    def __post_init__(self) -> None:
+        rate = self.per_second
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
+            raise SchedulerError(
+                f"RateLimit.per_second must be a number > 0, not {rate!r}",
+                kind="invalid_argument",
+            )
+        if rate == float("inf"):
+            raise SchedulerError("RateLimit.per_second must be finite", kind="invalid_argument")
+        burst = self.burst
+        if burst is not None and (
+            isinstance(burst, bool)
+            or not isinstance(burst, int | float)
+            or not 1 <= burst < float("inf")
+        ):
+            raise SchedulerError(
+                f"RateLimit.burst must be a number >= 1, not {burst!r}", kind="invalid_argument"
+            )
+
+    @property
+    def capacity(self) -> float:
+        """The most tokens the bucket holds."""
+        return float(self.burst) if self.burst is not None else max(1.0, float(self.per_second))
 
 
 # --------------------------------------------------------------------------- priorities
@@ -144,7 +187,7 @@ class TaskStatus(enum.StrEnum):
 
 
 ACTIVE_STATUSES: Final = ("pending", "running", "paused")
-FINAL_STATUSES: Final = ("completed", "failed", "cancelled", "superseded")
+FINAL_STATUSES: Final = ("completed", "failed", "cancelled", "superseded", "expired")
 
 
 # --------------------------------------------------------------------------- errors
@@ -264,6 +307,11 @@ class TaskSubmission:
 
     ``payload``: ``bytes`` are stored as they are; anything else is stored as its
     UTF-8 JSON encoding.
+
+    ``run_after``: not dispatched before this time; ``expires_at``: not started by this
+    time, the task ends as ``expired`` in history and frees its key.  Each is a
+    ``datetime`` (naive means UTC), a ``timedelta`` (from the moment of submission) or
+    Unix seconds.
     """
 
     task_type: Any
@@ -279,6 +327,8 @@ class TaskSubmission:
     expected_net_tx_bytes: Any = 0
     on_duplicate: Any = None
     max_retries: Any = None
+    run_after: Any = None
+    expires_at: Any = None
 
 
 #: The message of a payload holding NaN or an infinite number, whatever the input form.
@@ -466,5 +516,13 @@ class StoreRecovered(Event):
 class TasksRecovered(Event):
     """``count`` running tasks of stopped workers (their lease ran out, or their
     process died) were put back to pending by this scheduler."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TasksExpired(Event):
+    """``count`` tasks not started by their ``expires_at`` moved to history as
+    ``expired`` (their keys are free again), found by this scheduler's sweep."""
 
     count: int

@@ -44,6 +44,7 @@ from .model import (
     TaskDispatched,
     TaskFailed,
     TaskProgress,
+    TasksExpired,
     TasksRecovered,
     TaskSubmission,
     TaskSubmitted,
@@ -780,12 +781,16 @@ class Scheduler:
                     self._owner_stale = False
                     await self._db(self.store.release_owner, owner)
                 recovered = await self._db(self.store.recover)
+                expired = await self._db(self.store.expire_due)
             except Exception as exc:
                 log.warning("taskmill: could not renew this worker's lease: %s", exc)
                 continue
             if recovered:
                 self._publish(TasksRecovered(count=recovered))
                 self._poke()
+            if expired:
+                log.info("taskmill: %d task(s) not started in time expired", expired)
+                self._publish(TasksExpired(count=expired))
 
     async def _retention_loop(self, retention: timedelta) -> None:
         """Prune history older than ``retention`` now and then, off the dispatch loop;

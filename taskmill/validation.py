@@ -7,7 +7,10 @@ the same way.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .model import (
@@ -54,6 +57,46 @@ class Row:
     expected_net_tx_bytes: int
     on_duplicate: DuplicateStrategy
     max_retries: int | None
+    run_after: float | None = None  # Unix seconds
+    expires_at: float | None = None
+
+
+#: The latest time taskmill accepts (year 9999, the end of ``datetime``).
+MAX_TIME = 253402300799.0
+
+
+def to_seconds(value: Any, field: str, now: float) -> float | None:
+    """A time field as Unix seconds: a ``datetime`` (naive means UTC), a ``timedelta``
+    from ``now``, or Unix seconds; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    kind = f"invalid_{field}"
+    if isinstance(value, datetime):
+        at = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        seconds = at.timestamp()
+    elif isinstance(value, timedelta):
+        seconds = now + value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise _invalid(
+            field,
+            kind,
+            f"{field} must be a datetime, a timedelta or Unix seconds, got {type(value).__name__}",
+        )
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_TIME:
+        raise _invalid(field, kind, f"{field} must be a time between 1970 and 9999, got {value}")
+    return seconds
+
+
+def check_times(run_after: float | None, expires_at: float | None) -> None:
+    """A task that could never start is refused: it would expire before its start time."""
+    if run_after is not None and expires_at is not None and expires_at <= run_after:
+        raise _invalid(
+            "expires_at",
+            "invalid_expires_at",
+            "expires_at must be later than run_after (the task could never start)",
+        )
 
 
 def _invalid(field: str, kind: str, message: str) -> InvalidSubmission:
@@ -138,7 +181,21 @@ def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Ro
         if sub.max_retries is None
         else check_int(sub.max_retries, "max_retries", "invalid_max_retries", 0, 1000)
     )
+    now = time.time()
+    run_after = to_seconds(sub.run_after, "run_after", now)
+    expires_at = to_seconds(sub.expires_at, "expires_at", now)
+    check_times(run_after, expires_at)
     payload = encode_payload(sub.payload)
     return Row(
-        task_type, dedup_key, group, priority, payload, label, *expected, strategy, max_retries
+        task_type,
+        dedup_key,
+        group,
+        priority,
+        payload,
+        label,
+        *expected,
+        strategy,
+        max_retries,
+        run_after,
+        expires_at,
     )

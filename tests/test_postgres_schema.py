@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,7 +17,7 @@ from taskmill.store.postgres.migrate import SCHEMA_VERSION, ensure_schema
 
 from conftest import ENV
 
-TABLES = ["history", "meta", "tasks", "workers"]
+TABLES = ["group_pauses", "history", "meta", "rate_buckets", "tasks", "workers"]
 
 
 def _tables(conn: psycopg.Connection, schema: str) -> list[str]:
@@ -126,3 +127,54 @@ def test_the_claim_walks_its_index_with_no_sort(pg_url: str) -> None:
     text = "\n".join(r[0] for r in plan)
     assert "Index Scan using tasks_claim" in text, text
     assert "Sort" not in text, text
+
+
+def _structure(url: str) -> dict[str, list[tuple]]:
+    """Every column, constraint and index of the taskmill schema."""
+    with psycopg.connect(url) as conn:
+        return {
+            "columns": conn.execute(
+                "SELECT table_name, column_name, data_type, is_nullable, column_default "
+                "FROM information_schema.columns WHERE table_schema = 'taskmill' "
+                "ORDER BY table_name, ordinal_position"
+            ).fetchall(),
+            "constraints": conn.execute(
+                "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+                "FROM pg_constraint WHERE connamespace = 'taskmill'::regnamespace "
+                "ORDER BY 1, 2"
+            ).fetchall(),
+            "indexes": conn.execute(
+                "SELECT tablename, indexname, indexdef FROM pg_indexes "
+                "WHERE schemaname = 'taskmill' ORDER BY 1, 2"
+            ).fetchall(),
+        }
+
+
+def test_a_schema_3_store_is_brought_to_the_fresh_schema_keeping_its_rows(
+    pg_server: object, pg_url: str
+) -> None:
+    import taskmill as tm
+
+    v3 = (Path(__file__).parent / "fixtures" / "postgres_schema_v3.sql").read_text()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA taskmill")
+        conn.execute(v3)
+        conn.execute("INSERT INTO taskmill.meta VALUES ('schema_version', '3')")
+        conn.execute(
+            "INSERT INTO taskmill.tasks (task_type, dedup_key, priority, queue_pos, created_at, "
+            "key_hash) VALUES ('t', 'k', 128, 1, 0, %s)",
+            (key_hash("t", "k"),),
+        )
+        conn.execute("SELECT setval('taskmill.task_ids', 1)")
+    with tm.TaskStore.open(pg_url) as store:
+        assert store.tasks()["dedup_key"].to_list() == ["k"]
+        # schema 4's controls work on the migrated store
+        store.submit(tm.TaskSubmission("t", dedup_key="e", expires_at=1.0))
+        assert store.expire_due() == 1
+        assert store.history().select("dedup_key", "status").rows() == [("e", "expired")]
+    fresh = pg_server.create_database(pg_url.rsplit("/", 1)[1] + "_fresh")  # type: ignore[attr-defined]
+    tm.TaskStore.open(fresh).close()
+    with psycopg.connect(pg_url) as conn:
+        version = conn.execute("SELECT value FROM taskmill.meta").fetchone()
+    assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 4
+    assert _structure(pg_url) == _structure(fresh)

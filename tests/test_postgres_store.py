@@ -75,6 +75,7 @@ def test_open_creates_the_schema_and_reopening_keeps_the_store(pg_url: str) -> N
             "failed": 0,
             "cancelled": 0,
             "superseded": 0,
+            "expired": 0,
         }
         assert store.integrity_check() == "ok"
     assert raw(pg_url, "SELECT value FROM taskmill.meta WHERE key = 'schema_version'") == [
@@ -88,7 +89,7 @@ def test_open_creates_the_schema_and_reopening_keeps_the_store(pg_url: str) -> N
 
 def test_every_query_is_named_and_bound() -> None:
     named = queries()
-    assert {"claim", "claim_limited", "finish_ids", "insert_task", "integrity_problems"} <= set(
+    assert {"claim", "claim_candidates", "finish_ids", "insert_task", "integrity_problems"} <= set(
         named
     )
     assert all("{KEY_HASH}" not in sql for sql in named.values())
@@ -164,7 +165,7 @@ def test_the_same_methods_and_signatures_as_the_sqlite_store() -> None:
 
 
 @pytest.mark.parametrize("analysed", [True, False], ids=["analysed", "never-analysed"])
-@pytest.mark.parametrize("query", ["claim", "claim_limited"])
+@pytest.mark.parametrize("query", ["claim", "claim_candidates"])
 def test_the_claim_walks_the_claim_index_with_no_sort(
     pg_url: str, query: str, analysed: bool
 ) -> None:
@@ -186,11 +187,8 @@ def test_the_claim_walks_the_claim_index_with_no_sort(
             "types": ["t0", "t1"],
             "now": time.time(),
             "owner": "nobody",
-            "groups": ["g1"],
-            "caps": [1],
-            "default_cap": None,
+            "held": ["g1"],
             "limit": 16,
-            "window": 64,
         }
         with store._dispatch_lock:  # the connection claims run on, with its settings
             conn = store._dispatch_connection()
@@ -198,11 +196,8 @@ def test_the_claim_walks_the_claim_index_with_no_sort(
     finally:
         store.close()
     lines = [r[0] for r in plan]
-    # the walk is the CTE that locks the candidates (claim_limited then ranks those few
-    # rows by group, which sorts them)
-    start = next(
-        i for i, line in enumerate(lines) if line.strip() in ("CTE picked", "CTE candidates")
-    )
+    # claim: the walk is the CTE that locks the candidates; claim_candidates is the walk
+    start = next((i for i, line in enumerate(lines) if line.strip() == "CTE picked"), 0)
     depth = len(lines[start]) - len(lines[start].lstrip())
     end = next(
         (
@@ -583,53 +578,6 @@ def test_new_owner_needs_a_positive_lease(store: PostgresStore) -> None:
 
 
 # ---------------------------------------------------------------- control and queries
-
-
-def test_counts_and_stats(store: PostgresStore) -> None:
-    store.submit(tm.TaskSubmission("a", dedup_key="1", group="g1", priority=5))
-    store.submit(tm.TaskSubmission("a", dedup_key="2", group="g1", priority=5))
-    store.submit(tm.TaskSubmission("b", dedup_key="3", group="g2", priority=1))
-    store.submit(tm.TaskSubmission("b", dedup_key="4", priority=1))
-    store.submit(tm.TaskSubmission("b", dedup_key="4", priority=1, on_duplicate="supersede"))
-    owner = store.new_owner()
-    store.claim(1, task_types=["b"], owner=owner)  # task 3 (g2)
-    store.pause(2)
-    store.cancel(1)
-    assert store.counts() == {
-        "pending": 1,
-        "running": 1,
-        "paused": 1,
-        "completed": 0,
-        "failed": 0,
-        "cancelled": 1,
-        "superseded": 1,
-    }
-    by_group = store.stats("group")
-    assert by_group.columns == [
-        "group",
-        "pending",
-        "running",
-        "paused",
-        "completed",
-        "failed",
-        "cancelled",
-        "superseded",
-        "total",
-    ]
-    assert by_group.rows() == [
-        ("g1", 0, 0, 1, 0, 0, 1, 0, 2),
-        ("g2", 0, 1, 0, 0, 0, 0, 0, 1),
-        (None, 1, 0, 0, 0, 0, 0, 1, 2),
-    ]
-    assert store.stats("priority").select("priority", "total").rows() == [(1, 3), (5, 2)]
-    assert store.stats("task_type").select("task_type", "running", "total").rows() == [
-        ("a", 0, 2),
-        ("b", 1, 3),
-    ]
-    with pytest.raises(tm.SchedulerError, match="use group, priority or task_type") as err:
-        store.stats("owner")
-    assert err.value.kind == "invalid"
-    store.release_owner(owner)
 
 
 def test_integrity_check_names_what_is_broken(store: PostgresStore, pg_url: str) -> None:

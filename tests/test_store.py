@@ -36,6 +36,7 @@ def test_open_creates_an_empty_store_and_reopening_keeps_it(location: str | Path
             "failed": 0,
             "cancelled": 0,
             "superseded": 0,
+            "expired": 0,
         }
         assert store.integrity_check() == "ok"
     # reopening an existing store works and keeps it
@@ -472,3 +473,52 @@ def test_read_connections_of_ended_threads_are_closed(store: tm.TaskStore) -> No
         t.start()
         t.join()
     assert len(store._readers) <= 2  # the last thread's, and maybe this one's
+
+
+def test_counts_and_stats(store: tm.TaskStore) -> None:
+    store.submit(tm.TaskSubmission("a", dedup_key="1", group="g1", priority=5))
+    store.submit(tm.TaskSubmission("a", dedup_key="2", group="g1", priority=5))
+    store.submit(tm.TaskSubmission("b", dedup_key="3", group="g2", priority=1))
+    store.submit(tm.TaskSubmission("b", dedup_key="4", priority=1))
+    store.submit(tm.TaskSubmission("b", dedup_key="4", priority=1, on_duplicate="supersede"))
+    owner = store.new_owner()
+    store.claim(1, task_types=["b"], owner=owner)  # task 3 (g2)
+    store.pause(2)
+    store.cancel(1)
+    assert store.counts() == {
+        "pending": 1,
+        "running": 1,
+        "paused": 1,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 1,
+        "superseded": 1,
+        "expired": 0,
+    }
+    by_group = store.stats("group")
+    assert by_group.columns == [
+        "group",
+        "pending",
+        "running",
+        "paused",
+        "completed",
+        "failed",
+        "cancelled",
+        "superseded",
+        "expired",
+        "total",
+    ]
+    assert by_group.rows() == [
+        ("g1", 0, 0, 1, 0, 0, 1, 0, 0, 2),
+        ("g2", 0, 1, 0, 0, 0, 0, 0, 0, 1),
+        (None, 1, 0, 0, 0, 0, 0, 1, 0, 2),
+    ]
+    assert store.stats("priority").select("priority", "total").rows() == [(1, 3), (5, 2)]
+    assert store.stats("task_type").select("task_type", "running", "total").rows() == [
+        ("a", 0, 2),
+        ("b", 1, 3),
+    ]
+    with pytest.raises(tm.SchedulerError, match="use group, priority or task_type") as err:
+        store.stats("owner")
+    assert err.value.kind == "invalid"
+    store.release_owner(owner)

@@ -123,7 +123,13 @@ class StoreProtocol(Protocol):
         ...
 
     def next_retry_at(self) -> float | None:
-        """The earliest time a task waiting out a retry becomes due."""
+        """The earliest time a task waiting for a start time or a retry, or a paused
+        group, becomes due."""
+        ...
+
+    def expire_due(self, *, now: float | None = None) -> int:
+        """Move the tasks not started by their ``expires_at`` to history as expired;
+        returns how many."""
         ...
 
     # -- submitting and control

@@ -25,7 +25,7 @@ from ..model import (
     TaskSubmission,
 )
 from ..outcome import BatchOutcome
-from ..validation import Defaults, Row, check_submission
+from ..validation import Defaults, Row, check_submission, to_seconds
 from .base import CommitHook
 from .keys import COLLISION
 from .retention import ExportFolder, PruneSelection, check_prune_args, run_prune
@@ -51,6 +51,7 @@ TASK_COLUMNS: dict[str, Any] = {
     "attempts": pl.Int64,
     "last_error": pl.String,
     "run_after": pl.Float64,
+    "expires_at": pl.Float64,
     "created_at": pl.Float64,
     "started_at": pl.Float64,
 }
@@ -59,7 +60,7 @@ TASK_COLUMNS: dict[str, Any] = {
 def _history_columns() -> dict[str, Any]:
     columns: dict[str, Any] = {}
     for name, dtype in TASK_COLUMNS.items():
-        if name not in ("queue_pos", "run_after"):  # a finished task has no place in line
+        if name not in ("queue_pos", "run_after", "expires_at"):  # no longer waiting
             columns[name] = dtype
         if name == "last_error":
             columns["replaced_by"] = pl.Int64
@@ -69,7 +70,7 @@ def _history_columns() -> dict[str, Any]:
 #: The columns of :meth:`StoreMethods.history`, with their polars types.
 HISTORY_COLUMNS: dict[str, Any] = _history_columns()
 #: Columns stored as Unix seconds and shown as UTC datetimes.
-TIME_COLUMNS = ("run_after", "created_at", "started_at", "finished_at")
+TIME_COLUMNS = ("run_after", "expires_at", "created_at", "started_at", "finished_at")
 #: What ``stats(by=…)`` accepts.
 STATS_BY = ("group", "priority", "task_type")
 
@@ -92,23 +93,30 @@ def frame(rows: list[tuple[Any, ...]], columns: Mapping[str, Any]) -> pl.DataFra
 def submit_row(
     row: Row,
     existing: Sequence[Any] | None,
+    now: float,
     *,
     next_id: Callable[[], int],
     insert: Callable[[int, int], None],
     upgrade: Callable[[int], None],
     supersede: Callable[[int, int], None],
+    expire: Callable[[int], None],
 ) -> SubmitOutcome:
     """Decide one checked submission against the active task holding its key, and carry
     it out through the store's own statements.
 
     ``existing``: that task as ``(id, status, priority, queue_pos, task_type,
-    dedup_key)``, or ``None``.  ``insert(new_id, queue_pos)`` adds the task;
-    ``upgrade(old_id)`` raises the pending task's priority to the row's;
-    ``supersede(old_id, new_id)`` moves the old task to history as replaced.  A task
-    that supersedes a pending one takes its place in the queue.
+    dedup_key, expires_at)``, or ``None``.  ``insert(new_id, queue_pos)`` adds the
+    task; ``upgrade(old_id)`` raises the pending task's priority to the row's;
+    ``supersede(old_id, new_id)`` moves the old task to history as replaced;
+    ``expire(old_id)`` moves a task that was not started by its expiry time to
+    history as expired (its key is free: the submit goes on as if it were gone).  A
+    task that supersedes a pending one takes its place in the queue.
     """
     info = (row.task_type, row.dedup_key, row.group, row.priority)
-    if existing is not None and tuple(existing[4:]) != (row.task_type, row.dedup_key):
+    if existing is not None and existing[1] != "running" and is_due(existing[6], now):
+        expire(existing[0])
+        existing = None
+    if existing is not None and tuple(existing[4:6]) != (row.task_type, row.dedup_key):
         raise InvalidSubmission(
             COLLISION.format(row.task_type, row.dedup_key, f"active task {existing[0]}"),
             kind="key_collision",
@@ -135,6 +143,11 @@ def submit_row(
     supersede(old_id, new_id)
     insert(new_id, old_pos if old_status == "pending" else new_id)
     return SubmitOutcome("superseded", new_id, old_id, *info)
+
+
+def is_due(expires_at: float | None, now: float) -> bool:
+    """Whether a task that expires at ``expires_at`` has expired at ``now``."""
+    return expires_at is not None and expires_at <= now
 
 
 def stats_frame(rows: list[tuple[Any, ...]], by: str) -> pl.DataFrame:
@@ -209,6 +222,28 @@ class StoreMethods:
     def _describe(self) -> str:
         """The store, for messages."""
         return repr(self)
+
+    def _pause_group(self, group: str, until: float | None, now: float) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ control
+
+    def pause_group(self, group: str, until: Any = None) -> None:
+        """Dispatch none of ``group``'s tasks until ``until`` (a ``datetime``, naive
+        meaning UTC, a ``timedelta`` from now, or Unix seconds), or until
+        :meth:`resume_group` when ``None``.  Running attempts go on; every scheduler on
+        the store holds the group.  Pausing a paused group sets its new end."""
+        if not isinstance(group, str) or not group:
+            raise SchedulerError(
+                f"pause_group: the group must be a non-empty string, not {group!r}",
+                kind="invalid_argument",
+            )
+        now = time.time()
+        try:
+            end = to_seconds(until, "until", now)
+        except InvalidSubmission as exc:
+            raise SchedulerError(f"pause_group: {exc}", kind="invalid_argument") from None
+        self._pause_group(group, end, now)
 
     # ------------------------------------------------------------------ submitting
 

@@ -4,10 +4,17 @@
 -- (the status index would scan every pending task).
 
 -- name: find_active
--- The active task holding a key hash, with its text (a different text is a collision).
-SELECT id, status, priority, queue_pos, task_type, dedup_key
+-- The active task holding a key hash, with its text (a different text is a collision),
+-- and when it expires.
+SELECT id, status, priority, queue_pos, task_type, dedup_key, expires_at
 FROM tasks
 WHERE key_hash = ?;
+
+-- name: expired_ids
+-- Tasks not started by their expiry time (pending, waiting out a retry, or paused).
+SELECT id FROM tasks
+WHERE expires_at <= :now AND status IN ('pending', 'paused')
+ORDER BY id;
 
 -- name: take_write_lock
 -- A no-op write: makes a deferred transaction take the store's write lock now.
@@ -20,8 +27,8 @@ SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tasks'), 0);
 INSERT INTO tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+    max_retries, created_at, key_hash, run_after, expires_at
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: upgrade_priority
 UPDATE tasks SET priority = ? WHERE id = ? AND status = 'pending' AND priority > ?;
@@ -44,13 +51,19 @@ WHERE id IN (SELECT value FROM json_each(:ids));
 DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?));
 
 -- name: claim_candidates
--- Next dispatchable tasks in order, skipping groups that are full.
-SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts, max_retries
+-- Next dispatchable tasks in order, skipping held groups (full, over their budget, out of
+-- tokens, paused) and held task types, with each task's expected bytes.
+SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts, max_retries,
+       expected_read_bytes + expected_write_bytes + expected_net_rx_bytes
+       + expected_net_tx_bytes
 FROM tasks
 WHERE status = 'pending'
   AND task_type IN (SELECT value FROM json_each(:types))
   AND (run_after IS NULL OR run_after <= :now)
+  AND (expires_at IS NULL OR expires_at > :now)
   AND (group_name IS NULL OR group_name NOT IN (SELECT value FROM json_each(:full_groups)))
+  AND (group_name IS NULL OR group_name NOT IN (
+      SELECT group_name FROM group_pauses WHERE until IS NULL OR until > :now))
 ORDER BY priority, queue_pos
 LIMIT :limit;
 
@@ -72,10 +85,23 @@ SET status = 'pending', owner = NULL, attempts = MAX(attempts - 1, 0), started_a
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'running' AND owner = :owner;
 
 -- name: running_per_group
--- Running tasks per group, whoever runs them: group limits hold across workers.
-SELECT group_name, COUNT(*) FROM tasks
+-- Running tasks per group and their expected bytes, whoever runs them: group limits and
+-- byte budgets hold across workers.
+SELECT group_name, COUNT(*),
+       SUM(expected_read_bytes + expected_write_bytes + expected_net_rx_bytes
+           + expected_net_tx_bytes)
+FROM tasks
 WHERE status = 'running' AND group_name IS NOT NULL
 GROUP BY group_name;
+
+-- name: rate_buckets
+-- The stored token buckets of the given rate-limit keys (a JSON array).
+SELECT key, tokens, updated_at FROM rate_buckets
+WHERE key IN (SELECT value FROM json_each(:keys));
+
+-- name: store_rate_bucket
+INSERT INTO rate_buckets (key, tokens, updated_at) VALUES (:key, :tokens, :at)
+ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at;
 
 -- name: running_owner_leases
 -- Each owner of running tasks, with the end of its lease (NULL: it holds none).
@@ -146,8 +172,24 @@ SELECT EXISTS (
 );
 
 -- name: next_run_after
--- The earliest retry due (any task type: a early wake-up costs one poll).
-SELECT MIN(run_after) FROM tasks WHERE run_after IS NOT NULL;
+-- The earliest time a waiting task may start: a start time or a retry coming due, or a
+-- group's pause ending (any task type: an early wake-up costs one poll).
+SELECT MIN(t) FROM (
+    SELECT MIN(run_after) AS t FROM tasks WHERE run_after IS NOT NULL
+    UNION ALL
+    SELECT MIN(until) FROM group_pauses WHERE until > :now
+);
+
+-- name: pause_group
+INSERT INTO group_pauses (group_name, until, paused_at) VALUES (:group, :until, :now)
+ON CONFLICT (group_name) DO UPDATE SET until = excluded.until, paused_at = excluded.paused_at;
+
+-- name: resume_group
+DELETE FROM group_pauses WHERE group_name = :group;
+
+-- name: paused_groups
+SELECT group_name, until FROM group_pauses WHERE until IS NULL OR until > :now
+ORDER BY group_name;
 
 -- name: get_active
 SELECT id, status FROM tasks WHERE id = ?;

@@ -1,4 +1,4 @@
--- taskmill store schema, version 3 (the whole current schema; a store written by an
+-- taskmill store schema, version 4 (the whole current schema; a store written by an
 -- older version is brought here by the files in migrations/, see sql.py).
 --
 -- Active tasks (pending, running, paused) live in `tasks`; a task that finishes
@@ -33,21 +33,25 @@ CREATE TABLE tasks (
     run_after             REAL,            -- not dispatched before this time (retry backoff)
     owner                 TEXT,            -- the worker running it: 'host:pid:token'
     created_at            REAL    NOT NULL,
-    started_at            REAL, key_hash INTEGER
+    started_at            REAL, key_hash INTEGER, expires_at REAL
 );
 
 -- One active task per (task_type, dedup_key), enforced by the database itself on
 -- `key_hash`, a 64-bit hash of the pair (schema 3; NULL without a key).  A fixed-width
 -- key keeps this index small, so inserts into a large store touch few of its pages.  The
 -- text stays the truth: a hash match with a different text is a collision, refused
--- (taskmill/store/keys.py).  `key_hash` sits last, where migration 003 added it.
+-- (taskmill/store/keys.py).  `key_hash` and `expires_at` (schema 4: not started by then,
+-- the task ends as 'expired') sit last, where migrations 003 and 004 added them.
 CREATE UNIQUE INDEX tasks_active_key ON tasks (key_hash) WHERE key_hash IS NOT NULL;
 
 -- Dispatch order: priority (0 first), then queue order.
 CREATE INDEX tasks_queue ON tasks (status, priority, queue_pos);
 
--- Tasks waiting out a retry backoff (run_after is only set on those).
+-- Tasks waiting for a start time or a retry backoff (run_after is only set on those).
 CREATE INDEX tasks_retry ON tasks (run_after) WHERE run_after IS NOT NULL;
+
+-- Tasks that expire if not started in time (schema 4).
+CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
 
 CREATE TABLE history (
     id                    INTEGER PRIMARY KEY,   -- the task's own id
@@ -63,7 +67,8 @@ CREATE TABLE history (
     expected_net_tx_bytes INTEGER NOT NULL DEFAULT 0,
     max_retries           INTEGER,
     status                TEXT    NOT NULL
-                                  CHECK (status IN ('completed', 'failed', 'cancelled', 'superseded')),
+                                  CHECK (status IN ('completed', 'failed', 'cancelled', 'superseded',
+                                                    'expired')),
     attempts              INTEGER NOT NULL,
     last_error            TEXT,
     replaced_by           INTEGER,          -- for 'superseded': the task that replaced it
@@ -85,4 +90,21 @@ CREATE TABLE workers (
     lease_timeout REAL    NOT NULL CHECK (lease_timeout > 0),
     heartbeat_at  REAL    NOT NULL,
     started_at    REAL    NOT NULL
+) WITHOUT ROWID;
+
+-- Groups held by pause_group (schema 4): none of their tasks is dispatched until
+-- `until` (NULL: until resume_group).
+CREATE TABLE group_pauses (
+    group_name TEXT PRIMARY KEY,
+    until      REAL,
+    paused_at  REAL NOT NULL
+) WITHOUT ROWID;
+
+-- Token buckets of the schedulers' rate limits (schema 4), shared by every scheduler on
+-- the store: `key` is 'group:NAME' or 'type:TASK_TYPE'; the bucket held `tokens` at
+-- `updated_at` and refills at the limit's rate up to its burst.
+CREATE TABLE rate_buckets (
+    key        TEXT PRIMARY KEY,
+    tokens     REAL NOT NULL,
+    updated_at REAL NOT NULL
 ) WITHOUT ROWID;

@@ -20,6 +20,7 @@ from ..model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
     NotATaskStore,
+    RateLimit,
     SchedulerError,
     SchemaTooNew,
     StoreDamaged,
@@ -36,6 +37,7 @@ from .common import HISTORY_COLUMNS, StoreMethods, frame, submit_row
 from .keys import key_hash
 from .keys import register as register_key_hash
 from .location import parse_location
+from .picking import Claimed, Picker, check_limits
 from .retention import PruneSelection
 from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from .workers import DEFAULT_LEASE_TIMEOUT, forget_owner, new_owner_id, pid_alive, stale_owners
@@ -446,6 +448,7 @@ class TaskStore(StoreMethods):
         return submit_row(
             row,
             existing,
+            now,
             next_id=lambda: conn.execute(q("next_id")).fetchone()[0] + 1,
             insert=lambda new_id, pos: self._insert(conn, new_id, pos, row, hashed, now),
             upgrade=lambda old_id: conn.execute(
@@ -454,6 +457,7 @@ class TaskStore(StoreMethods):
             supersede=lambda old_id, new_id: self._finish(
                 conn, [old_id], "superseded", now, replaced_by=new_id
             ),
+            expire=lambda old_id: self._finish(conn, [old_id], "expired", now),
         )
 
     @staticmethod
@@ -483,6 +487,8 @@ class TaskStore(StoreMethods):
                 row.max_retries,
                 now,
                 hashed,
+                row.run_after,
+                row.expires_at,
             ),
         )
 
@@ -613,6 +619,8 @@ class TaskStore(StoreMethods):
                     )
                     merge_started = time.perf_counter()
                     with txn as c:
+                        if not dry_run:  # expired tasks free their keys first
+                            self._expire_due(c, time.time())
                         for j, piece in enumerate(pieces):
                             result = self._merge_staged(
                                 c,
@@ -702,6 +710,39 @@ class TaskStore(StoreMethods):
                 return None
             self._finish(conn, [task_id], "cancelled", time.time())
             return str(row[1])
+
+    def _expire_due(self, conn: sqlite3.Connection, now: float) -> int:
+        """Move the tasks not started by their expiry time to history (in ``conn``'s
+        write transaction); returns how many."""
+        ids = [r[0] for r in conn.execute(q("expired_ids"), {"now": now})]
+        if ids:
+            self._finish(conn, ids, "expired", now)
+        return len(ids)
+
+    def expire_due(self, *, now: float | None = None) -> int:
+        """Move every task not started by its ``expires_at`` (pending, waiting out a
+        retry, or paused) to history as ``expired``, freeing its key; returns how many."""
+        at = time.time() if now is None else now
+        with self._read() as conn:  # a look first: most calls find nothing to write
+            if conn.execute(q("expired_ids"), {"now": at}).fetchone() is None:
+                return 0
+        with self._write() as conn:
+            return self._expire_due(conn, at)
+
+    def _pause_group(self, group: str, until: float | None, now: float) -> None:
+        with self._write() as conn:
+            conn.execute(q("pause_group"), {"group": group, "until": until, "now": now})
+
+    def resume_group(self, group: str) -> bool:
+        """Dispatch a paused group's tasks again; ``False`` if it was not paused."""
+        with self._write() as conn:
+            return conn.execute(q("resume_group"), {"group": group}).rowcount > 0
+
+    def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
+        """The groups paused now, with the time each pause ends (``None``: until resumed)."""
+        at = time.time() if now is None else now
+        with self._read() as conn:
+            return dict(conn.execute(q("paused_groups"), {"now": at}).fetchall())
 
     def pause(self, task_id: int) -> bool:
         """Hold a pending task back from dispatch; returns whether it was paused."""
@@ -814,70 +855,67 @@ class TaskStore(StoreMethods):
         owner: str,
         group_limits: Mapping[str, int] | None = None,
         default_group_limit: int | None = None,
+        byte_budgets: Mapping[str, int] | None = None,
+        rate_limits: Mapping[str, RateLimit] | None = None,
         now: float | None = None,
-    ) -> list[ClaimedTask]:
+    ) -> Claimed:
         """Mark up to ``limit`` dispatchable tasks running for ``owner``, in dispatch order.
 
-        Order is priority, then queue order.  Group limits count every running task of
-        the group in the store, whoever runs it, inside the claim's own transaction, so
-        they hold across every scheduler and process on the store.  A group whose limit
-        is reached is skipped, never blocking the tasks of other groups behind it.
+        Order is priority, then queue order.  Group limits and byte budgets count every
+        running task of the group in the store, whoever runs it, and rate limits take
+        tokens from buckets kept in the store, all inside the claim's own transaction,
+        so they hold across every scheduler and process on the store.  A group held
+        back by a limit, a budget, its bucket or a pause never blocks the tasks of other
+        groups behind it (see :mod:`taskmill.store.picking`).
         """
         types = sorted(set(task_types))
         if limit <= 0 or not types:
-            return []
+            return Claimed()
         now = time.time() if now is None else now
-        group_limits = dict(group_limits or {})
+        limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
         taken: list[ClaimedTask] = []
         with self._write() as conn:
-            running: dict[str, int] = dict(conn.execute(q("running_per_group")).fetchall())
-
-            def room(group: str) -> int | None:
-                cap = group_limits.get(group, default_group_limit)
-                return None if cap is None else cap - running.get(group, 0)
-
-            full = {g for g in running if (r := room(g)) is not None and r <= 0}
+            running = (
+                {g: (n, b) for g, n, b in conn.execute(q("running_per_group"))}
+                if limits.counts_running
+                else {}
+            )
+            buckets = {
+                k: (t, at)
+                for k, t, at in conn.execute(
+                    q("rate_buckets"), {"keys": json.dumps(sorted(limits.rate_limits))}
+                )
+            }
+            picker = Picker(limits, running, buckets, now)
             while len(taken) < limit:
+                open_types = [t for t in types if t not in picker.blocked_types()]
+                if not open_types:
+                    break
                 rows = conn.execute(
                     q("claim_candidates"),
                     {
-                        "types": json.dumps(types),
+                        "types": json.dumps(open_types),
                         "now": now,
-                        "full_groups": json.dumps(sorted(full)),
+                        "full_groups": json.dumps(sorted(picker.blocked_groups())),
                         "limit": limit - len(taken),
                     },
                 ).fetchall()
                 if not rows:
                     break
-                batch: list[ClaimedTask] = []
-                for tid, ttype, key, group, prio, payload, label, attempts, max_retries in rows:
-                    if group is not None:
-                        if group in full:
-                            continue
-                        r = room(group)
-                        if r is not None:
-                            if r <= 0:  # a limit of 0 holds the whole group
-                                full.add(group)
-                                continue
-                            running[group] = running.get(group, 0) + 1
-                            if r - 1 <= 0:
-                                full.add(group)
-                    batch.append(
-                        ClaimedTask(
-                            tid, ttype, key, group, prio, payload, label, attempts + 1, max_retries
-                        )
-                    )
+                batch = [
+                    ClaimedTask(tid, ttype, key, group, prio, payload, label, tries + 1, retries)
+                    for tid, ttype, key, group, prio, payload, label, tries, retries, size in rows
+                    if picker.take(ttype, group, size)
+                ]
                 if batch:
                     conn.execute(
                         q("mark_running"),
-                        {
-                            "ids": json.dumps([t.id for t in batch]),
-                            "now": now,
-                            "owner": owner,
-                        },
+                        {"ids": json.dumps([t.id for t in batch]), "now": now, "owner": owner},
                     )
                     taken.extend(batch)
-        return taken
+            for key, tokens, at in picker.buckets():
+                conn.execute(q("store_rate_bucket"), {"key": key, "tokens": tokens, "at": at})
+        return picker.outcome(taken)
 
     def complete_many(
         self,
@@ -994,7 +1032,7 @@ class TaskStore(StoreMethods):
     def next_retry_at(self) -> float | None:
         """The earliest time a task waiting out a retry backoff becomes due."""
         with self._read() as conn:
-            return conn.execute(q("next_run_after")).fetchone()[0]
+            return conn.execute(q("next_run_after"), {"now": time.time()}).fetchone()[0]
 
     # ------------------------------------------------------------------ queries
 

@@ -182,6 +182,7 @@ class PostgresBatch:
         now = time.time()
         part = staged.part
         conn.execute(q("advisory_lock"), {"lock": SUBMIT_LOCK})
+        self.store._expire_due(conn, now)  # expired tasks free their keys first
         matches = conn.execute(self._q("batch_match", table)).fetchall()
         result = decide(part, matches, 0, staged.collisions)
         n = result.filter(pl.col("action").is_in(INSERTING)).height

@@ -25,10 +25,24 @@ SELECT pg_advisory_xact_lock(%(lock)s);
 -- name: find_active
 -- The active task holding a key hash, with its text (a different text is a collision);
 -- locked, so a claim skips it and a concurrent change waits for this submit.
-SELECT id, status, priority, queue_pos, task_type, dedup_key
+SELECT id, status, priority, queue_pos, task_type, dedup_key, expires_at
 FROM taskmill.tasks
 WHERE key_hash = %(key_hash)s
 FOR UPDATE;
+
+-- name: expired_ids
+-- Tasks not started by their expiry time (pending, waiting out a retry, or paused),
+-- locked; one a submit is deciding on is left for the next sweep.
+SELECT id FROM taskmill.tasks
+WHERE expires_at <= %(now)s AND status IN ('pending', 'paused')
+ORDER BY id
+FOR UPDATE SKIP LOCKED;
+
+-- name: any_expired
+SELECT EXISTS (
+    SELECT 1 FROM taskmill.tasks
+    WHERE expires_at <= %(now)s AND status IN ('pending', 'paused')
+);
 
 -- name: next_id
 SELECT nextval('taskmill.task_ids');
@@ -37,12 +51,12 @@ SELECT nextval('taskmill.task_ids');
 INSERT INTO taskmill.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash
+    max_retries, created_at, key_hash, run_after, expires_at
 ) VALUES (
     %(id)s, %(task_type)s, %(dedup_key)s, %(group)s, %(priority)s, %(queue_pos)s,
     %(payload)s, %(label)s, %(expected_read_bytes)s, %(expected_write_bytes)s,
     %(expected_net_rx_bytes)s, %(expected_net_tx_bytes)s, %(max_retries)s, %(now)s,
-    %(key_hash)s
+    %(key_hash)s, %(run_after)s, %(expires_at)s
 );
 
 -- name: upgrade_priority
@@ -118,13 +132,17 @@ SELECT set_config('enable_sort', 'off', false),
 -- Marks the next dispatchable tasks running for :owner, in one statement, and returns
 -- them, when no group limit is counted: the first :limit candidates in dispatch order
 -- (priority, queue order, id) through the tasks_claim index, skipping rows another
--- transaction holds (FOR UPDATE SKIP LOCKED).  The filter is claim_limited's.
+-- transaction holds (FOR UPDATE SKIP LOCKED).  The filter is claim_candidates'.
 WITH picked AS (
     SELECT id
     FROM taskmill.tasks
     WHERE status = 'pending'
       AND task_type = ANY(%(types)s::text[])
       AND (run_after IS NULL OR run_after <= %(now)s)
+      AND (expires_at IS NULL OR expires_at > %(now)s)
+      AND (group_name IS NULL OR group_name NOT IN (
+          SELECT p.group_name FROM taskmill.group_pauses AS p
+          WHERE p.until IS NULL OR p.until > %(now)s))
     ORDER BY priority, queue_pos, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -137,56 +155,53 @@ WHERE t.id = picked.id
 RETURNING t.id, t.task_type, t.dedup_key, t.group_name, t.priority, t.payload, t.label,
           t.attempts, t.max_retries, t.queue_pos;
 
--- name: claim_limited
--- The same, counting group limits: :groups with :caps, :default_cap for any other group
--- (NULL: none).  A limit counts every running task of the group in the store, whoever
--- runs it (the caller holds CLAIM_LOCK while they are counted), plus the candidates
--- before it in this claim; a group already at its limit is passed over in the walk.
--- Candidates are read :window at a time; those a limit holds back are unlocked at commit.
-WITH caps (group_name, cap) AS (
-    SELECT * FROM unnest(%(groups)s::text[], %(caps)s::integer[])
-), running AS (
-    SELECT group_name, count(*) AS n
-    FROM taskmill.tasks
-    WHERE status = 'running' AND group_name IS NOT NULL
-    GROUP BY group_name
-), room AS (
-    SELECT r.group_name, r.n, COALESCE(c.cap, %(default_cap)s::integer) AS cap
-    FROM running AS r LEFT JOIN caps AS c USING (group_name)
-), candidates AS (
-    SELECT id, group_name, priority, queue_pos
-    FROM taskmill.tasks
-    WHERE status = 'pending'
-      AND task_type = ANY(%(types)s::text[])
-      AND (run_after IS NULL OR run_after <= %(now)s)
-      AND (group_name IS NULL
-           OR group_name NOT IN (SELECT group_name FROM room WHERE n >= cap))
-    ORDER BY priority, queue_pos, id
-    LIMIT %(window)s
-    FOR UPDATE SKIP LOCKED
-), ranked AS (
-    SELECT c.id, c.group_name, c.priority, c.queue_pos,
-           row_number() OVER (PARTITION BY c.group_name
-                              ORDER BY c.priority, c.queue_pos, c.id) AS nth
-    FROM candidates AS c
-), picked AS (
-    SELECT k.id
-    FROM ranked AS k
-    LEFT JOIN caps AS c USING (group_name)
-    LEFT JOIN running AS r USING (group_name)
-    WHERE k.group_name IS NULL
-       OR COALESCE(c.cap, %(default_cap)s::integer) IS NULL
-       OR k.nth + COALESCE(r.n, 0) <= COALESCE(c.cap, %(default_cap)s::integer)
-    ORDER BY k.priority, k.queue_pos, k.id
-    LIMIT %(limit)s
-)
-UPDATE taskmill.tasks AS t
-SET status = 'running', attempts = t.attempts + 1, started_at = %(now)s,
-    owner = %(owner)s, run_after = NULL
-FROM picked
-WHERE t.id = picked.id
-RETURNING t.id, t.task_type, t.dedup_key, t.group_name, t.priority, t.payload, t.label,
-          t.attempts, t.max_retries, t.queue_pos;
+-- name: running_per_group
+-- Running tasks per group and their expected bytes, whoever runs them: group limits and
+-- byte budgets hold across workers (read under CLAIM_LOCK).
+SELECT group_name, count(*),
+       sum(expected_read_bytes + expected_write_bytes + expected_net_rx_bytes
+           + expected_net_tx_bytes)
+FROM taskmill.tasks
+WHERE status = 'running' AND group_name IS NOT NULL
+GROUP BY group_name;
+
+-- name: rate_buckets
+-- The stored token buckets of the given rate-limit keys (read under CLAIM_LOCK).
+SELECT key, tokens, updated_at FROM taskmill.rate_buckets WHERE key = ANY(%(keys)s::text[]);
+
+-- name: store_rate_buckets
+INSERT INTO taskmill.rate_buckets (key, tokens, updated_at)
+SELECT * FROM unnest(%(keys)s::text[], %(tokens)s::double precision[],
+                     %(at)s::double precision[])
+ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at;
+
+-- name: claim_candidates
+-- A claim that counts limits (the caller holds CLAIM_LOCK): the next dispatchable tasks
+-- in dispatch order, as the claim query walks them, skipping held groups (full, over
+-- their budget, out of tokens) and held task types, with each task's expected bytes;
+-- locked, so no other claim takes them before this one marks them (mark_running).
+SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts,
+       max_retries,
+       expected_read_bytes + expected_write_bytes + expected_net_rx_bytes
+       + expected_net_tx_bytes
+FROM taskmill.tasks
+WHERE status = 'pending'
+  AND task_type = ANY(%(types)s::text[])
+  AND (run_after IS NULL OR run_after <= %(now)s)
+  AND (expires_at IS NULL OR expires_at > %(now)s)
+  AND (group_name IS NULL OR NOT group_name = ANY(%(held)s::text[]))
+  AND (group_name IS NULL OR group_name NOT IN (
+      SELECT p.group_name FROM taskmill.group_pauses AS p
+      WHERE p.until IS NULL OR p.until > %(now)s))
+ORDER BY priority, queue_pos, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: mark_running
+UPDATE taskmill.tasks
+SET status = 'running', attempts = attempts + 1, started_at = %(now)s, owner = %(owner)s,
+    run_after = NULL
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending';
 
 -- ------------------------------------------------------------------ attempts
 
@@ -227,8 +242,25 @@ SELECT EXISTS (
 );
 
 -- name: next_run_after
--- The earliest retry due (any task type: an early wake-up costs one poll).
-SELECT min(run_after) FROM taskmill.tasks WHERE run_after IS NOT NULL;
+-- The earliest time a waiting task may start: a start time or a retry coming due, or a
+-- group's pause ending (any task type: an early wake-up costs one poll).
+SELECT least(
+    (SELECT min(run_after) FROM taskmill.tasks WHERE run_after IS NOT NULL),
+    (SELECT min(until) FROM taskmill.group_pauses WHERE until > %(now)s)
+);
+
+-- name: pause_group
+INSERT INTO taskmill.group_pauses (group_name, until, paused_at)
+VALUES (%(group)s, %(until)s, %(now)s)
+ON CONFLICT (group_name) DO UPDATE SET until = excluded.until, paused_at = excluded.paused_at;
+
+-- name: resume_group
+DELETE FROM taskmill.group_pauses WHERE group_name = %(group)s;
+
+-- name: paused_groups
+SELECT group_name, until FROM taskmill.group_pauses
+WHERE until IS NULL OR until > %(now)s
+ORDER BY group_name;
 
 -- ------------------------------------------------------------------ workers and leases
 
@@ -294,8 +326,8 @@ SELECT status, count(*) FROM taskmill.history GROUP BY status;
 -- Active tasks in dispatch order; a NULL filter matches everything, a NULL limit is none.
 SELECT id, task_type, dedup_key, group_name, priority, status, queue_pos, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
-       expected_net_tx_bytes, max_retries, attempts, last_error, run_after, created_at,
-       started_at
+       expected_net_tx_bytes, max_retries, attempts, last_error, run_after, expires_at,
+       created_at, started_at
 FROM taskmill.tasks
 WHERE (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
   AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))

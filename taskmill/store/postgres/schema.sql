@@ -1,4 +1,4 @@
--- taskmill store schema on PostgreSQL, version 3 (the SQLite store's schema 3, column for
+-- taskmill store schema on PostgreSQL, version 4 (the SQLite store's schema 4, column for
 -- column).  Everything lives in the schema `taskmill`, so the store can share a database
 -- with the user's own tables; the runner (postgres/migrate.py) creates the schema and
 -- applies this file, or the migrations in migrations/ to an older store, in one
@@ -35,11 +35,12 @@ CREATE TABLE taskmill.tasks (
     max_retries           integer           CHECK (max_retries >= 0),
     attempts              integer  NOT NULL DEFAULT 0,
     last_error            text,
-    run_after             double precision, -- not dispatched before this time (retry backoff)
+    run_after             double precision, -- not dispatched before this time (start later, retry)
     owner                 text,             -- the worker running it: 'host:pid:token'
     created_at            double precision NOT NULL,
     started_at            double precision,
-    key_hash              bigint            -- taskmill/store/keys.py; NULL without a key
+    key_hash              bigint,           -- taskmill/store/keys.py; NULL without a key
+    expires_at            double precision  -- not started by then: ends as 'expired'
 );
 
 ALTER SEQUENCE taskmill.task_ids OWNED BY taskmill.tasks.id;
@@ -59,6 +60,9 @@ CREATE INDEX tasks_running ON taskmill.tasks (owner) WHERE status = 'running';
 -- Tasks waiting out a retry backoff (run_after is only set on those).
 CREATE INDEX tasks_retry ON taskmill.tasks (run_after) WHERE run_after IS NOT NULL;
 
+-- Tasks that expire if not started in time.
+CREATE INDEX tasks_expiry ON taskmill.tasks (expires_at) WHERE expires_at IS NOT NULL;
+
 CREATE TABLE taskmill.history (
     id                    bigint   PRIMARY KEY,   -- the task's own id
     task_type             text     NOT NULL,
@@ -73,7 +77,8 @@ CREATE TABLE taskmill.history (
     expected_net_tx_bytes bigint   NOT NULL DEFAULT 0,
     max_retries           integer,
     status                text     NOT NULL
-                                   CHECK (status IN ('completed', 'failed', 'cancelled', 'superseded')),
+                                   CHECK (status IN ('completed', 'failed', 'cancelled', 'superseded',
+                                                     'expired')),
     attempts              integer  NOT NULL,
     last_error            text,
     replaced_by           bigint,           -- for 'superseded': the task that replaced it
@@ -93,4 +98,21 @@ CREATE TABLE taskmill.workers (
     lease_timeout double precision NOT NULL CHECK (lease_timeout > 0),
     heartbeat_at  double precision NOT NULL,
     started_at    double precision NOT NULL
+);
+
+-- Groups held by pause_group: none of their tasks is dispatched until `until` (NULL: until
+-- resume_group).
+CREATE TABLE taskmill.group_pauses (
+    group_name text             PRIMARY KEY,
+    until      double precision,
+    paused_at  double precision NOT NULL
+);
+
+-- Token buckets of the schedulers' rate limits, shared by every scheduler on the store:
+-- `key` is 'group:NAME' or 'type:TASK_TYPE'; the bucket held `tokens` at `updated_at` and
+-- refills at the limit's rate up to its burst.
+CREATE TABLE taskmill.rate_buckets (
+    key        text             PRIMARY KEY,
+    tokens     double precision NOT NULL,
+    updated_at double precision NOT NULL
 );

@@ -19,9 +19,10 @@ Concurrency across processes and machines rests on PostgreSQL itself:
 * **claims** are one statement (query ``claim``) that picks candidates ``FOR UPDATE SKIP
   LOCKED`` in ``priority, queue_pos, id`` order (a walk of the ``tasks_claim`` index,
   pinned whatever the statistics say) and marks them running, so a claim never waits for
-  a submit deciding on a task, nor for another worker's claim.  A claim that counts group
-  limits first takes an advisory lock of its own (:data:`CLAIM_LOCK`) and counts the
-  running tasks per group under it, so group limits hold across every worker;
+  a submit deciding on a task, nor for another worker's claim.  A claim that counts
+  limits (group limits, byte budgets, rate limits) first takes an advisory lock of its own
+  (:data:`CLAIM_LOCK`) and counts the running tasks per group and the rate buckets under
+  it, so every limit holds across every worker;
 * **batches** (:meth:`PostgresStore.submit_batch`, ``postgres/batch.py``) are staged by
   DuckDB into a private unlogged table, then merged by one transaction per chunk holding
   :data:`SUBMIT_LOCK`, with the SQLite store's outcomes row for row;
@@ -53,6 +54,7 @@ from ...model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
     NotATaskStore,
+    RateLimit,
     SchedulerError,
     StoreDamaged,
     StoreError,
@@ -66,6 +68,7 @@ from ..batch import warm_up_in_background
 from ..batchrun import run_batch
 from ..common import HISTORY_COLUMNS, StoreMethods, frame, submit_row
 from ..keys import POSTGRES_KEY_HASH, key_hash
+from ..picking import Claimed, Picker, check_limits
 from ..retention import PruneSelection
 from ..sql import named_queries
 from ..workers import (
@@ -88,12 +91,8 @@ Connection = psycopg.Connection[Any]
 #: Advisory lock key every submit of a keyed task holds for its transaction (anything
 #: else that inserts keyed tasks, such as a batch, must hold it too).
 SUBMIT_LOCK = int.from_bytes(b"tm:submt", "big", signed=True)
-#: Advisory lock key a claim that counts group limits holds for its transaction.
+#: Advisory lock key a claim that counts limits holds for its transaction.
 CLAIM_LOCK = int.from_bytes(b"tm:claim", "big", signed=True)
-#: With group limits, a claim reads this many candidates per task it wants (a full group's
-#: tasks are passed over), up to :data:`CLAIM_WINDOW_MAX` a round.
-CLAIM_LOOKAHEAD = 4
-CLAIM_WINDOW_MAX = 1024
 #: How many times a transaction that met a deadlock or a serialization failure is run
 #: again before the call fails with :class:`StoreLocked`.
 TRANSACTION_TRIES = 5
@@ -459,6 +458,7 @@ class PostgresStore(StoreMethods):
         return submit_row(
             row,
             existing,
+            now,
             next_id=lambda: self._next_id(conn),
             insert=lambda new_id, pos: self._insert(conn, new_id, pos, row, hashed, now),
             upgrade=lambda old_id: conn.execute(
@@ -467,6 +467,7 @@ class PostgresStore(StoreMethods):
             supersede=lambda old_id, new_id: self._finish(
                 conn, [old_id], "superseded", now, replaced_by=new_id
             ),
+            expire=lambda old_id: self._finish(conn, [old_id], "expired", now),
         )
 
     # ------------------------------------------------------------------ batches
@@ -512,6 +513,8 @@ class PostgresStore(StoreMethods):
                 "max_retries": row.max_retries,
                 "now": now,
                 "key_hash": hashed,
+                "run_after": row.run_after,
+                "expires_at": row.expires_at,
             },
         )
         conn.execute(q("notify_work"))  # workers on other machines wake at commit
@@ -579,6 +582,45 @@ class PostgresStore(StoreMethods):
             return moved[0][1] if moved else None
 
         return self._write("cannot cancel a task in", body)
+
+    @staticmethod
+    def _expire_due(conn: Connection, now: float) -> int:
+        """Move the tasks not started by their expiry time to history (in ``conn``'s
+        transaction); returns how many.  A task a submit is deciding on is left for
+        the next sweep."""
+        ids = [int(r[0]) for r in conn.execute(q("expired_ids"), {"now": now})]
+        if ids:
+            PostgresStore._finish(conn, ids, "expired", now)
+        return len(ids)
+
+    def expire_due(self, *, now: float | None = None) -> int:
+        """Move every task not started by its ``expires_at`` (pending, waiting out a
+        retry, or paused) to history as ``expired``, freeing its key; returns how many."""
+        at = time.time() if now is None else now
+        look = self._read(
+            lambda conn: conn.execute(q("any_expired"), {"now": at}).fetchone()[0]  # type: ignore[index]
+        )
+        if not look:  # most calls find nothing to write
+            return 0
+        return self._write("cannot expire tasks in", lambda conn: self._expire_due(conn, at))
+
+    def _pause_group(self, group: str, until: float | None, now: float) -> None:
+        params = {"group": group, "until": until, "now": now}
+        self._write("cannot pause a group in", lambda conn: conn.execute(q("pause_group"), params))
+
+    def resume_group(self, group: str) -> bool:
+        """Dispatch a paused group's tasks again; ``False`` if it was not paused."""
+
+        def body(conn: Connection) -> bool:
+            resumed = conn.execute(q("resume_group"), {"group": group}).rowcount > 0
+            return _notified(conn, int(resumed)) > 0  # workers elsewhere wake at commit
+
+        return self._write("cannot resume a group in", body)
+
+    def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
+        """The groups paused now, with the time each pause ends (``None``: until resumed)."""
+        params = {"now": time.time() if now is None else now}
+        return dict(self._read(lambda conn: conn.execute(q("paused_groups"), params).fetchall()))
 
     def pause(self, task_id: int) -> bool:
         """Hold a pending task back from dispatch; returns whether it was paused."""
@@ -708,58 +750,86 @@ class PostgresStore(StoreMethods):
         owner: str,
         group_limits: Mapping[str, int] | None = None,
         default_group_limit: int | None = None,
+        byte_budgets: Mapping[str, int] | None = None,
+        rate_limits: Mapping[str, RateLimit] | None = None,
         now: float | None = None,
-    ) -> list[ClaimedTask]:
+    ) -> Claimed:
         """Mark up to ``limit`` dispatchable tasks running for ``owner``, in dispatch order.
 
-        Order is priority, then queue order.  Group limits count every running task of
-        the group in the store, whoever runs it, inside the claim's own transaction and
-        under the claim lock, so they hold across every scheduler, process and machine
-        on the store.  A group whose limit is reached is skipped, never blocking the
-        tasks of other groups behind it.
+        Order is priority, then queue order.  With no limit to count, a claim is one
+        statement.  Otherwise it holds the claim lock while it counts: group limits and
+        byte budgets count every running task of the group in the store, whoever runs
+        it, and rate limits take tokens from buckets kept in the store, so they hold
+        across every scheduler, process and machine on the store.  A group held back
+        never blocks the tasks of other groups behind it (:mod:`taskmill.store.picking`).
         """
         types = sorted(set(task_types))
         if limit <= 0 or not types:
-            return []
-        limits = dict(group_limits or {})
-        counted = bool(limits) or default_group_limit is not None
-        groups = sorted(limits)
-        params: dict[str, Any] = {
-            "types": types,
-            "now": time.time() if now is None else now,
-            "owner": owner,
-            "groups": groups,
-            "caps": [limits[g] for g in groups],
-            "default_cap": default_group_limit,
-        }
-
-        if not counted:  # one statement: the first ``limit`` candidates
+            return Claimed()
+        at = time.time() if now is None else now
+        limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
+        if not limits.any:  # one statement: the first ``limit`` candidates
+            params = {"types": types, "now": at, "owner": owner, "limit": limit}
             rows = self._write(
                 "cannot claim tasks from",
-                lambda conn: conn.execute(q("claim"), {**params, "limit": limit}).fetchall(),
+                lambda conn: conn.execute(q("claim"), params).fetchall(),
                 dispatch=True,
                 single=True,
             )
             rows.sort(key=lambda r: (r[4], r[9], r[0]))  # priority, queue order, id
-            return [ClaimedTask(*r[:9]) for r in rows]
+            return Claimed(ClaimedTask(*r[:9]) for r in rows)
 
-        def body(conn: Connection) -> list[ClaimedTask]:
-            # no other claim between counting running tasks and marking more
+        def body(conn: Connection) -> Claimed:
+            # no other claim between counting and marking
             conn.execute(q("advisory_lock"), {"lock": CLAIM_LOCK})
-            rows: list[tuple[Any, ...]] = []
-            while len(rows) < limit:
-                want = limit - len(rows)
-                # a limit may hold back candidates: read further ahead, and go on
-                # while a round still finds some
-                window = max(want, min(want * CLAIM_LOOKAHEAD, CLAIM_WINDOW_MAX))
-                got = conn.execute(
-                    q("claim_limited"), {**params, "limit": want, "window": window}
-                ).fetchall()
-                rows.extend(got)
-                if not got:
+            running = (
+                {g: (int(n), int(b)) for g, n, b in conn.execute(q("running_per_group"))}
+                if limits.counts_running
+                else {}
+            )
+            keys = sorted(limits.rate_limits)
+            buckets = (
+                {k: (t, u) for k, t, u in conn.execute(q("rate_buckets"), {"keys": keys})}
+                if keys
+                else {}
+            )
+            picker = Picker(limits, running, buckets, at)
+            taken: list[ClaimedTask] = []
+            while len(taken) < limit:
+                open_types = [t for t in types if t not in picker.blocked_types()]
+                if not open_types:
                     break
-            rows.sort(key=lambda r: (r[4], r[9], r[0]))  # priority, queue order, id
-            return [ClaimedTask(*r[:9]) for r in rows]
+                rows = conn.execute(
+                    q("claim_candidates"),
+                    {
+                        "types": open_types,
+                        "now": at,
+                        "held": sorted(picker.blocked_groups()),
+                        "limit": limit - len(taken),
+                    },
+                ).fetchall()
+                if not rows:
+                    break
+                batch = [
+                    ClaimedTask(tid, ttype, key, group, prio, payload, label, tries + 1, retries)
+                    for tid, ttype, key, group, prio, payload, label, tries, retries, size in rows
+                    if picker.take(ttype, group, int(size))
+                ]
+                if batch:
+                    ids = [t.id for t in batch]
+                    conn.execute(q("mark_running"), {"ids": ids, "now": at, "owner": owner})
+                    taken.extend(batch)
+            if keys:
+                stored = picker.buckets()
+                conn.execute(
+                    q("store_rate_buckets"),
+                    {
+                        "keys": [k for k, _, _ in stored],
+                        "tokens": [t for _, t, _ in stored],
+                        "at": [u for _, _, u in stored],
+                    },
+                )
+            return picker.outcome(taken)
 
         return self._write("cannot claim tasks from", body, dispatch=True)
 
@@ -874,8 +944,9 @@ class PostgresStore(StoreMethods):
 
     def next_retry_at(self) -> float | None:
         """The earliest time a task waiting out a retry backoff becomes due."""
+        params = {"now": time.time()}
         return self._read(
-            lambda conn: conn.execute(q("next_run_after")).fetchone()[0]  # type: ignore[index]
+            lambda conn: conn.execute(q("next_run_after"), params).fetchone()[0]  # type: ignore[index]
         )
 
     # ------------------------------------------------------------------ queries

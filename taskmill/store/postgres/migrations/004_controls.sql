@@ -1,0 +1,18 @@
+-- Schema 4 (as the SQLite store's migration 004): tasks may expire if not started in
+-- time and end as 'expired' in history; groups can be paused; rate limits keep token
+-- buckets in the store.
+ALTER TABLE taskmill.tasks ADD COLUMN expires_at double precision;
+CREATE INDEX tasks_expiry ON taskmill.tasks (expires_at) WHERE expires_at IS NOT NULL;
+ALTER TABLE taskmill.history DROP CONSTRAINT history_status_check;
+ALTER TABLE taskmill.history ADD CONSTRAINT history_status_check
+    CHECK (status IN ('completed', 'failed', 'cancelled', 'superseded', 'expired'));
+CREATE TABLE taskmill.group_pauses (
+    group_name text             PRIMARY KEY,
+    until      double precision,
+    paused_at  double precision NOT NULL
+);
+CREATE TABLE taskmill.rate_buckets (
+    key        text             PRIMARY KEY,
+    tokens     double precision NOT NULL,
+    updated_at double precision NOT NULL
+);

@@ -1,0 +1,192 @@
+"""Start later, expire and paused groups, on both backends, against an explicit clock:
+every claim and sweep here is given its ``now``, so times are exact, not slept for."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+import taskmill as tm
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
+T = 2_000_000_000.0  # 2033-05-18, a fixed clock reading for these tests
+
+
+def claim_ids(store: tm.TaskStore, now: float, **limits: object) -> list[int]:
+    owner = store.new_owner()
+    got = store.claim(10, task_types=["t"], owner=owner, now=now, **limits)  # type: ignore[arg-type]
+    return [c.id for c in got]
+
+
+def test_a_task_is_not_dispatched_before_its_start_time(store: tm.TaskStore) -> None:
+    store.submit(tm.TaskSubmission("t", dedup_key="later", run_after=T))
+    store.submit(tm.TaskSubmission("t", dedup_key="now"))
+    assert claim_ids(store, T - 0.001) == [2]
+    assert claim_ids(store, T) == [1]
+    assert store.next_retry_at() is None  # started: no start time left to wait for
+
+
+def test_start_times_take_datetimes_timedeltas_and_unix_seconds(store: tm.TaskStore) -> None:
+    before = time.time()
+    store.submit(tm.TaskSubmission("t", dedup_key="naive", run_after=datetime(2030, 1, 1)))
+    store.submit(
+        tm.TaskSubmission(
+            "t",
+            dedup_key="aware",
+            run_after=datetime(2030, 1, 1, 2, tzinfo=timezone(timedelta(hours=2))),
+        )
+    )
+    store.submit(tm.TaskSubmission("t", dedup_key="delta", run_after=timedelta(hours=1)))
+    store.submit(tm.TaskSubmission("t", dedup_key="seconds", expires_at=T))
+    after = time.time()
+    rows = {r["dedup_key"]: r for r in store.tasks().iter_rows(named=True)}
+    utc_2030 = datetime(2030, 1, 1, tzinfo=UTC)
+    assert rows["naive"]["run_after"] == utc_2030  # naive means UTC
+    assert rows["aware"]["run_after"] == utc_2030
+    delta = rows["delta"]["run_after"].timestamp()
+    assert before + 3600 <= delta <= after + 3600
+    assert rows["seconds"]["expires_at"] == datetime.fromtimestamp(T, UTC)
+    assert rows["seconds"]["run_after"] is None and rows["naive"]["expires_at"] is None
+    assert store.next_retry_at() == pytest.approx(delta, abs=1e-5)  # the earliest start
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "message"),
+    [
+        ({"run_after": "tomorrow"}, "run_after", "must be a datetime, a timedelta or Unix"),
+        ({"expires_at": float("nan")}, "expires_at", "between 1970 and 9999"),
+        ({"run_after": -5}, "run_after", "between 1970 and 9999"),
+        ({"run_after": T, "expires_at": T}, "expires_at", "later than run_after"),
+    ],
+)
+def test_bad_times_fail_naming_the_field_and_change_nothing(
+    store: tm.TaskStore, kwargs: dict, field: str, message: str
+) -> None:
+    with pytest.raises(tm.InvalidSubmission, match=message) as err:
+        store.submit(tm.TaskSubmission("t", dedup_key="k", **kwargs))
+    assert err.value.field == field and err.value.kind == f"invalid_{field}"
+    assert store.tasks().height == 0
+
+
+def test_a_task_not_started_by_its_expiry_ends_expired_and_frees_its_key(
+    store: tm.TaskStore,
+) -> None:
+    store.submit(tm.TaskSubmission("t", dedup_key="k", expires_at=T, payload="old"))
+    store.submit(tm.TaskSubmission("t", dedup_key="paused", expires_at=T))
+    store.submit(tm.TaskSubmission("t", dedup_key="keeps"))
+    assert store.pause(2)
+    assert claim_ids(store, T) == [3]  # at its expiry time a task is no longer started
+    assert store.expire_due(now=T - 1) == 0
+    assert store.expire_due(now=T) == 2
+    assert store.history().select("id", "dedup_key", "status").rows() == [
+        (1, "k", "expired"),
+        (2, "paused", "expired"),
+    ]
+    assert store.tasks().select("id", "status").rows() == [(3, "running")]
+    # the key is free: a new submit of it is a new task, not a duplicate
+    assert store.submit(tm.TaskSubmission("t", dedup_key="k")).action == "submitted"
+    assert store.counts()["expired"] == 2
+    assert store.integrity_check() == "ok"
+
+
+def test_a_running_task_never_expires(store: tm.TaskStore) -> None:
+    store.submit(tm.TaskSubmission("t", dedup_key="k", expires_at=T))
+    assert claim_ids(store, T - 1) == [1]
+    assert store.expire_due(now=T + 3600) == 0
+    assert store.tasks().select("id", "status").rows() == [(1, "running")]
+
+
+@pytest.mark.parametrize("strategy", ["skip", "supersede", "reject"])
+def test_a_submit_over_an_expired_task_frees_its_key_first(
+    store: tm.TaskStore, strategy: str
+) -> None:
+    # expired a moment ago (a past time), before any sweep ran: every strategy sees
+    # the key free, and the old task ends as expired, not deduplicated or superseded
+    store.submit(tm.TaskSubmission("t", dedup_key="k", expires_at=1.0))
+    res = store.submit(tm.TaskSubmission("t", dedup_key="k", on_duplicate=strategy))
+    assert (res.action, res.task_id, res.replaced_task_id) == ("submitted", 2, None)
+    assert store.history().select("id", "status").rows() == [(1, "expired")]
+    assert store.tasks()["id"].to_list() == [2]
+
+
+def test_a_batch_over_expired_tasks_frees_their_keys_first(store: tm.TaskStore) -> None:
+    store.submit(tm.TaskSubmission("t", dedup_key="gone", expires_at=1.0))
+    store.submit(tm.TaskSubmission("t", dedup_key="alive", expires_at=T))
+    out = store.submit_batch(
+        [tm.TaskSubmission("t", dedup_key="gone"), tm.TaskSubmission("t", dedup_key="alive")]
+    )
+    assert out.to_polars()["action"].to_list() == ["submitted", "deduplicated"]
+    assert store.history().select("id", "dedup_key", "status").rows() == [(1, "gone", "expired")]
+    assert sorted(store.tasks()["id"].to_list()) == [2, 3]
+
+
+def test_a_paused_group_is_held_until_resumed_or_its_pause_ends(store: tm.TaskStore) -> None:
+    store.submit(tm.TaskSubmission("t", dedup_key="a1", group="a", priority=0))
+    store.submit(tm.TaskSubmission("t", dedup_key="b1", group="b", priority=0))
+    store.submit(tm.TaskSubmission("t", dedup_key="a2", group="a"))
+    store.submit(tm.TaskSubmission("t", dedup_key="none"))
+    store.pause_group("a")
+    store.pause_group("b", until=T)
+    assert store.paused_groups(now=T - 1) == {"a": None, "b": T}
+    assert claim_ids(store, T - 1) == [4]  # neither paused group holds the others back
+    assert store.paused_groups(now=T) == {"a": None}
+    assert claim_ids(store, T) == [2]  # b's pause ended at T
+    assert store.resume_group("a") is True
+    assert store.resume_group("a") is False
+    assert claim_ids(store, T) == [1, 3]
+
+
+def test_pause_group_checks_its_arguments(store: tm.TaskStore) -> None:
+    with pytest.raises(tm.SchedulerError, match="non-empty string") as err:
+        store.pause_group("")
+    assert err.value.kind == "invalid_argument"
+    with pytest.raises(tm.SchedulerError, match="until must be a datetime") as err:
+        store.pause_group("g", until="soon")
+    assert store.paused_groups() == {}
+
+
+def test_the_next_wake_up_counts_start_times_and_pause_ends(store: tm.TaskStore) -> None:
+    now = time.time()
+    store.pause_group("g", until=now + 50)
+    assert store.next_retry_at() == pytest.approx(now + 50)
+    store.submit(tm.TaskSubmission("t", run_after=now + 20))
+    assert store.next_retry_at() == pytest.approx(now + 20)
+
+
+async def test_a_scheduler_starts_a_task_at_its_start_time_not_before(
+    location: str | Path,
+) -> None:
+    started: list[float] = []
+
+    async def record(ctx: tm.TaskContext) -> None:
+        started.append(time.time())
+
+    start = time.time() + 0.5
+    with tm.TaskStore.open(location) as store:
+        store.submit(tm.TaskSubmission("t", run_after=start))
+    # the poll interval is far longer than the wait: the scheduler wakes for the
+    # start time itself
+    async with tm.Scheduler(location, executors={"t": record}, poll_interval=30) as sched:
+        await sched.wait_idle(timeout=20)
+    assert len(started) == 1 and started[0] >= start
+
+
+async def test_a_scheduler_sweeps_expired_tasks_and_says_so(location: str | Path) -> None:
+    with tm.TaskStore.open(location) as store:
+        store.submit(tm.TaskSubmission("nobody-runs-this", dedup_key="k", expires_at=1.0))
+    async with tm.Scheduler(
+        location, executors={"t": lambda ctx: None}, lease_timeout=0.3
+    ) as sched:
+        events = sched.subscribe()
+        for _ in range(200):
+            if sched.store.counts()["expired"] == 1:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
+        got = [e for e in events.drain() if isinstance(e, tm.TasksExpired)]
+    assert [e.count for e in got] == [1]
