@@ -188,6 +188,19 @@ def test_bad_arguments_are_refused_and_remove_nothing(
     assert history_ids(store) == set(aged)
 
 
+def test_every_final_status_is_pruned_alike(store: tm.TaskStore, tmp_path: Path) -> None:
+    """Retention looks at finish times only: expired and superseded rows go like the rest."""
+    fill_history(store, 3)  # completed, failed, cancelled
+    store.submit(tm.TaskSubmission("t", dedup_key="e", expires_at=1.0))  # expired long ago
+    store.submit(tm.TaskSubmission("t", dedup_key="e"))  # … which the next submit records
+    store.submit(tm.TaskSubmission("t", dedup_key="e", on_duplicate="supersede"))
+    before = store.history()
+    assert set(before["status"]) == {"completed", "failed", "cancelled", "expired", "superseded"}
+    assert store.prune_history(keep_last=0, export=tmp_path / "archive") == before.height
+    assert_frame_equal(pl.read_parquet(store.last_export), before)
+    assert store.history().height == 0 and store.tasks()["dedup_key"].to_list() == ["e"]
+
+
 # ---------------------------------------------------------------- the export
 
 
