@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import importlib
 import json
+import re
 import signal
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -379,6 +381,92 @@ cli.command("history", help="Finished tasks with their final status; export them
 )
 
 
+# --------------------------------------------------------------------------- prune
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
+
+
+class Duration(click.ParamType):
+    """A length of time such as ``30s``, ``15m``, ``12h``, ``7d``, ``2w`` or ``1d12h``."""
+
+    name = "DURATION"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        text = str(value).strip().replace(" ", "")
+        parts = _DURATION.findall(text)
+        if not text or "".join(n + u for n, u in parts).lower() != text.lower():
+            self.fail(
+                f"{value!r} is not a duration: a number and a unit, s, m, h, d or w "
+                "(30s, 15m, 12h, 7d, 1d12h)",
+                param,
+                ctx,
+            )
+        return timedelta(seconds=sum(float(n) * _UNITS[u.lower()] for n, u in parts))
+
+
+@cli.command()
+@DB_OPTION
+@click.option(
+    "--older-than",
+    type=Duration(),
+    help="Remove tasks that finished longer ago than this: 30s, 15m, 12h, 7d, 2w.",
+)
+@click.option(
+    "--keep-last",
+    type=click.IntRange(min=0),
+    help="Keep this many of the most recently finished tasks, whatever their age.",
+)
+@click.option(
+    "--export",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="First write the removed tasks to a new Parquet file in this folder (created if "
+    "missing); if that fails, nothing is removed.",
+)
+@JSON_OPTION
+def prune(
+    db: str,
+    older_than: timedelta | None,
+    keep_last: int | None,
+    export: Path | None,
+    as_json: bool,
+) -> None:
+    """Remove finished tasks from history (active tasks are never touched).
+
+    Give --older-than, --keep-last or both: a task goes when it finished longer ago than
+    --older-than and is not among the --keep-last most recently finished.  Deletes in
+    short transactions, so running workers keep dispatching meanwhile.
+    """
+    from .store import TaskStore
+
+    if older_than is None and keep_last is None:
+        raise click.UsageError("give --older-than, --keep-last or both")
+    with TaskStore.open(db) as store:
+        removed = store.prune_history(older_than=older_than, keep_last=keep_last, export=export)
+        exported = store.last_export
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "db": db,
+                    "removed": removed,
+                    "export": None if exported is None else str(exported),
+                }
+            )
+        )
+        return
+    click.echo(f"removed {removed:,} finished task(s) from {db}")
+    if exported is not None:
+        click.echo(f"exported them to {exported}")
+    elif export is not None:
+        click.echo(f"nothing to export to {export}")
+
+
 # --------------------------------------------------------------------------- worker
 
 
@@ -501,6 +589,11 @@ class _Null:
     show_default=True,
     help="Seconds without renewal after which other workers take this one's tasks back.",
 )
+@click.option(
+    "--history-retention",
+    type=Duration(),
+    help="Remove finished tasks older than this from history as the worker runs (30d, 12h…).",
+)
 @click.option("--until-idle", is_flag=True, help="Exit once nothing is left to run.")
 @click.option(
     "--status-every",
@@ -521,6 +614,7 @@ def worker(
     poll_interval: float,
     close_timeout: float,
     lease_timeout: float,
+    history_retention: timedelta | None,
     until_idle: bool,
     status_every: float,
     as_json: bool,
@@ -563,6 +657,7 @@ def worker(
             poll_interval=poll_interval,
             close_timeout=close_timeout,
             lease_timeout=lease_timeout,
+            history_retention=history_retention,
             status_every=every,
         )
     )

@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from .model import (
@@ -68,6 +69,10 @@ Executor = Callable[["TaskContext"], Any]
 MAX_UNEXPECTED_ERRORS = 10
 #: Longest wait between two tries of a store call that records a result.
 MAX_STORE_BACKOFF = 5.0
+#: With ``history_retention``: seconds from start to the first prune, then between two
+#: prunes (a prune that fails is tried again at the next one).
+RETENTION_FIRST_DELAY = 10.0
+RETENTION_INTERVAL = 300.0
 
 
 async def _wait_event(event: asyncio.Event, timeout: float) -> None:
@@ -225,6 +230,11 @@ class Scheduler:
       few seconds; a task whose owner stopped renewing for that long (a killed
       process, a machine gone) is put back to pending by any scheduler on the store,
       not counted as a try.  A dead process on this host is detected at once.
+    - ``history_retention``: a ``timedelta``; finished tasks older than that are removed
+      from history in the background (``store.prune_history(older_than=…)``) shortly
+      after start and then every few minutes (:data:`RETENTION_INTERVAL`), each prune
+      logged with its count.  A prune never runs in the dispatch loop, deletes in short
+      transactions, and one that fails is logged and tried again next time.
 
     ``store`` is a location (a SQLite file path) or an open store (anything that
     implements :class:`~taskmill.store.StoreProtocol`, such as :class:`TaskStore`).
@@ -247,6 +257,7 @@ class Scheduler:
         close_timeout: float = 10.0,
         lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
         event_buffer: int = 10_000,
+        history_retention: timedelta | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise SchedulerError("max_concurrency must be at least 1", kind="invalid_argument")
@@ -258,6 +269,15 @@ class Scheduler:
         if not lease_timeout > 0:
             raise SchedulerError(
                 "lease_timeout must be more than 0 seconds", kind="invalid_argument"
+            )
+        if history_retention is not None and (
+            not isinstance(history_retention, timedelta) or history_retention <= timedelta(0)
+        ):
+            raise SchedulerError(
+                "history_retention must be a datetime.timedelta of more than 0 (such as "
+                f"timedelta(days=30)), or None to keep every finished task; not "
+                f"{history_retention!r}",
+                kind="invalid_argument",
             )
         self._store_arg = store
         self._own_store = isinstance(store, (str, os.PathLike))
@@ -279,6 +299,7 @@ class Scheduler:
         self.close_timeout = close_timeout
         self.lease_timeout = lease_timeout
         self.event_buffer = event_buffer
+        self.history_retention = history_retention
         #: The last store error that held back recording a result, while it lasts
         #: (``None`` when the store answers); the live widget shows it.
         self.store_error: str | None = None
@@ -297,6 +318,7 @@ class Scheduler:
         self._completions: list[tuple[ClaimedTask, str, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._lease_task: asyncio.Task[None] | None = None
+        self._retention_task: asyncio.Task[None] | None = None
         self._reconcile_needed = False
         self._owner_stale = False  # our lease was lost; a new identity is being made
         # the last claim filled every free slot: the next wake-up comes from an attempt
@@ -354,6 +376,10 @@ class Scheduler:
 
             self._unwatch = watch(wake_up)
         self._lease_task = asyncio.create_task(self._lease_loop(), name="taskmill-lease")
+        if self.history_retention is not None:
+            self._retention_task = asyncio.create_task(
+                self._retention_loop(self.history_retention), name="taskmill-retention"
+            )
         return self
 
     def _loop_ended(self, task: asyncio.Task[None]) -> None:
@@ -422,6 +448,13 @@ class Scheduler:
             self._lease_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._lease_task
+        if self._retention_task is not None:
+            # a prune under way finishes its current transaction in its thread; the store
+            # refuses the next one once closed
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._retention_task
+            self._retention_task = None
         store = self.store
         problems: list[str] = []
         try:
@@ -783,6 +816,30 @@ class Scheduler:
             if expired:
                 log.info("taskmill: %d task(s) not started in time expired", expired)
                 self._publish(TasksExpired(count=expired))
+
+    async def _retention_loop(self, retention: timedelta) -> None:
+        """Prune history older than ``retention`` now and then, off the dispatch loop;
+        a failed prune is logged and tried again at the next turn."""
+        delay = RETENTION_FIRST_DELAY
+        while True:
+            await asyncio.sleep(delay)
+            delay = RETENTION_INTERVAL
+            try:
+                removed = await self._db(self.store.prune_history, older_than=retention)
+            except Exception as exc:  # never fatal: the next turn tries again
+                log.warning(
+                    "taskmill: could not prune history older than %s (trying again in %g s): %s",
+                    retention,
+                    RETENTION_INTERVAL,
+                    exc,
+                )
+                continue
+            log.log(
+                logging.INFO if removed else logging.DEBUG,
+                "taskmill: history retention removed %d task(s) finished more than %s ago",
+                removed,
+                retention,
+            )
 
     def _lease_lost(self) -> None:
         """Our lease ran out and our tasks went back to the queue: every attempt here

@@ -30,6 +30,10 @@ def test_readme_python_blocks_run_in_order(tmp_path: Path, pg_url: str) -> None:
     assert "'completed': 1" in proc.stdout
     # the scaling-out example submitted the plan to PostgreSQL: 3 new tasks, 1 in-batch dup
     assert "{'submitted': 3, 'deduplicated': 1, 'superseded': 0, 'upgraded': 0" in proc.stdout
+    # history retention: nothing is 30 days old; then every finished task went to archive/
+    assert "pruned 0; archive: None" in proc.stdout
+    [archive] = (tmp_path / "archive").iterdir()
+    assert archive.name.startswith("history-") and archive.suffix == ".parquet"
 
 
 @pytest.mark.parametrize("command", re.findall(r"^(python3 -m venv .*)$", README, re.M))

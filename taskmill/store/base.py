@@ -7,8 +7,10 @@ scheduler records every result whatever the store does.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
 import polars as pl
@@ -155,6 +157,17 @@ class StoreProtocol(Protocol):
     def pause(self, task_id: int) -> bool: ...
 
     def resume(self, task_id: int) -> bool: ...
+
+    # -- retention
+    def prune_history(
+        self,
+        *,
+        older_than: timedelta | None = None,
+        keep_last: int | None = None,
+        export: str | os.PathLike[str] | None = None,
+    ) -> int:
+        """Remove finished tasks from history, in short transactions; returns how many."""
+        ...
 
     # -- queries (the live widget)
     def counts(self) -> dict[str, int]: ...

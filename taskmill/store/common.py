@@ -5,8 +5,11 @@ connections and its transactions; :class:`StoreMethods` turns those into the API
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -25,6 +28,7 @@ from ..outcome import BatchOutcome
 from ..validation import Defaults, Row, check_submission, to_seconds
 from .base import CommitHook
 from .keys import COLLISION
+from .retention import ExportFolder, PruneSelection, check_prune_args, run_prune
 
 __all__ = ["HISTORY_COLUMNS", "TASK_COLUMNS", "StoreMethods", "frame", "submit_row"]
 
@@ -163,7 +167,12 @@ Filter = str | Sequence[str] | None
 
 class StoreMethods:
     """The public methods both stores share.  A store class inherits them and supplies
-    ``_submit_checked``, ``_batch``, ``complete_many``, ``_select`` and ``_stats_rows``."""
+    ``_submit_checked``, ``_batch``, ``complete_many``, ``_select``, ``_stats_rows`` and
+    the three steps of a prune (``_prune_select``, ``_prune_rows``, ``_prune_delete``)."""
+
+    #: The export file of this store object's last :meth:`prune_history` (``None``: that
+    #: prune had no ``export`` folder, or removed nothing).
+    last_export: Path | None = None
 
     def _submit_checked(self, row: Row, now: float) -> SubmitOutcome:
         raise NotImplementedError
@@ -197,6 +206,22 @@ class StoreMethods:
 
     def _stats_rows(self, by: str) -> list[tuple[Any, ...]]:
         raise NotImplementedError
+
+    def _prune_select(self, selection: PruneSelection) -> list[int]:
+        """Ids of the history rows ``selection`` removes (one read)."""
+        raise NotImplementedError
+
+    def _prune_rows(self, ids: list[int]) -> pl.DataFrame:
+        """The history rows of ``ids`` as :meth:`history` shows them, by id."""
+        raise NotImplementedError
+
+    def _prune_delete(self, ids: list[int]) -> int:
+        """Delete the history rows of ``ids`` in one transaction; returns how many."""
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        """The store, for messages."""
+        return repr(self)
 
     def _pause_group(self, group: str, until: float | None, now: float) -> None:
         raise NotImplementedError
@@ -300,6 +325,55 @@ class StoreMethods:
         return self._select(
             "history", HISTORY_COLUMNS, status=status, task_type=task_type, group=group, limit=limit
         )
+
+    # ------------------------------------------------------------------ retention
+
+    def prune_history(
+        self,
+        *,
+        older_than: timedelta | None = None,
+        keep_last: int | None = None,
+        export: str | os.PathLike[str] | None = None,
+    ) -> int:
+        """Remove finished tasks from history; returns how many rows were removed.
+
+        A row is removed when it finished more than ``older_than`` ago (when given) and
+        is not among the ``keep_last`` most recently finished rows (when given; ties in
+        finish time are broken by id).  At least one of the two is required.  Active
+        tasks are never touched, whatever their status.
+
+        ``export``: a folder (created if missing) that first receives exactly the rows
+        removed, as one Parquet file with the columns and types of :meth:`history`
+        (``history-<UTC time>-<n>.parquet``, written under a temporary name and then
+        renamed, never replacing a file; :attr:`last_export` names it).  If the export
+        cannot be written, nothing is removed and ``SchedulerError(kind="export")``
+        names the folder.  Nothing selected: no file.
+
+        The ids are selected once; they are then deleted in transactions of
+        :data:`~taskmill.store.retention.PRUNE_BATCH` ids, so dispatch and submits go
+        on between them however large the prune.  Should a later transaction fail, the
+        earlier ones stay removed (the export holds them all).
+        """
+        self.last_export = None
+        selection = check_prune_args(older_than, keep_last, now=time.time())
+        if export is not None and (
+            not isinstance(export, str | os.PathLike) or not os.fspath(export)
+        ):
+            raise SchedulerError(
+                f"export must name a folder (a str or path), not {export!r}",
+                kind="invalid_argument",
+            )
+        folder = None if export is None else ExportFolder(export)
+        removed, path = run_prune(
+            selection,
+            select=self._prune_select,
+            rows=self._prune_rows,
+            delete=self._prune_delete,
+            export=folder,
+            where=self._describe(),
+        )
+        self.last_export = path
+        return removed
 
     def stats(self, by: str = "group") -> pl.DataFrame:
         """Task counts per status (one column each), per ``group``, ``priority`` or

@@ -306,3 +306,32 @@ FROM taskmill_stage.s AS s
 LEFT JOIN temp.batch_match AS m ON m.ord = s.ord
 WHERE m.ord IS NULL OR (m.strategy = 'supersede' AND m.same)
 WINDOW w AS (ORDER BY s.ord);
+
+-- ------------------------------------------------------------------ retention
+-- prune_history: the ids are selected once, their rows exported, then deleted in
+-- transactions of a few thousand ids (taskmill/store/retention.py).
+
+-- name: prune_select
+-- Ids of the finished tasks a prune removes: finished before :cutoff (+inf: any time),
+-- and older than the :keep_last most recently finished (NULL: none held back) — the
+-- kept rows begin at the :keep_last-th newest by (finished_at, id); with fewer rows
+-- than that, nothing is older.  Walks history_finished from its oldest end.
+SELECT id FROM history
+WHERE finished_at < :cutoff
+  AND (:keep_last IS NULL
+       OR (finished_at, id) < (SELECT finished_at, id FROM history
+                               ORDER BY finished_at DESC, id DESC
+                               LIMIT 1 OFFSET :keep_last - 1));
+
+-- name: prune_rows
+-- The rows of ids (a JSON array) as history() shows them.
+SELECT id, task_type, dedup_key, group_name AS "group", priority, status, payload, label,
+       expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
+       expected_net_tx_bytes, max_retries, attempts, last_error, replaced_by, created_at,
+       started_at, finished_at
+FROM history
+WHERE id IN (SELECT value FROM json_each(?))
+ORDER BY id;
+
+-- name: prune_delete
+DELETE FROM history WHERE id IN (SELECT value FROM json_each(?));

@@ -33,11 +33,12 @@ from ..validation import Row
 from .base import ClaimedTask, CommitHook
 from .batch import Stager, StagingPipeline, decide, split_parts, warm_up_in_background
 from .batchrun import run_batch
-from .common import StoreMethods, frame, submit_row
+from .common import HISTORY_COLUMNS, StoreMethods, frame, submit_row
 from .keys import key_hash
 from .keys import register as register_key_hash
 from .location import parse_location
 from .picking import Claimed, Picker, check_limits
+from .retention import PruneSelection
 from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from .workers import DEFAULT_LEASE_TIMEOUT, forget_owner, new_owner_id, pid_alive, stale_owners
 
@@ -1084,6 +1085,25 @@ class TaskStore(StoreMethods):
         )
         with self._read() as conn:
             return conn.execute(sql).fetchall()
+
+    # ------------------------------------------------------------------ retention
+
+    def _describe(self) -> str:
+        return f"task store {self.path}"
+
+    def _prune_select(self, selection: PruneSelection) -> list[int]:
+        params = {"cutoff": selection.cutoff, "keep_last": selection.keep_last}
+        with self._read() as conn:
+            return [r[0] for r in conn.execute(q("prune_select"), params)]
+
+    def _prune_rows(self, ids: list[int]) -> pl.DataFrame:
+        with self._read() as conn:
+            rows = conn.execute(q("prune_rows"), (json.dumps(ids),)).fetchall()
+        return frame(rows, HISTORY_COLUMNS)
+
+    def _prune_delete(self, ids: list[int]) -> int:
+        with self._write() as conn:
+            return conn.execute(q("prune_delete"), (json.dumps(ids),)).rowcount
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result (``"ok"`` when healthy)."""

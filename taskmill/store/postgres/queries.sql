@@ -550,3 +550,32 @@ SELECT pg_notify('taskmill_work', '');
 
 -- name: listen_work
 LISTEN taskmill_work;
+
+-- ------------------------------------------------------------------ retention
+-- prune_history: the ids are selected once, their rows exported, then deleted in
+-- transactions of a few thousand ids (taskmill/store/retention.py).
+
+-- name: prune_select
+-- Ids of the finished tasks a prune removes: finished before :cutoff (+Infinity: any
+-- time), and older than the :keep_last most recently finished (NULL: none held back) —
+-- the kept rows begin at the :keep_last-th newest by (finished_at, id); with fewer rows
+-- than that, nothing is older.
+SELECT id FROM taskmill.history
+WHERE finished_at < %(cutoff)s::double precision
+  AND (%(keep_last)s::bigint IS NULL
+       OR (finished_at, id) < (SELECT finished_at, id FROM taskmill.history
+                               ORDER BY finished_at DESC, id DESC
+                               LIMIT 1 OFFSET %(keep_last)s::bigint - 1));
+
+-- name: prune_rows
+-- The rows of :ids as select_history shows them.
+SELECT id, task_type, dedup_key, group_name, priority, status, payload, label,
+       expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
+       expected_net_tx_bytes, max_retries, attempts, last_error, replaced_by, created_at,
+       started_at, finished_at
+FROM taskmill.history
+WHERE id = ANY(%(ids)s::bigint[])
+ORDER BY id;
+
+-- name: prune_delete
+DELETE FROM taskmill.history WHERE id = ANY(%(ids)s::bigint[]);

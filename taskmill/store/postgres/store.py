@@ -66,9 +66,10 @@ from ...validation import Row
 from ..base import ClaimedTask, CommitHook
 from ..batch import warm_up_in_background
 from ..batchrun import run_batch
-from ..common import StoreMethods, frame, submit_row
+from ..common import HISTORY_COLUMNS, StoreMethods, frame, submit_row
 from ..keys import POSTGRES_KEY_HASH, key_hash
 from ..picking import Claimed, Picker, check_limits
+from ..retention import PruneSelection
 from ..sql import named_queries
 from ..workers import (
     DEFAULT_LEASE_TIMEOUT,
@@ -983,6 +984,30 @@ class PostgresStore(StoreMethods):
     def _stats_rows(self, by: str) -> list[tuple[Any, ...]]:
         query = q(f"stats_by_{by}")
         return self._read(lambda conn: conn.execute(query).fetchall())
+
+    # ------------------------------------------------------------------ retention
+
+    def _describe(self) -> str:
+        return f"task store {self.where}"
+
+    def _prune_select(self, selection: PruneSelection) -> list[int]:
+        params = {"cutoff": selection.cutoff, "keep_last": selection.keep_last}
+        return self._read(lambda conn: [int(r[0]) for r in conn.execute(q("prune_select"), params)])
+
+    def _prune_rows(self, ids: list[int]) -> pl.DataFrame:
+        params = {"ids": ids}
+        return frame(
+            self._read(lambda conn: conn.execute(q("prune_rows"), params).fetchall()),
+            HISTORY_COLUMNS,
+        )
+
+    def _prune_delete(self, ids: list[int]) -> int:
+        params = {"ids": ids}
+        return self._write(
+            "cannot prune the history of",
+            lambda conn: conn.execute(q("prune_delete"), params).rowcount,
+            single=True,
+        )
 
     def integrity_check(self) -> str:
         """``"ok"`` when the store's invariants hold; otherwise one line per kind of breach
