@@ -32,7 +32,7 @@ from ..validation import Row
 from .base import ClaimedTask, CommitHook
 from .batch import Stager, StagingPipeline, decide, split_parts, warm_up_in_background
 from .batchrun import run_batch
-from .common import StoreMethods, frame, submit_row
+from .common import CANCEL_BATCH, CancelFilter, StoreMethods, frame, submit_row
 from .keys import key_hash
 from .keys import register as register_key_hash
 from .location import parse_location
@@ -713,6 +713,46 @@ class TaskStore(StoreMethods):
         with self._write() as conn:
             cur = conn.execute(q("set_status"), {"id": task_id, "from": "paused", "to": "pending"})
             return cur.rowcount == 1
+
+    def _cancel_matching(self, where: CancelFilter) -> int:
+        """:meth:`cancel_where`: the matching tasks, by id, in transactions of
+        :data:`CANCEL_BATCH`, each choosing its tasks under the write lock."""
+
+        def as_json(values: list[str] | None) -> str | None:
+            return None if values is None else json.dumps(values)
+
+        params: dict[str, Any] = {
+            "statuses": json.dumps(where.status),
+            "types": as_json(where.task_type),
+            "groups": as_json(where.group),
+            "labels": as_json(where.label),
+            "keys": as_json(where.dedup_keys),
+            "limit": CANCEL_BATCH,
+            "after": 0,
+        }
+        with self._read() as conn:
+            params["last"] = conn.execute(q("next_id")).fetchone()[0]
+        count = 0
+        while True:
+            with self._write() as conn:
+                ids = [r[0] for r in conn.execute(q("cancel_candidates"), params)]
+                if ids:
+                    self._finish(conn, ids, "cancelled", time.time())
+            count += len(ids)
+            if len(ids) < CANCEL_BATCH:  # chosen under the write lock: none are left
+                return count
+            params["after"] = ids[-1]
+
+    def _failed_rows(
+        self, task_type: list[str] | None, group: list[str] | None, since: float | None
+    ) -> list[tuple[Any, ...]]:
+        params = {
+            "types": None if task_type is None else json.dumps(task_type),
+            "groups": None if group is None else json.dumps(group),
+            "since": since,
+        }
+        with self._read() as conn:
+            return conn.execute(q("failed_to_retry"), params).fetchall()
 
     # ------------------------------------------------------------------ workers
 
