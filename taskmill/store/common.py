@@ -27,7 +27,7 @@ from ..model import (
 from ..outcome import BatchOutcome
 from ..validation import Defaults, Row, check_submission
 from .base import CommitHook
-from .keys import COLLISION
+from .keys import COLLISION, key_hash
 
 __all__ = [
     "CANCEL_BATCH",
@@ -318,7 +318,20 @@ class StoreMethods:
     def _stats_rows(self, by: str) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
-    def _cancel_matching(self, where: CancelFilter) -> int:
+    def _last_task_id(self) -> int:
+        raise NotImplementedError
+
+    def _active_task_types(self) -> list[str]:
+        raise NotImplementedError
+
+    def _cancel_batch(
+        self,
+        where: CancelFilter,
+        *,
+        after: int,
+        last: int,
+        keyed: tuple[list[int], list[str], list[str]] | None,
+    ) -> tuple[int, int | None]:
         raise NotImplementedError
 
     def _failed_rows(
@@ -414,6 +427,40 @@ class StoreMethods:
         started = time.perf_counter()
         count = self._cancel_matching(where)
         log.info("taskmill: cancelled %d task(s) in %.3f s", count, time.perf_counter() - started)
+        return count
+
+    def _cancel_matching(self, where: CancelFilter) -> int:
+        """Cancel what ``where`` matches among the tasks that existed when the call began
+        (ids up to the last one handed out), one transaction per :data:`CANCEL_BATCH`.
+
+        Without keys, the transactions walk the tasks by id (each ``_cancel_batch``
+        picks the next matching ones after the last id it moved).  With keys, each
+        transaction takes a slice of ``(key hash, task type, key)`` triples — every key
+        paired with every task type in question — and finds its tasks through the
+        active-key index: the cost follows the number of keys, not the size of the store.
+        """
+        last = self._last_task_id()
+        count = 0
+        if where.dedup_keys is None:
+            after = 0
+            while True:
+                moved, last_picked = self._cancel_batch(where, after=after, last=last, keyed=None)
+                count += moved
+                if last_picked is None:
+                    return count
+                after = last_picked
+        types = where.task_type if where.task_type is not None else self._active_task_types()
+        types = sorted(set(types))
+        if not types:
+            return 0
+        per = max(1, CANCEL_BATCH // len(types))
+        keys = where.dedup_keys
+        for start in range(0, len(keys), per):
+            part = keys[start : start + per]
+            pairs = [(t, k) for t in types for k in part]
+            hashes = [key_hash(t, k) or 0 for t, k in pairs]
+            keyed = (hashes, [t for t, _ in pairs], [k for _, k in pairs])
+            count += self._cancel_batch(where, after=0, last=last, keyed=keyed)[0]
         return count
 
     def retry_failed(

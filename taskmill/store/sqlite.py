@@ -714,34 +714,45 @@ class TaskStore(StoreMethods):
             cur = conn.execute(q("set_status"), {"id": task_id, "from": "paused", "to": "pending"})
             return cur.rowcount == 1
 
-    def _cancel_matching(self, where: CancelFilter) -> int:
-        """:meth:`cancel_where`: the matching tasks, by id, in transactions of
-        :data:`CANCEL_BATCH`, each choosing its tasks under the write lock."""
+    def _last_task_id(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(q("next_id")).fetchone()[0])
+
+    def _active_task_types(self) -> list[str]:
+        with self._read() as conn:
+            return [r[0] for r in conn.execute(q("active_task_types"))]
+
+    def _cancel_batch(
+        self,
+        where: CancelFilter,
+        *,
+        after: int,
+        last: int,
+        keyed: tuple[list[int], list[str], list[str]] | None,
+    ) -> tuple[int, int | None]:
+        """One transaction of :meth:`cancel_where`: choose the tasks under the write
+        lock and move them; returns how many and the last id moved."""
 
         def as_json(values: list[str] | None) -> str | None:
             return None if values is None else json.dumps(values)
 
         params: dict[str, Any] = {
             "statuses": json.dumps(where.status),
-            "types": as_json(where.task_type),
             "groups": as_json(where.group),
             "labels": as_json(where.label),
-            "keys": as_json(where.dedup_keys),
-            "limit": CANCEL_BATCH,
-            "after": 0,
+            "last": last,
         }
-        with self._read() as conn:
-            params["last"] = conn.execute(q("next_id")).fetchone()[0]
-        count = 0
-        while True:
-            with self._write() as conn:
-                ids = [r[0] for r in conn.execute(q("cancel_candidates"), params)]
-                if ids:
-                    self._finish(conn, ids, "cancelled", time.time())
-            count += len(ids)
-            if len(ids) < CANCEL_BATCH:  # chosen under the write lock: none are left
-                return count
-            params["after"] = ids[-1]
+        if keyed is None:
+            query = q("cancel_candidates")
+            params |= {"types": as_json(where.task_type), "after": after, "limit": CANCEL_BATCH}
+        else:
+            query = q("cancel_candidates_by_key")
+            params["triples"] = json.dumps(list(zip(*keyed, strict=True)))
+        with self._write() as conn:
+            ids = sorted(r[0] for r in conn.execute(query, params))
+            if ids:
+                self._finish(conn, ids, "cancelled", time.time())
+        return len(ids), (ids[-1] if ids else None)
 
     def _failed_rows(
         self, task_type: list[str] | None, group: list[str] | None, since: float | None
