@@ -239,6 +239,61 @@ async def test_running_tasks_cancelled_elsewhere_are_told_to_the_scheduler(
     assert not [e for e in got if isinstance(e, tm.TaskCompleted | tm.TaskFailed)]
 
 
+async def test_through_the_scheduler_own_attempts_are_told_at_once_and_retries_run(
+    location: str | Path,
+) -> None:
+    """``sched.cancel_where`` tells this scheduler's attempts before it returns (not at the
+    next poll, seconds away); ``sched.retry_failed`` emits ``BatchSubmitted`` and the
+    retries run."""
+    started = asyncio.Event()
+    runs: dict[str | None, int] = {}
+    stopped: list[float] = []
+
+    async def flaky(ctx: tm.TaskContext) -> None:
+        runs[ctx.dedup_key] = runs.get(ctx.dedup_key, 0) + 1
+        if ctx.dedup_key == "slow":
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            finally:
+                stopped.append(time.monotonic())
+        if runs[ctx.dedup_key] == 1:
+            raise RuntimeError("the first try fails")
+
+    async with tm.Scheduler(
+        location, executors={"t": flaky}, poll_interval=5.0, max_retries=0
+    ) as sched:
+        events = sched.subscribe()
+        slow = await sched.submit(tm.TaskSubmission("t", dedup_key="slow"))
+        await asyncio.wait_for(started.wait(), 10)
+        asked = time.monotonic()
+        assert await sched.cancel_where(dedup_keys=["slow", "absent"]) == 1
+        while not stopped and time.monotonic() - asked < 10:
+            await asyncio.sleep(0.01)
+        assert stopped and stopped[0] - asked < 2.5  # the poll interval is 5 s
+        first = [(await sched.submit(tm.TaskSubmission("t", dedup_key=k))).task_id for k in "ab"]
+        await sched.wait_idle(timeout=20)
+        out = await sched.retry_failed()
+        assert out.to_polars().select("dedup_key", "action").rows() == [
+            ("a", "submitted"),
+            ("b", "submitted"),
+        ]
+        await sched.wait_idle(timeout=20)
+        got = events.drain()
+        history = sched.store.history().sort("id")
+    assert history.select("id", "status").rows() == [
+        (slow.task_id, "cancelled"),
+        (first[0], "failed"),
+        (first[1], "failed"),
+        (out.submitted[0], "completed"),
+        (out.submitted[1], "completed"),
+    ]
+    batches = [e for e in got if isinstance(e, tm.BatchSubmitted)]
+    assert [(e.count, list(e.task_ids)) for e in batches] == [(2, out.submitted)]
+    cancelled = [e for e in got if isinstance(e, tm.TaskCancelled)]
+    assert [(e.task_id, e.was_running) for e in cancelled] == [(slow.task_id, True)]
+
+
 # ---------------------------------------------------------------- retry_failed
 
 

@@ -283,7 +283,9 @@ class CancelFilter:
 
 class StoreMethods:
     """The public methods both stores share.  A store class inherits them and supplies
-    ``_submit_checked``, ``_batch``, ``complete_many``, ``_select`` and ``_stats_rows``."""
+    ``_submit_checked``, ``_batch``, ``complete_many``, ``_select``, ``_stats_rows`` and,
+    for the bulk controls, ``_last_task_id``, ``_active_task_types``, ``_cancel_batch``
+    and ``_failed_rows``."""
 
     def _submit_checked(self, row: Row, now: float) -> SubmitOutcome:
         raise NotImplementedError
@@ -469,6 +471,7 @@ class StoreMethods:
         task_type: Filter = None,
         group: Filter = None,
         since: dt.datetime | dt.timedelta | None = None,
+        on_commit: CommitHook | None = None,
     ) -> BatchOutcome:
         """Submit again the failed tasks of history that match; returns the batch's
         outcome (one row per task resubmitted, in history order).
@@ -488,6 +491,8 @@ class StoreMethods:
         has nothing that ties it to its retry (the schema keeps no link, and the
         history rows are not rewritten): it is resubmitted by every call.  Give tasks a
         key, or narrow the call with ``since``, to retry them once.
+
+        ``on_commit`` is :meth:`submit_batch`'s.
         """
         from ..plan import BatchSubmission
 
@@ -496,7 +501,8 @@ class StoreMethods:
         after = since_timestamp(since, time.time())
         rows = [] if types == [] or groups == [] else self._failed_rows(types, groups, after)
         table = frame(rows, RETRY_COLUMNS)
-        return self.submit_batch(BatchSubmission().on_duplicate("skip").tasks(table))
+        batch = BatchSubmission().on_duplicate("skip").tasks(table)
+        return self.submit_batch(batch, on_commit=on_commit)
 
     # ------------------------------------------------------------------ queries
 
