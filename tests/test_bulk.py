@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import json
 import threading
 import time
@@ -172,6 +173,70 @@ def test_cancel_where_with_100k_keys(store: tm.TaskStore) -> None:
     left = store.tasks()
     assert set(left["task_type"]) == {"sync.upload"} and left.height == n // 2
     assert store.integrity_check() == "ok"
+
+
+def test_cancel_where_beside_concurrent_submits_of_the_same_keys(location: str | Path) -> None:
+    """Bulk cancels racing batches (skip) and single submits (supersede) of the same keys,
+    each on a store of its own as other processes would: every count returned is what
+    history holds, every id handed out is active or finished exactly once, no key is held
+    twice, and every outcome names a task that exists."""
+    keys = [f"k{i:03d}" for i in range(200)]
+    stop = threading.Event()
+    cancelled: list[int] = []
+    handed: list[int] = []
+    errors: list[BaseException] = []
+
+    def batches() -> None:
+        with tm.TaskStore.open(location) as store:
+            while not stop.is_set():
+                out = store.submit_batch(pl.DataFrame({"task_type": "t", "dedup_key": keys}))
+                handed.extend(out.submitted)
+                handed.extend(out.to_polars()["task_id"].drop_nulls().to_list())
+
+    def singles() -> None:
+        with tm.TaskStore.open(location) as store:
+            for i in itertools.count():
+                if stop.is_set():
+                    return
+                sub = tm.TaskSubmission("t", dedup_key=keys[i * 7 % 200], on_duplicate="supersede")
+                res = store.submit(sub)
+                handed.append(res.task_id)
+
+    def cancels() -> None:
+        with tm.TaskStore.open(location) as store:
+            for i in range(15):
+                part = keys if i % 3 == 0 else keys[i % 3 :: 3]
+                cancelled.append(store.cancel_where(dedup_keys=part))
+                time.sleep(0.01)
+
+    def guarded(fn: Any) -> Any:
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:
+                errors.append(exc)
+                stop.set()
+
+        return run
+
+    workers = [threading.Thread(target=guarded(f)) for f in (batches, singles)]
+    for w in workers:
+        w.start()
+    canceller = threading.Thread(target=guarded(cancels))
+    canceller.start()
+    canceller.join(120)
+    stop.set()
+    for w in workers:
+        w.join(120)
+    assert not errors, errors
+    with tm.TaskStore.open(location) as store:
+        active, history = assert_store_consistent(store)
+    assert sum(cancelled) == history.filter(pl.col("status") == "cancelled").height
+    assert sum(cancelled) > 0
+    known = set(active["id"].to_list()) | set(history["id"].to_list())
+    assert set(handed) <= known
+    replaced = history.filter(pl.col("status") == "superseded")["replaced_by"].to_list()
+    assert set(replaced) <= known
 
 
 async def test_running_tasks_cancelled_elsewhere_are_told_to_the_scheduler(
