@@ -68,13 +68,11 @@ def mixed(store: tm.TaskStore) -> str:
 
 def expected_ids(frame: pl.DataFrame, filters: dict[str, Any]) -> list[int]:
     """The ids a filter set selects, computed in Python over the tasks frame."""
-    column = {"task_type": "task_type", "group": "group", "label": "label", "status": "status"}
 
     def keep(row: dict[str, Any]) -> bool:
         for name, value in filters.items():
             values = [value] if isinstance(value, str) else list(value)
-            field = row["dedup_key"] if name == "dedup_keys" else row[column[name]]
-            if field not in values:
+            if row["dedup_key" if name == "dedup_keys" else name] not in values:
                 return False
         return True
 
