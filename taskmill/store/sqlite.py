@@ -99,6 +99,12 @@ _TABLES = {"tasks": "tasks", "history": "history"}
 _ORDER = {"tasks": "priority, queue_pos", "history": "id"}
 
 
+def _json_list(values: list[str] | None) -> str | None:
+    """A filter's values as the JSON array a query reads with ``json_each`` (``None``:
+    no filter)."""
+    return None if values is None else json.dumps(values)
+
+
 def _sql_columns(columns: Iterable[str]) -> str:
     return ", ".join('group_name AS "group"' if c == "group" else c for c in columns)
 
@@ -732,19 +738,15 @@ class TaskStore(StoreMethods):
     ) -> tuple[int, int | None]:
         """One transaction of :meth:`cancel_where`: choose the tasks under the write
         lock and move them; returns how many and the last id moved."""
-
-        def as_json(values: list[str] | None) -> str | None:
-            return None if values is None else json.dumps(values)
-
         params: dict[str, Any] = {
             "statuses": json.dumps(where.status),
-            "groups": as_json(where.group),
-            "labels": as_json(where.label),
+            "groups": _json_list(where.group),
+            "labels": _json_list(where.label),
             "last": last,
         }
         if keyed is None:
             query = q("cancel_candidates")
-            params |= {"types": as_json(where.task_type), "after": after, "limit": CANCEL_BATCH}
+            params |= {"types": _json_list(where.task_type), "after": after, "limit": CANCEL_BATCH}
         else:
             query = q("cancel_candidates_by_key")
             params["triples"] = json.dumps(list(zip(*keyed, strict=True)))
@@ -757,11 +759,7 @@ class TaskStore(StoreMethods):
     def _failed_rows(
         self, task_type: list[str] | None, group: list[str] | None, since: float | None
     ) -> list[tuple[Any, ...]]:
-        params = {
-            "types": None if task_type is None else json.dumps(task_type),
-            "groups": None if group is None else json.dumps(group),
-            "since": since,
-        }
+        params = {"types": _json_list(task_type), "groups": _json_list(group), "since": since}
         with self._read() as conn:
             return conn.execute(q("failed_to_retry"), params).fetchall()
 
