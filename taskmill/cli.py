@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import importlib
 import json
 import re
@@ -25,7 +26,7 @@ from typing import Any
 
 import click
 
-from .model import DuplicateStrategy, Priority, SchedulerError
+from .model import ACTIVE_STATUSES, DuplicateStrategy, Priority, SchedulerError
 
 DB_OPTION = click.option(
     "--db",
@@ -409,6 +410,40 @@ class Duration(click.ParamType):
         return timedelta(seconds=sum(float(n) * _UNITS[u.lower()] for n, u in parts))
 
 
+# --------------------------------------------------------------------------- bulk control
+
+
+def _read_keys(path: Path) -> list[str]:
+    """The dedup keys of ``--keys-file``: a Parquet or CSV file's ``dedup_key`` column
+    (nulls left out), or any other file's lines (empty lines left out)."""
+    import polars as pl
+
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [line for line in lines if line]
+    try:
+        if suffix == ".parquet":
+            names = pl.read_parquet_schema(path)
+            frame = pl.read_parquet(path, columns=["dedup_key"]) if "dedup_key" in names else None
+        else:
+            frame = pl.read_csv(path, infer_schema=False)
+            frame = frame.select("dedup_key") if "dedup_key" in frame.columns else None
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--keys-file") from exc
+    if frame is None:
+        raise click.BadParameter(
+            f"{path} has no dedup_key column (a Parquet or CSV keys file names its keys "
+            "dedup_key; any other file is one key per line)",
+            param_hint="--keys-file",
+        )
+    return frame["dedup_key"].cast(pl.String).drop_nulls().to_list()
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 @cli.command()
 @DB_OPTION
 @click.option(
@@ -465,6 +500,116 @@ def prune(
         click.echo(f"exported them to {exported}")
     elif export is not None:
         click.echo(f"nothing to export to {export}")
+
+
+@cli.command()
+@DB_OPTION
+@click.option("--type", "task_type", multiple=True, help="Only tasks of these types (repeatable).")
+@click.option("--group", multiple=True, help="Only tasks of these groups (repeatable).")
+@click.option("--label", multiple=True, help="Only tasks with these labels (repeatable).")
+@click.option(
+    "--status",
+    multiple=True,
+    type=click.Choice(ACTIVE_STATUSES),
+    help="Only tasks in these states (repeatable; default all three).",
+)
+@click.option(
+    "--keys-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Only tasks with these dedup keys: one key per line, or the dedup_key column of a "
+    ".parquet or .csv file.",
+)
+@JSON_OPTION
+def cancel(
+    db: str,
+    task_type: tuple[str, ...],
+    group: tuple[str, ...],
+    label: tuple[str, ...],
+    status: tuple[str, ...],
+    keys_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Cancel every active task matching all the filters given (at least one).
+
+    They move to history as cancelled; a worker running one of them stops it within its
+    poll interval."""
+    if not (task_type or group or label or status or keys_file):
+        raise click.UsageError(
+            "give at least one of --type, --group, --label, --status, --keys-file (to "
+            "cancel every active task: --status pending --status running --status paused)"
+        )
+    from .store import TaskStore
+
+    keys = None if keys_file is None else _read_keys(keys_file)
+    with TaskStore.open(db) as store:
+        count = store.cancel_where(
+            task_type=task_type or None,
+            group=group or None,
+            label=label or None,
+            status=status or None,
+            dedup_keys=keys,
+        )
+    if as_json:
+        click.echo(json.dumps({"db": db, "cancelled": count}))
+    else:
+        click.echo(f"cancelled {_plural(count, 'task')} in {db}")
+
+
+_AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _since(value: str | None) -> dt.datetime | dt.timedelta | None:
+    """``--since``: a duration ago (``90s``, ``30m``, ``2h``, ``1d``, ``1w``) or an ISO time
+    (naive means UTC)."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    ago = _AGO.fullmatch(text)
+    if ago:
+        return dt.timedelta(seconds=float(ago.group(1)) * _UNIT_SECONDS[ago.group(2)])
+    try:
+        return dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither a duration ago (30m, 2h, 1d) nor an ISO time "
+            "(2026-11-28T09:00, naive means UTC)",
+            param_hint="--since",
+        ) from None
+
+
+@cli.command("retry-failed")
+@DB_OPTION
+@click.option("--type", "task_type", multiple=True, help="Only tasks of these types (repeatable).")
+@click.option("--group", multiple=True, help="Only tasks of these groups (repeatable).")
+@click.option(
+    "--since",
+    metavar="AGO|TIME",
+    help="Only tasks that failed since then: a duration ago (30m, 2h, 1d) or an ISO time "
+    "(naive means UTC).",
+)
+@JSON_OPTION
+def retry_failed(
+    db: str, task_type: tuple[str, ...], group: tuple[str, ...], since: str | None, as_json: bool
+) -> None:
+    """Submit the failed tasks of history again, as they were submitted (skip duplicates).
+
+    A keyed task is retried while its failure is the latest record of its key (so a second
+    run submits nothing twice); a task without a dedup key is submitted by every run."""
+    from .store import TaskStore
+
+    after = _since(since)
+    with TaskStore.open(db) as store:
+        outcome = store.retry_failed(task_type=task_type or None, group=group or None, since=after)
+    if as_json:
+        click.echo(json.dumps(_summary(outcome, db)))
+        return
+    counts = ", ".join(f"{n:,} {action}" for action, n in outcome.counts().items() if n)
+    head = f"retried {_plural(len(outcome), 'failed task')} in {db}"
+    console = _console()
+    console.print(f"{head}: {counts}" if counts else head)
+    for index, err in outcome.failed[:5]:
+        console.print(f"failed row {index}: [{err.kind}] {err}")
 
 
 # --------------------------------------------------------------------------- worker

@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import inspect
 import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -574,14 +575,18 @@ class Scheduler:
         committed transaction emits one :class:`BatchSubmitted` and wakes the dispatcher
         once; the tasks of a chunk are dispatchable as soon as it commits.
         """
+        return await self._db(
+            self.store.submit_batch, tasks, on_commit=self._commit_hook(), progress=progress
+        )
+
+    def _commit_hook(self) -> Callable[[list[int], list[tuple[int, int]]], None]:
+        """The ``on_commit`` of a batch run off the loop: each commit is handled on it."""
         loop = asyncio.get_running_loop()
 
         def committed(inserted: list[int], superseded: list[tuple[int, int]]) -> None:
             loop.call_soon_threadsafe(self._after_batch_commit, inserted, superseded)
 
-        return await self._db(
-            self.store.submit_batch, tasks, on_commit=committed, progress=progress
-        )
+        return committed
 
     async def plan_batch(self, tasks: Any) -> BatchOutcome:
         """What :meth:`submit_batch` would do now; writes nothing."""
@@ -611,6 +616,54 @@ class Scheduler:
             self._publish(TaskCancelled(task_id=task_id, was_running=previous == "running"))
         self._poke()
         return True
+
+    async def cancel_where(
+        self,
+        *,
+        task_type: str | Sequence[str] | None = None,
+        group: str | Sequence[str] | None = None,
+        label: str | Sequence[str] | None = None,
+        status: str | Sequence[str] | None = None,
+        dedup_keys: Iterable[str] | None = None,
+    ) -> int:
+        """Cancel every active task matching all the filters given (see
+        :meth:`TaskStore.cancel_where`); returns how many.
+
+        This scheduler's own running attempts among them are told before this returns
+        (``ctx.cancelled``; each emits ``TaskCancelled`` when it stops); other schedulers
+        notice within their ``poll_interval``.  No event is emitted for the pending ones.
+        """
+        count = await self._db(
+            self.store.cancel_where,
+            task_type=task_type,
+            group=group,
+            label=label,
+            status=status,
+            dedup_keys=dedup_keys,
+        )
+        if count:
+            self._lost_checked = 0.0  # look now, not at the next poll
+            await self._check_lost()
+            self._poke()
+        return count
+
+    async def retry_failed(
+        self,
+        *,
+        task_type: str | Sequence[str] | None = None,
+        group: str | Sequence[str] | None = None,
+        since: dt.datetime | dt.timedelta | None = None,
+    ) -> BatchOutcome:
+        """Submit the failed tasks of history again (see :meth:`TaskStore.retry_failed`),
+        as :meth:`submit_batch` does: one ``BatchSubmitted`` per commit, the dispatcher
+        woken."""
+        return await self._db(
+            self.store.retry_failed,
+            task_type=task_type,
+            group=group,
+            since=since,
+            on_commit=self._commit_hook(),
+        )
 
     async def pause(self, task_id: int) -> bool:
         """Hold a pending task back from dispatch."""

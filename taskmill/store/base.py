@@ -7,6 +7,7 @@ scheduler records every result whatever the store does.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -153,6 +154,25 @@ class StoreProtocol(Protocol):
     ) -> BatchOutcome: ...
 
     def cancel(self, task_id: int) -> str | None: ...
+
+    def cancel_where(
+        self,
+        *,
+        task_type: str | Sequence[str] | None = None,
+        group: str | Sequence[str] | None = None,
+        label: str | Sequence[str] | None = None,
+        status: str | Sequence[str] | None = None,
+        dedup_keys: Iterable[str] | None = None,
+    ) -> int: ...
+
+    def retry_failed(
+        self,
+        *,
+        task_type: str | Sequence[str] | None = None,
+        group: str | Sequence[str] | None = None,
+        since: dt.datetime | dt.timedelta | None = None,
+        on_commit: CommitHook | None = None,
+    ) -> BatchOutcome: ...
 
     def pause(self, task_id: int) -> bool: ...
 

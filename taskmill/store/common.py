@@ -5,9 +5,12 @@ connections and its transactions; :class:`StoreMethods` turns those into the API
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,10 +30,21 @@ from ..model import (
 from ..outcome import BatchOutcome
 from ..validation import Defaults, Row, check_submission, to_seconds
 from .base import CommitHook
-from .keys import COLLISION
+from .keys import COLLISION, key_hash
 from .retention import ExportFolder, PruneSelection, check_prune_args, run_prune
 
-__all__ = ["HISTORY_COLUMNS", "TASK_COLUMNS", "StoreMethods", "frame", "submit_row"]
+__all__ = [
+    "CANCEL_BATCH",
+    "HISTORY_COLUMNS",
+    "RETRY_COLUMNS",
+    "TASK_COLUMNS",
+    "CancelFilter",
+    "StoreMethods",
+    "frame",
+    "submit_row",
+]
+
+log = logging.getLogger("taskmill")
 
 #: The columns of :meth:`StoreMethods.tasks`, with their polars types.
 TASK_COLUMNS: dict[str, Any] = {
@@ -69,6 +83,26 @@ def _history_columns() -> dict[str, Any]:
 
 #: The columns of :meth:`StoreMethods.history`, with their polars types.
 HISTORY_COLUMNS: dict[str, Any] = _history_columns()
+#: The history columns :meth:`StoreMethods.retry_failed` resubmits, as the batch's
+#: canonical columns (``group`` is the store's ``group_name``).
+RETRY_COLUMNS: dict[str, Any] = {
+    name: TASK_COLUMNS[name]
+    for name in (
+        "task_type",
+        "dedup_key",
+        "group",
+        "priority",
+        "payload",
+        "label",
+        "expected_read_bytes",
+        "expected_write_bytes",
+        "expected_net_rx_bytes",
+        "expected_net_tx_bytes",
+        "max_retries",
+    )
+}
+#: Tasks :meth:`StoreMethods.cancel_where` moves to history per transaction.
+CANCEL_BATCH = 10_000
 #: Columns stored as Unix seconds and shown as UTC datetimes.
 TIME_COLUMNS = ("run_after", "expires_at", "created_at", "started_at", "finished_at")
 #: What ``stats(by=…)`` accepts.
@@ -165,10 +199,111 @@ def stats_frame(rows: list[tuple[Any, ...]], by: str) -> pl.DataFrame:
 Filter = str | Sequence[str] | None
 
 
+def filter_values(name: str, value: Any) -> list[str] | None:
+    """A filter argument as a list of strings (``None``: no filter).
+
+    A ``str`` is one value; any other iterable of ``str`` (a list, a tuple, a set, a
+    polars Series…) is many.  Anything else raises ``SchedulerError(kind=
+    "invalid_argument")`` naming the argument."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, bytes | bytearray | Mapping) or not isinstance(value, Iterable):
+        raise SchedulerError(
+            f"{name}= takes a string or a sequence of strings, not {type(value).__name__}",
+            kind="invalid_argument",
+        )
+    values = value.to_list() if hasattr(value, "to_list") else list(value)
+    for i, item in enumerate(values):
+        if not isinstance(item, str):
+            raise SchedulerError(
+                f"{name}= holds {item!r} ({type(item).__name__}) at position {i}: every "
+                "value must be a string",
+                kind="invalid_argument",
+            )
+    return values
+
+
+def since_timestamp(since: dt.datetime | dt.timedelta | None, now: float) -> float | None:
+    """``since`` as Unix seconds: a datetime (naive means UTC), or a timedelta before
+    ``now``."""
+    if since is None:
+        return None
+    if isinstance(since, dt.timedelta):
+        if since < dt.timedelta(0):
+            raise SchedulerError(
+                f"since={since!r} is negative: give how long ago (a positive timedelta)",
+                kind="invalid_argument",
+            )
+        return now - since.total_seconds()
+    if isinstance(since, dt.datetime):
+        aware = since if since.tzinfo is not None else since.replace(tzinfo=dt.UTC)
+        return aware.timestamp()
+    raise SchedulerError(
+        f"since= takes a datetime or a timedelta, not {type(since).__name__}",
+        kind="invalid_argument",
+    )
+
+
+@dataclass(frozen=True)
+class CancelFilter:
+    """What :meth:`StoreMethods.cancel_where` cancels: active tasks matching every field
+    that is not ``None`` (each a list of accepted values; ``status`` is always set)."""
+
+    status: list[str]
+    task_type: list[str] | None = None
+    group: list[str] | None = None
+    label: list[str] | None = None
+    dedup_keys: list[str] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        task_type: Any,
+        group: Any,
+        label: Any,
+        status: Any,
+        dedup_keys: Any,
+    ) -> CancelFilter:
+        """Check and normalise :meth:`StoreMethods.cancel_where`'s arguments."""
+        if all(v is None for v in (task_type, group, label, status, dedup_keys)):
+            raise SchedulerError(
+                "cancel_where() needs at least one filter (task_type, group, label, status "
+                "or dedup_keys); to cancel every active task, say so: "
+                "status=['pending', 'running', 'paused']",
+                kind="invalid_argument",
+            )
+        statuses = filter_values("status", status)
+        wrong = sorted(set(statuses or ()) - set(ACTIVE_STATUSES))
+        if wrong:
+            raise SchedulerError(
+                f"status={wrong[0]!r}: only active tasks can be cancelled; status takes "
+                f"{', '.join(ACTIVE_STATUSES)}",
+                kind="invalid_argument",
+            )
+        keys = filter_values("dedup_keys", dedup_keys)
+        return cls(
+            status=list(ACTIVE_STATUSES) if statuses is None else sorted(set(statuses)),
+            task_type=filter_values("task_type", task_type),
+            group=filter_values("group", group),
+            label=filter_values("label", label),
+            dedup_keys=None if keys is None else sorted(set(keys)),
+        )
+
+    def matches_nothing(self) -> bool:
+        """Whether an explicitly empty filter rules out every task."""
+        lists = (self.status, self.task_type, self.group, self.label, self.dedup_keys)
+        return any(v is not None and not v for v in lists)
+
+
 class StoreMethods:
     """The public methods both stores share.  A store class inherits them and supplies
-    ``_submit_checked``, ``_batch``, ``complete_many``, ``_select``, ``_stats_rows`` and
-    the three steps of a prune (``_prune_select``, ``_prune_rows``, ``_prune_delete``)."""
+    ``_submit_checked``, ``_batch``, ``complete_many``, ``_select``, ``_stats_rows``,
+    ``_pause_group``, the three steps of a prune (``_prune_select``, ``_prune_rows``,
+    ``_prune_delete``) and, for the bulk controls, ``_last_task_id``,
+    ``_active_task_types``, ``_cancel_batch`` and ``_failed_rows``."""
 
     #: The export file of this store object's last :meth:`prune_history` (``None``: that
     #: prune had no ``export`` folder, or removed nothing).
@@ -206,6 +341,28 @@ class StoreMethods:
 
     def _stats_rows(self, by: str) -> list[tuple[Any, ...]]:
         raise NotImplementedError
+
+    def _last_task_id(self) -> int:
+        raise NotImplementedError
+
+    def _active_task_types(self) -> list[str]:
+        raise NotImplementedError
+
+    def _cancel_batch(
+        self,
+        where: CancelFilter,
+        *,
+        after: int,
+        last: int,
+        keyed: tuple[list[int], list[str], list[str]] | None,
+    ) -> tuple[int, int | None]:
+        raise NotImplementedError
+
+    def _failed_rows(
+        self, task_type: list[str] | None, group: list[str] | None, since: float | None
+    ) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
 
     def _prune_select(self, selection: PruneSelection) -> list[int]:
         """Ids of the history rows ``selection`` removes (one read)."""
@@ -297,6 +454,116 @@ class StoreMethods:
         for ``owner`` — it was cancelled or superseded meanwhile.
         """
         return task_id in self.complete_many([task_id], owner=owner)
+
+    # ------------------------------------------------------------------ bulk control
+
+    def cancel_where(
+        self,
+        *,
+        task_type: Filter = None,
+        group: Filter = None,
+        label: Filter = None,
+        status: Filter = None,
+        dedup_keys: Iterable[str] | None = None,
+    ) -> int:
+        """Cancel every active task matching all the filters given; returns how many.
+
+        Each filter is a string or a sequence of strings (any of them matches);
+        ``dedup_keys`` is any number of keys (100,000 are fine), of any task type unless
+        ``task_type`` says which.  ``status`` may name ``pending``, ``running`` and
+        ``paused`` only (default: all three).  At least one filter is required — none
+        raises ``SchedulerError(kind="invalid_argument")`` and cancels nothing; an
+        explicitly empty list matches no task.
+
+        Matching tasks move to history as ``cancelled``, as :meth:`cancel` does, in one
+        transaction per :data:`CANCEL_BATCH` tasks (a failure leaves the earlier batches
+        cancelled).  Tasks submitted while the call runs may be left alone.  A running
+        attempt is not stopped by the store: the scheduler running it learns at its next
+        look for lost tasks (within ``poll_interval``) and its executor sees
+        ``ctx.cancelled`` (an ``async def`` one is cancelled).
+        """
+        where = CancelFilter.of(
+            task_type=task_type, group=group, label=label, status=status, dedup_keys=dedup_keys
+        )
+        if where.matches_nothing():
+            return 0
+        started = time.perf_counter()
+        count = self._cancel_matching(where)
+        log.info("taskmill: cancelled %d task(s) in %.3f s", count, time.perf_counter() - started)
+        return count
+
+    def _cancel_matching(self, where: CancelFilter) -> int:
+        """Cancel what ``where`` matches among the tasks that existed when the call began
+        (ids up to the last one handed out), one transaction per :data:`CANCEL_BATCH`.
+
+        Without keys, the transactions walk the tasks by id (each ``_cancel_batch``
+        picks the next matching ones after the last id it moved).  With keys, each
+        transaction takes a slice of ``(key hash, task type, key)`` triples — every key
+        paired with every task type in question — and finds its tasks through the
+        active-key index: the cost follows the number of keys, not the size of the store.
+        """
+        last = self._last_task_id()
+        count = 0
+        if where.dedup_keys is None:
+            after = 0
+            while True:
+                moved, last_picked = self._cancel_batch(where, after=after, last=last, keyed=None)
+                count += moved
+                if last_picked is None:
+                    return count
+                after = last_picked
+        types = where.task_type if where.task_type is not None else self._active_task_types()
+        types = sorted(set(types))
+        if not types:
+            return 0
+        per = max(1, CANCEL_BATCH // len(types))
+        keys = where.dedup_keys
+        for start in range(0, len(keys), per):
+            part = keys[start : start + per]
+            pairs = [(t, k) for t in types for k in part]
+            hashes = [key_hash(t, k) or 0 for t, k in pairs]
+            keyed = (hashes, [t for t, _ in pairs], [k for _, k in pairs])
+            count += self._cancel_batch(where, after=0, last=last, keyed=keyed)[0]
+        return count
+
+    def retry_failed(
+        self,
+        *,
+        task_type: Filter = None,
+        group: Filter = None,
+        since: dt.datetime | dt.timedelta | None = None,
+        on_commit: CommitHook | None = None,
+    ) -> BatchOutcome:
+        """Submit again the failed tasks of history that match; returns the batch's
+        outcome (one row per task resubmitted, in history order).
+
+        ``since``: only tasks that finished at or after it — a datetime (naive means
+        UTC) or a timedelta before now.  Each task goes through :meth:`submit_batch`
+        with its task type, dedup key, group, priority, payload, label, expected bytes
+        and ``max_retries``, and the ``skip`` strategy: a key that is active again is
+        *deduplicated* (or *upgraded*), never doubled.  The history rows stay as they
+        are (history is a log); the new tasks get new ids.
+
+        Which failures are retried: a keyed task only while its failure is the latest
+        record of its key in history.  So calling this twice resubmits nothing twice —
+        while the retry is active the second call is deduplicated, and once it has
+        finished (completed, cancelled, or failed again: then that newer failure is the
+        one to retry) the older failure is passed over.  A task **without a dedup key**
+        has nothing that ties it to its retry (the schema keeps no link, and the
+        history rows are not rewritten): it is resubmitted by every call.  Give tasks a
+        key, or narrow the call with ``since``, to retry them once.
+
+        ``on_commit`` is :meth:`submit_batch`'s.
+        """
+        from ..plan import BatchSubmission
+
+        types = filter_values("task_type", task_type)
+        groups = filter_values("group", group)
+        after = since_timestamp(since, time.time())
+        rows = [] if types == [] or groups == [] else self._failed_rows(types, groups, after)
+        table = frame(rows, RETRY_COLUMNS)
+        batch = BatchSubmission().on_duplicate("skip").tasks(table)
+        return self.submit_batch(batch, on_commit=on_commit)
 
     # ------------------------------------------------------------------ queries
 

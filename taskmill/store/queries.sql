@@ -335,3 +335,61 @@ ORDER BY id;
 
 -- name: prune_delete
 DELETE FROM history WHERE id IN (SELECT value FROM json_each(?));
+
+-- ------------------------------------------------------------------ bulk control
+
+-- name: active_task_types
+SELECT DISTINCT task_type FROM tasks;
+
+-- name: cancel_candidates
+-- The next active tasks a bulk cancel takes, by id, after :after and up to :last (the
+-- last id handed out when the cancel began, query next_id).  A NULL filter (a JSON
+-- array) matches everything; :statuses is always given.
+SELECT id FROM tasks
+WHERE id > :after AND id <= :last
+  AND status IN (SELECT value FROM json_each(:statuses))
+  AND (:types IS NULL OR task_type IN (SELECT value FROM json_each(:types)))
+  AND (:groups IS NULL OR group_name IN (SELECT value FROM json_each(:groups)))
+  AND (:labels IS NULL OR label IN (SELECT value FROM json_each(:labels)))
+ORDER BY id
+LIMIT :limit;
+
+-- name: cancel_candidates_by_key
+-- The active tasks holding the keys of :triples, a JSON array of [key hash, task type,
+-- dedup key], found through the active-key index (the texts checked: a hash collision is
+-- not a match), with the filters of cancel_candidates.
+SELECT t.id
+FROM json_each(:triples) AS p
+CROSS JOIN tasks AS t ON t.key_hash = json_extract(p.value, '$[0]')
+WHERE t.task_type = json_extract(p.value, '$[1]')
+  AND t.dedup_key = json_extract(p.value, '$[2]')
+  AND t.id <= :last
+  AND t.status IN (SELECT value FROM json_each(:statuses))
+  AND (:groups IS NULL OR t.group_name IN (SELECT value FROM json_each(:groups)))
+  AND (:labels IS NULL OR t.label IN (SELECT value FROM json_each(:labels)));
+
+-- name: failed_to_retry
+-- The failed tasks of history to submit again, in history order: those matching the
+-- filters (NULL: any) that finished at or after :since (NULL: ever), except a keyed one
+-- that is no longer the latest record of its key (something later happened to the key).
+-- The later records are found by one scan of history probing an index on the failures.
+WITH failed AS MATERIALIZED (
+    SELECT id, task_type, dedup_key FROM history
+    WHERE status = 'failed'
+      AND (:types IS NULL OR task_type IN (SELECT value FROM json_each(:types)))
+      AND (:groups IS NULL OR group_name IN (SELECT value FROM json_each(:groups)))
+      AND (:since IS NULL OR finished_at >= :since)
+), followed AS (
+    SELECT f.id
+    FROM history AS later
+    CROSS JOIN failed AS f
+        ON f.task_type = later.task_type AND f.dedup_key = later.dedup_key
+       AND later.id > f.id
+)
+SELECT h.task_type, h.dedup_key, h.group_name, h.priority, h.payload, h.label,
+       h.expected_read_bytes, h.expected_write_bytes, h.expected_net_rx_bytes,
+       h.expected_net_tx_bytes, h.max_retries
+FROM failed AS f
+CROSS JOIN history AS h ON h.id = f.id
+WHERE f.id NOT IN (SELECT id FROM followed)
+ORDER BY h.id;

@@ -33,7 +33,7 @@ from ..validation import Row
 from .base import ClaimedTask, CommitHook
 from .batch import Stager, StagingPipeline, decide, split_parts, warm_up_in_background
 from .batchrun import run_batch
-from .common import HISTORY_COLUMNS, StoreMethods, frame, submit_row
+from .common import CANCEL_BATCH, HISTORY_COLUMNS, CancelFilter, StoreMethods, frame, submit_row
 from .keys import key_hash
 from .keys import register as register_key_hash
 from .location import parse_location
@@ -100,6 +100,12 @@ class _Staged:
 #: What tasks() and history() read, in which order (constants: never data).
 _TABLES = {"tasks": "tasks", "history": "history"}
 _ORDER = {"tasks": "priority, queue_pos", "history": "id"}
+
+
+def _json_list(values: list[str] | None) -> str | None:
+    """A filter's values as the JSON array a query reads with ``json_each`` (``None``:
+    no filter)."""
+    return None if values is None else json.dumps(values)
 
 
 def _sql_columns(columns: Iterable[str]) -> str:
@@ -755,6 +761,49 @@ class TaskStore(StoreMethods):
         with self._write() as conn:
             cur = conn.execute(q("set_status"), {"id": task_id, "from": "paused", "to": "pending"})
             return cur.rowcount == 1
+
+    def _last_task_id(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(q("next_id")).fetchone()[0])
+
+    def _active_task_types(self) -> list[str]:
+        with self._read() as conn:
+            return [r[0] for r in conn.execute(q("active_task_types"))]
+
+    def _cancel_batch(
+        self,
+        where: CancelFilter,
+        *,
+        after: int,
+        last: int,
+        keyed: tuple[list[int], list[str], list[str]] | None,
+    ) -> tuple[int, int | None]:
+        """One transaction of :meth:`cancel_where`: choose the tasks under the write
+        lock and move them; returns how many and the last id moved."""
+        params: dict[str, Any] = {
+            "statuses": json.dumps(where.status),
+            "groups": _json_list(where.group),
+            "labels": _json_list(where.label),
+            "last": last,
+        }
+        if keyed is None:
+            query = q("cancel_candidates")
+            params |= {"types": _json_list(where.task_type), "after": after, "limit": CANCEL_BATCH}
+        else:
+            query = q("cancel_candidates_by_key")
+            params["triples"] = json.dumps(list(zip(*keyed, strict=True)))
+        with self._write() as conn:
+            ids = sorted(r[0] for r in conn.execute(query, params))
+            if ids:
+                self._finish(conn, ids, "cancelled", time.time())
+        return len(ids), (ids[-1] if ids else None)
+
+    def _failed_rows(
+        self, task_type: list[str] | None, group: list[str] | None, since: float | None
+    ) -> list[tuple[Any, ...]]:
+        params = {"types": _json_list(task_type), "groups": _json_list(group), "since": since}
+        with self._read() as conn:
+            return conn.execute(q("failed_to_retry"), params).fetchall()
 
     # ------------------------------------------------------------------ workers
 

@@ -315,6 +315,61 @@ SELECT id FROM taskmill.tasks WHERE status = 'running' AND owner = %(owner)s ORD
 -- name: set_status
 UPDATE taskmill.tasks SET status = %(to)s WHERE id = %(id)s AND status = %(from)s;
 
+-- ------------------------------------------------------------------ bulk control
+
+-- name: cancel_pick
+-- The next active tasks a bulk cancel takes, by id, after :after and up to :last (the last
+-- id handed out when the cancel began), locked until the cancel commits; a NULL filter
+-- matches everything, :status is always given.  A row that changes while this waits for
+-- its lock is checked again (a claim made it running, a submit superseded it).
+SELECT id FROM taskmill.tasks
+WHERE id > %(after)s AND id <= %(last)s
+  AND status = ANY(%(status)s::text[])
+  AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
+  AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
+  AND (%(label)s::text[] IS NULL OR label = ANY(%(label)s::text[]))
+ORDER BY id
+LIMIT %(limit)s
+FOR UPDATE;
+
+-- name: cancel_pick_by_key
+-- The active tasks holding the keys of :key_hashes, :task_types and :dedup_keys (arrays of
+-- one length), found through the active-key index (the texts checked: a hash collision
+-- is not a match), with the filters of cancel_pick; locked as there.
+SELECT t.id
+FROM unnest(%(key_hashes)s::bigint[], %(task_types)s::text[], %(dedup_keys)s::text[])
+     AS p (key_hash, task_type, dedup_key)
+JOIN taskmill.tasks AS t ON t.key_hash = p.key_hash
+WHERE t.task_type = p.task_type AND t.dedup_key = p.dedup_key
+  AND t.id <= %(last)s
+  AND t.status = ANY(%(status)s::text[])
+  AND (%(group)s::text[] IS NULL OR t.group_name = ANY(%(group)s::text[]))
+  AND (%(label)s::text[] IS NULL OR t.label = ANY(%(label)s::text[]))
+ORDER BY t.id
+FOR UPDATE OF t;
+
+-- name: active_task_types
+SELECT DISTINCT task_type FROM taskmill.tasks;
+
+-- name: failed_to_retry
+-- The failed tasks of history to submit again, in history order: those matching the
+-- filters (NULL: any) that finished at or after :since (NULL: ever), except a keyed one
+-- that is no longer the latest record of its key (something later happened to the key).
+SELECT h.task_type, h.dedup_key, h.group_name, h.priority::bigint, h.payload, h.label,
+       h.expected_read_bytes, h.expected_write_bytes, h.expected_net_rx_bytes,
+       h.expected_net_tx_bytes, h.max_retries::bigint
+FROM taskmill.history AS h
+WHERE h.status = 'failed'
+  AND (%(task_type)s::text[] IS NULL OR h.task_type = ANY(%(task_type)s::text[]))
+  AND (%(group)s::text[] IS NULL OR h.group_name = ANY(%(group)s::text[]))
+  AND (%(since)s::double precision IS NULL OR h.finished_at >= %(since)s::double precision)
+  AND NOT EXISTS (
+      SELECT 1 FROM taskmill.history AS later
+      WHERE later.task_type = h.task_type AND later.dedup_key = h.dedup_key
+        AND later.id > h.id
+  )
+ORDER BY h.id;
+
 -- ------------------------------------------------------------------ queries
 
 -- name: counts

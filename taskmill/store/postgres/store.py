@@ -66,7 +66,7 @@ from ...validation import Row
 from ..base import ClaimedTask, CommitHook
 from ..batch import warm_up_in_background
 from ..batchrun import run_batch
-from ..common import HISTORY_COLUMNS, StoreMethods, frame, submit_row
+from ..common import CANCEL_BATCH, HISTORY_COLUMNS, CancelFilter, StoreMethods, frame, submit_row
 from ..keys import POSTGRES_KEY_HASH, key_hash
 from ..picking import Claimed, Picker, check_limits
 from ..retention import PruneSelection
@@ -629,6 +629,55 @@ class PostgresStore(StoreMethods):
     def resume(self, task_id: int) -> bool:
         """Let a paused task be dispatched again; returns whether it was resumed."""
         return self._set_status(task_id, "paused", "pending")
+
+    def _last_task_id(self) -> int:
+        return int(self._read(lambda conn: conn.execute(q("batch_last_id")).fetchone()[0]))  # type: ignore[index]
+
+    def _active_task_types(self) -> list[str]:
+        return self._read(
+            lambda conn: [r[0] for r in conn.execute(q("active_task_types")).fetchall()]
+        )
+
+    def _cancel_batch(
+        self,
+        where: CancelFilter,
+        *,
+        after: int,
+        last: int,
+        keyed: tuple[list[int], list[str], list[str]] | None,
+    ) -> tuple[int, int | None]:
+        """One transaction of :meth:`cancel_where`: lock the tasks (``FOR UPDATE``), then
+        move them; returns how many moved and the last id picked.
+
+        No submit lock is taken: a cancel inserts nothing, and a submit deciding on a
+        key locks that key's active task first — the later of the two waits for the
+        other, then sees the task as it was left (cancelled: gone, so the submit inserts;
+        superseded or finished meanwhile: no longer picked here)."""
+        params: dict[str, Any] = {
+            "status": where.status,
+            "group": where.group,
+            "label": where.label,
+            "last": last,
+        }
+        if keyed is None:
+            query = q("cancel_pick")
+            params |= {"task_type": where.task_type, "after": after, "limit": CANCEL_BATCH}
+        else:
+            query = q("cancel_pick_by_key")
+            params |= dict(zip(("key_hashes", "task_types", "dedup_keys"), keyed, strict=True))
+
+        def body(conn: Connection) -> tuple[int, int | None]:
+            ids = [int(r[0]) for r in conn.execute(query, params).fetchall()]
+            moved = self._finish(conn, ids, "cancelled", time.time()) if ids else []
+            return len(moved), (ids[-1] if ids else None)
+
+        return self._write("cannot cancel tasks in", body)
+
+    def _failed_rows(
+        self, task_type: list[str] | None, group: list[str] | None, since: float | None
+    ) -> list[tuple[Any, ...]]:
+        params = {"task_type": task_type, "group": group, "since": since}
+        return self._read(lambda conn: conn.execute(q("failed_to_retry"), params).fetchall())
 
     def _set_status(self, task_id: int, old: str, new: str) -> bool:
         params = {"id": task_id, "from": old, "to": new}
