@@ -363,7 +363,6 @@ class StoreMethods:
     ) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
-
     def _prune_select(self, selection: PruneSelection) -> list[int]:
         """Ids of the history rows ``selection`` removes (one read)."""
         raise NotImplementedError
