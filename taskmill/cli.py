@@ -99,6 +99,60 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- submit / plan
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
+
+
+class Duration(click.ParamType):
+    """A length of time such as ``30s``, ``15m``, ``12h``, ``7d``, ``2w`` or ``1d12h``."""
+
+    name = "DURATION"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        text = str(value).strip().replace(" ", "")
+        parts = _DURATION.findall(text)
+        if not text or "".join(n + u for n, u in parts).lower() != text.lower():
+            self.fail(
+                f"{value!r} is not a duration: a number and a unit, s, m, h, d or w "
+                "(30s, 15m, 12h, 7d, 1d12h)",
+                param,
+                ctx,
+            )
+        return timedelta(seconds=sum(float(n) * _UNITS[u.lower()] for n, u in parts))
+
+
+class When(click.ParamType):
+    """A time: a duration (``2h``, ``1d12h``; what it is counted from is the option's
+    business) or an ISO time (``2026-11-28T09:00``; naive means UTC)."""
+
+    name = "WHEN"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta | dt.datetime:
+        if isinstance(value, timedelta | dt.datetime):
+            return value
+        text = str(value).strip()
+        if _DURATION.match(text):
+            try:
+                return Duration().convert(text, param, ctx)
+            except click.BadParameter:
+                pass
+        try:
+            return dt.datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(
+                f"{value!r} is neither a duration (30m, 2h, 1d) nor an ISO time "
+                "(2026-11-28T09:00, naive means UTC)",
+                param,
+                ctx,
+            )
+
+
 def plan_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.argument("plan", type=click.Path(path_type=Path)),
@@ -123,6 +177,18 @@ def plan_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "--on-duplicate",
             type=click.Choice([s.value for s in DuplicateStrategy]),
             help="Strategy of the rows that set none (default skip).",
+        ),
+        click.option(
+            "--run-after",
+            type=When(),
+            help="Start time of the rows that set none: a duration from now (30m, 2h) or an "
+            "ISO time (naive means UTC).",
+        ),
+        click.option(
+            "--expires-at",
+            type=When(),
+            help="Expiry of the rows that set none (as --run-after): a task not started by "
+            "then ends as expired.",
         ),
         click.option(
             "--chunk-size", type=click.IntRange(min=1), help="Rows per transaction in chunks."
@@ -151,12 +217,18 @@ def _batch(
     group: str | None,
     priority: str | None,
     on_duplicate: str | None,
+    run_after: timedelta | dt.datetime | None,
+    expires_at: timedelta | dt.datetime | None,
     chunk_size: int | None,
     transaction_limit: int | None,
 ) -> Any:
     from .plan import BatchSubmission
 
     batch = BatchSubmission().tasks(plan)
+    if run_after is not None:
+        batch = batch.run_after(run_after)
+    if expires_at is not None:
+        batch = batch.expires_at(expires_at)
     fields = {field: column for column, field in _pairs(mapping, "--map")}
     if fields:
         batch = batch.columns(fields)
@@ -384,32 +456,6 @@ cli.command("history", help="Finished tasks with their final status; export them
 
 # --------------------------------------------------------------------------- prune
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
-
-
-class Duration(click.ParamType):
-    """A length of time such as ``30s``, ``15m``, ``12h``, ``7d``, ``2w`` or ``1d12h``."""
-
-    name = "DURATION"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        text = str(value).strip().replace(" ", "")
-        parts = _DURATION.findall(text)
-        if not text or "".join(n + u for n, u in parts).lower() != text.lower():
-            self.fail(
-                f"{value!r} is not a duration: a number and a unit, s, m, h, d or w "
-                "(30s, 15m, 12h, 7d, 1d12h)",
-                param,
-                ctx,
-            )
-        return timedelta(seconds=sum(float(n) * _UNITS[u.lower()] for n, u in parts))
-
-
 # --------------------------------------------------------------------------- bulk control
 
 
@@ -555,35 +601,13 @@ def cancel(
         click.echo(f"cancelled {_plural(count, 'task')} in {db}")
 
 
-_AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _since(value: str | None) -> dt.datetime | dt.timedelta | None:
-    """``--since``: a duration ago (``90s``, ``30m``, ``2h``, ``1d``, ``1w``) or an ISO time
-    (naive means UTC)."""
-    if value is None:
-        return None
-    text = value.strip().lower()
-    ago = _AGO.fullmatch(text)
-    if ago:
-        return dt.timedelta(seconds=float(ago.group(1)) * _UNIT_SECONDS[ago.group(2)])
-    try:
-        return dt.datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is neither a duration ago (30m, 2h, 1d) nor an ISO time "
-            "(2026-11-28T09:00, naive means UTC)",
-            param_hint="--since",
-        ) from None
-
-
 @cli.command("retry-failed")
 @DB_OPTION
 @click.option("--type", "task_type", multiple=True, help="Only tasks of these types (repeatable).")
 @click.option("--group", multiple=True, help="Only tasks of these groups (repeatable).")
 @click.option(
     "--since",
+    type=When(),
     metavar="AGO|TIME",
     help="Only tasks that failed since then: a duration ago (30m, 2h, 1d) or an ISO time "
     "(naive means UTC).",
@@ -598,7 +622,7 @@ def retry_failed(
     run submits nothing twice); a task without a dedup key is submitted by every run."""
     from .store import TaskStore
 
-    after = _since(since)
+    after = since
     with TaskStore.open(db) as store:
         outcome = store.retry_failed(task_type=task_type or None, group=group or None, since=after)
     if as_json:
@@ -610,6 +634,42 @@ def retry_failed(
     console.print(f"{head}: {counts}" if counts else head)
     for index, err in outcome.failed[:5]:
         console.print(f"failed row {index}: [{err.kind}] {err}")
+
+
+@cli.command("pause-group")
+@DB_OPTION
+@click.argument("group")
+@click.option(
+    "--until",
+    type=When(),
+    help="End the pause then: a duration from now (30m, 2h) or an ISO time (naive means "
+    "UTC); without it, until resume-group.",
+)
+def pause_group(db: str, group: str, until: timedelta | dt.datetime | None) -> None:
+    """Dispatch none of GROUP's tasks (running ones go on), on every worker of the store."""
+    from .store import TaskStore
+
+    with TaskStore.open(db) as store:
+        store.pause_group(group, until=until)
+        end = store.paused_groups().get(group)
+    when = "until resume-group" if end is None else f"until {_utc(end)}"
+    click.echo(f"paused group {group} in {db} {when}")
+
+
+@cli.command("resume-group")
+@DB_OPTION
+@click.argument("group")
+def resume_group(db: str, group: str) -> None:
+    """Dispatch GROUP's tasks again."""
+    from .store import TaskStore
+
+    with TaskStore.open(db) as store:
+        resumed = store.resume_group(group)
+    click.echo(f"resumed group {group} in {db}" if resumed else f"group {group} was not paused")
+
+
+def _utc(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 # --------------------------------------------------------------------------- worker
@@ -627,6 +687,53 @@ def _load_executor(spec: str) -> Callable[..., Any]:
     if not callable(fn):
         raise SchedulerError(f"executor {spec} is not callable", kind="invalid")
     return fn
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+
+
+def _bytes(text: str, option: str) -> int:
+    """A size: a number of bytes, or with a unit (500MB, 2GiB)."""
+    found = _SIZE.fullmatch(text.strip())
+    if found is None:
+        raise click.BadParameter(
+            f"{text!r} is not a size: bytes, or a number with kB, MB, GB, KiB, MiB, GiB…",
+            param_hint=option,
+        )
+    return int(float(found.group(1)) * _SIZE_UNITS[(found.group(2) or "").lower()])
+
+
+def _rate_pairs(values: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``KEY=RATE[/BURST]`` pairs; the key (group:…, type:…) may itself hold ``=``: the
+    value is what follows the last one."""
+    pairs = []
+    for value in values:
+        key, sep, rate = value.rpartition("=")
+        if not sep or not key:
+            raise click.BadParameter(
+                f"{value!r} is not KEY=RATE[/BURST]", param_hint="--rate-limit"
+            )
+        pairs.append((key, rate))
+    return pairs
+
+
+def _rate(text: str) -> Any:
+    from .model import RateLimit
+
+    rate, _, burst = text.partition("/")
+    try:
+        numbers = float(rate), float(burst) if burst else None
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: give tasks a second, and optionally a burst: 50 or 50/100",
+            param_hint="--rate-limit",
+        ) from None
+    try:
+        return RateLimit(numbers[0], burst=numbers[1])
+    except SchedulerError as exc:
+        raise click.BadParameter(f"{text!r}: {exc}", param_hint="--rate-limit") from None
 
 
 async def run_worker(
@@ -719,6 +826,19 @@ class _Null:
 @click.option("--max-concurrency", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option("--group-limit", multiple=True, metavar="GROUP=N", help="Cap a group (repeatable).")
 @click.option("--default-group-limit", type=click.IntRange(min=1), help="Cap every other group.")
+@click.option(
+    "--byte-budget",
+    multiple=True,
+    metavar="GROUP=BYTES",
+    help="Most expected bytes a group may have in flight (repeatable); 2GiB, 500MB or a number.",
+)
+@click.option(
+    "--rate-limit",
+    multiple=True,
+    metavar="KEY=RATE[/BURST]",
+    help="Tasks a second for group:NAME or type:TASK_TYPE, with an optional burst "
+    "(repeatable), e.g. group:s3://eu=50/100.",
+)
 @click.option("--max-retries", default=3, show_default=True, type=click.IntRange(min=0))
 @click.option("--retry-delay", default=1.0, show_default=True, help="First backoff, seconds.")
 @click.option("--poll-interval", default=0.5, show_default=True, help="Seconds between polls.")
@@ -754,6 +874,8 @@ def worker(
     max_concurrency: int,
     group_limit: tuple[str, ...],
     default_group_limit: int | None,
+    byte_budget: tuple[str, ...],
+    rate_limit: tuple[str, ...],
     max_retries: int,
     retry_delay: float,
     poll_interval: float,
@@ -786,6 +908,10 @@ def worker(
             limits[group] = int(n)
         except ValueError:
             raise click.BadParameter(f"{n!r} is not a number", param_hint="--group-limit") from None
+    budgets = {
+        group: _bytes(n, "--byte-budget") for group, n in _pairs(byte_budget, "--byte-budget")
+    }
+    rates = {key: _rate(value) for key, value in _rate_pairs(rate_limit)}
     live = _console(stderr=True).is_terminal and not as_json
     every = None if live or as_json else status_every
     seen = asyncio.run(
@@ -797,6 +923,8 @@ def worker(
             max_concurrency=max_concurrency,
             group_concurrency=limits,
             default_group_concurrency=default_group_limit,
+            byte_budgets=budgets,
+            rate_limits=rates,
             max_retries=max_retries,
             retry_delay=retry_delay,
             poll_interval=poll_interval,

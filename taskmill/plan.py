@@ -42,6 +42,7 @@ from .validation import (
     Defaults,
     check_submission,
     encodes,
+    to_seconds,
 )
 
 __all__ = ["CANONICAL", "BatchSubmission", "Prepared", "prepare"]
@@ -91,6 +92,8 @@ class BatchSubmission:
     _payload_columns: tuple[str, ...] = ()
     _chunk_size: int = DEFAULT_CHUNK_SIZE
     _transaction_limit: int = DEFAULT_TRANSACTION_LIMIT
+    _run_after: float | None = None
+    _expires_at: float | None = None
 
     def tasks(self, tasks: Any) -> BatchSubmission:
         """The tasks: submissions, a table, or a Parquet path (not another BatchSubmission)."""
@@ -139,6 +142,15 @@ class BatchSubmission:
             columns = [columns]
         return dataclasses.replace(self, _payload_columns=tuple(columns))
 
+    def run_after(self, when: Any) -> BatchSubmission:
+        """Start time of the rows that set none: a ``datetime`` (naive means UTC), a
+        ``timedelta`` from now (this call) or Unix seconds; ``None`` for none."""
+        return dataclasses.replace(self, _run_after=_batch_time(when, "run_after"))
+
+    def expires_at(self, when: Any) -> BatchSubmission:
+        """Expiry time of the rows that set none (as :meth:`run_after`)."""
+        return dataclasses.replace(self, _expires_at=_batch_time(when, "expires_at"))
+
     def chunk_size(self, n: int) -> BatchSubmission:
         """Rows per transaction for batches larger than the transaction limit."""
         if n < 1:
@@ -153,7 +165,20 @@ class BatchSubmission:
 
     @property
     def defaults(self) -> Defaults:
-        return Defaults(self._default_group, self._default_priority, self._on_duplicate)
+        return Defaults(
+            self._default_group,
+            self._default_priority,
+            self._on_duplicate,
+            self._run_after,
+            self._expires_at,
+        )
+
+
+def _batch_time(when: Any, field: str) -> float | None:
+    """A batch-wide time as Unix seconds (a bad one raises, naming the field)."""
+    import time
+
+    return to_seconds(when, field, time.time())
 
 
 class Spool:
@@ -789,8 +814,8 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
                 tx.append(e4)
                 strategies.append(d_strategy)
                 retries.append(None)
-                starts.append(None)
-                expiries.append(None)
+                starts.append(defaults.run_after)
+                expiries.append(defaults.expires_at)
                 kinds.append(None)
                 fields.append(None)
                 errors.append(None)
@@ -1118,6 +1143,10 @@ def _check_table(df: Frame, defaults: Defaults, *, offset: int = 0) -> Frame:
 
     Pure expressions, so a LazyFrame stays lazy (each batch of a plan read from a file
     is checked in one query); rows are numbered from ``offset``."""
+    df = df.with_columns(  # batch-wide times for the rows that set none
+        pl.col("run_after").fill_null(pl.lit(defaults.run_after, dtype=pl.Float64)),
+        pl.col("expires_at").fill_null(pl.lit(defaults.expires_at, dtype=pl.Float64)),
+    )
     schema = df.collect_schema()
     float_ints = {n for n in _INTS if schema[n].is_float()}  # given as floats: must be whole
     checks: list[tuple[pl.Expr, str, str | pl.Expr, pl.Expr]] = []

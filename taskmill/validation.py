@@ -39,6 +39,8 @@ class Defaults:
     group: str | None = None
     priority: int = int(Priority.NORMAL)
     on_duplicate: DuplicateStrategy = DuplicateStrategy.SKIP
+    run_after: float | None = None  # Unix seconds
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +185,11 @@ def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Ro
     )
     now = time.time()
     run_after = to_seconds(sub.run_after, "run_after", now)
+    if run_after is None:
+        run_after = defaults.run_after
     expires_at = to_seconds(sub.expires_at, "expires_at", now)
+    if expires_at is None:
+        expires_at = defaults.expires_at
     check_times(run_after, expires_at)
     payload = encode_payload(sub.payload)
     return Row(
