@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
@@ -334,7 +335,11 @@ class QueueWidget(w.VBox):
 
         from .model import ACTIVE_STATUSES, FINAL_STATUSES
 
-        groups = await asyncio.to_thread(self.sched.store.stats, "group")
+        store = self.sched.store
+        groups = await asyncio.to_thread(store.stats, "group")
+        paused = await asyncio.to_thread(getattr(store, "paused_groups", dict))
+        later = await asyncio.to_thread(getattr(store, "waiting_for_start", dict))
+        held = dict(getattr(self.sched, "held", {}))
         # one read for both the totals and the per-group table, so they always agree
         counts = {s: int(groups[s].sum()) for s in (*ACTIVE_STATUSES, *FINAL_STATUSES)}
         self.counts = counts
@@ -354,8 +359,16 @@ class QueueWidget(w.VBox):
             + f" · {rate:,.0f} tasks/s</div>"
             + trouble
         )
+        waits = [_waiting_on(g, paused, held, later) for g in groups["group"].to_list()]
+        by_type = ", ".join(f"{k[5:]} ({why})" for k, why in held.items() if k.startswith("type:"))
+        if by_type:
+            self.status.value += (
+                f"<div class='taskmill-held-types'>held task types: {html.escape(by_type)}</div>"
+            )
         self.groups.value = page_html(
-            groups.select("group", "pending", "running", "completed", "failed")
+            groups.select("group", "pending", "running", "completed", "failed").with_columns(
+                pl.Series("waiting on", waits, dtype=pl.String)
+            )
         )
         self.failures.value = (
             ("<b>recent failures</b><br>" + "<br>".join(html.escape(r) for r in self.recent))
@@ -363,6 +376,30 @@ class QueueWidget(w.VBox):
             else ""
         )
         self.updates += 1
+
+
+def _waiting_on(
+    group: str | None,
+    paused: dict[str, float | None],
+    held: dict[str, str],
+    later: dict[str | None, int],
+) -> str:
+    """What a group's pending tasks wait on: a pause, a limit (the last claim's), their
+    start times."""
+    parts = []
+    if group in paused:
+        until = paused[group]
+        parts.append(
+            "paused"
+            if until is None
+            else "paused until "
+            + datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        )
+    if group is not None and group in held:
+        parts.append(held[group])
+    if later.get(group):
+        parts.append(f"start time ({later[group]:,})")
+    return ", ".join(parts)
 
 
 def outcome_bundle(

@@ -196,3 +196,36 @@ async def test_queue_widget_shows_store_trouble(db_path: Path) -> None:
         sched._publish(tm.StoreRecovered(operation="the completion of 3 task(s)", tries=2))
         await asyncio.sleep(0.1)
         assert "store unavailable" not in view.status.value
+
+
+async def test_queue_widget_shows_what_each_group_waits_on(db_path: Path) -> None:
+    async def work(ctx: tm.TaskContext) -> None:
+        return None
+
+    with tm.TaskStore.open(db_path) as store:
+        for i in range(5):
+            store.submit(tm.TaskSubmission("t", dedup_key=f"r{i}", group="s3://eu"))
+        store.submit(tm.TaskSubmission("t", dedup_key="p", group="paused"))
+        store.submit(tm.TaskSubmission("t", dedup_key="l", group="later", run_after=4e9))
+        store.pause_group("paused")
+    async with tm.Scheduler(
+        db_path,
+        executors={"t": work},
+        # a slow bucket: one task of s3://eu now, the next in 100 s
+        rate_limits={"group:s3://eu": tm.RateLimit(per_second=0.01, burst=1)},
+        poll_interval=0.05,
+    ) as sched:
+        view = sched.widget(refresh=50)
+        for _ in range(100):
+            if sched.store.counts()["completed"] == 1:
+                break
+            await asyncio.sleep(0.05)
+        await view.refresh()
+        table = view.groups.value
+    assert sched.held == {"s3://eu": "rate limit"}
+    row = {
+        g: table.split(f">{g}<", 1)[1].split("</tr>", 1)[0] for g in ("s3://eu", "paused", "later")
+    }
+    assert ">rate limit<" in row["s3://eu"]
+    assert ">paused<" in row["paused"]
+    assert ">start time (1)<" in row["later"]

@@ -744,6 +744,13 @@ class TaskStore(StoreMethods):
         with self._write() as conn:
             return conn.execute(q("resume_group"), {"group": group}).rowcount > 0
 
+    def waiting_for_start(self, *, now: float | None = None) -> dict[str | None, int]:
+        """Pending tasks per group (``None``: no group) whose start time, or retry
+        backoff, is still ahead."""
+        at = time.time() if now is None else now
+        with self._read() as conn:
+            return dict(conn.execute(q("waiting_for_start"), {"now": at}).fetchall())
+
     def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
         """The groups paused now, with the time each pause ends (``None``: until resumed)."""
         at = time.time() if now is None else now

@@ -257,6 +257,12 @@ ON CONFLICT (group_name) DO UPDATE SET until = excluded.until, paused_at = exclu
 -- name: resume_group
 DELETE FROM taskmill.group_pauses WHERE group_name = %(group)s;
 
+-- name: waiting_for_start
+-- Pending tasks per group that wait for a start time (or a retry's backoff) after :now.
+SELECT group_name, count(*) FROM taskmill.tasks
+WHERE status = 'pending' AND run_after > %(now)s
+GROUP BY group_name;
+
 -- name: paused_groups
 SELECT group_name, until FROM taskmill.group_pauses
 WHERE until IS NULL OR until > %(now)s

@@ -617,6 +617,13 @@ class PostgresStore(StoreMethods):
 
         return self._write("cannot resume a group in", body)
 
+    def waiting_for_start(self, *, now: float | None = None) -> dict[str | None, int]:
+        """Pending tasks per group (``None``: no group) whose start time, or retry
+        backoff, is still ahead."""
+        params = {"now": time.time() if now is None else now}
+        rows = self._read(lambda conn: conn.execute(q("waiting_for_start"), params).fetchall())
+        return {g: int(n) for g, n in rows}
+
     def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
         """The groups paused now, with the time each pause ends (``None``: until resumed)."""
         params = {"now": time.time() if now is None else now}
