@@ -551,6 +551,37 @@ def test_the_staging_table_of_a_live_batch_is_not_swept(
         assert store.tasks().height == 20
 
 
+def test_a_batch_whose_session_was_lost_and_its_table_swept_stages_again(
+    pg: PostgresStore, pg_url: str
+) -> None:
+    """The one way a sweep may take a live batch's table: the session that made it is
+    lost (here ended by the server between two chunks, the next chunk staged ahead on it)
+    and another store is opened before the batch goes on.  The batch then stages that
+    chunk again on its new session, and finishes as if nothing happened."""
+    frame = pl.DataFrame({"task_type": ["t"] * 40, "dedup_key": [f"k{i}" for i in range(40)]})
+    batch = tm.BatchSubmission().transaction_limit(20).chunk_size(20).tasks(frame)
+    swept: list[list[str]] = []
+
+    def lose_the_session(ids: list[int], pairs: list[tuple[int, int]]) -> None:
+        if swept:
+            return
+        assert pg._conn is not None
+        session = pg._conn.info.backend_pid
+        ahead = staging_tables(pg_url)
+        assert len(ahead) == 1 and f"_b{session}_" in ahead[0]  # the next chunk's
+        raw(pg_url, f"SELECT pg_terminate_backend({session})")
+        assert poll(lambda: not session_alive(pg_url, session))
+        PostgresStore.open(pg_url).close()  # sweeps what the ended session made
+        swept.append(ahead)
+        assert staging_tables(pg_url) == []
+
+    out = pg.submit_batch(batch, on_commit=lose_the_session)
+    assert swept, "the batch did not run in two chunks"
+    assert out.counts()["submitted"] == 40
+    assert sorted(pg.tasks()["dedup_key"].to_list()) == sorted(f"k{i}" for i in range(40))
+    assert staging_tables(pg_url) == []
+
+
 def test_ids_drawn_around_a_keyless_submit_stay_ascending() -> None:
     """When a keyless submit (which draws without the submit lock) took an id inside the
     batch's draw, the batch's new rows take the ids it drew, in input order."""

@@ -15,7 +15,7 @@ of the process, and the server process (``pg_backend_pid()``) of the session tha
 it — the store's write connection, which the batch uses until it drops the table.  A
 process that dies mid-batch leaves its table behind; :func:`sweep`, run whenever a store
 is opened, drops the tables whose session the server no longer has, whichever machine
-made them.
+made them.  A live batch whose session was lost finds its table swept and stages again.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
+from psycopg import errors as pg_errors
 from psycopg import sql
 
 from ...model import SchedulerError, StoreError
@@ -70,6 +71,12 @@ def _parse(table: str) -> tuple[str, int, int | None] | None:
     if not (backend.startswith("b") and backend[1:].isdigit()):
         return None
     return parts[1], int(parts[2]), int(backend[1:])
+
+
+def _table_gone(exc: StoreError, table: str) -> bool:
+    """Whether ``exc`` says that staging table ``table`` does not exist (any more)."""
+    cause = exc.__cause__
+    return isinstance(cause, pg_errors.UndefinedTable) and f'"taskmill.{table}"' in str(cause)
 
 
 def _quote(text: str) -> str:
@@ -178,23 +185,45 @@ class PostgresBatch:
         return StoreError(f"cannot read the batch for {self.store.where}: {exc}")
 
     def merge(self, staged: StagedPart, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
-        """Merge (or plan) the staged part in one transaction, then drop its table."""
+        """Merge (or plan) the staged part in one transaction, then drop its table.
+
+        A table found gone was swept by another store: the session that made it was lost
+        (the store then opens a new one) and counted as a dead batch's.  The part is then
+        staged again, on the session in use now, and merged once more."""
         try:
             if staged.table is None:
                 return decide(staged.part, [], 0)
-            table = staged.table
-            if dry_run:
-                return self.store._read(lambda c: self._plan(c, staged, table, base_offset))
-            started = time.perf_counter()
-            result = self.store._write(
-                "cannot submit a batch to",
-                lambda c: self._merge(c, staged, table),
-                retry_unique=True,
+            try:
+                return self._merge_staged(staged, dry_run=dry_run, base_offset=base_offset)
+            except StoreError as exc:
+                if not _table_gone(exc, staged.table):
+                    raise
+            log.warning(
+                "taskmill: staging table taskmill.%s was swept (the session that made it was "
+                "lost); staging its rows again",
+                staged.table,
             )
-            self.store.last_batch_merge_seconds.append(time.perf_counter() - started)
-            return result
+            staged.table = None
+            again = self.stage(staged.part)
+            staged.table, staged.collisions = again.table, again.collisions
+            return self._merge_staged(staged, dry_run=dry_run, base_offset=base_offset)
         finally:
             self.discard(staged)
+
+    def _merge_staged(self, staged: StagedPart, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
+        """Merge (or plan) the part staged in ``staged.table``."""
+        table = staged.table
+        assert table is not None
+        if dry_run:
+            return self.store._read(lambda c: self._plan(c, staged, table, base_offset))
+        started = time.perf_counter()
+        result = self.store._write(
+            "cannot submit a batch to",
+            lambda c: self._merge(c, staged, table),
+            retry_unique=True,
+        )
+        self.store.last_batch_merge_seconds.append(time.perf_counter() - started)
+        return result
 
     # ------------------------------------------------------------------ the merge
 
@@ -297,7 +326,9 @@ def sweep(store: PostgresStore, alive: Callable[[int], bool]) -> int:
     A table is left over when the session that made it (the backend in its name) is gone
     from the server — ``pg_stat_activity`` lists every live session, whichever machine
     it serves.  A batch keeps that session until it drops its table, so a live batch's
-    table is never taken, on this host or another.  (A dead process's session ends when
+    table is not taken, on this host or another — unless that session is lost mid-batch
+    (the server ended it, the network cut it): the batch then finds its table gone and
+    stages the part again (:meth:`PostgresBatch.merge`).  (A dead process's session ends when
     the server sees its connection close: at once when the process is killed, after TCP
     keepalive gives up when its machine vanished; the table goes at the first opening
     after that.  A backend pid the server has reused since only delays the sweep.)
