@@ -320,6 +320,11 @@ def _renumber(result: pl.DataFrame, drawn: list[int]) -> pl.DataFrame:
     return result.with_columns(pl.Series("task_id", ids, dtype=pl.Int64))
 
 
+#: Seconds a sweep waits for the session of a staging table whose process, on this host,
+#: is gone (see :func:`sweep`).
+DYING_WAIT = 2.0
+
+
 def sweep(store: PostgresStore, alive: Callable[[int], bool]) -> int:
     """Drop the staging tables of batches that died mid-way; returns how many.
 
@@ -332,6 +337,11 @@ def sweep(store: PostgresStore, alive: Callable[[int], bool]) -> int:
     the server sees its connection close: at once when the process is killed, after TCP
     keepalive gives up when its machine vanished; the table goes at the first opening
     after that.  A backend pid the server has reused since only delays the sweep.)
+
+    The session of a process of this host that is gone (``alive(pid)`` false) is waited
+    for, up to :data:`DYING_WAIT` seconds: killed, the process left it to the server to
+    notice, which it does at once unless the session is busy (a statement running, a
+    lock awaited).  It is not ended here: another machine may have this one's host name.
 
     Tables named the older way (no backend) are left over when their process was on
     this host and is gone (``alive(pid)`` says whether a process of this host lives);
@@ -347,13 +357,18 @@ def sweep(store: PostgresStore, alive: Callable[[int], bool]) -> int:
         lambda c: [r[0] for r in c.execute(q("batch_stage_leftovers"), {"prefix": "stage_"})],
     )
     named = {table: _parse(table) for table in found}
-    backends = sorted({p[2] for p in named.values() if p is not None and p[2] is not None})
-    live: set[int] = set()
-    if backends:
-        live = store._autocommit(
-            "cannot list the sessions of",
-            lambda c: {int(r[0]) for r in c.execute(q("batch_live_sessions"), {"pids": backends})},
-        )
+    backends = {p[2] for p in named.values() if p is not None and p[2] is not None}
+    live = _live_sessions(store, backends)
+    # a process of this host that is gone, its session not yet: the server is ending it
+    dying = {
+        p[2]
+        for p in named.values()
+        if p is not None and p[2] in live and p[0] == here and not alive(p[1])
+    }
+    end = time.monotonic() + DYING_WAIT
+    while dying & live and time.monotonic() < end:
+        time.sleep(0.05)
+        live -= dying - _live_sessions(store, dying & live)
     batch = PostgresBatch(store)
     removed = 0
     for table, parsed in named.items():
@@ -361,6 +376,19 @@ def sweep(store: PostgresStore, alive: Callable[[int], bool]) -> int:
             batch.discard(StagedPart(pl.DataFrame(), table, []))
             removed += 1
     return removed
+
+
+def _live_sessions(store: PostgresStore, backends: set[int]) -> set[int]:
+    """Which of the server processes ``backends`` serve a live session."""
+    from .store import q
+
+    if not backends:
+        return set()
+    pids = sorted(backends)
+    return store._autocommit(
+        "cannot list the sessions of",
+        lambda c: {int(r[0]) for r in c.execute(q("batch_live_sessions"), {"pids": pids})},
+    )
 
 
 def _left_over(
