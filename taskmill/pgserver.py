@@ -6,14 +6,15 @@ Run as root (a container, CI), PostgreSQL refuses to start, so the server then r
 system user of its own (``taskmill-pg``, created with ``useradd`` if missing).
 
 The server never outlives the process that started it, however that process ends (a
-``SIGKILL`` runs no ``finally``): :meth:`ThrowawayPostgres.start` first starts a watchdog,
-this file run as a script (:func:`watch`), which blocks reading a pipe whose write end
-only the starting process holds.  End of file means that process is gone: the watchdog
-then stops the server (``SIGQUIT`` to the postmaster: an immediate shutdown) and removes
-the folder.  :meth:`~ThrowawayPostgres.stop` does the same itself, then disarms the
-watchdog (one byte down the pipe) and waits for it to end.  A child the process forked
-without ``exec`` (``multiprocessing``'s fork) holds the pipe too: the server then lasts
-until the last of them is gone.
+``SIGKILL`` runs no ``finally``): :meth:`ThrowawayPostgres.start` first starts a
+watchdog, this file run as a script (:func:`watch`), which makes the server's folder,
+then blocks reading a pipe whose write end only the starting process holds.  End of file
+means that process is gone: the watchdog then stops the server (``SIGQUIT`` to the
+postmaster: an immediate shutdown) and removes the folder.
+:meth:`~ThrowawayPostgres.stop` does the same itself, then disarms the watchdog (one byte
+down the pipe) and waits for it to end.  A child the process forked without ``exec``
+(``multiprocessing``'s fork) holds the pipe too: the server then lasts until the last of
+them is gone.
 
     with ThrowawayPostgres() as server:
         url = server.create_database("t1")   # postgresql://taskmill@127.0.0.1:PORT/t1
@@ -96,12 +97,12 @@ class ThrowawayPostgres:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> ThrowawayPostgres:
-        """Create the folder, start its watchdog, then initialise and start the server."""
+        """Start the watchdog (which makes the folder), then initialise and start the
+        server in the folder."""
         bin_dir = postgres_binaries()
-        self.folder = Path(tempfile.mkdtemp(prefix="taskmill-pg-"))
+        self._watchdog, self.folder = _start_watchdog()
         data = self.folder / "data"
         try:
-            self._watchdog = _start_watchdog(self.folder)
             if os.geteuid() == 0:
                 self._as = self._system_user()
                 os.chmod(self.folder, 0o755)
@@ -247,18 +248,28 @@ QUIET = 2.0
 CLEANUP_LIMIT = 120.0
 
 
-def _start_watchdog(folder: Path) -> subprocess.Popen[bytes]:
-    """Start the watchdog of ``folder``: this file, run as a script by this Python in
-    isolated mode (stdlib only, nothing of the caller's path), in a session of its own
-    (a Ctrl-C or a hang-up for the caller's process group does not reach it)."""
-    return subprocess.Popen(
-        [sys.executable, "-I", str(Path(__file__).resolve()), "--watch", str(folder)],
+def _start_watchdog() -> tuple[subprocess.Popen[bytes], Path]:
+    """Start a watchdog and return it with the folder it made for the server.
+
+    The watchdog is this file, run as a script by this Python in isolated mode (stdlib
+    only, nothing of the caller's path), in a session of its own (a Ctrl-C or a hang-up
+    for the caller's process group does not reach it).  It makes the folder itself, so
+    that no moment exists when the folder is there and nothing would remove it."""
+    watchdog = subprocess.Popen(
+        [sys.executable, "-I", str(Path(__file__).resolve()), "--watch"],
         stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         bufsize=0,
         start_new_session=True,
     )
+    assert watchdog.stdout is not None
+    with watchdog.stdout:
+        line = watchdog.stdout.readline()
+    if not line.endswith(b"\n"):
+        _disarm(watchdog)
+        raise RuntimeError("the watchdog of the throwaway PostgreSQL server did not start")
+    return watchdog, Path(os.fsdecode(line[:-1]))
 
 
 def _disarm(watchdog: subprocess.Popen[bytes]) -> None:
@@ -313,13 +324,17 @@ def _stop_postmaster(data: Path) -> bool:
     return True
 
 
-def watch(folder: Path) -> None:
-    """The watchdog's work: wait for end of file on stdin (the starting process is gone),
-    then stop the server in ``folder`` and remove the folder — again while start-up
-    helpers left behind may recreate it.  A byte read instead disarms it: the server was
-    stopped the ordinary way."""
+def watch() -> None:
+    """The watchdog's work: make the server's folder and write its path on stdout; wait
+    for end of file on stdin (the starting process is gone), then stop the server in the
+    folder and remove it — again while start-up helpers left behind may recreate it.  A
+    byte read instead disarms it: the server was stopped the ordinary way."""
     for name in ("SIGINT", "SIGHUP"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
+    folder = Path(tempfile.mkdtemp(prefix="taskmill-pg-"))
+    with contextlib.suppress(OSError):  # the starting process may be gone already
+        os.write(1, os.fsencode(folder) + b"\n")
+    os.close(1)
     try:
         disarmed = os.read(0, 1) != b""
     except OSError:
@@ -342,8 +357,8 @@ def watch(folder: Path) -> None:
         time.sleep(0.1)
 
 
-if __name__ == "__main__":  # the watchdog: python -I pgserver.py --watch FOLDER
-    if len(sys.argv) == 3 and sys.argv[1] == "--watch":
-        watch(Path(sys.argv[2]))
+if __name__ == "__main__":  # the watchdog: python -I pgserver.py --watch
+    if sys.argv[1:] == ["--watch"]:
+        watch()
     else:
-        sys.exit("usage: pgserver.py --watch FOLDER (the watchdog of a throwaway server)")
+        sys.exit("usage: pgserver.py --watch (the watchdog of a throwaway server)")
