@@ -5,6 +5,17 @@
 Run as root (a container, CI), PostgreSQL refuses to start, so the server then runs as a
 system user of its own (``taskmill-pg``, created with ``useradd`` if missing).
 
+The server never outlives the process that started it, however that process ends (a
+``SIGKILL`` runs no ``finally``): :meth:`ThrowawayPostgres.start` first starts a
+watchdog, this file run as a script (:func:`watch`), which makes the server's folder,
+then blocks reading a pipe whose write end only the starting process holds.  End of file
+means that process is gone: the watchdog then stops the server (``SIGQUIT`` to the
+postmaster: an immediate shutdown) and removes the folder.
+:meth:`~ThrowawayPostgres.stop` does the same itself, then disarms the watchdog (one byte
+down the pipe) and waits for it to end.  A child the process forked without ``exec``
+(``multiprocessing``'s fork) holds the pipe too: the server then lasts until the last of
+them is gone.
+
     with ThrowawayPostgres() as server:
         url = server.create_database("t1")   # postgresql://taskmill@127.0.0.1:PORT/t1
 """
@@ -15,9 +26,12 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +91,16 @@ class ThrowawayPostgres:
         self.port = 0
         self.folder: Path | None = None
         self._as: dict[str, Any] = {}
+        #: The watchdog that removes the server if this process dies (see the module docstring).
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> ThrowawayPostgres:
+        """Start the watchdog (which makes the folder), then initialise and start the
+        server in the folder."""
         bin_dir = postgres_binaries()
-        self.folder = Path(tempfile.mkdtemp(prefix="taskmill-pg-"))
+        self._watchdog, self.folder = _start_watchdog()
         data = self.folder / "data"
         try:
             if os.geteuid() == 0:
@@ -210,6 +228,137 @@ class ThrowawayPostgres:
         return {"user": entry.pw_uid, "group": entry.pw_gid}
 
     def _remove(self) -> None:
+        """Remove the folder (the server stopped), then disarm the watchdog."""
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            _disarm(watchdog)
+
+
+# ---------------------------------------------------------------------- the watchdog
+
+#: Seconds the watchdog waits for the postmaster to end after SIGQUIT before SIGKILL.
+STOP_WAIT = 30.0
+#: After its parent died, the watchdog cleans up until nothing has reappeared for this
+#: many seconds (start-up helpers the parent left, initdb or pg_ctl, may still write)...
+QUIET = 2.0
+#: ...but for no longer than this.
+CLEANUP_LIMIT = 120.0
+
+
+def _start_watchdog() -> tuple[subprocess.Popen[bytes], Path]:
+    """Start a watchdog and return it with the folder it made for the server.
+
+    The watchdog is this file, run as a script by this Python in isolated mode (stdlib
+    only, nothing of the caller's path), in a session of its own (a Ctrl-C or a hang-up
+    for the caller's process group does not reach it).  It makes the folder itself, so
+    that no moment exists when the folder is there and nothing would remove it."""
+    watchdog = subprocess.Popen(
+        [sys.executable, "-I", str(Path(__file__).resolve()), "--watch"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        bufsize=0,
+        start_new_session=True,
+    )
+    assert watchdog.stdout is not None
+    with watchdog.stdout:
+        line = watchdog.stdout.readline()
+    if not line.endswith(b"\n"):
+        _disarm(watchdog)
+        raise RuntimeError("the watchdog of the throwaway PostgreSQL server did not start")
+    return watchdog, Path(os.fsdecode(line[:-1]))
+
+
+def _disarm(watchdog: subprocess.Popen[bytes]) -> None:
+    """Tell the watchdog that the server was stopped (one byte: it ends without doing
+    anything) and wait for it."""
+    assert watchdog.stdin is not None
+    with contextlib.suppress(OSError):  # it is gone already: a broken pipe
+        watchdog.stdin.write(b"x")
+    with contextlib.suppress(OSError):
+        watchdog.stdin.close()
+    try:
+        watchdog.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        watchdog.kill()
+        watchdog.wait()
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _postmaster(data: Path) -> int | None:
+    """The pid of the server running on ``data`` (from ``postmaster.pid``), if it runs."""
+    try:
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return None
+    # a pid file left by a dead server may name another process by now
+    return pid if b"postgres" in command and _running(pid) else None
+
+
+def _stop_postmaster(data: Path) -> bool:
+    """Stop the server on ``data`` at once (``SIGQUIT``: what ``pg_ctl stop -m
+    immediate`` sends; ``SIGKILL`` if it lingers); returns whether one was running."""
+    pid = _postmaster(data)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGQUIT)
+    end = time.monotonic() + STOP_WAIT
+    while _running(pid) and time.monotonic() < end:
+        time.sleep(0.05)
+    if _running(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def watch() -> None:
+    """The watchdog's work: make the server's folder and write its path on stdout; wait
+    for end of file on stdin (the starting process is gone), then stop the server in the
+    folder and remove it — again while start-up helpers left behind may recreate it.  A
+    byte read instead disarms it: the server was stopped the ordinary way."""
+    for name in ("SIGINT", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    folder = Path(tempfile.mkdtemp(prefix="taskmill-pg-"))
+    with contextlib.suppress(OSError):  # the starting process may be gone already
+        os.write(1, os.fsencode(folder) + b"\n")
+    os.close(1)
+    try:
+        disarmed = os.read(0, 1) != b""
+    except OSError:
+        disarmed = False
+    if disarmed:
+        return
+    data = folder / "data"
+    end = time.monotonic() + CLEANUP_LIMIT
+    quiet_since = time.monotonic()
+    while time.monotonic() < end:
+        found = _stop_postmaster(data)
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            found = True
+        now = time.monotonic()
+        if found:
+            quiet_since = now
+        elif now - quiet_since >= QUIET:
+            return
+        time.sleep(0.1)
+
+
+if __name__ == "__main__":  # the watchdog: python -I pgserver.py --watch
+    if sys.argv[1:] == ["--watch"]:
+        watch()
+    else:
+        sys.exit("usage: pgserver.py --watch (the watchdog of a throwaway server)")

@@ -21,7 +21,7 @@ from taskmill.store import batch as staging
 from taskmill.store.keys import key_hash
 from taskmill.store.postgres.store import SUBMIT_LOCK, PostgresStore
 
-from conftest import ENV, PYTHON, raw_sql
+from conftest import ENV, PYTHON, need, raw_sql
 
 AnyStore = tm.TaskStore | PostgresStore
 TASK_COLS = ["id", "task_type", "dedup_key", "group", "priority", "status", "queue_pos"]
@@ -373,6 +373,217 @@ def test_staging_tables_of_a_dead_process_are_swept(pg_url: str) -> None:
         conn.execute(f'CREATE UNLOGGED TABLE taskmill."{name}" (x int)')
     assert staging_tables(pg_url) == [name]
     PostgresStore.open(pg_url).close()
+    assert staging_tables(pg_url) == []
+
+
+#: A batch of 20 keyed tasks, on the store at argv[1]; its merge waits up to 300 s for
+#: the submit lock (a test holds it to catch the batch mid-way).
+_BATCH = """
+import sys
+import polars as pl
+import taskmill as tm
+from taskmill.store.postgres.store import PostgresStore
+
+frame = pl.DataFrame({"task_type": ["t"] * 20, "dedup_key": [f"k{i}" for i in range(20)]})
+with PostgresStore.open(sys.argv[1], busy_timeout=300) as store:
+    print(store.submit_batch(tm.BatchSubmission().tasks(frame)).counts(), flush=True)
+"""
+#: The host name of a batch run "elsewhere" (a UTS namespace of its own).
+OTHER_HOST = "taskmill-elsewhere"
+
+
+def can_unshare_uts() -> bool:
+    """Whether this process may run a command under a host name of its own."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        return False
+    done = subprocess.run(
+        ["unshare", "--uts", "hostname", OTHER_HOST], capture_output=True, timeout=30
+    )
+    return done.returncode == 0
+
+
+def start_batch(url: str, where: str) -> subprocess.Popen[str]:
+    """Run :data:`_BATCH` in a process of its own, on this host (``where="here"``) or
+    under another host name (``"elsewhere"``: a new UTS namespace, same machine,
+    same server — as a machine of its own would look to the store)."""
+    command = [PYTHON, "-c", textwrap.dedent(_BATCH), url]
+    if where == "elsewhere":
+        need(can_unshare_uts(), "unshare --uts (root)", "run the tests as root")
+        # unshare and sh exec: the process is the batch's Python itself
+        command = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', OTHER_HOST]
+        command += [PYTHON, "-c", textwrap.dedent(_BATCH), url]
+    return subprocess.Popen(
+        command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def sessions_waiting_for_a_lock(url: str) -> int:
+    return raw(
+        url,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock'",
+    )[0][0]
+
+
+def other_sessions(url: str, *mine: psycopg.Connection[Any]) -> int:
+    """How many sessions are connected to the database at ``url``, besides this one and
+    those of ``mine``."""
+    return raw(
+        url,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND pid <> ALL(%s)",
+        ([c.info.backend_pid for c in mine],),
+    )[0][0]
+
+
+def session_alive(url: str, backend: int) -> bool:
+    """Whether the server has a session served by process ``backend``."""
+    return raw(url, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (backend,))[0][0] > 0
+
+
+def raw(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(statement, params).fetchall()
+
+
+def poll(what: Any, deadline: float = 120.0) -> bool:
+    """Poll ``what()`` until it is true (or the deadline passes); returns the last answer."""
+    import time
+
+    end = time.monotonic() + deadline
+    while not what() and time.monotonic() < end:
+        time.sleep(0.05)
+    return bool(what())
+
+
+@pytest.fixture
+def submits_held(pg_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """The submit lock, held by a transaction of the test until it ends the transaction
+    (a batch's merge waits for it with its staging table made and filled)."""
+    PostgresStore.open(pg_url).close()  # the schema exists
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SUBMIT_LOCK,))
+        yield conn
+
+
+def caught_mid_batch(proc: subprocess.Popen[str], url: str) -> str:
+    """Wait for ``proc``'s batch to wait on the submit lock; returns its staging table."""
+    assert poll(lambda: sessions_waiting_for_a_lock(url) == 1 or proc.poll() is not None)
+    assert proc.poll() is None, proc.communicate()
+    [table] = staging_tables(url)
+    return table
+
+
+def test_a_staging_table_goes_with_the_session_that_made_it(pg_url: str) -> None:
+    """Tables named as a batch names them (after the session that made them): those of a
+    session the server still has stay — even when the pid in the name is gone from this
+    host (two machines of one host name), those of an ended session go — whichever host
+    made them.  Of the older names (no session), another host's stay; a name taskmill
+    does not give stays."""
+    from taskmill.store.postgres.batch import stage_prefix
+
+    dead = subprocess.run([PYTHON, "-c", "import os; print(os.getpid())"], capture_output=True)
+    here = stage_prefix(int(dead.stdout))  # this host's tag, a process that is gone
+    elsewhere = "stage_0badc0de_4242_"  # another host's
+    PostgresStore.open(pg_url).close()  # the schema exists
+    create = 'CREATE UNLOGGED TABLE taskmill."{}" (x int)'
+    with psycopg.connect(pg_url, autocommit=True) as ended:
+        gone = ended.info.backend_pid
+        for name in (f"{here}b{gone}_old1", f"{elsewhere}b{gone}_old2"):
+            ended.execute(create.format(name))
+    assert poll(lambda: not session_alive(pg_url, gone))
+    with psycopg.connect(pg_url, autocommit=True) as live:
+        kept = [f"{here}b{live.info.backend_pid}_new1", f"{elsewhere}b{live.info.backend_pid}_new2"]
+        kept += [f"{elsewhere}older", "stage_not_ours"]
+        for name in kept:
+            live.execute(create.format(name))
+        PostgresStore.open(pg_url).close()
+        assert sorted(staging_tables(pg_url)) == sorted(kept)
+
+
+@pytest.mark.parametrize("where", ["here", "elsewhere"])
+def test_staging_tables_of_a_killed_batch_are_swept(
+    submits_held: psycopg.Connection[Any], pg_url: str, where: str
+) -> None:
+    """A batch dies mid-way (killed while its merge waits for the submit lock): its
+    staging table goes when a store is next opened — once the server has seen the
+    batch's sessions end, for a batch on another machine; at once on this host (the
+    sweep waits for the session of a process of this host that is gone)."""
+    from taskmill.store.postgres.batch import stage_prefix
+
+    proc = start_batch(pg_url, where)
+    try:
+        table = caught_mid_batch(proc, pg_url)
+        ours = table.startswith(stage_prefix(0)[: -len("0_")])
+        assert ours == (where == "here")  # the host tag in the name
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    submits_held.rollback()  # the dead batch's session gets the lock, then sees the EOF
+    if where == "elsewhere":
+        assert poll(lambda: other_sessions(pg_url, submits_held) == 0)
+    assert staging_tables(pg_url) == [table]
+    with PostgresStore.open(pg_url) as store:
+        assert staging_tables(pg_url) == []
+        assert store.tasks().height == 0  # nothing of the dead batch was merged
+
+
+@pytest.mark.parametrize("where", ["here", "elsewhere"])
+def test_the_staging_table_of_a_live_batch_is_not_swept(
+    submits_held: psycopg.Connection[Any], pg_url: str, where: str
+) -> None:
+    """Stores opened while a batch of another process (on this host or another) waits to
+    merge leave its staging table alone; the batch then finishes as usual."""
+    proc = start_batch(pg_url, where)
+    try:
+        table = caught_mid_batch(proc, pg_url)
+        for _ in range(3):
+            PostgresStore.open(pg_url).close()
+            assert staging_tables(pg_url) == [table]
+        submits_held.rollback()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "'submitted': 20" in out
+    assert staging_tables(pg_url) == []
+    with PostgresStore.open(pg_url) as store:
+        assert store.tasks().height == 20
+
+
+def test_a_batch_whose_session_was_lost_and_its_table_swept_stages_again(
+    pg: PostgresStore, pg_url: str
+) -> None:
+    """The one way a sweep may take a live batch's table: the session that made it is
+    lost (here ended by the server between two chunks, the next chunk staged ahead on it)
+    and another store is opened before the batch goes on.  The batch then stages that
+    chunk again on its new session, and finishes as if nothing happened."""
+    frame = pl.DataFrame({"task_type": ["t"] * 40, "dedup_key": [f"k{i}" for i in range(40)]})
+    batch = tm.BatchSubmission().transaction_limit(20).chunk_size(20).tasks(frame)
+    swept: list[list[str]] = []
+
+    def lose_the_session(ids: list[int], pairs: list[tuple[int, int]]) -> None:
+        if swept:
+            return
+        assert pg._conn is not None
+        session = pg._conn.info.backend_pid
+        ahead = staging_tables(pg_url)
+        assert len(ahead) == 1 and f"_b{session}_" in ahead[0]  # the next chunk's
+        raw(pg_url, f"SELECT pg_terminate_backend({session})")
+        assert poll(lambda: not session_alive(pg_url, session))
+        PostgresStore.open(pg_url).close()  # sweeps what the ended session made
+        swept.append(ahead)
+        assert staging_tables(pg_url) == []
+
+    out = pg.submit_batch(batch, on_commit=lose_the_session)
+    assert swept, "the batch did not run in two chunks"
+    assert out.counts()["submitted"] == 40
+    assert sorted(pg.tasks()["dedup_key"].to_list()) == sorted(f"k{i}" for i in range(40))
     assert staging_tables(pg_url) == []
 
 

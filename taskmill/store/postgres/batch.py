@@ -9,6 +9,13 @@ says what each row does, superseded tasks move to history, pending duplicates ar
 upgraded and the new tasks are inserted with ids reserved as one contiguous block of the
 id sequence.  PostgreSQL's unique index on ``key_hash`` enforces one active task per key
 throughout.  The staging table is dropped afterwards, whatever happened.
+
+A staging table is named ``stage_<host tag>_<pid>_b<backend>_<random>``: the host and pid
+of the process, and the server process (``pg_backend_pid()``) of the session that made
+it — the store's write connection, which the batch uses until it drops the table.  A
+process that dies mid-batch leaves its table behind; :func:`sweep`, run whenever a store
+is opened, drops the tables whose session the server no longer has, whichever machine
+made them.  A live batch whose session was lost finds its table swept and stages again.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
+from psycopg import errors as pg_errors
 from psycopg import sql
 
 from ...model import SchedulerError, StoreError
@@ -34,7 +42,7 @@ from ..batchrun import INSERTING
 if TYPE_CHECKING:
     from .store import Connection, PostgresStore
 
-__all__ = ["PostgresBatch", "StagedPart", "stage_prefix", "sweep"]
+__all__ = ["PostgresBatch", "StagedPart", "stage_name", "stage_prefix", "sweep"]
 
 log = logging.getLogger("taskmill")
 
@@ -43,6 +51,32 @@ def stage_prefix(pid: int | None = None) -> str:
     """The name prefix of this process's staging tables (a tag of the host, the pid)."""
     host = uuid.uuid5(uuid.NAMESPACE_DNS, socket.gethostname()).hex[:8]
     return f"stage_{host}_{os.getpid() if pid is None else pid}_"
+
+
+def stage_name(backend: int) -> str:
+    """A new staging table's name, for a table made by the session of server process
+    ``backend``: ``stage_<host tag>_<pid>_b<backend>_<random>``."""
+    return f"{stage_prefix()}b{backend}_{uuid.uuid4().hex[:12]}"
+
+
+def _parse(table: str) -> tuple[str, int, int | None] | None:
+    """``(host tag, pid, backend)`` of a staging table's name (``backend`` is ``None`` in
+    the older names, ``stage_<host tag>_<pid>_<random>``); ``None``: not such a name."""
+    parts = table.split("_")
+    if len(parts) not in (4, 5) or parts[0] != "stage" or not parts[2].isdigit():
+        return None
+    if len(parts) == 4:
+        return parts[1], int(parts[2]), None
+    backend = parts[3]
+    if not (backend.startswith("b") and backend[1:].isdigit()):
+        return None
+    return parts[1], int(parts[2]), int(backend[1:])
+
+
+def _table_gone(exc: StoreError, table: str) -> bool:
+    """Whether ``exc`` says that staging table ``table`` does not exist (any more)."""
+    cause = exc.__cause__
+    return isinstance(cause, pg_errors.UndefinedTable) and f'"taskmill.{table}"' in str(cause)
 
 
 def _quote(text: str) -> str:
@@ -84,11 +118,8 @@ class PostgresBatch:
         """Create a staging table and bulk-copy ``rows`` into it with DuckDB."""
         if rows.height == 0:
             return StagedPart(rows, None, [])
-        table = f"{stage_prefix()}{uuid.uuid4().hex[:12]}"
         store = self.store
-        store._autocommit(
-            "cannot stage a batch in", lambda c: c.execute(self._q("batch_stage_create", table))
-        )
+        table = store._autocommit("cannot stage a batch in", self._create)
         staged = StagedPart(rows, table, [])
         try:
             staged.collisions = self._fill(table, staging_frame(rows))
@@ -100,6 +131,13 @@ class PostgresBatch:
             self.discard(staged)
             raise
         return staged
+
+    def _create(self, conn: Connection) -> str:
+        """Create an empty staging table on ``conn`` (named after its session); returns
+        its name."""
+        table = stage_name(conn.info.backend_pid)
+        conn.execute(self._q("batch_stage_create", table))
+        return table
 
     def _fill(self, table: str, frame: pl.DataFrame) -> list[tuple[int, int]]:
         """Hash the keys and copy the rows (less in-part collisions) into ``table``."""
@@ -147,23 +185,45 @@ class PostgresBatch:
         return StoreError(f"cannot read the batch for {self.store.where}: {exc}")
 
     def merge(self, staged: StagedPart, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
-        """Merge (or plan) the staged part in one transaction, then drop its table."""
+        """Merge (or plan) the staged part in one transaction, then drop its table.
+
+        A table found gone was swept by another store: the session that made it was lost
+        (the store then opens a new one) and counted as a dead batch's.  The part is then
+        staged again, on the session in use now, and merged once more."""
         try:
             if staged.table is None:
                 return decide(staged.part, [], 0)
-            table = staged.table
-            if dry_run:
-                return self.store._read(lambda c: self._plan(c, staged, table, base_offset))
-            started = time.perf_counter()
-            result = self.store._write(
-                "cannot submit a batch to",
-                lambda c: self._merge(c, staged, table),
-                retry_unique=True,
+            try:
+                return self._merge_staged(staged, dry_run=dry_run, base_offset=base_offset)
+            except StoreError as exc:
+                if not _table_gone(exc, staged.table):
+                    raise
+            log.warning(
+                "taskmill: staging table taskmill.%s was swept (the session that made it was "
+                "lost); staging its rows again",
+                staged.table,
             )
-            self.store.last_batch_merge_seconds.append(time.perf_counter() - started)
-            return result
+            staged.table = None
+            again = self.stage(staged.part)
+            staged.table, staged.collisions = again.table, again.collisions
+            return self._merge_staged(staged, dry_run=dry_run, base_offset=base_offset)
         finally:
             self.discard(staged)
+
+    def _merge_staged(self, staged: StagedPart, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
+        """Merge (or plan) the part staged in ``staged.table``."""
+        table = staged.table
+        assert table is not None
+        if dry_run:
+            return self.store._read(lambda c: self._plan(c, staged, table, base_offset))
+        started = time.perf_counter()
+        result = self.store._write(
+            "cannot submit a batch to",
+            lambda c: self._merge(c, staged, table),
+            retry_unique=True,
+        )
+        self.store.last_batch_merge_seconds.append(time.perf_counter() - started)
+        return result
 
     # ------------------------------------------------------------------ the merge
 
@@ -261,25 +321,88 @@ def _renumber(result: pl.DataFrame, drawn: list[int]) -> pl.DataFrame:
     return result.with_columns(pl.Series("task_id", ids, dtype=pl.Int64))
 
 
+#: Seconds a sweep waits for the session of a staging table whose process, on this host,
+#: is gone (see :func:`sweep`).
+DYING_WAIT = 2.0
+
+
 def sweep(store: PostgresStore, alive: Callable[[int], bool]) -> int:
-    """Drop staging tables of this host's processes that died mid-batch (``alive(pid)``
-    says whether a process lives); returns how many."""
-    prefix = stage_prefix(0)[: -len("0_")]
+    """Drop the staging tables of batches that died mid-way; returns how many.
+
+    A table is left over when the session that made it (the backend in its name) is gone
+    from the server — ``pg_stat_activity`` lists every live session, whichever machine
+    it serves.  A batch keeps that session until it drops its table, so a live batch's
+    table is not taken, on this host or another — unless that session is lost mid-batch
+    (the server ended it, the network cut it): the batch then finds its table gone and
+    stages the part again (:meth:`PostgresBatch.merge`).  (A dead process's session ends when
+    the server sees its connection close: at once when the process is killed, after TCP
+    keepalive gives up when its machine vanished; the table goes at the first opening
+    after that.  A backend pid the server has reused since only delays the sweep.)
+
+    The session of a process of this host that is gone (``alive(pid)`` false) is waited
+    for, up to :data:`DYING_WAIT` seconds: killed, the process left it to the server to
+    notice, which it does at once unless the session is busy (a statement running, a
+    lock awaited).  It is not ended here: another machine may have this one's host name.
+
+    Tables named the older way (no backend) are left over when their process was on
+    this host and is gone (``alive(pid)`` says whether a process of this host lives);
+    another host's are kept: nothing says whether they are in use.
+
+    The tables are listed before the live sessions are: a table listed was made before,
+    so its session, if it lives, is among those listed next."""
+    from .store import q
+
+    here = stage_prefix(0)[len("stage_") : -len("_0_")]
     found = store._autocommit(
         "cannot list staging tables in",
-        lambda c: [r[0] for r in c.execute(_leftovers(), {"prefix": prefix}).fetchall()],
+        lambda c: [r[0] for r in c.execute(q("batch_stage_leftovers"), {"prefix": "stage_"})],
     )
+    named = {table: _parse(table) for table in found}
+    backends = {p[2] for p in named.values() if p is not None and p[2] is not None}
+    live = _live_sessions(store, backends)
+    # a process of this host that is gone, its session not yet: the server is ending it
+    dying = {
+        p[2]
+        for p in named.values()
+        if p is not None and p[2] in live and p[0] == here and not alive(p[1])
+    }
+    end = time.monotonic() + DYING_WAIT
+    while dying & live and time.monotonic() < end:
+        time.sleep(0.05)
+        live -= dying - _live_sessions(store, dying & live)
     batch = PostgresBatch(store)
     removed = 0
-    for table in found:
-        pid = table[len(prefix) :].split("_", 1)[0]
-        if pid.isdigit() and not alive(int(pid)):
+    for table, parsed in named.items():
+        if parsed is not None and _left_over(*parsed, live=live, here=here, alive=alive):
             batch.discard(StagedPart(pl.DataFrame(), table, []))
             removed += 1
     return removed
 
 
-def _leftovers() -> str:
+def _live_sessions(store: PostgresStore, backends: set[int]) -> set[int]:
+    """Which of the server processes ``backends`` serve a live session."""
     from .store import q
 
-    return q("batch_stage_leftovers")
+    if not backends:
+        return set()
+    pids = sorted(backends)
+    return store._autocommit(
+        "cannot list the sessions of",
+        lambda c: {int(r[0]) for r in c.execute(q("batch_live_sessions"), {"pids": pids})},
+    )
+
+
+def _left_over(
+    host: str,
+    pid: int,
+    backend: int | None,
+    *,
+    live: set[int],
+    here: str,
+    alive: Callable[[int], bool],
+) -> bool:
+    """Whether the staging table of process ``pid`` on host ``host``, made by the session
+    of server process ``backend``, is left over (see :func:`sweep`)."""
+    if backend is not None:
+        return backend not in live
+    return host == here and not alive(pid)

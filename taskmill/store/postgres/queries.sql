@@ -502,9 +502,15 @@ ANALYZE taskmill.{stage} (key_hash);
 DROP TABLE IF EXISTS taskmill.{stage};
 
 -- name: batch_stage_leftovers
--- Staging tables of this host's processes (name: stage_<host tag>_<pid>_<random>).
+-- Staging tables whose name starts with the prefix (stage_: all of them; a name is
+-- stage_<host tag>_<pid>_b<backend pid>_<random>, or the older stage_<host tag>_<pid>_<random>).
 SELECT tablename FROM pg_catalog.pg_tables
 WHERE schemaname = 'taskmill' AND starts_with(tablename, %(prefix)s);
+
+-- name: batch_live_sessions
+-- Which of these server processes serve a live session, on any database of the server
+-- (pid is shown to every role; a sweep keeps the staging tables of those sessions).
+SELECT pid FROM pg_catalog.pg_stat_activity WHERE pid = ANY(%(pids)s::integer[]);
 
 -- name: batch_match
 -- The one indexed join: every staged row with a key probes the active-key index; the

@@ -227,7 +227,7 @@ class PostgresStore(StoreMethods):
         self._conn = conn
         try:
             self.recover()
-            # staging tables of this host's processes that died mid-batch
+            # staging tables of batches that died mid-way, on this host or another
             sweep(self, lambda pid: pid == os.getpid() or pid_alive(pid))
         except BaseException:
             self.close()
