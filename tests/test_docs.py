@@ -30,6 +30,9 @@ def test_readme_python_blocks_run_in_order(tmp_path: Path, pg_url: str) -> None:
     assert "'completed': 1" in proc.stdout
     # the scaling-out example submitted the plan to PostgreSQL: 3 new tasks, 1 in-batch dup
     assert "{'submitted': 3, 'deduplicated': 1, 'superseded': 0, 'upgraded': 0" in proc.stdout
+    # controls: two tasks planned for later, one expired at once; the limited uploads ran
+    assert "planned: 2" in proc.stdout
+    assert "expired: 1" in proc.stdout and "limited: 20" in proc.stdout
     # history retention: nothing is 30 days old; then every finished task went to archive/
     assert "pruned 0; archive: None" in proc.stdout
     [archive] = (tmp_path / "archive").iterdir()
