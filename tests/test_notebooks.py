@@ -39,7 +39,22 @@ def test_notebook_runs(path: Path) -> None:
         if cell.cell_type == "code"
         for o in cell.get("outputs", [])
     ]
+    if path.name == "04-controls.ipynb":  # a group held by its rate limit, and said so
+        _held_groups_shown(bundles)
     if "submit" in path.name or "plan" in path.name:
         assert any(
             "application/vnd.jupyter.widget-view+json" in b and "text/html" in b for b in bundles
         )
+
+
+def _held_groups_shown(shown: list[dict]) -> None:
+    held = [d["text/plain"] for d in shown if "rate limit" in d.get("text/plain", "")]
+    assert held and "'s3://eu': 'rate limit'" in held[0]
+    table = next(d["text/html"] for d in shown if "waiting on" in d.get("text/html", ""))
+    for group, reason in [
+        ("s3://eu", "rate limit"),
+        ("azure://westeurope", "paused"),
+        ("gcs://archive", "start time (1)"),
+    ]:
+        row = table.split(f">{group}<", 1)[1].split("</tr>", 1)[0]
+        assert f">{reason}<" in row, (group, row)
