@@ -65,10 +65,36 @@ CASES = (
     "lazy",
     "ceiling",
     "dispatch",
+    "dispatch_groups",
+    "dispatch_budgets",
+    "dispatch_rates",
     "stall",
     "pgqueuer",
     "procrastinate",
 )
+#: The dispatch case with a control on, counted on every claim but never binding (limits
+#: far above what runs): what each control costs the dispatch rate.
+CONTROLS = ("dispatch_groups", "dispatch_budgets", "dispatch_rates")
+
+
+def is_dispatch(case: str) -> bool:
+    return case == "dispatch" or case in CONTROLS
+
+
+def control_settings(case: str, groups: list[str]) -> dict[str, Any]:
+    """The ``Scheduler`` settings of a dispatch case (``groups``: the plan's groups)."""
+    from .model import RateLimit
+
+    if case == "dispatch_groups":
+        return {"group_concurrency": dict.fromkeys(groups, 1_000)}
+    if case == "dispatch_budgets":
+        return {"byte_budgets": dict.fromkeys(groups, 1 << 62)}
+    if case == "dispatch_rates":
+        rate = RateLimit(1e9, burst=1e9)
+        return {"rate_limits": {"type:noop": rate, **{f"group:{g}": rate for g in groups}}}
+    return {}
+
+
 #: Cases measured on an empty store only.
 EMPTY_ONLY = ("one_by_one", "stall")
 ONE_BY_ONE_SAMPLE = 2_000
@@ -276,7 +302,7 @@ def _run_case(
         from .store.batch import warm_up
 
         warm_up()  # steady state: DuckDB's one-time start (~0.15 s a process) is not timed
-    if case == "dispatch":
+    if is_dispatch(case):
         template = _dispatch_template(folder, existing)
     else:
         template = _template(folder, existing, key_bytes)
@@ -293,22 +319,26 @@ def _run_case(
                 store.submit(sub)
             took = time.perf_counter() - t0
         return took * rows / sample, sample < rows
-    if case == "dispatch":
+    if is_dispatch(case):
         import asyncio
 
         from .model import TaskCompleted
         from .scheduler import Scheduler
 
         sample = min(rows, DISPATCH_SAMPLE)
+        noops = _noop_plan(sample, seed=3, start=10 * (existing + rows))
+        settings = control_settings(case, noops["group"].unique().drop_nulls().to_list())
         with TaskStore.open(path) as store:
-            store.submit_batch(_noop_plan(sample, seed=3, start=10 * (existing + rows)))
+            store.submit_batch(noops)
 
         async def noop(ctx: Any) -> None:
             return None
 
         async def first_completions() -> float:
             """Until ``sample`` tasks completed (of the store's, whichever come first)."""
-            async with Scheduler(path, executors={"noop": noop}, max_concurrency=16) as sched:
+            async with Scheduler(
+                path, executors={"noop": noop}, max_concurrency=16, **settings
+            ) as sched:
                 events = sched.subscribe(maxsize=4 * sample)
                 t0 = time.perf_counter()
                 done = 0
@@ -397,7 +427,7 @@ def worker_main(argv: list[str]) -> None:
     if argv[0] == "dispatch-worker":
         from .bench_pg import dispatch_worker
 
-        dispatch_worker(argv[1])
+        dispatch_worker(*argv[1:4])
         return
     case, rows, existing, folder, run = argv[:5]
     key_bytes = int(argv[5]) if len(argv) > 5 else 0
@@ -410,7 +440,7 @@ def worker_main(argv: list[str]) -> None:
         print(json.dumps({}))
         return
     if case == "template":  # built in a process of its own: not in any case's peak memory
-        if run == "dispatch":
+        if is_dispatch(run):
             _dispatch_template(Path(folder), int(existing))
         else:
             _template(Path(folder), int(existing), key_bytes)
@@ -419,8 +449,10 @@ def worker_main(argv: list[str]) -> None:
     if url:
         from . import bench_pg
 
-        if case == "dispatch":
-            took, extrapolated = bench_pg.dispatch(url, int(rows), int(argv[7]), DISPATCH_SAMPLE)
+        if is_dispatch(case):
+            took, extrapolated = bench_pg.dispatch(
+                url, int(rows), int(argv[7]), DISPATCH_SAMPLE, case
+            )
         else:
             took, extrapolated = bench_pg.run_case(
                 case, int(rows), int(existing), Path(folder), url, key_bytes
@@ -488,7 +520,7 @@ def measure(
         # built here would show up as every later case's peak
         helper("plan", str(rows), str(existing), str(folder), "0")
     if existing and case not in EMPTY_ONLY and not db:
-        kind = "dispatch" if case == "dispatch" else "load"
+        kind = case if is_dispatch(case) else "load"
         helper("template", "0", str(existing), str(folder), kind)
     runs: list[float] = []
     extras: list[dict[str, float]] = []
@@ -585,9 +617,16 @@ def run(
         for ex in existing:
             for rows in sizes:
                 for case in cases:
-                    if (case in EMPTY_ONLY or (db and case == "dispatch")) and ex:
+                    if (case in EMPTY_ONLY or (db and is_dispatch(case))) and ex:
                         continue  # measured once, on an empty store
-                    counts = workers if db and case == "dispatch" else (0,)
+                    # dispatch with 1, 2, 4 … workers; a control's cost with one
+                    counts = (
+                        workers
+                        if db and case == "dispatch"
+                        else (1,)
+                        if db and is_dispatch(case)
+                        else (0,)
+                    )
                     for n in counts:
                         on = f" [postgres{f', {n} workers' if n else ''}]" if db else ""
                         echo(f"  {case:<13} {rows:>9,} rows into {ex:>9,}{on} …", err=True)
@@ -620,11 +659,11 @@ def table(results: list[Result]) -> str:
         if r.backend != "sqlite":
             plural = "s" if r.workers > 1 else ""
             name += f" [{r.backend}" + (f", {r.workers} worker{plural}]" if r.workers else "]")
-        vs_ceiling = f"{r.seconds / c:.2f}" if c and r.case != "dispatch" else "–"
+        vs_ceiling = f"{r.seconds / c:.2f}" if c and not is_dispatch(r.case) else "–"
         vs_empty = f"{r.seconds / e:.2f}" if e else "–"
-        vs_single = f"{s / r.seconds:.1f}" if s and r.case != "dispatch" else "–"
+        vs_single = f"{s / r.seconds:.1f}" if s and not is_dispatch(r.case) else "–"
         q = pgqueuer.get((r.rows, r.existing))
-        loader = r.case not in ("dispatch", "ceiling", "pgqueuer")
+        loader = not is_dispatch(r.case) and r.case not in ("ceiling", "pgqueuer")
         vs_peer = (f" {q / r.seconds:.1f} |" if q and loader else " – |") if pgqueuer else ""
         lines.append(
             f"| {name} | {r.rows:,} | {r.existing:,} | {r.seconds:.3f} | "

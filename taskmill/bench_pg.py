@@ -42,7 +42,17 @@ from pathlib import Path
 from typing import Any
 
 #: The cases ``--db`` runs, in their report order.
-PG_CASES = ("polars", "parquet", "ceiling", "pgqueuer", "procrastinate", "dispatch")
+PG_CASES = (
+    "polars",
+    "parquet",
+    "ceiling",
+    "pgqueuer",
+    "procrastinate",
+    "dispatch",
+    "dispatch_groups",
+    "dispatch_budgets",
+    "dispatch_rates",
+)
 #: The other queues measured next to taskmill (PostgreSQL only).
 PEERS = ("pgqueuer", "procrastinate")
 #: Worker process counts of ``dispatch`` unless told.
@@ -322,7 +332,9 @@ async def _procrastinate(url: str, rows: list[tuple[Any, ...]]) -> float:
 # --------------------------------------------------------------------------- dispatch
 
 
-def dispatch(url: str, rows: int, workers: int, sample: int) -> tuple[float, bool]:
+def dispatch(
+    url: str, rows: int, workers: int, sample: int, case: str = "dispatch"
+) -> tuple[float, bool]:
     """Seconds ``workers`` processes take to run ``min(rows, sample)`` queued no-op tasks
     to completion, extrapolated to ``rows``.
 
@@ -332,12 +344,14 @@ def dispatch(url: str, rows: int, workers: int, sample: int) -> tuple[float, boo
     from .store import TaskStore
 
     n = min(rows, sample)
+    noops = _noop_plan(n, seed=3)
     with TaskStore.open(url) as store:
-        store.submit_batch(_noop_plan(n, seed=3))
+        store.submit_batch(noops)
+    groups = json.dumps(noops["group"].unique().drop_nulls().to_list())
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "taskmill.bench", "dispatch-worker", url],
+            [sys.executable, "-m", "taskmill.bench", "dispatch-worker", url, case, groups],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -375,9 +389,10 @@ def dispatch(url: str, rows: int, workers: int, sample: int) -> tuple[float, boo
     return took * rows / n, n < rows
 
 
-def dispatch_worker(url: str) -> None:
+def dispatch_worker(url: str, case: str = "dispatch", groups: str = "[]") -> None:
     """One dispatch worker: a ``Scheduler`` on ``url`` once told to go, until no no-op
     task is pending or running; prints the time it saw that (a JSON line)."""
+    from .bench import control_settings
     from .scheduler import Scheduler
     from .store import TaskStore
 
@@ -385,8 +400,9 @@ def dispatch_worker(url: str) -> None:
         return None
 
     async def go() -> float:
+        settings = control_settings(case, json.loads(groups))
         async with Scheduler(
-            url, executors={"noop": noop}, max_concurrency=DISPATCH_CONCURRENCY
+            url, executors={"noop": noop}, max_concurrency=DISPATCH_CONCURRENCY, **settings
         ) as sched:
             while sched.store.has_work(["noop"]):
                 await asyncio.sleep(0.02)

@@ -1013,7 +1013,10 @@ def gen_plan(
 
 
 #: ``taskmill bench``'s cases unless told (SQLite; ``--db`` runs its own set).
-CASES_DEFAULT = "one_by_one,executemany,list,polars,parquet,reader,lazy,ceiling,dispatch,stall"
+CASES_DEFAULT = (
+    "one_by_one,executemany,list,polars,parquet,reader,lazy,ceiling,dispatch,"
+    "dispatch_groups,dispatch_budgets,dispatch_rates,stall"
+)
 
 
 def _int_list(text: str) -> list[int]:
