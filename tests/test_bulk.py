@@ -651,7 +651,7 @@ def test_cli_retry_failed(location: str | Path) -> None:
     got = invoke("retry-failed", "--db", db, "--since", future)
     assert got.output.startswith(f"retried 0 failed tasks in {db}")
     got = CliRunner().invoke(cli, ["retry-failed", "--db", db, "--since", "soon"])
-    assert got.exit_code == 2 and "a duration ago" in got.output
+    assert got.exit_code == 2 and "neither a duration (30m, 2h, 1d) nor an ISO time" in got.output
     with tm.TaskStore.open(location) as store:
         assert sorted(store.tasks()["dedup_key"].to_list()) == ["a", "b", "c"]
 
