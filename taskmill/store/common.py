@@ -587,7 +587,7 @@ class StoreMethods:
         group: Filter = None,
         limit: int | None = None,
     ) -> pl.DataFrame:
-        """Finished tasks (completed, failed, cancelled, superseded) by id, as a DataFrame."""
+        """Finished tasks (completed, failed, cancelled, superseded, expired) by id."""
         return self._select(
             "history", HISTORY_COLUMNS, status=status, task_type=task_type, group=group, limit=limit
         )
