@@ -197,6 +197,65 @@ def test_full_disk_is_a_clear_error_and_nothing_half_written(small_fs: Path) -> 
         assert store.submit(tm.TaskSubmission("t", dedup_key="after")).action == "submitted"
 
 
+@pytest.fixture
+def small_tablespace(pg_url: str) -> Iterator[str]:
+    """A tablespace of the test server on a 3 MiB tmpfs (a folder the server's own system
+    user can reach), holding the table of active tasks; its name."""
+    import pwd
+    import tempfile
+
+    from taskmill.pgserver import SYSTEM_USER
+
+    need(can_mount(), "root and mount(8) to mount a tmpfs", "run the tests as root (CI does)")
+    try:
+        server_user = pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        pytest.skip("the test server does not run as a system user of its own")
+    mount = Path(tempfile.mkdtemp(prefix="taskmill-tablespace-"))
+    os.chmod(mount, 0o755)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], check=True)
+    name = "small_" + pg_url.rsplit("/", 1)[1]
+    try:
+        os.chown(mount, server_user.pw_uid, server_user.pw_gid)
+        tm.TaskStore.open(pg_url).close()
+        run_sql(pg_url, f"CREATE TABLESPACE {name} LOCATION '{mount}'")
+        try:
+            run_sql(pg_url, f"ALTER TABLE taskmill.tasks SET TABLESPACE {name}")
+            yield name
+        finally:
+            run_sql(pg_url, "ALTER TABLE taskmill.tasks SET TABLESPACE pg_default")
+            run_sql(pg_url, f"DROP TABLESPACE {name}")
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        mount.rmdir()
+
+
+def test_full_disk_on_postgres(pg_url: str, small_tablespace: str) -> None:
+    """test_full_disk_is_a_clear_error_and_nothing_half_written on PostgreSQL: the disk
+    that fills up holds the table of active tasks."""
+    with tm.TaskStore.open(pg_url) as store:
+        store.submit_batch(
+            pl.DataFrame({"task_type": ["t"] * 10, "dedup_key": [f"k{i}" for i in range(10)]})
+        )
+        before = store.tasks()
+        big = pl.DataFrame(
+            {
+                "task_type": ["t"] * 20_000,
+                "dedup_key": [f"big-{i}" for i in range(20_000)],
+                "payload": ["x" * 300] * 20_000,
+            }
+        )
+        with pytest.raises(tm.SchedulerError) as err:
+            store.submit_batch(big)
+        assert err.value.kind == "store"
+        assert "full" in str(err.value).lower() or "space" in str(err.value).lower()
+        assert store.tasks().equals(before)
+        assert store.integrity_check() == "ok"
+        assert staged(pg_url) == []
+        # still usable
+        assert store.submit(tm.TaskSubmission("t", dedup_key="after")).action == "submitted"
+
+
 @pytest.mark.sqlite_only("a SQLite file on a tmpfs remounted read-only")
 def test_read_only_file_system(small_fs: Path) -> None:
     db = small_fs / "tasks.db"
