@@ -202,18 +202,18 @@ async def test_queue_widget_shows_store_trouble(location: str | Path) -> None:
         assert "store unavailable" not in view.status.value
 
 
-async def test_queue_widget_shows_what_each_group_waits_on(db_path: Path) -> None:
+async def test_queue_widget_shows_what_each_group_waits_on(location: str | Path) -> None:
     async def work(ctx: tm.TaskContext) -> None:
         return None
 
-    with tm.TaskStore.open(db_path) as store:
+    with tm.TaskStore.open(location) as store:
         for i in range(5):
             store.submit(tm.TaskSubmission("t", dedup_key=f"r{i}", group="s3://eu"))
         store.submit(tm.TaskSubmission("t", dedup_key="p", group="paused"))
         store.submit(tm.TaskSubmission("t", dedup_key="l", group="later", run_after=4e9))
         store.pause_group("paused")
     async with tm.Scheduler(
-        db_path,
+        location,
         executors={"t": work},
         # a slow bucket: one task of s3://eu now, the next in 100 s
         rate_limits={"group:s3://eu": tm.RateLimit(per_second=0.01, burst=1)},
