@@ -258,3 +258,51 @@ def empty_store(
         return store
 
     return emptied
+
+
+def refuse_key(location: str | Path, key: str | None) -> None:
+    """A trigger that refuses to insert the task of ``key``, or every task when ``key`` is
+    None (a real failure of the store)."""
+    test = "true" if key is None else f"NEW.dedup_key = '{key}'"
+    if is_postgres(location):
+        run_sql(
+            location,
+            f"""CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF {test} THEN RAISE EXCEPTION 'disk says no'; END IF;
+                    RETURN NEW;
+                END $$""",
+        )
+        run_sql(
+            location,
+            "CREATE TRIGGER fail_once BEFORE INSERT ON taskmill.tasks "
+            "FOR EACH ROW EXECUTE FUNCTION fail_once()",
+        )
+    else:
+        run_sql(
+            location,
+            f"""CREATE TRIGGER fail_once BEFORE INSERT ON tasks
+                WHEN {test} BEGIN SELECT RAISE(ABORT, 'disk says no'); END""",
+        )
+
+
+def allow_key(location: str | Path) -> None:
+    """Drop the trigger of :func:`refuse_key`."""
+    if is_postgres(location):
+        run_sql(location, "DROP TRIGGER fail_once ON taskmill.tasks")
+        run_sql(location, "DROP FUNCTION fail_once()")
+    else:
+        run_sql(location, "DROP TRIGGER fail_once")
+
+
+def staged(location: str | Path) -> list[str]:
+    """What a batch staged and left behind: files beside a SQLite store, tables in the
+    schema ``taskmill`` of a PostgreSQL one."""
+    if is_postgres(location):
+        rows = run_sql(
+            location,
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'taskmill' "
+            "AND tablename LIKE 'stage%'",
+        )
+        return [r[0] for r in rows]
+    return [p.name for p in Path(location).parent.glob(".*.stage-*")]

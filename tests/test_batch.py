@@ -18,7 +18,7 @@ import pytest
 
 import taskmill as tm
 
-from conftest import PYTHON, is_postgres, run_sql
+from conftest import PYTHON, allow_key, is_postgres, refuse_key, run_sql, staged
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -334,51 +334,6 @@ def test_large_batch_commits_in_chunks(store: tm.TaskStore) -> None:
     assert out.submitted == list(range(1, 201))
 
 
-def _fail_on_key(location: str | Path, key: str) -> None:
-    """A trigger that refuses to insert the task of ``key`` (a real failure of the store)."""
-    if is_postgres(location):
-        run_sql(
-            location,
-            f"""CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN
-                    IF NEW.dedup_key = '{key}' THEN RAISE EXCEPTION 'disk says no'; END IF;
-                    RETURN NEW;
-                END $$""",
-        )
-        run_sql(
-            location,
-            "CREATE TRIGGER fail_once BEFORE INSERT ON taskmill.tasks "
-            "FOR EACH ROW EXECUTE FUNCTION fail_once()",
-        )
-    else:
-        run_sql(
-            location,
-            f"""CREATE TRIGGER fail_once BEFORE INSERT ON tasks
-                WHEN NEW.dedup_key = '{key}' BEGIN SELECT RAISE(ABORT, 'disk says no'); END""",
-        )
-
-
-def _drop_fail_on_key(location: str | Path) -> None:
-    if is_postgres(location):
-        run_sql(location, "DROP TRIGGER fail_once ON taskmill.tasks")
-        run_sql(location, "DROP FUNCTION fail_once()")
-    else:
-        run_sql(location, "DROP TRIGGER fail_once")
-
-
-def _staged(location: str | Path) -> list[str]:
-    """What a batch staged and left behind: files beside a SQLite store, tables in the
-    schema ``taskmill`` of a PostgreSQL one."""
-    if is_postgres(location):
-        rows = run_sql(
-            location,
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'taskmill' "
-            "AND tablename LIKE 'stage%'",
-        )
-        return [r[0] for r in rows]
-    return [p.name for p in Path(location).parent.glob(".*.stage-*")]
-
-
 @pytest.mark.parametrize("k", [0, 2, 4])
 def test_failed_chunk_keeps_earlier_chunks_and_resubmit_completes(
     location: str | Path,
@@ -387,7 +342,7 @@ def test_failed_chunk_keeps_earlier_chunks_and_resubmit_completes(
     plan = _plan(250)
     with tm.TaskStore.open(location) as store:
         store.submit(tm.TaskSubmission("t", dedup_key="k5", priority=200))  # pre-existing
-    _fail_on_key(location, f"k{50 * k + 7}")  # a real failure inside chunk k
+    refuse_key(location, f"k{50 * k + 7}")  # a real failure inside chunk k
     batch = tm.BatchSubmission().transaction_limit(100).chunk_size(50).tasks(plan)
     with tm.TaskStore.open(location) as store:
         with pytest.raises(tm.BatchInterrupted, match=f"chunk {k + 1} of 5") as err:
@@ -398,9 +353,9 @@ def test_failed_chunk_keeps_earlier_chunks_and_resubmit_completes(
         assert partial.to_polars()["index"].to_list() == list(range(50 * k))
         keys = set(store.tasks()["dedup_key"].to_list())
         assert keys == {f"k{i}" for i in range(50 * k)} | {"k5"}
-        assert _staged(location) == []  # nor the chunk staged ahead
+        assert staged(location) == []  # nor the chunk staged ahead
         assert store.integrity_check() == "ok"
-    _drop_fail_on_key(location)
+    allow_key(location)
     with tm.TaskStore.open(location) as store:
         again = store.submit_batch(batch)
         counts = again.counts()
@@ -442,7 +397,7 @@ def test_plan_writes_nothing_and_predicts(store: tm.TaskStore, location: str | P
     plan = store.plan_batch(batch)
     assert plan.planned and "plan — nothing written" in str(plan)
     assert state() == before
-    assert _staged(location) == []
+    assert staged(location) == []
     real = store.submit_batch(batch)
     assert (
         rows(plan)

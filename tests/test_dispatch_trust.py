@@ -1,7 +1,10 @@
 """Dispatch you can trust: no task runs twice at once, none is left stuck, limits hold
 across workers, results are recorded whatever the store does meanwhile.
 
-Every test here failed on 0.1 (commit 043ae3e), each for the defect it names.
+Every test here failed on 0.1 (commit 043ae3e), each for the defect it names.  They run
+on both backends (a SQLite file, a PostgreSQL database); a fault is injected at the store's
+interface (its public calls, a lock held by another connection) so that it is the same
+fault on either.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ from hypothesis import strategies as st
 import taskmill as tm
 from taskmill.store import StoreProtocol
 from taskmill.store.batch import Stager
+from taskmill.store.postgres.batch import PostgresBatch
 
-from conftest import ENV, PYTHON, assert_store_consistent, run_py
+from conftest import ENV, PYTHON, assert_store_consistent, is_postgres, run_py, run_sql, table
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 # ---------------------------------------------------------------- helpers
 
@@ -102,7 +108,9 @@ def executors_module(tmp_path: Path) -> Path:
     return folder
 
 
-def _worker(db: Path, mods: Path, log: Path, *args: str, sleep: float = 0.02) -> subprocess.Popen:
+def _worker(
+    db: str | Path, mods: Path, log: Path, *args: str, sleep: float = 0.02
+) -> subprocess.Popen:
     env = {
         **ENV,
         "PYTHONPATH": f"{mods}{os.pathsep}{ENV['PYTHONPATH']}",
@@ -138,9 +146,20 @@ time.sleep(float(sys.argv[2]))
 conn.execute("COMMIT")
 """
 
+#: The same on PostgreSQL: another connection holds the store's tables against every
+#: writer (readers go on, as beside a SQLite write lock).
+HOLD_LOCK_PG = """
+import psycopg, sys, time
+with psycopg.connect(sys.argv[1]) as conn:
+    conn.execute("LOCK TABLE taskmill.tasks, taskmill.history IN EXCLUSIVE MODE")
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+    conn.commit()
+"""
+
 
 async def test_results_are_recorded_after_the_store_was_locked_for_longer_than_busy_timeout(
-    db_path: Path, caplog: pytest.LogCaptureFixture
+    location: str | Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """0.1: complete_many raised inside the scheduler, the task stayed running under a
     live owner, wait_idle() never returned, and close() ran the task again."""
@@ -151,7 +170,7 @@ async def test_results_are_recorded_after_the_store_was_locked_for_longer_than_b
         runs[ctx.dedup_key or ""] += 1
         await release.wait()
 
-    store = tm.TaskStore.open(db_path, busy_timeout=0.2)
+    store = tm.TaskStore.open(location, busy_timeout=0.2)
     sched = tm.Scheduler(store, executors={"t": work}, poll_interval=0.05)
     await sched.start()
     events = sched.subscribe()
@@ -159,8 +178,9 @@ async def test_results_are_recorded_after_the_store_was_locked_for_longer_than_b
         await sched.submit(tm.TaskSubmission("t", dedup_key=key))
     while len(sched.running) < 3:
         await asyncio.sleep(0.01)
+    hold = HOLD_LOCK_PG if is_postgres(location) else HOLD_LOCK
     holder = subprocess.Popen(
-        [PYTHON, "-c", HOLD_LOCK, str(db_path), "1.5"], stdout=subprocess.PIPE, text=True
+        [PYTHON, "-c", hold, str(location), "1.5"], env=ENV, stdout=subprocess.PIPE, text=True
     )
     assert holder.stdout is not None
     assert (await asyncio.to_thread(holder.stdout.readline)).strip() == "locked"
@@ -179,7 +199,7 @@ async def test_results_are_recorded_after_the_store_was_locked_for_longer_than_b
     assert sched.store_error is None
     assert "could not record the completion" in caplog.text
     assert runs == {"a": 1, "b": 1, "c": 1}  # each ran once: nothing ran again on close
-    with tm.TaskStore.open(db_path) as s:
+    with tm.TaskStore.open(location) as s:
         active, history = assert_store_consistent(s)
         assert active.height == 0
         assert sorted(history.select("dedup_key", "status", "attempts").rows()) == [
@@ -194,7 +214,7 @@ async def test_results_are_recorded_after_the_store_was_locked_for_longer_than_b
 
 
 async def test_close_keeps_a_plain_function_attempt_owned_until_its_thread_returns(
-    db_path: Path,
+    location: str | Path,
 ) -> None:
     """0.1: close() gave the task back after close_timeout while its thread still ran,
     and a scheduler opened right after ran the same task at the same time."""
@@ -210,7 +230,7 @@ async def test_close_keeps_a_plain_function_attempt_owned_until_its_thread_retur
 
         return run
 
-    first = tm.Scheduler(db_path, executors={"t": stubborn("first")}, close_timeout=0.1)
+    first = tm.Scheduler(location, executors={"t": stubborn("first")}, close_timeout=0.1)
     await first.start()
     await first.submit(tm.TaskSubmission("t", dedup_key="k"))
     while not first.running:
@@ -218,11 +238,11 @@ async def test_close_keeps_a_plain_function_attempt_owned_until_its_thread_retur
     t0 = time.monotonic()
     await first.close()
     assert time.monotonic() - t0 >= 0.8  # close waited for the thread
-    with tm.TaskStore.open(db_path) as store:  # told to stop: back to the queue, no try
+    with tm.TaskStore.open(location) as store:  # told to stop: back to the queue, no try
         assert store.tasks().select("dedup_key", "status", "attempts").rows() == [
             ("k", "pending", 0)
         ]
-    async with tm.Scheduler(db_path, executors={"t": stubborn("second")}) as second:
+    async with tm.Scheduler(location, executors={"t": stubborn("second")}) as second:
         await second.wait_idle(timeout=10)
         history = second.store.history().select("dedup_key", "status", "attempts").rows()
     assert [name for name, _, _ in spans] == ["first", "second"]
@@ -231,7 +251,7 @@ async def test_close_keeps_a_plain_function_attempt_owned_until_its_thread_retur
 
 
 async def test_an_attempt_that_stops_when_told_goes_back_to_pending_then_runs_once_more(
-    db_path: Path,
+    location: str | Path,
 ) -> None:
     spans: list[tuple[int, float, float]] = []
 
@@ -245,15 +265,15 @@ async def test_an_attempt_that_stops_when_told_goes_back_to_pending_then_runs_on
             raise RuntimeError("stopped")
         spans.append((ctx.attempt, start, time.monotonic()))
 
-    first = tm.Scheduler(db_path, executors={"t": polite}, close_timeout=0.05)
+    first = tm.Scheduler(location, executors={"t": polite}, close_timeout=0.05)
     await first.start()
     await first.submit(tm.TaskSubmission("t", dedup_key="k"))
     while not first.running:
         await asyncio.sleep(0.01)
     await first.close()
-    with tm.TaskStore.open(db_path) as store:
+    with tm.TaskStore.open(location) as store:
         assert store.tasks().select("status", "attempts").rows() == [("pending", 0)]
-    async with tm.Scheduler(db_path, executors={"t": polite}) as second:
+    async with tm.Scheduler(location, executors={"t": polite}) as second:
         await second.wait_idle(timeout=10)
         assert second.store.history().select("status", "attempts").rows() == [("completed", 1)]
     assert len(spans) == 2 and spans[0][2] <= spans[1][1]  # one after the other
@@ -264,11 +284,15 @@ async def test_an_attempt_that_stops_when_told_goes_back_to_pending_then_runs_on
 
 @pytest.mark.parametrize(("caps", "per_worker"), [((1, 1), 1), ((2, 1), 2)])
 def test_group_limits_hold_across_worker_processes(
-    tmp_path: Path, executors_module: Path, caps: tuple[int, int], per_worker: int
+    location: str | Path,
+    tmp_path: Path,
+    executors_module: Path,
+    caps: tuple[int, int],
+    per_worker: int,
 ) -> None:
     """0.1: two workers with a group cap of 1 ran 2 of its tasks at once (caps 2 and 1:
     up to 4 and 2)."""
-    db = tmp_path / "tasks.db"
+    db = location
     with tm.TaskStore.open(db) as store:
         store.submit_batch(
             pl.DataFrame(
@@ -314,11 +338,11 @@ def test_group_limits_hold_across_worker_processes(
 
 
 def test_a_killed_workers_tasks_are_taken_over_by_a_running_worker(
-    tmp_path: Path, executors_module: Path
+    location: str | Path, tmp_path: Path, executors_module: Path
 ) -> None:
     """0.1: after SIGKILL of one of two workers its tasks stayed running, and the
     survivor's --until-idle never exited; only a fresh TaskStore.open freed them."""
-    db = tmp_path / "tasks.db"
+    db = location
     with tm.TaskStore.open(db) as store:
         store.submit_batch(pl.DataFrame({"task_type": ["t"] * 4, "dedup_key": list("abcd")}))
     hang_log = tmp_path / "hang.log"
@@ -372,16 +396,21 @@ def test_a_lease_that_ran_out_frees_its_tasks_and_its_owner_learns_it(
     assert store.lost_tasks([1, 2], owner=remote) == {1: ("pending", None), 2: ("pending", None)}
 
 
-def test_a_running_task_of_a_01_worker_elsewhere_is_recovered(store: tm.TaskStore) -> None:
+def test_a_running_task_of_a_01_worker_elsewhere_is_recovered(
+    store: tm.TaskStore, location: str | Path
+) -> None:
     """A task left running by a worker that holds no lease (0.1 wrote no worker rows)."""
     store.submit(tm.TaskSubmission("t", dedup_key="a"))
-    with store._lock:
-        store.conn.execute("UPDATE tasks SET status = 'running', owner = 'old:1:x', attempts = 1")
+    run_sql(
+        location,
+        f"UPDATE {table(location, 'tasks')} "
+        "SET status = 'running', owner = 'old:1:x', attempts = 1",
+    )
     assert store.recover() == 1
     assert store.tasks().select("status", "attempts").rows() == [("pending", 0)]
 
 
-async def test_a_scheduler_whose_lease_was_taken_stops_its_attempts(db_path: Path) -> None:
+async def test_a_scheduler_whose_lease_was_taken_stops_its_attempts(location: str | Path) -> None:
     stopped = asyncio.Event()
 
     async def work(ctx: tm.TaskContext) -> None:
@@ -392,20 +421,20 @@ async def test_a_scheduler_whose_lease_was_taken_stops_its_attempts(db_path: Pat
             raise
 
     async with tm.Scheduler(
-        db_path, executors={"t": work}, lease_timeout=0.3, close_timeout=0.1
+        location, executors={"t": work}, lease_timeout=0.3, close_timeout=0.1
     ) as sched:
         await sched.submit(tm.TaskSubmission("t", dedup_key="k"))
         while not sched.running:
             await asyncio.sleep(0.01)
         owner = sched._owner
         assert owner is not None
-        other = run_py(  # a worker in another process sees the lease run out
+        # a worker in another process sees the lease run out: to its clock, 60 s have
+        # passed (however often this scheduler renews meanwhile, its lease is over)
+        other = run_py(
             f"""
-            import taskmill as tm
-            with tm.TaskStore.open({str(db_path)!r}) as other:
-                with other._lock:
-                    other.conn.execute("UPDATE workers SET heartbeat_at = heartbeat_at - 60")
-                print(other.recover())
+            import time, taskmill as tm
+            with tm.TaskStore.open({str(location)!r}) as other:
+                print(other.recover(now=time.time() + 60))
             """,
             stdout=subprocess.PIPE,
             text=True,
@@ -416,7 +445,7 @@ async def test_a_scheduler_whose_lease_was_taken_stops_its_attempts(db_path: Pat
         # the task was handed back: this scheduler runs it again, as a new attempt
         while sched.store.counts()["running"] != 1:
             await asyncio.sleep(0.01)
-    with tm.TaskStore.open(db_path) as store:
+    with tm.TaskStore.open(location) as store:
         assert store.tasks().select("status", "attempts").rows() == [("pending", 0)]
 
 
@@ -424,7 +453,7 @@ async def test_a_scheduler_whose_lease_was_taken_stops_its_attempts(db_path: Pat
 
 
 async def test_the_dispatch_loop_logs_unexpected_errors_and_goes_on(
-    db_path: Path, caplog: pytest.LogCaptureFixture
+    location: str | Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """0.1: any exception that was not a SchedulerError killed the loop silently."""
     done: list[str] = []
@@ -448,7 +477,7 @@ async def test_the_dispatch_loop_logs_unexpected_errors_and_goes_on(
 
             return claim
 
-    with tm.TaskStore.open(db_path) as inner:
+    with tm.TaskStore.open(location) as inner:
         store = Broken(inner, lambda name: None)
         with caplog.at_level(logging.WARNING, logger="taskmill"):
             async with tm.Scheduler(store, executors={"t": work}, poll_interval=0.01) as sched:
@@ -461,7 +490,7 @@ async def test_the_dispatch_loop_logs_unexpected_errors_and_goes_on(
 
 
 async def test_a_dispatch_loop_that_cannot_go_on_makes_wait_idle_and_close_raise(
-    db_path: Path,
+    location: str | Path,
 ) -> None:
     class AlwaysBroken(FaultyStore):
         def __getattr__(self, name: str) -> Any:
@@ -476,7 +505,7 @@ async def test_a_dispatch_loop_that_cannot_go_on_makes_wait_idle_and_close_raise
     async def work(ctx: tm.TaskContext) -> None:
         return None
 
-    with tm.TaskStore.open(db_path) as inner:
+    with tm.TaskStore.open(location) as inner:
         store = AlwaysBroken(inner, lambda name: None)
         sched = tm.Scheduler(store, executors={"t": work}, poll_interval=0.001)
         sched_logger = logging.getLogger("taskmill")
@@ -499,21 +528,33 @@ async def test_a_dispatch_loop_that_cannot_go_on_makes_wait_idle_and_close_raise
 
 
 def test_reads_writes_and_claims_go_on_while_a_batch_is_staged(
-    store: tm.TaskStore, monkeypatch: pytest.MonkeyPatch
+    store: tm.TaskStore, location: str | Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """0.1: one lock serialised every store call for the whole batch, staging included:
     tasks(), counts(), submit() and completions all waited for DuckDB."""
     store.submit(tm.TaskSubmission("t", dedup_key="before"))
     gate = threading.Event()
     staging = threading.Event()
-    real_fill = Stager.fill
+    # the batch stops inside its staging step (filling the staging file on SQLite, the
+    # staging table on PostgreSQL) until the other calls are done
+    if is_postgres(location):
+        real_pg_fill = PostgresBatch._fill
 
-    def gated_fill(path: Path, frame: pl.DataFrame) -> None:
-        staging.set()
-        assert gate.wait(30)
-        real_fill(path, frame)
+        def gated_pg_fill(self: PostgresBatch, table: str, frame: pl.DataFrame) -> Any:
+            staging.set()
+            assert gate.wait(30)
+            return real_pg_fill(self, table, frame)
 
-    monkeypatch.setattr(Stager, "fill", staticmethod(gated_fill))
+        monkeypatch.setattr(PostgresBatch, "_fill", gated_pg_fill)
+    else:
+        real_fill = Stager.fill
+
+        def gated_fill(path: Path, frame: pl.DataFrame) -> None:
+            staging.set()
+            assert gate.wait(30)
+            real_fill(path, frame)
+
+        monkeypatch.setattr(Stager, "fill", staticmethod(gated_fill))
     plan = pl.DataFrame({"task_type": ["t"] * 1000, "dedup_key": [f"b{i}" for i in range(1000)]})
     result: list[tm.BatchOutcome] = []
     batch = threading.Thread(target=lambda: result.append(store.submit_batch(plan)))
@@ -562,7 +603,7 @@ def test_task_store_implements_the_store_protocol(store: tm.TaskStore) -> None:
     failing=st.sets(st.sampled_from(["t", "u"]), max_size=2),
 )
 def test_random_store_failures_never_lose_or_double_a_task(
-    tmp_path_factory: pytest.TempPathFactory, seed: int, rate: float, failing: set[str]
+    empty_store: Callable[[str], tm.TaskStore], seed: int, rate: float, failing: set[str]
 ) -> None:
     """Fail random store calls (before the store saw them, or after, losing the answer):
     every task still ends exactly once in history, and a successful attempt runs once."""
@@ -596,31 +637,30 @@ def test_random_store_failures_never_lose_or_double_a_task(
             raise RuntimeError("first try fails")
         successes[ctx.task_id] += 1
 
-    db = tmp_path_factory.mktemp("faults") / "tasks.db"
+    inner = empty_store("faults")
 
     async def main() -> None:
-        with tm.TaskStore.open(db) as inner:
-            inner.submit_batch(
-                [tm.TaskSubmission(rng.choice("tu"), dedup_key=str(i)) for i in range(30)]
-            )
-            store = FaultyStore(inner, plan)
-            logging.getLogger("taskmill").disabled = True
-            try:
-                async with tm.Scheduler(
-                    store,
-                    executors={"t": run_once, "u": run_once},
-                    max_concurrency=4,
-                    poll_interval=0.01,
-                    retry_delay=0.001,
-                    lease_timeout=5.0,
-                ) as sched:
-                    await sched.wait_idle(timeout=60)
-            finally:
-                logging.getLogger("taskmill").disabled = False
+        inner.submit_batch(
+            [tm.TaskSubmission(rng.choice("tu"), dedup_key=str(i)) for i in range(30)]
+        )
+        store = FaultyStore(inner, plan)
+        logging.getLogger("taskmill").disabled = True
+        try:
+            async with tm.Scheduler(
+                store,
+                executors={"t": run_once, "u": run_once},
+                max_concurrency=4,
+                poll_interval=0.01,
+                retry_delay=0.001,
+                lease_timeout=5.0,
+            ) as sched:
+                await sched.wait_idle(timeout=60)
+        finally:
+            logging.getLogger("taskmill").disabled = False
 
-    asyncio.run(main())
-    with tm.TaskStore.open(db) as store:
-        active, history = assert_store_consistent(store)
+    with inner:
+        asyncio.run(main())
+        active, history = assert_store_consistent(inner)
         assert active.height == 0
         assert sorted(history["id"].to_list()) == list(range(1, 31))  # each exactly once
         assert set(history["status"].to_list()) == {"completed"}
@@ -629,7 +669,9 @@ def test_random_store_failures_never_lose_or_double_a_task(
     assert set(successes.values()) == {1}
 
 
-async def test_a_claim_under_way_when_close_begins_leaves_nothing_running(db_path: Path) -> None:
+async def test_a_claim_under_way_when_close_begins_leaves_nothing_running(
+    location: str | Path,
+) -> None:
     """A claim whose thread was still running when close() cancelled the loop committed
     after the worker had been released: its tasks stayed running under nobody."""
     gate = threading.Event()
@@ -655,7 +697,7 @@ async def test_a_claim_under_way_when_close_begins_leaves_nothing_running(db_pat
     async def work(ctx: tm.TaskContext) -> None:
         return None
 
-    with tm.TaskStore.open(db_path) as inner:
+    with tm.TaskStore.open(location) as inner:
         inner.submit(tm.TaskSubmission("t", dedup_key="k"))
         sched = tm.Scheduler(SlowClaims(inner, lambda name: None), executors={"t": work})
         await sched.start()

@@ -1,4 +1,5 @@
-"""The notebook views, exercised in-process (the browser test drives them in JupyterLab)."""
+"""The notebook views, exercised in-process (the browser test drives them in JupyterLab),
+on both backends."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 import taskmill as tm
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 
 def test_importing_taskmill_does_not_import_ipywidgets() -> None:
@@ -127,13 +131,13 @@ def test_join_input(store: tm.TaskStore) -> None:
     ]
 
 
-async def test_queue_widget_follows_the_scheduler(db_path: Path) -> None:
+async def test_queue_widget_follows_the_scheduler(location: str | Path) -> None:
     async def work(ctx: tm.TaskContext) -> None:
         await asyncio.sleep(0.001)
         if ctx.dedup_key == "k3":
             raise RuntimeError("boom")
 
-    async with tm.Scheduler(db_path, executors={"t": work}, max_retries=0) as sched:
+    async with tm.Scheduler(location, executors={"t": work}, max_retries=0) as sched:
         view = sched.widget(refresh=50)
         await asyncio.sleep(0.05)
         await sched.submit_batch(
@@ -149,7 +153,7 @@ async def test_queue_widget_follows_the_scheduler(db_path: Path) -> None:
     assert view.stopped and "scheduler closed" in view.status.value
 
 
-async def test_queue_widget_ends_with_the_stores_numbers(db_path: Path) -> None:
+async def test_queue_widget_ends_with_the_stores_numbers(location: str | Path) -> None:
     """0.1: the view redrew only when an event came after its throttle window, so it
     ended with stale numbers (pending 2, completed 2,967 where the store said 0 and
     2,968); no manual refresh() here."""
@@ -158,13 +162,13 @@ async def test_queue_widget_ends_with_the_stores_numbers(db_path: Path) -> None:
         if ctx.task_id % 10 == 0:
             raise RuntimeError("boom")
 
-    async with tm.Scheduler(db_path, executors={"t": work}, max_retries=0) as sched:
+    async with tm.Scheduler(location, executors={"t": work}, max_retries=0) as sched:
         view = sched.widget(refresh=0.5)  # a 2-second throttle window
         await asyncio.sleep(0.05)
         await sched.submit_batch([tm.TaskSubmission("t", group=f"g{i % 3}") for i in range(300)])
         await sched.wait_idle(timeout=30)
         updates = view.updates
-    with tm.TaskStore.open(db_path) as store:
+    with tm.TaskStore.open(location) as store:
         sched_counts = store.counts()
         final = store.stats("group")
     assert view.updates > updates  # drawn once more on close
@@ -178,8 +182,8 @@ async def test_queue_widget_ends_with_the_stores_numbers(db_path: Path) -> None:
         assert group in view.groups.value
 
 
-async def test_queue_widget_shows_store_trouble(db_path: Path) -> None:
-    async with tm.Scheduler(db_path, executors={}) as sched:
+async def test_queue_widget_shows_store_trouble(location: str | Path) -> None:
+    async with tm.Scheduler(location, executors={}) as sched:
         view = sched.widget(refresh=100)
         await asyncio.sleep(0.05)
         sched._publish(
@@ -198,18 +202,18 @@ async def test_queue_widget_shows_store_trouble(db_path: Path) -> None:
         assert "store unavailable" not in view.status.value
 
 
-async def test_queue_widget_shows_what_each_group_waits_on(db_path: Path) -> None:
+async def test_queue_widget_shows_what_each_group_waits_on(location: str | Path) -> None:
     async def work(ctx: tm.TaskContext) -> None:
         return None
 
-    with tm.TaskStore.open(db_path) as store:
+    with tm.TaskStore.open(location) as store:
         for i in range(5):
             store.submit(tm.TaskSubmission("t", dedup_key=f"r{i}", group="s3://eu"))
         store.submit(tm.TaskSubmission("t", dedup_key="p", group="paused"))
         store.submit(tm.TaskSubmission("t", dedup_key="l", group="later", run_after=4e9))
         store.pause_group("paused")
     async with tm.Scheduler(
-        db_path,
+        location,
         executors={"t": work},
         # a slow bucket: one task of s3://eu now, the next in 100 s
         rate_limits={"group:s3://eu": tm.RateLimit(per_second=0.01, burst=1)},

@@ -1,4 +1,7 @@
-"""Reliability: crashes mid-batch, a full or read-only disk, and malformed input.
+"""Reliability: crashes mid-batch, a full or read-only disk, and malformed input — on both
+backends (a SQLite file, a PostgreSQL database).  What is about SQLite files (a tmpfs that
+fills up or turns read-only, staging files beside the store) is marked ``sqlite_only``, with
+a PostgreSQL counterpart where the behaviour matters there too.
 
 Short forms run in CI; the long forms (``pytest -m slow``) run 20 crash trials and
 10,000 fuzzed inputs.
@@ -14,7 +17,7 @@ import signal
 import subprocess
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -24,7 +27,20 @@ from hypothesis import strategies as st
 
 import taskmill as tm
 
-from conftest import ENV, PYTHON, ROOT, can_mount, need
+from conftest import (
+    ENV,
+    PYTHON,
+    ROOT,
+    allow_key,
+    can_mount,
+    is_postgres,
+    need,
+    refuse_key,
+    run_sql,
+    staged,
+)
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 ROWS, CHUNK = 3_000, 100
 
@@ -35,6 +51,19 @@ def _keys() -> list[str]:
 
 def _stage_files(folder: Path) -> list[Path]:
     return sorted(folder.glob(".*.stage-*"))
+
+
+@pytest.fixture
+def new_location(
+    location: str | Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[[str], str | Path]:
+    """``new_location(name)``: where a new, empty store of the test's backend is — a file
+    in tmp_path, or a new database on the test server."""
+    if not is_postgres(location):
+        return lambda name: tmp_path / f"{name}.db"
+    server = request.getfixturevalue("pg_server")
+    base = str(location).rsplit("/", 1)[1]
+    return lambda name: server.create_database(f"{base}_{name.replace('-', '_')}")
 
 
 # ---------------------------------------------------------------- crashes
@@ -53,14 +82,16 @@ SUBMITTER = textwrap.dedent("""
 """) % {"rows": ROWS, "chunk": CHUNK}
 
 
-def crash_trial(folder: Path, seed: int, *, after_chunks: int | None = None) -> int:
+def crash_trial(
+    new_location: Callable[[str], str | Path], seed: int, *, after_chunks: int | None = None
+) -> int:
     """Kill a chunked batch right after ``after_chunks`` chunks committed (by default a
     seeded number of them, plus up to 50 ms: whatever the machine's speed, the kills land
     all along the batch); check the store; resubmit; check again.
 
     Returns how many chunks had committed when the process died.
     """
-    db = folder / f"crash-{seed}.db"
+    db = new_location(f"crash-{seed}")
     proc = subprocess.Popen(
         [PYTHON, "-c", SUBMITTER, str(db)], env=ENV, stdout=subprocess.PIPE, text=True
     )
@@ -81,7 +112,7 @@ def crash_trial(folder: Path, seed: int, *, after_chunks: int | None = None) -> 
     keys = _keys()
     with tm.TaskStore.open(db) as store:
         assert store.integrity_check() == "ok"
-        assert not _stage_files(folder)  # a dead process's staging files are swept on open
+        assert staged(db) == []  # a dead process's staging files are swept on open
         present = store.tasks()
         n = present.height
         assert n % CHUNK == 0  # whole chunks only: each is all-or-nothing
@@ -103,18 +134,20 @@ def crash_trial(folder: Path, seed: int, *, after_chunks: int | None = None) -> 
     return n // CHUNK
 
 
-def test_crash_mid_batch_short(tmp_path: Path) -> None:
+def test_crash_mid_batch_short(new_location: Callable[[str], str | Path]) -> None:
     # killed once the 3rd, 11th, 20th chunk had committed: whatever else was under way
     # (the 4th, 12th, 21st chunk's staging or merge) is lost whole, nothing after it
-    committed = [crash_trial(tmp_path, seed, after_chunks=k) for seed, k in enumerate((3, 11, 20))]
+    committed = [
+        crash_trial(new_location, seed, after_chunks=k) for seed, k in enumerate((3, 11, 20))
+    ]
     for k, n in zip((3, 11, 20), committed, strict=True):
         assert k <= n <= k + 1 < ROWS // CHUNK, committed  # the kill landed mid-batch
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_crash_mid_batch_long(tmp_path: Path) -> None:
-    committed = [crash_trial(tmp_path, seed) for seed in range(20)]
+def test_crash_mid_batch_long(new_location: Callable[[str], str | Path]) -> None:
+    committed = [crash_trial(new_location, seed) for seed in range(20)]
     # the kills landed at different moments: before, inside and after the batch
     assert len(set(committed)) >= 4, committed
     out = ROOT / "test-output" / "crash-trials.json"
@@ -138,6 +171,7 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.sqlite_only("a SQLite file on a tmpfs that fills up")
 def test_full_disk_is_a_clear_error_and_nothing_half_written(small_fs: Path) -> None:
     db = small_fs / "tasks.db"
     with tm.TaskStore.open(db) as store:
@@ -163,6 +197,66 @@ def test_full_disk_is_a_clear_error_and_nothing_half_written(small_fs: Path) -> 
         assert store.submit(tm.TaskSubmission("t", dedup_key="after")).action == "submitted"
 
 
+@pytest.fixture
+def small_tablespace(pg_url: str) -> Iterator[str]:
+    """A tablespace of the test server on a 3 MiB tmpfs (a folder the server's own system
+    user can reach), holding the table of active tasks; its name."""
+    import pwd
+    import tempfile
+
+    from taskmill.pgserver import SYSTEM_USER
+
+    need(can_mount(), "root and mount(8) to mount a tmpfs", "run the tests as root (CI does)")
+    try:
+        server_user = pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        pytest.skip("the test server does not run as a system user of its own")
+    mount = Path(tempfile.mkdtemp(prefix="taskmill-tablespace-"))
+    os.chmod(mount, 0o755)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], check=True)
+    name = "small_" + pg_url.rsplit("/", 1)[1]
+    try:
+        os.chown(mount, server_user.pw_uid, server_user.pw_gid)
+        tm.TaskStore.open(pg_url).close()
+        run_sql(pg_url, f"CREATE TABLESPACE {name} LOCATION '{mount}'")
+        try:
+            run_sql(pg_url, f"ALTER TABLE taskmill.tasks SET TABLESPACE {name}")
+            yield name
+        finally:
+            run_sql(pg_url, "ALTER TABLE taskmill.tasks SET TABLESPACE pg_default")
+            run_sql(pg_url, f"DROP TABLESPACE {name}")
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        mount.rmdir()
+
+
+def test_full_disk_on_postgres(pg_url: str, small_tablespace: str) -> None:
+    """test_full_disk_is_a_clear_error_and_nothing_half_written on PostgreSQL: the disk
+    that fills up holds the table of active tasks."""
+    with tm.TaskStore.open(pg_url) as store:
+        store.submit_batch(
+            pl.DataFrame({"task_type": ["t"] * 10, "dedup_key": [f"k{i}" for i in range(10)]})
+        )
+        before = store.tasks()
+        big = pl.DataFrame(
+            {
+                "task_type": ["t"] * 20_000,
+                "dedup_key": [f"big-{i}" for i in range(20_000)],
+                "payload": ["x" * 300] * 20_000,
+            }
+        )
+        with pytest.raises(tm.SchedulerError) as err:
+            store.submit_batch(big)
+        assert err.value.kind == "store"
+        assert "full" in str(err.value).lower() or "space" in str(err.value).lower()
+        assert store.tasks().equals(before)
+        assert store.integrity_check() == "ok"
+        assert staged(pg_url) == []
+        # still usable
+        assert store.submit(tm.TaskSubmission("t", dedup_key="after")).action == "submitted"
+
+
+@pytest.mark.sqlite_only("a SQLite file on a tmpfs remounted read-only")
 def test_read_only_file_system(small_fs: Path) -> None:
     db = small_fs / "tasks.db"
     with tm.TaskStore.open(db) as store:
@@ -184,6 +278,27 @@ def test_read_only_file_system(small_fs: Path) -> None:
         assert store.tasks()["dedup_key"].to_list() == ["k"]
 
 
+def test_read_only_database(pg_url: str) -> None:
+    """test_read_only_file_system on PostgreSQL: the database turned read-only (every new
+    transaction of it read-only, as on a standby)."""
+    with tm.TaskStore.open(pg_url) as store:
+        store.submit(tm.TaskSubmission("t", dedup_key="k"))
+    name = pg_url.rsplit("/", 1)[1]
+    run_sql(pg_url, f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    try:
+        with pytest.raises(tm.SchedulerError) as err, tm.TaskStore.open(pg_url) as store:
+            store.submit(tm.TaskSubmission("t", dedup_key="k2"))
+        assert err.value.kind == "store"
+        assert "read-only" in str(err.value).lower()
+    finally:
+        # from another database: every transaction of this one is read-only now
+        admin = pg_url.rsplit("/", 1)[0] + "/postgres"
+        run_sql(admin, f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+    with tm.TaskStore.open(pg_url) as store:
+        assert store.tasks()["dedup_key"].to_list() == ["k"]
+
+
+@pytest.mark.sqlite_only("a 0.1 store is a SQLite file; here on a tmpfs remounted read-only")
 def test_a_01_store_on_a_read_only_file_system_is_refused_untouched(small_fs: Path) -> None:
     db = small_fs / "old.db"
     shutil.copy(ROOT / "tests" / "fixtures" / "store-v1.db", db)
@@ -201,16 +316,21 @@ def test_a_01_store_on_a_read_only_file_system_is_refused_untouched(small_fs: Pa
     assert sorted(p.name for p in small_fs.iterdir()) == ["old.db"]
 
 
-def test_staging_files_never_outlive_a_failed_batch(tmp_path: Path) -> None:
-    db = tmp_path / "tasks.db"
-    with tm.TaskStore.open(db) as store:
+def test_staging_files_never_outlive_a_failed_batch(location: str | Path) -> None:
+    with tm.TaskStore.open(location) as store:
         with pytest.raises(tm.SchedulerError):
             store.submit_batch(pl.DataFrame({"task_type": ["t"], "nope": [1]}))
-        conn = store.conn
-        conn.execute("CREATE TRIGGER no BEFORE INSERT ON tasks BEGIN SELECT RAISE(ABORT, 'x'); END")
+        refuse_key(location, None)  # every insert fails
         with pytest.raises(tm.SchedulerError):
             store.submit_batch(pl.DataFrame({"task_type": ["t"] * 5}))
-        assert not _stage_files(tmp_path)
+        assert staged(location) == []
+    allow_key(location)
+
+
+@pytest.mark.sqlite_only("staging files beside the SQLite file")
+def test_a_dead_processs_staging_files_are_swept_on_open(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    tm.TaskStore.open(db).close()
     # a dead process's leftovers are swept when the store is next opened
     leftover = tmp_path / ".tasks.db.stage-999999999-abc.sqlite"
     leftover.write_bytes(b"")
@@ -219,6 +339,20 @@ def test_staging_files_never_outlive_a_failed_batch(tmp_path: Path) -> None:
     tm.TaskStore.open(db).close()
     assert not leftover.exists() and mine.exists()
     mine.unlink()
+
+
+def test_a_dead_processs_staging_tables_are_swept_on_open(pg_url: str) -> None:
+    """The same on PostgreSQL, where a batch stages into tables of the schema taskmill."""
+    from taskmill.store.postgres.batch import stage_prefix
+
+    tm.TaskStore.open(pg_url).close()
+    leftover = f"{stage_prefix(999999999)}abc"
+    mine = f"{stage_prefix()}abc"
+    for name in (leftover, mine):
+        run_sql(pg_url, f'CREATE UNLOGGED TABLE taskmill."{name}" (ord bigint)')
+    tm.TaskStore.open(pg_url).close()
+    assert staged(pg_url) == [mine]
+    run_sql(pg_url, f'DROP TABLE taskmill."{mine}"')
 
 
 # ---------------------------------------------------------------- malformed input
@@ -326,11 +460,8 @@ FUZZ = dict(
 
 @settings(max_examples=150, **FUZZ)
 @given(frame=tables())
-def test_malformed_tables_short(
-    tmp_path_factory: pytest.TempPathFactory, frame: pl.DataFrame
-) -> None:
-    db = tmp_path_factory.getbasetemp() / "fuzz-short.db"
-    with tm.TaskStore.open(db) as store:
+def test_malformed_tables_short(location: str | Path, frame: pl.DataFrame) -> None:
+    with tm.TaskStore.open(location) as store:
         fuzz_once(store, frame)
         assert store.integrity_check() == "ok"
 
@@ -339,11 +470,8 @@ def test_malformed_tables_short(
 @pytest.mark.timeout(3600)
 @settings(max_examples=10_000, **FUZZ)
 @given(frame=tables())
-def test_malformed_tables_long(
-    tmp_path_factory: pytest.TempPathFactory, frame: pl.DataFrame
-) -> None:
-    db = tmp_path_factory.getbasetemp() / "fuzz-long.db"
-    with tm.TaskStore.open(db) as store:
+def test_malformed_tables_long(location: str | Path, frame: pl.DataFrame) -> None:
+    with tm.TaskStore.open(location) as store:
         fuzz_once(store, frame)
 
 
@@ -392,12 +520,12 @@ def test_unsigned_values_past_int64_fail_their_row(store: tm.TaskStore) -> None:
     assert store.tasks()["expected_read_bytes"].to_list() == [5]
 
 
-def test_exiting_right_after_a_batch_that_staged_nothing(tmp_path: Path) -> None:
+def test_exiting_right_after_a_batch_that_staged_nothing(location: str | Path) -> None:
     """DuckDB starts in the background when a batch begins; a process that exits before
     it is ready (nothing was staged) must still exit cleanly."""
     code = textwrap.dedent(f"""
         import polars as pl, taskmill as tm
-        store = tm.TaskStore.open({str(tmp_path / "t.db")!r})
+        store = tm.TaskStore.open({str(location)!r})
         store.plan_batch(pl.DataFrame({{"task_type": [""]}}))
     """)
     for _ in range(5):

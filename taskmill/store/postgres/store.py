@@ -133,7 +133,8 @@ def _store_error(action: str, where: str, exc: BaseException) -> StoreError:
         exc,
         pg_errors.LockNotAvailable | pg_errors.SerializationFailure | pg_errors.DeadlockDetected,
     ):
-        return StoreLocked(f"{action} {where}: {exc}")
+        # worded as the SQLite store's StoreLocked: the store was locked, then the cause
+        return StoreLocked(f"{action} {where}: the store is locked by another transaction: {exc}")
     if isinstance(exc, pg_errors.UndefinedTable | pg_errors.InvalidSchemaName):
         return StoreError(
             f"{action} {where}: {exc}; the taskmill schema is missing (was it dropped "
