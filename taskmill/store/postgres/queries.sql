@@ -155,25 +155,19 @@ WHERE t.id = picked.id
 RETURNING t.id, t.task_type, t.dedup_key, t.group_name, t.priority, t.payload, t.label,
           t.attempts, t.max_retries, t.queue_pos;
 
--- name: running_per_group
--- Running tasks per group and their expected bytes, whoever runs them: group limits and
--- byte budgets hold across workers (read under CLAIM_LOCK).
-SELECT group_name, count(*),
+-- name: claim_counts
+-- What a claim that counts limits reads under CLAIM_LOCK, in one statement: per group,
+-- the running tasks and their expected bytes, whoever runs them (when :counted), so group
+-- limits and byte budgets hold across workers; and the stored token buckets of :keys.
+SELECT 'group', group_name, count(*)::double precision,
        sum(expected_read_bytes + expected_write_bytes + expected_net_rx_bytes
-           + expected_net_tx_bytes)
+           + expected_net_tx_bytes)::double precision
 FROM taskmill.tasks
-WHERE status = 'running' AND group_name IS NOT NULL
-GROUP BY group_name;
-
--- name: rate_buckets
--- The stored token buckets of the given rate-limit keys (read under CLAIM_LOCK).
-SELECT key, tokens, updated_at FROM taskmill.rate_buckets WHERE key = ANY(%(keys)s::text[]);
-
--- name: store_rate_buckets
-INSERT INTO taskmill.rate_buckets (key, tokens, updated_at)
-SELECT * FROM unnest(%(keys)s::text[], %(tokens)s::double precision[],
-                     %(at)s::double precision[])
-ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at;
+WHERE %(counted)s AND status = 'running' AND group_name IS NOT NULL
+GROUP BY group_name
+UNION ALL
+SELECT 'bucket', key, tokens, updated_at FROM taskmill.rate_buckets
+WHERE key = ANY(%(keys)s::text[]);
 
 -- name: claim_candidates
 -- A claim that counts limits (the caller holds CLAIM_LOCK): the next dispatchable tasks
@@ -198,10 +192,21 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: mark_running
-UPDATE taskmill.tasks
-SET status = 'running', attempts = attempts + 1, started_at = %(now)s, owner = %(owner)s,
-    run_after = NULL
-WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending';
+-- Marks the picked candidates running for :owner and stores the rate buckets as they
+-- stand after them (:keys, :tokens, :at of one length; empty without rate limits).
+WITH marked AS (
+    UPDATE taskmill.tasks
+    SET status = 'running', attempts = attempts + 1, started_at = %(now)s,
+        owner = %(owner)s, run_after = NULL
+    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
+    RETURNING id
+), stored AS (
+    INSERT INTO taskmill.rate_buckets (key, tokens, updated_at)
+    SELECT * FROM unnest(%(keys)s::text[], %(tokens)s::double precision[],
+                         %(at)s::double precision[])
+    ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at
+)
+SELECT count(*) FROM marked;
 
 -- ------------------------------------------------------------------ attempts
 

@@ -839,17 +839,15 @@ class PostgresStore(StoreMethods):
         def body(conn: Connection) -> Claimed:
             # no other claim between counting and marking
             conn.execute(q("advisory_lock"), {"lock": CLAIM_LOCK})
-            running = (
-                {g: (int(n), int(b)) for g, n, b in conn.execute(q("running_per_group"))}
-                if limits.counts_running
-                else {}
-            )
             keys = sorted(limits.rate_limits)
-            buckets = (
-                {k: (t, u) for k, t, u in conn.execute(q("rate_buckets"), {"keys": keys})}
-                if keys
-                else {}
-            )
+            running: dict[str, tuple[int, int]] = {}
+            buckets: dict[str, tuple[float, float]] = {}
+            params = {"counted": limits.counts_running, "keys": keys}
+            for kind, name, a, b in conn.execute(q("claim_counts"), params):
+                if kind == "group":
+                    running[name] = (int(a), int(b))
+                else:
+                    buckets[name] = (a, b)
             # the clock is read after the counts: every end they saw was recorded (its
             # time taken) before, so no start is recorded before an end it counted
             at = time.time() if now is None else now
@@ -875,20 +873,20 @@ class PostgresStore(StoreMethods):
                     for tid, ttype, key, group, prio, payload, label, tries, retries, size in rows
                     if picker.take(ttype, group, int(size))
                 ]
-                if batch:
-                    ids = [t.id for t in batch]
-                    conn.execute(q("mark_running"), {"ids": ids, "now": at, "owner": owner})
+                if batch:  # marked, and the buckets as they stand, in one statement
+                    stored = picker.buckets()
+                    conn.execute(
+                        q("mark_running"),
+                        {
+                            "ids": [t.id for t in batch],
+                            "now": at,
+                            "owner": owner,
+                            "keys": [k for k, _, _ in stored],
+                            "tokens": [t for _, t, _ in stored],
+                            "at": [u for _, _, u in stored],
+                        },
+                    )
                     taken.extend(batch)
-            if keys:
-                stored = picker.buckets()
-                conn.execute(
-                    q("store_rate_buckets"),
-                    {
-                        "keys": [k for k, _, _ in stored],
-                        "tokens": [t for _, t, _ in stored],
-                        "at": [u for _, _, u in stored],
-                    },
-                )
             return picker.outcome(taken)
 
         return self._write("cannot claim tasks from", body, dispatch=True)
