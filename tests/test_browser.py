@@ -46,9 +46,13 @@ CELLS = [
     "out = store.submit_batch(frame)\nout",
     # a live view of a running scheduler
     "async def slow(ctx):\n    await asyncio.sleep(0.05)\n"
-    "sched = tm.Scheduler(folder / 'live.db', executors={'t': slow}, max_concurrency=2)\n"
+    "sched = tm.Scheduler(folder / 'live.db', executors={'t': slow}, max_concurrency=2,\n"
+    "                     rate_limits={'group:s3://eu': tm.RateLimit(2, burst=1)})\n"
     "await sched.start()\nview = sched.widget(refresh=10)\nview",
-    "await sched.submit_batch(pl.DataFrame({'task_type': ['t'] * 2000}))\n'submitted'",
+    # every 4th task goes to an endpoint held to 2 starts a second; the rest run freely
+    "await sched.submit_batch(pl.DataFrame({'task_type': ['t'] * 2000,\n"
+    "    'group': ['s3://eu' if i % 4 == 0 else 'gcs://us' for i in range(2000)]}))\n"
+    "'submitted'",
     # a batch whose 1,300 rows are all queued already, over long endpoint names
     "big = pl.DataFrame({'task_type': ['t'] * 1300,\n"
     "                    'dedup_key': [f'big-{i}' for i in range(1300)],\n"
@@ -250,4 +254,11 @@ def test_widgets_render_and_respond_in_jupyterlab(lab: tuple[int, Path]) -> None
         after = completed()
         page.locator(".taskmill-queue-widget").screenshot(path=str(SHOTS / "5-live-b.png"))
         assert 0 < before < after <= 2000
+        # the group held by its rate limit says so in its row of the live view
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.taskmill-queue-widget tr')]"
+            ".some(r => r.innerText.includes('s3://eu') && r.innerText.includes('rate limit'))",
+            timeout=60_000,
+        )
+        page.locator(".taskmill-queue-widget").screenshot(path=str(SHOTS / "7-live-held.png"))
         browser.close()
