@@ -286,3 +286,14 @@ def test_a_plan_on_disk_read_in_batches_carries_its_times(
         ("a", datetime(2030, 1, 1, tzinfo=UTC), None),
         ("b", None, datetime.fromtimestamp(T, UTC)),
     ]
+
+
+def test_a_plan_counts_an_expired_task_as_gone(store: tm.TaskStore) -> None:
+    store.submit(tm.TaskSubmission("t", dedup_key="gone", expires_at=1.0))
+    store.submit(tm.TaskSubmission("t", dedup_key="alive"))
+    batch = [tm.TaskSubmission("t", dedup_key="gone"), tm.TaskSubmission("t", dedup_key="alive")]
+    planned = store.plan_batch(batch).to_polars()["action"].to_list()
+    assert planned == ["submitted", "deduplicated"]  # as the submit will do
+    assert store.history().height == 0 and store.tasks().height == 2  # a plan writes nothing
+    done = store.submit_batch(batch).to_polars()["action"].to_list()
+    assert done == planned

@@ -244,13 +244,16 @@ CREATE TEMP TABLE IF NOT EXISTS batch_match (
 DELETE FROM temp.batch_match;
 
 -- name: batch_match_fill
--- The one indexed join: every staged row probes the active-key index.
+-- The one indexed join: every staged row probes the active-key index.  A task expired by
+-- :now is left out (a merge has moved those to history already; a plan must not count
+-- them, as the submit would expire them first).
 INSERT INTO temp.batch_match
 SELECT s.ord, s.strategy, s.priority, t.id, t.status, t.priority, t.queue_pos,
        t.task_type = s.task_type AND t.dedup_key = s.dedup_key
 FROM taskmill_stage.s AS s
 CROSS JOIN main.tasks AS t ON t.key_hash = s.key_hash
-WHERE s.key_hash IS NOT NULL;
+WHERE s.key_hash IS NOT NULL
+  AND (t.expires_at IS NULL OR t.expires_at > :now OR t.status = 'running');
 
 -- name: batch_match_read
 SELECT ord, old_id, old_status, old_priority, old_pos, same FROM temp.batch_match ORDER BY ord;

@@ -679,7 +679,9 @@ class TaskStore(StoreMethods):
         base = conn.execute(q("next_id")).fetchone()[0] + base_offset
         conn.execute(q("batch_match_create"))
         conn.execute(q("batch_match_clear"))
-        conn.execute(sql("batch_match_fill"))
+        # a plan leaves out tasks expired by now; a merge expired them at its start (under
+        # the write lock) and must match whatever is left, so it leaves out nothing
+        conn.execute(sql("batch_match_fill"), {"now": now if dry_run else -1.0})
         matches = conn.execute(q("batch_match_read")).fetchall()
         result = decide(part, matches, base, collisions)
         if dry_run:

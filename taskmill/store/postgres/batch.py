@@ -232,7 +232,7 @@ class PostgresBatch:
     ) -> pl.DataFrame:
         from .store import q
 
-        matches = conn.execute(self._q("batch_match_plan", table)).fetchall()
+        matches = conn.execute(self._q("batch_match_plan", table), {"now": time.time()}).fetchall()
         base = int(conn.execute(q("batch_last_id")).fetchone()[0]) + base_offset  # type: ignore[index]
         return decide(staged.part, matches, base, staged.collisions)
 

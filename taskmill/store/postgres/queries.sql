@@ -530,12 +530,14 @@ ORDER BY s.ord
 FOR UPDATE OF t;
 
 -- name: batch_match_plan
--- The same for a plan (a read-only transaction: nothing is locked).
+-- The same for a plan (a read-only transaction: nothing is locked).  A task that has
+-- expired by :now is left out: the submit would expire it first, freeing its key.
 SELECT s.ord, t.id, t.status, t.priority::bigint, t.queue_pos,
        (t.task_type = s.task_type AND t.dedup_key = s.dedup_key)::int
 FROM taskmill.{stage} AS s
 JOIN taskmill.tasks AS t ON t.key_hash = s.key_hash
 WHERE s.key_hash IS NOT NULL
+  AND (t.expires_at IS NULL OR t.expires_at > %(now)s OR t.status = 'running')
 ORDER BY s.ord;
 
 -- name: batch_last_id
