@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -176,8 +177,6 @@ class BatchSubmission:
 
 def _batch_time(when: Any, field: str) -> float | None:
     """A batch-wide time as Unix seconds (a bad one raises, naming the field)."""
-    import time
-
     return to_seconds(when, field, time.time())
 
 

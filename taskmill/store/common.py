@@ -199,6 +199,11 @@ def stats_frame(rows: list[tuple[Any, ...]], by: str) -> pl.DataFrame:
 Filter = str | Sequence[str] | None
 
 
+def as_list(value: str | Sequence[str]) -> list[str]:
+    """A query filter as a list: a ``str`` is one value."""
+    return [value] if isinstance(value, str) else list(value)
+
+
 def filter_values(name: str, value: Any) -> list[str] | None:
     """A filter argument as a list of strings (``None``: no filter).
 

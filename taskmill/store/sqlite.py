@@ -33,7 +33,15 @@ from ..validation import Row
 from .base import ClaimedTask, CommitHook
 from .batch import Stager, StagingPipeline, decide, split_parts, warm_up_in_background
 from .batchrun import run_batch
-from .common import CANCEL_BATCH, HISTORY_COLUMNS, CancelFilter, StoreMethods, frame, submit_row
+from .common import (
+    CANCEL_BATCH,
+    HISTORY_COLUMNS,
+    CancelFilter,
+    StoreMethods,
+    as_list,
+    frame,
+    submit_row,
+)
 from .keys import key_hash
 from .keys import register as register_key_hash
 from .location import parse_location
@@ -940,12 +948,16 @@ class TaskStore(StoreMethods):
                 if limits.counts_running
                 else {}
             )
-            buckets = {
-                k: (t, at)
-                for k, t, at in conn.execute(
-                    q("rate_buckets"), {"keys": json.dumps(sorted(limits.rate_limits))}
-                )
-            }
+            buckets = (
+                {
+                    k: (t, at)
+                    for k, t, at in conn.execute(
+                        q("rate_buckets"), {"keys": json.dumps(sorted(limits.rate_limits))}
+                    )
+                }
+                if limits.rate_limits
+                else {}
+            )
             picker = Picker(limits, running, buckets, now)
             while len(taken) < limit:
                 open_types = [t for t in types if t not in picker.blocked_types()]
@@ -1121,7 +1133,7 @@ class TaskStore(StoreMethods):
         for column, value in (("status", status), ("task_type", task_type), ("group_name", group)):
             if value is None:
                 continue
-            values = [value] if isinstance(value, str) else list(value)
+            values = as_list(value)
             where.append(f"{column} IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(values))
         sql = f"SELECT {_sql_columns(columns)} FROM {_TABLES[table]}"

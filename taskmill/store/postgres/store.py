@@ -66,7 +66,15 @@ from ...validation import Row
 from ..base import ClaimedTask, CommitHook
 from ..batch import warm_up_in_background
 from ..batchrun import run_batch
-from ..common import CANCEL_BATCH, HISTORY_COLUMNS, CancelFilter, StoreMethods, frame, submit_row
+from ..common import (
+    CANCEL_BATCH,
+    HISTORY_COLUMNS,
+    CancelFilter,
+    StoreMethods,
+    as_list,
+    frame,
+    submit_row,
+)
 from ..keys import POSTGRES_KEY_HASH, key_hash
 from ..picking import Claimed, Picker, check_limits
 from ..retention import PruneSelection
@@ -148,13 +156,6 @@ def _notified(conn: Connection, pending_again: int) -> int:
     if pending_again:
         conn.execute(q("notify_work"))
     return pending_again
-
-
-def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
-    """A filter value as a list (``None``: no filter)."""
-    if value is None:
-        return None
-    return [value] if isinstance(value, str) else list(value)
 
 
 def _attempt_pairs(
@@ -1027,9 +1028,9 @@ class PostgresStore(StoreMethods):
         limit: int | None,
     ) -> pl.DataFrame:
         params = {
-            "status": _as_list(status),
-            "task_type": _as_list(task_type),
-            "group": _as_list(group),
+            "status": None if status is None else as_list(status),
+            "task_type": None if task_type is None else as_list(task_type),
+            "group": None if group is None else as_list(group),
             # as in SQLite, a negative limit is no limit (PostgreSQL would refuse it)
             "limit": None if limit is None or limit < 0 else int(limit),
         }
