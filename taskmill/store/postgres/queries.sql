@@ -6,9 +6,14 @@
 
 -- ------------------------------------------------------------------ connections
 
--- name: set_lock_timeout
--- How long a statement waits for a lock (a row, an advisory lock) before failing.
-SELECT set_config('lock_timeout', %(ms)s, false);
+-- name: session_settings
+-- Every connection's session: how long a statement waits for a lock (a row, an advisory
+-- lock) before failing, and no JIT compilation.  taskmill's statements are short; a
+-- server compiles any statement whose estimated cost passes jit_above_cost with LLVM,
+-- which costs 100-200 ms each (a claim of 4 rows measured 214 ms, all of it JIT) —
+-- and the dispatch session's pinned plans (below) carry an estimate far above that.
+SELECT set_config('lock_timeout', %(ms)s, false),
+       set_config('jit', 'off', false);
 
 -- ------------------------------------------------------------------ locks
 -- Transaction-scoped advisory locks, released at commit or rollback.
@@ -123,6 +128,9 @@ SELECT id FROM moved ORDER BY id;
 -- once.  Right after a large batch lands in an empty queue, before autovacuum has
 -- analysed the table, the planner otherwise reads and sorts every pending row on each
 -- claim (measured: 6 ms instead of 0.1 ms per claim at 5,000 pending tasks).
+-- Switching a plan method off only adds 10^10 to its estimated cost: with JIT on, that
+-- would compile every statement of this session (session_settings turns JIT off on every
+-- connection; test_postgres_plans checks each dispatch plan on a server with JIT forced on).
 SELECT set_config('enable_sort', 'off', false),
        set_config('enable_bitmapscan', 'off', false),
        set_config('enable_seqscan', 'off', false),

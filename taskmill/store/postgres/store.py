@@ -237,8 +237,8 @@ class PostgresStore(StoreMethods):
 
     def _new_connection(self, *, reader: bool = False, dispatch: bool = False) -> Connection:
         """A connection with the store's settings: autocommit (each call opens its own
-        transaction), lock waits bounded by ``busy_timeout``; a reader's transactions are
-        read-only and repeatable-read; the dispatch connection's plans are pinned (query
+        transaction), lock waits bounded by ``busy_timeout``, no JIT (query
+        ``session_settings``); a reader's transactions are read-only and repeatable-read; the dispatch connection's plans are pinned (query
         ``dispatch_settings``)."""
         try:
             conn = psycopg.connect(
@@ -250,7 +250,7 @@ class PostgresStore(StoreMethods):
         except psycopg.Error as exc:
             raise _store_error("cannot connect to task store", self.where, exc) from exc
         try:
-            conn.execute(q("set_lock_timeout"), {"ms": str(max(1, int(self.busy_timeout * 1000)))})
+            conn.execute(q("session_settings"), {"ms": str(max(1, int(self.busy_timeout * 1000)))})
             if reader:
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
                 conn.read_only = True
