@@ -238,8 +238,8 @@ class PostgresStore(StoreMethods):
     def _new_connection(self, *, reader: bool = False, dispatch: bool = False) -> Connection:
         """A connection with the store's settings: autocommit (each call opens its own
         transaction), lock waits bounded by ``busy_timeout``, no JIT (query
-        ``session_settings``); a reader's transactions are read-only and repeatable-read; the dispatch connection's plans are pinned (query
-        ``dispatch_settings``)."""
+        ``session_settings``); a reader's transactions are read-only and repeatable-read;
+        the dispatch connection's plans are pinned (query ``dispatch_settings``)."""
         try:
             conn = psycopg.connect(
                 self._url,
