@@ -202,12 +202,15 @@ FOR UPDATE SKIP LOCKED;
 -- name: mark_running
 -- Marks the picked candidates running for :owner and stores the rate buckets as they
 -- stand after them (:keys, :tokens, :at of one length; empty without rate limits).
+-- The ids are joined (unnest), not tested with = ANY: the planner would otherwise walk
+-- the whole tasks_claim index (id is its last column) for them.
 WITH marked AS (
-    UPDATE taskmill.tasks
-    SET status = 'running', attempts = attempts + 1, started_at = %(now)s,
+    UPDATE taskmill.tasks AS t
+    SET status = 'running', attempts = t.attempts + 1, started_at = %(now)s,
         owner = %(owner)s, run_after = NULL
-    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
-    RETURNING id
+    FROM unnest(%(ids)s::bigint[]) AS p (id)
+    WHERE t.id = p.id AND t.status = 'pending'
+    RETURNING t.id
 ), stored AS (
     INSERT INTO taskmill.rate_buckets (key, tokens, updated_at)
     SELECT * FROM unnest(%(keys)s::text[], %(tokens)s::double precision[],

