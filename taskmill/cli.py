@@ -1071,6 +1071,13 @@ def _int_list(text: str) -> list[int]:
     show_default=True,
     help="Pad every key to this many bytes (long object paths; 0 keeps the plan's keys).",
 )
+@click.option(
+    "--pace",
+    is_flag=True,
+    help="Dispatch as users run it, SQLite and PostgreSQL side by side (--db, default a "
+    "throwaway server): 300 tasks of 20 ms at max_concurrency=4 with claim and completion "
+    "latency, no-op tasks/s by --workers processes, and what each counted control costs.",
+)
 @JSON_OPTION
 def bench(
     sizes: str,
@@ -1081,19 +1088,39 @@ def bench(
     db: str,
     workers: str,
     key_bytes: int,
+    pace: bool,
     as_json: bool,
 ) -> None:
     """Measure one-by-one submit, executemany, submit_batch and the engine's ceiling
-    (with --db: on PostgreSQL, next to pgqueuer and procrastinate)."""
+    (with --db: on PostgreSQL, next to pgqueuer and procrastinate; with --pace: dispatch
+    on both backends)."""
     from . import bench as b
     from . import bench_pg
 
+    if db and not bench_pg.is_url(db) and db.lower() not in bench_pg.THROWAWAY:
+        raise click.BadParameter("a postgresql:// URL or 'postgres'", param_hint="--db")
+    if pace:
+        from . import bench_pace
+
+        server_info: dict[str, Any] = {}
+        paced = bench_pace.run(
+            db or "postgres",
+            repeat=repeat,
+            workers=tuple(_int_list(workers)),
+            echo=click.echo,
+            server_info=server_info,
+        )
+        if as_json:
+            click.echo(bench_pace.to_json(paced, server_info))
+        else:
+            click.echo(f"machine: {b.machine()}")
+            click.echo(f"PostgreSQL {server_info.get('version', '?')}")
+            click.echo(bench_pace.table(paced))
+        return
     if full:
         sizes, existing = "10k,100k,1m", "0,1m"
     if db and cases == CASES_DEFAULT:
         cases = ",".join(bench_pg.PG_CASES)
-    if db and not bench_pg.is_url(db) and db.lower() not in bench_pg.THROWAWAY:
-        raise click.BadParameter("a postgresql:// URL or 'postgres'", param_hint="--db")
     chosen = [c.strip() for c in cases.split(",") if c.strip()]
     unknown = sorted(set(chosen) - set(b.CASES))
     if unknown:

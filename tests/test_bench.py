@@ -182,3 +182,38 @@ def test_postgres_cases_are_refused_where_they_do_not_run() -> None:
             timeout=120,
         )
         assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_the_pace_cases_run_on_both_backends_side_by_side(pg_server: object) -> None:
+    """``taskmill bench --pace`` (small): every case on SQLite and PostgreSQL, the
+    real-duration case with the latency of every claim and completion it made, and one
+    table with both backends in each row."""
+    from taskmill import bench_pace
+
+    admin = pg_server.url()  # type: ignore[attr-defined]
+    results = bench_pace.run(
+        admin, repeat=1, workers=(1, 2), real_tasks=24, noop_tasks=400, echo=lambda *a, **k: None
+    )
+    got = {(r.case, r.backend, r.workers): r for r in results}
+    expected = {
+        (case, backend, n)
+        for backend in ("sqlite", "postgres")
+        for case, n in [("real", 1), ("noop", 1), ("noop", 2)]
+        + [(c, 1) for c in bench_pace.CONTROLS]
+    }
+    assert set(got) == expected
+    for backend in ("sqlite", "postgres"):
+        real = got[("real", backend, 1)]
+        # 24 tasks of 20 ms, 4 at a time: never faster than the ideal 0.12 s
+        assert real.tasks == 24 and real.seconds >= 24 * bench_pace.REAL_SECONDS / 4
+        # a claim per free slot at least: 24 tasks in claims of at most 4
+        assert real.latency["claims"] >= 6 and real.latency["completions"] >= 6
+        assert 0 < real.latency["claim_p50_ms"] <= real.latency["claim_p99_ms"]
+        assert all(r.tasks == 400 and r.seconds > 0 for r in results if r.case != "real")
+    table = bench_pace.table(results)
+    rows = table.splitlines()
+    assert rows[0] == "| dispatch case | SQLite | PostgreSQL | PostgreSQL ÷ SQLite |"
+    assert rows[2].startswith("| 24 tasks × 20 ms, max_concurrency=4 (ideal 0.12 s) |")
+    assert sum("worker process" in r for r in rows) == 2
+    assert sum("× plain)" in r for r in rows) == 3
+    assert "–" not in table  # every cell measured

@@ -35,6 +35,7 @@ Concurrency across processes and machines rests on PostgreSQL itself:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -371,16 +372,19 @@ class PostgresStore(StoreMethods):
         retry_unique: bool = False,
         dispatch: bool = False,
         single: bool = False,
+        pipelined: bool = False,
     ) -> T:
         """Run ``body`` in one write transaction, all or nothing.
 
         ``dispatch``: on the dispatch connection instead of the write connection.
         ``single``: ``body`` runs one statement, committed on its own (no ``BEGIN`` and
-        ``COMMIT`` round trips).  A connection found lost at ``BEGIN`` is opened again
-        (nothing was written yet).  A deadlock or serialization failure runs the
-        transaction again (up to :data:`TRANSACTION_TRIES` times), as does — with
-        ``retry_unique`` — a clash on the active-key index (a writer that bypassed the
-        submit lock won the race)."""
+        ``COMMIT`` round trips).  ``pipelined``: the transaction runs in pipeline mode, so
+        ``BEGIN``, statements whose results ``body`` does not read, and ``COMMIT`` travel
+        with the next statement it reads instead of costing a round trip each.  A
+        connection found lost at ``BEGIN`` is opened again (nothing was written yet).  A
+        deadlock or serialization failure runs the transaction again (up to
+        :data:`TRANSACTION_TRIES` times), as does — with ``retry_unique`` — a clash on the
+        active-key index (a writer that bypassed the submit lock won the race)."""
         lock = self._dispatch_lock if dispatch else self._lock
         connect = self._dispatch_connection if dispatch else self._writer
         with lock:
@@ -390,7 +394,10 @@ class PostgresStore(StoreMethods):
                 try:
                     if single:
                         return body(conn)
-                    with conn.transaction():
+                    with contextlib.ExitStack() as stack:
+                        if pipelined:
+                            stack.enter_context(conn.pipeline())
+                        stack.enter_context(conn.transaction())
                         begun = True
                         return body(conn)
                 except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
@@ -890,7 +897,8 @@ class PostgresStore(StoreMethods):
                     taken.extend(batch)
             return picker.outcome(taken)
 
-        return self._write("cannot claim tasks from", body, dispatch=True)
+        # BEGIN, the lock and the counts in one round trip; the marking and COMMIT in one
+        return self._write("cannot claim tasks from", body, dispatch=True, pipelined=True)
 
     def complete_many(
         self,
