@@ -406,7 +406,7 @@ def dispatch_worker(url: str, case: str = "dispatch", groups: str = "[]") -> Non
         ) as sched:
             while sched.store.has_work(["noop"]):
                 await asyncio.sleep(0.02)
-        return time.time()
+            return time.time()  # the queue drained: closing the scheduler is not dispatch
 
     with TaskStore.open(url):  # connected and migrated before the clock starts
         pass

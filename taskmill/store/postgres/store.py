@@ -35,7 +35,6 @@ Concurrency across processes and machines rests on PostgreSQL itself:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
@@ -102,6 +101,9 @@ Connection = psycopg.Connection[Any]
 SUBMIT_LOCK = int.from_bytes(b"tm:submt", "big", signed=True)
 #: Advisory lock key a claim that counts limits holds for its transaction.
 CLAIM_LOCK = int.from_bytes(b"tm:claim", "big", signed=True)
+#: Seconds the listening connection waits for a notification before it looks whether it
+#: was told to stop (what closing a scheduler waits for, at most).
+LISTEN_WAIT = 0.05
 #: How many times a transaction that met a deadlock or a serialization failure is run
 #: again before the call fails with :class:`StoreLocked`.
 TRANSACTION_TRIES = 5
@@ -285,7 +287,8 @@ class PostgresStore(StoreMethods):
                         tell()  # a (re)connect may have missed notifications
                         backoff = 0.1
                         while not stop.is_set():
-                            for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            # a short wait: unwatch() (a scheduler closing) waits for it
+                            for _ in conn.notifies(timeout=LISTEN_WAIT, stop_after=1):
                                 tell()
                 except psycopg.Error as exc:
                     log.debug("taskmill: listening on %s failed (%s); again", self.where, exc)
@@ -372,19 +375,16 @@ class PostgresStore(StoreMethods):
         retry_unique: bool = False,
         dispatch: bool = False,
         single: bool = False,
-        pipelined: bool = False,
     ) -> T:
         """Run ``body`` in one write transaction, all or nothing.
 
         ``dispatch``: on the dispatch connection instead of the write connection.
         ``single``: ``body`` runs one statement, committed on its own (no ``BEGIN`` and
-        ``COMMIT`` round trips).  ``pipelined``: the transaction runs in pipeline mode, so
-        ``BEGIN``, statements whose results ``body`` does not read, and ``COMMIT`` travel
-        with the next statement it reads instead of costing a round trip each.  A
-        connection found lost at ``BEGIN`` is opened again (nothing was written yet).  A
-        deadlock or serialization failure runs the transaction again (up to
-        :data:`TRANSACTION_TRIES` times), as does — with ``retry_unique`` — a clash on the
-        active-key index (a writer that bypassed the submit lock won the race)."""
+        ``COMMIT`` round trips).  A connection found lost at ``BEGIN`` is opened again
+        (nothing was written yet).  A deadlock or serialization failure runs the
+        transaction again (up to :data:`TRANSACTION_TRIES` times), as does — with
+        ``retry_unique`` — a clash on the active-key index (a writer that bypassed the
+        submit lock won the race)."""
         lock = self._dispatch_lock if dispatch else self._lock
         connect = self._dispatch_connection if dispatch else self._writer
         with lock:
@@ -394,10 +394,7 @@ class PostgresStore(StoreMethods):
                 try:
                     if single:
                         return body(conn)
-                    with contextlib.ExitStack() as stack:
-                        if pipelined:
-                            stack.enter_context(conn.pipeline())
-                        stack.enter_context(conn.transaction())
+                    with conn.transaction():
                         begun = True
                         return body(conn)
                 except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
@@ -897,8 +894,7 @@ class PostgresStore(StoreMethods):
                     taken.extend(batch)
             return picker.outcome(taken)
 
-        # BEGIN, the lock and the counts in one round trip; the marking and COMMIT in one
-        return self._write("cannot claim tasks from", body, dispatch=True, pipelined=True)
+        return self._write("cannot claim tasks from", body, dispatch=True)
 
     def complete_many(
         self,
