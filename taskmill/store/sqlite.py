@@ -944,7 +944,7 @@ class TaskStore(StoreMethods):
             # attempt whose end this claim sees was recorded
             now = time.time() if now is None else now
             running = (
-                {g: (n, b) for g, n, b in conn.execute(q("running_per_group"))}
+                {g: (n, (hi << 32) + lo) for g, n, hi, lo in conn.execute(q("running_per_group"))}
                 if limits.counts_running
                 else {}
             )
@@ -976,8 +976,8 @@ class TaskStore(StoreMethods):
                     break
                 batch = [
                     ClaimedTask(tid, ttype, key, group, prio, payload, label, tries + 1, retries)
-                    for tid, ttype, key, group, prio, payload, label, tries, retries, size in rows
-                    if picker.take(ttype, group, size)
+                    for tid, ttype, key, group, prio, payload, label, tries, retries, *sizes in rows
+                    if picker.take(ttype, group, sum(sizes))
                 ]
                 if batch:
                     conn.execute(

@@ -844,9 +844,9 @@ class PostgresStore(StoreMethods):
             running: dict[str, tuple[int, int]] = {}
             buckets: dict[str, tuple[float, float]] = {}
             params = {"counted": limits.counts_running, "keys": keys}
-            for kind, name, a, b in conn.execute(q("claim_counts"), params):
+            for kind, name, a, b, size in conn.execute(q("claim_counts"), params):
                 if kind == "group":
-                    running[name] = (int(a), int(b))
+                    running[name] = (int(a), int(size))  # an exact numeric sum
                 else:
                     buckets[name] = (a, b)
             # the clock is read after the counts: every end they saw was recorded (its
