@@ -138,11 +138,11 @@ def test_a_nul_character_fails_its_row_in_a_list_and_a_table_alike(
     [(index, err)] = listed.failed
     assert index == 1 and isinstance(err, tm.InvalidSubmission) and err.field == field
     store.cancel_where(status="pending")
+    streamed = store.plan_batch(pa.Table.from_pylist(rows).to_reader())
+    assert outcome_rows(streamed) == expected
     tabled = store.submit_batch(pl.DataFrame(rows))
     assert outcome_rows(tabled) == expected
     assert tabled.failed[0][1].field == field  # type: ignore[attr-defined]
-    streamed = store.plan_batch(pa.Table.from_pylist(rows).to_reader())
-    assert outcome_rows(streamed) == expected
     active, history = assert_store_consistent(store)
     assert active["dedup_key"].to_list() == ["a", "c"]
     assert history["dedup_key"].to_list() == ["a", "c"]
@@ -177,7 +177,9 @@ def test_nul_bytes_in_payloads_are_kept_as_they_are(store: tm.TaskStore) -> None
     assert store.tasks()["payload"].to_list() == [b"a\x00b", b'{"text":"a\\u0000b"}', b"a\x00b"]
 
 
-def test_the_cli_fails_the_row_holding_a_nul_character(location: str | Path, tmp_path: Path) -> None:
+def test_the_cli_fails_the_row_holding_a_nul_character(
+    location: str | Path, tmp_path: Path
+) -> None:
     """Before: on PostgreSQL the CLI exited 1, nothing written."""
     plan = tmp_path / "plan.parquet"
     pq.write_table(pa.table({"task_type": ["t", "t"], "dedup_key": ["a", "b\x00"]}), plan)
@@ -348,7 +350,8 @@ def test_a_date_is_midnight_utc_in_a_submission_as_in_a_table(store: tm.TaskStor
         (lambda s: s.resume_group(3), "group"),
         (lambda s: s.claim("x", task_types=["t"], owner="w"), "limit"),
         (lambda s: s.claim(2**70, task_types=["t"], owner="w"), "limit"),
-        (lambda s: s.claim(1, task_types="t", owner="w"), "task_types"),
+        (lambda s: s.claim(1, task_types=3, owner="w"), "task_types"),
+        (lambda s: s.claim(1, task_types=None, owner="w"), "task_types"),
         (lambda s: s.paused_groups(now="now"), "now"),
         (lambda s: s.expire_due(now=float("nan")), "now"),
         (lambda s: s.waiting_for_start(now=[]), "now"),
