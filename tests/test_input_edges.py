@@ -273,6 +273,39 @@ def test_the_cli_never_prints_a_password(pg_url: str, tmp_path: Path) -> None:
         assert "taskmill:***@" in shown or "PostgreSQL database" in shown, (args, shown)
 
 
+@pytest.mark.parametrize(
+    ("given", "shown", "secret"),
+    [
+        ("postgresql://u:hunter2@h:5432/db", "postgresql://u:***@h:5432/db", "hunter2"),
+        ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db", "p@ss"),
+        (
+            "postgres://u:se%40cret@h/db?sslmode=require",
+            "postgres://u:***@h/db?sslmode=require",
+            "se@cret",
+        ),
+        (
+            "postgresql://h/db?password=hunter2&sslmode=require",
+            "postgresql://h/db?password=***&sslmode=require",
+            "hunter2",
+        ),
+        ("host=h password=hunter2 dbname=db", "host=h password=*** dbname=db", "hunter2"),
+        ("host=h password='hunter 2' dbname=db", "host=h password=*** dbname=db", "hunter 2"),
+        ("postgresql://u@h/db", "postgresql://u@h/db", None),
+        ("/data/a@b/tasks.db", "/data/a@b/tasks.db", None),
+    ],
+)
+def test_every_spelling_of_a_password_is_redacted(
+    given: str, shown: str, secret: str | None
+) -> None:
+    """What every message shows of a location, and of another library's error quoting it
+    (or quoting the password alone)."""
+    from taskmill.store.location import redact, scrub
+
+    assert redact(given) == shown
+    said = scrub(f'cannot connect to "{given}": no ({secret})', given)
+    assert said == f'cannot connect to "{shown}": no ({"***" if secret else None})'
+
+
 # ---------------------------------------------------------------- 11: NaT and dates
 
 

@@ -81,6 +81,7 @@ from ..common import (
     text_argument,
 )
 from ..keys import POSTGRES_KEY_HASH, key_hash
+from ..location import encode_userinfo, scrub
 from ..picking import Claimed, Picker, check_limits
 from ..retention import PruneSelection
 from ..sql import named_queries
@@ -135,8 +136,15 @@ def describe(url: str) -> str:
     return f"PostgreSQL database {dbname!r} on {host}:{port}"
 
 
-def _store_error(action: str, where: str, exc: BaseException) -> StoreError:
-    """The taskmill error of a psycopg error."""
+def _store_error(
+    action: str, where: str, exc: BaseException, *, url: str | None = None
+) -> StoreError:
+    """The taskmill error of a psycopg error (``url``: the connection string it may
+    quote, whose password is hidden)."""
+    if url is not None:
+        shown = scrub(str(exc), url)
+        if shown != str(exc):
+            return StoreError(f"{action} {where}: {shown}")
     if isinstance(exc, pg_errors.DataCorrupted | pg_errors.IndexCorrupted):
         return StoreDamaged(
             f"{action} {where}: {exc}; the server reports damaged data: check its log and "
@@ -186,9 +194,9 @@ class PostgresStore(StoreMethods):
     """
 
     def __init__(self, url: str, *, busy_timeout: float = 10.0) -> None:
-        self._url = url
+        self._url = encode_userinfo(url)
         #: The database, for messages (no password).
-        self.where = describe(url)
+        self.where = describe(self._url)
         self.busy_timeout = busy_timeout
         self._lock = threading.RLock()  # the write connection
         self._read_lock = threading.Lock()  # the read connection
@@ -253,7 +261,9 @@ class PostgresStore(StoreMethods):
                 application_name="taskmill",
             )
         except psycopg.Error as exc:
-            raise _store_error("cannot connect to task store", self.where, exc) from exc
+            raise _store_error(
+                "cannot connect to task store", self.where, exc, url=self._url
+            ) from exc
         try:
             conn.execute(q("session_settings"), {"ms": str(max(1, int(self.busy_timeout * 1000)))})
             if reader:
@@ -292,7 +302,8 @@ class PostgresStore(StoreMethods):
                             for _ in conn.notifies(timeout=0.5, stop_after=1):
                                 tell()
                 except psycopg.Error as exc:
-                    log.debug("taskmill: listening on %s failed (%s); again", self.where, exc)
+                    shown = scrub(str(exc), self._url)
+                    log.debug("taskmill: listening on %s failed (%s); again", self.where, shown)
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
 
