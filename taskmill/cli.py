@@ -40,6 +40,13 @@ DB_OPTION = click.option(
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
+def _shown(db: str) -> str:
+    """The store location ``db`` fit to print: a PostgreSQL URL's password hidden."""
+    from .store.location import redact
+
+    return redact(db)
+
+
 class _Group(click.Group):
     """Maps taskmill's errors to one clear line on stderr and exit code 1."""
 
@@ -251,7 +258,7 @@ def _batch(
 def _summary(outcome: Any, db: str) -> dict[str, Any]:
     by_group = outcome.summary("group")
     return {
-        "db": db,
+        "db": _shown(db),
         "planned": outcome.planned,
         "rows": len(outcome),
         "elapsed_s": round(outcome.elapsed or 0.0, 4),
@@ -266,7 +273,8 @@ def _print_outcome(outcome: Any, db: str) -> None:
 
     console = _console()
     head = "plan (nothing written)" if outcome.planned else "submitted"
-    console.print(f"{head}: {len(outcome):,} rows into {db} in {outcome.elapsed or 0:.2f} s")
+    elapsed = outcome.elapsed or 0
+    console.print(f"{head}: {len(outcome):,} rows into {_shown(db)} in {elapsed:.2f} s")
     console.print(outcome_table(outcome, "per group"))
     counts = outcome.counts()
     for index, err in outcome.failed[:5]:
@@ -302,7 +310,7 @@ def _run_plan(
         click.echo(json.dumps({**_summary(outcome, db), "store_exists": not fresh}))
     else:
         if fresh:
-            _console().print(f"{db} does not exist yet: planned against an empty store")
+            _console().print(f"{_shown(db)} does not exist yet: planned against an empty store")
         _print_outcome(outcome, db)
 
 
@@ -372,7 +380,7 @@ def stats(db: str, as_json: bool) -> None:
         click.echo(
             json.dumps(
                 {
-                    "db": db,
+                    "db": _shown(db),
                     "counts": counts,
                     "by_group": by_group.to_dicts(),
                     "by_priority": by_priority.to_dicts(),
@@ -382,7 +390,7 @@ def stats(db: str, as_json: bool) -> None:
         return
     console = _console()
     # wrapped at the terminal's width, never at a number
-    line = f"{db}: " + ", ".join(f"{k}\u00a0{v:,}" for k, v in counts.items())
+    line = f"{_shown(db)}: " + ", ".join(f"{k}\u00a0{v:,}" for k, v in counts.items())
     console.print(line, soft_wrap=False)
     for title, frame in (("by group", by_group), ("by priority", by_priority)):
         console.print(data_table(frame, title, keep=("total",), drop_zero=True))
@@ -427,7 +435,8 @@ def _export_command(which: str) -> Callable[..., None]:
         if output is None:
             shown = [c for c in _SHOWN[which] if c in frame.columns]
             console = _console()
-            console.print(data_table(frame.head(_SHOW_ROWS).select(shown), f"{which} ({db})"))
+            title = f"{which} ({_shown(db)})"
+            console.print(data_table(frame.head(_SHOW_ROWS).select(shown), title))
             if frame.height > _SHOW_ROWS:
                 console.print(
                     f"… {frame.height - _SHOW_ROWS:,} more rows: --limit to see fewer, "
@@ -534,14 +543,14 @@ def prune(
         click.echo(
             json.dumps(
                 {
-                    "db": db,
+                    "db": _shown(db),
                     "removed": removed,
                     "export": None if exported is None else str(exported),
                 }
             )
         )
         return
-    click.echo(f"removed {removed:,} finished task(s) from {db}")
+    click.echo(f"removed {removed:,} finished task(s) from {_shown(db)}")
     if exported is not None:
         click.echo(f"exported them to {exported}")
     elif export is not None:
@@ -596,9 +605,9 @@ def cancel(
             dedup_keys=keys,
         )
     if as_json:
-        click.echo(json.dumps({"db": db, "cancelled": count}))
+        click.echo(json.dumps({"db": _shown(db), "cancelled": count}))
     else:
-        click.echo(f"cancelled {_plural(count, 'task')} in {db}")
+        click.echo(f"cancelled {_plural(count, 'task')} in {_shown(db)}")
 
 
 @cli.command("retry-failed")
@@ -629,7 +638,7 @@ def retry_failed(
         click.echo(json.dumps(_summary(outcome, db)))
         return
     counts = ", ".join(f"{n:,} {action}" for action, n in outcome.counts().items() if n)
-    head = f"retried {_plural(len(outcome), 'failed task')} in {db}"
+    head = f"retried {_plural(len(outcome), 'failed task')} in {_shown(db)}"
     console = _console()
     console.print(f"{head}: {counts}" if counts else head)
     for index, err in outcome.failed[:5]:
@@ -653,7 +662,7 @@ def pause_group(db: str, group: str, until: timedelta | dt.datetime | None) -> N
         store.pause_group(group, until=until)
         end = store.paused_groups().get(group)
     when = "until resume-group" if end is None else f"until {_utc(end)}"
-    click.echo(f"paused group {group} in {db} {when}")
+    click.echo(f"paused group {group} in {_shown(db)} {when}")
 
 
 @cli.command("resume-group")
@@ -665,7 +674,9 @@ def resume_group(db: str, group: str) -> None:
 
     with TaskStore.open(db) as store:
         resumed = store.resume_group(group)
-    click.echo(f"resumed group {group} in {db}" if resumed else f"group {group} was not paused")
+    click.echo(
+        f"resumed group {group} in {_shown(db)}" if resumed else f"group {group} was not paused"
+    )
 
 
 def _utc(seconds: float) -> str:
@@ -939,7 +950,7 @@ def worker(
     with TaskStore.open(db) as store:
         counts = store.counts()
     if as_json:
-        click.echo(json.dumps({"db": db, "ran": dict(seen), "counts": counts}))
+        click.echo(json.dumps({"db": _shown(db), "ran": dict(seen), "counts": counts}))
     else:
         click.echo(
             f"worker stopped: {seen['completed']:,} completed, {seen['retried']:,} "

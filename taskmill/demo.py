@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from .scheduler import Scheduler, TaskContext
+from .store.location import redact
 
 #: The sample plan, shipped inside the package (so it is there in an installed wheel too).
 SAMPLE_PLAN = Path(__file__).resolve().parent / "data" / "sample-plan.parquet"
@@ -104,12 +105,12 @@ async def run_demo(db: str, plan_path: Path | None = None, console: Any = None) 
         if todo.height < plan.height:
             console.print(
                 f"{plan.height - todo.height:,} actions were already done by an "
-                f"earlier run in {db}: left out"
+                f"earlier run in {redact(db)}: left out"
             )
         events = sched.subscribe(maxsize=1_000_000)
         outcome = await sched.submit_batch(todo)
         counts = outcome.counts()
-        console.print(outcome_table(outcome, f"submitted to {db}"))
+        console.print(outcome_table(outcome, f"submitted to {redact(db)}"))
         shown = 3
         for index, err in outcome.failed[:shown]:
             console.print(f"  invalid plan row {plan_rows[index]}: [{err.kind}] {err}")

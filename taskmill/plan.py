@@ -40,6 +40,7 @@ from .validation import (
     EXPECTED_FIELDS,
     MAX_INT64,
     MAX_TIME,
+    NUL_MESSAGE,
     Defaults,
     check_submission,
     encodes,
@@ -766,12 +767,14 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
                 type(tt) is str
                 and 0 < len(tt) <= MAX_KEY_LENGTH
                 and (tt.isascii() or encodes(tt))  # inline: the hot path
+                and "\x00" not in tt
                 and (
                     key is None
                     or (
                         type(key) is str
                         and 0 < len(key) <= MAX_KEY_LENGTH
                         and (key.isascii() or encodes(key))
+                        and "\x00" not in key
                     )
                 )
                 and (
@@ -780,6 +783,7 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
                         type(group) is str
                         and len(group) <= MAX_GROUP_LENGTH
                         and (group.isascii() or encodes(group))
+                        and "\x00" not in group
                     )
                 )
                 and (prio is None or (type(prio) is int and 0 <= prio <= 255))
@@ -1154,6 +1158,8 @@ def _check_table(df: Frame, defaults: Defaults, *, offset: int = 0) -> Frame:
         col = pl.col(name)
         if required:
             checks.append((col.is_null(), kind, name, pl.lit(f"{name} is missing")))
+        nul = col.str.contains("\x00", literal=True)
+        checks.append((nul, "invalid_encoding", name, pl.lit(NUL_MESSAGE.format(name))))
         if not empty_ok:
             checks.append((col == "", kind, name, pl.lit(f"{name} is an empty string")))
         checks.append(

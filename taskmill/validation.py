@@ -7,10 +7,13 @@ the same way.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import operator
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock
 from typing import Any
 
 from .model import (
@@ -19,6 +22,7 @@ from .model import (
     DuplicateStrategy,
     InvalidSubmission,
     Priority,
+    SchedulerError,
     TaskSubmission,
     encode_payload,
 )
@@ -30,6 +34,10 @@ EXPECTED_FIELDS = (
     "expected_net_tx_bytes",
 )
 MAX_INT64 = (1 << 63) - 1
+#: The message of text holding a NUL character (``{}``: the field): PostgreSQL's text cannot
+#: hold one, so no store takes it, and a row holding one fails the same on either engine.
+#: A ``{}`` template for ``str.format`` and ``polars.format`` alike.
+NUL_MESSAGE = "{} holds a NUL character (\\x00), which the store cannot keep in text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +75,24 @@ class Row:
 MAX_TIME = 253402300799.0
 
 
+def is_not_a_time(value: Any) -> bool:
+    """Whether ``value`` is pandas' missing time, ``pd.NaT`` (a ``datetime`` that equals
+    nothing, not even itself), told apart without importing pandas."""
+    return isinstance(value, datetime) and value != value  # NaT != NaT
+
+
 def to_seconds(value: Any, field: str, now: float) -> float | None:
-    """A time field as Unix seconds: a ``datetime`` (naive means UTC), a ``timedelta``
-    from ``now``, or Unix seconds; ``None`` stays ``None``."""
-    if value is None:
+    """A time field as Unix seconds: a ``datetime`` (naive means UTC), a ``date``
+    (midnight UTC, as a Date column of a table), a ``timedelta`` from ``now``, or Unix
+    seconds; ``None`` and ``pd.NaT`` (a table's null time) are no time: ``None``."""
+    if value is None or is_not_a_time(value):
         return None
     kind = f"invalid_{field}"
     if isinstance(value, datetime):
         at = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         seconds = at.timestamp()
+    elif isinstance(value, date):
+        seconds = datetime.combine(value, clock(), tzinfo=UTC).timestamp()
     elif isinstance(value, timedelta):
         seconds = now + value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -84,7 +101,8 @@ def to_seconds(value: Any, field: str, now: float) -> float | None:
         raise _invalid(
             field,
             kind,
-            f"{field} must be a datetime, a timedelta or Unix seconds, got {type(value).__name__}",
+            f"{field} must be a datetime, a date, a timedelta or Unix seconds, got "
+            f"{type(value).__name__}",
         )
     if not math.isfinite(seconds) or not 0 <= seconds <= MAX_TIME:
         raise _invalid(field, kind, f"{field} must be a time between 1970 and 9999, got {value}")
@@ -127,6 +145,8 @@ def check_text(value: Any, field: str, kind: str, limit: int, *, required: bool)
         raise _invalid(field, kind, f"{field} must be a string, got {type(value).__name__}")
     if not encodes(value):
         raise _invalid(field, "invalid_encoding", f"{field} is not valid UTF-8")
+    if "\x00" in value:
+        raise _invalid(field, "invalid_encoding", NUL_MESSAGE.format(field))
     if value == "" and field in ("task_type", "dedup_key"):
         raise _invalid(field, kind, f"{field} is an empty string")
     if len(value) > limit:
@@ -205,3 +225,59 @@ def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Ro
         run_after,
         expires_at,
     )
+
+
+# --------------------------------------------------------------------------- arguments
+# The arguments of the stores' public methods: a bad one raises
+# ``SchedulerError(kind="invalid_argument")`` whose message begins with its name.
+
+
+def _bad_argument(message: str) -> SchedulerError:
+    return SchedulerError(message, kind="invalid_argument")
+
+
+def whole_number(value: Any, name: str, *, low: int, high: int = MAX_INT64) -> int:
+    """``value`` as an ``int`` within ``low..high`` (what a 64-bit column holds, by
+    default): a Python or numpy integer, never a bool."""
+    number: int | None = None
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        with contextlib.suppress(TypeError):
+            number = operator.index(value)
+    if number is None:
+        raise _bad_argument(f"{name} must be a whole number, not {type(value).__name__} {value!r}")
+    if number < low:
+        raise _bad_argument(f"{name} must be a whole number >= {low}, not {number}")
+    if number > high:
+        raise _bad_argument(f"{name} must be a whole number <= {high:,}, not {number:,}")
+    return number
+
+
+def task_id_argument(value: Any, name: str = "task_id") -> int:
+    """A task id: a whole number a store's id column can hold (an id that names no task
+    is not an error: the method says it found none)."""
+    return whole_number(value, name, low=-MAX_INT64 - 1)
+
+
+def text_argument(value: Any, name: str) -> str:
+    """A non-empty string naming something in the store (a group, an owner)."""
+    if not isinstance(value, str) or not value:
+        raise _bad_argument(f"{name} must be a non-empty string, not {value!r}")
+    if "\x00" in value:
+        raise _bad_argument(NUL_MESSAGE.format(name))
+    return value
+
+
+def clock_argument(value: Any, name: str = "now") -> float:
+    """A time given to a store method, as Unix seconds (``None``: the clock now)."""
+    if value is None:
+        return time.time()
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 <= value <= MAX_TIME
+    ):
+        raise _bad_argument(
+            f"{name} must be Unix seconds (a finite number, 1970 to 9999), not {value!r}"
+        )
+    return float(value)

@@ -520,5 +520,5 @@ def test_counts_and_stats(store: tm.TaskStore) -> None:
     ]
     with pytest.raises(tm.SchedulerError, match="use group, priority or task_type") as err:
         store.stats("owner")
-    assert err.value.kind == "invalid"
+    assert err.value.kind == "invalid_argument"  # as every other argument (issue 21)
     store.release_owner(owner)

@@ -28,7 +28,18 @@ from ..model import (
     TaskSubmission,
 )
 from ..outcome import BatchOutcome
-from ..validation import Defaults, Row, check_submission, to_seconds
+from ..validation import (
+    MAX_INT64,
+    NUL_MESSAGE,
+    Defaults,
+    Row,
+    check_submission,
+    clock_argument,
+    task_id_argument,
+    text_argument,
+    to_seconds,
+    whole_number,
+)
 from .base import CommitHook
 from .keys import COLLISION, key_hash
 from .retention import ExportFolder, PruneSelection, check_prune_args, run_prune
@@ -40,8 +51,14 @@ __all__ = [
     "TASK_COLUMNS",
     "CancelFilter",
     "StoreMethods",
+    "clock_argument",
     "frame",
+    "limit_argument",
     "submit_row",
+    "task_id_argument",
+    "task_types_argument",
+    "text_argument",
+    "whole_number",
 ]
 
 log = logging.getLogger("taskmill")
@@ -208,12 +225,13 @@ def filter_values(name: str, value: Any) -> list[str] | None:
     """A filter argument as a list of strings (``None``: no filter).
 
     A ``str`` is one value; any other iterable of ``str`` (a list, a tuple, a set, a
-    polars Series…) is many.  Anything else raises ``SchedulerError(kind=
-    "invalid_argument")`` naming the argument."""
+    polars Series…) is many.  Anything else — or a string holding a NUL character, which
+    no stored text holds — raises ``SchedulerError(kind="invalid_argument")`` naming
+    the argument."""
     if value is None:
         return None
     if isinstance(value, str):
-        return [value]
+        value = [value]
     if isinstance(value, bytes | bytearray | Mapping) or not isinstance(value, Iterable):
         raise SchedulerError(
             f"{name}= takes a string or a sequence of strings, not {type(value).__name__}",
@@ -227,7 +245,32 @@ def filter_values(name: str, value: Any) -> list[str] | None:
                 "value must be a string",
                 kind="invalid_argument",
             )
+        if "\x00" in item:
+            raise SchedulerError(
+                NUL_MESSAGE.format(f"{name}= (at position {i})"), kind="invalid_argument"
+            )
     return values
+
+
+def task_types_argument(task_types: Any) -> list[str]:
+    """The task types a worker takes (a claim's ``task_types``): as a filter, a ``str``
+    being one, or the keys of a mapping (the executors by task type)."""
+    if isinstance(task_types, Mapping):
+        task_types = list(task_types)
+    types = filter_values("task_types", task_types)
+    if types is None:
+        raise SchedulerError(
+            "task_types must name the task types to take, not None", kind="invalid_argument"
+        )
+    return types
+
+
+def limit_argument(limit: Any) -> int | None:
+    """The ``limit`` of a query: ``None`` or a whole number (negative: no limit, as
+    SQLite's ``LIMIT -1``)."""
+    if limit is None:
+        return None
+    return whole_number(limit, "limit", low=-MAX_INT64 - 1)
 
 
 def since_timestamp(since: dt.datetime | dt.timedelta | None, now: float) -> float | None:
@@ -394,11 +437,7 @@ class StoreMethods:
         meaning UTC, a ``timedelta`` from now, or Unix seconds), or until
         :meth:`resume_group` when ``None``.  Running attempts go on; every scheduler on
         the store holds the group.  Pausing a paused group sets its new end."""
-        if not isinstance(group, str) or not group:
-            raise SchedulerError(
-                f"pause_group: the group must be a non-empty string, not {group!r}",
-                kind="invalid_argument",
-            )
+        text_argument(group, "group")
         now = time.time()
         try:
             end = to_seconds(until, "until", now)
@@ -457,6 +496,7 @@ class StoreMethods:
         Returns ``False`` (and changes nothing) when the task is no longer running
         for ``owner`` — it was cancelled or superseded meanwhile.
         """
+        task_id = task_id_argument(task_id)
         return task_id in self.complete_many([task_id], owner=owner)
 
     # ------------------------------------------------------------------ bulk control
@@ -579,10 +619,11 @@ class StoreMethods:
         group: Filter = None,
         limit: int | None = None,
     ) -> pl.DataFrame:
-        """Active tasks (pending, running, paused) in dispatch order, as a polars DataFrame."""
-        return self._select(
-            "tasks", TASK_COLUMNS, status=status, task_type=task_type, group=group, limit=limit
-        )
+        """Active tasks (pending, running, paused) in dispatch order, as a polars DataFrame.
+
+        Each filter is a string or a sequence of strings (any of them matches); ``limit``
+        a whole number (negative: no limit)."""
+        return self._query("tasks", TASK_COLUMNS, status, task_type, group, limit)
 
     def history(
         self,
@@ -592,9 +633,27 @@ class StoreMethods:
         group: Filter = None,
         limit: int | None = None,
     ) -> pl.DataFrame:
-        """Finished tasks (completed, failed, cancelled, superseded, expired) by id."""
+        """Finished tasks (completed, failed, cancelled, superseded, expired) by id; the
+        filters and ``limit`` as :meth:`tasks`'s."""
+        return self._query("history", HISTORY_COLUMNS, status, task_type, group, limit)
+
+    def _query(
+        self,
+        table: str,
+        columns: Mapping[str, Any],
+        status: Any,
+        task_type: Any,
+        group: Any,
+        limit: Any,
+    ) -> pl.DataFrame:
+        """:meth:`tasks` or :meth:`history`, its arguments checked."""
         return self._select(
-            "history", HISTORY_COLUMNS, status=status, task_type=task_type, group=group, limit=limit
+            table,
+            columns,
+            status=filter_values("status", status),
+            task_type=filter_values("task_type", task_type),
+            group=filter_values("group", group),
+            limit=limit_argument(limit),
         )
 
     # ------------------------------------------------------------------ retention
@@ -649,8 +708,8 @@ class StoreMethods:
     def stats(self, by: str = "group") -> pl.DataFrame:
         """Task counts per status (one column each), per ``group``, ``priority`` or
         ``task_type`` — active tasks and history together."""
-        if by not in STATS_BY:
+        if not isinstance(by, str) or by not in STATS_BY:
             raise SchedulerError(
-                f"stats() by {by!r}: use group, priority or task_type", kind="invalid"
+                f"by={by!r}: use group, priority or task_type", kind="invalid_argument"
             )
         return stats_frame(self._stats_rows(by), by)

@@ -16,7 +16,7 @@ from typing import Literal
 
 from ..model import StoreError
 
-__all__ = ["Location", "parse_location"]
+__all__ = ["Location", "parse_location", "redact", "scrub"]
 
 _POSTGRES = ("postgresql://", "postgres://", "postgresql+psycopg://")
 _SQLITE = "sqlite:///"
@@ -42,7 +42,7 @@ def parse_location(location: str | os.PathLike[str]) -> Location:
     if lowered.startswith(_POSTGRES):
         if lowered.startswith("postgresql+psycopg://"):
             text = "postgresql://" + text[len("postgresql+psycopg://") :]
-        return Location("postgres", url=text)
+        return Location("postgres", url=encode_userinfo(text))
     if lowered.startswith(_SQLITE):
         rest = text[len(_SQLITE) :]
         if not rest:
@@ -56,3 +56,77 @@ def parse_location(location: str | os.PathLike[str]) -> Location:
             "SQLite file path (or sqlite:///path) or a postgresql:// URL"
         )
     return Location("sqlite", path=Path(text))
+
+
+#: What stands for a password in every message.
+HIDDEN = "***"
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+
+
+def _split_url(url: str) -> tuple[str, str, str, str] | None:
+    """``(scheme://, userinfo, host part, rest)`` of a URL with a userinfo (``None``
+    otherwise).  The authority ends at the first ``/``, ``?`` or ``#``; a host never
+    holds an ``@``, so the *last* ``@`` in it ends the userinfo."""
+    match = _SCHEME.match(url)
+    if match is None:
+        return None
+    start = match.end()
+    end = len(url)
+    for stop in "/?#":
+        found = url.find(stop, start)
+        if found != -1:
+            end = min(end, found)
+    authority = url[start:end]
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return None
+    return url[:start], userinfo, host, url[end:]
+
+
+def encode_userinfo(url: str) -> str:
+    """``url`` with any ``@`` of its user name or password percent-encoded.
+
+    ``postgresql://u:p@ss@host/db`` means the password ``p@ss`` (a host never holds an
+    ``@``), but libpq splits at the first ``@`` and would take ``ss@host`` for the host:
+    the connection fails, and the tail of the password shows in every message."""
+    parts = _split_url(url)
+    if parts is None or "@" not in parts[1]:
+        return url
+    scheme, userinfo, host, rest = parts
+    return f"{scheme}{userinfo.replace('@', '%40')}@{host}{rest}"
+
+
+def redact(location: str | os.PathLike[str]) -> str:
+    """``location`` fit to show: a URL's password (in its userinfo or its query) and a
+    connection string's ``password=`` replaced by ``***``; a file path as it is."""
+    text = os.fspath(location)
+    parts = _split_url(encode_userinfo(text))
+    if parts is not None:
+        scheme, userinfo, host, rest = parts
+        user, colon, _password = userinfo.partition(":")
+        text = f"{scheme}{user}{colon and ':' + HIDDEN}@{host}{rest}"
+    if _SCHEME.match(text):
+        return _QUERY_PASSWORD.sub(lambda m: m.group(1) + HIDDEN, text)
+    return _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + HIDDEN, text)
+
+
+def scrub(message: str, location: str) -> str:
+    """``message`` (another library's error, which may quote the connection string) with
+    ``location`` shown redacted and its password, however written, hidden."""
+    from urllib.parse import unquote
+
+    secrets: set[str] = set()
+    for form in {location, encode_userinfo(location)}:
+        if form in message:
+            message = message.replace(form, redact(form))
+        parts = _split_url(form)
+        if parts is not None and ":" in parts[1]:
+            secrets.add(parts[1].partition(":")[2])
+        pattern = _QUERY_PASSWORD if _SCHEME.match(form) else _KEYWORD_PASSWORD
+        secrets.update(m.group(2).strip("'") for m in pattern.finditer(form))
+    for secret in sorted(secrets, key=len, reverse=True):
+        for shown in {secret, unquote(secret)}:
+            if len(shown) >= 3:  # shorter would blank out ordinary words
+                message = message.replace(shown, HIDDEN)
+    return message

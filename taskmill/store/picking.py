@@ -7,6 +7,12 @@ store — then walks candidates in dispatch order and asks :meth:`Picker.take` o
 candidate that may not start holds back its group (or, for a task type's rate limit, its
 type) for the rest of the claim, so a later, smaller task of the same group never
 overtakes it: order within a group is kept, and other groups go on.
+
+Byte figures are Python ints here, summed exactly however large: each of the four
+``expected_*_bytes`` may be up to 2^63 - 1, so a task's total, and a group's, can pass 64
+bits.  The stores hand their sums over exactly too — PostgreSQL adds them as ``numeric``,
+SQLite (64-bit integers only) as two sums of 32-bit halves, a candidate's four figures
+added here — so no figure that passed validation can make a claim fail.
 """
 
 from __future__ import annotations

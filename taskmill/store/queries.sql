@@ -52,10 +52,11 @@ DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?));
 
 -- name: claim_candidates
 -- Next dispatchable tasks in order, skipping held groups (full, over their budget, out of
--- tokens, paused) and held task types, with each task's expected bytes.
+-- tokens, paused) and held task types, with each task's four expected figures (summed in
+-- Python: SQLite's integers are 64 bits, and a sum past them would turn into a float).
 SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts, max_retries,
-       expected_read_bytes + expected_write_bytes + expected_net_rx_bytes
-       + expected_net_tx_bytes
+       expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
+       expected_net_tx_bytes
 FROM tasks
 WHERE status = 'pending'
   AND task_type IN (SELECT value FROM json_each(:types))
@@ -86,10 +87,14 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'running' AND owne
 
 -- name: running_per_group
 -- Running tasks per group and their expected bytes, whoever runs them: group limits and
--- byte budgets hold across workers.
+-- byte budgets hold across workers.  SQLite's integers are 64 bits and SUM() fails past
+-- them, so the bytes come as two exact sums, of the high and the low 32 bits of each
+-- figure (each fits unless 2^30 tasks run at once): bytes = high * 2^32 + low.
 SELECT group_name, COUNT(*),
-       SUM(expected_read_bytes + expected_write_bytes + expected_net_rx_bytes
-           + expected_net_tx_bytes)
+       SUM((expected_read_bytes >> 32) + (expected_write_bytes >> 32)
+           + (expected_net_rx_bytes >> 32) + (expected_net_tx_bytes >> 32)),
+       SUM((expected_read_bytes & 4294967295) + (expected_write_bytes & 4294967295)
+           + (expected_net_rx_bytes & 4294967295) + (expected_net_tx_bytes & 4294967295))
 FROM tasks
 WHERE status = 'running' AND group_name IS NOT NULL
 GROUP BY group_name;

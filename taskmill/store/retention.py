@@ -24,6 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from ..model import SchedulerError
+from ..validation import whole_number
 
 __all__ = [
     "EXPORT_ROWS",
@@ -84,12 +85,8 @@ def check_prune_args(
             raise SchedulerError(
                 f"older_than must not be negative, not {older_than}", kind="invalid_argument"
             )
-    if keep_last is not None and (
-        isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0
-    ):
-        raise SchedulerError(
-            f"keep_last must be a whole number >= 0, not {keep_last!r}", kind="invalid_argument"
-        )
+    if keep_last is not None:
+        keep_last = whole_number(keep_last, "keep_last", low=0)
     cutoff = float("inf") if older_than is None else now - older_than.total_seconds()
     # keeping the last 0 holds nothing back: the same as no keep_last
     return PruneSelection(cutoff, keep_last or None)

@@ -39,8 +39,13 @@ from .common import (
     CancelFilter,
     StoreMethods,
     as_list,
+    clock_argument,
     frame,
+    limit_argument,
     submit_row,
+    task_id_argument,
+    task_types_argument,
+    text_argument,
 )
 from .keys import key_hash
 from .keys import register as register_key_hash
@@ -720,6 +725,7 @@ class TaskStore(StoreMethods):
         ``None`` when no active task has that id.  A running attempt is not stopped
         by the store; the scheduler running it tells its executor.
         """
+        task_id = task_id_argument(task_id)
         with self._write() as conn:
             row = conn.execute(q("get_active"), (task_id,)).fetchone()
             if row is None:
@@ -738,7 +744,7 @@ class TaskStore(StoreMethods):
     def expire_due(self, *, now: float | None = None) -> int:
         """Move every task not started by its ``expires_at`` (pending, waiting out a
         retry, or paused) to history as ``expired``, freeing its key; returns how many."""
-        at = time.time() if now is None else now
+        at = clock_argument(now)
         with self._read() as conn:  # a look first: most calls find nothing to write
             if conn.execute(q("expired_ids"), {"now": at}).fetchone() is None:
                 return 0
@@ -751,30 +757,33 @@ class TaskStore(StoreMethods):
 
     def resume_group(self, group: str) -> bool:
         """Dispatch a paused group's tasks again; ``False`` if it was not paused."""
+        text_argument(group, "group")
         with self._write() as conn:
             return conn.execute(q("resume_group"), {"group": group}).rowcount > 0
 
     def waiting_for_start(self, *, now: float | None = None) -> dict[str | None, int]:
         """Pending tasks per group (``None``: no group) whose start time, or retry
         backoff, is still ahead."""
-        at = time.time() if now is None else now
+        at = clock_argument(now)
         with self._read() as conn:
             return dict(conn.execute(q("waiting_for_start"), {"now": at}).fetchall())
 
     def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
         """The groups paused now, with the time each pause ends (``None``: until resumed)."""
-        at = time.time() if now is None else now
+        at = clock_argument(now)
         with self._read() as conn:
             return dict(conn.execute(q("paused_groups"), {"now": at}).fetchall())
 
     def pause(self, task_id: int) -> bool:
         """Hold a pending task back from dispatch; returns whether it was paused."""
+        task_id = task_id_argument(task_id)
         with self._write() as conn:
             cur = conn.execute(q("set_status"), {"id": task_id, "from": "pending", "to": "paused"})
             return cur.rowcount == 1
 
     def resume(self, task_id: int) -> bool:
         """Let a paused task be dispatched again; returns whether it was resumed."""
+        task_id = task_id_argument(task_id)
         with self._write() as conn:
             cur = conn.execute(q("set_status"), {"id": task_id, "from": "paused", "to": "pending"})
             return cur.rowcount == 1
@@ -934,7 +943,9 @@ class TaskStore(StoreMethods):
         back by a limit, a budget, its bucket or a pause never blocks the tasks of other
         groups behind it (see :mod:`taskmill.store.picking`).
         """
-        types = sorted(set(task_types))
+        limit = limit_argument(limit) or 0
+        types = sorted(set(task_types_argument(task_types)))
+        now = None if now is None else clock_argument(now)
         if limit <= 0 or not types:
             return Claimed()
         limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
@@ -944,7 +955,7 @@ class TaskStore(StoreMethods):
             # attempt whose end this claim sees was recorded
             now = time.time() if now is None else now
             running = (
-                {g: (n, b) for g, n, b in conn.execute(q("running_per_group"))}
+                {g: (n, (hi << 32) + lo) for g, n, hi, lo in conn.execute(q("running_per_group"))}
                 if limits.counts_running
                 else {}
             )
@@ -976,8 +987,8 @@ class TaskStore(StoreMethods):
                     break
                 batch = [
                     ClaimedTask(tid, ttype, key, group, prio, payload, label, tries + 1, retries)
-                    for tid, ttype, key, group, prio, payload, label, tries, retries, size in rows
-                    if picker.take(ttype, group, size)
+                    for tid, ttype, key, group, prio, payload, label, tries, retries, *sizes in rows
+                    if picker.take(ttype, group, sum(sizes))
                 ]
                 if batch:
                     conn.execute(

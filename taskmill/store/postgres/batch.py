@@ -38,6 +38,7 @@ from ...model import SchedulerError, StoreError
 from .. import batch as staging
 from ..batch import decide, hash_part, staging_frame
 from ..batchrun import INSERTING
+from ..location import scrub
 
 if TYPE_CHECKING:
     from .store import Connection, PostgresStore
@@ -146,9 +147,10 @@ class PostgresBatch:
             frame, collisions = hash_part(con, frame)
             try:
                 con.execute(f"ATTACH {_quote(self.store._url)} AS taskmill_pg (TYPE postgres)")
-            except Exception as exc:
+            except Exception as exc:  # DuckDB quotes the connection string: redacted
                 raise StoreError(
-                    f"cannot stage a batch in {self.store.where}: DuckDB cannot connect ({exc})"
+                    f"cannot stage a batch in {self.store.where}: DuckDB cannot connect "
+                    f"({scrub(str(exc), self.store._url)})"
                 ) from exc
             try:
                 con.register("taskmill_part", frame.to_arrow())
@@ -158,7 +160,10 @@ class PostgresBatch:
                         f"INSERT INTO taskmill_pg.taskmill.{target} SELECT * FROM taskmill_part"
                     )
                 except Exception as exc:
-                    raise StoreError(f"cannot stage a batch in {self.store.where}: {exc}") from exc
+                    raise StoreError(
+                        f"cannot stage a batch in {self.store.where}: "
+                        f"{scrub(str(exc), self.store._url)}"
+                    ) from exc
                 finally:
                     con.unregister("taskmill_part")
             finally:

@@ -167,24 +167,27 @@ RETURNING t.id, t.task_type, t.dedup_key, t.group_name, t.priority, t.payload, t
 -- What a claim that counts limits reads under CLAIM_LOCK, in one statement: per group,
 -- the running tasks and their expected bytes, whoever runs them (when :counted), so group
 -- limits and byte budgets hold across workers; and the stored token buckets of :keys.
-SELECT 'group', group_name, count(*)::double precision,
-       sum(expected_read_bytes + expected_write_bytes + expected_net_rx_bytes
-           + expected_net_tx_bytes)::double precision
+-- The bytes are summed as numeric (exact, never out of range: four figures of up to
+-- 2^63 - 1 per task), in a column of their own.
+SELECT 'group', group_name, count(*)::double precision, NULL::double precision,
+       sum(expected_read_bytes::numeric + expected_write_bytes + expected_net_rx_bytes
+           + expected_net_tx_bytes)
 FROM taskmill.tasks
 WHERE %(counted)s AND status = 'running' AND group_name IS NOT NULL
 GROUP BY group_name
 UNION ALL
-SELECT 'bucket', key, tokens, updated_at FROM taskmill.rate_buckets
+SELECT 'bucket', key, tokens, updated_at, NULL::numeric FROM taskmill.rate_buckets
 WHERE key = ANY(%(keys)s::text[]);
 
 -- name: claim_candidates
 -- A claim that counts limits (the caller holds CLAIM_LOCK): the next dispatchable tasks
 -- in dispatch order, as the claim query walks them, skipping held groups (full, over
--- their budget, out of tokens) and held task types, with each task's expected bytes;
--- locked, so no other claim takes them before this one marks them (mark_running).
+-- their budget, out of tokens) and held task types, with each task's expected bytes
+-- (summed as numeric: exact, never out of range); locked, so no other claim takes them
+-- before this one marks them (mark_running).
 SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts,
        max_retries,
-       expected_read_bytes + expected_write_bytes + expected_net_rx_bytes
+       expected_read_bytes::numeric + expected_write_bytes + expected_net_rx_bytes
        + expected_net_tx_bytes
 FROM taskmill.tasks
 WHERE status = 'pending'

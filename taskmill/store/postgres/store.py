@@ -72,10 +72,16 @@ from ..common import (
     CancelFilter,
     StoreMethods,
     as_list,
+    clock_argument,
     frame,
+    limit_argument,
     submit_row,
+    task_id_argument,
+    task_types_argument,
+    text_argument,
 )
 from ..keys import POSTGRES_KEY_HASH, key_hash
+from ..location import encode_userinfo, scrub
 from ..picking import Claimed, Picker, check_limits
 from ..retention import PruneSelection
 from ..sql import named_queries
@@ -133,8 +139,15 @@ def describe(url: str) -> str:
     return f"PostgreSQL database {dbname!r} on {host}:{port}"
 
 
-def _store_error(action: str, where: str, exc: BaseException) -> StoreError:
-    """The taskmill error of a psycopg error."""
+def _store_error(
+    action: str, where: str, exc: BaseException, *, url: str | None = None
+) -> StoreError:
+    """The taskmill error of a psycopg error (``url``: the connection string it may
+    quote, whose password is hidden)."""
+    if url is not None:
+        shown = scrub(str(exc), url)
+        if shown != str(exc):
+            return StoreError(f"{action} {where}: {shown}")
     if isinstance(exc, pg_errors.DataCorrupted | pg_errors.IndexCorrupted):
         return StoreDamaged(
             f"{action} {where}: {exc}; the server reports damaged data: check its log and "
@@ -184,9 +197,9 @@ class PostgresStore(StoreMethods):
     """
 
     def __init__(self, url: str, *, busy_timeout: float = 10.0) -> None:
-        self._url = url
+        self._url = encode_userinfo(url)
         #: The database, for messages (no password).
-        self.where = describe(url)
+        self.where = describe(self._url)
         self.busy_timeout = busy_timeout
         self._lock = threading.RLock()  # the write connection
         self._read_lock = threading.Lock()  # the read connection
@@ -251,7 +264,9 @@ class PostgresStore(StoreMethods):
                 application_name="taskmill",
             )
         except psycopg.Error as exc:
-            raise _store_error("cannot connect to task store", self.where, exc) from exc
+            raise _store_error(
+                "cannot connect to task store", self.where, exc, url=self._url
+            ) from exc
         try:
             conn.execute(q("session_settings"), {"ms": str(max(1, int(self.busy_timeout * 1000)))})
             if reader:
@@ -291,7 +306,8 @@ class PostgresStore(StoreMethods):
                             for _ in conn.notifies(timeout=LISTEN_WAIT, stop_after=1):
                                 tell()
                 except psycopg.Error as exc:
-                    log.debug("taskmill: listening on %s failed (%s); again", self.where, exc)
+                    shown = scrub(str(exc), self._url)
+                    log.debug("taskmill: listening on %s failed (%s); again", self.where, shown)
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
 
@@ -582,6 +598,7 @@ class PostgresStore(StoreMethods):
         ``None`` when no active task has that id.  A running attempt is not stopped
         by the store; the scheduler running it tells its executor.
         """
+        task_id = task_id_argument(task_id)
 
         def body(conn: Connection) -> str | None:
             moved = self._finish(conn, [task_id], "cancelled", time.time())
@@ -602,7 +619,7 @@ class PostgresStore(StoreMethods):
     def expire_due(self, *, now: float | None = None) -> int:
         """Move every task not started by its ``expires_at`` (pending, waiting out a
         retry, or paused) to history as ``expired``, freeing its key; returns how many."""
-        at = time.time() if now is None else now
+        at = clock_argument(now)
         look = self._read(
             lambda conn: conn.execute(q("any_expired"), {"now": at}).fetchone()[0]  # type: ignore[index]
         )
@@ -616,6 +633,7 @@ class PostgresStore(StoreMethods):
 
     def resume_group(self, group: str) -> bool:
         """Dispatch a paused group's tasks again; ``False`` if it was not paused."""
+        text_argument(group, "group")
 
         def body(conn: Connection) -> bool:
             resumed = conn.execute(q("resume_group"), {"group": group}).rowcount > 0
@@ -626,21 +644,23 @@ class PostgresStore(StoreMethods):
     def waiting_for_start(self, *, now: float | None = None) -> dict[str | None, int]:
         """Pending tasks per group (``None``: no group) whose start time, or retry
         backoff, is still ahead."""
-        params = {"now": time.time() if now is None else now}
+        params = {"now": clock_argument(now)}
         rows = self._read(lambda conn: conn.execute(q("waiting_for_start"), params).fetchall())
         return {g: int(n) for g, n in rows}
 
     def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
         """The groups paused now, with the time each pause ends (``None``: until resumed)."""
-        params = {"now": time.time() if now is None else now}
+        params = {"now": clock_argument(now)}
         return dict(self._read(lambda conn: conn.execute(q("paused_groups"), params).fetchall()))
 
     def pause(self, task_id: int) -> bool:
         """Hold a pending task back from dispatch; returns whether it was paused."""
+        task_id = task_id_argument(task_id)
         return self._set_status(task_id, "pending", "paused")
 
     def resume(self, task_id: int) -> bool:
         """Let a paused task be dispatched again; returns whether it was resumed."""
+        task_id = task_id_argument(task_id)
         return self._set_status(task_id, "paused", "pending")
 
     def _last_task_id(self) -> int:
@@ -825,12 +845,14 @@ class PostgresStore(StoreMethods):
         across every scheduler, process and machine on the store.  A group held back
         never blocks the tasks of other groups behind it (:mod:`taskmill.store.picking`).
         """
-        types = sorted(set(task_types))
+        limit = limit_argument(limit) or 0
+        types = sorted(set(task_types_argument(task_types)))
+        now = None if now is None else clock_argument(now)
         if limit <= 0 or not types:
             return Claimed()
         limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
         if not limits.any:  # one statement: the first ``limit`` candidates
-            at = time.time() if now is None else now
+            at = clock_argument(now)
             params = {"types": types, "now": at, "owner": owner, "limit": limit}
             rows = self._write(
                 "cannot claim tasks from",
@@ -848,14 +870,14 @@ class PostgresStore(StoreMethods):
             running: dict[str, tuple[int, int]] = {}
             buckets: dict[str, tuple[float, float]] = {}
             params = {"counted": limits.counts_running, "keys": keys}
-            for kind, name, a, b in conn.execute(q("claim_counts"), params):
+            for kind, name, a, b, size in conn.execute(q("claim_counts"), params):
                 if kind == "group":
-                    running[name] = (int(a), int(b))
+                    running[name] = (int(a), int(size))  # an exact numeric sum
                 else:
                     buckets[name] = (a, b)
             # the clock is read after the counts: every end they saw was recorded (its
             # time taken) before, so no start is recorded before an end it counted
-            at = time.time() if now is None else now
+            at = clock_argument(now)
             picker = Picker(limits, running, buckets, at)
             taken: list[ClaimedTask] = []
             while len(taken) < limit:
