@@ -324,7 +324,13 @@ class StoreMethods:
         dry_run: bool,
         on_commit: CommitHook | None,
         progress: Callable[[int, int], None] | None,
+        retries: Sequence[int] | None = None,
     ) -> BatchOutcome:
+        """Submit (or plan) ``tasks``.  ``retries``, for :meth:`retry_failed` alone: the
+        history id of the failure each input row retries, by input index.  Each merge
+        transaction then passes over a keyed row whose key has a history record newer
+        than its failure (deduplicated, ``task_id`` that record): so a failure retried by
+        a concurrent call since this one read it is never submitted a second time."""
         raise NotImplementedError
 
     def complete_many(
@@ -366,6 +372,8 @@ class StoreMethods:
     def _failed_rows(
         self, task_type: list[str] | None, group: list[str] | None, since: float | None
     ) -> list[tuple[Any, ...]]:
+        """The failures :meth:`retry_failed` resubmits, in history order: each one's
+        history id, then the columns of :data:`RETRY_COLUMNS`."""
         raise NotImplementedError
 
     def _prune_select(self, selection: PruneSelection) -> list[int]:
@@ -552,7 +560,11 @@ class StoreMethods:
         record of its key in history.  So calling this twice resubmits nothing twice —
         while the retry is active the second call is deduplicated, and once it has
         finished (completed, cancelled, or failed again: then that newer failure is the
-        one to retry) the older failure is passed over.  A task **without a dedup key**
+        one to retry) the older failure is passed over.  That holds for calls made at
+        the same time too, from any process or machine: the rule is checked again inside
+        each transaction that submits, so a failure another call retried after this one
+        read it is *deduplicated* here (``task_id``: the retry's record in history, once
+        it has finished; the retry itself while it is active).  A task **without a dedup key**
         has nothing that ties it to its retry (the schema keeps no link, and the
         history rows are not rewritten): it is resubmitted by every call.  Give tasks a
         key, or narrow the call with ``since``, to retry them once.
@@ -565,9 +577,12 @@ class StoreMethods:
         groups = filter_values("group", group)
         after = since_timestamp(since, time.time())
         rows = [] if types == [] or groups == [] else self._failed_rows(types, groups, after)
-        table = frame(rows, RETRY_COLUMNS)
+        table = frame([row[1:] for row in rows], RETRY_COLUMNS)
         batch = BatchSubmission().on_duplicate("skip").tasks(table)
-        return self.submit_batch(batch, on_commit=on_commit)
+        failures = [int(row[0]) for row in rows]
+        return self._batch(
+            batch, dry_run=False, on_commit=on_commit, progress=None, retries=failures
+        )
 
     # ------------------------------------------------------------------ queries
 

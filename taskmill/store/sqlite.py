@@ -31,7 +31,14 @@ from ..model import (
 from ..outcome import BatchOutcome
 from ..validation import Row
 from .base import ClaimedTask, CommitHook
-from .batch import Stager, StagingPipeline, decide, split_parts, warm_up_in_background
+from .batch import (
+    Stager,
+    StagingPipeline,
+    decide,
+    retried_failures,
+    split_parts,
+    warm_up_in_background,
+)
 from .batchrun import run_batch
 from .common import (
     CANCEL_BATCH,
@@ -124,8 +131,9 @@ class _SqliteBatch:
     """The SQLite store as a :class:`~taskmill.store.batchrun.BatchBackend`: staging files
     filled by DuckDB in the background, merged by the batch connection."""
 
-    def __init__(self, store: TaskStore) -> None:
+    def __init__(self, store: TaskStore, retries: Sequence[int] | None = None) -> None:
         self.store = store
+        self.retries = retries
 
     def batch_session(
         self, *, chunked: bool, dry_run: bool
@@ -139,7 +147,9 @@ class _SqliteBatch:
         staged.wait_filled(self.store.path)
 
     def merge(self, staged: _Staged, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
-        return self.store._merge_staged_part(staged, dry_run=dry_run, base_offset=base_offset)
+        return self.store._merge_staged_part(
+            staged, dry_run=dry_run, base_offset=base_offset, retries=self.retries
+        )
 
     def discard(self, staged: _Staged) -> None:
         staged.discard(self.store._stager)
@@ -539,11 +549,16 @@ class TaskStore(StoreMethods):
         dry_run: bool,
         on_commit: CommitHook | None,
         progress: Callable[[int, int], None] | None = None,
+        retries: Sequence[int] | None = None,
     ) -> BatchOutcome:
         self.last_batch_merge_seconds = []
         warm_up_in_background()  # DuckDB starts while the batch is prepared
         return run_batch(
-            _SqliteBatch(self), tasks, dry_run=dry_run, on_commit=on_commit, progress=progress
+            _SqliteBatch(self, retries),
+            tasks,
+            dry_run=dry_run,
+            on_commit=on_commit,
+            progress=progress,
         )
 
     @contextlib.contextmanager
@@ -598,7 +613,12 @@ class TaskStore(StoreMethods):
         return staged
 
     def _merge_staged_part(
-        self, staged: _Staged, *, dry_run: bool, base_offset: int = 0
+        self,
+        staged: _Staged,
+        *,
+        dry_run: bool,
+        base_offset: int = 0,
+        retries: Sequence[int] | None = None,
     ) -> pl.DataFrame:
         """Merge (or plan) one transaction's staged rows.
 
@@ -607,6 +627,8 @@ class TaskStore(StoreMethods):
         attach them and take the store's write lock, for the merge alone.  DuckDB only
         ever opens a staging file before ``sqlite3`` first reads it, and never again
         after: the two copies of SQLite never hold the same file at once.
+
+        ``retries``: see :meth:`StoreMethods._batch`.
         """
         part, pieces, paths = staged.part, staged.pieces, staged.paths
         names = [f"taskmill_stage_{j}" for j in range(len(pieces))]
@@ -643,6 +665,7 @@ class TaskStore(StoreMethods):
                                 staged.pipeline.collisions[j],
                                 dry_run=dry_run,
                                 base_offset=offset,
+                                retries=retries,
                             )
                             results.append(result)
                             if dry_run:
@@ -679,6 +702,7 @@ class TaskStore(StoreMethods):
         *,
         dry_run: bool,
         base_offset: int = 0,
+        retries: Sequence[int] | None = None,
     ) -> pl.DataFrame:
         def sql(name: str) -> str:  # the staging schema name is ours, never data
             return q(name).replace("taskmill_stage.", f"{stage}.")
@@ -690,6 +714,11 @@ class TaskStore(StoreMethods):
         # a plan leaves out tasks expired by now; a merge expired them at its start (under
         # the write lock) and must match whatever is left, so it leaves out nothing
         conn.execute(sql("batch_match_fill"), {"now": now if dry_run else -1.0})
+        if retries is not None and not dry_run:  # decided under the write lock
+            ords, failed = retried_failures(part, retries)
+            if ords:
+                pairs = json.dumps(list(zip(ords, failed, strict=True)))
+                conn.execute(sql("batch_match_retried"), {"pairs": pairs, "floor": min(failed)})
         matches = conn.execute(q("batch_match_read")).fetchall()
         result = decide(part, matches, base, collisions)
         if dry_run:

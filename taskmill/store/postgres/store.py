@@ -481,12 +481,17 @@ class PostgresStore(StoreMethods):
         dry_run: bool,
         on_commit: CommitHook | None,
         progress: Callable[[int, int], None] | None,
+        retries: Sequence[int] | None = None,
     ) -> BatchOutcome:
         self._check_open()
         self.last_batch_merge_seconds = []
         warm_up_in_background()  # DuckDB starts while the batch is prepared
         return run_batch(
-            PostgresBatch(self), tasks, dry_run=dry_run, on_commit=on_commit, progress=progress
+            PostgresBatch(self, retries),
+            tasks,
+            dry_run=dry_run,
+            on_commit=on_commit,
+            progress=progress,
         )
 
     @staticmethod
