@@ -5,6 +5,7 @@ connections and its transactions; :class:`StoreMethods` turns those into the API
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -31,7 +32,7 @@ from ..outcome import BatchOutcome
 from ..validation import Defaults, Row, check_submission, to_seconds
 from .base import CommitHook
 from .keys import COLLISION, key_hash
-from .retention import ExportFolder, PruneSelection, check_prune_args, run_prune
+from .retention import ExportFolder, PruneSelection, PruneSteps, check_prune_args, run_prune
 
 __all__ = [
     "CANCEL_BATCH",
@@ -388,6 +389,19 @@ class StoreMethods:
         """Delete the history rows of ``ids`` in one transaction; returns how many."""
         raise NotImplementedError
 
+    def _prune_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held around a whole prune: prunes of the store never overlap, in any process
+        (or, on PostgreSQL, machine); waits for the prune under way."""
+        raise NotImplementedError
+
+    def _prune_recorded(self) -> str | None:
+        """The store's record of the export of a prune under way (``None``: none)."""
+        raise NotImplementedError
+
+    def _prune_record(self, value: str | None) -> None:
+        """Set (``None``: clear) the record of :meth:`_prune_recorded`, committed."""
+        raise NotImplementedError
+
     def _describe(self) -> str:
         """The store, for messages."""
         return repr(self)
@@ -628,17 +642,24 @@ class StoreMethods:
         finish time are broken by id).  At least one of the two is required.  Active
         tasks are never touched, whatever their status.
 
-        ``export``: a folder (created if missing) that first receives exactly the rows
+        ``export``: a folder (created if missing) that receives exactly the rows
         removed, as one Parquet file with the columns and types of :meth:`history`
-        (``history-<UTC time>-<n>.parquet``, written under a temporary name and then
-        renamed, never replacing a file; :attr:`last_export` names it).  If the export
-        cannot be written, nothing is removed and ``SchedulerError(kind="export")``
-        names the folder.  Nothing selected: no file.
+        (``history-<UTC time>-<n>.parquet``; :attr:`last_export` names it).  The file is
+        written first, under a hidden temporary name, and gets its final name — never
+        replacing a file — once its rows are deleted.  If it cannot be written, nothing
+        is removed and ``SchedulerError(kind="export")`` names the folder.  Nothing
+        selected: no file.
 
         The ids are selected once; they are then deleted in transactions of
         :data:`~taskmill.store.retention.PRUNE_BATCH` ids, so dispatch and submits go
-        on between them however large the prune.  Should a later transaction fail, the
-        earlier ones stay removed (the export holds them all).
+        on between them however large the prune.  Prunes of a store never overlap (a
+        lock held from the selection to the end, in every process and on every machine:
+        a second prune waits, then selects what is left), so every removed row is in the
+        export of the prune that removed it, and in no other.  Should the process die,
+        or a later transaction fail, after some deletes, the earlier ones stay removed and
+        the export stays under its hidden name, recorded in the store: the next prune of
+        the store — whatever its own folder — deletes the rest of that export's rows and
+        publishes it in its folder first, and counts those rows in what it returns.
         """
         self.last_export = None
         selection = check_prune_args(older_than, keep_last, now=time.time())
@@ -650,14 +671,15 @@ class StoreMethods:
                 kind="invalid_argument",
             )
         folder = None if export is None else ExportFolder(export)
-        removed, path = run_prune(
-            selection,
+        steps = PruneSteps(
             select=self._prune_select,
             rows=self._prune_rows,
             delete=self._prune_delete,
-            export=folder,
-            where=self._describe(),
+            recorded=self._prune_recorded,
+            record=self._prune_record,
         )
+        with self._prune_lock():
+            removed, path = run_prune(selection, steps=steps, export=folder, where=self._describe())
         self.last_export = path
         return removed
 

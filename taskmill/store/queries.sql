@@ -341,7 +341,8 @@ WINDOW w AS (ORDER BY s.ord);
 
 -- ------------------------------------------------------------------ retention
 -- prune_history: the ids are selected once, their rows exported, then deleted in
--- transactions of a few thousand ids (taskmill/store/retention.py).
+-- transactions of a few thousand ids (taskmill/store/retention.py); the export under way
+-- is recorded in taskmill_meta (meta_*) until it is published.
 
 -- name: prune_select
 -- Ids of the finished tasks a prune removes: finished before :cutoff (+inf: any time),
@@ -367,6 +368,16 @@ ORDER BY id;
 
 -- name: prune_delete
 DELETE FROM history WHERE id IN (SELECT value FROM json_each(?));
+
+-- name: meta_get
+SELECT value FROM taskmill_meta WHERE key = ?;
+
+-- name: meta_set
+INSERT INTO taskmill_meta (key, value) VALUES (?, ?)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: meta_delete
+DELETE FROM taskmill_meta WHERE key = ?;
 
 -- ------------------------------------------------------------------ bulk control
 

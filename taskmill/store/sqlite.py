@@ -53,7 +53,7 @@ from .keys import key_hash
 from .keys import register as register_key_hash
 from .location import parse_location
 from .picking import Claimed, Picker, check_limits
-from .retention import PruneSelection
+from .retention import PENDING_KEY, PruneSelection
 from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from .workers import DEFAULT_LEASE_TIMEOUT, forget_owner, new_owner_id, pid_alive, stale_owners
 
@@ -125,6 +125,10 @@ def _json_list(values: list[str] | None) -> str | None:
 
 def _sql_columns(columns: Iterable[str]) -> str:
     return ", ".join('group_name AS "group"' if c == "group" else c for c in columns)
+
+
+#: The prune lock where ``fcntl.flock`` is missing (this process's prunes only).
+_PRUNE_LOCK = threading.Lock()
 
 
 class _SqliteBatch:
@@ -1203,6 +1207,40 @@ class TaskStore(StoreMethods):
     def _prune_delete(self, ids: list[int]) -> int:
         with self._write() as conn:
             return conn.execute(q("prune_delete"), (json.dumps(ids),)).rowcount
+
+    @contextlib.contextmanager
+    def _prune_lock(self) -> Iterator[None]:
+        """An exclusive ``flock`` on the file ``.<store name>.prune-lock`` beside the
+        store, held for the whole prune (the kernel releases it if the process dies);
+        where ``fcntl`` is missing, a lock of this process only."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            with _PRUNE_LOCK:
+                yield
+            return
+        path = self.path.parent / f".{self.path.name}.prune-lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _store_error("cannot take the prune lock of", self.path, exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the prune under way
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _prune_recorded(self) -> str | None:
+        with self._read() as conn:
+            row = conn.execute(q("meta_get"), (PENDING_KEY,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _prune_record(self, value: str | None) -> None:
+        with self._write() as conn:
+            if value is None:
+                conn.execute(q("meta_delete"), (PENDING_KEY,))
+            else:
+                conn.execute(q("meta_set"), (PENDING_KEY, value))
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result (``"ok"`` when healthy)."""

@@ -684,3 +684,22 @@ ORDER BY id;
 
 -- name: prune_delete
 DELETE FROM taskmill.history WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: no_lock_timeout
+-- For the prune lock's own session: its one wait is for the prune under way, however
+-- long that takes.
+SET lock_timeout = 0;
+
+-- name: prune_lock
+-- The prune lock (PRUNE_LOCK), held by the session until it ends.
+SELECT pg_advisory_lock(%(lock)s);
+
+-- name: meta_get
+SELECT value FROM taskmill.meta WHERE key = %(key)s;
+
+-- name: meta_set
+INSERT INTO taskmill.meta (key, value) VALUES (%(key)s, %(value)s)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: meta_delete
+DELETE FROM taskmill.meta WHERE key = %(key)s;

@@ -35,12 +35,13 @@ Concurrency across processes and machines rests on PostgreSQL itself:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, TypeVar
@@ -77,7 +78,7 @@ from ..common import (
 )
 from ..keys import POSTGRES_KEY_HASH, key_hash
 from ..picking import Claimed, Picker, check_limits
-from ..retention import PruneSelection
+from ..retention import PENDING_KEY, PruneSelection
 from ..sql import named_queries
 from ..workers import (
     DEFAULT_LEASE_TIMEOUT,
@@ -101,6 +102,9 @@ Connection = psycopg.Connection[Any]
 SUBMIT_LOCK = int.from_bytes(b"tm:submt", "big", signed=True)
 #: Advisory lock key a claim that counts limits holds for its transaction.
 CLAIM_LOCK = int.from_bytes(b"tm:claim", "big", signed=True)
+#: Advisory lock key a prune holds, on a session of its own, from before it selects its
+#: rows until its export is published (see :mod:`taskmill.store.retention`).
+PRUNE_LOCK = int.from_bytes(b"tm:prune", "big", signed=True)
 #: How many times a transaction that met a deadlock or a serialization failure is run
 #: again before the call fails with :class:`StoreLocked`.
 TRANSACTION_TRIES = 5
@@ -1067,6 +1071,36 @@ class PostgresStore(StoreMethods):
         return self._write(
             "cannot prune the history of",
             lambda conn: conn.execute(q("prune_delete"), params).rowcount,
+            single=True,
+        )
+
+    @contextlib.contextmanager
+    def _prune_lock(self) -> Iterator[None]:
+        """The session advisory lock :data:`PRUNE_LOCK`, on a connection of its own
+        opened for the prune and closed after it (the server releases the lock with the
+        session, also when this process dies).  It waits for the prune under way however
+        long it takes (no ``lock_timeout``)."""
+        conn = self._new_connection()
+        try:
+            try:
+                conn.execute(q("no_lock_timeout"))
+                conn.execute(q("prune_lock"), {"lock": PRUNE_LOCK})
+            except psycopg.Error as exc:
+                raise _store_error("cannot take the prune lock of", self.where, exc) from exc
+            yield
+        finally:
+            conn.close()
+
+    def _prune_recorded(self) -> str | None:
+        rows = self._read(lambda conn: conn.execute(q("meta_get"), {"key": PENDING_KEY}).fetchall())
+        return None if not rows else str(rows[0][0])
+
+    def _prune_record(self, value: str | None) -> None:
+        params = {"key": PENDING_KEY, "value": value}
+        query = q("meta_delete" if value is None else "meta_set")
+        self._write(
+            "cannot record the prune under way in",
+            lambda conn: conn.execute(query, params),
             single=True,
         )
 
