@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -374,3 +375,74 @@ def test_a_prune_killed_mid_way_then_run_again_exports_each_removed_row_once(
         # nothing is left to complete: another prune finds nothing to do
         assert store.prune_history(keep_last=0, export=second) == 0
         assert exported_rows(first, second).height == len(ids)
+
+
+def test_a_prune_whose_delete_fails_mid_way_is_completed_by_the_next(
+    location: str | Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The third delete transaction fails (the store refuses it): the call raises, the
+    two committed transactions stay, and no file is published — its rows wait under the
+    hidden name.  The next prune (no export of its own) completes it: the file is
+    published in its folder, holding every removed row once."""
+    from taskmill.store import retention
+
+    monkeypatch.setattr(retention, "PRUNE_BATCH", 100)
+    with tm.TaskStore.open(location) as store:
+        ids = fill_history(store, 500)
+        before = store.history().sort("id")
+        real = store._prune_delete
+        calls: list[int] = []
+
+        def refuse_the_third(batch: list[int]) -> int:
+            calls.append(len(batch))
+            if len(calls) == 3:
+                raise tm.SchedulerError("the disk says no", kind="store")
+            return real(batch)
+
+        store._prune_delete = refuse_the_third  # type: ignore[method-assign]
+        folder = tmp_path / "archive"
+        with pytest.raises(tm.SchedulerError, match="the disk says no"):
+            store.prune_history(keep_last=0, export=folder)
+        assert store.history().height == 300 and store.last_export is None
+        assert exported_rows(folder).height == 0  # nothing published yet
+        [hidden] = folder.iterdir()
+        assert hidden.name.startswith(".history-")
+
+        store._prune_delete = real  # type: ignore[method-assign]
+        assert store.prune_history(older_than=timedelta(days=365)) == 300
+        assert store.history().height == 0 and store.last_export is None
+        [published] = folder.iterdir()
+        assert published.name.startswith("history-")
+        assert_frame_equal(pl.read_parquet(published).sort("id"), before)
+        assert sorted(pl.read_parquet(published)["id"].to_list()) == ids
+
+
+def test_a_prune_that_died_between_its_two_names_is_only_forgotten(
+    location: str | Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export got its final name but the process stopped before the hidden one went
+    (the fault injected after the real link): the next prune removes the hidden name and
+    publishes nothing twice."""
+    from taskmill.store import retention
+
+    with tm.TaskStore.open(location) as store:
+        ids = fill_history(store, 50)
+        real = retention.ExportFolder.publish
+
+        def link_then_die(self: retention.ExportFolder, tmp: Path, stamp: str) -> Path:
+            self._publish(tmp, stamp)  # the final name exists; the hidden one too
+            raise tm.SchedulerError("the process stopped here", kind="export")
+
+        monkeypatch.setattr(retention.ExportFolder, "publish", link_then_die)
+        folder = tmp_path / "archive"
+        with pytest.raises(tm.SchedulerError, match="stopped here"):
+            store.prune_history(keep_last=0, export=folder)
+        assert len(list(folder.iterdir())) == 2
+        monkeypatch.setattr(retention.ExportFolder, "publish", real)
+
+        assert store.history().height == 0
+        assert store.prune_history(keep_last=0, export=tmp_path / "other") == 0
+        [published] = folder.iterdir()
+        assert published.name.startswith("history-")
+        assert sorted(pl.read_parquet(published)["id"].to_list()) == ids
+        assert not (tmp_path / "other").exists()

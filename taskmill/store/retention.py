@@ -326,16 +326,21 @@ def complete_unfinished(steps: PruneSteps, where: str) -> int:
     tmp, stamp = Path(record["path"]), str(record["stamp"])
     try:
         links = tmp.stat().st_nlink
+        if links > 1:  # published already, the hidden name was still there
+            tmp.unlink()
     except FileNotFoundError:
         log.warning(
             "taskmill: the export %s of an unfinished prune of %s is gone; forgetting it",
             tmp,
             where,
         )
-        steps.record(None)
-        return 0
-    if links > 1:  # published already, the hidden name was still there
-        tmp.unlink()
+        links = 0
+    except OSError as exc:
+        raise SchedulerError(
+            f"cannot reach {tmp}, the export of an unfinished prune of {where}: {exc}",
+            kind="export",
+        ) from exc
+    if links != 1:
         steps.record(None)
         return 0
     try:
