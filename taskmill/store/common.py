@@ -656,10 +656,11 @@ class StoreMethods:
         lock held from the selection to the end, in every process and on every machine:
         a second prune waits, then selects what is left), so every removed row is in the
         export of the prune that removed it, and in no other.  Should the process die,
-        or a later transaction fail, after some deletes, the earlier ones stay removed and
-        the export stays under its hidden name, recorded in the store: the next prune of
-        the store — whatever its own folder — deletes the rest of that export's rows and
-        publishes it in its folder first, and counts those rows in what it returns.
+        a later transaction fail, or the final renaming fail (``kind="export"``) after
+        some deletes, the earlier ones stay removed and the export stays under its
+        hidden name, recorded in the store: the next prune of the store — whatever its
+        own folder — deletes the rest of that export's rows and publishes it in its
+        folder first, and counts those rows in what it returns.
         """
         self.last_export = None
         selection = check_prune_args(older_than, keep_last, now=time.time())

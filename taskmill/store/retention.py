@@ -175,10 +175,6 @@ class ExportFolder:
                 kind="export",
             ) from exc
 
-    def write(self, chunks: Iterator[pl.DataFrame]) -> Path:
-        """:meth:`stage` then :meth:`publish` at once; returns the final path."""
-        return self.publish(*self.stage(chunks))
-
     def _publish(self, tmp: Path, stamp: str) -> Path:
         """Give ``tmp`` its final name (the first free counter); never replaces a file."""
         for n in itertools.count(1):
