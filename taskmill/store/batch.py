@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from ..model import SchedulerError
 from .keys import COLLISION, DUCKDB_KEY_HASH
 from .sql import q
 
-__all__ = ["Stager", "decide", "staging_frame"]
+__all__ = ["Stager", "decide", "retried_failures", "staging_frame"]
 
 _STAGE_COLUMNS = [
     pl.col("index").alias("ord"),
@@ -50,6 +50,20 @@ _STAGE_COLUMNS = [
 def staging_frame(part: pl.DataFrame) -> pl.DataFrame:
     """The columns of the staging table, in its order."""
     return part.select(_STAGE_COLUMNS)
+
+
+def retried_failures(
+    part: pl.DataFrame, retries: Sequence[int], matched: Iterable[int] = ()
+) -> tuple[list[int], list[int]]:
+    """For a batch of :meth:`~taskmill.store.common.StoreMethods.retry_failed`: the rows
+    of ``part`` that have a dedup key and no active match (their ``index``, leaving out
+    ``matched``), and the history id of the failure each one retries
+    (``retries[index]``).  Inside the merge, such a row whose key has a history record
+    newer than its failure is passed over (query ``batch_match_retried``)."""
+    seen = set(matched)
+    keyed = part.filter(pl.col("dedup_key").is_not_null())["index"].to_list()
+    ords = [i for i in keyed if i not in seen]
+    return ords, [retries[i] for i in ords]
 
 
 def extension_path(name: str = "sqlite") -> Path:

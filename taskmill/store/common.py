@@ -5,6 +5,7 @@ connections and its transactions; :class:`StoreMethods` turns those into the API
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -42,7 +43,7 @@ from ..validation import (
 )
 from .base import CommitHook
 from .keys import COLLISION, key_hash
-from .retention import ExportFolder, PruneSelection, check_prune_args, run_prune
+from .retention import ExportFolder, PruneSelection, PruneSteps, check_prune_args, run_prune
 
 __all__ = [
     "CANCEL_BATCH",
@@ -367,7 +368,13 @@ class StoreMethods:
         dry_run: bool,
         on_commit: CommitHook | None,
         progress: Callable[[int, int], None] | None,
+        retries: Sequence[int] | None = None,
     ) -> BatchOutcome:
+        """Submit (or plan) ``tasks``.  ``retries``, for :meth:`retry_failed` alone: the
+        history id of the failure each input row retries, by input index.  Each merge
+        transaction then passes over a keyed row whose key has a history record newer
+        than its failure (deduplicated, ``task_id`` that record): so a failure retried by
+        a concurrent call since this one read it is never submitted a second time."""
         raise NotImplementedError
 
     def complete_many(
@@ -409,6 +416,8 @@ class StoreMethods:
     def _failed_rows(
         self, task_type: list[str] | None, group: list[str] | None, since: float | None
     ) -> list[tuple[Any, ...]]:
+        """The failures :meth:`retry_failed` resubmits, in history order: each one's
+        history id, then the columns of :data:`RETRY_COLUMNS`."""
         raise NotImplementedError
 
     def _prune_select(self, selection: PruneSelection) -> list[int]:
@@ -421,6 +430,19 @@ class StoreMethods:
 
     def _prune_delete(self, ids: list[int]) -> int:
         """Delete the history rows of ``ids`` in one transaction; returns how many."""
+        raise NotImplementedError
+
+    def _prune_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held around a whole prune: prunes of the store never overlap, in any process
+        (or, on PostgreSQL, machine); waits for the prune under way."""
+        raise NotImplementedError
+
+    def _prune_recorded(self) -> str | None:
+        """The store's record of the export of a prune under way (``None``: none)."""
+        raise NotImplementedError
+
+    def _prune_record(self, value: str | None) -> None:
+        """Set (``None``: clear) the record of :meth:`_prune_recorded`, committed."""
         raise NotImplementedError
 
     def _describe(self) -> str:
@@ -592,7 +614,11 @@ class StoreMethods:
         record of its key in history.  So calling this twice resubmits nothing twice —
         while the retry is active the second call is deduplicated, and once it has
         finished (completed, cancelled, or failed again: then that newer failure is the
-        one to retry) the older failure is passed over.  A task **without a dedup key**
+        one to retry) the older failure is passed over.  That holds for calls made at
+        the same time too, from any process or machine: the rule is checked again inside
+        each transaction that submits, so a failure another call retried after this one
+        read it is *deduplicated* here (``task_id``: the retry's record in history, once
+        it has finished; the retry itself while it is active).  A task **without a dedup key**
         has nothing that ties it to its retry (the schema keeps no link, and the
         history rows are not rewritten): it is resubmitted by every call.  Give tasks a
         key, or narrow the call with ``since``, to retry them once.
@@ -605,9 +631,12 @@ class StoreMethods:
         groups = filter_values("group", group)
         after = since_timestamp(since, time.time())
         rows = [] if types == [] or groups == [] else self._failed_rows(types, groups, after)
-        table = frame(rows, RETRY_COLUMNS)
+        table = frame([row[1:] for row in rows], RETRY_COLUMNS)
         batch = BatchSubmission().on_duplicate("skip").tasks(table)
-        return self.submit_batch(batch, on_commit=on_commit)
+        failures = [int(row[0]) for row in rows]
+        return self._batch(
+            batch, dry_run=False, on_commit=on_commit, progress=None, retries=failures
+        )
 
     # ------------------------------------------------------------------ queries
 
@@ -672,17 +701,25 @@ class StoreMethods:
         finish time are broken by id).  At least one of the two is required.  Active
         tasks are never touched, whatever their status.
 
-        ``export``: a folder (created if missing) that first receives exactly the rows
+        ``export``: a folder (created if missing) that receives exactly the rows
         removed, as one Parquet file with the columns and types of :meth:`history`
-        (``history-<UTC time>-<n>.parquet``, written under a temporary name and then
-        renamed, never replacing a file; :attr:`last_export` names it).  If the export
-        cannot be written, nothing is removed and ``SchedulerError(kind="export")``
-        names the folder.  Nothing selected: no file.
+        (``history-<UTC time>-<n>.parquet``; :attr:`last_export` names it).  The file is
+        written first, under a hidden temporary name, and gets its final name — never
+        replacing a file — once its rows are deleted.  If it cannot be written, nothing
+        is removed and ``SchedulerError(kind="export")`` names the folder.  Nothing
+        selected: no file.
 
         The ids are selected once; they are then deleted in transactions of
         :data:`~taskmill.store.retention.PRUNE_BATCH` ids, so dispatch and submits go
-        on between them however large the prune.  Should a later transaction fail, the
-        earlier ones stay removed (the export holds them all).
+        on between them however large the prune.  Prunes of a store never overlap (a
+        lock held from the selection to the end, in every process and on every machine:
+        a second prune waits, then selects what is left), so every removed row is in the
+        export of the prune that removed it, and in no other.  Should the process die,
+        a later transaction fail, or the final renaming fail (``kind="export"``) after
+        some deletes, the earlier ones stay removed and the export stays under its
+        hidden name, recorded in the store: the next prune of the store — whatever its
+        own folder — deletes the rest of that export's rows and publishes it in its
+        folder first, and counts those rows in what it returns.
         """
         self.last_export = None
         selection = check_prune_args(older_than, keep_last, now=time.time())
@@ -694,14 +731,15 @@ class StoreMethods:
                 kind="invalid_argument",
             )
         folder = None if export is None else ExportFolder(export)
-        removed, path = run_prune(
-            selection,
+        steps = PruneSteps(
             select=self._prune_select,
             rows=self._prune_rows,
             delete=self._prune_delete,
-            export=folder,
-            where=self._describe(),
+            recorded=self._prune_recorded,
+            record=self._prune_record,
         )
+        with self._prune_lock():
+            removed, path = run_prune(selection, steps=steps, export=folder, where=self._describe())
         self.last_export = path
         return removed
 

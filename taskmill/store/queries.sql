@@ -260,6 +260,29 @@ CROSS JOIN main.tasks AS t ON t.key_hash = s.key_hash
 WHERE s.key_hash IS NOT NULL
   AND (t.expires_at IS NULL OR t.expires_at > :now OR t.status = 'running');
 
+-- name: batch_match_retried
+-- For retry_failed (:pairs, a JSON array of [ord, failure id]: the keyed staged rows with
+-- no active match and the history row each one retries): a row whose key has a history
+-- record newer than its failure — the failure was retried meanwhile, by another call,
+-- and that retry has finished, or the key went through otherwise — is matched with the
+-- newest such record, so it is deduplicated, never inserted.  Run in the merge, under the
+-- write lock: no other retry of the failure commits between this check and the insert.
+-- One scan of history from the oldest failure (:floor) probing an index on the rows.
+WITH retried AS MATERIALIZED (
+    SELECT s.ord, s.strategy, s.priority, s.task_type, s.dedup_key,
+           json_extract(p.value, '$[1]') AS failed_id
+    FROM json_each(:pairs) AS p
+    JOIN taskmill_stage.s AS s ON s.ord = json_extract(p.value, '$[0]')
+)
+INSERT OR IGNORE INTO temp.batch_match
+SELECT r.ord, r.strategy, r.priority, max(later.id), later.status, later.priority, 0, 1
+FROM main.history AS later
+CROSS JOIN retried AS r
+    ON r.task_type = later.task_type AND r.dedup_key = later.dedup_key
+   AND later.id > r.failed_id
+WHERE later.id > :floor
+GROUP BY r.ord;
+
 -- name: batch_match_read
 SELECT ord, old_id, old_status, old_priority, old_pos, same FROM temp.batch_match ORDER BY ord;
 
@@ -323,7 +346,8 @@ WINDOW w AS (ORDER BY s.ord);
 
 -- ------------------------------------------------------------------ retention
 -- prune_history: the ids are selected once, their rows exported, then deleted in
--- transactions of a few thousand ids (taskmill/store/retention.py).
+-- transactions of a few thousand ids (taskmill/store/retention.py); the export under way
+-- is recorded in taskmill_meta (meta_*) until it is published.
 
 -- name: prune_select
 -- Ids of the finished tasks a prune removes: finished before :cutoff (+inf: any time),
@@ -349,6 +373,16 @@ ORDER BY id;
 
 -- name: prune_delete
 DELETE FROM history WHERE id IN (SELECT value FROM json_each(?));
+
+-- name: meta_get
+SELECT value FROM taskmill_meta WHERE key = ?;
+
+-- name: meta_set
+INSERT INTO taskmill_meta (key, value) VALUES (?, ?)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: meta_delete
+DELETE FROM taskmill_meta WHERE key = ?;
 
 -- ------------------------------------------------------------------ bulk control
 
@@ -383,10 +417,11 @@ WHERE t.task_type = json_extract(p.value, '$[1]')
   AND (:labels IS NULL OR t.label IN (SELECT value FROM json_each(:labels)));
 
 -- name: failed_to_retry
--- The failed tasks of history to submit again, in history order: those matching the
--- filters (NULL: any) that finished at or after :since (NULL: ever), except a keyed one
--- that is no longer the latest record of its key (something later happened to the key).
--- The later records are found by one scan of history probing an index on the failures.
+-- The failed tasks of history to submit again, in history order, each with its id: those
+-- matching the filters (NULL: any) that finished at or after :since (NULL: ever), except
+-- a keyed one that is no longer the latest record of its key (something later happened
+-- to the key; checked again by the merge, batch_match_retried).  The later records are
+-- found by one scan of history probing an index on the failures.
 WITH failed AS MATERIALIZED (
     SELECT id, task_type, dedup_key FROM history
     WHERE status = 'failed'
@@ -400,7 +435,7 @@ WITH failed AS MATERIALIZED (
         ON f.task_type = later.task_type AND f.dedup_key = later.dedup_key
        AND later.id > f.id
 )
-SELECT h.task_type, h.dedup_key, h.group_name, h.priority, h.payload, h.label,
+SELECT h.id, h.task_type, h.dedup_key, h.group_name, h.priority, h.payload, h.label,
        h.expected_read_bytes, h.expected_write_bytes, h.expected_net_rx_bytes,
        h.expected_net_tx_bytes, h.max_retries
 FROM failed AS f

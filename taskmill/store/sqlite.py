@@ -31,7 +31,14 @@ from ..model import (
 from ..outcome import BatchOutcome
 from ..validation import Row
 from .base import ClaimedTask, CommitHook
-from .batch import Stager, StagingPipeline, decide, split_parts, warm_up_in_background
+from .batch import (
+    Stager,
+    StagingPipeline,
+    decide,
+    retried_failures,
+    split_parts,
+    warm_up_in_background,
+)
 from .batchrun import run_batch
 from .common import (
     CANCEL_BATCH,
@@ -51,7 +58,7 @@ from .keys import key_hash
 from .keys import register as register_key_hash
 from .location import parse_location
 from .picking import Claimed, Picker, check_limits
-from .retention import PruneSelection
+from .retention import PENDING_KEY, PruneSelection
 from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from .workers import DEFAULT_LEASE_TIMEOUT, forget_owner, new_owner_id, pid_alive, stale_owners
 
@@ -125,12 +132,17 @@ def _sql_columns(columns: Iterable[str]) -> str:
     return ", ".join('group_name AS "group"' if c == "group" else c for c in columns)
 
 
+#: The prune lock where ``fcntl.flock`` is missing (this process's prunes only).
+_PRUNE_LOCK = threading.Lock()
+
+
 class _SqliteBatch:
     """The SQLite store as a :class:`~taskmill.store.batchrun.BatchBackend`: staging files
     filled by DuckDB in the background, merged by the batch connection."""
 
-    def __init__(self, store: TaskStore) -> None:
+    def __init__(self, store: TaskStore, retries: Sequence[int] | None = None) -> None:
         self.store = store
+        self.retries = retries
 
     def batch_session(
         self, *, chunked: bool, dry_run: bool
@@ -144,7 +156,9 @@ class _SqliteBatch:
         staged.wait_filled(self.store.path)
 
     def merge(self, staged: _Staged, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
-        return self.store._merge_staged_part(staged, dry_run=dry_run, base_offset=base_offset)
+        return self.store._merge_staged_part(
+            staged, dry_run=dry_run, base_offset=base_offset, retries=self.retries
+        )
 
     def discard(self, staged: _Staged) -> None:
         staged.discard(self.store._stager)
@@ -544,11 +558,16 @@ class TaskStore(StoreMethods):
         dry_run: bool,
         on_commit: CommitHook | None,
         progress: Callable[[int, int], None] | None = None,
+        retries: Sequence[int] | None = None,
     ) -> BatchOutcome:
         self.last_batch_merge_seconds = []
         warm_up_in_background()  # DuckDB starts while the batch is prepared
         return run_batch(
-            _SqliteBatch(self), tasks, dry_run=dry_run, on_commit=on_commit, progress=progress
+            _SqliteBatch(self, retries),
+            tasks,
+            dry_run=dry_run,
+            on_commit=on_commit,
+            progress=progress,
         )
 
     @contextlib.contextmanager
@@ -603,7 +622,12 @@ class TaskStore(StoreMethods):
         return staged
 
     def _merge_staged_part(
-        self, staged: _Staged, *, dry_run: bool, base_offset: int = 0
+        self,
+        staged: _Staged,
+        *,
+        dry_run: bool,
+        base_offset: int = 0,
+        retries: Sequence[int] | None = None,
     ) -> pl.DataFrame:
         """Merge (or plan) one transaction's staged rows.
 
@@ -612,6 +636,8 @@ class TaskStore(StoreMethods):
         attach them and take the store's write lock, for the merge alone.  DuckDB only
         ever opens a staging file before ``sqlite3`` first reads it, and never again
         after: the two copies of SQLite never hold the same file at once.
+
+        ``retries``: see :meth:`StoreMethods._batch`.
         """
         part, pieces, paths = staged.part, staged.pieces, staged.paths
         names = [f"taskmill_stage_{j}" for j in range(len(pieces))]
@@ -648,6 +674,7 @@ class TaskStore(StoreMethods):
                                 staged.pipeline.collisions[j],
                                 dry_run=dry_run,
                                 base_offset=offset,
+                                retries=retries,
                             )
                             results.append(result)
                             if dry_run:
@@ -684,6 +711,7 @@ class TaskStore(StoreMethods):
         *,
         dry_run: bool,
         base_offset: int = 0,
+        retries: Sequence[int] | None = None,
     ) -> pl.DataFrame:
         def sql(name: str) -> str:  # the staging schema name is ours, never data
             return q(name).replace("taskmill_stage.", f"{stage}.")
@@ -695,6 +723,11 @@ class TaskStore(StoreMethods):
         # a plan leaves out tasks expired by now; a merge expired them at its start (under
         # the write lock) and must match whatever is left, so it leaves out nothing
         conn.execute(sql("batch_match_fill"), {"now": now if dry_run else -1.0})
+        if retries is not None and not dry_run:  # decided under the write lock
+            ords, failed = retried_failures(part, retries)
+            if ords:
+                pairs = json.dumps(list(zip(ords, failed, strict=True)))
+                conn.execute(sql("batch_match_retried"), {"pairs": pairs, "floor": min(failed)})
         matches = conn.execute(q("batch_match_read")).fetchall()
         result = decide(part, matches, base, collisions)
         if dry_run:
@@ -1185,6 +1218,40 @@ class TaskStore(StoreMethods):
     def _prune_delete(self, ids: list[int]) -> int:
         with self._write() as conn:
             return conn.execute(q("prune_delete"), (json.dumps(ids),)).rowcount
+
+    @contextlib.contextmanager
+    def _prune_lock(self) -> Iterator[None]:
+        """An exclusive ``flock`` on the file ``.<store name>.prune-lock`` beside the
+        store, held for the whole prune (the kernel releases it if the process dies);
+        where ``fcntl`` is missing, a lock of this process only."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            with _PRUNE_LOCK:
+                yield
+            return
+        path = self.path.parent / f".{self.path.name}.prune-lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _store_error("cannot take the prune lock of", self.path, exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the prune under way
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _prune_recorded(self) -> str | None:
+        with self._read() as conn:
+            row = conn.execute(q("meta_get"), (PENDING_KEY,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _prune_record(self, value: str | None) -> None:
+        with self._write() as conn:
+            if value is None:
+                conn.execute(q("meta_delete"), (PENDING_KEY,))
+            else:
+                conn.execute(q("meta_set"), (PENDING_KEY, value))
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result (``"ok"`` when healthy)."""

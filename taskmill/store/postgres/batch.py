@@ -26,7 +26,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ from psycopg import sql
 
 from ...model import SchedulerError, StoreError
 from .. import batch as staging
-from ..batch import decide, hash_part, staging_frame
+from ..batch import decide, hash_part, retried_failures, staging_frame
 from ..batchrun import INSERTING
 from ..location import scrub
 
@@ -97,8 +97,9 @@ class StagedPart:
 class PostgresBatch:
     """The PostgreSQL store as a batch backend (see the module docstring)."""
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresStore, retries: Sequence[int] | None = None) -> None:
         self.store = store
+        self.retries = retries  # see StoreMethods._batch
 
     # ------------------------------------------------------------------ helpers
 
@@ -249,6 +250,11 @@ class PostgresBatch:
         conn.execute(q("advisory_lock"), {"lock": SUBMIT_LOCK})
         self.store._expire_due(conn, now)  # expired tasks free their keys first
         matches = conn.execute(self._q("batch_match", table)).fetchall()
+        if self.retries is not None:  # after batch_match, under the submit lock
+            ords, failed = retried_failures(part, self.retries, (m[0] for m in matches))
+            if ords:
+                params = {"ords": ords, "failed": failed, "floor": min(failed)}
+                matches += conn.execute(self._q("batch_match_retried", table), params).fetchall()
         result = decide(part, matches, 0, staged.collisions)
         n = result.filter(pl.col("action").is_in(INSERTING)).height
         if n:

@@ -377,10 +377,11 @@ FOR UPDATE OF t;
 SELECT DISTINCT task_type FROM taskmill.tasks;
 
 -- name: failed_to_retry
--- The failed tasks of history to submit again, in history order: those matching the
--- filters (NULL: any) that finished at or after :since (NULL: ever), except a keyed one
--- that is no longer the latest record of its key (something later happened to the key).
-SELECT h.task_type, h.dedup_key, h.group_name, h.priority::bigint, h.payload, h.label,
+-- The failed tasks of history to submit again, in history order, each with its id: those
+-- matching the filters (NULL: any) that finished at or after :since (NULL: ever), except
+-- a keyed one that is no longer the latest record of its key (something later happened
+-- to the key; checked again by the merge, batch_match_retried).
+SELECT h.id, h.task_type, h.dedup_key, h.group_name, h.priority::bigint, h.payload, h.label,
        h.expected_read_bytes, h.expected_write_bytes, h.expected_net_rx_bytes,
        h.expected_net_tx_bytes, h.max_retries::bigint
 FROM taskmill.history AS h
@@ -543,6 +544,25 @@ WHERE s.key_hash IS NOT NULL
 ORDER BY s.ord
 FOR UPDATE OF t;
 
+-- name: batch_match_retried
+-- For retry_failed (:ords, :failed: the keyed staged rows batch_match did not match and
+-- the history row each one retries): a row whose key has a history record newer than its
+-- failure — the failure was retried meanwhile, by another call, and that retry has
+-- finished, or the key went through otherwise — is matched with the newest such record,
+-- so it is deduplicated, never inserted.  Run in the merge after batch_match, under
+-- SUBMIT_LOCK: a retry committed by another call is visible to batch_match (then locked
+-- there) or, had it ended since, its record is visible here (a task moves to history in
+-- one statement, so no end falls between the two).
+SELECT DISTINCT ON (r.ord) r.ord, later.id, later.status, later.priority::bigint,
+       0::bigint, 1
+FROM unnest(%(ords)s::bigint[], %(failed)s::bigint[]) AS r (ord, failed_id)
+JOIN taskmill.{stage} AS s ON s.ord = r.ord
+JOIN taskmill.history AS later
+  ON later.task_type = s.task_type AND later.dedup_key = s.dedup_key
+ AND later.id > r.failed_id
+WHERE later.id > %(floor)s
+ORDER BY r.ord, later.id DESC;
+
 -- name: batch_match_plan
 -- The same for a plan (a read-only transaction: nothing is locked).  A task that has
 -- expired by :now is left out: the submit would expire it first, freeing its key.
@@ -667,3 +687,22 @@ ORDER BY id;
 
 -- name: prune_delete
 DELETE FROM taskmill.history WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: no_lock_timeout
+-- For the prune lock's own session: its one wait is for the prune under way, however
+-- long that takes.
+SET lock_timeout = 0;
+
+-- name: prune_lock
+-- The prune lock (PRUNE_LOCK), held by the session until it ends.
+SELECT pg_advisory_lock(%(lock)s);
+
+-- name: meta_get
+SELECT value FROM taskmill.meta WHERE key = %(key)s;
+
+-- name: meta_set
+INSERT INTO taskmill.meta (key, value) VALUES (%(key)s, %(value)s)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: meta_delete
+DELETE FROM taskmill.meta WHERE key = %(key)s;

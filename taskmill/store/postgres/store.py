@@ -35,12 +35,13 @@ Concurrency across processes and machines rests on PostgreSQL itself:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, TypeVar
@@ -83,7 +84,7 @@ from ..common import (
 from ..keys import POSTGRES_KEY_HASH, key_hash
 from ..location import encode_userinfo, scrub
 from ..picking import Claimed, Picker, check_limits
-from ..retention import PruneSelection
+from ..retention import PENDING_KEY, PruneSelection
 from ..sql import named_queries
 from ..workers import (
     DEFAULT_LEASE_TIMEOUT,
@@ -110,6 +111,9 @@ CLAIM_LOCK = int.from_bytes(b"tm:claim", "big", signed=True)
 #: Seconds the listening connection waits for a notification before it looks whether it
 #: was told to stop (what closing a scheduler waits for, at most).
 LISTEN_WAIT = 0.05
+#: Advisory lock key a prune holds, on a session of its own, from before it selects its
+#: rows until its export is published (see :mod:`taskmill.store.retention`).
+PRUNE_LOCK = int.from_bytes(b"tm:prune", "big", signed=True)
 #: How many times a transaction that met a deadlock or a serialization failure is run
 #: again before the call fails with :class:`StoreLocked`.
 TRANSACTION_TRIES = 5
@@ -501,12 +505,17 @@ class PostgresStore(StoreMethods):
         dry_run: bool,
         on_commit: CommitHook | None,
         progress: Callable[[int, int], None] | None,
+        retries: Sequence[int] | None = None,
     ) -> BatchOutcome:
         self._check_open()
         self.last_batch_merge_seconds = []
         warm_up_in_background()  # DuckDB starts while the batch is prepared
         return run_batch(
-            PostgresBatch(self), tasks, dry_run=dry_run, on_commit=on_commit, progress=progress
+            PostgresBatch(self, retries),
+            tasks,
+            dry_run=dry_run,
+            on_commit=on_commit,
+            progress=progress,
         )
 
     @staticmethod
@@ -1088,6 +1097,36 @@ class PostgresStore(StoreMethods):
         return self._write(
             "cannot prune the history of",
             lambda conn: conn.execute(q("prune_delete"), params).rowcount,
+            single=True,
+        )
+
+    @contextlib.contextmanager
+    def _prune_lock(self) -> Iterator[None]:
+        """The session advisory lock :data:`PRUNE_LOCK`, on a connection of its own
+        opened for the prune and closed after it (the server releases the lock with the
+        session, also when this process dies).  It waits for the prune under way however
+        long it takes (no ``lock_timeout``)."""
+        conn = self._new_connection()
+        try:
+            try:
+                conn.execute(q("no_lock_timeout"))
+                conn.execute(q("prune_lock"), {"lock": PRUNE_LOCK})
+            except psycopg.Error as exc:
+                raise _store_error("cannot take the prune lock of", self.where, exc) from exc
+            yield
+        finally:
+            conn.close()
+
+    def _prune_recorded(self) -> str | None:
+        rows = self._read(lambda conn: conn.execute(q("meta_get"), {"key": PENDING_KEY}).fetchall())
+        return None if not rows else str(rows[0][0])
+
+    def _prune_record(self, value: str | None) -> None:
+        params = {"key": PENDING_KEY, "value": value}
+        query = q("meta_delete" if value is None else "meta_set")
+        self._write(
+            "cannot record the prune under way in",
+            lambda conn: conn.execute(query, params),
             single=True,
         )
 
