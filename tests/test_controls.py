@@ -58,7 +58,7 @@ def test_start_times_take_datetimes_timedeltas_and_unix_seconds(store: tm.TaskSt
 @pytest.mark.parametrize(
     ("kwargs", "field", "message"),
     [
-        ({"run_after": "tomorrow"}, "run_after", "must be a datetime, a timedelta or Unix"),
+        ({"run_after": "tomorrow"}, "run_after", "must be a datetime, a date, a timedelta or Unix"),
         ({"expires_at": float("nan")}, "expires_at", "between 1970 and 9999"),
         ({"run_after": -5}, "run_after", "between 1970 and 9999"),
         ({"run_after": T, "expires_at": T}, "expires_at", "later than run_after"),
