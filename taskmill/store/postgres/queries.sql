@@ -2,6 +2,7 @@
 -- (the loader of taskmill.store.sql).  Parameters are always bound (psycopg's named
 -- placeholders); no SQL is built from data.  `{KEY_HASH}` is replaced, when the file is
 -- loaded, by the key-hash expression of taskmill/store/keys.py (a constant, never data).
+-- `{CLAIM_LOCK}` likewise by the claim lock's key (store.py).
 -- No percent sign may appear in this file outside a placeholder (psycopg reads them all).
 
 -- ------------------------------------------------------------------ connections
@@ -24,6 +25,12 @@ SELECT set_config('lock_timeout', %(ms)s, false),
 -- never decide on the same state; CLAIM_LOCK serializes claims, so group limits count
 -- the running tasks with no other claim in between).
 SELECT pg_advisory_xact_lock(%(lock)s);
+
+-- name: begin_claim
+-- Opens the transaction of a claim that counts limits and takes CLAIM_LOCK, in one round
+-- trip (two statements without parameters travel as one message).  {CLAIM_LOCK} is
+-- replaced by the key when the file is loaded (a constant of store.py, never data).
+BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK});
 
 -- ------------------------------------------------------------------ submitting
 

@@ -50,6 +50,7 @@ import polars as pl
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
 
 from ...model import (
     ACTIVE_STATUSES,
@@ -123,7 +124,8 @@ TRANSACTION_TRIES = 5
 def queries() -> dict[str, str]:
     """Every named query of ``postgres/queries.sql`` (the key-hash expression filled in)."""
     text = resources.files(__package__).joinpath("queries.sql").read_text(encoding="utf-8")
-    return named_queries(text.replace("{KEY_HASH}", POSTGRES_KEY_HASH), "postgres/queries.sql")
+    text = text.replace("{KEY_HASH}", POSTGRES_KEY_HASH).replace("{CLAIM_LOCK}", str(CLAIM_LOCK))
+    return named_queries(text, "postgres/queries.sql")
 
 
 def q(name: str) -> str:
@@ -395,12 +397,15 @@ class PostgresStore(StoreMethods):
         retry_unique: bool = False,
         dispatch: bool = False,
         single: bool = False,
+        begin: str | None = None,
     ) -> T:
         """Run ``body`` in one write transaction, all or nothing.
 
         ``dispatch``: on the dispatch connection instead of the write connection.
         ``single``: ``body`` runs one statement, committed on its own (no ``BEGIN`` and
-        ``COMMIT`` round trips).  A connection found lost at ``BEGIN`` is opened again
+        ``COMMIT`` round trips).  ``begin``: statements without parameters that open the
+        transaction instead of a plain ``BEGIN`` (``BEGIN`` and taking a lock, in one
+        round trip).  A connection found lost at ``BEGIN`` is opened again
         (nothing was written yet).  A deadlock or serialization failure runs the
         transaction again (up to :data:`TRANSACTION_TRIES` times), as does — with
         ``retry_unique`` — a clash on the active-key index (a writer that bypassed the
@@ -414,6 +419,19 @@ class PostgresStore(StoreMethods):
                 try:
                     if single:
                         return body(conn)
+                    if begin is not None:  # opened by ``begin``; closed here
+                        try:
+                            conn.execute(begin)  # type: ignore[arg-type]  # static text
+                            begun = True
+                            result = body(conn)
+                        except BaseException:
+                            idle = conn.info.transaction_status == TransactionStatus.IDLE
+                            if not conn.broken and not idle:
+                                with contextlib.suppress(psycopg.Error):
+                                    conn.execute("ROLLBACK")
+                            raise
+                        conn.execute("COMMIT")
+                        return result
                     with conn.transaction():
                         begun = True
                         return body(conn)
@@ -873,8 +891,8 @@ class PostgresStore(StoreMethods):
             return Claimed(ClaimedTask(*r[:9]) for r in rows)
 
         def body(conn: Connection) -> Claimed:
-            # no other claim between counting and marking
-            conn.execute(q("advisory_lock"), {"lock": CLAIM_LOCK})
+            # CLAIM_LOCK held since BEGIN (begin_claim): no other claim between counting
+            # and marking
             keys = sorted(limits.rate_limits)
             running: dict[str, tuple[int, int]] = {}
             buckets: dict[str, tuple[float, float]] = {}
@@ -925,7 +943,7 @@ class PostgresStore(StoreMethods):
                     taken.extend(batch)
             return picker.outcome(taken)
 
-        return self._write("cannot claim tasks from", body, dispatch=True)
+        return self._write("cannot claim tasks from", body, dispatch=True, begin=q("begin_claim"))
 
     def complete_many(
         self,
