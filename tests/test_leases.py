@@ -10,6 +10,7 @@ one task whose intervals overlap are the defect."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -93,15 +94,19 @@ async def main():
         close_timeout=0.5,
     ) as sched:
         print("ready", flush=True)
+        if cfg.get("ready_flag"):
+            open(cfg["ready_flag"], "w").close()
         if cfg.get("batch_rows"):
-            while len(sched.running) < cfg.get("concurrency", 4):
+            while not os.path.exists(cfg["wait_for"]):  # the other worker watches
                 await asyncio.sleep(0.02)
             n = int(cfg["batch_rows"])
-            rows = pl.DataFrame({"task_type": ["filler"] * n, "dedup_key": [str(i) for i in range(n)]})
+            keys = [str(i) for i in range(n)]
+            rows = pl.DataFrame({"task_type": ["filler"] * n, "dedup_key": keys})
             batch = tm.BatchSubmission().tasks(rows).transaction_limit(n).chunk_size(n)
             began = time.monotonic()
             await sched.submit_batch(batch)
-            print("batch", time.monotonic() - began, flush=True)
+            merged = max(sched.store.last_batch_merge_seconds or [0.0])
+            print("batch", time.monotonic() - began, merged, flush=True)
         if cfg.get("run_for"):
             await asyncio.sleep(float(cfg["run_for"]))
         else:
@@ -132,6 +137,10 @@ def _worker(cfg: dict[str, Any], *, prefix: list[str] | None = None) -> subproce
     )
 
 
+#: Each finished worker's stdout, by pid.
+OUTPUT: dict[int, str] = {}
+
+
 def _rows(path: Path) -> list[list[Any]]:
     if not path.exists():
         return []
@@ -153,7 +162,7 @@ def _wait_started(
 
 
 def _finish(procs: list[subprocess.Popen[str]], timeout: float = 90) -> list[str]:
-    """Wait for every worker; returns their stderr."""
+    """Wait for every worker; returns their stderr (their stdout in :data:`OUTPUT`)."""
     errs = []
     for proc in procs:
         try:
@@ -163,6 +172,7 @@ def _finish(procs: list[subprocess.Popen[str]], timeout: float = 90) -> list[str
             out, err = proc.communicate()
             pytest.fail(f"a worker did not end: {err[-3000:]}")
         assert proc.returncode == 0, err[-3000:]
+        OUTPUT[proc.pid] = out
         errs.append(err)
     return errs
 
@@ -175,7 +185,7 @@ def _overlaps(record: Path) -> list[tuple[int, list[Any], list[Any]]]:
     found = []
     for tid, attempts in by_task.items():
         attempts.sort(key=lambda r: r[2])
-        for a, b in zip(attempts, attempts[1:], strict=False):
+        for a, b in itertools.pairwise(attempts):
             if b[2] < a[3]:
                 found.append((tid, a, b))
     return found
@@ -183,7 +193,9 @@ def _overlaps(record: Path) -> list[tuple[int, list[Any], list[Any]]]:
 
 def _jobs(location: str | Path, n: int, *, group: str | None = None) -> None:
     with tm.TaskStore.open(location) as store:
-        store.submit_batch([tm.TaskSubmission("job", dedup_key=f"k{i}", group=group) for i in range(n)])
+        store.submit_batch(
+            [tm.TaskSubmission("job", dedup_key=f"k{i}", group=group) for i in range(n)]
+        )
 
 
 def _completed_once(location: str | Path, n: int) -> None:
@@ -225,14 +237,25 @@ def test_a_long_batch_on_the_write_connection_does_not_starve_the_lease(
     _jobs(location, 4)
     record = tmp_path / "attempts.jsonl"
     common = {"url": str(location), "record": str(record), "lease": 2.0}
-    other = _worker({**common, "name": "other", "mode": "async", "seconds": 0.1})
+    flag = tmp_path / "other-ready"
     busy = _worker(
-        {**common, "name": "busy", "mode": "async", "seconds": 5, "batch_rows": 150_000}
+        {
+            **common,
+            "name": "busy",
+            "mode": "async",
+            "seconds": 5,
+            "batch_rows": 300_000,
+            "wait_for": str(flag),
+        }
     )
-    _wait_started(record, 4, [busy, other])
+    _wait_started(record, 4, [busy])
+    other = _worker(
+        {**common, "name": "other", "mode": "async", "seconds": 0.1, "ready_flag": str(flag)}
+    )
     _finish([busy, other])
-    out = busy.stdout.read() if busy.stdout else ""
-    assert _overlaps(record) == [], out
+    held = float(OUTPUT[busy.pid].split("batch", 1)[1].split()[1])
+    assert held > 2.0  # the merge held the write connection for longer than the lease
+    assert _overlaps(record) == []
     assert {r[1] for r in _rows(record)} == {"busy"}
     _completed_once(location, 4)
 

@@ -387,6 +387,10 @@ class StoreMethods:
     def _pause_group(self, group: str, until: float | None, now: float) -> None:
         raise NotImplementedError
 
+    def now(self) -> float:
+        """The store's clock, in seconds since the epoch (see the backends)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ control
 
     def pause_group(self, group: str, until: Any = None) -> None:
@@ -399,7 +403,7 @@ class StoreMethods:
                 f"pause_group: the group must be a non-empty string, not {group!r}",
                 kind="invalid_argument",
             )
-        now = time.time()
+        now = self.now()  # a pause ends by the store's clock, as dispatch reads it
         try:
             end = to_seconds(until, "until", now)
         except InvalidSubmission as exc:
@@ -420,7 +424,7 @@ class StoreMethods:
         :class:`DuplicateTask` for a ``REJECT`` submission whose key is active.
         """
         row = check_submission(submission, defaults or Defaults())
-        return self._submit_checked(row, time.time())
+        return self._submit_checked(row, self.now())
 
     def submit_batch(
         self,
