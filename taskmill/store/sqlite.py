@@ -740,7 +740,7 @@ class TaskStore(StoreMethods):
             row = conn.execute(q("get_active"), (task_id,)).fetchone()
             if row is None:
                 return None
-            self._finish(conn, [task_id], "cancelled", time.time())
+            self._finish(conn, [task_id], "cancelled", self._clock_now(conn))
             return str(row[1])
 
     def _expire_due(self, conn: sqlite3.Connection, now: float) -> int:
@@ -852,7 +852,7 @@ class TaskStore(StoreMethods):
         with self._write() as conn:
             ids = sorted(r[0] for r in conn.execute(query, params))
             if ids:
-                self._finish(conn, ids, "cancelled", time.time())
+                self._finish(conn, ids, "cancelled", self._clock_now(conn))
         return len(ids), (ids[-1] if ids else None)
 
     def _failed_rows(
@@ -1048,7 +1048,7 @@ class TaskStore(StoreMethods):
         with self._write() as conn:
             owned = self._owned(conn, task_ids, owner, attempts)
             if owned:
-                self._finish(conn, owned, "completed", time.time())
+                self._finish(conn, owned, "completed", self._clock_now(conn))
             return set(owned)
 
     def fail(
@@ -1080,7 +1080,7 @@ class TaskStore(StoreMethods):
                     },
                 )
                 return "retry"
-            self._finish(conn, [task_id], "failed", time.time(), error=error)
+            self._finish(conn, [task_id], "failed", self._clock_now(conn), error=error)
             return "failed"
 
     def release(

@@ -878,10 +878,11 @@ class PostgresStore(StoreMethods):
                     running[name] = (int(a), int(b))
                 else:
                     buckets[name] = (a, b)
-            # the server's clock, read after the counts: every end they saw was recorded
-            # (its time taken) before, so no start is recorded before an end it counted;
-            # a bucket's time is the server's, whatever this machine's clock says
-            at = self._server_now(conn) if now is None else now
+            # the server's clock (as every end is recorded by), read after the counts:
+            # every end they saw was recorded (its time taken) before, so no start is
+            # recorded before an end it counted; a bucket's time is the server's,
+            # whatever this machine's clock says
+            at = self.now() if now is None else now
             picker = Picker(limits, running, buckets, at)
             taken: list[ClaimedTask] = []
             while len(taken) < limit:
