@@ -115,7 +115,9 @@ class TaskContext:
 
     @property
     def cancelled(self) -> bool:
-        """True once the task was cancelled or superseded; the executor should stop."""
+        """True once the task was cancelled or superseded, or this worker could not
+        renew its lease for half of it (fencing): the executor should stop.  One that
+        ignores it past the lease may run at the same time as another worker's attempt."""
         return self._cancelled
 
     def payload_json(self) -> Any:
@@ -230,9 +232,13 @@ class Scheduler:
       are told to stop (``ctx.cancelled``; async ones are cancelled) and, once their
       code has returned, put back to pending.
     - ``lease_timeout``: this scheduler renews its lease on its running tasks every
-      few seconds; a task whose owner stopped renewing for that long (a killed
-      process, a machine gone) is put back to pending by any scheduler on the store,
-      not counted as a try.  A dead process on this host is detected at once.
+      ``lease_timeout / 6`` s (at most 2 s) from a thread and connection of its own
+      (:class:`~taskmill.lease.LeaseKeeper`); a task whose owner's lease ran out by the
+      store's clock (a killed process, a machine gone) is put back to pending by any
+      scheduler on the store, not counted as a try.  A dead process of this host and
+      PID namespace is detected at once.  With no renewal for ``lease_timeout / 2`` s
+      the running attempts are told to stop (``ctx.cancelled``; fencing, see README
+      "Leases"), before anyone else may take them.
     - ``history_retention``: a ``timedelta``; finished tasks older than that are removed
       from history in the background (``store.prune_history(older_than=…)``) shortly
       after start and then every few minutes (:data:`RETENTION_INTERVAL`), each prune
