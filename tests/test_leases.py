@@ -403,7 +403,7 @@ def sqlite_lock_holder(tmp_path: Path) -> Iterator[Any]:
 
     yield hold
     for proc in procs:
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)  # its pipe closed
 
 
 @pytest.mark.sqlite_only(reason="SQLite's file lock, held by another process")
