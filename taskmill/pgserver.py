@@ -189,6 +189,7 @@ class ThrowawayPostgres:
         self.port = 0
         self.folder: Path | None = None
         self._as: dict[str, Any] = {}
+        self._start_command: list[str] = []
         #: The watchdog that removes the server if this process dies (see the module docstring).
         self._watchdog: subprocess.Popen[bytes] | None = None
 
@@ -241,21 +242,20 @@ class ThrowawayPostgres:
             if not self.durable:
                 options += ["-c fsync=off", "-c synchronous_commit=off"]
             options += [f"-c {name}={value}" for name, value in self.settings.items()]
-            self._run(
-                [
-                    str(bin_dir / "pg_ctl"),
-                    "-D",
-                    str(data),
-                    "-w",
-                    "-t",
-                    "60",
-                    "-l",
-                    str(self.folder / "server.log"),
-                    "-o",
-                    " ".join(options),
-                    "start",
-                ]
-            )
+            self._start_command = [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(self.folder / "server.log"),
+                "-o",
+                " ".join(options),
+                "start",
+            ]
+            self._run(self._start_command)
         except BaseException:
             self._remove()
             raise
@@ -279,6 +279,20 @@ class ThrowawayPostgres:
                     ]
                 )
         self._remove()
+
+    def halt(self) -> None:
+        """Stop the server at once (an outage: every connection is cut), keeping its data
+        for :meth:`resume`."""
+        if self.folder is None or self.bin_dir is None:
+            raise RuntimeError("the server is not started")
+        data = self.folder / "data"
+        self._run([str(self.bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
+
+    def resume(self) -> None:
+        """Start the server again after :meth:`halt`, on the same port and data."""
+        if not self._start_command:
+            raise RuntimeError("the server was never started")
+        self._run(self._start_command)
 
     def __enter__(self) -> ThrowawayPostgres:
         return self.start()

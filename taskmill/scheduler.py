@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from .lease import LeaseKeeper
 from .model import (
     ACTIVE_STATUSES,
     BatchSubmitted,
@@ -114,7 +115,9 @@ class TaskContext:
 
     @property
     def cancelled(self) -> bool:
-        """True once the task was cancelled or superseded; the executor should stop."""
+        """True once the task was cancelled or superseded, or this worker could not
+        renew its lease for half of it (fencing): the executor should stop.  One that
+        ignores it past the lease may run at the same time as another worker's attempt."""
         return self._cancelled
 
     def payload_json(self) -> Any:
@@ -195,7 +198,8 @@ class _Attempt:
     started: float
     owner: str  # the worker identity that claimed it (a new one after a lost lease)
     job: asyncio.Task[None] | None = None
-    stop_reason: str | None = None  # "cancelled" | "superseded" | "shutdown" | "lost"
+    # "cancelled" | "superseded" | "shutdown" | "lost" | "fenced" (no lease renewal)
+    stop_reason: str | None = None
     settling: bool = False  # the executor has returned; its outcome is being recorded
     replaced_by: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -228,9 +232,13 @@ class Scheduler:
       are told to stop (``ctx.cancelled``; async ones are cancelled) and, once their
       code has returned, put back to pending.
     - ``lease_timeout``: this scheduler renews its lease on its running tasks every
-      few seconds; a task whose owner stopped renewing for that long (a killed
-      process, a machine gone) is put back to pending by any scheduler on the store,
-      not counted as a try.  A dead process on this host is detected at once.
+      ``lease_timeout / 6`` s (at most 2 s) from a thread and connection of its own
+      (:class:`~taskmill.lease.LeaseKeeper`); a task whose owner's lease ran out by the
+      store's clock (a killed process, a machine gone) is put back to pending by any
+      scheduler on the store, not counted as a try.  A dead process of this host and
+      PID namespace is detected at once.  With no renewal for ``lease_timeout / 2`` s
+      the running attempts are told to stop (``ctx.cancelled``; fencing, see README
+      "Leases"), before anyone else may take them.
     - ``history_retention``: a ``timedelta``; finished tasks older than that are removed
       from history in the background (``store.prune_history(older_than=…)``) shortly
       after start and then every few minutes (:data:`RETENTION_INTERVAL`), each prune
@@ -322,6 +330,9 @@ class Scheduler:
         self._retention_task: asyncio.Task[None] | None = None
         self._reconcile_needed = False
         self._owner_stale = False  # our lease was lost; a new identity is being made
+        self._keeper: LeaseKeeper | None = None
+        self._fenced = False  # renewals fail: attempts told to stop, nothing claimed
+        self._lease_wake: asyncio.Event | None = None
         # the last claim filled every free slot: the next wake-up comes from an attempt
         # ending, so the loop need not ask the store when a retry is due
         self._slots_filled = False
@@ -356,6 +367,17 @@ class Scheduler:
         )
         self._wake = asyncio.Event()
         self._activity = asyncio.Event()
+        self._lease_wake = asyncio.Event()
+        self._fenced = False
+        self._owner_stale = False
+        self._keeper = LeaseKeeper(
+            self._store,
+            self._owner,
+            self.lease_timeout,
+            on_fence=self._fence_from_keeper,
+            on_unfence=lambda: self._from_keeper(self._unfence),
+            on_lost=lambda owner: self._from_keeper(self._lease_gone, owner),
+        ).start()
         self._pool = ThreadPoolExecutor(
             max_workers=self.max_concurrency, thread_name_prefix="taskmill-exec"
         )
@@ -449,6 +471,9 @@ class Scheduler:
             self._lease_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._lease_task
+        if self._keeper is not None:
+            await asyncio.to_thread(self._keeper.stop)
+            self._keeper = None
         if self._retention_task is not None:
             # a prune under way finishes its current transaction in its thread; the store
             # refuses the next one once closed
@@ -784,14 +809,14 @@ class Scheduler:
         due = await self._db(self.store.next_retry_at)
         if due is None:
             return delay
-        return max(0.0, min(delay, due - time.time()))
+        return max(0.0, min(delay, due - self._store_now()))
 
     async def _dispatch(self) -> None:
         # an attempt whose code has returned holds no slot while its outcome is
         # recorded: the next claim overlaps the last completions' commit
         free = self.max_concurrency - sum(not a.settling for a in self._running.values())
         self._slots_filled = free <= 0
-        if free <= 0 or not self.executors or self._closing or self._owner_stale:
+        if free <= 0 or not self.executors or self._closing or self._owner_stale or self._fenced:
             return
         owner = self._owner
         assert owner is not None
@@ -840,28 +865,89 @@ class Scheduler:
             self._poke()
         self._reconcile_needed = False
 
+    def _store_now(self) -> float:
+        """The store's clock as last read by the lease keeper (this machine's before)."""
+        keeper = self._keeper
+        at = keeper.clock.now() if keeper is not None else None
+        return time.time() if at is None else at
+
+    @property
+    def clock_offset(self) -> float:
+        """Seconds the store's clock is ahead of this machine's (negative: behind), as the
+        last lease renewal measured; a difference over a second is logged at WARNING."""
+        keeper = self._keeper
+        return 0.0 if keeper is None else keeper.clock.offset
+
+    def _from_keeper(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the event loop (called from the lease keeper's threads)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+                loop.call_soon_threadsafe(fn, *args)
+
+    def _fence_from_keeper(self) -> None:
+        """No renewal for half the lease (the keeper's watchdog thread): every attempt's
+        ``ctx.cancelled`` is set here at once — the event loop may be busy — then the
+        loop stops them (:meth:`_fence`)."""
+        for attempt in self._running.copy().values():
+            if attempt.stop_reason is None and not attempt.settling:
+                attempt.ctx._cancelled = True
+        self._from_keeper(self._fence)
+
+    def _fence(self) -> None:
+        """Stop every running attempt (async ones are cancelled) and claim nothing until
+        a renewal lands: once they return, their tasks go back to pending if still ours."""
+        self._fenced = True
+        told = [a for a in self._running.values() if a.stop_reason is None and not a.settling]
+        log.warning(
+            "taskmill: %d running attempt(s) told to stop: this worker cannot renew its "
+            "lease, and after %g s without one other workers may take the tasks",
+            len(told),
+            self.lease_timeout,
+        )
+        for attempt in told:
+            self._stop_attempt(attempt, "fenced")
+
+    def _unfence(self) -> None:
+        self._fenced = False
+        self._poke()
+
+    def _lease_gone(self, owner: str) -> None:
+        """The store says ``owner``'s lease was taken away: a new identity is made."""
+        if owner == self._owner and not self._owner_stale:
+            self._owner_stale = True
+            self._lease_lost()
+            if self._lease_wake is not None:
+                self._lease_wake.set()
+
     async def _lease_loop(self) -> None:
-        """Renew this scheduler's lease; put back the tasks of stopped workers."""
+        """Make a new identity when the lease was lost; put back the tasks of stopped
+        workers and expire tasks not started in time.  The lease itself is renewed by
+        the :class:`~taskmill.lease.LeaseKeeper` on threads of its own."""
+        assert self._lease_wake is not None
         tick = max(0.05, min(self.lease_timeout / 3, 2.0))
         while True:
-            await asyncio.sleep(tick)
+            await _wait_event(self._lease_wake, tick)
+            self._lease_wake.clear()
             try:
-                owner = self._owner
-                assert owner is not None
-                if self._owner_stale or not await self._db(self.store.renew, owner):
+                if self._owner_stale:
                     # a new identity: results of the old one's attempts are refused, even
                     # for a task this scheduler claims again meanwhile
-                    self._owner_stale = True
-                    self._lease_lost()
-                    self._owner = await self._db(
-                        self.store.new_owner, lease_timeout=self.lease_timeout
-                    )
+                    old = self._owner
+                    assert old is not None
+                    sent = time.monotonic()
+                    owner = await self._db(self.store.new_owner, lease_timeout=self.lease_timeout)
+                    self._owner = owner
+                    if self._keeper is not None:
+                        self._keeper.replace(owner, sent)
                     self._owner_stale = False
-                    await self._db(self.store.release_owner, owner)
+                    self._fenced = False
+                    await self._db(self.store.release_owner, old)
+                    self._poke()
                 recovered = await self._db(self.store.recover)
                 expired = await self._db(self.store.expire_due)
             except Exception as exc:
-                log.warning("taskmill: could not renew this worker's lease: %s", exc)
+                log.warning("taskmill: could not look for stopped workers' tasks: %s", exc)
                 continue
             if recovered:
                 self._publish(TasksRecovered(count=recovered))
@@ -990,7 +1076,7 @@ class Scheduler:
                 )
             )
             return
-        if reason == "shutdown":  # told to stop: pending again once its code returned
+        if reason in ("shutdown", "fenced"):  # told to stop: pending again once it returned
             await self._persist(
                 f"the release of task {task.id}",
                 self.store.release,
@@ -1011,7 +1097,7 @@ class Scheduler:
         retry_at = None
         if task.attempt <= max_retries:
             delay = min(self.max_retry_delay, self.retry_delay * 2 ** (task.attempt - 1))
-            retry_at = time.time() + delay
+            retry_at = self._store_now() + delay
         result = await self._persist(
             f"the failure of task {task.id}",
             self.store.fail,
@@ -1051,7 +1137,7 @@ class Scheduler:
             )
         )
         if retry_at is not None and self._loop is not None:
-            self._loop.call_at(self._loop.time() + (retry_at - time.time()), self._poke)
+            self._loop.call_at(self._loop.time() + (retry_at - self._store_now()), self._poke)
 
     async def _persist(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call the store until the call lands: a result must be recorded even when the

@@ -452,6 +452,10 @@ class StoreMethods:
     def _pause_group(self, group: str, until: float | None, now: float) -> None:
         raise NotImplementedError
 
+    def now(self) -> float:
+        """The store's clock, in seconds since the epoch (see the backends)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ control
 
     def pause_group(self, group: str, until: Any = None) -> None:
@@ -460,7 +464,7 @@ class StoreMethods:
         :meth:`resume_group` when ``None``.  Running attempts go on; every scheduler on
         the store holds the group.  Pausing a paused group sets its new end."""
         text_argument(group, "group")
-        now = time.time()
+        now = self.now()  # a pause ends by the store's clock, as dispatch reads it
         try:
             end = to_seconds(until, "until", now)
         except InvalidSubmission as exc:
@@ -481,7 +485,7 @@ class StoreMethods:
         :class:`DuplicateTask` for a ``REJECT`` submission whose key is active.
         """
         row = check_submission(submission, defaults or Defaults())
-        return self._submit_checked(row, time.time())
+        return self._submit_checked(row, self.now())
 
     def submit_batch(
         self,

@@ -29,6 +29,9 @@ __all__ = ["Claimed", "Limits", "Picker", "check_limits"]
 HELD_BY_LIMIT = "group limit"
 HELD_BY_BUDGET = "byte budget"
 HELD_BY_RATE = "rate limit"
+#: Seconds a stored bucket time may lie ahead of a claim's clock (readings of the store's
+#: clock differ by a round trip); further ahead, it came from a wrong clock.
+BUCKET_FUTURE_SLACK = 1.0
 
 
 class Claimed(list[Any]):
@@ -145,8 +148,13 @@ class Picker:
         self._as_of: dict[str, float] = {}  # the time each bucket's count is for
         for key, rate in limits.rate_limits.items():
             held, at = buckets.get(key, (rate.capacity, now))
-            # a worker whose clock is behind the bucket's adds nothing, and never
-            # moves the bucket's time back (which would count a refill twice)
+            if at > now + BUCKET_FUTURE_SLACK:
+                # written by a clock far ahead (a worker of a taskmill before buckets
+                # went by the store's clock): from now on, or the bucket stays frozen
+                at = now
+            # a claim whose reading of the store's clock is a little behind the bucket's
+            # adds nothing, and never moves the bucket's time back (which would count a
+            # refill twice)
             refill = max(0.0, now - at) * rate.per_second
             self.tokens[key] = min(rate.capacity, held + refill)
             self._as_of[key] = max(at, now)

@@ -108,29 +108,48 @@ WHERE key IN (SELECT value FROM json_each(:keys));
 INSERT INTO rate_buckets (key, tokens, updated_at) VALUES (:key, :tokens, :at)
 ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at;
 
+-- name: store_clock
+-- The store's clock, in seconds since the epoch: every lease is judged by it.  A SQLite
+-- store lives on one host, so this is the host's clock as SQLite reads it (a process's
+-- own idea of the time never enters a lease).
+SELECT (julianday('now') - 2440587.5) * 86400.0;
+
 -- name: running_owner_leases
--- Each owner of running tasks, with the end of its lease (NULL: it holds none).
-SELECT r.owner, w.heartbeat_at + w.lease_timeout
+-- Each owner of running tasks: whether its lease ran out by :now (the store's clock when
+-- NULL; NULL: it holds no lease), and the host, boot and PID namespace it runs in.
+SELECT r.owner, w.heartbeat_at + w.lease_timeout < COALESCE(:now, (julianday('now') - 2440587.5) * 86400.0), w.scope
 FROM (SELECT DISTINCT owner FROM tasks WHERE status = 'running') AS r
 LEFT JOIN workers AS w ON w.owner = r.owner;
 
 -- name: expired_workers
-SELECT owner FROM workers WHERE heartbeat_at + lease_timeout < :now;
+SELECT owner FROM workers WHERE heartbeat_at + lease_timeout < COALESCE(:now, (julianday('now') - 2440587.5) * 86400.0);
 
 -- name: register_worker
-INSERT INTO workers (owner, host, pid, lease_timeout, heartbeat_at, started_at)
-VALUES (:owner, :host, :pid, :lease, :now, :now)
+-- A lease starts by the store's clock, as every renewal does.
+INSERT INTO workers (owner, host, pid, lease_timeout, heartbeat_at, started_at, scope)
+VALUES (:owner, :host, :pid, :lease, (julianday('now') - 2440587.5) * 86400.0, (julianday('now') - 2440587.5) * 86400.0, :scope)
 ON CONFLICT (owner) DO UPDATE
-SET lease_timeout = excluded.lease_timeout, heartbeat_at = excluded.heartbeat_at;
+SET lease_timeout = excluded.lease_timeout, heartbeat_at = excluded.heartbeat_at,
+    scope = excluded.scope
+RETURNING heartbeat_at;
 
 -- name: renew_worker
-UPDATE workers SET heartbeat_at = :now WHERE owner = :owner;
+-- The store's time of the renewal (no row: the lease was taken away).
+UPDATE workers SET heartbeat_at = (julianday('now') - 2440587.5) * 86400.0 WHERE owner = :owner
+RETURNING heartbeat_at;
+
+-- name: renew_workers
+-- A batch transaction renews the leases of this process's live workers last: while it
+-- held the write lock no other process could renew or recover anything.
+UPDATE workers SET heartbeat_at = (julianday('now') - 2440587.5) * 86400.0
+WHERE owner IN (SELECT value FROM json_each(:owners));
 
 -- name: forget_worker
 DELETE FROM workers WHERE owner = ?;
 
 -- name: forget_expired_worker
-DELETE FROM workers WHERE owner = :owner AND heartbeat_at + lease_timeout < :now;
+DELETE FROM workers
+WHERE owner = :owner AND heartbeat_at + lease_timeout < COALESCE(:now, (julianday('now') - 2440587.5) * 86400.0);
 
 -- name: release_expired_owner
 -- An owner whose lease ran out: its tasks are pending again (unless it renewed meanwhile).
@@ -139,7 +158,8 @@ SET status = 'pending', owner = NULL, attempts = MAX(attempts - 1, 0), started_a
 WHERE status = 'running' AND owner = :owner
   AND NOT EXISTS (
       SELECT 1 FROM workers
-      WHERE workers.owner = :owner AND heartbeat_at + lease_timeout >= :now
+      WHERE workers.owner = :owner
+        AND heartbeat_at + lease_timeout >= COALESCE(:now, (julianday('now') - 2440587.5) * 86400.0)
   );
 
 -- name: owned_by

@@ -82,14 +82,17 @@ CREATE TABLE history (
 CREATE INDEX history_finished ON history (finished_at);
 
 -- Workers and their leases (schema 2): a scheduler renews `heartbeat_at` while it
--- runs; a running task whose owner's lease ran out is pending again.
+-- runs; a running task whose owner's lease ran out is pending again.  Schema 5:
+-- `heartbeat_at` goes by the store's clock; `scope` is the worker's boot id and PID
+-- namespace (NULL: unknown), without which no one judges it dead by its pid.
 CREATE TABLE workers (
     owner         TEXT    PRIMARY KEY,   -- 'host:pid:token', as in tasks.owner
     host          TEXT    NOT NULL,
     pid           INTEGER NOT NULL,
     lease_timeout REAL    NOT NULL CHECK (lease_timeout > 0),
     heartbeat_at  REAL    NOT NULL,
-    started_at    REAL    NOT NULL
+    started_at    REAL    NOT NULL,
+    scope         TEXT
 ) WITHOUT ROWID;
 
 -- Groups held by pause_group (schema 4): none of their tasks is dispatched until

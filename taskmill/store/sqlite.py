@@ -60,7 +60,18 @@ from .location import parse_location
 from .picking import Claimed, Picker, check_limits
 from .retention import PENDING_KEY, PruneSelection
 from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
-from .workers import DEFAULT_LEASE_TIMEOUT, forget_owner, new_owner_id, pid_alive, stale_owners
+from .workers import (
+    DEFAULT_LEASE_TIMEOUT,
+    StoreClock,
+    forget_owner,
+    live_owners,
+    local_scope,
+    new_owner_id,
+    note_renewed,
+    owner_parts,
+    pid_alive,
+    stale_owners,
+)
 
 __all__ = ["ClaimedTask", "CommitHook", "TaskStore"]
 
@@ -663,9 +674,10 @@ class TaskStore(StoreMethods):
                         self._plan_txn(conn) if dry_run else self._transaction(conn, deferred=True)
                     )
                     merge_started = time.perf_counter()
+                    renewed: tuple[list[str], float] | None = None
                     with txn as c:
                         if not dry_run:  # expired tasks free their keys first
-                            self._expire_due(c, time.time())
+                            self._expire_due(c, self._clock_now(c))
                         for j, piece in enumerate(pieces):
                             result = self._merge_staged(
                                 c,
@@ -681,6 +693,10 @@ class TaskStore(StoreMethods):
                                 offset += result.filter(
                                     pl.col("action").is_in(["submitted", "superseded"])
                                 ).height
+                        if not dry_run:
+                            renewed = self._renew_live(c)
+                    if renewed is not None:
+                        note_renewed(*renewed)
                     if not dry_run:
                         self.last_batch_merge_seconds.append(time.perf_counter() - merge_started)
                     return pl.concat(results)
@@ -716,7 +732,7 @@ class TaskStore(StoreMethods):
         def sql(name: str) -> str:  # the staging schema name is ours, never data
             return q(name).replace("taskmill_stage.", f"{stage}.")
 
-        now = time.time()
+        now = TaskStore._clock_now(conn)
         base = conn.execute(q("next_id")).fetchone()[0] + base_offset
         conn.execute(q("batch_match_create"))
         conn.execute(q("batch_match_clear"))
@@ -763,7 +779,7 @@ class TaskStore(StoreMethods):
             row = conn.execute(q("get_active"), (task_id,)).fetchone()
             if row is None:
                 return None
-            self._finish(conn, [task_id], "cancelled", time.time())
+            self._finish(conn, [task_id], "cancelled", self._clock_now(conn))
             return str(row[1])
 
     def _expire_due(self, conn: sqlite3.Connection, now: float) -> int:
@@ -774,11 +790,36 @@ class TaskStore(StoreMethods):
             self._finish(conn, ids, "expired", now)
         return len(ids)
 
+    @staticmethod
+    def _clock_now(conn: sqlite3.Connection) -> float:
+        """The store's clock (see query ``store_clock``), read on ``conn``."""
+        return float(conn.execute(q("store_clock")).fetchone()[0])
+
+    def now(self) -> float:
+        """The store's clock, in seconds since the epoch: what leases, rate limits, start
+        and expiry times are judged by (a SQLite store's host reads it)."""
+        with self._read() as conn:
+            return self._clock_now(conn)
+
+    @staticmethod
+    def _renew_live(conn: sqlite3.Connection) -> tuple[list[str], float] | None:
+        """Renew, as the last statement of a long write transaction, the leases of the
+        workers alive in this process: no other process could renew or recover anything
+        while it held the write lock.  Returns what to pass to ``note_renewed`` once the
+        transaction has committed."""
+        owners = live_owners()
+        if not owners:
+            return None
+        sent = time.monotonic()
+        conn.execute(q("renew_workers"), {"owners": json.dumps(owners)})
+        return owners, sent
+
     def expire_due(self, *, now: float | None = None) -> int:
         """Move every task not started by its ``expires_at`` (pending, waiting out a
         retry, or paused) to history as ``expired``, freeing its key; returns how many."""
-        at = clock_argument(now)
+        now = None if now is None else clock_argument(now)
         with self._read() as conn:  # a look first: most calls find nothing to write
+            at = self._clock_now(conn) if now is None else now
             if conn.execute(q("expired_ids"), {"now": at}).fetchone() is None:
                 return 0
         with self._write() as conn:
@@ -797,14 +838,16 @@ class TaskStore(StoreMethods):
     def waiting_for_start(self, *, now: float | None = None) -> dict[str | None, int]:
         """Pending tasks per group (``None``: no group) whose start time, or retry
         backoff, is still ahead."""
-        at = clock_argument(now)
+        now = None if now is None else clock_argument(now)
         with self._read() as conn:
+            at = self._clock_now(conn) if now is None else now
             return dict(conn.execute(q("waiting_for_start"), {"now": at}).fetchall())
 
     def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
         """The groups paused now, with the time each pause ends (``None``: until resumed)."""
-        at = clock_argument(now)
+        now = None if now is None else clock_argument(now)
         with self._read() as conn:
+            at = self._clock_now(conn) if now is None else now
             return dict(conn.execute(q("paused_groups"), {"now": at}).fetchall())
 
     def pause(self, task_id: int) -> bool:
@@ -854,7 +897,7 @@ class TaskStore(StoreMethods):
         with self._write() as conn:
             ids = sorted(r[0] for r in conn.execute(query, params))
             if ids:
-                self._finish(conn, ids, "cancelled", time.time())
+                self._finish(conn, ids, "cancelled", self._clock_now(conn))
         return len(ids), (ids[-1] if ids else None)
 
     def _failed_rows(
@@ -883,33 +926,35 @@ class TaskStore(StoreMethods):
         return owner
 
     def register(self, owner: str, *, lease_timeout: float) -> None:
-        """(Re-)register ``owner`` with a fresh lease (after :meth:`renew` said it was lost)."""
-        host, _, rest = owner.partition(":")
-        pid = rest.partition(":")[0]
-        now = time.time()
+        """(Re-)register ``owner`` with a fresh lease (after :meth:`renew` said it was lost),
+        starting by the store's clock, with this process's scope
+        (:func:`~taskmill.store.workers.local_scope`)."""
+        host, pid = owner_parts(owner)
+        params = {
+            "owner": owner,
+            "host": host,
+            "pid": pid,
+            "lease": float(lease_timeout),
+            "scope": local_scope(),
+        }
         with self._write() as conn:
-            conn.execute(
-                q("register_worker"),
-                {
-                    "owner": owner,
-                    "host": host,
-                    "pid": int(pid) if pid.isdigit() else 0,
-                    "lease": float(lease_timeout),
-                    "now": now,
-                },
-            )
+            conn.execute(q("register_worker"), params).fetchall()
 
     def renew(self, owner: str) -> bool:
-        """Extend ``owner``'s lease on the tasks it runs.
+        """Extend ``owner``'s lease on the tasks it runs, by the store's clock.
 
         ``False`` when the lease had already been taken away (the worker stopped
         renewing for longer than its lease, and another worker put its tasks back to
-        pending): the caller no longer owns any task and must register again.
+        pending): the caller no longer owns any task and must register again.  A
+        scheduler renews on a :meth:`heartbeat` of its own instead.
         """
         with self._write() as conn:
-            return (
-                conn.execute(q("renew_worker"), {"owner": owner, "now": time.time()}).rowcount == 1
-            )
+            return bool(conn.execute(q("renew_worker"), {"owner": owner}).fetchall())
+
+    def heartbeat(self, *, timeout: float) -> SqliteHeartbeat:
+        """A connection of its own for renewing leases, waiting at most ``timeout``
+        seconds for the write lock: never queued behind this store's other calls."""
+        return SqliteHeartbeat(self, timeout)
 
     def release_owner(self, owner: str) -> int:
         """Give every task ``owner`` still runs back to the queue; forget the owner."""
@@ -926,13 +971,13 @@ class TaskStore(StoreMethods):
 
     def recover(self, *, now: float | None = None) -> int:
         """Put back to pending (not counted as a try) the running tasks whose worker is
-        gone: its lease ran out, it is a dead process of this host, or it never held a
-        lease (a worker of the 0.1 schema, on another host).  Returns how many."""
-        now = time.time() if now is None else now
+        gone: its lease ran out by the store's clock (``now``: another time, for tests),
+        it is a dead process of this host and PID namespace, or it never held a lease (a
+        worker of the 0.1 schema, on another host).  Returns how many."""
         with self._read() as conn:
-            running = conn.execute(q("running_owner_leases")).fetchall()
+            running = conn.execute(q("running_owner_leases"), {"now": now}).fetchall()
             stale = conn.execute(q("expired_workers"), {"now": now}).fetchall()
-        dead, expired = stale_owners(running, (r[0] for r in stale), now)
+        dead, expired = stale_owners(running, (r[0] for r in stale))
         if not dead and not expired:
             return 0
         count = 0
@@ -984,9 +1029,9 @@ class TaskStore(StoreMethods):
         limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
         taken: list[ClaimedTask] = []
         with self._write() as conn:
-            # the clock is read holding the write lock: a task starts after every
+            # the store's clock, read holding the write lock: a task starts after every
             # attempt whose end this claim sees was recorded
-            now = time.time() if now is None else now
+            now = self._clock_now(conn) if now is None else now
             running = (
                 {g: (n, (hi << 32) + lo) for g, n, hi, lo in conn.execute(q("running_per_group"))}
                 if limits.counts_running
@@ -1050,7 +1095,7 @@ class TaskStore(StoreMethods):
         with self._write() as conn:
             owned = self._owned(conn, task_ids, owner, attempts)
             if owned:
-                self._finish(conn, owned, "completed", time.time())
+                self._finish(conn, owned, "completed", self._clock_now(conn))
             return set(owned)
 
     def fail(
@@ -1082,7 +1127,7 @@ class TaskStore(StoreMethods):
                     },
                 )
                 return "retry"
-            self._finish(conn, [task_id], "failed", time.time(), error=error)
+            self._finish(conn, [task_id], "failed", self._clock_now(conn), error=error)
             return "failed"
 
     def release(
@@ -1148,7 +1193,7 @@ class TaskStore(StoreMethods):
     def next_retry_at(self) -> float | None:
         """The earliest time a task waiting out a retry backoff becomes due."""
         with self._read() as conn:
-            return conn.execute(q("next_run_after"), {"now": time.time()}).fetchone()[0]
+            return conn.execute(q("next_run_after"), {"now": self._clock_now(conn)}).fetchone()[0]
 
     # ------------------------------------------------------------------ queries
 
@@ -1257,3 +1302,46 @@ class TaskStore(StoreMethods):
         """SQLite's ``PRAGMA integrity_check`` result (``"ok"`` when healthy)."""
         with self._read() as conn:
             return "\n".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
+
+
+class SqliteHeartbeat:
+    """Lease renewals on a connection of their own to the store's file (WAL): a tiny
+    write that waits at most ``timeout`` seconds for the write lock, so a renewal never
+    queues behind the store's other connections, nor behind a thread pool."""
+
+    def __init__(self, store: TaskStore, timeout: float) -> None:
+        self.store = store
+        self.clock = StoreClock()
+        self._timeout = max(0.01, float(timeout))
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(
+                self.store.path,
+                timeout=self._timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {max(1, int(self._timeout * 1000))}")
+            self._conn = conn
+        return self._conn
+
+    def renew(self, owner: str) -> float | None:
+        """Renew ``owner``'s lease: the store's time of the renewal, or ``None`` when
+        the lease had been taken away.  Raises :class:`StoreError` when it cannot."""
+        try:
+            sent = time.monotonic()
+            rows = self._connection().execute(q("renew_worker"), {"owner": owner}).fetchall()
+        except sqlite3.Error as exc:
+            raise _store_error("cannot renew a lease in", self.store.path, exc) from exc
+        if not rows:
+            return None
+        self.clock.set(float(rows[0][0]), sent, time.monotonic())
+        return float(rows[0][0])
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

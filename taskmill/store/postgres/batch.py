@@ -238,14 +238,16 @@ class PostgresBatch:
     ) -> pl.DataFrame:
         from .store import q
 
-        matches = conn.execute(self._q("batch_match_plan", table), {"now": time.time()}).fetchall()
+        matches = conn.execute(
+            self._q("batch_match_plan", table), {"now": self.store.now()}
+        ).fetchall()
         base = int(conn.execute(q("batch_last_id")).fetchone()[0]) + base_offset  # type: ignore[index]
         return decide(staged.part, matches, base, staged.collisions)
 
     def _merge(self, conn: Connection, staged: StagedPart, table: str) -> pl.DataFrame:
         from .store import SUBMIT_LOCK, q
 
-        now = time.time()
+        now = self.store.now()  # the server's clock (expiry, created_at)
         part = staged.part
         conn.execute(q("advisory_lock"), {"lock": SUBMIT_LOCK})
         self.store._expire_due(conn, now)  # expired tasks free their keys first

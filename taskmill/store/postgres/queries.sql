@@ -296,32 +296,44 @@ ORDER BY group_name;
 
 -- ------------------------------------------------------------------ workers and leases
 
+-- name: store_clock
+-- The server's clock, in seconds since the epoch: every lease is judged by it, never by
+-- the clock of the worker that asks.
+SELECT extract(epoch FROM clock_timestamp());
+
 -- name: register_worker
-INSERT INTO taskmill.workers (owner, host, pid, lease_timeout, heartbeat_at, started_at)
-VALUES (%(owner)s, %(host)s, %(pid)s, %(lease)s, %(now)s, %(now)s)
+-- A lease starts by the server's clock, as every renewal does.
+INSERT INTO taskmill.workers (owner, host, pid, lease_timeout, heartbeat_at, started_at, scope)
+VALUES (%(owner)s, %(host)s, %(pid)s, %(lease)s, extract(epoch FROM clock_timestamp()), extract(epoch FROM clock_timestamp()), %(scope)s)
 ON CONFLICT (owner) DO UPDATE
-SET lease_timeout = excluded.lease_timeout, heartbeat_at = excluded.heartbeat_at;
+SET lease_timeout = excluded.lease_timeout, heartbeat_at = excluded.heartbeat_at,
+    scope = excluded.scope
+RETURNING heartbeat_at;
 
 -- name: renew_worker
-UPDATE taskmill.workers SET heartbeat_at = %(now)s WHERE owner = %(owner)s;
+-- The server's time of the renewal (no row: the lease was taken away).  :now only for a
+-- test of the plan; a worker passes NULL.
+UPDATE taskmill.workers SET heartbeat_at = COALESCE(%(now)s::float8, extract(epoch FROM clock_timestamp())) WHERE owner = %(owner)s
+RETURNING heartbeat_at;
 
 -- name: forget_worker
 DELETE FROM taskmill.workers WHERE owner = %(owner)s;
 
 -- name: forget_expired_worker
 -- Deletes the row only while its lease is still out; a renewal in flight is waited for
--- (the row is locked), and one that landed keeps the row.
+-- (the row is locked), and one that landed keeps the row.  :now NULL: the server's clock.
 DELETE FROM taskmill.workers
-WHERE owner = %(owner)s AND heartbeat_at + lease_timeout < %(now)s;
+WHERE owner = %(owner)s AND heartbeat_at + lease_timeout < COALESCE(%(now)s::float8, extract(epoch FROM clock_timestamp()));
 
 -- name: running_owner_leases
--- Each owner of running tasks, with the end of its lease (NULL: it holds none).
-SELECT r.owner, w.heartbeat_at + w.lease_timeout
+-- Each owner of running tasks: whether its lease ran out by :now (the server's clock when
+-- NULL; NULL: it holds no lease), and the host, boot and PID namespace it runs in.
+SELECT r.owner, w.heartbeat_at + w.lease_timeout < COALESCE(%(now)s::float8, extract(epoch FROM clock_timestamp())), w.scope
 FROM (SELECT DISTINCT owner FROM taskmill.tasks WHERE status = 'running') AS r
 LEFT JOIN taskmill.workers AS w ON w.owner = r.owner;
 
 -- name: expired_workers
-SELECT owner FROM taskmill.workers WHERE heartbeat_at + lease_timeout < %(now)s;
+SELECT owner FROM taskmill.workers WHERE heartbeat_at + lease_timeout < COALESCE(%(now)s::float8, extract(epoch FROM clock_timestamp()));
 
 -- name: release_expired_owner
 -- An owner whose lease ran out: its tasks are pending again (unless it renewed meanwhile).
@@ -330,7 +342,7 @@ SET status = 'pending', owner = NULL, attempts = greatest(attempts - 1, 0), star
 WHERE status = 'running' AND owner = %(owner)s
   AND NOT EXISTS (
       SELECT 1 FROM taskmill.workers AS w
-      WHERE w.owner = %(owner)s AND w.heartbeat_at + w.lease_timeout >= %(now)s
+      WHERE w.owner = %(owner)s AND w.heartbeat_at + w.lease_timeout >= COALESCE(%(now)s::float8, extract(epoch FROM clock_timestamp()))
   );
 
 -- name: release_owner

@@ -96,8 +96,9 @@ CREATE TABLE taskmill.workers (
     host          text             NOT NULL,
     pid           integer          NOT NULL,
     lease_timeout double precision NOT NULL CHECK (lease_timeout > 0),
-    heartbeat_at  double precision NOT NULL,
-    started_at    double precision NOT NULL
+    heartbeat_at  double precision NOT NULL,   -- by the server's clock (schema 5)
+    started_at    double precision NOT NULL,
+    scope         text                         -- boot and PID namespace (schema 5; NULL: unknown)
 );
 
 -- Groups held by pause_group: none of their tasks is dispatched until `until` (NULL: until

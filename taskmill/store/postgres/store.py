@@ -89,8 +89,11 @@ from ..retention import PENDING_KEY, PruneSelection
 from ..sql import named_queries
 from ..workers import (
     DEFAULT_LEASE_TIMEOUT,
+    StoreClock,
     forget_owner,
+    local_scope,
     new_owner_id,
+    owner_parts,
     pid_alive,
     stale_owners,
 )
@@ -214,6 +217,8 @@ class PostgresStore(StoreMethods):
         self._reader: Connection | None = None
         self._dispatcher: Connection | None = None
         self._closed = False
+        #: The server's clock as last read here (by :meth:`now` or a heartbeat).
+        self.clock = StoreClock()
         #: Seconds each transaction of the last batch held the submit lock.
         self.last_batch_merge_seconds: list[float] = []
         self._connect()
@@ -599,6 +604,7 @@ class PostgresStore(StoreMethods):
         tries: list[int | None],
         owner: str,
         status: str,
+        now: float,
         *,
         error: str | None = None,
     ) -> set[int]:
@@ -611,7 +617,7 @@ class PostgresStore(StoreMethods):
                 "owner": owner,
                 "status": status,
                 "error": error,
-                "now": time.time(),
+                "now": now,
             },
         ).fetchall()
         return {int(r[0]) for r in rows}
@@ -628,7 +634,7 @@ class PostgresStore(StoreMethods):
         task_id = task_id_argument(task_id)
 
         def body(conn: Connection) -> str | None:
-            moved = self._finish(conn, [task_id], "cancelled", time.time())
+            moved = self._finish(conn, [task_id], "cancelled", self.now())
             return moved[0][1] if moved else None
 
         return self._write("cannot cancel a task in", body)
@@ -646,7 +652,7 @@ class PostgresStore(StoreMethods):
     def expire_due(self, *, now: float | None = None) -> int:
         """Move every task not started by its ``expires_at`` (pending, waiting out a
         retry, or paused) to history as ``expired``, freeing its key; returns how many."""
-        at = clock_argument(now)
+        at = self.now() if now is None else clock_argument(now)
         look = self._read(
             lambda conn: conn.execute(q("any_expired"), {"now": at}).fetchone()[0]  # type: ignore[index]
         )
@@ -671,13 +677,13 @@ class PostgresStore(StoreMethods):
     def waiting_for_start(self, *, now: float | None = None) -> dict[str | None, int]:
         """Pending tasks per group (``None``: no group) whose start time, or retry
         backoff, is still ahead."""
-        params = {"now": clock_argument(now)}
+        params = {"now": self.now() if now is None else clock_argument(now)}
         rows = self._read(lambda conn: conn.execute(q("waiting_for_start"), params).fetchall())
         return {g: int(n) for g, n in rows}
 
     def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
         """The groups paused now, with the time each pause ends (``None``: until resumed)."""
-        params = {"now": clock_argument(now)}
+        params = {"now": self.now() if now is None else clock_argument(now)}
         return dict(self._read(lambda conn: conn.execute(q("paused_groups"), params).fetchall()))
 
     def pause(self, task_id: int) -> bool:
@@ -728,7 +734,7 @@ class PostgresStore(StoreMethods):
 
         def body(conn: Connection) -> tuple[int, int | None]:
             ids = [int(r[0]) for r in conn.execute(query, params).fetchall()]
-            moved = self._finish(conn, ids, "cancelled", time.time()) if ids else []
+            moved = self._finish(conn, ids, "cancelled", self.now()) if ids else []
             return len(moved), (ids[-1] if ids else None)
 
         return self._write("cannot cancel tasks in", body)
@@ -765,33 +771,56 @@ class PostgresStore(StoreMethods):
         return owner
 
     def register(self, owner: str, *, lease_timeout: float) -> None:
-        """(Re-)register ``owner`` with a fresh lease (after :meth:`renew` said it was lost)."""
-        host, _, rest = owner.partition(":")
-        pid = rest.partition(":")[0]
+        """(Re-)register ``owner`` with a fresh lease (after :meth:`renew` said it was lost),
+        starting by the server's clock, with this process's scope
+        (:func:`~taskmill.store.workers.local_scope`)."""
+        host, pid = owner_parts(owner)
         params = {
             "owner": owner,
             "host": host,
-            "pid": int(pid) if pid.isdigit() else 0,
+            "pid": pid,
             "lease": float(lease_timeout),
-            "now": time.time(),
+            "scope": local_scope(),
         }
         self._write(
             "cannot register a worker in",
-            lambda conn: conn.execute(q("register_worker"), params),
+            lambda conn: conn.execute(q("register_worker"), params).fetchall(),
         )
 
     def renew(self, owner: str) -> bool:
-        """Extend ``owner``'s lease on the tasks it runs.
+        """Extend ``owner``'s lease on the tasks it runs, by the server's clock.
 
         ``False`` when the lease had already been taken away (the worker stopped
         renewing for longer than its lease, and another worker put its tasks back to
-        pending): the caller no longer owns any task and must register again.
+        pending): the caller no longer owns any task and must register again.  A
+        scheduler renews on a :meth:`heartbeat` of its own instead.
         """
-        params = {"owner": owner, "now": time.time()}
+        params = {"owner": owner, "now": None}
         return self._write(
             "cannot renew a lease in",
-            lambda conn: conn.execute(q("renew_worker"), params).rowcount == 1,
+            lambda conn: bool(conn.execute(q("renew_worker"), params).fetchall()),
         )
+
+    def heartbeat(self, *, timeout: float) -> PostgresHeartbeat:
+        """A connection of its own for renewing leases, each statement bounded by
+        ``timeout`` seconds: never queued behind this store's batches, claims or reads."""
+        return PostgresHeartbeat(self, timeout)
+
+    @staticmethod
+    def _server_now(conn: Connection) -> float:
+        return float(conn.execute(q("store_clock")).fetchone()[0])  # type: ignore[index]
+
+    def now(self) -> float:
+        """The server's clock, in seconds since the epoch: what leases, rate limits, start
+        and expiry times are judged by.  Carried forward from the last reading (a
+        heartbeat's, every few seconds), read again when that is over a minute old."""
+        at = self.clock.now()
+        if at is not None and self.clock.age() < 60.0:
+            return at
+        sent = time.monotonic()
+        at = self._read(self._server_now)
+        self.clock.set(at, sent, time.monotonic())
+        return at
 
     def release_owner(self, owner: str) -> int:
         """Give every task ``owner`` still runs back to the queue; forget the owner."""
@@ -812,17 +841,17 @@ class PostgresStore(StoreMethods):
 
     def recover(self, *, now: float | None = None) -> int:
         """Put back to pending (not counted as a try) the running tasks whose worker is
-        gone: its lease ran out, it is a dead process of this host, or it never held a
-        lease (a worker of the 0.1 schema, on another host).  Returns how many."""
-        now = time.time() if now is None else now
+        gone: its lease ran out by the server's clock (``now``: another time, for tests),
+        it is a dead process of this host and PID namespace, or it never held a lease (a
+        worker of the 0.1 schema, on another host).  Returns how many."""
 
         def look(conn: Connection) -> tuple[list[Any], list[Any]]:
-            running = conn.execute(q("running_owner_leases")).fetchall()
+            running = conn.execute(q("running_owner_leases"), {"now": now}).fetchall()
             stale = conn.execute(q("expired_workers"), {"now": now}).fetchall()
             return running, stale
 
         running, stale = self._read(look)
-        dead, expired = stale_owners(running, (r[0] for r in stale), now)
+        dead, expired = stale_owners(running, (r[0] for r in stale))
         if not dead and not expired:
             return 0
 
@@ -879,7 +908,7 @@ class PostgresStore(StoreMethods):
             return Claimed()
         limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
         if not limits.any:  # one statement: the first ``limit`` candidates
-            at = clock_argument(now)
+            at = self.now() if now is None else clock_argument(now)  # the server's clock
             params = {"types": types, "now": at, "owner": owner, "limit": limit}
             rows = self._write(
                 "cannot claim tasks from",
@@ -902,9 +931,11 @@ class PostgresStore(StoreMethods):
                     running[name] = (int(a), int(size))  # an exact numeric sum
                 else:
                     buckets[name] = (a, b)
-            # the clock is read after the counts: every end they saw was recorded (its
-            # time taken) before, so no start is recorded before an end it counted
-            at = clock_argument(now)
+            # the server's clock (as every end is recorded by), read after the counts:
+            # every end they saw was recorded (its time taken) before, so no start is
+            # recorded before an end it counted; a bucket's time is the server's,
+            # whatever this machine's clock says
+            at = self.now() if now is None else clock_argument(now)
             picker = Picker(limits, running, buckets, at)
             taken: list[ClaimedTask] = []
             while len(taken) < limit:
@@ -960,9 +991,10 @@ class PostgresStore(StoreMethods):
         if not task_ids:
             return set()
         ids, tries = _attempt_pairs(task_ids, attempts)
+        at = self.now()
         return self._write(
             "cannot record completed tasks in",
-            lambda conn: self._finish_owned(conn, ids, tries, owner, "completed"),
+            lambda conn: self._finish_owned(conn, ids, tries, owner, "completed", at),
             dispatch=True,
             single=True,
         )
@@ -983,6 +1015,8 @@ class PostgresStore(StoreMethods):
         ``None`` when the task is no longer running for ``owner`` (as ``attempt``).
         """
 
+        at = self.now()
+
         def body(conn: Connection) -> str | None:
             if retry_at is not None:
                 params = {
@@ -993,7 +1027,7 @@ class PostgresStore(StoreMethods):
                     "run_after": retry_at,
                 }
                 return "retry" if conn.execute(q("retry_later"), params).rowcount else None
-            moved = self._finish_owned(conn, [task_id], [attempt], owner, "failed", error=error)
+            moved = self._finish_owned(conn, [task_id], [attempt], owner, "failed", at, error=error)
             return "failed" if moved else None
 
         return self._write("cannot record a failed attempt in", body, dispatch=True, single=True)
@@ -1056,7 +1090,7 @@ class PostgresStore(StoreMethods):
 
     def next_retry_at(self) -> float | None:
         """The earliest time a task waiting out a retry backoff becomes due."""
-        params = {"now": time.time()}
+        params = {"now": self.now()}
         return self._read(
             lambda conn: conn.execute(q("next_run_after"), params).fetchone()[0]  # type: ignore[index]
         )
@@ -1159,3 +1193,59 @@ class PostgresStore(StoreMethods):
         if not problems:
             return "ok"
         return "\n".join(f"{problem}: {n}" for problem, n in problems)
+
+
+class PostgresHeartbeat:
+    """Lease renewals on a psycopg connection of their own (autocommit, every wait
+    bounded by ``timeout``): a renewal never queues behind the store's write, read or
+    dispatch connections.  A lost connection is opened again at the next renewal."""
+
+    def __init__(self, store: PostgresStore, timeout: float) -> None:
+        self.store = store
+        self.clock = store.clock
+        self._ms = str(max(1, int(timeout * 1000)))
+        self._timeout = timeout
+        self._conn: Connection | None = None
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            conn = psycopg.connect(
+                self.store._url,
+                autocommit=True,
+                connect_timeout=max(2, round(self._timeout)),
+                application_name="taskmill-heartbeat",
+            )
+            try:
+                conn.execute(q("session_settings"), {"ms": self._ms})
+                conn.execute(f"SET statement_timeout = {int(self._ms)}")
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def renew(self, owner: str) -> float | None:
+        """Renew ``owner``'s lease: the server's time of the renewal, or ``None`` when
+        the lease had been taken away.  Raises :class:`StoreError` when it cannot."""
+        try:
+            sent = time.monotonic()
+            rows = (
+                self._connection()
+                .execute(q("renew_worker"), {"owner": owner, "now": None})
+                .fetchall()
+            )
+        except psycopg.Error as exc:
+            raise _store_error("cannot renew a lease in", self.store.where, exc) from exc
+        if not rows:
+            return None
+        self.clock.set(float(rows[0][0]), sent, time.monotonic())
+        return float(rows[0][0])
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
