@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -435,3 +436,28 @@ def test_a_worker_that_cannot_renew_on_a_locked_file_stops_before_takeover(
     assert len(told) == 2 and all(r[4] for r in told)
     assert _overlaps(record) == []
     _completed_once(location, 2)
+
+
+def test_a_plan_reads_the_store_clock_when_its_reading_is_stale(location: str | Path) -> None:
+    """``plan_batch`` (on PostgreSQL) reads the server's clock for a stale reading before
+    its read transaction (reading it inside that transaction took the store's
+    non-reentrant read lock twice: the call hung)."""
+    from taskmill.store.workers import StoreClock
+
+    with tm.TaskStore.open(location) as store:
+        store.submit(tm.TaskSubmission("t", dedup_key="a"))
+        if is_postgres(location):
+            store.clock = StoreClock()  # type: ignore[attr-defined]  # no reading yet
+        done: list[object] = []
+        worker = threading.Thread(
+            target=lambda: done.append(
+                store.plan_batch([tm.TaskSubmission("t", dedup_key=k) for k in ("a", "b")])
+            ),
+            daemon=True,
+        )
+        worker.start()
+        worker.join(timeout=30)
+        assert done, "plan_batch hung"
+        plan = done[0]
+        assert isinstance(plan, tm.BatchOutcome)
+        assert plan.to_polars()["action"].to_list() == ["deduplicated", "submitted"]

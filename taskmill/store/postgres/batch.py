@@ -221,7 +221,8 @@ class PostgresBatch:
         table = staged.table
         assert table is not None
         if dry_run:
-            return self.store._read(lambda c: self._plan(c, staged, table, base_offset))
+            now = self.store.now()  # read first: now() may read, and _read is not reentrant
+            return self.store._read(lambda c: self._plan(c, staged, table, base_offset, now))
         started = time.perf_counter()
         result = self.store._write(
             "cannot submit a batch to",
@@ -234,13 +235,11 @@ class PostgresBatch:
     # ------------------------------------------------------------------ the merge
 
     def _plan(
-        self, conn: Connection, staged: StagedPart, table: str, base_offset: int
+        self, conn: Connection, staged: StagedPart, table: str, base_offset: int, now: float
     ) -> pl.DataFrame:
         from .store import q
 
-        matches = conn.execute(
-            self._q("batch_match_plan", table), {"now": self.store.now()}
-        ).fetchall()
+        matches = conn.execute(self._q("batch_match_plan", table), {"now": now}).fetchall()
         base = int(conn.execute(q("batch_last_id")).fetchone()[0]) + base_offset  # type: ignore[index]
         return decide(staged.part, matches, base, staged.collisions)
 
