@@ -298,6 +298,9 @@ class QueueWidget(w.VBox):
         self.groups = w.HTML()
         self.failures = w.HTML()
         self.counts: dict[str, int] = {}
+        #: The counts as shown: running without those being recorded, paused groups'
+        #: tasks as paused.
+        self.shown: dict[str, int] = {}
         self.completed = 0
         #: Tasks whose last attempt failed, most recent first: id -> (error, will retry).
         self.failed: dict[int, tuple[str, bool]] = {}
@@ -435,6 +438,8 @@ class QueueWidget(w.VBox):
         shown["running"] = sum(running)
         shown["pending"] -= held_by_pause
         shown["paused"] += held_by_pause
+        shown_recording = counts["running"] - shown["running"]
+        self.shown = {**shown, "recording": shown_recording} if shown_recording else shown
         items = []
         for k, v in shown.items():
             item = f"{k} <b>{v:,}</b>"
@@ -497,7 +502,8 @@ class QueueWidget(w.VBox):
         return "<div class='taskmill-queue'>" + "".join(parts) + "</div>"
 
     def __repr__(self) -> str:
-        counts = " · ".join(f"{k} {v:,}" for k, v in self.counts.items())
+        counts = " · ".join(f"{k} {v:,}" for k, v in self.shown.items())
+        counts += " · scheduler closed" if self.closed else ""
         return f"<taskmill live view: {counts or 'not drawn yet'}>"
 
     def _bundle(self) -> dict[str, Any]:
