@@ -511,10 +511,9 @@ class QueueWidget(w.VBox):
 
     def _bundle(self) -> dict[str, Any]:
         """The widget's view with an HTML and a text copy of what it shows."""
-        bundle = super()._repr_mimebundle_() or {}
-        if isinstance(bundle, tuple):
-            bundle = bundle[0]
-        return {**bundle, "text/plain": repr(self), "text/html": self.to_html()}
+        shown: Any = super()._repr_mimebundle_() or {}
+        view: dict[str, Any] = dict(shown[0] if isinstance(shown, tuple) else shown)
+        return {**view, "text/plain": repr(self), "text/html": self.to_html()}
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         """The MIME bundle: the widget view plus HTML and text fallbacks."""
