@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -80,13 +81,31 @@ def _shown(value: object, thousands: bool) -> str:
 
 
 def page_html(
-    frame: pl.DataFrame, css_class: str = "taskmill-page", *, thousands: bool = False
+    frame: pl.DataFrame,
+    css_class: str = "taskmill-page",
+    *,
+    thousands: bool = False,
+    aligned: bool = False,
 ) -> str:
     """One page of a table as HTML (values escaped; counts with thousands separators
-    when ``thousands``)."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    when ``thousands``).  ``aligned``: each header is aligned as its column's values
+    are, numbers to the right and text to the left (a browser centres a header
+    otherwise, whatever its column holds)."""
+    pad = "padding:2px 10px"  # columns apart, so a header reads as its column's
+    styles = [
+        (
+            f" style='text-align:{'right' if dtype.is_numeric() else 'left'};{pad}'"
+            if aligned
+            else ""
+        )
+        for dtype in frame.dtypes
+    ]
+    cells = list(zip(frame.columns, styles, strict=True))
+    head = "".join(f"<th{style}>{html.escape(c)}</th>" for c, style in cells)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_shown(v, thousands)}</td>" for v in row) + "</tr>"
+        "<tr>"
+        + "".join(f"<td{s}>{_shown(v, thousands)}</td>" for v, s in zip(row, styles, strict=True))
+        + "</tr>"
         for row in frame.iter_rows()
     )
     return f"<table class='{css_class}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -262,21 +281,40 @@ class QueueWidget(w.VBox):
     recent failures and store trouble, redrawn from its events at most ``refresh``
     times a second (the last events of a burst are drawn too, at the end of the
     throttle window), and a last time when the scheduler closes, so that its final
-    state is the store's."""
+    state is the store's.
 
-    def __init__(self, sched: Scheduler, *, refresh: float = 2.0) -> None:
+    What it says is what is so: "running" counts attempts whose code runs (those whose
+    result is still being written are "recording"), "paused" counts the tasks held by a
+    paused group too, tasks/s is the rate of the last ``rate_window`` seconds, and the
+    recent failures are tasks that failed for good or wait to be retried, never attempts
+    that were retried and then completed.  Displayed, it carries a plain-HTML copy of
+    itself (updated when the scheduler closes) for frontends and saved notebooks that
+    cannot show a widget."""
+
+    def __init__(
+        self, sched: Scheduler, *, refresh: float = 2.0, rate_window: float = 15.0
+    ) -> None:
         self.sched = sched
         self.min_interval = 1.0 / refresh
+        self.rate_window = rate_window
         self.status = w.HTML()
         self.groups = w.HTML()
         self.failures = w.HTML()
         self.counts: dict[str, int] = {}
+        #: The counts as shown: running without those being recorded, paused groups'
+        #: tasks as paused.
+        self.shown: dict[str, int] = {}
         self.completed = 0
+        #: Tasks whose last attempt failed, most recent first: id -> (error, will retry).
+        self.failed: dict[int, tuple[str, bool]] = {}
         self.recent: list[str] = []
         self.trouble: str | None = None
         self.started = time.monotonic()
+        self.finished: deque[float] = deque()  # when each recent task finished (monotonic)
         self.updates = 0
         self.stopped = False
+        self.closed = False
+        self._display_id: str | None = None
         super().__init__([self.status, self.groups, self.failures])
         self.add_class("taskmill-queue-widget")
         self._task: Any = None
@@ -290,10 +328,38 @@ class QueueWidget(w.VBox):
         self._task = asyncio.get_running_loop().create_task(self._follow())
         return self
 
+    def _note(self, event: object) -> None:
+        """Take one event into the view's state (drawn at the next refresh)."""
+        from .model import (
+            StoreRecovered,
+            StoreUnavailable,
+            TaskCancelled,
+            TaskCompleted,
+            TaskFailed,
+            TaskSuperseded,
+        )
+
+        if isinstance(event, TaskCompleted):
+            self.completed += 1
+            self.finished.append(time.monotonic())
+            self.failed.pop(event.task_id, None)  # retried and then completed: no failure
+        elif isinstance(event, TaskFailed):
+            self.failed.pop(event.task_id, None)
+            self.failed = {event.task_id: (event.error, event.will_retry), **self.failed}
+            if not event.will_retry:
+                self.finished.append(time.monotonic())
+        elif isinstance(event, TaskCancelled | TaskSuperseded):
+            if self.failed.get(event.task_id, ("", False))[1]:  # its retry will not come
+                del self.failed[event.task_id]
+        elif isinstance(event, StoreUnavailable):
+            self.trouble = f"store unavailable for {event.operation}: {event.error}"
+        elif isinstance(event, StoreRecovered):
+            self.trouble = None
+        if len(self.failed) > 100:  # only the most recent are shown
+            self.failed = dict(list(self.failed.items())[:100])
+
     async def _follow(self) -> None:
         import asyncio
-
-        from .model import StoreRecovered, StoreUnavailable, TaskCompleted, TaskFailed
 
         events = self._events
         await self.refresh()
@@ -307,14 +373,8 @@ class QueueWidget(w.VBox):
                 event = None
             except StopAsyncIteration:
                 break
-            if isinstance(event, TaskCompleted):
-                self.completed += 1
-            elif isinstance(event, TaskFailed):
-                self.recent = [f"#{event.task_id}: {event.error}", *self.recent][:5]
-            elif isinstance(event, StoreUnavailable):
-                self.trouble = f"store unavailable for {event.operation}: {event.error}"
-            elif isinstance(event, StoreRecovered):
-                self.trouble = None
+            if event is not None:
+                self._note(event)
             dirty = dirty or event is not None
             now = time.monotonic()
             if dirty and now - last >= self.min_interval and not self.stopped:
@@ -323,11 +383,32 @@ class QueueWidget(w.VBox):
                 await self.refresh()
 
     async def _closing(self) -> None:
-        """The scheduler is closing, every result recorded: draw the final state."""
+        """The scheduler is closing, every result recorded: draw the final state, and
+        put it in the saved output's HTML copy too."""
         self.trouble = None if self.sched.store_error is None else self.trouble
+        self.closed = True
         await self.refresh()
         self.stopped = True
-        self.status.value += " · <i>scheduler closed</i>"
+        if self._display_id is not None:
+            from IPython.display import update_display
+
+            update_display(self._bundle(), raw=True, display_id=self._display_id)
+
+    def rate(self) -> float:
+        """Tasks finished per second over the last ``rate_window`` seconds (from the
+        first of them, so a burst after a quiet spell shows its own rate)."""
+        now = time.monotonic()
+        while self.finished and self.finished[0] < now - self.rate_window:
+            self.finished.popleft()
+        if not self.finished:
+            return 0.0
+        return len(self.finished) / max(now - self.finished[0], 0.5)
+
+    def _recording(self) -> dict[int, str | None]:
+        """This scheduler's attempts whose code has returned and whose result is being
+        written, with their group."""
+        running = getattr(self.sched, "_running", {})
+        return {tid: a.task.group for tid, a in list(running.items()) if a.settling}
 
     async def refresh(self) -> None:
         """Re-read the store's counts and redraw."""
@@ -336,46 +417,117 @@ class QueueWidget(w.VBox):
         from .model import ACTIVE_STATUSES, FINAL_STATUSES
 
         store = self.sched.store
+        attempts = dict(getattr(self.sched, "_running", {}))
+        recording = self._recording()
         groups = await asyncio.to_thread(store.stats, "group")
         paused = await asyncio.to_thread(getattr(store, "paused_groups", dict))
         later = await asyncio.to_thread(getattr(store, "waiting_for_start", dict))
+        retry = await asyncio.to_thread(getattr(store, "waiting_for_retry", dict))
         held = dict(getattr(self.sched, "held", {}))
+        # an attempt being recorded before or after the read, or gone (recorded) since,
+        # may still be "running" in what was read: none of those runs code now
+        gone = {tid: a.task.group for tid, a in attempts.items() if tid not in self.sched._running}
+        recording = {**recording, **self._recording(), **gone}
         # one read for both the totals and the per-group table, so they always agree
         counts = {s: int(groups[s].sum()) for s in (*ACTIVE_STATUSES, *FINAL_STATUSES)}
         self.counts = counts
-        rate = self.completed / max(time.monotonic() - self.started, 1e-9)
+        names = groups["group"].to_list()
+        by_group = [sum(1 for g in recording.values() if g == name) for name in names]
+        store_running = groups["running"].to_list()
+        running = [max(0, n - r) for n, r in zip(store_running, by_group, strict=True)]
+        pending = zip(names, groups["pending"].to_list(), strict=True)
+        held_by_pause = sum(n for g, n in pending if g is not None and g in paused)
+        shown = dict(counts)
+        shown["running"] = sum(running)
+        shown["pending"] -= held_by_pause
+        shown["paused"] += held_by_pause
+        shown_recording = counts["running"] - shown["running"]
+        self.shown = {**shown, "recording": shown_recording} if shown_recording else shown
+        items = []
+        for k, v in shown.items():
+            item = f"{k} <b>{v:,}</b>"
+            if k == "running" and counts["running"] > shown["running"]:
+                item += (
+                    f"</span> · <span class='taskmill-count-recording' style='white-space:"
+                    f"nowrap'>recording <b>{counts['running'] - shown['running']:,}</b>"
+                )
+            if k == "paused" and paused:
+                item += f" ({len(paused)} group{'s' if len(paused) > 1 else ''})"
+            items.append(
+                f"<span class='taskmill-count-{k}' style='white-space:nowrap'>{item}</span>"
+            )
+        closed = " · <i>scheduler closed</i>" if self.closed else ""
+        items.append(
+            f"<span class='taskmill-rate' style='white-space:nowrap'>"
+            f"{self.rate():,.0f} tasks/s{closed}</span>"
+        )
         trouble = (
             ""
             if self.trouble is None
             else f"<div class='taskmill-trouble' style='color:#c62828'>⚠ "
             f"{html.escape(self.trouble)} — retrying, nothing is lost</div>"
         )
-        self.status.value = (
-            "<div class='taskmill-live'>"
-            + " · ".join(
-                f"<span class='taskmill-count-{k}'>{k} <b>{v:,}</b></span>"
-                for k, v in counts.items()
-            )
-            + f" · {rate:,.0f} tasks/s</div>"
-            + trouble
-        )
-        waits = [_waiting_on(g, paused, held, later) for g in groups["group"].to_list()]
+        status = "<div class='taskmill-live'>" + " · ".join(items) + "</div>" + trouble
+        start = {g: n - retry.get(g, 0) for g, n in later.items()}
+        waits = [_waiting_on(g, paused, held, start, retry) for g in names]
         by_type = ", ".join(f"{k[5:]} ({why})" for k, why in held.items() if k.startswith("type:"))
         if by_type:
-            self.status.value += (
+            status += (
                 f"<div class='taskmill-held-types'>held task types: {html.escape(by_type)}</div>"
             )
+        self.status.value = status
         self.groups.value = page_html(
-            groups.select("group", "pending", "running", "completed", "failed").with_columns(
-                pl.Series("waiting on", waits, dtype=pl.String)
-            )
+            groups.select("group", "pending", "completed", "failed")
+            .insert_column(2, pl.Series("running", running, dtype=pl.Int64))
+            .with_columns(pl.Series("waiting on", waits, dtype=pl.String)),
+            aligned=True,
         )
+        self.recent = [
+            f"#{tid}: {error} — " + ("failed, will be retried" if again else "failed")
+            for tid, (error, again) in list(self.failed.items())[:5]
+        ]
         self.failures.value = (
-            ("<b>recent failures</b><br>" + "<br>".join(html.escape(r) for r in self.recent))
+            (
+                "<b>recent failures</b><br>"
+                + "<br>".join(
+                    html.escape(r).replace("will be retried", "<i>retrying</i>")
+                    for r in self.recent
+                )
+            )
             if self.recent
             else ""
         )
         self.updates += 1
+
+    def to_html(self) -> str:
+        """What the view shows now, as plain HTML."""
+        parts = (self.status.value, self.groups.value, self.failures.value)
+        return "<div class='taskmill-queue'>" + "".join(parts) + "</div>"
+
+    def __repr__(self) -> str:
+        counts = " · ".join(f"{k} {v:,}" for k, v in self.shown.items())
+        counts += " · scheduler closed" if self.closed else ""
+        return f"<taskmill live view: {counts or 'not drawn yet'}>"
+
+    def _bundle(self) -> dict[str, Any]:
+        """The widget's view with an HTML and a text copy of what it shows."""
+        shown: Any = super()._repr_mimebundle_() or {}
+        view: dict[str, Any] = dict(shown[0] if isinstance(shown, tuple) else shown)
+        return {**view, "text/plain": repr(self), "text/html": self.to_html()}
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The MIME bundle: the widget view plus HTML and text fallbacks."""
+        return self._bundle()
+
+    def _ipython_display_(self) -> None:
+        """Display under a display id, so that the final state replaces the HTML copy
+        in the output when the scheduler closes (a saved notebook shows the numbers)."""
+        from uuid import uuid4
+
+        from IPython.display import display
+
+        self._display_id = self._display_id or uuid4().hex
+        display(self._bundle(), raw=True, display_id=self._display_id)
 
 
 def _waiting_on(
@@ -383,9 +535,10 @@ def _waiting_on(
     paused: dict[str, float | None],
     held: dict[str, str],
     later: dict[str | None, int],
+    retry: dict[str | None, int] | None = None,
 ) -> str:
     """What a group's pending tasks wait on: a pause, a limit (the last claim's), their
-    start times."""
+    start times (given at submission), a retry's backoff (tasks tried before)."""
     parts = []
     if group in paused:
         until = paused[group]
@@ -399,6 +552,8 @@ def _waiting_on(
         parts.append(held[group])
     if later.get(group):
         parts.append(f"start time ({later[group]:,})")
+    if retry and retry.get(group):
+        parts.append(f"retry backoff ({retry[group]:,})")
     return ", ".join(parts)
 
 

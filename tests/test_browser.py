@@ -261,4 +261,26 @@ def test_widgets_render_and_respond_in_jupyterlab(lab: tuple[int, Path]) -> None
             timeout=60_000,
         )
         page.locator(".taskmill-queue-widget").screenshot(path=str(SHOTS / "7-live-held.png"))
+        # the scheduler closes: the view draws its final state, "scheduler closed" on the
+        # status line, and its output is updated in place (issue 22)
+        page.evaluate(
+            "() => { const nb = window.jupyterapp.shell.currentWidget.content;"
+            " nb.activeCellIndex = nb.widgets.length - 1; }"
+        )
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:insert-cell-below')")
+        page.evaluate(
+            "() => window.jupyterapp.shell.currentWidget.content.activeCell.model"
+            ".sharedModel.setSource('await sched.close()')"
+        )
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-cell')")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.taskmill-queue-widget .taskmill-live')]"
+            ".some(e => e.innerText.includes('scheduler closed'))",
+            timeout=60_000,
+        )
+        closed = page.locator(".taskmill-queue-widget").first
+        line = closed.locator(".taskmill-live")
+        box, last = line.bounding_box(), line.locator(".taskmill-rate").bounding_box()
+        assert box and last and last["height"] < 30  # "· scheduler closed" not alone
+        closed.screenshot(path=str(SHOTS / "8-live-closed.png"))
         browser.close()

@@ -177,7 +177,7 @@ async def test_queue_widget_ends_with_the_stores_numbers(location: str | Path) -
     assert "completed <b>270</b>" in view.status.value
     assert "failed <b>30</b>" in view.status.value
     assert "pending <b>0</b>" in view.status.value and "running <b>0</b>" in view.status.value
-    assert view.status.value.endswith("<i>scheduler closed</i>")
+    assert "<i>scheduler closed</i></span></div>" in view.status.value  # on the line
     for group in final["group"].to_list():
         assert group in view.groups.value
 

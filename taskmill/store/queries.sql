@@ -218,6 +218,13 @@ SELECT group_name, COUNT(*) FROM tasks
 WHERE status = 'pending' AND run_after > :now
 GROUP BY group_name;
 
+-- name: waiting_for_retry
+-- Of those, the ones waiting out a retry's backoff: they were tried (a start time set at
+-- submission is cleared when the task is first claimed, so attempts > 0 tells them apart).
+SELECT group_name, COUNT(*) FROM tasks
+WHERE status = 'pending' AND run_after > :now AND attempts > 0
+GROUP BY group_name;
+
 -- name: paused_groups
 SELECT group_name, until FROM group_pauses WHERE until IS NULL OR until > :now
 ORDER BY group_name;

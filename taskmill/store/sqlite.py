@@ -843,6 +843,13 @@ class TaskStore(StoreMethods):
             at = self._clock_now(conn) if now is None else now
             return dict(conn.execute(q("waiting_for_start"), {"now": at}).fetchall())
 
+    def waiting_for_retry(self, *, now: float | None = None) -> dict[str | None, int]:
+        """Of :meth:`waiting_for_start`, the tasks per group waiting out a retry's backoff
+        (tried before), not a start time given at submission."""
+        at = clock_argument(now)
+        with self._read() as conn:
+            return dict(conn.execute(q("waiting_for_retry"), {"now": at}).fetchall())
+
     def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
         """The groups paused now, with the time each pause ends (``None``: until resumed)."""
         now = None if now is None else clock_argument(now)

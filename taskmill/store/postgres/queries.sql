@@ -289,6 +289,13 @@ SELECT group_name, count(*) FROM taskmill.tasks
 WHERE status = 'pending' AND run_after > %(now)s
 GROUP BY group_name;
 
+-- name: waiting_for_retry
+-- Of those, the ones waiting out a retry's backoff: they were tried (a start time set at
+-- submission is cleared when the task is first claimed, so attempts > 0 tells them apart).
+SELECT group_name, count(*) FROM taskmill.tasks
+WHERE status = 'pending' AND run_after > %(now)s AND attempts > 0
+GROUP BY group_name;
+
 -- name: paused_groups
 SELECT group_name, until FROM taskmill.group_pauses
 WHERE until IS NULL OR until > %(now)s

@@ -681,6 +681,13 @@ class PostgresStore(StoreMethods):
         rows = self._read(lambda conn: conn.execute(q("waiting_for_start"), params).fetchall())
         return {g: int(n) for g, n in rows}
 
+    def waiting_for_retry(self, *, now: float | None = None) -> dict[str | None, int]:
+        """Of :meth:`waiting_for_start`, the tasks per group waiting out a retry's backoff
+        (tried before), not a start time given at submission."""
+        params = {"now": clock_argument(now)}
+        rows = self._read(lambda conn: conn.execute(q("waiting_for_retry"), params).fetchall())
+        return {g: int(n) for g, n in rows}
+
     def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
         """The groups paused now, with the time each pause ends (``None``: until resumed)."""
         params = {"now": self.now() if now is None else clock_argument(now)}
