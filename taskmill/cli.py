@@ -48,16 +48,31 @@ def _shown(db: str) -> str:
 
 
 class _Group(click.Group):
-    """Maps taskmill's errors to one clear line on stderr and exit code 1."""
+    """Maps taskmill's errors to one clear line on stderr and exit code 1; lists commands
+    with their whole first sentence, wrapped rather than cut at the terminal's width."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command listing, each description whole (click cuts them with "...")."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except SchedulerError as exc:
-            from .plan import UnknownColumns
+            from .plan import NoTaskType, UnknownColumns
 
-            message = exc.advice(cli=True) if isinstance(exc, UnknownColumns) else str(exc)
-            click.echo(f"taskmill: error: {message}", err=True)
+            advised = isinstance(exc, UnknownColumns | NoTaskType)
+            message = exc.advice(cli=True) if advised else str(exc)
+            # one line, whatever the driver said (libpq adds "\n\tIs the server running…")
+            line = " ".join(message.split())
+            click.echo(f"taskmill: error: {line}", err=True)
             sys.exit(1)
 
 
@@ -67,7 +82,8 @@ class _Group(click.Group):
 )
 @click.version_option(package_name="taskmill")
 def cli() -> None:
-    """taskmill: a persistent, priority-aware task queue on SQLite, fed by sync plans."""
+    """taskmill: a persistent, priority-aware task queue fed by sync plans, in a SQLite
+    file or a PostgreSQL database shared by workers on many machines."""
 
 
 def _console(stderr: bool = False) -> Any:
@@ -76,6 +92,29 @@ def _console(stderr: bool = False) -> Any:
     # data is printed as data: no markup, no emoji codes (a group named "[/bold]" or
     # "[link=…]" is text, never an instruction to the terminal)
     return Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+
+def _existing(db: str) -> Any:
+    """The store at ``db`` opened for a command that reads (or changes only what is there):
+    a SQLite file that does not exist is an error, never created empty."""
+    from .store import TaskStore
+    from .store.location import parse_location
+
+    where = parse_location(db)
+    if where.path is not None and not where.path.exists():
+        raise SchedulerError(
+            f"{_shown(db)} does not exist: no task store there (check --db; "
+            "`taskmill submit` creates one)",
+            kind="store",
+        )
+    return TaskStore.open(db)
+
+
+def _remove_new_store(path: Path) -> None:
+    """Remove the SQLite store a failed ``submit`` created at ``path`` (and its WAL files)."""
+    for leftover in (path, *(path.with_name(path.name + end) for end in ("-wal", "-shm"))):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
 
 
 def _priority(value: str | None) -> int | None:
@@ -293,7 +332,8 @@ def _run_plan(
 
     where_db = parse_location(db)
     # a SQLite file that does not exist yet (a PostgreSQL database is never "fresh" here)
-    fresh = dry_run and where_db.path is not None and not where_db.path.exists()
+    missing = where_db.path is not None and not where_db.path.exists()
+    fresh = dry_run and missing
     with contextlib.ExitStack() as stack:
         # planning writes nothing: against a store that does not exist yet, plan against
         # an empty one in a private folder instead of creating the file
@@ -303,7 +343,16 @@ def _run_plan(
             if fresh
             else db
         )
-        outcome = _plan_or_submit(dry_run, where, batch, err_console, show)
+        try:
+            outcome = _plan_or_submit(dry_run, where, batch, err_console, show)
+        except SchedulerError as exc:
+            from .model import BatchInterrupted
+
+            # a submit that failed before writing anything leaves no new empty store
+            if missing and not dry_run and not isinstance(exc, BatchInterrupted):
+                assert where_db.path is not None
+                _remove_new_store(where_db.path)
+            raise
     if outcome_path is not None:
         outcome.to_polars().write_parquet(outcome_path)
     if as_json:
@@ -316,14 +365,21 @@ def _run_plan(
 
 def _plan_or_submit(dry_run: bool, where: Any, batch: Any, err_console: Any, show: bool) -> Any:
     """Plan or submit ``batch`` into the store at ``where``, with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from .store import TaskStore
 
     with (
         TaskStore.open(where) as store,
         Progress(
-            "[progress.description]{task.description}",
+            # the console prints data without markup, so the column is plain text too
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -370,9 +426,8 @@ def plan(plan: Path, db: str, outcome: Path | None, as_json: bool, **options: An
 def stats(db: str, as_json: bool) -> None:
     """Queue counts by status, by group and by priority."""
     from .render import data_table
-    from .store import TaskStore
 
-    with TaskStore.open(db) as store:
+    with _existing(db) as store:
         counts = store.counts()
         by_group = store.stats("group")
         by_priority = store.stats("priority")
@@ -425,9 +480,8 @@ def _export_command(which: str) -> Callable[..., None]:
         output: Path | None,
     ) -> None:
         from .render import data_table
-        from .store import TaskStore
 
-        with TaskStore.open(db) as store:
+        with _existing(db) as store:
             query = store.tasks if which == "tasks" else store.history
             frame = query(
                 status=status or None, group=group or None, task_type=task_type or None, limit=limit
@@ -450,7 +504,8 @@ def _export_command(which: str) -> Callable[..., None]:
             frame.drop("payload").write_csv(output)
         else:
             raise click.BadParameter("use a .parquet or .csv file name", param_hint="--output")
-        click.echo(f"wrote {frame.height:,} {which} rows to {output}")
+        noun = "active task" if which == "tasks" else "finished task"
+        click.echo(f"wrote {_plural(frame.height, noun)} to {output}")
 
     return command
 
@@ -532,11 +587,10 @@ def prune(
     --older-than and is not among the --keep-last most recently finished.  Deletes in
     short transactions, so running workers keep dispatching meanwhile.
     """
-    from .store import TaskStore
 
     if older_than is None and keep_last is None:
         raise click.UsageError("give --older-than, --keep-last or both")
-    with TaskStore.open(db) as store:
+    with _existing(db) as store:
         removed = store.prune_history(older_than=older_than, keep_last=keep_last, export=export)
         exported = store.last_export
     if as_json:
@@ -593,10 +647,9 @@ def cancel(
             "give at least one of --type, --group, --label, --status, --keys-file (to "
             "cancel every active task: --status pending --status running --status paused)"
         )
-    from .store import TaskStore
 
     keys = None if keys_file is None else _read_keys(keys_file)
-    with TaskStore.open(db) as store:
+    with _existing(db) as store:
         count = store.cancel_where(
             task_type=task_type or None,
             group=group or None,
@@ -629,10 +682,9 @@ def retry_failed(
 
     A keyed task is retried while its failure is the latest record of its key (so a second
     run submits nothing twice); a task without a dedup key is submitted by every run."""
-    from .store import TaskStore
 
     after = since
-    with TaskStore.open(db) as store:
+    with _existing(db) as store:
         outcome = store.retry_failed(task_type=task_type or None, group=group or None, since=after)
     if as_json:
         click.echo(json.dumps(_summary(outcome, db)))
@@ -670,9 +722,8 @@ def pause_group(db: str, group: str, until: timedelta | dt.datetime | None) -> N
 @click.argument("group")
 def resume_group(db: str, group: str) -> None:
     """Dispatch GROUP's tasks again."""
-    from .store import TaskStore
 
-    with TaskStore.open(db) as store:
+    with _existing(db) as store:
         resumed = store.resume_group(group)
     click.echo(
         f"resumed group {group} in {_shown(db)}" if resumed else f"group {group} was not paused"

@@ -513,5 +513,5 @@ def test_the_demo_numbers_invalid_rows_by_the_plan_and_says_how_many_more(tmp_pa
     again = CliRunner().invoke(cli, ["demo", "--db", str(db)])
     for result in (first, again):
         assert result.exit_code == 0, result.output
-        assert "invalid plan row 285: [invalid_task_type]" in result.output
-        assert "… 10 more invalid rows" in result.output
+        assert "failed row 285: [invalid_task_type]" in result.output
+        assert "… 10 more failed rows" in result.output
