@@ -14,9 +14,11 @@ import datetime as dt
 import importlib
 import json
 import re
+import shutil
 import signal
 import sys
 import tempfile
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -431,6 +433,7 @@ def stats(db: str, as_json: bool) -> None:
         counts = store.counts()
         by_group = store.stats("group")
         by_priority = store.stats("priority")
+        paused = store.paused_groups()
     if as_json:
         click.echo(
             json.dumps(
@@ -439,6 +442,7 @@ def stats(db: str, as_json: bool) -> None:
                     "counts": counts,
                     "by_group": by_group.to_dicts(),
                     "by_priority": by_priority.to_dicts(),
+                    "paused_groups": _paused_json(paused),
                 }
             )
         )
@@ -447,8 +451,44 @@ def stats(db: str, as_json: bool) -> None:
     # wrapped at the terminal's width, never at a number
     line = f"{_shown(db)}: " + ", ".join(f"{k}\u00a0{v:,}" for k, v in counts.items())
     console.print(line, soft_wrap=False)
+    if paused:
+        console.print("paused groups: " + ", ".join(_pause_text(g, e) for g, e in paused.items()))
     for title, frame in (("by group", by_group), ("by priority", by_priority)):
         console.print(data_table(frame, title, keep=("total",), drop_zero=True))
+
+
+def _pause_text(group: str, end: float | None) -> str:
+    """One paused group as the CLI says it: ``g until 2026-… UTC`` or ``until resume-group``."""
+    return f"{group} until " + ("resume-group" if end is None else _utc(end))
+
+
+def _paused_json(paused: dict[str, float | None]) -> list[dict[str, str | None]]:
+    """The paused groups for ``--json``: each group and its end as an ISO time (or null)."""
+    return [
+        {
+            "group": group,
+            "until": None if end is None else dt.datetime.fromtimestamp(end, dt.UTC).isoformat(),
+        }
+        for group, end in sorted(paused.items())
+    ]
+
+
+@cli.command()
+@DB_OPTION
+@JSON_OPTION
+def paused(db: str, as_json: bool) -> None:
+    """The paused groups and when each pause ends (pause-group, resume-group)."""
+    with _existing(db) as store:
+        groups = store.paused_groups()
+    if as_json:
+        click.echo(json.dumps({"db": _shown(db), "paused_groups": _paused_json(groups)}))
+        return
+    if not groups:
+        click.echo(f"no group is paused in {_shown(db)}")
+        return
+    click.echo(f"{_plural(len(groups), 'paused group')} in {_shown(db)}:")
+    for group, end in sorted(groups.items()):
+        click.echo(f"  {_pause_text(group, end)}")
 
 
 #: What `tasks` and `history` print (every column goes to -o FILE).
@@ -628,6 +668,14 @@ def prune(
     help="Only tasks with these dedup keys: one key per line, or the dedup_key column of a "
     ".parquet or .csv file.",
 )
+@click.option(
+    "--id",
+    "ids",
+    multiple=True,
+    type=click.IntRange(min=1),
+    metavar="ID",
+    help="Cancel these tasks by id instead (repeatable; no other filter with it).",
+)
 @JSON_OPTION
 def cancel(
     db: str,
@@ -636,15 +684,23 @@ def cancel(
     label: tuple[str, ...],
     status: tuple[str, ...],
     keys_file: Path | None,
+    ids: tuple[int, ...],
     as_json: bool,
 ) -> None:
-    """Cancel every active task matching all the filters given (at least one).
+    """Cancel every active task matching all the filters given (at least one), or the
+    tasks given by --id.
 
     They move to history as cancelled; a worker running one of them stops it within its
     poll interval."""
-    if not (task_type or group or label or status or keys_file):
+    filtered = bool(task_type or group or label or status or keys_file)
+    if ids:
+        if filtered:
+            raise click.UsageError("give either --id or filters, not both")
+        _cancel_ids(db, ids, as_json)
+        return
+    if not filtered:
         raise click.UsageError(
-            "give at least one of --type, --group, --label, --status, --keys-file (to "
+            "give at least one of --type, --group, --label, --status, --keys-file, --id (to "
             "cancel every active task: --status pending --status running --status paused)"
         )
 
@@ -661,6 +717,96 @@ def cancel(
         click.echo(json.dumps({"db": _shown(db), "cancelled": count}))
     else:
         click.echo(f"cancelled {_plural(count, 'task')} in {_shown(db)}")
+
+
+def _cancel_ids(db: str, ids: tuple[int, ...], as_json: bool) -> None:
+    """``cancel --id``: cancel each task given; say which were not active and why."""
+    done: list[int] = []
+    not_active: list[tuple[int, str]] = []
+    with _existing(db) as store:
+        for task_id in dict.fromkeys(ids):
+            if store.cancel(task_id) is not None:
+                done.append(task_id)
+                continue
+            found = _find_task(store, task_id)
+            not_active.append((task_id, "no such task" if found is None else found["status"]))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "db": _shown(db),
+                    "cancelled": len(done),
+                    "ids": done,
+                    "not_active": [{"id": i, "status": why} for i, why in not_active],
+                }
+            )
+        )
+        return
+    line = f"cancelled {_plural(len(done), 'task')} in {_shown(db)}"
+    if not_active:
+        line += "; not active: " + ", ".join(f"{i} ({why})" for i, why in not_active)
+    click.echo(line)
+
+
+def _find_task(store: Any, task_id: int) -> dict[str, Any] | None:
+    """Task ``task_id`` as a row of ``tasks()`` (with ``active`` true) or of ``history()``
+    (``active`` false), or None when the store has no such task."""
+    import polars as pl
+
+    for active, query in ((True, store.tasks), (False, store.history)):
+        found = query().filter(pl.col("id") == task_id)
+        if found.height:
+            return {**found.row(0, named=True), "active": active}
+    return None
+
+
+def _payload_value(payload: bytes | None) -> tuple[Any, str]:
+    """A payload for ``show``: its JSON value (or text, or hex) and how it reads."""
+    if payload is None:
+        return None, "–"
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return payload.hex(), f"{payload!r} ({_plural(len(payload), 'byte')}, not UTF-8)"
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text, text
+    return value, json.dumps(value, ensure_ascii=False)
+
+
+@cli.command()
+@DB_OPTION
+@click.argument("task_id", metavar="ID", type=click.IntRange(min=1))
+@JSON_OPTION
+def show(db: str, task_id: int, as_json: bool) -> None:
+    """One task, active or finished: its status, fields, payload and last error."""
+    with _existing(db) as store:
+        task = _find_task(store, task_id)
+    if task is None:
+        raise SchedulerError(f"no task {task_id} in {_shown(db)}", kind="unknown_task")
+    value, shown = _payload_value(task.pop("payload"))
+    if as_json:
+        fields = {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in task.items()}
+        click.echo(json.dumps({**fields, "payload": value}))
+        return
+    where = "active" if task["active"] else "finished"
+    click.echo(f"task {task_id}: {task['status']} ({where})")
+    names = {"read": "read", "write": "write", "net_rx": "net rx", "net_tx": "net tx"}
+    sizes = [f"{shown_as} {task.pop(f'expected_{k}_bytes'):,}" for k, shown_as in names.items()]
+    skip = {"id", "status", "active", "queue_pos"}
+    rows = [(k, v) for k, v in task.items() if k not in skip]
+    rows.insert(4, ("payload", shown))
+    rows.insert(6, ("bytes", " · ".join(sizes)))
+    width = max(shutil.get_terminal_size().columns, 40)
+    for name, item in rows:
+        if isinstance(item, dt.datetime):
+            item = item.strftime("%Y-%m-%d %H:%M:%S UTC")
+        text = "–" if item is None else str(item)
+        lines = textwrap.wrap(
+            text, width, initial_indent=f"  {name:<12} ", subsequent_indent=" " * 15
+        )
+        click.echo("\n".join(lines or [f"  {name:<12}"]))
 
 
 @cli.command("retry-failed")
@@ -713,8 +859,15 @@ def pause_group(db: str, group: str, until: timedelta | dt.datetime | None) -> N
     with TaskStore.open(db) as store:
         store.pause_group(group, until=until)
         end = store.paused_groups().get(group)
+        known = any(q(group=group, limit=1).height for q in (store.tasks, store.history))
     when = "until resume-group" if end is None else f"until {_utc(end)}"
     click.echo(f"paused group {group} in {_shown(db)} {when}")
+    if not known:
+        click.echo(
+            f"taskmill: note: no task in the store has group {group} (yet): the pause holds "
+            "for its tasks to come",
+            err=True,
+        )
 
 
 @cli.command("resume-group")
