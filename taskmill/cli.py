@@ -491,12 +491,96 @@ def paused(db: str, as_json: bool) -> None:
         click.echo(f"  {_pause_text(group, end)}")
 
 
-#: What `tasks` and `history` print (every column goes to -o FILE).
-_SHOWN = {
-    "tasks": ["id", "task_type", "dedup_key", "group", "priority", "status", "attempts"],
-    "history": ["id", "task_type", "dedup_key", "group", "status", "attempts", "last_error"],
+#: What `tasks` and `history` print (every column goes to -o FILE): the column, its
+#: header, and how a long value is shortened to fit the terminal (see ListingColumn).
+_SHOWN: dict[str, list[tuple[str, str, str]]] = {
+    "tasks": [
+        ("id", "id", ""),
+        ("task_type", "task_type", "middle"),
+        ("dedup_key", "dedup_key", "middle"),
+        ("group", "group", "middle"),
+        ("priority", "priority", ""),
+        ("status", "status", ""),
+        ("attempts", "tries", ""),
+        ("run_after", "next try", ""),
+    ],
+    "history": [
+        ("id", "id", ""),
+        ("task_type", "task_type", "middle"),
+        ("dedup_key", "dedup_key", "middle"),
+        ("group", "group", "middle"),
+        ("status", "status", ""),
+        ("attempts", "tries", ""),
+        ("finished_at", "finished", ""),
+        ("last_error", "last_error", "end"),
+    ],
+}
+#: The columns left out first when a listing does not fit the terminal.
+_DROP_FIRST = {
+    "tasks": ("priority", "attempts", "task_type"),
+    "history": ("attempts", "task_type", "group"),
 }
 _SHOW_ROWS = 20
+#: The statuses each listing holds, to count its rows without reading them.
+_LISTED = {
+    "tasks": ("blocked", "pending", "running", "paused", "waiting"),
+    "history": ("completed", "failed", "cancelled", "superseded", "expired"),
+}
+
+
+def _listing_cells(frame: Any, which: str) -> dict[str, list[str]]:
+    """Each shown column of a `tasks` or `history` frame as text: times in UTC to the
+    minute (a next try only while it is ahead), an error by its first line."""
+    from .render import _cell
+
+    now = dt.datetime.now(dt.UTC)
+    cells: dict[str, list[str]] = {}
+    for name, _, _ in _SHOWN[which]:
+        values = frame[name].to_list() if name in frame.columns else [None] * frame.height
+        if name in ("run_after", "finished_at"):
+            ahead = name == "finished_at"
+            cells[name] = [
+                v.strftime("%m-%d %H:%M") if v is not None and (ahead or v > now) else "–"
+                for v in values
+            ]
+        elif name == "last_error":
+            cells[name] = ["–" if v is None else v.strip().splitlines()[-1] for v in values]
+        else:
+            cells[name] = [_cell(v) for v in values]
+    return cells
+
+
+def _listing_total(store: Any, which: str, frame: Any, limit: int | None, **filters: Any) -> int:
+    """How many rows the listing's filters match (``frame`` is the first ``limit``)."""
+    if limit is None or frame.height < limit:
+        return int(frame.height)
+    if filters["group"] is None and filters["task_type"] is None:
+        counts = store.counts()
+        wanted = filters["status"] or _LISTED[which]
+        return sum(counts.get(status, 0) for status in wanted)
+    query = store.tasks if which == "tasks" else store.history
+    return int(query(**filters).height)
+
+
+def _print_listing(frame: Any, which: str, total: int, db: str) -> None:
+    """A `tasks` or `history` listing: one line per task fitting the terminal, and how
+    many of how many it shows."""
+    from .render import listing_table
+
+    console = _console()
+    head = frame.head(_SHOW_ROWS)
+    cells = _listing_cells(head, which)
+    columns = _SHOWN[which]
+    if which == "tasks" and all(v == "–" for v in cells["run_after"]):
+        columns = columns[:-1]  # no task waits for a later time: no next-try column
+    noun = "active task" if which == "tasks" else "finished task"
+    console.print(f"{which} in {_shown(db)}", soft_wrap=False)
+    table = listing_table(cells, columns, console.width, drop_order=_DROP_FIRST[which])
+    console.print(table)
+    line = f"{head.height:,} of {_plural(total, noun)}"
+    if head.height < total:
+        line += "; -o FILE.parquet or FILE.csv writes all of them"
+    console.print(line, soft_wrap=False)
 
 
 def _export_command(which: str) -> Callable[..., None]:
@@ -519,23 +603,18 @@ def _export_command(which: str) -> Callable[..., None]:
         limit: int | None,
         output: Path | None,
     ) -> None:
-        from .render import data_table
 
+        filters = {
+            "status": status or None,
+            "group": group or None,
+            "task_type": task_type or None,
+        }
         with _existing(db) as store:
             query = store.tasks if which == "tasks" else store.history
-            frame = query(
-                status=status or None, group=group or None, task_type=task_type or None, limit=limit
-            )
+            frame = query(**filters, limit=limit)
+            total = _listing_total(store, which, frame, limit, **filters) if output is None else 0
         if output is None:
-            shown = [c for c in _SHOWN[which] if c in frame.columns]
-            console = _console()
-            title = f"{which} ({_shown(db)})"
-            console.print(data_table(frame.head(_SHOW_ROWS).select(shown), title))
-            if frame.height > _SHOW_ROWS:
-                console.print(
-                    f"… {frame.height - _SHOW_ROWS:,} more rows: --limit to see fewer, "
-                    "-o FILE.parquet or FILE.csv for all of them with every column"
-                )
+            _print_listing(frame, which, total, db)
             return
         suffix = output.suffix.lower()
         if suffix == ".parquet":

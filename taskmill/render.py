@@ -97,3 +97,88 @@ def tally(seen: Counter[str], event: Event) -> None:
         seen["completed"] += 1
     elif isinstance(event, TaskFailed):
         seen["retried" if event.will_retry else "failed"] += 1
+
+
+#: A column of :func:`listing_table`: the frame column, its header, and how a long value
+#: is shortened: ``"middle"`` (keys, names), ``"end"`` (messages: their start tells most)
+#: or ``""`` (a short value, always whole).
+ListingColumn = tuple[str, str, str]
+
+
+def shorten(text: str, width: int, where: str = "middle") -> str:
+    """``text`` in at most ``width`` characters: cut in the middle with "…", keeping more
+    of the end (object keys and group names differ at their end), or with ``where="end"``
+    at its end."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    if where == "end":
+        return text[: width - 1] + "…"
+    head = (width - 1) // 4
+    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
+
+
+def _fit(natural: list[int], floors: list[int], room: int) -> list[int] | None:
+    """Widths of the shortenable columns sharing ``room`` characters: each gets its
+    natural width when all fit, else a fair share (never under its floor); None when even
+    the floors do not fit."""
+    if sum(floors) > room:
+        return None
+    widths = list(floors)
+    left = room - sum(floors)
+    # water-filling: the narrowest needs are met first, the rest share what remains
+    for i in sorted(range(len(natural)), key=lambda j: natural[j]):
+        want = natural[i] - widths[i]
+        pending = sum(1 for j in range(len(natural)) if natural[j] - widths[j] > 0)
+        give = min(want, left // max(pending, 1))
+        widths[i] += give
+        left -= give
+    return widths
+
+
+def listing_table(
+    cells: dict[str, list[str]],
+    columns: list[ListingColumn],
+    width: int,
+    *,
+    drop_order: tuple[str, ...] = (),
+) -> Any:
+    """A rich table of one line per row that fits ``width`` columns: short values whole,
+    long text shortened in the middle, and, when even that does not fit, the columns of
+    ``drop_order`` left out in turn.  ``cells`` holds each column's values as text."""
+    from rich.table import Table
+    from rich.text import Text
+
+    shown = list(columns)
+    while True:
+        fixed = [max(len(h), *(len(v) for v in cells[n])) for n, h, long in shown if not long]
+        natural = [max(len(h), *(len(v) for v in cells[n])) for n, h, long in shown if long]
+        floors = [
+            min(nat, max(len(h), 30 if long == "end" else 16))
+            for nat, (_, h, long) in zip(natural, [c for c in shown if c[2]], strict=True)
+        ]
+        room = width - (3 * len(shown) + 1) - sum(fixed)
+        widths = _fit(natural, floors, room)
+        droppable = [c for c in shown if c[0] in drop_order]
+        if widths is not None or not droppable:
+            break
+        first = min(droppable, key=lambda c: drop_order.index(c[0]))
+        shown.remove(first)
+    widths = widths or floors
+    table = Table()
+    sizes = iter(widths)
+    for name, header, long in shown:
+        size = next(sizes) if long else max(len(header), *(len(v) for v in cells[name]))
+        numeric = not long and all(v.replace(",", "").isdigit() or v == "–" for v in cells[name])
+        table.add_column(
+            header,
+            justify="right" if numeric else "left",
+            no_wrap=True,
+            width=size,
+            overflow="ellipsis",
+        )
+        cells[name] = [shorten(v, size, long or "middle") for v in cells[name]]
+    for row in zip(*(cells[name] for name, _, _ in shown), strict=True):
+        table.add_row(*(Text(v) for v in row))
+    return table

@@ -272,8 +272,8 @@ def test_tasks_limit_5_is_readable_at_80_columns(busy: Path) -> None:
         body = _check_listing(out, 5)
         assert "5 of 153 active tasks" in out, out
         # long values are shortened in the middle, so both groups stay told apart
-        assert "…bucket-a" in out and "…bucket-b" in out, out
-        assert "IMG_000000.jpg" in body[0], out
+        assert "…" in body[0] and "/bucket-a │" in body[0] and "/bucket-b │" in body[1], out
+        assert "G_000000.jpg │" in body[0], out
 
 
 def test_tasks_show_when_a_task_will_run(tmp_path: Path) -> None:
