@@ -427,7 +427,7 @@ def plan(plan: Path, db: str, outcome: Path | None, as_json: bool, **options: An
 @JSON_OPTION
 def stats(db: str, as_json: bool) -> None:
     """Queue counts by status, by group and by priority."""
-    from .render import data_table
+    from .render import count_tables
 
     with _existing(db) as store:
         counts = store.counts()
@@ -454,7 +454,11 @@ def stats(db: str, as_json: bool) -> None:
     if paused:
         console.print("paused groups: " + ", ".join(_pause_text(g, e) for g, e in paused.items()))
     for title, frame in (("by group", by_group), ("by priority", by_priority)):
-        console.print(data_table(frame, title, keep=("total",), drop_zero=True))
+        if frame.height == 0:
+            console.print(f"{title}: no tasks")
+            continue
+        for table in count_tables(frame, title, console.width):
+            console.print(table)
 
 
 def _pause_text(group: str, end: float | None) -> str:

@@ -182,3 +182,37 @@ def listing_table(
     for row in zip(*(cells[name] for name, _, _ in shown), strict=True):
         table.add_row(*(Text(v) for v in row))
     return table
+
+
+#: The count columns of ``stats`` tables that hold active tasks (the rest are finished).
+ACTIVE_COUNTS = ("blocked", "pending", "running", "paused", "waiting")
+
+
+def count_tables(frame: pl.DataFrame, title: str, width: int) -> list[Any]:
+    """``stats`` tables of a frame of counts (a key column, one column per status and
+    ``total``) that fit ``width`` columns with every header on one line: the columns that
+    are zero on every row left out, and when the rest still do not fit, one table of the
+    active statuses and one of the finished ones with the total."""
+    zero = [
+        name
+        for name, dtype in frame.schema.items()
+        if dtype.is_integer() and name != "total" and frame[name].fill_null(0).eq(0).all()
+    ]
+    frame = frame.drop(zero)
+    key = frame.columns[0]
+
+    def need(part: pl.DataFrame) -> int:
+        cells = [[_cell(v) for v in part[name].to_list()] for name in part.columns]
+        sizes = [
+            max([len(name), *(len(c) for c in col)])
+            for name, col in zip(part.columns, cells, strict=True)
+        ]
+        sizes[0] = min(sizes[0], 16)  # the key folds; counts never do
+        return sum(sizes) + 3 * len(sizes) + 1
+
+    if need(frame) <= width:
+        return [data_table(frame, title)]
+    active = [c for c in frame.columns[1:] if c in ACTIVE_COUNTS]
+    finished = [c for c in frame.columns[1:] if c not in ACTIVE_COUNTS]
+    parts = [(f"{title}: active", active), (f"{title}: finished", finished)]
+    return [data_table(frame.select(key, *names), head) for head, names in parts if names]

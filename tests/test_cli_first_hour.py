@@ -21,6 +21,8 @@ from taskmill.demo import SAMPLE_PLAN
 
 from conftest import ENV, PYTHON
 
+#: Terminal escape sequences (styles, cursor moves), left out of what a test reads.
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 NARROW = {**ENV, "COLUMNS": "80", "LINES": "40"}
 
 
@@ -47,12 +49,12 @@ def on_pty(*args: str, cwd: Path | None = None) -> tuple[int, str]:
         timeout=300,
         cwd=cwd,
     )
-    return proc.returncode, proc.stdout.replace("\r\n", "\n")
+    return proc.returncode, ANSI.sub("", proc.stdout.replace("\r\n", "\n"))
 
 
 def fits(text: str, width: int = 80) -> None:
     """Every line of ``text`` (escape sequences removed) fits ``width`` columns."""
-    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    plain = ANSI.sub("", text)
     too_long = [line for line in plain.splitlines() if len(line) > width]
     assert not too_long, "\n".join(too_long)
 
@@ -420,3 +422,62 @@ def test_the_demo_words_failed_rows_as_submit_does(tmp_path: Path) -> None:
     assert "… 10 more failed rows" in result.output
     assert str(SAMPLE_PLAN.parent) not in result.output
     assert "taskmill gen-plan --sample --out sample.parquet" in result.output
+
+
+def _every_status(db: Path) -> None:
+    """A store whose group s3://a-group has a task in every status a CLI user meets."""
+    with tm.TaskStore.open(db) as store:
+        store.submit_batch(
+            [tm.TaskSubmission("t", dedup_key=k, group="s3://a-group") for k in "abcdef"]
+        )
+        store.submit(tm.TaskSubmission("fails", dedup_key="x", group="s3://a-group"))
+        store.submit(
+            tm.TaskSubmission("t", dedup_key="a", group="s3://a-group", on_duplicate="supersede")
+        )
+        ids = {r["dedup_key"]: r["id"] for r in store.tasks().iter_rows(named=True)}
+        store.cancel(ids["b"])
+        store.pause(ids["c"])
+        store.submit(
+            tm.TaskSubmission(
+                "t", dedup_key="late", group="s3://a-group", expires_at=dt.timedelta(seconds=-1)
+            )
+        )
+        store.expire_due()
+
+    def fails(ctx: tm.TaskContext) -> None:
+        raise RuntimeError("no")
+
+    async def run() -> None:
+        executors = {"fails": fails}
+        async with tm.Scheduler(db, executors=executors, max_retries=0) as sched:
+            await sched.wait_idle()
+        with tm.TaskStore.open(db) as store:
+            done = store.tasks(task_type="t").filter(pl.col("dedup_key") == "d")["id"][0]
+        async with tm.Scheduler(db, executors={"t": lambda ctx: None}) as sched:
+            for task in (await asyncio.to_thread(sched.store.tasks)).iter_rows(named=True):
+                if task["id"] != done and task["status"] == "pending":
+                    await asyncio.to_thread(sched.store.pause, task["id"])
+            await sched.wait_idle()
+
+    asyncio.run(run())
+
+
+def test_stats_with_every_status_fits_80_columns_with_whole_headers(tmp_path: Path) -> None:
+    """3: ten count columns wrapped their headers at 80 columns ("ex / pired")."""
+    db = tmp_path / "t.db"
+    _every_status(db)
+    with tm.TaskStore.open(db) as store:
+        counts = store.counts()
+    assert all(counts[s] for s in ("paused", "completed", "failed", "cancelled", "superseded"))
+    assert counts["expired"]
+    for out in (piped("stats", "--db", str(db)).stdout, on_pty("stats", "--db", str(db))[1]):
+        fits(out)
+        lines = out.splitlines()
+        headers = [line for line in lines if line.startswith("┃")]
+        for word in ("paused", "completed", "failed", "cancelled", "superseded", "expired"):
+            assert any(re.search(rf"┃ +{word} +┃", h) for h in headers), out
+        # no header is folded onto a second line
+        for k, line in enumerate(lines):
+            if line.startswith("┏"):
+                assert lines[k + 2].startswith("┡"), out
+        assert "s3://a-group" in out
