@@ -176,7 +176,7 @@ def test_stats_tasks_history_export(tmp_path: Path, plan: Path) -> None:
     assert text.exit_code == 0 and "by group" in text.output
     csv = tmp_path / "tasks.csv"
     res = CliRunner().invoke(cli, ["tasks", "--db", str(db), "--group", "s3://one", "-o", str(csv)])
-    assert res.exit_code == 0 and "wrote 1 tasks rows" in res.output
+    assert res.exit_code == 0 and "wrote 1 active task to" in res.output
     assert pl.read_csv(csv)["dedup_key"].to_list() == ["a"]
     hist = tmp_path / "history.parquet"
     res = CliRunner().invoke(
