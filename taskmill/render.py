@@ -150,6 +150,7 @@ def listing_table(
     from rich.table import Table
     from rich.text import Text
 
+    cells = dict(cells)  # shortened below; the caller's values stay as they were
     shown = list(columns)
     while True:
         fixed = [max(len(h), *(len(v) for v in cells[n])) for n, h, long in shown if not long]
