@@ -14,9 +14,11 @@ import datetime as dt
 import importlib
 import json
 import re
+import shutil
 import signal
 import sys
 import tempfile
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -48,16 +50,31 @@ def _shown(db: str) -> str:
 
 
 class _Group(click.Group):
-    """Maps taskmill's errors to one clear line on stderr and exit code 1."""
+    """Maps taskmill's errors to one clear line on stderr and exit code 1; lists commands
+    with their whole first sentence, wrapped rather than cut at the terminal's width."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command listing, each description whole (click cuts them with "...")."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except SchedulerError as exc:
-            from .plan import UnknownColumns
+            from .plan import NoTaskType, UnknownColumns
 
-            message = exc.advice(cli=True) if isinstance(exc, UnknownColumns) else str(exc)
-            click.echo(f"taskmill: error: {message}", err=True)
+            advised = isinstance(exc, UnknownColumns | NoTaskType)
+            message = exc.advice(cli=True) if advised else str(exc)
+            # one line, whatever the driver said (libpq adds "\n\tIs the server running…")
+            line = " ".join(message.split())
+            click.echo(f"taskmill: error: {line}", err=True)
             sys.exit(1)
 
 
@@ -67,7 +84,8 @@ class _Group(click.Group):
 )
 @click.version_option(package_name="taskmill")
 def cli() -> None:
-    """taskmill: a persistent, priority-aware task queue on SQLite, fed by sync plans."""
+    """taskmill: a persistent, priority-aware task queue fed by sync plans, in a SQLite
+    file or a PostgreSQL database shared by workers on many machines."""
 
 
 def _console(stderr: bool = False) -> Any:
@@ -76,6 +94,29 @@ def _console(stderr: bool = False) -> Any:
     # data is printed as data: no markup, no emoji codes (a group named "[/bold]" or
     # "[link=…]" is text, never an instruction to the terminal)
     return Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+
+def _existing(db: str) -> Any:
+    """The store at ``db`` opened for a command that reads (or changes only what is there):
+    a SQLite file that does not exist is an error, never created empty."""
+    from .store import TaskStore
+    from .store.location import parse_location
+
+    where = parse_location(db)
+    if where.path is not None and not where.path.exists():
+        raise SchedulerError(
+            f"{_shown(db)} does not exist: no task store there (check --db; "
+            "`taskmill submit` creates one)",
+            kind="store",
+        )
+    return TaskStore.open(db)
+
+
+def _remove_new_store(path: Path) -> None:
+    """Remove the SQLite store a failed ``submit`` created at ``path`` (and its WAL files)."""
+    for leftover in (path, *(path.with_name(path.name + end) for end in ("-wal", "-shm"))):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
 
 
 def _priority(value: str | None) -> int | None:
@@ -293,7 +334,8 @@ def _run_plan(
 
     where_db = parse_location(db)
     # a SQLite file that does not exist yet (a PostgreSQL database is never "fresh" here)
-    fresh = dry_run and where_db.path is not None and not where_db.path.exists()
+    missing = where_db.path is not None and not where_db.path.exists()
+    fresh = dry_run and missing
     with contextlib.ExitStack() as stack:
         # planning writes nothing: against a store that does not exist yet, plan against
         # an empty one in a private folder instead of creating the file
@@ -303,7 +345,16 @@ def _run_plan(
             if fresh
             else db
         )
-        outcome = _plan_or_submit(dry_run, where, batch, err_console, show)
+        try:
+            outcome = _plan_or_submit(dry_run, where, batch, err_console, show)
+        except SchedulerError as exc:
+            from .model import BatchInterrupted
+
+            # a submit that failed before writing anything leaves no new empty store
+            if missing and not dry_run and not isinstance(exc, BatchInterrupted):
+                assert where_db.path is not None
+                _remove_new_store(where_db.path)
+            raise
     if outcome_path is not None:
         outcome.to_polars().write_parquet(outcome_path)
     if as_json:
@@ -316,14 +367,21 @@ def _run_plan(
 
 def _plan_or_submit(dry_run: bool, where: Any, batch: Any, err_console: Any, show: bool) -> Any:
     """Plan or submit ``batch`` into the store at ``where``, with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from .store import TaskStore
 
     with (
         TaskStore.open(where) as store,
         Progress(
-            "[progress.description]{task.description}",
+            # the console prints data without markup, so the column is plain text too
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -369,13 +427,13 @@ def plan(plan: Path, db: str, outcome: Path | None, as_json: bool, **options: An
 @JSON_OPTION
 def stats(db: str, as_json: bool) -> None:
     """Queue counts by status, by group and by priority."""
-    from .render import data_table
-    from .store import TaskStore
+    from .render import count_tables
 
-    with TaskStore.open(db) as store:
+    with _existing(db) as store:
         counts = store.counts()
         by_group = store.stats("group")
         by_priority = store.stats("priority")
+        paused = store.paused_groups()
     if as_json:
         click.echo(
             json.dumps(
@@ -384,6 +442,7 @@ def stats(db: str, as_json: bool) -> None:
                     "counts": counts,
                     "by_group": by_group.to_dicts(),
                     "by_priority": by_priority.to_dicts(),
+                    "paused_groups": _paused_json(paused),
                 }
             )
         )
@@ -392,16 +451,140 @@ def stats(db: str, as_json: bool) -> None:
     # wrapped at the terminal's width, never at a number
     line = f"{_shown(db)}: " + ", ".join(f"{k}\u00a0{v:,}" for k, v in counts.items())
     console.print(line, soft_wrap=False)
+    if paused:
+        console.print("paused groups: " + ", ".join(_pause_text(g, e) for g, e in paused.items()))
     for title, frame in (("by group", by_group), ("by priority", by_priority)):
-        console.print(data_table(frame, title, keep=("total",), drop_zero=True))
+        if frame.height == 0:
+            console.print(f"{title}: no tasks")
+            continue
+        for table in count_tables(frame, title, console.width):
+            console.print(table)
 
 
-#: What `tasks` and `history` print (every column goes to -o FILE).
-_SHOWN = {
-    "tasks": ["id", "task_type", "dedup_key", "group", "priority", "status", "attempts"],
-    "history": ["id", "task_type", "dedup_key", "group", "status", "attempts", "last_error"],
+def _pause_text(group: str, end: float | None) -> str:
+    """One paused group as the CLI says it: ``g until 2026-… UTC`` or ``until resume-group``."""
+    return f"{group} until " + ("resume-group" if end is None else _utc(end))
+
+
+def _paused_json(paused: dict[str, float | None]) -> list[dict[str, str | None]]:
+    """The paused groups for ``--json``: each group and its end as an ISO time (or null)."""
+    return [
+        {
+            "group": group,
+            "until": None if end is None else dt.datetime.fromtimestamp(end, dt.UTC).isoformat(),
+        }
+        for group, end in sorted(paused.items())
+    ]
+
+
+@cli.command()
+@DB_OPTION
+@JSON_OPTION
+def paused(db: str, as_json: bool) -> None:
+    """The paused groups and when each pause ends (pause-group, resume-group)."""
+    with _existing(db) as store:
+        groups = store.paused_groups()
+    if as_json:
+        click.echo(json.dumps({"db": _shown(db), "paused_groups": _paused_json(groups)}))
+        return
+    if not groups:
+        click.echo(f"no group is paused in {_shown(db)}")
+        return
+    click.echo(f"{_plural(len(groups), 'paused group')} in {_shown(db)}:")
+    for group, end in sorted(groups.items()):
+        click.echo(f"  {_pause_text(group, end)}")
+
+
+#: What `tasks` and `history` print (every column goes to -o FILE): the column, its
+#: header, and how a long value is shortened to fit the terminal (see ListingColumn).
+_SHOWN: dict[str, list[tuple[str, str, str]]] = {
+    "tasks": [
+        ("id", "id", ""),
+        ("task_type", "task_type", "middle"),
+        ("dedup_key", "dedup_key", "middle"),
+        ("group", "group", "middle"),
+        ("priority", "priority", ""),
+        ("status", "status", ""),
+        ("attempts", "tries", ""),
+        ("run_after", "next try", ""),
+    ],
+    "history": [
+        ("id", "id", ""),
+        ("task_type", "task_type", "middle"),
+        ("dedup_key", "dedup_key", "middle"),
+        ("group", "group", "middle"),
+        ("status", "status", ""),
+        ("attempts", "tries", ""),
+        ("finished_at", "finished", ""),
+        ("last_error", "last_error", "end"),
+    ],
+}
+#: The columns left out first when a listing does not fit the terminal.
+_DROP_FIRST = {
+    "tasks": ("priority", "attempts", "task_type"),
+    "history": ("attempts", "task_type", "group"),
 }
 _SHOW_ROWS = 20
+#: The statuses each listing holds, to count its rows without reading them.
+_LISTED = {
+    "tasks": ("blocked", "pending", "running", "paused", "waiting"),
+    "history": ("completed", "failed", "cancelled", "superseded", "expired"),
+}
+
+
+def _listing_cells(frame: Any, which: str) -> dict[str, list[str]]:
+    """Each shown column of a `tasks` or `history` frame as text: times in UTC to the
+    minute (a next try only while it is ahead), an error by its first line."""
+    from .render import _cell
+
+    now = dt.datetime.now(dt.UTC)
+    cells: dict[str, list[str]] = {}
+    for name, _, _ in _SHOWN[which]:
+        values = frame[name].to_list() if name in frame.columns else [None] * frame.height
+        if name in ("run_after", "finished_at"):
+            ahead = name == "finished_at"
+            cells[name] = [
+                v.strftime("%m-%d %H:%M") if v is not None and (ahead or v > now) else "–"
+                for v in values
+            ]
+        elif name == "last_error":
+            cells[name] = ["–" if v is None else v.strip().splitlines()[-1] for v in values]
+        else:
+            cells[name] = [_cell(v) for v in values]
+    return cells
+
+
+def _listing_total(store: Any, which: str, frame: Any, limit: int | None, **filters: Any) -> int:
+    """How many rows the listing's filters match (``frame`` is the first ``limit``)."""
+    if limit is None or frame.height < limit:
+        return int(frame.height)
+    if filters["group"] is None and filters["task_type"] is None:
+        counts = store.counts()
+        wanted = filters["status"] or _LISTED[which]
+        return sum(counts.get(status, 0) for status in wanted)
+    query = store.tasks if which == "tasks" else store.history
+    return int(query(**filters).height)
+
+
+def _print_listing(frame: Any, which: str, total: int, db: str) -> None:
+    """A `tasks` or `history` listing: one line per task fitting the terminal, and how
+    many of how many it shows."""
+    from .render import listing_table
+
+    console = _console()
+    head = frame.head(_SHOW_ROWS)
+    cells = _listing_cells(head, which)
+    columns = _SHOWN[which]
+    if which == "tasks" and all(v == "–" for v in cells["run_after"]):
+        columns = columns[:-1]  # no task waits for a later time: no next-try column
+    noun = "active task" if which == "tasks" else "finished task"
+    console.print(f"{which} in {_shown(db)}", soft_wrap=False)
+    table = listing_table(cells, columns, console.width, drop_order=_DROP_FIRST[which])
+    console.print(table)
+    line = f"{head.height:,} of {_plural(total, noun)}"
+    if head.height < total:
+        line += "; -o FILE.parquet or FILE.csv writes all of them"
+    console.print(line, soft_wrap=False)
 
 
 def _export_command(which: str) -> Callable[..., None]:
@@ -424,24 +607,18 @@ def _export_command(which: str) -> Callable[..., None]:
         limit: int | None,
         output: Path | None,
     ) -> None:
-        from .render import data_table
-        from .store import TaskStore
 
-        with TaskStore.open(db) as store:
+        filters = {
+            "status": status or None,
+            "group": group or None,
+            "task_type": task_type or None,
+        }
+        with _existing(db) as store:
             query = store.tasks if which == "tasks" else store.history
-            frame = query(
-                status=status or None, group=group or None, task_type=task_type or None, limit=limit
-            )
+            frame = query(**filters, limit=limit)
+            total = _listing_total(store, which, frame, limit, **filters) if output is None else 0
         if output is None:
-            shown = [c for c in _SHOWN[which] if c in frame.columns]
-            console = _console()
-            title = f"{which} ({_shown(db)})"
-            console.print(data_table(frame.head(_SHOW_ROWS).select(shown), title))
-            if frame.height > _SHOW_ROWS:
-                console.print(
-                    f"… {frame.height - _SHOW_ROWS:,} more rows: --limit to see fewer, "
-                    "-o FILE.parquet or FILE.csv for all of them with every column"
-                )
+            _print_listing(frame, which, total, db)
             return
         suffix = output.suffix.lower()
         if suffix == ".parquet":
@@ -450,7 +627,8 @@ def _export_command(which: str) -> Callable[..., None]:
             frame.drop("payload").write_csv(output)
         else:
             raise click.BadParameter("use a .parquet or .csv file name", param_hint="--output")
-        click.echo(f"wrote {frame.height:,} {which} rows to {output}")
+        noun = "active task" if which == "tasks" else "finished task"
+        click.echo(f"wrote {_plural(frame.height, noun)} to {output}")
 
     return command
 
@@ -532,11 +710,10 @@ def prune(
     --older-than and is not among the --keep-last most recently finished.  Deletes in
     short transactions, so running workers keep dispatching meanwhile.
     """
-    from .store import TaskStore
 
     if older_than is None and keep_last is None:
         raise click.UsageError("give --older-than, --keep-last or both")
-    with TaskStore.open(db) as store:
+    with _existing(db) as store:
         removed = store.prune_history(older_than=older_than, keep_last=keep_last, export=export)
         exported = store.last_export
     if as_json:
@@ -574,6 +751,14 @@ def prune(
     help="Only tasks with these dedup keys: one key per line, or the dedup_key column of a "
     ".parquet or .csv file.",
 )
+@click.option(
+    "--id",
+    "ids",
+    multiple=True,
+    type=click.IntRange(min=1),
+    metavar="ID",
+    help="Cancel these tasks by id instead (repeatable; no other filter with it).",
+)
 @JSON_OPTION
 def cancel(
     db: str,
@@ -582,21 +767,28 @@ def cancel(
     label: tuple[str, ...],
     status: tuple[str, ...],
     keys_file: Path | None,
+    ids: tuple[int, ...],
     as_json: bool,
 ) -> None:
-    """Cancel every active task matching all the filters given (at least one).
+    """Cancel every active task matching all the filters given (at least one), or the
+    tasks given by --id.
 
     They move to history as cancelled; a worker running one of them stops it within its
     poll interval."""
-    if not (task_type or group or label or status or keys_file):
+    filtered = bool(task_type or group or label or status or keys_file)
+    if ids:
+        if filtered:
+            raise click.UsageError("give either --id or filters, not both")
+        _cancel_ids(db, ids, as_json)
+        return
+    if not filtered:
         raise click.UsageError(
-            "give at least one of --type, --group, --label, --status, --keys-file (to "
+            "give at least one of --type, --group, --label, --status, --keys-file, --id (to "
             "cancel every active task: --status pending --status running --status paused)"
         )
-    from .store import TaskStore
 
     keys = None if keys_file is None else _read_keys(keys_file)
-    with TaskStore.open(db) as store:
+    with _existing(db) as store:
         count = store.cancel_where(
             task_type=task_type or None,
             group=group or None,
@@ -608,6 +800,96 @@ def cancel(
         click.echo(json.dumps({"db": _shown(db), "cancelled": count}))
     else:
         click.echo(f"cancelled {_plural(count, 'task')} in {_shown(db)}")
+
+
+def _cancel_ids(db: str, ids: tuple[int, ...], as_json: bool) -> None:
+    """``cancel --id``: cancel each task given; say which were not active and why."""
+    done: list[int] = []
+    not_active: list[tuple[int, str]] = []
+    with _existing(db) as store:
+        for task_id in dict.fromkeys(ids):
+            if store.cancel(task_id) is not None:
+                done.append(task_id)
+                continue
+            found = _find_task(store, task_id)
+            not_active.append((task_id, "no such task" if found is None else found["status"]))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "db": _shown(db),
+                    "cancelled": len(done),
+                    "ids": done,
+                    "not_active": [{"id": i, "status": why} for i, why in not_active],
+                }
+            )
+        )
+        return
+    line = f"cancelled {_plural(len(done), 'task')} in {_shown(db)}"
+    if not_active:
+        line += "; not active: " + ", ".join(f"{i} ({why})" for i, why in not_active)
+    click.echo(line)
+
+
+def _find_task(store: Any, task_id: int) -> dict[str, Any] | None:
+    """Task ``task_id`` as a row of ``tasks()`` (with ``active`` true) or of ``history()``
+    (``active`` false), or None when the store has no such task."""
+    import polars as pl
+
+    for active, query in ((True, store.tasks), (False, store.history)):
+        found = query().filter(pl.col("id") == task_id)
+        if found.height:
+            return {**found.row(0, named=True), "active": active}
+    return None
+
+
+def _payload_value(payload: bytes | None) -> tuple[Any, str]:
+    """A payload for ``show``: its JSON value (or text, or hex) and how it reads."""
+    if payload is None:
+        return None, "–"
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return payload.hex(), f"{payload!r} ({_plural(len(payload), 'byte')}, not UTF-8)"
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text, text
+    return value, json.dumps(value, ensure_ascii=False)
+
+
+@cli.command()
+@DB_OPTION
+@click.argument("task_id", metavar="ID", type=click.IntRange(min=1))
+@JSON_OPTION
+def show(db: str, task_id: int, as_json: bool) -> None:
+    """One task, active or finished: its status, fields, payload and last error."""
+    with _existing(db) as store:
+        task = _find_task(store, task_id)
+    if task is None:
+        raise SchedulerError(f"no task {task_id} in {_shown(db)}", kind="unknown_task")
+    value, shown = _payload_value(task.pop("payload"))
+    if as_json:
+        fields = {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in task.items()}
+        click.echo(json.dumps({**fields, "payload": value}))
+        return
+    where = "active" if task["active"] else "finished"
+    click.echo(f"task {task_id}: {task['status']} ({where})")
+    names = {"read": "read", "write": "write", "net_rx": "net rx", "net_tx": "net tx"}
+    sizes = [f"{shown_as} {task.pop(f'expected_{k}_bytes'):,}" for k, shown_as in names.items()]
+    skip = {"id", "status", "active", "queue_pos"}
+    rows = [(k, v) for k, v in task.items() if k not in skip]
+    rows.insert(4, ("payload", shown))
+    rows.insert(6, ("bytes", " · ".join(sizes)))
+    width = max(shutil.get_terminal_size().columns, 40)
+    for name, item in rows:
+        if isinstance(item, dt.datetime):
+            item = item.strftime("%Y-%m-%d %H:%M:%S UTC")
+        text = "–" if item is None else str(item)
+        lines = textwrap.wrap(
+            text, width, initial_indent=f"  {name:<12} ", subsequent_indent=" " * 15
+        )
+        click.echo("\n".join(lines or [f"  {name:<12}"]))
 
 
 @cli.command("retry-failed")
@@ -629,10 +911,9 @@ def retry_failed(
 
     A keyed task is retried while its failure is the latest record of its key (so a second
     run submits nothing twice); a task without a dedup key is submitted by every run."""
-    from .store import TaskStore
 
     after = since
-    with TaskStore.open(db) as store:
+    with _existing(db) as store:
         outcome = store.retry_failed(task_type=task_type or None, group=group or None, since=after)
     if as_json:
         click.echo(json.dumps(_summary(outcome, db)))
@@ -661,8 +942,15 @@ def pause_group(db: str, group: str, until: timedelta | dt.datetime | None) -> N
     with TaskStore.open(db) as store:
         store.pause_group(group, until=until)
         end = store.paused_groups().get(group)
+        known = any(q(group=group, limit=1).height for q in (store.tasks, store.history))
     when = "until resume-group" if end is None else f"until {_utc(end)}"
     click.echo(f"paused group {group} in {_shown(db)} {when}")
+    if not known:
+        click.echo(
+            f"taskmill: note: no task in the store has group {group} (yet): the pause holds "
+            "for its tasks to come",
+            err=True,
+        )
 
 
 @cli.command("resume-group")
@@ -670,9 +958,8 @@ def pause_group(db: str, group: str, until: timedelta | dt.datetime | None) -> N
 @click.argument("group")
 def resume_group(db: str, group: str) -> None:
     """Dispatch GROUP's tasks again."""
-    from .store import TaskStore
 
-    with TaskStore.open(db) as store:
+    with _existing(db) as store:
         resumed = store.resume_group(group)
     click.echo(
         f"resumed group {group} in {_shown(db)}" if resumed else f"group {group} was not paused"

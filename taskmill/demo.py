@@ -70,6 +70,16 @@ DEMO_EXECUTORS: dict[str, Callable[[TaskContext], Any]] = {
 }
 
 
+def _list_hint(plan_path: Path | None) -> str:
+    """How to list every failed row of the demo's plan, with a file the user can name."""
+    if plan_path is not None:
+        return f"`taskmill plan {plan_path} --outcome out.parquet` lists them all"
+    return (
+        "`taskmill gen-plan --sample --out sample.parquet` then "
+        "`taskmill plan sample.parquet --outcome out.parquet` lists them all"
+    )
+
+
 async def run_demo(db: str, plan_path: Path | None = None, console: Any = None) -> dict[str, Any]:
     """Submit the sample plan into ``db`` and run it to the end with the demo executors.
 
@@ -83,7 +93,8 @@ async def run_demo(db: str, plan_path: Path | None = None, console: Any = None) 
 
     console = console or Console(highlight=False, markup=False, emoji=False)
     plan = pl.read_parquet(plan_path) if plan_path else sample_plan()
-    source = str(plan_path or (SAMPLE_PLAN if SAMPLE_PLAN.exists() else "the built-in plan"))
+    # the sample plan is named as such, never by its path inside the installed package
+    source = str(plan_path) if plan_path else "the sample plan shipped with taskmill"
     console.print(f"sync plan: {plan.height:,} actions from {source}")
     async with Scheduler(
         db,
@@ -113,11 +124,10 @@ async def run_demo(db: str, plan_path: Path | None = None, console: Any = None) 
         console.print(outcome_table(outcome, f"submitted to {redact(db)}"))
         shown = 3
         for index, err in outcome.failed[:shown]:
-            console.print(f"  invalid plan row {plan_rows[index]}: [{err.kind}] {err}")
+            console.print(f"failed row {plan_rows[index]}: [{err.kind}] {err}")
         if counts["failed"] > shown:
             console.print(
-                f"  … {counts['failed'] - shown:,} more invalid rows "
-                "(`taskmill plan PLAN --outcome out.parquet` lists them all)"
+                f"… {counts['failed'] - shown:,} more failed rows ({_list_hint(plan_path)})"
             )
         if counts["submitted"] + counts["superseded"] == 0:
             console.print(

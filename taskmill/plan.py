@@ -262,6 +262,19 @@ def _bad_input(message: str, column: str | None = None) -> InvalidSubmission:
     return InvalidSubmission(message, kind="invalid_input", field=column)
 
 
+class NoTaskType(InvalidSubmission):
+    """Table input has no ``task_type`` column; :meth:`advice` says how to map one in the
+    terms of the interface used."""
+
+    def __init__(self) -> None:
+        super().__init__(self.advice(), kind="invalid_input", field="task_type")
+
+    def advice(self, *, cli: bool = False) -> str:
+        """The message, with the fix spelled as a builder call or, with ``cli``, a flag."""
+        fix = "--map COLUMN=task_type" if cli else ".columns(task_type=...)"
+        return f"the input has no task_type column (map one with {fix})"
+
+
 class UnknownColumns(InvalidSubmission):
     """Table input has columns that are no task field, and were neither mapped nor packed.
 
@@ -1129,9 +1142,7 @@ def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
     if missing:
         out = out.with_columns(missing)
     if "task_type" not in present:
-        raise _bad_input(
-            "the input has no task_type column (map one with .columns(task_type=...))", "task_type"
-        )
+        raise NoTaskType()
     if BAD_TEXT not in present:
         out = out.with_columns(pl.lit(None, dtype=pl.String).alias(BAD_TEXT))
     if BAD_PAYLOAD not in present:
