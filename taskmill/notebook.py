@@ -456,11 +456,9 @@ class QueueWidget(w.VBox):
             items.append(
                 f"<span class='taskmill-count-{k}' style='white-space:nowrap'>{item}</span>"
             )
-        closed = " · <i>scheduler closed</i>" if self.closed else ""
-        items.append(
-            f"<span class='taskmill-rate' style='white-space:nowrap'>"
-            f"{self.rate():,.0f} tasks/s{closed}</span>"
-        )
+        # a closed scheduler runs nothing: no rate, which would only decay from the last one
+        rate = "<i>scheduler closed</i>" if self.closed else f"{self.rate():,.0f} tasks/s"
+        items.append(f"<span class='taskmill-rate' style='white-space:nowrap'>{rate}</span>")
         trouble = (
             ""
             if self.trouble is None
