@@ -41,7 +41,7 @@ REAL_TASKS = 300
 REAL_SECONDS = 0.02
 REAL_CONCURRENCY = 4
 #: No-op tasks per dispatch measurement.
-NOOP_TASKS = 10_000
+NOOP_TASKS = 20_000
 #: Worker process counts of the no-op case.
 WORKERS = (1, 2, 4)
 #: The control cases and the dispatch case of :mod:`taskmill.bench` each one runs.
