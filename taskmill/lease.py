@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from .store.workers import CLOCK_SKEW_MARGIN, StoreClock, last_renewed
 
@@ -91,7 +91,9 @@ class LeaseKeeper:
         self.fence_after = lease_timeout * FENCE_FRACTION
         make = getattr(store, "heartbeat", None)
         self.heartbeat: Heartbeat = (
-            make(timeout=self.interval) if callable(make) else _RenewThroughStore(store)
+            cast(Heartbeat, make(timeout=self.interval))
+            if callable(make)
+            else _RenewThroughStore(store)
         )
         self.clock = self.heartbeat.clock
         self._owner: str | None = owner

@@ -62,6 +62,7 @@ from .retention import PENDING_KEY, PruneSelection
 from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from .workers import (
     DEFAULT_LEASE_TIMEOUT,
+    RenewingConnection,
     StoreClock,
     forget_owner,
     live_owners,
@@ -846,8 +847,9 @@ class TaskStore(StoreMethods):
     def waiting_for_retry(self, *, now: float | None = None) -> dict[str | None, int]:
         """Of :meth:`waiting_for_start`, the tasks per group waiting out a retry's backoff
         (tried before), not a start time given at submission."""
-        at = clock_argument(now)
+        now = None if now is None else clock_argument(now)
         with self._read() as conn:
+            at = self._clock_now(conn) if now is None else now
             return dict(conn.execute(q("waiting_for_retry"), {"now": at}).fetchall())
 
     def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
@@ -1311,7 +1313,7 @@ class TaskStore(StoreMethods):
             return "\n".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
 
 
-class SqliteHeartbeat:
+class SqliteHeartbeat(RenewingConnection):
     """Lease renewals on a connection of their own to the store's file (WAL): a tiny
     write that waits at most ``timeout`` seconds for the write lock, so a renewal never
     queues behind the store's other connections, nor behind a thread pool."""
@@ -1334,21 +1336,8 @@ class SqliteHeartbeat:
             self._conn = conn
         return self._conn
 
-    def renew(self, owner: str) -> float | None:
-        """Renew ``owner``'s lease: the store's time of the renewal, or ``None`` when
-        the lease had been taken away.  Raises :class:`StoreError` when it cannot."""
+    def _renew_rows(self, owner: str) -> list[Any]:
         try:
-            sent = time.monotonic()
-            rows = self._connection().execute(q("renew_worker"), {"owner": owner}).fetchall()
+            return self._connection().execute(q("renew_worker"), {"owner": owner}).fetchall()
         except sqlite3.Error as exc:
             raise _store_error("cannot renew a lease in", self.store.path, exc) from exc
-        if not rows:
-            return None
-        self.clock.set(float(rows[0][0]), sent, time.monotonic())
-        return float(rows[0][0])
-
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None

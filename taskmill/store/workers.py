@@ -21,7 +21,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 __all__ = [
     "CLOCK_SKEW_MARGIN",
@@ -225,3 +226,33 @@ def stale_owners(
             late.add(owner)
     late -= {o for o in dead if o is not None}
     return dead, late
+
+
+class RenewingConnection:
+    """What both stores' heartbeats share: a connection of the heartbeat's own (``_conn``,
+    opened by the backend's ``_connection()``) renewing leases by the store's clock.  A
+    backend gives :meth:`_renew_rows` (the rows of its query ``renew_worker``: the store's
+    time of the renewal, none when the lease was taken away)."""
+
+    clock: StoreClock
+    _conn: Any = None
+
+    def _renew_rows(self, owner: str) -> Sequence[Sequence[Any]]:
+        raise NotImplementedError
+
+    def renew(self, owner: str) -> float | None:
+        """Renew ``owner``'s lease: the store's time of the renewal, or ``None`` when
+        the lease had been taken away.  Raises :class:`StoreError` when it cannot."""
+        sent = time.monotonic()
+        rows = self._renew_rows(owner)
+        if not rows:
+            return None
+        at = float(rows[0][0])
+        self.clock.set(at, sent, time.monotonic())
+        return at
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

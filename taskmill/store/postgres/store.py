@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, LiteralString, TypeVar, cast
 
 import polars as pl
 import psycopg
@@ -89,6 +89,7 @@ from ..retention import PENDING_KEY, PruneSelection
 from ..sql import named_queries
 from ..workers import (
     DEFAULT_LEASE_TIMEOUT,
+    RenewingConnection,
     StoreClock,
     forget_owner,
     local_scope,
@@ -131,9 +132,10 @@ def queries() -> dict[str, str]:
     return named_queries(text, "postgres/queries.sql")
 
 
-def q(name: str) -> str:
-    """One named PostgreSQL query."""
-    return queries()[name]
+def q(name: str) -> LiteralString:
+    """One named PostgreSQL query: static text of ``queries.sql`` (psycopg takes it as a
+    query only as a ``LiteralString``, never text built from data)."""
+    return cast(LiteralString, queries()[name])
 
 
 def describe(url: str) -> str:
@@ -402,7 +404,7 @@ class PostgresStore(StoreMethods):
         retry_unique: bool = False,
         dispatch: bool = False,
         single: bool = False,
-        begin: str | None = None,
+        begin: LiteralString | None = None,
     ) -> T:
         """Run ``body`` in one write transaction, all or nothing.
 
@@ -426,7 +428,7 @@ class PostgresStore(StoreMethods):
                         return body(conn)
                     if begin is not None:  # opened by ``begin``; closed here
                         try:
-                            conn.execute(begin)  # type: ignore[arg-type]  # static text
+                            conn.execute(begin)
                             begun = True
                             result = body(conn)
                         except BaseException:
@@ -652,7 +654,7 @@ class PostgresStore(StoreMethods):
     def expire_due(self, *, now: float | None = None) -> int:
         """Move every task not started by its ``expires_at`` (pending, waiting out a
         retry, or paused) to history as ``expired``, freeing its key; returns how many."""
-        at = self.now() if now is None else clock_argument(now)
+        at = self._at(now)
         look = self._read(
             lambda conn: conn.execute(q("any_expired"), {"now": at}).fetchone()[0]  # type: ignore[index]
         )
@@ -677,20 +679,20 @@ class PostgresStore(StoreMethods):
     def waiting_for_start(self, *, now: float | None = None) -> dict[str | None, int]:
         """Pending tasks per group (``None``: no group) whose start time, or retry
         backoff, is still ahead."""
-        params = {"now": self.now() if now is None else clock_argument(now)}
+        params = {"now": self._at(now)}
         rows = self._read(lambda conn: conn.execute(q("waiting_for_start"), params).fetchall())
         return {g: int(n) for g, n in rows}
 
     def waiting_for_retry(self, *, now: float | None = None) -> dict[str | None, int]:
         """Of :meth:`waiting_for_start`, the tasks per group waiting out a retry's backoff
         (tried before), not a start time given at submission."""
-        params = {"now": clock_argument(now)}
+        params = {"now": self._at(now)}
         rows = self._read(lambda conn: conn.execute(q("waiting_for_retry"), params).fetchall())
         return {g: int(n) for g, n in rows}
 
     def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
         """The groups paused now, with the time each pause ends (``None``: until resumed)."""
-        params = {"now": self.now() if now is None else clock_argument(now)}
+        params = {"now": self._at(now)}
         return dict(self._read(lambda conn: conn.execute(q("paused_groups"), params).fetchall()))
 
     def pause(self, task_id: int) -> bool:
@@ -817,6 +819,10 @@ class PostgresStore(StoreMethods):
     def _server_now(conn: Connection) -> float:
         return float(conn.execute(q("store_clock")).fetchone()[0])  # type: ignore[index]
 
+    def _at(self, now: float | None) -> float:
+        """``now`` (a time given for tests), checked, or the server's clock."""
+        return self.now() if now is None else clock_argument(now)
+
     def now(self) -> float:
         """The server's clock, in seconds since the epoch: what leases, rate limits, start
         and expiry times are judged by.  Carried forward from the last reading (a
@@ -910,12 +916,12 @@ class PostgresStore(StoreMethods):
         """
         limit = limit_argument(limit) or 0
         types = sorted(set(task_types_argument(task_types)))
-        now = None if now is None else clock_argument(now)
+        now = None if now is None else clock_argument(now)  # checked before anything runs
         if limit <= 0 or not types:
             return Claimed()
         limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
         if not limits.any:  # one statement: the first ``limit`` candidates
-            at = self.now() if now is None else clock_argument(now)  # the server's clock
+            at = self._at(now)  # the server's clock
             params = {"types": types, "now": at, "owner": owner, "limit": limit}
             rows = self._write(
                 "cannot claim tasks from",
@@ -942,7 +948,7 @@ class PostgresStore(StoreMethods):
             # every end they saw was recorded (its time taken) before, so no start is
             # recorded before an end it counted; a bucket's time is the server's,
             # whatever this machine's clock says
-            at = self.now() if now is None else clock_argument(now)
+            at = self._at(now)
             picker = Picker(limits, running, buckets, at)
             taken: list[ClaimedTask] = []
             while len(taken) < limit:
@@ -1202,7 +1208,7 @@ class PostgresStore(StoreMethods):
         return "\n".join(f"{problem}: {n}" for problem, n in problems)
 
 
-class PostgresHeartbeat:
+class PostgresHeartbeat(RenewingConnection):
     """Lease renewals on a psycopg connection of their own (autocommit, every wait
     bounded by ``timeout``): a renewal never queues behind the store's write, read or
     dispatch connections.  A lost connection is opened again at the next renewal."""
@@ -1234,25 +1240,9 @@ class PostgresHeartbeat:
             self._conn = conn
         return self._conn
 
-    def renew(self, owner: str) -> float | None:
-        """Renew ``owner``'s lease: the server's time of the renewal, or ``None`` when
-        the lease had been taken away.  Raises :class:`StoreError` when it cannot."""
+    def _renew_rows(self, owner: str) -> list[Any]:
         try:
-            sent = time.monotonic()
-            rows = (
-                self._connection()
-                .execute(q("renew_worker"), {"owner": owner, "now": None})
-                .fetchall()
-            )
+            params = {"owner": owner, "now": None}
+            return self._connection().execute(q("renew_worker"), params).fetchall()
         except psycopg.Error as exc:
             raise _store_error("cannot renew a lease in", self.store.where, exc) from exc
-        if not rows:
-            return None
-        self.clock.set(float(rows[0][0]), sent, time.monotonic())
-        return float(rows[0][0])
-
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
