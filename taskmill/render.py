@@ -166,7 +166,10 @@ def listing_table(
             break
         first = min(droppable, key=lambda c: drop_order.index(c[0]))
         shown.remove(first)
-    widths = widths or floors
+    if widths is None:  # even the floors overflow: the widest give way, never a short value
+        widths = list(floors)
+        for _ in range(sum(widths) - max(room, len(widths))):
+            widths[widths.index(max(widths))] -= 1
     table = Table()
     sizes = iter(widths)
     for name, header, long in shown:

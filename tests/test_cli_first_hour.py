@@ -481,3 +481,33 @@ def test_stats_with_every_status_fits_80_columns_with_whole_headers(tmp_path: Pa
             if line.startswith("┏"):
                 assert lines[k + 2].startswith("┡"), out
         assert "s3://a-group" in out
+
+
+def test_a_listing_too_narrow_for_its_long_columns_keeps_short_values_whole() -> None:
+    """Before: when even the long columns' floors overflowed the width, rich squeezed
+    the short ones instead ("failed" read "fail…", its header "stat…")."""
+    import io
+
+    from rich.console import Console
+
+    from taskmill.render import listing_table
+
+    cells = {
+        "id": ["179"],
+        "dedup_key": ["gcs://europe-west4/data/0123456789abcdef/object-000180.parquet"],
+        "status": ["failed"],
+        "finished": ["12-02 21:55"],
+        "last_error": ["PermissionError: simulated 403 from the endpoint, once more"],
+    }
+    columns = [
+        ("id", "id", ""),
+        ("dedup_key", "dedup_key", "middle"),
+        ("status", "status", ""),
+        ("finished", "finished", ""),
+        ("last_error", "last_error", "end"),
+    ]
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(listing_table(cells, columns, 80))
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "│ failed │" in out.getvalue() and "┃ status ┃" in out.getvalue()
