@@ -1,4 +1,10 @@
-"""The README's Python examples run as written."""
+"""The documentation's examples run as written, and its links lead somewhere.
+
+The README is the getting-started page; the guides live in ``docs/``.  Their Python
+examples run in order as one script (a later page uses what an earlier one defined), the
+command-line walkthrough of ``docs/cli.md`` runs line by line, and every relative link of
+the README and the guides points at a file, and a heading, that exists.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +17,37 @@ import pytest
 from conftest import ENV, PYTHON, ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
+CLI_PAGE = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+# the pages whose ```python blocks run, in this order, as one script
+EXAMPLE_PAGES = ("README.md", "docs/guide.md", "docs/postgresql.md")
+# the pages whose relative links must lead somewhere
+LINKED_PAGES = (
+    "README.md",
+    "CHANGELOG.md",
+    *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")),
+)
 
 
-def test_readme_has_examples() -> None:
+def python_blocks(page: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(encoding="utf-8"), re.DOTALL)
+
+
+BLOCKS = [block for page in EXAMPLE_PAGES for block in python_blocks(page)]
+
+
+def test_every_example_page_has_examples() -> None:
+    for page in EXAMPLE_PAGES:
+        assert python_blocks(page), page
     assert len(BLOCKS) >= 2
 
 
-def test_readme_python_blocks_run_in_order(tmp_path: Path, pg_url: str) -> None:
+def test_no_page_has_examples_that_do_not_run() -> None:
+    """A ```python block on a page outside EXAMPLE_PAGES would never be run."""
+    with_examples = {page for page in LINKED_PAGES if python_blocks(page)}
+    assert with_examples == set(EXAMPLE_PAGES)
+
+
+def test_doc_python_blocks_run_in_order(tmp_path: Path, pg_url: str) -> None:
     script = "\n\n".join(BLOCKS)
     (tmp_path / "example.py").write_text(script, encoding="utf-8")
     env = {**ENV, "TASKMILL_DB": pg_url}  # "Scaling out" runs on a real PostgreSQL server
@@ -26,6 +55,9 @@ def test_readme_python_blocks_run_in_order(tmp_path: Path, pg_url: str) -> None:
         [PYTHON, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
+    # the README's first example: 3 rows, one key twice; both tasks ran
+    assert "first example: {'submitted': 2, 'deduplicated': 1, 'superseded': 0" in proc.stdout
+    assert "first example done: 2" in proc.stdout
     assert "TaskCompleted" in proc.stdout
     assert "'completed': 1" in proc.stdout
     # the scaling-out example submitted the plan to PostgreSQL: 3 new tasks, 1 in-batch dup
@@ -45,14 +77,14 @@ def test_quick_start_commands_use_a_venv(command: str) -> None:
 
 
 def walkthrough() -> list[str]:
-    """The commands of the README's command-line walkthrough, comments dropped."""
-    block = re.search(r"## Command line.*?```sh\n(.*?)```", README, re.DOTALL)
+    """The commands of the command-line walkthrough (docs/cli.md), comments dropped."""
+    block = re.search(r"## A first session.*?```sh\n(.*?)```", CLI_PAGE, re.DOTALL)
     assert block
     return [ln.split("#")[0].strip() for ln in block.group(1).splitlines() if ln.strip()]
 
 
-def test_readme_command_line_walkthrough_runs(tmp_path: Path) -> None:
-    """The README's shell walkthrough, line by line, in an empty folder."""
+def test_command_line_walkthrough_runs(tmp_path: Path) -> None:
+    """The shell walkthrough of docs/cli.md, line by line, in an empty folder."""
     lines = walkthrough()
     env = ENV
     for line in lines:
@@ -67,7 +99,7 @@ def test_readme_command_line_walkthrough_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_readme_walkthrough_runs_from_an_installed_wheel(tmp_path: Path) -> None:
+def test_walkthrough_runs_from_an_installed_wheel(tmp_path: Path) -> None:
     """0.1: the walkthrough submitted data/sample-plan.parquet, which exists only in a
     checkout.  Here: the built wheel in a fresh venv, run from a folder with nothing in it."""
     import os
@@ -93,3 +125,69 @@ def test_readme_walkthrough_runs_from_an_installed_wheel(tmp_path: Path) -> None
         run([str(venv / "bin" / "taskmill"), *line.split()[1:]], work)
     assert (work / "sample-plan.parquet").exists() and (work / "failed.csv").exists()
     assert (work / "tasks.db").exists()
+
+
+# --------------------------------------------------------------------------- links
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def without_fences(text: str) -> str:
+    """The page without its fenced blocks (a `# comment` in one is no heading)."""
+    return re.sub(r"^```.*?^```", "", text, flags=re.DOTALL | re.MULTILINE)
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub gives the page's headings: lower case, punctuation dropped, spaces
+    as hyphens, a repeated one suffixed -1, -2…"""
+    seen: dict[str, int] = {}
+    found = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", without_fences(text), re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.replace("`", "").lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        found.add(slug if n == 0 else f"{slug}-{n}")
+    return found
+
+
+def broken_links(page: Path) -> list[str]:
+    """The relative links of ``page`` whose file, or whose heading, does not exist."""
+    text = page.read_text(encoding="utf-8")
+    broken = []
+    prose = re.sub(r"`[^`]*`", "", without_fences(text))  # no links inside code spans
+    for target in LINK.findall(prose):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto: …
+            continue
+        path, _, anchor = target.partition("#")
+        where = (page.parent / path).resolve() if path else page
+        if not where.exists():
+            broken.append(f"{target}: no such file")
+        elif (
+            anchor
+            and where.suffix == ".md"
+            and anchor not in anchors(where.read_text(encoding="utf-8"))
+        ):
+            broken.append(f"{target}: no such heading")
+    return broken
+
+
+@pytest.mark.parametrize("page", LINKED_PAGES)
+def test_relative_links_lead_somewhere(page: str) -> None:
+    assert broken_links(ROOT / page) == []
+
+
+def test_link_check_finds_broken_links(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "other.md").write_text("# Other\n\n## Scaling out: one queue\n")
+    page = tmp_path / "README.md"
+    page.write_text(
+        "# Top\n\n```sh\n# not a heading\n```\n\n"
+        "[ok](docs/other.md) [ok](docs/other.md#scaling-out-one-queue) [ok](#top)\n"
+        "[gone](docs/gone.md) [bad anchor](docs/other.md#scaling-out) [web](https://x.org/a)\n"
+        "`[in code](nowhere.md)` [bad](#not-a-heading)\n"
+    )
+    assert broken_links(page) == [
+        "docs/gone.md: no such file",
+        "docs/other.md#scaling-out: no such heading",
+        "#not-a-heading: no such heading",
+    ]
