@@ -1,5 +1,5 @@
-"""taskmill: a persistent, priority-aware task scheduler on SQLite, with a data-oriented
-batch planner for sync plans arriving as tables."""
+"""taskmill: a persistent, priority-aware task scheduler on SQLite or PostgreSQL, with a
+data-oriented batch planner for sync plans arriving as tables."""
 
 from .model import (
     BatchInterrupted,

@@ -236,7 +236,7 @@ def _timed_parquet(path: Path, plan: Path, form: str = "parquet") -> tuple[float
         if form == "reader":
             # pyarrow's default pre-buffering keeps the whole compressed file in memory as
             # it is read (+233 MB on a 5M-row plan), which is the reader's memory, not the
-            # batch's: the README recommends pre_buffer=False for large plans
+            # batch's: docs/guide.md recommends pre_buffer=False for large plans
             handle = pq.ParquetFile(plan, pre_buffer=False)
             source: Any = pa.RecordBatchReader.from_batches(
                 handle.schema_arrow, handle.iter_batches(batch_size=65_536)

@@ -1517,7 +1517,7 @@ def bench(
 
 
 def reference() -> str:
-    """The CLI reference in Markdown, generated from ``--help`` (the README embeds it)."""
+    """The CLI reference in Markdown, generated from ``--help`` (docs/cli.md embeds it)."""
     parts = []
     with click.Context(cli, info_name="taskmill", terminal_width=100) as ctx:
         parts.append("```\n$ taskmill --help\n" + cli.get_help(ctx) + "\n```")

@@ -237,7 +237,7 @@ class Scheduler:
       store's clock (a killed process, a machine gone) is put back to pending by any
       scheduler on the store, not counted as a try.  A dead process of this host and
       PID namespace is detected at once.  With no renewal for ``lease_timeout / 2`` s
-      the running attempts are told to stop (``ctx.cancelled``; fencing, see README
+      the running attempts are told to stop (``ctx.cancelled``; fencing, see docs/guide.md,
       "Leases"), before anyone else may take them.
     - ``history_retention``: a ``timedelta``; finished tasks older than that are removed
       from history in the background (``store.prune_history(older_than=…)``) shortly

@@ -3,7 +3,7 @@
 The store enforces "one active task per ``(task_type, dedup_key)``" with a unique index on
 this integer instead of on the two text columns: a fixed-width key keeps the index a
 fraction of the size, so inserting into a store of millions of tasks touches few pages
-(see the README's performance notes).  The text stays the truth: a hash match whose text
+(see docs/benchmarks.md).  The text stays the truth: a hash match whose text
 differs is a *collision*, and the newcomer fails with kind ``key_collision`` instead of
 being taken for a duplicate (odds: about ``n * m / 2**64`` for ``m`` new keys against ``n``
 active ones — one in 200 million for a 100k batch into a 1M store).
