@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 CASES = (
     "one_by_one",
@@ -280,7 +280,8 @@ def _stall(path: Path, df: Any) -> tuple[float, dict[str, float]]:
             t1 = time.time()
             await asyncio.sleep(0.2)
             done = sorted(e.at for e in events.drain() if isinstance(e, TaskCompleted))
-            merge = sum(sched.store.last_batch_merge_seconds)
+            # the store this scheduler opened from a file path: a TaskStore
+            merge = sum(cast(TaskStore, sched.store).last_batch_merge_seconds)
         window = [t for t in done if t0 <= t <= t1]
         before = [t for t in done if t < t0][-1:]
         after = [t for t in done if t > t1][:1]

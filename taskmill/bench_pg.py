@@ -39,7 +39,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 #: The cases ``--db`` runs, in their report order.
 PG_CASES = (
@@ -101,15 +101,18 @@ def fresh_database(admin_url: str) -> Iterator[str]:
     """A new empty database on the server of ``admin_url``; dropped (connections and all)
     on exit.  Yields its URL."""
     import psycopg
+    from psycopg import sql
 
     name = f"taskmill_bench_{os.getpid()}_{next(_counter)}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         yield _with_database(admin_url, name)
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 def server_version(admin_url: str) -> str:
@@ -196,7 +199,7 @@ def run_case(
 
 
 #: The table each case loads into.
-_TABLES = {"pgqueuer": "pgqueuer", "procrastinate": "procrastinate_jobs"}
+_TABLES: dict[str, LiteralString] = {"pgqueuer": "pgqueuer", "procrastinate": "procrastinate_jobs"}
 
 
 def _check_loaded(case: str, url: str, df: Any, existing: int, key_bytes: int) -> None:

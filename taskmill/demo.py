@@ -8,12 +8,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import polars as pl
 
 from .scheduler import Scheduler, TaskContext
 from .store.location import redact
+
+if TYPE_CHECKING:
+    from .store import TaskStore
+    from .store.postgres import PostgresStore
 
 #: The sample plan, shipped inside the package (so it is there in an installed wheel too).
 SAMPLE_PLAN = Path(__file__).resolve().parent / "data" / "sample-plan.parquet"
@@ -105,8 +109,10 @@ async def run_demo(db: str, plan_path: Path | None = None, console: Any = None) 
         retry_delay=0.05,
         poll_interval=0.1,
     ) as sched:
+        # the store this scheduler opened from the location: TaskStore.open's result
+        store = cast("TaskStore | PostgresStore", sched.store)
         done = await asyncio.to_thread(
-            sched.store.history, status=["completed", "failed"], task_type=list(DEMO_EXECUTORS)
+            store.history, status=["completed", "failed"], task_type=list(DEMO_EXECUTORS)
         )
         finished = done.select("task_type", "dedup_key").unique()
         numbered = plan.with_row_index("plan_row")  # rows keep their plan numbers on a rerun

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import ipywidgets as w
 import polars as pl
@@ -562,7 +562,15 @@ def outcome_bundle(
     """The MIME bundle of an outcome: the widget view plus HTML and text fallbacks."""
     bundle = {"text/plain": str(outcome), "text/html": outcome._repr_html_()}
     widget = OutcomeWidget(outcome)
-    widget_bundle = widget._repr_mimebundle_() or {}
+    # ipywidgets leaves _repr_mimebundle_ unannotated (inferred: dict[str, str] | None);
+    # IPython's display protocol lets it return a bundle or a (bundle, metadata) pair
+    widget_bundle = (
+        cast(
+            "dict[str, Any] | tuple[dict[str, Any], dict[str, Any]] | None",
+            widget._repr_mimebundle_(),
+        )
+        or {}
+    )
     if isinstance(widget_bundle, tuple):
         widget_bundle = widget_bundle[0]
     bundle.update({k: v for k, v in widget_bundle.items() if k != "text/plain"})

@@ -309,9 +309,10 @@ class ThrowawayPostgres:
     def create_database(self, name: str) -> str:
         """A new, empty database; returns its URL."""
         import psycopg
+        from psycopg import sql
 
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
 
     def log(self) -> str:

@@ -15,13 +15,14 @@ import dataclasses
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
+from polars.datatypes import DataTypeClass  # a dtype's inner or field type may be a class
 
 from .model import (
     MAX_GROUP_LENGTH,
@@ -970,7 +971,7 @@ def _packed_payload(schema: pl.Schema, columns: list[str]) -> pl.Expr:
     return pl.struct(columns).struct.json_encode().cast(pl.Binary).alias("payload")
 
 
-def _no_json_form(dtype: pl.DataType) -> bool:
+def _no_json_form(dtype: pl.DataType | DataTypeClass) -> bool:
     """Whether a value of ``dtype`` (at any depth) has no JSON form: binary or objects."""
     if dtype == pl.Binary or isinstance(dtype, pl.Object):
         return True
@@ -981,7 +982,7 @@ def _no_json_form(dtype: pl.DataType) -> bool:
     return False
 
 
-def _non_finite(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr | None:
+def _non_finite(expr: pl.Expr, dtype: pl.DataType | DataTypeClass) -> pl.Expr | None:
     """True where a value (at any depth) is NaN or infinite: JSON has no such numbers."""
     if dtype.is_float():
         return expr.is_nan() | expr.is_infinite()
@@ -1050,7 +1051,7 @@ class ColumnStream:
         self._batches = self._read()
         self._buffer: pl.DataFrame | None = None
 
-    def _read(self) -> Iterator[pl.DataFrame]:
+    def _read(self) -> Generator[pl.DataFrame, None, None]:
         for batch in _pinned_batches(self.files, self.pinned, self.columns):
             if self.expr is None:
                 frame = pl.from_arrow(batch)

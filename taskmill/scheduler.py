@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .lease import LeaseKeeper
 from .model import (
@@ -290,7 +290,7 @@ class Scheduler:
             )
         self._store_arg = store
         self._own_store = isinstance(store, (str, os.PathLike))
-        self._store: StoreProtocol | None = None if self._own_store else store  # type: ignore[assignment]
+        self._store: StoreProtocol | None = None if isinstance(store, (str, os.PathLike)) else store
         self.executors: dict[str, Executor] = dict(executors or {})
         self.max_concurrency = max_concurrency
         self.group_concurrency = dict(limits.group_limits)
@@ -344,11 +344,15 @@ class Scheduler:
     # ------------------------------------------------------------------ lifecycle
 
     @property
-    def store(self) -> TaskStore:
-        """The scheduler's :class:`TaskStore`, for queries."""
+    def store(self) -> StoreProtocol:
+        """The scheduler's store, for queries: the one it opened from a location (a
+        :class:`TaskStore`, or a ``PostgresStore`` for a ``postgresql://`` URL) or the
+        store object it was given."""
+        # typed as the protocol: that is all a store object given to the scheduler promises
+        # (the store refactor makes TaskStore the public face on every engine)
         if self._store is None:
             raise SchedulerError("the scheduler is not started (use 'async with')", kind="state")
-        return self._store  # type: ignore[return-value]
+        return self._store
 
     async def start(self) -> Scheduler:
         """Open the store and start dispatching (``async with`` does this)."""
@@ -356,7 +360,9 @@ class Scheduler:
             return self
         self._loop = asyncio.get_running_loop()
         if self._store is None:
-            self._store = await asyncio.to_thread(TaskStore.open, self._store_arg)  # type: ignore[arg-type]
+            location = self._store_arg
+            assert isinstance(location, (str, os.PathLike))  # no store object: a location
+            self._store = await asyncio.to_thread(TaskStore.open, location)
         else:
             try:
                 await asyncio.to_thread(self._store.recover)
@@ -397,7 +403,8 @@ class Scheduler:
                 with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
                     loop.call_soon_threadsafe(self._poke)
 
-            self._unwatch = watch(wake_up)
+            # the optional watch(wake) of a store (PostgresStore's) returns its unwatch
+            self._unwatch = cast("Callable[[], None]", watch(wake_up))
         self._lease_task = asyncio.create_task(self._lease_loop(), name="taskmill-lease")
         if self.history_retention is not None:
             self._retention_task = asyncio.create_task(

@@ -212,6 +212,7 @@ def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Ro
         expires_at = defaults.expires_at
     check_times(run_after, expires_at)
     payload = encode_payload(sub.payload)
+    read_bytes, write_bytes, net_rx_bytes, net_tx_bytes = expected  # EXPECTED_FIELDS' order
     return Row(
         task_type,
         dedup_key,
@@ -219,7 +220,10 @@ def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Ro
         priority,
         payload,
         label,
-        *expected,
+        read_bytes,
+        write_bytes,
+        net_rx_bytes,
+        net_tx_bytes,
         strategy,
         max_retries,
         run_after,

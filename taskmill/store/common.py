@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeGuard
 
 import polars as pl
 
@@ -148,10 +148,10 @@ def submit_row(
     now: float,
     *,
     next_id: Callable[[], int],
-    insert: Callable[[int, int], None],
-    upgrade: Callable[[int], None],
-    supersede: Callable[[int, int], None],
-    expire: Callable[[int], None],
+    insert: Callable[[int, int], object],
+    upgrade: Callable[[int], object],
+    supersede: Callable[[int, int], object],
+    expire: Callable[[int], object],
 ) -> SubmitOutcome:
     """Decide one checked submission against the active task holding its key, and carry
     it out through the store's own statements.
@@ -162,7 +162,8 @@ def submit_row(
     ``supersede(old_id, new_id)`` moves the old task to history as replaced;
     ``expire(old_id)`` moves a task that was not started by its expiry time to
     history as expired (its key is free: the submit goes on as if it were gone).  A
-    task that supersedes a pending one takes its place in the queue.
+    task that supersedes a pending one takes its place in the queue.  What the four
+    actions return is not used (a cursor, the rows moved …).
     """
     info = (row.task_type, row.dedup_key, row.group, row.priority)
     if existing is not None and existing[1] != "running" and is_due(existing[6], now):
@@ -222,6 +223,15 @@ def as_list(value: str | Sequence[str]) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+class _ToList(Protocol):
+    def to_list(self) -> list[Any]: ...
+
+
+def _has_to_list(value: object) -> TypeGuard[_ToList]:
+    """Whether ``value`` has a ``to_list`` (a polars or pandas Series …)."""
+    return hasattr(value, "to_list")
+
+
 def filter_values(name: str, value: Any) -> list[str] | None:
     """A filter argument as a list of strings (``None``: no filter).
 
@@ -238,7 +248,7 @@ def filter_values(name: str, value: Any) -> list[str] | None:
             f"{name}= takes a string or a sequence of strings, not {type(value).__name__}",
             kind="invalid_argument",
         )
-    values = value.to_list() if hasattr(value, "to_list") else list(value)
+    values = value.to_list() if _has_to_list(value) else list(value)
     for i, item in enumerate(values):
         if not isinstance(item, str):
             raise SchedulerError(

@@ -223,7 +223,7 @@ class Picker:
                 if key.startswith("type:"):
                     self.held_types.add(task_type)
                 else:
-                    self.held[group] = HELD_BY_RATE  # type: ignore[index]
+                    self.held[key[len("group:") :]] = HELD_BY_RATE  # the group
                 return False
         for key in keys:
             self.tokens[key] -= 1

@@ -23,13 +23,13 @@ _MIGRATION = re.compile(r"^(\d{3})_\w+\.sql$")
 
 
 def _read(name: str) -> str:
-    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+    return resources.files("taskmill.store").joinpath(name).read_text(encoding="utf-8")
 
 
 @cache
 def migrations() -> dict[int, str]:
     """Every migration script by the schema version it brings a store to."""
-    return load_migrations(resources.files(__package__).joinpath("migrations"), first=2)
+    return load_migrations(resources.files("taskmill.store").joinpath("migrations"), first=2)
 
 
 def load_migrations(folder: Traversable, *, first: int) -> dict[int, str]:

@@ -11,8 +11,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any, overload
 
 import polars as pl
 
@@ -73,6 +73,9 @@ from .workers import (
     pid_alive,
     stale_owners,
 )
+
+if TYPE_CHECKING:  # imported when a PostgreSQL URL is opened, never before (psycopg)
+    from .postgres import PostgresStore
 
 __all__ = ["ClaimedTask", "CommitHook", "TaskStore"]
 
@@ -212,8 +215,24 @@ class TaskStore(StoreMethods):
 
     # ------------------------------------------------------------------ opening
 
+    # A PostgreSQL URL opens a PostgresStore, which is not a TaskStore (it shares only
+    # StoreMethods): so the return type is the union until the store refactor makes
+    # TaskStore the public face on every engine.  A pathlib path is always a SQLite file
+    # (it cannot hold the "//" of a URL).
+    @overload
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> TaskStore:
+    def open(cls, path: PurePath, *, busy_timeout: float = 10.0) -> TaskStore: ...
+
+    @overload
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], *, busy_timeout: float = 10.0
+    ) -> TaskStore | PostgresStore: ...
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], *, busy_timeout: float = 10.0
+    ) -> TaskStore | PostgresStore:
         """Create or open the store at ``path``: a SQLite file path (or ``sqlite:///…``),
         or a ``postgresql://`` / ``postgres://`` URL, which opens a
         :class:`~taskmill.store.postgres.PostgresStore` with the same API
@@ -228,7 +247,7 @@ class TaskStore(StoreMethods):
             from .postgres import PostgresStore
 
             assert where.url is not None
-            return PostgresStore.open(where.url, busy_timeout=busy_timeout)  # type: ignore[return-value]
+            return PostgresStore.open(where.url, busy_timeout=busy_timeout)
         return cls(where.path or path, busy_timeout=busy_timeout)
 
     def _connect(self) -> None:
@@ -1208,7 +1227,7 @@ class TaskStore(StoreMethods):
 
     def counts(self) -> dict[str, int]:
         """Number of tasks per status, every status present (active and final)."""
-        result = dict.fromkeys((*ACTIVE_STATUSES, *FINAL_STATUSES), 0)
+        result: dict[str, int] = dict.fromkeys((*ACTIVE_STATUSES, *FINAL_STATUSES), 0)
         with self._read() as conn:
             for status, n in conn.execute(q("active_counts")):
                 result[status] = n

@@ -107,7 +107,7 @@ class PostgresBatch:
         """Named query ``name`` with its staging table filled in (an identifier)."""
         from .store import q
 
-        return sql.SQL(q(name)).format(stage=sql.Identifier(table))  # type: ignore[arg-type]
+        return sql.SQL(q(name)).format(stage=sql.Identifier(table))
 
     # ------------------------------------------------------------------ BatchBackend
 
@@ -237,14 +237,14 @@ class PostgresBatch:
     def _plan(
         self, conn: Connection, staged: StagedPart, table: str, base_offset: int, now: float
     ) -> pl.DataFrame:
-        from .store import q
+        from .store import q, scalar
 
         matches = conn.execute(self._q("batch_match_plan", table), {"now": now}).fetchall()
-        base = int(conn.execute(q("batch_last_id")).fetchone()[0]) + base_offset  # type: ignore[index]
+        base = int(scalar(conn.execute(q("batch_last_id")))) + base_offset
         return decide(staged.part, matches, base, staged.collisions)
 
     def _merge(self, conn: Connection, staged: StagedPart, table: str) -> pl.DataFrame:
-        from .store import SUBMIT_LOCK, q
+        from .store import SUBMIT_LOCK, q, scalar
 
         now = self.store.now()  # the server's clock (expiry, created_at)
         part = staged.part
@@ -258,6 +258,7 @@ class PostgresBatch:
                 matches += conn.execute(self._q("batch_match_retried", table), params).fetchall()
         result = decide(part, matches, 0, staged.collisions)
         n = result.filter(pl.col("action").is_in(INSERTING)).height
+        drawn: list[int] = []  # the new tasks' ids, drawn when there are any
         if n:
             drawn = [int(r[0]) for r in conn.execute(q("batch_reserve_ids"), {"n": n})]
             result = decide(part, matches, drawn[0] - 1, staged.collisions)
@@ -265,14 +266,16 @@ class PostgresBatch:
                 result = _renumber(result, drawn)
         sup = result.filter(pl.col("action") == "superseded")
         if sup.height:
-            moved = conn.execute(
-                q("batch_supersede"),
-                {
-                    "old_ids": sup["replaced_task_id"].to_list(),
-                    "new_ids": sup["task_id"].to_list(),
-                    "now": now,
-                },
-            ).fetchone()[0]  # type: ignore[index]
+            moved = scalar(
+                conn.execute(
+                    q("batch_supersede"),
+                    {
+                        "old_ids": sup["replaced_task_id"].to_list(),
+                        "new_ids": sup["task_id"].to_list(),
+                        "now": now,
+                    },
+                )
+            )
             if moved != sup.height:
                 raise StoreError(
                     f"batch merge superseded {moved} tasks where {sup.height} were planned"

@@ -31,7 +31,7 @@ BASE_VERSION = 3
 @cache
 def migrations() -> dict[int, str]:
     """Every PostgreSQL migration script by the version it brings a store to."""
-    folder = resources.files(__package__).joinpath("migrations")
+    folder = resources.files("taskmill.store.postgres").joinpath("migrations")
     return load_migrations(folder, first=BASE_VERSION + 1)
 
 
@@ -42,7 +42,11 @@ SCHEMA_VERSION = max(migrations(), default=BASE_VERSION)
 @cache
 def schema() -> str:
     """The whole current schema (``schema.sql``)."""
-    return resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
+    return (
+        resources.files("taskmill.store.postgres")
+        .joinpath("schema.sql")
+        .read_text(encoding="utf-8")
+    )
 
 
 def ensure_schema(conn: Any, where: str = "the database") -> int:

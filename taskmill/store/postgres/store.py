@@ -49,6 +49,7 @@ from typing import Any, LiteralString, TypeVar, cast
 import polars as pl
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
@@ -127,7 +128,11 @@ TRANSACTION_TRIES = 5
 @cache
 def queries() -> dict[str, str]:
     """Every named query of ``postgres/queries.sql`` (the key-hash expression filled in)."""
-    text = resources.files(__package__).joinpath("queries.sql").read_text(encoding="utf-8")
+    text = (
+        resources.files("taskmill.store.postgres")
+        .joinpath("queries.sql")
+        .read_text(encoding="utf-8")
+    )
     text = text.replace("{KEY_HASH}", POSTGRES_KEY_HASH).replace("{CLAIM_LOCK}", str(CLAIM_LOCK))
     return named_queries(text, "postgres/queries.sql")
 
@@ -136,6 +141,13 @@ def q(name: str) -> LiteralString:
     """One named PostgreSQL query: static text of ``queries.sql`` (psycopg takes it as a
     query only as a ``LiteralString``, never text built from data)."""
     return cast(LiteralString, queries()[name])
+
+
+def scalar(cursor: psycopg.Cursor[Any]) -> Any:
+    """The first value of the row a query always returns (an aggregate, a function call)."""
+    row = cursor.fetchone()
+    assert row is not None, "the query returned no row"
+    return row[0]
 
 
 def describe(url: str) -> str:
@@ -545,7 +557,7 @@ class PostgresStore(StoreMethods):
 
     @staticmethod
     def _next_id(conn: Connection) -> int:
-        return int(conn.execute(q("next_id")).fetchone()[0])  # type: ignore[index]
+        return int(scalar(conn.execute(q("next_id"))))
 
     @staticmethod
     def _insert(
@@ -655,9 +667,7 @@ class PostgresStore(StoreMethods):
         """Move every task not started by its ``expires_at`` (pending, waiting out a
         retry, or paused) to history as ``expired``, freeing its key; returns how many."""
         at = self._at(now)
-        look = self._read(
-            lambda conn: conn.execute(q("any_expired"), {"now": at}).fetchone()[0]  # type: ignore[index]
-        )
+        look = self._read(lambda conn: scalar(conn.execute(q("any_expired"), {"now": at})))
         if not look:  # most calls find nothing to write
             return 0
         return self._write("cannot expire tasks in", lambda conn: self._expire_due(conn, at))
@@ -706,7 +716,7 @@ class PostgresStore(StoreMethods):
         return self._set_status(task_id, "paused", "pending")
 
     def _last_task_id(self) -> int:
-        return int(self._read(lambda conn: conn.execute(q("batch_last_id")).fetchone()[0]))  # type: ignore[index]
+        return int(self._read(lambda conn: scalar(conn.execute(q("batch_last_id")))))
 
     def _active_task_types(self) -> list[str]:
         return self._read(
@@ -817,7 +827,7 @@ class PostgresStore(StoreMethods):
 
     @staticmethod
     def _server_now(conn: Connection) -> float:
-        return float(conn.execute(q("store_clock")).fetchone()[0])  # type: ignore[index]
+        return float(scalar(conn.execute(q("store_clock"))))
 
     def _at(self, now: float | None) -> float:
         """``now`` (a time given for tests), checked, or the server's clock."""
@@ -1096,23 +1106,19 @@ class PostgresStore(StoreMethods):
         """Whether any task of these types is pending or running (a worker's work left)."""
         types = sorted(set(task_types))
         return self._read(
-            lambda conn: bool(
-                conn.execute(q("has_work_for_types"), {"types": types}).fetchone()[0]  # type: ignore[index]
-            )
+            lambda conn: bool(scalar(conn.execute(q("has_work_for_types"), {"types": types})))
         )
 
     def next_retry_at(self) -> float | None:
         """The earliest time a task waiting out a retry backoff becomes due."""
         params = {"now": self.now()}
-        return self._read(
-            lambda conn: conn.execute(q("next_run_after"), params).fetchone()[0]  # type: ignore[index]
-        )
+        return self._read(lambda conn: scalar(conn.execute(q("next_run_after"), params)))
 
     # ------------------------------------------------------------------ queries
 
     def counts(self) -> dict[str, int]:
         """Number of tasks per status, every status present (active and final)."""
-        result = dict.fromkeys((*ACTIVE_STATUSES, *FINAL_STATUSES), 0)
+        result: dict[str, int] = dict.fromkeys((*ACTIVE_STATUSES, *FINAL_STATUSES), 0)
         for status, n in self._read(lambda conn: conn.execute(q("counts")).fetchall()):
             result[status] = int(n)
         return result
@@ -1233,7 +1239,9 @@ class PostgresHeartbeat(RenewingConnection):
             )
             try:
                 conn.execute(q("session_settings"), {"ms": self._ms})
-                conn.execute(f"SET statement_timeout = {int(self._ms)}")
+                conn.execute(
+                    sql.SQL("SET statement_timeout = {}").format(sql.Literal(int(self._ms)))
+                )
             except BaseException:
                 conn.close()
                 raise
