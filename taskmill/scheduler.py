@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -203,6 +204,21 @@ class _Attempt:
     settling: bool = False  # the executor has returned; its outcome is being recorded
     replaced_by: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+
+#: How many of a failure's innermost traceback frames the store keeps with the attempt.
+TRACEBACK_FRAMES = 5
+
+
+def last_frames(error: BaseException, frames: int = TRACEBACK_FRAMES) -> str:
+    """The innermost ``frames`` frames of ``error``'s traceback and the error itself, as
+    Python prints them (chained causes left out: the attempt's error names the last)."""
+    frames_kept = traceback.extract_tb(error.__traceback__)[-frames:]
+    summary = traceback.StackSummary.from_list(frames_kept)
+    lines = ["Traceback (most recent call last):\n", *summary.format()]
+    lines += traceback.format_exception_only(type(error), error)
+    return "".join(lines).rstrip("\n")
 
 
 class Scheduler:
@@ -1113,6 +1129,7 @@ class Scheduler:
             error=message,
             retry_at=retry_at,
             attempt=task.attempt,
+            traceback=last_frames(error),
         )
         if result is None:
             await self._report_lost(task, owner, failure=(message, retry_at))

@@ -107,8 +107,10 @@ class StoreProtocol(Protocol):
         error: str,
         retry_at: float | None,
         attempt: int | None = None,
+        traceback: str | None = None,
     ) -> str | None:
-        """Record a failed attempt: ``"retry"``, ``"failed"``, or ``None`` when not owned."""
+        """Record a failed attempt (``traceback``: the last frames of the error's, kept
+        with the attempt): ``"retry"``, ``"failed"``, or ``None`` when not owned."""
         ...
 
     def release(

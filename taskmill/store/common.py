@@ -46,6 +46,8 @@ from .keys import COLLISION, key_hash
 from .retention import ExportFolder, PruneSelection, PruneSteps, check_prune_args, run_prune
 
 __all__ = [
+    "ATTEMPT_COLUMNS",
+    "ATTEMPT_OUTCOMES",
     "CANCEL_BATCH",
     "HISTORY_COLUMNS",
     "RETRY_COLUMNS",
@@ -54,6 +56,7 @@ __all__ = [
     "StoreMethods",
     "clock_argument",
     "frame",
+    "ids_argument",
     "limit_argument",
     "submit_row",
     "task_id_argument",
@@ -101,6 +104,30 @@ def _history_columns() -> dict[str, Any]:
 
 #: The columns of :meth:`StoreMethods.history`, with their polars types.
 HISTORY_COLUMNS: dict[str, Any] = _history_columns()
+#: The columns of :meth:`StoreMethods.attempts`, with their polars types.
+ATTEMPT_COLUMNS: dict[str, Any] = {
+    "task_id": pl.Int64,
+    "attempt": pl.Int64,
+    "worker": pl.String,
+    "started_at": pl.Float64,
+    "finished_at": pl.Float64,
+    "outcome": pl.String,
+    "error": pl.String,
+    "traceback": pl.String,
+}
+#: How a recorded attempt can end: its task's end (``completed``, ``failed`` — for good or
+#: to be retried —, ``cancelled``, ``superseded``, ``expired``), or given back without
+#: counting as a try: ``released`` (its worker shut down or was fenced) or ``lost`` (its
+#: worker died or its lease ran out).
+ATTEMPT_OUTCOMES = (
+    "completed",
+    "failed",
+    "cancelled",
+    "superseded",
+    "expired",
+    "released",
+    "lost",
+)
 #: The history columns :meth:`StoreMethods.retry_failed` resubmits, as the batch's
 #: canonical columns (``group`` is the store's ``group_name``).
 RETRY_COLUMNS: dict[str, Any] = {
@@ -263,6 +290,16 @@ def filter_values(name: str, value: Any) -> list[str] | None:
     return values
 
 
+def ids_argument(value: Any, name: str = "ids") -> list[int] | None:
+    """Task ids to select: one id or an iterable of them (``None``: no filter)."""
+    if value is None:
+        return None
+    if isinstance(value, str | bytes | bytearray | Mapping) or not isinstance(value, Iterable):
+        return [task_id_argument(value, name)]
+    values = value.to_list() if hasattr(value, "to_list") else list(value)
+    return [task_id_argument(v, f"{name}[{i}]") for i, v in enumerate(values)]
+
+
 def task_types_argument(task_types: Any) -> list[str]:
     """The task types a worker takes (a claim's ``task_types``): as a filter, a ``str``
     being one, or the keys of a mapping (the executors by task type)."""
@@ -401,7 +438,15 @@ class StoreMethods:
         task_type: Filter,
         group: Filter,
         limit: int | None,
+        ids: list[int] | None = None,
     ) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def _attempt_rows(
+        self, task_ids: list[int] | None, outcomes: list[str] | None, limit: int | None
+    ) -> list[tuple[Any, ...]]:
+        """The recorded attempts (of ``task_ids``; ending as one of ``outcomes``), newest
+        first, at most ``limit`` of them; columns as :data:`ATTEMPT_COLUMNS`."""
         raise NotImplementedError
 
     def _stats_rows(self, by: str) -> list[tuple[Any, ...]]:
@@ -661,12 +706,13 @@ class StoreMethods:
         task_type: Filter = None,
         group: Filter = None,
         limit: int | None = None,
+        ids: int | Iterable[int] | None = None,
     ) -> pl.DataFrame:
         """Active tasks (pending, running, paused) in dispatch order, as a polars DataFrame.
 
-        Each filter is a string or a sequence of strings (any of them matches); ``limit``
-        a whole number (negative: no limit)."""
-        return self._query("tasks", TASK_COLUMNS, status, task_type, group, limit)
+        Each filter is a string or a sequence of strings (any of them matches); ``ids`` a
+        task id or several; ``limit`` a whole number (negative: no limit)."""
+        return self._query("tasks", TASK_COLUMNS, status, task_type, group, limit, ids)
 
     def history(
         self,
@@ -675,10 +721,11 @@ class StoreMethods:
         task_type: Filter = None,
         group: Filter = None,
         limit: int | None = None,
+        ids: int | Iterable[int] | None = None,
     ) -> pl.DataFrame:
         """Finished tasks (completed, failed, cancelled, superseded, expired) by id; the
-        filters and ``limit`` as :meth:`tasks`'s."""
-        return self._query("history", HISTORY_COLUMNS, status, task_type, group, limit)
+        filters, ``ids`` and ``limit`` as :meth:`tasks`'s."""
+        return self._query("history", HISTORY_COLUMNS, status, task_type, group, limit, ids)
 
     def _query(
         self,
@@ -688,6 +735,7 @@ class StoreMethods:
         task_type: Any,
         group: Any,
         limit: Any,
+        ids: Any = None,
     ) -> pl.DataFrame:
         """:meth:`tasks` or :meth:`history`, its arguments checked."""
         return self._select(
@@ -697,7 +745,59 @@ class StoreMethods:
             task_type=filter_values("task_type", task_type),
             group=filter_values("group", group),
             limit=limit_argument(limit),
+            ids=ids_argument(ids),
         )
+
+    def task(self, task_id: int) -> dict[str, Any] | None:
+        """Task ``task_id`` wherever it is: its row of :meth:`tasks` (with ``active``
+        true) or of :meth:`history` (``active`` false) as a dict, or ``None`` when the
+        store holds no such task (never submitted, or pruned).  Looked up by id."""
+        task_id = task_id_argument(task_id)
+        for active, table, columns in (
+            (True, "tasks", TASK_COLUMNS),
+            (False, "history", HISTORY_COLUMNS),
+        ):
+            found = self._select(
+                table, columns, status=None, task_type=None, group=None, limit=1, ids=[task_id]
+            )
+            if found.height:
+                return {**found.row(0, named=True), "active": active}
+        return None
+
+    def attempts(
+        self,
+        task_id: int | Iterable[int] | None = None,
+        *,
+        outcome: Filter = None,
+        limit: int | None = None,
+    ) -> pl.DataFrame:
+        """Every attempt that ended, in the order they ended, as a polars DataFrame:
+        ``task_id``, ``attempt`` (the try it was; a ``released`` or ``lost`` attempt did
+        not count, so the next one carries its number again), ``worker`` (the scheduler
+        that ran it, ``host:pid:token``), ``started_at``, ``finished_at``, ``outcome``
+        (see :data:`ATTEMPT_OUTCOMES`), ``error`` and ``traceback`` (the last frames of a
+        failure's traceback).
+
+        ``task_id``: one task's attempts (or several tasks'); ``outcome``: only attempts
+        that ended so (a string or several); ``limit``: only the most recent ones.  An
+        attempt still running is not here: its task is ``running`` in :meth:`tasks`, with
+        its ``started_at``.  Attempts of a task pruned from history go with it."""
+        outcomes = filter_values("outcome", outcome)
+        for value in outcomes or ():
+            if value not in ATTEMPT_OUTCOMES:
+                raise SchedulerError(
+                    f"outcome={value!r} is not an attempt's outcome: one of "
+                    + ", ".join(ATTEMPT_OUTCOMES),
+                    kind="invalid_argument",
+                )
+        limit = limit_argument(limit)
+        rows = self._attempt_rows(
+            ids_argument(task_id, "task_id"),
+            outcomes,
+            None if limit is None or limit < 0 else limit,
+        )
+        rows.reverse()  # newest first from the store, oldest first here
+        return frame(rows, ATTEMPT_COLUMNS)
 
     # ------------------------------------------------------------------ retention
 

@@ -469,3 +469,36 @@ FROM failed AS f
 CROSS JOIN history AS h ON h.id = f.id
 WHERE f.id NOT IN (SELECT id FROM followed)
 ORDER BY h.id;
+
+-- ------------------------------------------------------------------ attempts (schema 6)
+
+-- name: attempt_traceback
+-- The last frames of a failed attempt's traceback, on the row its trigger just wrote.
+UPDATE attempts SET traceback = :traceback
+WHERE id = (SELECT MAX(id) FROM attempts WHERE task_id = :id);
+
+-- name: attempts_mark
+-- The newest attempt recorded so far: a recovery marks the ones it adds after it.
+SELECT COALESCE(MAX(id), 0) FROM attempts;
+
+-- name: attempts_lost
+-- Attempts a recovery gave back (released by the trigger) were lost with their worker.
+UPDATE attempts SET outcome = 'lost', error = :why
+WHERE id > :mark AND outcome = 'released' AND worker IS :owner;
+
+-- name: select_attempts_of
+-- The recorded attempts of some tasks (:ids a JSON array), newest first.
+SELECT task_id, attempt, worker, started_at, finished_at, outcome, error, traceback
+FROM attempts
+WHERE task_id IN (SELECT value FROM json_each(:ids))
+  AND (:outcomes IS NULL OR outcome IN (SELECT value FROM json_each(:outcomes)))
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: select_attempts
+-- Every recorded attempt, newest first.
+SELECT task_id, attempt, worker, started_at, finished_at, outcome, error, traceback
+FROM attempts
+WHERE (:outcomes IS NULL OR outcome IN (SELECT value FROM json_each(:outcomes)))
+ORDER BY id DESC
+LIMIT :limit;

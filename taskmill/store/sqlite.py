@@ -71,6 +71,7 @@ from .workers import (
     note_renewed,
     owner_parts,
     pid_alive,
+    lost_reason,
     stale_owners,
 )
 
@@ -1010,16 +1011,21 @@ class TaskStore(StoreMethods):
             return 0
         count = 0
         with self._write() as conn:
+            mark = conn.execute(q("attempts_mark")).fetchone()[0]
             for owner in dead:
                 count += conn.execute(q("release_owner"), (owner,)).rowcount
                 if owner is not None:
                     conn.execute(q("forget_worker"), (owner,))
+                why = lost_reason(owner, expired=False)
+                conn.execute(q("attempts_lost"), {"mark": mark, "owner": owner, "why": why})
             for owner in expired:  # unless it renewed since we looked
                 released = conn.execute(
                     q("release_expired_owner"), {"owner": owner, "now": now}
                 ).rowcount
                 count += released
                 conn.execute(q("forget_expired_worker"), {"owner": owner, "now": now})
+                why = lost_reason(owner, expired=True)
+                conn.execute(q("attempts_lost"), {"mark": mark, "owner": owner, "why": why})
         if count:
             log.warning(
                 "taskmill: %d task(s) of %d stopped worker(s) are pending again",
@@ -1134,12 +1140,14 @@ class TaskStore(StoreMethods):
         error: str,
         retry_at: float | None,
         attempt: int | None = None,
+        traceback: str | None = None,
     ) -> str | None:
         """A running attempt raised.
 
         With ``retry_at`` the task goes back to pending, not dispatched before that
         time (``"retry"``); without, it moves to history as ``failed`` (``"failed"``).
         ``None`` when the task is no longer running for ``owner`` (as ``attempt``).
+        ``traceback`` (the last frames of the error's) is kept with the attempt.
         """
         with self._write() as conn:
             if not self._owned(conn, [task_id], owner, None if attempt is None else [attempt]):
@@ -1154,9 +1162,13 @@ class TaskStore(StoreMethods):
                         "run_after": retry_at,
                     },
                 )
-                return "retry"
-            self._finish(conn, [task_id], "failed", self._clock_now(conn), error=error)
-            return "failed"
+                result = "retry"
+            else:
+                self._finish(conn, [task_id], "failed", self._clock_now(conn), error=error)
+                result = "failed"
+            if traceback is not None:
+                conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
+            return result
 
     def release(
         self,
@@ -1244,15 +1256,21 @@ class TaskStore(StoreMethods):
         task_type: str | Sequence[str] | None,
         group: str | Sequence[str] | None,
         limit: int | None,
+        ids: list[int] | None = None,
     ) -> pl.DataFrame:
         where: list[str] = []
         params: list[Any] = []
-        for column, value in (("status", status), ("task_type", task_type), ("group_name", group)):
-            if value is None:
+        filters: tuple[tuple[str, Sequence[Any] | None], ...] = (
+            ("id", ids),
+            ("status", None if status is None else as_list(status)),
+            ("task_type", None if task_type is None else as_list(task_type)),
+            ("group_name", None if group is None else as_list(group)),
+        )
+        for column, values in filters:
+            if values is None:
                 continue
-            values = as_list(value)
             where.append(f"{column} IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(values))
+            params.append(json.dumps(list(values)))
         sql = f"SELECT {_sql_columns(columns)} FROM {_TABLES[table]}"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -1263,6 +1281,18 @@ class TaskStore(StoreMethods):
         with self._read() as conn:
             rows = conn.execute(sql, params).fetchall()
         return frame(rows, columns)
+
+    def _attempt_rows(
+        self, task_ids: list[int] | None, outcomes: list[str] | None, limit: int | None
+    ) -> list[tuple[Any, ...]]:
+        params = {
+            "ids": None if task_ids is None else json.dumps(task_ids),
+            "outcomes": None if outcomes is None else json.dumps(outcomes),
+            "limit": -1 if limit is None else limit,
+        }
+        query = q("select_attempts" if task_ids is None else "select_attempts_of")
+        with self._read() as conn:
+            return conn.execute(query, params).fetchall()
 
     def _stats_rows(self, by: str) -> list[tuple[Any, ...]]:
         column = {"group": "group_name", "priority": "priority", "task_type": "task_type"}[by]

@@ -38,6 +38,7 @@ __all__ = [
     "owner_dead",
     "owner_parts",
     "pid_alive",
+    "lost_reason",
     "stale_owners",
 ]
 
@@ -196,6 +197,15 @@ class StoreClock:
                 return None
             at, mono = self._at
         return at + (time.monotonic() - mono)
+
+
+def lost_reason(owner: str | None, *, expired: bool) -> str:
+    """What a recovery records as the error of an attempt it takes from ``owner``."""
+    if owner is None:
+        return "no worker held it (a running task without an owner)"
+    if expired:
+        return f"the lease of worker {owner} ran out"
+    return f"worker {owner} is gone (its process ended, or it never held a lease)"
 
 
 def stale_owners(

@@ -436,7 +436,8 @@ SELECT id, task_type, dedup_key, group_name, priority, status, queue_pos, payloa
        expected_net_tx_bytes, max_retries, attempts, last_error, run_after, expires_at,
        created_at, started_at
 FROM taskmill.tasks
-WHERE (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
+WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+  AND (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
   AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
   AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
 ORDER BY priority, queue_pos, id
@@ -449,7 +450,8 @@ SELECT id, task_type, dedup_key, group_name, priority, status, payload, label,
        expected_net_tx_bytes, max_retries, attempts, last_error, replaced_by, created_at,
        started_at, finished_at
 FROM taskmill.history
-WHERE (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
+WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+  AND (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
   AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
   AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
 ORDER BY id
@@ -732,3 +734,36 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
 -- name: meta_delete
 DELETE FROM taskmill.meta WHERE key = %(key)s;
+
+-- ------------------------------------------------------------------ attempts (schema 6)
+
+-- name: attempt_traceback
+-- The last frames of a failed attempt's traceback, on the row its trigger just wrote.
+UPDATE taskmill.attempts SET traceback = %(traceback)s
+WHERE id = (SELECT max(id) FROM taskmill.attempts WHERE task_id = %(id)s);
+
+-- name: attempts_mark
+-- The newest attempt recorded so far: a recovery marks the ones it adds after it.
+SELECT COALESCE(max(id), 0) FROM taskmill.attempts;
+
+-- name: attempts_lost
+-- Attempts a recovery gave back (released by the trigger) were lost with their worker.
+UPDATE taskmill.attempts SET outcome = 'lost', error = %(why)s
+WHERE id > %(mark)s AND outcome = 'released' AND worker IS NOT DISTINCT FROM %(owner)s::text;
+
+-- name: select_attempts_of
+-- The recorded attempts of some tasks, newest first.
+SELECT task_id, attempt, worker, started_at, finished_at, outcome, error, traceback
+FROM taskmill.attempts
+WHERE task_id = ANY(%(ids)s::bigint[])
+  AND (%(outcomes)s::text[] IS NULL OR outcome = ANY(%(outcomes)s::text[]))
+ORDER BY id DESC
+LIMIT %(limit)s::bigint;
+
+-- name: select_attempts
+-- Every recorded attempt, newest first.
+SELECT task_id, attempt, worker, started_at, finished_at, outcome, error, traceback
+FROM taskmill.attempts
+WHERE (%(outcomes)s::text[] IS NULL OR outcome = ANY(%(outcomes)s::text[]))
+ORDER BY id DESC
+LIMIT %(limit)s::bigint;

@@ -96,6 +96,7 @@ from ..workers import (
     local_scope,
     new_owner_id,
     owner_parts,
+    lost_reason,
     pid_alive,
     stale_owners,
 )
@@ -880,16 +881,21 @@ class PostgresStore(StoreMethods):
 
         def body(conn: Connection) -> int:
             count = 0
+            mark = conn.execute(q("attempts_mark")).fetchone()[0]
             for owner in sorted(dead, key=lambda o: o or ""):
                 count += conn.execute(q("release_owner"), {"owner": owner}).rowcount
                 if owner is not None:
                     conn.execute(q("forget_worker"), {"owner": owner})
+                why = lost_reason(owner, expired=False)
+                conn.execute(q("attempts_lost"), {"mark": mark, "owner": owner, "why": why})
             for owner in sorted(expired):
                 # the worker row first: a renewal in flight lands before (and keeps the
                 # tasks) or after (and learns the lease is gone), never in between
                 params = {"owner": owner, "now": now}
                 conn.execute(q("forget_expired_worker"), params)
                 count += conn.execute(q("release_expired_owner"), params).rowcount
+                why = lost_reason(owner, expired=True)
+                conn.execute(q("attempts_lost"), {"mark": mark, "owner": owner, "why": why})
             return _notified(conn, count)
 
         count = self._write("cannot recover tasks in", body)
@@ -1030,12 +1036,14 @@ class PostgresStore(StoreMethods):
         error: str,
         retry_at: float | None,
         attempt: int | None = None,
+        traceback: str | None = None,
     ) -> str | None:
         """A running attempt raised.
 
         With ``retry_at`` the task goes back to pending, not dispatched before that
         time (``"retry"``); without, it moves to history as ``failed`` (``"failed"``).
         ``None`` when the task is no longer running for ``owner`` (as ``attempt``).
+        ``traceback`` (the last frames of the error's) is kept with the attempt.
         """
 
         at = self.now()
@@ -1049,9 +1057,16 @@ class PostgresStore(StoreMethods):
                     "error": error,
                     "run_after": retry_at,
                 }
-                return "retry" if conn.execute(q("retry_later"), params).rowcount else None
-            moved = self._finish_owned(conn, [task_id], [attempt], owner, "failed", at, error=error)
-            return "failed" if moved else None
+                done = conn.execute(q("retry_later"), params).rowcount
+                result = "retry" if done else None
+            else:
+                moved = self._finish_owned(
+                    conn, [task_id], [attempt], owner, "failed", at, error=error
+                )
+                result = "failed" if moved else None
+            if result is not None and traceback is not None:
+                conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
+            return result
 
         return self._write("cannot record a failed attempt in", body, dispatch=True, single=True)
 
@@ -1132,8 +1147,10 @@ class PostgresStore(StoreMethods):
         task_type: str | Sequence[str] | None,
         group: str | Sequence[str] | None,
         limit: int | None,
+        ids: list[int] | None = None,
     ) -> pl.DataFrame:
         params = {
+            "ids": ids,
             "status": None if status is None else as_list(status),
             "task_type": None if task_type is None else as_list(task_type),
             "group": None if group is None else as_list(group),
@@ -1142,6 +1159,13 @@ class PostgresStore(StoreMethods):
         }
         query = q(f"select_{table}")
         return frame(self._read(lambda conn: conn.execute(query, params).fetchall()), columns)
+
+    def _attempt_rows(
+        self, task_ids: list[int] | None, outcomes: list[str] | None, limit: int | None
+    ) -> list[tuple[Any, ...]]:
+        params = {"ids": task_ids, "outcomes": outcomes, "limit": limit}
+        query = q("select_attempts" if task_ids is None else "select_attempts_of")
+        return self._read(lambda conn: conn.execute(query, params).fetchall())
 
     def _stats_rows(self, by: str) -> list[tuple[Any, ...]]:
         query = q(f"stats_by_{by}")
