@@ -207,15 +207,25 @@ class _Attempt:
 
 
 
+def _calling_frame(filename: str) -> bool:
+    """Whether a traceback frame is the scheduler's way into an executor, not its code."""
+    return filename == __file__ or any(
+        f"{os.sep}{part}{os.sep}" in filename for part in ("asyncio", "concurrent")
+    )
+
+
 #: How many of a failure's innermost traceback frames the store keeps with the attempt.
 TRACEBACK_FRAMES = 5
 
 
 def last_frames(error: BaseException, frames: int = TRACEBACK_FRAMES) -> str:
     """The innermost ``frames`` frames of ``error``'s traceback and the error itself, as
-    Python prints them (chained causes left out: the attempt's error names the last)."""
-    frames_kept = traceback.extract_tb(error.__traceback__)[-frames:]
-    summary = traceback.StackSummary.from_list(frames_kept)
+    Python prints them: the executor's own frames, the scheduler's and the thread pool's
+    that called it left out (chained causes too: the attempt's error names the last)."""
+    stack = traceback.extract_tb(error.__traceback__)
+    while stack and _calling_frame(stack[0].filename):
+        stack.pop(0)
+    summary = traceback.StackSummary.from_list(stack[-frames:])
     lines = ["Traceback (most recent call last):\n", *summary.format()]
     lines += traceback.format_exception_only(type(error), error)
     return "".join(lines).rstrip("\n")
