@@ -812,7 +812,7 @@ def _cancel_ids(db: str, ids: tuple[int, ...], as_json: bool) -> None:
             if store.cancel(task_id) is not None:
                 done.append(task_id)
                 continue
-            found = _find_task(store, task_id)
+            found = store.task(task_id)
             not_active.append((task_id, "no such task" if found is None else found["status"]))
     if as_json:
         click.echo(
@@ -830,18 +830,6 @@ def _cancel_ids(db: str, ids: tuple[int, ...], as_json: bool) -> None:
     if not_active:
         line += "; not active: " + ", ".join(f"{i} ({why})" for i, why in not_active)
     click.echo(line)
-
-
-def _find_task(store: Any, task_id: int) -> dict[str, Any] | None:
-    """Task ``task_id`` as a row of ``tasks()`` (with ``active`` true) or of ``history()``
-    (``active`` false), or None when the store has no such task."""
-    import polars as pl
-
-    for active, query in ((True, store.tasks), (False, store.history)):
-        found = query().filter(pl.col("id") == task_id)
-        if found.height:
-            return {**found.row(0, named=True), "active": active}
-    return None
 
 
 def _payload_value(payload: bytes | None) -> tuple[Any, str]:
@@ -864,15 +852,20 @@ def _payload_value(payload: bytes | None) -> tuple[Any, str]:
 @click.argument("task_id", metavar="ID", type=click.IntRange(min=1))
 @JSON_OPTION
 def show(db: str, task_id: int, as_json: bool) -> None:
-    """One task, active or finished: its status, fields, payload and last error."""
+    """One task, active or finished: its status, fields, payload and every attempt (when
+    and where it ran, how it ended, its error; a failure's traceback)."""
     with _existing(db) as store:
-        task = _find_task(store, task_id)
-    if task is None:
+        task = store.task(task_id)
+        attempts = store.attempts(task_id) if task is not None else None
+    if task is None or attempts is None:
         raise SchedulerError(f"no task {task_id} in {_shown(db)}", kind="unknown_task")
     value, shown = _payload_value(task.pop("payload"))
     if as_json:
-        fields = {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in task.items()}
-        click.echo(json.dumps({**fields, "payload": value}))
+        fields = {k: _json_value(v) for k, v in task.items()}
+        tries = [
+            {k: _json_value(v) for k, v in row.items()} for row in attempts.iter_rows(named=True)
+        ]
+        click.echo(json.dumps({**fields, "payload": value, "attempt_history": tries}))
         return
     where = "active" if task["active"] else "finished"
     click.echo(f"task {task_id}: {task['status']} ({where})")
@@ -884,13 +877,70 @@ def show(db: str, task_id: int, as_json: bool) -> None:
     rows.insert(6, ("bytes", " · ".join(sizes)))
     width = max(shutil.get_terminal_size().columns, 40)
     for name, item in rows:
-        if isinstance(item, dt.datetime):
-            item = item.strftime("%Y-%m-%d %H:%M:%S UTC")
-        text = "–" if item is None else str(item)
-        lines = textwrap.wrap(
-            text, width, initial_indent=f"  {name:<12} ", subsequent_indent=" " * 15
+        _echo_field(name, item, width)
+    _echo_attempts(task, attempts, width)
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+def _echo_field(name: str, item: Any, width: int) -> None:
+    if isinstance(item, dt.datetime):
+        item = item.strftime("%Y-%m-%d %H:%M:%S UTC")
+    text = "–" if item is None else str(item)
+    lines = textwrap.wrap(text, width, initial_indent=f"  {name:<12} ", subsequent_indent=" " * 15)
+    click.echo("\n".join(lines or [f"  {name:<12}"]))
+
+
+def _echo_attempts(task: dict[str, Any], attempts: Any, width: int) -> None:
+    """``show``'s attempts: one line each (number, outcome, start, how long, worker), its
+    error below; the traceback of the last failure; a running attempt last."""
+    running = task["status"] == "running"
+    count = attempts.height + running
+    click.echo(f"attempts ({count})" if count else "attempts     none yet")
+    last_failure = None
+    for i, row in enumerate(attempts.iter_rows(named=True)):
+        if row["traceback"]:
+            last_failure = i
+    for i, row in enumerate(attempts.iter_rows(named=True)):
+        started, finished = row["started_at"], row["finished_at"]
+        took = (finished - started).total_seconds() if started else None
+        _echo_attempt(row["attempt"], row["outcome"], started, took, row["worker"], width)
+        if i == last_failure:  # its traceback ends with the error
+            for line in row["traceback"].splitlines():
+                indent = " " * (6 + len(line) - len(line.lstrip()))
+                wrapped = textwrap.wrap(
+                    line.strip(), width, initial_indent=indent, subsequent_indent=indent + "  "
+                )
+                click.echo("\n".join(wrapped))
+        elif row["error"]:
+            indent = " " * 6
+            for line in textwrap.wrap(
+                row["error"], width, initial_indent=indent, subsequent_indent=indent
+            ):
+                click.echo(line)
+    if running:
+        _echo_attempt(
+            task["attempts"], "running", task["started_at"], None, task.get("owner"), width
         )
-        click.echo("\n".join(lines or [f"  {name:<12}"]))
+
+
+def _echo_attempt(
+    number: int,
+    outcome: str,
+    started: dt.datetime | None,
+    took: float | None,
+    worker: Any,
+    width: int,
+) -> None:
+    at = started.strftime("%Y-%m-%d %H:%M:%S") if started else "–"
+    line = f"  #{number:<3} {outcome:<10} {at}"
+    if took is not None:
+        line += f"  {took:.2f} s"
+    if worker:
+        line += f"  on {worker}"
+    click.echo(line if len(line) <= width else line[: width - 1] + "…")
 
 
 @cli.command("retry-failed")

@@ -410,6 +410,20 @@ class QueueWidget(w.VBox):
         running = getattr(self.sched, "_running", {})
         return {tid: a.task.group for tid, a in list(running.items()) if a.settling}
 
+    async def _tracebacks(self, task_ids: list[int]) -> dict[int, tuple[int, str | None]]:
+        """The number and traceback of each task's last failed attempt, from the store
+        (a store that keeps no attempts: none)."""
+        import asyncio
+
+        attempts = getattr(self.sched.store, "attempts", None)
+        if not task_ids or attempts is None:
+            return {}
+        rows = await asyncio.to_thread(attempts, task_ids, outcome="failed")
+        found: dict[int, tuple[int, str | None]] = {}
+        for row in rows.iter_rows(named=True):  # oldest first: the last one stays
+            found[row["task_id"]] = (row["attempt"], row["traceback"])
+        return found
+
     async def refresh(self) -> None:
         """Re-read the store's counts and redraw."""
         import asyncio
@@ -480,21 +494,26 @@ class QueueWidget(w.VBox):
             .with_columns(pl.Series("waiting on", waits, dtype=pl.String)),
             aligned=True,
         )
-        self.recent = [
-            f"#{tid}: {error} — " + ("failed, will be retried" if again else "failed")
-            for tid, (error, again) in list(self.failed.items())[:5]
-        ]
-        self.failures.value = (
-            (
-                "<b>recent failures</b><br>"
-                + "<br>".join(
-                    html.escape(r).replace("will be retried", "<i>retrying</i>")
-                    for r in self.recent
+        shown_failures = list(self.failed.items())[:5]
+        traces = await self._tracebacks([tid for tid, _ in shown_failures])
+        self.recent = []
+        lines = []
+        for tid, (error, again) in shown_failures:
+            number, trace = traces.get(tid, (None, None))
+            tried = "" if number is None else f" (attempt {number})"
+            text = f"#{tid}{tried}: {error} — " + ("failed, will be retried" if again else "failed")
+            self.recent.append(text)
+            line = html.escape(text).replace("will be retried", "<i>retrying</i>")
+            if trace:  # the last frames, one click away
+                line = (
+                    "<details class='taskmill-failure'><summary>"
+                    f"{line}</summary><pre style='margin:0 0 0 1.5em;font-size:90%'>"
+                    f"{html.escape(trace)}</pre></details>"
                 )
-            )
-            if self.recent
-            else ""
-        )
+            else:
+                line = f"<div class='taskmill-failure'>{line}</div>"
+            lines.append(line)
+        self.failures.value = "<b>recent failures</b>" + "".join(lines) if lines else ""
         self.updates += 1
 
     def to_html(self) -> str:

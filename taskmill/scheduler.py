@@ -206,7 +206,6 @@ class _Attempt:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-
 def _calling_frame(filename: str) -> bool:
     """Whether a traceback frame is the scheduler's way into an executor, not its code."""
     return filename == __file__ or any(

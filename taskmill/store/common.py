@@ -296,7 +296,7 @@ def ids_argument(value: Any, name: str = "ids") -> list[int] | None:
         return None
     if isinstance(value, str | bytes | bytearray | Mapping) or not isinstance(value, Iterable):
         return [task_id_argument(value, name)]
-    values = value.to_list() if hasattr(value, "to_list") else list(value)
+    values = value.to_list() if _has_to_list(value) else list(value)
     return [task_id_argument(v, f"{name}[{i}]") for i, v in enumerate(values)]
 
 

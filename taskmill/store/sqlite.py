@@ -67,11 +67,11 @@ from .workers import (
     forget_owner,
     live_owners,
     local_scope,
+    lost_reason,
     new_owner_id,
     note_renewed,
     owner_parts,
     pid_alive,
-    lost_reason,
     stale_owners,
 )
 

@@ -33,12 +33,12 @@ __all__ = [
     "last_renewed",
     "live_owners",
     "local_scope",
+    "lost_reason",
     "new_owner_id",
     "note_renewed",
     "owner_dead",
     "owner_parts",
     "pid_alive",
-    "lost_reason",
     "stale_owners",
 ]
 

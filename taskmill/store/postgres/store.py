@@ -94,9 +94,9 @@ from ..workers import (
     StoreClock,
     forget_owner,
     local_scope,
+    lost_reason,
     new_owner_id,
     owner_parts,
-    lost_reason,
     pid_alive,
     stale_owners,
 )
@@ -881,7 +881,7 @@ class PostgresStore(StoreMethods):
 
         def body(conn: Connection) -> int:
             count = 0
-            mark = conn.execute(q("attempts_mark")).fetchone()[0]
+            mark = scalar(conn.execute(q("attempts_mark")))
             for owner in sorted(dead, key=lambda o: o or ""):
                 count += conn.execute(q("release_owner"), {"owner": owner}).rowcount
                 if owner is not None:
