@@ -369,6 +369,13 @@ class Scheduler:
     # ------------------------------------------------------------------ lifecycle
 
     @property
+    def worker(self) -> str | None:
+        """This scheduler's identity in the store (``host:pid:token``): the ``worker`` of
+        the attempts it runs (see ``store.attempts()``).  ``None`` before it starts; a new
+        one after its lease was lost and it registered again."""
+        return self._owner
+
+    @property
     def store(self) -> StoreProtocol:
         """The scheduler's store, for queries: the one it opened from a location (a
         :class:`TaskStore`, or a ``PostgresStore`` for a ``postgresql://`` URL) or the

@@ -168,6 +168,16 @@ def assert_store_consistent(
     assert active["id"].n_unique() == active.height
     assert history["id"].n_unique() == history.height
     assert not set(active["id"].to_list()) & set(history["id"].to_list())
+    # every recorded attempt is of a task the store holds, and counted as it says: one
+    # that was a try (completed, failed) never past the task's count; one that was not
+    # (released, lost: the next one carries its number again) at most one past it
+    held = dict(zip(active["id"], active["attempts"], strict=True))
+    held.update(zip(history["id"], history["attempts"], strict=True))
+    tried = store.attempts()
+    for task_id, attempt, outcome in tried.select("task_id", "attempt", "outcome").iter_rows():
+        assert task_id in held, f"attempt of task {task_id}, which the store does not hold"
+        extra = 1 if outcome in ("released", "lost") else 0
+        assert attempt <= held[task_id] + extra, (task_id, attempt, outcome, held[task_id])
     return active, history
 
 
@@ -238,7 +248,7 @@ def run_sql(location: str | Path, statement: str, params: Any = ()) -> list[tupl
 
 #: The tables a property test empties between examples (the sequence of ids is owned by
 #: taskmill.tasks.id, so RESTART IDENTITY starts it again at 1).
-_PG_TABLES = "taskmill.tasks, taskmill.history, taskmill.workers"
+_PG_TABLES = "taskmill.tasks, taskmill.history, taskmill.workers, taskmill.attempts"
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from taskmill.store.postgres.migrate import SCHEMA_VERSION, ensure_schema
 
 from conftest import ENV
 
-TABLES = ["group_pauses", "history", "meta", "rate_buckets", "tasks", "workers"]
+TABLES = ["attempts", "group_pauses", "history", "meta", "rate_buckets", "tasks", "workers"]
 
 
 def _tables(conn: psycopg.Connection, schema: str) -> list[str]:
@@ -130,7 +130,7 @@ def test_the_claim_walks_its_index_with_no_sort(pg_url: str) -> None:
 
 
 def _structure(url: str) -> dict[str, list[tuple]]:
-    """Every column, constraint and index of the taskmill schema."""
+    """Every column, constraint, index and trigger of the taskmill schema."""
     with psycopg.connect(url) as conn:
         return {
             "columns": conn.execute(
@@ -146,6 +146,12 @@ def _structure(url: str) -> dict[str, list[tuple]]:
             "indexes": conn.execute(
                 "SELECT tablename, indexname, indexdef FROM pg_indexes "
                 "WHERE schemaname = 'taskmill' ORDER BY 1, 2"
+            ).fetchall(),
+            "triggers": conn.execute(
+                "SELECT tgname, pg_get_triggerdef(t.oid), p.prosrc FROM pg_trigger AS t "
+                "JOIN pg_proc AS p ON p.oid = t.tgfoid "
+                "WHERE t.tgrelid::regclass::text LIKE 'taskmill.%' AND NOT t.tgisinternal "
+                "ORDER BY 1"
             ).fetchall(),
         }
 
@@ -176,5 +182,5 @@ def test_a_schema_3_store_is_brought_to_the_fresh_schema_keeping_its_rows(
     tm.TaskStore.open(fresh).close()
     with psycopg.connect(pg_url) as conn:
         version = conn.execute("SELECT value FROM taskmill.meta").fetchone()
-    assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 5
+    assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 6
     assert _structure(pg_url) == _structure(fresh)
