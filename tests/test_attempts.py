@@ -39,19 +39,37 @@ def _reach_the_bucket(key: str, n: int) -> None:
     raise ConnectionError(f"bucket unreachable for {key} (try {n})")
 
 
+async def _run(
+    location: str | Path, key: str, *, fails: int, max_retries: int
+) -> tuple[dict[str, int], int, str | None]:
+    """One task whose first ``fails`` attempts raise, run to its end: the tries made, its
+    id and the worker that ran it."""
+    tries, upload = _flaky(fails)
+    async with tm.Scheduler(
+        location,
+        executors={"up": upload},
+        max_retries=max_retries,
+        retry_delay=0.01,
+        poll_interval=0.02,
+    ) as sched:
+        done = await sched.submit(tm.TaskSubmission("up", dedup_key=key))
+        await sched.wait_idle(timeout=20)
+        assert done.task_id is not None
+        return tries, done.task_id, sched.worker
+
+
+def _attempts(location: str | Path, *args: object, **kwargs: object) -> pl.DataFrame:
+    with tm.TaskStore.open(location) as store:
+        return store.attempts(*args, **kwargs)  # type: ignore[arg-type]
+
+
 async def test_each_attempt_is_kept_with_its_worker_error_and_traceback(
     location: str | Path,
 ) -> None:
-    tries, upload = _flaky(fails=2)
-    async with tm.Scheduler(
-        location, executors={"up": upload}, max_retries=3, retry_delay=0.01, poll_interval=0.02
-    ) as sched:
-        done = await sched.submit(tm.TaskSubmission("up", dedup_key="a.jpg"))
-        await sched.wait_idle(timeout=20)
-        owner = sched.worker
-        attempts = sched.store.attempts(done.task_id)
+    tries, task_id, owner = await _run(location, "a.jpg", fails=2, max_retries=3)
+    attempts = _attempts(location, task_id)
     assert tries == {"a.jpg": 3}
-    assert attempts["task_id"].to_list() == [done.task_id] * 3
+    assert attempts["task_id"].to_list() == [task_id] * 3
     assert attempts["attempt"].to_list() == [1, 2, 3]
     assert attempts["outcome"].to_list() == ["failed", "failed", "completed"]
     assert attempts["worker"].to_list() == [owner] * 3
@@ -74,19 +92,14 @@ async def test_each_attempt_is_kept_with_its_worker_error_and_traceback(
 
 
 async def test_a_final_failure_and_its_traceback(location: str | Path) -> None:
-    _, upload = _flaky(fails=10)
-    async with tm.Scheduler(
-        location, executors={"up": upload}, max_retries=1, retry_delay=0.01, poll_interval=0.02
-    ) as sched:
-        done = await sched.submit(tm.TaskSubmission("up", dedup_key="b.jpg"))
-        await sched.wait_idle(timeout=20)
-        attempts = sched.store.attempts(done.task_id)
-        failed = sched.store.attempts(outcome="failed", limit=1)
+    _, task_id, _ = await _run(location, "b.jpg", fails=10, max_retries=1)
+    attempts = _attempts(location, task_id)
+    failed = _attempts(location, outcome="failed", limit=1)
     assert attempts["outcome"].to_list() == ["failed", "failed"]
     assert attempts["error"][1] == "ConnectionError: bucket unreachable for b.jpg (try 2)"
     assert "try 2" in attempts["traceback"][1]
     # limit keeps the most recent
-    assert failed.select("task_id", "attempt").rows() == [(done.task_id, 2)]
+    assert failed.select("task_id", "attempt").rows() == [(task_id, 2)]
 
 
 def test_attempts_that_end_without_a_result(store: tm.TaskStore) -> None:
@@ -176,18 +189,7 @@ def test_a_task_is_found_by_id(store: tm.TaskStore, location: str | Path) -> Non
 
 def test_show_lists_every_attempt(location: str | Path) -> None:
     """Before: `show` printed the task's fields and its last error only."""
-    _, upload = _flaky(fails=5)
-
-    async def run() -> int:
-        async with tm.Scheduler(
-            location, executors={"up": upload}, max_retries=1, retry_delay=0.01
-        ) as sched:
-            done = await sched.submit(tm.TaskSubmission("up", dedup_key="c.jpg"))
-            await sched.wait_idle(timeout=20)
-            assert done.task_id is not None
-            return done.task_id
-
-    task_id = asyncio.run(run())
+    _, task_id, _ = asyncio.run(_run(location, "c.jpg", fails=5, max_retries=1))
     runner = CliRunner()
     shown = runner.invoke(cli, ["show", str(task_id), "--db", str(location)], env={"COLUMNS": "80"})
     assert shown.exit_code == 0, shown.output
