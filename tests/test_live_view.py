@@ -59,6 +59,10 @@ async def test_recent_failures_are_only_what_really_failed(location: str | Path)
     assert "#1" not in shown  # failed once, then completed: not a failure
     assert "#2" in shown and "boom always 2" in shown and "failed" in shown
     assert "boom always 1" not in shown  # the final failure stands for the task
+    # which attempt failed, and its traceback (kept by the store) one click away
+    assert "#2 (attempt 2): RuntimeError: boom always 2" in shown
+    assert "<details class='taskmill-failure'><summary>" in shown
+    assert "Traceback (most recent call last):" in shown and ", in work\n" in shown
 
 
 async def test_a_task_in_retry_backoff_is_labelled_and_waits_on_the_backoff(
