@@ -147,7 +147,7 @@ async def test_queue_widget_follows_the_scheduler(location: str | Path) -> None:
         await asyncio.sleep(0.1)  # one throttle window: the last events are drawn
         assert view.counts["completed"] == 39 and view.counts["failed"] == 1
         assert "completed <b>39</b>" in view.status.value
-        assert "#4: RuntimeError: boom" in view.failures.value
+        assert "#4 (attempt 1): RuntimeError: boom" in view.failures.value
         assert view.updates >= 2
         assert not view.stopped
     assert view.stopped and "scheduler closed" in view.status.value
