@@ -36,7 +36,6 @@ from .model import (
     SchedulerError,
     TaskSubmission,
 )
-from .outcome import KEY_COLUMNS
 from .validation import (
     EXPECTED_FIELDS,
     MAX_INT64,
@@ -49,6 +48,10 @@ from .validation import (
 )
 
 __all__ = ["CANONICAL", "BatchSubmission", "Prepared", "prepare"]
+
+#: The columns of a row's key, read back from the plan for every outcome row (each
+#: :class:`~taskmill.outcome.BatchOutcome` row shows them beside its action).
+KEY_COLUMNS = ("task_type", "dedup_key", "group", "priority")
 
 #: The canonical columns of table input and their types.
 CANONICAL: dict[str, pl.DataType] = {
