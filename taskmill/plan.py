@@ -49,10 +49,6 @@ from .validation import (
 
 __all__ = ["CANONICAL", "BatchSubmission", "Prepared", "prepare"]
 
-#: The columns of a row's key, read back from the plan for every outcome row (each
-#: :class:`~taskmill.outcome.BatchOutcome` row shows them beside its action).
-KEY_COLUMNS = ("task_type", "dedup_key", "group", "priority")
-
 #: The canonical columns of table input and their types.
 CANONICAL: dict[str, pl.DataType] = {
     "task_type": pl.String(),
@@ -205,6 +201,11 @@ class Spool:
 def _unlink(name: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(name)
+
+
+#: The columns of a row's key, read back from the plan for every outcome row (each
+#: :class:`~taskmill.outcome.BatchOutcome` row shows them beside its action).
+KEY_COLUMNS = ("task_type", "dedup_key", "group", "priority")
 
 
 @dataclass
