@@ -55,6 +55,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from . import bench_pg
+from .bench_cases import CONTROLS as CONTROLS  # moved; bench.CONTROLS still works
+from .bench_cases import (
+    _keyed_plan,
+    _noop_plan,
+    _plan,
+    _plan_file,
+    control_settings,
+    is_dispatch,
+)
+
 CASES = (
     "one_by_one",
     "executemany",
@@ -72,29 +83,6 @@ CASES = (
     "pgqueuer",
     "procrastinate",
 )
-#: The dispatch case with a control on, counted on every claim but never binding (limits
-#: far above what runs): what each control costs the dispatch rate.
-CONTROLS = ("dispatch_groups", "dispatch_budgets", "dispatch_rates")
-
-
-def is_dispatch(case: str) -> bool:
-    return case == "dispatch" or case in CONTROLS
-
-
-def control_settings(case: str, groups: list[str]) -> dict[str, Any]:
-    """The ``Scheduler`` settings of a dispatch case (``groups``: the plan's groups)."""
-    from .model import RateLimit
-
-    if case == "dispatch_groups":
-        return {"group_concurrency": dict.fromkeys(groups, 1_000)}
-    if case == "dispatch_budgets":
-        return {"byte_budgets": dict.fromkeys(groups, 1 << 62)}
-    if case == "dispatch_rates":
-        rate = RateLimit(1e9, burst=1e9)
-        return {"rate_limits": {"type:noop": rate, **{f"group:{g}": rate for g in groups}}}
-    return {}
-
-
 #: Cases measured on an empty store only.
 EMPTY_ONLY = ("one_by_one", "stall")
 ONE_BY_ONE_SAMPLE = 2_000
@@ -121,34 +109,6 @@ class Result:
 
 
 # --------------------------------------------------------------------------- worker side
-
-
-def _plan(rows: int, existing: int, key_bytes: int = 0) -> Any:
-    start = existing - rows // 2 if existing else 0  # half the batch overlaps the store
-    return _keyed_plan(rows, start, key_bytes)
-
-
-def _keyed_plan(rows: int, start: int, key_bytes: int) -> Any:
-    """The bench's sync plan; with ``key_bytes`` every key is padded to that length (long
-    object paths, to measure what memory per planned row a batch needs)."""
-    import polars as pl
-
-    from .sample import make_plan
-
-    plan = make_plan(rows, seed=1, start=start, random_prefixes=True)
-    if key_bytes:
-        plan = plan.with_columns(pl.col("dedup_key").str.pad_end(key_bytes, "~"))
-    return plan
-
-
-def _noop_plan(rows: int, *, seed: int, start: int = 0) -> Any:
-    """No-op tasks with the plan's random keys (completing one frees its key)."""
-    import polars as pl
-
-    from .sample import make_plan
-
-    plan = make_plan(rows, seed=seed, start=start, random_prefixes=True)
-    return plan.with_columns(pl.lit("noop").alias("task_type"))
 
 
 def _prefilled(path: Path, fill: Callable[[Any], None]) -> Path:
@@ -217,10 +177,6 @@ def _submissions(df: Any) -> list[Any]:
         )
         for t, k, g, p, pl_, b in df.iter_rows()
     ]
-
-
-def _plan_file(folder: Path, rows: int, existing: int, key_bytes: int = 0) -> Path:
-    return folder / f"plan-{rows}-{existing}-{key_bytes}.parquet"
 
 
 def _timed_parquet(path: Path, plan: Path, form: str = "parquet") -> tuple[float, bool]:
@@ -426,9 +382,7 @@ def worker_main(argv: list[str]) -> None:
     """``python -m taskmill.bench CASE ROWS EXISTING FOLDER RUN [KEY_BYTES [DB_URL
     [WORKERS]]]`` → one JSON line (with ``DB_URL``: the case on that PostgreSQL database)."""
     if argv[0] == "dispatch-worker":
-        from .bench_pg import dispatch_worker
-
-        dispatch_worker(*argv[1:4])
+        bench_pg.dispatch_worker(*argv[1:4])
         return
     case, rows, existing, folder, run = argv[:5]
     key_bytes = int(argv[5]) if len(argv) > 5 else 0
@@ -448,8 +402,6 @@ def worker_main(argv: list[str]) -> None:
         print(json.dumps({}))
         return
     if url:
-        from . import bench_pg
-
         if is_dispatch(case):
             took, extrapolated = bench_pg.dispatch(
                 url, int(rows), int(argv[7]), DISPATCH_SAMPLE, case
@@ -531,9 +483,7 @@ def measure(
         argv = [case, str(rows), str(existing), str(folder), str(run_no), str(key_bytes)]
         with contextlib.ExitStack() as stack:
             if db:
-                from .bench_pg import fresh_database
-
-                argv += [stack.enter_context(fresh_database(db)), str(workers)]
+                argv += [stack.enter_context(bench_pg.fresh_database(db)), str(workers)]
             proc = subprocess.run(
                 [sys.executable, "-m", "taskmill.bench", *argv],
                 capture_output=True,
@@ -604,13 +554,11 @@ def run(
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taskmill-bench-")))
         admin = ""
         if db:
-            from .bench_pg import PG_CASES, server, server_version
-
-            wrong = sorted(set(cases) - set(PG_CASES))
+            wrong = sorted(set(cases) - set(bench_pg.PG_CASES))
             if wrong:
                 raise ValueError(f"not a PostgreSQL case: {', '.join(wrong)}")
-            admin, info = stack.enter_context(server(db))
-            info["version"] = server_version(admin)
+            admin, info = stack.enter_context(bench_pg.server(db))
+            info["version"] = bench_pg.server_version(admin)
             if server_info is not None:
                 server_info.update(info)
         elif set(cases) & {"pgqueuer", "procrastinate"}:

@@ -41,6 +41,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, LiteralString
 
+from .bench_cases import _keyed_plan, _noop_plan, _plan, _plan_file, control_settings
+
 #: The cases ``--db`` runs, in their report order.
 PG_CASES = (
     "polars",
@@ -136,8 +138,6 @@ def _prefill(case: str, url: str, existing: int, key_bytes: int) -> None:
     """``existing`` tasks already queued (untimed), half the batch's keys among them."""
     if not existing:
         return
-    from .bench import _keyed_plan
-
     df = _keyed_plan(existing, 0, key_bytes)
     if case == "pgqueuer":
         asyncio.run(_pgqueuer(url, _rows(df), install=False))
@@ -164,7 +164,6 @@ def run_case(
     case: str, rows: int, existing: int, folder: Path, url: str, key_bytes: int
 ) -> tuple[float, bool]:
     """One timed run of ``case`` in the fresh database at ``url``; (seconds, extrapolated)."""
-    from .bench import _plan, _plan_file
     from .store import TaskStore
 
     if case in ("polars", "parquet"):
@@ -207,8 +206,6 @@ def _check_loaded(case: str, url: str, df: Any, existing: int, key_bytes: int) -
     batch's and the prefilled ones), or every row for procrastinate, which does not
     deduplicate a batch."""
     import psycopg
-
-    from .bench import _keyed_plan
 
     if case == "procrastinate":
         expected = existing + df.height
@@ -343,7 +340,6 @@ def dispatch(
 
     Each worker starts (imports, connects) first; the clock starts when all are ready and
     told to go, and stops when the last one saw the queue empty."""
-    from .bench import _noop_plan
     from .store import TaskStore
 
     n = min(rows, sample)
@@ -395,7 +391,6 @@ def dispatch(
 def dispatch_worker(url: str, case: str = "dispatch", groups: str = "[]") -> None:
     """One dispatch worker: a ``Scheduler`` on ``url`` once told to go, until no no-op
     task is pending or running; prints the time it saw that (a JSON line)."""
-    from .bench import control_settings
     from .scheduler import Scheduler
     from .store import TaskStore
 

@@ -16,37 +16,23 @@ from typing import TYPE_CHECKING, Any, cast
 import ipywidgets as w
 import polars as pl
 
-from .outcome import ACTIONS
+from .model import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    StoreRecovered,
+    StoreUnavailable,
+    TaskCancelled,
+    TaskCompleted,
+    TaskFailed,
+    TaskSuperseded,
+)
+from .outcome import ACTIONS, VIEWS, view_frame  # data, not widgets: kept importable here
 
 if TYPE_CHECKING:
     from .outcome import BatchOutcome
     from .scheduler import Scheduler
 
 __all__ = ["VIEWS", "OutcomeWidget", "QueueWidget", "page_html"]
-
-#: The detail views of an outcome, in tab order, with what each one holds.
-VIEWS: dict[str, str] = {
-    "in batch": "rows skipped because a later row of the batch has the same key",
-    "already queued": "rows skipped because an active task already has the key",
-    "superseded": "rows that replaced an active task (new id ↔ replaced id)",
-    "upgraded": "rows that raised the priority of a queued task",
-    "failed": "rows that failed, with the error kind and message",
-}
-_VIEW_COLUMNS: dict[str, list[str]] = {
-    "in batch": ["index", "task_type", "dedup_key", "group", "priority", "task_id"],
-    "already queued": ["index", "task_type", "dedup_key", "group", "priority", "task_id"],
-    "superseded": [
-        "index",
-        "task_type",
-        "dedup_key",
-        "group",
-        "priority",
-        "task_id",
-        "replaced_task_id",
-    ],
-    "upgraded": ["index", "task_type", "dedup_key", "group", "priority", "task_id"],
-    "failed": ["index", "task_type", "dedup_key", "group", "priority", "reason", "error"],
-}
 _COLOURS = {
     "submitted": "#2e7d32",
     "deduplicated": "#757575",
@@ -55,21 +41,6 @@ _COLOURS = {
     "failed": "#c62828",
 }
 PAGE_SIZE = 20
-
-
-def view_frame(outcome: BatchOutcome, view: str) -> pl.DataFrame:
-    """The rows of one detail view (see :data:`VIEWS`) as a polars DataFrame."""
-    action = pl.col("action")  # the enum, compared without text per row
-    filters = {
-        "in batch": (action == "deduplicated") & (pl.col("reason") == "in_batch"),
-        "already queued": (action == "deduplicated") & (pl.col("reason") == "existing"),
-        "superseded": action == "superseded",
-        "upgraded": action == "upgraded",
-        "failed": action == "failed",
-    }
-    if view not in filters:
-        raise KeyError(f"no view {view!r}; views: {', '.join(VIEWS)}")
-    return outcome.rows(filters[view]).select(_VIEW_COLUMNS[view])  # keys of those rows only
 
 
 def _shown(value: object, thousands: bool) -> str:
@@ -330,15 +301,6 @@ class QueueWidget(w.VBox):
 
     def _note(self, event: object) -> None:
         """Take one event into the view's state (drawn at the next refresh)."""
-        from .model import (
-            StoreRecovered,
-            StoreUnavailable,
-            TaskCancelled,
-            TaskCompleted,
-            TaskFailed,
-            TaskSuperseded,
-        )
-
         if isinstance(event, TaskCompleted):
             self.completed += 1
             self.finished.append(time.monotonic())
@@ -427,8 +389,6 @@ class QueueWidget(w.VBox):
     async def refresh(self) -> None:
         """Re-read the store's counts and redraw."""
         import asyncio
-
-        from .model import ACTIVE_STATUSES, FINAL_STATUSES
 
         store = self.sched.store
         attempts = dict(getattr(self.sched, "_running", {}))

@@ -9,12 +9,11 @@ from typing import Any, Protocol
 import polars as pl
 import pyarrow as pa
 
+from . import display
 from .model import DuplicateTask, InvalidSubmission, SchedulerError
+from .plan import BAD_TEXT, KEY_COLUMNS, _to_polars
 
-__all__ = ["ACTIONS", "OUTCOME_SCHEMA", "BatchOutcome"]
-
-#: The columns every outcome row shows beside its action: the row's key, from the plan.
-KEY_COLUMNS = ("task_type", "dedup_key", "group", "priority")
+__all__ = ["ACTIONS", "OUTCOME_SCHEMA", "VIEWS", "BatchOutcome", "view_frame"]
 
 #: The actions a row can end with, in display order.
 ACTIONS = ("submitted", "deduplicated", "superseded", "upgraded", "failed")
@@ -43,6 +42,31 @@ _CORE: dict[str, Any] = {
     "replaced_task_id": pl.Int64,
     "error": pl.Categorical,
     "error_field": pl.Categorical,
+}
+
+#: The detail views of an outcome, in the notebook widget's tab order, with what each one
+#: holds (:meth:`BatchOutcome.view`, :func:`view_frame`).
+VIEWS: dict[str, str] = {
+    "in batch": "rows skipped because a later row of the batch has the same key",
+    "already queued": "rows skipped because an active task already has the key",
+    "superseded": "rows that replaced an active task (new id ↔ replaced id)",
+    "upgraded": "rows that raised the priority of a queued task",
+    "failed": "rows that failed, with the error kind and message",
+}
+_VIEW_COLUMNS: dict[str, list[str]] = {
+    "in batch": ["index", "task_type", "dedup_key", "group", "priority", "task_id"],
+    "already queued": ["index", "task_type", "dedup_key", "group", "priority", "task_id"],
+    "superseded": [
+        "index",
+        "task_type",
+        "dedup_key",
+        "group",
+        "priority",
+        "task_id",
+        "replaced_task_id",
+    ],
+    "upgraded": ["index", "task_type", "dedup_key", "group", "priority", "task_id"],
+    "failed": ["index", "task_type", "dedup_key", "group", "priority", "reason", "error"],
 }
 
 
@@ -240,8 +264,6 @@ class BatchOutcome:
     def view(self, name: str) -> pl.DataFrame:
         """One detail view as a DataFrame: ``"in batch"``, ``"already queued"``,
         ``"superseded"``, ``"upgraded"`` or ``"failed"``."""
-        from .notebook import view_frame
-
         return view_frame(self, name)
 
     def join_input(self, plan: Any) -> pl.DataFrame:
@@ -249,8 +271,6 @@ class BatchOutcome:
 
         Outcome columns that the plan also has are suffixed ``_outcome``.
         """
-        from .plan import BAD_TEXT, _to_polars
-
         frame = (
             _to_polars(plan)
             .drop(BAD_TEXT, strict=False)
@@ -269,9 +289,7 @@ class BatchOutcome:
 
     def widget(self) -> Any:
         """The interactive view (an ipywidgets widget) — what Jupyter shows for an outcome."""
-        from .notebook import OutcomeWidget
-
-        return OutcomeWidget(self)
+        return display.outcome_widget(self)
 
     # ------------------------------------------------------------------ display
 
@@ -285,9 +303,7 @@ class BatchOutcome:
         except ImportError:
             shell = None
         if shell is not None and getattr(shell, "kernel", None) is not None:
-            from .notebook import outcome_bundle
-
-            return outcome_bundle(self)
+            return display.outcome_bundle(self)
         return {"text/plain": str(self), "text/html": self._repr_html_()}
 
     def _headline(self) -> str:
@@ -338,6 +354,21 @@ class BatchOutcome:
             f"<table><tr><th>action</th><th>rows</th><th>share</th></tr>{rows}</table>"
             f"{fail_table}</div>"
         )
+
+
+def view_frame(outcome: BatchOutcome, view: str) -> pl.DataFrame:
+    """The rows of one detail view (see :data:`VIEWS`) as a polars DataFrame."""
+    action = pl.col("action")  # the enum, compared without text per row
+    filters = {
+        "in batch": (action == "deduplicated") & (pl.col("reason") == "in_batch"),
+        "already queued": (action == "deduplicated") & (pl.col("reason") == "existing"),
+        "superseded": action == "superseded",
+        "upgraded": action == "upgraded",
+        "failed": action == "failed",
+    }
+    if view not in filters:
+        raise KeyError(f"no view {view!r}; views: {', '.join(VIEWS)}")
+    return outcome.rows(filters[view]).select(_VIEW_COLUMNS[view])  # keys of those rows only
 
 
 class OutcomeSource(Protocol):

@@ -36,7 +36,6 @@ from .model import (
     SchedulerError,
     TaskSubmission,
 )
-from .outcome import KEY_COLUMNS
 from .validation import (
     EXPECTED_FIELDS,
     MAX_INT64,
@@ -202,6 +201,11 @@ class Spool:
 def _unlink(name: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(name)
+
+
+#: The columns of a row's key, read back from the plan for every outcome row (each
+#: :class:`~taskmill.outcome.BatchOutcome` row shows them beside its action).
+KEY_COLUMNS = ("task_type", "dedup_key", "group", "priority")
 
 
 @dataclass

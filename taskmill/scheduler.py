@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
+from . import display
 from .lease import LeaseKeeper
 from .model import (
     ACTIVE_STATUSES,
@@ -1328,9 +1329,7 @@ class Scheduler:
     def widget(self, *, refresh: float = 2.0) -> Any:
         """A live ipywidgets view of this scheduler (call from a running event loop, as
         in a notebook cell); it stops updating when the scheduler closes."""
-        from .notebook import QueueWidget
-
-        return QueueWidget(self, refresh=refresh).start()
+        return display.queue_widget(self, refresh=refresh)
 
     async def stream(self) -> AsyncIterator[Event]:
         """Shorthand: iterate over a fresh subscription."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -14,14 +13,6 @@ import pytest
 import taskmill as tm
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
-
-
-def test_importing_taskmill_does_not_import_ipywidgets() -> None:
-    import subprocess
-
-    code = "import sys, taskmill; print('ipywidgets' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
 
 
 def _outcome(store: tm.TaskStore) -> tm.BatchOutcome:

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import polars as pl
 from psycopg import errors as pg_errors
@@ -39,13 +39,35 @@ from .. import batch as staging
 from ..batch import decide, hash_part, retried_failures, staging_frame
 from ..batchrun import INSERTING
 from ..location import scrub
+from .queries import SUBMIT_LOCK, Connection, q, scalar
 
-if TYPE_CHECKING:
-    from .store import Connection, PostgresStore
-
-__all__ = ["PostgresBatch", "StagedPart", "stage_name", "stage_prefix", "sweep"]
+__all__ = ["BatchStore", "PostgresBatch", "StagedPart", "stage_name", "stage_prefix", "sweep"]
 
 log = logging.getLogger("taskmill")
+
+T = TypeVar("T")
+
+
+class BatchStore(Protocol):
+    """What the batch path uses of its store, a :class:`~.store.PostgresStore` (which
+    imports this module: the store is named here by what it does, not imported)."""
+
+    _url: str
+    #: The database, for messages (no password).
+    where: str
+    last_batch_merge_seconds: list[float]
+
+    def now(self) -> float: ...
+
+    def _autocommit(self, action: str, body: Callable[[Connection], T]) -> T: ...
+
+    def _read(self, body: Callable[[Connection], T]) -> T: ...
+
+    def _write(
+        self, action: str, body: Callable[[Connection], T], *, retry_unique: bool = False
+    ) -> T: ...
+
+    def _expire_due(self, conn: Connection, now: float) -> int: ...
 
 
 def stage_prefix(pid: int | None = None) -> str:
@@ -97,7 +119,7 @@ class StagedPart:
 class PostgresBatch:
     """The PostgreSQL store as a batch backend (see the module docstring)."""
 
-    def __init__(self, store: PostgresStore, retries: Sequence[int] | None = None) -> None:
+    def __init__(self, store: BatchStore, retries: Sequence[int] | None = None) -> None:
         self.store = store
         self.retries = retries  # see StoreMethods._batch
 
@@ -105,8 +127,6 @@ class PostgresBatch:
 
     def _q(self, name: str, table: str) -> sql.Composed:
         """Named query ``name`` with its staging table filled in (an identifier)."""
-        from .store import q
-
         return sql.SQL(q(name)).format(stage=sql.Identifier(table))
 
     # ------------------------------------------------------------------ BatchBackend
@@ -237,15 +257,11 @@ class PostgresBatch:
     def _plan(
         self, conn: Connection, staged: StagedPart, table: str, base_offset: int, now: float
     ) -> pl.DataFrame:
-        from .store import q, scalar
-
         matches = conn.execute(self._q("batch_match_plan", table), {"now": now}).fetchall()
         base = int(scalar(conn.execute(q("batch_last_id")))) + base_offset
         return decide(staged.part, matches, base, staged.collisions)
 
     def _merge(self, conn: Connection, staged: StagedPart, table: str) -> pl.DataFrame:
-        from .store import SUBMIT_LOCK, q, scalar
-
         now = self.store.now()  # the server's clock (expiry, created_at)
         part = staged.part
         conn.execute(q("advisory_lock"), {"lock": SUBMIT_LOCK})
@@ -341,7 +357,7 @@ def _renumber(result: pl.DataFrame, drawn: list[int]) -> pl.DataFrame:
 DYING_WAIT = 2.0
 
 
-def sweep(store: PostgresStore, alive: Callable[[int], bool]) -> int:
+def sweep(store: BatchStore, alive: Callable[[int], bool]) -> int:
     """Drop the staging tables of batches that died mid-way; returns how many.
 
     A table is left over when the session that made it (the backend in its name) is gone
@@ -365,8 +381,6 @@ def sweep(store: PostgresStore, alive: Callable[[int], bool]) -> int:
 
     The tables are listed before the live sessions are: a table listed was made before,
     so its session, if it lives, is among those listed next."""
-    from .store import q
-
     here = stage_prefix(0)[len("stage_") : -len("_0_")]
     found = store._autocommit(
         "cannot list staging tables in",
@@ -394,10 +408,8 @@ def sweep(store: PostgresStore, alive: Callable[[int], bool]) -> int:
     return removed
 
 
-def _live_sessions(store: PostgresStore, backends: set[int]) -> set[int]:
+def _live_sessions(store: BatchStore, backends: set[int]) -> set[int]:
     """Which of the server processes ``backends`` serve a live session."""
-    from .store import q
-
     if not backends:
         return set()
     pids = sorted(backends)

@@ -42,9 +42,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from functools import cache
-from importlib import resources
-from typing import Any, LiteralString, TypeVar, cast
+from typing import Any, LiteralString, TypeVar
 
 import polars as pl
 import psycopg
@@ -83,11 +81,10 @@ from ..common import (
     task_types_argument,
     text_argument,
 )
-from ..keys import POSTGRES_KEY_HASH, key_hash
+from ..keys import key_hash
 from ..location import encode_userinfo, scrub
 from ..picking import Claimed, Picker, check_limits
 from ..retention import PENDING_KEY, PruneSelection
-from ..sql import named_queries
 from ..workers import (
     DEFAULT_LEASE_TIMEOUT,
     RenewingConnection,
@@ -102,19 +99,13 @@ from ..workers import (
 )
 from .batch import PostgresBatch, sweep
 from .migrate import ensure_schema
+from .queries import CLAIM_LOCK, SUBMIT_LOCK, Connection, q, queries, scalar
 
 __all__ = ["CLAIM_LOCK", "SUBMIT_LOCK", "PostgresStore", "q", "queries"]
 
 log = logging.getLogger("taskmill")
 
 T = TypeVar("T")
-Connection = psycopg.Connection[Any]
-
-#: Advisory lock key every submit of a keyed task holds for its transaction (anything
-#: else that inserts keyed tasks, such as a batch, must hold it too).
-SUBMIT_LOCK = int.from_bytes(b"tm:submt", "big", signed=True)
-#: Advisory lock key a claim that counts limits holds for its transaction.
-CLAIM_LOCK = int.from_bytes(b"tm:claim", "big", signed=True)
 #: Seconds the listening connection waits for a notification before it looks whether it
 #: was told to stop (what closing a scheduler waits for, at most).
 LISTEN_WAIT = 0.05
@@ -124,31 +115,6 @@ PRUNE_LOCK = int.from_bytes(b"tm:prune", "big", signed=True)
 #: How many times a transaction that met a deadlock or a serialization failure is run
 #: again before the call fails with :class:`StoreLocked`.
 TRANSACTION_TRIES = 5
-
-
-@cache
-def queries() -> dict[str, str]:
-    """Every named query of ``postgres/queries.sql`` (the key-hash expression filled in)."""
-    text = (
-        resources.files("taskmill.store.postgres")
-        .joinpath("queries.sql")
-        .read_text(encoding="utf-8")
-    )
-    text = text.replace("{KEY_HASH}", POSTGRES_KEY_HASH).replace("{CLAIM_LOCK}", str(CLAIM_LOCK))
-    return named_queries(text, "postgres/queries.sql")
-
-
-def q(name: str) -> LiteralString:
-    """One named PostgreSQL query: static text of ``queries.sql`` (psycopg takes it as a
-    query only as a ``LiteralString``, never text built from data)."""
-    return cast(LiteralString, queries()[name])
-
-
-def scalar(cursor: psycopg.Cursor[Any]) -> Any:
-    """The first value of the row a query always returns (an aggregate, a function call)."""
-    row = cursor.fetchone()
-    assert row is not None, "the query returned no row"
-    return row[0]
 
 
 def describe(url: str) -> str:

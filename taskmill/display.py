@@ -1,0 +1,40 @@
+"""Display hooks: how a value shown in Jupyter (a :class:`~taskmill.BatchOutcome`, a
+:class:`~taskmill.Scheduler`) reaches its widget.
+
+The views (:mod:`taskmill.notebook`) sit above everything they show and import it; nothing
+below them imports a view.  A value's ``widget()`` or ``_repr_mimebundle_`` calls a hook
+here, and the hook imports the views module by name only then: ``import taskmill`` loads no
+ipywidgets, and the package's import graph points downward only (``tests/test_layers.py``,
+the import-linter ``layers`` contract in ``pyproject.toml``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+__all__ = ["VIEWS_MODULE", "outcome_bundle", "outcome_widget", "queue_widget"]
+
+#: The module of the Jupyter views, imported when a hook first needs it.
+VIEWS_MODULE = "taskmill.notebook"
+
+
+def _views() -> ModuleType:
+    return importlib.import_module(VIEWS_MODULE)
+
+
+def outcome_widget(outcome: Any) -> Any:
+    """The ``OutcomeWidget`` of a :class:`~taskmill.BatchOutcome`."""
+    return _views().OutcomeWidget(outcome)
+
+
+def outcome_bundle(outcome: Any) -> dict[str, Any]:
+    """The MIME bundle of a :class:`~taskmill.BatchOutcome` in a Jupyter kernel: its widget
+    view, with HTML and text for frontends without widgets."""
+    return _views().outcome_bundle(outcome)
+
+
+def queue_widget(sched: Any, *, refresh: float) -> Any:
+    """A live ``QueueWidget`` following a running :class:`~taskmill.Scheduler`, started."""
+    return _views().QueueWidget(sched, refresh=refresh).start()
