@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import polars as pl
 import pyarrow as pa
 
+from .columns import column
 from .model import DuplicateTask, InvalidSubmission, SchedulerError
 
 __all__ = ["ACTIONS", "OUTCOME_SCHEMA", "BatchOutcome"]
@@ -22,10 +23,7 @@ ACTIONS = ("submitted", "deduplicated", "superseded", "upgraded", "failed")
 #: Columns of :meth:`BatchOutcome.to_polars`.
 OUTCOME_SCHEMA: dict[str, Any] = {
     "index": pl.Int64,
-    "task_type": pl.String,
-    "dedup_key": pl.String,
-    "group": pl.String,
-    "priority": pl.Int64,
+    **{name: column(name).polars for name in KEY_COLUMNS},
     "action": pl.Enum(list(ACTIONS)),
     "reason": pl.String,
     "task_id": pl.Int64,
