@@ -10,6 +10,7 @@ import polars as pl
 import pyarrow as pa
 
 from . import display
+from .columns import column
 from .model import DuplicateTask, InvalidSubmission, SchedulerError
 from .plan import BAD_TEXT, KEY_COLUMNS, _to_polars
 
@@ -21,10 +22,7 @@ ACTIONS = ("submitted", "deduplicated", "superseded", "upgraded", "failed")
 #: Columns of :meth:`BatchOutcome.to_polars`.
 OUTCOME_SCHEMA: dict[str, Any] = {
     "index": pl.Int64,
-    "task_type": pl.String,
-    "dedup_key": pl.String,
-    "group": pl.String,
-    "priority": pl.Int64,
+    **{name: column(name).polars for name in KEY_COLUMNS},
     "action": pl.Enum(list(ACTIONS)),
     "reason": pl.String,
     "task_id": pl.Int64,

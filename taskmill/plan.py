@@ -24,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 from polars.datatypes import DataTypeClass  # a dtype's inner or field type may be a class
 
+from .columns import frame_schema
 from .model import (
     MAX_GROUP_LENGTH,
     MAX_KEY_LENGTH,
@@ -49,26 +50,12 @@ from .validation import (
 
 __all__ = ["CANONICAL", "BatchSubmission", "Prepared", "prepare"]
 
-#: The canonical columns of table input and their types.
-CANONICAL: dict[str, pl.DataType] = {
-    "task_type": pl.String(),
-    "dedup_key": pl.String(),
-    "group": pl.String(),
-    "priority": pl.Int64(),
-    "payload": pl.Binary(),
-    "label": pl.String(),
-    "expected_read_bytes": pl.Int64(),
-    "expected_write_bytes": pl.Int64(),
-    "expected_net_rx_bytes": pl.Int64(),
-    "expected_net_tx_bytes": pl.Int64(),
-    "on_duplicate": pl.String(),
-    "max_retries": pl.Int64(),
-    "run_after": pl.Float64(),  # Unix seconds (given as datetimes or numbers)
-    "expires_at": pl.Float64(),
-}
-_TEXT = ("task_type", "dedup_key", "group", "label", "on_duplicate")
-_TIMES = ("run_after", "expires_at")
-_INTS = ("priority", *EXPECTED_FIELDS, "max_retries")
+#: The canonical columns of table input and their types (times: Unix seconds, given as
+#: datetimes or numbers).
+CANONICAL: dict[str, pl.DataType] = frame_schema("plan")
+_TEXT = tuple(name for name, dtype in CANONICAL.items() if dtype == pl.String)
+_TIMES = tuple(name for name, dtype in CANONICAL.items() if dtype == pl.Float64)
+_INTS = tuple(name for name, dtype in CANONICAL.items() if dtype == pl.Int64)
 _STRATEGIES = tuple(s.value for s in DuplicateStrategy)
 
 T = TypeVar("T")

@@ -16,9 +16,8 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
 from typing import Any
 
+from .columns import EXPECTED_FIELDS, MAX_INT64, MAX_TIME, column, int_limits
 from .model import (
-    MAX_GROUP_LENGTH,
-    MAX_KEY_LENGTH,
     DuplicateStrategy,
     InvalidSubmission,
     Priority,
@@ -27,13 +26,6 @@ from .model import (
     encode_payload,
 )
 
-EXPECTED_FIELDS = (
-    "expected_read_bytes",
-    "expected_write_bytes",
-    "expected_net_rx_bytes",
-    "expected_net_tx_bytes",
-)
-MAX_INT64 = (1 << 63) - 1
 #: The message of text holding a NUL character (``{}``: the field): PostgreSQL's text cannot
 #: hold one, so no store takes it, and a row holding one fails the same on either engine.
 #: A ``{}`` template for ``str.format`` and ``polars.format`` alike.
@@ -69,10 +61,6 @@ class Row:
     max_retries: int | None
     run_after: float | None = None  # Unix seconds
     expires_at: float | None = None
-
-
-#: The latest time taskmill accepts (year 9999, the end of ``datetime``).
-MAX_TIME = 253402300799.0
 
 
 def is_not_a_time(value: Any) -> bool:
@@ -135,10 +123,12 @@ def encodes(text: str) -> bool:
     return True
 
 
-def check_text(value: Any, field: str, kind: str, limit: int, *, required: bool) -> str | None:
-    """A text field: ``None`` (unless required) or a string within ``limit`` characters."""
+def check_text(value: Any, field: str, kind: str) -> str | None:
+    """A text field within its column's limits (``taskmill/columns.py``): ``None`` where
+    the column takes NULL, or a string of at most ``max_length`` characters."""
+    col = column(field)
     if value is None:
-        if required:
+        if not col.nullable:
             raise _invalid(field, kind, f"{field} is missing")
         return None
     if not isinstance(value, str):
@@ -147,15 +137,17 @@ def check_text(value: Any, field: str, kind: str, limit: int, *, required: bool)
         raise _invalid(field, "invalid_encoding", f"{field} is not valid UTF-8")
     if "\x00" in value:
         raise _invalid(field, "invalid_encoding", NUL_MESSAGE.format(field))
-    if value == "" and field in ("task_type", "dedup_key"):
+    if value == "" and not col.empty:
         raise _invalid(field, kind, f"{field} is an empty string")
-    if len(value) > limit:
+    limit = col.max_length
+    if limit is not None and len(value) > limit:
         raise _invalid(field, kind, f"{field} is longer than {limit:,} characters")
     return value
 
 
-def check_int(value: Any, field: str, kind: str, low: int, high: int) -> int:
-    """An integer field within ``low..high`` (bools are refused)."""
+def check_int(value: Any, field: str, kind: str) -> int:
+    """An integer field within its column's ``low..high`` (bools are refused)."""
+    low, high = int_limits(field)
     if isinstance(value, bool) or not isinstance(value, int):
         raise _invalid(field, kind, f"{field} must be an integer, got {type(value).__name__}")
     if not low <= value <= high:
@@ -170,25 +162,21 @@ def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Ro
             f"expected a TaskSubmission, got {type(sub).__name__}",
             kind="invalid_input",
         )
-    task_type = check_text(
-        sub.task_type, "task_type", "invalid_task_type", MAX_KEY_LENGTH, required=True
-    )
+    task_type = check_text(sub.task_type, "task_type", "invalid_task_type")
     assert task_type is not None
-    dedup_key = check_text(
-        sub.dedup_key, "dedup_key", "invalid_dedup_key", MAX_KEY_LENGTH, required=False
-    )
-    group = check_text(sub.group, "group", "invalid_group", MAX_GROUP_LENGTH, required=False)
+    dedup_key = check_text(sub.dedup_key, "dedup_key", "invalid_dedup_key")
+    group = check_text(sub.group, "group", "invalid_group")
     if group is None:
         group = defaults.group
-    label = check_text(sub.label, "label", "invalid_label", MAX_GROUP_LENGTH, required=False)
+    label = check_text(sub.label, "label", "invalid_label")
     if sub.priority is None:
         priority = defaults.priority
     elif isinstance(sub.priority, str):  # a tier name: "high", "IDLE" …
         priority = int(Priority.parse(sub.priority))
     else:
-        priority = check_int(sub.priority, "priority", "invalid_priority", 0, 255)
+        priority = check_int(sub.priority, "priority", "invalid_priority")
     expected = [
-        check_int(getattr(sub, f), f, "invalid_expected_bytes", 0, MAX_INT64)
+        check_int(getattr(sub, f), f, "invalid_expected_bytes")
         if getattr(sub, f) is not None
         else 0
         for f in EXPECTED_FIELDS
@@ -201,7 +189,7 @@ def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Ro
     max_retries = (
         None
         if sub.max_retries is None
-        else check_int(sub.max_retries, "max_retries", "invalid_max_retries", 0, 1000)
+        else check_int(sub.max_retries, "max_retries", "invalid_max_retries")
     )
     now = time.time()
     run_after = to_seconds(sub.run_after, "run_after", now)

@@ -21,29 +21,19 @@ from typing import Any
 
 import polars as pl
 
+from ..columns import STAGED
 from ..model import SchedulerError
 from .keys import COLLISION, DUCKDB_KEY_HASH
 from .sql import q
 
 __all__ = ["Stager", "decide", "retried_failures", "staging_frame"]
 
+#: The staging tables' columns, in their order: the row's index and position, then the
+#: canonical columns by their stored names (the key hash follows, from DuckDB).
 _STAGE_COLUMNS = [
     pl.col("index").alias("ord"),
     pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("pos"),
-    pl.col("task_type"),
-    pl.col("dedup_key"),
-    pl.col("group").alias("group_name"),
-    pl.col("priority"),
-    pl.col("payload"),
-    pl.col("label"),
-    pl.col("expected_read_bytes"),
-    pl.col("expected_write_bytes"),
-    pl.col("expected_net_rx_bytes"),
-    pl.col("expected_net_tx_bytes"),
-    pl.col("max_retries"),
-    pl.col("on_duplicate").alias("strategy"),
-    pl.col("run_after"),
-    pl.col("expires_at"),
+    *(pl.col(c.name).alias(c.stored) for c in STAGED),
 ]
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeGuard
 
 import polars as pl
 
+from ..columns import TIME_COLUMNS, column, frame_schema
 from ..model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -68,42 +69,9 @@ __all__ = [
 log = logging.getLogger("taskmill")
 
 #: The columns of :meth:`StoreMethods.tasks`, with their polars types.
-TASK_COLUMNS: dict[str, Any] = {
-    "id": pl.Int64,
-    "task_type": pl.String,
-    "dedup_key": pl.String,
-    "group": pl.String,
-    "priority": pl.Int64,
-    "status": pl.String,
-    "queue_pos": pl.Int64,
-    "payload": pl.Binary,
-    "label": pl.String,
-    "expected_read_bytes": pl.Int64,
-    "expected_write_bytes": pl.Int64,
-    "expected_net_rx_bytes": pl.Int64,
-    "expected_net_tx_bytes": pl.Int64,
-    "max_retries": pl.Int64,
-    "attempts": pl.Int64,
-    "last_error": pl.String,
-    "run_after": pl.Float64,
-    "expires_at": pl.Float64,
-    "created_at": pl.Float64,
-    "started_at": pl.Float64,
-}
-
-
-def _history_columns() -> dict[str, Any]:
-    columns: dict[str, Any] = {}
-    for name, dtype in TASK_COLUMNS.items():
-        if name not in ("queue_pos", "run_after", "expires_at"):  # no longer waiting
-            columns[name] = dtype
-        if name == "last_error":
-            columns["replaced_by"] = pl.Int64
-    return {**columns, "finished_at": pl.Float64}
-
-
+TASK_COLUMNS: dict[str, pl.DataType] = frame_schema("tasks")
 #: The columns of :meth:`StoreMethods.history`, with their polars types.
-HISTORY_COLUMNS: dict[str, Any] = _history_columns()
+HISTORY_COLUMNS: dict[str, pl.DataType] = frame_schema("history")
 #: The columns of :meth:`StoreMethods.attempts`, with their polars types.
 ATTEMPT_COLUMNS: dict[str, Any] = {
     "task_id": pl.Int64,
@@ -130,26 +98,11 @@ ATTEMPT_OUTCOMES = (
 )
 #: The history columns :meth:`StoreMethods.retry_failed` resubmits, as the batch's
 #: canonical columns (``group`` is the store's ``group_name``).
-RETRY_COLUMNS: dict[str, Any] = {
-    name: TASK_COLUMNS[name]
-    for name in (
-        "task_type",
-        "dedup_key",
-        "group",
-        "priority",
-        "payload",
-        "label",
-        "expected_read_bytes",
-        "expected_write_bytes",
-        "expected_net_rx_bytes",
-        "expected_net_tx_bytes",
-        "max_retries",
-    )
+RETRY_COLUMNS: dict[str, pl.DataType] = {
+    name: dtype for name, dtype in HISTORY_COLUMNS.items() if column(name).submitted
 }
 #: Tasks :meth:`StoreMethods.cancel_where` moves to history per transaction.
 CANCEL_BATCH = 10_000
-#: Columns stored as Unix seconds and shown as UTC datetimes.
-TIME_COLUMNS = ("run_after", "expires_at", "created_at", "started_at", "finished_at")
 #: What ``stats(by=…)`` accepts.
 STATS_BY = ("group", "priority", "task_type")
 

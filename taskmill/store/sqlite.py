@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import polars as pl
 
+from ..columns import column as declared
 from ..model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -145,7 +146,10 @@ def _json_list(values: list[str] | None) -> str | None:
 
 
 def _sql_columns(columns: Iterable[str]) -> str:
-    return ", ".join('group_name AS "group"' if c == "group" else c for c in columns)
+    """The select list of frame columns: each by its stored name (``group_name AS "group"``)."""
+    return ", ".join(
+        c if (name := declared(c).stored) == c else f'{name} AS "{c}"' for c in columns
+    )
 
 
 #: The prune lock where ``fcntl.flock`` is missing (this process's prunes only).
