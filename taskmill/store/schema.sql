@@ -118,7 +118,9 @@ CREATE TABLE rate_buckets (
 -- was fenced; the next attempt carries the same number, since it was not a try), a task
 -- cancelled, superseded or expired while it ran.  `worker` is the owner that ran it,
 -- `traceback` the last frames of a failure's traceback (set by the worker after the
--- trigger's row).  A running attempt is the task's own row (tasks.started_at, owner).
+-- trigger's row).  An attempt never ends before it started: a worker's start time, from
+-- its reading of the store's clock, may run a little ahead of the clock the end is read
+-- from.  A running attempt is the task's own row (tasks.started_at, owner).
 CREATE TABLE attempts (
     id          INTEGER PRIMARY KEY,   -- order of recording
     task_id     INTEGER NOT NULL,
@@ -141,7 +143,7 @@ BEGIN
     INSERT INTO attempts (task_id, attempt, worker, started_at, finished_at, outcome, error)
     VALUES (
         OLD.id, OLD.attempts, OLD.owner, OLD.started_at,
-        (julianday('now') - 2440587.5) * 86400.0,
+        max(COALESCE(OLD.started_at, 0), (julianday('now') - 2440587.5) * 86400.0),
         CASE WHEN NEW.attempts < OLD.attempts THEN 'released'
              WHEN NEW.status = 'pending' THEN 'failed'
              ELSE NEW.status END,
@@ -156,7 +158,8 @@ CREATE TRIGGER attempt_finished AFTER DELETE ON tasks
 WHEN OLD.status = 'running'
 BEGIN
     INSERT INTO attempts (task_id, attempt, worker, started_at, finished_at, outcome, error)
-    SELECT OLD.id, OLD.attempts, OLD.owner, OLD.started_at, h.finished_at, h.status,
+    SELECT OLD.id, OLD.attempts, OLD.owner, OLD.started_at,
+           max(COALESCE(OLD.started_at, 0), h.finished_at), h.status,
            CASE WHEN h.status = 'failed' THEN h.last_error END
     FROM history AS h
     WHERE h.id = OLD.id;

@@ -5,7 +5,9 @@
 -- recorded (completed; failed, to be retried or for good), an attempt given back
 -- (released: not a try, so the next attempt carries the same number), a task cancelled,
 -- superseded or expired while it ran.  `worker` is the owner that ran it, `traceback` the
--- last frames of a failure's traceback (set by the worker after the trigger's row).
+-- last frames of a failure's traceback (set by the worker after the trigger's row).  An
+-- attempt never ends before it started: a worker's start time, from its reading of the
+-- server's clock, may run a little ahead of the clock the end is read from.
 CREATE TABLE taskmill.attempts (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- order of recording
     task_id     bigint           NOT NULL,
@@ -27,7 +29,8 @@ CREATE FUNCTION taskmill.attempt_ended() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO taskmill.attempts (task_id, attempt, worker, started_at, finished_at, outcome, error)
     VALUES (
-        OLD.id, OLD.attempts, OLD.owner, OLD.started_at, extract(epoch FROM clock_timestamp()),
+        OLD.id, OLD.attempts, OLD.owner, OLD.started_at,
+        greatest(OLD.started_at, extract(epoch FROM clock_timestamp())),
         CASE WHEN NEW.attempts < OLD.attempts THEN 'released'
              WHEN NEW.status = 'pending' THEN 'failed'
              ELSE NEW.status END,
@@ -48,7 +51,8 @@ EXECUTE FUNCTION taskmill.attempt_ended();
 CREATE FUNCTION taskmill.attempts_finished() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO taskmill.attempts (task_id, attempt, worker, started_at, finished_at, outcome, error)
-    SELECT o.id, o.attempts, o.owner, o.started_at, h.finished_at, h.status,
+    SELECT o.id, o.attempts, o.owner, o.started_at, greatest(o.started_at, h.finished_at),
+           h.status,
            CASE WHEN h.status = 'failed' THEN h.last_error END
     FROM gone AS o
     JOIN taskmill.history AS h ON h.id = o.id
