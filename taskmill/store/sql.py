@@ -19,6 +19,7 @@ from importlib.resources.abc import Traversable
 APPLICATION_ID = "taskmill"
 
 _HEADER = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^--\s*include:\s*([\w.]+\.sql)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{3})_\w+\.sql$")
 
 
@@ -29,12 +30,21 @@ def _read(name: str) -> str:
 @cache
 def migrations() -> dict[int, str]:
     """Every migration script by the schema version it brings a store to."""
-    return load_migrations(resources.files("taskmill.store").joinpath("migrations"), first=2)
+    package = resources.files("taskmill.store")
+    return load_migrations(package.joinpath("migrations"), first=2, parts=package)
 
 
-def load_migrations(folder: Traversable, *, first: int) -> dict[int, str]:
+def with_includes(text: str, folder: Traversable) -> str:
+    """``text`` with each line ``-- include: part.sql`` replaced by that file of ``folder``:
+    a part of the schema that a migration adds is written once, in its own file, and both
+    ``schema.sql`` and the migration include it."""
+    return _INCLUDE.sub(lambda m: folder.joinpath(m.group(1)).read_text(encoding="utf-8"), text)
+
+
+def load_migrations(folder: Traversable, *, first: int, parts: Traversable) -> dict[int, str]:
     """The ``NNN_what.sql`` scripts of ``folder`` by version, numbered from ``first``
-    without gaps (each backend keeps its own folder; the runner is the same idea)."""
+    without gaps (each backend keeps its own folder; the runner is the same idea); an
+    ``-- include:`` line names a file of ``parts`` (see :func:`with_includes`)."""
     found: dict[int, str] = {}
     if not folder.is_dir():  # no migrations yet
         return found
@@ -45,7 +55,7 @@ def load_migrations(folder: Traversable, *, first: int) -> dict[int, str]:
         version = int(match.group(1))
         if version in found:
             raise RuntimeError(f"two migrations to schema version {version}")
-        found[version] = entry.read_text(encoding="utf-8")
+        found[version] = with_includes(entry.read_text(encoding="utf-8"), parts)
     versions = sorted(found)
     if versions != list(range(first, first + len(versions))):
         raise RuntimeError(
@@ -61,7 +71,7 @@ SCHEMA_VERSION = max(migrations(), default=1)
 @cache
 def schema() -> str:
     """The whole current schema."""
-    return _read("schema.sql")
+    return with_includes(_read("schema.sql"), resources.files("taskmill.store"))
 
 
 @cache

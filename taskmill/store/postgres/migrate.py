@@ -16,7 +16,7 @@ from importlib import resources
 from typing import Any
 
 from ...model import SchemaTooNew
-from ..sql import load_migrations
+from ..sql import load_migrations, with_includes
 
 __all__ = ["ADVISORY_LOCK", "SCHEMA", "SCHEMA_VERSION", "ensure_schema", "migrations"]
 
@@ -31,8 +31,8 @@ BASE_VERSION = 3
 @cache
 def migrations() -> dict[int, str]:
     """Every PostgreSQL migration script by the version it brings a store to."""
-    folder = resources.files("taskmill.store.postgres").joinpath("migrations")
-    return load_migrations(folder, first=BASE_VERSION + 1)
+    package = resources.files("taskmill.store.postgres")
+    return load_migrations(package.joinpath("migrations"), first=BASE_VERSION + 1, parts=package)
 
 
 #: The schema version this taskmill writes on PostgreSQL.
@@ -41,12 +41,9 @@ SCHEMA_VERSION = max(migrations(), default=BASE_VERSION)
 
 @cache
 def schema() -> str:
-    """The whole current schema (``schema.sql``)."""
-    return (
-        resources.files("taskmill.store.postgres")
-        .joinpath("schema.sql")
-        .read_text(encoding="utf-8")
-    )
+    """The whole current schema (``schema.sql``, its ``-- include:`` parts in place)."""
+    package = resources.files("taskmill.store.postgres")
+    return with_includes(package.joinpath("schema.sql").read_text(encoding="utf-8"), package)
 
 
 def ensure_schema(conn: Any, where: str = "the database") -> int:
