@@ -45,9 +45,13 @@ CELLS = [
     "                      'priority': [5] * 61 + [300]})\n"
     "out = store.submit_batch(frame)\nout",
     # a live view of a running scheduler
+    # (every 400th task fails for good: the recent failures open onto their tracebacks)
     "async def slow(ctx):\n    await asyncio.sleep(0.05)\n"
+    "    if ctx.task_id % 400 == 0:\n"
+    "        raise OSError(f'endpoint refused task {ctx.task_id}')\n"
     "sched = tm.Scheduler(folder / 'live.db', executors={'t': slow}, max_concurrency=2,\n"
-    "                     rate_limits={'group:s3://eu': tm.RateLimit(2, burst=1)})\n"
+    "                     rate_limits={'group:s3://eu': tm.RateLimit(2, burst=1)},\n"
+    "                     max_retries=0)\n"
     "await sched.start()\nview = sched.widget(refresh=10)\nview",
     # every 4th task goes to an endpoint held to 2 starts a second; the rest run freely
     "await sched.submit_batch(pl.DataFrame({'task_type': ['t'] * 2000,\n"
@@ -261,6 +265,22 @@ def test_widgets_render_and_respond_in_jupyterlab(lab: tuple[int, Path]) -> None
             timeout=60_000,
         )
         page.locator(".taskmill-queue-widget").screenshot(path=str(SHOTS / "7-live-held.png"))
+        # a failure of the live view opens onto its attempt's traceback, kept by the store
+        failure = page.locator(".taskmill-queue-widget details.taskmill-failure").first
+        failure.wait_for(timeout=60_000)
+        summary = failure.locator("summary")
+        assert re.search(
+            r"#\d+ \(attempt 1\): OSError: endpoint refused task \d+", summary.inner_text()
+        )
+        trace = failure.locator("pre")
+        assert not trace.is_visible()
+        summary.click()
+        trace.wait_for(state="visible", timeout=10_000)
+        text = trace.inner_text()
+        assert text.startswith("Traceback (most recent call last):"), text
+        assert "in slow" in text, text
+        assert re.search(r"\nOSError: endpoint refused task \d+$", text.rstrip()), text
+        page.locator(".taskmill-queue-widget").screenshot(path=str(SHOTS / "9-live-failure.png"))
         # the scheduler closes: the view draws its final state, "scheduler closed" on the
         # status line, and its output is updated in place (issue 22)
         page.evaluate(
