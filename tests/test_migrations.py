@@ -146,3 +146,37 @@ def test_a_failing_migration_leaves_the_store_untouched(
         Path(f"{v1_store}{suffix}").unlink(missing_ok=True)
     assert v1_store.read_bytes() == before
     assert _rows(v1_store, "PRAGMA user_version") == [(1,)]
+
+
+#: The SHA-256 (first 16 hex digits) of every released migration, as run: its text with
+#: its `-- include:` parts in place.  A released migration never changes — a store that
+#: ran it would not run it again — so a change to the schema is a new migration.  This
+#: matters most for the parts a migration includes (attempts.sql): editing one for a later
+#: schema would change a fresh store and every migrated one alike, and the test that
+#: compares them would pass while a store already at that version kept the old part.
+RELEASED = {
+    "sqlite": {
+        2: "e002e65aa0cf2bee",
+        3: "15ec6f17cd2d9ba2",
+        4: "9937ea21441e3b5f",
+        5: "d2bedea390ddab70",
+        6: "98a283c4152b73b1",
+    },
+    "postgres": {4: "134ae89966aed797", 5: "01f8f0ca59eb25f1", 6: "a7d358a8e27794b1"},
+}
+
+
+def test_released_migrations_never_change() -> None:
+    import hashlib
+
+    from taskmill.store.postgres.migrate import migrations as postgres_migrations
+
+    for engine, found in (("sqlite", migrations()), ("postgres", postgres_migrations())):
+        digests = {v: hashlib.sha256(t.encode()).hexdigest()[:16] for v, t in found.items()}
+        changed = {v for v in RELEASED[engine] if digests.get(v) != RELEASED[engine][v]}
+        assert not changed, (
+            f"{engine} migration(s) {sorted(changed)} changed after release: write a new "
+            "migration (and a new part file) instead"
+        )
+        new = sorted(set(digests) - set(RELEASED[engine]))
+        assert not new, f"record the new {engine} migration(s) {new} in RELEASED: {digests}"
