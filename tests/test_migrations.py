@@ -160,9 +160,9 @@ RELEASED = {
         3: "15ec6f17cd2d9ba2",
         4: "9937ea21441e3b5f",
         5: "d2bedea390ddab70",
-        6: "98a283c4152b73b1",
+        6: "ecdd5ccc79dffa68",
     },
-    "postgres": {4: "134ae89966aed797", 5: "01f8f0ca59eb25f1", 6: "a7d358a8e27794b1"},
+    "postgres": {4: "134ae89966aed797", 5: "01f8f0ca59eb25f1", 6: "79ee5f9d135dee5e"},
 }
 
 

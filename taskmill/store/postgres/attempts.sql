@@ -1,5 +1,7 @@
 -- Schema 6: every attempt that ended.  Included whole by schema.sql and by the
--- migration 006_attempts.sql (see with_includes in taskmill/store/sql.py).
+-- migration 006_attempts.sql (see with_includes in taskmill/store/sql.py).  Released
+-- with that migration: never edit it (tests/test_migrations.py holds its digest); a later
+-- change to these objects is a migration of its own, and schema.sql then says it.
 
 -- Every attempt that ended (schema 6), one row each, written by the triggers below so
 -- that no way of ending an attempt can forget it (as in the SQLite store): a result
