@@ -1,65 +1,14 @@
-"""What each ``taskmill bench`` case runs, whichever engine it runs on: the plans (keys like a
-bucket diff's object paths), their files and the dispatch cases' controls.  Shared by
-:mod:`taskmill.bench` (SQLite, and the driver of every run) and :mod:`taskmill.bench_pg`
-(PostgreSQL, which ``bench`` imports: it must not import ``bench`` back)."""
+"""The old import path of :mod:`taskmill.bench.cases` (what each ``taskmill bench`` case runs):
+its names, re-exported."""
 
-from __future__ import annotations
+from .bench.cases import (
+    CONTROLS,
+    control_settings,
+    is_dispatch,
+)
 
-from pathlib import Path
-from typing import Any
-
-from .model import RateLimit
-
-__all__ = ["CONTROLS", "control_settings", "is_dispatch"]
-
-#: The dispatch case with a control on, counted on every claim but never binding (limits
-#: far above what runs): what each control costs the dispatch rate.
-CONTROLS = ("dispatch_groups", "dispatch_budgets", "dispatch_rates")
-
-
-def is_dispatch(case: str) -> bool:
-    return case == "dispatch" or case in CONTROLS
-
-
-def control_settings(case: str, groups: list[str]) -> dict[str, Any]:
-    """The ``Scheduler`` settings of a dispatch case (``groups``: the plan's groups)."""
-    if case == "dispatch_groups":
-        return {"group_concurrency": dict.fromkeys(groups, 1_000)}
-    if case == "dispatch_budgets":
-        return {"byte_budgets": dict.fromkeys(groups, 1 << 62)}
-    if case == "dispatch_rates":
-        rate = RateLimit(1e9, burst=1e9)
-        return {"rate_limits": {"type:noop": rate, **{f"group:{g}": rate for g in groups}}}
-    return {}
-
-
-def _plan(rows: int, existing: int, key_bytes: int = 0) -> Any:
-    start = existing - rows // 2 if existing else 0  # half the batch overlaps the store
-    return _keyed_plan(rows, start, key_bytes)
-
-
-def _keyed_plan(rows: int, start: int, key_bytes: int) -> Any:
-    """The bench's sync plan; with ``key_bytes`` every key is padded to that length (long
-    object paths, to measure what memory per planned row a batch needs)."""
-    import polars as pl
-
-    from .sample import make_plan
-
-    plan = make_plan(rows, seed=1, start=start, random_prefixes=True)
-    if key_bytes:
-        plan = plan.with_columns(pl.col("dedup_key").str.pad_end(key_bytes, "~"))
-    return plan
-
-
-def _noop_plan(rows: int, *, seed: int, start: int = 0) -> Any:
-    """No-op tasks with the plan's random keys (completing one frees its key)."""
-    import polars as pl
-
-    from .sample import make_plan
-
-    plan = make_plan(rows, seed=seed, start=start, random_prefixes=True)
-    return plan.with_columns(pl.lit("noop").alias("task_type"))
-
-
-def _plan_file(folder: Path, rows: int, existing: int, key_bytes: int = 0) -> Path:
-    return folder / f"plan-{rows}-{existing}-{key_bytes}.parquet"
+__all__ = [
+    "CONTROLS",
+    "control_settings",
+    "is_dispatch",
+]

@@ -34,7 +34,7 @@ def sample_plan() -> pl.DataFrame:
     """The sample sync plan shipped with taskmill (made the same way if it is missing)."""
     if SAMPLE_PLAN.exists():
         return pl.read_parquet(SAMPLE_PLAN)
-    from .sample import make_plan
+    from .testing.sample import make_plan
 
     settings = dict(SAMPLE_SETTINGS)
     return make_plan(settings.pop("rows"), **settings)
@@ -93,7 +93,7 @@ async def run_demo(db: str, plan_path: Path | None = None, console: Any = None) 
     """
     from rich.console import Console
 
-    from .render import outcome_table, tally
+    from .views.terminal import outcome_table, tally
 
     console = console or Console(highlight=False, markup=False, emoji=False)
     plan = pl.read_parquet(plan_path) if plan_path else sample_plan()

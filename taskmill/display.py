@@ -1,11 +1,11 @@
 """Display hooks: how a value shown in Jupyter (a :class:`~taskmill.BatchOutcome`, a
 :class:`~taskmill.Scheduler`) reaches its widget.
 
-The views (:mod:`taskmill.notebook`) sit above everything they show and import it; nothing
-below them imports a view.  A value's ``widget()`` or ``_repr_mimebundle_`` calls a hook
-here, and the hook imports the views module by name only then: ``import taskmill`` loads no
-ipywidgets, and the package's import graph points downward only (``tests/test_layers.py``,
-the import-linter ``layers`` contract in ``pyproject.toml``).
+The views (:mod:`taskmill.views.notebook`) sit above everything they show and import it;
+nothing below them imports a view.  A value's ``widget()`` or ``_repr_mimebundle_`` calls a
+hook here, and the hook imports the views module by name only then: ``import taskmill``
+loads no ipywidgets, and the package's import graph points downward only
+(``tests/test_layers.py``, the import-linter ``layers`` contract in ``pyproject.toml``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 __all__ = ["VIEWS_MODULE", "outcome_bundle", "outcome_widget", "queue_widget"]
 
 #: The module of the Jupyter views, imported when a hook first needs it.
-VIEWS_MODULE = "taskmill.notebook"
+VIEWS_MODULE = "taskmill.views.notebook"
 
 
 def _views() -> ModuleType:

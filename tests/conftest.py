@@ -95,7 +95,7 @@ def store(location: str | Path) -> Iterator[tm.TaskStore]:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[object]:
-    """One throwaway PostgreSQL server for the whole test run (taskmill/pgserver.py).
+    """One throwaway PostgreSQL server for the whole test run (taskmill/testing/pgserver.py).
 
     A server that cannot start ends the run with one error naming the cause, rather than
     an error for every PostgreSQL test."""

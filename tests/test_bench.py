@@ -12,6 +12,7 @@ import pytest
 
 import taskmill as tm
 from taskmill import bench
+from taskmill.bench import runner  # the driver and the SQLite cases, private helpers too
 
 from conftest import ENV, PYTHON, ROOT, assert_store_consistent
 
@@ -52,8 +53,8 @@ def test_a_small_run_reports_every_case_at_every_store_size() -> None:
 
 
 def test_the_pre_filled_stores(tmp_path: Path) -> None:
-    loaded = bench._template(tmp_path, 3000)
-    dispatch = bench._dispatch_template(tmp_path, 3000)
+    loaded = runner._template(tmp_path, 3000)
+    dispatch = runner._dispatch_template(tmp_path, 3000)
     assert loaded is not None and dispatch is not None
     with tm.TaskStore.open(loaded) as store:
         assert store.counts()["pending"] == 3000
@@ -76,9 +77,9 @@ def test_key_bytes_pads_the_plan_and_the_store_and_is_reported(tmp_path: Path) -
     assert (result["case"], result["rows"], result["key_bytes"]) == ("reader", 1000, 200)
     table = bench.table([bench.Result(**{k: v for k, v in result.items() if k != "rows_per_s"})])
     assert "| reader (200-byte keys) | 1,000 |" in table
-    plan = bench._plan(500, 1000, key_bytes=200)
+    plan = runner._plan(500, 1000, key_bytes=200)
     assert plan["dedup_key"].str.len_bytes().unique().to_list() == [200]
-    loaded = bench._template(tmp_path, 1000, key_bytes=200)
+    loaded = runner._template(tmp_path, 1000, key_bytes=200)
     assert loaded is not None
     with tm.TaskStore.open(loaded) as store:
         tasks, _ = assert_store_consistent(store)

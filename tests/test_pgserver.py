@@ -1,4 +1,4 @@
-"""The throwaway PostgreSQL server (taskmill/pgserver.py): it goes away with the process
+"""The throwaway PostgreSQL server (taskmill/testing/pgserver.py): it goes away with the process
 that started it, however that process ends."""
 
 from __future__ import annotations

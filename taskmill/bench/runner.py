@@ -26,7 +26,7 @@ highest peak are reported.  Cases:
 With ``db`` (``--db``: a ``postgresql://`` URL, or ``postgres`` for a throwaway server) the
 cases run on PostgreSQL instead, each run in a database of its own: ``polars``, ``parquet``,
 ``ceiling`` (PostgreSQL's), the peers ``pgqueuer`` and ``procrastinate``, and ``dispatch``
-by 1, 2 and 4 worker processes (on an empty database only; see :mod:`taskmill.bench_pg`).
+by 1, 2 and 4 worker processes (on an empty database only; see :mod:`taskmill.bench.postgres`).
 
 With ``existing`` the store first holds that many tasks, half of the batch's keys among them.
 With ``key_bytes`` every key is padded to that many bytes (long object paths): the peak
@@ -55,9 +55,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from . import bench_pg
-from .bench_cases import CONTROLS as CONTROLS  # moved; bench.CONTROLS still works
-from .bench_cases import (
+from . import postgres
+from .cases import CONTROLS as CONTROLS  # moved; bench.CONTROLS still works
+from .cases import (
     _keyed_plan,
     _noop_plan,
     _plan,
@@ -115,7 +115,7 @@ def _prefilled(path: Path, fill: Callable[[Any], None]) -> Path:
     """The store at ``path``, built by ``fill(store)`` the first time, then reused
     (each run works on a copy)."""
     if not path.exists():
-        from .store import TaskStore
+        from ..store import TaskStore
 
         with TaskStore.open(path) as store:
             fill(store)
@@ -169,7 +169,7 @@ def _fresh_store(folder: Path, template: Path | None, run: int) -> Path:
 
 def _submissions(df: Any) -> list[Any]:
     """The plan as ``TaskSubmission`` objects (what a caller of the list API holds)."""
-    from .model import TaskSubmission
+    from ..model import TaskSubmission
 
     return [
         TaskSubmission(
@@ -185,7 +185,7 @@ def _timed_parquet(path: Path, plan: Path, form: str = "parquet") -> tuple[float
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .store import TaskStore
+    from ..store import TaskStore
 
     with TaskStore.open(path) as store:
         t0 = time.perf_counter()
@@ -217,9 +217,9 @@ def _stall(path: Path, df: Any) -> tuple[float, dict[str, float]]:
 
     import polars as pl
 
-    from .model import TaskCompleted
-    from .scheduler import Scheduler
-    from .store import TaskStore
+    from ..model import TaskCompleted
+    from ..scheduler import Scheduler
+    from ..store import TaskStore
 
     with TaskStore.open(path) as store:
         store.submit_batch(pl.DataFrame({"task_type": ["noop"] * 60_000}))
@@ -253,10 +253,10 @@ def _run_case(
 ) -> tuple[float, bool]:
     import polars as pl
 
-    from .store import TaskStore
+    from ..store import TaskStore
 
     if case in ("list", "polars", "parquet", "reader", "lazy"):
-        from .store.batch import warm_up
+        from ..store.batch import warm_up
 
         warm_up()  # steady state: DuckDB's one-time start (~0.15 s a process) is not timed
     if is_dispatch(case):
@@ -279,8 +279,8 @@ def _run_case(
     if is_dispatch(case):
         import asyncio
 
-        from .model import TaskCompleted
-        from .scheduler import Scheduler
+        from ..model import TaskCompleted
+        from ..scheduler import Scheduler
 
         sample = min(rows, DISPATCH_SAMPLE)
         noops = _noop_plan(sample, seed=3, start=10 * (existing + rows))
@@ -328,7 +328,7 @@ def _run_case(
     if case == "executemany":
         t0 = time.perf_counter()
         now = time.time()
-        from .store.keys import key_hash
+        from ..store.keys import key_hash
 
         data = [
             (base + i + 1, t, k, g, p, base + i + 1, pl_.encode(), b, now, key_hash(t, k))
@@ -342,7 +342,7 @@ def _run_case(
         source = folder / f"source-{run}.db"
         source.unlink(missing_ok=True)
         src = sqlite3.connect(source)
-        from .store.keys import key_hash
+        from ..store.keys import key_hash
 
         src.execute(
             "CREATE TABLE s (task_type TEXT, dedup_key TEXT, group_name TEXT, "
@@ -382,7 +382,7 @@ def worker_main(argv: list[str]) -> None:
     """``python -m taskmill.bench CASE ROWS EXISTING FOLDER RUN [KEY_BYTES [DB_URL
     [WORKERS]]]`` → one JSON line (with ``DB_URL``: the case on that PostgreSQL database)."""
     if argv[0] == "dispatch-worker":
-        bench_pg.dispatch_worker(*argv[1:4])
+        postgres.dispatch_worker(*argv[1:4])
         return
     case, rows, existing, folder, run = argv[:5]
     key_bytes = int(argv[5]) if len(argv) > 5 else 0
@@ -403,15 +403,15 @@ def worker_main(argv: list[str]) -> None:
         return
     if url:
         if is_dispatch(case):
-            took, extrapolated = bench_pg.dispatch(
+            took, extrapolated = postgres.dispatch(
                 url, int(rows), int(argv[7]), DISPATCH_SAMPLE, case
             )
         else:
-            took, extrapolated = bench_pg.run_case(
+            took, extrapolated = postgres.run_case(
                 case, int(rows), int(existing), Path(folder), url, key_bytes
             )
     elif case == "stall":
-        from .store.batch import warm_up
+        from ..store.batch import warm_up
 
         warm_up()
         path = _fresh_store(Path(folder), None, int(run))
@@ -483,7 +483,7 @@ def measure(
         argv = [case, str(rows), str(existing), str(folder), str(run_no), str(key_bytes)]
         with contextlib.ExitStack() as stack:
             if db:
-                argv += [stack.enter_context(bench_pg.fresh_database(db)), str(workers)]
+                argv += [stack.enter_context(postgres.fresh_database(db)), str(workers)]
             proc = subprocess.run(
                 [sys.executable, "-m", "taskmill.bench", *argv],
                 capture_output=True,
@@ -547,18 +547,18 @@ def run(
 ) -> list[Result]:
     """Every case at every batch and store size.  ``db``: run on PostgreSQL instead (a
     ``postgresql://`` URL, or ``postgres`` for a throwaway durable server, see
-    :func:`taskmill.bench_pg.server`); ``workers``: the worker counts of its
+    :func:`taskmill.bench.postgres.server`); ``workers``: the worker counts of its
     ``dispatch``; ``server_info`` is filled with what the run used of the server."""
     results: list[Result] = []
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taskmill-bench-")))
         admin = ""
         if db:
-            wrong = sorted(set(cases) - set(bench_pg.PG_CASES))
+            wrong = sorted(set(cases) - set(postgres.PG_CASES))
             if wrong:
                 raise ValueError(f"not a PostgreSQL case: {', '.join(wrong)}")
-            admin, info = stack.enter_context(bench_pg.server(db))
-            info["version"] = bench_pg.server_version(admin)
+            admin, info = stack.enter_context(postgres.server(db))
+            info["version"] = postgres.server_version(admin)
             if server_info is not None:
                 server_info.update(info)
         elif set(cases) & {"pgqueuer", "procrastinate"}:
@@ -646,7 +646,3 @@ def to_json(results: list[Result], server: dict[str, Any] | None = None) -> str:
     if server is not None:
         report["postgres"] = server
     return json.dumps(report, indent=2)
-
-
-if __name__ == "__main__":
-    worker_main(sys.argv[1:])

@@ -1,0 +1,556 @@
+"""Jupyter views of taskmill: the :class:`BatchOutcome` widget and a live queue view.
+
+Imported lazily (``import taskmill`` does not import ipywidgets).  Nothing here ships a
+whole outcome to the browser: tables are rendered one page at a time on the kernel side.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+import ipywidgets as w
+import polars as pl
+
+from ..model import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    StoreRecovered,
+    StoreUnavailable,
+    TaskCancelled,
+    TaskCompleted,
+    TaskFailed,
+    TaskSuperseded,
+)
+from ..outcome import ACTIONS, VIEWS, view_frame  # data, not widgets: kept importable here
+
+if TYPE_CHECKING:
+    from ..outcome import BatchOutcome
+    from ..scheduler import Scheduler
+
+__all__ = ["VIEWS", "OutcomeWidget", "QueueWidget", "page_html"]
+_COLOURS = {
+    "submitted": "#2e7d32",
+    "deduplicated": "#757575",
+    "superseded": "#ef6c00",
+    "upgraded": "#1565c0",
+    "failed": "#c62828",
+}
+PAGE_SIZE = 20
+
+
+def _shown(value: object, thousands: bool) -> str:
+    if value is None:
+        return "–" if thousands else ""
+    if thousands and isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return html.escape(str(value))
+
+
+def page_html(
+    frame: pl.DataFrame,
+    css_class: str = "taskmill-page",
+    *,
+    thousands: bool = False,
+    aligned: bool = False,
+) -> str:
+    """One page of a table as HTML (values escaped; counts with thousands separators
+    when ``thousands``).  ``aligned``: each header is aligned as its column's values
+    are, numbers to the right and text to the left (a browser centres a header
+    otherwise, whatever its column holds)."""
+    pad = "padding:2px 10px"  # columns apart, so a header reads as its column's
+    styles = [
+        (
+            f" style='text-align:{'right' if dtype.is_numeric() else 'left'};{pad}'"
+            if aligned
+            else ""
+        )
+        for dtype in frame.dtypes
+    ]
+    cells = list(zip(frame.columns, styles, strict=True))
+    head = "".join(f"<th{style}>{html.escape(c)}</th>" for c, style in cells)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td{s}>{_shown(v, thousands)}</td>" for v, s in zip(row, styles, strict=True))
+        + "</tr>"
+        for row in frame.iter_rows()
+    )
+    return f"<table class='{css_class}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _without_zero(summary: pl.DataFrame) -> pl.DataFrame:
+    """A breakdown without the actions no row took (they would only widen it)."""
+    zero = [a for a in ACTIONS if a in summary.columns and summary[a].fill_null(0).eq(0).all()]
+    return summary.drop(zero)
+
+
+class PagedTable(w.VBox):
+    """A sortable, paginated table of a polars frame; only the current page is rendered."""
+
+    def __init__(
+        self, frame: pl.DataFrame, *, page_size: int = PAGE_SIZE, css_class: str = "taskmill-table"
+    ) -> None:
+        self.frame = frame
+        self.page_size = page_size
+        self.page = 0
+        self.sort_by = w.Dropdown(
+            options=frame.columns,
+            value=frame.columns[0],
+            description="sort by",
+            layout=w.Layout(width="220px"),
+        )
+        fit = w.Layout(width="auto", flex="0 0 auto")  # a label is never cut short
+        self.descending = w.ToggleButton(
+            value=False, description="descending", icon="sort-amount-desc", layout=fit
+        )
+        self.prev = w.Button(description="◀ previous", layout=fit)
+        self.next = w.Button(description="next ▶", layout=fit)
+        self.label = w.HTML()
+        self.body = w.HTML()
+        self.body.add_class(css_class)
+        self.prev.on_click(lambda _: self.go(self.page - 1))
+        self.next.on_click(lambda _: self.go(self.page + 1))
+        self.sort_by.observe(lambda _: self.go(0), names="value")
+        self.descending.observe(lambda _: self.go(0), names="value")
+        controls = w.HBox(
+            [self.sort_by, self.descending, self.prev, self.next, self.label],
+            layout=w.Layout(flex_flow="row wrap"),
+        )
+        super().__init__([controls, self.body])
+        self.go(0)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.frame.height // self.page_size))
+
+    def current(self) -> pl.DataFrame:
+        """The rows on screen."""
+        ordered = self.frame.sort(
+            self.sort_by.value,
+            descending=self.descending.value,
+            nulls_last=True,
+            maintain_order=True,
+        )
+        return ordered.slice(self.page * self.page_size, self.page_size)
+
+    def go(self, page: int) -> None:
+        self.page = min(max(page, 0), self.pages - 1)
+        self.body.value = page_html(self.current())
+        self.label.value = f"page {self.page + 1} of {self.pages} · {self.frame.height:,} rows"
+        self.prev.disabled = self.page == 0
+        self.next.disabled = self.page >= self.pages - 1
+
+
+def _bars(counts: dict[str, int], total: int) -> str:
+    rows = []
+    for action in ACTIONS:
+        n = counts[action]
+        width = 0 if total == 0 else max(1 if n else 0, round(300 * n / total))
+        rows.append(
+            f"<tr class='taskmill-action-{action}'><td>{action}</td>"
+            f"<td style='text-align:right'><b>{n:,}</b></td>"
+            f"<td><div style='background:{_COLOURS[action]};width:{width}px;height:12px'>"
+            f"</div></td></tr>"
+        )
+    return "<table class='taskmill-counts'>" + "".join(rows) + "</table>"
+
+
+class OutcomeWidget(w.VBox):
+    """What a batch did: counts with bars, breakdowns, and paginated detail tabs.
+
+    ``frame(view)`` takes any view out as a polars DataFrame; the export button puts
+    the view on screen in the outcome's ``exported`` (``out.exported`` for a displayed
+    ``out``), and in this widget's :attr:`exported`.
+    """
+
+    def __init__(self, outcome: BatchOutcome, *, page_size: int = PAGE_SIZE) -> None:
+        self.outcome = outcome
+        counts = outcome.counts()
+        marker = (
+            "<span class='taskmill-plan-marker' style='color:#ef6c00'><b>plan — "
+            "nothing written</b></span> · "
+            if outcome.planned
+            else ""
+        )
+        took = f" in {outcome.elapsed:.2f} s" if outcome.elapsed is not None else ""
+        headline = w.HTML(
+            # tab labels at their full width ("already queued (1,300)" is longer than a
+            # default tab): a style scoped to this widget's class
+            "<style>.taskmill-outcome-widget .lm-TabBar-tab{flex:0 0 auto !important;"
+            "min-width:fit-content !important;max-width:none !important}"
+            ".taskmill-breakdowns td:first-child{overflow-wrap:anywhere}</style>"
+            f"<div class='taskmill-headline'>{marker}<b>{len(outcome):,}"
+            f"</b> rows{took}</div>" + _bars(counts, len(outcome))
+        )
+        headline.add_class("taskmill-outcome")
+        # the two breakdowns sit side by side when they fit and wrap below when they do
+        # not; a table wider than its box scrolls inside it instead of overflowing
+        boxed = w.Layout(overflow="auto", max_width="100%", margin="0 24px 8px 0")
+        by = w.Box(
+            [
+                w.HTML(
+                    "<b>by group</b>"
+                    + page_html(_without_zero(outcome.summary("group")), thousands=True),
+                    layout=boxed,
+                ),
+                w.HTML(
+                    "<b>by priority</b>"
+                    + page_html(_without_zero(outcome.summary("priority")), thousands=True),
+                    layout=boxed,
+                ),
+            ],
+            layout=w.Layout(display="flex", flex_flow="row wrap", width="100%"),
+        )
+        by.add_class("taskmill-breakdowns")
+        self.tables: dict[str, PagedTable] = {}
+        children = []
+        for view in VIEWS:
+            table = PagedTable(
+                view_frame(outcome, view),
+                page_size=page_size,
+                css_class=f"taskmill-view-{view.replace(' ', '-')}",
+            )
+            self.tables[view] = table
+            children.append(w.VBox([w.HTML(f"<i>{VIEWS[view]}</i>"), table]))
+        self.tabs = w.Tab(children=children)
+        for i, view in enumerate(VIEWS):
+            self.tabs.set_title(i, f"{view} ({self.tables[view].frame.height:,})")
+        self.exported: pl.DataFrame | None = None
+        export = w.Button(
+            description="take this view out",
+            icon="download",
+            layout=w.Layout(width="auto", flex="0 0 auto"),  # never squeezed by the note
+        )
+        self.export_note = w.HTML()
+        export.on_click(lambda _: self._export())
+        super().__init__([headline, by, self.tabs, w.HBox([export, self.export_note])])
+        self.add_class("taskmill-outcome-widget")
+
+    def frame(self, view: str | None = None) -> pl.DataFrame:
+        """A view as a DataFrame (the tab on screen when ``view`` is None)."""
+        if view is None:
+            view = list(VIEWS)[self.tabs.selected_index or 0]
+        return view_frame(self.outcome, view)
+
+    def _export(self) -> None:
+        view = list(VIEWS)[self.tabs.selected_index or 0]
+        self.exported = self.frame()
+        self.outcome.exported = self.exported
+        self.export_note.value = (
+            f"{self.exported.height:,} rows of “{html.escape(view)}” in "
+            "<code>out.exported</code> (a polars DataFrame; <code>out</code> being the "
+            "outcome shown here)"
+        )
+
+
+class QueueWidget(w.VBox):
+    """A live view of a running scheduler: counts by status, per group, throughput,
+    recent failures and store trouble, redrawn from its events at most ``refresh``
+    times a second (the last events of a burst are drawn too, at the end of the
+    throttle window), and a last time when the scheduler closes, so that its final
+    state is the store's.
+
+    What it says is what is so: "running" counts attempts whose code runs (those whose
+    result is still being written are "recording"), "paused" counts the tasks held by a
+    paused group too, tasks/s is the rate of the last ``rate_window`` seconds, and the
+    recent failures are tasks that failed for good or wait to be retried, never attempts
+    that were retried and then completed.  Displayed, it carries a plain-HTML copy of
+    itself (updated when the scheduler closes) for frontends and saved notebooks that
+    cannot show a widget."""
+
+    def __init__(
+        self, sched: Scheduler, *, refresh: float = 2.0, rate_window: float = 15.0
+    ) -> None:
+        self.sched = sched
+        self.min_interval = 1.0 / refresh
+        self.rate_window = rate_window
+        self.status = w.HTML()
+        self.groups = w.HTML()
+        self.failures = w.HTML()
+        self.counts: dict[str, int] = {}
+        #: The counts as shown: running without those being recorded, paused groups'
+        #: tasks as paused.
+        self.shown: dict[str, int] = {}
+        self.completed = 0
+        #: Tasks whose last attempt failed, most recent first: id -> (error, will retry).
+        self.failed: dict[int, tuple[str, bool]] = {}
+        self.recent: list[str] = []
+        self.trouble: str | None = None
+        self.started = time.monotonic()
+        self.finished: deque[float] = deque()  # when each recent task finished (monotonic)
+        self.updates = 0
+        self.stopped = False
+        self.closed = False
+        self._display_id: str | None = None
+        super().__init__([self.status, self.groups, self.failures])
+        self.add_class("taskmill-queue-widget")
+        self._task: Any = None
+
+    def start(self) -> QueueWidget:
+        """Begin following the scheduler's events (needs a running event loop)."""
+        import asyncio
+
+        self._events = self.sched.subscribe()
+        self.sched._on_close(self._closing)
+        self._task = asyncio.get_running_loop().create_task(self._follow())
+        return self
+
+    def _note(self, event: object) -> None:
+        """Take one event into the view's state (drawn at the next refresh)."""
+        if isinstance(event, TaskCompleted):
+            self.completed += 1
+            self.finished.append(time.monotonic())
+            self.failed.pop(event.task_id, None)  # retried and then completed: no failure
+        elif isinstance(event, TaskFailed):
+            self.failed.pop(event.task_id, None)
+            self.failed = {event.task_id: (event.error, event.will_retry), **self.failed}
+            if not event.will_retry:
+                self.finished.append(time.monotonic())
+        elif isinstance(event, TaskCancelled | TaskSuperseded):
+            if self.failed.get(event.task_id, ("", False))[1]:  # its retry will not come
+                del self.failed[event.task_id]
+        elif isinstance(event, StoreUnavailable):
+            self.trouble = f"store unavailable for {event.operation}: {event.error}"
+        elif isinstance(event, StoreRecovered):
+            self.trouble = None
+        if len(self.failed) > 100:  # only the most recent are shown
+            self.failed = dict(list(self.failed.items())[:100])
+
+    async def _follow(self) -> None:
+        import asyncio
+
+        events = self._events
+        await self.refresh()
+        last = time.monotonic()
+        dirty = False
+        while not self.stopped:
+            wait = None if not dirty else max(0.0, last + self.min_interval - time.monotonic())
+            try:
+                event = await asyncio.wait_for(anext(events), wait)
+            except TimeoutError:  # the end of a burst: draw what came in the window
+                event = None
+            except StopAsyncIteration:
+                break
+            if event is not None:
+                self._note(event)
+            dirty = dirty or event is not None
+            now = time.monotonic()
+            if dirty and now - last >= self.min_interval and not self.stopped:
+                last = now
+                dirty = False
+                await self.refresh()
+
+    async def _closing(self) -> None:
+        """The scheduler is closing, every result recorded: draw the final state, and
+        put it in the saved output's HTML copy too."""
+        self.trouble = None if self.sched.store_error is None else self.trouble
+        self.closed = True
+        await self.refresh()
+        self.stopped = True
+        if self._display_id is not None:
+            from IPython.display import update_display
+
+            update_display(self._bundle(), raw=True, display_id=self._display_id)
+
+    def rate(self) -> float:
+        """Tasks finished per second over the last ``rate_window`` seconds (from the
+        first of them, so a burst after a quiet spell shows its own rate)."""
+        now = time.monotonic()
+        while self.finished and self.finished[0] < now - self.rate_window:
+            self.finished.popleft()
+        if not self.finished:
+            return 0.0
+        return len(self.finished) / max(now - self.finished[0], 0.5)
+
+    def _recording(self) -> dict[int, str | None]:
+        """This scheduler's attempts whose code has returned and whose result is being
+        written, with their group."""
+        running = getattr(self.sched, "_running", {})
+        return {tid: a.task.group for tid, a in list(running.items()) if a.settling}
+
+    async def _tracebacks(self, task_ids: list[int]) -> dict[int, tuple[int, str | None]]:
+        """The number and traceback of each task's last failed attempt, from the store
+        (a store that keeps no attempts: none)."""
+        import asyncio
+
+        attempts = getattr(self.sched.store, "attempts", None)
+        if not task_ids or attempts is None:
+            return {}
+        rows = await asyncio.to_thread(attempts, task_ids, outcome="failed")
+        found: dict[int, tuple[int, str | None]] = {}
+        for row in rows.iter_rows(named=True):  # oldest first: the last one stays
+            found[row["task_id"]] = (row["attempt"], row["traceback"])
+        return found
+
+    async def refresh(self) -> None:
+        """Re-read the store's counts and redraw."""
+        import asyncio
+
+        store = self.sched.store
+        attempts = dict(getattr(self.sched, "_running", {}))
+        recording = self._recording()
+        groups = await asyncio.to_thread(store.stats, "group")
+        paused = await asyncio.to_thread(getattr(store, "paused_groups", dict))
+        later = await asyncio.to_thread(getattr(store, "waiting_for_start", dict))
+        retry = await asyncio.to_thread(getattr(store, "waiting_for_retry", dict))
+        held = dict(getattr(self.sched, "held", {}))
+        # an attempt being recorded before or after the read, or gone (recorded) since,
+        # may still be "running" in what was read: none of those runs code now
+        gone = {tid: a.task.group for tid, a in attempts.items() if tid not in self.sched._running}
+        recording = {**recording, **self._recording(), **gone}
+        # one read for both the totals and the per-group table, so they always agree
+        counts = {s: int(groups[s].sum()) for s in (*ACTIVE_STATUSES, *FINAL_STATUSES)}
+        self.counts = counts
+        names = groups["group"].to_list()
+        by_group = [sum(1 for g in recording.values() if g == name) for name in names]
+        store_running = groups["running"].to_list()
+        running = [max(0, n - r) for n, r in zip(store_running, by_group, strict=True)]
+        pending = zip(names, groups["pending"].to_list(), strict=True)
+        held_by_pause = sum(n for g, n in pending if g is not None and g in paused)
+        shown = dict(counts)
+        shown["running"] = sum(running)
+        shown["pending"] -= held_by_pause
+        shown["paused"] += held_by_pause
+        shown_recording = counts["running"] - shown["running"]
+        self.shown = {**shown, "recording": shown_recording} if shown_recording else shown
+        items = []
+        for k, v in shown.items():
+            item = f"{k} <b>{v:,}</b>"
+            if k == "running" and counts["running"] > shown["running"]:
+                item += (
+                    f"</span> · <span class='taskmill-count-recording' style='white-space:"
+                    f"nowrap'>recording <b>{counts['running'] - shown['running']:,}</b>"
+                )
+            if k == "paused" and paused:
+                item += f" ({len(paused)} group{'s' if len(paused) > 1 else ''})"
+            items.append(
+                f"<span class='taskmill-count-{k}' style='white-space:nowrap'>{item}</span>"
+            )
+        # a closed scheduler runs nothing: no rate, which would only decay from the last one
+        rate = "<i>scheduler closed</i>" if self.closed else f"{self.rate():,.0f} tasks/s"
+        items.append(f"<span class='taskmill-rate' style='white-space:nowrap'>{rate}</span>")
+        trouble = (
+            ""
+            if self.trouble is None
+            else f"<div class='taskmill-trouble' style='color:#c62828'>⚠ "
+            f"{html.escape(self.trouble)} — retrying, nothing is lost</div>"
+        )
+        status = "<div class='taskmill-live'>" + " · ".join(items) + "</div>" + trouble
+        start = {g: n - retry.get(g, 0) for g, n in later.items()}
+        waits = [_waiting_on(g, paused, held, start, retry) for g in names]
+        by_type = ", ".join(f"{k[5:]} ({why})" for k, why in held.items() if k.startswith("type:"))
+        if by_type:
+            status += (
+                f"<div class='taskmill-held-types'>held task types: {html.escape(by_type)}</div>"
+            )
+        self.status.value = status
+        self.groups.value = page_html(
+            groups.select("group", "pending", "completed", "failed")
+            .insert_column(2, pl.Series("running", running, dtype=pl.Int64))
+            .with_columns(pl.Series("waiting on", waits, dtype=pl.String)),
+            aligned=True,
+        )
+        shown_failures = list(self.failed.items())[:5]
+        traces = await self._tracebacks([tid for tid, _ in shown_failures])
+        self.recent = []
+        lines = []
+        for tid, (error, again) in shown_failures:
+            number, trace = traces.get(tid, (None, None))
+            tried = "" if number is None else f" (attempt {number})"
+            text = f"#{tid}{tried}: {error} — " + ("failed, will be retried" if again else "failed")
+            self.recent.append(text)
+            line = html.escape(text).replace("will be retried", "<i>retrying</i>")
+            if trace:  # the last frames, one click away
+                line = (
+                    "<details class='taskmill-failure'><summary>"
+                    f"{line}</summary><pre style='margin:0 0 0 1.5em;font-size:90%'>"
+                    f"{html.escape(trace)}</pre></details>"
+                )
+            else:
+                line = f"<div class='taskmill-failure'>{line}</div>"
+            lines.append(line)
+        self.failures.value = "<b>recent failures</b>" + "".join(lines) if lines else ""
+        self.updates += 1
+
+    def to_html(self) -> str:
+        """What the view shows now, as plain HTML."""
+        parts = (self.status.value, self.groups.value, self.failures.value)
+        return "<div class='taskmill-queue'>" + "".join(parts) + "</div>"
+
+    def __repr__(self) -> str:
+        counts = " · ".join(f"{k} {v:,}" for k, v in self.shown.items())
+        counts += " · scheduler closed" if self.closed else ""
+        return f"<taskmill live view: {counts or 'not drawn yet'}>"
+
+    def _bundle(self) -> dict[str, Any]:
+        """The widget's view with an HTML and a text copy of what it shows."""
+        shown: Any = super()._repr_mimebundle_() or {}
+        view: dict[str, Any] = dict(shown[0] if isinstance(shown, tuple) else shown)
+        return {**view, "text/plain": repr(self), "text/html": self.to_html()}
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The MIME bundle: the widget view plus HTML and text fallbacks."""
+        return self._bundle()
+
+    def _ipython_display_(self) -> None:
+        """Display under a display id, so that the final state replaces the HTML copy
+        in the output when the scheduler closes (a saved notebook shows the numbers)."""
+        from uuid import uuid4
+
+        from IPython.display import display
+
+        self._display_id = self._display_id or uuid4().hex
+        display(self._bundle(), raw=True, display_id=self._display_id)
+
+
+def _waiting_on(
+    group: str | None,
+    paused: dict[str, float | None],
+    held: dict[str, str],
+    later: dict[str | None, int],
+    retry: dict[str | None, int] | None = None,
+) -> str:
+    """What a group's pending tasks wait on: a pause, a limit (the last claim's), their
+    start times (given at submission), a retry's backoff (tasks tried before)."""
+    parts = []
+    if group in paused:
+        until = paused[group]
+        parts.append(
+            "paused"
+            if until is None
+            else "paused until "
+            + datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        )
+    if group is not None and group in held:
+        parts.append(held[group])
+    if later.get(group):
+        parts.append(f"start time ({later[group]:,})")
+    if retry and retry.get(group):
+        parts.append(f"retry backoff ({retry[group]:,})")
+    return ", ".join(parts)
+
+
+def outcome_bundle(
+    outcome: BatchOutcome,
+    include: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """The MIME bundle of an outcome: the widget view plus HTML and text fallbacks."""
+    bundle = {"text/plain": str(outcome), "text/html": outcome._repr_html_()}
+    widget = OutcomeWidget(outcome)
+    # ipywidgets leaves _repr_mimebundle_ unannotated (inferred: dict[str, str] | None);
+    # IPython's display protocol lets it return a bundle or a (bundle, metadata) pair
+    widget_bundle = (
+        cast(
+            "dict[str, Any] | tuple[dict[str, Any], dict[str, Any]] | None",
+            widget._repr_mimebundle_(),
+        )
+        or {}
+    )
+    if isinstance(widget_bundle, tuple):
+        widget_bundle = widget_bundle[0]
+    bundle.update({k: v for k, v in widget_bundle.items() if k != "text/plain"})
+    return bundle
