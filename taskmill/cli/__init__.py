@@ -29,7 +29,7 @@ from typing import Any
 
 import click
 
-from .model import ACTIVE_STATUSES, DuplicateStrategy, Priority, SchedulerError
+from ..model import ACTIVE_STATUSES, DuplicateStrategy, Priority, SchedulerError
 
 DB_OPTION = click.option(
     "--db",
@@ -45,7 +45,7 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 def _shown(db: str) -> str:
     """The store location ``db`` fit to print: a PostgreSQL URL's password hidden."""
-    from .store.location import redact
+    from ..store.location import redact
 
     return redact(db)
 
@@ -69,7 +69,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SchedulerError as exc:
-            from .plan import NoTaskType, UnknownColumns
+            from ..plan import NoTaskType, UnknownColumns
 
             advised = isinstance(exc, UnknownColumns | NoTaskType)
             message = exc.advice(cli=True) if advised else str(exc)
@@ -100,8 +100,8 @@ def _console(stderr: bool = False) -> Any:
 def _existing(db: str) -> Any:
     """The store at ``db`` opened for a command that reads (or changes only what is there):
     a SQLite file that does not exist is an error, never created empty."""
-    from .store import TaskStore
-    from .store.location import parse_location
+    from ..store import TaskStore
+    from ..store.location import parse_location
 
     where = parse_location(db)
     if where.path is not None and not where.path.exists():
@@ -271,7 +271,7 @@ def _batch(
     chunk_size: int | None,
     transaction_limit: int | None,
 ) -> Any:
-    from .plan import BatchSubmission
+    from ..plan import BatchSubmission
 
     batch = BatchSubmission().tasks(plan)
     if run_after is not None:
@@ -311,7 +311,7 @@ def _summary(outcome: Any, db: str) -> dict[str, Any]:
 
 
 def _print_outcome(outcome: Any, db: str) -> None:
-    from .render import outcome_table
+    from ..render import outcome_table
 
     console = _console()
     head = "plan (nothing written)" if outcome.planned else "submitted"
@@ -331,7 +331,7 @@ def _run_plan(
     batch = _batch(plan, **options)
     err_console = _console(stderr=True)
     show = err_console.is_terminal and not as_json
-    from .store.location import parse_location
+    from ..store.location import parse_location
 
     where_db = parse_location(db)
     # a SQLite file that does not exist yet (a PostgreSQL database is never "fresh" here)
@@ -349,7 +349,7 @@ def _run_plan(
         try:
             outcome = _plan_or_submit(dry_run, where, batch, err_console, show)
         except SchedulerError as exc:
-            from .model import BatchInterrupted
+            from ..model import BatchInterrupted
 
             # a submit that failed before writing anything leaves no new empty store
             if missing and not dry_run and not isinstance(exc, BatchInterrupted):
@@ -376,7 +376,7 @@ def _plan_or_submit(dry_run: bool, where: Any, batch: Any, err_console: Any, sho
         TimeElapsedColumn,
     )
 
-    from .store import TaskStore
+    from ..store import TaskStore
 
     with (
         TaskStore.open(where) as store,
@@ -428,7 +428,7 @@ def plan(plan: Path, db: str, outcome: Path | None, as_json: bool, **options: An
 @JSON_OPTION
 def stats(db: str, as_json: bool) -> None:
     """Queue counts by status, by group and by priority."""
-    from .render import count_tables
+    from ..render import count_tables
 
     with _existing(db) as store:
         counts = store.counts()
@@ -536,7 +536,7 @@ _LISTED = {
 def _listing_cells(frame: Any, which: str) -> dict[str, list[str]]:
     """Each shown column of a `tasks` or `history` frame as text: times in UTC to the
     minute (a next try only while it is ahead), an error by its first line."""
-    from .render import _cell
+    from ..render import _cell
 
     now = dt.datetime.now(dt.UTC)
     cells: dict[str, list[str]] = {}
@@ -570,7 +570,7 @@ def _listing_total(store: Any, which: str, frame: Any, limit: int | None, **filt
 def _print_listing(frame: Any, which: str, total: int, db: str) -> None:
     """A `tasks` or `history` listing: one line per task fitting the terminal, and how
     many of how many it shows."""
-    from .render import listing_table
+    from ..render import listing_table
 
     console = _console()
     head = frame.head(_SHOW_ROWS)
@@ -988,7 +988,7 @@ def retry_failed(
 )
 def pause_group(db: str, group: str, until: timedelta | dt.datetime | None) -> None:
     """Dispatch none of GROUP's tasks (running ones go on), on every worker of the store."""
-    from .store import TaskStore
+    from ..store import TaskStore
 
     with TaskStore.open(db) as store:
         store.pause_group(group, until=until)
@@ -1069,7 +1069,7 @@ def _rate_pairs(values: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def _rate(text: str) -> Any:
-    from .model import RateLimit
+    from ..model import RateLimit
 
     rate, _, burst = text.partition("/")
     try:
@@ -1100,8 +1100,8 @@ async def run_worker(
     ``status_every``, the same line is printed every that many seconds (a log)."""
     from rich.live import Live
 
-    from .render import tally
-    from .scheduler import Scheduler
+    from ..render import tally
+    from ..scheduler import Scheduler
 
     seen: Counter[str] = Counter()
     stop = asyncio.Event()
@@ -1241,7 +1241,7 @@ def worker(
     """
     executors: dict[str, Callable[..., Any]] = {}
     if demo_executors:
-        from .demo import DEMO_EXECUTORS
+        from ..demo import DEMO_EXECUTORS
 
         executors.update(DEMO_EXECUTORS)
     for task_type, spec in _pairs(executor_specs, "--executor"):
@@ -1283,7 +1283,7 @@ def worker(
             status_every=every,
         )
     )
-    from .store import TaskStore
+    from ..store import TaskStore
 
     with TaskStore.open(db) as store:
         counts = store.counts()
@@ -1313,7 +1313,7 @@ def demo(db: str, plan_path: Path | None) -> None:
     executors (some attempts fail and are retried), show what happened.
 
     Rerunning it is idempotent: the plan's tasks are deduplicated or already done."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     asyncio.run(run_demo(db, plan_path, console=_console()))
 
@@ -1349,7 +1349,7 @@ def server(database: str, listen: str, durable: bool) -> None:
     import os
     import re
 
-    from .pgserver import SYSTEM_USER, PostgresNotFound, PostgresUnreachable, ThrowawayPostgres
+    from ..pgserver import SYSTEM_USER, PostgresNotFound, PostgresUnreachable, ThrowawayPostgres
 
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", database):
         raise click.BadParameter("letters, digits and underscores", param_hint="--database")
@@ -1409,12 +1409,12 @@ def gen_plan(
     if sample:
         import shutil
 
-        from .demo import SAMPLE_PLAN
+        from ..demo import SAMPLE_PLAN
 
         shutil.copyfile(SAMPLE_PLAN, out)
         click.echo(f"wrote the sample plan (3,000 rows) to {out}")
         return
-    from .sample import make_plan
+    from ..sample import make_plan
 
     frame = make_plan(rows, seed=seed, duplicate_rate=duplicate_rate, invalid_rate=invalid_rate)
     frame.write_parquet(out)
@@ -1506,13 +1506,13 @@ def bench(
     """Measure one-by-one submit, executemany, submit_batch and the engine's ceiling
     (with --db: on PostgreSQL, next to pgqueuer and procrastinate; with --pace: dispatch
     on both backends)."""
-    from . import bench as b
-    from . import bench_pg
+    from .. import bench as b
+    from .. import bench_pg
 
     if db and not bench_pg.is_url(db) and db.lower() not in bench_pg.THROWAWAY:
         raise click.BadParameter("a postgresql:// URL or 'postgres'", param_hint="--db")
     if pace:
-        from . import bench_pace
+        from .. import bench_pace
 
         server_info: dict[str, Any] = {}
         paced = bench_pace.run(
