@@ -574,7 +574,7 @@ def test_cli_prune_as_a_subprocess(db_path: Path, tmp_path: Path) -> None:
 def test_cli_worker_history_retention_reaches_the_scheduler(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import taskmill.cli as cli_module
+    import taskmill.cli.worker as cli_module
 
     got: dict[str, Any] = {}
 

@@ -1,0 +1,315 @@
+"""Running tasks: ``worker`` (a scheduler in the foreground) and ``demo``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..model import SchedulerError
+from .common import DB_OPTION, JSON_OPTION, Duration, _console, _pairs, _shown
+
+
+def _load_executor(spec: str) -> Callable[..., Any]:
+    module_name, sep, attr = spec.partition(":")
+    if not sep:
+        raise click.BadParameter(f"{spec!r} is not module:function", param_hint="--executor")
+    try:
+        module = importlib.import_module(module_name)
+        fn = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise SchedulerError(f"cannot load executor {spec}: {exc}", kind="invalid") from exc
+    if not callable(fn):
+        raise SchedulerError(f"executor {spec} is not callable", kind="invalid")
+    return fn
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+
+
+def _bytes(text: str, option: str) -> int:
+    """A size: a number of bytes, or with a unit (500MB, 2GiB)."""
+    found = _SIZE.fullmatch(text.strip())
+    if found is None:
+        raise click.BadParameter(
+            f"{text!r} is not a size: bytes, or a number with kB, MB, GB, KiB, MiB, GiB…",
+            param_hint=option,
+        )
+    return int(float(found.group(1)) * _SIZE_UNITS[(found.group(2) or "").lower()])
+
+
+def _rate_pairs(values: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``KEY=RATE[/BURST]`` pairs; the key (group:…, type:…) may itself hold ``=``: the
+    value is what follows the last one."""
+    pairs = []
+    for value in values:
+        key, sep, rate = value.rpartition("=")
+        if not sep or not key:
+            raise click.BadParameter(
+                f"{value!r} is not KEY=RATE[/BURST]", param_hint="--rate-limit"
+            )
+        pairs.append((key, rate))
+    return pairs
+
+
+def _rate(text: str) -> Any:
+    from ..model import RateLimit
+
+    rate, _, burst = text.partition("/")
+    try:
+        numbers = float(rate), float(burst) if burst else None
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: give tasks a second, and optionally a burst: 50 or 50/100",
+            param_hint="--rate-limit",
+        ) from None
+    try:
+        return RateLimit(numbers[0], burst=numbers[1])
+    except SchedulerError as exc:
+        raise click.BadParameter(f"{text!r}: {exc}", param_hint="--rate-limit") from None
+
+
+async def run_worker(
+    db: str,
+    executors: dict[str, Callable[..., Any]],
+    *,
+    until_idle: bool,
+    live: bool,
+    status_every: float | None = None,
+    **settings: Any,
+) -> Counter[str]:
+    """Run a scheduler in the foreground until idle (with ``until_idle``) or a signal.
+
+    On a terminal (``live``) a status line is redrawn in place; otherwise, with
+    ``status_every``, the same line is printed every that many seconds (a log)."""
+    from rich.live import Live
+
+    from ..render import tally
+    from ..scheduler import Scheduler
+
+    seen: Counter[str] = Counter()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    async with Scheduler(db, executors=executors, **settings) as sched:
+        events = sched.subscribe()
+
+        async def consume() -> None:
+            async for event in events:
+                tally(seen, event)
+
+        def status() -> str:
+            rate = seen["completed"] / max(time.monotonic() - started, 1e-9)
+            return (
+                f"running {len(sched.running)} · completed {seen['completed']:,} · "
+                f"retried {seen['retried']:,} · failed {seen['failed']:,} · "
+                f"{rate:,.0f} tasks/s"
+            )
+
+        consumer = asyncio.create_task(consume())
+        idle = asyncio.create_task(sched.wait_idle()) if until_idle else None
+        with (
+            Live(status(), console=_console(stderr=True), refresh_per_second=4, transient=False)
+            if live
+            else _Null() as display
+        ):
+            waiters = [asyncio.create_task(stop.wait())] + ([idle] if idle else [])
+            last_line = time.monotonic()
+            while not any(w.done() for w in waiters):
+                await asyncio.wait(waiters, timeout=0.25)
+                if live:
+                    display.update(status())
+                elif status_every and time.monotonic() - last_line >= status_every:
+                    last_line = time.monotonic()
+                    click.echo(f"worker: {status()}", err=True)
+            for w in waiters:
+                w.cancel()
+        await asyncio.sleep(0)  # let the last events arrive
+    consumer.cancel()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(sig)
+    return seen
+
+
+class _Null:
+    def __enter__(self) -> _Null:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, *args: object) -> None:
+        return None
+
+
+@click.command()
+@DB_OPTION
+@click.option(
+    "--executor",
+    "executor_specs",
+    multiple=True,
+    metavar="TYPE=module:function",
+    help="Run tasks of TYPE with this function (repeatable).",
+)
+@click.option("--demo-executors", is_flag=True, help="Use the demo executors (sync.*).")
+@click.option("--max-concurrency", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--group-limit", multiple=True, metavar="GROUP=N", help="Cap a group (repeatable).")
+@click.option("--default-group-limit", type=click.IntRange(min=1), help="Cap every other group.")
+@click.option(
+    "--byte-budget",
+    multiple=True,
+    metavar="GROUP=BYTES",
+    help="Most expected bytes a group may have in flight (repeatable); 2GiB, 500MB or a number.",
+)
+@click.option(
+    "--rate-limit",
+    multiple=True,
+    metavar="KEY=RATE[/BURST]",
+    help="Tasks a second for group:NAME or type:TASK_TYPE, with an optional burst "
+    "(repeatable), e.g. group:s3://eu=50/100.",
+)
+@click.option("--max-retries", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option("--retry-delay", default=1.0, show_default=True, help="First backoff, seconds.")
+@click.option("--poll-interval", default=0.5, show_default=True, help="Seconds between polls.")
+@click.option(
+    "--close-timeout",
+    default=10.0,
+    show_default=True,
+    help="On stop, seconds running attempts get before going back to pending.",
+)
+@click.option(
+    "--lease-timeout",
+    default=30.0,
+    show_default=True,
+    help="Seconds without renewal after which other workers take this one's tasks back.",
+)
+@click.option(
+    "--history-retention",
+    type=Duration(),
+    help="Remove finished tasks older than this from history as the worker runs (30d, 12h…).",
+)
+@click.option("--until-idle", is_flag=True, help="Exit once nothing is left to run.")
+@click.option(
+    "--status-every",
+    default=5.0,
+    show_default=True,
+    help="When not on a terminal: print a status line to stderr every this many seconds.",
+)
+@JSON_OPTION
+def worker(
+    db: str,
+    executor_specs: tuple[str, ...],
+    demo_executors: bool,
+    max_concurrency: int,
+    group_limit: tuple[str, ...],
+    default_group_limit: int | None,
+    byte_budget: tuple[str, ...],
+    rate_limit: tuple[str, ...],
+    max_retries: int,
+    retry_delay: float,
+    poll_interval: float,
+    close_timeout: float,
+    lease_timeout: float,
+    history_retention: timedelta | None,
+    until_idle: bool,
+    status_every: float,
+    as_json: bool,
+) -> None:
+    """Run a scheduler in the foreground; Ctrl-C or SIGTERM stops it gracefully.
+
+    Running attempts get --close-timeout seconds to finish; the rest go back to pending.
+    """
+    executors: dict[str, Callable[..., Any]] = {}
+    if demo_executors:
+        from ..demo import DEMO_EXECUTORS
+
+        executors.update(DEMO_EXECUTORS)
+    for task_type, spec in _pairs(executor_specs, "--executor"):
+        executors[task_type] = _load_executor(spec)
+    if not executors:
+        raise click.UsageError(
+            "give at least one --executor TYPE=module:function, or --demo-executors to run "
+            "the demo's sync.* tasks"
+        )
+    limits = {}
+    for group, n in _pairs(group_limit, "--group-limit"):
+        try:
+            limits[group] = int(n)
+        except ValueError:
+            raise click.BadParameter(f"{n!r} is not a number", param_hint="--group-limit") from None
+    budgets = {
+        group: _bytes(n, "--byte-budget") for group, n in _pairs(byte_budget, "--byte-budget")
+    }
+    rates = {key: _rate(value) for key, value in _rate_pairs(rate_limit)}
+    live = _console(stderr=True).is_terminal and not as_json
+    every = None if live or as_json else status_every
+    seen = asyncio.run(
+        run_worker(
+            db,
+            executors,
+            until_idle=until_idle,
+            live=live,
+            max_concurrency=max_concurrency,
+            group_concurrency=limits,
+            default_group_concurrency=default_group_limit,
+            byte_budgets=budgets,
+            rate_limits=rates,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            poll_interval=poll_interval,
+            close_timeout=close_timeout,
+            lease_timeout=lease_timeout,
+            history_retention=history_retention,
+            status_every=every,
+        )
+    )
+    from ..store import TaskStore
+
+    with TaskStore.open(db) as store:
+        counts = store.counts()
+    if as_json:
+        click.echo(json.dumps({"db": _shown(db), "ran": dict(seen), "counts": counts}))
+    else:
+        click.echo(
+            f"worker stopped: {seen['completed']:,} completed, {seen['retried']:,} "
+            f"retried, {seen['failed']:,} failed; store: "
+            + ", ".join(f"{k} {v:,}" for k, v in counts.items() if v)
+        )
+
+
+# --------------------------------------------------------------------------- demo, plans
+
+
+@click.command()
+@DB_OPTION
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(path_type=Path),
+    help="The sync plan (default: the sample plan shipped with taskmill).",
+)
+def demo(db: str, plan_path: Path | None) -> None:
+    """The main job on a local store: submit the sample sync plan, run it with demo
+    executors (some attempts fail and are retried), show what happened.
+
+    Rerunning it is idempotent: the plan's tasks are deduplicated or already done."""
+    from ..demo import run_demo
+
+    asyncio.run(run_demo(db, plan_path, console=_console()))
