@@ -69,7 +69,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SchedulerError as exc:
-            from .plan import NoTaskType, UnknownColumns
+            from .batch.inputs import NoTaskType, UnknownColumns
 
             advised = isinstance(exc, UnknownColumns | NoTaskType)
             message = exc.advice(cli=True) if advised else str(exc)
@@ -271,7 +271,7 @@ def _batch(
     chunk_size: int | None,
     transaction_limit: int | None,
 ) -> Any:
-    from .plan import BatchSubmission
+    from .batch.inputs import BatchSubmission
 
     batch = BatchSubmission().tasks(plan)
     if run_after is not None:

@@ -133,7 +133,7 @@ _databases = itertools.count()
 def streamed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Plans read from files and streams take the path of large plans (a private file of
     checked rows, read back per chunk) however small they are."""
-    from taskmill import plan
+    from taskmill.batch import inputs as plan
 
     monkeypatch.setattr(plan, "IN_MEMORY_ROWS", 0)
 

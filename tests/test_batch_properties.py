@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import taskmill as tm
-from taskmill import plan
+from taskmill.batch import inputs as plan
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import taskmill as tm
-from taskmill import plan
+from taskmill.batch import inputs as plan
 from taskmill.plan import prepare
 
 from conftest import assert_store_consistent
