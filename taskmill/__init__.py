@@ -1,8 +1,8 @@
 """taskmill: a persistent, priority-aware task scheduler on SQLite or PostgreSQL, with a
 data-oriented batch planner for sync plans arriving as tables."""
 
-from .batch.inputs import BatchSubmission
 from .batch.outcome import BatchOutcome
+from .batch.submission import BatchSubmission
 from .model import (
     BatchInterrupted,
     BatchSubmitted,

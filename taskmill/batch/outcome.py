@@ -12,7 +12,9 @@ import pyarrow as pa
 from .. import display
 from ..columns import column
 from ..model import DuplicateTask, InvalidSubmission, SchedulerError
-from .inputs import BAD_TEXT, KEY_COLUMNS, _to_polars
+from .inputs import _to_polars
+from .prepare import KEY_COLUMNS
+from .validate import BAD_TEXT
 
 __all__ = ["ACTIONS", "OUTCOME_SCHEMA", "VIEWS", "BatchOutcome", "view_frame"]
 
