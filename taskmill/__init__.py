@@ -1,6 +1,8 @@
 """taskmill: a persistent, priority-aware task scheduler on SQLite or PostgreSQL, with a
 data-oriented batch planner for sync plans arriving as tables."""
 
+from .batch.outcome import BatchOutcome
+from .batch.submission import BatchSubmission
 from .model import (
     BatchInterrupted,
     BatchSubmitted,
@@ -32,8 +34,6 @@ from .model import (
     TaskSuperseded,
     TaskUpgraded,
 )
-from .outcome import BatchOutcome
-from .plan import BatchSubmission
 from .scheduler import Scheduler, Subscription, TaskContext
 from .store import TaskStore
 

@@ -34,6 +34,7 @@ from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 from . import display
+from .batch.outcome import BatchOutcome
 from .lease import LeaseKeeper
 from .model import (
     ACTIVE_STATUSES,
@@ -56,7 +57,6 @@ from .model import (
     TaskSuperseded,
     TaskUpgraded,
 )
-from .outcome import BatchOutcome
 from .store import ClaimedTask, StoreProtocol, TaskStore
 from .store.picking import check_limits
 from .store.workers import DEFAULT_LEASE_TIMEOUT

@@ -133,9 +133,9 @@ _databases = itertools.count()
 def streamed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Plans read from files and streams take the path of large plans (a private file of
     checked rows, read back per chunk) however small they are."""
-    from taskmill import plan
+    from taskmill.batch import prepare as plan_module
 
-    monkeypatch.setattr(plan, "IN_MEMORY_ROWS", 0)
+    monkeypatch.setattr(plan_module, "IN_MEMORY_ROWS", 0)
 
 
 def run_py(code: str, **kwargs: object) -> subprocess.Popen:

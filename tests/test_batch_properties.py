@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import taskmill as tm
-from taskmill import plan
+from taskmill.batch import prepare as plan_module
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -153,12 +153,12 @@ def test_every_input_form_gives_the_same_outcome_and_store(
         for name, x in forms(rows, folder).items():
             with empty_store(name) as store:
                 prefill(store, pre)
-                small = plan.IN_MEMORY_ROWS
-                plan.IN_MEMORY_ROWS = 0 if name.endswith("-streamed") else small
+                small = plan_module.IN_MEMORY_ROWS
+                plan_module.IN_MEMORY_ROWS = 0 if name.endswith("-streamed") else small
                 try:
                     out = store.submit_batch(batch_of(x, chunk))
                 finally:
-                    plan.IN_MEMORY_ROWS = small
+                    plan_module.IN_MEMORY_ROWS = small
                 check_invariants(store, out, len(rows))
                 results[name] = (
                     out.to_polars(),

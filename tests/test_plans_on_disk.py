@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import taskmill as tm
-from taskmill import plan
+from taskmill.batch import dedup
+from taskmill.batch import prepare as plan_module
 from taskmill.plan import prepare
 
 from conftest import assert_store_consistent
@@ -160,12 +161,12 @@ def test_a_fingerprint_collision_never_merges_two_keys(
     """Every keyed row gets the same fingerprint (the real one wrapped at its interface):
     only the exact keys may decide which rows are duplicates."""
     expected = _expected(tmp_path)
-    real = plan._fingerprint
+    real = dedup._fingerprint
 
     def constant() -> pl.Expr:
         return pl.when(real().is_not_null()).then(pl.lit(42, dtype=pl.UInt64))
 
-    monkeypatch.setattr(plan, "_fingerprint", constant)
+    monkeypatch.setattr(dedup, "_fingerprint", constant)
     source = PLAN if form == "polars" else _forms(tmp_path)["parquet"]
     with tm.TaskStore.open(tmp_path / "tasks.db") as store:
         out = store.submit_batch(source)
@@ -175,7 +176,7 @@ def test_a_fingerprint_collision_never_merges_two_keys(
 
 def test_repeated_finds_every_value_seen_twice() -> None:
     values = pl.Series([5, None, 7, 5, None, 9, 7, 7], dtype=pl.UInt64)
-    assert plan._repeated(values).to_list() == [
+    assert dedup._repeated(values).to_list() == [
         True,
         False,
         True,
@@ -185,14 +186,14 @@ def test_repeated_finds_every_value_seen_twice() -> None:
         True,
         True,
     ]
-    assert plan._repeated(pl.Series([], dtype=pl.UInt64)).to_list() == []
+    assert dedup._repeated(pl.Series([], dtype=pl.UInt64)).to_list() == []
 
 
 def test_a_small_plan_from_a_file_is_prepared_in_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Up to IN_MEMORY_ROWS rows a file or a stream is read once, whole: no private file."""
-    monkeypatch.setattr(plan, "IN_MEMORY_ROWS", PLAN.height)
+    monkeypatch.setattr(plan_module, "IN_MEMORY_ROWS", PLAN.height)
     expected = _expected(tmp_path)
     for form, source in _forms(tmp_path).items():
         prepared = prepare(source)
@@ -200,5 +201,5 @@ def test_a_small_plan_from_a_file_is_prepared_in_memory(
         assert "dedup_key" in prepared.frame.columns
     with tm.TaskStore.open(tmp_path / "tasks.db") as store:
         assert store.submit_batch(_forms(tmp_path)["reader"]).to_polars().equals(expected)
-    monkeypatch.setattr(plan, "IN_MEMORY_ROWS", PLAN.height - 1)  # one row more: on disk
+    monkeypatch.setattr(plan_module, "IN_MEMORY_ROWS", PLAN.height - 1)  # one row more: on disk
     assert prepare(_forms(tmp_path)["parquet"]).checked is not None

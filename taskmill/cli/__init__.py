@@ -43,7 +43,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SchedulerError as exc:
-            from ..plan import NoTaskType, UnknownColumns
+            from ..batch.inputs import NoTaskType, UnknownColumns
 
             advised = isinstance(exc, UnknownColumns | NoTaskType)
             message = exc.advice(cli=True) if advised else str(exc)

@@ -117,7 +117,7 @@ def _batch(
     chunk_size: int | None,
     transaction_limit: int | None,
 ) -> Any:
-    from ..plan import BatchSubmission
+    from ..batch.submission import BatchSubmission
 
     batch = BatchSubmission().tasks(plan)
     if run_after is not None:

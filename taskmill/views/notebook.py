@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 import ipywidgets as w
 import polars as pl
 
+from ..batch.outcome import ACTIONS, VIEWS, view_frame  # data, not widgets: kept importable here
 from ..model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -26,10 +27,9 @@ from ..model import (
     TaskFailed,
     TaskSuperseded,
 )
-from ..outcome import ACTIONS, VIEWS, view_frame  # data, not widgets: kept importable here
 
 if TYPE_CHECKING:
-    from ..outcome import BatchOutcome
+    from ..batch.outcome import BatchOutcome
     from ..scheduler import Scheduler
 
 __all__ = ["VIEWS", "OutcomeWidget", "QueueWidget", "page_html"]

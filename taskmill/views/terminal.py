@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from ..batch.outcome import ACTIONS
 from ..model import Event, TaskCompleted, TaskFailed
-from ..outcome import ACTIONS
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from ..outcome import BatchOutcome
+    from ..batch.outcome import BatchOutcome
 
 
 def _cell(value: Any) -> str:

@@ -1,0 +1,520 @@
+"""BatchOutcome: what a batch did to every input row — lists, DataFrames, text and HTML."""
+
+from __future__ import annotations
+
+import html
+from functools import cached_property
+from typing import Any, Protocol
+
+import polars as pl
+import pyarrow as pa
+
+from .. import display
+from ..columns import column
+from ..model import DuplicateTask, InvalidSubmission, SchedulerError
+from .inputs import _to_polars
+from .prepare import KEY_COLUMNS
+from .validate import BAD_TEXT
+
+__all__ = ["ACTIONS", "OUTCOME_SCHEMA", "VIEWS", "BatchOutcome", "view_frame"]
+
+#: The actions a row can end with, in display order.
+ACTIONS = ("submitted", "deduplicated", "superseded", "upgraded", "failed")
+
+#: Columns of :meth:`BatchOutcome.to_polars`.
+OUTCOME_SCHEMA: dict[str, Any] = {
+    "index": pl.Int64,
+    **{name: column(name).polars for name in KEY_COLUMNS},
+    "action": pl.Enum(list(ACTIONS)),
+    "reason": pl.String,
+    "task_id": pl.Int64,
+    "replaced_task_id": pl.Int64,
+    "error": pl.String,
+}
+
+#: What an outcome holds in memory per row (texts as categoricals: a 5M-row outcome stays
+#: small; the keys are read from the plan when looked at).
+_CORE: dict[str, Any] = {
+    "index": pl.Int64,
+    "action": pl.Enum(list(ACTIONS)),
+    "reason": pl.Categorical,
+    "task_id": pl.Int64,
+    "replaced_task_id": pl.Int64,
+    "error": pl.Categorical,
+    "error_field": pl.Categorical,
+}
+
+#: The detail views of an outcome, in the notebook widget's tab order, with what each one
+#: holds (:meth:`BatchOutcome.view`, :func:`view_frame`).
+VIEWS: dict[str, str] = {
+    "in batch": "rows skipped because a later row of the batch has the same key",
+    "already queued": "rows skipped because an active task already has the key",
+    "superseded": "rows that replaced an active task (new id ↔ replaced id)",
+    "upgraded": "rows that raised the priority of a queued task",
+    "failed": "rows that failed, with the error kind and message",
+}
+_VIEW_COLUMNS: dict[str, list[str]] = {
+    "in batch": ["index", "task_type", "dedup_key", "group", "priority", "task_id"],
+    "already queued": ["index", "task_type", "dedup_key", "group", "priority", "task_id"],
+    "superseded": [
+        "index",
+        "task_type",
+        "dedup_key",
+        "group",
+        "priority",
+        "task_id",
+        "replaced_task_id",
+    ],
+    "upgraded": ["index", "task_type", "dedup_key", "group", "priority", "task_id"],
+    "failed": ["index", "task_type", "dedup_key", "group", "priority", "reason", "error"],
+}
+
+
+class BatchOutcome:
+    """The outcome of ``submit_batch`` (or, with ``planned=True``, of ``plan_batch``).
+
+    Every input row appears exactly once.  The lists follow the original request
+    (``submitted``, ``deduplicated``, ``superseded``, ``upgraded``, ``failed``); the
+    whole table is :meth:`to_polars` / :meth:`to_arrow`, one row per input row in
+    input order.
+    """
+
+    def __init__(
+        self, frame: pl.DataFrame, *, planned: bool = False, elapsed: float | None = None
+    ) -> None:
+        if "error_field" not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("error_field"))
+        self._setup(
+            frame.select(*(pl.col(n).cast(t) for n, t in _CORE.items())),
+            frame.select(*(pl.col(n).cast(OUTCOME_SCHEMA[n]) for n in KEY_COLUMNS)).lazy(),
+            planned=planned,
+            elapsed=elapsed,
+            keys_file=None,
+        )
+
+    def _setup(
+        self,
+        core: pl.DataFrame,
+        keys: pl.LazyFrame,
+        *,
+        planned: bool,
+        elapsed: float | None,
+        keys_file: object | None,
+    ) -> None:
+        # `core`: one row per input row, in input order (``index`` is the row number),
+        # texts as categoricals; `keys`: the rows' KEY_COLUMNS, lazily — for a plan kept
+        # on disk a scan of its checked rows, read only for the rows a caller looks at;
+        # `keys_file` keeps that file while this outcome lives
+        self._core = core
+        self._keys = keys
+        self._keys_file = keys_file
+        self._keys_in_memory = keys_file is None
+        self.planned = planned
+        self.elapsed = elapsed
+        #: The detail view last taken out with the notebook widget's "take this view out"
+        #: button (a polars DataFrame), reachable from the displayed outcome: ``out.exported``.
+        self.exported: pl.DataFrame | None = None
+
+    @classmethod
+    def _of(
+        cls,
+        core: pl.DataFrame,
+        keys: pl.LazyFrame,
+        *,
+        planned: bool,
+        elapsed: float | None,
+        keys_file: object | None,
+    ) -> BatchOutcome:
+        out = cls.__new__(cls)
+        out._setup(core, keys, planned=planned, elapsed=elapsed, keys_file=keys_file)
+        return out
+
+    def rows(self, where: pl.Expr | None = None, *, limit: int | None = None) -> pl.DataFrame:
+        """The outcome rows matching ``where`` (an expression over the outcome's own
+        columns: ``action``, ``reason``, ``task_id``, ``replaced_task_id``, ``error``,
+        ``error_field``), at most ``limit`` of them, with every column of
+        :meth:`to_polars` plus ``error_field``.
+
+        For a plan read from a file the keys are read again for the matching rows only,
+        so looking at the failed rows of a 5M-row batch costs what those rows hold.
+        """
+        core = self._core if where is None else self._core.filter(where)
+        if limit is not None:
+            core = core.head(limit)
+        if where is None and limit is None:
+            keys = self._keys.collect(engine="streaming")
+        elif self._keys_in_memory:
+            keys = self._keys.select(pl.all().gather(core["index"])).collect()
+        else:
+            keys = (
+                self._keys.with_row_index("_row")
+                .filter(pl.col("_row").is_in(core["index"].cast(pl.UInt32).implode()))
+                .drop("_row")
+                .collect(engine="streaming")
+            )
+        both = core.hstack(keys)
+        return both.select(
+            *(pl.col(n).cast(t) for n, t in OUTCOME_SCHEMA.items()),
+            pl.col("error_field").cast(pl.String),
+        )
+
+    # ------------------------------------------------------------------ the lists
+
+    def _ids(self, action: str, column: str = "task_id") -> list[int]:
+        return self._core.filter(pl.col("action") == action)[column].to_list()
+
+    @cached_property
+    def submitted(self) -> list[int]:
+        """Ids of the newly inserted tasks, in input order (predicted, for a plan)."""
+        return self._ids("submitted")
+
+    @cached_property
+    def deduplicated(self) -> list[str]:
+        """Dedup keys of the rows skipped, inside the batch or against the store."""
+        return self.rows(pl.col("action") == "deduplicated")["dedup_key"].to_list()
+
+    @cached_property
+    def superseded(self) -> list[tuple[int, int]]:
+        """``(new_id, replaced_id)`` pairs."""
+        df = self._core.filter(pl.col("action") == "superseded")
+        return list(zip(df["task_id"].to_list(), df["replaced_task_id"].to_list(), strict=True))
+
+    @cached_property
+    def upgraded(self) -> list[int]:
+        """Ids of existing pending tasks whose priority was raised."""
+        return self._ids("upgraded")
+
+    @cached_property
+    def failed(self) -> list[tuple[int, SchedulerError]]:
+        """``(input index, error)`` for every failed row."""
+        df = self._core.filter(pl.col("action") == "failed").with_columns(
+            pl.col("reason", "error", "error_field").cast(pl.String)
+        )
+        out: list[tuple[int, SchedulerError]] = []
+        for index, kind, message, existing, field in df.select(
+            "index", "reason", "error", "task_id", "error_field"
+        ).iter_rows():
+            err: SchedulerError
+            if kind == "duplicate":
+                err = DuplicateTask(message, existing_task_id=existing)
+            else:
+                err = InvalidSubmission(message, kind=kind, field=field, index=index)
+            out.append((index, err))
+        return out
+
+    def __len__(self) -> int:
+        return self._core.height
+
+    # ------------------------------------------------------------------ tables
+
+    def to_polars(self) -> pl.DataFrame:
+        """One row per input row, in input order (see ``OUTCOME_SCHEMA``)."""
+        return self.rows().select(list(OUTCOME_SCHEMA))
+
+    def to_arrow(self) -> pa.Table:
+        """The same table as :meth:`to_polars`, as Arrow (``action`` as a string)."""
+        return self.to_polars().with_columns(pl.col("action").cast(pl.String)).to_arrow()
+
+    def counts(self) -> dict[str, int]:
+        """Rows per action, every action present."""
+        counted = self._core["action"].value_counts()  # on the enum: no text per row
+        got = dict(counted.with_columns(pl.col("action").cast(pl.String)).iter_rows())
+        return {a: int(got.get(a, 0)) for a in ACTIONS}
+
+    def summary(self, by: str | list[str] = "group") -> pl.DataFrame:
+        """Rows per action, broken down by ``by`` (``"group"``, ``"priority"``, ``"task_type"``
+        …): one row per value, one column per action, plus ``rows``."""
+        keys = [by] if isinstance(by, str) else list(by)
+        unknown = [k for k in keys if k not in OUTCOME_SCHEMA and k != "error_field"]
+        if unknown:
+            raise SchedulerError(
+                f"summary(): no outcome column {unknown[0]!r}; columns: "
+                + ", ".join(OUTCOME_SCHEMA),
+                kind="invalid_input",
+            )
+        own = [k for k in keys if k in _CORE]
+        read = [k for k in keys if k not in _CORE]
+        frame = self._core.select(list(dict.fromkeys(["action", *own])))
+        if read:  # only the key columns asked for, as categoricals
+            texts = [k for k in read if OUTCOME_SCHEMA[k] == pl.String]
+            extra = self._keys.select(
+                *(pl.col(k).cast(pl.Categorical) if k in texts else pl.col(k) for k in read)
+            ).collect(engine="streaming")
+            frame = frame.hstack(extra)
+        wide = frame.group_by(keys).agg(
+            pl.len().alias("rows"),
+            *[(pl.col("action") == a).sum().alias(a) for a in ACTIONS],
+        )
+        wide = wide.with_columns(
+            pl.col(k).cast(OUTCOME_SCHEMA.get(k, pl.String)) for k in keys if k != "action"
+        )
+        return wide.sort(keys, nulls_last=True)
+
+    def reasons(self) -> pl.DataFrame:
+        """Rows per ``(action, reason)`` — why rows were deduplicated or failed."""
+        return (
+            self._core.group_by("action", "reason")
+            .agg(pl.len().alias("rows"))
+            .with_columns(pl.col("reason").cast(pl.String))
+            .sort("action", "reason", nulls_last=True)
+        )
+
+    # ------------------------------------------------------------------ analysis
+
+    def view(self, name: str) -> pl.DataFrame:
+        """One detail view as a DataFrame: ``"in batch"``, ``"already queued"``,
+        ``"superseded"``, ``"upgraded"`` or ``"failed"``."""
+        return view_frame(self, name)
+
+    def join_input(self, plan: Any) -> pl.DataFrame:
+        """The input plan (any table) with each row's outcome beside it, by row index.
+
+        Outcome columns that the plan also has are suffixed ``_outcome``.
+        """
+        frame = (
+            _to_polars(plan)
+            .drop(BAD_TEXT, strict=False)
+            .with_row_index("index")
+            .with_columns(pl.col("index").cast(pl.Int64))
+        )
+        if frame.height != len(self):
+            raise SchedulerError(
+                f"join_input(): the plan has {frame.height:,} rows, the outcome {len(self):,}",
+                kind="invalid_input",
+            )
+        extra = self._core.select(
+            "index", "action", "reason", "task_id", "replaced_task_id", "error"
+        ).with_columns(pl.col("reason", "error").cast(pl.String))
+        return frame.join(extra, on="index", how="left", suffix="_outcome", maintain_order="left")
+
+    def widget(self) -> Any:
+        """The interactive view (an ipywidgets widget) — what Jupyter shows for an outcome."""
+        return display.outcome_widget(self)
+
+    # ------------------------------------------------------------------ display
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """In a Jupyter kernel: the widget, with HTML and text for frontends without
+        widgets (GitHub, nbconvert); elsewhere the HTML and text alone."""
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+        except ImportError:
+            shell = None
+        if shell is not None and getattr(shell, "kernel", None) is not None:
+            return display.outcome_bundle(self)
+        return {"text/plain": str(self), "text/html": self._repr_html_()}
+
+    def _headline(self) -> str:
+        what = "BatchOutcome (plan — nothing written)" if self.planned else "BatchOutcome"
+        took = f" in {self.elapsed:.3f} s" if self.elapsed is not None else ""
+        return f"{what}: {len(self):,} rows{took}"
+
+    def __repr__(self) -> str:
+        counts = self.counts()
+        parts = ", ".join(f"{a}={n:,}" for a, n in counts.items())
+        return f"<{self._headline()}; {parts}>"
+
+    def __str__(self) -> str:
+        counts = self.counts()
+        total = max(len(self), 1)
+        lines = [self._headline()]
+        for action, n in counts.items():
+            lines.append(f"  {action:<13}{n:>10,}  {100 * n / total:5.1f}%")
+        failed = self.rows(pl.col("action") == "failed", limit=5)
+        for index, reason, error in failed.select("index", "reason", "error").iter_rows():
+            lines.append(f"  failed row {index}: [{reason}] {error}")
+        more = counts["failed"] - failed.height
+        if more > 0:
+            lines.append(f"  … and {more:,} more failed rows")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        counts = self.counts()
+        total = max(len(self), 1)
+        rows = "".join(
+            f"<tr><td>{a}</td><td style='text-align:right'>{n:,}</td>"
+            f"<td style='text-align:right'>{100 * n / total:.1f}%</td></tr>"
+            for a, n in counts.items()
+        )
+        failed = self.rows(pl.col("action") == "failed", limit=10)
+        fail_rows = "".join(
+            f"<tr><td>{i}</td><td>{html.escape(str(r))}</td><td>{html.escape(str(e))}</td></tr>"
+            for i, r, e in failed.select("index", "reason", "error").iter_rows()
+        )
+        fail_table = (
+            "<p>First failed rows:</p><table><tr><th>row</th><th>kind</th><th>error</th></tr>"
+            f"{fail_rows}</table>"
+            if fail_rows
+            else ""
+        )
+        return (
+            f"<div class='taskmill-outcome'><p><b>{html.escape(self._headline())}</b></p>"
+            f"<table><tr><th>action</th><th>rows</th><th>share</th></tr>{rows}</table>"
+            f"{fail_table}</div>"
+        )
+
+
+def view_frame(outcome: BatchOutcome, view: str) -> pl.DataFrame:
+    """The rows of one detail view (see :data:`VIEWS`) as a polars DataFrame."""
+    action = pl.col("action")  # the enum, compared without text per row
+    filters = {
+        "in batch": (action == "deduplicated") & (pl.col("reason") == "in_batch"),
+        "already queued": (action == "deduplicated") & (pl.col("reason") == "existing"),
+        "superseded": action == "superseded",
+        "upgraded": action == "upgraded",
+        "failed": action == "failed",
+    }
+    if view not in filters:
+        raise KeyError(f"no view {view!r}; views: {', '.join(VIEWS)}")
+    return outcome.rows(filters[view]).select(_VIEW_COLUMNS[view])  # keys of those rows only
+
+
+class OutcomeSource(Protocol):
+    """What :func:`build_outcome` reads of a prepared batch (``plan.Prepared``)."""
+
+    frame: pl.DataFrame  # index, winner, winner_index, error_kind, error_field, error
+    checked: Any  # the file its keys are read from, or None when they are in memory
+
+    def keys(self) -> pl.LazyFrame: ...
+
+
+def compact(result: pl.DataFrame) -> pl.DataFrame:
+    """One chunk's merge result (``index``, ``action``, ``reason``, ``task_id``,
+    ``replaced_task_id``, ``error``) with its texts as categoricals, as it is kept until
+    the batch ends."""
+    return result.select(
+        pl.col("index").cast(pl.Int64),
+        pl.col("action").cast(pl.String).cast(_CORE["action"]),
+        pl.col("reason").cast(pl.Categorical),
+        pl.col("task_id").cast(pl.Int64),
+        pl.col("replaced_task_id").cast(pl.Int64),
+        pl.col("error").cast(pl.Categorical),
+    )
+
+
+def build_outcome(
+    source: OutcomeSource,
+    results: list[pl.DataFrame],
+    *,
+    planned: bool,
+    elapsed: float | None,
+    interrupted: str | None = None,
+    rows: int | None = None,
+) -> BatchOutcome:
+    """Combine the prepared rows (the first ``rows`` of them, or all) with the merge
+    results of their winners.
+
+    Failed rows keep their validation error; a valid row that lost to a later row of
+    the same key is ``deduplicated`` (``in_batch``) and points at the winner's task.
+
+    ``interrupted`` (the outcome of the committed part of a batch that stopped): a row
+    whose winner sat in the part that did not commit is ``failed`` with kind
+    ``interrupted`` and this message — the store holds nothing for it.
+    """
+    frame = source.frame if rows is None else source.frame.slice(0, rows)
+    height = frame.height
+    merged = (
+        pl.concat([compact(r) for r in results])
+        if results
+        else compact(
+            pl.DataFrame(
+                schema={
+                    "index": pl.Int64,
+                    "action": pl.String,
+                    "reason": pl.String,
+                    "task_id": pl.Int64,
+                    "replaced_task_id": pl.Int64,
+                    "error": pl.String,
+                }
+            )
+        )
+    )
+    # rows are matched by position (``index`` is the row number), not by joins: a join
+    # of millions of rows costs a hash table; a position costs 4 bytes per row
+    slot = (
+        pl.Series("slot", [], dtype=pl.UInt32)
+        .extend_constant(None, height)
+        .scatter(merged["index"], pl.int_range(merged.height, dtype=pl.UInt32, eager=True))
+    )
+    base = frame.select(
+        "winner",
+        pl.when(pl.col("winner_index") < height).then(pl.col("winner_index")).alias("inside"),
+        pl.col("winner_index"),
+        *(pl.col(c).cast(pl.Categorical) for c in ("error_kind", "error_field", "error")),
+    )
+    own = merged.select(pl.all().gather(slot))  # this row's merge result, if it had one
+    theirs = slot.gather(base["inside"])  # its winner's merge result
+    joined = base.drop("inside").with_columns(
+        own["action"],
+        own["reason"],
+        own["task_id"],
+        own["replaced_task_id"],
+        own["error"].alias("merge_error"),
+        merged["task_id"].gather(theirs).alias("winner_task_id"),
+        pl.when(merged["reason"].gather(theirs) == "key_collision")
+        .then(merged["error"].gather(theirs))
+        .alias("winner_collision"),
+    )
+    del base, own, theirs, slot
+    kind, error, field = pl.col("error_kind"), pl.col("error"), pl.col("error_field")
+    if interrupted is not None:  # winners beyond the committed rows never reached the store
+        cut = ~pl.col("winner") & kind.is_null() & (pl.col("winner_index") >= height)
+        kind = pl.when(cut).then(pl.lit("interrupted", dtype=pl.Categorical)).otherwise(kind)
+        error = (
+            pl.when(cut)
+            .then(pl.format(interrupted, pl.col("winner_index")).cast(pl.Categorical))
+            .otherwise(error)
+        )
+        field = pl.when(cut).then(pl.lit(None, dtype=pl.Categorical)).otherwise(field)
+    # the earlier rows of a key whose last row met a key-hash collision share its fate
+    shared = ~pl.col("winner") & kind.is_null() & pl.col("winner_collision").is_not_null()
+    kind = pl.when(shared).then(pl.lit("key_collision", dtype=pl.Categorical)).otherwise(kind)
+    error = pl.when(shared).then(pl.col("winner_collision")).otherwise(error)
+    field = pl.when(shared).then(pl.lit("dedup_key", dtype=pl.Categorical)).otherwise(field)
+    joined = joined.with_columns(kind.alias("error_kind"), error.alias("error"), field)
+    failed = pl.col("error_kind").is_not_null()
+    lost = ~failed & ~pl.col("winner")
+    core = joined.select(
+        pl.int_range(height, dtype=pl.Int64).alias("index"),
+        pl.when(failed)
+        .then(pl.lit("failed", dtype=_CORE["action"]))
+        .when(lost)
+        .then(pl.lit("deduplicated", dtype=_CORE["action"]))
+        .otherwise(pl.col("action"))
+        .alias("action"),
+        pl.when(failed)
+        .then(pl.col("error_kind"))
+        .when(lost)
+        .then(pl.lit("in_batch", dtype=pl.Categorical))
+        .otherwise(pl.col("reason"))
+        .alias("reason"),
+        pl.when(failed)
+        .then(None)
+        .when(lost)
+        .then(pl.col("winner_task_id"))
+        .otherwise(pl.col("task_id"))
+        .alias("task_id"),
+        pl.when(failed | lost)
+        .then(None)
+        .otherwise(pl.col("replaced_task_id"))
+        .alias("replaced_task_id"),
+        pl.when(failed).then(pl.col("error")).otherwise(pl.col("merge_error")).alias("error"),
+        pl.when(pl.col("reason") == "key_collision")  # a winner refused for its key hash
+        .then(pl.lit("dedup_key", dtype=pl.Categorical))
+        .when(failed)
+        .then(pl.col("error_field"))
+        .alias("error_field"),
+    )
+    del joined
+    keys = source.keys()
+    if rows is not None:
+        keys = keys.head(rows)
+    return BatchOutcome._of(
+        core.select(*(pl.col(n).cast(t) for n, t in _CORE.items())),
+        keys.select(*(pl.col(n).cast(OUTCOME_SCHEMA[n]) for n in KEY_COLUMNS)),
+        planned=planned,
+        elapsed=elapsed,
+        keys_file=source.checked,
+    )

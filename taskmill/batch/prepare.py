@@ -1,0 +1,302 @@
+"""Batch input -> one :class:`Prepared` plan: normalise, validate, dedup (last wins).
+
+Whatever the input, it leaves :func:`prepare` as one prepared plan, one row per input row,
+with the defaults applied, every invalid row marked with its error, and each valid row
+marked as the winner of its ``(task_type, dedup_key)`` or not: what the store needs to
+decide, read back chunk by chunk (:meth:`Prepared.rows`).  The way runs straight down:
+:mod:`~taskmill.batch.inputs` -> :mod:`~taskmill.batch.validate` ->
+:mod:`~taskmill.batch.dedup`.  A plan larger than :data:`IN_MEMORY_ROWS` read from a file or
+a stream is checked batch by batch into a private file (pass 1) and read again per chunk
+while merging (pass 2).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from ..model import SchedulerError
+from .dedup import _FINGERPRINT, _fingerprinted, _mark_winners, _with_winners
+from .inputs import (
+    ColumnStream,
+    Spool,
+    _arrow_to_polars,
+    _canonical_columns,
+    _check_unchanged,
+    _empty,
+    _first_line,
+    _from_arrow,
+    _head,
+    _identity,
+    _is_native_panic,
+    _is_stream,
+    _is_table,
+    _parquet_plan,
+    _pinned_batches,
+    _read_ahead,
+    _stream_batches,
+    _to_polars,
+)
+from .payload import _payload_source
+from .submission import BatchSubmission
+from .validate import BAD_TEXT, _bad_input, _check_table, _from_submissions
+
+__all__ = ["IN_MEMORY_ROWS", "KEY_COLUMNS", "Prepared", "prepare"]
+
+
+#: The columns of a row's key, read back from the plan for every outcome row (each
+#: :class:`~taskmill.batch.outcome.BatchOutcome` row shows them beside its action).
+KEY_COLUMNS = ("task_type", "dedup_key", "group", "priority")
+
+
+@dataclass
+class Prepared:
+    """A batch ready to merge: one row per input row, in input order.
+
+    ``frame`` columns: ``index``, ``error_kind`` / ``error_field`` / ``error`` (null for
+    valid rows), ``winner`` (the valid row that goes on for its key) and
+    ``winner_index``.  Input held in memory keeps its canonical columns in ``frame`` too
+    (defaults applied, ``on_duplicate`` lower-cased).  A plan read from a file or a
+    stream keeps only those narrow columns in memory — the error texts as categoricals;
+    its checked rows wait in a private Parquet file (``checked``), read again chunk by
+    chunk by :meth:`rows`, with the payloads of a Parquet plan read from the plan itself
+    (a stream's are in ``checked``).  So memory per planned row is what in-batch dedup
+    needs.
+    """
+
+    frame: pl.DataFrame
+    chunk_size: int
+    transaction_limit: int
+    payloads: ColumnStream | None = None
+    checked: Spool | None = None
+    stored: ColumnStream | None = None  # the rows of `checked`, read chunk by chunk
+
+    def close(self) -> None:
+        """Close the files the batch reads (idempotent).  The checked rows stay while an
+        outcome reads its keys from them."""
+        for stream in (self.payloads, self.stored):
+            if stream is not None:
+                stream.close()
+
+    def rows(self, lo: int, hi: int) -> pl.DataFrame:
+        """Rows ``lo..hi-1`` with their payloads (read now, for a plan kept on disk).
+
+        Calls must go through the rows in order, each range once.
+        """
+        part = self.frame.slice(lo, hi - lo)
+        if self.stored is not None:
+            part = self.stored.take(hi - lo).hstack(part.select("winner", "winner_index"))
+        if self.payloads is not None:
+            part = part.with_columns(self.payloads.take(hi - lo).to_series().alias("payload"))
+        return part
+
+    def keys(self) -> pl.LazyFrame:
+        """:data:`KEY_COLUMNS` of every row, in input order (lazy: a plan kept on disk
+        is read again only when the result is collected)."""
+        if self.checked is not None:
+            return pl.scan_parquet(self.checked.path).select(KEY_COLUMNS)
+        return self.frame.lazy().select(KEY_COLUMNS)
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+
+def _prepare_batches(
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    spec: BatchSubmission,
+    *,
+    keep_payloads: bool,
+    where: str,
+) -> tuple[pl.DataFrame, Spool, ColumnStream]:
+    """Pass 1 over a plan's Arrow batches: each batch is validated on its own and
+    written, checked, to a private Parquet file (``keep_payloads=False``: without its
+    payloads, only their sizes — they are read again from the plan itself); memory keeps
+    only what in-batch dedup needs (the narrow ``frame`` of :class:`Prepared`, plus a
+    64-bit key fingerprint per row).  Returns that frame, the file, and the stream that
+    reads the checked rows again, chunk by chunk, while the batch is merged (pass 2).
+
+    Input-level problems (a column type, an unknown column) are raised before the first
+    row is read; ``where`` names the plan in read errors."""
+    import pyarrow.parquet as pq
+
+    if BAD_TEXT in schema.names:
+        raise _bad_input(f"the column name {BAD_TEXT!r} is reserved", BAD_TEXT)
+    spool = Spool()
+
+    def narrow_of(checked: pl.DataFrame) -> pl.DataFrame:
+        errors = (pl.col(c).cast(pl.Categorical) for c in _ERRORS)
+        return checked.select("index", _FINGERPRINT, *errors)
+
+    try:
+        checked = _checked_batch(_empty(schema), spec, keep_payloads, 0)
+        out_schema = checked.to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+        narrow = [narrow_of(checked)]
+        offset = 0
+        with pq.ParquetWriter(spool.path, out_schema, **_SPOOL_OPTIONS) as writer:
+            for batch in _read_ahead(batches):
+                checked = _checked_batch(
+                    pa.Table.from_batches([batch]), spec, keep_payloads, offset
+                )
+                writer.write_table(checked.to_arrow(compat_level=pl.CompatLevel.oldest()))
+                narrow.append(narrow_of(checked))
+                offset += batch.num_rows
+                del checked
+    except BaseException as exc:
+        spool.remove()
+        if isinstance(exc, SchedulerError) or not isinstance(
+            exc, pl.exceptions.PolarsError | pa.ArrowException | OSError
+        ):
+            raise
+        raise _bad_input(f"cannot read {where}: {_first_line(exc)}") from None
+    keyed = pl.concat(narrow)
+    del narrow
+    stored = pl.scan_parquet(spool.path)
+
+    def exact(rows: pl.Series) -> pl.DataFrame:
+        return (
+            stored.filter(pl.col("index").is_in(rows.implode()))
+            .select("index", "task_type", "dedup_key")
+            .collect(engine="streaming")
+        )
+
+    marked = _with_winners(keyed, exact).drop(_FINGERPRINT)
+    columns = [c for c in out_schema.names if c != _FINGERPRINT]
+    return marked, spool, ColumnStream([spool.path], columns)
+
+
+#: How the private file of checked rows is written: it is read once more, on this machine,
+#: so it is not compressed, and nothing reads its statistics.
+_SPOOL_OPTIONS: dict[str, Any] = {
+    "compression": "none",
+    "write_statistics": False,
+    "use_dictionary": False,
+}
+
+
+#: The error columns of a prepared row.
+_ERRORS = ("error_kind", "error_field", "error")
+
+
+def _checked_batch(
+    table: pa.Table, spec: BatchSubmission, keep_payloads: bool, offset: int
+) -> pl.DataFrame:
+    """One batch of a plan, validated (rows numbered from ``offset``), with each valid
+    row's key fingerprint; without its payloads (their sizes instead) unless kept."""
+    # one lazy query per batch: one optimised pass instead of a frame per step
+    canonical = _canonical_columns(_from_arrow(table).lazy(), spec)
+    if not keep_payloads:
+        canonical = canonical.with_columns(
+            pl.col("payload").bin.size().alias("_payload_size"),
+            pl.lit(None, dtype=pl.Binary).alias("payload"),
+        )
+    checked = _check_table(canonical, spec.defaults, offset=offset)
+    if not keep_payloads:
+        checked = checked.drop("payload")
+    return _fingerprinted(checked).collect()
+
+
+def prepare(x: Any, spec: BatchSubmission | None = None) -> Prepared:
+    """Normalise, validate and dedup any batch input (see the module docstring).
+
+    Raises only :class:`SchedulerError`: whatever else a reader raises on input it
+    cannot handle (a polars or Arrow error, a panic in native code) is wrapped.
+    """
+    try:
+        return _prepare(x, spec)
+    except SchedulerError:
+        raise
+    except MemoryError as exc:
+        raise SchedulerError(
+            "not enough memory to prepare this batch; submit it in parts", kind="out_of_memory"
+        ) from exc
+    except BaseException as exc:
+        if not (isinstance(exc, Exception) or _is_native_panic(exc)):
+            raise  # KeyboardInterrupt, SystemExit: not ours to wrap
+        raise _bad_input(
+            f"the batch input cannot be read: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+
+
+def _prepare(x: Any, spec: BatchSubmission | None) -> Prepared:
+    if isinstance(x, BatchSubmission):
+        if spec is not None:
+            raise _bad_input("a BatchSubmission cannot be given settings twice")
+        spec, x = x, x._tasks
+        if x is None:
+            raise _bad_input("the BatchSubmission has no tasks (call .tasks(...))")
+    spec = spec or BatchSubmission()
+    defaults = spec.defaults
+    settings = (spec._chunk_size, spec._transaction_limit)
+    if isinstance(x, str | os.PathLike):
+        return _prepare_parquet(Path(x), spec)
+    if _is_stream(x):
+        # read batch by batch: past IN_MEMORY_ROWS the checked rows, payloads included,
+        # go to a private Parquet file, so a stream is never held whole in memory
+        schema, batches, where = _stream_batches(x)
+        head, rest = _head(batches, IN_MEMORY_ROWS)
+        if rest is None:
+            return _in_memory(schema, head, spec)
+        frame, checked, stored = _prepare_batches(
+            schema, rest, spec, keep_payloads=True, where=where
+        )
+        return Prepared(frame, *settings, checked=checked, stored=stored)
+    if _is_table(x):
+        df = _check_table(_canonical_columns(_to_polars(x), spec), defaults)
+    elif isinstance(x, Iterable) and not isinstance(x, bytes | dict):
+        if spec._columns or spec._payload_columns:
+            raise _bad_input(".columns() and .payload_columns() apply to table input only")
+        df = _from_submissions(x, defaults)
+    else:
+        raise _bad_input(
+            f"cannot submit a {type(x).__name__}: expected TaskSubmissions, a table "
+            "(Arrow, polars, pandas) or a Parquet path"
+        )
+    return Prepared(_mark_winners(df), *settings)
+
+
+def _prepare_parquet(path: Path, spec: BatchSubmission) -> Prepared:
+    """A Parquet plan (a file or a folder), read twice through pinned descriptors: once
+    to validate and dedup, then chunk by chunk for the payloads while merging."""
+    files, schema = _parquet_plan(path)
+    pinned = [_identity(f) for f in files]
+    head, rest = _head(_pinned_batches(files, pinned), IN_MEMORY_ROWS)
+    if rest is None:  # a small plan: read once, whole, and prepared in memory
+        _check_unchanged(files, pinned)
+        return _in_memory(schema, head, spec)
+    frame, checked, stored = _prepare_batches(
+        schema, rest, spec, keep_payloads=False, where=f"Parquet input {path}"
+    )
+    try:
+        _check_unchanged(files, pinned)
+    except SchedulerError:
+        checked.remove()
+        raise
+    columns, expr = _payload_source(_arrow_to_polars(_empty(schema)).schema, spec)
+    return Prepared(
+        frame,
+        spec._chunk_size,
+        spec._transaction_limit,
+        payloads=ColumnStream(files, columns, expr, pinned),
+        checked=checked,
+        stored=stored,
+    )
+
+
+#: A plan read from a file or a stream with at most this many rows is prepared in memory,
+#: like a DataFrame (one read, no private file: faster for small plans); a larger one
+#: streams through a private file of checked rows, keeping ~30 bytes a row in memory.
+IN_MEMORY_ROWS = 200_000
+
+
+def _in_memory(schema: pa.Schema, batches: list[pa.RecordBatch], spec: BatchSubmission) -> Prepared:
+    """A small plan, read whole, prepared like an in-memory table."""
+    table = pa.Table.from_batches(batches) if batches else _empty(schema)
+    df = _check_table(_canonical_columns(_from_arrow(table), spec), spec.defaults)
+    return Prepared(_mark_winners(df), spec._chunk_size, spec._transaction_limit)
