@@ -8,16 +8,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import polars as pl
 
 from .scheduler import Scheduler, TaskContext
 from .store.location import redact
-
-if TYPE_CHECKING:
-    from .store import TaskStore
-    from .store.postgres import PostgresStore
 
 #: The sample plan, shipped inside the package (so it is there in an installed wheel too).
 SAMPLE_PLAN = Path(__file__).resolve().parent / "data" / "sample-plan.parquet"
@@ -109,8 +105,7 @@ async def run_demo(db: str, plan_path: Path | None = None, console: Any = None) 
         retry_delay=0.05,
         poll_interval=0.1,
     ) as sched:
-        # the store this scheduler opened from the location: TaskStore.open's result
-        store = cast("TaskStore | PostgresStore", sched.store)
+        store = sched.store
         done = await asyncio.to_thread(
             store.history, status=["completed", "failed"], task_type=list(DEMO_EXECUTORS)
         )

@@ -2,7 +2,8 @@
 
 Every store call runs off the event loop (``asyncio.to_thread``), so a long write
 never blocks dispatching or a notebook.  The scheduler talks to its store only through
-:class:`~taskmill.store.StoreProtocol`.
+:class:`~taskmill.store.TaskStore`'s methods (those :class:`~taskmill.store.StoreProtocol`
+names), never to an engine.
 
 What it guarantees:
 
@@ -31,7 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from . import display
 from .batch.outcome import BatchOutcome
@@ -57,7 +58,7 @@ from .model import (
     TaskSuperseded,
     TaskUpgraded,
 )
-from .store import ClaimedTask, StoreProtocol, TaskStore
+from .store import ClaimedTask, TaskStore
 from .store.picking import check_limits
 from .store.workers import DEFAULT_LEASE_TIMEOUT
 
@@ -271,13 +272,15 @@ class Scheduler:
       logged with its count.  A prune never runs in the dispatch loop, deletes in short
       transactions, and one that fails is logged and tried again next time.
 
-    ``store`` is a location (a SQLite file path) or an open store (anything that
-    implements :class:`~taskmill.store.StoreProtocol`, such as :class:`TaskStore`).
+    ``store`` is a location (a SQLite file path, or a PostgreSQL URL) or an open
+    :class:`TaskStore` — or an object declared one with ``abc.ABCMeta.register(TaskStore,
+    cls)`` (a test's wrapper forwarding every call to a real store); anything else raises
+    ``SchedulerError(kind="invalid_argument")``.
     """
 
     def __init__(
         self,
-        store: str | os.PathLike[str] | StoreProtocol,
+        store: str | os.PathLike[str] | TaskStore,
         *,
         executors: Mapping[str, Executor] | None = None,
         max_concurrency: int = 4,
@@ -314,9 +317,15 @@ class Scheduler:
                 f"{history_retention!r}",
                 kind="invalid_argument",
             )
+        if not isinstance(store, str | os.PathLike | TaskStore):
+            raise SchedulerError(
+                f"Scheduler(store=…) takes a location (a file path or a PostgreSQL URL) or an "
+                f"open TaskStore, not {type(store).__name__}",
+                kind="invalid_argument",
+            )
         self._store_arg = store
-        self._own_store = isinstance(store, (str, os.PathLike))
-        self._store: StoreProtocol | None = None if isinstance(store, (str, os.PathLike)) else store
+        self._own_store = not isinstance(store, TaskStore)
+        self._store: TaskStore | None = store if isinstance(store, TaskStore) else None
         self.executors: dict[str, Executor] = dict(executors or {})
         self.max_concurrency = max_concurrency
         self.group_concurrency = dict(limits.group_limits)
@@ -377,12 +386,9 @@ class Scheduler:
         return self._owner
 
     @property
-    def store(self) -> StoreProtocol:
-        """The scheduler's store, for queries: the one it opened from a location (a
-        :class:`TaskStore`, or a ``PostgresStore`` for a ``postgresql://`` URL) or the
-        store object it was given."""
-        # typed as the protocol: that is all a store object given to the scheduler promises
-        # (the store refactor makes TaskStore the public face on every engine)
+    def store(self) -> TaskStore:
+        """The scheduler's :class:`TaskStore`, for queries: the one it opened from a
+        location (whatever the engine), or the one it was given."""
         if self._store is None:
             raise SchedulerError("the scheduler is not started (use 'async with')", kind="state")
         return self._store
@@ -428,16 +434,13 @@ class Scheduler:
         self._loop_task.add_done_callback(self._loop_ended)
         # a store shared by many machines (PostgreSQL) can tell when another one commits
         # work: dispatch then, not at the next poll (polling stays as the fallback)
-        watch = getattr(self._store, "watch", None)
-        if callable(watch):
-            loop = self._loop
+        loop = self._loop
 
-            def wake_up() -> None:  # called from the store's listening thread
-                with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
-                    loop.call_soon_threadsafe(self._poke)
+        def wake_up() -> None:  # called from the store's listening thread
+            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+                loop.call_soon_threadsafe(self._poke)
 
-            # the optional watch(wake) of a store (PostgresStore's) returns its unwatch
-            self._unwatch = cast("Callable[[], None]", watch(wake_up))
+        self._unwatch = self._store.watch(wake_up)  # None: the engine cannot tell
         self._lease_task = asyncio.create_task(self._lease_loop(), name="taskmill-lease")
         if self.history_retention is not None:
             self._retention_task = asyncio.create_task(

@@ -128,6 +128,32 @@ def test_closed_store_says_so(location: str | Path) -> None:
         store.submit(tm.TaskSubmission("t"))
 
 
+async def test_the_store_is_a_task_store_whatever_the_engine(location: str | Path) -> None:
+    with tm.TaskStore.open(location) as store:
+        assert isinstance(store, tm.TaskStore)
+        # nothing a user calls needs the engine's class: its public names are the face's
+        # (but SQLite's raw connection, for SQLite-only tools)
+        extra = {n for n in dir(type(store)) if not n.startswith("_")} - set(dir(tm.TaskStore))
+        assert extra <= {"conn"}
+        async with tm.Scheduler(store, executors={}) as sched:
+            assert sched.store is store
+    async with tm.Scheduler(location, executors={}) as sched:
+        assert isinstance(sched.store, tm.TaskStore)
+    assert not {"SqliteStore", "PostgresStore"} & set(dir(tm))
+
+
+def test_the_face_is_abstract_and_importable_from_its_old_places() -> None:
+    from taskmill.store import TaskStore as from_store
+    from taskmill.store.sqlite import TaskStore as from_sqlite
+
+    assert from_store is from_sqlite is tm.TaskStore
+    with pytest.raises(TypeError):
+        tm.TaskStore()  # type: ignore[abstract]
+    with pytest.raises(tm.SchedulerError, match="not object") as err:
+        tm.Scheduler(object(), executors={})  # type: ignore[arg-type]
+    assert err.value.kind == "invalid_argument"
+
+
 # ---------------------------------------------------------------- submit
 
 

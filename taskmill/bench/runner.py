@@ -115,7 +115,7 @@ def _prefilled(path: Path, fill: Callable[[Any], None]) -> Path:
     """The store at ``path``, built by ``fill(store)`` the first time, then reused
     (each run works on a copy)."""
     if not path.exists():
-        from ..store import TaskStore
+        from ..store.sqlite import SqliteStore as TaskStore  # a file: its connection below
 
         with TaskStore.open(path) as store:
             fill(store)

@@ -1,8 +1,10 @@
 """The store protocol: every call the scheduler makes on a store, and nothing else.
 
-:class:`~taskmill.store.sqlite.TaskStore` implements it; a test can wrap a real store
-in an object that forwards these calls and fails some of them, to check that the
-scheduler records every result whatever the store does.
+:class:`~taskmill.store.store.TaskStore` (every engine) implements it: the scheduler's
+store is a ``TaskStore``, and this protocol names the part of it the scheduler calls.  A
+test can wrap a real store in an object that forwards these calls and fails some of them
+(declared a ``TaskStore`` with ``abc.ABCMeta.register``), to check that the scheduler
+records every result whatever the store does.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def staging_frame(part: pl.DataFrame) -> pl.DataFrame:
 def retried_failures(
     part: pl.DataFrame, retries: Sequence[int], matched: Iterable[int] = ()
 ) -> tuple[list[int], list[int]]:
-    """For a batch of :meth:`~taskmill.store.common.StoreMethods.retry_failed`: the rows
+    """For a batch of :meth:`~taskmill.store.store.TaskStore.retry_failed`: the rows
     of ``part`` that have a dedup key and no active match (their ``index``, leaving out
     ``matched``), and the history id of the failure each one retries
     (``retries[index]``).  Inside the merge, such a row whose key has a history record

@@ -5,7 +5,7 @@ record it in the store, delete those ids in bounded transactions, then publish t
 
 The SQL is each store's (named queries ``prune_select``, ``prune_rows`` and
 ``prune_delete``, the lock and the record); this module holds what both stores share and
-never talks to a database itself.  :meth:`~taskmill.store.common.StoreMethods.prune_history`
+never talks to a database itself.  :meth:`~taskmill.store.store.TaskStore.prune_history`
 is the public entry.
 
 Why each removed row is in exactly one export: prunes of a store never overlap (the lock

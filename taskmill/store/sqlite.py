@@ -1,4 +1,5 @@
-"""TaskStore: the synchronous SQLite task store, the only layer that talks to SQLite."""
+"""SqliteStore: the :class:`~taskmill.store.store.TaskStore` of a SQLite file, the only code
+that talks to SQLite."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, overload
+from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -45,7 +46,6 @@ from .common import (
     CANCEL_BATCH,
     HISTORY_COLUMNS,
     CancelFilter,
-    StoreMethods,
     as_list,
     clock_argument,
     frame,
@@ -57,29 +57,26 @@ from .common import (
 )
 from .keys import key_hash
 from .keys import register as register_key_hash
-from .location import parse_location
+from .location import parse_location, redact
 from .picking import Claimed, Picker, check_limits
 from .retention import PENDING_KEY, PruneSelection
 from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
+from .store import TaskStore
 from .workers import (
-    DEFAULT_LEASE_TIMEOUT,
     RenewingConnection,
     StoreClock,
     forget_owner,
     live_owners,
     local_scope,
     lost_reason,
-    new_owner_id,
     note_renewed,
     owner_parts,
     pid_alive,
     stale_owners,
 )
 
-if TYPE_CHECKING:  # imported when a PostgreSQL URL is opened, never before (psycopg)
-    from .postgres import PostgresStore
-
-__all__ = ["ClaimedTask", "CommitHook", "TaskStore"]
+# TaskStore: the public face, kept importable from here as before
+__all__ = ["ClaimedTask", "CommitHook", "SqliteStore", "TaskStore"]
 
 log = logging.getLogger("taskmill")
 
@@ -160,7 +157,7 @@ class _SqliteBatch:
     """The SQLite store as a :class:`~taskmill.store.batchrun.BatchBackend`: staging files
     filled by DuckDB in the background, merged by the batch connection."""
 
-    def __init__(self, store: TaskStore, retries: Sequence[int] | None = None) -> None:
+    def __init__(self, store: SqliteStore, retries: Sequence[int] | None = None) -> None:
         self.store = store
         self.retries = retries
 
@@ -187,13 +184,13 @@ class _SqliteBatch:
         return _store_error("cannot read the batch for", self.store.path, exc)
 
 
-class TaskStore(StoreMethods):
+class SqliteStore(TaskStore):
     """A persistent task queue in one SQLite file.
 
-    Open with :meth:`open`; use as a context manager or call :meth:`close`.  Every
-    method is thread-safe and several processes may open the same file: writers wait
-    for each other up to ``busy_timeout`` seconds, then raise
-    ``SchedulerError(kind="store")``.
+    Opened by :meth:`TaskStore.open` for a file path (or by :meth:`open`); use as a
+    context manager or call :meth:`close`.  Every method is thread-safe and several
+    processes may open the same file: writers wait for each other up to ``busy_timeout``
+    seconds, then raise ``SchedulerError(kind="store")``.
 
     Three kinds of connection keep the calls out of each other's way: small writes
     (submit, claim, complete, …) share one connection; a batch merges on a connection
@@ -220,40 +217,19 @@ class TaskStore(StoreMethods):
 
     # ------------------------------------------------------------------ opening
 
-    # A PostgreSQL URL opens a PostgresStore, which is not a TaskStore (it shares only
-    # StoreMethods): so the return type is the union until the store refactor makes
-    # TaskStore the public face on every engine.  A pathlib path is always a SQLite file
-    # (it cannot hold the "//" of a URL).
-    @overload
     @classmethod
-    def open(cls, path: PurePath, *, busy_timeout: float = 10.0) -> TaskStore: ...
-
-    @overload
-    @classmethod
-    def open(
-        cls, path: str | os.PathLike[str], *, busy_timeout: float = 10.0
-    ) -> TaskStore | PostgresStore: ...
-
-    @classmethod
-    def open(
-        cls, path: str | os.PathLike[str], *, busy_timeout: float = 10.0
-    ) -> TaskStore | PostgresStore:
-        """Create or open the store at ``path``: a SQLite file path (or ``sqlite:///…``),
-        or a ``postgresql://`` / ``postgres://`` URL, which opens a
-        :class:`~taskmill.store.postgres.PostgresStore` with the same API
-        (see :mod:`taskmill.store.location`).
+    def open(cls, location: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> SqliteStore:
+        """Create or open the SQLite store at ``location``, a file path or ``sqlite:///…``
+        (:meth:`TaskStore.open` takes a PostgreSQL URL too).
 
         Raises ``SchedulerError(kind="store")`` — leaving the file untouched — when
         the folder is missing, the file is not SQLite, is a SQLite file that is not a
         taskmill store, or was written by a newer taskmill schema.
         """
-        where = parse_location(path)
-        if where.kind == "postgres":
-            from .postgres import PostgresStore
-
-            assert where.url is not None
-            return PostgresStore.open(where.url, busy_timeout=busy_timeout)
-        return cls(where.path or path, busy_timeout=busy_timeout)
+        where = parse_location(location)
+        if where.path is None:
+            raise StoreError(f"{redact(location)} is not a SQLite file: TaskStore.open() opens it")
+        return cls(where.path, busy_timeout=busy_timeout)
 
     def _connect(self) -> None:
         path = self.path
@@ -403,12 +379,6 @@ class TaskStore(StoreMethods):
             for reader in self._readers.values():
                 reader.close()
             self._readers.clear()
-
-    def __enter__(self) -> TaskStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "open" if self._conn is not None else "closed"
@@ -673,7 +643,7 @@ class TaskStore(StoreMethods):
         ever opens a staging file before ``sqlite3`` first reads it, and never again
         after: the two copies of SQLite never hold the same file at once.
 
-        ``retries``: see :meth:`StoreMethods._batch`.
+        ``retries``: see :meth:`TaskStore._batch`.
         """
         part, pieces, paths = staged.part, staged.pieces, staged.paths
         names = [f"taskmill_stage_{j}" for j in range(len(pieces))]
@@ -757,7 +727,7 @@ class TaskStore(StoreMethods):
         def sql(name: str) -> str:  # the staging schema name is ours, never data
             return q(name).replace("taskmill_stage.", f"{stage}.")
 
-        now = TaskStore._clock_now(conn)
+        now = SqliteStore._clock_now(conn)
         base = conn.execute(q("next_id")).fetchone()[0] + base_offset
         conn.execute(q("batch_match_create"))
         conn.execute(q("batch_match_clear"))
@@ -941,22 +911,6 @@ class TaskStore(StoreMethods):
             return conn.execute(q("failed_to_retry"), params).fetchall()
 
     # ------------------------------------------------------------------ workers
-
-    def new_owner(self, *, lease_timeout: float = DEFAULT_LEASE_TIMEOUT) -> str:
-        """Register a fresh worker identity for :meth:`claim`, holding a lease of
-        ``lease_timeout`` seconds that :meth:`renew` extends.  It stays live until
-        :meth:`release_owner`, or until it stops renewing for ``lease_timeout``."""
-        if not lease_timeout > 0:
-            raise SchedulerError(
-                "lease_timeout must be more than 0 seconds", kind="invalid_argument"
-            )
-        owner = new_owner_id()
-        try:
-            self.register(owner, lease_timeout=lease_timeout)
-        except BaseException:
-            forget_owner(owner)
-            raise
-        return owner
 
     def register(self, owner: str, *, lease_timeout: float) -> None:
         """(Re-)register ``owner`` with a fresh lease (after :meth:`renew` said it was lost),
@@ -1371,7 +1325,7 @@ class SqliteHeartbeat(RenewingConnection):
     write that waits at most ``timeout`` seconds for the write lock, so a renewal never
     queues behind the store's other connections, nor behind a thread pool."""
 
-    def __init__(self, store: TaskStore, timeout: float) -> None:
+    def __init__(self, store: SqliteStore, timeout: float) -> None:
         self.store = store
         self.clock = StoreClock()
         self._timeout = max(0.01, float(timeout))

@@ -1,6 +1,7 @@
-"""The PostgreSQL backend: its schema, migrations and queries as SQL files, and the code
-that talks to a PostgreSQL server (through psycopg).  :class:`PostgresStore` has the SQLite
-store's API and semantics for single tasks, workers and queries; batches are not here yet."""
+"""The PostgreSQL engine: its schema, migrations and queries as SQL files, and the code
+that talks to a PostgreSQL server (through psycopg).  :class:`PostgresStore` is the
+:class:`~taskmill.store.store.TaskStore` that ``TaskStore.open()`` returns for a
+``postgresql://`` URL, with the SQLite store's semantics."""
 
 from .store import PostgresStore
 

@@ -121,7 +121,7 @@ class PostgresBatch:
 
     def __init__(self, store: BatchStore, retries: Sequence[int] | None = None) -> None:
         self.store = store
-        self.retries = retries  # see StoreMethods._batch
+        self.retries = retries  # see TaskStore._batch
 
     # ------------------------------------------------------------------ helpers
 

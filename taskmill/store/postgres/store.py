@@ -1,5 +1,5 @@
-"""PostgresStore: the task store on a PostgreSQL server, with the SQLite store's API and
-semantics, for workers on many machines sharing one queue.
+"""PostgresStore: the :class:`~taskmill.store.store.TaskStore` of a PostgreSQL database, with
+the SQLite store's semantics, for workers on many machines sharing one queue.
 
 Every statement is a named query of ``queries.sql`` beside this file, every value bound.
 Up to three connections serve each store object, each held under a lock of its own (so
@@ -56,7 +56,6 @@ from ...model import (
     FINAL_STATUSES,
     NotATaskStore,
     RateLimit,
-    SchedulerError,
     StoreDamaged,
     StoreError,
     StoreLocked,
@@ -71,7 +70,6 @@ from ..common import (
     CANCEL_BATCH,
     HISTORY_COLUMNS,
     CancelFilter,
-    StoreMethods,
     as_list,
     clock_argument,
     frame,
@@ -85,14 +83,13 @@ from ..keys import key_hash
 from ..location import encode_userinfo, scrub
 from ..picking import Claimed, Picker, check_limits
 from ..retention import PENDING_KEY, PruneSelection
+from ..store import TaskStore
 from ..workers import (
-    DEFAULT_LEASE_TIMEOUT,
     RenewingConnection,
     StoreClock,
     forget_owner,
     local_scope,
     lost_reason,
-    new_owner_id,
     owner_parts,
     pid_alive,
     stale_owners,
@@ -176,10 +173,11 @@ def _attempt_pairs(
     return ids, [None if a is None else int(a) for a in attempts]
 
 
-class PostgresStore(StoreMethods):
+class PostgresStore(TaskStore):
     """A persistent task queue in a PostgreSQL database (schema ``taskmill``).
 
-    Open with :meth:`open`; use as a context manager or call :meth:`close`.  Every method
+    Opened by :meth:`TaskStore.open` for a PostgreSQL URL (or by :meth:`open`); use as a
+    context manager or call :meth:`close`.  Every method
     is thread-safe, and any number of processes on any number of machines may open the
     same database.  A statement waits up to ``busy_timeout`` seconds for a lock, then the
     call raises :class:`StoreLocked` (``kind="store"``); any other failure to reach the
@@ -207,16 +205,16 @@ class PostgresStore(StoreMethods):
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, url: str, *, busy_timeout: float = 10.0) -> PostgresStore:
-        """Open the store in the database at ``url`` (a ``postgresql://`` URL or a libpq
-        connection string), creating or upgrading its schema first.
+    def open(cls, location: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> PostgresStore:
+        """Open the store in the database at ``location`` (a ``postgresql://`` URL or a
+        libpq connection string), creating or upgrading its schema first.
 
         Raises :class:`StoreError` when the server cannot be reached, and — changing
         nothing — :class:`~taskmill.model.SchemaTooNew` when the store was written by a
         newer taskmill, :class:`~taskmill.model.NotATaskStore` when the database has a
         schema ``taskmill`` that taskmill did not make.
         """
-        return cls(url, busy_timeout=busy_timeout)
+        return cls(os.fspath(location), busy_timeout=busy_timeout)
 
     def _connect(self) -> None:
         conn = self._new_connection()
@@ -327,12 +325,6 @@ class PostgresStore(StoreMethods):
             if self._dispatcher is not None:
                 self._dispatcher.close()
                 self._dispatcher = None
-
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -739,22 +731,6 @@ class PostgresStore(StoreMethods):
         )
 
     # ------------------------------------------------------------------ workers
-
-    def new_owner(self, *, lease_timeout: float = DEFAULT_LEASE_TIMEOUT) -> str:
-        """Register a fresh worker identity for :meth:`claim`, holding a lease of
-        ``lease_timeout`` seconds that :meth:`renew` extends.  It stays live until
-        :meth:`release_owner`, or until it stops renewing for ``lease_timeout``."""
-        if not lease_timeout > 0:
-            raise SchedulerError(
-                "lease_timeout must be more than 0 seconds", kind="invalid_argument"
-            )
-        owner = new_owner_id()
-        try:
-            self.register(owner, lease_timeout=lease_timeout)
-        except BaseException:
-            forget_owner(owner)
-            raise
-        return owner
 
     def register(self, owner: str, *, lease_timeout: float) -> None:
         """(Re-)register ``owner`` with a fresh lease (after :meth:`renew` said it was lost),

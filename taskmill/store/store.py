@@ -1,0 +1,803 @@
+"""TaskStore: the task store's public face, the same on every engine.
+
+:meth:`TaskStore.open` picks the engine from the location — a SQLite file
+(:class:`~taskmill.store.sqlite.SqliteStore`) or a PostgreSQL database
+(:class:`~taskmill.store.postgres.PostgresStore`, imported only then) — through
+:data:`ENGINES`, and returns a ``TaskStore`` either way: the engine is an implementation
+detail behind it.
+
+This class holds the public methods written once for every engine (checking arguments,
+shaping results, the steps of a prune …) and declares, as abstract methods, what each
+engine brings: its SQL, its connections and its transactions.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Self
+
+import polars as pl
+
+from ..model import (
+    InvalidSubmission,
+    RateLimit,
+    SchedulerError,
+    StoreError,
+    SubmitOutcome,
+    TaskSubmission,
+)
+from ..outcome import BatchOutcome
+from ..validation import (
+    Defaults,
+    Row,
+    check_submission,
+    task_id_argument,
+    text_argument,
+    to_seconds,
+)
+from .base import CommitHook
+from .common import (
+    ATTEMPT_COLUMNS,
+    ATTEMPT_OUTCOMES,
+    CANCEL_BATCH,
+    HISTORY_COLUMNS,
+    RETRY_COLUMNS,
+    STATS_BY,
+    TASK_COLUMNS,
+    CancelFilter,
+    Filter,
+    filter_values,
+    frame,
+    ids_argument,
+    limit_argument,
+    since_timestamp,
+    stats_frame,
+)
+from .keys import key_hash
+from .location import Location, parse_location
+from .picking import Claimed
+from .retention import ExportFolder, PruneSelection, PruneSteps, check_prune_args, run_prune
+from .workers import DEFAULT_LEASE_TIMEOUT, RenewingConnection, forget_owner, new_owner_id
+
+__all__ = ["ENGINES", "TaskStore"]
+
+log = logging.getLogger("taskmill")
+
+#: How each engine opens a store, by the kind of its location.  The engines build on this
+#: module (their classes are TaskStore's subclasses), so it never imports them: the package
+#: (``taskmill/store/__init__.py``) fills this table, PostgreSQL's entry importing its
+#: engine (and psycopg) only when a PostgreSQL URL is opened.
+ENGINES: dict[str, Callable[[Location, float], TaskStore]] = {}
+
+
+class TaskStore(abc.ABC):
+    """A persistent task queue: a SQLite file, or a PostgreSQL database shared by workers
+    on any number of machines — the same API and outcomes on both.
+
+    Open with :meth:`open`; use as a context manager or call :meth:`close`.  Every method
+    is synchronous and thread-safe, and several processes (on PostgreSQL, machines) may
+    open the same store: a writer waits for the others up to ``busy_timeout`` seconds,
+    then raises ``SchedulerError(kind="store")``.
+
+    An object that stands for a store without being one of the engines' classes (a
+    wrapper forwarding every call to a real store, as tests use to inject faults) may be
+    declared one with ``abc.ABCMeta.register(TaskStore, cls)`` (``TaskStore.register``
+    registers a worker); a :class:`~taskmill.Scheduler` takes it then.
+    """
+
+    #: Seconds a write waits for another writer's lock before the call fails.
+    busy_timeout: float
+    #: Seconds each transaction of the last batch held the store's write lock.
+    last_batch_merge_seconds: list[float]
+    #: The export file of this store object's last :meth:`prune_history` (``None``: that
+    #: prune had no ``export`` folder, or removed nothing).
+    last_export: Path | None = None
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, location: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> TaskStore:
+        """Create or open the store at ``location``: a SQLite file path (or
+        ``sqlite:///…``), or a ``postgresql://`` / ``postgres://`` URL (see
+        :mod:`taskmill.store.location`).  The result is a ``TaskStore`` whatever the engine.
+
+        Raises ``SchedulerError(kind="store")`` — changing nothing — when the store cannot
+        be reached (a missing folder, a server that does not answer), is not a taskmill
+        store, or was written by a newer taskmill schema.
+        """
+        where = parse_location(location)
+        engine = ENGINES.get(where.kind)
+        if engine is None:  # pragma: no cover - the package registers every engine
+            raise StoreError(f"no engine registered for {where.kind} stores")
+        return engine(where, busy_timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the store's connections (idempotent)."""
+
+    @abc.abstractmethod
+    def now(self) -> float:
+        """The store's clock, in seconds since the epoch: what leases, rate limits, start
+        and expiry times are judged by (a SQLite store's host's; a PostgreSQL server's)."""
+
+    @abc.abstractmethod
+    def integrity_check(self) -> str:
+        """``"ok"`` when the store is healthy; otherwise what is wrong, one line each."""
+
+    def watch(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake()`` (from a thread of its own) whenever another connection commits
+        tasks that became pending, so a scheduler dispatches them at once; returns the
+        function that stops watching.  ``None``: the engine cannot tell (a scheduler
+        then finds such work at its next poll)."""
+        return None
+
+    # ------------------------------------------------------------------ engine: submitting
+
+    @abc.abstractmethod
+    def _submit_checked(self, row: Row, now: float) -> SubmitOutcome:
+        """Decide one checked submission against the store and carry it out, in one
+        transaction (see :func:`~taskmill.store.common.submit_row`)."""
+
+    @abc.abstractmethod
+    def _batch(
+        self,
+        tasks: Any,
+        *,
+        dry_run: bool,
+        on_commit: CommitHook | None,
+        progress: Callable[[int, int], None] | None,
+        retries: Sequence[int] | None = None,
+    ) -> BatchOutcome:
+        """Submit (or plan) ``tasks``.  ``retries``, for :meth:`retry_failed` alone: the
+        history id of the failure each input row retries, by input index.  Each merge
+        transaction then passes over a keyed row whose key has a history record newer
+        than its failure (deduplicated, ``task_id`` that record): so a failure retried by
+        a concurrent call since this one read it is never submitted a second time."""
+
+    # ------------------------------------------------------------------ engine: task control
+
+    @abc.abstractmethod
+    def cancel(self, task_id: int) -> str | None:
+        """Cancel an active task: it moves to history as ``cancelled``.
+
+        Returns the status it had (``"pending"``, ``"running"``, ``"paused"``), or
+        ``None`` when no active task has that id.  A running attempt is not stopped
+        by the store; the scheduler running it tells its executor.
+        """
+
+    @abc.abstractmethod
+    def pause(self, task_id: int) -> bool:
+        """Hold a pending task back from dispatch; returns whether it was paused."""
+
+    @abc.abstractmethod
+    def resume(self, task_id: int) -> bool:
+        """Let a paused task be dispatched again; returns whether it was resumed."""
+
+    @abc.abstractmethod
+    def _pause_group(self, group: str, until: float | None, now: float) -> None:
+        """Record the pause of ``group`` (checked) until ``until`` (``None``: resumed)."""
+
+    @abc.abstractmethod
+    def resume_group(self, group: str) -> bool:
+        """Dispatch a paused group's tasks again; ``False`` if it was not paused."""
+
+    @abc.abstractmethod
+    def expire_due(self, *, now: float | None = None) -> int:
+        """Move every task not started by its ``expires_at`` (pending, waiting out a
+        retry, or paused) to history as ``expired``, freeing its key; returns how many."""
+
+    @abc.abstractmethod
+    def _last_task_id(self) -> int:
+        """The last task id handed out (0: none yet)."""
+
+    @abc.abstractmethod
+    def _active_task_types(self) -> list[str]:
+        """The task types of the active tasks."""
+
+    @abc.abstractmethod
+    def _cancel_batch(
+        self,
+        where: CancelFilter,
+        *,
+        after: int,
+        last: int,
+        keyed: tuple[list[int], list[str], list[str]] | None,
+    ) -> tuple[int, int | None]:
+        """One transaction of :meth:`cancel_where`: pick, under the write lock, the active
+        tasks ``where`` matches with ids in ``(after, last]`` (at most
+        :data:`~taskmill.store.common.CANCEL_BATCH`; with ``keyed``, those of the ``(key
+        hash, task type, key)`` triples instead) and move them to history as cancelled;
+        returns how many moved and the last id picked (``None``: none)."""
+
+    @abc.abstractmethod
+    def _failed_rows(
+        self, task_type: list[str] | None, group: list[str] | None, since: float | None
+    ) -> list[tuple[Any, ...]]:
+        """The failures :meth:`retry_failed` resubmits, in history order: each one's
+        history id, then the columns of :data:`~taskmill.store.common.RETRY_COLUMNS`."""
+
+    # ------------------------------------------------------------------ engine: workers
+
+    def new_owner(self, *, lease_timeout: float = DEFAULT_LEASE_TIMEOUT) -> str:
+        """Register a fresh worker identity for :meth:`claim`, holding a lease of
+        ``lease_timeout`` seconds that :meth:`renew` extends.  It stays live until
+        :meth:`release_owner`, or until it stops renewing for ``lease_timeout``."""
+        if not lease_timeout > 0:
+            raise SchedulerError(
+                "lease_timeout must be more than 0 seconds", kind="invalid_argument"
+            )
+        owner = new_owner_id()
+        try:
+            self.register(owner, lease_timeout=lease_timeout)
+        except BaseException:
+            forget_owner(owner)
+            raise
+        return owner
+
+    @abc.abstractmethod
+    def register(self, owner: str, *, lease_timeout: float) -> None:
+        """(Re-)register ``owner`` with a fresh lease (after :meth:`renew` said it was
+        lost), starting by the store's clock, with this process's scope
+        (:func:`~taskmill.store.workers.local_scope`)."""
+
+    @abc.abstractmethod
+    def renew(self, owner: str) -> bool:
+        """Extend ``owner``'s lease on the tasks it runs, by the store's clock.
+
+        ``False`` when the lease had already been taken away (the worker stopped
+        renewing for longer than its lease, and another worker put its tasks back to
+        pending): the caller no longer owns any task and must register again.  A
+        scheduler renews on a :meth:`heartbeat` of its own instead.
+        """
+
+    @abc.abstractmethod
+    def heartbeat(self, *, timeout: float) -> RenewingConnection:
+        """A connection of its own for renewing leases, each renewal waiting at most
+        ``timeout`` seconds: never queued behind this store's other calls."""
+
+    @abc.abstractmethod
+    def release_owner(self, owner: str) -> int:
+        """Give every task ``owner`` still runs back to the queue (not counted as tries);
+        forget the owner.  Returns how many tasks."""
+
+    @abc.abstractmethod
+    def owned_tasks(self, owner: str) -> list[int]:
+        """Ids of the tasks the store has running for ``owner``."""
+
+    @abc.abstractmethod
+    def recover(self, *, now: float | None = None) -> int:
+        """Put back to pending (not counted as a try) the running tasks whose worker is
+        gone: its lease ran out by the store's clock (``now``: another time, for tests),
+        it is a dead process of this host and PID namespace, or it never held a lease (a
+        worker of the 0.1 schema, on another host).  Returns how many."""
+
+    # ------------------------------------------------------------------ engine: dispatch
+
+    @abc.abstractmethod
+    def claim(
+        self,
+        limit: int,
+        *,
+        task_types: Iterable[str],
+        owner: str,
+        group_limits: Mapping[str, int] | None = None,
+        default_group_limit: int | None = None,
+        byte_budgets: Mapping[str, int] | None = None,
+        rate_limits: Mapping[str, RateLimit] | None = None,
+        now: float | None = None,
+    ) -> Claimed:
+        """Mark up to ``limit`` dispatchable tasks running for ``owner``, in dispatch order
+        (priority, then queue order).
+
+        Group limits and byte budgets count every running task of the group in the
+        store, whoever runs it, and rate limits take tokens from buckets kept in the
+        store, so they hold across every scheduler, process and machine on the store.  A
+        group held back by a limit, a budget, its bucket or a pause never blocks the
+        tasks of other groups behind it (see :mod:`taskmill.store.picking`).  The result
+        also says how long until a rate limit lets one more through, and which groups
+        were held back (:class:`~taskmill.store.picking.Claimed`).
+        """
+
+    @abc.abstractmethod
+    def complete_many(
+        self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
+    ) -> set[int]:
+        """:meth:`complete` for many tasks in one transaction; returns the ids completed.
+
+        With ``attempts`` (one per id) a task is completed only while that very attempt
+        runs: a retried call whose first try landed finds the task finished, or claimed
+        again, and changes nothing."""
+
+    @abc.abstractmethod
+    def fail(
+        self,
+        task_id: int,
+        *,
+        owner: str,
+        error: str,
+        retry_at: float | None,
+        attempt: int | None = None,
+        traceback: str | None = None,
+    ) -> str | None:
+        """A running attempt raised.
+
+        With ``retry_at`` the task goes back to pending, not dispatched before that
+        time (``"retry"``); without, it moves to history as ``failed`` (``"failed"``).
+        ``None`` when the task is no longer running for ``owner`` (as ``attempt``).
+        ``traceback`` (the last frames of the error's) is kept with the attempt.
+        """
+
+    @abc.abstractmethod
+    def release(
+        self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
+    ) -> int:
+        """Give running attempts back to pending, not counted as tries (shutdown)."""
+
+    @abc.abstractmethod
+    def lost_tasks(
+        self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
+    ) -> dict[int, tuple[str, int | None]]:
+        """Of tasks ``owner`` believes it runs, those cancelled or superseded meanwhile.
+
+        Maps each lost id to its history status and ``replaced_by``, or to its active
+        status (``"pending"`` when its lease was taken away, or its retry recorded) —
+        ``"gone"`` when it is in neither table.
+        """
+
+    @abc.abstractmethod
+    def has_work(self, task_types: Iterable[str]) -> bool:
+        """Whether any task of these types is pending or running (a worker's work left)."""
+
+    @abc.abstractmethod
+    def next_retry_at(self) -> float | None:
+        """The earliest time a task waiting for a start time or a retry, or a paused
+        group, becomes due."""
+
+    # ------------------------------------------------------------------ engine: queries
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Number of tasks per status, every status present (active and final)."""
+
+    @abc.abstractmethod
+    def waiting_for_start(self, *, now: float | None = None) -> dict[str | None, int]:
+        """Pending tasks per group (``None``: no group) whose start time, or retry
+        backoff, is still ahead."""
+
+    @abc.abstractmethod
+    def waiting_for_retry(self, *, now: float | None = None) -> dict[str | None, int]:
+        """Of :meth:`waiting_for_start`, the tasks per group waiting out a retry's backoff
+        (tried before), not a start time given at submission."""
+
+    @abc.abstractmethod
+    def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
+        """The groups paused now, with the time each pause ends (``None``: until resumed)."""
+
+    @abc.abstractmethod
+    def _select(
+        self,
+        table: str,
+        columns: Mapping[str, Any],
+        *,
+        status: Filter,
+        task_type: Filter,
+        group: Filter,
+        limit: int | None,
+        ids: list[int] | None = None,
+    ) -> pl.DataFrame:
+        """The rows of ``table`` (``"tasks"`` in dispatch order, ``"history"`` by id)
+        matching every filter given, at most ``limit`` (negative: no limit), as a frame
+        of ``columns``."""
+
+    @abc.abstractmethod
+    def _attempt_rows(
+        self, task_ids: list[int] | None, outcomes: list[str] | None, limit: int | None
+    ) -> list[tuple[Any, ...]]:
+        """The recorded attempts (of ``task_ids``; ending as one of ``outcomes``), newest
+        first, at most ``limit`` of them; columns as
+        :data:`~taskmill.store.common.ATTEMPT_COLUMNS`."""
+
+    @abc.abstractmethod
+    def _stats_rows(self, by: str) -> list[tuple[Any, ...]]:
+        """``(key, status, count)`` over active tasks and history, the key being the
+        column ``by`` names (``group``, ``priority`` or ``task_type``)."""
+
+    # ------------------------------------------------------------------ engine: retention
+
+    @abc.abstractmethod
+    def _prune_select(self, selection: PruneSelection) -> list[int]:
+        """Ids of the history rows ``selection`` removes (one read)."""
+
+    @abc.abstractmethod
+    def _prune_rows(self, ids: list[int]) -> pl.DataFrame:
+        """The history rows of ``ids`` as :meth:`history` shows them, by id."""
+
+    @abc.abstractmethod
+    def _prune_delete(self, ids: list[int]) -> int:
+        """Delete the history rows of ``ids`` in one transaction; returns how many."""
+
+    @abc.abstractmethod
+    def _prune_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held around a whole prune: prunes of the store never overlap, in any process
+        (or, on PostgreSQL, machine); waits for the prune under way."""
+
+    @abc.abstractmethod
+    def _prune_recorded(self) -> str | None:
+        """The store's record of the export of a prune under way (``None``: none)."""
+
+    @abc.abstractmethod
+    def _prune_record(self, value: str | None) -> None:
+        """Set (``None``: clear) the record of :meth:`_prune_recorded`, committed."""
+
+    def _describe(self) -> str:
+        """The store, for messages."""
+        return repr(self)
+
+    # ------------------------------------------------------------------ control
+
+    def pause_group(self, group: str, until: Any = None) -> None:
+        """Dispatch none of ``group``'s tasks until ``until`` (a ``datetime``, naive
+        meaning UTC, a ``timedelta`` from now, or Unix seconds), or until
+        :meth:`resume_group` when ``None``.  Running attempts go on; every scheduler on
+        the store holds the group.  Pausing a paused group sets its new end."""
+        text_argument(group, "group")
+        now = self.now()  # a pause ends by the store's clock, as dispatch reads it
+        try:
+            end = to_seconds(until, "until", now)
+        except InvalidSubmission as exc:
+            raise SchedulerError(f"pause_group: {exc}", kind="invalid_argument") from None
+        self._pause_group(group, end, now)
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit(
+        self,
+        submission: TaskSubmission,
+        *,
+        defaults: Defaults | None = None,
+    ) -> SubmitOutcome:
+        """Submit one task; returns what happened.
+
+        Raises :class:`InvalidSubmission` (naming the field) for a bad value and
+        :class:`DuplicateTask` for a ``REJECT`` submission whose key is active.
+        """
+        row = check_submission(submission, defaults or Defaults())
+        return self._submit_checked(row, self.now())
+
+    def submit_batch(
+        self,
+        tasks: Any,
+        *,
+        on_commit: CommitHook | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> BatchOutcome:
+        """Submit many tasks at once; every input row gets an outcome.
+
+        ``tasks``: an iterable of :class:`TaskSubmission`, a table (pyarrow, polars,
+        pandas), a Parquet file or folder, or a :class:`BatchSubmission`.  A batch of up
+        to its transaction limit commits in one transaction; a larger one in chunks,
+        each all-or-nothing (``BatchInterrupted`` when one cannot commit).
+        ``on_commit(inserted_ids, superseded_pairs)`` is called after each commit that
+        inserted tasks, ``progress(rows_done, rows_total)`` after each transaction.
+        """
+        return self._batch(tasks, dry_run=False, on_commit=on_commit, progress=progress)
+
+    def plan_batch(
+        self, tasks: Any, *, progress: Callable[[int, int], None] | None = None
+    ) -> BatchOutcome:
+        """What :meth:`submit_batch` would do now, against the live store; writes nothing.
+
+        Ids of new tasks are predictions (what they would be if nothing else wrote first).
+        """
+        return self._batch(tasks, dry_run=True, on_commit=None, progress=progress)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def complete(self, task_id: int, *, owner: str) -> bool:
+        """A running attempt succeeded: the task moves to history as ``completed``.
+
+        Returns ``False`` (and changes nothing) when the task is no longer running
+        for ``owner`` — it was cancelled or superseded meanwhile.
+        """
+        task_id = task_id_argument(task_id)
+        return task_id in self.complete_many([task_id], owner=owner)
+
+    # ------------------------------------------------------------------ bulk control
+
+    def cancel_where(
+        self,
+        *,
+        task_type: Filter = None,
+        group: Filter = None,
+        label: Filter = None,
+        status: Filter = None,
+        dedup_keys: Iterable[str] | None = None,
+    ) -> int:
+        """Cancel every active task matching all the filters given; returns how many.
+
+        Each filter is a string or a sequence of strings (any of them matches);
+        ``dedup_keys`` is any number of keys (100,000 are fine), of any task type unless
+        ``task_type`` says which.  ``status`` may name ``pending``, ``running`` and
+        ``paused`` only (default: all three).  At least one filter is required — none
+        raises ``SchedulerError(kind="invalid_argument")`` and cancels nothing; an
+        explicitly empty list matches no task.
+
+        Matching tasks move to history as ``cancelled``, as :meth:`cancel` does, in one
+        transaction per :data:`CANCEL_BATCH` tasks (a failure leaves the earlier batches
+        cancelled).  Tasks submitted while the call runs may be left alone.  A running
+        attempt is not stopped by the store: the scheduler running it learns at its next
+        look for lost tasks (within ``poll_interval``) and its executor sees
+        ``ctx.cancelled`` (an ``async def`` one is cancelled).
+        """
+        where = CancelFilter.of(
+            task_type=task_type, group=group, label=label, status=status, dedup_keys=dedup_keys
+        )
+        if where.matches_nothing():
+            return 0
+        started = time.perf_counter()
+        count = self._cancel_matching(where)
+        log.info("taskmill: cancelled %d task(s) in %.3f s", count, time.perf_counter() - started)
+        return count
+
+    def _cancel_matching(self, where: CancelFilter) -> int:
+        """Cancel what ``where`` matches among the tasks that existed when the call began
+        (ids up to the last one handed out), one transaction per :data:`CANCEL_BATCH`.
+
+        Without keys, the transactions walk the tasks by id (each ``_cancel_batch``
+        picks the next matching ones after the last id it moved).  With keys, each
+        transaction takes a slice of ``(key hash, task type, key)`` triples — every key
+        paired with every task type in question — and finds its tasks through the
+        active-key index: the cost follows the number of keys, not the size of the store.
+        """
+        last = self._last_task_id()
+        count = 0
+        if where.dedup_keys is None:
+            after = 0
+            while True:
+                moved, last_picked = self._cancel_batch(where, after=after, last=last, keyed=None)
+                count += moved
+                if last_picked is None:
+                    return count
+                after = last_picked
+        types = where.task_type if where.task_type is not None else self._active_task_types()
+        types = sorted(set(types))
+        if not types:
+            return 0
+        per = max(1, CANCEL_BATCH // len(types))
+        keys = where.dedup_keys
+        for start in range(0, len(keys), per):
+            part = keys[start : start + per]
+            pairs = [(t, k) for t in types for k in part]
+            hashes = [key_hash(t, k) or 0 for t, k in pairs]
+            keyed = (hashes, [t for t, _ in pairs], [k for _, k in pairs])
+            count += self._cancel_batch(where, after=0, last=last, keyed=keyed)[0]
+        return count
+
+    def retry_failed(
+        self,
+        *,
+        task_type: Filter = None,
+        group: Filter = None,
+        since: dt.datetime | dt.timedelta | None = None,
+        on_commit: CommitHook | None = None,
+    ) -> BatchOutcome:
+        """Submit again the failed tasks of history that match; returns the batch's
+        outcome (one row per task resubmitted, in history order).
+
+        ``since``: only tasks that finished at or after it — a datetime (naive means
+        UTC) or a timedelta before now.  Each task goes through :meth:`submit_batch`
+        with its task type, dedup key, group, priority, payload, label, expected bytes
+        and ``max_retries``, and the ``skip`` strategy: a key that is active again is
+        *deduplicated* (or *upgraded*), never doubled.  The history rows stay as they
+        are (history is a log); the new tasks get new ids.
+
+        Which failures are retried: a keyed task only while its failure is the latest
+        record of its key in history.  So calling this twice resubmits nothing twice —
+        while the retry is active the second call is deduplicated, and once it has
+        finished (completed, cancelled, or failed again: then that newer failure is the
+        one to retry) the older failure is passed over.  That holds for calls made at
+        the same time too, from any process or machine: the rule is checked again inside
+        each transaction that submits, so a failure another call retried after this one
+        read it is *deduplicated* here (``task_id``: the retry's record in history, once
+        it has finished; the retry itself while it is active).  A task **without a dedup key**
+        has nothing that ties it to its retry (the schema keeps no link, and the
+        history rows are not rewritten): it is resubmitted by every call.  Give tasks a
+        key, or narrow the call with ``since``, to retry them once.
+
+        ``on_commit`` is :meth:`submit_batch`'s.
+        """
+        from ..plan import BatchSubmission
+
+        types = filter_values("task_type", task_type)
+        groups = filter_values("group", group)
+        after = since_timestamp(since, time.time())
+        rows = [] if types == [] or groups == [] else self._failed_rows(types, groups, after)
+        table = frame([row[1:] for row in rows], RETRY_COLUMNS)
+        batch = BatchSubmission().on_duplicate("skip").tasks(table)
+        failures = [int(row[0]) for row in rows]
+        return self._batch(
+            batch, dry_run=False, on_commit=on_commit, progress=None, retries=failures
+        )
+
+    # ------------------------------------------------------------------ queries
+
+    def tasks(
+        self,
+        *,
+        status: Filter = None,
+        task_type: Filter = None,
+        group: Filter = None,
+        limit: int | None = None,
+        ids: int | Iterable[int] | None = None,
+    ) -> pl.DataFrame:
+        """Active tasks (pending, running, paused) in dispatch order, as a polars DataFrame.
+
+        Each filter is a string or a sequence of strings (any of them matches); ``ids`` a
+        task id or several; ``limit`` a whole number (negative: no limit)."""
+        return self._query("tasks", TASK_COLUMNS, status, task_type, group, limit, ids)
+
+    def history(
+        self,
+        *,
+        status: Filter = None,
+        task_type: Filter = None,
+        group: Filter = None,
+        limit: int | None = None,
+        ids: int | Iterable[int] | None = None,
+    ) -> pl.DataFrame:
+        """Finished tasks (completed, failed, cancelled, superseded, expired) by id; the
+        filters, ``ids`` and ``limit`` as :meth:`tasks`'s."""
+        return self._query("history", HISTORY_COLUMNS, status, task_type, group, limit, ids)
+
+    def _query(
+        self,
+        table: str,
+        columns: Mapping[str, Any],
+        status: Any,
+        task_type: Any,
+        group: Any,
+        limit: Any,
+        ids: Any = None,
+    ) -> pl.DataFrame:
+        """:meth:`tasks` or :meth:`history`, its arguments checked."""
+        return self._select(
+            table,
+            columns,
+            status=filter_values("status", status),
+            task_type=filter_values("task_type", task_type),
+            group=filter_values("group", group),
+            limit=limit_argument(limit),
+            ids=ids_argument(ids),
+        )
+
+    def task(self, task_id: int) -> dict[str, Any] | None:
+        """Task ``task_id`` wherever it is: its row of :meth:`tasks` (with ``active``
+        true) or of :meth:`history` (``active`` false) as a dict, or ``None`` when the
+        store holds no such task (never submitted, or pruned).  Looked up by id."""
+        task_id = task_id_argument(task_id)
+        for active, table, columns in (
+            (True, "tasks", TASK_COLUMNS),
+            (False, "history", HISTORY_COLUMNS),
+        ):
+            found = self._select(
+                table, columns, status=None, task_type=None, group=None, limit=1, ids=[task_id]
+            )
+            if found.height:
+                return {**found.row(0, named=True), "active": active}
+        return None
+
+    def attempts(
+        self,
+        task_id: int | Iterable[int] | None = None,
+        *,
+        outcome: Filter = None,
+        limit: int | None = None,
+    ) -> pl.DataFrame:
+        """Every attempt that ended, in the order they ended, as a polars DataFrame:
+        ``task_id``, ``attempt`` (the try it was; a ``released`` or ``lost`` attempt did
+        not count, so the next one carries its number again), ``worker`` (the scheduler
+        that ran it, ``host:pid:token``), ``started_at``, ``finished_at``, ``outcome``
+        (see :data:`ATTEMPT_OUTCOMES`), ``error`` and ``traceback`` (the last frames of a
+        failure's traceback).
+
+        ``task_id``: one task's attempts (or several tasks'); ``outcome``: only attempts
+        that ended so (a string or several); ``limit``: only the most recent ones.  An
+        attempt still running is not here: its task is ``running`` in :meth:`tasks`, with
+        its ``started_at``.  Attempts of a task pruned from history go with it."""
+        outcomes = filter_values("outcome", outcome)
+        for value in outcomes or ():
+            if value not in ATTEMPT_OUTCOMES:
+                raise SchedulerError(
+                    f"outcome={value!r} is not an attempt's outcome: one of "
+                    + ", ".join(ATTEMPT_OUTCOMES),
+                    kind="invalid_argument",
+                )
+        limit = limit_argument(limit)
+        rows = self._attempt_rows(
+            ids_argument(task_id, "task_id"),
+            outcomes,
+            None if limit is None or limit < 0 else limit,
+        )
+        rows.reverse()  # newest first from the store, oldest first here
+        return frame(rows, ATTEMPT_COLUMNS)
+
+    # ------------------------------------------------------------------ retention
+
+    def prune_history(
+        self,
+        *,
+        older_than: timedelta | None = None,
+        keep_last: int | None = None,
+        export: str | os.PathLike[str] | None = None,
+    ) -> int:
+        """Remove finished tasks from history; returns how many rows were removed.
+
+        A row is removed when it finished more than ``older_than`` ago (when given) and
+        is not among the ``keep_last`` most recently finished rows (when given; ties in
+        finish time are broken by id).  At least one of the two is required.  Active
+        tasks are never touched, whatever their status.
+
+        ``export``: a folder (created if missing) that receives exactly the rows
+        removed, as one Parquet file with the columns and types of :meth:`history`
+        (``history-<UTC time>-<n>.parquet``; :attr:`last_export` names it).  The file is
+        written first, under a hidden temporary name, and gets its final name — never
+        replacing a file — once its rows are deleted.  If it cannot be written, nothing
+        is removed and ``SchedulerError(kind="export")`` names the folder.  Nothing
+        selected: no file.
+
+        The ids are selected once; they are then deleted in transactions of
+        :data:`~taskmill.store.retention.PRUNE_BATCH` ids, so dispatch and submits go
+        on between them however large the prune.  Prunes of a store never overlap (a
+        lock held from the selection to the end, in every process and on every machine:
+        a second prune waits, then selects what is left), so every removed row is in the
+        export of the prune that removed it, and in no other.  Should the process die,
+        a later transaction fail, or the final renaming fail (``kind="export"``) after
+        some deletes, the earlier ones stay removed and the export stays under its
+        hidden name, recorded in the store: the next prune of the store — whatever its
+        own folder — deletes the rest of that export's rows and publishes it in its
+        folder first, and counts those rows in what it returns.
+        """
+        self.last_export = None
+        selection = check_prune_args(older_than, keep_last, now=time.time())
+        if export is not None and (
+            not isinstance(export, str | os.PathLike) or not os.fspath(export)
+        ):
+            raise SchedulerError(
+                f"export must name a folder (a str or path), not {export!r}",
+                kind="invalid_argument",
+            )
+        folder = None if export is None else ExportFolder(export)
+        steps = PruneSteps(
+            select=self._prune_select,
+            rows=self._prune_rows,
+            delete=self._prune_delete,
+            recorded=self._prune_recorded,
+            record=self._prune_record,
+        )
+        with self._prune_lock():
+            removed, path = run_prune(selection, steps=steps, export=folder, where=self._describe())
+        self.last_export = path
+        return removed
+
+    def stats(self, by: str = "group") -> pl.DataFrame:
+        """Task counts per status (one column each), per ``group``, ``priority`` or
+        ``task_type`` — active tasks and history together."""
+        if not isinstance(by, str) or by not in STATS_BY:
+            raise SchedulerError(
+                f"by={by!r}: use group, priority or task_type", kind="invalid_argument"
+            )
+        return stats_frame(self._stats_rows(by), by)
