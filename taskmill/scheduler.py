@@ -2,8 +2,7 @@
 
 Every store call runs off the event loop (``asyncio.to_thread``), so a long write
 never blocks dispatching or a notebook.  The scheduler talks to its store only through
-:class:`~taskmill.store.TaskStore`'s methods (those :class:`~taskmill.store.StoreProtocol`
-names), never to an engine.
+:class:`~taskmill.store.TaskStore`'s methods, never to an engine.
 
 What it guarantees:
 

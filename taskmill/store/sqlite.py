@@ -19,8 +19,6 @@ import polars as pl
 
 from ..columns import column as declared
 from ..model import (
-    ACTIVE_STATUSES,
-    FINAL_STATUSES,
     NotATaskStore,
     RateLimit,
     SchedulerError,
@@ -51,9 +49,7 @@ from .common import (
     frame,
     limit_argument,
     submit_row,
-    task_id_argument,
     task_types_argument,
-    text_argument,
 )
 from .keys import key_hash
 from .keys import register as register_key_hash
@@ -61,18 +57,15 @@ from .location import parse_location, redact
 from .picking import Claimed, Picker, check_limits
 from .retention import PENDING_KEY, PruneSelection
 from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
-from .store import TaskStore
+from .store import GroupQuery, TaskStore
 from .workers import (
     RenewingConnection,
     StoreClock,
-    forget_owner,
     live_owners,
     local_scope,
-    lost_reason,
     note_renewed,
     owner_parts,
     pid_alive,
-    stale_owners,
 )
 
 # TaskStore: the public face, kept importable from here as before
@@ -762,14 +755,7 @@ class SqliteStore(TaskStore):
 
     # ------------------------------------------------------------------ task control
 
-    def cancel(self, task_id: int) -> str | None:
-        """Cancel an active task: it moves to history as ``cancelled``.
-
-        Returns the status it had (``"pending"``, ``"running"``, ``"paused"``), or
-        ``None`` when no active task has that id.  A running attempt is not stopped
-        by the store; the scheduler running it tells its executor.
-        """
-        task_id = task_id_argument(task_id)
+    def _cancel(self, task_id: int) -> str | None:
         with self._write() as conn:
             row = conn.execute(q("get_active"), (task_id,)).fetchone()
             if row is None:
@@ -809,62 +795,29 @@ class SqliteStore(TaskStore):
         conn.execute(q("renew_workers"), {"owners": json.dumps(owners)})
         return owners, sent
 
-    def expire_due(self, *, now: float | None = None) -> int:
-        """Move every task not started by its ``expires_at`` (pending, waiting out a
-        retry, or paused) to history as ``expired``, freeing its key; returns how many."""
-        now = None if now is None else clock_argument(now)
-        with self._read() as conn:  # a look first: most calls find nothing to write
-            at = self._clock_now(conn) if now is None else now
-            if conn.execute(q("expired_ids"), {"now": at}).fetchone() is None:
-                return 0
+    def _any_expired(self, now: float) -> bool:
+        with self._read() as conn:
+            return conn.execute(q("expired_ids"), {"now": now}).fetchone() is not None
+
+    def _expire(self, now: float) -> int:
         with self._write() as conn:
-            return self._expire_due(conn, at)
+            return self._expire_due(conn, now)
 
     def _pause_group(self, group: str, until: float | None, now: float) -> None:
         with self._write() as conn:
             conn.execute(q("pause_group"), {"group": group, "until": until, "now": now})
 
-    def resume_group(self, group: str) -> bool:
-        """Dispatch a paused group's tasks again; ``False`` if it was not paused."""
-        text_argument(group, "group")
+    def _resume_group(self, group: str) -> bool:
         with self._write() as conn:
             return conn.execute(q("resume_group"), {"group": group}).rowcount > 0
 
-    def waiting_for_start(self, *, now: float | None = None) -> dict[str | None, int]:
-        """Pending tasks per group (``None``: no group) whose start time, or retry
-        backoff, is still ahead."""
-        now = None if now is None else clock_argument(now)
+    def _per_group(self, query: GroupQuery, now: float) -> list[tuple[Any, Any]]:
         with self._read() as conn:
-            at = self._clock_now(conn) if now is None else now
-            return dict(conn.execute(q("waiting_for_start"), {"now": at}).fetchall())
+            return conn.execute(q(query), {"now": now}).fetchall()
 
-    def waiting_for_retry(self, *, now: float | None = None) -> dict[str | None, int]:
-        """Of :meth:`waiting_for_start`, the tasks per group waiting out a retry's backoff
-        (tried before), not a start time given at submission."""
-        now = None if now is None else clock_argument(now)
-        with self._read() as conn:
-            at = self._clock_now(conn) if now is None else now
-            return dict(conn.execute(q("waiting_for_retry"), {"now": at}).fetchall())
-
-    def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
-        """The groups paused now, with the time each pause ends (``None``: until resumed)."""
-        now = None if now is None else clock_argument(now)
-        with self._read() as conn:
-            at = self._clock_now(conn) if now is None else now
-            return dict(conn.execute(q("paused_groups"), {"now": at}).fetchall())
-
-    def pause(self, task_id: int) -> bool:
-        """Hold a pending task back from dispatch; returns whether it was paused."""
-        task_id = task_id_argument(task_id)
+    def _set_status(self, task_id: int, old: str, new: str) -> bool:
         with self._write() as conn:
-            cur = conn.execute(q("set_status"), {"id": task_id, "from": "pending", "to": "paused"})
-            return cur.rowcount == 1
-
-    def resume(self, task_id: int) -> bool:
-        """Let a paused task be dispatched again; returns whether it was resumed."""
-        task_id = task_id_argument(task_id)
-        with self._write() as conn:
-            cur = conn.execute(q("set_status"), {"id": task_id, "from": "paused", "to": "pending"})
+            cur = conn.execute(q("set_status"), {"id": task_id, "from": old, "to": new})
             return cur.rowcount == 1
 
     def _last_task_id(self) -> int:
@@ -913,9 +866,6 @@ class SqliteStore(TaskStore):
     # ------------------------------------------------------------------ workers
 
     def register(self, owner: str, *, lease_timeout: float) -> None:
-        """(Re-)register ``owner`` with a fresh lease (after :meth:`renew` said it was lost),
-        starting by the store's clock, with this process's scope
-        (:func:`~taskmill.store.workers.local_scope`)."""
         host, pid = owner_parts(owner)
         params = {
             "owner": owner,
@@ -928,13 +878,6 @@ class SqliteStore(TaskStore):
             conn.execute(q("register_worker"), params).fetchall()
 
     def renew(self, owner: str) -> bool:
-        """Extend ``owner``'s lease on the tasks it runs, by the store's clock.
-
-        ``False`` when the lease had already been taken away (the worker stopped
-        renewing for longer than its lease, and another worker put its tasks back to
-        pending): the caller no longer owns any task and must register again.  A
-        scheduler renews on a :meth:`heartbeat` of its own instead.
-        """
         with self._write() as conn:
             return bool(conn.execute(q("renew_worker"), {"owner": owner}).fetchall())
 
@@ -943,53 +886,41 @@ class SqliteStore(TaskStore):
         seconds for the write lock: never queued behind this store's other calls."""
         return SqliteHeartbeat(self, timeout)
 
-    def release_owner(self, owner: str) -> int:
-        """Give every task ``owner`` still runs back to the queue; forget the owner."""
-        forget_owner(owner)
+    def _release_owner(self, owner: str) -> int:
         with self._write() as conn:
             count = conn.execute(q("release_owner"), (owner,)).rowcount
             conn.execute(q("forget_worker"), (owner,))
             return count
 
     def owned_tasks(self, owner: str) -> list[int]:
-        """Ids of the tasks the store has running for ``owner``."""
         with self._read() as conn:
             return [r[0] for r in conn.execute(q("owned_by"), (owner,))]
 
-    def recover(self, *, now: float | None = None) -> int:
-        """Put back to pending (not counted as a try) the running tasks whose worker is
-        gone: its lease ran out by the store's clock (``now``: another time, for tests),
-        it is a dead process of this host and PID namespace, or it never held a lease (a
-        worker of the 0.1 schema, on another host).  Returns how many."""
+    def _owner_leases(self, now: float | None) -> tuple[list[Any], list[str]]:
         with self._read() as conn:
             running = conn.execute(q("running_owner_leases"), {"now": now}).fetchall()
             stale = conn.execute(q("expired_workers"), {"now": now}).fetchall()
-        dead, expired = stale_owners(running, (r[0] for r in stale))
-        if not dead and not expired:
-            return 0
+        return running, [r[0] for r in stale]
+
+    def _give_back(
+        self,
+        dead: list[tuple[str | None, str]],
+        expired: list[tuple[str, str]],
+        now: float | None,
+    ) -> int:
         count = 0
         with self._write() as conn:
             mark = conn.execute(q("attempts_mark")).fetchone()[0]
-            for owner in dead:
+            for owner, why in dead:
                 count += conn.execute(q("release_owner"), (owner,)).rowcount
                 if owner is not None:
                     conn.execute(q("forget_worker"), (owner,))
-                why = lost_reason(owner, expired=False)
                 conn.execute(q("attempts_lost"), {"mark": mark, "owner": owner, "why": why})
-            for owner in expired:  # unless it renewed since we looked
-                released = conn.execute(
-                    q("release_expired_owner"), {"owner": owner, "now": now}
-                ).rowcount
-                count += released
-                conn.execute(q("forget_expired_worker"), {"owner": owner, "now": now})
-                why = lost_reason(owner, expired=True)
+            for owner, why in expired:  # unless it renewed since we looked
+                params = {"owner": owner, "now": now}
+                count += conn.execute(q("release_expired_owner"), params).rowcount
+                conn.execute(q("forget_expired_worker"), params)
                 conn.execute(q("attempts_lost"), {"mark": mark, "owner": owner, "why": why})
-        if count:
-            log.warning(
-                "taskmill: %d task(s) of %d stopped worker(s) are pending again",
-                count,
-                len(dead) + len(expired),
-            )
         return count
 
     def claim(
@@ -1070,22 +1001,9 @@ class SqliteStore(TaskStore):
                 conn.execute(q("store_rate_bucket"), {"key": key, "tokens": tokens, "at": at})
         return picker.outcome(taken)
 
-    def complete_many(
-        self,
-        task_ids: Sequence[int],
-        *,
-        owner: str,
-        attempts: Sequence[int] | None = None,
-    ) -> set[int]:
-        """:meth:`complete` for many tasks in one transaction; returns the ids completed.
-
-        With ``attempts`` (one per id) a task is completed only while that very attempt
-        runs: a retried call whose first try landed finds the task finished, or claimed
-        again, and changes nothing."""
-        if not task_ids:
-            return set()
+    def _complete_owned(self, ids: list[int], tries: list[int | None], owner: str) -> set[int]:
         with self._write() as conn:
-            owned = self._owned(conn, task_ids, owner, attempts)
+            owned = self._owned(conn, ids, tries, owner)
             if owned:
                 self._finish(conn, owned, "completed", self._clock_now(conn))
             return set(owned)
@@ -1100,15 +1018,8 @@ class SqliteStore(TaskStore):
         attempt: int | None = None,
         traceback: str | None = None,
     ) -> str | None:
-        """A running attempt raised.
-
-        With ``retry_at`` the task goes back to pending, not dispatched before that
-        time (``"retry"``); without, it moves to history as ``failed`` (``"failed"``).
-        ``None`` when the task is no longer running for ``owner`` (as ``attempt``).
-        ``traceback`` (the last frames of the error's) is kept with the attempt.
-        """
         with self._write() as conn:
-            if not self._owned(conn, [task_id], owner, None if attempt is None else [attempt]):
+            if not self._owned(conn, [task_id], [attempt], owner):
                 return None
             if retry_at is not None:
                 conn.execute(
@@ -1128,18 +1039,9 @@ class SqliteStore(TaskStore):
                 conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
             return result
 
-    def release(
-        self,
-        task_ids: Sequence[int],
-        *,
-        owner: str,
-        attempts: Sequence[int] | None = None,
-    ) -> int:
-        """Give running attempts back to pending, not counted as tries (shutdown)."""
-        if not task_ids:
-            return 0
+    def _release_owned(self, ids: list[int], tries: list[int | None], owner: str) -> int:
         with self._write() as conn:
-            owned = self._owned(conn, task_ids, owner, attempts)
+            owned = self._owned(conn, ids, tries, owner)
             if not owned:
                 return 0
             return conn.execute(
@@ -1148,62 +1050,40 @@ class SqliteStore(TaskStore):
 
     @staticmethod
     def _owned(
-        conn: sqlite3.Connection,
-        task_ids: Sequence[int],
-        owner: str,
-        attempts: Sequence[int] | None,
+        conn: sqlite3.Connection, ids: list[int], tries: list[int | None], owner: str
     ) -> list[int]:
-        """Of ``task_ids``, those running for ``owner`` (as the given attempts, if any)."""
-        tries: Sequence[int | None] = [None] * len(task_ids) if attempts is None else attempts
-        if len(tries) != len(task_ids):
-            raise ValueError("give one attempt number per task id")
-        pairs = json.dumps([[t, a] for t, a in zip(task_ids, tries, strict=True)])
+        """Of ``ids``, those running for ``owner`` (as the attempt beside each, if any)."""
+        pairs = json.dumps([[t, a] for t, a in zip(ids, tries, strict=True)])
         return [r[0] for r in conn.execute(q("owned_running"), {"pairs": pairs, "owner": owner})]
 
-    def lost_tasks(
-        self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
-    ) -> dict[int, tuple[str, int | None]]:
-        """Of tasks ``owner`` believes it runs, those cancelled or superseded meanwhile.
-
-        Maps each lost id to its history status and ``replaced_by``, or to its active
-        status (``"pending"`` when its lease was taken away, or its retry recorded) —
-        ``"gone"`` when it is in neither table.
-        """
-        if not task_ids:
-            return {}
+    def _ownership(
+        self, ids: list[int], tries: list[int | None], owner: str
+    ) -> tuple[set[int], dict[int, tuple[str, int | None]]]:
         with self._read() as conn:
-            still = set(self._owned(conn, task_ids, owner, attempts))
-            lost = [t for t in task_ids if t not in still]
-            if not lost:
-                return {}
-            lost_json = json.dumps(lost)
-            found = {r[0]: (r[1], r[2]) for r in conn.execute(q("history_status"), (lost_json,))}
-            for tid, status in conn.execute(q("active_status"), (lost_json,)):
+            still = set(self._owned(conn, ids, tries, owner))
+            lost = json.dumps([t for t in ids if t not in still])
+            found = {r[0]: (r[1], r[2]) for r in conn.execute(q("history_status"), (lost,))}
+            for tid, status in conn.execute(q("active_status"), (lost,)):
                 found.setdefault(tid, (status, None))
-        return {t: found.get(t, ("gone", None)) for t in lost}
+        return still, found
 
     def has_work(self, task_types: Iterable[str]) -> bool:
-        """Whether any task of these types is pending or running (a worker's work left)."""
         with self._read() as conn:
             row = conn.execute(q("has_work_for_types"), (json.dumps(sorted(set(task_types))),))
             return bool(row.fetchone()[0])
 
     def next_retry_at(self) -> float | None:
-        """The earliest time a task waiting out a retry backoff becomes due."""
         with self._read() as conn:
             return conn.execute(q("next_run_after"), {"now": self._clock_now(conn)}).fetchone()[0]
 
     # ------------------------------------------------------------------ queries
 
-    def counts(self) -> dict[str, int]:
-        """Number of tasks per status, every status present (active and final)."""
-        result: dict[str, int] = dict.fromkeys((*ACTIVE_STATUSES, *FINAL_STATUSES), 0)
+    def _status_counts(self) -> list[tuple[str, int]]:
         with self._read() as conn:
-            for status, n in conn.execute(q("active_counts")):
-                result[status] = n
-            for status, n in conn.execute(q("history_counts")):
-                result[status] = n
-        return result
+            return [
+                *conn.execute(q("active_counts")).fetchall(),
+                *conn.execute(q("history_counts")).fetchall(),
+            ]
 
     def _select(
         self,

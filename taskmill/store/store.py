@@ -22,11 +22,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import polars as pl
 
 from ..model import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
     InvalidSubmission,
     RateLimit,
     SchedulerError,
@@ -39,6 +41,7 @@ from ..validation import (
     Defaults,
     Row,
     check_submission,
+    clock_argument,
     task_id_argument,
     text_argument,
     to_seconds,
@@ -65,7 +68,14 @@ from .keys import key_hash
 from .location import Location, parse_location
 from .picking import Claimed
 from .retention import ExportFolder, PruneSelection, PruneSteps, check_prune_args, run_prune
-from .workers import DEFAULT_LEASE_TIMEOUT, RenewingConnection, forget_owner, new_owner_id
+from .workers import (
+    DEFAULT_LEASE_TIMEOUT,
+    RenewingConnection,
+    forget_owner,
+    lost_reason,
+    new_owner_id,
+    stale_owners,
+)
 
 __all__ = ["ENGINES", "TaskStore"]
 
@@ -76,6 +86,21 @@ log = logging.getLogger("taskmill")
 #: (``taskmill/store/__init__.py``) fills this table, PostgreSQL's entry importing its
 #: engine (and psycopg) only when a PostgreSQL URL is opened.
 ENGINES: dict[str, Callable[[Location, float], TaskStore]] = {}
+
+#: The per-group reads :meth:`TaskStore._per_group` runs (named queries of each engine).
+GroupQuery = Literal["waiting_for_start", "waiting_for_retry", "paused_groups"]
+
+
+def attempt_pairs(
+    task_ids: Sequence[int], attempts: Sequence[int | None] | None
+) -> tuple[list[int], list[int | None]]:
+    """Ids and attempt numbers as two lists of one length (``None``: any attempt)."""
+    ids = [int(t) for t in task_ids]
+    if attempts is None:
+        return ids, [None] * len(ids)
+    if len(attempts) != len(ids):
+        raise ValueError("give one attempt number per task id")
+    return ids, [None if a is None else int(a) for a in attempts]
 
 
 class TaskStore(abc.ABC):
@@ -134,6 +159,10 @@ class TaskStore(abc.ABC):
         """The store's clock, in seconds since the epoch: what leases, rate limits, start
         and expiry times are judged by (a SQLite store's host's; a PostgreSQL server's)."""
 
+    def _at(self, now: float | None) -> float:
+        """``now`` (a time given for tests), checked, or the store's clock."""
+        return self.now() if now is None else clock_argument(now)
+
     @abc.abstractmethod
     def integrity_check(self) -> str:
         """``"ok"`` when the store is healthy; otherwise what is wrong, one line each."""
@@ -170,7 +199,6 @@ class TaskStore(abc.ABC):
 
     # ------------------------------------------------------------------ engine: task control
 
-    @abc.abstractmethod
     def cancel(self, task_id: int) -> str | None:
         """Cancel an active task: it moves to history as ``cancelled``.
 
@@ -178,27 +206,54 @@ class TaskStore(abc.ABC):
         ``None`` when no active task has that id.  A running attempt is not stopped
         by the store; the scheduler running it tells its executor.
         """
+        return self._cancel(task_id_argument(task_id))
 
     @abc.abstractmethod
+    def _cancel(self, task_id: int) -> str | None:
+        """Move active task ``task_id`` to history as cancelled, in one write; the status it
+        had (``None``: no such active task)."""
+
     def pause(self, task_id: int) -> bool:
         """Hold a pending task back from dispatch; returns whether it was paused."""
+        return self._set_status(task_id_argument(task_id), "pending", "paused")
 
-    @abc.abstractmethod
     def resume(self, task_id: int) -> bool:
         """Let a paused task be dispatched again; returns whether it was resumed."""
+        return self._set_status(task_id_argument(task_id), "paused", "pending")
+
+    @abc.abstractmethod
+    def _set_status(self, task_id: int, old: str, new: str) -> bool:
+        """Set active task ``task_id``'s status to ``new`` if it is ``old``, in one write;
+        whether it was."""
 
     @abc.abstractmethod
     def _pause_group(self, group: str, until: float | None, now: float) -> None:
         """Record the pause of ``group`` (checked) until ``until`` (``None``: resumed)."""
 
-    @abc.abstractmethod
     def resume_group(self, group: str) -> bool:
         """Dispatch a paused group's tasks again; ``False`` if it was not paused."""
+        return self._resume_group(text_argument(group, "group"))
 
     @abc.abstractmethod
+    def _resume_group(self, group: str) -> bool:
+        """Forget the pause of ``group`` (checked), in one write; whether it was paused."""
+
     def expire_due(self, *, now: float | None = None) -> int:
         """Move every task not started by its ``expires_at`` (pending, waiting out a
         retry, or paused) to history as ``expired``, freeing its key; returns how many."""
+        at = self._at(now)
+        if not self._any_expired(at):  # a look first: most calls find nothing to write
+            return 0
+        return self._expire(at)
+
+    @abc.abstractmethod
+    def _any_expired(self, now: float) -> bool:
+        """Whether any active task not started has expired by ``now`` (a read)."""
+
+    @abc.abstractmethod
+    def _expire(self, now: float) -> int:
+        """Move the tasks not started by their expiry time at ``now`` to history as expired,
+        in one write transaction; returns how many."""
 
     @abc.abstractmethod
     def _last_task_id(self) -> int:
@@ -269,21 +324,61 @@ class TaskStore(abc.ABC):
         """A connection of its own for renewing leases, each renewal waiting at most
         ``timeout`` seconds: never queued behind this store's other calls."""
 
-    @abc.abstractmethod
     def release_owner(self, owner: str) -> int:
         """Give every task ``owner`` still runs back to the queue (not counted as tries);
         forget the owner.  Returns how many tasks."""
+        forget_owner(owner)  # no longer a worker alive in this process
+        return self._release_owner(owner)
+
+    @abc.abstractmethod
+    def _release_owner(self, owner: str) -> int:
+        """In one write, put ``owner``'s running tasks back to pending and forget its worker
+        row; returns how many tasks."""
 
     @abc.abstractmethod
     def owned_tasks(self, owner: str) -> list[int]:
         """Ids of the tasks the store has running for ``owner``."""
 
-    @abc.abstractmethod
     def recover(self, *, now: float | None = None) -> int:
         """Put back to pending (not counted as a try) the running tasks whose worker is
         gone: its lease ran out by the store's clock (``now``: another time, for tests),
         it is a dead process of this host and PID namespace, or it never held a lease (a
         worker of the 0.1 schema, on another host).  Returns how many."""
+        running, stale = self._owner_leases(now)
+        dead, expired = stale_owners(running, stale)
+        if not dead and not expired:
+            return 0
+        count = self._give_back(
+            [(o, lost_reason(o, expired=False)) for o in sorted(dead, key=lambda o: o or "")],
+            [(o, lost_reason(o, expired=True)) for o in sorted(expired)],
+            now,
+        )
+        if count:
+            log.warning(
+                "taskmill: %d task(s) of %d stopped worker(s) are pending again",
+                count,
+                len(dead) + len(expired),
+            )
+        return count
+
+    @abc.abstractmethod
+    def _owner_leases(self, now: float | None) -> tuple[list[Any], list[str]]:
+        """One read: each running task's ``(owner, whether its lease ran out, its scope)``
+        (query ``running_owner_leases``) and the workers whose lease ran out (query
+        ``expired_workers``), by the store's clock or ``now``; as
+        :func:`~taskmill.store.workers.stale_owners` takes them."""
+
+    @abc.abstractmethod
+    def _give_back(
+        self,
+        dead: list[tuple[str | None, str]],
+        expired: list[tuple[str, str]],
+        now: float | None,
+    ) -> int:
+        """In one write transaction, put back to pending the running tasks of the ``dead``
+        owners (and forget them) and of the ``expired`` ones unless they renewed since
+        (forgetting those), each lost attempt recorded with the reason given beside its
+        owner; returns how many tasks."""
 
     # ------------------------------------------------------------------ engine: dispatch
 
@@ -312,7 +407,6 @@ class TaskStore(abc.ABC):
         were held back (:class:`~taskmill.store.picking.Claimed`).
         """
 
-    @abc.abstractmethod
     def complete_many(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
     ) -> set[int]:
@@ -321,6 +415,14 @@ class TaskStore(abc.ABC):
         With ``attempts`` (one per id) a task is completed only while that very attempt
         runs: a retried call whose first try landed finds the task finished, or claimed
         again, and changes nothing."""
+        if not task_ids:
+            return set()
+        return self._complete_owned(*attempt_pairs(task_ids, attempts), owner)
+
+    @abc.abstractmethod
+    def _complete_owned(self, ids: list[int], tries: list[int | None], owner: str) -> set[int]:
+        """Move to history as completed, in one write, the tasks of ``ids`` running for
+        ``owner`` as the attempt beside each (``None``: any); returns their ids."""
 
     @abc.abstractmethod
     def fail(
@@ -341,13 +443,19 @@ class TaskStore(abc.ABC):
         ``traceback`` (the last frames of the error's) is kept with the attempt.
         """
 
-    @abc.abstractmethod
     def release(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
     ) -> int:
         """Give running attempts back to pending, not counted as tries (shutdown)."""
+        if not task_ids:
+            return 0
+        return self._release_owned(*attempt_pairs(task_ids, attempts), owner)
 
     @abc.abstractmethod
+    def _release_owned(self, ids: list[int], tries: list[int | None], owner: str) -> int:
+        """Put back to pending, in one write, the tasks of ``ids`` running for ``owner`` as
+        the attempt beside each (``None``: any); returns how many."""
+
     def lost_tasks(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
     ) -> dict[int, tuple[str, int | None]]:
@@ -357,6 +465,19 @@ class TaskStore(abc.ABC):
         status (``"pending"`` when its lease was taken away, or its retry recorded) —
         ``"gone"`` when it is in neither table.
         """
+        if not task_ids:
+            return {}
+        ids, tries = attempt_pairs(task_ids, attempts)
+        still, found = self._ownership(ids, tries, owner)
+        return {t: found.get(t, ("gone", None)) for t in ids if t not in still}
+
+    @abc.abstractmethod
+    def _ownership(
+        self, ids: list[int], tries: list[int | None], owner: str
+    ) -> tuple[set[int], dict[int, tuple[str, int | None]]]:
+        """One read: the ids of ``ids`` still running for ``owner`` (as the attempt beside
+        each; ``None``: any), and for the others found in the store, their history status
+        and ``replaced_by`` or else their active status and ``None``."""
 
     @abc.abstractmethod
     def has_work(self, task_types: Iterable[str]) -> bool:
@@ -369,23 +490,34 @@ class TaskStore(abc.ABC):
 
     # ------------------------------------------------------------------ engine: queries
 
-    @abc.abstractmethod
     def counts(self) -> dict[str, int]:
         """Number of tasks per status, every status present (active and final)."""
+        result: dict[str, int] = dict.fromkeys((*ACTIVE_STATUSES, *FINAL_STATUSES), 0)
+        for status, n in self._status_counts():
+            result[status] = int(n)
+        return result
 
     @abc.abstractmethod
+    def _status_counts(self) -> list[tuple[str, int]]:
+        """``(status, how many tasks)`` for the statuses of active tasks and of history."""
+
     def waiting_for_start(self, *, now: float | None = None) -> dict[str | None, int]:
         """Pending tasks per group (``None``: no group) whose start time, or retry
         backoff, is still ahead."""
+        return {g: int(n) for g, n in self._per_group("waiting_for_start", self._at(now))}
 
-    @abc.abstractmethod
     def waiting_for_retry(self, *, now: float | None = None) -> dict[str | None, int]:
         """Of :meth:`waiting_for_start`, the tasks per group waiting out a retry's backoff
         (tried before), not a start time given at submission."""
+        return {g: int(n) for g, n in self._per_group("waiting_for_retry", self._at(now))}
 
-    @abc.abstractmethod
     def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
         """The groups paused now, with the time each pause ends (``None``: until resumed)."""
+        return dict(self._per_group("paused_groups", self._at(now)))
+
+    @abc.abstractmethod
+    def _per_group(self, query: GroupQuery, now: float) -> list[tuple[Any, Any]]:
+        """The rows of the named per-group query (``(group, value)``) at ``now``."""
 
     @abc.abstractmethod
     def _select(

@@ -52,8 +52,6 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from ...model import (
-    ACTIVE_STATUSES,
-    FINAL_STATUSES,
     NotATaskStore,
     RateLimit,
     StoreDamaged,
@@ -75,24 +73,19 @@ from ..common import (
     frame,
     limit_argument,
     submit_row,
-    task_id_argument,
     task_types_argument,
-    text_argument,
 )
 from ..keys import key_hash
 from ..location import encode_userinfo, scrub
 from ..picking import Claimed, Picker, check_limits
 from ..retention import PENDING_KEY, PruneSelection
-from ..store import TaskStore
+from ..store import GroupQuery, TaskStore
 from ..workers import (
     RenewingConnection,
     StoreClock,
-    forget_owner,
     local_scope,
-    lost_reason,
     owner_parts,
     pid_alive,
-    stale_owners,
 )
 from .batch import PostgresBatch, sweep
 from .migrate import ensure_schema
@@ -159,18 +152,6 @@ def _notified(conn: Connection, pending_again: int) -> int:
     if pending_again:
         conn.execute(q("notify_work"))
     return pending_again
-
-
-def _attempt_pairs(
-    task_ids: Sequence[int], attempts: Sequence[int] | None
-) -> tuple[list[int], list[int | None]]:
-    """Ids and attempt numbers as two lists of one length (``None``: any attempt)."""
-    ids = [int(t) for t in task_ids]
-    if attempts is None:
-        return ids, [None] * len(ids)
-    if len(attempts) != len(ids):
-        raise ValueError("give one attempt number per task id")
-    return ids, [None if a is None else int(a) for a in attempts]
 
 
 class PostgresStore(TaskStore):
@@ -311,7 +292,6 @@ class PostgresStore(TaskStore):
         return unwatch
 
     def close(self) -> None:
-        """Close the store's connections (idempotent)."""
         self._closed = True
         with self._lock:
             if self._conn is not None:
@@ -597,15 +577,7 @@ class PostgresStore(TaskStore):
 
     # ------------------------------------------------------------------ task control
 
-    def cancel(self, task_id: int) -> str | None:
-        """Cancel an active task: it moves to history as ``cancelled``.
-
-        Returns the status it had (``"pending"``, ``"running"``, ``"paused"``), or
-        ``None`` when no active task has that id.  A running attempt is not stopped
-        by the store; the scheduler running it tells its executor.
-        """
-        task_id = task_id_argument(task_id)
-
+    def _cancel(self, task_id: int) -> str | None:
         def body(conn: Connection) -> str | None:
             moved = self._finish(conn, [task_id], "cancelled", self.now())
             return moved[0][1] if moved else None
@@ -622,57 +594,25 @@ class PostgresStore(TaskStore):
             PostgresStore._finish(conn, ids, "expired", now)
         return len(ids)
 
-    def expire_due(self, *, now: float | None = None) -> int:
-        """Move every task not started by its ``expires_at`` (pending, waiting out a
-        retry, or paused) to history as ``expired``, freeing its key; returns how many."""
-        at = self._at(now)
-        look = self._read(lambda conn: scalar(conn.execute(q("any_expired"), {"now": at})))
-        if not look:  # most calls find nothing to write
-            return 0
-        return self._write("cannot expire tasks in", lambda conn: self._expire_due(conn, at))
+    def _any_expired(self, now: float) -> bool:
+        return bool(self._read(lambda conn: scalar(conn.execute(q("any_expired"), {"now": now}))))
+
+    def _expire(self, now: float) -> int:
+        return self._write("cannot expire tasks in", lambda conn: self._expire_due(conn, now))
 
     def _pause_group(self, group: str, until: float | None, now: float) -> None:
         params = {"group": group, "until": until, "now": now}
         self._write("cannot pause a group in", lambda conn: conn.execute(q("pause_group"), params))
 
-    def resume_group(self, group: str) -> bool:
-        """Dispatch a paused group's tasks again; ``False`` if it was not paused."""
-        text_argument(group, "group")
-
+    def _resume_group(self, group: str) -> bool:
         def body(conn: Connection) -> bool:
             resumed = conn.execute(q("resume_group"), {"group": group}).rowcount > 0
             return _notified(conn, int(resumed)) > 0  # workers elsewhere wake at commit
 
         return self._write("cannot resume a group in", body)
 
-    def waiting_for_start(self, *, now: float | None = None) -> dict[str | None, int]:
-        """Pending tasks per group (``None``: no group) whose start time, or retry
-        backoff, is still ahead."""
-        params = {"now": self._at(now)}
-        rows = self._read(lambda conn: conn.execute(q("waiting_for_start"), params).fetchall())
-        return {g: int(n) for g, n in rows}
-
-    def waiting_for_retry(self, *, now: float | None = None) -> dict[str | None, int]:
-        """Of :meth:`waiting_for_start`, the tasks per group waiting out a retry's backoff
-        (tried before), not a start time given at submission."""
-        params = {"now": self._at(now)}
-        rows = self._read(lambda conn: conn.execute(q("waiting_for_retry"), params).fetchall())
-        return {g: int(n) for g, n in rows}
-
-    def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
-        """The groups paused now, with the time each pause ends (``None``: until resumed)."""
-        params = {"now": self._at(now)}
-        return dict(self._read(lambda conn: conn.execute(q("paused_groups"), params).fetchall()))
-
-    def pause(self, task_id: int) -> bool:
-        """Hold a pending task back from dispatch; returns whether it was paused."""
-        task_id = task_id_argument(task_id)
-        return self._set_status(task_id, "pending", "paused")
-
-    def resume(self, task_id: int) -> bool:
-        """Let a paused task be dispatched again; returns whether it was resumed."""
-        task_id = task_id_argument(task_id)
-        return self._set_status(task_id, "paused", "pending")
+    def _per_group(self, query: GroupQuery, now: float) -> list[tuple[Any, Any]]:
+        return self._read(lambda conn: conn.execute(q(query), {"now": now}).fetchall())
 
     def _last_task_id(self) -> int:
         return int(self._read(lambda conn: scalar(conn.execute(q("batch_last_id")))))
@@ -733,9 +673,6 @@ class PostgresStore(TaskStore):
     # ------------------------------------------------------------------ workers
 
     def register(self, owner: str, *, lease_timeout: float) -> None:
-        """(Re-)register ``owner`` with a fresh lease (after :meth:`renew` said it was lost),
-        starting by the server's clock, with this process's scope
-        (:func:`~taskmill.store.workers.local_scope`)."""
         host, pid = owner_parts(owner)
         params = {
             "owner": owner,
@@ -750,13 +687,6 @@ class PostgresStore(TaskStore):
         )
 
     def renew(self, owner: str) -> bool:
-        """Extend ``owner``'s lease on the tasks it runs, by the server's clock.
-
-        ``False`` when the lease had already been taken away (the worker stopped
-        renewing for longer than its lease, and another worker put its tasks back to
-        pending): the caller no longer owns any task and must register again.  A
-        scheduler renews on a :meth:`heartbeat` of its own instead.
-        """
         params = {"owner": owner, "now": None}
         return self._write(
             "cannot renew a lease in",
@@ -772,10 +702,6 @@ class PostgresStore(TaskStore):
     def _server_now(conn: Connection) -> float:
         return float(scalar(conn.execute(q("store_clock"))))
 
-    def _at(self, now: float | None) -> float:
-        """``now`` (a time given for tests), checked, or the server's clock."""
-        return self.now() if now is None else clock_argument(now)
-
     def now(self) -> float:
         """The server's clock, in seconds since the epoch: what leases, rate limits, start
         and expiry times are judged by.  Carried forward from the last reading (a
@@ -788,10 +714,7 @@ class PostgresStore(TaskStore):
         self.clock.set(at, sent, time.monotonic())
         return at
 
-    def release_owner(self, owner: str) -> int:
-        """Give every task ``owner`` still runs back to the queue; forget the owner."""
-        forget_owner(owner)
-
+    def _release_owner(self, owner: str) -> int:
         def body(conn: Connection) -> int:
             count = conn.execute(q("release_owner"), {"owner": owner}).rowcount
             conn.execute(q("forget_worker"), {"owner": owner})
@@ -800,54 +723,42 @@ class PostgresStore(TaskStore):
         return self._write("cannot release a worker's tasks in", body)
 
     def owned_tasks(self, owner: str) -> list[int]:
-        """Ids of the tasks the store has running for ``owner``."""
         return self._read(
             lambda conn: [int(r[0]) for r in conn.execute(q("owned_by"), {"owner": owner})]
         )
 
-    def recover(self, *, now: float | None = None) -> int:
-        """Put back to pending (not counted as a try) the running tasks whose worker is
-        gone: its lease ran out by the server's clock (``now``: another time, for tests),
-        it is a dead process of this host and PID namespace, or it never held a lease (a
-        worker of the 0.1 schema, on another host).  Returns how many."""
-
-        def look(conn: Connection) -> tuple[list[Any], list[Any]]:
+    def _owner_leases(self, now: float | None) -> tuple[list[Any], list[str]]:
+        def look(conn: Connection) -> tuple[list[Any], list[str]]:
             running = conn.execute(q("running_owner_leases"), {"now": now}).fetchall()
             stale = conn.execute(q("expired_workers"), {"now": now}).fetchall()
-            return running, stale
+            return running, [r[0] for r in stale]
 
-        running, stale = self._read(look)
-        dead, expired = stale_owners(running, (r[0] for r in stale))
-        if not dead and not expired:
-            return 0
+        return self._read(look)
 
+    def _give_back(
+        self,
+        dead: list[tuple[str | None, str]],
+        expired: list[tuple[str, str]],
+        now: float | None,
+    ) -> int:
         def body(conn: Connection) -> int:
             count = 0
             mark = scalar(conn.execute(q("attempts_mark")))
-            for owner in sorted(dead, key=lambda o: o or ""):
+            for owner, why in dead:
                 count += conn.execute(q("release_owner"), {"owner": owner}).rowcount
                 if owner is not None:
                     conn.execute(q("forget_worker"), {"owner": owner})
-                why = lost_reason(owner, expired=False)
                 conn.execute(q("attempts_lost"), {"mark": mark, "owner": owner, "why": why})
-            for owner in sorted(expired):
+            for owner, why in expired:
                 # the worker row first: a renewal in flight lands before (and keeps the
                 # tasks) or after (and learns the lease is gone), never in between
                 params = {"owner": owner, "now": now}
                 conn.execute(q("forget_expired_worker"), params)
                 count += conn.execute(q("release_expired_owner"), params).rowcount
-                why = lost_reason(owner, expired=True)
                 conn.execute(q("attempts_lost"), {"mark": mark, "owner": owner, "why": why})
             return _notified(conn, count)
 
-        count = self._write("cannot recover tasks in", body)
-        if count:
-            log.warning(
-                "taskmill: %d task(s) of %d stopped worker(s) are pending again",
-                count,
-                len(dead) + len(expired),
-            )
-        return count
+        return self._write("cannot recover tasks in", body)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -947,21 +858,7 @@ class PostgresStore(TaskStore):
 
         return self._write("cannot claim tasks from", body, dispatch=True, begin=q("begin_claim"))
 
-    def complete_many(
-        self,
-        task_ids: Sequence[int],
-        *,
-        owner: str,
-        attempts: Sequence[int] | None = None,
-    ) -> set[int]:
-        """:meth:`complete` for many tasks in one transaction; returns the ids completed.
-
-        With ``attempts`` (one per id) a task is completed only while that very attempt
-        runs: a retried call whose first try landed finds the task finished, or claimed
-        again, and changes nothing."""
-        if not task_ids:
-            return set()
-        ids, tries = _attempt_pairs(task_ids, attempts)
+    def _complete_owned(self, ids: list[int], tries: list[int | None], owner: str) -> set[int]:
         at = self.now()
         return self._write(
             "cannot record completed tasks in",
@@ -980,14 +877,6 @@ class PostgresStore(TaskStore):
         attempt: int | None = None,
         traceback: str | None = None,
     ) -> str | None:
-        """A running attempt raised.
-
-        With ``retry_at`` the task goes back to pending, not dispatched before that
-        time (``"retry"``); without, it moves to history as ``failed`` (``"failed"``).
-        ``None`` when the task is no longer running for ``owner`` (as ``attempt``).
-        ``traceback`` (the last frames of the error's) is kept with the attempt.
-        """
-
         at = self.now()
 
         def body(conn: Connection) -> str | None:
@@ -1012,17 +901,7 @@ class PostgresStore(TaskStore):
 
         return self._write("cannot record a failed attempt in", body, dispatch=True, single=True)
 
-    def release(
-        self,
-        task_ids: Sequence[int],
-        *,
-        owner: str,
-        attempts: Sequence[int] | None = None,
-    ) -> int:
-        """Give running attempts back to pending, not counted as tries (shutdown)."""
-        if not task_ids:
-            return 0
-        ids, tries = _attempt_pairs(task_ids, attempts)
+    def _release_owned(self, ids: list[int], tries: list[int | None], owner: str) -> int:
         params = {"ids": ids, "attempts": tries, "owner": owner}
         return self._write(
             "cannot release tasks in",
@@ -1030,55 +909,37 @@ class PostgresStore(TaskStore):
             dispatch=True,
         )
 
-    def lost_tasks(
-        self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
-    ) -> dict[int, tuple[str, int | None]]:
-        """Of tasks ``owner`` believes it runs, those cancelled or superseded meanwhile.
-
-        Maps each lost id to its history status and ``replaced_by``, or to its active
-        status (``"pending"`` when its lease was taken away, or its retry recorded) —
-        ``"gone"`` when it is in neither table.
-        """
-        if not task_ids:
-            return {}
-        ids, tries = _attempt_pairs(task_ids, attempts)
-
-        def body(conn: Connection) -> dict[int, tuple[str, int | None]]:
+    def _ownership(
+        self, ids: list[int], tries: list[int | None], owner: str
+    ) -> tuple[set[int], dict[int, tuple[str, int | None]]]:
+        def body(conn: Connection) -> tuple[set[int], dict[int, tuple[str, int | None]]]:
             params = {"ids": ids, "attempts": tries, "owner": owner}
             still = {int(r[0]) for r in conn.execute(q("owned_running"), params)}
             lost = [t for t in ids if t not in still]
-            if not lost:
-                return {}
             found: dict[int, tuple[str, int | None]] = {
                 int(r[0]): (str(r[1]), r[2])
                 for r in conn.execute(q("history_status"), {"ids": lost})
             }
             for tid, status in conn.execute(q("active_status"), {"ids": lost}):
                 found.setdefault(int(tid), (str(status), None))
-            return {t: found.get(t, ("gone", None)) for t in lost}
+            return still, found
 
         return self._read(body)
 
     def has_work(self, task_types: Iterable[str]) -> bool:
-        """Whether any task of these types is pending or running (a worker's work left)."""
         types = sorted(set(task_types))
         return self._read(
             lambda conn: bool(scalar(conn.execute(q("has_work_for_types"), {"types": types})))
         )
 
     def next_retry_at(self) -> float | None:
-        """The earliest time a task waiting out a retry backoff becomes due."""
         params = {"now": self.now()}
         return self._read(lambda conn: scalar(conn.execute(q("next_run_after"), params)))
 
     # ------------------------------------------------------------------ queries
 
-    def counts(self) -> dict[str, int]:
-        """Number of tasks per status, every status present (active and final)."""
-        result: dict[str, int] = dict.fromkeys((*ACTIVE_STATUSES, *FINAL_STATUSES), 0)
-        for status, n in self._read(lambda conn: conn.execute(q("counts")).fetchall()):
-            result[status] = int(n)
-        return result
+    def _status_counts(self) -> list[tuple[str, int]]:
+        return self._read(lambda conn: conn.execute(q("counts")).fetchall())
 
     def _select(
         self,
