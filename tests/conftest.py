@@ -74,12 +74,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
     """Where the store of a test is: a SQLite file in tmp_path, or the URL of a fresh
-    database on the test's PostgreSQL server (see ``pytest_generate_tests``)."""
+    database on the test's PostgreSQL server holding an empty store (``pg_store_url``;
+    see ``pytest_generate_tests``)."""
     backend = getattr(request, "param", "sqlite")
     if backend == "sqlite":
         return tmp_path / "tasks.db"
     if backend == "postgres":
-        return request.getfixturevalue("pg_url")
+        return request.getfixturevalue("pg_store_url")
     raise ValueError(f"unknown backend {backend!r}")
 
 
@@ -116,14 +117,79 @@ def pg_server() -> Iterator[object]:
         server.stop()
 
 
-@pytest.fixture
-def pg_url(pg_server: object, request: pytest.FixtureRequest) -> str:
-    """A fresh, empty database on the test server."""
+#: The database every ``pg_store_url`` is cloned from: an empty store of the current
+#: schema, made once per session (see ``pg_template``).
+PG_TEMPLATE = "taskmill_template"
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server: Any) -> str:
+    """The name of a template database holding an empty taskmill store of the current
+    schema, made once per session: a test's store database is a copy of it rather than an
+    empty database whose schema (tables, indexes, trigger functions) each test's first
+    ``TaskStore.open`` would create again.  Nothing is ever written to it (its id sequence
+    is untouched: a copy's first task is id 1), and no one may connect to it."""
+    url = pg_server.create_database(PG_TEMPLATE)
+    tm.TaskStore.open(url).close()
+    run_sql(
+        pg_server.url(),
+        f"ALTER DATABASE {PG_TEMPLATE} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false",
+    )
+    return PG_TEMPLATE
+
+
+def _test_database(
+    server: Any, request: pytest.FixtureRequest, template: str | None = None
+) -> Iterator[str]:
+    """A new database on the test server named after the test (a copy of ``template``,
+    else empty); yields its URL, then drops it.
+
+    Dropped at once, its files go while the kernel still holds them in memory, before
+    they are written to disk: left to the end of the run, the hundreds of databases of
+    a run (8 MB each) are written out, then deleted with the server's folder."""
     import re
+
+    import psycopg
+    from psycopg import sql
 
     name = re.sub(r"\W", "_", request.node.name.lower())[:40] + f"_{os.getpid()}"
     name += f"_{next(_databases)}"
-    return pg_server.create_database(name)  # type: ignore[attr-defined]
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute(create)
+    yield server.url(name)
+    _drop_database(server, name)
+
+
+def _drop_database(server: Any, name: str) -> None:
+    """Drop a test's database, cutting off whatever is still connected to it (a store the
+    test left open, a worker it started); a database that cannot be dropped (the server
+    is down) stays until the server is thrown away."""
+    import psycopg
+    from psycopg import sql
+
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    try:
+        with psycopg.connect(server.url(), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(drop)
+    except psycopg.Error:
+        pass
+
+
+@pytest.fixture
+def pg_url(pg_server: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database on the test server (for tests of what taskmill finds in a
+    database: none of its schema, an older one, a user's own tables)."""
+    yield from _test_database(pg_server, request)
+
+
+@pytest.fixture
+def pg_store_url(pg_server: Any, pg_template: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database on the test server holding an empty taskmill store (a copy of
+    ``pg_template``): what ``location`` is on PostgreSQL."""
+    yield from _test_database(pg_server, request, pg_template)
 
 
 _databases = itertools.count()
@@ -253,12 +319,15 @@ _PG_TABLES = "taskmill.tasks, taskmill.history, taskmill.workers, taskmill.attem
 
 @pytest.fixture
 def empty_store(
-    location: str | Path, tmp_path_factory: pytest.TempPathFactory
+    location: str | Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Callable[[str], tm.TaskStore]:
     """``empty_store(name)`` opens an empty store, anew on every call — for hypothesis
     tests, whose examples all run inside one test.  On SQLite a new file each time; on
-    PostgreSQL one database per name for the whole test, emptied (TRUNCATE … RESTART
-    IDENTITY) before each use, as a fresh database per example would be far too slow."""
+    PostgreSQL one database per name for the whole test (a copy of ``pg_template``),
+    emptied (TRUNCATE … RESTART IDENTITY) before each use, as a fresh database per example
+    would be far too slow."""
     if not is_postgres(location):
 
         def fresh_file(name: str) -> tm.TaskStore:
@@ -266,17 +335,15 @@ def empty_store(
 
         return fresh_file
 
-    server = location.rsplit("/", 1)[0]  # type: ignore[union-attr]
-    base = str(location).rsplit("/", 1)[1]
+    server = request.getfixturevalue("pg_server")
+    template = request.getfixturevalue("pg_template")
     urls: dict[str, str] = {"": str(location)}
 
     def emptied(name: str) -> tm.TaskStore:
         if name not in urls:
-            import psycopg
-
-            with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{base}_{len(urls)}"')
-            urls[name] = f"{server}/{base}_{len(urls)}"
+            databases = _test_database(server, request, template)
+            urls[name] = next(databases)
+            request.addfinalizer(lambda: next(databases, None))  # drops it
         store = tm.TaskStore.open(urls[name])
         run_sql(urls[name], f"TRUNCATE {_PG_TABLES} RESTART IDENTITY")
         return store
