@@ -12,6 +12,8 @@ import pytest
 
 import taskmill as tm
 
+from conftest import is_postgres
+
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 T = 2_000_000_000.0  # 2033-05-18, a fixed clock reading for these tests
@@ -173,7 +175,13 @@ async def test_a_scheduler_starts_a_task_at_its_start_time_not_before(
     # start time itself
     async with tm.Scheduler(location, executors={"t": record}, poll_interval=30) as sched:
         await sched.wait_idle(timeout=20)
-    assert len(started) == 1 and started[0] >= start
+    # Start times are judged by the store's clock as the worker reads it: on PostgreSQL,
+    # the server's clock carried forward from the last reading, within half that reading's
+    # round trip (a 1.2 ms early start by this process's clock was seen on a loaded
+    # machine).  Not before, within that precision; and not long after.
+    precision = 0.02 if is_postgres(location) else 0.0
+    assert len(started) == 1 and started[0] >= start - precision, (started, start)
+    assert started[0] < start + 5
 
 
 async def test_a_scheduler_sweeps_expired_tasks_and_says_so(location: str | Path) -> None:
