@@ -882,7 +882,12 @@ class Scheduler:
         self._claim_wait = getattr(claimed, "wait", None)
         self.held = dict(getattr(claimed, "held", None) or {})
         self._slots_filled = len(claimed) == free
-        if self._closing:  # claimed while close() began: back to the queue, not started
+        # claimed while close() began, or under an identity whose lease was lost (or that
+        # was fenced) meanwhile: back to the queue, not started.  Started, such an attempt
+        # ran untold while the new identity, having given the old one's tasks back, could
+        # claim and run the same task again at once (issue 21's promise, broken under load)
+        lost = self._owner_stale or self._owner != owner or self._fenced
+        if self._closing or lost:
             if claimed:
                 await self._db(
                     self.store.release,
