@@ -126,6 +126,22 @@ def test_a_server_started_in_a_with_block_is_stopped_at_its_end() -> None:
     assert gone_within(DEADLINE, pid, folder)
 
 
+def test_the_server_folder_is_made_in_the_parent_asked_for() -> None:
+    """``parent``: the server's folder is made there (the tests' server: in /dev/shm), and
+    goes with the server.  A folder of the test's own in /tmp: as root, the server's
+    system user must reach it, which pytest's tmp_path forbids."""
+    parent = Path(tempfile.mkdtemp(prefix="taskmill-test-"))
+    os.chmod(parent, 0o755)
+    try:
+        with ThrowawayPostgres(parent=parent) as server:
+            assert server.folder is not None and server.folder.parent == parent
+            with psycopg.connect(server.create_database("one")) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert list(parent.iterdir()) == []
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
 def servers_under(folder: Path) -> list[int]:
     """The pids of postgres servers whose data folder is under ``folder``."""
     found = []

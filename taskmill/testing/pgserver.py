@@ -168,7 +168,9 @@ class ThrowawayPostgres:
     in other network namespaces); ``durable=False`` turns fsync off (tests: nothing here
     must survive a power cut); ``binaries``: the folder of ``initdb``/``pg_ctl``/``postgres``
     (default :func:`postgres_binaries`); ``settings``: server settings (``-c name=value``),
-    e.g. ``{"jit_above_cost": "0"}``.
+    e.g. ``{"jit_above_cost": "0"}``; ``parent``: the folder the server's temporary folder
+    is made in (default the system's, :func:`tempfile.gettempdir`), e.g. a ``tmpfs`` such as
+    ``/dev/shm`` for a server whose files never reach a disk.
     """
 
     def __init__(
@@ -178,11 +180,13 @@ class ThrowawayPostgres:
         durable: bool = False,
         binaries: str | os.PathLike[str] | None = None,
         settings: Mapping[str, str] | None = None,
+        parent: str | os.PathLike[str] | None = None,
     ) -> None:
         self.listen = listen
         self.durable = durable
         self.binaries = Path(binaries) if binaries is not None else None
         self.settings = dict(settings or {})
+        self.parent = Path(parent) if parent is not None else None
         #: The binaries the server runs from (set by :meth:`start`).
         self.bin_dir: Path | None = None
         self.host = "127.0.0.1" if listen in ("*", "0.0.0.0") else listen
@@ -199,7 +203,7 @@ class ThrowawayPostgres:
         """Start the watchdog (which makes the folder), then initialise and start the
         server in the folder."""
         bin_dir = self.binaries or postgres_binaries()
-        self._watchdog, self.folder = _start_watchdog()
+        self._watchdog, self.folder = _start_watchdog(self.parent)
         data = self.folder / "data"
         try:
             if os.geteuid() == 0:
@@ -209,8 +213,9 @@ class ThrowawayPostgres:
                 if not _enterable_by(self.folder, self._as["user"]):
                     raise PostgresUnreachable(
                         f"the server's folder {self.folder} lies in a folder that its system "
-                        f"user {SYSTEM_USER!r} cannot enter (TMPDIR={tempfile.gettempdir()}"
-                        " is private): set TMPDIR to a folder others can enter, e.g. /tmp"
+                        f"user {SYSTEM_USER!r} cannot enter ({self.folder.parent} is "
+                        "private): set TMPDIR (or parent) to a folder others can enter, "
+                        "e.g. /tmp"
                     )
                 bin_dir = _reachable(bin_dir, self.folder, self._as["user"])
             self.bin_dir = bin_dir
@@ -370,15 +375,22 @@ QUIET = 2.0
 CLEANUP_LIMIT = 120.0
 
 
-def _start_watchdog() -> tuple[subprocess.Popen[bytes], Path]:
-    """Start a watchdog and return it with the folder it made for the server.
+def _start_watchdog(parent: Path | None = None) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start a watchdog and return it with the folder it made for the server (in
+    ``parent``, default the system's temporary folder).
 
     The watchdog is this file, run as a script by this Python in isolated mode (stdlib
     only, nothing of the caller's path), in a session of its own (a Ctrl-C or a hang-up
     for the caller's process group does not reach it).  It makes the folder itself, so
     that no moment exists when the folder is there and nothing would remove it."""
     watchdog = subprocess.Popen(
-        [sys.executable, "-I", str(Path(__file__).resolve()), "--watch"],
+        [
+            sys.executable,
+            "-I",
+            str(Path(__file__).resolve()),
+            "--watch",
+            *([os.fspath(parent)] if parent is not None else []),
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -446,14 +458,15 @@ def _stop_postmaster(data: Path) -> bool:
     return True
 
 
-def watch() -> None:
-    """The watchdog's work: make the server's folder and write its path on stdout; wait
-    for end of file on stdin (the starting process is gone), then stop the server in the
-    folder and remove it — again while start-up helpers left behind may recreate it.  A
-    byte read instead disarms it: the server was stopped the ordinary way."""
+def watch(parent: str | None = None) -> None:
+    """The watchdog's work: make the server's folder (in ``parent``, default the system's
+    temporary folder) and write its path on stdout; wait for end of file on stdin (the
+    starting process is gone), then stop the server in the folder and remove it — again
+    while start-up helpers left behind may recreate it.  A byte read instead disarms it:
+    the server was stopped the ordinary way."""
     for name in ("SIGINT", "SIGHUP"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
-    folder = Path(tempfile.mkdtemp(prefix="taskmill-pg-"))
+    folder = Path(tempfile.mkdtemp(prefix="taskmill-pg-", dir=parent))
     with contextlib.suppress(OSError):  # the starting process may be gone already
         os.write(1, os.fsencode(folder) + b"\n")
     os.close(1)
@@ -479,8 +492,8 @@ def watch() -> None:
         time.sleep(0.1)
 
 
-if __name__ == "__main__":  # the watchdog: python -I pgserver.py --watch
-    if sys.argv[1:] == ["--watch"]:
-        watch()
+if __name__ == "__main__":  # the watchdog: python -I pgserver.py --watch [PARENT]
+    if sys.argv[1:2] == ["--watch"] and len(sys.argv) <= 3:
+        watch(*sys.argv[2:])
     else:
-        sys.exit("usage: pgserver.py --watch (the watchdog of a throwaway server)")
+        sys.exit("usage: pgserver.py --watch [PARENT] (the watchdog of a throwaway server)")
