@@ -432,7 +432,7 @@ async def test_a_scheduler_whose_lease_was_taken_stops_its_attempts(location: st
         await sched.submit(tm.TaskSubmission("t", dedup_key="k"))
         while not sched.running:
             await asyncio.sleep(0.01)
-        owner = sched._owner
+        owner = sched.worker
         assert owner is not None
         # a worker in another process sees the lease run out: to its clock, 60 s have
         # passed (however often this scheduler renews meanwhile, its lease is over)

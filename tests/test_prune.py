@@ -21,8 +21,8 @@ from click.testing import CliRunner
 from polars.testing import assert_frame_equal
 
 import taskmill as tm
-from taskmill import scheduler as scheduler_module
 from taskmill.cli import Duration, cli
+from taskmill.scheduler import retention as scheduler_retention
 from taskmill.store import retention
 
 from conftest import ENV, PYTHON, assert_store_consistent, run_sql, table
@@ -373,8 +373,8 @@ def test_rows_that_age_during_a_prune_wait_for_the_next_one(
 @pytest.fixture
 def quick_retention(monkeypatch: pytest.MonkeyPatch) -> None:
     """The scheduler prunes right away and then every 50 ms."""
-    monkeypatch.setattr(scheduler_module, "RETENTION_FIRST_DELAY", 0.01)
-    monkeypatch.setattr(scheduler_module, "RETENTION_INTERVAL", 0.05)
+    monkeypatch.setattr(scheduler_retention, "RETENTION_FIRST_DELAY", 0.01)
+    monkeypatch.setattr(scheduler_retention, "RETENTION_INTERVAL", 0.05)
 
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
