@@ -252,9 +252,9 @@ class Scheduler:
             lease_timeout=self.lease_timeout,
             poke=self._poke,
         )
+        self._wake = asyncio.Event()
         await lease.register()
         self._lease = lease
-        self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(
             max_workers=self.max_concurrency, thread_name_prefix="taskmill-exec"
         )
