@@ -131,7 +131,7 @@ class Attempt:
         """Run its code to the end: awaited on ``loop``, or a plain function on ``pool``
         (cancelling this waits for the thread to return: the attempt is ours until then)."""
         fn = self.fn
-        if fn is None:  # a failure of the attempt, retried as any other
+        if fn is None:  # its executor was removed after the claim: the attempt fails
             raise KeyError(self.task.task_type)
         if inspect.iscoroutinefunction(fn):
             result = await fn(self.ctx)
