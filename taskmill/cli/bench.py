@@ -28,25 +28,23 @@ def _int_list(text: str) -> list[int]:
 @click.option(
     "--sizes",
     default="10k,100k",
-    show_default=True,
     help="Batch sizes, comma-separated (10k, 100k, 1m …).",
 )
 @click.option(
     "--existing",
     default="0",
-    show_default=True,
     help="Store sizes to load into, comma-separated; half of each batch overlaps.",
 )
 @click.option(
     "--cases",
     default=CASES_DEFAULT,
-    show_default=True,
     help="Which loaders to measure.",
 )
-@click.option("--repeat", default=3, show_default=True, help="Runs per measurement (median).")
+@click.option("--repeat", default=3, help="Runs per measurement (median).")
 @click.option(
     "--db",
     default="",
+    show_default=False,
     metavar="URL|postgres",
     help="Run on PostgreSQL: a postgresql:// URL (each run in a database of its own, "
     "created and dropped), or 'postgres' for a throwaway durable server.  Cases: "
@@ -55,7 +53,6 @@ def _int_list(text: str) -> list[int]:
 @click.option(
     "--workers",
     default="1,2,4",
-    show_default=True,
     help="With --db: worker processes of the dispatch case, comma-separated.",
 )
 @click.option(
@@ -64,7 +61,6 @@ def _int_list(text: str) -> list[int]:
 @click.option(
     "--key-bytes",
     default=0,
-    show_default=True,
     help="Pad every key to this many bytes (long object paths; 0 keeps the plan's keys).",
 )
 @click.option(

@@ -15,7 +15,6 @@ from ..model import SchedulerError
 DB_OPTION = click.option(
     "--db",
     default="tasks.db",
-    show_default=True,
     envvar="TASKMILL_DB",
     metavar="FILE|URL",
     help="The task store: a SQLite file, or a postgresql:// URL shared by workers on many "

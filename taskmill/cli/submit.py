@@ -254,19 +254,17 @@ def plan(plan: Path, db: str, outcome: Path | None, as_json: bool, **options: An
 
 
 @click.command("gen-plan")
-@click.option("--rows", default=10_000, show_default=True, type=click.IntRange(min=0))
+@click.option("--rows", default=10_000, type=click.IntRange(min=0))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--seed", default=0, show_default=True, help="Same seed, same plan.")
+@click.option("--seed", default=0, help="Same seed, same plan.")
 @click.option(
     "--duplicate-rate",
     default=0.02,
-    show_default=True,
     help="Share of rows repeating an earlier key.",
 )
 @click.option(
     "--invalid-rate",
     default=0.0,
-    show_default=True,
     help="Share of rows with a bad value (for trying out failures).",
 )
 @click.option(

@@ -169,7 +169,7 @@ class _Null:
     help="Run tasks of TYPE with this function (repeatable).",
 )
 @click.option("--demo-executors", is_flag=True, help="Use the demo executors (sync.*).")
-@click.option("--max-concurrency", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-concurrency", default=4, type=click.IntRange(min=1))
 @click.option("--group-limit", multiple=True, metavar="GROUP=N", help="Cap a group (repeatable).")
 @click.option("--default-group-limit", type=click.IntRange(min=1), help="Cap every other group.")
 @click.option(
@@ -185,19 +185,17 @@ class _Null:
     help="Tasks a second for group:NAME or type:TASK_TYPE, with an optional burst "
     "(repeatable), e.g. group:s3://eu=50/100.",
 )
-@click.option("--max-retries", default=3, show_default=True, type=click.IntRange(min=0))
-@click.option("--retry-delay", default=1.0, show_default=True, help="First backoff, seconds.")
-@click.option("--poll-interval", default=0.5, show_default=True, help="Seconds between polls.")
+@click.option("--max-retries", default=3, type=click.IntRange(min=0))
+@click.option("--retry-delay", default=1.0, help="First backoff, seconds.")
+@click.option("--poll-interval", default=0.5, help="Seconds between polls.")
 @click.option(
     "--close-timeout",
     default=10.0,
-    show_default=True,
     help="On stop, seconds running attempts get before going back to pending.",
 )
 @click.option(
     "--lease-timeout",
     default=30.0,
-    show_default=True,
     help="Seconds without renewal after which other workers take this one's tasks back.",
 )
 @click.option(
@@ -209,7 +207,6 @@ class _Null:
 @click.option(
     "--status-every",
     default=5.0,
-    show_default=True,
     help="When not on a terminal: print a status line to stderr every this many seconds.",
 )
 @JSON_OPTION
