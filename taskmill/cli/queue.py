@@ -13,7 +13,16 @@ from typing import Any
 import click
 
 from ..model import SchedulerError
-from .common import DB_OPTION, JSON_OPTION, _console, _existing, _plural, _shown, _utc
+from .common import (
+    DB_OPTION,
+    JSON_OPTION,
+    _console,
+    _echo_json,
+    _existing,
+    _plural,
+    _shown,
+    _utc,
+)
 
 
 @click.command()
@@ -29,16 +38,12 @@ def stats(db: str, as_json: bool) -> None:
         by_priority = store.stats("priority")
         paused = store.paused_groups()
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "db": _shown(db),
-                    "counts": counts,
-                    "by_group": by_group.to_dicts(),
-                    "by_priority": by_priority.to_dicts(),
-                    "paused_groups": _paused_json(paused),
-                }
-            )
+        _echo_json(
+            db,
+            counts=counts,
+            by_group=by_group.to_dicts(),
+            by_priority=by_priority.to_dicts(),
+            paused_groups=_paused_json(paused),
         )
         return
     console = _console()
@@ -79,7 +84,7 @@ def paused(db: str, as_json: bool) -> None:
     with _existing(db) as store:
         groups = store.paused_groups()
     if as_json:
-        click.echo(json.dumps({"db": _shown(db), "paused_groups": _paused_json(groups)}))
+        _echo_json(db, paused_groups=_paused_json(groups))
         return
     if not groups:
         click.echo(f"no group is paused in {_shown(db)}")

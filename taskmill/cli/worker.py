@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import json
 import re
 import signal
 import time
@@ -18,7 +17,7 @@ from typing import Any
 import click
 
 from ..model import SchedulerError
-from .common import DB_OPTION, JSON_OPTION, Duration, _console, _pairs, _shown
+from .common import DB_OPTION, JSON_OPTION, Duration, _console, _echo_json, _pairs
 
 
 def _load_executor(spec: str) -> Callable[..., Any]:
@@ -282,7 +281,7 @@ def worker(
     with TaskStore.open(db) as store:
         counts = store.counts()
     if as_json:
-        click.echo(json.dumps({"db": _shown(db), "ran": dict(seen), "counts": counts}))
+        _echo_json(db, ran=dict(seen), counts=counts)
     else:
         click.echo(
             f"worker stopped: {seen['completed']:,} completed, {seen['retried']:,} "
