@@ -94,29 +94,27 @@ def paused(db: str, as_json: bool) -> None:
         click.echo(f"  {_pause_text(group, end)}")
 
 
-#: What `tasks` and `history` print (every column goes to -o FILE): the column, its
-#: header, and how a long value is shortened to fit the terminal (see ListingColumn).
+#: Each column `tasks` and `history` print: its header, and how a long value is shortened
+#: to fit the terminal (see ListingColumn).
+_COLUMNS: dict[str, tuple[str, str]] = {
+    "id": ("id", ""),
+    "task_type": ("task_type", "middle"),
+    "dedup_key": ("dedup_key", "middle"),
+    "group": ("group", "middle"),
+    "priority": ("priority", ""),
+    "status": ("status", ""),
+    "attempts": ("tries", ""),
+    "run_after": ("next try", ""),
+    "finished_at": ("finished", ""),
+    "last_error": ("last_error", "end"),
+}
+#: What `tasks` and `history` print (every column goes to -o FILE), as ListingColumns.
 _SHOWN: dict[str, list[tuple[str, str, str]]] = {
-    "tasks": [
-        ("id", "id", ""),
-        ("task_type", "task_type", "middle"),
-        ("dedup_key", "dedup_key", "middle"),
-        ("group", "group", "middle"),
-        ("priority", "priority", ""),
-        ("status", "status", ""),
-        ("attempts", "tries", ""),
-        ("run_after", "next try", ""),
-    ],
-    "history": [
-        ("id", "id", ""),
-        ("task_type", "task_type", "middle"),
-        ("dedup_key", "dedup_key", "middle"),
-        ("group", "group", "middle"),
-        ("status", "status", ""),
-        ("attempts", "tries", ""),
-        ("finished_at", "finished", ""),
-        ("last_error", "last_error", "end"),
-    ],
+    which: [(name, *_COLUMNS[name]) for name in names.split()]
+    for which, names in {
+        "tasks": "id task_type dedup_key group priority status attempts run_after",
+        "history": "id task_type dedup_key group status attempts finished_at last_error",
+    }.items()
 }
 #: The columns left out first when a listing does not fit the terminal.
 _DROP_FIRST = {
