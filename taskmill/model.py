@@ -6,7 +6,7 @@ import enum
 import json
 import time
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, TypeVar, dataclass_transform
 
 __all__ = [
     "MAX_GROUP_LENGTH",
@@ -399,14 +399,23 @@ def _now() -> float:
     return time.time()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+_C = TypeVar("_C")
+
+
+@dataclass_transform(frozen_default=True, kw_only_default=True, field_specifiers=(field,))
+def _event(cls: type[_C]) -> type[_C]:
+    """Declare an event: a frozen dataclass with slots whose fields are keyword-only."""
+    return dataclass(frozen=True, slots=True, kw_only=True)(cls)
+
+
+@_event
 class Event:
     """Base of all scheduler events; ``at`` is a Unix timestamp."""
 
     at: float = field(default_factory=_now)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class TaskSubmitted(Event):
     """One task was submitted by a single ``submit()``."""
 
@@ -417,7 +426,7 @@ class TaskSubmitted(Event):
     priority: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class BatchSubmitted(Event):
     """One committed batch transaction inserted ``count`` tasks (superseding ones included)."""
 
@@ -425,7 +434,7 @@ class BatchSubmitted(Event):
     task_ids: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class TaskUpgraded(Event):
     """A pending task's priority was raised by a more urgent duplicate submission."""
 
@@ -433,7 +442,7 @@ class TaskUpgraded(Event):
     priority: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class TaskDispatched(Event):
     """An attempt of a task started on an executor."""
 
@@ -443,7 +452,7 @@ class TaskDispatched(Event):
     attempt: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class TaskProgress(Event):
     """An executor reported progress through ``ctx.progress()``."""
 
@@ -452,7 +461,7 @@ class TaskProgress(Event):
     message: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class TaskCompleted(Event):
     """A task finished successfully."""
 
@@ -463,7 +472,7 @@ class TaskCompleted(Event):
     duration: float
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class TaskFailed(Event):
     """An attempt raised. ``will_retry`` tells whether the task goes back to the queue."""
 
@@ -476,7 +485,7 @@ class TaskFailed(Event):
     retry_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class TaskCancelled(Event):
     """A task was cancelled (``was_running`` tells whether an attempt was under way)."""
 
@@ -484,7 +493,7 @@ class TaskCancelled(Event):
     was_running: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class TaskSuperseded(Event):
     """An active task was replaced by ``replaced_by`` (a SUPERSEDE submission)."""
 
@@ -493,7 +502,7 @@ class TaskSuperseded(Event):
     was_running: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class StoreUnavailable(Event):
     """A call that records a result could not reach the store; it is retried in
     ``retry_in`` seconds (``tries`` so far).  Nothing is lost meanwhile."""
@@ -504,7 +513,7 @@ class StoreUnavailable(Event):
     retry_in: float
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class StoreRecovered(Event):
     """A call that had failed reached the store again after ``tries`` failed tries."""
 
@@ -512,7 +521,7 @@ class StoreRecovered(Event):
     tries: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class TasksRecovered(Event):
     """``count`` running tasks of stopped workers (their lease ran out, or their
     process died) were put back to pending by this scheduler."""
@@ -520,7 +529,7 @@ class TasksRecovered(Event):
     count: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class TasksExpired(Event):
     """``count`` tasks not started by their ``expires_at`` moved to history as
     ``expired`` (their keys are free again), found by this scheduler's sweep."""

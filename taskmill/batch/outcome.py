@@ -21,10 +21,9 @@ __all__ = ["ACTIONS", "OUTCOME_SCHEMA", "VIEWS", "BatchOutcome", "view_frame"]
 #: The actions a row can end with, in display order.
 ACTIONS = ("submitted", "deduplicated", "superseded", "upgraded", "failed")
 
-#: Columns of :meth:`BatchOutcome.to_polars`.
-OUTCOME_SCHEMA: dict[str, Any] = {
-    "index": pl.Int64,
-    **{name: column(name).polars for name in KEY_COLUMNS},
+#: What an outcome says of each row, after its index and its keys (as
+#: :meth:`BatchOutcome.to_polars` gives it).
+_RESULTS: dict[str, Any] = {
     "action": pl.Enum(list(ACTIONS)),
     "reason": pl.String,
     "task_id": pl.Int64,
@@ -32,15 +31,19 @@ OUTCOME_SCHEMA: dict[str, Any] = {
     "error": pl.String,
 }
 
-#: What an outcome holds in memory per row (texts as categoricals: a 5M-row outcome stays
-#: small; the keys are read from the plan when looked at).
+#: Columns of :meth:`BatchOutcome.to_polars`.
+OUTCOME_SCHEMA: dict[str, Any] = {
+    "index": pl.Int64,
+    **{name: column(name).polars for name in KEY_COLUMNS},
+    **_RESULTS,
+}
+
+#: What an outcome holds in memory per row: the index, the results with their texts as
+#: categoricals (a 5M-row outcome stays small; the keys are read from the plan when looked
+#: at), and the field an error names.
 _CORE: dict[str, Any] = {
     "index": pl.Int64,
-    "action": pl.Enum(list(ACTIONS)),
-    "reason": pl.Categorical,
-    "task_id": pl.Int64,
-    "replaced_task_id": pl.Int64,
-    "error": pl.Categorical,
+    **{name: pl.Categorical if dtype == pl.String else dtype for name, dtype in _RESULTS.items()},
     "error_field": pl.Categorical,
 }
 

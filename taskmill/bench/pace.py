@@ -304,15 +304,11 @@ def _rate_row(name: str, lite: PaceResult | None, pg: PaceResult | None) -> str:
 
 def to_json(results: list[PaceResult], server: dict[str, Any] | None = None) -> str:
     """The results as JSON, with the machine and the server they ran on."""
-    from .runner import machine
+    from .runner import report_json
 
-    report: dict[str, Any] = {
-        "machine": machine(),
-        "pace": [{**asdict(r), "tasks_per_s": r.tasks_per_s} for r in results],
-    }
-    if server is not None:
-        report["postgres"] = server
-    return json.dumps(report, indent=2)
+    return report_json(
+        "pace", [{**asdict(r), "tasks_per_s": r.tasks_per_s} for r in results], server
+    )
 
 
 if __name__ == "__main__":  # a worker: python -m taskmill.bench.pace real LOCATION N S C

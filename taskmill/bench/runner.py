@@ -639,10 +639,15 @@ def table(results: list[Result]) -> str:
 
 def to_json(results: list[Result], server: dict[str, Any] | None = None) -> str:
     """The results as JSON, with the machine and (``--db``) the server they ran on."""
-    report: dict[str, Any] = {
-        "machine": machine(),
-        "results": [{**asdict(r), "rows_per_s": r.rows_per_s} for r in results],
-    }
+    return report_json(
+        "results", [{**asdict(r), "rows_per_s": r.rows_per_s} for r in results], server
+    )
+
+
+def report_json(name: str, rows: list[dict[str, Any]], server: dict[str, Any] | None) -> str:
+    """A benchmark's report as JSON: the machine, its ``rows`` under ``name``, and the
+    PostgreSQL server they ran on (when one was used)."""
+    report: dict[str, Any] = {"machine": machine(), name: rows}
     if server is not None:
         report["postgres"] = server
     return json.dumps(report, indent=2)

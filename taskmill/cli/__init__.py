@@ -55,7 +55,13 @@ class _Group(click.Group):
 
 @click.group(
     cls=_Group,
-    context_settings={"auto_envvar_prefix": "TASKMILL", "max_content_width": 100},
+    # every option's default is shown in --help (an option without one worth showing says
+    # show_default=False)
+    context_settings={
+        "auto_envvar_prefix": "TASKMILL",
+        "max_content_width": 100,
+        "show_default": True,
+    },
 )
 @click.version_option(package_name="taskmill")
 def cli() -> None:
@@ -89,7 +95,8 @@ for _command in (
 def reference() -> str:
     """The CLI reference in Markdown, generated from ``--help`` (docs/cli.md embeds it)."""
     parts = []
-    with click.Context(cli, info_name="taskmill", terminal_width=100) as ctx:
+    settings = cli.context_settings  # as --help formats it: defaults shown
+    with click.Context(cli, info_name="taskmill", terminal_width=100, **settings) as ctx:
         parts.append("```\n$ taskmill --help\n" + cli.get_help(ctx) + "\n```")
         for name in cli.list_commands(ctx):
             command = cli.get_command(ctx, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -15,48 +16,51 @@ CASES_DEFAULT = (
 )
 
 
-def _int_list(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
-        part = part.strip().lower().replace("_", "")
-        scale = {"k": 1_000, "m": 1_000_000}.get(part[-1:], 1)
-        out.append(int(float(part.rstrip("km")) * scale))
-    return out
+class _Counts(click.types.StringParamType):
+    """Counts as text, comma-separated, each with an optional k or m (``10k,100k,1m``);
+    the option's value is the list of numbers."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, list):
+            return value
+        out = []
+        for part in str(super().convert(value, param, ctx)).split(","):
+            part = part.strip().lower().replace("_", "")
+            scale = {"k": 1_000, "m": 1_000_000}.get(part[-1:], 1)
+            try:
+                out.append(int(float(part.rstrip("km")) * scale))
+            except ValueError:
+                self.fail(f"{value!r} is not counts, comma-separated (10k,100k,1m)", param, ctx)
+        return out
+
+
+def _counts_option(name: str, default: str, help: str) -> Callable[[Any], Any]:
+    """An option of counts (``--sizes 10k,100k``): its value is the list of numbers."""
+    return click.option(name, default=default, type=_Counts(), help=help)
 
 
 @click.command()
-@click.option(
-    "--sizes",
-    default="10k,100k",
-    show_default=True,
-    help="Batch sizes, comma-separated (10k, 100k, 1m …).",
-)
-@click.option(
-    "--existing",
-    default="0",
-    show_default=True,
-    help="Store sizes to load into, comma-separated; half of each batch overlaps.",
+@_counts_option("--sizes", "10k,100k", "Batch sizes, comma-separated (10k, 100k, 1m …).")
+@_counts_option(
+    "--existing", "0", "Store sizes to load into, comma-separated; half of each batch overlaps."
 )
 @click.option(
     "--cases",
     default=CASES_DEFAULT,
-    show_default=True,
     help="Which loaders to measure.",
 )
-@click.option("--repeat", default=3, show_default=True, help="Runs per measurement (median).")
+@click.option("--repeat", default=3, help="Runs per measurement (median).")
 @click.option(
     "--db",
     default="",
+    show_default=False,
     metavar="URL|postgres",
     help="Run on PostgreSQL: a postgresql:// URL (each run in a database of its own, "
     "created and dropped), or 'postgres' for a throwaway durable server.  Cases: "
     "polars, parquet, ceiling, pgqueuer, procrastinate, dispatch (the default).",
 )
-@click.option(
-    "--workers",
-    default="1,2,4",
-    show_default=True,
-    help="With --db: worker processes of the dispatch case, comma-separated.",
+@_counts_option(
+    "--workers", "1,2,4", "With --db: worker processes of the dispatch case, comma-separated."
 )
 @click.option(
     "--full", is_flag=True, help="The long form: sizes 10k,100k,1m into stores of 0 and 1m tasks."
@@ -64,7 +68,6 @@ def _int_list(text: str) -> list[int]:
 @click.option(
     "--key-bytes",
     default=0,
-    show_default=True,
     help="Pad every key to this many bytes (long object paths; 0 keeps the plan's keys).",
 )
 @click.option(
@@ -76,13 +79,13 @@ def _int_list(text: str) -> list[int]:
 )
 @JSON_OPTION
 def bench(
-    sizes: str,
-    existing: str,
+    sizes: list[int],
+    existing: list[int],
     cases: str,
     repeat: int,
     full: bool,
     db: str,
-    workers: str,
+    workers: list[int],
     key_bytes: int,
     pace: bool,
     as_json: bool,
@@ -102,7 +105,7 @@ def bench(
         paced = bench_pace.run(
             db or "postgres",
             repeat=repeat,
-            workers=tuple(_int_list(workers)),
+            workers=tuple(workers),
             echo=click.echo,
             server_info=server_info,
         )
@@ -114,7 +117,7 @@ def bench(
             click.echo(bench_pace.table(paced))
         return
     if full:
-        sizes, existing = "10k,100k,1m", "0,1m"
+        sizes, existing = [10_000, 100_000, 1_000_000], [0, 1_000_000]
     if db and cases == CASES_DEFAULT:
         cases = ",".join(bench_pg.PG_CASES)
     chosen = [c.strip() for c in cases.split(",") if c.strip()]
@@ -128,14 +131,14 @@ def bench(
         raise click.BadParameter(f"not measured {where}: {', '.join(wrong)}", param_hint="--cases")
     server: dict[str, Any] = {}
     results = b.run(
-        _int_list(sizes),
-        _int_list(existing),
+        sizes,
+        existing,
         chosen,
         repeat,
         echo=click.echo,
         key_bytes=key_bytes,
         db=db,
-        workers=tuple(_int_list(workers)),
+        workers=tuple(workers),
         server_info=server,
     )
     if as_json:

@@ -1,10 +1,13 @@
-"""What the commands share: the ``--db`` and ``--json`` options, opening a store that
-exists, the console, the duration and time parameters, and a few ways of saying things."""
+"""What the commands share: the ``--db`` and ``--json`` options (and a way to group
+options), opening a store that exists, the console, the duration and time parameters, and a
+few ways of saying things."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -15,13 +18,24 @@ from ..model import SchedulerError
 DB_OPTION = click.option(
     "--db",
     default="tasks.db",
-    show_default=True,
     envvar="TASKMILL_DB",
     metavar="FILE|URL",
     help="The task store: a SQLite file, or a postgresql:// URL shared by workers on many "
     "machines (env TASKMILL_DB).",
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Click options and arguments as one decorator, applied in the order given (the order
+    ``--help`` lists them in): options that several commands share are declared once."""
+
+    def apply(fn: Any) -> Any:
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+
+    return apply
 
 
 def _shown(db: str) -> str:
@@ -37,6 +51,12 @@ def _console(stderr: bool = False) -> Any:
     # data is printed as data: no markup, no emoji codes (a group named "[/bold]" or
     # "[link=…]" is text, never an instruction to the terminal)
     return Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+
+def _echo_json(db: str, **fields: Any) -> None:
+    """Print a command's ``--json`` answer: the store it ran on (a password hidden), then
+    ``fields``."""
+    click.echo(json.dumps({"db": _shown(db), **fields}))
 
 
 def _existing(db: str) -> Any:

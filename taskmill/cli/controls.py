@@ -17,11 +17,13 @@ from .common import (
     Duration,
     When,
     _console,
+    _echo_json,
     _existing,
     _plural,
     _shown,
     _summary,
     _utc,
+    options,
 )
 
 
@@ -92,15 +94,7 @@ def prune(
         removed = store.prune_history(older_than=older_than, keep_last=keep_last, export=export)
         exported = store.last_export
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "db": _shown(db),
-                    "removed": removed,
-                    "export": None if exported is None else str(exported),
-                }
-            )
-        )
+        _echo_json(db, removed=removed, export=None if exported is None else str(exported))
         return
     click.echo(f"removed {removed:,} finished task(s) from {_shown(db)}")
     if exported is not None:
@@ -109,10 +103,18 @@ def prune(
         click.echo(f"nothing to export to {export}")
 
 
+#: ``cancel``'s and ``retry-failed``'s first filters: the tasks' types and groups.
+_TYPE_AND_GROUP = options(
+    click.option(
+        "--type", "task_type", multiple=True, help="Only tasks of these types (repeatable)."
+    ),
+    click.option("--group", multiple=True, help="Only tasks of these groups (repeatable)."),
+)
+
+
 @click.command()
 @DB_OPTION
-@click.option("--type", "task_type", multiple=True, help="Only tasks of these types (repeatable).")
-@click.option("--group", multiple=True, help="Only tasks of these groups (repeatable).")
+@_TYPE_AND_GROUP
 @click.option("--label", multiple=True, help="Only tasks with these labels (repeatable).")
 @click.option(
     "--status",
@@ -172,7 +174,7 @@ def cancel(
             dedup_keys=keys,
         )
     if as_json:
-        click.echo(json.dumps({"db": _shown(db), "cancelled": count}))
+        _echo_json(db, cancelled=count)
     else:
         click.echo(f"cancelled {_plural(count, 'task')} in {_shown(db)}")
 
@@ -189,16 +191,8 @@ def _cancel_ids(db: str, ids: tuple[int, ...], as_json: bool) -> None:
             found = store.task(task_id)
             not_active.append((task_id, "no such task" if found is None else found["status"]))
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "db": _shown(db),
-                    "cancelled": len(done),
-                    "ids": done,
-                    "not_active": [{"id": i, "status": why} for i, why in not_active],
-                }
-            )
-        )
+        not_active_json = [{"id": i, "status": why} for i, why in not_active]
+        _echo_json(db, cancelled=len(done), ids=done, not_active=not_active_json)
         return
     line = f"cancelled {_plural(len(done), 'task')} in {_shown(db)}"
     if not_active:
@@ -208,8 +202,7 @@ def _cancel_ids(db: str, ids: tuple[int, ...], as_json: bool) -> None:
 
 @click.command("retry-failed")
 @DB_OPTION
-@click.option("--type", "task_type", multiple=True, help="Only tasks of these types (repeatable).")
-@click.option("--group", multiple=True, help="Only tasks of these groups (repeatable).")
+@_TYPE_AND_GROUP
 @click.option(
     "--since",
     type=When(),

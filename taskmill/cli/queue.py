@@ -13,7 +13,16 @@ from typing import Any
 import click
 
 from ..model import SchedulerError
-from .common import DB_OPTION, JSON_OPTION, _console, _existing, _plural, _shown, _utc
+from .common import (
+    DB_OPTION,
+    JSON_OPTION,
+    _console,
+    _echo_json,
+    _existing,
+    _plural,
+    _shown,
+    _utc,
+)
 
 
 @click.command()
@@ -29,16 +38,12 @@ def stats(db: str, as_json: bool) -> None:
         by_priority = store.stats("priority")
         paused = store.paused_groups()
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "db": _shown(db),
-                    "counts": counts,
-                    "by_group": by_group.to_dicts(),
-                    "by_priority": by_priority.to_dicts(),
-                    "paused_groups": _paused_json(paused),
-                }
-            )
+        _echo_json(
+            db,
+            counts=counts,
+            by_group=by_group.to_dicts(),
+            by_priority=by_priority.to_dicts(),
+            paused_groups=_paused_json(paused),
         )
         return
     console = _console()
@@ -79,7 +84,7 @@ def paused(db: str, as_json: bool) -> None:
     with _existing(db) as store:
         groups = store.paused_groups()
     if as_json:
-        click.echo(json.dumps({"db": _shown(db), "paused_groups": _paused_json(groups)}))
+        _echo_json(db, paused_groups=_paused_json(groups))
         return
     if not groups:
         click.echo(f"no group is paused in {_shown(db)}")
@@ -89,29 +94,27 @@ def paused(db: str, as_json: bool) -> None:
         click.echo(f"  {_pause_text(group, end)}")
 
 
-#: What `tasks` and `history` print (every column goes to -o FILE): the column, its
-#: header, and how a long value is shortened to fit the terminal (see ListingColumn).
+#: Each column `tasks` and `history` print: its header, and how a long value is shortened
+#: to fit the terminal (see ListingColumn).
+_COLUMNS: dict[str, tuple[str, str]] = {
+    "id": ("id", ""),
+    "task_type": ("task_type", "middle"),
+    "dedup_key": ("dedup_key", "middle"),
+    "group": ("group", "middle"),
+    "priority": ("priority", ""),
+    "status": ("status", ""),
+    "attempts": ("tries", ""),
+    "run_after": ("next try", ""),
+    "finished_at": ("finished", ""),
+    "last_error": ("last_error", "end"),
+}
+#: What `tasks` and `history` print (every column goes to -o FILE), as ListingColumns.
 _SHOWN: dict[str, list[tuple[str, str, str]]] = {
-    "tasks": [
-        ("id", "id", ""),
-        ("task_type", "task_type", "middle"),
-        ("dedup_key", "dedup_key", "middle"),
-        ("group", "group", "middle"),
-        ("priority", "priority", ""),
-        ("status", "status", ""),
-        ("attempts", "tries", ""),
-        ("run_after", "next try", ""),
-    ],
-    "history": [
-        ("id", "id", ""),
-        ("task_type", "task_type", "middle"),
-        ("dedup_key", "dedup_key", "middle"),
-        ("group", "group", "middle"),
-        ("status", "status", ""),
-        ("attempts", "tries", ""),
-        ("finished_at", "finished", ""),
-        ("last_error", "last_error", "end"),
-    ],
+    which: [(name, *_COLUMNS[name]) for name in names.split()]
+    for which, names in {
+        "tasks": "id task_type dedup_key group priority status attempts run_after",
+        "history": "id task_type dedup_key group status attempts finished_at last_error",
+    }.items()
 }
 #: The columns left out first when a listing does not fit the terminal.
 _DROP_FIRST = {

@@ -16,19 +16,16 @@ from .common import _console
 @click.option(
     "--database",
     default="taskmill",
-    show_default=True,
     help="The database to create on it (the URL printed names it).",
 )
 @click.option(
     "--listen",
     default="127.0.0.1",
-    show_default=True,
     help="The address to listen on ('*' for every interface: workers on other machines).",
 )
 @click.option(
     "--durable/--fast",
     default=True,
-    show_default=True,
     help="fsync on (what a benchmark should measure), or off (quicker, for trying things).",
 )
 def server(database: str, listen: str, durable: bool) -> None:

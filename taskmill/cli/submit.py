@@ -7,7 +7,6 @@ import contextlib
 import datetime as dt
 import json
 import tempfile
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from .common import (
     _pairs,
     _shown,
     _summary,
+    options,
 )
 
 
@@ -48,61 +48,56 @@ def _priority(value: str | None) -> int | None:
         ) from None
 
 
-def plan_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.argument("plan", type=click.Path(path_type=Path)),
-        DB_OPTION,
-        click.option(
-            "--map",
-            "mapping",
-            multiple=True,
-            metavar="COLUMN=FIELD",
-            help="Use a plan column as a task field (repeatable), e.g. --map action=task_type.",
-        ),
-        click.option(
-            "--payload-columns",
-            metavar="A,B,…",
-            help="Pack these plan columns into each task's payload as a JSON object.",
-        ),
-        click.option("--group", help="Group of the rows that set none."),
-        click.option(
-            "--priority", help="Priority of the rows that set none: 0..255 or a tier name."
-        ),
-        click.option(
-            "--on-duplicate",
-            type=click.Choice([s.value for s in DuplicateStrategy]),
-            help="Strategy of the rows that set none (default skip).",
-        ),
-        click.option(
-            "--run-after",
-            type=When(),
-            help="Start time of the rows that set none: a duration from now (30m, 2h) or an "
-            "ISO time (naive means UTC).",
-        ),
-        click.option(
-            "--expires-at",
-            type=When(),
-            help="Expiry of the rows that set none (as --run-after): a task not started by "
-            "then ends as expired.",
-        ),
-        click.option(
-            "--chunk-size", type=click.IntRange(min=1), help="Rows per transaction in chunks."
-        ),
-        click.option(
-            "--transaction-limit",
-            type=click.IntRange(min=1),
-            help="Largest batch committed in one transaction (default 100000).",
-        ),
-        click.option(
-            "--outcome",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Write the per-row outcome to this Parquet file.",
-        ),
-        JSON_OPTION,
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+#: The argument and options of ``submit`` and ``plan``.
+plan_options = options(
+    click.argument("plan", type=click.Path(path_type=Path)),
+    DB_OPTION,
+    click.option(
+        "--map",
+        "mapping",
+        multiple=True,
+        metavar="COLUMN=FIELD",
+        help="Use a plan column as a task field (repeatable), e.g. --map action=task_type.",
+    ),
+    click.option(
+        "--payload-columns",
+        metavar="A,B,…",
+        help="Pack these plan columns into each task's payload as a JSON object.",
+    ),
+    click.option("--group", help="Group of the rows that set none."),
+    click.option("--priority", help="Priority of the rows that set none: 0..255 or a tier name."),
+    click.option(
+        "--on-duplicate",
+        type=click.Choice([s.value for s in DuplicateStrategy]),
+        help="Strategy of the rows that set none (default skip).",
+    ),
+    click.option(
+        "--run-after",
+        type=When(),
+        help="Start time of the rows that set none: a duration from now (30m, 2h) or an "
+        "ISO time (naive means UTC).",
+    ),
+    click.option(
+        "--expires-at",
+        type=When(),
+        help="Expiry of the rows that set none (as --run-after): a task not started by "
+        "then ends as expired.",
+    ),
+    click.option(
+        "--chunk-size", type=click.IntRange(min=1), help="Rows per transaction in chunks."
+    ),
+    click.option(
+        "--transaction-limit",
+        type=click.IntRange(min=1),
+        help="Largest batch committed in one transaction (default 100000).",
+    ),
+    click.option(
+        "--outcome",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the per-row outcome to this Parquet file.",
+    ),
+    JSON_OPTION,
+)
 
 
 def _batch(
@@ -254,19 +249,17 @@ def plan(plan: Path, db: str, outcome: Path | None, as_json: bool, **options: An
 
 
 @click.command("gen-plan")
-@click.option("--rows", default=10_000, show_default=True, type=click.IntRange(min=0))
+@click.option("--rows", default=10_000, type=click.IntRange(min=0))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--seed", default=0, show_default=True, help="Same seed, same plan.")
+@click.option("--seed", default=0, help="Same seed, same plan.")
 @click.option(
     "--duplicate-rate",
     default=0.02,
-    show_default=True,
     help="Share of rows repeating an earlier key.",
 )
 @click.option(
     "--invalid-rate",
     default=0.0,
-    show_default=True,
     help="Share of rows with a bad value (for trying out failures).",
 )
 @click.option(

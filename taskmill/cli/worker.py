@@ -5,20 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import json
+import inspect
 import re
 import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ..model import SchedulerError
-from .common import DB_OPTION, JSON_OPTION, Duration, _console, _pairs, _shown
+from ..scheduler import Scheduler
+from .common import DB_OPTION, JSON_OPTION, Duration, _console, _echo_json, _pairs
 
 
 def _load_executor(spec: str) -> Callable[..., Any]:
@@ -98,7 +98,6 @@ async def run_worker(
     from rich.live import Live
 
     from ..render import tally
-    from ..scheduler import Scheduler
 
     seen: Counter[str] = Counter()
     stop = asyncio.Event()
@@ -148,6 +147,17 @@ async def run_worker(
     return seen
 
 
+#: The defaults of the Scheduler's settings: ``worker``'s options that set one show and
+#: use the Scheduler's own.
+_DEFAULTS = {name: p.default for name, p in inspect.signature(Scheduler).parameters.items()}
+
+
+def _setting(name: str, **attrs: Any) -> Callable[[Any], Any]:
+    """The option that sets the Scheduler's argument ``name`` (``--poll-interval`` for
+    ``poll_interval``), with the Scheduler's default."""
+    return click.option("--" + name.replace("_", "-"), default=_DEFAULTS[name], **attrs)
+
+
 class _Null:
     def __enter__(self) -> _Null:
         return self
@@ -169,7 +179,7 @@ class _Null:
     help="Run tasks of TYPE with this function (repeatable).",
 )
 @click.option("--demo-executors", is_flag=True, help="Use the demo executors (sync.*).")
-@click.option("--max-concurrency", default=4, show_default=True, type=click.IntRange(min=1))
+@_setting("max_concurrency", type=click.IntRange(min=1))
 @click.option("--group-limit", multiple=True, metavar="GROUP=N", help="Cap a group (repeatable).")
 @click.option("--default-group-limit", type=click.IntRange(min=1), help="Cap every other group.")
 @click.option(
@@ -185,23 +195,18 @@ class _Null:
     help="Tasks a second for group:NAME or type:TASK_TYPE, with an optional burst "
     "(repeatable), e.g. group:s3://eu=50/100.",
 )
-@click.option("--max-retries", default=3, show_default=True, type=click.IntRange(min=0))
-@click.option("--retry-delay", default=1.0, show_default=True, help="First backoff, seconds.")
-@click.option("--poll-interval", default=0.5, show_default=True, help="Seconds between polls.")
-@click.option(
-    "--close-timeout",
-    default=10.0,
-    show_default=True,
-    help="On stop, seconds running attempts get before going back to pending.",
+@_setting("max_retries", type=click.IntRange(min=0))
+@_setting("retry_delay", help="First backoff, seconds.")
+@_setting("poll_interval", help="Seconds between polls.")
+@_setting(
+    "close_timeout", help="On stop, seconds running attempts get before going back to pending."
 )
-@click.option(
-    "--lease-timeout",
-    default=30.0,
-    show_default=True,
+@_setting(
+    "lease_timeout",
     help="Seconds without renewal after which other workers take this one's tasks back.",
 )
-@click.option(
-    "--history-retention",
+@_setting(
+    "history_retention",
     type=Duration(),
     help="Remove finished tasks older than this from history as the worker runs (30d, 12h…).",
 )
@@ -209,7 +214,6 @@ class _Null:
 @click.option(
     "--status-every",
     default=5.0,
-    show_default=True,
     help="When not on a terminal: print a status line to stderr every this many seconds.",
 )
 @JSON_OPTION
@@ -217,25 +221,20 @@ def worker(
     db: str,
     executor_specs: tuple[str, ...],
     demo_executors: bool,
-    max_concurrency: int,
     group_limit: tuple[str, ...],
     default_group_limit: int | None,
     byte_budget: tuple[str, ...],
     rate_limit: tuple[str, ...],
-    max_retries: int,
-    retry_delay: float,
-    poll_interval: float,
-    close_timeout: float,
-    lease_timeout: float,
-    history_retention: timedelta | None,
     until_idle: bool,
     status_every: float,
     as_json: bool,
+    **settings: Any,
 ) -> None:
     """Run a scheduler in the foreground; Ctrl-C or SIGTERM stops it gracefully.
 
     Running attempts get --close-timeout seconds to finish; the rest go back to pending.
     """
+    # ``settings``: the options named after a Scheduler argument, passed on as they are
     executors: dict[str, Callable[..., Any]] = {}
     if demo_executors:
         from ..demo import DEMO_EXECUTORS
@@ -266,18 +265,12 @@ def worker(
             executors,
             until_idle=until_idle,
             live=live,
-            max_concurrency=max_concurrency,
             group_concurrency=limits,
             default_group_concurrency=default_group_limit,
             byte_budgets=budgets,
             rate_limits=rates,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-            poll_interval=poll_interval,
-            close_timeout=close_timeout,
-            lease_timeout=lease_timeout,
-            history_retention=history_retention,
             status_every=every,
+            **settings,
         )
     )
     from ..store import TaskStore
@@ -285,7 +278,7 @@ def worker(
     with TaskStore.open(db) as store:
         counts = store.counts()
     if as_json:
-        click.echo(json.dumps({"db": _shown(db), "ran": dict(seen), "counts": counts}))
+        _echo_json(db, ran=dict(seen), counts=counts)
     else:
         click.echo(
             f"worker stopped: {seen['completed']:,} completed, {seen['retried']:,} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..batch.outcome import ACTIONS
@@ -26,6 +27,26 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _width(header: str, values: Iterable[str]) -> int:
+    """The width a column needs to show its header and every value whole."""
+    return max([len(header), *(len(v) for v in values)])
+
+
+def _add_column(table: Any, header: str, *, numeric: bool, **fit: Any) -> None:
+    """Add a column to a rich ``table``: numbers right-aligned, text left; ``fit`` says how
+    wide it is and what a long value does (rich's ``add_column`` keywords)."""
+    table.add_column(header, justify="right" if numeric else "left", **fit)
+
+
+def _zero_columns(frame: pl.DataFrame, keep: Iterable[str]) -> list[str]:
+    """The count (integer) columns of ``frame`` that are zero on every row, but ``keep``."""
+    return [
+        name
+        for name, dtype in frame.schema.items()
+        if dtype.is_integer() and name not in keep and frame[name].fill_null(0).eq(0).all()
+    ]
+
+
 def data_table(
     frame: pl.DataFrame,
     title: str | None = None,
@@ -44,11 +65,7 @@ def data_table(
     from rich.text import Text
 
     if drop_zero and frame.height:
-        zero = [
-            name
-            for name, dtype in frame.schema.items()
-            if dtype.is_integer() and name not in keep and frame[name].fill_null(0).eq(0).all()
-        ]
+        zero = _zero_columns(frame, keep)
         if zero:
             positions = [i for i, n in enumerate(frame.columns) if n not in zero]
             frame = frame.drop(zero)
@@ -60,15 +77,9 @@ def data_table(
     table = Table(title=title)
     for i, (name, dtype) in enumerate(frame.schema.items()):
         numeric = dtype.is_numeric()
-        longest = max([len(name), *(len(r[i]) for r in rows)])
+        longest = _width(name, (r[i] for r in rows))
         width = longest if numeric else min(longest, 10)
-        table.add_column(
-            name,
-            justify="right" if numeric else "left",
-            no_wrap=numeric,
-            min_width=width,
-            overflow="fold",
-        )
+        _add_column(table, name, numeric=numeric, no_wrap=numeric, min_width=width, overflow="fold")
     for k, row in enumerate(rows):
         style = "bold" if total is not None and k == len(rows) - 1 else None
         table.add_row(*(Text(v) for v in row), style=style)
@@ -153,8 +164,8 @@ def listing_table(
     cells = dict(cells)  # shortened below; the caller's values stay as they were
     shown = list(columns)
     while True:
-        fixed = [max(len(h), *(len(v) for v in cells[n])) for n, h, long in shown if not long]
-        natural = [max(len(h), *(len(v) for v in cells[n])) for n, h, long in shown if long]
+        fixed = [_width(h, cells[n]) for n, h, long in shown if not long]
+        natural = [_width(h, cells[n]) for n, h, long in shown if long]
         floors = [
             min(nat, max(len(h), 30 if long == "end" else 16))
             for nat, (_, h, long) in zip(natural, [c for c in shown if c[2]], strict=True)
@@ -173,15 +184,9 @@ def listing_table(
     table = Table()
     sizes = iter(widths)
     for name, header, long in shown:
-        size = next(sizes) if long else max(len(header), *(len(v) for v in cells[name]))
+        size = next(sizes) if long else _width(header, cells[name])
         numeric = not long and all(v.replace(",", "").isdigit() or v == "–" for v in cells[name])
-        table.add_column(
-            header,
-            justify="right" if numeric else "left",
-            no_wrap=True,
-            width=size,
-            overflow="ellipsis",
-        )
+        _add_column(table, header, numeric=numeric, no_wrap=True, width=size, overflow="ellipsis")
         cells[name] = [shorten(v, size, long or "middle") for v in cells[name]]
     for row in zip(*(cells[name] for name, _, _ in shown), strict=True):
         table.add_row(*(Text(v) for v in row))
@@ -197,20 +202,12 @@ def count_tables(frame: pl.DataFrame, title: str, width: int) -> list[Any]:
     ``total``) that fit ``width`` columns with every header on one line: the columns that
     are zero on every row left out, and when the rest still do not fit, one table of the
     active statuses and one of the finished ones with the total."""
-    zero = [
-        name
-        for name, dtype in frame.schema.items()
-        if dtype.is_integer() and name != "total" and frame[name].fill_null(0).eq(0).all()
-    ]
-    frame = frame.drop(zero)
+    frame = frame.drop(_zero_columns(frame, keep=("total",)))
     key = frame.columns[0]
 
     def need(part: pl.DataFrame) -> int:
         cells = [[_cell(v) for v in part[name].to_list()] for name in part.columns]
-        sizes = [
-            max([len(name), *(len(c) for c in col)])
-            for name, col in zip(part.columns, cells, strict=True)
-        ]
+        sizes = [_width(name, col) for name, col in zip(part.columns, cells, strict=True)]
         sizes[0] = min(sizes[0], 16)  # the key folds; counts never do
         return sum(sizes) + 3 * len(sizes) + 1
 
