@@ -162,6 +162,26 @@ def _wait_started(
         time.sleep(0.05)
 
 
+def _wait_workers(
+    url: str, count: int, procs: list[subprocess.Popen[str]], timeout: float = 60
+) -> None:
+    """Wait until ``count`` workers are registered in the PostgreSQL store at ``url``."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM taskmill.workers").fetchone()
+        if row is not None and row[0] >= count:
+            return
+        for proc in procs:
+            if proc.poll() is not None:
+                _, err = proc.communicate()
+                pytest.fail(f"a worker ended early ({proc.returncode}): {err[-3000:]}")
+        assert time.monotonic() < deadline, f"fewer than {count} workers registered"
+        time.sleep(0.05)
+
+
 def _finish(procs: list[subprocess.Popen[str]], timeout: float = 90) -> list[str]:
     """Wait for every worker; returns their stderr (their stdout in :data:`OUTPUT`)."""
     errs = []
@@ -314,6 +334,9 @@ def test_an_outage_longer_than_the_lease_fences_the_attempts_first(
         # another worker, already waiting (a short lease: it looks for stopped workers'
         # tasks often, so it is first to act when the server returns)
         rescuer = _worker({**common, "name": "rescuer", "mode": "async", "lease": 0.3})
+        # the outage begins once the rescuer is in (its worker row written): a rescuer
+        # still starting up (a loaded machine) would find the server gone and fail
+        _wait_workers(url, 3, [first, thread, rescuer])
         time.sleep(1.0)
         server.halt()
         outage = time.monotonic()
