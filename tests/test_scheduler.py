@@ -4,6 +4,7 @@ limits, retries, supersede, events."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import os
 import signal
@@ -212,13 +213,15 @@ async def test_supersede_pending_emits_event_and_runs_replacement(location: str 
         assert await sched.pause(0) is False  # no such task: nothing paused
         assert await sched.resume(0) is False
         events = sched.subscribe()
-        # no executor for 'hold' keeps the queue still while we supersede
-        sched.executors.clear()
-        a = await sched.submit(tm.TaskSubmission("t", dedup_key="k", payload="old"))
+        # the old task waits an hour to start: it stays pending, whatever a claim in
+        # flight does (emptying the executors did not stop a claim already under way)
+        later = dt.timedelta(hours=1)
+        a = await sched.submit(
+            tm.TaskSubmission("t", dedup_key="k", payload="old", run_after=later)
+        )
         b = await sched.submit(
             tm.TaskSubmission("t", dedup_key="k", payload="new", on_duplicate="supersede")
         )
-        sched.executors["t"] = work
         await sched.wait_idle(timeout=10)
         got = events.drain()
         hist = sched.store.history().sort("id")
