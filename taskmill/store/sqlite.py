@@ -13,14 +13,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
 from ..columns import column as declared
 from ..model import (
     NotATaskStore,
-    RateLimit,
     SchedulerError,
     SchemaTooNew,
     StoreDamaged,
@@ -45,16 +44,12 @@ from .common import (
     HISTORY_COLUMNS,
     CancelFilter,
     as_list,
-    clock_argument,
     frame,
-    limit_argument,
     submit_row,
-    task_types_argument,
 )
 from .keys import key_hash
 from .keys import register as register_key_hash
 from .location import parse_location, redact
-from .picking import Claimed, Picker, check_limits
 from .retention import PENDING_KEY, PruneSelection
 from .sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from .store import GroupQuery, TaskStore
@@ -72,6 +67,8 @@ from .workers import (
 __all__ = ["ClaimedTask", "CommitHook", "SqliteStore", "TaskStore"]
 
 log = logging.getLogger("taskmill")
+
+T = TypeVar("T")
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -422,6 +419,29 @@ class SqliteStore(TaskStore):
         """One write transaction on the connection of small writes, all or nothing."""
         with self._lock, self._transaction(self.conn, deferred=deferred) as conn:
             yield conn
+
+    def _write_tx(
+        self,
+        action: str,
+        body: Callable[[sqlite3.Connection], T],
+        *,
+        dispatch: bool = False,
+        single: bool = False,
+        claim_lock: bool = False,
+        retry_unique: bool = False,
+    ) -> T:
+        """:meth:`TaskStore._write_tx`: every write of the store takes SQLite's one write
+        lock (``BEGIN IMMEDIATE``) on the connection of small writes, so a claim's counts
+        hold without a lock of their own."""
+        with self._write() as conn:
+            return body(conn)
+
+    def _read_tx(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        with self._read() as conn:
+            return body(conn)
+
+    def _clock_in(self, conn: sqlite3.Connection) -> float:
+        return self._clock_now(conn)
 
     @contextlib.contextmanager
     def _transaction(
@@ -923,83 +943,52 @@ class SqliteStore(TaskStore):
                 conn.execute(q("attempts_lost"), {"mark": mark, "owner": owner, "why": why})
         return count
 
-    def claim(
-        self,
-        limit: int,
-        *,
-        task_types: Iterable[str],
-        owner: str,
-        group_limits: Mapping[str, int] | None = None,
-        default_group_limit: int | None = None,
-        byte_budgets: Mapping[str, int] | None = None,
-        rate_limits: Mapping[str, RateLimit] | None = None,
-        now: float | None = None,
-    ) -> Claimed:
-        """Mark up to ``limit`` dispatchable tasks running for ``owner``, in dispatch order.
+    def _claim_counts(
+        self, conn: sqlite3.Connection, counted: bool, keys: list[str]
+    ) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[float, float]]]:
+        running = (
+            {g: (n, (hi << 32) + lo) for g, n, hi, lo in conn.execute(q("running_per_group"))}
+            if counted
+            else {}
+        )
+        buckets = (
+            {k: (t, at) for k, t, at in conn.execute(q("rate_buckets"), {"keys": json.dumps(keys)})}
+            if keys
+            else {}
+        )
+        return running, buckets
 
-        Order is priority, then queue order.  Group limits and byte budgets count every
-        running task of the group in the store, whoever runs it, and rate limits take
-        tokens from buckets kept in the store, all inside the claim's own transaction,
-        so they hold across every scheduler and process on the store.  A group held
-        back by a limit, a budget, its bucket or a pause never blocks the tasks of other
-        groups behind it (see :mod:`taskmill.store.picking`).
-        """
-        limit = limit_argument(limit) or 0
-        types = sorted(set(task_types_argument(task_types)))
-        now = None if now is None else clock_argument(now)
-        if limit <= 0 or not types:
-            return Claimed()
-        limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
-        taken: list[ClaimedTask] = []
-        with self._write() as conn:
-            # the store's clock, read holding the write lock: a task starts after every
-            # attempt whose end this claim sees was recorded
-            now = self._clock_now(conn) if now is None else now
-            running = (
-                {g: (n, (hi << 32) + lo) for g, n, hi, lo in conn.execute(q("running_per_group"))}
-                if limits.counts_running
-                else {}
+    def _claim_candidates(
+        self, conn: sqlite3.Connection, types: list[str], now: float, held: list[str], limit: int
+    ) -> list[tuple[ClaimedTask, int]]:
+        rows = conn.execute(
+            q("claim_candidates"),
+            {
+                "types": json.dumps(types),
+                "now": now,
+                "full_groups": json.dumps(held),
+                "limit": limit,
+            },
+        ).fetchall()
+        return [
+            (
+                ClaimedTask(tid, ttype, key, group, prio, payload, label, tries + 1, retries),
+                sum(sizes),
             )
-            buckets = (
-                {
-                    k: (t, at)
-                    for k, t, at in conn.execute(
-                        q("rate_buckets"), {"keys": json.dumps(sorted(limits.rate_limits))}
-                    )
-                }
-                if limits.rate_limits
-                else {}
-            )
-            picker = Picker(limits, running, buckets, now)
-            while len(taken) < limit:
-                open_types = [t for t in types if t not in picker.blocked_types()]
-                if not open_types:
-                    break
-                rows = conn.execute(
-                    q("claim_candidates"),
-                    {
-                        "types": json.dumps(open_types),
-                        "now": now,
-                        "full_groups": json.dumps(sorted(picker.blocked_groups())),
-                        "limit": limit - len(taken),
-                    },
-                ).fetchall()
-                if not rows:
-                    break
-                batch = [
-                    ClaimedTask(tid, ttype, key, group, prio, payload, label, tries + 1, retries)
-                    for tid, ttype, key, group, prio, payload, label, tries, retries, *sizes in rows
-                    if picker.take(ttype, group, sum(sizes))
-                ]
-                if batch:
-                    conn.execute(
-                        q("mark_running"),
-                        {"ids": json.dumps([t.id for t in batch]), "now": now, "owner": owner},
-                    )
-                    taken.extend(batch)
-            for key, tokens, at in picker.buckets():
-                conn.execute(q("store_rate_bucket"), {"key": key, "tokens": tokens, "at": at})
-        return picker.outcome(taken)
+            for tid, ttype, key, group, prio, payload, label, tries, retries, *sizes in rows
+        ]
+
+    def _mark_running(
+        self,
+        conn: sqlite3.Connection,
+        ids: list[int],
+        now: float,
+        owner: str,
+        buckets: list[tuple[str, float, float]],
+    ) -> None:
+        conn.execute(q("mark_running"), {"ids": json.dumps(ids), "now": now, "owner": owner})
+        for key, tokens, at in buckets:
+            conn.execute(q("store_rate_bucket"), {"key": key, "tokens": tokens, "at": at})
 
     def _complete_owned(self, ids: list[int], tries: list[int | None], owner: str) -> set[int]:
         with self._write() as conn:

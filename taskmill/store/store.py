@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 import polars as pl
 
@@ -46,7 +46,7 @@ from ..validation import (
     text_argument,
     to_seconds,
 )
-from .base import CommitHook
+from .base import ClaimedTask, CommitHook
 from .common import (
     ATTEMPT_COLUMNS,
     ATTEMPT_OUTCOMES,
@@ -63,10 +63,11 @@ from .common import (
     limit_argument,
     since_timestamp,
     stats_frame,
+    task_types_argument,
 )
 from .keys import key_hash
 from .location import Location, parse_location
-from .picking import Claimed
+from .picking import Claimed, Picker, check_limits
 from .retention import ExportFolder, PruneSelection, PruneSteps, check_prune_args, run_prune
 from .workers import (
     DEFAULT_LEASE_TIMEOUT,
@@ -80,6 +81,8 @@ from .workers import (
 __all__ = ["ENGINES", "TaskStore"]
 
 log = logging.getLogger("taskmill")
+
+T = TypeVar("T")
 
 #: How each engine opens a store, by the kind of its location.  The engines build on this
 #: module (their classes are TaskStore's subclasses), so it never imports them: the package
@@ -380,9 +383,81 @@ class TaskStore(abc.ABC):
         (forgetting those), each lost attempt recorded with the reason given beside its
         owner; returns how many tasks."""
 
-    # ------------------------------------------------------------------ engine: dispatch
+    # ------------------------------------------------------------------ engine: transactions
 
     @abc.abstractmethod
+    def _write_tx(
+        self,
+        action: str,
+        body: Callable[[Any], T],
+        *,
+        dispatch: bool = False,
+        single: bool = False,
+        claim_lock: bool = False,
+        retry_unique: bool = False,
+    ) -> T:
+        """Run ``body(conn)`` in one write transaction, all or nothing; its result.
+
+        ``action`` opens the message of an error (``"cannot claim tasks from"``).
+        ``dispatch``: a claim or an attempt's end (an engine may keep a connection for
+        them, never queued behind a batch).  ``single``: ``body`` runs one statement (an
+        engine may commit it on its own, without ``BEGIN``/``COMMIT`` round trips).
+        ``claim_lock``: a claim that counts limits (no other such claim runs between its
+        counting and its marking).  ``retry_unique``: a clash on the active-key index runs
+        the transaction again (a writer that bypassed the submit lock won the race)."""
+
+    @abc.abstractmethod
+    def _read_tx(self, body: Callable[[Any], T]) -> T:
+        """Run ``body(conn)`` in one read (one snapshot, never waiting for writers)."""
+
+    @abc.abstractmethod
+    def _clock_in(self, conn: Any) -> float:
+        """The store's clock, read in the transaction of ``conn`` (an engine may carry a
+        recent reading forward instead)."""
+
+    # ------------------------------------------------------------------ engine: dispatch
+
+    #: Whether the engine claims, when no limit is counted, in one statement
+    #: (:meth:`_claim_at_once`) rather than by the candidate loop of :meth:`claim`.
+    _claims_at_once: bool = False
+
+    def _claim_at_once(
+        self, conn: Any, types: list[str], now: float, owner: str, limit: int
+    ) -> list[ClaimedTask]:
+        """Mark the first ``limit`` dispatchable tasks of ``types`` running for ``owner``
+        at ``now``, in one statement; them, in dispatch order (only engines whose
+        :attr:`_claims_at_once` is true)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def _claim_counts(
+        self, conn: Any, counted: bool, keys: list[str]
+    ) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[float, float]]]:
+        """In a claim's transaction: per group, its running tasks and their expected bytes
+        (when ``counted``; else none), and the stored rate buckets of ``keys`` as
+        ``(tokens, updated_at)`` (see :class:`~taskmill.store.picking.Picker`)."""
+
+    @abc.abstractmethod
+    def _claim_candidates(
+        self, conn: Any, types: list[str], now: float, held: list[str], limit: int
+    ) -> list[tuple[ClaimedTask, int]]:
+        """In a claim's transaction: the next ``limit`` dispatchable tasks of ``types`` at
+        ``now`` outside the ``held`` groups, in dispatch order, each as it would start
+        (its attempt number one more than its tries) with its expected bytes."""
+
+    @abc.abstractmethod
+    def _mark_running(
+        self,
+        conn: Any,
+        ids: list[int],
+        now: float,
+        owner: str,
+        buckets: list[tuple[str, float, float]],
+    ) -> None:
+        """In a claim's transaction: mark the candidates ``ids`` running for ``owner``,
+        started at ``now``, and store the rate ``buckets`` (``(key, tokens, at)``) as they
+        stand after them."""
+
     def claim(
         self,
         limit: int,
@@ -400,12 +475,55 @@ class TaskStore(abc.ABC):
 
         Group limits and byte budgets count every running task of the group in the
         store, whoever runs it, and rate limits take tokens from buckets kept in the
-        store, so they hold across every scheduler, process and machine on the store.  A
-        group held back by a limit, a budget, its bucket or a pause never blocks the
-        tasks of other groups behind it (see :mod:`taskmill.store.picking`).  The result
-        also says how long until a rate limit lets one more through, and which groups
-        were held back (:class:`~taskmill.store.picking.Claimed`).
+        store, all inside the claim's own transaction (holding a claim lock), so they
+        hold across every scheduler, process and machine on the store.  A group held
+        back by a limit, a budget, its bucket or a pause never blocks the tasks of other
+        groups behind it (see :mod:`taskmill.store.picking`).  The result also says how
+        long until a rate limit lets one more through, and which groups were held back
+        (:class:`~taskmill.store.picking.Claimed`).  With no limit to count, an engine
+        that can claims in one statement.
         """
+        limit = limit_argument(limit) or 0
+        types = sorted(set(task_types_argument(task_types)))
+        now = None if now is None else clock_argument(now)  # checked before anything runs
+        if limit <= 0 or not types:
+            return Claimed()
+        limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
+        if not limits.any and self._claims_at_once:
+            at = self._at(now)
+            return Claimed(
+                self._write_tx(
+                    "cannot claim tasks from",
+                    lambda conn: self._claim_at_once(conn, types, at, owner, limit),
+                    dispatch=True,
+                    single=True,
+                )
+            )
+
+        def body(conn: Any) -> Claimed:
+            running, buckets = self._claim_counts(
+                conn, limits.counts_running, sorted(limits.rate_limits)
+            )
+            # the store's clock, read after the counts, under the claim's lock: every end
+            # they saw was recorded before, so no start is recorded before an end it counted
+            at = self._clock_in(conn) if now is None else now
+            picker = Picker(limits, running, buckets, at)
+            taken: list[ClaimedTask] = []
+            while len(taken) < limit:
+                open_types = [t for t in types if t not in picker.blocked_types()]
+                if not open_types:
+                    break
+                held = sorted(picker.blocked_groups())
+                found = self._claim_candidates(conn, open_types, at, held, limit - len(taken))
+                if not found:
+                    break
+                batch = [t for t, size in found if picker.take(t.task_type, t.group, size)]
+                if batch:  # marked, and the buckets as they stand
+                    self._mark_running(conn, [t.id for t in batch], at, owner, picker.buckets())
+                    taken.extend(batch)
+            return picker.outcome(taken)
+
+        return self._write_tx("cannot claim tasks from", body, dispatch=True, claim_lock=limits.any)
 
     def complete_many(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None

@@ -53,7 +53,6 @@ from psycopg.pq import TransactionStatus
 
 from ...model import (
     NotATaskStore,
-    RateLimit,
     StoreDamaged,
     StoreError,
     StoreLocked,
@@ -69,15 +68,11 @@ from ..common import (
     HISTORY_COLUMNS,
     CancelFilter,
     as_list,
-    clock_argument,
     frame,
-    limit_argument,
     submit_row,
-    task_types_argument,
 )
 from ..keys import key_hash
 from ..location import encode_userinfo, scrub
-from ..picking import Claimed, Picker, check_limits
 from ..retention import PENDING_KEY, PruneSelection
 from ..store import GroupQuery, TaskStore
 from ..workers import (
@@ -412,6 +407,39 @@ class PostgresStore(TaskStore):
                 except psycopg.Error as exc:
                     raise _store_error(action, self.where, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _write_tx(
+        self,
+        action: str,
+        body: Callable[[Connection], T],
+        *,
+        dispatch: bool = False,
+        single: bool = False,
+        claim_lock: bool = False,
+        retry_unique: bool = False,
+    ) -> T:
+        return self._write(
+            action,
+            body,
+            dispatch=dispatch,
+            single=single,
+            retry_unique=retry_unique,
+            begin=q("begin_claim") if claim_lock else None,
+        )
+
+    def _read_tx(self, body: Callable[[Connection], T]) -> T:
+        return self._read(body)
+
+    def _clock_in(self, conn: Connection) -> float:
+        """The server's clock carried forward (:meth:`now`), read on ``conn`` when the
+        last reading is over a minute old."""
+        at = self.clock.now()
+        if at is not None and self.clock.age() < 60.0:
+            return at
+        sent = time.monotonic()
+        at = self._server_now(conn)
+        self.clock.set(at, sent, time.monotonic())
+        return at
 
     def _autocommit(self, action: str, body: Callable[[Connection], T]) -> T:
         """Run ``body`` on the write connection outside a transaction (each statement
@@ -762,101 +790,64 @@ class PostgresStore(TaskStore):
 
     # ------------------------------------------------------------------ dispatch
 
-    def claim(
-        self,
-        limit: int,
-        *,
-        task_types: Iterable[str],
-        owner: str,
-        group_limits: Mapping[str, int] | None = None,
-        default_group_limit: int | None = None,
-        byte_budgets: Mapping[str, int] | None = None,
-        rate_limits: Mapping[str, RateLimit] | None = None,
-        now: float | None = None,
-    ) -> Claimed:
-        """Mark up to ``limit`` dispatchable tasks running for ``owner``, in dispatch order.
+    _claims_at_once = True
 
-        Order is priority, then queue order.  With no limit to count, a claim is one
-        statement.  Otherwise it holds the claim lock while it counts: group limits and
-        byte budgets count every running task of the group in the store, whoever runs
-        it, and rate limits take tokens from buckets kept in the store, so they hold
-        across every scheduler, process and machine on the store.  A group held back
-        never blocks the tasks of other groups behind it (:mod:`taskmill.store.picking`).
-        """
-        limit = limit_argument(limit) or 0
-        types = sorted(set(task_types_argument(task_types)))
-        now = None if now is None else clock_argument(now)  # checked before anything runs
-        if limit <= 0 or not types:
-            return Claimed()
-        limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
-        if not limits.any:  # one statement: the first ``limit`` candidates
-            at = self._at(now)  # the server's clock
-            params = {"types": types, "now": at, "owner": owner, "limit": limit}
-            rows = self._write(
-                "cannot claim tasks from",
-                lambda conn: conn.execute(q("claim"), params).fetchall(),
-                dispatch=True,
-                single=True,
+    def _claim_at_once(
+        self, conn: Connection, types: list[str], now: float, owner: str, limit: int
+    ) -> list[ClaimedTask]:
+        """Query ``claim``: the first ``limit`` candidates, marked, in one statement."""
+        params = {"types": types, "now": now, "owner": owner, "limit": limit}
+        rows = conn.execute(q("claim"), params).fetchall()
+        rows.sort(key=lambda r: (r[4], r[9], r[0]))  # priority, queue order, id
+        return [ClaimedTask(*r[:9]) for r in rows]
+
+    def _claim_counts(
+        self, conn: Connection, counted: bool, keys: list[str]
+    ) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[float, float]]]:
+        """Query ``claim_counts`` (the caller holds :data:`CLAIM_LOCK` since ``BEGIN``)."""
+        running: dict[str, tuple[int, int]] = {}
+        buckets: dict[str, tuple[float, float]] = {}
+        params = {"counted": counted, "keys": keys}
+        for kind, name, a, b, size in conn.execute(q("claim_counts"), params):
+            if kind == "group":
+                running[name] = (int(a), int(size))  # an exact numeric sum
+            else:
+                buckets[name] = (a, b)
+        return running, buckets
+
+    def _claim_candidates(
+        self, conn: Connection, types: list[str], now: float, held: list[str], limit: int
+    ) -> list[tuple[ClaimedTask, int]]:
+        params = {"types": types, "now": now, "held": held, "limit": limit}
+        rows = conn.execute(q("claim_candidates"), params).fetchall()
+        return [
+            (
+                ClaimedTask(tid, ttype, key, group, prio, payload, label, tries + 1, retries),
+                int(size),
             )
-            rows.sort(key=lambda r: (r[4], r[9], r[0]))  # priority, queue order, id
-            return Claimed(ClaimedTask(*r[:9]) for r in rows)
+            for tid, ttype, key, group, prio, payload, label, tries, retries, size in rows
+        ]
 
-        def body(conn: Connection) -> Claimed:
-            # CLAIM_LOCK held since BEGIN (begin_claim): no other claim between counting
-            # and marking
-            keys = sorted(limits.rate_limits)
-            running: dict[str, tuple[int, int]] = {}
-            buckets: dict[str, tuple[float, float]] = {}
-            params = {"counted": limits.counts_running, "keys": keys}
-            for kind, name, a, b, size in conn.execute(q("claim_counts"), params):
-                if kind == "group":
-                    running[name] = (int(a), int(size))  # an exact numeric sum
-                else:
-                    buckets[name] = (a, b)
-            # the server's clock (as every end is recorded by), read after the counts:
-            # every end they saw was recorded (its time taken) before, so no start is
-            # recorded before an end it counted; a bucket's time is the server's,
-            # whatever this machine's clock says
-            at = self._at(now)
-            picker = Picker(limits, running, buckets, at)
-            taken: list[ClaimedTask] = []
-            while len(taken) < limit:
-                open_types = [t for t in types if t not in picker.blocked_types()]
-                if not open_types:
-                    break
-                rows = conn.execute(
-                    q("claim_candidates"),
-                    {
-                        "types": open_types,
-                        "now": at,
-                        "held": sorted(picker.blocked_groups()),
-                        "limit": limit - len(taken),
-                    },
-                ).fetchall()
-                if not rows:
-                    break
-                batch = [
-                    ClaimedTask(tid, ttype, key, group, prio, payload, label, tries + 1, retries)
-                    for tid, ttype, key, group, prio, payload, label, tries, retries, size in rows
-                    if picker.take(ttype, group, int(size))
-                ]
-                if batch:  # marked, and the buckets as they stand, in one statement
-                    stored = picker.buckets()
-                    conn.execute(
-                        q("mark_running"),
-                        {
-                            "ids": [t.id for t in batch],
-                            "now": at,
-                            "owner": owner,
-                            "keys": [k for k, _, _ in stored],
-                            "tokens": [t for _, t, _ in stored],
-                            "at": [u for _, _, u in stored],
-                        },
-                    )
-                    taken.extend(batch)
-            return picker.outcome(taken)
-
-        return self._write("cannot claim tasks from", body, dispatch=True, begin=q("begin_claim"))
+    def _mark_running(
+        self,
+        conn: Connection,
+        ids: list[int],
+        now: float,
+        owner: str,
+        buckets: list[tuple[str, float, float]],
+    ) -> None:
+        """Marked, and the buckets stored, in one statement."""
+        conn.execute(
+            q("mark_running"),
+            {
+                "ids": ids,
+                "now": now,
+                "owner": owner,
+                "keys": [k for k, _, _ in buckets],
+                "tokens": [t for _, t, _ in buckets],
+                "at": [u for _, _, u in buckets],
+            },
+        )
 
     def _complete_owned(self, ids: list[int], tries: list[int | None], owner: str) -> set[int]:
         at = self.now()
