@@ -25,9 +25,7 @@ from ..model import (
     StoreDamaged,
     StoreError,
     StoreLocked,
-    SubmitOutcome,
 )
-from ..outcome import BatchOutcome
 from ..validation import Row
 from .base import ClaimedTask, CommitHook
 from .batch import (
@@ -38,16 +36,13 @@ from .batch import (
     split_parts,
     warm_up_in_background,
 )
-from .batchrun import run_batch
 from .common import (
     CANCEL_BATCH,
     HISTORY_COLUMNS,
     CancelFilter,
     as_list,
     frame,
-    submit_row,
 )
-from .keys import key_hash
 from .keys import register as register_key_hash
 from .location import parse_location, redact
 from .retention import PENDING_KEY, PruneSelection
@@ -488,32 +483,30 @@ class SqliteStore(TaskStore):
 
     # ------------------------------------------------------------------ submitting
 
-    def _submit_checked(self, row: Row, now: float) -> SubmitOutcome:
-        with self._write() as conn:
-            return self._submit_row(conn, row, now)
+    def _find_active(self, conn: sqlite3.Connection, hashed: int) -> tuple[Any, ...] | None:
+        """(SQLite's write lock, held by every write, keeps other submits out.)"""
+        return conn.execute(q("find_active"), (hashed,)).fetchone()
 
-    def _submit_row(self, conn: sqlite3.Connection, row: Row, now: float) -> SubmitOutcome:
-        hashed = key_hash(row.task_type, row.dedup_key)
-        existing = None
-        if hashed is not None:
-            existing = conn.execute(q("find_active"), (hashed,)).fetchone()
-        return submit_row(
-            row,
-            existing,
-            now,
-            next_id=lambda: conn.execute(q("next_id")).fetchone()[0] + 1,
-            insert=lambda new_id, pos: self._insert(conn, new_id, pos, row, hashed, now),
-            upgrade=lambda old_id: conn.execute(
-                q("upgrade_priority"), (row.priority, old_id, row.priority)
-            ),
-            supersede=lambda old_id, new_id: self._finish(
-                conn, [old_id], "superseded", now, replaced_by=new_id
-            ),
-            expire=lambda old_id: self._finish(conn, [old_id], "expired", now),
-        )
+    def _new_task_id(self, conn: sqlite3.Connection) -> int:
+        return conn.execute(q("next_id")).fetchone()[0] + 1
 
-    @staticmethod
+    def _upgrade_priority(self, conn: sqlite3.Connection, task_id: int, priority: int) -> None:
+        conn.execute(q("upgrade_priority"), (priority, task_id, priority))
+
+    def _move_to_history(
+        self,
+        conn: sqlite3.Connection,
+        ids: Sequence[int],
+        status: str,
+        now: float,
+        *,
+        error: str | None = None,
+        replaced_by: int | None = None,
+    ) -> None:
+        self._finish(conn, ids, status, now, error=error, replaced_by=replaced_by)
+
     def _insert(
+        self,
         conn: sqlite3.Connection,
         task_id: int,
         queue_pos: int,
@@ -570,24 +563,9 @@ class SqliteStore(TaskStore):
 
     # ------------------------------------------------------------------ batches
 
-    def _batch(
-        self,
-        tasks: Any,
-        *,
-        dry_run: bool,
-        on_commit: CommitHook | None,
-        progress: Callable[[int, int], None] | None = None,
-        retries: Sequence[int] | None = None,
-    ) -> BatchOutcome:
-        self.last_batch_merge_seconds = []
+    def _batch_backend(self, retries: Sequence[int] | None) -> _SqliteBatch:
         warm_up_in_background()  # DuckDB starts while the batch is prepared
-        return run_batch(
-            _SqliteBatch(self, retries),
-            tasks,
-            dry_run=dry_run,
-            on_commit=on_commit,
-            progress=progress,
-        )
+        return _SqliteBatch(self, retries)
 
     @contextlib.contextmanager
     def _checkpoint_after(self, *, chunked: bool) -> Iterator[None]:
@@ -990,52 +968,49 @@ class SqliteStore(TaskStore):
         for key, tokens, at in buckets:
             conn.execute(q("store_rate_bucket"), {"key": key, "tokens": tokens, "at": at})
 
-    def _complete_owned(self, ids: list[int], tries: list[int | None], owner: str) -> set[int]:
-        with self._write() as conn:
-            owned = self._owned(conn, ids, tries, owner)
-            if owned:
-                self._finish(conn, owned, "completed", self._clock_now(conn))
-            return set(owned)
-
-    def fail(
+    def _finish_owned(
         self,
-        task_id: int,
-        *,
+        conn: sqlite3.Connection,
+        ids: list[int],
+        tries: list[int | None],
         owner: str,
-        error: str,
-        retry_at: float | None,
-        attempt: int | None = None,
-        traceback: str | None = None,
-    ) -> str | None:
-        with self._write() as conn:
-            if not self._owned(conn, [task_id], [attempt], owner):
-                return None
-            if retry_at is not None:
-                conn.execute(
-                    q("retry_later"),
-                    {
-                        "id": task_id,
-                        "owner": owner,
-                        "error": error,
-                        "run_after": retry_at,
-                    },
-                )
-                result = "retry"
-            else:
-                self._finish(conn, [task_id], "failed", self._clock_now(conn), error=error)
-                result = "failed"
-            if traceback is not None:
-                conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
-            return result
+        status: str,
+        now: float,
+        *,
+        error: str | None = None,
+    ) -> set[int]:
+        owned = self._owned(conn, ids, tries, owner)
+        if owned:
+            self._finish(conn, owned, status, now, error=error)
+        return set(owned)
 
-    def _release_owned(self, ids: list[int], tries: list[int | None], owner: str) -> int:
-        with self._write() as conn:
-            owned = self._owned(conn, ids, tries, owner)
-            if not owned:
-                return 0
-            return conn.execute(
-                q("release_running"), {"ids": json.dumps(owned), "owner": owner}
-            ).rowcount
+    def _retry_later(
+        self,
+        conn: sqlite3.Connection,
+        task_id: int,
+        owner: str,
+        attempt: int | None,
+        error: str,
+        run_after: float,
+    ) -> bool:
+        if not self._owned(conn, [task_id], [attempt], owner):
+            return False
+        params = {"id": task_id, "owner": owner, "error": error, "run_after": run_after}
+        conn.execute(q("retry_later"), params)
+        return True
+
+    def _attempt_traceback(self, conn: sqlite3.Connection, task_id: int, traceback: str) -> None:
+        conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
+
+    def _release_running(
+        self, conn: sqlite3.Connection, ids: list[int], tries: list[int | None], owner: str
+    ) -> int:
+        owned = self._owned(conn, ids, tries, owner)
+        if not owned:
+            return 0
+        return conn.execute(
+            q("release_running"), {"ids": json.dumps(owned), "owner": owner}
+        ).rowcount
 
     @staticmethod
     def _owned(
@@ -1056,14 +1031,11 @@ class SqliteStore(TaskStore):
                 found.setdefault(tid, (status, None))
         return still, found
 
-    def has_work(self, task_types: Iterable[str]) -> bool:
-        with self._read() as conn:
-            row = conn.execute(q("has_work_for_types"), (json.dumps(sorted(set(task_types))),))
-            return bool(row.fetchone()[0])
+    def _has_work(self, conn: sqlite3.Connection, types: list[str]) -> bool:
+        return bool(conn.execute(q("has_work_for_types"), (json.dumps(types),)).fetchone()[0])
 
-    def next_retry_at(self) -> float | None:
-        with self._read() as conn:
-            return conn.execute(q("next_run_after"), {"now": self._clock_now(conn)}).fetchone()[0]
+    def _next_run_after(self, conn: sqlite3.Connection, now: float) -> float | None:
+        return conn.execute(q("next_run_after"), {"now": now}).fetchone()[0]
 
     # ------------------------------------------------------------------ queries
 

@@ -47,6 +47,7 @@ from ..validation import (
     to_seconds,
 )
 from .base import ClaimedTask, CommitHook
+from .batchrun import BatchBackend, run_batch
 from .common import (
     ATTEMPT_COLUMNS,
     ATTEMPT_OUTCOMES,
@@ -63,6 +64,7 @@ from .common import (
     limit_argument,
     since_timestamp,
     stats_frame,
+    submit_row,
     task_types_argument,
 )
 from .keys import key_hash
@@ -179,12 +181,65 @@ class TaskStore(abc.ABC):
 
     # ------------------------------------------------------------------ engine: submitting
 
-    @abc.abstractmethod
     def _submit_checked(self, row: Row, now: float) -> SubmitOutcome:
         """Decide one checked submission against the store and carry it out, in one
         transaction (see :func:`~taskmill.store.common.submit_row`)."""
+        hashed = key_hash(row.task_type, row.dedup_key)
+
+        def body(conn: Any) -> SubmitOutcome:
+            # no key: never a duplicate, no lock to take
+            existing = None if hashed is None else self._find_active(conn, hashed)
+            return submit_row(
+                row,
+                existing,
+                now,
+                next_id=lambda: self._new_task_id(conn),
+                insert=lambda new_id, pos: self._insert(conn, new_id, pos, row, hashed, now),
+                upgrade=lambda old_id: self._upgrade_priority(conn, old_id, row.priority),
+                supersede=lambda old_id, new_id: self._move_to_history(
+                    conn, [old_id], "superseded", now, replaced_by=new_id
+                ),
+                expire=lambda old_id: self._move_to_history(conn, [old_id], "expired", now),
+            )
+
+        return self._write_tx("cannot submit to", body, retry_unique=True)
 
     @abc.abstractmethod
+    def _find_active(self, conn: Any, hashed: int) -> tuple[Any, ...] | None:
+        """In a submit's transaction: the active task of key hash ``hashed`` as
+        :func:`~taskmill.store.common.submit_row` reads it (``None``: none), locked against
+        other submits of keyed tasks until the transaction ends."""
+
+    @abc.abstractmethod
+    def _new_task_id(self, conn: Any) -> int:
+        """In a submit's transaction: a fresh task id (the next one handed out)."""
+
+    @abc.abstractmethod
+    def _insert(
+        self, conn: Any, task_id: int, queue_pos: int, row: Row, hashed: int | None, now: float
+    ) -> None:
+        """In a submit's transaction: insert ``row`` as active task ``task_id``, pending
+        at ``queue_pos``, created at ``now`` (waking the store's watchers at commit)."""
+
+    @abc.abstractmethod
+    def _upgrade_priority(self, conn: Any, task_id: int, priority: int) -> None:
+        """In a submit's transaction: raise active task ``task_id`` to ``priority`` if that
+        is more urgent (lower) than its own."""
+
+    @abc.abstractmethod
+    def _move_to_history(
+        self,
+        conn: Any,
+        ids: Sequence[int],
+        status: str,
+        now: float,
+        *,
+        error: str | None = None,
+        replaced_by: int | None = None,
+    ) -> None:
+        """In a write transaction: move the active tasks ``ids`` to history with final
+        ``status`` at ``now`` (one already gone is left alone)."""
+
     def _batch(
         self,
         tasks: Any,
@@ -199,6 +254,15 @@ class TaskStore(abc.ABC):
         transaction then passes over a keyed row whose key has a history record newer
         than its failure (deduplicated, ``task_id`` that record): so a failure retried by
         a concurrent call since this one read it is never submitted a second time."""
+        self.last_batch_merge_seconds = []
+        backend = self._batch_backend(retries)
+        return run_batch(backend, tasks, dry_run=dry_run, on_commit=on_commit, progress=progress)
+
+    @abc.abstractmethod
+    def _batch_backend(self, retries: Sequence[int] | None) -> BatchBackend[Any]:
+        """How this engine stages and merges a batch's transactions (see
+        :class:`~taskmill.store.batchrun.BatchBackend`); ``retries``: :meth:`_batch`'s.
+        Its staging may start warming up (DuckDB) while the batch is prepared."""
 
     # ------------------------------------------------------------------ engine: task control
 
@@ -537,12 +601,34 @@ class TaskStore(abc.ABC):
             return set()
         return self._complete_owned(*attempt_pairs(task_ids, attempts), owner)
 
-    @abc.abstractmethod
     def _complete_owned(self, ids: list[int], tries: list[int | None], owner: str) -> set[int]:
         """Move to history as completed, in one write, the tasks of ``ids`` running for
         ``owner`` as the attempt beside each (``None``: any); returns their ids."""
+        return self._write_tx(
+            "cannot record completed tasks in",
+            lambda conn: self._finish_owned(
+                conn, ids, tries, owner, "completed", self._clock_in(conn)
+            ),
+            dispatch=True,
+            single=True,
+        )
 
     @abc.abstractmethod
+    def _finish_owned(
+        self,
+        conn: Any,
+        ids: list[int],
+        tries: list[int | None],
+        owner: str,
+        status: str,
+        now: float,
+        *,
+        error: str | None = None,
+    ) -> set[int]:
+        """In a write transaction: move to history with final ``status`` at ``now`` the
+        tasks of ``ids`` still running for ``owner`` as the attempt beside each
+        (``None``: any); their ids."""
+
     def fail(
         self,
         task_id: int,
@@ -561,6 +647,41 @@ class TaskStore(abc.ABC):
         ``traceback`` (the last frames of the error's) is kept with the attempt.
         """
 
+        def body(conn: Any) -> str | None:
+            if retry_at is not None:
+                moved = self._retry_later(conn, task_id, owner, attempt, error, retry_at)
+                result = "retry" if moved else None
+            else:
+                at = self._clock_in(conn)
+                done = self._finish_owned(
+                    conn, [task_id], [attempt], owner, "failed", at, error=error
+                )
+                result = "failed" if done else None
+            if result is not None and traceback is not None:
+                self._attempt_traceback(conn, task_id, traceback)
+            return result
+
+        return self._write_tx("cannot record a failed attempt in", body, dispatch=True, single=True)
+
+    @abc.abstractmethod
+    def _retry_later(
+        self,
+        conn: Any,
+        task_id: int,
+        owner: str,
+        attempt: int | None,
+        error: str,
+        run_after: float,
+    ) -> bool:
+        """In a write transaction: put task ``task_id`` back to pending, not dispatched
+        before ``run_after``, with ``error`` as its last, if it runs for ``owner`` (as
+        ``attempt``; ``None``: any); whether it did."""
+
+    @abc.abstractmethod
+    def _attempt_traceback(self, conn: Any, task_id: int, traceback: str) -> None:
+        """In the transaction that ended task ``task_id``'s attempt: keep ``traceback``
+        with that attempt's record."""
+
     def release(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
     ) -> int:
@@ -569,10 +690,22 @@ class TaskStore(abc.ABC):
             return 0
         return self._release_owned(*attempt_pairs(task_ids, attempts), owner)
 
-    @abc.abstractmethod
     def _release_owned(self, ids: list[int], tries: list[int | None], owner: str) -> int:
         """Put back to pending, in one write, the tasks of ``ids`` running for ``owner`` as
         the attempt beside each (``None``: any); returns how many."""
+        return self._write_tx(
+            "cannot release tasks in",
+            lambda conn: self._release_running(conn, ids, tries, owner),
+            dispatch=True,
+        )
+
+    @abc.abstractmethod
+    def _release_running(
+        self, conn: Any, ids: list[int], tries: list[int | None], owner: str
+    ) -> int:
+        """In a write transaction: put back to pending (not counted as tries) the tasks of
+        ``ids`` running for ``owner`` as the attempt beside each (``None``: any), waking
+        the store's watchers at commit; how many."""
 
     def lost_tasks(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
@@ -597,14 +730,24 @@ class TaskStore(abc.ABC):
         each; ``None``: any), and for the others found in the store, their history status
         and ``replaced_by`` or else their active status and ``None``."""
 
-    @abc.abstractmethod
     def has_work(self, task_types: Iterable[str]) -> bool:
         """Whether any task of these types is pending or running (a worker's work left)."""
+        types = sorted(set(task_types))
+        return self._read_tx(lambda conn: self._has_work(conn, types))
 
     @abc.abstractmethod
+    def _has_work(self, conn: Any, types: list[str]) -> bool:
+        """In a read: whether any task of ``types`` is pending or running."""
+
     def next_retry_at(self) -> float | None:
         """The earliest time a task waiting for a start time or a retry, or a paused
         group, becomes due."""
+        return self._read_tx(lambda conn: self._next_run_after(conn, self._clock_in(conn)))
+
+    @abc.abstractmethod
+    def _next_run_after(self, conn: Any, now: float) -> float | None:
+        """In a read: the earliest start time or retry time of a waiting task, or end
+        after ``now`` of a group's pause (``None``: none)."""
 
     # ------------------------------------------------------------------ engine: queries
 

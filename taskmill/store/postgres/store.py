@@ -41,7 +41,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, LiteralString, TypeVar
 
 import polars as pl
@@ -56,22 +56,17 @@ from ...model import (
     StoreDamaged,
     StoreError,
     StoreLocked,
-    SubmitOutcome,
 )
-from ...outcome import BatchOutcome
 from ...validation import Row
-from ..base import ClaimedTask, CommitHook
+from ..base import ClaimedTask
 from ..batch import warm_up_in_background
-from ..batchrun import run_batch
 from ..common import (
     CANCEL_BATCH,
     HISTORY_COLUMNS,
     CancelFilter,
     as_list,
     frame,
-    submit_row,
 )
-from ..keys import key_hash
 from ..location import encode_userinfo, scrub
 from ..retention import PENDING_KEY, PruneSelection
 from ..store import GroupQuery, TaskStore
@@ -470,65 +465,48 @@ class PostgresStore(TaskStore):
 
     # ------------------------------------------------------------------ submitting
 
-    def _submit_checked(self, row: Row, now: float) -> SubmitOutcome:
-        hashed = key_hash(row.task_type, row.dedup_key)
-        return self._write(
-            "cannot submit to",
-            lambda conn: self._submit_row(conn, row, hashed, now),
-            retry_unique=True,
-        )
+    def _find_active(self, conn: Connection, hashed: int) -> tuple[Any, ...] | None:
+        """Takes :data:`SUBMIT_LOCK` first, then locks the key's active task."""
+        conn.execute(q("advisory_lock"), {"lock": SUBMIT_LOCK})
+        return conn.execute(q("find_active"), {"key_hash": hashed}).fetchone()
 
-    def _submit_row(
-        self, conn: Connection, row: Row, hashed: int | None, now: float
-    ) -> SubmitOutcome:
-        existing = None
-        if hashed is not None:  # no key: never a duplicate, no lock to take
-            conn.execute(q("advisory_lock"), {"lock": SUBMIT_LOCK})
-            existing = conn.execute(q("find_active"), {"key_hash": hashed}).fetchone()
-        return submit_row(
-            row,
-            existing,
-            now,
-            next_id=lambda: self._next_id(conn),
-            insert=lambda new_id, pos: self._insert(conn, new_id, pos, row, hashed, now),
-            upgrade=lambda old_id: conn.execute(
-                q("upgrade_priority"), {"priority": row.priority, "id": old_id}
-            ),
-            supersede=lambda old_id, new_id: self._finish(
-                conn, [old_id], "superseded", now, replaced_by=new_id
-            ),
-            expire=lambda old_id: self._finish(conn, [old_id], "expired", now),
-        )
+    def _new_task_id(self, conn: Connection) -> int:
+        return self._next_id(conn)
+
+    def _upgrade_priority(self, conn: Connection, task_id: int, priority: int) -> None:
+        conn.execute(q("upgrade_priority"), {"priority": priority, "id": task_id})
+
+    def _move_to_history(
+        self,
+        conn: Connection,
+        ids: Sequence[int],
+        status: str,
+        now: float,
+        *,
+        error: str | None = None,
+        replaced_by: int | None = None,
+    ) -> None:
+        self._finish(conn, ids, status, now, error=error, replaced_by=replaced_by)
 
     # ------------------------------------------------------------------ batches
 
-    def _batch(
-        self,
-        tasks: Any,
-        *,
-        dry_run: bool,
-        on_commit: CommitHook | None,
-        progress: Callable[[int, int], None] | None,
-        retries: Sequence[int] | None = None,
-    ) -> BatchOutcome:
+    def _batch_backend(self, retries: Sequence[int] | None) -> PostgresBatch:
         self._check_open()
-        self.last_batch_merge_seconds = []
         warm_up_in_background()  # DuckDB starts while the batch is prepared
-        return run_batch(
-            PostgresBatch(self, retries),
-            tasks,
-            dry_run=dry_run,
-            on_commit=on_commit,
-            progress=progress,
-        )
+        return PostgresBatch(self, retries)
 
     @staticmethod
     def _next_id(conn: Connection) -> int:
         return int(scalar(conn.execute(q("next_id"))))
 
-    @staticmethod
     def _insert(
-        conn: Connection, task_id: int, queue_pos: int, row: Row, hashed: int | None, now: float
+        self,
+        conn: Connection,
+        task_id: int,
+        queue_pos: int,
+        row: Row,
+        hashed: int | None,
+        now: float,
     ) -> None:
         conn.execute(
             q("insert_task"),
@@ -578,8 +556,8 @@ class PostgresStore(TaskStore):
         ).fetchall()
         return [(int(r[0]), str(r[1])) for r in rows]
 
-    @staticmethod
     def _finish_owned(
+        self,
         conn: Connection,
         ids: list[int],
         tries: list[int | None],
@@ -849,56 +827,32 @@ class PostgresStore(TaskStore):
             },
         )
 
-    def _complete_owned(self, ids: list[int], tries: list[int | None], owner: str) -> set[int]:
-        at = self.now()
-        return self._write(
-            "cannot record completed tasks in",
-            lambda conn: self._finish_owned(conn, ids, tries, owner, "completed", at),
-            dispatch=True,
-            single=True,
-        )
-
-    def fail(
+    def _retry_later(
         self,
+        conn: Connection,
         task_id: int,
-        *,
         owner: str,
+        attempt: int | None,
         error: str,
-        retry_at: float | None,
-        attempt: int | None = None,
-        traceback: str | None = None,
-    ) -> str | None:
-        at = self.now()
+        run_after: float,
+    ) -> bool:
+        params = {
+            "id": task_id,
+            "owner": owner,
+            "attempt": attempt,
+            "error": error,
+            "run_after": run_after,
+        }
+        return conn.execute(q("retry_later"), params).rowcount > 0
 
-        def body(conn: Connection) -> str | None:
-            if retry_at is not None:
-                params = {
-                    "id": task_id,
-                    "owner": owner,
-                    "attempt": attempt,
-                    "error": error,
-                    "run_after": retry_at,
-                }
-                done = conn.execute(q("retry_later"), params).rowcount
-                result = "retry" if done else None
-            else:
-                moved = self._finish_owned(
-                    conn, [task_id], [attempt], owner, "failed", at, error=error
-                )
-                result = "failed" if moved else None
-            if result is not None and traceback is not None:
-                conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
-            return result
+    def _attempt_traceback(self, conn: Connection, task_id: int, traceback: str) -> None:
+        conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
 
-        return self._write("cannot record a failed attempt in", body, dispatch=True, single=True)
-
-    def _release_owned(self, ids: list[int], tries: list[int | None], owner: str) -> int:
+    def _release_running(
+        self, conn: Connection, ids: list[int], tries: list[int | None], owner: str
+    ) -> int:
         params = {"ids": ids, "attempts": tries, "owner": owner}
-        return self._write(
-            "cannot release tasks in",
-            lambda conn: _notified(conn, conn.execute(q("release_running"), params).rowcount),
-            dispatch=True,
-        )
+        return _notified(conn, conn.execute(q("release_running"), params).rowcount)
 
     def _ownership(
         self, ids: list[int], tries: list[int | None], owner: str
@@ -917,15 +871,11 @@ class PostgresStore(TaskStore):
 
         return self._read(body)
 
-    def has_work(self, task_types: Iterable[str]) -> bool:
-        types = sorted(set(task_types))
-        return self._read(
-            lambda conn: bool(scalar(conn.execute(q("has_work_for_types"), {"types": types})))
-        )
+    def _has_work(self, conn: Connection, types: list[str]) -> bool:
+        return bool(scalar(conn.execute(q("has_work_for_types"), {"types": types})))
 
-    def next_retry_at(self) -> float | None:
-        params = {"now": self.now()}
-        return self._read(lambda conn: scalar(conn.execute(q("next_run_after"), params)))
+    def _next_run_after(self, conn: Connection, now: float) -> float | None:
+        return scalar(conn.execute(q("next_run_after"), {"now": now}))
 
     # ------------------------------------------------------------------ queries
 
