@@ -24,13 +24,13 @@ _MIGRATION = re.compile(r"^(\d{3})_\w+\.sql$")
 
 
 def _read(name: str) -> str:
-    return resources.files("taskmill.store").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("taskmill.backends.sqlite").joinpath(name).read_text(encoding="utf-8")
 
 
 @cache
 def migrations() -> dict[int, str]:
     """Every migration script by the schema version it brings a store to."""
-    package = resources.files("taskmill.store")
+    package = resources.files("taskmill.backends.sqlite")
     return load_migrations(package.joinpath("migrations"), first=2, parts=package)
 
 
@@ -71,7 +71,7 @@ SCHEMA_VERSION = max(migrations(), default=1)
 @cache
 def schema() -> str:
     """The whole current schema."""
-    return with_includes(_read("schema.sql"), resources.files("taskmill.store"))
+    return with_includes(_read("schema.sql"), resources.files("taskmill.backends.sqlite"))
 
 
 @cache

@@ -31,7 +31,7 @@ BASE_VERSION = 3
 @cache
 def migrations() -> dict[int, str]:
     """Every PostgreSQL migration script by the version it brings a store to."""
-    package = resources.files("taskmill.store.postgres")
+    package = resources.files("taskmill.backends.postgres")
     return load_migrations(package.joinpath("migrations"), first=BASE_VERSION + 1, parts=package)
 
 
@@ -42,7 +42,7 @@ SCHEMA_VERSION = max(migrations(), default=BASE_VERSION)
 @cache
 def schema() -> str:
     """The whole current schema (``schema.sql``, its ``-- include:`` parts in place)."""
-    package = resources.files("taskmill.store.postgres")
+    package = resources.files("taskmill.backends.postgres")
     return with_includes(package.joinpath("schema.sql").read_text(encoding="utf-8"), package)
 
 

@@ -28,7 +28,7 @@ CLAIM_LOCK = int.from_bytes(b"tm:claim", "big", signed=True)
 def queries() -> dict[str, str]:
     """Every named query of ``postgres/queries.sql`` (the key-hash expression filled in)."""
     text = (
-        resources.files("taskmill.store.postgres")
+        resources.files("taskmill.backends.postgres")
         .joinpath("queries.sql")
         .read_text(encoding="utf-8")
     )
