@@ -242,11 +242,11 @@ def assert_store_consistent(
     assert store.integrity_check() == "ok"
     if key_hashes:
         select = "SELECT task_type, dedup_key, key_hash FROM "
-        url = getattr(store, "_url", None)
+        url = getattr(store.driver, "_url", None)
         if url is not None:  # a PostgresStore
             rows = run_sql(url, select + table(url, "tasks"))
         else:
-            rows = store.conn.execute(select + "tasks").fetchall()
+            rows = store.driver.conn.execute(select + "tasks").fetchall()
         for task_type, dedup_key, hashed in rows:
             assert hashed == key_hash(task_type, dedup_key), (task_type, dedup_key, hashed)
     active = store.tasks()

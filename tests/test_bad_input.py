@@ -413,8 +413,8 @@ def test_a_damaged_store_says_what_is_wrong_and_what_to_do(tmp_path: Path) -> No
     db = tmp_path / "t.db"
     with tm.TaskStore.open(db) as store:
         store.submit_batch(pl.DataFrame({"task_type": ["t"] * 3000, "payload": ["x" * 200] * 3000}))
-        with store._lock:
-            store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with store.driver._lock:
+            store.driver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = bytearray(db.read_bytes())
     page = 4096
     for p in range(2, len(data) // page):  # every page but the header page: garbage

@@ -243,7 +243,7 @@ def test_a_password_holding_an_at_sign_is_never_shown(pg_url: str) -> None:
     url = _with_password(pg_url, "p@ss")
     with tm.TaskStore.open(url) as store:  # the last '@' ends the password
         store.submit(tm.TaskSubmission("t", dedup_key="a"))
-        assert "ss@" not in store.where and "127.0.0.1" in store.where
+        assert "ss@" not in store.driver.where and "127.0.0.1" in store.driver.where
         assert "p@ss" not in repr(store)
     unreachable = url.rsplit(":", 1)[0] + ":1/nowhere"
     with pytest.raises(tm.StoreError) as caught:

@@ -55,7 +55,9 @@ def test_stored_hashes_match_for_single_and_batch_submits(tmp_path: Path) -> Non
         store.submit(tm.TaskSubmission("one", dedup_key="a"))
         store.submit(tm.TaskSubmission("one"))
         store.submit_batch(pl.DataFrame(KEYS, schema=["task_type", "dedup_key"], orient="row"))
-        rows = store.conn.execute("SELECT task_type, dedup_key, key_hash FROM tasks").fetchall()
+        rows = store.driver.conn.execute(
+            "SELECT task_type, dedup_key, key_hash FROM tasks"
+        ).fetchall()
         assert len(rows) == 2 + len(KEYS)
         assert all(h == key_hash(t, k) for t, k, h in rows)
         assert_store_consistent(store)

@@ -116,7 +116,7 @@ def test_graph_sees_function_level_and_relative_imports() -> None:
     graph = import_graph()
     assert "taskmill.cli" in graph["taskmill.__main__"]  # `from .cli import main`
     assert "taskmill.bench" in graph["taskmill.cli.bench"]  # `from .. import bench`, in a function
-    assert "taskmill.store.sql" in graph["taskmill.store.postgres.migrate"]  # `from ..sql`
+    assert "taskmill.backends.sql" in graph["taskmill.backends.postgres.migrate"]  # `from ..sql`
 
 
 def test_no_import_cycle() -> None:

@@ -470,7 +470,7 @@ def test_a_plan_reads_the_store_clock_when_its_reading_is_stale(location: str | 
     with tm.TaskStore.open(location) as store:
         store.submit(tm.TaskSubmission("t", dedup_key="a"))
         if is_postgres(location):
-            store.clock = StoreClock()  # type: ignore[attr-defined]  # no reading yet
+            store.driver.clock = StoreClock()  # type: ignore[attr-defined]  # no reading yet
         done: list[object] = []
         worker = threading.Thread(
             target=lambda: done.append(

@@ -39,16 +39,16 @@ def test_a_location_no_backend_serves_is_refused(location: str) -> None:
 
 
 def test_taskstore_open_takes_every_spelling(tmp_path: Path, pg_url: str) -> None:
-    from taskmill.store.postgres import PostgresStore
+    from taskmill.backends.postgres.driver import PostgresDriver
 
     with tm.TaskStore.open(f"sqlite:///{tmp_path}/a.db") as store:  # four slashes: absolute
-        assert isinstance(store, tm.TaskStore) and store.path == tmp_path / "a.db"
+        assert isinstance(store, tm.TaskStore) and store.driver.path == tmp_path / "a.db"
         store.submit(tm.TaskSubmission("t", dedup_key="k"))
     with tm.TaskStore.open(tmp_path / "a.db") as store:
         assert store.tasks()["dedup_key"].to_list() == ["k"]
     for url in (pg_url, pg_url.replace("postgresql://", "postgres://", 1)):
         with tm.TaskStore.open(url) as store:
-            assert isinstance(store, PostgresStore)
+            assert isinstance(store, tm.TaskStore) and isinstance(store.driver, PostgresDriver)
             store.submit(tm.TaskSubmission("t", dedup_key="k"))  # the second: deduplicated
             assert store.tasks()["dedup_key"].to_list() == ["k"]
     with pytest.raises(tm.StoreError, match="mysql:// is not a store"):

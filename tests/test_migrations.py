@@ -139,7 +139,7 @@ def test_a_failing_migration_leaves_the_store_untouched(
     before = v1_store.read_bytes()
     broken = {**migrations(), SCHEMA_VERSION: migrations()[SCHEMA_VERSION] + "\nBROKEN SQL;"}
     monkeypatch.setattr(sql, "migrations", lambda: broken)
-    monkeypatch.setattr("taskmill.store.sqlite.migrations", lambda: broken)
+    monkeypatch.setattr("taskmill.backends.sqlite.driver.migrations", lambda: broken)
     with pytest.raises(tm.SchedulerError, match="syntax error"):
         tm.TaskStore.open(v1_store)
     for suffix in ("-wal", "-shm"):

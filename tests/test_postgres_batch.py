@@ -257,7 +257,7 @@ def test_key_hash_collision_against_the_store(
         assert store.submit(tm.TaskSubmission("t", dedup_key="a", priority=100)).task_id == 1
     with psycopg.connect(pg_url) as conn:
         conn.execute("UPDATE taskmill.tasks SET key_hash = %s WHERE id = 1", (key_hash("t", "b"),))
-    raw_sql(lite.path, f"UPDATE tasks SET key_hash = {key_hash('t', 'b')} WHERE id = 1")
+    raw_sql(lite.driver.path, f"UPDATE tasks SET key_hash = {key_hash('t', 'b')} WHERE id = 1")
     frame = pl.DataFrame({"task_type": ["t"] * 3, "dedup_key": ["b", "c", "b"]})
     for strategy in STRATEGIES:
         batch = tm.BatchSubmission().on_duplicate(strategy).tasks(frame)
@@ -570,8 +570,8 @@ def test_a_batch_whose_session_was_lost_and_its_table_swept_stages_again(
     def lose_the_session(ids: list[int], pairs: list[tuple[int, int]]) -> None:
         if swept:
             return
-        assert pg._conn is not None
-        session = pg._conn.info.backend_pid
+        assert pg.driver._conn is not None
+        session = pg.driver._conn.info.backend_pid
         ahead = staging_tables(pg_url)
         assert len(ahead) == 1 and f"_b{session}_" in ahead[0]  # the next chunk's
         raw(pg_url, f"SELECT pg_terminate_backend({session})")

@@ -67,7 +67,7 @@ def queued(jit_server: ThrowawayPostgres) -> Iterator[tuple[PostgresStore, dict[
     empty queue), ten of them claimed by a worker; yields it with the ids and attempts of
     the running ones."""
     url = jit_server.create_database(f"plans_{time.monotonic_ns()}")
-    store = tm.TaskStore.open(url)
+    store = PostgresStore.open(url)
     assert isinstance(store, PostgresStore)
     store.submit_batch(
         [
@@ -184,7 +184,7 @@ def test_the_server_really_jit_compiles_a_pinned_claim(
     """The control: a session with the dispatch pins but JIT left on (as before the fix)
     compiles the claim — so the test below can fail."""
     store, _ = queued
-    with psycopg.connect(store._url, autocommit=True) as conn:
+    with psycopg.connect(store.driver._url, autocommit=True) as conn:
         conn.execute(q("dispatch_settings"))
         params = {"types": ["sync.upload"], "now": time.time(), "owner": "w", "limit": 4}
         plan = explain(conn, "claim", params)
@@ -195,8 +195,8 @@ def test_dispatch_statements_walk_their_index_with_no_sort_and_no_jit(
     queued: tuple[PostgresStore, dict[str, Any]],
 ) -> None:
     store, running = queued
-    with store._dispatch_lock:
-        conn = store._dispatch_connection()
+    with store.driver._dispatch_lock:
+        conn = store.driver._dispatch_connection()
         assert conn.execute("SHOW jit").fetchone() == ("off",)
         for name, params, indexes in dispatch_statements(running):
             plan = explain(conn, name, params)
@@ -225,9 +225,9 @@ def test_no_connection_of_the_store_jit_compiles(
     """The write and read connections too (a count over the whole queue: a statement the
     server would compile)."""
     store, _ = queued
-    lock = store._lock if which == "writer" else store._read_lock
+    lock = store.driver._lock if which == "writer" else store.driver._read_lock
     with lock:
-        conn = store._writer() if which == "writer" else store._read_connection()
+        conn = store.driver._writer() if which == "writer" else store.driver._read_connection()
         assert conn.execute("SHOW jit").fetchone() == ("off",)
         plan = explain(conn, "counts", {})
     assert "JIT" not in plan, json.dumps(plan)[:2000]

@@ -191,8 +191,8 @@ def test_the_claim_walks_the_claim_index_with_no_sort(
             "held": ["g1"],
             "limit": 16,
         }
-        with store._dispatch_lock:  # the connection claims run on, with its settings
-            conn = store._dispatch_connection()
+        with store.driver._dispatch_lock:  # the connection claims run on, with its settings
+            conn = store.driver._dispatch_connection()
             plan = conn.execute("EXPLAIN " + queries()[query], params).fetchall()
     finally:
         store.close()

@@ -473,7 +473,7 @@ def test_durations(text: str, seconds: int) -> None:
 
 
 def test_cli_prune_end_to_end(store: tm.TaskStore, aged: dict[int, float], tmp_path: Path) -> None:
-    db = str(store._url) if hasattr(store, "_url") else str(store.path)
+    db = str(store.driver._url) if hasattr(store.driver, "_url") else str(store.driver.path)
     want = expected(aged, older_than_h=10.5, keep_last=25)
     before = store.history()
     folder = tmp_path / "archive"

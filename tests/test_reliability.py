@@ -261,7 +261,7 @@ def test_read_only_file_system(small_fs: Path) -> None:
     db = small_fs / "tasks.db"
     with tm.TaskStore.open(db) as store:
         store.submit(tm.TaskSubmission("t", dedup_key="k"))
-        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.driver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
     try:
         with pytest.raises(tm.SchedulerError) as err, tm.TaskStore.open(db) as store:

@@ -349,7 +349,7 @@ async def test_store_work_does_not_block_the_loop(location: str | Path) -> None:
         release = threading.Event()
 
         def hold() -> None:
-            with sched.store._lock:
+            with sched.store.driver._lock:
                 release.wait(10)
 
         holder = threading.Thread(target=hold)

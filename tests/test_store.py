@@ -498,7 +498,7 @@ def test_read_connections_of_ended_threads_are_closed(store: tm.TaskStore) -> No
         t = threading.Thread(target=read)
         t.start()
         t.join()
-    assert len(store._readers) <= 2  # the last thread's, and maybe this one's
+    assert len(store.driver._readers) <= 2  # the last thread's, and maybe this one's
 
 
 def test_counts_and_stats(store: tm.TaskStore) -> None:

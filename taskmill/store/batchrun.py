@@ -10,18 +10,18 @@ discard it; everything else happens here, once, for SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import polars as pl
 
+from ..backends.base import BatchBackend, CommitHook
+from ..backends.staging import INSERTING
+from ..batch.outcome import BatchOutcome, build_outcome, compact
+from ..batch.prepare import Prepared, prepare
 from ..model import BatchInterrupted, SchedulerError
-from ..outcome import BatchOutcome, build_outcome, compact
-from ..plan import Prepared, prepare
-from .base import CommitHook
 
 __all__ = ["BatchBackend", "run_batch"]
 
@@ -29,41 +29,6 @@ log = logging.getLogger("taskmill")
 
 S = TypeVar("S")
 Progress = Callable[[int, int], None]
-#: The actions of rows that insert a new task (and take a new id).
-INSERTING = ("submitted", "superseded")
-
-
-class BatchBackend(Protocol[S]):
-    """What a store provides to :func:`run_batch`; ``S`` is its staged-part handle."""
-
-    def batch_session(
-        self, *, chunked: bool, dry_run: bool
-    ) -> contextlib.AbstractContextManager[None]:
-        """Context around the whole batch (warm-up, store settings for chunked batches)."""
-        ...
-
-    def stage(self, rows: pl.DataFrame) -> S:
-        """Start staging one transaction's winning rows (may fill in the background)."""
-        ...
-
-    def ready(self, staged: S) -> None:
-        """Block until ``staged`` is fully staged; raise :class:`SchedulerError` if staging
-        failed (the caller then discards it)."""
-        ...
-
-    def merge(self, staged: S, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
-        """Merge (or, with ``dry_run``, plan) a staged part in one transaction and discard
-        it; the per-row result of :func:`taskmill.store.batch.decide`.  ``base_offset``:
-        ids the earlier chunks of a plan would have taken."""
-        ...
-
-    def discard(self, staged: S) -> None:
-        """Drop a staged part that will not be merged (idempotent)."""
-        ...
-
-    def read_error(self, exc: OSError) -> SchedulerError:
-        """The store's error for a batch whose input could not be read."""
-        ...
 
 
 def run_batch(

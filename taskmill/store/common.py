@@ -12,6 +12,16 @@ from typing import Any, Protocol, TypeGuard
 
 import polars as pl
 
+from ..backends.keys import COLLISION
+from ..batch.validate import (
+    MAX_INT64,
+    NUL_MESSAGE,
+    Row,
+    clock_argument,
+    task_id_argument,
+    text_argument,
+    whole_number,
+)
 from ..columns import TIME_COLUMNS, column, frame_schema
 from ..model import (
     ACTIVE_STATUSES,
@@ -22,16 +32,6 @@ from ..model import (
     SchedulerError,
     SubmitOutcome,
 )
-from ..validation import (
-    MAX_INT64,
-    NUL_MESSAGE,
-    Row,
-    clock_argument,
-    task_id_argument,
-    text_argument,
-    whole_number,
-)
-from .keys import COLLISION
 
 __all__ = [
     "ATTEMPT_COLUMNS",

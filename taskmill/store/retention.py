@@ -32,8 +32,8 @@ from pathlib import Path
 
 import polars as pl
 
+from ..batch.validate import whole_number
 from ..model import SchedulerError
-from ..validation import whole_number
 
 __all__ = [
     "EXPORT_ROWS",

@@ -1,20 +1,21 @@
 """TaskStore: the task store's public face, the same on every engine.
 
-:meth:`TaskStore.open` picks the engine from the location — a SQLite file
-(:class:`~taskmill.store.sqlite.SqliteStore`) or a PostgreSQL database
-(:class:`~taskmill.store.postgres.PostgresStore`, imported only then) — through
-:data:`ENGINES`, and returns a ``TaskStore`` either way: the engine is an implementation
-detail behind it.
+:meth:`TaskStore.open` picks the driver from the location — a SQLite file
+(:class:`~taskmill.backends.sqlite.driver.SqliteDriver`) or a PostgreSQL database
+(:class:`~taskmill.backends.postgres.driver.PostgresDriver`, imported only then, with
+psycopg) — through :data:`ENGINES`, and returns a ``TaskStore`` over it: the engine is an
+implementation detail behind the face.
 
-This class holds the public methods written once for every engine (checking arguments,
-shaping results, the steps of a prune …) and declares, as abstract methods, what each
-engine brings: its SQL, its connections and its transactions.
+This class holds the domain logic once for every engine — argument checks, the claim
+loop with its picker, what a failure means, what a submission does against the store,
+the batch orchestration, recovery, cancelling, retrying failures, retention, the shape of
+results — over a :class:`~taskmill.backends.base.Driver`'s data-level operations.  No SQL
+and no engine name appear here.
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
 import datetime as dt
 import logging
 import os
@@ -26,18 +27,20 @@ from typing import Any, Literal, Self
 
 import polars as pl
 
-from ..model import (
-    ACTIVE_STATUSES,
-    FINAL_STATUSES,
-    InvalidSubmission,
-    RateLimit,
-    SchedulerError,
-    StoreError,
-    SubmitOutcome,
-    TaskSubmission,
+from ..backends import DRIVERS, open_driver
+from ..backends.base import ClaimedTask, CommitHook, Driver, GroupQuery
+from ..backends.keys import key_hash
+from ..backends.workers import (
+    DEFAULT_LEASE_TIMEOUT,
+    RenewingConnection,
+    forget_owner,
+    lost_reason,
+    new_owner_id,
+    stale_owners,
 )
-from ..outcome import BatchOutcome
-from ..validation import (
+from ..batch.outcome import BatchOutcome
+from ..batch.submission import BatchSubmission
+from ..batch.validate import (
     Defaults,
     Row,
     check_submission,
@@ -46,7 +49,16 @@ from ..validation import (
     text_argument,
     to_seconds,
 )
-from .base import CommitHook
+from ..model import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    InvalidSubmission,
+    RateLimit,
+    SchedulerError,
+    SubmitOutcome,
+    TaskSubmission,
+)
+from .batchrun import run_batch
 from .common import (
     ATTEMPT_COLUMNS,
     ATTEMPT_OUTCOMES,
@@ -63,32 +75,27 @@ from .common import (
     limit_argument,
     since_timestamp,
     stats_frame,
+    submit_row,
+    task_types_argument,
 )
-from .keys import key_hash
-from .location import Location, parse_location
-from .picking import Claimed
-from .retention import ExportFolder, PruneSelection, PruneSteps, check_prune_args, run_prune
-from .workers import (
-    DEFAULT_LEASE_TIMEOUT,
-    RenewingConnection,
-    forget_owner,
-    lost_reason,
-    new_owner_id,
-    stale_owners,
+from .picking import Claimed, Picker, check_limits
+from .retention import (
+    PENDING_KEY,
+    ExportFolder,
+    PruneSteps,
+    check_prune_args,
+    run_prune,
 )
 
-__all__ = ["ENGINES", "TaskStore"]
+__all__ = ["ENGINES", "GroupQuery", "TaskStore"]
 
 log = logging.getLogger("taskmill")
 
-#: How each engine opens a store, by the kind of its location.  The engines build on this
-#: module (their classes are TaskStore's subclasses), so it never imports them: the package
-#: (``taskmill/store/__init__.py``) fills this table, PostgreSQL's entry importing its
-#: engine (and psycopg) only when a PostgreSQL URL is opened.
-ENGINES: dict[str, Callable[[Location, float], TaskStore]] = {}
 
-#: The per-group reads :meth:`TaskStore._per_group` runs (named queries of each engine).
-GroupQuery = Literal["waiting_for_start", "waiting_for_retry", "paused_groups"]
+#: How each engine's driver is opened, by the kind of its location (the table of
+#: :mod:`taskmill.backends`: PostgreSQL's imports its driver, and psycopg, only when a
+#: PostgreSQL URL is opened).
+ENGINES = DRIVERS
 
 
 def attempt_pairs(
@@ -103,7 +110,7 @@ def attempt_pairs(
     return ids, [None if a is None else int(a) for a in attempts]
 
 
-class TaskStore(abc.ABC):
+class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may register
     """A persistent task queue: a SQLite file, or a PostgreSQL database shared by workers
     on any number of machines — the same API and outcomes on both.
 
@@ -112,19 +119,44 @@ class TaskStore(abc.ABC):
     open the same store: a writer waits for the others up to ``busy_timeout`` seconds,
     then raises ``SchedulerError(kind="store")``.
 
-    An object that stands for a store without being one of the engines' classes (a
-    wrapper forwarding every call to a real store, as tests use to inject faults) may be
-    declared one with ``abc.ABCMeta.register(TaskStore, cls)`` (``TaskStore.register``
-    registers a worker); a :class:`~taskmill.Scheduler` takes it then.
+    An object that stands for a store without being one (a wrapper forwarding every call
+    to a real store, as tests use to inject faults) may be declared one with
+    ``abc.ABCMeta.register(TaskStore, cls)`` (``TaskStore.register`` registers a
+    worker); a :class:`~taskmill.Scheduler` takes it then.
     """
 
-    #: Seconds a write waits for another writer's lock before the call fails.
-    busy_timeout: float
-    #: Seconds each transaction of the last batch held the store's write lock.
-    last_batch_merge_seconds: list[float]
     #: The export file of this store object's last :meth:`prune_history` (``None``: that
     #: prune had no ``export`` folder, or removed nothing).
     last_export: Path | None = None
+
+    def __init__(self, driver: Driver[Any]) -> None:
+        """The face over an open ``driver`` (:meth:`open` makes one from a location).
+        Running tasks whose worker is gone are put back to pending first
+        (:meth:`recover`); the driver is closed if that fails."""
+        self._driver = driver
+        try:
+            self.recover()
+        except BaseException:
+            driver.close()
+            raise
+
+    @property
+    def driver(self) -> Driver[Any]:
+        """The engine's driver under this face (for tools and tests that reach below it)."""
+        return self._driver
+
+    @property
+    def busy_timeout(self) -> float:
+        """Seconds a write waits for another writer's lock before the call fails."""
+        return self._driver.busy_timeout
+
+    @property
+    def last_batch_merge_seconds(self) -> list[float]:
+        """Seconds each transaction of the last batch held the store's write lock."""
+        return self._driver.last_batch_merge_seconds
+
+    def __repr__(self) -> str:
+        return repr(self._driver)
 
     # ------------------------------------------------------------------ opening
 
@@ -138,11 +170,7 @@ class TaskStore(abc.ABC):
         be reached (a missing folder, a server that does not answer), is not a taskmill
         store, or was written by a newer taskmill schema.
         """
-        where = parse_location(location)
-        engine = ENGINES.get(where.kind)
-        if engine is None:  # pragma: no cover - the package registers every engine
-            raise StoreError(f"no engine registered for {where.kind} stores")
-        return engine(where, busy_timeout)
+        return TaskStore(open_driver(location, busy_timeout=busy_timeout))
 
     def __enter__(self) -> Self:
         return self
@@ -150,38 +178,56 @@ class TaskStore(abc.ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @abc.abstractmethod
     def close(self) -> None:
         """Close the store's connections (idempotent)."""
+        self._driver.close()
 
-    @abc.abstractmethod
     def now(self) -> float:
         """The store's clock, in seconds since the epoch: what leases, rate limits, start
         and expiry times are judged by (a SQLite store's host's; a PostgreSQL server's)."""
+        return self._driver.now()
 
     def _at(self, now: float | None) -> float:
         """``now`` (a time given for tests), checked, or the store's clock."""
         return self.now() if now is None else clock_argument(now)
 
-    @abc.abstractmethod
     def integrity_check(self) -> str:
-        """``"ok"`` when the store is healthy; otherwise what is wrong, one line each."""
+        """``"ok"`` when the store is healthy; otherwise what is wrong, one line each
+        (SQLite's ``PRAGMA integrity_check``; on PostgreSQL, taskmill's own invariants)."""
+        return self._driver.integrity_check()
 
     def watch(self, wake: Callable[[], None]) -> Callable[[], None] | None:
         """Call ``wake()`` (from a thread of its own) whenever another connection commits
         tasks that became pending, so a scheduler dispatches them at once; returns the
         function that stops watching.  ``None``: the engine cannot tell (a scheduler
         then finds such work at its next poll)."""
-        return None
+        return self._driver.watch(wake)
 
-    # ------------------------------------------------------------------ engine: submitting
+    # ------------------------------------------------------------------ submitting
 
-    @abc.abstractmethod
     def _submit_checked(self, row: Row, now: float) -> SubmitOutcome:
         """Decide one checked submission against the store and carry it out, in one
         transaction (see :func:`~taskmill.store.common.submit_row`)."""
+        hashed = key_hash(row.task_type, row.dedup_key)
 
-    @abc.abstractmethod
+        def body(conn: Any) -> SubmitOutcome:
+            # no key: never a duplicate, no lock to take
+            existing = None if hashed is None else self._driver.find_active(conn, hashed)
+            return submit_row(
+                row,
+                existing,
+                now,
+                next_id=lambda: self._driver.new_task_id(conn),
+                insert=lambda new_id, pos: self._driver.insert(conn, new_id, pos, row, hashed, now),
+                upgrade=lambda old_id: self._driver.upgrade_priority(conn, old_id, row.priority),
+                supersede=lambda old_id, new_id: self._driver.finish(
+                    conn, [old_id], "superseded", now, replaced_by=new_id
+                ),
+                expire=lambda old_id: self._driver.finish(conn, [old_id], "expired", now),
+            )
+
+        return self._driver.write("cannot submit to", body, retry_unique=True)
+
     def _batch(
         self,
         tasks: Any,
@@ -196,8 +242,10 @@ class TaskStore(abc.ABC):
         transaction then passes over a keyed row whose key has a history record newer
         than its failure (deduplicated, ``task_id`` that record): so a failure retried by
         a concurrent call since this one read it is never submitted a second time."""
+        backend = self._driver.batch_backend(retries)
+        return run_batch(backend, tasks, dry_run=dry_run, on_commit=on_commit, progress=progress)
 
-    # ------------------------------------------------------------------ engine: task control
+    # ------------------------------------------------------------------ task control
 
     def cancel(self, task_id: int) -> str | None:
         """Cancel an active task: it moves to history as ``cancelled``.
@@ -206,86 +254,29 @@ class TaskStore(abc.ABC):
         ``None`` when no active task has that id.  A running attempt is not stopped
         by the store; the scheduler running it tells its executor.
         """
-        return self._cancel(task_id_argument(task_id))
-
-    @abc.abstractmethod
-    def _cancel(self, task_id: int) -> str | None:
-        """Move active task ``task_id`` to history as cancelled, in one write; the status it
-        had (``None``: no such active task)."""
+        return self._driver.cancel(task_id_argument(task_id))
 
     def pause(self, task_id: int) -> bool:
         """Hold a pending task back from dispatch; returns whether it was paused."""
-        return self._set_status(task_id_argument(task_id), "pending", "paused")
+        return self._driver.set_status(task_id_argument(task_id), "pending", "paused")
 
     def resume(self, task_id: int) -> bool:
         """Let a paused task be dispatched again; returns whether it was resumed."""
-        return self._set_status(task_id_argument(task_id), "paused", "pending")
-
-    @abc.abstractmethod
-    def _set_status(self, task_id: int, old: str, new: str) -> bool:
-        """Set active task ``task_id``'s status to ``new`` if it is ``old``, in one write;
-        whether it was."""
-
-    @abc.abstractmethod
-    def _pause_group(self, group: str, until: float | None, now: float) -> None:
-        """Record the pause of ``group`` (checked) until ``until`` (``None``: resumed)."""
+        return self._driver.set_status(task_id_argument(task_id), "paused", "pending")
 
     def resume_group(self, group: str) -> bool:
         """Dispatch a paused group's tasks again; ``False`` if it was not paused."""
-        return self._resume_group(text_argument(group, "group"))
-
-    @abc.abstractmethod
-    def _resume_group(self, group: str) -> bool:
-        """Forget the pause of ``group`` (checked), in one write; whether it was paused."""
+        return self._driver.resume_group(text_argument(group, "group"))
 
     def expire_due(self, *, now: float | None = None) -> int:
         """Move every task not started by its ``expires_at`` (pending, waiting out a
         retry, or paused) to history as ``expired``, freeing its key; returns how many."""
         at = self._at(now)
-        if not self._any_expired(at):  # a look first: most calls find nothing to write
+        if not self._driver.any_expired(at):  # a look first: most calls find nothing to write
             return 0
-        return self._expire(at)
+        return self._driver.expire(at)
 
-    @abc.abstractmethod
-    def _any_expired(self, now: float) -> bool:
-        """Whether any active task not started has expired by ``now`` (a read)."""
-
-    @abc.abstractmethod
-    def _expire(self, now: float) -> int:
-        """Move the tasks not started by their expiry time at ``now`` to history as expired,
-        in one write transaction; returns how many."""
-
-    @abc.abstractmethod
-    def _last_task_id(self) -> int:
-        """The last task id handed out (0: none yet)."""
-
-    @abc.abstractmethod
-    def _active_task_types(self) -> list[str]:
-        """The task types of the active tasks."""
-
-    @abc.abstractmethod
-    def _cancel_batch(
-        self,
-        where: CancelFilter,
-        *,
-        after: int,
-        last: int,
-        keyed: tuple[list[int], list[str], list[str]] | None,
-    ) -> tuple[int, int | None]:
-        """One transaction of :meth:`cancel_where`: pick, under the write lock, the active
-        tasks ``where`` matches with ids in ``(after, last]`` (at most
-        :data:`~taskmill.store.common.CANCEL_BATCH`; with ``keyed``, those of the ``(key
-        hash, task type, key)`` triples instead) and move them to history as cancelled;
-        returns how many moved and the last id picked (``None``: none)."""
-
-    @abc.abstractmethod
-    def _failed_rows(
-        self, task_type: list[str] | None, group: list[str] | None, since: float | None
-    ) -> list[tuple[Any, ...]]:
-        """The failures :meth:`retry_failed` resubmits, in history order: each one's
-        history id, then the columns of :data:`~taskmill.store.common.RETRY_COLUMNS`."""
-
-    # ------------------------------------------------------------------ engine: workers
+    # ------------------------------------------------------------------ workers
 
     def new_owner(self, *, lease_timeout: float = DEFAULT_LEASE_TIMEOUT) -> str:
         """Register a fresh worker identity for :meth:`claim`, holding a lease of
@@ -303,13 +294,12 @@ class TaskStore(abc.ABC):
             raise
         return owner
 
-    @abc.abstractmethod
     def register(self, owner: str, *, lease_timeout: float) -> None:
         """(Re-)register ``owner`` with a fresh lease (after :meth:`renew` said it was
         lost), starting by the store's clock, with this process's scope
-        (:func:`~taskmill.store.workers.local_scope`)."""
+        (:func:`~taskmill.backends.workers.local_scope`)."""
+        self._driver.register(owner, lease_timeout=lease_timeout)
 
-    @abc.abstractmethod
     def renew(self, owner: str) -> bool:
         """Extend ``owner``'s lease on the tasks it runs, by the store's clock.
 
@@ -318,37 +308,33 @@ class TaskStore(abc.ABC):
         pending): the caller no longer owns any task and must register again.  A
         scheduler renews on a :meth:`heartbeat` of its own instead.
         """
+        return self._driver.renew(owner)
 
-    @abc.abstractmethod
     def heartbeat(self, *, timeout: float) -> RenewingConnection:
         """A connection of its own for renewing leases, each renewal waiting at most
         ``timeout`` seconds: never queued behind this store's other calls."""
+        return self._driver.heartbeat(timeout=timeout)
 
     def release_owner(self, owner: str) -> int:
         """Give every task ``owner`` still runs back to the queue (not counted as tries);
         forget the owner.  Returns how many tasks."""
         forget_owner(owner)  # no longer a worker alive in this process
-        return self._release_owner(owner)
+        return self._driver.release_owner(owner)
 
-    @abc.abstractmethod
-    def _release_owner(self, owner: str) -> int:
-        """In one write, put ``owner``'s running tasks back to pending and forget its worker
-        row; returns how many tasks."""
-
-    @abc.abstractmethod
     def owned_tasks(self, owner: str) -> list[int]:
         """Ids of the tasks the store has running for ``owner``."""
+        return self._driver.owned_tasks(owner)
 
     def recover(self, *, now: float | None = None) -> int:
         """Put back to pending (not counted as a try) the running tasks whose worker is
         gone: its lease ran out by the store's clock (``now``: another time, for tests),
         it is a dead process of this host and PID namespace, or it never held a lease (a
         worker of the 0.1 schema, on another host).  Returns how many."""
-        running, stale = self._owner_leases(now)
+        running, stale = self._driver.owner_leases(now)
         dead, expired = stale_owners(running, stale)
         if not dead and not expired:
             return 0
-        count = self._give_back(
+        count = self._driver.give_back(
             [(o, lost_reason(o, expired=False)) for o in sorted(dead, key=lambda o: o or "")],
             [(o, lost_reason(o, expired=True)) for o in sorted(expired)],
             now,
@@ -361,28 +347,8 @@ class TaskStore(abc.ABC):
             )
         return count
 
-    @abc.abstractmethod
-    def _owner_leases(self, now: float | None) -> tuple[list[Any], list[str]]:
-        """One read: each running task's ``(owner, whether its lease ran out, its scope)``
-        (query ``running_owner_leases``) and the workers whose lease ran out (query
-        ``expired_workers``), by the store's clock or ``now``; as
-        :func:`~taskmill.store.workers.stale_owners` takes them."""
+    # ------------------------------------------------------------------ dispatch
 
-    @abc.abstractmethod
-    def _give_back(
-        self,
-        dead: list[tuple[str | None, str]],
-        expired: list[tuple[str, str]],
-        now: float | None,
-    ) -> int:
-        """In one write transaction, put back to pending the running tasks of the ``dead``
-        owners (and forget them) and of the ``expired`` ones unless they renewed since
-        (forgetting those), each lost attempt recorded with the reason given beside its
-        owner; returns how many tasks."""
-
-    # ------------------------------------------------------------------ engine: dispatch
-
-    @abc.abstractmethod
     def claim(
         self,
         limit: int,
@@ -400,12 +366,61 @@ class TaskStore(abc.ABC):
 
         Group limits and byte budgets count every running task of the group in the
         store, whoever runs it, and rate limits take tokens from buckets kept in the
-        store, so they hold across every scheduler, process and machine on the store.  A
-        group held back by a limit, a budget, its bucket or a pause never blocks the
-        tasks of other groups behind it (see :mod:`taskmill.store.picking`).  The result
-        also says how long until a rate limit lets one more through, and which groups
-        were held back (:class:`~taskmill.store.picking.Claimed`).
+        store, all inside the claim's own transaction (holding a claim lock), so they
+        hold across every scheduler, process and machine on the store.  A group held
+        back by a limit, a budget, its bucket or a pause never blocks the tasks of other
+        groups behind it (see :mod:`taskmill.store.picking`).  The result also says how
+        long until a rate limit lets one more through, and which groups were held back
+        (:class:`~taskmill.store.picking.Claimed`).  With no limit to count, a driver
+        that can claims in one statement.
         """
+        limit = limit_argument(limit) or 0
+        types = sorted(set(task_types_argument(task_types)))
+        now = None if now is None else clock_argument(now)  # checked before anything runs
+        if limit <= 0 or not types:
+            return Claimed()
+        limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
+        if not limits.any and self._driver.claims_at_once:
+            at = self._at(now)
+            return Claimed(
+                self._driver.write(
+                    "cannot claim tasks from",
+                    lambda conn: self._driver.claim_at_once(conn, types, at, owner, limit),
+                    dispatch=True,
+                    single=True,
+                )
+            )
+
+        def body(conn: Any) -> Claimed:
+            running, buckets = self._driver.claim_counts(
+                conn, limits.counts_running, sorted(limits.rate_limits)
+            )
+            # the store's clock, read after the counts, under the claim's lock: every end
+            # they saw was recorded before, so no start is recorded before an end it counted
+            at = self._driver.clock_in(conn) if now is None else now
+            picker = Picker(limits, running, buckets, at)
+            taken: list[ClaimedTask] = []
+            while len(taken) < limit:
+                open_types = [t for t in types if t not in picker.blocked_types()]
+                if not open_types:
+                    break
+                held = sorted(picker.blocked_groups())
+                found = self._driver.claim_candidates(
+                    conn, open_types, at, held, limit - len(taken)
+                )
+                if not found:
+                    break
+                batch = [t for t, size in found if picker.take(t.task_type, t.group, size)]
+                if batch:  # marked, and the buckets as they stand
+                    self._driver.mark_running(
+                        conn, [t.id for t in batch], at, owner, picker.buckets()
+                    )
+                    taken.extend(batch)
+            return picker.outcome(taken)
+
+        return self._driver.write(
+            "cannot claim tasks from", body, dispatch=True, claim_lock=limits.any
+        )
 
     def complete_many(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
@@ -419,12 +434,18 @@ class TaskStore(abc.ABC):
             return set()
         return self._complete_owned(*attempt_pairs(task_ids, attempts), owner)
 
-    @abc.abstractmethod
     def _complete_owned(self, ids: list[int], tries: list[int | None], owner: str) -> set[int]:
         """Move to history as completed, in one write, the tasks of ``ids`` running for
         ``owner`` as the attempt beside each (``None``: any); returns their ids."""
+        return self._driver.write(
+            "cannot record completed tasks in",
+            lambda conn: self._driver.finish_owned(
+                conn, ids, tries, owner, "completed", self._driver.clock_in(conn)
+            ),
+            dispatch=True,
+            single=True,
+        )
 
-    @abc.abstractmethod
     def fail(
         self,
         task_id: int,
@@ -443,6 +464,24 @@ class TaskStore(abc.ABC):
         ``traceback`` (the last frames of the error's) is kept with the attempt.
         """
 
+        def body(conn: Any) -> str | None:
+            if retry_at is not None:
+                moved = self._driver.retry_later(conn, task_id, owner, attempt, error, retry_at)
+                result = "retry" if moved else None
+            else:
+                at = self._driver.clock_in(conn)
+                done = self._driver.finish_owned(
+                    conn, [task_id], [attempt], owner, "failed", at, error=error
+                )
+                result = "failed" if done else None
+            if result is not None and traceback is not None:
+                self._driver.attempt_traceback(conn, task_id, traceback)
+            return result
+
+        return self._driver.write(
+            "cannot record a failed attempt in", body, dispatch=True, single=True
+        )
+
     def release(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
     ) -> int:
@@ -451,10 +490,14 @@ class TaskStore(abc.ABC):
             return 0
         return self._release_owned(*attempt_pairs(task_ids, attempts), owner)
 
-    @abc.abstractmethod
     def _release_owned(self, ids: list[int], tries: list[int | None], owner: str) -> int:
         """Put back to pending, in one write, the tasks of ``ids`` running for ``owner`` as
         the attempt beside each (``None``: any); returns how many."""
+        return self._driver.write(
+            "cannot release tasks in",
+            lambda conn: self._driver.release_running(conn, ids, tries, owner),
+            dispatch=True,
+        )
 
     def lost_tasks(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
@@ -468,116 +511,64 @@ class TaskStore(abc.ABC):
         if not task_ids:
             return {}
         ids, tries = attempt_pairs(task_ids, attempts)
-        still, found = self._ownership(ids, tries, owner)
+        still, found = self._driver.ownership(ids, tries, owner)
         return {t: found.get(t, ("gone", None)) for t in ids if t not in still}
 
-    @abc.abstractmethod
-    def _ownership(
-        self, ids: list[int], tries: list[int | None], owner: str
-    ) -> tuple[set[int], dict[int, tuple[str, int | None]]]:
-        """One read: the ids of ``ids`` still running for ``owner`` (as the attempt beside
-        each; ``None``: any), and for the others found in the store, their history status
-        and ``replaced_by`` or else their active status and ``None``."""
-
-    @abc.abstractmethod
     def has_work(self, task_types: Iterable[str]) -> bool:
         """Whether any task of these types is pending or running (a worker's work left)."""
+        types = sorted(set(task_types))
+        return self._driver.read(lambda conn: self._driver.has_work(conn, types))
 
-    @abc.abstractmethod
     def next_retry_at(self) -> float | None:
         """The earliest time a task waiting for a start time or a retry, or a paused
         group, becomes due."""
+        return self._driver.read(
+            lambda conn: self._driver.next_run_after(conn, self._driver.clock_in(conn))
+        )
 
-    # ------------------------------------------------------------------ engine: queries
+    # ------------------------------------------------------------------ queries
 
     def counts(self) -> dict[str, int]:
         """Number of tasks per status, every status present (active and final)."""
         result: dict[str, int] = dict.fromkeys((*ACTIVE_STATUSES, *FINAL_STATUSES), 0)
-        for status, n in self._status_counts():
+        for status, n in self._driver.status_counts():
             result[status] = int(n)
         return result
-
-    @abc.abstractmethod
-    def _status_counts(self) -> list[tuple[str, int]]:
-        """``(status, how many tasks)`` for the statuses of active tasks and of history."""
 
     def waiting_for_start(self, *, now: float | None = None) -> dict[str | None, int]:
         """Pending tasks per group (``None``: no group) whose start time, or retry
         backoff, is still ahead."""
-        return {g: int(n) for g, n in self._per_group("waiting_for_start", self._at(now))}
+        return {g: int(n) for g, n in self._driver.per_group("waiting_for_start", self._at(now))}
 
     def waiting_for_retry(self, *, now: float | None = None) -> dict[str | None, int]:
         """Of :meth:`waiting_for_start`, the tasks per group waiting out a retry's backoff
         (tried before), not a start time given at submission."""
-        return {g: int(n) for g, n in self._per_group("waiting_for_retry", self._at(now))}
+        return {g: int(n) for g, n in self._driver.per_group("waiting_for_retry", self._at(now))}
 
     def paused_groups(self, *, now: float | None = None) -> dict[str, float | None]:
         """The groups paused now, with the time each pause ends (``None``: until resumed)."""
-        return dict(self._per_group("paused_groups", self._at(now)))
+        return dict(self._driver.per_group("paused_groups", self._at(now)))
 
-    @abc.abstractmethod
-    def _per_group(self, query: GroupQuery, now: float) -> list[tuple[Any, Any]]:
-        """The rows of the named per-group query (``(group, value)``) at ``now``."""
-
-    @abc.abstractmethod
-    def _select(
-        self,
-        table: str,
-        columns: Mapping[str, Any],
-        *,
-        status: Filter,
-        task_type: Filter,
-        group: Filter,
-        limit: int | None,
-        ids: list[int] | None = None,
-    ) -> pl.DataFrame:
-        """The rows of ``table`` (``"tasks"`` in dispatch order, ``"history"`` by id)
-        matching every filter given, at most ``limit`` (negative: no limit), as a frame
-        of ``columns``."""
-
-    @abc.abstractmethod
-    def _attempt_rows(
-        self, task_ids: list[int] | None, outcomes: list[str] | None, limit: int | None
-    ) -> list[tuple[Any, ...]]:
-        """The recorded attempts (of ``task_ids``; ending as one of ``outcomes``), newest
-        first, at most ``limit`` of them; columns as
-        :data:`~taskmill.store.common.ATTEMPT_COLUMNS`."""
-
-    @abc.abstractmethod
-    def _stats_rows(self, by: str) -> list[tuple[Any, ...]]:
-        """``(key, status, count)`` over active tasks and history, the key being the
-        column ``by`` names (``group``, ``priority`` or ``task_type``)."""
-
-    # ------------------------------------------------------------------ engine: retention
-
-    @abc.abstractmethod
-    def _prune_select(self, selection: PruneSelection) -> list[int]:
-        """Ids of the history rows ``selection`` removes (one read)."""
-
-    @abc.abstractmethod
-    def _prune_rows(self, ids: list[int]) -> pl.DataFrame:
-        """The history rows of ``ids`` as :meth:`history` shows them, by id."""
-
-    @abc.abstractmethod
-    def _prune_delete(self, ids: list[int]) -> int:
-        """Delete the history rows of ``ids`` in one transaction; returns how many."""
-
-    @abc.abstractmethod
-    def _prune_lock(self) -> contextlib.AbstractContextManager[None]:
-        """Held around a whole prune: prunes of the store never overlap, in any process
-        (or, on PostgreSQL, machine); waits for the prune under way."""
-
-    @abc.abstractmethod
-    def _prune_recorded(self) -> str | None:
-        """The store's record of the export of a prune under way (``None``: none)."""
-
-    @abc.abstractmethod
-    def _prune_record(self, value: str | None) -> None:
-        """Set (``None``: clear) the record of :meth:`_prune_recorded`, committed."""
+    # ------------------------------------------------------------------ retention
 
     def _describe(self) -> str:
         """The store, for messages."""
-        return repr(self)
+        return self._driver.describe()
+
+    def _failed_rows(
+        self, task_type: list[str] | None, group: list[str] | None, since: float | None
+    ) -> list[tuple[Any, ...]]:
+        """The failures :meth:`retry_failed` resubmits (:meth:`Driver.failed_rows
+        <taskmill.backends.base.Driver.failed_rows>`)."""
+        return self._driver.failed_rows(task_type, group, since)
+
+    def _prune_rows(self, ids: list[int]) -> pl.DataFrame:
+        """The history rows of ``ids`` as :meth:`history` shows them, by id."""
+        return frame(self._driver.prune_rows(ids), HISTORY_COLUMNS)
+
+    def _prune_delete(self, ids: list[int]) -> int:
+        """Delete the history rows of ``ids`` in one transaction; how many."""
+        return self._driver.prune_delete(ids)
 
     # ------------------------------------------------------------------ control
 
@@ -592,7 +583,7 @@ class TaskStore(abc.ABC):
             end = to_seconds(until, "until", now)
         except InvalidSubmission as exc:
             raise SchedulerError(f"pause_group: {exc}", kind="invalid_argument") from None
-        self._pause_group(group, end, now)
+        self._driver.pause_group(group, end, now)
 
     # ------------------------------------------------------------------ submitting
 
@@ -695,17 +686,19 @@ class TaskStore(abc.ABC):
         paired with every task type in question — and finds its tasks through the
         active-key index: the cost follows the number of keys, not the size of the store.
         """
-        last = self._last_task_id()
+        last = self._driver.last_task_id()
         count = 0
         if where.dedup_keys is None:
             after = 0
             while True:
-                moved, last_picked = self._cancel_batch(where, after=after, last=last, keyed=None)
+                moved, last_picked = self._driver.cancel_batch(
+                    where, after=after, last=last, limit=CANCEL_BATCH, keyed=None
+                )
                 count += moved
                 if last_picked is None:
                     return count
                 after = last_picked
-        types = where.task_type if where.task_type is not None else self._active_task_types()
+        types = where.task_type if where.task_type is not None else self._driver.active_task_types()
         types = sorted(set(types))
         if not types:
             return 0
@@ -716,7 +709,9 @@ class TaskStore(abc.ABC):
             pairs = [(t, k) for t in types for k in part]
             hashes = [key_hash(t, k) or 0 for t, k in pairs]
             keyed = (hashes, [t for t, _ in pairs], [k for _, k in pairs])
-            count += self._cancel_batch(where, after=0, last=last, keyed=keyed)[0]
+            count += self._driver.cancel_batch(
+                where, after=0, last=last, limit=CANCEL_BATCH, keyed=keyed
+            )[0]
         return count
 
     def retry_failed(
@@ -752,8 +747,6 @@ class TaskStore(abc.ABC):
 
         ``on_commit`` is :meth:`submit_batch`'s.
         """
-        from ..plan import BatchSubmission
-
         types = filter_values("task_type", task_type)
         groups = filter_values("group", group)
         after = since_timestamp(since, time.time())
@@ -797,7 +790,7 @@ class TaskStore(abc.ABC):
 
     def _query(
         self,
-        table: str,
+        table: Literal["tasks", "history"],
         columns: Mapping[str, Any],
         status: Any,
         task_type: Any,
@@ -806,28 +799,37 @@ class TaskStore(abc.ABC):
         ids: Any = None,
     ) -> pl.DataFrame:
         """:meth:`tasks` or :meth:`history`, its arguments checked."""
-        return self._select(
+        rows = self._driver.select(
             table,
-            columns,
+            list(columns),
             status=filter_values("status", status),
             task_type=filter_values("task_type", task_type),
             group=filter_values("group", group),
             limit=limit_argument(limit),
             ids=ids_argument(ids),
         )
+        return frame(rows, columns)
 
     def task(self, task_id: int) -> dict[str, Any] | None:
         """Task ``task_id`` wherever it is: its row of :meth:`tasks` (with ``active``
         true) or of :meth:`history` (``active`` false) as a dict, or ``None`` when the
         store holds no such task (never submitted, or pruned).  Looked up by id."""
         task_id = task_id_argument(task_id)
-        for active, table, columns in (
+        looks: tuple[tuple[bool, Literal["tasks", "history"], Mapping[str, Any]], ...] = (
             (True, "tasks", TASK_COLUMNS),
             (False, "history", HISTORY_COLUMNS),
-        ):
-            found = self._select(
-                table, columns, status=None, task_type=None, group=None, limit=1, ids=[task_id]
+        )
+        for active, table, columns in looks:
+            rows = self._driver.select(
+                table,
+                list(columns),
+                status=None,
+                task_type=None,
+                group=None,
+                limit=1,
+                ids=[task_id],
             )
+            found = frame(rows, columns)
             if found.height:
                 return {**found.row(0, named=True), "active": active}
         return None
@@ -859,7 +861,7 @@ class TaskStore(abc.ABC):
                     kind="invalid_argument",
                 )
         limit = limit_argument(limit)
-        rows = self._attempt_rows(
+        rows = self._driver.attempt_rows(
             ids_argument(task_id, "task_id"),
             outcomes,
             None if limit is None or limit < 0 else limit,
@@ -914,13 +916,13 @@ class TaskStore(abc.ABC):
             )
         folder = None if export is None else ExportFolder(export)
         steps = PruneSteps(
-            select=self._prune_select,
+            select=lambda chosen: self._driver.prune_select(chosen.cutoff, chosen.keep_last),
             rows=self._prune_rows,
             delete=self._prune_delete,
-            recorded=self._prune_recorded,
-            record=self._prune_record,
+            recorded=lambda: self._driver.meta_get(PENDING_KEY),
+            record=lambda value: self._driver.meta_set(PENDING_KEY, value),
         )
-        with self._prune_lock():
+        with self._driver.prune_lock():
             removed, path = run_prune(selection, steps=steps, export=folder, where=self._describe())
         self.last_export = path
         return removed
@@ -932,4 +934,4 @@ class TaskStore(abc.ABC):
             raise SchedulerError(
                 f"by={by!r}: use group, priority or task_type", kind="invalid_argument"
             )
-        return stats_frame(self._stats_rows(by), by)
+        return stats_frame(self._driver.stats_rows(by), by)

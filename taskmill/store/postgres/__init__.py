@@ -1,7 +1,5 @@
-"""The PostgreSQL engine: its schema, migrations and queries as SQL files, and the code
-that talks to a PostgreSQL server (through psycopg).  :class:`PostgresStore` is the
-:class:`~taskmill.store.store.TaskStore` that ``TaskStore.open()`` returns for a
-``postgresql://`` URL, with the SQLite store's semantics."""
+"""The old path of the PostgreSQL store (its driver is :mod:`taskmill.backends.postgres`):
+:class:`PostgresStore`, the :class:`~taskmill.store.TaskStore` of a ``postgresql://`` URL."""
 
 from .store import PostgresStore
 

@@ -1,0 +1,1155 @@
+"""SqliteDriver: the :class:`~taskmill.backends.base.Driver` of a SQLite file, the only
+code that talks to SQLite."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import polars as pl
+
+from ...batch.validate import Row
+from ...columns import column as declared
+from ...model import (
+    NotATaskStore,
+    SchedulerError,
+    SchemaTooNew,
+    StoreDamaged,
+    StoreError,
+    StoreLocked,
+)
+from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery
+from ..keys import register as register_key_hash
+from ..sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
+from ..staging import (
+    Stager,
+    StagingPipeline,
+    decide,
+    retried_failures,
+    split_parts,
+    warm_up_in_background,
+)
+from ..workers import (
+    RenewingConnection,
+    StoreClock,
+    live_owners,
+    local_scope,
+    note_renewed,
+    owner_parts,
+    pid_alive,
+)
+
+__all__ = ["SqliteDriver", "SqliteHeartbeat"]
+
+log = logging.getLogger("taskmill")
+
+T = TypeVar("T")
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_DAMAGED_HINT = (
+    "the file is damaged; check it with `sqlite3 {path} 'PRAGMA integrity_check'` and "
+    "restore it from a backup (do not delete its -wal file while a process has it open)"
+)
+
+
+def _is_damage(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "malformed" in text or "corrupt" in text
+
+
+def _store_error(action: str, path: Path, exc: BaseException) -> SchedulerError:
+    if _is_damage(exc):
+        return StoreDamaged(f"{action} {path}: {exc}; " + _DAMAGED_HINT.format(path=path))
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return StoreLocked(f"{action} {path}: {exc}")
+    return StoreError(f"{action} {path}: {exc}")
+
+
+def _looks_like_sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(16) == _SQLITE_HEADER
+    except OSError:
+        return False
+
+
+@dataclass
+class _Staged:
+    """One transaction's rows on their way into staging files."""
+
+    part: pl.DataFrame
+    pieces: list[pl.DataFrame]
+    paths: list[Path]
+    pipeline: StagingPipeline
+
+    def wait_filled(self, store_path: Path) -> None:
+        """Block until every staging file is filled; raise if staging failed."""
+        for j in range(len(self.pieces)):
+            self.pipeline.wait(j, store_path)
+
+    def discard(self, stager: Stager) -> None:
+        """Stop the filling thread and delete the files (idempotent)."""
+        self.pipeline.stop()
+        for path in self.paths:
+            stager.discard(path)
+
+
+#: What tasks() and history() read, in which order (constants: never data).
+_TABLES = {"tasks": "tasks", "history": "history"}
+_ORDER = {"tasks": "priority, queue_pos", "history": "id"}
+
+
+def _json_list(values: list[str] | None) -> str | None:
+    """A filter's values as the JSON array a query reads with ``json_each`` (``None``:
+    no filter)."""
+    return None if values is None else json.dumps(values)
+
+
+def _sql_columns(columns: Iterable[str]) -> str:
+    """The select list of frame columns: each by its stored name (``group_name AS "group"``)."""
+    return ", ".join(
+        c if (name := declared(c).stored) == c else f'{name} AS "{c}"' for c in columns
+    )
+
+
+#: The prune lock where ``fcntl.flock`` is missing (this process's prunes only).
+_PRUNE_LOCK = threading.Lock()
+
+
+class _SqliteBatch:
+    """The SQLite store as a :class:`~taskmill.store.batchrun.BatchBackend`: staging files
+    filled by DuckDB in the background, merged by the batch connection."""
+
+    def __init__(self, store: SqliteDriver, retries: Sequence[int] | None = None) -> None:
+        self.store = store
+        self.retries = retries
+
+    def batch_session(
+        self, *, chunked: bool, dry_run: bool
+    ) -> contextlib.AbstractContextManager[None]:
+        return self.store._checkpoint_after(chunked=chunked and not dry_run)
+
+    def stage(self, rows: pl.DataFrame) -> _Staged:
+        return self.store._stage(rows)
+
+    def ready(self, staged: _Staged) -> None:
+        staged.wait_filled(self.store.path)
+
+    def merge(self, staged: _Staged, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
+        return self.store._merge_staged_part(
+            staged, dry_run=dry_run, base_offset=base_offset, retries=self.retries
+        )
+
+    def discard(self, staged: _Staged) -> None:
+        staged.discard(self.store._stager)
+
+    def read_error(self, exc: OSError) -> SchedulerError:
+        return _store_error("cannot read the batch for", self.store.path, exc)
+
+
+class SqliteDriver(Driver[sqlite3.Connection]):
+    """A task store in one SQLite file (created, or upgraded to the current schema, when
+    opened).  Every method is thread-safe and several processes may open the same file:
+    writers wait for each other up to ``busy_timeout`` seconds, then raise
+    ``SchedulerError(kind="store")``.
+
+    Three kinds of connection keep the calls out of each other's way: small writes
+    (submit, claim, complete, …) share one connection; a batch merges on a connection
+    of its own, holding SQLite's write lock only while SQLite merges (preparing and
+    staging happen before); reads use one connection per thread and, the store being
+    in WAL mode, never wait for a writer.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._lock = threading.RLock()  # the write connection
+        self._batch_lock = threading.Lock()  # the batch connection (one batch at a time)
+        self._conn: sqlite3.Connection | None = None
+        self._batch_conn: sqlite3.Connection | None = None
+        self._local = threading.local()  # per-thread read connections
+        self._readers: dict[int, sqlite3.Connection] = {}  # by thread ident
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        #: Seconds each transaction of the last batch held the store's write lock.
+        self.last_batch_merge_seconds: list[float] = []
+        self._stager = Stager(self.path)
+        self._connect()
+
+    def _connect(self) -> None:
+        path = self.path
+        if not path.parent.exists():
+            raise StoreError(f"cannot open task store {path}: folder {path.parent} does not exist")
+        if path.is_dir():
+            raise StoreError(f"cannot open task store {path}: it is a folder")
+        try:
+            conn = self._new_connection(cache_kib=65536)
+        except sqlite3.OperationalError as exc:
+            raise _store_error("cannot open task store", path, exc) from exc
+        except sqlite3.DatabaseError as exc:
+            if _looks_like_sqlite(path):
+                raise _store_error("cannot open task store", path, exc) from exc
+            raise NotATaskStore(
+                f"cannot open task store {path}: not a SQLite database ({exc})"
+            ) from exc
+        try:
+            self._check_and_init(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        with contextlib.suppress(OSError):  # a read-only folder simply keeps them
+            self._stager.sweep(lambda pid: pid == os.getpid() or pid_alive(pid))
+
+    def _check_and_init(self, conn: sqlite3.Connection) -> None:
+        path = self.path
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+        except sqlite3.DatabaseError as exc:
+            if _looks_like_sqlite(path) or _is_damage(exc):
+                raise StoreDamaged(
+                    f"cannot open task store {path}: {exc}; " + _DAMAGED_HINT.format(path=path)
+                ) from exc
+            raise NotATaskStore(
+                f"cannot open task store {path}: not a SQLite database ({exc})"
+            ) from exc
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"task store {path} has schema version {version}, newer than this taskmill "
+                f"understands ({SCHEMA_VERSION}); upgrade taskmill"
+            )
+        if tables and "taskmill_meta" not in tables:
+            raise NotATaskStore(
+                f"{path} is a SQLite database but not a taskmill store "
+                f"(it has tables: {', '.join(sorted(tables)[:5])})"
+            )
+        if tables:
+            app = conn.execute(
+                "SELECT value FROM taskmill_meta WHERE key = 'application'"
+            ).fetchone()
+            if app is None or app[0] != APPLICATION_ID or version < 1:
+                raise NotATaskStore(f"{path} is not a taskmill store")
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"cannot switch task store {path} to WAL (journal_mode={mode})")
+            conn.execute("PRAGMA journal_size_limit = 67108864")  # a reset WAL shrinks to 64 MiB
+            if tables and version < SCHEMA_VERSION:
+                self._upgrade(conn)
+            if not tables:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    # another process may have created it while we waited for the lock
+                    if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                        for statement in statements(schema()):
+                            conn.execute(statement)
+                        conn.execute(
+                            "INSERT INTO taskmill_meta VALUES ('application', ?)", (APPLICATION_ID,)
+                        )
+                        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _store_error("cannot initialise task store", path, exc) from exc
+
+    def _new_connection(self, *, cache_kib: int) -> sqlite3.Connection:
+        """A connection to the store with the store's settings (WAL is set once, by the
+        first connection, and is a property of the file)."""
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("PRAGMA foreign_keys = ON")
+            register_key_hash(conn)  # for migrations that compute it in SQL
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _upgrade(self, conn: sqlite3.Connection) -> None:
+        """Bring a store of an older schema to :data:`SCHEMA_VERSION`: every migration
+        above its version, in order, in one transaction (all of it or nothing)."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"task store {self.path} has an older schema and must be upgraded, but it "
+                f"cannot be written ({exc}); open it once where it is writable"
+            ) from exc
+        try:
+            # another process may have upgraded it while we waited for the lock
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for target, script in migrations().items():
+                if target <= version:
+                    continue
+                for statement in statements(script):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        log.info(
+            "taskmill: upgraded store %s from schema %s to %s", self.path, version, SCHEMA_VERSION
+        )
+
+    def close(self) -> None:
+        """Close every connection (idempotent)."""
+        self._closed = True
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        with self._batch_lock:
+            if self._batch_conn is not None:
+                self._batch_conn.close()
+                self._batch_conn = None
+        with self._readers_lock:
+            for reader in self._readers.values():
+                reader.close()
+            self._readers.clear()
+
+    def __repr__(self) -> str:
+        state = "open" if self._conn is not None else "closed"
+        return f"<TaskStore {str(self.path)!r} ({state})>"
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection of small writes (hold ``_lock`` while using it)."""
+        if self._conn is None:
+            raise StoreError(f"task store {self.path} is closed")
+        return self._conn
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection (opened on first use)."""
+        if self._closed or self._conn is None:
+            raise StoreError(f"task store {self.path} is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = self._new_connection(cache_kib=16384)
+            except sqlite3.Error as exc:
+                raise _store_error("cannot open task store", self.path, exc) from exc
+            with self._readers_lock:
+                if self._closed:
+                    conn.close()
+                    raise StoreError(f"task store {self.path} is closed")
+                # the connections of threads that have ended are closed, not kept
+                alive = {t.ident for t in threading.enumerate()}
+                for ident in [i for i in self._readers if i not in alive]:
+                    self._readers.pop(ident).close()
+                self._readers[threading.get_ident()] = conn
+            self._local.conn = conn
+        return conn
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read on this thread's own connection: it never waits for a writer."""
+        conn = self._reader()
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise _store_error("task store read failed on", self.path, exc) from exc
+
+    @contextlib.contextmanager
+    def _write(self, *, deferred: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the connection of small writes, all or nothing."""
+        with self._lock, self._transaction(self.conn, deferred=deferred) as conn:
+            yield conn
+
+    def write(
+        self,
+        action: str,
+        body: Callable[[sqlite3.Connection], T],
+        *,
+        dispatch: bool = False,
+        single: bool = False,
+        claim_lock: bool = False,
+        retry_unique: bool = False,
+    ) -> T:
+        """Every write of the store takes SQLite's one write lock (``BEGIN IMMEDIATE``) on
+        the connection of small writes, so a claim's counts hold without a lock of their
+        own; ``dispatch``, ``single`` and ``claim_lock`` change nothing here."""
+        with self._write() as conn:
+            return body(conn)
+
+    def read(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        with self._read() as conn:
+            return body(conn)
+
+    def clock_in(self, conn: sqlite3.Connection) -> float:
+        return self._clock_now(conn)
+
+    @contextlib.contextmanager
+    def _transaction(
+        self, conn: sqlite3.Connection, *, deferred: bool = False
+    ) -> Iterator[sqlite3.Connection]:
+        """One write transaction on ``conn`` (the caller holds its lock).
+
+        ``BEGIN IMMEDIATE`` normally.  With attached staging files the transaction
+        must not touch them at ``BEGIN`` (an immediate transaction locks every attached
+        file), so ``deferred`` begins lazily and takes the store's write lock at once
+        with a no-op write, retrying until ``busy_timeout``.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                if deferred:
+                    conn.execute("BEGIN")
+                    conn.execute(q("take_write_lock"))
+                else:
+                    conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                locked = "locked" in str(exc) or "busy" in str(exc)
+                if deferred and locked and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                if not locked:
+                    raise _store_error("cannot write to task store", self.path, exc) from exc
+                raise StoreLocked(
+                    f"task store {self.path} is locked by another writer "
+                    f"(waited {self.busy_timeout:g} s): {exc}"
+                ) from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _store_error("task store write failed on", self.path, exc) from exc
+            raise
+
+    # ------------------------------------------------------------------ submitting
+
+    def find_active(self, conn: sqlite3.Connection, hashed: int) -> tuple[Any, ...] | None:
+        """(SQLite's write lock, held by every write, keeps other submits out.)"""
+        return conn.execute(q("find_active"), (hashed,)).fetchone()
+
+    def new_task_id(self, conn: sqlite3.Connection) -> int:
+        return conn.execute(q("next_id")).fetchone()[0] + 1
+
+    def upgrade_priority(self, conn: sqlite3.Connection, task_id: int, priority: int) -> None:
+        conn.execute(q("upgrade_priority"), (priority, task_id, priority))
+
+    def finish(
+        self,
+        conn: sqlite3.Connection,
+        ids: Sequence[int],
+        status: str,
+        now: float,
+        *,
+        error: str | None = None,
+        replaced_by: int | None = None,
+    ) -> None:
+        self._finish(conn, ids, status, now, error=error, replaced_by=replaced_by)
+
+    def insert(
+        self,
+        conn: sqlite3.Connection,
+        task_id: int,
+        queue_pos: int,
+        row: Row,
+        hashed: int | None,
+        now: float,
+    ) -> None:
+        conn.execute(
+            q("insert_task"),
+            (
+                task_id,
+                row.task_type,
+                row.dedup_key,
+                row.group,
+                row.priority,
+                queue_pos,
+                row.payload,
+                row.label,
+                row.expected_read_bytes,
+                row.expected_write_bytes,
+                row.expected_net_rx_bytes,
+                row.expected_net_tx_bytes,
+                row.max_retries,
+                now,
+                hashed,
+                row.run_after,
+                row.expires_at,
+            ),
+        )
+
+    @staticmethod
+    def _finish(
+        conn: sqlite3.Connection,
+        ids: Sequence[int],
+        status: str,
+        now: float,
+        *,
+        error: str | None = None,
+        replaced_by: int | None = None,
+    ) -> None:
+        """Move active tasks to history with a final status."""
+        ids_json = json.dumps(list(ids))
+        conn.execute(
+            q("finish_to_history"),
+            {
+                "status": status,
+                "error": error,
+                "replaced_by": replaced_by,
+                "now": now,
+                "ids": ids_json,
+            },
+        )
+        conn.execute(q("delete_tasks"), (ids_json,))
+
+    # ------------------------------------------------------------------ batches
+
+    def batch_backend(self, retries: Sequence[int] | None) -> _SqliteBatch:
+        self.last_batch_merge_seconds = []
+        warm_up_in_background()  # DuckDB starts while the batch is prepared
+        return _SqliteBatch(self, retries)
+
+    @contextlib.contextmanager
+    def _checkpoint_after(self, *, chunked: bool) -> Iterator[None]:
+        """During a chunked batch, SQLite's automatic WAL checkpoint runs every 128 MiB of
+        log instead of every 4 MiB (which would copy pages back after every chunk); one
+        checkpoint that never waits for readers runs at the end (``journal_size_limit``
+        trims the log file when it is next reset)."""
+        if not chunked:
+            yield
+            return
+        with self._batch_lock:
+            self._batch_connection().execute("PRAGMA wal_autocheckpoint = 32768")
+        try:
+            yield
+        finally:
+            with self._batch_lock:
+                if self._batch_conn is not None:
+                    self._batch_conn.execute("PRAGMA wal_autocheckpoint = 1000")
+                    with contextlib.suppress(sqlite3.Error):
+                        self._batch_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _batch_connection(self) -> sqlite3.Connection:
+        """The connection batches merge on (hold ``_batch_lock``); opened on first use."""
+        if self._closed or self._conn is None:
+            raise StoreError(f"task store {self.path} is closed")
+        if self._batch_conn is None:
+            try:
+                self._batch_conn = self._new_connection(cache_kib=32768)
+            except sqlite3.Error as exc:
+                raise _store_error("cannot open task store", self.path, exc) from exc
+        return self._batch_conn
+
+    def _stage(self, part: pl.DataFrame) -> _Staged:
+        """Start filling the staging files of one transaction's rows (a background
+        thread fills them; :meth:`_merge_staged_part` waits for them)."""
+        pieces = split_parts(part) if part.height else []
+        paths = [self._stager.new_path() for _ in pieces]
+        staged = _Staged(part, pieces, paths, StagingPipeline(self._stager, paths, pieces))
+        try:
+            staged.pipeline.create_files()
+        except OSError as exc:
+            staged.discard(self._stager)
+            raise _store_error("cannot stage a batch beside", self.path, exc) from exc
+        staged.pipeline.start()
+        return staged
+
+    def _merge_staged_part(
+        self,
+        staged: _Staged,
+        *,
+        dry_run: bool,
+        base_offset: int = 0,
+        retries: Sequence[int] | None = None,
+    ) -> pl.DataFrame:
+        """Merge (or plan) one transaction's staged rows.
+
+        The rows are split into up to ``MAX_PARTS`` staging files, which DuckDB fills
+        first, holding no lock of the store.  Only then does the batch connection
+        attach them and take the store's write lock, for the merge alone.  DuckDB only
+        ever opens a staging file before ``sqlite3`` first reads it, and never again
+        after: the two copies of SQLite never hold the same file at once.
+
+        ``retries``: see :meth:`Driver.batch_backend`.
+        """
+        part, pieces, paths = staged.part, staged.pieces, staged.paths
+        names = [f"taskmill_stage_{j}" for j in range(len(pieces))]
+        try:
+            if part.height == 0:
+                return decide(part, [], 0)
+            staged.wait_filled(self.path)
+            with self._batch_lock:
+                conn = self._batch_connection()
+                attached: list[str] = []
+                try:
+                    try:
+                        for name, path in zip(names, paths, strict=True):
+                            conn.execute(f"ATTACH ? AS {name}", (str(path),))
+                            attached.append(name)
+                    except sqlite3.Error as exc:
+                        raise _store_error(
+                            "cannot attach the batch staging files to", self.path, exc
+                        ) from exc
+                    results: list[pl.DataFrame] = []
+                    offset = base_offset
+                    txn = (
+                        self._plan_txn(conn) if dry_run else self._transaction(conn, deferred=True)
+                    )
+                    merge_started = time.perf_counter()
+                    renewed: tuple[list[str], float] | None = None
+                    with txn as c:
+                        if not dry_run:  # expired tasks free their keys first
+                            self._expire_due(c, self._clock_now(c))
+                        for j, piece in enumerate(pieces):
+                            result = self._merge_staged(
+                                c,
+                                piece,
+                                names[j],
+                                staged.pipeline.collisions[j],
+                                dry_run=dry_run,
+                                base_offset=offset,
+                                retries=retries,
+                            )
+                            results.append(result)
+                            if dry_run:
+                                offset += result.filter(
+                                    pl.col("action").is_in(["submitted", "superseded"])
+                                ).height
+                        if not dry_run:
+                            renewed = self._renew_live(c)
+                    if renewed is not None:
+                        note_renewed(*renewed)
+                    if not dry_run:
+                        self.last_batch_merge_seconds.append(time.perf_counter() - merge_started)
+                    return pl.concat(results)
+                finally:
+                    for name in attached:
+                        conn.execute(f"DETACH {name}")
+        finally:
+            staged.discard(self._stager)
+
+    @contextlib.contextmanager
+    def _plan_txn(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """A read transaction that is always rolled back (plans write nothing)."""
+        try:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise _store_error("task store read failed on", self.path, exc) from exc
+
+    @staticmethod
+    def _merge_staged(
+        conn: sqlite3.Connection,
+        part: pl.DataFrame,
+        stage: str,
+        collisions: list[tuple[int, int]],
+        *,
+        dry_run: bool,
+        base_offset: int = 0,
+        retries: Sequence[int] | None = None,
+    ) -> pl.DataFrame:
+        def sql(name: str) -> str:  # the staging schema name is ours, never data
+            return q(name).replace("taskmill_stage.", f"{stage}.")
+
+        now = SqliteDriver._clock_now(conn)
+        base = conn.execute(q("next_id")).fetchone()[0] + base_offset
+        conn.execute(q("batch_match_create"))
+        conn.execute(q("batch_match_clear"))
+        # a plan leaves out tasks expired by now; a merge expired them at its start (under
+        # the write lock) and must match whatever is left, so it leaves out nothing
+        conn.execute(sql("batch_match_fill"), {"now": now if dry_run else -1.0})
+        if retries is not None and not dry_run:  # decided under the write lock
+            ords, failed = retried_failures(part, retries)
+            if ords:
+                pairs = json.dumps(list(zip(ords, failed, strict=True)))
+                conn.execute(sql("batch_match_retried"), {"pairs": pairs, "floor": min(failed)})
+        matches = conn.execute(q("batch_match_read")).fetchall()
+        result = decide(part, matches, base, collisions)
+        if dry_run:
+            return result
+        sup = result.filter(pl.col("action") == "superseded")
+        if sup.height:
+            pairs = json.dumps(
+                list(zip(sup["replaced_task_id"].to_list(), sup["task_id"].to_list(), strict=True))
+            )
+            conn.execute(q("batch_supersede_to_history"), {"pairs": pairs, "now": now})
+            conn.execute(q("batch_delete_superseded"), {"pairs": pairs})
+        if matches:
+            conn.execute(q("batch_upgrade"))
+        expected = result.filter(pl.col("action").is_in(["submitted", "superseded"])).height
+        # (rows left out of staging for a key-hash collision also take the ranked form)
+        insert = "batch_insert" if expected == part.height else "batch_insert_ranked"
+        inserted = conn.execute(sql(insert), {"base": base, "now": now}).rowcount
+        if inserted != expected:  # the SQL and the plan disagree: never commit that
+            raise StoreError(f"batch merge inserted {inserted} rows where {expected} were planned")
+        return result
+
+    # ------------------------------------------------------------------ task control
+
+    def cancel(self, task_id: int) -> str | None:
+        with self._write() as conn:
+            row = conn.execute(q("get_active"), (task_id,)).fetchone()
+            if row is None:
+                return None
+            self._finish(conn, [task_id], "cancelled", self._clock_now(conn))
+            return str(row[1])
+
+    def _expire_due(self, conn: sqlite3.Connection, now: float) -> int:
+        """Move the tasks not started by their expiry time to history (in ``conn``'s
+        write transaction); returns how many."""
+        ids = [r[0] for r in conn.execute(q("expired_ids"), {"now": now})]
+        if ids:
+            self._finish(conn, ids, "expired", now)
+        return len(ids)
+
+    @staticmethod
+    def _clock_now(conn: sqlite3.Connection) -> float:
+        """The store's clock (see query ``store_clock``), read on ``conn``."""
+        return float(conn.execute(q("store_clock")).fetchone()[0])
+
+    def now(self) -> float:
+        """The store's clock, in seconds since the epoch: what leases, rate limits, start
+        and expiry times are judged by (a SQLite store's host reads it)."""
+        with self._read() as conn:
+            return self._clock_now(conn)
+
+    @staticmethod
+    def _renew_live(conn: sqlite3.Connection) -> tuple[list[str], float] | None:
+        """Renew, as the last statement of a long write transaction, the leases of the
+        workers alive in this process: no other process could renew or recover anything
+        while it held the write lock.  Returns what to pass to ``note_renewed`` once the
+        transaction has committed."""
+        owners = live_owners()
+        if not owners:
+            return None
+        sent = time.monotonic()
+        conn.execute(q("renew_workers"), {"owners": json.dumps(owners)})
+        return owners, sent
+
+    def any_expired(self, now: float) -> bool:
+        with self._read() as conn:
+            return conn.execute(q("expired_ids"), {"now": now}).fetchone() is not None
+
+    def expire(self, now: float) -> int:
+        with self._write() as conn:
+            return self._expire_due(conn, now)
+
+    def pause_group(self, group: str, until: float | None, now: float) -> None:
+        with self._write() as conn:
+            conn.execute(q("pause_group"), {"group": group, "until": until, "now": now})
+
+    def resume_group(self, group: str) -> bool:
+        with self._write() as conn:
+            return conn.execute(q("resume_group"), {"group": group}).rowcount > 0
+
+    def per_group(self, query: GroupQuery, now: float) -> list[tuple[Any, Any]]:
+        with self._read() as conn:
+            return conn.execute(q(query), {"now": now}).fetchall()
+
+    def set_status(self, task_id: int, old: str, new: str) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(q("set_status"), {"id": task_id, "from": old, "to": new})
+            return cur.rowcount == 1
+
+    def last_task_id(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(q("next_id")).fetchone()[0])
+
+    def active_task_types(self) -> list[str]:
+        with self._read() as conn:
+            return [r[0] for r in conn.execute(q("active_task_types"))]
+
+    def cancel_batch(
+        self,
+        where: CancelMatch,
+        *,
+        after: int,
+        last: int,
+        limit: int,
+        keyed: tuple[list[int], list[str], list[str]] | None,
+    ) -> tuple[int, int | None]:
+        """One transaction of :meth:`cancel_where`: choose the tasks under the write
+        lock and move them; returns how many and the last id moved."""
+        params: dict[str, Any] = {
+            "statuses": json.dumps(where.status),
+            "groups": _json_list(where.group),
+            "labels": _json_list(where.label),
+            "last": last,
+        }
+        if keyed is None:
+            query = q("cancel_candidates")
+            params |= {"types": _json_list(where.task_type), "after": after, "limit": limit}
+        else:
+            query = q("cancel_candidates_by_key")
+            params["triples"] = json.dumps(list(zip(*keyed, strict=True)))
+        with self._write() as conn:
+            ids = sorted(r[0] for r in conn.execute(query, params))
+            if ids:
+                self._finish(conn, ids, "cancelled", self._clock_now(conn))
+        return len(ids), (ids[-1] if ids else None)
+
+    def failed_rows(
+        self, task_type: list[str] | None, group: list[str] | None, since: float | None
+    ) -> list[tuple[Any, ...]]:
+        params = {"types": _json_list(task_type), "groups": _json_list(group), "since": since}
+        with self._read() as conn:
+            return conn.execute(q("failed_to_retry"), params).fetchall()
+
+    # ------------------------------------------------------------------ workers
+
+    def register(self, owner: str, *, lease_timeout: float) -> None:
+        host, pid = owner_parts(owner)
+        params = {
+            "owner": owner,
+            "host": host,
+            "pid": pid,
+            "lease": float(lease_timeout),
+            "scope": local_scope(),
+        }
+        with self._write() as conn:
+            conn.execute(q("register_worker"), params).fetchall()
+
+    def renew(self, owner: str) -> bool:
+        with self._write() as conn:
+            return bool(conn.execute(q("renew_worker"), {"owner": owner}).fetchall())
+
+    def heartbeat(self, *, timeout: float) -> SqliteHeartbeat:
+        """A connection of its own for renewing leases, waiting at most ``timeout``
+        seconds for the write lock: never queued behind this store's other calls."""
+        return SqliteHeartbeat(self, timeout)
+
+    def release_owner(self, owner: str) -> int:
+        with self._write() as conn:
+            count = conn.execute(q("release_owner"), (owner,)).rowcount
+            conn.execute(q("forget_worker"), (owner,))
+            return count
+
+    def owned_tasks(self, owner: str) -> list[int]:
+        with self._read() as conn:
+            return [r[0] for r in conn.execute(q("owned_by"), (owner,))]
+
+    def owner_leases(self, now: float | None) -> tuple[list[Any], list[str]]:
+        with self._read() as conn:
+            running = conn.execute(q("running_owner_leases"), {"now": now}).fetchall()
+            stale = conn.execute(q("expired_workers"), {"now": now}).fetchall()
+        return running, [r[0] for r in stale]
+
+    def give_back(
+        self,
+        dead: list[tuple[str | None, str]],
+        expired: list[tuple[str, str]],
+        now: float | None,
+    ) -> int:
+        count = 0
+        with self._write() as conn:
+            mark = conn.execute(q("attempts_mark")).fetchone()[0]
+            for owner, why in dead:
+                count += conn.execute(q("release_owner"), (owner,)).rowcount
+                if owner is not None:
+                    conn.execute(q("forget_worker"), (owner,))
+                conn.execute(q("attempts_lost"), {"mark": mark, "owner": owner, "why": why})
+            for owner, why in expired:  # unless it renewed since we looked
+                params = {"owner": owner, "now": now}
+                count += conn.execute(q("release_expired_owner"), params).rowcount
+                conn.execute(q("forget_expired_worker"), params)
+                conn.execute(q("attempts_lost"), {"mark": mark, "owner": owner, "why": why})
+        return count
+
+    def claim_counts(
+        self, conn: sqlite3.Connection, counted: bool, keys: list[str]
+    ) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[float, float]]]:
+        running = (
+            {g: (n, (hi << 32) + lo) for g, n, hi, lo in conn.execute(q("running_per_group"))}
+            if counted
+            else {}
+        )
+        buckets = (
+            {k: (t, at) for k, t, at in conn.execute(q("rate_buckets"), {"keys": json.dumps(keys)})}
+            if keys
+            else {}
+        )
+        return running, buckets
+
+    def claim_candidates(
+        self, conn: sqlite3.Connection, types: list[str], now: float, held: list[str], limit: int
+    ) -> list[tuple[ClaimedTask, int]]:
+        rows = conn.execute(
+            q("claim_candidates"),
+            {
+                "types": json.dumps(types),
+                "now": now,
+                "full_groups": json.dumps(held),
+                "limit": limit,
+            },
+        ).fetchall()
+        return [
+            (
+                ClaimedTask(tid, ttype, key, group, prio, payload, label, tries + 1, retries),
+                sum(sizes),
+            )
+            for tid, ttype, key, group, prio, payload, label, tries, retries, *sizes in rows
+        ]
+
+    def mark_running(
+        self,
+        conn: sqlite3.Connection,
+        ids: list[int],
+        now: float,
+        owner: str,
+        buckets: list[tuple[str, float, float]],
+    ) -> None:
+        conn.execute(q("mark_running"), {"ids": json.dumps(ids), "now": now, "owner": owner})
+        for key, tokens, at in buckets:
+            conn.execute(q("store_rate_bucket"), {"key": key, "tokens": tokens, "at": at})
+
+    def finish_owned(
+        self,
+        conn: sqlite3.Connection,
+        ids: list[int],
+        tries: list[int | None],
+        owner: str,
+        status: str,
+        now: float,
+        *,
+        error: str | None = None,
+    ) -> set[int]:
+        owned = self._owned(conn, ids, tries, owner)
+        if owned:
+            self._finish(conn, owned, status, now, error=error)
+        return set(owned)
+
+    def retry_later(
+        self,
+        conn: sqlite3.Connection,
+        task_id: int,
+        owner: str,
+        attempt: int | None,
+        error: str,
+        run_after: float,
+    ) -> bool:
+        if not self._owned(conn, [task_id], [attempt], owner):
+            return False
+        params = {"id": task_id, "owner": owner, "error": error, "run_after": run_after}
+        conn.execute(q("retry_later"), params)
+        return True
+
+    def attempt_traceback(self, conn: sqlite3.Connection, task_id: int, traceback: str) -> None:
+        conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
+
+    def release_running(
+        self, conn: sqlite3.Connection, ids: list[int], tries: list[int | None], owner: str
+    ) -> int:
+        owned = self._owned(conn, ids, tries, owner)
+        if not owned:
+            return 0
+        return conn.execute(
+            q("release_running"), {"ids": json.dumps(owned), "owner": owner}
+        ).rowcount
+
+    @staticmethod
+    def _owned(
+        conn: sqlite3.Connection, ids: list[int], tries: list[int | None], owner: str
+    ) -> list[int]:
+        """Of ``ids``, those running for ``owner`` (as the attempt beside each, if any)."""
+        pairs = json.dumps([[t, a] for t, a in zip(ids, tries, strict=True)])
+        return [r[0] for r in conn.execute(q("owned_running"), {"pairs": pairs, "owner": owner})]
+
+    def ownership(
+        self, ids: list[int], tries: list[int | None], owner: str
+    ) -> tuple[set[int], dict[int, tuple[str, int | None]]]:
+        with self._read() as conn:
+            still = set(self._owned(conn, ids, tries, owner))
+            lost = json.dumps([t for t in ids if t not in still])
+            found = {r[0]: (r[1], r[2]) for r in conn.execute(q("history_status"), (lost,))}
+            for tid, status in conn.execute(q("active_status"), (lost,)):
+                found.setdefault(tid, (status, None))
+        return still, found
+
+    def has_work(self, conn: sqlite3.Connection, types: list[str]) -> bool:
+        return bool(conn.execute(q("has_work_for_types"), (json.dumps(types),)).fetchone()[0])
+
+    def next_run_after(self, conn: sqlite3.Connection, now: float) -> float | None:
+        return conn.execute(q("next_run_after"), {"now": now}).fetchone()[0]
+
+    # ------------------------------------------------------------------ queries
+
+    def status_counts(self) -> list[tuple[str, int]]:
+        with self._read() as conn:
+            return [
+                *conn.execute(q("active_counts")).fetchall(),
+                *conn.execute(q("history_counts")).fetchall(),
+            ]
+
+    def select(
+        self,
+        table: Literal["tasks", "history"],
+        columns: Sequence[str],
+        *,
+        status: list[str] | None,
+        task_type: list[str] | None,
+        group: list[str] | None,
+        limit: int | None,
+        ids: list[int] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        where: list[str] = []
+        params: list[Any] = []
+        filters: tuple[tuple[str, Sequence[Any] | None], ...] = (
+            ("id", ids),
+            ("status", status),
+            ("task_type", task_type),
+            ("group_name", group),
+        )
+        for column, values in filters:
+            if values is None:
+                continue
+            where.append(f"{column} IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(values)))
+        sql = f"SELECT {_sql_columns(columns)} FROM {_TABLES[table]}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {_ORDER[table]}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with self._read() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def attempt_rows(
+        self, task_ids: list[int] | None, outcomes: list[str] | None, limit: int | None
+    ) -> list[tuple[Any, ...]]:
+        params = {
+            "ids": None if task_ids is None else json.dumps(task_ids),
+            "outcomes": None if outcomes is None else json.dumps(outcomes),
+            "limit": -1 if limit is None else limit,
+        }
+        query = q("select_attempts" if task_ids is None else "select_attempts_of")
+        with self._read() as conn:
+            return conn.execute(query, params).fetchall()
+
+    def stats_rows(self, by: str) -> list[tuple[Any, ...]]:
+        column = {"group": "group_name", "priority": "priority", "task_type": "task_type"}[by]
+        sql = (
+            f"SELECT {column}, status, COUNT(*) FROM tasks GROUP BY 1, 2 "
+            f"UNION ALL SELECT {column}, status, COUNT(*) FROM history GROUP BY 1, 2"
+        )
+        with self._read() as conn:
+            return conn.execute(sql).fetchall()
+
+    # ------------------------------------------------------------------ retention
+
+    def describe(self) -> str:
+        return f"task store {self.path}"
+
+    def prune_select(self, cutoff: float | None, keep_last: int | None) -> list[int]:
+        params = {"cutoff": cutoff, "keep_last": keep_last}
+        with self._read() as conn:
+            return [r[0] for r in conn.execute(q("prune_select"), params)]
+
+    def prune_rows(self, ids: list[int]) -> list[tuple[Any, ...]]:
+        with self._read() as conn:
+            return conn.execute(q("prune_rows"), (json.dumps(ids),)).fetchall()
+
+    def prune_delete(self, ids: list[int]) -> int:
+        with self._write() as conn:
+            return conn.execute(q("prune_delete"), (json.dumps(ids),)).rowcount
+
+    @contextlib.contextmanager
+    def prune_lock(self) -> Iterator[None]:
+        """An exclusive ``flock`` on the file ``.<store name>.prune-lock`` beside the
+        store, held for the whole prune (the kernel releases it if the process dies);
+        where ``fcntl`` is missing, a lock of this process only."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            with _PRUNE_LOCK:
+                yield
+            return
+        path = self.path.parent / f".{self.path.name}.prune-lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _store_error("cannot take the prune lock of", self.path, exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the prune under way
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def meta_get(self, key: str) -> str | None:
+        with self._read() as conn:
+            row = conn.execute(q("meta_get"), (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def meta_set(self, key: str, value: str | None) -> None:
+        with self._write() as conn:
+            if value is None:
+                conn.execute(q("meta_delete"), (key,))
+            else:
+                conn.execute(q("meta_set"), (key, value))
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` result (``"ok"`` when healthy)."""
+        with self._read() as conn:
+            return "\n".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
+
+
+class SqliteHeartbeat(RenewingConnection):
+    """Lease renewals on a connection of their own to the store's file (WAL): a tiny
+    write that waits at most ``timeout`` seconds for the write lock, so a renewal never
+    queues behind the store's other connections, nor behind a thread pool."""
+
+    def __init__(self, store: SqliteDriver, timeout: float) -> None:
+        self.store = store
+        self.clock = StoreClock()
+        self._timeout = max(0.01, float(timeout))
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(
+                self.store.path,
+                timeout=self._timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {max(1, int(self._timeout * 1000))}")
+            self._conn = conn
+        return self._conn
+
+    def _renew_rows(self, owner: str) -> list[Any]:
+        try:
+            return self._connection().execute(q("renew_worker"), {"owner": owner}).fetchall()
+        except sqlite3.Error as exc:
+            raise _store_error("cannot renew a lease in", self.store.path, exc) from exc
