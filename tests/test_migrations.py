@@ -180,3 +180,39 @@ def test_released_migrations_never_change() -> None:
         )
         new = sorted(set(digests) - set(RELEASED[engine]))
         assert not new, f"record the new {engine} migration(s) {new} in RELEASED: {digests}"
+
+
+def test_an_include_line_gives_way_to_its_part_whole(tmp_path: Path) -> None:
+    """A part stands where its include line stood, line end and all: a migration written
+    as includes of the objects it creates expands to the text it was released with."""
+    from taskmill.store.sql import with_includes
+
+    (tmp_path / "part.sql").write_text("CREATE TABLE p (\n    x TEXT\n);\n")
+    script = (
+        "ALTER TABLE a RENAME TO b;\n-- include: part.sql\nDROP TABLE b;\n\n-- include: part.sql"
+    )
+    assert with_includes(script, tmp_path) == (
+        "ALTER TABLE a RENAME TO b;\nCREATE TABLE p (\n    x TEXT\n);\nDROP TABLE b;\n\n"
+        "CREATE TABLE p (\n    x TEXT\n);\n"
+    )
+
+
+@pytest.mark.parametrize("package", ["taskmill.store", "taskmill.store.postgres"])
+def test_every_part_is_released_text(package: str) -> None:
+    """The SQL files beside ``migrations/`` other than the schema and the queries are
+    parts, and each is included by a migration: its text is held by that migration's
+    digest (above), so no part changes once released."""
+    from importlib import resources
+
+    folder = resources.files(package)
+    parts = {
+        e.name
+        for e in folder.iterdir()
+        if e.name.endswith(".sql") and e.name not in ("schema.sql", "queries.sql")
+    }
+    included = {
+        name
+        for e in folder.joinpath("migrations").iterdir()
+        for name in re.findall(r"^-- include: (\S+)$", e.read_text(), re.MULTILINE)
+    }
+    assert parts and parts == included
