@@ -39,7 +39,7 @@ from .. import batch as staging
 from ..batch import decide, hash_part, retried_failures, staging_frame
 from ..batchrun import INSERTING
 from ..location import scrub
-from .queries import SUBMIT_LOCK, Connection, q, scalar
+from .queries import SUBMIT_LOCK, Connection, finish, q, scalar
 
 __all__ = ["BatchStore", "PostgresBatch", "StagedPart", "stage_name", "stage_prefix", "sweep"]
 
@@ -282,16 +282,8 @@ class PostgresBatch:
                 result = _renumber(result, drawn)
         sup = result.filter(pl.col("action") == "superseded")
         if sup.height:
-            moved = scalar(
-                conn.execute(
-                    q("batch_supersede"),
-                    {
-                        "old_ids": sup["replaced_task_id"].to_list(),
-                        "new_ids": sup["task_id"].to_list(),
-                        "now": now,
-                    },
-                )
-            )
+            old_ids, new_ids = sup["replaced_task_id"].to_list(), sup["task_id"].to_list()
+            moved = len(finish(conn, old_ids, "superseded", now, replaced_by=new_ids))
             if moved != sup.height:
                 raise StoreError(
                     f"batch merge superseded {moved} tasks where {sup.height} were planned"

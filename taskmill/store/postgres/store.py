@@ -89,7 +89,7 @@ from ..workers import (
 )
 from .batch import PostgresBatch, sweep
 from .migrate import ensure_schema
-from .queries import CLAIM_LOCK, SUBMIT_LOCK, Connection, q, queries, scalar
+from .queries import CLAIM_LOCK, SUBMIT_LOCK, Connection, finish, q, queries, scalar
 
 __all__ = ["CLAIM_LOCK", "SUBMIT_LOCK", "PostgresStore", "q", "queries"]
 
@@ -538,17 +538,8 @@ class PostgresStore(TaskStore):
     ) -> list[tuple[int, str]]:
         """Move active tasks to history with a final status; returns ``(id, status it
         had)`` of each task moved (one that is gone already is not)."""
-        rows = conn.execute(
-            q("finish_ids"),
-            {
-                "ids": list(ids),
-                "status": status,
-                "error": error,
-                "replaced_by": replaced_by,
-                "now": now,
-            },
-        ).fetchall()
-        return [(int(r[0]), str(r[1])) for r in rows]
+        by = None if replaced_by is None else [replaced_by] * len(ids)
+        return finish(conn, ids, status, now, replaced_by=by, error=error)
 
     @staticmethod
     def _finish_owned(
@@ -562,18 +553,8 @@ class PostgresStore(TaskStore):
         error: str | None = None,
     ) -> set[int]:
         """Move the attempts still running for ``owner`` to history; returns their ids."""
-        rows = conn.execute(
-            q("finish_owned"),
-            {
-                "ids": ids,
-                "attempts": tries,
-                "owner": owner,
-                "status": status,
-                "error": error,
-                "now": now,
-            },
-        ).fetchall()
-        return {int(r[0]) for r in rows}
+        moved = finish(conn, ids, status, now, owner=owner, attempts=tries, error=error)
+        return {task_id for task_id, _ in moved}
 
     # ------------------------------------------------------------------ task control
 
