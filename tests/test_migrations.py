@@ -17,8 +17,9 @@ from taskmill.store.sql import SCHEMA_VERSION, migrations
 
 from conftest import ROOT, assert_store_consistent
 
-FIXTURE = ROOT / "tests" / "fixtures" / "store-v1.db"
-FIXTURE_V2 = ROOT / "tests" / "fixtures" / "store-v2.db"
+FIXTURES = ROOT / "tests" / "fixtures"
+FIXTURE = FIXTURES / "store-v1.db"
+FIXTURE_V2 = FIXTURES / "store-v2.db"
 
 ACTIVE = (
     "SELECT id, task_type, dedup_key, group_name, priority, queue_pos, status, payload, "
@@ -96,6 +97,27 @@ def test_a_migrated_schema_equals_a_fresh_one(fixture: Path, tmp_path: Path) -> 
     assert _schema(old) == _schema(fresh)
     indexes = {n: s for t, n, s in _schema(old) if t == "index"}
     assert "(key_hash)" in indexes["tasks_active_key"] and "history_key" not in indexes
+
+
+@pytest.mark.parametrize("version", [3, 4, 5])
+def test_a_store_created_fresh_by_an_older_version_migrates_to_the_fresh_schema(
+    version: int, tmp_path: Path
+) -> None:
+    """A store made by the ``schema.sql`` of an older release (kept in the fixtures, as
+    released) ends, once opened, with the schema a fresh store has: a migration must
+    not only extend the migrated stores of its time, but the fresh ones too."""
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.executescript((FIXTURES / f"sqlite_schema_v{version}.sql").read_text())
+    conn.execute("INSERT INTO taskmill_meta VALUES ('application', 'taskmill')")
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+    tm.TaskStore.open(old).close()
+    fresh = tmp_path / "fresh.db"
+    tm.TaskStore.open(fresh).close()
+    assert _rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert _schema(old) == _schema(fresh)
 
 
 def test_a_schema_2_store_gets_its_key_hashes_keeping_everything(tmp_path: Path) -> None:
