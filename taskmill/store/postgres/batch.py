@@ -283,7 +283,7 @@ class PostgresBatch:
         sup = result.filter(pl.col("action") == "superseded")
         if sup.height:
             old_ids, new_ids = sup["replaced_task_id"].to_list(), sup["task_id"].to_list()
-            moved = len(finish(conn, old_ids, "superseded", now, replaced_by=new_ids))
+            moved = finish(conn, old_ids, "superseded", now, replaced_by=new_ids).rowcount
             if moved != sup.height:
                 raise StoreError(
                     f"batch merge superseded {moved} tasks where {sup.height} were planned"

@@ -60,13 +60,13 @@ def finish(
     attempts: Sequence[int | None] | None = None,
     replaced_by: Sequence[int] | None = None,
     error: str | None = None,
-) -> list[tuple[int, str]]:
+) -> psycopg.Cursor[Any]:
     """Move active tasks to history with a final ``status`` (the one statement every way
-    of finishing runs, ``finish``); returns ``(id, status it had)`` of each task moved, by
-    id (one that is gone already is not).  With ``owner``, only the attempts still running
-    for it, at the numbers ``attempts`` gives (``None``: any); ``replaced_by``: the task
-    that replaced each one (superseded); ``error``: the error recorded (else the task's
-    last one)."""
+    of finishing runs, ``finish``); the cursor holds ``(id, status it had)`` of each task
+    moved, in no order (one that is gone already is not), and their count as ``rowcount``.  With
+    ``owner``, only the attempts still running for it, at the numbers ``attempts`` gives
+    (``None``: any); ``replaced_by``: the task that replaced each one (superseded);
+    ``error``: the error recorded (else the task's last one)."""
     params = {
         "ids": list(ids),
         "attempts": None if attempts is None else list(attempts),
@@ -76,4 +76,4 @@ def finish(
         "error": error,
         "now": now,
     }
-    return [(int(r[0]), str(r[1])) for r in conn.execute(q("finish"), params)]
+    return conn.execute(q("finish"), params)

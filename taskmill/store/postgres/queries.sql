@@ -81,14 +81,14 @@ WHERE id = %(id)s AND status = 'pending' AND priority > %(priority)s;
 
 -- name: finish
 -- Move active tasks (:ids) to history with a final status; returns each one's id and the
--- status it had, by id.  With :owner, only the attempts still running for it, at the
+-- status it had (in no order).  With :owner, only the attempts still running for it, at the
 -- attempt numbers :attempts gives (NULL: any); :replaced_by names the task that replaced
 -- each one (superseded).  :attempts and :replaced_by are arrays of :ids' length or NULL
 -- (unnest pads a NULL array with NULLs).  The one statement every way of finishing uses:
 -- a completion or a failure (owned), a cancel, an expiry, a supersede (one or a batch's).
 WITH moved AS (
     DELETE FROM taskmill.tasks AS t
-    USING unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(replaced_by)s::bigint[])
+    USING unnest(%(ids)b::bigint[], %(attempts)s::integer[], %(replaced_by)b::bigint[])
           AS p (id, attempt, replaced_by)
     WHERE t.id = p.id
       AND (%(owner)s::text IS NULL OR (t.status = 'running' AND t.owner = %(owner)s::text))
@@ -107,7 +107,7 @@ WITH moved AS (
            COALESCE(%(error)s::text, last_error), new_id, created_at, started_at, %(now)s
     FROM moved
 )
-SELECT id, status FROM moved ORDER BY id;
+SELECT id, status FROM moved;
 
 -- ------------------------------------------------------------------ claiming
 

@@ -539,7 +539,8 @@ class PostgresStore(TaskStore):
         """Move active tasks to history with a final status; returns ``(id, status it
         had)`` of each task moved (one that is gone already is not)."""
         by = None if replaced_by is None else [replaced_by] * len(ids)
-        return finish(conn, ids, status, now, replaced_by=by, error=error)
+        moved = finish(conn, ids, status, now, replaced_by=by, error=error)
+        return [(int(r[0]), str(r[1])) for r in moved]
 
     @staticmethod
     def _finish_owned(
@@ -554,7 +555,7 @@ class PostgresStore(TaskStore):
     ) -> set[int]:
         """Move the attempts still running for ``owner`` to history; returns their ids."""
         moved = finish(conn, ids, status, now, owner=owner, attempts=tries, error=error)
-        return {task_id for task_id, _ in moved}
+        return {int(r[0]) for r in moved}
 
     # ------------------------------------------------------------------ task control
 
