@@ -17,8 +17,9 @@ from taskmill.store.sql import SCHEMA_VERSION, migrations
 
 from conftest import ROOT, assert_store_consistent
 
-FIXTURE = ROOT / "tests" / "fixtures" / "store-v1.db"
-FIXTURE_V2 = ROOT / "tests" / "fixtures" / "store-v2.db"
+FIXTURES = ROOT / "tests" / "fixtures"
+FIXTURE = FIXTURES / "store-v1.db"
+FIXTURE_V2 = FIXTURES / "store-v2.db"
 
 ACTIVE = (
     "SELECT id, task_type, dedup_key, group_name, priority, queue_pos, status, payload, "
@@ -96,6 +97,27 @@ def test_a_migrated_schema_equals_a_fresh_one(fixture: Path, tmp_path: Path) -> 
     assert _schema(old) == _schema(fresh)
     indexes = {n: s for t, n, s in _schema(old) if t == "index"}
     assert "(key_hash)" in indexes["tasks_active_key"] and "history_key" not in indexes
+
+
+@pytest.mark.parametrize("version", [3, 4, 5])
+def test_a_store_created_fresh_by_an_older_version_migrates_to_the_fresh_schema(
+    version: int, tmp_path: Path
+) -> None:
+    """A store made by the ``schema.sql`` of an older release (kept in the fixtures, as
+    released) ends, once opened, with the schema a fresh store has: a migration must
+    not only extend the migrated stores of its time, but the fresh ones too."""
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.executescript((FIXTURES / f"sqlite_schema_v{version}.sql").read_text())
+    conn.execute("INSERT INTO taskmill_meta VALUES ('application', 'taskmill')")
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+    tm.TaskStore.open(old).close()
+    fresh = tmp_path / "fresh.db"
+    tm.TaskStore.open(fresh).close()
+    assert _rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert _schema(old) == _schema(fresh)
 
 
 def test_a_schema_2_store_gets_its_key_hashes_keeping_everything(tmp_path: Path) -> None:
@@ -180,3 +202,39 @@ def test_released_migrations_never_change() -> None:
         )
         new = sorted(set(digests) - set(RELEASED[engine]))
         assert not new, f"record the new {engine} migration(s) {new} in RELEASED: {digests}"
+
+
+def test_an_include_line_gives_way_to_its_part_whole(tmp_path: Path) -> None:
+    """A part stands where its include line stood, line end and all: a migration written
+    as includes of the objects it creates expands to the text it was released with."""
+    from taskmill.store.sql import with_includes
+
+    (tmp_path / "part.sql").write_text("CREATE TABLE p (\n    x TEXT\n);\n")
+    script = (
+        "ALTER TABLE a RENAME TO b;\n-- include: part.sql\nDROP TABLE b;\n\n-- include: part.sql"
+    )
+    assert with_includes(script, tmp_path) == (
+        "ALTER TABLE a RENAME TO b;\nCREATE TABLE p (\n    x TEXT\n);\nDROP TABLE b;\n\n"
+        "CREATE TABLE p (\n    x TEXT\n);\n"
+    )
+
+
+@pytest.mark.parametrize("package", ["taskmill.backends.sqlite", "taskmill.backends.postgres"])
+def test_every_part_is_released_text(package: str) -> None:
+    """The SQL files beside ``migrations/`` other than the schema and the queries are
+    parts, and each is included by a migration: its text is held by that migration's
+    digest (above), so no part changes once released."""
+    from importlib import resources
+
+    folder = resources.files(package)
+    parts = {
+        e.name
+        for e in folder.iterdir()
+        if e.name.endswith(".sql") and e.name not in ("schema.sql", "queries.sql")
+    }
+    included = {
+        name
+        for e in folder.joinpath("migrations").iterdir()
+        for name in re.findall(r"^-- include: (\S+)$", e.read_text(), re.MULTILINE)
+    }
+    assert parts and parts == included

@@ -157,8 +157,15 @@ def dispatch_statements(
             {"tasks_pkey"},
         ),
         (
-            "finish_owned",
-            {**one, "owner": running["owner"], "status": "completed", "error": None, "now": now},
+            "finish",
+            {
+                **one,
+                "replaced_by": None,
+                "owner": running["owner"],
+                "status": "completed",
+                "error": None,
+                "now": now,
+            },
             RUNNING,
         ),
         (

@@ -184,3 +184,24 @@ def test_a_schema_3_store_is_brought_to_the_fresh_schema_keeping_its_rows(
         version = conn.execute("SELECT value FROM taskmill.meta").fetchone()
     assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 6
     assert _structure(pg_url) == _structure(fresh)
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_a_store_created_fresh_by_an_older_version_migrates_to_the_fresh_schema(
+    pg_server: object, pg_url: str, version: int
+) -> None:
+    """As on SQLite: a store made by the ``schema.sql`` of an older release (kept in the
+    fixtures) ends, once opened, with the schema a fresh store has."""
+    import taskmill as tm
+
+    old = (Path(__file__).parent / "fixtures" / f"postgres_schema_v{version}.sql").read_text()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA taskmill")
+        conn.execute(old)
+        conn.execute("INSERT INTO taskmill.meta VALUES ('schema_version', %s)", (str(version),))
+    tm.TaskStore.open(pg_url).close()
+    fresh = pg_server.create_database(pg_url.rsplit("/", 1)[1] + "_fresh")  # type: ignore[attr-defined]
+    tm.TaskStore.open(fresh).close()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT value FROM taskmill.meta").fetchone() == (str(SCHEMA_VERSION),)
+    assert _structure(pg_url) == _structure(fresh)

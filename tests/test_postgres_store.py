@@ -89,7 +89,7 @@ def test_open_creates_the_schema_and_reopening_keeps_the_store(pg_url: str) -> N
 
 def test_every_query_is_named_and_bound() -> None:
     named = queries()
-    assert {"claim", "claim_candidates", "finish_ids", "insert_task", "integrity_problems"} <= set(
+    assert {"claim", "claim_candidates", "finish", "insert_task", "integrity_problems"} <= set(
         named
     )
     assert all("{KEY_HASH}" not in sql for sql in named.values())
@@ -756,8 +756,16 @@ def test_of_two_calls_finishing_one_task_only_the_first_records_it(
     store.submit(tm.TaskSubmission("t", dedup_key="a"))
     with psycopg.connect(pg_url) as first:  # another worker's finish, not yet committed
         first.execute(
-            queries()["finish_ids"],
-            {"ids": [1], "status": "completed", "error": None, "replaced_by": None, "now": 1.0},
+            queries()["finish"],
+            {
+                "ids": [1],
+                "attempts": None,
+                "replaced_by": None,
+                "owner": None,
+                "status": "completed",
+                "error": None,
+                "now": 1.0,
+            },
         )
         thread, out = _in_thread(lambda: store.cancel(1))
         _until_taskmill_waits_for_a_lock(pg_url)

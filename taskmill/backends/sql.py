@@ -20,7 +20,8 @@ from typing import LiteralString, cast
 APPLICATION_ID = "taskmill"
 
 _HEADER = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
-_INCLUDE = re.compile(r"^--\s*include:\s*([\w.]+\.sql)\s*$", re.MULTILINE)
+#: A line ``-- include: part.sql``, its line end with it (the part's text ends with its own).
+_INCLUDE = re.compile(r"^--[ \t]*include:[ \t]*([\w.]+\.sql)[ \t]*(?:\n|\Z)", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{3})_\w+\.sql$")
 
 
@@ -38,7 +39,11 @@ def migrations() -> dict[int, str]:
 def with_includes(text: str, folder: Traversable) -> str:
     """``text`` with each line ``-- include: part.sql`` replaced by that file of ``folder``:
     a part of the schema that a migration adds is written once, in its own file, and both
-    ``schema.sql`` and the migration include it."""
+    ``schema.sql`` and the migration include it.
+
+    The whole line goes, its line end too, and the part's text (ending with a line end of
+    its own) stands in its place: an include may stand anywhere in a script, and a
+    migration written as includes expands to the very text it had before."""
     return _INCLUDE.sub(lambda m: folder.joinpath(m.group(1)).read_text(encoding="utf-8"), text)
 
 

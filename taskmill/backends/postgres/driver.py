@@ -68,7 +68,7 @@ from ..workers import (
     pid_alive,
 )
 from .migrate import ensure_schema
-from .queries import CLAIM_LOCK, SUBMIT_LOCK, Connection, q, queries, scalar
+from .queries import CLAIM_LOCK, SUBMIT_LOCK, Connection, finish, q, queries, scalar
 from .staging import PostgresBatch, sweep
 
 __all__ = [
@@ -526,17 +526,9 @@ class PostgresDriver(Driver[Connection]):
     ) -> list[tuple[int, str]]:
         """Move active tasks to history with a final status; returns ``(id, status it
         had)`` of each task moved (one that is gone already is not)."""
-        rows = conn.execute(
-            q("finish_ids"),
-            {
-                "ids": list(ids),
-                "status": status,
-                "error": error,
-                "replaced_by": replaced_by,
-                "now": now,
-            },
-        ).fetchall()
-        return [(int(r[0]), str(r[1])) for r in rows]
+        by = None if replaced_by is None else [replaced_by] * len(ids)
+        moved = finish(conn, ids, status, now, replaced_by=by, error=error)
+        return [(int(r[0]), str(r[1])) for r in moved]
 
     def finish_owned(
         self,
@@ -550,18 +542,8 @@ class PostgresDriver(Driver[Connection]):
         error: str | None = None,
     ) -> set[int]:
         """Move the attempts still running for ``owner`` to history; returns their ids."""
-        rows = conn.execute(
-            q("finish_owned"),
-            {
-                "ids": ids,
-                "attempts": tries,
-                "owner": owner,
-                "status": status,
-                "error": error,
-                "now": now,
-            },
-        ).fetchall()
-        return {int(r[0]) for r in rows}
+        moved = finish(conn, ids, status, now, owner=owner, attempts=tries, error=error)
+        return {int(r[0]) for r in moved}
 
     # ------------------------------------------------------------------ task control
 

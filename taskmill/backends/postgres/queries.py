@@ -4,6 +4,7 @@ and their callers share: what both the store (``store.py``) and its batch path
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, LiteralString, cast
@@ -13,7 +14,7 @@ import psycopg
 from ..keys import POSTGRES_KEY_HASH
 from ..sql import named_queries
 
-__all__ = ["CLAIM_LOCK", "SUBMIT_LOCK", "Connection", "q", "queries", "scalar"]
+__all__ = ["CLAIM_LOCK", "SUBMIT_LOCK", "Connection", "finish", "q", "queries", "scalar"]
 
 Connection = psycopg.Connection[Any]
 
@@ -47,3 +48,32 @@ def scalar(cursor: psycopg.Cursor[Any]) -> Any:
     row = cursor.fetchone()
     assert row is not None, "the query returned no row"
     return row[0]
+
+
+def finish(
+    conn: Connection,
+    ids: Sequence[int],
+    status: str,
+    now: float,
+    *,
+    owner: str | None = None,
+    attempts: Sequence[int | None] | None = None,
+    replaced_by: Sequence[int] | None = None,
+    error: str | None = None,
+) -> psycopg.Cursor[Any]:
+    """Move active tasks to history with a final ``status`` (the one statement every way
+    of finishing runs, ``finish``); the cursor holds ``(id, status it had)`` of each task
+    moved, in no order (one that is gone already is not), and their count as ``rowcount``.  With
+    ``owner``, only the attempts still running for it, at the numbers ``attempts`` gives
+    (``None``: any); ``replaced_by``: the task that replaced each one (superseded);
+    ``error``: the error recorded (else the task's last one)."""
+    params = {
+        "ids": list(ids),
+        "attempts": None if attempts is None else list(attempts),
+        "replaced_by": None if replaced_by is None else list(replaced_by),
+        "owner": owner,
+        "status": status,
+        "error": error,
+        "now": now,
+    }
+    return conn.execute(q("finish"), params)

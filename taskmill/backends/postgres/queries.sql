@@ -79,38 +79,21 @@ WHERE id = %(id)s AND status = 'pending' AND priority > %(priority)s;
 -- A finished task moves to history in one statement: the DELETE locks the row, so two
 -- transactions finishing the same task never both record it (the later one finds it gone).
 
--- name: finish_ids
--- Move active tasks to history with a final status; returns each one's id and the status
--- it had.
-WITH moved AS (
-    DELETE FROM taskmill.tasks
-    WHERE id = ANY(%(ids)s::bigint[])
-    RETURNING *
-), recorded AS (
-    INSERT INTO taskmill.history (
-        id, task_type, dedup_key, group_name, priority, payload, label,
-        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
-        expected_net_tx_bytes, max_retries, status, attempts, last_error, replaced_by,
-        created_at, started_at, finished_at
-    )
-    SELECT id, task_type, dedup_key, group_name, priority, payload, label,
-           expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
-           expected_net_tx_bytes, max_retries, %(status)s, attempts,
-           COALESCE(%(error)s::text, last_error), %(replaced_by)s::bigint,
-           created_at, started_at, %(now)s
-    FROM moved
-)
-SELECT id, status FROM moved ORDER BY id;
-
--- name: finish_owned
--- The same for attempts that are still running for :owner; :ids and :attempts are
--- arrays of one length (a NULL attempt matches any).  Returns the ids moved.
+-- name: finish
+-- Move active tasks (:ids) to history with a final status; returns each one's id and the
+-- status it had (in no order).  With :owner, only the attempts still running for it, at the
+-- attempt numbers :attempts gives (NULL: any); :replaced_by names the task that replaced
+-- each one (superseded).  :attempts and :replaced_by are arrays of :ids' length or NULL
+-- (unnest pads a NULL array with NULLs).  The one statement every way of finishing uses:
+-- a completion or a failure (owned), a cancel, an expiry, a supersede (one or a batch's).
 WITH moved AS (
     DELETE FROM taskmill.tasks AS t
-    USING unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS p (id, attempt)
-    WHERE t.id = p.id AND t.status = 'running' AND t.owner = %(owner)s
+    USING unnest(%(ids)b::bigint[], %(attempts)s::integer[], %(replaced_by)b::bigint[])
+          AS p (id, attempt, replaced_by)
+    WHERE t.id = p.id
+      AND (%(owner)s::text IS NULL OR (t.status = 'running' AND t.owner = %(owner)s::text))
       AND (p.attempt IS NULL OR t.attempts = p.attempt)
-    RETURNING t.*
+    RETURNING t.*, p.replaced_by AS new_id
 ), recorded AS (
     INSERT INTO taskmill.history (
         id, task_type, dedup_key, group_name, priority, payload, label,
@@ -121,10 +104,10 @@ WITH moved AS (
     SELECT id, task_type, dedup_key, group_name, priority, payload, label,
            expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
            expected_net_tx_bytes, max_retries, %(status)s, attempts,
-           COALESCE(%(error)s::text, last_error), NULL, created_at, started_at, %(now)s
+           COALESCE(%(error)s::text, last_error), new_id, created_at, started_at, %(now)s
     FROM moved
 )
-SELECT id FROM moved ORDER BY id;
+SELECT id, status FROM moved;
 
 -- ------------------------------------------------------------------ claiming
 
@@ -612,29 +595,6 @@ SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM taskmill
 -- without the lock and may take an id in between (the batch's ids stay unique and
 -- ascending in input order).  setval would be faster but is not safe against those.
 SELECT nextval('taskmill.task_ids') AS id FROM generate_series(1, %(n)s::bigint) ORDER BY id;
-
--- name: batch_supersede
--- Move the superseded active tasks (:old_ids) to history, each replaced by the new id
--- at the same place of :new_ids.  Returns how many moved.
-WITH moved AS (
-    DELETE FROM taskmill.tasks AS t
-    USING unnest(%(old_ids)b::bigint[], %(new_ids)b::bigint[]) AS p (old_id, new_id)
-    WHERE t.id = p.old_id
-    RETURNING t.*, p.new_id
-), recorded AS (
-    INSERT INTO taskmill.history (
-        id, task_type, dedup_key, group_name, priority, payload, label,
-        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
-        expected_net_tx_bytes, max_retries, status, attempts, last_error, replaced_by,
-        created_at, started_at, finished_at
-    )
-    SELECT id, task_type, dedup_key, group_name, priority, payload, label,
-           expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
-           expected_net_tx_bytes, max_retries, 'superseded', attempts, last_error, new_id,
-           created_at, started_at, %(now)s
-    FROM moved
-)
-SELECT count(*) FROM moved;
 
 -- name: batch_upgrade
 -- Raise the priority of pending duplicates (skip): :ids and :priorities of one length.

@@ -4,6 +4,12 @@
 -- applies this file, or the migrations in migrations/ to an older store, in one
 -- transaction under an advisory lock.
 --
+-- Parts, as in the SQLite store's schema.sql: an object unchanged since the migration that
+-- created it is written once, in a part file beside migrations/ named by what it creates
+-- (group_pauses.sql, rate_buckets.sql, attempts.sql), included here and by that migration;
+-- a part is released text, never edited (a change is a new migration, and this file then
+-- writes the object itself).
+--
 -- Active tasks (pending, running, paused) live in `tasks`; a task that finishes moves,
 -- with the same id, to `history`.  Ids come from the sequence `task_ids` and are never
 -- handed out twice.
@@ -103,19 +109,11 @@ CREATE TABLE taskmill.workers (
 
 -- Groups held by pause_group: none of their tasks is dispatched until `until` (NULL: until
 -- resume_group).
-CREATE TABLE taskmill.group_pauses (
-    group_name text             PRIMARY KEY,
-    until      double precision,
-    paused_at  double precision NOT NULL
-);
+-- include: group_pauses.sql
 
 -- Token buckets of the schedulers' rate limits, shared by every scheduler on the store:
 -- `key` is 'group:NAME' or 'type:TASK_TYPE'; the bucket held `tokens` at `updated_at` and
 -- refills at the limit's rate up to its burst.
-CREATE TABLE taskmill.rate_buckets (
-    key        text             PRIMARY KEY,
-    tokens     double precision NOT NULL,
-    updated_at double precision NOT NULL
-);
+-- include: rate_buckets.sql
 
 -- include: attempts.sql

@@ -38,7 +38,7 @@ from ...model import SchedulerError, StoreError
 from .. import staging
 from ..location import scrub
 from ..staging import INSERTING, decide, hash_part, retried_failures, staging_frame
-from .queries import SUBMIT_LOCK, Connection, q, scalar
+from .queries import SUBMIT_LOCK, Connection, finish, q, scalar
 
 __all__ = ["BatchStore", "PostgresBatch", "StagedPart", "stage_name", "stage_prefix", "sweep"]
 
@@ -281,16 +281,8 @@ class PostgresBatch:
                 result = _renumber(result, drawn)
         sup = result.filter(pl.col("action") == "superseded")
         if sup.height:
-            moved = scalar(
-                conn.execute(
-                    q("batch_supersede"),
-                    {
-                        "old_ids": sup["replaced_task_id"].to_list(),
-                        "new_ids": sup["task_id"].to_list(),
-                        "now": now,
-                    },
-                )
-            )
+            old_ids, new_ids = sup["replaced_task_id"].to_list(), sup["task_id"].to_list()
+            moved = finish(conn, old_ids, "superseded", now, replaced_by=new_ids).rowcount
             if moved != sup.height:
                 raise StoreError(
                     f"batch merge superseded {moved} tasks where {sup.height} were planned"

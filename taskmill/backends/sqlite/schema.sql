@@ -1,6 +1,15 @@
 -- taskmill store schema, version 6 (the whole current schema; a store written by an
 -- older version is brought here by the files in migrations/, see sql.py).
 --
+-- Parts: a table, index or trigger unchanged since the migration that created it is
+-- written once, in a part file beside migrations/ named by what it creates (history.sql,
+-- group_pauses.sql, rate_buckets.sql, attempts.sql); this file and that migration both
+-- say `-- include: part.sql` where it stands.  A part is released text: never edit it
+-- (tests/test_migrations.py holds the digest of every migration with its parts in
+-- place).  Changing such an object takes a new migration, and this file then writes the
+-- object's new form itself instead of the include.  What differs from the migration's
+-- version (workers, given `scope` by migration 005; tasks) is written here in full.
+--
 -- Active tasks (pending, running, paused) live in `tasks`; a task that finishes
 -- moves, with the same id, to `history`.  Ids come from AUTOINCREMENT and are
 -- never handed out twice, even after every task has finished.
@@ -53,29 +62,7 @@ CREATE INDEX tasks_retry ON tasks (run_after) WHERE run_after IS NOT NULL;
 -- Tasks that expire if not started in time (schema 4).
 CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
 
-CREATE TABLE history (
-    id                    INTEGER PRIMARY KEY,   -- the task's own id
-    task_type             TEXT    NOT NULL,
-    dedup_key             TEXT,
-    group_name            TEXT,
-    priority              INTEGER NOT NULL,
-    payload               BLOB,
-    label                 TEXT,
-    expected_read_bytes   INTEGER NOT NULL DEFAULT 0,
-    expected_write_bytes  INTEGER NOT NULL DEFAULT 0,
-    expected_net_rx_bytes INTEGER NOT NULL DEFAULT 0,
-    expected_net_tx_bytes INTEGER NOT NULL DEFAULT 0,
-    max_retries           INTEGER,
-    status                TEXT    NOT NULL
-                                  CHECK (status IN ('completed', 'failed', 'cancelled', 'superseded',
-                                                    'expired')),
-    attempts              INTEGER NOT NULL,
-    last_error            TEXT,
-    replaced_by           INTEGER,          -- for 'superseded': the task that replaced it
-    created_at            REAL    NOT NULL,
-    started_at            REAL,
-    finished_at           REAL    NOT NULL
-);
+-- include: history.sql
 
 -- No index on history's keys (nothing looks them up; dropped in schema 3): a finished
 -- task costs its row and this one index entry.
@@ -95,21 +82,8 @@ CREATE TABLE workers (
     scope         TEXT
 ) WITHOUT ROWID;
 
--- Groups held by pause_group (schema 4): none of their tasks is dispatched until
--- `until` (NULL: until resume_group).
-CREATE TABLE group_pauses (
-    group_name TEXT PRIMARY KEY,
-    until      REAL,
-    paused_at  REAL NOT NULL
-) WITHOUT ROWID;
+-- include: group_pauses.sql
 
--- Token buckets of the schedulers' rate limits (schema 4), shared by every scheduler on
--- the store: `key` is 'group:NAME' or 'type:TASK_TYPE'; the bucket held `tokens` at
--- `updated_at` and refills at the limit's rate up to its burst.
-CREATE TABLE rate_buckets (
-    key        TEXT PRIMARY KEY,
-    tokens     REAL NOT NULL,
-    updated_at REAL NOT NULL
-) WITHOUT ROWID;
+-- include: rate_buckets.sql
 
 -- include: attempts.sql

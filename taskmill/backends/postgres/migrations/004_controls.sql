@@ -6,13 +6,5 @@ CREATE INDEX tasks_expiry ON taskmill.tasks (expires_at) WHERE expires_at IS NOT
 ALTER TABLE taskmill.history DROP CONSTRAINT history_status_check;
 ALTER TABLE taskmill.history ADD CONSTRAINT history_status_check
     CHECK (status IN ('completed', 'failed', 'cancelled', 'superseded', 'expired'));
-CREATE TABLE taskmill.group_pauses (
-    group_name text             PRIMARY KEY,
-    until      double precision,
-    paused_at  double precision NOT NULL
-);
-CREATE TABLE taskmill.rate_buckets (
-    key        text             PRIMARY KEY,
-    tokens     double precision NOT NULL,
-    updated_at double precision NOT NULL
-);
+-- include: group_pauses.sql
+-- include: rate_buckets.sql
