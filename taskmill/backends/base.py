@@ -494,9 +494,9 @@ class Driver(abc.ABC, Generic[C]):
     # ------------------------------------------------------------------ retention
 
     @abc.abstractmethod
-    def prune_select(self, cutoff: float | None, keep_last: int | None) -> list[int]:
-        """One read: ids of the history rows finished before ``cutoff`` and not among the
-        ``keep_last`` latest (each ``None``: no such condition)."""
+    def prune_select(self, cutoff: float, keep_last: int | None) -> list[int]:
+        """One read: ids of the history rows finished before ``cutoff`` (``inf``: any
+        time) and not among the ``keep_last`` latest (``None``: none held back)."""
 
     @abc.abstractmethod
     def prune_rows(self, ids: list[int]) -> list[tuple[Any, ...]]:

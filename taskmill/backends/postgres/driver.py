@@ -886,7 +886,7 @@ class PostgresDriver(Driver[Connection]):
     def describe(self) -> str:
         return f"task store {self.where}"
 
-    def prune_select(self, cutoff: float | None, keep_last: int | None) -> list[int]:
+    def prune_select(self, cutoff: float, keep_last: int | None) -> list[int]:
         params = {"cutoff": cutoff, "keep_last": keep_last}
         return self._read(lambda conn: [int(r[0]) for r in conn.execute(q("prune_select"), params)])
 

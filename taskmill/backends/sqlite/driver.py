@@ -380,9 +380,12 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             raise _store_error("task store read failed on", self.path, exc) from exc
 
     @contextlib.contextmanager
-    def _write(self, *, deferred: bool = False) -> Iterator[sqlite3.Connection]:
-        """One write transaction on the connection of small writes, all or nothing."""
-        with self._lock, self._transaction(self.conn, deferred=deferred) as conn:
+    def _write(
+        self, *, deferred: bool = False, action: str = "task store write failed on"
+    ) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the connection of small writes, all or nothing;
+        ``action`` opens the message of an error in it."""
+        with self._lock, self._transaction(self.conn, deferred=deferred, action=action) as conn:
             yield conn
 
     def write(
@@ -398,7 +401,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         """Every write of the store takes SQLite's one write lock (``BEGIN IMMEDIATE``) on
         the connection of small writes, so a claim's counts hold without a lock of their
         own; ``dispatch``, ``single`` and ``claim_lock`` change nothing here."""
-        with self._write() as conn:
+        with self._write(action=action) as conn:
             return body(conn)
 
     def read(self, body: Callable[[sqlite3.Connection], T]) -> T:
@@ -410,7 +413,11 @@ class SqliteDriver(Driver[sqlite3.Connection]):
 
     @contextlib.contextmanager
     def _transaction(
-        self, conn: sqlite3.Connection, *, deferred: bool = False
+        self,
+        conn: sqlite3.Connection,
+        *,
+        deferred: bool = False,
+        action: str = "task store write failed on",
     ) -> Iterator[sqlite3.Connection]:
         """One write transaction on ``conn`` (the caller holds its lock).
 
@@ -448,7 +455,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise _store_error("task store write failed on", self.path, exc) from exc
+                raise _store_error(action, self.path, exc) from exc
             raise
 
     # ------------------------------------------------------------------ submitting
@@ -1072,7 +1079,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
     def describe(self) -> str:
         return f"task store {self.path}"
 
-    def prune_select(self, cutoff: float | None, keep_last: int | None) -> list[int]:
+    def prune_select(self, cutoff: float, keep_last: int | None) -> list[int]:
         params = {"cutoff": cutoff, "keep_last": keep_last}
         with self._read() as conn:
             return [r[0] for r in conn.execute(q("prune_select"), params)]

@@ -1,0 +1,514 @@
+"""The driver conformance suite: the data-level operations of
+:class:`taskmill.backends.base.Driver` exercised directly, the same assertions on every
+driver (SQLite and PostgreSQL).
+
+The public-API suites check what users see through :class:`~taskmill.TaskStore`; this
+one pins what the face may rely on of a driver, so that a driver can be changed (or a new
+one written) against its contract alone.  Each test states the store's exact contents
+after the operations, read back through the driver's own reads.  The batch path
+(``batch_backend``: staging and the set-based merge) is exercised row for row by the
+public suites (``tests/test_batch*.py``, ``tests/test_postgres_batch.py``) on both drivers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import pytest
+
+from taskmill.backends import open_driver
+from taskmill.backends.base import ClaimedTask, Driver
+from taskmill.backends.keys import key_hash
+from taskmill.batch.validate import Row
+from taskmill.model import DuplicateStrategy, StoreError
+from taskmill.store.common import HISTORY_COLUMNS, TASK_COLUMNS
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
+T = TypeVar("T")
+
+#: A fixed clock for the rows these tests write (every start time and expiry is judged
+#: against the ``now`` a test passes, never the wall clock, unless a test says so).
+NOW = 1_800_000_000.0
+SHOWN = ["id", "task_type", "dedup_key", "group", "priority", "status", "attempts"]
+
+
+@pytest.fixture
+def driver(location: str | Path) -> Iterator[Driver[Any]]:
+    d = open_driver(location)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def row(
+    task_type: str = "copy",
+    key: str | None = None,
+    *,
+    group: str | None = None,
+    priority: int = 128,
+    read_bytes: int = 0,
+    run_after: float | None = None,
+    expires_at: float | None = None,
+) -> Row:
+    return Row(
+        task_type=task_type,
+        dedup_key=key,
+        group=group,
+        priority=priority,
+        payload=None,
+        label=None,
+        expected_read_bytes=read_bytes,
+        expected_write_bytes=0,
+        expected_net_rx_bytes=0,
+        expected_net_tx_bytes=0,
+        on_duplicate=DuplicateStrategy.SKIP,
+        max_retries=None,
+        run_after=run_after,
+        expires_at=expires_at,
+    )
+
+
+def add(driver: Driver[Any], *rows: Row) -> list[int]:
+    """Insert ``rows`` in one write, as the face's submit does; their ids."""
+
+    def body(conn: Any) -> list[int]:
+        ids = []
+        for r in rows:
+            tid = driver.new_task_id(conn)
+            driver.insert(conn, tid, tid, r, key_hash(r.task_type, r.dedup_key), NOW)
+            ids.append(tid)
+        return ids
+
+    return driver.write("cannot submit to", body)
+
+
+def rows_of(
+    driver: Driver[Any], table: Literal["tasks", "history"], shown: list[str], **where: Any
+) -> list[tuple[Any, ...]]:
+    """The rows of ``table`` (every filter ``None`` unless given), as tuples of ``shown``."""
+    columns = list(TASK_COLUMNS if table == "tasks" else HISTORY_COLUMNS)
+    filters = {"status": None, "task_type": None, "group": None, "limit": None, **where}
+    rows = driver.select(table, columns, **filters)
+    return [tuple(r[columns.index(name)] for name in shown) for r in rows]
+
+
+def tasks(driver: Driver[Any], shown: list[str] = SHOWN) -> list[tuple[Any, ...]]:
+    return rows_of(driver, "tasks", shown)
+
+
+def history(driver: Driver[Any], shown: list[str] = SHOWN) -> list[tuple[Any, ...]]:
+    return rows_of(driver, "history", shown)
+
+
+def in_claim(driver: Driver[Any], body: Callable[[Any], T]) -> T:
+    return driver.write("cannot claim tasks from", body, dispatch=True, claim_lock=True)
+
+
+def claim(
+    driver: Driver[Any],
+    owner: str,
+    *,
+    types: list[str] | None = None,
+    now: float = NOW,
+    held: list[str] | None = None,
+    limit: int = 100,
+) -> list[ClaimedTask]:
+    """The face's claim loop, one round: candidates, then mark them running."""
+
+    def body(conn: Any) -> list[ClaimedTask]:
+        found = driver.claim_candidates(conn, types or ["copy"], now, held or [], limit)
+        taken = [t for t, _ in found]
+        if taken:
+            driver.mark_running(conn, [t.id for t in taken], now, owner, [])
+        return taken
+
+    return in_claim(driver, body)
+
+
+def attempts(driver: Driver[Any], ids: list[int] | None = None) -> list[tuple[Any, ...]]:
+    """``(task_id, attempt, worker, outcome, error, traceback)`` of the recorded attempts."""
+    rows = driver.attempt_rows(ids, None, None)
+    return sorted((r[0], r[1], r[2], r[5], r[6], r[7]) for r in rows)
+
+
+# ---------------------------------------------------------------------- transactions
+
+
+def test_a_write_is_all_or_nothing(driver: Driver[Any]) -> None:
+    def body(conn: Any) -> None:
+        tid = driver.new_task_id(conn)
+        driver.insert(conn, tid, tid, row(key="a"), key_hash("copy", "a"), NOW)
+        raise RuntimeError("the body gave up")
+
+    with pytest.raises(RuntimeError, match="the body gave up"):
+        driver.write("cannot submit to", body)
+    assert tasks(driver) == []
+    assert driver.write("cannot submit to", lambda conn: "result") == "result"
+
+
+def test_ids_rise_and_rows_read_back_as_inserted(driver: Driver[Any]) -> None:
+    assert driver.last_task_id() == 0
+    a, b, c = add(driver, row(key="a"), row("delete", "b", group="g", priority=3), row())
+    assert a < b < c
+    assert driver.last_task_id() == c
+    assert tasks(driver) == [
+        (b, "delete", "b", "g", 3, "pending", 0),
+        (a, "copy", "a", None, 128, "pending", 0),
+        (c, "copy", None, None, 128, "pending", 0),
+    ]
+    assert sorted(driver.active_task_types()) == ["copy", "delete"]
+    picked = rows_of(driver, "tasks", ["id"], status=["pending"], task_type=["copy"], limit=1)
+    assert picked == [(a,)]
+    assert rows_of(driver, "tasks", ["id"], ids=[c]) == [(c,)]
+    assert rows_of(driver, "tasks", ["id"], group=["g"]) == [(b,)]
+
+
+def test_a_broken_write_is_a_store_error_and_writes_nothing(driver: Driver[Any]) -> None:
+    (a,) = add(driver, row(key="a"))
+
+    def twice(conn: Any) -> None:
+        tid = driver.new_task_id(conn)
+        driver.insert(conn, tid, tid, row(key="b"), key_hash("copy", "b"), NOW)
+        driver.insert(conn, a, a, row(key="c"), key_hash("copy", "c"), NOW)  # a's id again
+
+    with pytest.raises(StoreError) as caught:
+        driver.write("cannot submit to", twice)
+    assert str(caught.value).startswith("cannot submit to")
+    assert tasks(driver, ["id", "dedup_key"]) == [(a, "a")]
+
+
+def test_a_closed_driver_raises_store_errors(location: str | Path) -> None:
+    d = open_driver(location)
+    d.close()
+    d.close()  # idempotent
+    with pytest.raises(StoreError):
+        d.select("tasks", ["id"], status=None, task_type=None, group=None, limit=None)
+
+
+def test_the_clock_is_the_stores(driver: Driver[Any]) -> None:
+    before = time.time()
+    now = driver.now()
+    inside = driver.write("cannot read the clock of", driver.clock_in)
+    assert before - 5 < now < time.time() + 5
+    assert now - 5 < inside < time.time() + 5
+    assert driver.describe()
+
+
+# ---------------------------------------------------------------------- submitting
+
+
+def test_find_active_returns_the_task_holding_a_key(driver: Driver[Any]) -> None:
+    (a,) = add(driver, row(key="a", priority=7, expires_at=NOW + 60))
+    found = driver.write("cannot submit to", lambda c: driver.find_active(c, key_hash("copy", "a")))
+    assert found is not None
+    assert tuple(found[:6]) == (a, "pending", 7, a, "copy", "a")
+    assert found[6] == pytest.approx(NOW + 60)
+    other = key_hash("copy", "b")
+    assert other is not None
+    assert driver.write("cannot submit to", lambda c: driver.find_active(c, other)) is None
+
+
+def test_upgrade_only_raises_a_priority(driver: Driver[Any]) -> None:
+    (a,) = add(driver, row(key="a", priority=50))
+    driver.write("cannot submit to", lambda c: driver.upgrade_priority(c, a, 90))
+    assert tasks(driver, ["priority"]) == [(50,)]
+    driver.write("cannot submit to", lambda c: driver.upgrade_priority(c, a, 10))
+    assert tasks(driver, ["priority"]) == [(10,)]
+
+
+def test_finish_moves_active_tasks_to_history(driver: Driver[Any]) -> None:
+    a, b = add(driver, row(key="a"), row(key="b"))
+    driver.write(
+        "cannot submit to", lambda c: driver.finish(c, [a], "superseded", NOW, replaced_by=b)
+    )
+    driver.write("cannot submit to", lambda c: driver.finish(c, [a, b], "expired", NOW))
+    assert tasks(driver) == []
+    assert history(driver, ["id", "status", "replaced_by", "finished_at"]) == [
+        (a, "superseded", b, NOW),
+        (b, "expired", None, NOW),
+    ]
+
+
+# ---------------------------------------------------------------------- claiming
+
+
+def test_candidates_come_in_dispatch_order_within_the_filters(driver: Driver[Any]) -> None:
+    ids = add(
+        driver,
+        row(priority=5, group="g", read_bytes=10),
+        row(priority=1, group="h"),
+        row(priority=5),
+        row(priority=1, group="g", read_bytes=3),
+        row(priority=0, run_after=NOW + 1),  # not yet
+        row("delete", priority=0),  # another type
+    )
+    a, b, c, d, later, other = ids
+
+    def found(held: list[str], limit: int) -> list[tuple[int, int, int, int]]:
+        rows = in_claim(
+            driver, lambda conn: driver.claim_candidates(conn, ["copy"], NOW, held, limit)
+        )
+        return [(t.id, t.priority, t.attempt, size) for t, size in rows]
+
+    assert found([], 10) == [(b, 1, 1, 0), (d, 1, 1, 3), (a, 5, 1, 10), (c, 5, 1, 0)]
+    assert found(["g"], 10) == [(b, 1, 1, 0), (c, 5, 1, 0)]
+    assert found([], 2) == [(b, 1, 1, 0), (d, 1, 1, 3)]
+    assert [
+        t.id
+        for t, _ in in_claim(
+            driver, lambda conn: driver.claim_candidates(conn, ["copy"], NOW + 1, [], 1)
+        )
+    ] == [later]
+    assert (other, "pending") in tasks(driver, ["id", "status"])
+
+
+def test_marking_running_counts_groups_and_stores_buckets(driver: Driver[Any]) -> None:
+    a, b, c = add(
+        driver, row(group="g", read_bytes=7), row(group="g", read_bytes=5), row(group="h")
+    )
+
+    def body(conn: Any) -> None:
+        driver.mark_running(conn, [a, b], NOW, "w1", [("rate:g", 2.5, NOW)])
+
+    in_claim(driver, body)
+    running, buckets = in_claim(
+        driver, lambda conn: driver.claim_counts(conn, True, ["rate:g", "rate:none"])
+    )
+    assert running == {"g": (2, 12)}
+    assert buckets == {"rate:g": (2.5, NOW)}
+    uncounted, _ = in_claim(driver, lambda conn: driver.claim_counts(conn, False, []))
+    assert uncounted == {}
+    assert tasks(driver, ["id", "status", "attempts", "started_at"]) == [
+        (a, "running", 1, NOW),
+        (b, "running", 1, NOW),
+        (c, "pending", 0, None),
+    ]
+    assert sorted(driver.owned_tasks("w1")) == [a, b]
+    assert driver.ownership([a, b, c], [1, None, None], "w1") == ({a, b}, {c: ("pending", None)})
+    assert driver.ownership([a], [2], "w1") == (set(), {a: ("running", None)})
+
+
+def test_claim_at_once_is_the_candidates_marked_in_one_statement(driver: Driver[Any]) -> None:
+    a, b, c = add(driver, row(priority=9), row(priority=2), row(priority=9))
+    if not driver.claims_at_once:
+        with pytest.raises(NotImplementedError):
+            driver.claim_at_once(None, ["copy"], NOW, "w1", 2)
+        return
+    taken = driver.write(
+        "cannot claim tasks from",
+        lambda conn: driver.claim_at_once(conn, ["copy"], NOW, "w1", 2),
+        dispatch=True,
+        single=True,
+    )
+    assert [(t.id, t.attempt) for t in taken] == [(b, 1), (a, 1)]
+    assert tasks(driver, ["id", "status"]) == [(b, "running"), (a, "running"), (c, "pending")]
+
+
+# ---------------------------------------------------------------------- an attempt's end
+
+
+def test_finish_owned_ends_only_the_owners_attempts(driver: Driver[Any]) -> None:
+    a, b, c = add(driver, row(), row(), row())
+    claim(driver, "w1", limit=2)
+
+    def body(conn: Any) -> set[int]:
+        return driver.finish_owned(conn, [a, b, c], [1, 2, None], "w1", "completed", NOW + 1)
+
+    assert driver.write("cannot record completed tasks in", body, dispatch=True) == {a}
+    assert (
+        driver.write(
+            "cannot record completed tasks in",
+            lambda conn: driver.finish_owned(conn, [b], [None], "w2", "completed", NOW + 1),
+        )
+        == set()
+    )
+    assert history(driver, ["id", "status", "attempts", "finished_at"]) == [
+        (a, "completed", 1, NOW + 1)
+    ]
+    assert attempts(driver) == [(a, 1, "w1", "completed", None, None)]
+
+
+def test_a_failure_retries_later_or_ends_with_its_traceback(driver: Driver[Any]) -> None:
+    a, b = add(driver, row(), row())
+    claim(driver, "w1")
+
+    def fail_a(conn: Any) -> bool:
+        moved = driver.retry_later(conn, a, "w1", 1, "boom", NOW + 30)
+        driver.attempt_traceback(conn, a, "Traceback: boom")
+        return moved
+
+    assert driver.write("cannot record a failed attempt in", fail_a, dispatch=True) is True
+    assert (
+        driver.write(
+            "cannot record a failed attempt in",
+            lambda conn: driver.retry_later(conn, b, "w2", None, "not mine", NOW),
+        )
+        is False
+    )
+
+    def fail_b(conn: Any) -> set[int]:
+        return driver.finish_owned(conn, [b], [1], "w1", "failed", NOW, error="gone")
+
+    assert driver.write("cannot record a failed attempt in", fail_b) == {b}
+    assert tasks(driver, ["id", "status", "attempts", "last_error", "run_after"]) == [
+        (a, "pending", 1, "boom", NOW + 30)
+    ]
+    assert history(driver, ["id", "status", "last_error"]) == [(b, "failed", "gone")]
+    assert attempts(driver) == [
+        (a, 1, "w1", "failed", "boom", "Traceback: boom"),
+        (b, 1, "w1", "failed", "gone", None),
+    ]
+    failed = driver.failed_rows(None, None, None)
+    assert [r[1:4] for r in failed] == [("copy", None, None)]
+    assert driver.failed_rows(["delete"], None, None) == []
+
+
+def test_a_release_is_not_counted_as_a_try(driver: Driver[Any]) -> None:
+    a, b = add(driver, row(), row())
+    claim(driver, "w1")
+    released = driver.write(
+        "cannot release tasks in",
+        lambda conn: driver.release_running(conn, [a, b], [1, 5], "w1"),
+    )
+    assert released == 1
+    assert tasks(driver, ["id", "status", "attempts"]) == [(a, "pending", 0), (b, "running", 1)]
+    assert attempts(driver) == [(a, 1, "w1", "released", None, None)]
+
+
+def test_has_work_and_the_next_start(driver: Driver[Any]) -> None:
+    assert driver.read(lambda conn: driver.has_work(conn, ["copy"])) is False
+    assert driver.read(lambda conn: driver.next_run_after(conn, NOW)) is None
+    add(driver, row(run_after=NOW + 40), row("delete", run_after=NOW + 20))
+    assert driver.read(lambda conn: driver.has_work(conn, ["copy"])) is True
+    assert driver.read(lambda conn: driver.has_work(conn, ["move"])) is False
+    assert driver.read(lambda conn: driver.next_run_after(conn, NOW)) == NOW + 20
+
+
+# ---------------------------------------------------------------------- task control
+
+
+def test_cancel_and_status_changes_happen_once(driver: Driver[Any]) -> None:
+    a, b = add(driver, row(), row())
+    assert driver.cancel(a) == "pending"
+    assert driver.cancel(a) is None
+    assert driver.set_status(b, "pending", "paused") is True
+    assert driver.set_status(b, "pending", "paused") is False
+    assert tasks(driver, ["id", "status"]) == [(b, "paused")]
+    assert history(driver, ["id", "status"]) == [(a, "cancelled")]
+    assert sorted(driver.status_counts()) == [("cancelled", 1), ("paused", 1)]
+
+
+def test_a_paused_group_is_held_back_until_resumed(driver: Driver[Any]) -> None:
+    a, b = add(driver, row(group="g"), row(group="h"))
+    driver.pause_group("g", NOW + 100, NOW)
+    assert driver.per_group("paused_groups", NOW) == [("g", NOW + 100)]
+    assert [t.id for t in claim(driver, "w1", limit=5)] == [b]
+    assert driver.read(lambda conn: driver.next_run_after(conn, NOW)) == NOW + 100
+    assert driver.resume_group("g") is True
+    assert driver.resume_group("g") is False
+    assert driver.per_group("paused_groups", NOW) == []
+    assert [t.id for t in claim(driver, "w1", limit=5)] == [a]
+
+
+def test_waiting_tasks_per_group(driver: Driver[Any]) -> None:
+    add(driver, row(group="g", run_after=NOW + 5), row(group="g", run_after=NOW + 9), row())
+    assert sorted(driver.per_group("waiting_for_start", NOW)) == [("g", 2)]
+    assert driver.per_group("waiting_for_start", NOW + 9) == []
+
+
+def test_tasks_not_started_in_time_expire(driver: Driver[Any]) -> None:
+    a, b = add(driver, row(expires_at=NOW + 10), row(expires_at=NOW + 60))
+    assert driver.any_expired(NOW) is False
+    assert driver.any_expired(NOW + 10) is True
+    assert driver.expire(NOW + 10) == 1
+    assert history(driver, ["id", "status"]) == [(a, "expired")]
+    assert tasks(driver, ["id"]) == [(b,)]
+
+
+def test_cancel_batch_picks_by_filter_and_id_range(driver: Driver[Any]) -> None:
+    ids = add(driver, row(group="g"), row(group="h"), row(group="g"), row("delete", group="g"))
+
+    @dataclass(frozen=True)
+    class Where:  # a CancelMatch
+        status: list[str]
+        task_type: list[str] | None
+        group: list[str] | None
+        label: list[str] | None
+
+    where = Where(status=["pending"], task_type=["copy"], group=["g"], label=None)
+    moved, last = driver.cancel_batch(where, after=0, last=ids[-1], limit=1, keyed=None)
+    assert (moved, last) == (1, ids[0])
+    moved, last = driver.cancel_batch(where, after=ids[0], last=ids[-1], limit=10, keyed=None)
+    assert (moved, last) == (1, ids[2])
+    assert history(driver, ["id", "status"]) == [(ids[0], "cancelled"), (ids[2], "cancelled")]
+
+
+# ---------------------------------------------------------------------- workers
+
+
+def test_leases_recovery_and_lost_attempts(driver: Driver[Any]) -> None:
+    a, b = add(driver, row(), row())
+    driver.register("w1", lease_timeout=30)
+    driver.register("w2", lease_timeout=30)
+    in_claim(driver, lambda conn: driver.mark_running(conn, [a], NOW, "w1", []))
+    in_claim(driver, lambda conn: driver.mark_running(conn, [b], NOW, "w2", []))
+    assert driver.renew("w1") is True
+    running, stale = driver.owner_leases(None)
+    assert sorted((owner, bool(out)) for owner, out, _ in running) == [
+        ("w1", False),
+        ("w2", False),
+    ]
+    assert stale == []
+    _, stale_later = driver.owner_leases(time.time() + 3600)
+    assert sorted(stale_later) == ["w1", "w2"]
+
+    assert driver.give_back([("w1", "w1 is gone")], [], None) == 1
+    assert driver.renew("w1") is False  # forgotten: its lease was taken away
+    assert driver.release_owner("w2") == 1
+    assert driver.owned_tasks("w2") == []
+    assert tasks(driver, ["id", "status", "attempts"]) == [(a, "pending", 0), (b, "pending", 0)]
+    assert attempts(driver) == [
+        (a, 1, "w1", "lost", "w1 is gone", None),
+        (b, 1, "w2", "released", None, None),
+    ]
+
+
+# ---------------------------------------------------------------------- queries, retention
+
+
+def test_stats_attempt_filters_and_retention(driver: Driver[Any]) -> None:
+    a, b, c = add(driver, row(group="g"), row(group="g"), row(group="h", priority=3))
+    claim(driver, "w1")
+    for tid in (a, b):
+        driver.write(
+            "cannot record completed tasks in",
+            lambda conn, tid=tid: driver.finish_owned(conn, [tid], [1], "w1", "completed", NOW),
+        )
+    assert sorted(driver.stats_rows("group")) == [("g", "completed", 2), ("h", "running", 1)]
+    assert [r[0] for r in driver.attempt_rows(None, ["completed"], 1)] == [b]  # newest first
+    assert driver.attempt_rows([c], None, None) == []
+
+    assert driver.prune_select(math.inf, 1) == [a]
+    assert driver.prune_select(NOW - 1, None) == []
+    rows = driver.prune_rows([a, b])
+    assert [(r[0], r[5]) for r in rows] == [(a, "completed"), (b, "completed")]
+    with driver.prune_lock():
+        assert driver.prune_delete([a]) == 1
+    assert history(driver, ["id"]) == [(b,)]
+
+
+def test_metadata_values(driver: Driver[Any]) -> None:
+    assert driver.meta_get("contract") is None
+    driver.meta_set("contract", "one")
+    driver.meta_set("contract", "two")
+    assert driver.meta_get("contract") == "two"
+    driver.meta_set("contract", None)
+    assert driver.meta_get("contract") is None
+    assert driver.integrity_check() == "ok"
