@@ -206,7 +206,9 @@ def test_the_clock_is_the_stores(driver: Driver[Any]) -> None:
 
 def test_find_active_returns_the_task_holding_a_key(driver: Driver[Any]) -> None:
     (a,) = add(driver, row(key="a", priority=7, expires_at=NOW + 60))
-    found = driver.write("cannot submit to", lambda c: driver.find_active(c, key_hash("copy", "a")))
+    hashed = key_hash("copy", "a")
+    assert hashed is not None
+    found = driver.write("cannot submit to", lambda c: driver.find_active(c, hashed))
     assert found is not None
     assert tuple(found[:6]) == (a, "pending", 7, a, "copy", "a")
     assert found[6] == pytest.approx(NOW + 60)
