@@ -480,7 +480,19 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         error: str | None = None,
         replaced_by: int | None = None,
     ) -> None:
-        self._finish(conn, ids, status, now, error=error, replaced_by=replaced_by)
+        """Move active tasks to history with a final status."""
+        ids_json = json.dumps(list(ids))
+        conn.execute(
+            q("finish_to_history"),
+            {
+                "status": status,
+                "error": error,
+                "replaced_by": replaced_by,
+                "now": now,
+                "ids": ids_json,
+            },
+        )
+        conn.execute(q("delete_tasks"), (ids_json,))
 
     def insert(
         self,
@@ -513,30 +525,6 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 row.expires_at,
             ),
         )
-
-    @staticmethod
-    def _finish(
-        conn: sqlite3.Connection,
-        ids: Sequence[int],
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-        replaced_by: int | None = None,
-    ) -> None:
-        """Move active tasks to history with a final status."""
-        ids_json = json.dumps(list(ids))
-        conn.execute(
-            q("finish_to_history"),
-            {
-                "status": status,
-                "error": error,
-                "replaced_by": replaced_by,
-                "now": now,
-                "ids": ids_json,
-            },
-        )
-        conn.execute(q("delete_tasks"), (ids_json,))
 
     # ------------------------------------------------------------------ batches
 
@@ -730,7 +718,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             row = conn.execute(q("get_active"), (task_id,)).fetchone()
             if row is None:
                 return None
-            self._finish(conn, [task_id], "cancelled", self._clock_now(conn))
+            self.finish(conn, [task_id], "cancelled", self._clock_now(conn))
             return str(row[1])
 
     def _expire_due(self, conn: sqlite3.Connection, now: float) -> int:
@@ -738,7 +726,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         write transaction); returns how many."""
         ids = [r[0] for r in conn.execute(q("expired_ids"), {"now": now})]
         if ids:
-            self._finish(conn, ids, "expired", now)
+            self.finish(conn, ids, "expired", now)
         return len(ids)
 
     @staticmethod
@@ -824,7 +812,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         with self._write() as conn:
             ids = sorted(r[0] for r in conn.execute(query, params))
             if ids:
-                self._finish(conn, ids, "cancelled", self._clock_now(conn))
+                self.finish(conn, ids, "cancelled", self._clock_now(conn))
         return len(ids), (ids[-1] if ids else None)
 
     def failed_rows(
@@ -954,7 +942,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
     ) -> set[int]:
         owned = self._owned(conn, ids, tries, owner)
         if owned:
-            self._finish(conn, owned, status, now, error=error)
+            self.finish(conn, owned, status, now, error=error)
         return set(owned)
 
     def retry_later(
