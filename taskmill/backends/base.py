@@ -65,6 +65,20 @@ GroupQuery = Literal["waiting_for_start", "waiting_for_retry", "paused_groups"]
 
 
 @dataclass(frozen=True, slots=True)
+class Selection:
+    """What :meth:`Driver.select` reads: the rows of ``table`` matching every filter given
+    (``None``: no filter on that column), at most ``limit`` (``None`` or negative: no
+    limit)."""
+
+    table: Literal["tasks", "history"]
+    status: list[str] | None = None
+    task_type: list[str] | None = None
+    group: list[str] | None = None
+    limit: int | None = None
+    ids: list[int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedTask:
     """A task a worker has just marked running."""
 
@@ -464,20 +478,10 @@ class Driver(abc.ABC, Generic[C]):
         retry's backoff; the groups paused, with their end)."""
 
     @abc.abstractmethod
-    def select(
-        self,
-        table: Literal["tasks", "history"],
-        columns: Sequence[str],
-        *,
-        status: list[str] | None,
-        task_type: list[str] | None,
-        group: list[str] | None,
-        limit: int | None,
-        ids: list[int] | None = None,
-    ) -> list[tuple[Any, ...]]:
-        """One read: the rows of ``table`` (``tasks`` in dispatch order, ``history`` by id)
-        matching every filter given, at most ``limit`` (negative: no limit), as tuples of
-        ``columns`` (their names in frames)."""
+    def select(self, selection: Selection) -> list[tuple[Any, ...]]:
+        """One read: the rows ``selection`` asks for (``tasks`` in dispatch order,
+        ``history`` by id), as tuples of the frame's columns in their order
+        (:func:`taskmill.columns.frame_schema` of the table)."""
 
     @abc.abstractmethod
     def attempt_rows(

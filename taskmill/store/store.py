@@ -28,7 +28,7 @@ from typing import Any, Literal, Self
 import polars as pl
 
 from ..backends import DRIVERS, open_driver
-from ..backends.base import ClaimedTask, CommitHook, Driver, GroupQuery
+from ..backends.base import ClaimedTask, CommitHook, Driver, GroupQuery, Selection
 from ..backends.keys import key_hash
 from ..backends.workers import (
     DEFAULT_LEASE_TIMEOUT,
@@ -799,16 +799,15 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         ids: Any = None,
     ) -> pl.DataFrame:
         """:meth:`tasks` or :meth:`history`, its arguments checked."""
-        rows = self._driver.select(
+        selection = Selection(
             table,
-            list(columns),
             status=filter_values("status", status),
             task_type=filter_values("task_type", task_type),
             group=filter_values("group", group),
             limit=limit_argument(limit),
             ids=ids_argument(ids),
         )
-        return frame(rows, columns)
+        return frame(self._driver.select(selection), columns)
 
     def task(self, task_id: int) -> dict[str, Any] | None:
         """Task ``task_id`` wherever it is: its row of :meth:`tasks` (with ``active``
@@ -820,16 +819,7 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
             (False, "history", HISTORY_COLUMNS),
         )
         for active, table, columns in looks:
-            rows = self._driver.select(
-                table,
-                list(columns),
-                status=None,
-                task_type=None,
-                group=None,
-                limit=1,
-                ids=[task_id],
-            )
-            found = frame(rows, columns)
+            found = frame(self._driver.select(Selection(table, limit=1, ids=[task_id])), columns)
             if found.height:
                 return {**found.row(0, named=True), "active": active}
         return None

@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 import pytest
 
 from taskmill.backends import open_driver
-from taskmill.backends.base import ClaimedTask, Driver
+from taskmill.backends.base import ClaimedTask, Driver, Selection
 from taskmill.backends.keys import key_hash
 from taskmill.batch.validate import Row
 from taskmill.model import DuplicateStrategy, StoreError
@@ -94,8 +94,7 @@ def rows_of(
 ) -> list[tuple[Any, ...]]:
     """The rows of ``table`` (every filter ``None`` unless given), as tuples of ``shown``."""
     columns = list(TASK_COLUMNS if table == "tasks" else HISTORY_COLUMNS)
-    filters = {"status": None, "task_type": None, "group": None, "limit": None, **where}
-    rows = driver.select(table, columns, **filters)
+    rows = driver.select(Selection(table, **where))
     return [tuple(r[columns.index(name)] for name in shown) for r in rows]
 
 
@@ -189,7 +188,7 @@ def test_a_closed_driver_raises_store_errors(location: str | Path) -> None:
     d.close()
     d.close()  # idempotent
     with pytest.raises(StoreError):
-        d.select("tasks", ["id"], status=None, task_type=None, group=None, limit=None)
+        d.select(Selection("tasks"))
 
 
 def test_the_clock_is_the_stores(driver: Driver[Any]) -> None:

@@ -42,7 +42,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal, LiteralString, TypeVar
+from typing import Any, LiteralString, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -57,7 +57,7 @@ from ...model import (
     StoreError,
     StoreLocked,
 )
-from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery
+from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, Selection
 from ..location import encode_userinfo, scrub
 from ..staging import warm_up_in_background
 from ..workers import (
@@ -847,27 +847,18 @@ class PostgresDriver(Driver[Connection]):
     def status_counts(self) -> list[tuple[str, int]]:
         return self._read(lambda conn: conn.execute(q("counts")).fetchall())
 
-    def select(
-        self,
-        table: Literal["tasks", "history"],
-        columns: Sequence[str],
-        *,
-        status: list[str] | None,
-        task_type: list[str] | None,
-        group: list[str] | None,
-        limit: int | None,
-        ids: list[int] | None = None,
-    ) -> list[tuple[Any, ...]]:
+    def select(self, selection: Selection) -> list[tuple[Any, ...]]:
         """(Query ``select_tasks`` or ``select_history``: their columns are the frames'.)"""
+        limit = selection.limit
         params = {
-            "ids": ids,
-            "status": status,
-            "task_type": task_type,
-            "group": group,
+            "ids": selection.ids,
+            "status": selection.status,
+            "task_type": selection.task_type,
+            "group": selection.group,
             # as in SQLite, a negative limit is no limit (PostgreSQL would refuse it)
             "limit": None if limit is None or limit < 0 else int(limit),
         }
-        query = q(f"select_{table}")
+        query = q(f"select_{selection.table}")
         return self._read(lambda conn: conn.execute(query, params).fetchall())
 
     def attempt_rows(

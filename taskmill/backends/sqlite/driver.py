@@ -10,7 +10,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -19,6 +19,7 @@ import polars as pl
 
 from ...batch.validate import Row
 from ...columns import column as declared
+from ...columns import frame_schema
 from ...model import (
     NotATaskStore,
     SchedulerError,
@@ -27,7 +28,7 @@ from ...model import (
     StoreError,
     StoreLocked,
 )
-from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery
+from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, Selection
 from ..keys import register as register_key_hash
 from ..sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from ..staging import (
@@ -105,8 +106,16 @@ class _Staged:
             stager.discard(path)
 
 
-#: What tasks() and history() read, in which order (constants: never data).
-_TABLES = {"tasks": "tasks", "history": "history"}
+def _select_list(table: Literal["tasks", "history"]) -> str:
+    """The select list of ``table``'s frame columns in order: each by its stored name
+    (``group_name AS "group"``)."""
+    return ", ".join(
+        c if (name := declared(c).stored) == c else f'{name} AS "{c}"' for c in frame_schema(table)
+    )
+
+
+#: What tasks() and history() read: the frame's columns, in order (constants: never data).
+_SELECT = {table: f"SELECT {_select_list(table)} FROM {table}" for table in ("tasks", "history")}
 _ORDER = {"tasks": "priority, queue_pos", "history": "id"}
 
 
@@ -114,13 +123,6 @@ def _json_list(values: list[str] | None) -> str | None:
     """A filter's values as the JSON array a query reads with ``json_each`` (``None``:
     no filter)."""
     return None if values is None else json.dumps(values)
-
-
-def _sql_columns(columns: Iterable[str]) -> str:
-    """The select list of frame columns: each by its stored name (``group_name AS "group"``)."""
-    return ", ".join(
-        c if (name := declared(c).stored) == c else f'{name} AS "{c}"' for c in columns
-    )
 
 
 #: The prune lock where ``fcntl.flock`` is missing (this process's prunes only).
@@ -1007,37 +1009,27 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 *conn.execute(q("history_counts")).fetchall(),
             ]
 
-    def select(
-        self,
-        table: Literal["tasks", "history"],
-        columns: Sequence[str],
-        *,
-        status: list[str] | None,
-        task_type: list[str] | None,
-        group: list[str] | None,
-        limit: int | None,
-        ids: list[int] | None = None,
-    ) -> list[tuple[Any, ...]]:
+    def select(self, selection: Selection) -> list[tuple[Any, ...]]:
         where: list[str] = []
         params: list[Any] = []
         filters: tuple[tuple[str, Sequence[Any] | None], ...] = (
-            ("id", ids),
-            ("status", status),
-            ("task_type", task_type),
-            ("group_name", group),
+            ("id", selection.ids),
+            ("status", selection.status),
+            ("task_type", selection.task_type),
+            ("group_name", selection.group),
         )
         for column, values in filters:
             if values is None:
                 continue
             where.append(f"{column} IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(list(values)))
-        sql = f"SELECT {_sql_columns(columns)} FROM {_TABLES[table]}"
+        sql = _SELECT[selection.table]
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {_ORDER[table]}"
-        if limit is not None:
+        sql += f" ORDER BY {_ORDER[selection.table]}"
+        if selection.limit is not None:
             sql += " LIMIT ?"
-            params.append(int(limit))
+            params.append(int(selection.limit))
         with self._read() as conn:
             return conn.execute(sql, params).fetchall()
 
