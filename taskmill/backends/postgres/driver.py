@@ -42,7 +42,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, LiteralString, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -318,27 +318,25 @@ class PostgresDriver(Driver[Connection]):
             self._reader = self._new_connection(reader=True)
         return self._reader
 
-    def _write(
+    def write(
         self,
         action: str,
         body: Callable[[Connection], T],
         *,
-        retry_unique: bool = False,
         dispatch: bool = False,
         single: bool = False,
-        begin: LiteralString | None = None,
+        claim_lock: bool = False,
+        retry_unique: bool = False,
     ) -> T:
-        """Run ``body`` in one write transaction, all or nothing.
-
-        ``dispatch``: on the dispatch connection instead of the write connection.
+        """(``dispatch``: on the dispatch connection instead of the write connection.
         ``single``: ``body`` runs one statement, committed on its own (no ``BEGIN`` and
-        ``COMMIT`` round trips).  ``begin``: statements without parameters that open the
-        transaction instead of a plain ``BEGIN`` (``BEGIN`` and taking a lock, in one
-        round trip).  A connection found lost at ``BEGIN`` is opened again
+        ``COMMIT`` round trips).  ``claim_lock``: the query ``begin_claim`` opens the
+        transaction instead of a plain ``BEGIN`` (``BEGIN`` and taking the claim lock, in
+        one round trip).  A connection found lost at ``BEGIN`` is opened again
         (nothing was written yet).  A deadlock or serialization failure runs the
         transaction again (up to :data:`TRANSACTION_TRIES` times), as does — with
-        ``retry_unique`` — a clash on the active-key index (a writer that bypassed the
-        submit lock won the race)."""
+        ``retry_unique`` — a clash on the active-key index.)"""
+        begin = q("begin_claim") if claim_lock else None
         lock = self._dispatch_lock if dispatch else self._lock
         connect = self._dispatch_connection if dispatch else self._writer
         with lock:
@@ -383,25 +381,6 @@ class PostgresDriver(Driver[Connection]):
                 except psycopg.Error as exc:
                     raise _store_error(action, self.where, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def write(
-        self,
-        action: str,
-        body: Callable[[Connection], T],
-        *,
-        dispatch: bool = False,
-        single: bool = False,
-        claim_lock: bool = False,
-        retry_unique: bool = False,
-    ) -> T:
-        return self._write(
-            action,
-            body,
-            dispatch=dispatch,
-            single=single,
-            retry_unique=retry_unique,
-            begin=q("begin_claim") if claim_lock else None,
-        )
 
     def read(self, body: Callable[[Connection], T]) -> T:
         return self._read(body)
@@ -552,7 +531,7 @@ class PostgresDriver(Driver[Connection]):
             moved = self._finish(conn, [task_id], "cancelled", self.now())
             return moved[0][1] if moved else None
 
-        return self._write("cannot cancel a task in", body)
+        return self.write("cannot cancel a task in", body)
 
     @staticmethod
     def _expire_due(conn: Connection, now: float) -> int:
@@ -568,18 +547,18 @@ class PostgresDriver(Driver[Connection]):
         return bool(self._read(lambda conn: scalar(conn.execute(q("any_expired"), {"now": now}))))
 
     def expire(self, now: float) -> int:
-        return self._write("cannot expire tasks in", lambda conn: self._expire_due(conn, now))
+        return self.write("cannot expire tasks in", lambda conn: self._expire_due(conn, now))
 
     def pause_group(self, group: str, until: float | None, now: float) -> None:
         params = {"group": group, "until": until, "now": now}
-        self._write("cannot pause a group in", lambda conn: conn.execute(q("pause_group"), params))
+        self.write("cannot pause a group in", lambda conn: conn.execute(q("pause_group"), params))
 
     def resume_group(self, group: str) -> bool:
         def body(conn: Connection) -> bool:
             resumed = conn.execute(q("resume_group"), {"group": group}).rowcount > 0
             return _notified(conn, int(resumed)) > 0  # workers elsewhere wake at commit
 
-        return self._write("cannot resume a group in", body)
+        return self.write("cannot resume a group in", body)
 
     def per_group(self, query: GroupQuery, now: float) -> list[tuple[Any, Any]]:
         return self._read(lambda conn: conn.execute(q(query), {"now": now}).fetchall())
@@ -626,7 +605,7 @@ class PostgresDriver(Driver[Connection]):
             moved = self._finish(conn, ids, "cancelled", self.now()) if ids else []
             return len(moved), (ids[-1] if ids else None)
 
-        return self._write("cannot cancel tasks in", body)
+        return self.write("cannot cancel tasks in", body)
 
     def failed_rows(
         self, task_type: list[str] | None, group: list[str] | None, since: float | None
@@ -636,7 +615,7 @@ class PostgresDriver(Driver[Connection]):
 
     def set_status(self, task_id: int, old: str, new: str) -> bool:
         params = {"id": task_id, "from": old, "to": new}
-        return self._write(
+        return self.write(
             "cannot change a task in",
             lambda conn: conn.execute(q("set_status"), params).rowcount == 1,
         )
@@ -652,14 +631,14 @@ class PostgresDriver(Driver[Connection]):
             "lease": float(lease_timeout),
             "scope": local_scope(),
         }
-        self._write(
+        self.write(
             "cannot register a worker in",
             lambda conn: conn.execute(q("register_worker"), params).fetchall(),
         )
 
     def renew(self, owner: str) -> bool:
         params = {"owner": owner, "now": None}
-        return self._write(
+        return self.write(
             "cannot renew a lease in",
             lambda conn: bool(conn.execute(q("renew_worker"), params).fetchall()),
         )
@@ -691,7 +670,7 @@ class PostgresDriver(Driver[Connection]):
             conn.execute(q("forget_worker"), {"owner": owner})
             return _notified(conn, count)
 
-        return self._write("cannot release a worker's tasks in", body)
+        return self.write("cannot release a worker's tasks in", body)
 
     def owned_tasks(self, owner: str) -> list[int]:
         return self._read(
@@ -729,7 +708,7 @@ class PostgresDriver(Driver[Connection]):
                 conn.execute(q("attempts_lost"), {"mark": mark, "owner": owner, "why": why})
             return _notified(conn, count)
 
-        return self._write("cannot recover tasks in", body)
+        return self.write("cannot recover tasks in", body)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -887,7 +866,7 @@ class PostgresDriver(Driver[Connection]):
 
     def prune_delete(self, ids: list[int]) -> int:
         params = {"ids": ids}
-        return self._write(
+        return self.write(
             "cannot prune the history of",
             lambda conn: conn.execute(q("prune_delete"), params).rowcount,
             single=True,
@@ -917,7 +896,7 @@ class PostgresDriver(Driver[Connection]):
     def meta_set(self, key: str, value: str | None) -> None:
         params = {"key": key, "value": value}
         query = q("meta_delete" if value is None else "meta_set")
-        self._write(
+        self.write(
             "cannot record the prune under way in",
             lambda conn: conn.execute(query, params),
             single=True,
