@@ -79,6 +79,27 @@ class Selection:
 
 
 @dataclass(frozen=True, slots=True)
+class Owned:
+    """Running attempts of one worker: the tasks ``ids`` running for ``owner``, each as
+    the attempt beside it in ``tries`` (``None``: whichever attempt runs)."""
+
+    ids: list[int]
+    tries: list[int | None]
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How tasks end: their final ``status`` at ``now``; ``error`` their last error,
+    ``replaced_by`` the task that supersedes them (``None``: none)."""
+
+    status: str
+    now: float
+    error: str | None = None
+    replaced_by: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedTask:
     """A task a worker has just marked running."""
 
@@ -257,34 +278,15 @@ class Driver(abc.ABC, Generic[C]):
     # ------------------------------------------------------------------ an attempt's end
 
     @abc.abstractmethod
-    def finish_owned(
-        self,
-        conn: C,
-        ids: list[int],
-        tries: list[int | None],
-        owner: str,
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-    ) -> set[int]:
-        """In a write: move to history with final ``status`` at ``now`` (``error``, if given,
-        as the last error) the tasks of ``ids`` still running for ``owner`` as the attempt
-        beside each (``None``: any); their ids.  The attempt is recorded."""
+    def finish_owned(self, conn: C, owned: Owned, ending: Ending) -> set[int]:
+        """In a write: move to history as ``ending`` says the attempts of ``owned`` still
+        running; their ids.  The attempt is recorded."""
 
     @abc.abstractmethod
-    def retry_later(
-        self,
-        conn: C,
-        task_id: int,
-        owner: str,
-        attempt: int | None,
-        error: str,
-        run_after: float,
-    ) -> bool:
-        """In a write: put task ``task_id`` back to pending, not dispatched before
-        ``run_after``, ``error`` its last, if it runs for ``owner`` (as ``attempt``;
-        ``None``: any); whether it did.  The attempt is recorded."""
+    def retry_later(self, conn: C, owned: Owned, error: str, run_after: float) -> bool:
+        """In a write: put the one task of ``owned`` back to pending, not dispatched before
+        ``run_after``, ``error`` its last, if that attempt still runs; whether it did.  The
+        attempt is recorded."""
 
     @abc.abstractmethod
     def attempt_traceback(self, conn: C, task_id: int, traceback: str) -> None:
@@ -292,10 +294,9 @@ class Driver(abc.ABC, Generic[C]):
         attempt's record."""
 
     @abc.abstractmethod
-    def release_running(self, conn: C, ids: list[int], tries: list[int | None], owner: str) -> int:
-        """In a write: put back to pending (not counted as tries) the tasks of ``ids``
-        running for ``owner`` as the attempt beside each (``None``: any), waking the
-        watchers at commit; how many."""
+    def release_running(self, conn: C, owned: Owned) -> int:
+        """In a write: put back to pending (not counted as tries) the attempts of ``owned``
+        still running, waking the watchers at commit; how many."""
 
     @abc.abstractmethod
     def ownership(
@@ -339,18 +340,9 @@ class Driver(abc.ABC, Generic[C]):
         (lower) than its own."""
 
     @abc.abstractmethod
-    def finish(
-        self,
-        conn: C,
-        ids: Sequence[int],
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-        replaced_by: int | None = None,
-    ) -> None:
-        """In a write: move the active tasks ``ids`` to history with final ``status`` at
-        ``now`` (one already gone is left alone)."""
+    def finish(self, conn: C, ids: Sequence[int], ending: Ending) -> None:
+        """In a write: move the active tasks ``ids`` to history as ``ending`` says (one
+        already gone is left alone)."""
 
     @abc.abstractmethod
     def batch_backend(self, retries: Sequence[int] | None) -> BatchBackend[Any]:

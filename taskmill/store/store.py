@@ -28,7 +28,7 @@ from typing import Any, Literal, Self
 import polars as pl
 
 from ..backends import DRIVERS, open_driver
-from ..backends.base import ClaimedTask, CommitHook, Driver, GroupQuery, Selection
+from ..backends.base import ClaimedTask, CommitHook, Driver, Ending, GroupQuery, Owned, Selection
 from ..backends.keys import key_hash
 from ..backends.workers import (
     DEFAULT_LEASE_TIMEOUT,
@@ -221,9 +221,9 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
                 insert=lambda new_id, pos: self._driver.insert(conn, new_id, pos, row, hashed, now),
                 upgrade=lambda old_id: self._driver.upgrade_priority(conn, old_id, row.priority),
                 supersede=lambda old_id, new_id: self._driver.finish(
-                    conn, [old_id], "superseded", now, replaced_by=new_id
+                    conn, [old_id], Ending("superseded", now, replaced_by=new_id)
                 ),
-                expire=lambda old_id: self._driver.finish(conn, [old_id], "expired", now),
+                expire=lambda old_id: self._driver.finish(conn, [old_id], Ending("expired", now)),
             )
 
         return self._driver.write("cannot submit to", body, retry_unique=True)
@@ -440,7 +440,7 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         return self._driver.write(
             "cannot record completed tasks in",
             lambda conn: self._driver.finish_owned(
-                conn, ids, tries, owner, "completed", self._driver.clock_in(conn)
+                conn, Owned(ids, tries, owner), Ending("completed", self._driver.clock_in(conn))
             ),
             dispatch=True,
             single=True,
@@ -464,15 +464,15 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         ``traceback`` (the last frames of the error's) is kept with the attempt.
         """
 
+        owned = Owned([task_id], [attempt], owner)
+
         def body(conn: Any) -> str | None:
             if retry_at is not None:
-                moved = self._driver.retry_later(conn, task_id, owner, attempt, error, retry_at)
+                moved = self._driver.retry_later(conn, owned, error, retry_at)
                 result = "retry" if moved else None
             else:
-                at = self._driver.clock_in(conn)
-                done = self._driver.finish_owned(
-                    conn, [task_id], [attempt], owner, "failed", at, error=error
-                )
+                ending = Ending("failed", self._driver.clock_in(conn), error=error)
+                done = self._driver.finish_owned(conn, owned, ending)
                 result = "failed" if done else None
             if result is not None and traceback is not None:
                 self._driver.attempt_traceback(conn, task_id, traceback)
@@ -495,7 +495,7 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         the attempt beside each (``None``: any); returns how many."""
         return self._driver.write(
             "cannot release tasks in",
-            lambda conn: self._driver.release_running(conn, ids, tries, owner),
+            lambda conn: self._driver.release_running(conn, Owned(ids, tries, owner)),
             dispatch=True,
         )
 

@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 import pytest
 
 from taskmill.backends import open_driver
-from taskmill.backends.base import ClaimedTask, Driver, Selection
+from taskmill.backends.base import ClaimedTask, Driver, Ending, Owned, Selection
 from taskmill.backends.keys import key_hash
 from taskmill.batch.validate import Row
 from taskmill.model import DuplicateStrategy, StoreError
@@ -227,9 +227,10 @@ def test_upgrade_only_raises_a_priority(driver: Driver[Any]) -> None:
 def test_finish_moves_active_tasks_to_history(driver: Driver[Any]) -> None:
     a, b = add(driver, row(key="a"), row(key="b"))
     driver.write(
-        "cannot submit to", lambda c: driver.finish(c, [a], "superseded", NOW, replaced_by=b)
+        "cannot submit to",
+        lambda c: driver.finish(c, [a], Ending("superseded", NOW, replaced_by=b)),
     )
-    driver.write("cannot submit to", lambda c: driver.finish(c, [a, b], "expired", NOW))
+    driver.write("cannot submit to", lambda c: driver.finish(c, [a, b], Ending("expired", NOW)))
     assert tasks(driver) == []
     assert history(driver, ["id", "status", "replaced_by", "finished_at"]) == [
         (a, "superseded", b, NOW),
@@ -320,13 +321,17 @@ def test_finish_owned_ends_only_the_owners_attempts(driver: Driver[Any]) -> None
     claim(driver, "w1", limit=2)
 
     def body(conn: Any) -> set[int]:
-        return driver.finish_owned(conn, [a, b, c], [1, 2, None], "w1", "completed", NOW + 1)
+        return driver.finish_owned(
+            conn, Owned([a, b, c], [1, 2, None], "w1"), Ending("completed", NOW + 1)
+        )
 
     assert driver.write("cannot record completed tasks in", body, dispatch=True) == {a}
     assert (
         driver.write(
             "cannot record completed tasks in",
-            lambda conn: driver.finish_owned(conn, [b], [None], "w2", "completed", NOW + 1),
+            lambda conn: driver.finish_owned(
+                conn, Owned([b], [None], "w2"), Ending("completed", NOW + 1)
+            ),
         )
         == set()
     )
@@ -341,7 +346,7 @@ def test_a_failure_retries_later_or_ends_with_its_traceback(driver: Driver[Any])
     claim(driver, "w1")
 
     def fail_a(conn: Any) -> bool:
-        moved = driver.retry_later(conn, a, "w1", 1, "boom", NOW + 30)
+        moved = driver.retry_later(conn, Owned([a], [1], "w1"), "boom", NOW + 30)
         driver.attempt_traceback(conn, a, "Traceback: boom")
         return moved
 
@@ -349,13 +354,13 @@ def test_a_failure_retries_later_or_ends_with_its_traceback(driver: Driver[Any])
     assert (
         driver.write(
             "cannot record a failed attempt in",
-            lambda conn: driver.retry_later(conn, b, "w2", None, "not mine", NOW),
+            lambda conn: driver.retry_later(conn, Owned([b], [None], "w2"), "not mine", NOW),
         )
         is False
     )
 
     def fail_b(conn: Any) -> set[int]:
-        return driver.finish_owned(conn, [b], [1], "w1", "failed", NOW, error="gone")
+        return driver.finish_owned(conn, Owned([b], [1], "w1"), Ending("failed", NOW, error="gone"))
 
     assert driver.write("cannot record a failed attempt in", fail_b) == {b}
     assert tasks(driver, ["id", "status", "attempts", "last_error", "run_after"]) == [
@@ -376,7 +381,7 @@ def test_a_release_is_not_counted_as_a_try(driver: Driver[Any]) -> None:
     claim(driver, "w1")
     released = driver.write(
         "cannot release tasks in",
-        lambda conn: driver.release_running(conn, [a, b], [1, 5], "w1"),
+        lambda conn: driver.release_running(conn, Owned([a, b], [1, 5], "w1")),
     )
     assert released == 1
     assert tasks(driver, ["id", "status", "attempts"]) == [(a, "pending", 0), (b, "running", 1)]
@@ -490,7 +495,9 @@ def test_stats_attempt_filters_and_retention(driver: Driver[Any]) -> None:
     for tid in (a, b):
         driver.write(
             "cannot record completed tasks in",
-            lambda conn, tid=tid: driver.finish_owned(conn, [tid], [1], "w1", "completed", NOW),
+            lambda conn, tid=tid: driver.finish_owned(
+                conn, Owned([tid], [1], "w1"), Ending("completed", NOW)
+            ),
         )
     assert sorted(driver.stats_rows("group")) == [("g", "completed", 2), ("h", "running", 1)]
     assert [r[0] for r in driver.attempt_rows(None, ["completed"], 1)] == [b]  # newest first

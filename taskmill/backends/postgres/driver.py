@@ -57,7 +57,7 @@ from ...model import (
     StoreError,
     StoreLocked,
 )
-from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, Selection
+from ..base import CancelMatch, ClaimedTask, Driver, Ending, GroupQuery, Owned, Selection
 from ..location import encode_userinfo, scrub
 from ..staging import warm_up_in_background
 from ..workers import (
@@ -436,17 +436,8 @@ class PostgresDriver(Driver[Connection]):
     def upgrade_priority(self, conn: Connection, task_id: int, priority: int) -> None:
         conn.execute(q("upgrade_priority"), {"priority": priority, "id": task_id})
 
-    def finish(
-        self,
-        conn: Connection,
-        ids: Sequence[int],
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-        replaced_by: int | None = None,
-    ) -> None:
-        self._finish(conn, ids, status, now, error=error, replaced_by=replaced_by)
+    def finish(self, conn: Connection, ids: Sequence[int], ending: Ending) -> None:
+        self._finish(conn, ids, ending)
 
     # ------------------------------------------------------------------ batches
 
@@ -494,41 +485,30 @@ class PostgresDriver(Driver[Connection]):
         conn.execute(q("notify_work"))  # workers on other machines wake at commit
 
     @staticmethod
-    def _finish(
-        conn: Connection,
-        ids: Sequence[int],
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-        replaced_by: int | None = None,
-    ) -> list[tuple[int, str]]:
-        """Move active tasks to history with a final status; returns ``(id, status it
+    def _finish(conn: Connection, ids: Sequence[int], ending: Ending) -> list[tuple[int, str]]:
+        """Move active tasks to history as ``ending`` says; returns ``(id, status it
         had)`` of each task moved (one that is gone already is not)."""
-        by = None if replaced_by is None else [replaced_by] * len(ids)
-        moved = finish(conn, ids, status, now, replaced_by=by, error=error)
+        by = None if ending.replaced_by is None else [ending.replaced_by] * len(ids)
+        moved = finish(conn, ids, ending.status, ending.now, replaced_by=by, error=ending.error)
         return [(int(r[0]), str(r[1])) for r in moved]
 
-    def finish_owned(
-        self,
-        conn: Connection,
-        ids: list[int],
-        tries: list[int | None],
-        owner: str,
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-    ) -> set[int]:
-        """Move the attempts still running for ``owner`` to history; returns their ids."""
-        moved = finish(conn, ids, status, now, owner=owner, attempts=tries, error=error)
+    def finish_owned(self, conn: Connection, owned: Owned, ending: Ending) -> set[int]:
+        moved = finish(
+            conn,
+            owned.ids,
+            ending.status,
+            ending.now,
+            owner=owned.owner,
+            attempts=owned.tries,
+            error=ending.error,
+        )
         return {int(r[0]) for r in moved}
 
     # ------------------------------------------------------------------ task control
 
     def cancel(self, task_id: int) -> str | None:
         def body(conn: Connection) -> str | None:
-            moved = self._finish(conn, [task_id], "cancelled", self.now())
+            moved = self._finish(conn, [task_id], Ending("cancelled", self.now()))
             return moved[0][1] if moved else None
 
         return self.write("cannot cancel a task in", body)
@@ -540,7 +520,7 @@ class PostgresDriver(Driver[Connection]):
         the next sweep."""
         ids = [int(r[0]) for r in conn.execute(q("expired_ids"), {"now": now})]
         if ids:
-            PostgresDriver._finish(conn, ids, "expired", now)
+            PostgresDriver._finish(conn, ids, Ending("expired", now))
         return len(ids)
 
     def any_expired(self, now: float) -> bool:
@@ -602,7 +582,7 @@ class PostgresDriver(Driver[Connection]):
 
         def body(conn: Connection) -> tuple[int, int | None]:
             ids = [int(r[0]) for r in conn.execute(query, params).fetchall()]
-            moved = self._finish(conn, ids, "cancelled", self.now()) if ids else []
+            moved = self._finish(conn, ids, Ending("cancelled", self.now())) if ids else []
             return len(moved), (ids[-1] if ids else None)
 
         return self.write("cannot cancel tasks in", body)
@@ -771,18 +751,11 @@ class PostgresDriver(Driver[Connection]):
             },
         )
 
-    def retry_later(
-        self,
-        conn: Connection,
-        task_id: int,
-        owner: str,
-        attempt: int | None,
-        error: str,
-        run_after: float,
-    ) -> bool:
+    def retry_later(self, conn: Connection, owned: Owned, error: str, run_after: float) -> bool:
+        [task_id], [attempt] = owned.ids, owned.tries
         params = {
             "id": task_id,
-            "owner": owner,
+            "owner": owned.owner,
             "attempt": attempt,
             "error": error,
             "run_after": run_after,
@@ -792,10 +765,8 @@ class PostgresDriver(Driver[Connection]):
     def attempt_traceback(self, conn: Connection, task_id: int, traceback: str) -> None:
         conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
 
-    def release_running(
-        self, conn: Connection, ids: list[int], tries: list[int | None], owner: str
-    ) -> int:
-        params = {"ids": ids, "attempts": tries, "owner": owner}
+    def release_running(self, conn: Connection, owned: Owned) -> int:
+        params = {"ids": owned.ids, "attempts": owned.tries, "owner": owned.owner}
         return _notified(conn, conn.execute(q("release_running"), params).rowcount)
 
     def ownership(

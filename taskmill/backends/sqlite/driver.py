@@ -28,7 +28,7 @@ from ...model import (
     StoreError,
     StoreLocked,
 )
-from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, Selection
+from ..base import CancelMatch, ClaimedTask, Driver, Ending, GroupQuery, Owned, Selection
 from ..keys import register as register_key_hash
 from ..sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from ..staging import (
@@ -472,25 +472,15 @@ class SqliteDriver(Driver[sqlite3.Connection]):
     def upgrade_priority(self, conn: sqlite3.Connection, task_id: int, priority: int) -> None:
         conn.execute(q("upgrade_priority"), (priority, task_id, priority))
 
-    def finish(
-        self,
-        conn: sqlite3.Connection,
-        ids: Sequence[int],
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-        replaced_by: int | None = None,
-    ) -> None:
-        """Move active tasks to history with a final status."""
+    def finish(self, conn: sqlite3.Connection, ids: Sequence[int], ending: Ending) -> None:
         ids_json = json.dumps(list(ids))
         conn.execute(
             q("finish_to_history"),
             {
-                "status": status,
-                "error": error,
-                "replaced_by": replaced_by,
-                "now": now,
+                "status": ending.status,
+                "error": ending.error,
+                "replaced_by": ending.replaced_by,
+                "now": ending.now,
                 "ids": ids_json,
             },
         )
@@ -720,7 +710,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             row = conn.execute(q("get_active"), (task_id,)).fetchone()
             if row is None:
                 return None
-            self.finish(conn, [task_id], "cancelled", self._clock_now(conn))
+            self.finish(conn, [task_id], Ending("cancelled", self._clock_now(conn)))
             return str(row[1])
 
     def _expire_due(self, conn: sqlite3.Connection, now: float) -> int:
@@ -728,7 +718,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         write transaction); returns how many."""
         ids = [r[0] for r in conn.execute(q("expired_ids"), {"now": now})]
         if ids:
-            self.finish(conn, ids, "expired", now)
+            self.finish(conn, ids, Ending("expired", now))
         return len(ids)
 
     @staticmethod
@@ -814,7 +804,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         with self._write() as conn:
             ids = sorted(r[0] for r in conn.execute(query, params))
             if ids:
-                self.finish(conn, ids, "cancelled", self._clock_now(conn))
+                self.finish(conn, ids, Ending("cancelled", self._clock_now(conn)))
         return len(ids), (ids[-1] if ids else None)
 
     def failed_rows(
@@ -931,63 +921,45 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         for key, tokens, at in buckets:
             conn.execute(q("store_rate_bucket"), {"key": key, "tokens": tokens, "at": at})
 
-    def finish_owned(
-        self,
-        conn: sqlite3.Connection,
-        ids: list[int],
-        tries: list[int | None],
-        owner: str,
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-    ) -> set[int]:
-        owned = self._owned(conn, ids, tries, owner)
-        if owned:
-            self.finish(conn, owned, status, now, error=error)
-        return set(owned)
+    def finish_owned(self, conn: sqlite3.Connection, owned: Owned, ending: Ending) -> set[int]:
+        running = self._running(conn, owned)
+        if running:
+            self.finish(conn, running, ending)
+        return set(running)
 
     def retry_later(
-        self,
-        conn: sqlite3.Connection,
-        task_id: int,
-        owner: str,
-        attempt: int | None,
-        error: str,
-        run_after: float,
+        self, conn: sqlite3.Connection, owned: Owned, error: str, run_after: float
     ) -> bool:
-        if not self._owned(conn, [task_id], [attempt], owner):
+        if not self._running(conn, owned):
             return False
-        params = {"id": task_id, "owner": owner, "error": error, "run_after": run_after}
+        [task_id] = owned.ids
+        params = {"id": task_id, "owner": owned.owner, "error": error, "run_after": run_after}
         conn.execute(q("retry_later"), params)
         return True
 
     def attempt_traceback(self, conn: sqlite3.Connection, task_id: int, traceback: str) -> None:
         conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
 
-    def release_running(
-        self, conn: sqlite3.Connection, ids: list[int], tries: list[int | None], owner: str
-    ) -> int:
-        owned = self._owned(conn, ids, tries, owner)
-        if not owned:
+    def release_running(self, conn: sqlite3.Connection, owned: Owned) -> int:
+        running = self._running(conn, owned)
+        if not running:
             return 0
         return conn.execute(
-            q("release_running"), {"ids": json.dumps(owned), "owner": owner}
+            q("release_running"), {"ids": json.dumps(running), "owner": owned.owner}
         ).rowcount
 
     @staticmethod
-    def _owned(
-        conn: sqlite3.Connection, ids: list[int], tries: list[int | None], owner: str
-    ) -> list[int]:
-        """Of ``ids``, those running for ``owner`` (as the attempt beside each, if any)."""
-        pairs = json.dumps([[t, a] for t, a in zip(ids, tries, strict=True)])
-        return [r[0] for r in conn.execute(q("owned_running"), {"pairs": pairs, "owner": owner})]
+    def _running(conn: sqlite3.Connection, owned: Owned) -> list[int]:
+        """The ids of the attempts of ``owned`` still running."""
+        pairs = json.dumps([[t, a] for t, a in zip(owned.ids, owned.tries, strict=True)])
+        params = {"pairs": pairs, "owner": owned.owner}
+        return [r[0] for r in conn.execute(q("owned_running"), params)]
 
     def ownership(
         self, ids: list[int], tries: list[int | None], owner: str
     ) -> tuple[set[int], dict[int, tuple[str, int | None]]]:
         with self._read() as conn:
-            still = set(self._owned(conn, ids, tries, owner))
+            still = set(self._running(conn, Owned(ids, tries, owner)))
             lost = json.dumps([t for t in ids if t not in still])
             found = {r[0]: (r[1], r[2]) for r in conn.execute(q("history_status"), (lost,))}
             for tid, status in conn.execute(q("active_status"), (lost,)):
