@@ -78,6 +78,25 @@ class Selection:
     ids: list[int] | None = None
 
 
+#: Owners :meth:`Driver.give_back` takes tasks from at once, each beside the reason
+#: recorded with its lost attempts (``None``: the running tasks of no owner).
+Dead = list[tuple[str | None, str]]
+#: Owners whose lease ran out, each beside the reason recorded with its lost attempts.
+Expired = list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelSlice:
+    """One transaction's share of a cancel: the tasks with ids in ``(after, last]``, at
+    most ``limit`` by id; with ``keyed``, those of the ``(key hash, task type, key)``
+    triples instead (the three lists side by side), any id up to ``last``."""
+
+    after: int
+    last: int
+    limit: int
+    keyed: tuple[list[int], list[str], list[str]] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Owned:
     """Running attempts of one worker: the tasks ``ids`` running for ``owner``, each as
@@ -393,19 +412,10 @@ class Driver(abc.ABC, Generic[C]):
         """One read: the task types of the active tasks."""
 
     @abc.abstractmethod
-    def cancel_batch(
-        self,
-        where: CancelMatch,
-        *,
-        after: int,
-        last: int,
-        limit: int,
-        keyed: tuple[list[int], list[str], list[str]] | None,
-    ) -> tuple[int, int | None]:
-        """One write: pick the active tasks ``where`` matches with ids in ``(after, last]``,
-        at most ``limit`` by id (with ``keyed``: those of the ``(key hash, task type, key)``
-        triples instead, any id up to ``last``), and move them to history as cancelled;
-        how many moved and the last id picked (``None``: none)."""
+    def cancel_batch(self, where: CancelMatch, part: CancelSlice) -> tuple[int, int | None]:
+        """One write: pick the active tasks ``where`` matches among those of ``part``, and
+        move them to history as cancelled; how many moved and the last id picked
+        (``None``: none)."""
 
     @abc.abstractmethod
     def failed_rows(
@@ -447,12 +457,7 @@ class Driver(abc.ABC, Generic[C]):
         and the workers whose lease ran out, by the store's clock or ``now``."""
 
     @abc.abstractmethod
-    def give_back(
-        self,
-        dead: list[tuple[str | None, str]],
-        expired: list[tuple[str, str]],
-        now: float | None,
-    ) -> int:
+    def give_back(self, dead: Dead, expired: Expired, now: float | None) -> int:
         """One write: put back to pending the running tasks of the ``dead`` owners (and
         forget them) and of the ``expired`` ones unless they renewed since (forgetting
         those), each lost attempt recorded with the reason beside its owner; how many."""

@@ -28,7 +28,16 @@ from typing import Any, Literal, Self
 import polars as pl
 
 from ..backends import DRIVERS, open_driver
-from ..backends.base import ClaimedTask, CommitHook, Driver, Ending, GroupQuery, Owned, Selection
+from ..backends.base import (
+    CancelSlice,
+    ClaimedTask,
+    CommitHook,
+    Driver,
+    Ending,
+    GroupQuery,
+    Owned,
+    Selection,
+)
 from ..backends.keys import key_hash
 from ..backends.workers import (
     DEFAULT_LEASE_TIMEOUT,
@@ -691,9 +700,8 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         if where.dedup_keys is None:
             after = 0
             while True:
-                moved, last_picked = self._driver.cancel_batch(
-                    where, after=after, last=last, limit=CANCEL_BATCH, keyed=None
-                )
+                part = CancelSlice(after, last, CANCEL_BATCH)
+                moved, last_picked = self._driver.cancel_batch(where, part)
                 count += moved
                 if last_picked is None:
                     return count
@@ -709,9 +717,7 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
             pairs = [(t, k) for t in types for k in part]
             hashes = [key_hash(t, k) or 0 for t, k in pairs]
             keyed = (hashes, [t for t, _ in pairs], [k for _, k in pairs])
-            count += self._driver.cancel_batch(
-                where, after=0, last=last, limit=CANCEL_BATCH, keyed=keyed
-            )[0]
+            count += self._driver.cancel_batch(where, CancelSlice(0, last, CANCEL_BATCH, keyed))[0]
         return count
 
     def retry_failed(

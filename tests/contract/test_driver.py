@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 import pytest
 
 from taskmill.backends import open_driver
-from taskmill.backends.base import ClaimedTask, Driver, Ending, Owned, Selection
+from taskmill.backends.base import CancelSlice, ClaimedTask, Driver, Ending, Owned, Selection
 from taskmill.backends.keys import key_hash
 from taskmill.batch.validate import Row
 from taskmill.model import DuplicateStrategy, StoreError
@@ -449,9 +449,9 @@ def test_cancel_batch_picks_by_filter_and_id_range(driver: Driver[Any]) -> None:
         label: list[str] | None
 
     where = Where(status=["pending"], task_type=["copy"], group=["g"], label=None)
-    moved, last = driver.cancel_batch(where, after=0, last=ids[-1], limit=1, keyed=None)
+    moved, last = driver.cancel_batch(where, CancelSlice(0, ids[-1], 1))
     assert (moved, last) == (1, ids[0])
-    moved, last = driver.cancel_batch(where, after=ids[0], last=ids[-1], limit=10, keyed=None)
+    moved, last = driver.cancel_batch(where, CancelSlice(ids[0], ids[-1], 10))
     assert (moved, last) == (1, ids[2])
     assert history(driver, ["id", "status"]) == [(ids[0], "cancelled"), (ids[2], "cancelled")]
 

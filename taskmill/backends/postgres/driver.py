@@ -57,15 +57,25 @@ from ...model import (
     StoreError,
     StoreLocked,
 )
-from ..base import CancelMatch, ClaimedTask, Driver, Ending, GroupQuery, Owned, Selection
+from ..base import (
+    CancelMatch,
+    CancelSlice,
+    ClaimedTask,
+    Dead,
+    Driver,
+    Ending,
+    Expired,
+    GroupQuery,
+    Owned,
+    Selection,
+)
 from ..location import encode_userinfo, scrub
 from ..staging import warm_up_in_background
 from ..workers import (
     RenewingConnection,
     StoreClock,
-    local_scope,
-    owner_parts,
     pid_alive,
+    worker_row,
 )
 from .migrate import ensure_schema
 from .queries import CLAIM_LOCK, SUBMIT_LOCK, Connection, finish, q, queries, scalar
@@ -551,15 +561,7 @@ class PostgresDriver(Driver[Connection]):
             lambda conn: [r[0] for r in conn.execute(q("active_task_types")).fetchall()]
         )
 
-    def cancel_batch(
-        self,
-        where: CancelMatch,
-        *,
-        after: int,
-        last: int,
-        limit: int,
-        keyed: tuple[list[int], list[str], list[str]] | None,
-    ) -> tuple[int, int | None]:
+    def cancel_batch(self, where: CancelMatch, part: CancelSlice) -> tuple[int, int | None]:
         """One transaction of :meth:`cancel_where`: lock the tasks (``FOR UPDATE``), then
         move them; returns how many moved and the last id picked.
 
@@ -571,14 +573,14 @@ class PostgresDriver(Driver[Connection]):
             "status": where.status,
             "group": where.group,
             "label": where.label,
-            "last": last,
+            "last": part.last,
         }
-        if keyed is None:
+        if part.keyed is None:
             query = q("cancel_pick")
-            params |= {"task_type": where.task_type, "after": after, "limit": limit}
+            params |= {"task_type": where.task_type, "after": part.after, "limit": part.limit}
         else:
             query = q("cancel_pick_by_key")
-            params |= dict(zip(("key_hashes", "task_types", "dedup_keys"), keyed, strict=True))
+            params |= dict(zip(("key_hashes", "task_types", "dedup_keys"), part.keyed, strict=True))
 
         def body(conn: Connection) -> tuple[int, int | None]:
             ids = [int(r[0]) for r in conn.execute(query, params).fetchall()]
@@ -603,14 +605,7 @@ class PostgresDriver(Driver[Connection]):
     # ------------------------------------------------------------------ workers
 
     def register(self, owner: str, *, lease_timeout: float) -> None:
-        host, pid = owner_parts(owner)
-        params = {
-            "owner": owner,
-            "host": host,
-            "pid": pid,
-            "lease": float(lease_timeout),
-            "scope": local_scope(),
-        }
+        params = worker_row(owner, lease_timeout)
         self.write(
             "cannot register a worker in",
             lambda conn: conn.execute(q("register_worker"), params).fetchall(),
@@ -665,12 +660,7 @@ class PostgresDriver(Driver[Connection]):
 
         return self._read(look)
 
-    def give_back(
-        self,
-        dead: list[tuple[str | None, str]],
-        expired: list[tuple[str, str]],
-        now: float | None,
-    ) -> int:
+    def give_back(self, dead: Dead, expired: Expired, now: float | None) -> int:
         def body(conn: Connection) -> int:
             count = 0
             mark = scalar(conn.execute(q("attempts_mark")))

@@ -28,7 +28,18 @@ from ...model import (
     StoreError,
     StoreLocked,
 )
-from ..base import CancelMatch, ClaimedTask, Driver, Ending, GroupQuery, Owned, Selection
+from ..base import (
+    CancelMatch,
+    CancelSlice,
+    ClaimedTask,
+    Dead,
+    Driver,
+    Ending,
+    Expired,
+    GroupQuery,
+    Owned,
+    Selection,
+)
 from ..keys import register as register_key_hash
 from ..sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from ..staging import (
@@ -43,10 +54,9 @@ from ..workers import (
     RenewingConnection,
     StoreClock,
     live_owners,
-    local_scope,
     note_renewed,
-    owner_parts,
     pid_alive,
+    worker_row,
 )
 
 __all__ = ["SqliteDriver", "SqliteHeartbeat"]
@@ -778,29 +788,25 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         with self._read() as conn:
             return [r[0] for r in conn.execute(q("active_task_types"))]
 
-    def cancel_batch(
-        self,
-        where: CancelMatch,
-        *,
-        after: int,
-        last: int,
-        limit: int,
-        keyed: tuple[list[int], list[str], list[str]] | None,
-    ) -> tuple[int, int | None]:
+    def cancel_batch(self, where: CancelMatch, part: CancelSlice) -> tuple[int, int | None]:
         """One transaction of :meth:`cancel_where`: choose the tasks under the write
         lock and move them; returns how many and the last id moved."""
         params: dict[str, Any] = {
             "statuses": json.dumps(where.status),
             "groups": _json_list(where.group),
             "labels": _json_list(where.label),
-            "last": last,
+            "last": part.last,
         }
-        if keyed is None:
+        if part.keyed is None:
             query = q("cancel_candidates")
-            params |= {"types": _json_list(where.task_type), "after": after, "limit": limit}
+            params |= {
+                "types": _json_list(where.task_type),
+                "after": part.after,
+                "limit": part.limit,
+            }
         else:
             query = q("cancel_candidates_by_key")
-            params["triples"] = json.dumps(list(zip(*keyed, strict=True)))
+            params["triples"] = json.dumps(list(zip(*part.keyed, strict=True)))
         with self._write() as conn:
             ids = sorted(r[0] for r in conn.execute(query, params))
             if ids:
@@ -817,14 +823,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
     # ------------------------------------------------------------------ workers
 
     def register(self, owner: str, *, lease_timeout: float) -> None:
-        host, pid = owner_parts(owner)
-        params = {
-            "owner": owner,
-            "host": host,
-            "pid": pid,
-            "lease": float(lease_timeout),
-            "scope": local_scope(),
-        }
+        params = worker_row(owner, lease_timeout)
         with self._write() as conn:
             conn.execute(q("register_worker"), params).fetchall()
 
@@ -853,12 +852,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             stale = conn.execute(q("expired_workers"), {"now": now}).fetchall()
         return running, [r[0] for r in stale]
 
-    def give_back(
-        self,
-        dead: list[tuple[str | None, str]],
-        expired: list[tuple[str, str]],
-        now: float | None,
-    ) -> int:
+    def give_back(self, dead: Dead, expired: Expired, now: float | None) -> int:
         count = 0
         with self._write() as conn:
             mark = conn.execute(q("attempts_mark")).fetchone()[0]
