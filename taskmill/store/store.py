@@ -119,6 +119,28 @@ def attempt_pairs(
     return ids, [None if a is None else int(a) for a in attempts]
 
 
+def _listing(table: Literal["tasks", "history"], columns: Mapping[str, Any], doc: str):
+    """The query method of :class:`TaskStore` named ``table`` (its rows as a frame of
+    ``columns``): :meth:`TaskStore.tasks` and :meth:`TaskStore.history` take the same
+    filters, declared once here."""
+
+    def listing(
+        self: TaskStore,
+        *,
+        status: Filter = None,
+        task_type: Filter = None,
+        group: Filter = None,
+        limit: int | None = None,
+        ids: int | Iterable[int] | None = None,
+    ) -> pl.DataFrame:
+        return self._query(table, columns, status, task_type, group, limit, ids)
+
+    listing.__name__ = table
+    listing.__qualname__ = f"TaskStore.{table}"
+    listing.__doc__ = doc
+    return listing
+
+
 class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may register
     """A persistent task queue: a SQLite file, or a PostgreSQL database shared by workers
     on any number of machines — the same API and outcomes on both.
@@ -766,33 +788,20 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
 
     # ------------------------------------------------------------------ queries
 
-    def tasks(
-        self,
-        *,
-        status: Filter = None,
-        task_type: Filter = None,
-        group: Filter = None,
-        limit: int | None = None,
-        ids: int | Iterable[int] | None = None,
-    ) -> pl.DataFrame:
+    tasks = _listing(
+        "tasks",
+        TASK_COLUMNS,
         """Active tasks (pending, running, paused) in dispatch order, as a polars DataFrame.
 
         Each filter is a string or a sequence of strings (any of them matches); ``ids`` a
-        task id or several; ``limit`` a whole number (negative: no limit)."""
-        return self._query("tasks", TASK_COLUMNS, status, task_type, group, limit, ids)
-
-    def history(
-        self,
-        *,
-        status: Filter = None,
-        task_type: Filter = None,
-        group: Filter = None,
-        limit: int | None = None,
-        ids: int | Iterable[int] | None = None,
-    ) -> pl.DataFrame:
+        task id or several; ``limit`` a whole number (negative: no limit).""",
+    )
+    history = _listing(
+        "history",
+        HISTORY_COLUMNS,
         """Finished tasks (completed, failed, cancelled, superseded, expired) by id; the
-        filters, ``ids`` and ``limit`` as :meth:`tasks`'s."""
-        return self._query("history", HISTORY_COLUMNS, status, task_type, group, limit, ids)
+        filters, ``ids`` and ``limit`` as :meth:`tasks`'s.""",
+    )
 
     def _query(
         self,
