@@ -98,6 +98,18 @@ class CancelSlice:
 
 
 @dataclass(frozen=True, slots=True)
+class NewTask:
+    """A task :meth:`Driver.insert` stores as pending: ``row`` as task ``id`` at
+    ``queue_pos``, its key hash ``hashed`` (``None``: no key), created at ``now``."""
+
+    id: int
+    queue_pos: int
+    row: Row
+    hashed: int | None
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class Owned:
     """Running attempts of one worker: the tasks ``ids`` running for ``owner``, each as
     the attempt beside it in ``tries`` (``None``: whichever attempt runs)."""
@@ -347,11 +359,8 @@ class Driver(abc.ABC, Generic[C]):
         """In a write: a fresh task id, above every id handed out."""
 
     @abc.abstractmethod
-    def insert(
-        self, conn: C, task_id: int, queue_pos: int, row: Row, hashed: int | None, now: float
-    ) -> None:
-        """In a write: insert ``row`` as pending task ``task_id`` at ``queue_pos``, created
-        at ``now``, its key hash ``hashed`` (waking the watchers at commit)."""
+    def insert(self, conn: C, task: NewTask) -> None:
+        """In a write: insert ``task`` as pending (waking the watchers at commit)."""
 
     @abc.abstractmethod
     def upgrade_priority(self, conn: C, task_id: int, priority: int) -> None:

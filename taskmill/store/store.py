@@ -35,6 +35,7 @@ from ..backends.base import (
     Driver,
     Ending,
     GroupQuery,
+    NewTask,
     Owned,
     Selection,
 )
@@ -249,7 +250,9 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
                 existing,
                 now,
                 next_id=lambda: self._driver.new_task_id(conn),
-                insert=lambda new_id, pos: self._driver.insert(conn, new_id, pos, row, hashed, now),
+                insert=lambda new_id, pos: self._driver.insert(
+                    conn, NewTask(new_id, pos, row, hashed, now)
+                ),
                 upgrade=lambda old_id: self._driver.upgrade_priority(conn, old_id, row.priority),
                 supersede=lambda old_id, new_id: self._driver.finish(
                     conn, [old_id], Ending("superseded", now, replaced_by=new_id)

@@ -22,7 +22,15 @@ from typing import Any, Literal, TypeVar
 import pytest
 
 from taskmill.backends import open_driver
-from taskmill.backends.base import CancelSlice, ClaimedTask, Driver, Ending, Owned, Selection
+from taskmill.backends.base import (
+    CancelSlice,
+    ClaimedTask,
+    Driver,
+    Ending,
+    NewTask,
+    Owned,
+    Selection,
+)
 from taskmill.backends.keys import key_hash
 from taskmill.batch.validate import Row
 from taskmill.model import DuplicateStrategy, StoreError
@@ -82,7 +90,7 @@ def add(driver: Driver[Any], *rows: Row) -> list[int]:
         ids = []
         for r in rows:
             tid = driver.new_task_id(conn)
-            driver.insert(conn, tid, tid, r, key_hash(r.task_type, r.dedup_key), NOW)
+            driver.insert(conn, NewTask(tid, tid, r, key_hash(r.task_type, r.dedup_key), NOW))
             ids.append(tid)
         return ids
 
@@ -143,7 +151,7 @@ def attempts(driver: Driver[Any], ids: list[int] | None = None) -> list[tuple[An
 def test_a_write_is_all_or_nothing(driver: Driver[Any]) -> None:
     def body(conn: Any) -> None:
         tid = driver.new_task_id(conn)
-        driver.insert(conn, tid, tid, row(key="a"), key_hash("copy", "a"), NOW)
+        driver.insert(conn, NewTask(tid, tid, row(key="a"), key_hash("copy", "a"), NOW))
         raise RuntimeError("the body gave up")
 
     with pytest.raises(RuntimeError, match="the body gave up"):
@@ -174,8 +182,8 @@ def test_a_broken_write_is_a_store_error_and_writes_nothing(driver: Driver[Any])
 
     def twice(conn: Any) -> None:
         tid = driver.new_task_id(conn)
-        driver.insert(conn, tid, tid, row(key="b"), key_hash("copy", "b"), NOW)
-        driver.insert(conn, a, a, row(key="c"), key_hash("copy", "c"), NOW)  # a's id again
+        driver.insert(conn, NewTask(tid, tid, row(key="b"), key_hash("copy", "b"), NOW))
+        driver.insert(conn, NewTask(a, a, row(key="c"), key_hash("copy", "c"), NOW))  # a's id again
 
     with pytest.raises(StoreError) as caught:
         driver.write("cannot submit to", twice)

@@ -50,7 +50,6 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from ...batch.validate import Row
 from ...model import (
     NotATaskStore,
     StoreDamaged,
@@ -66,6 +65,7 @@ from ..base import (
     Ending,
     Expired,
     GroupQuery,
+    NewTask,
     Owned,
     Selection,
 )
@@ -461,24 +461,17 @@ class PostgresDriver(Driver[Connection]):
     def _next_id(conn: Connection) -> int:
         return int(scalar(conn.execute(q("next_id"))))
 
-    def insert(
-        self,
-        conn: Connection,
-        task_id: int,
-        queue_pos: int,
-        row: Row,
-        hashed: int | None,
-        now: float,
-    ) -> None:
+    def insert(self, conn: Connection, task: NewTask) -> None:
+        row = task.row
         conn.execute(
             q("insert_task"),
             {
-                "id": task_id,
+                "id": task.id,
                 "task_type": row.task_type,
                 "dedup_key": row.dedup_key,
                 "group": row.group,
                 "priority": row.priority,
-                "queue_pos": queue_pos,
+                "queue_pos": task.queue_pos,
                 "payload": row.payload,
                 "label": row.label,
                 "expected_read_bytes": row.expected_read_bytes,
@@ -486,8 +479,8 @@ class PostgresDriver(Driver[Connection]):
                 "expected_net_rx_bytes": row.expected_net_rx_bytes,
                 "expected_net_tx_bytes": row.expected_net_tx_bytes,
                 "max_retries": row.max_retries,
-                "now": now,
-                "key_hash": hashed,
+                "now": task.now,
+                "key_hash": task.hashed,
                 "run_after": row.run_after,
                 "expires_at": row.expires_at,
             },

@@ -17,7 +17,6 @@ from typing import Any, Literal, TypeVar
 
 import polars as pl
 
-from ...batch.validate import Row
 from ...columns import column as declared
 from ...columns import frame_schema
 from ...model import (
@@ -37,6 +36,7 @@ from ..base import (
     Ending,
     Expired,
     GroupQuery,
+    NewTask,
     Owned,
     Selection,
 )
@@ -496,24 +496,17 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         )
         conn.execute(q("delete_tasks"), (ids_json,))
 
-    def insert(
-        self,
-        conn: sqlite3.Connection,
-        task_id: int,
-        queue_pos: int,
-        row: Row,
-        hashed: int | None,
-        now: float,
-    ) -> None:
+    def insert(self, conn: sqlite3.Connection, task: NewTask) -> None:
+        row = task.row
         conn.execute(
             q("insert_task"),
             (
-                task_id,
+                task.id,
                 row.task_type,
                 row.dedup_key,
                 row.group,
                 row.priority,
-                queue_pos,
+                task.queue_pos,
                 row.payload,
                 row.label,
                 row.expected_read_bytes,
@@ -521,8 +514,8 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 row.expected_net_rx_bytes,
                 row.expected_net_tx_bytes,
                 row.max_retries,
-                now,
-                hashed,
+                task.now,
+                task.hashed,
                 row.run_after,
                 row.expires_at,
             ),
