@@ -28,17 +28,8 @@ from typing import Any, Literal, Self
 import polars as pl
 
 from ..backends import DRIVERS, open_driver
-from ..backends.base import (
-    CancelSlice,
-    ClaimedTask,
-    CommitHook,
-    Driver,
-    Ending,
-    GroupQuery,
-    NewTask,
-    Owned,
-    Selection,
-)
+from ..backends.base import ClaimedTask, CommitHook, Driver, GroupQuery
+from ..backends.calls import CancelSlice, Ending, NewTask, Owned, Selection
 from ..backends.keys import key_hash
 from ..backends.workers import (
     DEFAULT_LEASE_TIMEOUT,

@@ -22,15 +22,8 @@ from typing import Any, Literal, TypeVar
 import pytest
 
 from taskmill.backends import open_driver
-from taskmill.backends.base import (
-    CancelSlice,
-    ClaimedTask,
-    Driver,
-    Ending,
-    NewTask,
-    Owned,
-    Selection,
-)
+from taskmill.backends.base import ClaimedTask, Driver
+from taskmill.backends.calls import CancelSlice, Ending, NewTask, Owned, Selection
 from taskmill.backends.keys import key_hash
 from taskmill.batch.validate import Row
 from taskmill.model import DuplicateStrategy, StoreError

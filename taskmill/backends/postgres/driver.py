@@ -56,19 +56,8 @@ from ...model import (
     StoreError,
     StoreLocked,
 )
-from ..base import (
-    CancelMatch,
-    CancelSlice,
-    ClaimedTask,
-    Dead,
-    Driver,
-    Ending,
-    Expired,
-    GroupQuery,
-    NewTask,
-    Owned,
-    Selection,
-)
+from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery
+from ..calls import CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
 from ..location import encode_userinfo, scrub
 from ..staging import warm_up_in_background
 from ..workers import (

@@ -27,19 +27,8 @@ from ...model import (
     StoreError,
     StoreLocked,
 )
-from ..base import (
-    CancelMatch,
-    CancelSlice,
-    ClaimedTask,
-    Dead,
-    Driver,
-    Ending,
-    Expired,
-    GroupQuery,
-    NewTask,
-    Owned,
-    Selection,
-)
+from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery
+from ..calls import CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
 from ..keys import register as register_key_hash
 from ..sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from ..staging import (
