@@ -51,6 +51,7 @@ __all__ = [
     "CommitHook",
     "Driver",
     "GroupQuery",
+    "shut",
 ]
 
 C = TypeVar("C")
@@ -63,6 +64,19 @@ CommitHook = Callable[[list[int], list[tuple[int, int]]], None]
 
 #: The per-group reads :meth:`Driver.per_group` runs.
 GroupQuery = Literal["waiting_for_start", "waiting_for_retry", "paused_groups"]
+
+
+class Closable(Protocol):
+    """A connection, as :func:`shut` sees it."""
+
+    def close(self) -> None: ...
+
+
+def shut(conn: Closable | None) -> None:
+    """Close ``conn`` when there is one; ``None``, what its slot holds afterwards
+    (``self._conn = shut(self._conn)``, under the lock that guards the slot)."""
+    if conn is not None:
+        conn.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,7 @@ from ...model import (
     StoreError,
     StoreLocked,
 )
-from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery
+from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, shut
 from ..calls import CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
 from ..location import encode_userinfo, scrub
 from ..staging import warm_up_in_background
@@ -264,17 +264,11 @@ class PostgresDriver(Driver[Connection]):
     def close(self) -> None:
         self._closed = True
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._conn = shut(self._conn)
         with self._read_lock:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+            self._reader = shut(self._reader)
         with self._dispatch_lock:
-            if self._dispatcher is not None:
-                self._dispatcher.close()
-                self._dispatcher = None
+            self._dispatcher = shut(self._dispatcher)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

@@ -27,7 +27,7 @@ from ...model import (
     StoreError,
     StoreLocked,
 )
-from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery
+from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, shut
 from ..calls import CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
 from ..keys import register as register_key_hash
 from ..sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
@@ -324,13 +324,9 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         """Close every connection (idempotent)."""
         self._closed = True
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._conn = shut(self._conn)
         with self._batch_lock:
-            if self._batch_conn is not None:
-                self._batch_conn.close()
-                self._batch_conn = None
+            self._batch_conn = shut(self._batch_conn)
         with self._readers_lock:
             for reader in self._readers.values():
                 reader.close()
