@@ -280,35 +280,31 @@ class PostgresDriver(Driver[Connection]):
         if self._closed:
             raise StoreError(f"task store {self.where} is closed")
 
+    def _usable(
+        self, conn: Connection | None, *, reader: bool = False, dispatch: bool = False
+    ) -> Connection:
+        """``conn`` while it is open and whole; else (``conn`` closed, if there is one) a
+        new connection of its kind.  Raises once the store is closed."""
+        self._check_open()
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        shut(conn)
+        return self._new_connection(reader=reader, dispatch=dispatch)
+
     def _writer(self) -> Connection:
         """The write connection (hold ``_lock``), opened again if it broke."""
-        self._check_open()
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
-            self._conn = self._new_connection()
+        self._conn = self._usable(self._conn)
         return self._conn
 
     def _dispatch_connection(self) -> Connection:
         """The dispatch connection (hold ``_dispatch_lock``), opened on first use or if
         it broke."""
-        self._check_open()
-        if self._dispatcher is None or self._dispatcher.closed or self._dispatcher.broken:
-            if self._dispatcher is not None:
-                self._dispatcher.close()
-            self._dispatcher = None
-            self._dispatcher = self._new_connection(dispatch=True)
+        self._dispatcher = self._usable(self._dispatcher, dispatch=True)
         return self._dispatcher
 
     def _read_connection(self) -> Connection:
         """The read connection (hold ``_read_lock``), opened on first use or if it broke."""
-        self._check_open()
-        if self._reader is None or self._reader.closed or self._reader.broken:
-            if self._reader is not None:
-                self._reader.close()
-            self._reader = None
-            self._reader = self._new_connection(reader=True)
+        self._reader = self._usable(self._reader, reader=True)
         return self._reader
 
     def write(
