@@ -38,8 +38,9 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import polars as pl
 
+from .calls import CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
+
 if TYPE_CHECKING:
-    from ..batch.validate import Row
     from ..model import SchedulerError
     from .workers import RenewingConnection
 
@@ -50,6 +51,7 @@ __all__ = [
     "CommitHook",
     "Driver",
     "GroupQuery",
+    "shut",
 ]
 
 C = TypeVar("C")
@@ -62,6 +64,19 @@ CommitHook = Callable[[list[int], list[tuple[int, int]]], None]
 
 #: The per-group reads :meth:`Driver.per_group` runs.
 GroupQuery = Literal["waiting_for_start", "waiting_for_retry", "paused_groups"]
+
+
+class Closable(Protocol):
+    """A connection, as :func:`shut` sees it."""
+
+    def close(self) -> None: ...
+
+
+def shut(conn: Closable | None) -> None:
+    """Close ``conn`` when there is one; ``None``, what its slot holds afterwards
+    (``self._conn = shut(self._conn)``, under the lock that guards the slot)."""
+    if conn is not None:
+        conn.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,34 +258,15 @@ class Driver(abc.ABC, Generic[C]):
     # ------------------------------------------------------------------ an attempt's end
 
     @abc.abstractmethod
-    def finish_owned(
-        self,
-        conn: C,
-        ids: list[int],
-        tries: list[int | None],
-        owner: str,
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-    ) -> set[int]:
-        """In a write: move to history with final ``status`` at ``now`` (``error``, if given,
-        as the last error) the tasks of ``ids`` still running for ``owner`` as the attempt
-        beside each (``None``: any); their ids.  The attempt is recorded."""
+    def finish_owned(self, conn: C, owned: Owned, ending: Ending) -> set[int]:
+        """In a write: move to history as ``ending`` says the attempts of ``owned`` still
+        running; their ids.  The attempt is recorded."""
 
     @abc.abstractmethod
-    def retry_later(
-        self,
-        conn: C,
-        task_id: int,
-        owner: str,
-        attempt: int | None,
-        error: str,
-        run_after: float,
-    ) -> bool:
-        """In a write: put task ``task_id`` back to pending, not dispatched before
-        ``run_after``, ``error`` its last, if it runs for ``owner`` (as ``attempt``;
-        ``None``: any); whether it did.  The attempt is recorded."""
+    def retry_later(self, conn: C, owned: Owned, error: str, run_after: float) -> bool:
+        """In a write: put the one task of ``owned`` back to pending, not dispatched before
+        ``run_after``, ``error`` its last, if that attempt still runs; whether it did.  The
+        attempt is recorded."""
 
     @abc.abstractmethod
     def attempt_traceback(self, conn: C, task_id: int, traceback: str) -> None:
@@ -278,10 +274,9 @@ class Driver(abc.ABC, Generic[C]):
         attempt's record."""
 
     @abc.abstractmethod
-    def release_running(self, conn: C, ids: list[int], tries: list[int | None], owner: str) -> int:
-        """In a write: put back to pending (not counted as tries) the tasks of ``ids``
-        running for ``owner`` as the attempt beside each (``None``: any), waking the
-        watchers at commit; how many."""
+    def release_running(self, conn: C, owned: Owned) -> int:
+        """In a write: put back to pending (not counted as tries) the attempts of ``owned``
+        still running, waking the watchers at commit; how many."""
 
     @abc.abstractmethod
     def ownership(
@@ -313,11 +308,8 @@ class Driver(abc.ABC, Generic[C]):
         """In a write: a fresh task id, above every id handed out."""
 
     @abc.abstractmethod
-    def insert(
-        self, conn: C, task_id: int, queue_pos: int, row: Row, hashed: int | None, now: float
-    ) -> None:
-        """In a write: insert ``row`` as pending task ``task_id`` at ``queue_pos``, created
-        at ``now``, its key hash ``hashed`` (waking the watchers at commit)."""
+    def insert(self, conn: C, task: NewTask) -> None:
+        """In a write: insert ``task`` as pending (waking the watchers at commit)."""
 
     @abc.abstractmethod
     def upgrade_priority(self, conn: C, task_id: int, priority: int) -> None:
@@ -325,18 +317,9 @@ class Driver(abc.ABC, Generic[C]):
         (lower) than its own."""
 
     @abc.abstractmethod
-    def finish(
-        self,
-        conn: C,
-        ids: Sequence[int],
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-        replaced_by: int | None = None,
-    ) -> None:
-        """In a write: move the active tasks ``ids`` to history with final ``status`` at
-        ``now`` (one already gone is left alone)."""
+    def finish(self, conn: C, ids: Sequence[int], ending: Ending) -> None:
+        """In a write: move the active tasks ``ids`` to history as ``ending`` says (one
+        already gone is left alone)."""
 
     @abc.abstractmethod
     def batch_backend(self, retries: Sequence[int] | None) -> BatchBackend[Any]:
@@ -387,19 +370,10 @@ class Driver(abc.ABC, Generic[C]):
         """One read: the task types of the active tasks."""
 
     @abc.abstractmethod
-    def cancel_batch(
-        self,
-        where: CancelMatch,
-        *,
-        after: int,
-        last: int,
-        limit: int,
-        keyed: tuple[list[int], list[str], list[str]] | None,
-    ) -> tuple[int, int | None]:
-        """One write: pick the active tasks ``where`` matches with ids in ``(after, last]``,
-        at most ``limit`` by id (with ``keyed``: those of the ``(key hash, task type, key)``
-        triples instead, any id up to ``last``), and move them to history as cancelled;
-        how many moved and the last id picked (``None``: none)."""
+    def cancel_batch(self, where: CancelMatch, part: CancelSlice) -> tuple[int, int | None]:
+        """One write: pick the active tasks ``where`` matches among those of ``part``, and
+        move them to history as cancelled; how many moved and the last id picked
+        (``None``: none)."""
 
     @abc.abstractmethod
     def failed_rows(
@@ -441,12 +415,7 @@ class Driver(abc.ABC, Generic[C]):
         and the workers whose lease ran out, by the store's clock or ``now``."""
 
     @abc.abstractmethod
-    def give_back(
-        self,
-        dead: list[tuple[str | None, str]],
-        expired: list[tuple[str, str]],
-        now: float | None,
-    ) -> int:
+    def give_back(self, dead: Dead, expired: Expired, now: float | None) -> int:
         """One write: put back to pending the running tasks of the ``dead`` owners (and
         forget them) and of the ``expired`` ones unless they renewed since (forgetting
         those), each lost attempt recorded with the reason beside its owner; how many."""
@@ -464,20 +433,10 @@ class Driver(abc.ABC, Generic[C]):
         retry's backoff; the groups paused, with their end)."""
 
     @abc.abstractmethod
-    def select(
-        self,
-        table: Literal["tasks", "history"],
-        columns: Sequence[str],
-        *,
-        status: list[str] | None,
-        task_type: list[str] | None,
-        group: list[str] | None,
-        limit: int | None,
-        ids: list[int] | None = None,
-    ) -> list[tuple[Any, ...]]:
-        """One read: the rows of ``table`` (``tasks`` in dispatch order, ``history`` by id)
-        matching every filter given, at most ``limit`` (negative: no limit), as tuples of
-        ``columns`` (their names in frames)."""
+    def select(self, selection: Selection) -> list[tuple[Any, ...]]:
+        """One read: the rows ``selection`` asks for (``tasks`` in dispatch order,
+        ``history`` by id), as tuples of the frame's columns in their order
+        (:func:`taskmill.columns.frame_schema` of the table)."""
 
     @abc.abstractmethod
     def attempt_rows(

@@ -40,6 +40,7 @@ __all__ = [
     "owner_parts",
     "pid_alive",
     "stale_owners",
+    "worker_row",
 ]
 
 HOST = socket.gethostname()
@@ -197,6 +198,19 @@ class StoreClock:
                 return None
             at, mono = self._at
         return at + (time.monotonic() - mono)
+
+
+def worker_row(owner: str, lease_timeout: float) -> dict[str, Any]:
+    """The parameters of a driver's ``register_worker`` query: the worker ``owner`` (its
+    host and PID beside it), its lease in seconds and this process's scope."""
+    host, pid = owner_parts(owner)
+    return {
+        "owner": owner,
+        "host": host,
+        "pid": pid,
+        "lease": float(lease_timeout),
+        "scope": local_scope(),
+    }
 
 
 def lost_reason(owner: str | None, *, expired: bool) -> str:

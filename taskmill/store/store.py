@@ -29,6 +29,7 @@ import polars as pl
 
 from ..backends import DRIVERS, open_driver
 from ..backends.base import ClaimedTask, CommitHook, Driver, GroupQuery
+from ..backends.calls import CancelSlice, Ending, NewTask, Owned, Selection
 from ..backends.keys import key_hash
 from ..backends.workers import (
     DEFAULT_LEASE_TIMEOUT,
@@ -108,6 +109,28 @@ def attempt_pairs(
     if len(attempts) != len(ids):
         raise ValueError("give one attempt number per task id")
     return ids, [None if a is None else int(a) for a in attempts]
+
+
+def _listing(table: Literal["tasks", "history"], columns: Mapping[str, Any], doc: str):
+    """The query method of :class:`TaskStore` named ``table`` (its rows as a frame of
+    ``columns``): :meth:`TaskStore.tasks` and :meth:`TaskStore.history` take the same
+    filters, declared once here."""
+
+    def listing(
+        self: TaskStore,
+        *,
+        status: Filter = None,
+        task_type: Filter = None,
+        group: Filter = None,
+        limit: int | None = None,
+        ids: int | Iterable[int] | None = None,
+    ) -> pl.DataFrame:
+        return self._query(table, columns, status, task_type, group, limit, ids)
+
+    listing.__name__ = table
+    listing.__qualname__ = f"TaskStore.{table}"
+    listing.__doc__ = doc
+    return listing
 
 
 class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may register
@@ -218,12 +241,14 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
                 existing,
                 now,
                 next_id=lambda: self._driver.new_task_id(conn),
-                insert=lambda new_id, pos: self._driver.insert(conn, new_id, pos, row, hashed, now),
+                insert=lambda new_id, pos: self._driver.insert(
+                    conn, NewTask(new_id, pos, row, hashed, now)
+                ),
                 upgrade=lambda old_id: self._driver.upgrade_priority(conn, old_id, row.priority),
                 supersede=lambda old_id, new_id: self._driver.finish(
-                    conn, [old_id], "superseded", now, replaced_by=new_id
+                    conn, [old_id], Ending("superseded", now, replaced_by=new_id)
                 ),
-                expire=lambda old_id: self._driver.finish(conn, [old_id], "expired", now),
+                expire=lambda old_id: self._driver.finish(conn, [old_id], Ending("expired", now)),
             )
 
         return self._driver.write("cannot submit to", body, retry_unique=True)
@@ -440,7 +465,7 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         return self._driver.write(
             "cannot record completed tasks in",
             lambda conn: self._driver.finish_owned(
-                conn, ids, tries, owner, "completed", self._driver.clock_in(conn)
+                conn, Owned(ids, tries, owner), Ending("completed", self._driver.clock_in(conn))
             ),
             dispatch=True,
             single=True,
@@ -464,15 +489,15 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         ``traceback`` (the last frames of the error's) is kept with the attempt.
         """
 
+        owned = Owned([task_id], [attempt], owner)
+
         def body(conn: Any) -> str | None:
             if retry_at is not None:
-                moved = self._driver.retry_later(conn, task_id, owner, attempt, error, retry_at)
+                moved = self._driver.retry_later(conn, owned, error, retry_at)
                 result = "retry" if moved else None
             else:
-                at = self._driver.clock_in(conn)
-                done = self._driver.finish_owned(
-                    conn, [task_id], [attempt], owner, "failed", at, error=error
-                )
+                ending = Ending("failed", self._driver.clock_in(conn), error=error)
+                done = self._driver.finish_owned(conn, owned, ending)
                 result = "failed" if done else None
             if result is not None and traceback is not None:
                 self._driver.attempt_traceback(conn, task_id, traceback)
@@ -495,7 +520,7 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         the attempt beside each (``None``: any); returns how many."""
         return self._driver.write(
             "cannot release tasks in",
-            lambda conn: self._driver.release_running(conn, ids, tries, owner),
+            lambda conn: self._driver.release_running(conn, Owned(ids, tries, owner)),
             dispatch=True,
         )
 
@@ -691,9 +716,8 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         if where.dedup_keys is None:
             after = 0
             while True:
-                moved, last_picked = self._driver.cancel_batch(
-                    where, after=after, last=last, limit=CANCEL_BATCH, keyed=None
-                )
+                part = CancelSlice(after, last, CANCEL_BATCH)
+                moved, last_picked = self._driver.cancel_batch(where, part)
                 count += moved
                 if last_picked is None:
                     return count
@@ -709,9 +733,7 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
             pairs = [(t, k) for t in types for k in part]
             hashes = [key_hash(t, k) or 0 for t, k in pairs]
             keyed = (hashes, [t for t, _ in pairs], [k for _, k in pairs])
-            count += self._driver.cancel_batch(
-                where, after=0, last=last, limit=CANCEL_BATCH, keyed=keyed
-            )[0]
+            count += self._driver.cancel_batch(where, CancelSlice(0, last, CANCEL_BATCH, keyed))[0]
         return count
 
     def retry_failed(
@@ -760,33 +782,20 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
 
     # ------------------------------------------------------------------ queries
 
-    def tasks(
-        self,
-        *,
-        status: Filter = None,
-        task_type: Filter = None,
-        group: Filter = None,
-        limit: int | None = None,
-        ids: int | Iterable[int] | None = None,
-    ) -> pl.DataFrame:
+    tasks = _listing(
+        "tasks",
+        TASK_COLUMNS,
         """Active tasks (pending, running, paused) in dispatch order, as a polars DataFrame.
 
         Each filter is a string or a sequence of strings (any of them matches); ``ids`` a
-        task id or several; ``limit`` a whole number (negative: no limit)."""
-        return self._query("tasks", TASK_COLUMNS, status, task_type, group, limit, ids)
-
-    def history(
-        self,
-        *,
-        status: Filter = None,
-        task_type: Filter = None,
-        group: Filter = None,
-        limit: int | None = None,
-        ids: int | Iterable[int] | None = None,
-    ) -> pl.DataFrame:
+        task id or several; ``limit`` a whole number (negative: no limit).""",
+    )
+    history = _listing(
+        "history",
+        HISTORY_COLUMNS,
         """Finished tasks (completed, failed, cancelled, superseded, expired) by id; the
-        filters, ``ids`` and ``limit`` as :meth:`tasks`'s."""
-        return self._query("history", HISTORY_COLUMNS, status, task_type, group, limit, ids)
+        filters, ``ids`` and ``limit`` as :meth:`tasks`'s.""",
+    )
 
     def _query(
         self,
@@ -799,16 +808,15 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         ids: Any = None,
     ) -> pl.DataFrame:
         """:meth:`tasks` or :meth:`history`, its arguments checked."""
-        rows = self._driver.select(
+        selection = Selection(
             table,
-            list(columns),
             status=filter_values("status", status),
             task_type=filter_values("task_type", task_type),
             group=filter_values("group", group),
             limit=limit_argument(limit),
             ids=ids_argument(ids),
         )
-        return frame(rows, columns)
+        return frame(self._driver.select(selection), columns)
 
     def task(self, task_id: int) -> dict[str, Any] | None:
         """Task ``task_id`` wherever it is: its row of :meth:`tasks` (with ``active``
@@ -820,16 +828,7 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
             (False, "history", HISTORY_COLUMNS),
         )
         for active, table, columns in looks:
-            rows = self._driver.select(
-                table,
-                list(columns),
-                status=None,
-                task_type=None,
-                group=None,
-                limit=1,
-                ids=[task_id],
-            )
-            found = frame(rows, columns)
+            found = frame(self._driver.select(Selection(table, limit=1, ids=[task_id])), columns)
             if found.height:
                 return {**found.row(0, named=True), "active": active}
         return None

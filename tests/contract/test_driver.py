@@ -23,6 +23,7 @@ import pytest
 
 from taskmill.backends import open_driver
 from taskmill.backends.base import ClaimedTask, Driver
+from taskmill.backends.calls import CancelSlice, Ending, NewTask, Owned, Selection
 from taskmill.backends.keys import key_hash
 from taskmill.batch.validate import Row
 from taskmill.model import DuplicateStrategy, StoreError
@@ -82,7 +83,7 @@ def add(driver: Driver[Any], *rows: Row) -> list[int]:
         ids = []
         for r in rows:
             tid = driver.new_task_id(conn)
-            driver.insert(conn, tid, tid, r, key_hash(r.task_type, r.dedup_key), NOW)
+            driver.insert(conn, NewTask(tid, tid, r, key_hash(r.task_type, r.dedup_key), NOW))
             ids.append(tid)
         return ids
 
@@ -94,8 +95,7 @@ def rows_of(
 ) -> list[tuple[Any, ...]]:
     """The rows of ``table`` (every filter ``None`` unless given), as tuples of ``shown``."""
     columns = list(TASK_COLUMNS if table == "tasks" else HISTORY_COLUMNS)
-    filters = {"status": None, "task_type": None, "group": None, "limit": None, **where}
-    rows = driver.select(table, columns, **filters)
+    rows = driver.select(Selection(table, **where))
     return [tuple(r[columns.index(name)] for name in shown) for r in rows]
 
 
@@ -144,7 +144,7 @@ def attempts(driver: Driver[Any], ids: list[int] | None = None) -> list[tuple[An
 def test_a_write_is_all_or_nothing(driver: Driver[Any]) -> None:
     def body(conn: Any) -> None:
         tid = driver.new_task_id(conn)
-        driver.insert(conn, tid, tid, row(key="a"), key_hash("copy", "a"), NOW)
+        driver.insert(conn, NewTask(tid, tid, row(key="a"), key_hash("copy", "a"), NOW))
         raise RuntimeError("the body gave up")
 
     with pytest.raises(RuntimeError, match="the body gave up"):
@@ -175,8 +175,8 @@ def test_a_broken_write_is_a_store_error_and_writes_nothing(driver: Driver[Any])
 
     def twice(conn: Any) -> None:
         tid = driver.new_task_id(conn)
-        driver.insert(conn, tid, tid, row(key="b"), key_hash("copy", "b"), NOW)
-        driver.insert(conn, a, a, row(key="c"), key_hash("copy", "c"), NOW)  # a's id again
+        driver.insert(conn, NewTask(tid, tid, row(key="b"), key_hash("copy", "b"), NOW))
+        driver.insert(conn, NewTask(a, a, row(key="c"), key_hash("copy", "c"), NOW))  # a's id again
 
     with pytest.raises(StoreError) as caught:
         driver.write("cannot submit to", twice)
@@ -189,7 +189,7 @@ def test_a_closed_driver_raises_store_errors(location: str | Path) -> None:
     d.close()
     d.close()  # idempotent
     with pytest.raises(StoreError):
-        d.select("tasks", ["id"], status=None, task_type=None, group=None, limit=None)
+        d.select(Selection("tasks"))
 
 
 def test_the_clock_is_the_stores(driver: Driver[Any]) -> None:
@@ -228,9 +228,10 @@ def test_upgrade_only_raises_a_priority(driver: Driver[Any]) -> None:
 def test_finish_moves_active_tasks_to_history(driver: Driver[Any]) -> None:
     a, b = add(driver, row(key="a"), row(key="b"))
     driver.write(
-        "cannot submit to", lambda c: driver.finish(c, [a], "superseded", NOW, replaced_by=b)
+        "cannot submit to",
+        lambda c: driver.finish(c, [a], Ending("superseded", NOW, replaced_by=b)),
     )
-    driver.write("cannot submit to", lambda c: driver.finish(c, [a, b], "expired", NOW))
+    driver.write("cannot submit to", lambda c: driver.finish(c, [a, b], Ending("expired", NOW)))
     assert tasks(driver) == []
     assert history(driver, ["id", "status", "replaced_by", "finished_at"]) == [
         (a, "superseded", b, NOW),
@@ -321,13 +322,17 @@ def test_finish_owned_ends_only_the_owners_attempts(driver: Driver[Any]) -> None
     claim(driver, "w1", limit=2)
 
     def body(conn: Any) -> set[int]:
-        return driver.finish_owned(conn, [a, b, c], [1, 2, None], "w1", "completed", NOW + 1)
+        return driver.finish_owned(
+            conn, Owned([a, b, c], [1, 2, None], "w1"), Ending("completed", NOW + 1)
+        )
 
     assert driver.write("cannot record completed tasks in", body, dispatch=True) == {a}
     assert (
         driver.write(
             "cannot record completed tasks in",
-            lambda conn: driver.finish_owned(conn, [b], [None], "w2", "completed", NOW + 1),
+            lambda conn: driver.finish_owned(
+                conn, Owned([b], [None], "w2"), Ending("completed", NOW + 1)
+            ),
         )
         == set()
     )
@@ -342,7 +347,7 @@ def test_a_failure_retries_later_or_ends_with_its_traceback(driver: Driver[Any])
     claim(driver, "w1")
 
     def fail_a(conn: Any) -> bool:
-        moved = driver.retry_later(conn, a, "w1", 1, "boom", NOW + 30)
+        moved = driver.retry_later(conn, Owned([a], [1], "w1"), "boom", NOW + 30)
         driver.attempt_traceback(conn, a, "Traceback: boom")
         return moved
 
@@ -350,13 +355,13 @@ def test_a_failure_retries_later_or_ends_with_its_traceback(driver: Driver[Any])
     assert (
         driver.write(
             "cannot record a failed attempt in",
-            lambda conn: driver.retry_later(conn, b, "w2", None, "not mine", NOW),
+            lambda conn: driver.retry_later(conn, Owned([b], [None], "w2"), "not mine", NOW),
         )
         is False
     )
 
     def fail_b(conn: Any) -> set[int]:
-        return driver.finish_owned(conn, [b], [1], "w1", "failed", NOW, error="gone")
+        return driver.finish_owned(conn, Owned([b], [1], "w1"), Ending("failed", NOW, error="gone"))
 
     assert driver.write("cannot record a failed attempt in", fail_b) == {b}
     assert tasks(driver, ["id", "status", "attempts", "last_error", "run_after"]) == [
@@ -377,7 +382,7 @@ def test_a_release_is_not_counted_as_a_try(driver: Driver[Any]) -> None:
     claim(driver, "w1")
     released = driver.write(
         "cannot release tasks in",
-        lambda conn: driver.release_running(conn, [a, b], [1, 5], "w1"),
+        lambda conn: driver.release_running(conn, Owned([a, b], [1, 5], "w1")),
     )
     assert released == 1
     assert tasks(driver, ["id", "status", "attempts"]) == [(a, "pending", 0), (b, "running", 1)]
@@ -445,9 +450,9 @@ def test_cancel_batch_picks_by_filter_and_id_range(driver: Driver[Any]) -> None:
         label: list[str] | None
 
     where = Where(status=["pending"], task_type=["copy"], group=["g"], label=None)
-    moved, last = driver.cancel_batch(where, after=0, last=ids[-1], limit=1, keyed=None)
+    moved, last = driver.cancel_batch(where, CancelSlice(0, ids[-1], 1))
     assert (moved, last) == (1, ids[0])
-    moved, last = driver.cancel_batch(where, after=ids[0], last=ids[-1], limit=10, keyed=None)
+    moved, last = driver.cancel_batch(where, CancelSlice(ids[0], ids[-1], 10))
     assert (moved, last) == (1, ids[2])
     assert history(driver, ["id", "status"]) == [(ids[0], "cancelled"), (ids[2], "cancelled")]
 
@@ -491,7 +496,9 @@ def test_stats_attempt_filters_and_retention(driver: Driver[Any]) -> None:
     for tid in (a, b):
         driver.write(
             "cannot record completed tasks in",
-            lambda conn, tid=tid: driver.finish_owned(conn, [tid], [1], "w1", "completed", NOW),
+            lambda conn, tid=tid: driver.finish_owned(
+                conn, Owned([tid], [1], "w1"), Ending("completed", NOW)
+            ),
         )
     assert sorted(driver.stats_rows("group")) == [("g", "completed", 2), ("h", "running", 1)]
     assert [r[0] for r in driver.attempt_rows(None, ["completed"], 1)] == [b]  # newest first

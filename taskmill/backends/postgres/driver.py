@@ -42,7 +42,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal, LiteralString, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -50,22 +50,21 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from ...batch.validate import Row
 from ...model import (
     NotATaskStore,
     StoreDamaged,
     StoreError,
     StoreLocked,
 )
-from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery
+from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, shut
+from ..calls import CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
 from ..location import encode_userinfo, scrub
 from ..staging import warm_up_in_background
 from ..workers import (
     RenewingConnection,
     StoreClock,
-    local_scope,
-    owner_parts,
     pid_alive,
+    worker_row,
 )
 from .migrate import ensure_schema
 from .queries import CLAIM_LOCK, SUBMIT_LOCK, Connection, finish, q, queries, scalar
@@ -265,17 +264,11 @@ class PostgresDriver(Driver[Connection]):
     def close(self) -> None:
         self._closed = True
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._conn = shut(self._conn)
         with self._read_lock:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+            self._reader = shut(self._reader)
         with self._dispatch_lock:
-            if self._dispatcher is not None:
-                self._dispatcher.close()
-                self._dispatcher = None
+            self._dispatcher = shut(self._dispatcher)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -287,58 +280,52 @@ class PostgresDriver(Driver[Connection]):
         if self._closed:
             raise StoreError(f"task store {self.where} is closed")
 
+    def _usable(
+        self, conn: Connection | None, *, reader: bool = False, dispatch: bool = False
+    ) -> Connection:
+        """``conn`` while it is open and whole; else (``conn`` closed, if there is one) a
+        new connection of its kind.  Raises once the store is closed."""
+        self._check_open()
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        shut(conn)
+        return self._new_connection(reader=reader, dispatch=dispatch)
+
     def _writer(self) -> Connection:
         """The write connection (hold ``_lock``), opened again if it broke."""
-        self._check_open()
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
-            self._conn = self._new_connection()
+        self._conn = self._usable(self._conn)
         return self._conn
 
     def _dispatch_connection(self) -> Connection:
         """The dispatch connection (hold ``_dispatch_lock``), opened on first use or if
         it broke."""
-        self._check_open()
-        if self._dispatcher is None or self._dispatcher.closed or self._dispatcher.broken:
-            if self._dispatcher is not None:
-                self._dispatcher.close()
-            self._dispatcher = None
-            self._dispatcher = self._new_connection(dispatch=True)
+        self._dispatcher = self._usable(self._dispatcher, dispatch=True)
         return self._dispatcher
 
     def _read_connection(self) -> Connection:
         """The read connection (hold ``_read_lock``), opened on first use or if it broke."""
-        self._check_open()
-        if self._reader is None or self._reader.closed or self._reader.broken:
-            if self._reader is not None:
-                self._reader.close()
-            self._reader = None
-            self._reader = self._new_connection(reader=True)
+        self._reader = self._usable(self._reader, reader=True)
         return self._reader
 
-    def _write(
+    def write(
         self,
         action: str,
         body: Callable[[Connection], T],
         *,
-        retry_unique: bool = False,
         dispatch: bool = False,
         single: bool = False,
-        begin: LiteralString | None = None,
+        claim_lock: bool = False,
+        retry_unique: bool = False,
     ) -> T:
-        """Run ``body`` in one write transaction, all or nothing.
-
-        ``dispatch``: on the dispatch connection instead of the write connection.
+        """(``dispatch``: on the dispatch connection instead of the write connection.
         ``single``: ``body`` runs one statement, committed on its own (no ``BEGIN`` and
-        ``COMMIT`` round trips).  ``begin``: statements without parameters that open the
-        transaction instead of a plain ``BEGIN`` (``BEGIN`` and taking a lock, in one
-        round trip).  A connection found lost at ``BEGIN`` is opened again
+        ``COMMIT`` round trips).  ``claim_lock``: the query ``begin_claim`` opens the
+        transaction instead of a plain ``BEGIN`` (``BEGIN`` and taking the claim lock, in
+        one round trip).  A connection found lost at ``BEGIN`` is opened again
         (nothing was written yet).  A deadlock or serialization failure runs the
         transaction again (up to :data:`TRANSACTION_TRIES` times), as does — with
-        ``retry_unique`` — a clash on the active-key index (a writer that bypassed the
-        submit lock won the race)."""
+        ``retry_unique`` — a clash on the active-key index.)"""
+        begin = q("begin_claim") if claim_lock else None
         lock = self._dispatch_lock if dispatch else self._lock
         connect = self._dispatch_connection if dispatch else self._writer
         with lock:
@@ -383,25 +370,6 @@ class PostgresDriver(Driver[Connection]):
                 except psycopg.Error as exc:
                     raise _store_error(action, self.where, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def write(
-        self,
-        action: str,
-        body: Callable[[Connection], T],
-        *,
-        dispatch: bool = False,
-        single: bool = False,
-        claim_lock: bool = False,
-        retry_unique: bool = False,
-    ) -> T:
-        return self._write(
-            action,
-            body,
-            dispatch=dispatch,
-            single=single,
-            retry_unique=retry_unique,
-            begin=q("begin_claim") if claim_lock else None,
-        )
 
     def read(self, body: Callable[[Connection], T]) -> T:
         return self._read(body)
@@ -457,17 +425,8 @@ class PostgresDriver(Driver[Connection]):
     def upgrade_priority(self, conn: Connection, task_id: int, priority: int) -> None:
         conn.execute(q("upgrade_priority"), {"priority": priority, "id": task_id})
 
-    def finish(
-        self,
-        conn: Connection,
-        ids: Sequence[int],
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-        replaced_by: int | None = None,
-    ) -> None:
-        self._finish(conn, ids, status, now, error=error, replaced_by=replaced_by)
+    def finish(self, conn: Connection, ids: Sequence[int], ending: Ending) -> None:
+        self._finish(conn, ids, ending)
 
     # ------------------------------------------------------------------ batches
 
@@ -481,24 +440,17 @@ class PostgresDriver(Driver[Connection]):
     def _next_id(conn: Connection) -> int:
         return int(scalar(conn.execute(q("next_id"))))
 
-    def insert(
-        self,
-        conn: Connection,
-        task_id: int,
-        queue_pos: int,
-        row: Row,
-        hashed: int | None,
-        now: float,
-    ) -> None:
+    def insert(self, conn: Connection, task: NewTask) -> None:
+        row = task.row
         conn.execute(
             q("insert_task"),
             {
-                "id": task_id,
+                "id": task.id,
                 "task_type": row.task_type,
                 "dedup_key": row.dedup_key,
                 "group": row.group,
                 "priority": row.priority,
-                "queue_pos": queue_pos,
+                "queue_pos": task.queue_pos,
                 "payload": row.payload,
                 "label": row.label,
                 "expected_read_bytes": row.expected_read_bytes,
@@ -506,8 +458,8 @@ class PostgresDriver(Driver[Connection]):
                 "expected_net_rx_bytes": row.expected_net_rx_bytes,
                 "expected_net_tx_bytes": row.expected_net_tx_bytes,
                 "max_retries": row.max_retries,
-                "now": now,
-                "key_hash": hashed,
+                "now": task.now,
+                "key_hash": task.hashed,
                 "run_after": row.run_after,
                 "expires_at": row.expires_at,
             },
@@ -515,44 +467,33 @@ class PostgresDriver(Driver[Connection]):
         conn.execute(q("notify_work"))  # workers on other machines wake at commit
 
     @staticmethod
-    def _finish(
-        conn: Connection,
-        ids: Sequence[int],
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-        replaced_by: int | None = None,
-    ) -> list[tuple[int, str]]:
-        """Move active tasks to history with a final status; returns ``(id, status it
+    def _finish(conn: Connection, ids: Sequence[int], ending: Ending) -> list[tuple[int, str]]:
+        """Move active tasks to history as ``ending`` says; returns ``(id, status it
         had)`` of each task moved (one that is gone already is not)."""
-        by = None if replaced_by is None else [replaced_by] * len(ids)
-        moved = finish(conn, ids, status, now, replaced_by=by, error=error)
+        by = None if ending.replaced_by is None else [ending.replaced_by] * len(ids)
+        moved = finish(conn, ids, ending.status, ending.now, replaced_by=by, error=ending.error)
         return [(int(r[0]), str(r[1])) for r in moved]
 
-    def finish_owned(
-        self,
-        conn: Connection,
-        ids: list[int],
-        tries: list[int | None],
-        owner: str,
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-    ) -> set[int]:
-        """Move the attempts still running for ``owner`` to history; returns their ids."""
-        moved = finish(conn, ids, status, now, owner=owner, attempts=tries, error=error)
+    def finish_owned(self, conn: Connection, owned: Owned, ending: Ending) -> set[int]:
+        moved = finish(
+            conn,
+            owned.ids,
+            ending.status,
+            ending.now,
+            owner=owned.owner,
+            attempts=owned.tries,
+            error=ending.error,
+        )
         return {int(r[0]) for r in moved}
 
     # ------------------------------------------------------------------ task control
 
     def cancel(self, task_id: int) -> str | None:
         def body(conn: Connection) -> str | None:
-            moved = self._finish(conn, [task_id], "cancelled", self.now())
+            moved = self._finish(conn, [task_id], Ending("cancelled", self.now()))
             return moved[0][1] if moved else None
 
-        return self._write("cannot cancel a task in", body)
+        return self.write("cannot cancel a task in", body)
 
     @staticmethod
     def _expire_due(conn: Connection, now: float) -> int:
@@ -561,25 +502,25 @@ class PostgresDriver(Driver[Connection]):
         the next sweep."""
         ids = [int(r[0]) for r in conn.execute(q("expired_ids"), {"now": now})]
         if ids:
-            PostgresDriver._finish(conn, ids, "expired", now)
+            PostgresDriver._finish(conn, ids, Ending("expired", now))
         return len(ids)
 
     def any_expired(self, now: float) -> bool:
         return bool(self._read(lambda conn: scalar(conn.execute(q("any_expired"), {"now": now}))))
 
     def expire(self, now: float) -> int:
-        return self._write("cannot expire tasks in", lambda conn: self._expire_due(conn, now))
+        return self.write("cannot expire tasks in", lambda conn: self._expire_due(conn, now))
 
     def pause_group(self, group: str, until: float | None, now: float) -> None:
         params = {"group": group, "until": until, "now": now}
-        self._write("cannot pause a group in", lambda conn: conn.execute(q("pause_group"), params))
+        self.write("cannot pause a group in", lambda conn: conn.execute(q("pause_group"), params))
 
     def resume_group(self, group: str) -> bool:
         def body(conn: Connection) -> bool:
             resumed = conn.execute(q("resume_group"), {"group": group}).rowcount > 0
             return _notified(conn, int(resumed)) > 0  # workers elsewhere wake at commit
 
-        return self._write("cannot resume a group in", body)
+        return self.write("cannot resume a group in", body)
 
     def per_group(self, query: GroupQuery, now: float) -> list[tuple[Any, Any]]:
         return self._read(lambda conn: conn.execute(q(query), {"now": now}).fetchall())
@@ -592,15 +533,7 @@ class PostgresDriver(Driver[Connection]):
             lambda conn: [r[0] for r in conn.execute(q("active_task_types")).fetchall()]
         )
 
-    def cancel_batch(
-        self,
-        where: CancelMatch,
-        *,
-        after: int,
-        last: int,
-        limit: int,
-        keyed: tuple[list[int], list[str], list[str]] | None,
-    ) -> tuple[int, int | None]:
+    def cancel_batch(self, where: CancelMatch, part: CancelSlice) -> tuple[int, int | None]:
         """One transaction of :meth:`cancel_where`: lock the tasks (``FOR UPDATE``), then
         move them; returns how many moved and the last id picked.
 
@@ -612,21 +545,21 @@ class PostgresDriver(Driver[Connection]):
             "status": where.status,
             "group": where.group,
             "label": where.label,
-            "last": last,
+            "last": part.last,
         }
-        if keyed is None:
+        if part.keyed is None:
             query = q("cancel_pick")
-            params |= {"task_type": where.task_type, "after": after, "limit": limit}
+            params |= {"task_type": where.task_type, "after": part.after, "limit": part.limit}
         else:
             query = q("cancel_pick_by_key")
-            params |= dict(zip(("key_hashes", "task_types", "dedup_keys"), keyed, strict=True))
+            params |= dict(zip(("key_hashes", "task_types", "dedup_keys"), part.keyed, strict=True))
 
         def body(conn: Connection) -> tuple[int, int | None]:
             ids = [int(r[0]) for r in conn.execute(query, params).fetchall()]
-            moved = self._finish(conn, ids, "cancelled", self.now()) if ids else []
+            moved = self._finish(conn, ids, Ending("cancelled", self.now())) if ids else []
             return len(moved), (ids[-1] if ids else None)
 
-        return self._write("cannot cancel tasks in", body)
+        return self.write("cannot cancel tasks in", body)
 
     def failed_rows(
         self, task_type: list[str] | None, group: list[str] | None, since: float | None
@@ -636,7 +569,7 @@ class PostgresDriver(Driver[Connection]):
 
     def set_status(self, task_id: int, old: str, new: str) -> bool:
         params = {"id": task_id, "from": old, "to": new}
-        return self._write(
+        return self.write(
             "cannot change a task in",
             lambda conn: conn.execute(q("set_status"), params).rowcount == 1,
         )
@@ -644,22 +577,15 @@ class PostgresDriver(Driver[Connection]):
     # ------------------------------------------------------------------ workers
 
     def register(self, owner: str, *, lease_timeout: float) -> None:
-        host, pid = owner_parts(owner)
-        params = {
-            "owner": owner,
-            "host": host,
-            "pid": pid,
-            "lease": float(lease_timeout),
-            "scope": local_scope(),
-        }
-        self._write(
+        params = worker_row(owner, lease_timeout)
+        self.write(
             "cannot register a worker in",
             lambda conn: conn.execute(q("register_worker"), params).fetchall(),
         )
 
     def renew(self, owner: str) -> bool:
         params = {"owner": owner, "now": None}
-        return self._write(
+        return self.write(
             "cannot renew a lease in",
             lambda conn: bool(conn.execute(q("renew_worker"), params).fetchall()),
         )
@@ -691,7 +617,7 @@ class PostgresDriver(Driver[Connection]):
             conn.execute(q("forget_worker"), {"owner": owner})
             return _notified(conn, count)
 
-        return self._write("cannot release a worker's tasks in", body)
+        return self.write("cannot release a worker's tasks in", body)
 
     def owned_tasks(self, owner: str) -> list[int]:
         return self._read(
@@ -706,12 +632,7 @@ class PostgresDriver(Driver[Connection]):
 
         return self._read(look)
 
-    def give_back(
-        self,
-        dead: list[tuple[str | None, str]],
-        expired: list[tuple[str, str]],
-        now: float | None,
-    ) -> int:
+    def give_back(self, dead: Dead, expired: Expired, now: float | None) -> int:
         def body(conn: Connection) -> int:
             count = 0
             mark = scalar(conn.execute(q("attempts_mark")))
@@ -729,7 +650,7 @@ class PostgresDriver(Driver[Connection]):
                 conn.execute(q("attempts_lost"), {"mark": mark, "owner": owner, "why": why})
             return _notified(conn, count)
 
-        return self._write("cannot recover tasks in", body)
+        return self.write("cannot recover tasks in", body)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -792,18 +713,11 @@ class PostgresDriver(Driver[Connection]):
             },
         )
 
-    def retry_later(
-        self,
-        conn: Connection,
-        task_id: int,
-        owner: str,
-        attempt: int | None,
-        error: str,
-        run_after: float,
-    ) -> bool:
+    def retry_later(self, conn: Connection, owned: Owned, error: str, run_after: float) -> bool:
+        [task_id], [attempt] = owned.ids, owned.tries
         params = {
             "id": task_id,
-            "owner": owner,
+            "owner": owned.owner,
             "attempt": attempt,
             "error": error,
             "run_after": run_after,
@@ -813,10 +727,8 @@ class PostgresDriver(Driver[Connection]):
     def attempt_traceback(self, conn: Connection, task_id: int, traceback: str) -> None:
         conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
 
-    def release_running(
-        self, conn: Connection, ids: list[int], tries: list[int | None], owner: str
-    ) -> int:
-        params = {"ids": ids, "attempts": tries, "owner": owner}
+    def release_running(self, conn: Connection, owned: Owned) -> int:
+        params = {"ids": owned.ids, "attempts": owned.tries, "owner": owned.owner}
         return _notified(conn, conn.execute(q("release_running"), params).rowcount)
 
     def ownership(
@@ -847,27 +759,18 @@ class PostgresDriver(Driver[Connection]):
     def status_counts(self) -> list[tuple[str, int]]:
         return self._read(lambda conn: conn.execute(q("counts")).fetchall())
 
-    def select(
-        self,
-        table: Literal["tasks", "history"],
-        columns: Sequence[str],
-        *,
-        status: list[str] | None,
-        task_type: list[str] | None,
-        group: list[str] | None,
-        limit: int | None,
-        ids: list[int] | None = None,
-    ) -> list[tuple[Any, ...]]:
+    def select(self, selection: Selection) -> list[tuple[Any, ...]]:
         """(Query ``select_tasks`` or ``select_history``: their columns are the frames'.)"""
+        limit = selection.limit
         params = {
-            "ids": ids,
-            "status": status,
-            "task_type": task_type,
-            "group": group,
+            "ids": selection.ids,
+            "status": selection.status,
+            "task_type": selection.task_type,
+            "group": selection.group,
             # as in SQLite, a negative limit is no limit (PostgreSQL would refuse it)
             "limit": None if limit is None or limit < 0 else int(limit),
         }
-        query = q(f"select_{table}")
+        query = q(f"select_{selection.table}")
         return self._read(lambda conn: conn.execute(query, params).fetchall())
 
     def attempt_rows(
@@ -896,7 +799,7 @@ class PostgresDriver(Driver[Connection]):
 
     def prune_delete(self, ids: list[int]) -> int:
         params = {"ids": ids}
-        return self._write(
+        return self.write(
             "cannot prune the history of",
             lambda conn: conn.execute(q("prune_delete"), params).rowcount,
             single=True,
@@ -926,7 +829,7 @@ class PostgresDriver(Driver[Connection]):
     def meta_set(self, key: str, value: str | None) -> None:
         params = {"key": key, "value": value}
         query = q("meta_delete" if value is None else "meta_set")
-        self._write(
+        self.write(
             "cannot record the prune under way in",
             lambda conn: conn.execute(query, params),
             single=True,

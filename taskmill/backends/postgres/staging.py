@@ -62,7 +62,7 @@ class BatchStore(Protocol):
 
     def _read(self, body: Callable[[Connection], T]) -> T: ...
 
-    def _write(
+    def write(
         self, action: str, body: Callable[[Connection], T], *, retry_unique: bool = False
     ) -> T: ...
 
@@ -243,7 +243,7 @@ class PostgresBatch:
             now = self.store.now()  # read first: now() may read, and _read is not reentrant
             return self.store._read(lambda c: self._plan(c, staged, table, base_offset, now))
         started = time.perf_counter()
-        result = self.store._write(
+        result = self.store.write(
             "cannot submit a batch to",
             lambda c: self._merge(c, staged, table),
             retry_unique=True,

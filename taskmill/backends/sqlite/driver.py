@@ -10,15 +10,15 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import polars as pl
 
-from ...batch.validate import Row
 from ...columns import column as declared
+from ...columns import frame_schema
 from ...model import (
     NotATaskStore,
     SchedulerError,
@@ -27,7 +27,8 @@ from ...model import (
     StoreError,
     StoreLocked,
 )
-from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery
+from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, shut
+from ..calls import CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
 from ..keys import register as register_key_hash
 from ..sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from ..staging import (
@@ -42,10 +43,9 @@ from ..workers import (
     RenewingConnection,
     StoreClock,
     live_owners,
-    local_scope,
     note_renewed,
-    owner_parts,
     pid_alive,
+    worker_row,
 )
 
 __all__ = ["SqliteDriver", "SqliteHeartbeat"]
@@ -105,8 +105,16 @@ class _Staged:
             stager.discard(path)
 
 
-#: What tasks() and history() read, in which order (constants: never data).
-_TABLES = {"tasks": "tasks", "history": "history"}
+def _select_list(table: Literal["tasks", "history"]) -> str:
+    """The select list of ``table``'s frame columns in order: each by its stored name
+    (``group_name AS "group"``)."""
+    return ", ".join(
+        c if (name := declared(c).stored) == c else f'{name} AS "{c}"' for c in frame_schema(table)
+    )
+
+
+#: What tasks() and history() read: the frame's columns, in order (constants: never data).
+_SELECT = {table: f"SELECT {_select_list(table)} FROM {table}" for table in ("tasks", "history")}
 _ORDER = {"tasks": "priority, queue_pos", "history": "id"}
 
 
@@ -114,13 +122,6 @@ def _json_list(values: list[str] | None) -> str | None:
     """A filter's values as the JSON array a query reads with ``json_each`` (``None``:
     no filter)."""
     return None if values is None else json.dumps(values)
-
-
-def _sql_columns(columns: Iterable[str]) -> str:
-    """The select list of frame columns: each by its stored name (``group_name AS "group"``)."""
-    return ", ".join(
-        c if (name := declared(c).stored) == c else f'{name} AS "{c}"' for c in columns
-    )
 
 
 #: The prune lock where ``fcntl.flock`` is missing (this process's prunes only).
@@ -323,13 +324,9 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         """Close every connection (idempotent)."""
         self._closed = True
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._conn = shut(self._conn)
         with self._batch_lock:
-            if self._batch_conn is not None:
-                self._batch_conn.close()
-                self._batch_conn = None
+            self._batch_conn = shut(self._batch_conn)
         with self._readers_lock:
             for reader in self._readers.values():
                 reader.close()
@@ -470,36 +467,31 @@ class SqliteDriver(Driver[sqlite3.Connection]):
     def upgrade_priority(self, conn: sqlite3.Connection, task_id: int, priority: int) -> None:
         conn.execute(q("upgrade_priority"), (priority, task_id, priority))
 
-    def finish(
-        self,
-        conn: sqlite3.Connection,
-        ids: Sequence[int],
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-        replaced_by: int | None = None,
-    ) -> None:
-        self._finish(conn, ids, status, now, error=error, replaced_by=replaced_by)
+    def finish(self, conn: sqlite3.Connection, ids: Sequence[int], ending: Ending) -> None:
+        ids_json = json.dumps(list(ids))
+        conn.execute(
+            q("finish_to_history"),
+            {
+                "status": ending.status,
+                "error": ending.error,
+                "replaced_by": ending.replaced_by,
+                "now": ending.now,
+                "ids": ids_json,
+            },
+        )
+        conn.execute(q("delete_tasks"), (ids_json,))
 
-    def insert(
-        self,
-        conn: sqlite3.Connection,
-        task_id: int,
-        queue_pos: int,
-        row: Row,
-        hashed: int | None,
-        now: float,
-    ) -> None:
+    def insert(self, conn: sqlite3.Connection, task: NewTask) -> None:
+        row = task.row
         conn.execute(
             q("insert_task"),
             (
-                task_id,
+                task.id,
                 row.task_type,
                 row.dedup_key,
                 row.group,
                 row.priority,
-                queue_pos,
+                task.queue_pos,
                 row.payload,
                 row.label,
                 row.expected_read_bytes,
@@ -507,36 +499,12 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 row.expected_net_rx_bytes,
                 row.expected_net_tx_bytes,
                 row.max_retries,
-                now,
-                hashed,
+                task.now,
+                task.hashed,
                 row.run_after,
                 row.expires_at,
             ),
         )
-
-    @staticmethod
-    def _finish(
-        conn: sqlite3.Connection,
-        ids: Sequence[int],
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-        replaced_by: int | None = None,
-    ) -> None:
-        """Move active tasks to history with a final status."""
-        ids_json = json.dumps(list(ids))
-        conn.execute(
-            q("finish_to_history"),
-            {
-                "status": status,
-                "error": error,
-                "replaced_by": replaced_by,
-                "now": now,
-                "ids": ids_json,
-            },
-        )
-        conn.execute(q("delete_tasks"), (ids_json,))
 
     # ------------------------------------------------------------------ batches
 
@@ -730,7 +698,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             row = conn.execute(q("get_active"), (task_id,)).fetchone()
             if row is None:
                 return None
-            self._finish(conn, [task_id], "cancelled", self._clock_now(conn))
+            self.finish(conn, [task_id], Ending("cancelled", self._clock_now(conn)))
             return str(row[1])
 
     def _expire_due(self, conn: sqlite3.Connection, now: float) -> int:
@@ -738,7 +706,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         write transaction); returns how many."""
         ids = [r[0] for r in conn.execute(q("expired_ids"), {"now": now})]
         if ids:
-            self._finish(conn, ids, "expired", now)
+            self.finish(conn, ids, Ending("expired", now))
         return len(ids)
 
     @staticmethod
@@ -798,33 +766,29 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         with self._read() as conn:
             return [r[0] for r in conn.execute(q("active_task_types"))]
 
-    def cancel_batch(
-        self,
-        where: CancelMatch,
-        *,
-        after: int,
-        last: int,
-        limit: int,
-        keyed: tuple[list[int], list[str], list[str]] | None,
-    ) -> tuple[int, int | None]:
+    def cancel_batch(self, where: CancelMatch, part: CancelSlice) -> tuple[int, int | None]:
         """One transaction of :meth:`cancel_where`: choose the tasks under the write
         lock and move them; returns how many and the last id moved."""
         params: dict[str, Any] = {
             "statuses": json.dumps(where.status),
             "groups": _json_list(where.group),
             "labels": _json_list(where.label),
-            "last": last,
+            "last": part.last,
         }
-        if keyed is None:
+        if part.keyed is None:
             query = q("cancel_candidates")
-            params |= {"types": _json_list(where.task_type), "after": after, "limit": limit}
+            params |= {
+                "types": _json_list(where.task_type),
+                "after": part.after,
+                "limit": part.limit,
+            }
         else:
             query = q("cancel_candidates_by_key")
-            params["triples"] = json.dumps(list(zip(*keyed, strict=True)))
+            params["triples"] = json.dumps(list(zip(*part.keyed, strict=True)))
         with self._write() as conn:
             ids = sorted(r[0] for r in conn.execute(query, params))
             if ids:
-                self._finish(conn, ids, "cancelled", self._clock_now(conn))
+                self.finish(conn, ids, Ending("cancelled", self._clock_now(conn)))
         return len(ids), (ids[-1] if ids else None)
 
     def failed_rows(
@@ -837,14 +801,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
     # ------------------------------------------------------------------ workers
 
     def register(self, owner: str, *, lease_timeout: float) -> None:
-        host, pid = owner_parts(owner)
-        params = {
-            "owner": owner,
-            "host": host,
-            "pid": pid,
-            "lease": float(lease_timeout),
-            "scope": local_scope(),
-        }
+        params = worker_row(owner, lease_timeout)
         with self._write() as conn:
             conn.execute(q("register_worker"), params).fetchall()
 
@@ -873,12 +830,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             stale = conn.execute(q("expired_workers"), {"now": now}).fetchall()
         return running, [r[0] for r in stale]
 
-    def give_back(
-        self,
-        dead: list[tuple[str | None, str]],
-        expired: list[tuple[str, str]],
-        now: float | None,
-    ) -> int:
+    def give_back(self, dead: Dead, expired: Expired, now: float | None) -> int:
         count = 0
         with self._write() as conn:
             mark = conn.execute(q("attempts_mark")).fetchone()[0]
@@ -941,63 +893,45 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         for key, tokens, at in buckets:
             conn.execute(q("store_rate_bucket"), {"key": key, "tokens": tokens, "at": at})
 
-    def finish_owned(
-        self,
-        conn: sqlite3.Connection,
-        ids: list[int],
-        tries: list[int | None],
-        owner: str,
-        status: str,
-        now: float,
-        *,
-        error: str | None = None,
-    ) -> set[int]:
-        owned = self._owned(conn, ids, tries, owner)
-        if owned:
-            self._finish(conn, owned, status, now, error=error)
-        return set(owned)
+    def finish_owned(self, conn: sqlite3.Connection, owned: Owned, ending: Ending) -> set[int]:
+        running = self._running(conn, owned)
+        if running:
+            self.finish(conn, running, ending)
+        return set(running)
 
     def retry_later(
-        self,
-        conn: sqlite3.Connection,
-        task_id: int,
-        owner: str,
-        attempt: int | None,
-        error: str,
-        run_after: float,
+        self, conn: sqlite3.Connection, owned: Owned, error: str, run_after: float
     ) -> bool:
-        if not self._owned(conn, [task_id], [attempt], owner):
+        if not self._running(conn, owned):
             return False
-        params = {"id": task_id, "owner": owner, "error": error, "run_after": run_after}
+        [task_id] = owned.ids
+        params = {"id": task_id, "owner": owned.owner, "error": error, "run_after": run_after}
         conn.execute(q("retry_later"), params)
         return True
 
     def attempt_traceback(self, conn: sqlite3.Connection, task_id: int, traceback: str) -> None:
         conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
 
-    def release_running(
-        self, conn: sqlite3.Connection, ids: list[int], tries: list[int | None], owner: str
-    ) -> int:
-        owned = self._owned(conn, ids, tries, owner)
-        if not owned:
+    def release_running(self, conn: sqlite3.Connection, owned: Owned) -> int:
+        running = self._running(conn, owned)
+        if not running:
             return 0
         return conn.execute(
-            q("release_running"), {"ids": json.dumps(owned), "owner": owner}
+            q("release_running"), {"ids": json.dumps(running), "owner": owned.owner}
         ).rowcount
 
     @staticmethod
-    def _owned(
-        conn: sqlite3.Connection, ids: list[int], tries: list[int | None], owner: str
-    ) -> list[int]:
-        """Of ``ids``, those running for ``owner`` (as the attempt beside each, if any)."""
-        pairs = json.dumps([[t, a] for t, a in zip(ids, tries, strict=True)])
-        return [r[0] for r in conn.execute(q("owned_running"), {"pairs": pairs, "owner": owner})]
+    def _running(conn: sqlite3.Connection, owned: Owned) -> list[int]:
+        """The ids of the attempts of ``owned`` still running."""
+        pairs = json.dumps([[t, a] for t, a in zip(owned.ids, owned.tries, strict=True)])
+        params = {"pairs": pairs, "owner": owned.owner}
+        return [r[0] for r in conn.execute(q("owned_running"), params)]
 
     def ownership(
         self, ids: list[int], tries: list[int | None], owner: str
     ) -> tuple[set[int], dict[int, tuple[str, int | None]]]:
         with self._read() as conn:
-            still = set(self._owned(conn, ids, tries, owner))
+            still = set(self._running(conn, Owned(ids, tries, owner)))
             lost = json.dumps([t for t in ids if t not in still])
             found = {r[0]: (r[1], r[2]) for r in conn.execute(q("history_status"), (lost,))}
             for tid, status in conn.execute(q("active_status"), (lost,)):
@@ -1019,37 +953,27 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 *conn.execute(q("history_counts")).fetchall(),
             ]
 
-    def select(
-        self,
-        table: Literal["tasks", "history"],
-        columns: Sequence[str],
-        *,
-        status: list[str] | None,
-        task_type: list[str] | None,
-        group: list[str] | None,
-        limit: int | None,
-        ids: list[int] | None = None,
-    ) -> list[tuple[Any, ...]]:
+    def select(self, selection: Selection) -> list[tuple[Any, ...]]:
         where: list[str] = []
         params: list[Any] = []
         filters: tuple[tuple[str, Sequence[Any] | None], ...] = (
-            ("id", ids),
-            ("status", status),
-            ("task_type", task_type),
-            ("group_name", group),
+            ("id", selection.ids),
+            ("status", selection.status),
+            ("task_type", selection.task_type),
+            ("group_name", selection.group),
         )
         for column, values in filters:
             if values is None:
                 continue
             where.append(f"{column} IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(list(values)))
-        sql = f"SELECT {_sql_columns(columns)} FROM {_TABLES[table]}"
+        sql = _SELECT[selection.table]
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {_ORDER[table]}"
-        if limit is not None:
+        sql += f" ORDER BY {_ORDER[selection.table]}"
+        if selection.limit is not None:
             sql += " LIMIT ?"
-            params.append(int(limit))
+            params.append(int(selection.limit))
         with self._read() as conn:
             return conn.execute(sql, params).fetchall()
 

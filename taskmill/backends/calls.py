@@ -1,0 +1,81 @@
+"""The values a driver's operations take (:class:`~taskmill.backends.base.Driver`): each
+group of parameters that travels together from the store's face to a driver, declared
+once instead of in the protocol, in both drivers and at every call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from ..batch.validate import Row
+
+__all__ = ["CancelSlice", "Dead", "Ending", "Expired", "NewTask", "Owned", "Selection"]
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What :meth:`~taskmill.backends.base.Driver.select` reads: the rows of ``table``
+    matching every filter given (``None``: no filter on that column), at most ``limit``
+    (``None`` or negative: no limit)."""
+
+    table: Literal["tasks", "history"]
+    status: list[str] | None = None
+    task_type: list[str] | None = None
+    group: list[str] | None = None
+    limit: int | None = None
+    ids: list[int] | None = None
+
+
+#: Owners :meth:`~taskmill.backends.base.Driver.give_back` takes tasks from at once, each
+#: beside the reason recorded with its lost attempts (``None``: the running tasks of no
+#: owner).
+Dead = list[tuple[str | None, str]]
+#: Owners whose lease ran out, each beside the reason recorded with its lost attempts.
+Expired = list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelSlice:
+    """One transaction's share of a cancel: the tasks with ids in ``(after, last]``, at
+    most ``limit`` by id; with ``keyed``, those of the ``(key hash, task type, key)``
+    triples instead (the three lists side by side), any id up to ``last``."""
+
+    after: int
+    last: int
+    limit: int
+    keyed: tuple[list[int], list[str], list[str]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A task :meth:`~taskmill.backends.base.Driver.insert` stores as pending: ``row`` as
+    task ``id`` at ``queue_pos``, its key hash ``hashed`` (``None``: no key), created at
+    ``now``."""
+
+    id: int
+    queue_pos: int
+    row: Row
+    hashed: int | None
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Owned:
+    """Running attempts of one worker: the tasks ``ids`` running for ``owner``, each as
+    the attempt beside it in ``tries`` (``None``: whichever attempt runs)."""
+
+    ids: list[int]
+    tries: list[int | None]
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How tasks end: their final ``status`` at ``now``; ``error`` their last error,
+    ``replaced_by`` the task that supersedes them (``None``: none)."""
+
+    status: str
+    now: float
+    error: str | None = None
+    replaced_by: int | None = None
