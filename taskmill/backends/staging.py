@@ -14,6 +14,7 @@ import importlib.util
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -257,18 +258,33 @@ class Stager:
 #: Rows per staging file, and how many files one transaction may use at most.
 PART_ROWS = 12_500
 MAX_PARTS = 8
+#: Rows of a transaction's first staging file: the merge starts as soon as it is filled,
+#: while DuckDB fills the others, so a small first file starts the merge early.
+FIRST_PART_ROWS = 2_500
 
 
 def split_parts(rows: pl.DataFrame) -> list[pl.DataFrame]:
-    """Split one transaction's rows into staging parts (at most ``MAX_PARTS``)."""
+    """Split one transaction's rows into staging parts (at most ``MAX_PARTS``): a small
+    first part (:data:`FIRST_PART_ROWS`), then the rest in parts of equal size."""
     n = rows.height
-    count = max(1, min(MAX_PARTS, -(-n // PART_ROWS)))
-    size = -(-n // count)
-    return [rows.slice(lo, size) for lo in range(0, n, size)] or [rows]
+    if n <= PART_ROWS:
+        return [rows]
+    rest = n - FIRST_PART_ROWS
+    count = max(1, min(MAX_PARTS - 1, -(-rest // PART_ROWS)))
+    size = -(-rest // count)
+    first = [rows.slice(0, FIRST_PART_ROWS)]
+    return first + [rows.slice(lo, size) for lo in range(FIRST_PART_ROWS, n, size)]
 
 
 class StagingPipeline:
-    """Fills staging files in a background thread, in order, one event per file."""
+    """Fills staging files in a background thread, in order, one event per file.
+
+    The first file is filled at once; the others only after :meth:`attached` (the
+    store's connection has attached every file of the transaction): DuckDB never writes
+    a file while ``sqlite3`` attaches it, and ``sqlite3`` never reads file ``j`` before
+    ``ready[j]`` — so the two copies of SQLite never hold one file at the same time,
+    and the merge of file ``j`` runs while DuckDB fills file ``j + 1``.
+    """
 
     def __init__(self, stager: Stager, paths: list[Path], parts: list[pl.DataFrame]) -> None:
         self.stager = stager
@@ -278,7 +294,11 @@ class StagingPipeline:
         self.errors: list[BaseException | None] = [None] * len(parts)
         #: per part: the rows left out for a key-hash collision, as (ord, earlier ord)
         self.collisions: list[list[tuple[int, int]]] = [[] for _ in parts]
+        #: seconds DuckDB spent filling each file
+        self.seconds: list[float] = [0.0] * len(parts)
+        self.filled = [False] * len(parts)
         self._stop = threading.Event()
+        self._go = threading.Event()  # every file attached: fill the rest
         self._thread: threading.Thread | None = None
 
     def create_files(self) -> None:
@@ -287,14 +307,19 @@ class StagingPipeline:
 
     def _run(self) -> None:
         for j, part in enumerate(self.parts):
+            if j == 1:
+                self._go.wait()
             if self._stop.is_set():
                 break
+            started = time.perf_counter()
             try:
                 self.collisions[j] = self.stager.fill(self.paths[j], staging_frame(part))
             except BaseException as exc:
                 self.errors[j] = exc
                 self.ready[j].set()
                 break
+            self.seconds[j] = time.perf_counter() - started
+            self.filled[j] = True
             self.ready[j].set()
         for event in self.ready:  # nobody waits forever, whatever happened
             event.set()
@@ -302,6 +327,10 @@ class StagingPipeline:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="taskmill-stage", daemon=True)
         self._thread.start()
+
+    def attached(self) -> None:
+        """Every file is attached to the store's connection: fill the others now."""
+        self._go.set()
 
     def wait(self, j: int, store_path: Path) -> None:
         """Block until staging file ``j`` is filled; raise if staging failed."""
@@ -311,12 +340,13 @@ class StagingPipeline:
                 raise SchedulerError(
                     f"cannot stage a batch beside {store_path}: {exc}", kind="store"
                 ) from exc
-        if self._stop.is_set() and not self.ready[j].is_set():
+        if not self.filled[j]:
             raise SchedulerError("batch staging was stopped", kind="store")
 
     def stop(self) -> None:
         """Stop after the file being filled, and wait for the thread."""
         self._stop.set()
+        self._go.set()
         if self._thread is not None:
             self._thread.join()
 

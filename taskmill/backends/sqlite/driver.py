@@ -93,10 +93,11 @@ class _Staged:
     paths: list[Path]
     pipeline: StagingPipeline
 
-    def wait_filled(self, store_path: Path) -> None:
-        """Block until every staging file is filled; raise if staging failed."""
-        for j in range(len(self.pieces)):
-            self.pipeline.wait(j, store_path)
+    def wait_first(self, store_path: Path) -> None:
+        """Block until the first staging file is filled (the others are filled while
+        the merge runs); raise if staging failed."""
+        if self.pieces:
+            self.pipeline.wait(0, store_path)
 
     def discard(self, stager: Stager) -> None:
         """Stop the filling thread and delete the files (idempotent)."""
@@ -145,7 +146,7 @@ class _SqliteBatch:
         return self.store._stage(rows)
 
     def ready(self, staged: _Staged) -> None:
-        staged.wait_filled(self.store.path)
+        staged.wait_first(self.store.path)
 
     def merge(self, staged: _Staged, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
         return self.store._merge_staged_part(
@@ -568,11 +569,13 @@ class SqliteDriver(Driver[sqlite3.Connection]):
     ) -> pl.DataFrame:
         """Merge (or plan) one transaction's staged rows.
 
-        The rows are split into up to ``MAX_PARTS`` staging files, which DuckDB fills
-        first, holding no lock of the store.  Only then does the batch connection
-        attach them and take the store's write lock, for the merge alone.  DuckDB only
-        ever opens a staging file before ``sqlite3`` first reads it, and never again
-        after: the two copies of SQLite never hold the same file at once.
+        The rows are split into up to ``MAX_PARTS`` staging files.  DuckDB fills the
+        first (a small one) holding no lock of the store; the batch connection then
+        attaches every file (the others still empty), and merges file ``j`` while DuckDB
+        fills file ``j + 1``.  DuckDB opens a file only before ``sqlite3`` first reads
+        it, and never again after, and never while ``sqlite3`` attaches it: the two
+        copies of SQLite never hold the same file at once (see
+        :class:`~taskmill.backends.staging.StagingPipeline`).
 
         ``retries``: see :meth:`Driver.batch_backend`.
         """
@@ -581,7 +584,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         try:
             if part.height == 0:
                 return decide(part, [], 0)
-            staged.wait_filled(self.path)
+            staged.wait_first(self.path)
             with self._batch_lock:
                 conn = self._batch_connection()
                 attached: list[str] = []
@@ -594,6 +597,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                         raise _store_error(
                             "cannot attach the batch staging files to", self.path, exc
                         ) from exc
+                    staged.pipeline.attached()
                     results: list[pl.DataFrame] = []
                     offset = base_offset
                     txn = (
@@ -605,6 +609,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                         if not dry_run:  # expired tasks free their keys first
                             self._expire_due(c, self._clock_now(c))
                         for j, piece in enumerate(pieces):
+                            staged.pipeline.wait(j, self.path)
                             result = self._merge_staged(
                                 c,
                                 piece,
