@@ -112,6 +112,11 @@ class BatchBackend(Protocol[S]):
     """How a driver stages and merges a batch's transactions (what
     :func:`~taskmill.store.batchrun.run_batch` drives); ``S`` is its staged-part handle."""
 
+    #: The backend's own figures of the batch, in seconds, added to as it goes:
+    #: ``staging`` (the bulk copy's own time), ``write_lock`` (transactions' lock time),
+    #: ``stage_wait`` (time a merge waited for staging; reported as staging).
+    phases: dict[str, float]
+
     def batch_session(
         self, *, chunked: bool, dry_run: bool
     ) -> contextlib.AbstractContextManager[None]:

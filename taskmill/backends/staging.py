@@ -297,6 +297,7 @@ class StagingPipeline:
         #: seconds DuckDB spent filling each file
         self.seconds: list[float] = [0.0] * len(parts)
         self.filled = [False] * len(parts)
+        self.waited = 0.0  # seconds callers of wait() spent blocked
         self._stop = threading.Event()
         self._go = threading.Event()  # every file attached: fill the rest
         self._thread: threading.Thread | None = None
@@ -334,7 +335,10 @@ class StagingPipeline:
 
     def wait(self, j: int, store_path: Path) -> None:
         """Block until staging file ``j`` is filled; raise if staging failed."""
-        self.ready[j].wait()
+        if not self.ready[j].is_set():
+            began = time.perf_counter()
+            self.ready[j].wait()
+            self.waited += time.perf_counter() - began
         for exc in self.errors[: j + 1]:
             if exc is not None:
                 raise SchedulerError(
@@ -378,6 +382,15 @@ def decide(
     ``base + 1, base + 2, …`` in input order; a match whose key text differs (``same``
     is 0) is a key-hash collision, and that row fails.
     """
+    if not matches and not collisions:  # the common case: every row is new
+        return part.sort("index").select(
+            "index",
+            pl.lit("submitted").alias("action"),
+            pl.lit(None, dtype=pl.String).alias("reason"),
+            (pl.int_range(1, pl.len() + 1, dtype=pl.Int64) + base).alias("task_id"),
+            pl.lit(None, dtype=pl.Int64).alias("replaced_task_id"),
+            pl.lit(None, dtype=pl.String).alias("error"),
+        )
     m = pl.DataFrame(matches, schema=_MATCH_SCHEMA, orient="row")
     left_out = pl.DataFrame(
         collisions or [], schema={"index": pl.Int64, "earlier": pl.Int64}, orient="row"

@@ -114,6 +114,12 @@ class BatchOutcome:
         self._keys_in_memory = keys_file is None
         self.planned = planned
         self.elapsed = elapsed
+        #: Seconds the batch spent in each phase, on the caller's thread: ``prepare``
+        #: (read, validate, dedup), ``stage`` (waiting for DuckDB's bulk copy), ``merge``
+        #: (the store's transactions), ``outcome`` (assembling this); and beside them
+        #: ``staging`` (DuckDB's own copy time, much of it overlapped with the merges) and
+        #: ``write_lock`` (how long the store's write lock was held).  Set by the store.
+        self.phases: dict[str, float] = {}
         #: The detail view last taken out with the notebook widget's "take this view out"
         #: button (a polars DataFrame), reachable from the displayed outcome: ``out.exported``.
         self.exported: pl.DataFrame | None = None

@@ -10,9 +10,10 @@ discard it; everything else happens here, once, for SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import polars as pl
@@ -41,7 +42,9 @@ def run_batch(
 ) -> BatchOutcome:
     """Submit (or plan) ``tasks`` through ``backend``; every input row gets an outcome."""
     started = time.perf_counter()
-    prepared = prepare(tasks)
+    phases = _Phases(backend)
+    with phases.timed("prepare"):
+        prepared = prepare(tasks)
     n = len(prepared)
     if n > prepared.transaction_limit:
         step = prepared.chunk_size
@@ -51,12 +54,15 @@ def run_batch(
     results: list[pl.DataFrame] = []
     try:
         with backend.batch_session(chunked=len(bounds) > 1, dry_run=dry_run):
-            _run_chunks(backend, prepared, bounds, results, dry_run, on_commit, started, progress)
+            _run_chunks(phases, prepared, bounds, results, dry_run, on_commit, started, progress)
     finally:
         prepared.close()
-    outcome = build_outcome(
-        prepared, results, planned=dry_run, elapsed=time.perf_counter() - started
-    )
+    with phases.timed("outcome"):
+        outcome = build_outcome(
+            prepared, results, planned=dry_run, elapsed=time.perf_counter() - started
+        )
+    outcome.phases = phases.report()
+    outcome.elapsed = time.perf_counter() - started  # its own assembly included
     counts = outcome.counts()
     log.info(
         "taskmill %s of %d rows in %.3f s (%d transaction%s): %s",
@@ -70,8 +76,49 @@ def run_batch(
     return outcome
 
 
+class _Phases:
+    """The batch backend, its calls timed by phase (see ``BatchOutcome.phases``)."""
+
+    def __init__(self, backend: BatchBackend[Any]) -> None:
+        self.backend = backend
+        self.seconds: dict[str, float] = dict.fromkeys(
+            ("prepare", "stage", "merge", "outcome"), 0.0
+        )
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - began
+
+    def stage(self, rows: Callable[[], pl.DataFrame]) -> Any:
+        """Read a transaction's rows (``rows()``) and start staging them."""
+        with self.timed("stage"):
+            return self.backend.stage(rows())
+
+    def ready(self, staged: Any) -> None:
+        with self.timed("stage"):
+            self.backend.ready(staged)
+
+    def merge(self, staged: Any, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
+        with self.timed("merge"):
+            return self.backend.merge(staged, dry_run=dry_run, base_offset=base_offset)
+
+    def report(self) -> dict[str, float]:
+        """The caller's phases, then the backend's own figures (``staging``,
+        ``write_lock``); a wait for staging inside a merge counts as ``stage``."""
+        own = dict(self.backend.phases)
+        waited = own.pop("stage_wait", 0.0)
+        out = dict(self.seconds)
+        out["stage"] += waited
+        out["merge"] -= waited
+        return out | own
+
+
 def _run_chunks(
-    backend: BatchBackend[Any],
+    backend: _Phases,
     prepared: Prepared,
     bounds: list[tuple[int, int]],
     results: list[pl.DataFrame],
@@ -87,7 +134,7 @@ def _run_chunks(
 
     def stage(lo: int, hi: int) -> Any:
         try:
-            return backend.stage(prepared.rows(lo, hi).filter(pl.col("winner")))
+            return backend.stage(lambda: prepared.rows(lo, hi).filter(pl.col("winner")))
         except (SchedulerError, OSError) as exc:  # raised when that chunk's turn comes
             return exc
 
@@ -99,7 +146,7 @@ def _run_chunks(
                 try:  # this chunk's staging first, then the next chunk's, during the merge
                     backend.ready(current)
                 except SchedulerError as exc:
-                    backend.discard(current)
+                    backend.backend.discard(current)
                     current = exc
             ahead = stage(*bounds[k + 1]) if k + 1 < len(bounds) else None
             _one_chunk(
@@ -119,11 +166,11 @@ def _run_chunks(
                 base_offset += results[-1].filter(pl.col("action").is_in(INSERTING)).height
     finally:
         if ahead is not None and not isinstance(ahead, BaseException):
-            backend.discard(ahead)
+            backend.backend.discard(ahead)
 
 
 def _one_chunk(
-    backend: BatchBackend[Any],
+    backend: _Phases,
     k: int,
     bounds: list[tuple[int, int]],
     current: Any,
@@ -145,7 +192,7 @@ def _one_chunk(
     except (SchedulerError, OSError) as exc:
         if len(bounds) == 1:
             if isinstance(exc, OSError):
-                raise backend.read_error(exc) from exc
+                raise backend.backend.read_error(exc) from exc
             raise
         partial = build_outcome(
             prepared,

@@ -121,6 +121,7 @@ class PostgresBatch:
     def __init__(self, store: BatchStore, retries: Sequence[int] | None = None) -> None:
         self.store = store
         self.retries = retries  # see Driver.batch_backend
+        self.phases: dict[str, float] = dict.fromkeys(("staging", "write_lock"), 0.0)
 
     # ------------------------------------------------------------------ helpers
 
@@ -139,6 +140,13 @@ class PostgresBatch:
         """Create a staging table and bulk-copy ``rows`` into it with DuckDB."""
         if rows.height == 0:
             return StagedPart(rows, None, [])
+        began = time.perf_counter()
+        try:
+            return self._stage(rows)
+        finally:
+            self.phases["staging"] += time.perf_counter() - began
+
+    def _stage(self, rows: pl.DataFrame) -> StagedPart:
         store = self.store
         table = store._autocommit("cannot stage a batch in", self._create)
         staged = StagedPart(rows, table, [])
@@ -249,6 +257,7 @@ class PostgresBatch:
             retry_unique=True,
         )
         self.store.last_batch_merge_seconds.append(time.perf_counter() - started)
+        self.phases["write_lock"] += self.store.last_batch_merge_seconds[-1]
         return result
 
     # ------------------------------------------------------------------ the merge

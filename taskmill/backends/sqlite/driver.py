@@ -47,6 +47,7 @@ from ..workers import (
     pid_alive,
     worker_row,
 )
+from .checkpoint import Checkpointer
 
 __all__ = ["SqliteDriver", "SqliteHeartbeat"]
 
@@ -136,11 +137,13 @@ class _SqliteBatch:
     def __init__(self, store: SqliteDriver, retries: Sequence[int] | None = None) -> None:
         self.store = store
         self.retries = retries
+        self.phases: dict[str, float] = dict.fromkeys(("staging", "write_lock", "stage_wait"), 0.0)
 
     def batch_session(
         self, *, chunked: bool, dry_run: bool
     ) -> contextlib.AbstractContextManager[None]:
-        return self.store._checkpoint_after(chunked=chunked and not dry_run)
+        # the WAL is checkpointed in the background after each commit (Checkpointer)
+        return contextlib.nullcontext()
 
     def stage(self, rows: pl.DataFrame) -> _Staged:
         return self.store._stage(rows)
@@ -149,9 +152,16 @@ class _SqliteBatch:
         staged.wait_first(self.store.path)
 
     def merge(self, staged: _Staged, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
-        return self.store._merge_staged_part(
-            staged, dry_run=dry_run, base_offset=base_offset, retries=self.retries
-        )
+        locks = len(self.store.last_batch_merge_seconds)
+        waited = staged.pipeline.waited  # the wait in ready(), counted by the caller
+        try:
+            return self.store._merge_staged_part(
+                staged, dry_run=dry_run, base_offset=base_offset, retries=self.retries
+            )
+        finally:
+            self.phases["staging"] += sum(staged.pipeline.seconds)
+            self.phases["stage_wait"] += staged.pipeline.waited - waited
+            self.phases["write_lock"] += sum(self.store.last_batch_merge_seconds[locks:])
 
     def discard(self, staged: _Staged) -> None:
         staged.discard(self.store._stager)
@@ -187,6 +197,8 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         #: Seconds each transaction of the last batch held the store's write lock.
         self.last_batch_merge_seconds: list[float] = []
         self._stager = Stager(self.path)
+        #: checkpoints the WAL after each batch commit, off the batch's path
+        self.checkpointer = Checkpointer(lambda: self._new_connection(cache_kib=2048))
         self._connect()
 
     def _connect(self) -> None:
@@ -328,6 +340,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             self._conn = shut(self._conn)
         with self._batch_lock:
             self._batch_conn = shut(self._batch_conn)
+        self.checkpointer.close()
         with self._readers_lock:
             for reader in self._readers.values():
                 reader.close()
@@ -514,26 +527,6 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         warm_up_in_background()  # DuckDB starts while the batch is prepared
         return _SqliteBatch(self, retries)
 
-    @contextlib.contextmanager
-    def _checkpoint_after(self, *, chunked: bool) -> Iterator[None]:
-        """During a chunked batch, SQLite's automatic WAL checkpoint runs every 128 MiB of
-        log instead of every 4 MiB (which would copy pages back after every chunk); one
-        checkpoint that never waits for readers runs at the end (``journal_size_limit``
-        trims the log file when it is next reset)."""
-        if not chunked:
-            yield
-            return
-        with self._batch_lock:
-            self._batch_connection().execute("PRAGMA wal_autocheckpoint = 32768")
-        try:
-            yield
-        finally:
-            with self._batch_lock:
-                if self._batch_conn is not None:
-                    self._batch_conn.execute("PRAGMA wal_autocheckpoint = 1000")
-                    with contextlib.suppress(sqlite3.Error):
-                        self._batch_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
     def _batch_connection(self) -> sqlite3.Connection:
         """The connection batches merge on (hold ``_batch_lock``); opened on first use."""
         if self._closed or self._conn is None:
@@ -541,6 +534,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         if self._batch_conn is None:
             try:
                 self._batch_conn = self._new_connection(cache_kib=32768)
+                self._batch_conn.execute("PRAGMA wal_autocheckpoint = 0")
             except sqlite3.Error as exc:
                 raise _store_error("cannot open task store", self.path, exc) from exc
         return self._batch_conn
@@ -629,6 +623,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                     if renewed is not None:
                         note_renewed(*renewed)
                     if not dry_run:
+                        self.checkpointer.poke()
                         self.last_batch_merge_seconds.append(time.perf_counter() - merge_started)
                     return pl.concat(results)
                 finally:
