@@ -64,3 +64,19 @@ def _noop_plan(rows: int, *, seed: int, start: int = 0) -> Any:
 
 def _plan_file(folder: Path, rows: int, existing: int, key_bytes: int = 0) -> Path:
     return folder / f"plan-{rows}-{existing}-{key_bytes}.parquet"
+
+
+#: The phases of the last batch a case timed (``BatchOutcome.phases``), for its report.
+LAST_PHASES: dict[str, float] = {}
+
+
+def timed_batch(store: Any, source: Any) -> float:
+    """``store.submit_batch(source)``, timed; its phases kept in :data:`LAST_PHASES`."""
+    import time
+
+    began = time.perf_counter()
+    outcome = store.submit_batch(source)
+    took = time.perf_counter() - began
+    LAST_PHASES.clear()
+    LAST_PHASES.update(outcome.phases)
+    return took

@@ -58,12 +58,14 @@ from typing import Any, cast
 from . import postgres
 from .cases import CONTROLS as CONTROLS  # moved; bench.CONTROLS still works
 from .cases import (
+    LAST_PHASES,
     _keyed_plan,
     _noop_plan,
     _plan,
     _plan_file,
     control_settings,
     is_dispatch,
+    timed_batch,
 )
 
 CASES = (
@@ -201,8 +203,9 @@ def _timed_parquet(path: Path, plan: Path, form: str = "parquet") -> tuple[float
             source = pl.scan_parquet(plan)
         else:
             source = plan
-        store.submit_batch(source)
-        return time.perf_counter() - t0, False
+        began = time.perf_counter()
+        took = timed_batch(store, source)
+        return took + (began - t0), False
 
 
 _INSERT = (
@@ -266,6 +269,10 @@ def _run_case(
     path = _fresh_store(folder, template, run)
     if case in ("parquet", "reader", "lazy"):
         return _timed_parquet(path, _plan_file(folder, rows, existing, key_bytes), case)
+    if case == "polars":  # read as a user's frame is, not built here (its garbage is not ours)
+        with TaskStore.open(path) as store:
+            df = pl.read_parquet(_plan_file(folder, rows, existing, key_bytes))
+            return timed_batch(store, df), False
     df = _plan(rows, existing, key_bytes)
     if case == "one_by_one":
         sample = min(rows, ONE_BY_ONE_SAMPLE)
@@ -313,11 +320,6 @@ def _run_case(
         with TaskStore.open(path) as store:
             t0 = time.perf_counter()
             store.submit_batch(subs)
-            return time.perf_counter() - t0, False
-    if case == "polars":
-        with TaskStore.open(path) as store:
-            t0 = time.perf_counter()
-            store.submit_batch(df)
             return time.perf_counter() - t0, False
     # the two SQLite-only loaders work on a store with the same schema and pragmas
     TaskStore.open(path).close()
@@ -421,6 +423,7 @@ def worker_main(argv: list[str]) -> None:
         took, extrapolated = _run_case(
             case, int(rows), int(existing), Path(folder), int(run), key_bytes
         )
+    extra |= {f"phase_{name}": seconds for name, seconds in LAST_PHASES.items()}
     peak = peak_mb()
     print(
         json.dumps({"seconds": took, "peak_mb": peak, "extrapolated": extrapolated, "extra": extra})
@@ -467,7 +470,7 @@ def measure(
             check=True,
         )
 
-    if case in ("parquet", "reader", "lazy") and not plan_file.exists():
+    if case in ("polars", "parquet", "reader", "lazy") and not plan_file.exists():
         # written by a process of its own, never by this one: a child inherits its
         # parent's peak memory (Linux keeps ru_maxrss across fork and exec), so a plan
         # built here would show up as every later case's peak
@@ -619,6 +622,9 @@ def table(results: list[Result]) -> str:
             f"{r.rows_per_s:,.0f} | {vs_ceiling} | {vs_empty} | {vs_single} |{vs_peer} "
             f"{r.peak_mb:.0f} |"
         )
+    phased = [r for r in results if any(k.startswith("phase_") for k in r.extra)]
+    if phased:
+        lines += ["", *phase_table(phased, ceiling)]
     stalls = [r for r in results if r.case == "stall"]
     if stalls:
         lines += [
@@ -635,6 +641,37 @@ def table(results: list[Result]) -> str:
                 f"{r.extra.get('batch_s', 0.0):.3f} | {r.extra.get('completions', 0):,.0f} |"
             )
     return "\n".join(lines)
+
+
+#: The phases of a batch on the caller's thread (they add up to its time, less a few ms of
+#: bookkeeping), then the backend's own figures: DuckDB's copy (overlapped with the merge
+#: on SQLite) and the time the store's write lock was held.
+PHASES = ("prepare", "stage", "merge", "outcome")
+BACKEND_PHASES = ("staging", "write_lock")
+
+
+def phase_table(results: list[Result], ceiling: dict[tuple[str, int, int], float]) -> list[str]:
+    """Where each batch's time went (``BatchOutcome.phases``, medians over the runs), in
+    seconds and in µs per row; ``merge`` is set beside the engine's ceiling."""
+    lines = [
+        "| where the time went | rows | µs/row | prepare s | stage s | merge s | outcome s "
+        "| merge × ceiling | DuckDB copy s | write lock s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        got = {k.removeprefix("phase_"): v for k, v in r.extra.items() if k.startswith("phase_")}
+        c = ceiling.get((r.backend, r.rows, r.existing))
+        name = r.case + (f" ({r.key_bytes}-byte keys)" if r.key_bytes else "")
+        name += f" [{r.backend}]" if r.backend != "sqlite" else ""
+        name += f" into {r.existing:,}" if r.existing else ""
+        cells = " | ".join(f"{got.get(k, 0.0):.3f}" for k in PHASES)
+        own = " | ".join(f"{got.get(k, 0.0):.3f}" for k in BACKEND_PHASES)
+        vs = f"{got.get('merge', 0.0) / c:.2f}" if c else "–"
+        lines.append(
+            f"| {name} | {r.rows:,} | {1e6 * r.seconds / max(r.rows, 1):.2f} | {cells} | {vs} "
+            f"| {own} |"
+        )
+    return lines
 
 
 def to_json(results: list[Result], server: dict[str, Any] | None = None) -> str:
