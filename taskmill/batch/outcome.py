@@ -88,30 +88,35 @@ class BatchOutcome:
         if "error_field" not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("error_field"))
         self._setup(
-            frame.select(*(pl.col(n).cast(t) for n, t in _CORE.items())),
+            frame.select(*(pl.col(n).cast(t) for n, t in _CORE.items())).lazy(),
+            frame.height,
             frame.select(*(pl.col(n).cast(OUTCOME_SCHEMA[n]) for n in KEY_COLUMNS)).lazy(),
             planned=planned,
             elapsed=elapsed,
-            keys_file=None,
+            files=(),
         )
 
     def _setup(
         self,
-        core: pl.DataFrame,
+        core: pl.LazyFrame,
+        height: int,
         keys: pl.LazyFrame,
         *,
         planned: bool,
         elapsed: float | None,
-        keys_file: object | None,
+        files: tuple[object, ...],
     ) -> None:
         # `core`: one row per input row, in input order (``index`` is the row number),
-        # texts as categoricals; `keys`: the rows' KEY_COLUMNS, lazily — for a plan kept
-        # on disk a scan of its checked rows, read only for the rows a caller looks at;
-        # `keys_file` keeps that file while this outcome lives
+        # texts as categoricals — a frame in memory, or for a large batch a scan of the
+        # spooled file it was written to chunk by chunk; `keys`: the rows' KEY_COLUMNS,
+        # lazily — for a plan kept on disk a scan of its checked rows, read only for the
+        # rows a caller looks at; `files` keeps the files scanned while this outcome lives
         self._core = core
+        self._height = height
         self._keys = keys
-        self._keys_file = keys_file
-        self._keys_in_memory = keys_file is None
+        self._files = files
+        self._keys_in_memory = not any(f is not None for f in files[1:])
+        self.spooled = bool(files) and files[0] is not None
         self.planned = planned
         self.elapsed = elapsed
         #: Seconds the batch spent in each phase, on the caller's thread: ``prepare``
@@ -127,16 +132,21 @@ class BatchOutcome:
     @classmethod
     def _of(
         cls,
-        core: pl.DataFrame,
+        core: pl.LazyFrame,
+        height: int,
         keys: pl.LazyFrame,
         *,
         planned: bool,
         elapsed: float | None,
-        keys_file: object | None,
+        files: tuple[object, ...],
     ) -> BatchOutcome:
         out = cls.__new__(cls)
-        out._setup(core, keys, planned=planned, elapsed=elapsed, keys_file=keys_file)
+        out._setup(core, height, keys, planned=planned, elapsed=elapsed, files=files)
         return out
+
+    def _collect(self, frame: pl.LazyFrame) -> pl.DataFrame:
+        """``frame`` (a query over the core) computed; streamed when the core is a file."""
+        return frame.collect(engine="streaming") if self.spooled else frame.collect()
 
     def rows(self, where: pl.Expr | None = None, *, limit: int | None = None) -> pl.DataFrame:
         """The outcome rows matching ``where`` (an expression over the outcome's own
@@ -147,9 +157,10 @@ class BatchOutcome:
         For a plan read from a file the keys are read again for the matching rows only,
         so looking at the failed rows of a 5M-row batch costs what those rows hold.
         """
-        core = self._core if where is None else self._core.filter(where)
+        query = self._core if where is None else self._core.filter(where)
         if limit is not None:
-            core = core.head(limit)
+            query = query.head(limit)
+        core = self._collect(query)
         if where is None and limit is None:
             keys = self._keys.collect(engine="streaming")
         elif self._keys_in_memory:
@@ -170,7 +181,8 @@ class BatchOutcome:
     # ------------------------------------------------------------------ the lists
 
     def _ids(self, action: str, column: str = "task_id") -> list[int]:
-        return self._core.filter(pl.col("action") == action)[column].to_list()
+        picked = self._core.filter(pl.col("action") == action).select(column)
+        return self._collect(picked)[column].to_list()
 
     @cached_property
     def submitted(self) -> list[int]:
@@ -185,7 +197,11 @@ class BatchOutcome:
     @cached_property
     def superseded(self) -> list[tuple[int, int]]:
         """``(new_id, replaced_id)`` pairs."""
-        df = self._core.filter(pl.col("action") == "superseded")
+        df = self._collect(
+            self._core.filter(pl.col("action") == "superseded").select(
+                "task_id", "replaced_task_id"
+            )
+        )
         return list(zip(df["task_id"].to_list(), df["replaced_task_id"].to_list(), strict=True))
 
     @cached_property
@@ -196,8 +212,10 @@ class BatchOutcome:
     @cached_property
     def failed(self) -> list[tuple[int, SchedulerError]]:
         """``(input index, error)`` for every failed row."""
-        df = self._core.filter(pl.col("action") == "failed").with_columns(
-            pl.col("reason", "error", "error_field").cast(pl.String)
+        df = self._collect(
+            self._core.filter(pl.col("action") == "failed").with_columns(
+                pl.col("reason", "error", "error_field").cast(pl.String)
+            )
         )
         out: list[tuple[int, SchedulerError]] = []
         for index, kind, message, existing, field in df.select(
@@ -212,7 +230,7 @@ class BatchOutcome:
         return out
 
     def __len__(self) -> int:
-        return self._core.height
+        return self._height
 
     # ------------------------------------------------------------------ tables
 
@@ -226,7 +244,13 @@ class BatchOutcome:
 
     def counts(self) -> dict[str, int]:
         """Rows per action, every action present."""
-        counted = self._core["action"].value_counts()  # on the enum: no text per row
+        return dict(self._counts)
+
+    @cached_property
+    def _counts(self) -> dict[str, int]:
+        counted = self._collect(  # on the enum: no text per row
+            self._core.group_by("action").agg(pl.len().alias("n"))
+        )
         got = dict(counted.with_columns(pl.col("action").cast(pl.String)).iter_rows())
         return {a: int(got.get(a, 0)) for a in ACTIONS}
 
@@ -243,7 +267,7 @@ class BatchOutcome:
             )
         own = [k for k in keys if k in _CORE]
         read = [k for k in keys if k not in _CORE]
-        frame = self._core.select(list(dict.fromkeys(["action", *own])))
+        frame = self._collect(self._core.select(list(dict.fromkeys(["action", *own]))))
         if read:  # only the key columns asked for, as categoricals
             texts = [k for k in read if OUTCOME_SCHEMA[k] == pl.String]
             extra = self._keys.select(
@@ -261,7 +285,7 @@ class BatchOutcome:
 
     def reasons(self) -> pl.DataFrame:
         """Rows per ``(action, reason)`` — why rows were deduplicated or failed."""
-        return (
+        return self._collect(
             self._core.group_by("action", "reason")
             .agg(pl.len().alias("rows"))
             .with_columns(pl.col("reason").cast(pl.String))
@@ -291,9 +315,11 @@ class BatchOutcome:
                 f"join_input(): the plan has {frame.height:,} rows, the outcome {len(self):,}",
                 kind="invalid_input",
             )
-        extra = self._core.select(
-            "index", "action", "reason", "task_id", "replaced_task_id", "error"
-        ).with_columns(pl.col("reason", "error").cast(pl.String))
+        extra = self._collect(
+            self._core.select(
+                "index", "action", "reason", "task_id", "replaced_task_id", "error"
+            ).with_columns(pl.col("reason", "error").cast(pl.String))
+        )
         return frame.join(extra, on="index", how="left", suffix="_outcome", maintain_order="left")
 
     def widget(self) -> Any:
@@ -403,6 +429,23 @@ def compact(result: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+#: An outcome of more rows than this is written to a private Parquet file slice by slice
+#: (:data:`OUTCOME_SLICE` rows at a time) and read from there when asked: its memory is
+#: set by the slice, not by the batch.  Smaller ones stay in memory.
+OUTCOME_IN_MEMORY = 200_000
+OUTCOME_SLICE = 131_072
+
+#: The result columns of a merge (``decide``), as kept until the batch ends.
+_RESULT_SCHEMA = {
+    "index": pl.Int64,
+    "action": pl.String,
+    "reason": pl.String,
+    "task_id": pl.Int64,
+    "replaced_task_id": pl.Int64,
+    "error": pl.String,
+}
+
+
 def build_outcome(
     source: OutcomeSource,
     results: list[pl.DataFrame],
@@ -421,24 +464,16 @@ def build_outcome(
     ``interrupted`` (the outcome of the committed part of a batch that stopped): a row
     whose winner sat in the part that did not commit is ``failed`` with kind
     ``interrupted`` and this message — the store holds nothing for it.
+
+    Past :data:`OUTCOME_IN_MEMORY` rows the outcome is assembled slice by slice into a
+    private Parquet file, which the :class:`BatchOutcome` reads when asked.
     """
     frame = source.frame if rows is None else source.frame.slice(0, rows)
     height = frame.height
-    merged = (
-        pl.concat([compact(r) for r in results])
-        if results
-        else compact(
-            pl.DataFrame(
-                schema={
-                    "index": pl.Int64,
-                    "action": pl.String,
-                    "reason": pl.String,
-                    "task_id": pl.Int64,
-                    "replaced_task_id": pl.Int64,
-                    "error": pl.String,
-                }
-            )
-        )
+    # chunk results side by side, not copied into one (each is in input order)
+    merged = pl.concat(
+        [compact(r) for r in results] or [compact(pl.DataFrame(schema=_RESULT_SCHEMA))],
+        rechunk=False,
     )
     # rows are matched by position (``index`` is the row number), not by joins: a join
     # of millions of rows costs a hash table; a position costs 4 bytes per row
@@ -447,13 +482,71 @@ def build_outcome(
         .extend_constant(None, height)
         .scatter(merged["index"], pl.int_range(merged.height, dtype=pl.UInt32, eager=True))
     )
+
+    def core_of(lo: int, hi: int) -> pl.DataFrame:
+        return _core_slice(frame.slice(lo, hi - lo), lo, height, merged, slot, interrupted)
+
+    keys = source.keys()
+    if rows is not None:
+        keys = keys.head(rows)
+    keys = keys.select(*(pl.col(n).cast(OUTCOME_SCHEMA[n]) for n in KEY_COLUMNS))
+    if height <= OUTCOME_IN_MEMORY:
+        return BatchOutcome._of(
+            core_of(0, height).lazy(),
+            height,
+            keys,
+            planned=planned,
+            elapsed=elapsed,
+            files=(None, source.checked),
+        )
+    import pyarrow.parquet as pq
+
+    from .inputs import Spool
+
+    spool = Spool()
+    try:
+        with pq.ParquetWriter(spool.path, _SPOOLED, compression="none") as writer:
+            for lo in range(0, height, OUTCOME_SLICE):
+                part = core_of(lo, min(lo + OUTCOME_SLICE, height))
+                writer.write_table(part.with_columns(_AS_TEXT).to_arrow().cast(_SPOOLED))
+                del part
+    except BaseException:
+        spool.remove()
+        raise
+    core = pl.scan_parquet(spool.path).with_columns(
+        pl.col(n).cast(t) for n, t in _CORE.items() if t != pl.Int64
+    )
+    return BatchOutcome._of(
+        core, height, keys, planned=planned, elapsed=elapsed, files=(spool, source.checked)
+    )
+
+
+#: A spooled outcome's columns: its texts (categoricals in memory) as plain strings.
+_AS_TEXT = [pl.col(n).cast(pl.String) for n, t in _CORE.items() if t != pl.Int64]
+_SPOOLED = pa.schema(
+    [(n, pa.int64() if t == pl.Int64 else pa.large_string()) for n, t in _CORE.items()]
+)
+
+
+def _core_slice(
+    frame: pl.DataFrame,
+    lo: int,
+    height: int,
+    merged: pl.DataFrame,
+    slot: pl.Series,
+    interrupted: str | None,
+) -> pl.DataFrame:
+    """The outcome rows ``lo .. lo + frame.height - 1`` (see :func:`build_outcome`):
+    ``frame`` is that slice of the prepared rows, ``height`` the rows of the outcome,
+    ``merged`` every merge result and ``slot`` the position of each row's own result."""
     base = frame.select(
         "winner",
         pl.when(pl.col("winner_index") < height).then(pl.col("winner_index")).alias("inside"),
         pl.col("winner_index"),
         *(pl.col(c).cast(pl.Categorical) for c in ("error_kind", "error_field", "error")),
     )
-    own = merged.select(pl.all().gather(slot))  # this row's merge result, if it had one
+    own_slot = slot.slice(lo, frame.height)
+    own = merged.select(pl.all().gather(own_slot))  # this row's merge result, if it had one
     theirs = slot.gather(base["inside"])  # its winner's merge result
     joined = base.drop("inside").with_columns(
         own["action"],
@@ -466,7 +559,7 @@ def build_outcome(
         .then(merged["error"].gather(theirs))
         .alias("winner_collision"),
     )
-    del base, own, theirs, slot
+    del base, own, theirs
     kind, error, field = pl.col("error_kind"), pl.col("error"), pl.col("error_field")
     if interrupted is not None:  # winners beyond the committed rows never reached the store
         cut = ~pl.col("winner") & kind.is_null() & (pl.col("winner_index") >= height)
@@ -486,7 +579,7 @@ def build_outcome(
     failed = pl.col("error_kind").is_not_null()
     lost = ~failed & ~pl.col("winner")
     core = joined.select(
-        pl.int_range(height, dtype=pl.Int64).alias("index"),
+        pl.int_range(lo, lo + frame.height, dtype=pl.Int64).alias("index"),
         pl.when(failed)
         .then(pl.lit("failed", dtype=_CORE["action"]))
         .when(lost)
@@ -516,14 +609,4 @@ def build_outcome(
         .then(pl.col("error_field"))
         .alias("error_field"),
     )
-    del joined
-    keys = source.keys()
-    if rows is not None:
-        keys = keys.head(rows)
-    return BatchOutcome._of(
-        core.select(*(pl.col(n).cast(t) for n, t in _CORE.items())),
-        keys.select(*(pl.col(n).cast(OUTCOME_SCHEMA[n]) for n in KEY_COLUMNS)),
-        planned=planned,
-        elapsed=elapsed,
-        keys_file=source.checked,
-    )
+    return core.select(*(pl.col(n).cast(t) for n, t in _CORE.items()))
