@@ -126,6 +126,10 @@ def _json_list(values: list[str] | None) -> str | None:
     return None if values is None else json.dumps(values)
 
 
+#: Frames (4 KiB pages) the write-ahead log may reach during a batch before the next
+#: transaction waits for the background checkpoint, so that it restarts the log.
+_WAL_FRAMES = 8192
+
 #: The prune lock where ``fcntl.flock`` is missing (this process's prunes only).
 _PRUNE_LOCK = threading.Lock()
 
@@ -218,7 +222,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 f"cannot open task store {path}: not a SQLite database ({exc})"
             ) from exc
         try:
-            self._check_and_init(conn)
+            self._init_waiting(conn)
         except BaseException:
             conn.close()
             raise
@@ -226,13 +230,45 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         with contextlib.suppress(OSError):  # a read-only folder simply keeps them
             self._stager.sweep(lambda pid: pid == os.getpid() or pid_alive(pid))
 
+    def _init_waiting(self, conn: sqlite3.Connection) -> None:
+        """:meth:`_check_and_init`, again after a short pause while another connection
+        holds a lock it needs, up to ``busy_timeout``.  SQLite answers "database is
+        locked" at once, without its busy handler, where waiting could deadlock — a new
+        file switching to WAL while another opener creates the schema, say — so opening a
+        store beside busy writers waits here instead of failing."""
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.005
+        while True:
+            try:
+                self._check_and_init(conn)
+                return
+            except StoreLocked:
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+
     def _check_and_init(self, conn: sqlite3.Connection) -> None:
         path = self.path
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {
-                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
+            # one snapshot: read apart, a store created by another opener in between
+            # would show its tables beside the version of the empty file before
+            conn.execute("BEGIN")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = {
+                    r[0]
+                    for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                }
+                app = (
+                    conn.execute(
+                        "SELECT value FROM taskmill_meta WHERE key = 'application'"
+                    ).fetchone()
+                    if "taskmill_meta" in tables
+                    else None
+                )
+            finally:
+                conn.execute("ROLLBACK")
         except sqlite3.DatabaseError as exc:
             if _looks_like_sqlite(path) or _is_damage(exc):
                 raise StoreDamaged(
@@ -252,9 +288,6 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 f"(it has tables: {', '.join(sorted(tables)[:5])})"
             )
         if tables:
-            app = conn.execute(
-                "SELECT value FROM taskmill_meta WHERE key = 'application'"
-            ).fetchone()
             if app is None or app[0] != APPLICATION_ID or version < 1:
                 raise NotATaskStore(f"{path} is not a taskmill store")
         try:
@@ -579,6 +612,8 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             if part.height == 0:
                 return decide(part, [], 0)
             staged.wait_first(self.path)
+            if not dry_run:
+                self.checkpointer.settle(_WAL_FRAMES)
             with self._batch_lock:
                 conn = self._batch_connection()
                 attached: list[str] = []
