@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import taskmill as tm
+from taskmill.batch import outcome as outcome_module
 
 from conftest import PYTHON, allow_key, is_postgres, refuse_key, run_sql, staged
 
@@ -334,11 +335,16 @@ def test_large_batch_commits_in_chunks(store: tm.TaskStore) -> None:
     assert out.submitted == list(range(1, 201))
 
 
+@pytest.mark.parametrize("spooled", [False, True], ids=["in-memory", "spooled"])
 @pytest.mark.parametrize("k", [0, 2, 4])
 def test_failed_chunk_keeps_earlier_chunks_and_resubmit_completes(
-    location: str | Path,
-    k: int,
+    location: str | Path, k: int, spooled: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``spooled``: the merge results and the outcome go through private files (as a
+    batch of millions of rows does), in slices of 16 rows."""
+    if spooled:
+        monkeypatch.setattr(outcome_module, "OUTCOME_IN_MEMORY", 0)
+        monkeypatch.setattr(outcome_module, "OUTCOME_SLICE", 16)
     plan = _plan(250)
     with tm.TaskStore.open(location) as store:
         store.submit(tm.TaskSubmission("t", dedup_key="k5", priority=200))  # pre-existing

@@ -147,16 +147,20 @@ def _check_footer(path: Path, meta: Any) -> None:
                 )
 
 
-def _parquet_plan(path: Path) -> tuple[list[Path], pa.Schema]:
-    """The files of a Parquet plan and their (one) schema, every footer checked."""
+def _parquet_plan(path: Path) -> tuple[list[Path], pa.Schema, int]:
+    """The files of a Parquet plan, their (one) schema and the rows their footers
+    declare, every footer checked."""
     import pyarrow.parquet as pq
 
     files = _parquet_files(path)
     schema = None
+    rows = 0
     for f in files:
         try:
             file_schema = pq.read_schema(f)
-            _check_footer(f, pq.read_metadata(f))
+            meta = pq.read_metadata(f)
+            _check_footer(f, meta)
+            rows += meta.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise _bad_input(f"{f} is not a Parquet file ({exc})") from None
         if schema is None:
@@ -165,12 +169,12 @@ def _parquet_plan(path: Path) -> tuple[list[Path], pa.Schema]:
             raise _bad_input(f"{f} has different columns from {files[0]}")
     assert schema is not None
     _check_names(schema.names)
-    return files, schema
+    return files, schema, rows
 
 
 #: Rows per Arrow batch when a plan is read from a file: small enough that a batch's
 #: wide text (keys, payloads) stays a few MB, large enough that per-batch costs vanish.
-_READ_BATCH = 32_768
+_READ_BATCH = 8_192
 
 
 def _read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
@@ -233,7 +237,9 @@ def _pinned_batches(
             try:
                 # read column chunk by column chunk, not whole row groups at once
                 handle = pq.ParquetFile(fh, pre_buffer=False, buffer_size=1 << 20)
-                for batch in handle.iter_batches(batch_size=_READ_BATCH, columns=columns):
+                for batch in handle.iter_batches(
+                    batch_size=_READ_BATCH, columns=columns, use_threads=False
+                ):
                     _check_pinned(path, fh.fileno(), identity)
                     yield batch
             except (pa.ArrowException, OSError) as exc:

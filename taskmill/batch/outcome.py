@@ -430,10 +430,11 @@ def compact(result: pl.DataFrame) -> pl.DataFrame:
 
 
 #: An outcome of more rows than this is written to a private Parquet file slice by slice
-#: (:data:`OUTCOME_SLICE` rows at a time) and read from there when asked: its memory is
-#: set by the slice, not by the batch.  Smaller ones stay in memory.
+#: (:data:`OUTCOME_SLICE` rows at a time) and read from there when asked, as are the merge
+#: results it is made from: its memory is set by the slice, not by the batch.  Smaller
+#: ones stay in memory.
 OUTCOME_IN_MEMORY = 200_000
-OUTCOME_SLICE = 131_072
+OUTCOME_SLICE = 65_536
 
 #: The result columns of a merge (``decide``), as kept until the batch ends.
 _RESULT_SCHEMA = {
@@ -444,11 +445,68 @@ _RESULT_SCHEMA = {
     "replaced_task_id": pl.Int64,
     "error": pl.String,
 }
+_RESULT_ARROW = pa.schema(
+    [(n, pa.int64() if t == pl.Int64 else pa.large_string()) for n, t in _RESULT_SCHEMA.items()]
+)
+
+
+class MergeResults:
+    """The merge results of a batch's transactions, in input order, kept until the
+    outcome is built: in memory (texts as categoricals), or, for a batch of more than
+    :data:`OUTCOME_IN_MEMORY` rows, appended to a private Parquet file, one row group per
+    transaction (its statistics let a slice of the outcome read only its own)."""
+
+    def __init__(self, rows: int) -> None:
+        self._frames: list[pl.DataFrame] = []
+        self._spool: Any = None
+        self._writer: Any = None
+        self.height = 0
+        if rows > OUTCOME_IN_MEMORY:
+            import pyarrow.parquet as pq
+
+            from .inputs import Spool
+
+            self._spool = Spool()
+            self._writer = pq.ParquetWriter(self._spool.path, _RESULT_ARROW, compression="none")
+
+    def append(self, result: pl.DataFrame) -> None:
+        """One transaction's result (``decide``'s columns), rows in input order."""
+        self.height += result.height
+        if self._writer is None:
+            self._frames.append(compact(result))
+            return
+        table = result.select(*(pl.col(n).cast(t) for n, t in _RESULT_SCHEMA.items())).to_arrow()
+        self._writer.write_table(table.cast(_RESULT_ARROW))
+
+    def frame(self) -> pl.LazyFrame:
+        """Every result so far (the file is closed for writing first)."""
+        if self._writer is None:
+            return pl.concat(
+                self._frames or [compact(pl.DataFrame(schema=_RESULT_SCHEMA))], rechunk=False
+            ).lazy()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return pl.scan_parquet(self._spool.path).with_columns(
+            pl.col("action").cast(_CORE["action"]), pl.col("reason", "error").cast(pl.Categorical)
+        )
+
+    @property
+    def spooled(self) -> bool:
+        return self._spool is not None
+
+    def close(self) -> None:
+        """Remove the file (idempotent)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._spool is not None:
+            self._spool.remove()
 
 
 def build_outcome(
     source: OutcomeSource,
-    results: list[pl.DataFrame],
+    results: MergeResults,
     *,
     planned: bool,
     elapsed: float | None,
@@ -466,25 +524,32 @@ def build_outcome(
     ``interrupted`` and this message — the store holds nothing for it.
 
     Past :data:`OUTCOME_IN_MEMORY` rows the outcome is assembled slice by slice into a
-    private Parquet file, which the :class:`BatchOutcome` reads when asked.
+    private Parquet file, which the :class:`BatchOutcome` reads when asked; memory holds
+    a slice, and the results of the rows that won over an earlier row of their key.
     """
     frame = source.frame if rows is None else source.frame.slice(0, rows)
     height = frame.height
-    # chunk results side by side, not copied into one (each is in input order)
-    merged = pl.concat(
-        [compact(r) for r in results] or [compact(pl.DataFrame(schema=_RESULT_SCHEMA))],
-        rechunk=False,
+    merged = results.frame()
+    # the winners that earlier rows of their key point at: read once, kept by row index
+    lost = frame.filter(
+        ~pl.col("winner") & pl.col("error_kind").is_null() & (pl.col("winner_index") < height)
+    )["winner_index"].unique()
+    winners = (
+        merged.filter(pl.col("index").is_in(lost.implode()))
+        .select(
+            pl.col("index").alias("winner_index"),
+            pl.col("task_id").alias("winner_task_id"),
+            pl.when(pl.col("reason") == "key_collision")
+            .then(pl.col("error"))
+            .alias("winner_collision"),
+        )
+        .collect(engine="streaming")
     )
-    # rows are matched by position (``index`` is the row number), not by joins: a join
-    # of millions of rows costs a hash table; a position costs 4 bytes per row
-    slot = (
-        pl.Series("slot", [], dtype=pl.UInt32)
-        .extend_constant(None, height)
-        .scatter(merged["index"], pl.int_range(merged.height, dtype=pl.UInt32, eager=True))
-    )
+    del lost
 
     def core_of(lo: int, hi: int) -> pl.DataFrame:
-        return _core_slice(frame.slice(lo, hi - lo), lo, height, merged, slot, interrupted)
+        own = merged.filter(pl.col("index").is_between(lo, hi - 1)).collect()
+        return _core_slice(frame.slice(lo, hi - lo), lo, height, own, winners, interrupted)
 
     keys = source.keys()
     if rows is not None:
@@ -532,34 +597,40 @@ def _core_slice(
     frame: pl.DataFrame,
     lo: int,
     height: int,
-    merged: pl.DataFrame,
-    slot: pl.Series,
+    own: pl.DataFrame,
+    winners: pl.DataFrame,
     interrupted: str | None,
 ) -> pl.DataFrame:
     """The outcome rows ``lo .. lo + frame.height - 1`` (see :func:`build_outcome`):
     ``frame`` is that slice of the prepared rows, ``height`` the rows of the outcome,
-    ``merged`` every merge result and ``slot`` the position of each row's own result."""
+    ``own`` the merge results of the slice's rows and ``winners`` those of the rows that
+    earlier rows lost to (``winner_index``, ``winner_task_id``, ``winner_collision``)."""
+    # rows are matched by position (``index`` is the row number), not by joins: a
+    # position costs 4 bytes per row
+    slot = (
+        pl.Series("slot", [], dtype=pl.UInt32)
+        .extend_constant(None, frame.height)
+        .scatter(own["index"] - lo, pl.int_range(own.height, dtype=pl.UInt32, eager=True))
+    )
     base = frame.select(
         "winner",
-        pl.when(pl.col("winner_index") < height).then(pl.col("winner_index")).alias("inside"),
         pl.col("winner_index"),
         *(pl.col(c).cast(pl.Categorical) for c in ("error_kind", "error_field", "error")),
     )
-    own_slot = slot.slice(lo, frame.height)
-    own = merged.select(pl.all().gather(own_slot))  # this row's merge result, if it had one
-    theirs = slot.gather(base["inside"])  # its winner's merge result
-    joined = base.drop("inside").with_columns(
-        own["action"],
-        own["reason"],
-        own["task_id"],
-        own["replaced_task_id"],
-        own["error"].alias("merge_error"),
-        merged["task_id"].gather(theirs).alias("winner_task_id"),
-        pl.when(merged["reason"].gather(theirs) == "key_collision")
-        .then(merged["error"].gather(theirs))
-        .alias("winner_collision"),
+    mine = own.select(pl.all().gather(slot))  # this row's merge result, if it had one
+    theirs = base.select(
+        pl.when(~pl.col("winner") & pl.col("error_kind").is_null()).then(pl.col("winner_index"))
+    ).join(winners, on="winner_index", how="left", maintain_order="left")
+    joined = base.with_columns(
+        mine["action"],
+        mine["reason"],
+        mine["task_id"],
+        mine["replaced_task_id"],
+        mine["error"].alias("merge_error"),
+        theirs["winner_task_id"],
+        theirs["winner_collision"],
     )
-    del base, own, theirs
+    del base, mine, theirs, slot
     kind, error, field = pl.col("error_kind"), pl.col("error"), pl.col("error_field")
     if interrupted is not None:  # winners beyond the committed rows never reached the store
         cut = ~pl.col("winner") & kind.is_null() & (pl.col("winner_index") >= height)

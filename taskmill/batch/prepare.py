@@ -264,9 +264,13 @@ def _prepare(x: Any, spec: BatchSubmission | None) -> Prepared:
 def _prepare_parquet(path: Path, spec: BatchSubmission) -> Prepared:
     """A Parquet plan (a file or a folder), read twice through pinned descriptors: once
     to validate and dedup, then chunk by chunk for the payloads while merging."""
-    files, schema = _parquet_plan(path)
+    files, schema, declared = _parquet_plan(path)
     pinned = [_identity(f) for f in files]
-    head, rest = _head(_pinned_batches(files, pinned), IN_MEMORY_ROWS)
+    batches = _pinned_batches(files, pinned)
+    if declared > IN_MEMORY_ROWS:  # known large from the footers: no head held in memory
+        head, rest = [], batches
+    else:
+        head, rest = _head(batches, IN_MEMORY_ROWS)
     if rest is None:  # a small plan: read once, whole, and prepared in memory
         _check_unchanged(files, pinned)
         return _in_memory(schema, head, spec)

@@ -20,7 +20,7 @@ import polars as pl
 
 from ..backends.base import BatchBackend, CommitHook
 from ..backends.staging import INSERTING
-from ..batch.outcome import BatchOutcome, build_outcome, compact
+from ..batch.outcome import BatchOutcome, MergeResults, build_outcome
 from ..batch.prepare import Prepared, prepare
 from ..model import BatchInterrupted, SchedulerError
 
@@ -51,16 +51,21 @@ def run_batch(
         bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
     else:
         bounds = [(0, n)]
-    results: list[pl.DataFrame] = []
+    results = MergeResults(n)
     try:
-        with backend.batch_session(chunked=len(bounds) > 1, dry_run=dry_run):
-            _run_chunks(phases, prepared, bounds, results, dry_run, on_commit, started, progress)
+        try:
+            with backend.batch_session(chunked=len(bounds) > 1, dry_run=dry_run):
+                _run_chunks(
+                    phases, prepared, bounds, results, dry_run, on_commit, started, progress
+                )
+        finally:
+            prepared.close()
+        with phases.timed("outcome"):
+            outcome = build_outcome(
+                prepared, results, planned=dry_run, elapsed=time.perf_counter() - started
+            )
     finally:
-        prepared.close()
-    with phases.timed("outcome"):
-        outcome = build_outcome(
-            prepared, results, planned=dry_run, elapsed=time.perf_counter() - started
-        )
+        results.close()
     outcome.phases = phases.report()
     outcome.elapsed = time.perf_counter() - started  # its own assembly included
     counts = outcome.counts()
@@ -121,7 +126,7 @@ def _run_chunks(
     backend: _Phases,
     prepared: Prepared,
     bounds: list[tuple[int, int]],
-    results: list[pl.DataFrame],
+    results: MergeResults,
     dry_run: bool,
     on_commit: CommitHook | None,
     started: float,
@@ -149,7 +154,7 @@ def _run_chunks(
                     backend.backend.discard(current)
                     current = exc
             ahead = stage(*bounds[k + 1]) if k + 1 < len(bounds) else None
-            _one_chunk(
+            inserted = _one_chunk(
                 backend,
                 k,
                 bounds,
@@ -163,7 +168,7 @@ def _run_chunks(
                 base_offset,
             )
             if dry_run:
-                base_offset += results[-1].filter(pl.col("action").is_in(INSERTING)).height
+                base_offset += inserted
     finally:
         if ahead is not None and not isinstance(ahead, BaseException):
             backend.backend.discard(ahead)
@@ -175,15 +180,16 @@ def _one_chunk(
     bounds: list[tuple[int, int]],
     current: Any,
     prepared: Prepared,
-    results: list[pl.DataFrame],
+    results: MergeResults,
     dry_run: bool,
     on_commit: CommitHook | None,
     started: float,
     progress: Progress | None,
     base_offset: int,
-) -> None:
+) -> int:
     """Merge chunk ``k`` (staged, or the error its staging met); ``BatchInterrupted``
-    with the committed part when it cannot commit."""
+    with the committed part when it cannot commit.  Returns how many rows it inserted
+    (would insert, for a plan)."""
     lo, hi = bounds[k]
     try:
         if isinstance(current, BaseException):
@@ -211,7 +217,7 @@ def _one_chunk(
             f"Submit the same batch again with SKIP to complete it. Cause: {exc}",
             outcome=partial,
         ) from exc
-    results.append(compact(result))  # kept until the batch ends: texts as categoricals
+    results.append(result)  # kept until the batch ends (on disk for a large batch)
     inserted = result.filter(pl.col("action").is_in(INSERTING))
     if not dry_run and on_commit is not None and inserted.height:
         sup = result.filter(pl.col("action") == "superseded")
@@ -219,3 +225,4 @@ def _one_chunk(
         on_commit(inserted["task_id"].to_list(), list(pairs))
     if progress is not None:
         progress(hi, len(prepared))
+    return inserted.height

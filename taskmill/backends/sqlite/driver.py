@@ -287,9 +287,8 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 f"{path} is a SQLite database but not a taskmill store "
                 f"(it has tables: {', '.join(sorted(tables)[:5])})"
             )
-        if tables:
-            if app is None or app[0] != APPLICATION_ID or version < 1:
-                raise NotATaskStore(f"{path} is not a taskmill store")
+        if tables and (app is None or app[0] != APPLICATION_ID or version < 1):
+            raise NotATaskStore(f"{path} is not a taskmill store")
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
