@@ -14,6 +14,9 @@ highest peak are reported.  Cases:
 - ``ceiling``     SQLite alone: ``INSERT … SELECT`` of the same rows (already in a SQLite
                   file, key hashes included) into a copy of the same store — the
                   engine's limit for this schema at that store size;
+- ``ceiling_chunked`` the same in the transactions ``submit_batch`` commits such a plan in
+                  by default (one up to 100,000 rows, else 10,000 rows each): the
+                  engine's limit for that shape;
 - ``dispatch``    a ``Scheduler`` running queued no-op tasks to completion
                   (``max_concurrency=16``), extrapolated from a sample; with ``existing``
                   the store also holds that many pending tasks of other types and as
@@ -77,6 +80,7 @@ CASES = (
     "reader",
     "lazy",
     "ceiling",
+    "ceiling_chunked",
     "dispatch",
     "dispatch_groups",
     "dispatch_budgets",
@@ -340,7 +344,7 @@ def _run_case(
         conn.executemany(_INSERT.replace("INSERT", "INSERT OR IGNORE"), data)
         conn.execute("COMMIT")
         took = time.perf_counter() - t0
-    elif case == "ceiling":
+    elif case in ("ceiling", "ceiling_chunked"):
         source = folder / f"source-{run}.db"
         source.unlink(missing_ok=True)
         src = sqlite3.connect(source)
@@ -361,16 +365,21 @@ def _run_case(
         src.close()
         conn.execute("ATTACH ? AS src", (str(source),))
         conn.execute("SELECT COUNT(*) FROM src.s").fetchone()  # warm the page cache
+        # ceiling_chunked: in the transactions submit_batch commits a plan of this size in
+        # by default (one up to 100,000 rows, else 10,000 rows each)
+        step = rows if case == "ceiling" or rows <= 100_000 else 10_000
         t0 = time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(
-            "INSERT OR IGNORE INTO tasks (id, task_type, dedup_key, group_name, priority, "
-            "queue_pos, payload, expected_net_tx_bytes, created_at, key_hash) "
-            "SELECT :base + rowid, task_type, dedup_key, group_name, priority, :base + rowid, "
-            "payload, expected_net_tx_bytes, :now, key_hash FROM src.s",
-            {"base": base, "now": time.time()},
-        )
-        conn.execute("COMMIT")
+        for lo in range(0, rows, step):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT OR IGNORE INTO tasks (id, task_type, dedup_key, group_name, priority, "
+                "queue_pos, payload, expected_net_tx_bytes, created_at, key_hash) "
+                "SELECT :base + rowid, task_type, dedup_key, group_name, priority, "
+                ":base + rowid, payload, expected_net_tx_bytes, :now, key_hash FROM src.s "
+                "WHERE rowid > :lo AND rowid <= :hi",
+                {"base": base, "now": time.time(), "lo": lo, "hi": lo + step},
+            )
+            conn.execute("COMMIT")
         took = time.perf_counter() - t0
         conn.execute("DETACH src")
         source.unlink()
@@ -591,14 +600,22 @@ def table(results: list[Result]) -> str:
     one-by-one submit; PostgreSQL rows are named ``case [postgres]`` and, when pgqueuer
     was measured, compared with it too."""
     ceiling = {(r.backend, r.rows, r.existing): r.seconds for r in results if r.case == "ceiling"}
+    chunked = {
+        (r.backend, r.rows, r.existing): r.seconds for r in results if r.case == "ceiling_chunked"
+    }
     single = {r.rows: r.seconds for r in results if r.case == "one_by_one"}
     empty = {(r.backend, r.case, r.workers, r.rows): r.seconds for r in results if not r.existing}
     pgqueuer = {(r.rows, r.existing): r.seconds for r in results if r.case == "pgqueuer"}
     peer = " × faster than pgqueuer |" if pgqueuer else ""
     lines = [
-        "| case | rows | existing | median s | rows/s | × ceiling | × empty store "
-        f"| × faster than one-by-one |{peer} peak MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if pgqueuer else "") + "---:|",
+        "| case | rows | existing | median s | rows/s | × ceiling |"
+        + (" × ceiling in chunks |" if chunked else "")
+        + f" × empty store | × faster than one-by-one |{peer} peak MB |",
+        "|---|---:|---:|---:|---:|---:|"
+        + ("---:|" if chunked else "")
+        + "---:|---:|"
+        + ("---:|" if pgqueuer else "")
+        + "---:|",
     ]
     for r in results:
         if r.case == "stall":
@@ -615,12 +632,18 @@ def table(results: list[Result]) -> str:
         vs_empty = f"{r.seconds / e:.2f}" if e else "–"
         vs_single = f"{s / r.seconds:.1f}" if s and not is_dispatch(r.case) else "–"
         q = pgqueuer.get((r.rows, r.existing))
-        loader = not is_dispatch(r.case) and r.case not in ("ceiling", "pgqueuer")
+        loader = not is_dispatch(r.case) and r.case not in (
+            "ceiling",
+            "ceiling_chunked",
+            "pgqueuer",
+        )
         vs_peer = (f" {q / r.seconds:.1f} |" if q and loader else " – |") if pgqueuer else ""
+        cc = chunked.get((r.backend, r.rows, r.existing))
+        vs_chunked = (f" {r.seconds / cc:.2f} |" if cc and loader else " – |") if chunked else ""
         lines.append(
             f"| {name} | {r.rows:,} | {r.existing:,} | {r.seconds:.3f} | "
-            f"{r.rows_per_s:,.0f} | {vs_ceiling} | {vs_empty} | {vs_single} |{vs_peer} "
-            f"{r.peak_mb:.0f} |"
+            f"{r.rows_per_s:,.0f} | {vs_ceiling} |{vs_chunked} {vs_empty} | {vs_single} |"
+            f"{vs_peer} {r.peak_mb:.0f} |"
         )
     phased = [r for r in results if any(k.startswith("phase_") for k in r.extra)]
     if phased:
