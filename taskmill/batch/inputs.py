@@ -175,6 +175,8 @@ def _parquet_plan(path: Path) -> tuple[list[Path], pa.Schema, int]:
 #: Rows per Arrow batch when a plan is read from a file: small enough that a batch's
 #: wide text (keys, payloads) stays a few MB, large enough that per-batch costs vanish.
 _READ_BATCH = 8_192
+#: Rows per Arrow batch when a small plan (read whole) is read from a file.
+_SMALL_READ_BATCH = 65_536
 
 
 def _read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
@@ -225,10 +227,16 @@ def _pinned_batches(
     files: list[Path],
     pinned: list[tuple[int, int, int, int]],
     columns: list[str] | None = None,
+    *,
+    small: bool = False,
 ) -> Iterator[pa.RecordBatch]:
     """The rows of Parquet files as Arrow batches, each file read through one descriptor
     whose identity must equal ``pinned``, checked again after every batch: every pass
-    over a plan reads the same bytes, or the batch stops naming the file."""
+    over a plan reads the same bytes, or the batch stops naming the file.
+
+    A large plan is read in batches of :data:`_READ_BATCH` rows on one thread (memory
+    set by the batch); a ``small`` one (read whole anyway) in large batches, its columns
+    decoded by Arrow's threads."""
     import pyarrow.parquet as pq
 
     for path, identity in zip(files, pinned, strict=True):
@@ -238,7 +246,9 @@ def _pinned_batches(
                 # read column chunk by column chunk, not whole row groups at once
                 handle = pq.ParquetFile(fh, pre_buffer=False, buffer_size=1 << 20)
                 for batch in handle.iter_batches(
-                    batch_size=_READ_BATCH, columns=columns, use_threads=False
+                    batch_size=_SMALL_READ_BATCH if small else _READ_BATCH,
+                    columns=columns,
+                    use_threads=small,
                 ):
                     _check_pinned(path, fh.fileno(), identity)
                     yield batch

@@ -266,11 +266,10 @@ def _prepare_parquet(path: Path, spec: BatchSubmission) -> Prepared:
     to validate and dedup, then chunk by chunk for the payloads while merging."""
     files, schema, declared = _parquet_plan(path)
     pinned = [_identity(f) for f in files]
-    batches = _pinned_batches(files, pinned)
     if declared > IN_MEMORY_ROWS:  # known large from the footers: no head held in memory
-        head, rest = [], batches
+        head, rest = [], _pinned_batches(files, pinned)
     else:
-        head, rest = _head(batches, IN_MEMORY_ROWS)
+        head, rest = _head(_pinned_batches(files, pinned, small=True), IN_MEMORY_ROWS)
     if rest is None:  # a small plan: read once, whole, and prepared in memory
         _check_unchanged(files, pinned)
         return _in_memory(schema, head, spec)
