@@ -13,7 +13,7 @@ while merging (pass 2).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import pyarrow as pa
 from ..model import SchedulerError
 from .dedup import _FINGERPRINT, _fingerprinted, _mark_winners, _with_winners
 from .inputs import (
+    _READ_BATCH,
     ColumnStream,
     Spool,
     _arrow_to_polars,
@@ -140,7 +141,7 @@ def _prepare_batches(
         narrow = [narrow_of(checked)]
         offset = 0
         with pq.ParquetWriter(spool.path, out_schema, **_SPOOL_OPTIONS) as writer:
-            for batch in _read_ahead(batches):
+            for batch in _slices(_read_ahead(batches)):
                 checked = _checked_batch(
                     pa.Table.from_batches([batch]), spec, keep_payloads, offset
                 )
@@ -169,6 +170,17 @@ def _prepare_batches(
     marked = _with_winners(keyed, exact).drop(_FINGERPRINT)
     columns = [c for c in out_schema.names if c != _FINGERPRINT]
     return marked, spool, ColumnStream([spool.path], columns)
+
+
+def _slices(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``batches`` cut into slices of at most :data:`_READ_BATCH` rows (views, no copy):
+    a stream's batches are as large as its producer made them, and checking one costs
+    memory in proportion to its rows."""
+    for batch in batches:
+        for lo in range(0, batch.num_rows, _READ_BATCH):
+            yield batch.slice(lo, _READ_BATCH)
+        if batch.num_rows == 0:
+            yield batch
 
 
 #: How the private file of checked rows is written: it is read once more, on this machine,
