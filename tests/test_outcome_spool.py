@@ -92,3 +92,30 @@ def test_a_spooled_outcome_file_goes_with_the_outcome(
     del out, spool
     gc.collect()
     assert not path.exists()
+
+
+@pytest.mark.parametrize("rows", [10, outcome_module.OUTCOME_IN_MEMORY + 1])
+def test_merge_results_read_the_same_however_often(rows: int) -> None:
+    """Kept in memory or spooled (past OUTCOME_IN_MEMORY rows), the results of a batch's
+    transactions read back whole, in order, every time they are read."""
+    results = outcome_module.MergeResults(rows)
+    for lo in (0, 3):
+        results.append(
+            pl.DataFrame(
+                {
+                    "index": [lo, lo + 1, lo + 2],
+                    "action": ["submitted", "deduplicated", "failed"],
+                    "reason": [None, "existing", "duplicate"],
+                    "task_id": [lo + 10, 4, None],
+                    "replaced_task_id": [None, None, None],
+                    "error": [None, None, "an active task …"],
+                },
+                schema=outcome_module._RESULT_SCHEMA,
+            )
+        )
+    first = results.frame().collect()
+    again = results.frame().collect()
+    results.close()
+    assert first.equals(again) and first["index"].to_list() == [0, 1, 2, 3, 4, 5]
+    assert first["task_id"].to_list() == [10, 4, None, 13, 4, None]
+    assert first["action"].cast(pl.String).to_list() == ["submitted", "deduplicated", "failed"] * 2

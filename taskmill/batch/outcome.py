@@ -116,6 +116,8 @@ class BatchOutcome:
         self._keys = keys
         self._files = files
         self._keys_in_memory = not any(f is not None for f in files[1:])
+        #: Whether this outcome lives in a private Parquet file (a batch of more than
+        #: ``OUTCOME_IN_MEMORY`` rows) rather than in memory.
         self.spooled = bool(files) and files[0] is not None
         self.planned = planned
         self.elapsed = elapsed
@@ -480,7 +482,7 @@ class MergeResults:
 
     def frame(self) -> pl.LazyFrame:
         """Every result so far (the file is closed for writing first)."""
-        if self._writer is None:
+        if self._spool is None:
             return pl.concat(
                 self._frames or [compact(pl.DataFrame(schema=_RESULT_SCHEMA))], rechunk=False
             ).lazy()
@@ -490,10 +492,6 @@ class MergeResults:
         return pl.scan_parquet(self._spool.path).with_columns(
             pl.col("action").cast(_CORE["action"]), pl.col("reason", "error").cast(pl.Categorical)
         )
-
-    @property
-    def spooled(self) -> bool:
-        return self._spool is not None
 
     def close(self) -> None:
         """Remove the file (idempotent)."""
