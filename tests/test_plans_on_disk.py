@@ -61,8 +61,14 @@ def test_a_plan_on_disk_gives_the_in_memory_outcome_with_a_narrow_frame(
     expected = _expected(tmp_path)
     source = _forms(tmp_path)[form]
     prepared = prepare(source)
-    # what stays in memory: row numbers, errors (categoricals) and the winner marks
-    assert prepared.frame.columns == [
+    # what stays in memory per row: whether it wins; apart, the failed rows and the
+    # rows that lose to a later row of their key
+    assert prepared.frame.columns == ["winner"]
+    winners = [False, False, True, False, False, False, True, True, True]
+    assert prepared.frame["winner"].to_list() == winners
+    assert prepared.sparse is not None
+    marks = prepared.marks(0, len(prepared))
+    assert marks.columns == [
         "index",
         "error_kind",
         "error_field",
@@ -70,17 +76,13 @@ def test_a_plan_on_disk_gives_the_in_memory_outcome_with_a_narrow_frame(
         "winner_index",
         "winner",
     ]
-    assert prepared.frame["winner"].to_list() == [
-        False,
-        False,
-        True,
-        False,
-        False,
-        False,
-        True,
-        True,
-        True,
-    ]
+    assert marks["winner"].to_list() == winners
+    failed = marks.filter(pl.col("error_kind").is_not_null())["index"].to_list()
+    assert prepared.sparse.errors["index"].to_list() == failed
+    lost = marks.filter(~pl.col("winner") & pl.col("error_kind").is_null())
+    assert prepared.sparse.losers.rows() == lost.select("index", "winner_index").rows()
+    # any range of rows gives the same marks as the whole
+    assert pl.concat([prepared.marks(0, 4), prepared.marks(4, 9)]).equals(marks)
     prepared.close()
     with tm.TaskStore.open(tmp_path / f"{form}.db") as store:
         out = store.submit_batch(_forms(tmp_path)[form])

@@ -409,12 +409,21 @@ def view_frame(outcome: BatchOutcome, view: str) -> pl.DataFrame:
 
 
 class OutcomeSource(Protocol):
-    """What :func:`build_outcome` reads of a prepared batch (``plan.Prepared``)."""
+    """What :func:`build_outcome` reads of a prepared batch (``prepare.Prepared``)."""
 
-    frame: pl.DataFrame  # index, winner, winner_index, error_kind, error_field, error
     checked: Any  # the file its keys are read from, or None when they are in memory
 
+    def marks(self, lo: int, hi: int) -> pl.DataFrame:
+        """Rows ``lo..hi-1``: index, error_kind, error_field, error, winner_index, winner."""
+        ...
+
+    def lost_winners(self, height: int) -> pl.Series:
+        """The rows below ``height`` that earlier valid rows of their key lost to."""
+        ...
+
     def keys(self) -> pl.LazyFrame: ...
+
+    def __len__(self) -> int: ...
 
 
 def compact(result: pl.DataFrame) -> pl.DataFrame:
@@ -525,13 +534,10 @@ def build_outcome(
     private Parquet file, which the :class:`BatchOutcome` reads when asked; memory holds
     a slice, and the results of the rows that won over an earlier row of their key.
     """
-    frame = source.frame if rows is None else source.frame.slice(0, rows)
-    height = frame.height
+    height = len(source) if rows is None else rows
     merged = results.frame()
     # the winners that earlier rows of their key point at: read once, kept by row index
-    lost = frame.filter(
-        ~pl.col("winner") & pl.col("error_kind").is_null() & (pl.col("winner_index") < height)
-    )["winner_index"].unique()
+    lost = source.lost_winners(height)
     winners = (
         merged.filter(pl.col("index").is_in(lost.implode()))
         .select(
@@ -547,7 +553,7 @@ def build_outcome(
 
     def core_of(lo: int, hi: int) -> pl.DataFrame:
         own = merged.filter(pl.col("index").is_between(lo, hi - 1)).collect()
-        return _core_slice(frame.slice(lo, hi - lo), lo, height, own, winners, interrupted)
+        return _core_slice(source.marks(lo, hi), lo, height, own, winners, interrupted)
 
     keys = source.keys()
     if rows is not None:

@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 
 from ..model import SchedulerError
-from .dedup import _FINGERPRINT, _fingerprinted, _mark_winners, _with_winners
+from .dedup import _FINGERPRINT, _fingerprinted, _mark_winners, _repeated
 from .inputs import (
     _READ_BATCH,
     ColumnStream,
@@ -60,15 +60,15 @@ KEY_COLUMNS = ("task_type", "dedup_key", "group", "priority")
 class Prepared:
     """A batch ready to merge: one row per input row, in input order.
 
-    ``frame`` columns: ``index``, ``error_kind`` / ``error_field`` / ``error`` (null for
-    valid rows), ``winner`` (the valid row that goes on for its key) and
-    ``winner_index``.  Input held in memory keeps its canonical columns in ``frame`` too
-    (defaults applied, ``on_duplicate`` lower-cased).  A plan read from a file or a
-    stream keeps only those narrow columns in memory — the error texts as categoricals;
-    its checked rows wait in a private Parquet file (``checked``), read again chunk by
-    chunk by :meth:`rows`, with the payloads of a Parquet plan read from the plan itself
-    (a stream's are in ``checked``).  So memory per planned row is what in-batch dedup
-    needs.
+    Input held in memory keeps its canonical columns in ``frame`` (defaults applied,
+    ``on_duplicate`` lower-cased), beside ``index``, ``error_kind`` / ``error_field`` /
+    ``error`` (null for valid rows), ``winner`` (the valid row that goes on for its key)
+    and ``winner_index``.  A plan read from a file or a stream keeps far less
+    (``sparse``, a :class:`SparseMarks`): per row whether it wins, and apart the failed
+    rows and the rows that lose to a later one; its checked rows wait in a private
+    Parquet file (``checked``), read again chunk by chunk by :meth:`rows`, with the
+    payloads of a Parquet plan read from the plan itself (a stream's are in ``checked``).
+    :meth:`marks` gives either back as the same columns, a range of rows at a time.
     """
 
     frame: pl.DataFrame
@@ -77,6 +77,7 @@ class Prepared:
     payloads: ColumnStream | None = None
     checked: Spool | None = None
     stored: ColumnStream | None = None  # the rows of `checked`, read chunk by chunk
+    sparse: SparseMarks | None = None
 
     def close(self) -> None:
         """Close the files the batch reads (idempotent).  The checked rows stay while an
@@ -90,12 +91,30 @@ class Prepared:
 
         Calls must go through the rows in order, each range once.
         """
-        part = self.frame.slice(lo, hi - lo)
         if self.stored is not None:
-            part = self.stored.take(hi - lo).hstack(part.select("winner", "winner_index"))
+            marks = self.marks(lo, hi).select("winner", "winner_index")
+            part = self.stored.take(hi - lo).hstack(marks)
+        else:
+            part = self.frame.slice(lo, hi - lo)
         if self.payloads is not None:
             part = part.with_columns(self.payloads.take(hi - lo).to_series().alias("payload"))
         return part
+
+    def marks(self, lo: int, hi: int) -> pl.DataFrame:
+        """Rows ``lo..hi-1`` as ``index``, ``error_kind``, ``error_field``, ``error``,
+        ``winner_index`` and ``winner`` (what an outcome is made from)."""
+        if self.sparse is not None:
+            return self.sparse.marks(lo, hi)
+        return self.frame.slice(lo, hi - lo).select(_MARKS)
+
+    def lost_winners(self, height: int) -> pl.Series:
+        """The rows below ``height`` that earlier valid rows of their key lost to."""
+        if self.sparse is not None:
+            return self.sparse.lost_winners(height)
+        frame = self.frame.slice(0, height)
+        return frame.filter(
+            ~pl.col("winner") & pl.col("error_kind").is_null() & (pl.col("winner_index") < height)
+        )["winner_index"].unique()
 
     def keys(self) -> pl.LazyFrame:
         """:data:`KEY_COLUMNS` of every row, in input order (lazy: a plan kept on disk
@@ -108,6 +127,10 @@ class Prepared:
         return self.frame.height
 
 
+#: The columns :meth:`Prepared.marks` gives.
+_MARKS = ["index", "error_kind", "error_field", "error", "winner_index", "winner"]
+
+
 def _prepare_batches(
     schema: pa.Schema,
     batches: Iterable[pa.RecordBatch],
@@ -115,7 +138,7 @@ def _prepare_batches(
     *,
     keep_payloads: bool,
     where: str,
-) -> tuple[pl.DataFrame, Spool, ColumnStream]:
+) -> tuple[SparseMarks, Spool, ColumnStream]:
     """Pass 1 over a plan's Arrow batches: each batch is validated on its own and
     written, checked, to a private Parquet file (``keep_payloads=False``: without its
     payloads, only their sizes — they are read again from the plan itself); memory keeps
@@ -132,13 +155,20 @@ def _prepare_batches(
     spool = Spool()
 
     def narrow_of(checked: pl.DataFrame) -> pl.DataFrame:
-        errors = (pl.col(c).cast(pl.Categorical) for c in _ERRORS)
-        return checked.select("index", _FINGERPRINT, *errors)
+        # per row only the key fingerprint and whether the row is valid (a bit)
+        return checked.select(_FINGERPRINT, pl.col("error_kind").is_null().alias("valid"))
+
+    def errors_of(checked: pl.DataFrame) -> pl.DataFrame:
+        # the failed rows alone, with their errors (few, as a rule)
+        return checked.filter(pl.col("error_kind").is_not_null()).select(
+            "index", *(pl.col(c).cast(pl.String) for c in _ERRORS)
+        )
 
     try:
         checked = _checked_batch(_empty(schema), spec, keep_payloads, 0)
         out_schema = checked.to_arrow(compat_level=pl.CompatLevel.oldest()).schema
         narrow = [narrow_of(checked)]
+        failed = [errors_of(checked)]
         offset = 0
         with pq.ParquetWriter(spool.path, out_schema, **_SPOOL_OPTIONS) as writer:
             for batch in _slices(_read_ahead(batches)):
@@ -147,6 +177,7 @@ def _prepare_batches(
                 )
                 writer.write_table(checked.to_arrow(compat_level=pl.CompatLevel.oldest()))
                 narrow.append(narrow_of(checked))
+                failed.append(errors_of(checked))
                 offset += batch.num_rows
                 del checked
     except BaseException as exc:
@@ -158,6 +189,8 @@ def _prepare_batches(
         raise _bad_input(f"cannot read {where}: {_first_line(exc)}") from None
     keyed = pl.concat(narrow)
     del narrow
+    errors = pl.concat(failed)
+    del failed
     stored = pl.scan_parquet(spool.path)
 
     def exact(rows: pl.Series) -> pl.DataFrame:
@@ -167,9 +200,73 @@ def _prepare_batches(
             .collect(engine="streaming")
         )
 
-    marked = _with_winners(keyed, exact).drop(_FINGERPRINT)
+    losers = _losers(keyed, exact)
+    winner = keyed["valid"].clone()
+    if losers.height:
+        winner = winner.scatter(losers["index"], False)
+    marks = SparseMarks(pl.DataFrame([winner.alias("winner")]), errors, losers)
     columns = [c for c in out_schema.names if c != _FINGERPRINT]
-    return marked, spool, ColumnStream([spool.path], columns)
+    return marks, spool, ColumnStream([spool.path], columns)
+
+
+def _losers(keyed: pl.DataFrame, exact: Any) -> pl.DataFrame:
+    """The valid rows that lose to a later row of their key (``index``, ``winner_index``),
+    in input order: as :func:`~taskmill.batch.dedup._with_winners`, but only the rows
+    whose fingerprint repeats are ever given a row number or a winner."""
+    repeated = _repeated(keyed[_FINGERPRINT]) & keyed["valid"]
+    if not repeated.any():
+        return pl.DataFrame(schema={"index": pl.Int64, "winner_index": pl.Int64})
+    rows = pl.int_range(keyed.height, dtype=pl.Int64, eager=True).filter(repeated)
+    dupes = exact(rows).select(
+        "index", pl.col("index").max().over("task_type", "dedup_key").alias("winner_index")
+    )
+    return dupes.filter(pl.col("index") != pl.col("winner_index")).sort("index")
+
+
+class SparseMarks:
+    """What a plan kept on disk holds in memory per row: whether it wins (a bit), and
+    apart from that the failed rows with their errors and the rows that lose to a later
+    row of their key with that row's index — a few bytes a row however large the plan
+    (:meth:`Prepared.marks` gives them back per range of rows, as full columns)."""
+
+    def __init__(self, frame: pl.DataFrame, errors: pl.DataFrame, losers: pl.DataFrame) -> None:
+        self.frame = frame  # winner
+        self.errors = errors  # index, error_kind, error_field, error (failed rows)
+        self.losers = losers  # index, winner_index (valid rows that lose)
+
+    @property
+    def height(self) -> int:
+        return self.frame.height
+
+    def marks(self, lo: int, hi: int) -> pl.DataFrame:
+        """Rows ``lo .. hi - 1``: ``index``, the error columns, ``winner_index``, ``winner``."""
+        n = hi - lo
+        index = pl.int_range(lo, hi, dtype=pl.Int64, eager=True).alias("index")
+        errors = self.errors.filter(pl.col("index").is_between(lo, hi - 1))
+        losers = self.losers.filter(pl.col("index").is_between(lo, hi - 1))
+        failed = (
+            pl.Series("failed", [], dtype=pl.Boolean)
+            .extend_constant(False, n)
+            .scatter(errors["index"] - lo, True)
+        )
+        winner_index = index.clone().alias("winner_index")
+        if losers.height:
+            winner_index = winner_index.scatter(losers["index"] - lo, losers["winner_index"])
+        frame = pl.DataFrame([index]).join(errors, on="index", how="left", maintain_order="left")
+        return frame.select(
+            "index",
+            *(pl.col(c).cast(pl.Categorical) for c in _ERRORS),
+            pl.when(~failed).then(winner_index).alias("winner_index"),
+            self.frame["winner"].slice(lo, n),
+        )
+
+    def lost_winners(self, height: int) -> pl.Series:
+        """The rows (below ``height``) that earlier rows of their key lost to."""
+        return (
+            self.losers.filter(pl.col("winner_index") < height)["winner_index"]
+            .unique()
+            .alias("winner_index")
+        )
 
 
 def _slices(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -255,10 +352,10 @@ def _prepare(x: Any, spec: BatchSubmission | None) -> Prepared:
         head, rest = _head(batches, IN_MEMORY_ROWS)
         if rest is None:
             return _in_memory(schema, head, spec)
-        frame, checked, stored = _prepare_batches(
+        marks, checked, stored = _prepare_batches(
             schema, rest, spec, keep_payloads=True, where=where
         )
-        return Prepared(frame, *settings, checked=checked, stored=stored)
+        return Prepared(marks.frame, *settings, checked=checked, stored=stored, sparse=marks)
     if _is_table(x):
         df = _check_table(_canonical_columns(_to_polars(x), spec), defaults)
     elif isinstance(x, Iterable) and not isinstance(x, bytes | dict):
@@ -285,7 +382,7 @@ def _prepare_parquet(path: Path, spec: BatchSubmission) -> Prepared:
     if rest is None:  # a small plan: read once, whole, and prepared in memory
         _check_unchanged(files, pinned)
         return _in_memory(schema, head, spec)
-    frame, checked, stored = _prepare_batches(
+    marks, checked, stored = _prepare_batches(
         schema, rest, spec, keep_payloads=False, where=f"Parquet input {path}"
     )
     try:
@@ -295,12 +392,13 @@ def _prepare_parquet(path: Path, spec: BatchSubmission) -> Prepared:
         raise
     columns, expr = _payload_source(_arrow_to_polars(_empty(schema)).schema, spec)
     return Prepared(
-        frame,
+        marks.frame,
         spec._chunk_size,
         spec._transaction_limit,
         payloads=ColumnStream(files, columns, expr, pinned),
         checked=checked,
         stored=stored,
+        sparse=marks,
     )
 
 
