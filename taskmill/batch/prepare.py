@@ -142,9 +142,10 @@ def _prepare_batches(
     """Pass 1 over a plan's Arrow batches: each batch is validated on its own and
     written, checked, to a private Parquet file (``keep_payloads=False``: without its
     payloads, only their sizes — they are read again from the plan itself); memory keeps
-    only what in-batch dedup needs (the narrow ``frame`` of :class:`Prepared`, plus a
-    64-bit key fingerprint per row).  Returns that frame, the file, and the stream that
-    reads the checked rows again, chunk by chunk, while the batch is merged (pass 2).
+    only what in-batch dedup needs (a 64-bit key fingerprint and a validity bit per row,
+    and the failed rows apart).  Returns the :class:`SparseMarks` that dedup leaves, the
+    file, and the stream that reads the checked rows again, chunk by chunk, while the
+    batch is merged (pass 2).
 
     Input-level problems (a column type, an unknown column) are raised before the first
     row is read; ``where`` names the plan in read errors."""
