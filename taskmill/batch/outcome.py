@@ -456,9 +456,17 @@ _RESULT_SCHEMA = {
     "replaced_task_id": pl.Int64,
     "error": pl.String,
 }
-_RESULT_ARROW = pa.schema(
-    [(n, pa.int64() if t == pl.Int64 else pa.large_string()) for n, t in _RESULT_SCHEMA.items()]
-)
+
+
+def _spool_schema(columns: dict[str, Any]) -> pa.Schema:
+    """How columns are written to a private Parquet file: integers as they are, every
+    other column (text, categorical, enum) as plain text."""
+    return pa.schema(
+        [(n, pa.int64() if t == pl.Int64 else pa.large_string()) for n, t in columns.items()]
+    )
+
+
+_RESULT_ARROW = _spool_schema(_RESULT_SCHEMA)
 
 
 class MergeResults:
@@ -592,9 +600,7 @@ def build_outcome(
 
 #: A spooled outcome's columns: its texts (categoricals in memory) as plain strings.
 _AS_TEXT = [pl.col(n).cast(pl.String) for n, t in _CORE.items() if t != pl.Int64]
-_SPOOLED = pa.schema(
-    [(n, pa.int64() if t == pl.Int64 else pa.large_string()) for n, t in _CORE.items()]
-)
+_SPOOLED = _spool_schema(_CORE)
 
 
 def _core_slice(

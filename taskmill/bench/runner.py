@@ -207,9 +207,8 @@ def _timed_parquet(path: Path, plan: Path, form: str = "parquet") -> tuple[float
             source = pl.scan_parquet(plan)
         else:
             source = plan
-        began = time.perf_counter()
-        took = timed_batch(store, source)
-        return took + (began - t0), False
+        timed_batch(store, source)  # its phases kept for the report
+        return time.perf_counter() - t0, False  # opening the reader included
 
 
 _INSERT = (
