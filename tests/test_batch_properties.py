@@ -156,19 +156,22 @@ def test_every_input_form_gives_the_same_outcome_and_store(
                 prefill(store, pre)
                 # a streamed form takes the path of large plans: checked rows on disk, and
                 # the outcome spooled to a file in slices of 3 rows
-                small, kept, cut = (
+                small, share, kept, cut = (
                     plan_module.IN_MEMORY_ROWS,
+                    plan_module.DEDUP_SHARE_ROWS,
                     outcome_module.OUTCOME_IN_MEMORY,
                     outcome_module.OUTCOME_SLICE,
                 )
                 if name.endswith("-streamed"):
+                    # … and dedup in shares of the fingerprints of about 4 rows
                     plan_module.IN_MEMORY_ROWS = outcome_module.OUTCOME_IN_MEMORY = 0
+                    plan_module.DEDUP_SHARE_ROWS = 4
                     outcome_module.OUTCOME_SLICE = 3
                 try:
                     out = store.submit_batch(batch_of(x, chunk))
                     check_invariants(store, out, len(rows))
                 finally:
-                    plan_module.IN_MEMORY_ROWS = small
+                    plan_module.IN_MEMORY_ROWS, plan_module.DEDUP_SHARE_ROWS = small, share
                     outcome_module.OUTCOME_IN_MEMORY, outcome_module.OUTCOME_SLICE = kept, cut
                 results[name] = (
                     out.to_polars(),

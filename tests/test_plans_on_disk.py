@@ -54,11 +54,17 @@ def _expected(tmp_path: Path) -> pl.DataFrame:
         return store.submit_batch(PLAN).to_polars()
 
 
+@pytest.mark.parametrize("share", [None, 1, 3])
 @pytest.mark.parametrize("form", ["parquet", "reader", "lazy"])
 def test_a_plan_on_disk_gives_the_in_memory_outcome_with_a_narrow_frame(
-    tmp_path: Path, form: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str, share: int | None
 ) -> None:
+    """``share``: dedup sorts the fingerprints of this many rows at a time (by default
+    all of these at once; 1 and 3: in 9 and 3 shares, each holding every repeat of its
+    keys)."""
     expected = _expected(tmp_path)
+    if share is not None:
+        monkeypatch.setattr(plan_module, "DEDUP_SHARE_ROWS", share)
     source = _forms(tmp_path)[form]
     prepared = prepare(source)
     # what stays in memory per row: whether it wins; apart, the failed rows and the

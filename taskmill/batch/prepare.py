@@ -141,11 +141,12 @@ def _prepare_batches(
 ) -> tuple[SparseMarks, Spool, ColumnStream]:
     """Pass 1 over a plan's Arrow batches: each batch is validated on its own and
     written, checked, to a private Parquet file (``keep_payloads=False``: without its
-    payloads, only their sizes — they are read again from the plan itself); memory keeps
-    only what in-batch dedup needs (a 64-bit key fingerprint and a validity bit per row,
-    and the failed rows apart).  Returns the :class:`SparseMarks` that dedup leaves, the
-    file, and the stream that reads the checked rows again, chunk by chunk, while the
-    batch is merged (pass 2).
+    payloads, only their sizes — they are read again from the plan itself, and with each
+    row's 64-bit key fingerprint); memory keeps only the failed rows, with their errors.
+    In-batch dedup then reads the fingerprints back from that file, a share of them at a
+    time (:func:`_losers`).  Returns the :class:`SparseMarks` that dedup leaves, the file,
+    and the stream that reads the checked rows again, chunk by chunk, while the batch is
+    merged (pass 2).
 
     Input-level problems (a column type, an unknown column) are raised before the first
     row is read; ``where`` names the plan in read errors."""
@@ -154,10 +155,6 @@ def _prepare_batches(
     if BAD_TEXT in schema.names:
         raise _bad_input(f"the column name {BAD_TEXT!r} is reserved", BAD_TEXT)
     spool = Spool()
-
-    def narrow_of(checked: pl.DataFrame) -> pl.DataFrame:
-        # per row only the key fingerprint and whether the row is valid (a bit)
-        return checked.select(_FINGERPRINT, pl.col("error_kind").is_null().alias("valid"))
 
     def errors_of(checked: pl.DataFrame) -> pl.DataFrame:
         # the failed rows alone, with their errors (few, as a rule)
@@ -168,7 +165,6 @@ def _prepare_batches(
     try:
         checked = _checked_batch(_empty(schema), spec, keep_payloads, 0)
         out_schema = checked.to_arrow(compat_level=pl.CompatLevel.oldest()).schema
-        narrow = [narrow_of(checked)]
         failed = [errors_of(checked)]
         offset = 0
         with pq.ParquetWriter(spool.path, out_schema, **_SPOOL_OPTIONS) as writer:
@@ -177,7 +173,6 @@ def _prepare_batches(
                     pa.Table.from_batches([batch]), spec, keep_payloads, offset
                 )
                 writer.write_table(checked.to_arrow(compat_level=pl.CompatLevel.oldest()))
-                narrow.append(narrow_of(checked))
                 failed.append(errors_of(checked))
                 offset += batch.num_rows
                 del checked
@@ -188,38 +183,47 @@ def _prepare_batches(
         ):
             raise
         raise _bad_input(f"cannot read {where}: {_first_line(exc)}") from None
-    keyed = pl.concat(narrow)
-    del narrow
     errors = pl.concat(failed)
     del failed
-    stored = pl.scan_parquet(spool.path)
-
-    def exact(rows: pl.Series) -> pl.DataFrame:
-        return (
-            stored.filter(pl.col("index").is_in(rows.implode()))
-            .select("index", "task_type", "dedup_key")
-            .collect(engine="streaming")
-        )
-
-    losers = _losers(keyed, exact)
-    winner = keyed["valid"].clone()
-    if losers.height:
-        winner = winner.scatter(losers["index"], False)
-    marks = SparseMarks(pl.DataFrame([winner.alias("winner")]), errors, losers)
+    losers = _losers(pl.scan_parquet(spool.path), offset)
+    winner = pl.Series("winner", [], dtype=pl.Boolean).extend_constant(True, offset)
+    for lost in (errors["index"], losers["index"]):
+        if lost.len():
+            winner = winner.scatter(lost, False)
+    marks = SparseMarks(pl.DataFrame([winner]), errors, losers)
     columns = [c for c in out_schema.names if c != _FINGERPRINT]
     return marks, spool, ColumnStream([spool.path], columns)
 
 
-def _losers(keyed: pl.DataFrame, exact: Any) -> pl.DataFrame:
-    """The valid rows that lose to a later row of their key (``index``, ``winner_index``),
-    in input order: as :func:`~taskmill.batch.dedup._with_winners`, but only the rows
-    whose fingerprint repeats are ever given a row number or a winner."""
-    repeated = _repeated(keyed[_FINGERPRINT]) & keyed["valid"]
-    if not repeated.any():
+#: In-batch dedup of a plan kept on disk sorts the key fingerprints of about this many
+#: rows at a time (each share holds the fingerprints ``≡ p`` modulo the number of shares,
+#: so every repeat of a key falls in one share): memory set by this, not by the plan.
+DEDUP_SHARE_ROWS = 1 << 20
+
+
+def _losers(stored: pl.LazyFrame, height: int) -> pl.DataFrame:
+    """The valid rows of the checked plan ``stored`` (``height`` rows) that lose to a later
+    row of their key (``index``, ``winner_index``), in input order: as
+    :func:`~taskmill.batch.dedup._with_winners`, but read from the file — the fingerprints
+    a share at a time (:data:`DEDUP_SHARE_ROWS`), and the exact keys only of the rows
+    whose fingerprint repeats (the real duplicates, and any collision)."""
+    shares = max(1, -(-height // DEDUP_SHARE_ROWS))
+    fingerprint = pl.col(_FINGERPRINT)
+    found: list[pl.Series] = []
+    for share in range(shares):
+        keyed = stored.select("index", _FINGERPRINT).filter(fingerprint.is_not_null())
+        if shares > 1:
+            keyed = keyed.filter(fingerprint % shares == share)
+        part = keyed.collect(engine="streaming")
+        found.append(part["index"].filter(_repeated(part[_FINGERPRINT])))
+        del part
+    rows = pl.concat(found)
+    if not rows.len():
         return pl.DataFrame(schema={"index": pl.Int64, "winner_index": pl.Int64})
-    rows = pl.int_range(keyed.height, dtype=pl.Int64, eager=True).filter(repeated)
-    dupes = exact(rows).select(
-        "index", pl.col("index").max().over("task_type", "dedup_key").alias("winner_index")
+    dupes = (
+        stored.filter(pl.col("index").is_in(rows.implode()))
+        .select("index", pl.col("index").max().over("task_type", "dedup_key").alias("winner_index"))
+        .collect(engine="streaming")
     )
     return dupes.filter(pl.col("index") != pl.col("winner_index")).sort("index")
 
