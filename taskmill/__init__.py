@@ -2,8 +2,10 @@
 data-oriented batch planner for sync plans arriving as tables."""
 
 from .batch.outcome import BatchOutcome
+from .batch.status import BatchStatus
 from .batch.submission import BatchSubmission
 from .model import (
+    BatchFinished,
     BatchInterrupted,
     BatchSubmitted,
     DuplicateStrategy,
@@ -40,8 +42,10 @@ from .store import TaskStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchFinished",
     "BatchInterrupted",
     "BatchOutcome",
+    "BatchStatus",
     "BatchSubmission",
     "BatchSubmitted",
     "DuplicateStrategy",

@@ -146,6 +146,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("created_at", *_TIME, _STORED, nullable=False, on_insert=True),
     Column("started_at", *_TIME, _STORED),
     Column("finished_at", *_TIME, _HISTORY, nullable=False),
+    # the batch that inserted the task (store.batch(id)); None for a single submit
+    Column("batch_id", *_INT, _STORED, on_insert=True),
     Column("owner", *_TEXT, _TASKS, shown=False),  # the worker running it: 'host:pid:token'
     Column("key_hash", *_INT, _TASKS, shown=False, on_insert=True),  # store/keys.py
 )

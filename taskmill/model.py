@@ -435,6 +435,16 @@ class BatchSubmitted(Event):
 
 
 @_event
+class BatchFinished(Event):
+    """The last active task of batch ``batch_id`` ended: the batch is done.  ``counts``:
+    its tasks by how they ended (the statuses of ``store.batch(id).counts``).  Emitted once
+    per batch by one of the schedulers on the store — the first that finds it done."""
+
+    batch_id: int
+    counts: dict[str, int]
+
+
+@_event
 class TaskUpgraded(Event):
     """A pending task's priority was raised by a more urgent duplicate submission."""
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import polars as pl
 
-from .calls import CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
+from .calls import BatchTag, CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
 
 if TYPE_CHECKING:
     from ..model import SchedulerError
@@ -116,6 +116,8 @@ class BatchBackend(Protocol[S]):
     #: ``staging`` (the bulk copy's own time), ``write_lock`` (transactions' lock time),
     #: ``stage_wait`` (time a merge waited for staging; reported as staging).
     phases: dict[str, float]
+    #: The batch record its merges add their tasks to (see :class:`BatchTag`).
+    tag: BatchTag
 
     def batch_session(
         self, *, chunked: bool, dry_run: bool
@@ -144,6 +146,11 @@ class BatchBackend(Protocol[S]):
 
     def read_error(self, exc: OSError) -> SchedulerError:
         """The store's error for a batch whose input could not be read."""
+        ...
+
+    def seal(self) -> None:
+        """One write: seal the batch :attr:`tag` recorded (nothing when none): its
+        submission ended without a last transaction that sealed it."""
         ...
 
 
@@ -333,6 +340,31 @@ class Driver(abc.ABC, Generic[C]):
         a retry of failures: the history id of the failure each input row retries; a
         merge then passes over a keyed row whose key has a history record newer than it
         (see :meth:`~taskmill.store.TaskStore.retry_failed`)."""
+
+    # ------------------------------------------------------------------ batches (schema 7)
+
+    @abc.abstractmethod
+    def batch_rows(self, conn: C, batch_id: int | None, limit: int | None) -> list[tuple[Any, ...]]:
+        """In a read: the stored batches, newest first (``batch_id``: that one alone;
+        ``limit``: at most that many), each ``(id, name, created_at, sealed, total,
+        finished_at, completed, failed, cancelled, superseded, expired, expected_bytes,
+        completed_bytes)`` — the counts and bytes ``None`` until it finished."""
+
+    @abc.abstractmethod
+    def batch_tallies(self, conn: C, ids: list[int]) -> list[tuple[Any, ...]]:
+        """In a read or write: the tasks of batches ``ids``, active and in history, as
+        ``(batch_id, status, how many, their expected bytes, their last finish)`` (the
+        finish ``None`` for active tasks), one row per batch and status found."""
+
+    @abc.abstractmethod
+    def batches_done(self, conn: C) -> list[int]:
+        """In a read or write: the sealed batches not finished yet with no active task."""
+
+    @abc.abstractmethod
+    def batch_finish(self, conn: C, batch_id: int, values: dict[str, Any]) -> bool:
+        """In a write: finish batch ``batch_id`` with ``values`` (``finished_at`` and the
+        frozen counts and bytes, by column name) unless it is finished already or has an
+        active task; whether it did."""
 
     # ------------------------------------------------------------------ task control
 

@@ -4,13 +4,14 @@ once instead of in the protocol, in both drivers and at every call."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from ..batch.validate import Row
 
-__all__ = ["CancelSlice", "Dead", "Ending", "Expired", "NewTask", "Owned", "Selection"]
+__all__ = ["BatchTag", "CancelSlice", "Dead", "Ending", "Expired", "NewTask", "Owned", "Selection"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class Selection:
     group: list[str] | None = None
     limit: int | None = None
     ids: list[int] | None = None
+    batch_ids: list[int] | None = None
 
 
 #: Owners :meth:`~taskmill.backends.base.Driver.give_back` takes tasks from at once, each
@@ -79,3 +81,45 @@ class Ending:
     now: float
     error: str | None = None
     replaced_by: int | None = None
+
+
+@dataclass(slots=True)
+class BatchTag:
+    """The batch record a submission's transactions add their tasks to (schema 7).
+
+    The first transaction that inserts tasks records the batch (its ``name``) and tags
+    its tasks with the new id; each later one tags its own with that id.  ``last``: the
+    transaction under way is the submission's last (it seals the batch).  A driver calls
+    :meth:`begin` at the start of each try of a transaction's body, :meth:`id_for` when it
+    knows how many tasks it inserts, and :meth:`commit` once the transaction committed:
+    so a body run again, or rolled back, never keeps an id whose row is gone."""
+
+    name: str | None = None
+    #: The batch's id once a committed transaction recorded it (``None``: none yet).
+    id: int | None = None
+    last: bool = True
+    #: Whether a committed transaction sealed the batch (its submission's last).
+    sealed: bool = False
+    _open: int | None = field(default=None, repr=False)
+
+    @property
+    def current(self) -> int | None:
+        """The id the transaction under way tags its tasks with (``None``: none yet)."""
+        return self._open
+
+    def begin(self) -> None:
+        """A try of a transaction's body starts (with what is committed)."""
+        self._open = self.id
+
+    def id_for(self, inserting: int, record: Callable[[], int]) -> int | None:
+        """The batch id to tag ``inserting`` new tasks with: ``record()`` records the batch
+        in the transaction under way when this is its first task (``None``: no task)."""
+        if inserting and self._open is None:
+            self._open = record()
+        return self._open
+
+    def commit(self) -> None:
+        """The transaction under way committed (it sealed the batch if it was the last
+        and the batch is recorded)."""
+        self.id = self._open
+        self.sealed = self.sealed or (self.last and self.id is not None)

@@ -127,6 +127,9 @@ class BatchOutcome:
         #: ``staging`` (DuckDB's own copy time, much of it overlapped with the merges) and
         #: ``write_lock`` (how long the store's write lock was held).  Set by the store.
         self.phases: dict[str, float] = {}
+        #: The batch recorded in the store (``store.batch(out.batch_id)``): ``None`` for a
+        #: plan and for a batch that inserted no task.  Set by the store.
+        self.batch_id: int | None = None
         #: The detail view last taken out with the notebook widget's "take this view out"
         #: button (a polars DataFrame), reachable from the displayed outcome: ``out.exported``.
         self.exported: pl.DataFrame | None = None

@@ -74,6 +74,8 @@ class Prepared:
     frame: pl.DataFrame
     chunk_size: int
     transaction_limit: int
+    #: The batch's name (``BatchSubmission().name(...)``), recorded with it.
+    name: str | None = None
     payloads: ColumnStream | None = None
     checked: Spool | None = None
     stored: ColumnStream | None = None  # the rows of `checked`, read chunk by chunk
@@ -347,7 +349,7 @@ def _prepare(x: Any, spec: BatchSubmission | None) -> Prepared:
             raise _bad_input("the BatchSubmission has no tasks (call .tasks(...))")
     spec = spec or BatchSubmission()
     defaults = spec.defaults
-    settings = (spec._chunk_size, spec._transaction_limit)
+    settings = (spec._chunk_size, spec._transaction_limit, spec._name)
     if isinstance(x, str | os.PathLike):
         return _prepare_parquet(Path(x), spec)
     if _is_stream(x):
@@ -400,6 +402,7 @@ def _prepare_parquet(path: Path, spec: BatchSubmission) -> Prepared:
         marks.frame,
         spec._chunk_size,
         spec._transaction_limit,
+        spec._name,
         payloads=ColumnStream(files, columns, expr, pinned),
         checked=checked,
         stored=stored,
@@ -417,4 +420,4 @@ def _in_memory(schema: pa.Schema, batches: list[pa.RecordBatch], spec: BatchSubm
     """A small plan, read whole, prepared like an in-memory table."""
     table = pa.Table.from_batches(batches) if batches else _empty(schema)
     df = _check_table(_canonical_columns(_from_arrow(table), spec), spec.defaults)
-    return Prepared(_mark_winners(df), spec._chunk_size, spec._transaction_limit)
+    return Prepared(_mark_winners(df), spec._chunk_size, spec._transaction_limit, spec._name)

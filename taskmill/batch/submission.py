@@ -17,6 +17,8 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_TRANSACTION_LIMIT", "BatchSubmission"]
 
 DEFAULT_CHUNK_SIZE = 10_000
 DEFAULT_TRANSACTION_LIMIT = 100_000
+#: The longest batch name, in characters.
+MAX_BATCH_NAME = 200
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class BatchSubmission:
     _transaction_limit: int = DEFAULT_TRANSACTION_LIMIT
     _run_after: float | None = None
     _expires_at: float | None = None
+    _name: str | None = None
 
     def tasks(self, tasks: Any) -> BatchSubmission:
         """The tasks: submissions, a table, or a Parquet path (not another BatchSubmission)."""
@@ -94,6 +97,23 @@ class BatchSubmission:
     def expires_at(self, when: Any) -> BatchSubmission:
         """Expiry time of the rows that set none (as :meth:`run_after`)."""
         return dataclasses.replace(self, _expires_at=_batch_time(when, "expires_at"))
+
+    def name(self, name: str | None) -> BatchSubmission:
+        """A label for the batch, recorded with it (``store.batch(id).name``, ``taskmill
+        batches``); at most 200 characters.  ``None``: no name."""
+        if name is not None and not isinstance(name, str):
+            raise InvalidSubmission(
+                f"a batch name must be a string, got {type(name).__name__}",
+                kind="invalid_input",
+                field="name",
+            )
+        if name is not None and len(name) > MAX_BATCH_NAME:
+            raise InvalidSubmission(
+                f"a batch name has at most {MAX_BATCH_NAME} characters, got {len(name):,}",
+                kind="invalid_input",
+                field="name",
+            )
+        return dataclasses.replace(self, _name=name)
 
     def chunk_size(self, n: int) -> BatchSubmission:
         """Rows per transaction for batches larger than the transaction limit."""

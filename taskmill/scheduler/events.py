@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import Callable
 
 from ..model import Event
 
@@ -89,6 +90,8 @@ class EventBus:
     def __init__(self) -> None:
         self._subscribers: set[Subscription] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The scheduler's own parts that follow events (called on the loop, first).
+        self.listeners: list[Callable[[Event], None]] = []
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Publish events from other threads on ``loop`` (the scheduler's, once started)."""
@@ -105,7 +108,9 @@ class EventBus:
         self._subscribers.discard(sub)
 
     def publish(self, event: Event) -> None:
-        """Hand ``event`` to every subscription (on the event loop)."""
+        """Hand ``event`` to every listener and subscription (on the event loop)."""
+        for listener in self.listeners:
+            listener(event)
         for sub in list(self._subscribers):
             sub._push(event)
 

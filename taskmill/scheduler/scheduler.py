@@ -33,6 +33,7 @@ from typing import Any
 
 from .. import display
 from ..batch.outcome import BatchOutcome
+from ..batch.status import BatchStatus
 from ..model import (
     BatchSubmitted,
     Event,
@@ -49,6 +50,7 @@ from ..store import TaskStore
 from ..store.picking import check_limits
 from ..store.workers import DEFAULT_LEASE_TIMEOUT
 from .attempts import Attempt, Executor
+from .batches import BatchSweep
 from .dispatch import Dispatcher
 from .events import EventBus, Subscription, wait_set
 from .leases import WorkerLease
@@ -184,6 +186,8 @@ class Scheduler:
         self._unwatch: Callable[[], None] | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self._retention_task: asyncio.Task[None] | None = None
+        self._batch_sweep: BatchSweep | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
 
     # ------------------------------------------------------------------ state
@@ -289,6 +293,12 @@ class Scheduler:
 
         self._unwatch = store.watch(wake_up)  # None: the engine cannot tell
         self._lease_task = asyncio.create_task(lease.upkeep(), name="taskmill-lease")
+        sweep = BatchSweep(store=store, events=self._events, poll_interval=self.poll_interval)
+        if self._batch_sweep is not None:  # started again: the old sweep follows no more
+            self._events.listeners.remove(self._batch_sweep.notice)
+        self._events.listeners.append(sweep.notice)
+        self._batch_sweep = sweep
+        self._sweep_task = asyncio.create_task(sweep.run(), name="taskmill-batches")
         if self.history_retention is not None:
             self._retention_task = asyncio.create_task(
                 prune_history_now_and_then(store, self.history_retention),
@@ -327,6 +337,10 @@ class Scheduler:
         if self._unwatch is not None:
             await asyncio.to_thread(self._unwatch)
             self._unwatch = None
+        await _cancelled(self._sweep_task)
+        self._sweep_task = None
+        if self._batch_sweep is not None:  # what ended here last may finish a batch
+            await self._batch_sweep.sweep()
         await _cancelled(self._lease_task)
         self._lease_task = None
         await lease.stop()
@@ -594,6 +608,28 @@ class Scheduler:
 
         async with asyncio.timeout(timeout):
             await idle()
+
+    async def wait_batch(self, batch_id: int, timeout: float | None = None) -> BatchStatus:
+        """Wait until batch ``batch_id`` is done (its submission ended and none of its
+        tasks is active) and return its status — at once when it is done already.
+
+        Whoever runs its tasks (this scheduler, other workers, other machines), and however
+        they end.  ``SchedulerError(kind="unknown_batch")`` for a batch the store does not
+        hold; ``TimeoutError`` after ``timeout`` seconds."""
+        if not self._started or self._batch_sweep is None:
+            raise SchedulerError("the scheduler is not started (use 'async with')", kind="state")
+        changed = self._batch_sweep.changed
+
+        async def done() -> BatchStatus:
+            while True:
+                changed.clear()
+                status = await asyncio.to_thread(self.store.batch, batch_id)
+                if status.done:
+                    return status
+                await wait_set(changed, self.poll_interval)
+
+        async with asyncio.timeout(timeout):
+            return await done()
 
     def widget(self, *, refresh: float = 2.0) -> Any:
         """A live ipywidgets view of this scheduler (call from a running event loop, as

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import polars as pl
 
 from ..backends.base import BatchBackend, CommitHook
+from ..backends.calls import BatchTag
 from ..backends.staging import INSERTING
 from ..batch.outcome import BatchOutcome, MergeResults, build_outcome
 from ..batch.prepare import Prepared, prepare
@@ -52,14 +53,23 @@ def run_batch(
     else:
         bounds = [(0, n)]
     results = MergeResults(n)
+    backend.tag = tag = BatchTag(name=prepared.name)
     try:
         try:
             with backend.batch_session(chunked=len(bounds) > 1, dry_run=dry_run):
                 _run_chunks(
                     phases, prepared, bounds, results, dry_run, on_commit, started, progress
                 )
+        except BatchInterrupted as exc:
+            exc.outcome.batch_id = tag.id
+            _seal(backend, tag)
+            raise
+        except BaseException:
+            _seal(backend, tag)
+            raise
         finally:
             prepared.close()
+        _seal(backend, tag)  # when the last transaction inserted nothing, or merged no rows
         with phases.timed("outcome"):
             outcome = build_outcome(
                 prepared, results, planned=dry_run, elapsed=time.perf_counter() - started
@@ -67,6 +77,7 @@ def run_batch(
     finally:
         results.close()
     outcome.phases = phases.report()
+    outcome.batch_id = tag.id
     outcome.elapsed = time.perf_counter() - started  # its own assembly included
     counts = outcome.counts()
     log.info(
@@ -79,6 +90,18 @@ def run_batch(
         ", ".join(f"{a}={c}" for a, c in counts.items()),
     )
     return outcome
+
+
+def _seal(backend: BatchBackend[Any], tag: BatchTag) -> None:
+    """Seal the batch ``tag`` recorded unless its last transaction did (a submission that
+    stopped early, or whose last transaction inserted nothing); best effort: a store that
+    cannot take it leaves the batch open, logged."""
+    if tag.id is None or tag.sealed:
+        return
+    try:
+        backend.seal()
+    except SchedulerError as exc:
+        log.warning("taskmill: batch %s could not be sealed: %s", tag.id, exc)
 
 
 class _Phases:
@@ -194,6 +217,7 @@ def _one_chunk(
     try:
         if isinstance(current, BaseException):
             raise current
+        backend.backend.tag.last = k == len(bounds) - 1
         result = backend.merge(current, dry_run=dry_run, base_offset=base_offset)
     except (SchedulerError, OSError) as exc:
         if len(bounds) == 1:

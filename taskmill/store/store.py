@@ -40,6 +40,7 @@ from ..backends.workers import (
     stale_owners,
 )
 from ..batch.outcome import BatchOutcome
+from ..batch.status import BatchStatus
 from ..batch.submission import BatchSubmission
 from ..batch.validate import (
     Defaults,
@@ -59,6 +60,7 @@ from ..model import (
     SubmitOutcome,
     TaskSubmission,
 )
+from .batches import batches_frame, finish_done, read_status
 from .batchrun import run_batch
 from .common import (
     ATTEMPT_COLUMNS,
@@ -124,8 +126,9 @@ def _listing(table: Literal["tasks", "history"], columns: Mapping[str, Any], doc
         group: Filter = None,
         limit: int | None = None,
         ids: int | Iterable[int] | None = None,
+        batch_id: int | Iterable[int] | None = None,
     ) -> pl.DataFrame:
-        return self._query(table, columns, status, task_type, group, limit, ids)
+        return self._query(table, columns, status, task_type, group, limit, ids, batch_id)
 
     listing.__name__ = table
     listing.__qualname__ = f"TaskStore.{table}"
@@ -788,13 +791,14 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         """Active tasks (pending, running, paused) in dispatch order, as a polars DataFrame.
 
         Each filter is a string or a sequence of strings (any of them matches); ``ids`` a
-        task id or several; ``limit`` a whole number (negative: no limit).""",
+        task id or several, ``batch_id`` a batch id or several (``out.batch_id``);
+        ``limit`` a whole number (negative: no limit).""",
     )
     history = _listing(
         "history",
         HISTORY_COLUMNS,
         """Finished tasks (completed, failed, cancelled, superseded, expired) by id; the
-        filters, ``ids`` and ``limit`` as :meth:`tasks`'s.""",
+        filters, ``ids``, ``batch_id`` and ``limit`` as :meth:`tasks`'s.""",
     )
 
     def _query(
@@ -806,6 +810,7 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         group: Any,
         limit: Any,
         ids: Any = None,
+        batch_id: Any = None,
     ) -> pl.DataFrame:
         """:meth:`tasks` or :meth:`history`, its arguments checked."""
         selection = Selection(
@@ -815,6 +820,7 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
             group=filter_values("group", group),
             limit=limit_argument(limit),
             ids=ids_argument(ids),
+            batch_ids=ids_argument(batch_id, "batch_id"),
         )
         return frame(self._driver.select(selection), columns)
 
@@ -934,3 +940,28 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
                 f"by={by!r}: use group, priority or task_type", kind="invalid_argument"
             )
         return stats_frame(self._driver.stats_rows(by), by)
+
+    # ------------------------------------------------------------------ batches
+
+    def batch(self, batch_id: int) -> BatchStatus:
+        """Batch ``batch_id`` (``out.batch_id`` of the ``submit_batch`` that recorded it) as
+        it stands: its tasks counted by status, their expected and completed bytes, and
+        whether it is done (its submission ended and none of its tasks is active).
+        ``SchedulerError(kind="unknown_batch")`` when the store holds no such batch."""
+        return read_status(self._driver, task_id_argument(batch_id, "batch_id"), self)
+
+    def batches(self, *, limit: int | None = None) -> pl.DataFrame:
+        """Every batch, newest first (``limit``: the newest that many), one row each:
+        ``batch_id``, ``name``, ``created_at``, ``finished_at`` (null while it is not
+        done), ``total`` (tasks it inserted), a count column per status (blocked, pending,
+        running, paused, completed, failed, cancelled, superseded, expired),
+        ``expected_bytes`` and ``completed_bytes``."""
+        return batches_frame(self._driver, limit_argument(limit))
+
+    def finish_batches(self) -> list[tuple[int, dict[str, int]]]:
+        """Record as finished the batches that are done (sealed, none of their tasks
+        active), their counts frozen — so pruning history later changes nothing of them;
+        ``(batch_id, counts)`` of each batch *this* call finished.  A scheduler calls it
+        as attempts end and on its polls, and announces each one with
+        :class:`~taskmill.BatchFinished`: once, however many schedulers run."""
+        return finish_done(self._driver)

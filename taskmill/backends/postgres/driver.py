@@ -486,6 +486,22 @@ class PostgresDriver(Driver[Connection]):
         )
         return {int(r[0]) for r in moved}
 
+    # ------------------------------------------------------------------ batches
+
+    def batch_rows(
+        self, conn: Connection, batch_id: int | None, limit: int | None
+    ) -> list[tuple[Any, ...]]:
+        return conn.execute(q("batch_rows"), {"id": batch_id, "limit": limit}).fetchall()
+
+    def batch_tallies(self, conn: Connection, ids: list[int]) -> list[tuple[Any, ...]]:
+        return conn.execute(q("batch_tallies"), {"ids": ids}).fetchall()
+
+    def batches_done(self, conn: Connection) -> list[int]:
+        return [int(r[0]) for r in conn.execute(q("batches_done"))]
+
+    def batch_finish(self, conn: Connection, batch_id: int, values: dict[str, Any]) -> bool:
+        return conn.execute(q("batch_finish"), {**values, "id": batch_id}).rowcount == 1
+
     # ------------------------------------------------------------------ task control
 
     def cancel(self, task_id: int) -> str | None:
@@ -767,6 +783,7 @@ class PostgresDriver(Driver[Connection]):
             "status": selection.status,
             "task_type": selection.task_type,
             "group": selection.group,
+            "batch_ids": selection.batch_ids,
             # as in SQLite, a negative limit is no limit (PostgreSQL would refuse it)
             "limit": None if limit is None or limit < 0 else int(limit),
         }

@@ -63,12 +63,12 @@ SELECT nextval('taskmill.task_ids');
 INSERT INTO taskmill.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id
 ) VALUES (
     %(id)s, %(task_type)s, %(dedup_key)s, %(group)s, %(priority)s, %(queue_pos)s,
     %(payload)s, %(label)s, %(expected_read_bytes)s, %(expected_write_bytes)s,
     %(expected_net_rx_bytes)s, %(expected_net_tx_bytes)s, %(max_retries)s, %(now)s,
-    %(key_hash)s, %(run_after)s, %(expires_at)s
+    %(key_hash)s, %(run_after)s, %(expires_at)s, NULL
 );
 
 -- name: upgrade_priority
@@ -99,12 +99,13 @@ WITH moved AS (
         id, task_type, dedup_key, group_name, priority, payload, label,
         expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
         expected_net_tx_bytes, max_retries, status, attempts, last_error, replaced_by,
-        created_at, started_at, finished_at
+        created_at, started_at, finished_at, batch_id
     )
     SELECT id, task_type, dedup_key, group_name, priority, payload, label,
            expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
            expected_net_tx_bytes, max_retries, %(status)s, attempts,
-           COALESCE(%(error)s::text, last_error), new_id, created_at, started_at, %(now)s
+           COALESCE(%(error)s::text, last_error), new_id, created_at, started_at, %(now)s,
+           batch_id
     FROM moved
 )
 SELECT id, status FROM moved;
@@ -417,12 +418,13 @@ SELECT status, count(*) FROM taskmill.history GROUP BY status;
 SELECT id, task_type, dedup_key, group_name, priority, status, queue_pos, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
        expected_net_tx_bytes, max_retries, attempts, last_error, run_after, expires_at,
-       created_at, started_at
+       created_at, started_at, batch_id
 FROM taskmill.tasks
 WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
   AND (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
   AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
   AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
+  AND (%(batch_ids)s::bigint[] IS NULL OR batch_id = ANY(%(batch_ids)s::bigint[]))
 ORDER BY priority, queue_pos, id
 LIMIT %(limit)s::bigint;
 
@@ -431,12 +433,13 @@ LIMIT %(limit)s::bigint;
 SELECT id, task_type, dedup_key, group_name, priority, status, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
        expected_net_tx_bytes, max_retries, attempts, last_error, replaced_by, created_at,
-       started_at, finished_at
+       started_at, finished_at, batch_id
 FROM taskmill.history
 WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
   AND (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
   AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
   AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
+  AND (%(batch_ids)s::bigint[] IS NULL OR batch_id = ANY(%(batch_ids)s::bigint[]))
 ORDER BY id
 LIMIT %(limit)s::bigint;
 
@@ -610,12 +613,13 @@ WHERE t.id = u.id AND t.status = 'pending' AND t.priority > u.priority;
 INSERT INTO taskmill.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id
 )
 SELECT %(base)s::bigint + row_number() OVER w, s.task_type, s.dedup_key, s.group_name,
        s.priority, COALESCE(m.queue_pos, %(base)s::bigint + row_number() OVER w), s.payload,
        s.label, s.expected_read_bytes, s.expected_write_bytes, s.expected_net_rx_bytes,
-       s.expected_net_tx_bytes, s.max_retries, %(now)s, s.key_hash, s.run_after, s.expires_at
+       s.expected_net_tx_bytes, s.max_retries, %(now)s, s.key_hash, s.run_after, s.expires_at,
+       %(batch_id)s::bigint
 FROM taskmill.{stage} AS s
 LEFT JOIN unnest(%(ords)b::bigint[], %(keep)b::boolean[], %(queue_pos)b::bigint[])
      AS m (ord, keep, queue_pos) ON m.ord = s.ord
@@ -628,14 +632,63 @@ WINDOW w AS (ORDER BY s.ord);
 INSERT INTO taskmill.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id
 )
 SELECT d.id, s.task_type, s.dedup_key, s.group_name, s.priority, d.queue_pos, s.payload,
        s.label, s.expected_read_bytes, s.expected_write_bytes, s.expected_net_rx_bytes,
-       s.expected_net_tx_bytes, s.max_retries, %(now)s, s.key_hash, s.run_after, s.expires_at
+       s.expected_net_tx_bytes, s.max_retries, %(now)s, s.key_hash, s.run_after, s.expires_at,
+       %(batch_id)s::bigint
 FROM unnest(%(ords)b::bigint[], %(ids)b::bigint[], %(queue_pos)b::bigint[])
      AS d (ord, id, queue_pos)
 JOIN taskmill.{stage} AS s ON s.ord = d.ord;
+
+-- ------------------------------------------------------------------ batches as units of work (schema 7)
+-- As in the SQLite store's queries: batch_open in a batch's first inserting transaction,
+-- batch_grow in each, batch_seal when it stopped early; a sweep finishes it.
+
+-- name: batch_open
+INSERT INTO taskmill.batches (name, created_at) VALUES (%(name)s, %(now)s) RETURNING id;
+
+-- name: batch_grow
+UPDATE taskmill.batches SET total = total + %(n)s, sealed = sealed OR %(sealed)s
+WHERE id = %(id)s;
+
+-- name: batch_seal
+UPDATE taskmill.batches SET sealed = true WHERE id = %(id)s;
+
+-- name: batch_rows
+SELECT id, name, created_at, sealed, total, finished_at, completed, failed, cancelled,
+       superseded, expired, expected_bytes, completed_bytes
+FROM taskmill.batches
+WHERE %(id)s::bigint IS NULL OR id = %(id)s::bigint
+ORDER BY id DESC
+LIMIT %(limit)s::bigint;
+
+-- name: batch_tallies
+SELECT batch_id, status, count(*), sum(expected_read_bytes::numeric + expected_write_bytes + expected_net_rx_bytes + expected_net_tx_bytes), NULL::double precision
+FROM taskmill.tasks
+WHERE batch_id = ANY(%(ids)s::bigint[])
+GROUP BY batch_id, status
+UNION ALL
+SELECT batch_id, status, count(*), sum(expected_read_bytes::numeric + expected_write_bytes + expected_net_rx_bytes + expected_net_tx_bytes), max(finished_at)
+FROM taskmill.history
+WHERE batch_id = ANY(%(ids)s::bigint[])
+GROUP BY batch_id, status;
+
+-- name: batches_done
+SELECT b.id FROM taskmill.batches AS b
+WHERE b.finished_at IS NULL AND b.sealed
+  AND NOT EXISTS (SELECT 1 FROM taskmill.tasks AS t WHERE t.batch_id = b.id);
+
+-- name: batch_finish
+-- (Two sweeps finishing one batch: the later UPDATE waits for the first, then finds
+-- finished_at set and changes nothing.)
+UPDATE taskmill.batches
+SET finished_at = %(finished_at)s, completed = %(completed)s, failed = %(failed)s,
+    cancelled = %(cancelled)s, superseded = %(superseded)s, expired = %(expired)s,
+    expected_bytes = %(expected_bytes)s, completed_bytes = %(completed_bytes)s
+WHERE id = %(id)s AND finished_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM taskmill.tasks AS t WHERE t.batch_id = %(id)s);
 
 -- ------------------------------------------------------------------ wake-ups
 
@@ -668,7 +721,7 @@ WHERE finished_at < %(cutoff)s::double precision
 SELECT id, task_type, dedup_key, group_name, priority, status, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
        expected_net_tx_bytes, max_retries, attempts, last_error, replaced_by, created_at,
-       started_at, finished_at
+       started_at, finished_at, batch_id
 FROM taskmill.history
 WHERE id = ANY(%(ids)s::bigint[])
 ORDER BY id;

@@ -1,4 +1,4 @@
--- taskmill store schema on PostgreSQL, version 6 (the SQLite store's schema 6, column for
+-- taskmill store schema on PostgreSQL, version 7 (the SQLite store's schema 7, column for
 -- column).  Everything lives in the schema `taskmill`, so the store can share a database
 -- with the user's own tables; the runner (postgres/migrate.py) creates the schema and
 -- applies this file, or the migrations in migrations/ to an older store, in one
@@ -6,7 +6,7 @@
 --
 -- Parts, as in the SQLite store's schema.sql: an object unchanged since the migration that
 -- created it is written once, in a part file beside migrations/ named by what it creates
--- (group_pauses.sql, rate_buckets.sql, attempts.sql), included here and by that migration;
+-- (group_pauses.sql, rate_buckets.sql, attempts.sql, batches.sql), included here and by that migration;
 -- a part is released text, never edited (a change is a new migration, and this file then
 -- writes the object itself).
 --
@@ -46,7 +46,8 @@ CREATE TABLE taskmill.tasks (
     created_at            double precision NOT NULL,
     started_at            double precision,
     key_hash              bigint,           -- taskmill/store/keys.py; NULL without a key
-    expires_at            double precision  -- not started by then: ends as 'expired'
+    expires_at            double precision, -- not started by then: ends as 'expired'
+    batch_id              bigint            -- the batch that inserted it (schema 7)
 );
 
 ALTER SEQUENCE taskmill.task_ids OWNED BY taskmill.tasks.id;
@@ -69,6 +70,10 @@ CREATE INDEX tasks_retry ON taskmill.tasks (run_after) WHERE run_after IS NOT NU
 -- Tasks that expire if not started in time.
 CREATE INDEX tasks_expiry ON taskmill.tasks (expires_at) WHERE expires_at IS NOT NULL;
 
+-- The tasks of each batch, active and finished (schema 7): its counts and whether any of
+-- its tasks is still active.
+CREATE INDEX tasks_batch ON taskmill.tasks (batch_id) WHERE batch_id IS NOT NULL;
+
 CREATE TABLE taskmill.history (
     id                    bigint   PRIMARY KEY,   -- the task's own id
     task_type             text     NOT NULL,
@@ -90,10 +95,12 @@ CREATE TABLE taskmill.history (
     replaced_by           bigint,           -- for 'superseded': the task that replaced it
     created_at            double precision NOT NULL,
     started_at            double precision,
-    finished_at           double precision NOT NULL
+    finished_at           double precision NOT NULL,
+    batch_id              bigint            -- the batch that inserted it (schema 7)
 );
 
 CREATE INDEX history_finished ON taskmill.history (finished_at);
+CREATE INDEX history_batch ON taskmill.history (batch_id) WHERE batch_id IS NOT NULL;
 
 -- Workers and their leases: a scheduler renews `heartbeat_at` while it runs; a running
 -- task whose owner's lease ran out is pending again.
@@ -117,3 +124,6 @@ CREATE TABLE taskmill.workers (
 -- include: rate_buckets.sql
 
 -- include: attempts.sql
+
+-- Batches as units of work (schema 7): every submit_batch that inserted a task.
+-- include: batches.sql

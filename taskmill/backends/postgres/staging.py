@@ -36,6 +36,7 @@ from psycopg import sql
 
 from ...model import SchedulerError, StoreError
 from .. import staging
+from ..calls import BatchTag
 from ..location import scrub
 from ..staging import INSERTING, decide, hash_part, retried_failures, staging_frame
 from .queries import SUBMIT_LOCK, Connection, finish, q, scalar
@@ -122,6 +123,7 @@ class PostgresBatch:
         self.store = store
         self.retries = retries  # see Driver.batch_backend
         self.phases: dict[str, float] = dict.fromkeys(("staging", "write_lock"), 0.0)
+        self.tag = BatchTag()
 
     # ------------------------------------------------------------------ helpers
 
@@ -217,6 +219,15 @@ class PostgresBatch:
     def read_error(self, exc: OSError) -> SchedulerError:
         return StoreError(f"cannot read the batch for {self.store.where}: {exc}")
 
+    def seal(self) -> None:
+        """Seal the batch of :attr:`tag` (its submission ended before its last
+        transaction, or that one inserted nothing)."""
+        if self.tag.id is not None:
+            batch = self.tag.id
+            self.store._autocommit(
+                "cannot seal a batch in", lambda c: c.execute(q("batch_seal"), {"id": batch})
+            )
+
     def merge(self, staged: StagedPart, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
         """Merge (or plan) the staged part in one transaction, then drop its table.
 
@@ -256,6 +267,7 @@ class PostgresBatch:
             lambda c: self._merge(c, staged, table),
             retry_unique=True,
         )
+        self.tag.commit()
         self.store.last_batch_merge_seconds.append(time.perf_counter() - started)
         self.phases["write_lock"] += self.store.last_batch_merge_seconds[-1]
         return result
@@ -272,6 +284,8 @@ class PostgresBatch:
     def _merge(self, conn: Connection, staged: StagedPart, table: str) -> pl.DataFrame:
         now = self.store.now()  # the server's clock (expiry, created_at)
         part = staged.part
+        tag = self.tag
+        tag.begin()
         conn.execute(q("advisory_lock"), {"lock": SUBMIT_LOCK})
         self.store._expire_due(conn, now)  # expired tasks free their keys first
         matches = conn.execute(self._q("batch_match", table)).fetchall()
@@ -304,11 +318,16 @@ class PostgresBatch:
                 q("batch_upgrade"),
                 {"ids": up["task_id"].to_list(), "priorities": up["priority"].to_list()},
             )
+        batch_id = tag.id_for(
+            n, lambda: int(scalar(conn.execute(q("batch_open"), {"name": tag.name, "now": now})))
+        )
         if n:
-            inserted = self._insert(conn, table, result, matches, drawn, now)
+            inserted = self._insert(conn, table, result, matches, drawn, now, batch_id)
             if inserted != n:  # the SQL and the plan disagree: never commit that
                 raise StoreError(f"batch merge inserted {inserted} rows where {n} were planned")
             conn.execute(self._q("notify_work", table))  # other machines' workers wake at commit
+        if batch_id is not None:
+            conn.execute(q("batch_grow"), {"id": batch_id, "n": n, "sealed": tag.last})
         return result
 
     def _insert(
@@ -319,8 +338,10 @@ class PostgresBatch:
         matches: list[tuple[Any, ...]],
         drawn: list[int],
         now: float,
+        batch_id: int | None,
     ) -> int:
-        """Insert the new tasks of ``result``; returns how many rows were inserted."""
+        """Insert the new tasks of ``result``, tagged with ``batch_id``; returns how many
+        rows were inserted."""
         # ord -> queue place of the pending task it matched (taken over when superseding)
         pending_pos = {int(m[0]): int(m[4]) for m in matches if m[2] == "pending"}
         actions = dict(zip(result["index"].to_list(), result["action"].to_list(), strict=True))
@@ -329,7 +350,8 @@ class PostgresBatch:
             keep = [actions[o] == "superseded" for o in ords]
             queue_pos = [pending_pos.get(o) if k else None for o, k in zip(ords, keep, strict=True)]
             params = {"ords": ords, "keep": keep, "queue_pos": queue_pos, "base": drawn[0] - 1}
-            return conn.execute(self._q("batch_insert", table), {**params, "now": now}).rowcount
+            params |= {"now": now, "batch_id": batch_id}
+            return conn.execute(self._q("batch_insert", table), params).rowcount
         new = result.filter(pl.col("action").is_in(INSERTING))
         ords = new["index"].to_list()
         ids = new["task_id"].to_list()
@@ -338,6 +360,7 @@ class PostgresBatch:
             for o, i, a in zip(ords, ids, new["action"].to_list(), strict=True)
         ]
         params = {"ords": ords, "ids": ids, "queue_pos": queue_pos, "now": now}
+        params["batch_id"] = batch_id
         return conn.execute(self._q("batch_insert_listed", table), params).rowcount
 
 

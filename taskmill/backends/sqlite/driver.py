@@ -28,10 +28,11 @@ from ...model import (
     StoreLocked,
 )
 from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, shut
-from ..calls import CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
+from ..calls import BatchTag, CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
 from ..keys import register as register_key_hash
 from ..sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from ..staging import (
+    INSERTING,
     Stager,
     StagingPipeline,
     decide,
@@ -142,6 +143,7 @@ class _SqliteBatch:
         self.store = store
         self.retries = retries
         self.phases: dict[str, float] = dict.fromkeys(("staging", "write_lock", "stage_wait"), 0.0)
+        self.tag = BatchTag()
 
     def batch_session(
         self, *, chunked: bool, dry_run: bool
@@ -160,7 +162,11 @@ class _SqliteBatch:
         waited = staged.pipeline.waited  # the wait in ready(), counted by the caller
         try:
             return self.store._merge_staged_part(
-                staged, dry_run=dry_run, base_offset=base_offset, retries=self.retries
+                staged,
+                dry_run=dry_run,
+                base_offset=base_offset,
+                retries=self.retries,
+                tag=None if dry_run else self.tag,
             )
         finally:
             self.phases["staging"] += sum(staged.pipeline.seconds)
@@ -172,6 +178,23 @@ class _SqliteBatch:
 
     def read_error(self, exc: OSError) -> SchedulerError:
         return _store_error("cannot read the batch for", self.store.path, exc)
+
+    def seal(self) -> None:
+        if self.tag.id is not None:
+            self.store.write("cannot seal a batch in", lambda c: _seal(c, self.tag), single=True)
+
+
+def _open_batch(conn: sqlite3.Connection, tag: BatchTag, now: float) -> int:
+    """Record the batch of ``tag`` in the transaction of ``conn``; its id."""
+    return int(conn.execute(q("batch_open"), {"name": tag.name, "now": now}).fetchone()[0])
+
+
+#: The rows of a merge's result that inserted a task.
+_INSERTED = pl.col("action").is_in(INSERTING)
+
+
+def _seal(conn: sqlite3.Connection, tag: BatchTag) -> None:
+    conn.execute(q("batch_seal"), {"id": tag.id})
 
 
 class SqliteDriver(Driver[sqlite3.Connection]):
@@ -592,6 +615,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         dry_run: bool,
         base_offset: int = 0,
         retries: Sequence[int] | None = None,
+        tag: BatchTag | None = None,
     ) -> pl.DataFrame:
         """Merge (or plan) one transaction's staged rows.
 
@@ -603,7 +627,8 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         copies of SQLite never hold the same file at once (see
         :class:`~taskmill.backends.staging.StagingPipeline`).
 
-        ``retries``: see :meth:`Driver.batch_backend`.
+        ``retries``: see :meth:`Driver.batch_backend`; ``tag``: the batch record the
+        merge adds its tasks to (``None`` for a plan).
         """
         part, pieces, paths = staged.part, staged.pieces, staged.paths
         names = [f"taskmill_stage_{j}" for j in range(len(pieces))]
@@ -634,6 +659,8 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                     merge_started = time.perf_counter()
                     renewed: tuple[list[str], float] | None = None
                     with txn as c:
+                        if tag is not None:
+                            tag.begin()
                         if not dry_run:  # expired tasks free their keys first
                             self._expire_due(c, self._clock_now(c))
                         for j, piece in enumerate(pieces):
@@ -646,14 +673,21 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                                 dry_run=dry_run,
                                 base_offset=offset,
                                 retries=retries,
+                                tag=tag,
                             )
                             results.append(result)
                             if dry_run:
                                 offset += result.filter(
                                     pl.col("action").is_in(["submitted", "superseded"])
                                 ).height
+                        if tag is not None and tag.current is not None:
+                            inserted = sum(r.filter(_INSERTED).height for r in results)
+                            params = {"id": tag.current, "n": inserted, "sealed": int(tag.last)}
+                            c.execute(q("batch_grow"), params)
                         if not dry_run:
                             renewed = self._renew_live(c)
+                    if tag is not None:
+                        tag.commit()
                     if renewed is not None:
                         note_renewed(*renewed)
                     if not dry_run:
@@ -688,6 +722,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         dry_run: bool,
         base_offset: int = 0,
         retries: Sequence[int] | None = None,
+        tag: BatchTag | None = None,
     ) -> pl.DataFrame:
         def sql(name: str) -> str:  # the staging schema name is ours, never data
             return q(name).replace("taskmill_stage.", f"{stage}.")
@@ -720,10 +755,30 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         expected = result.filter(pl.col("action").is_in(["submitted", "superseded"])).height
         # (rows left out of staging for a key-hash collision also take the ranked form)
         insert = "batch_insert" if expected == part.height else "batch_insert_ranked"
-        inserted = conn.execute(sql(insert), {"base": base, "now": now}).rowcount
+        batch_id = None
+        if tag is not None:
+            batch_id = tag.id_for(expected, lambda: _open_batch(conn, tag, now))
+        params = {"base": base, "now": now, "batch_id": batch_id}
+        inserted = conn.execute(sql(insert), params).rowcount
         if inserted != expected:  # the SQL and the plan disagree: never commit that
             raise StoreError(f"batch merge inserted {inserted} rows where {expected} were planned")
         return result
+
+    # ------------------------------------------------------------------ batches
+
+    def batch_rows(
+        self, conn: sqlite3.Connection, batch_id: int | None, limit: int | None
+    ) -> list[tuple[Any, ...]]:
+        return conn.execute(q("batch_rows"), {"id": batch_id, "limit": limit}).fetchall()
+
+    def batch_tallies(self, conn: sqlite3.Connection, ids: list[int]) -> list[tuple[Any, ...]]:
+        return conn.execute(q("batch_tallies"), {"ids": json.dumps(ids)}).fetchall()
+
+    def batches_done(self, conn: sqlite3.Connection) -> list[int]:
+        return [int(r[0]) for r in conn.execute(q("batches_done"))]
+
+    def batch_finish(self, conn: sqlite3.Connection, batch_id: int, values: dict[str, Any]) -> bool:
+        return conn.execute(q("batch_finish"), {**values, "id": batch_id}).rowcount == 1
 
     # ------------------------------------------------------------------ task control
 
@@ -995,6 +1050,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             ("status", selection.status),
             ("task_type", selection.task_type),
             ("group_name", selection.group),
+            ("batch_id", selection.batch_ids),
         )
         for column, values in filters:
             if values is None:

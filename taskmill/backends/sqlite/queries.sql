@@ -30,8 +30,8 @@ SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tasks'), 0);
 INSERT INTO tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL);
 
 -- name: upgrade_priority
 UPDATE tasks SET priority = ? WHERE id = ? AND status = 'pending' AND priority > ?;
@@ -41,12 +41,13 @@ UPDATE tasks SET priority = ? WHERE id = ? AND status = 'pending' AND priority >
 INSERT INTO history (
     id, task_type, dedup_key, group_name, priority, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, status, attempts, last_error, replaced_by, created_at, started_at, finished_at
+    max_retries, status, attempts, last_error, replaced_by, created_at, started_at, finished_at,
+    batch_id
 )
 SELECT id, task_type, dedup_key, group_name, priority, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
        max_retries, :status, attempts, COALESCE(:error, last_error), :replaced_by,
-       created_at, started_at, :now
+       created_at, started_at, :now, batch_id
 FROM tasks
 WHERE id IN (SELECT value FROM json_each(:ids));
 
@@ -321,12 +322,13 @@ SELECT ord, old_id, old_status, old_priority, old_pos, same FROM temp.batch_matc
 INSERT INTO history (
     id, task_type, dedup_key, group_name, priority, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, status, attempts, last_error, replaced_by, created_at, started_at, finished_at
+    max_retries, status, attempts, last_error, replaced_by, created_at, started_at, finished_at,
+    batch_id
 )
 SELECT t.id, t.task_type, t.dedup_key, t.group_name, t.priority, t.payload, t.label,
        t.expected_read_bytes, t.expected_write_bytes, t.expected_net_rx_bytes,
        t.expected_net_tx_bytes, t.max_retries, 'superseded', t.attempts, t.last_error,
-       json_extract(j.value, '$[1]'), t.created_at, t.started_at, :now
+       json_extract(j.value, '$[1]'), t.created_at, t.started_at, :now, t.batch_id
 FROM json_each(:pairs) AS j
 JOIN main.tasks AS t ON t.id = json_extract(j.value, '$[0]');
 
@@ -347,13 +349,13 @@ WHERE tasks.id = m.old_id AND tasks.status = 'pending'
 INSERT INTO main.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id
 )
 SELECT :base + s.pos, s.task_type, s.dedup_key, s.group_name, s.priority,
        CASE WHEN m.old_status = 'pending' THEN m.old_pos ELSE :base + s.pos END,
        s.payload, s.label, s.expected_read_bytes, s.expected_write_bytes,
        s.expected_net_rx_bytes, s.expected_net_tx_bytes, s.max_retries, :now, s.key_hash,
-       s.run_after, s.expires_at
+       s.run_after, s.expires_at, :batch_id
 FROM taskmill_stage.s AS s
 LEFT JOIN temp.batch_match AS m ON m.ord = s.ord;
 
@@ -362,17 +364,72 @@ LEFT JOIN temp.batch_match AS m ON m.ord = s.ord;
 INSERT INTO main.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id
 )
 SELECT :base + ROW_NUMBER() OVER w, s.task_type, s.dedup_key, s.group_name, s.priority,
        CASE WHEN m.old_status = 'pending' THEN m.old_pos ELSE :base + ROW_NUMBER() OVER w END,
        s.payload, s.label, s.expected_read_bytes, s.expected_write_bytes,
        s.expected_net_rx_bytes, s.expected_net_tx_bytes, s.max_retries, :now, s.key_hash,
-       s.run_after, s.expires_at
+       s.run_after, s.expires_at, :batch_id
 FROM taskmill_stage.s AS s
 LEFT JOIN temp.batch_match AS m ON m.ord = s.ord
 WHERE m.ord IS NULL OR (m.strategy = 'supersede' AND m.same)
 WINDOW w AS (ORDER BY s.ord);
+
+-- ------------------------------------------------------------------ batches as units of work (schema 7)
+-- A batch's row is written by the transactions that insert its tasks (batch_open in the
+-- first, batch_grow in each); it is sealed once the submission ended, and finished by the
+-- first sweep (batches_done, batch_tallies, batch_finish) that finds it sealed with none
+-- of its tasks active.
+
+-- name: batch_open
+INSERT INTO batches (name, created_at) VALUES (:name, :now) RETURNING id;
+
+-- name: batch_grow
+-- A transaction of batch :id inserted :n tasks; :sealed (0 or 1): the submission's last.
+UPDATE batches SET total = total + :n, sealed = MAX(sealed, :sealed) WHERE id = :id;
+
+-- name: batch_seal
+-- The submission of batch :id ended before its last transaction (it stopped).
+UPDATE batches SET sealed = 1 WHERE id = :id;
+
+-- name: batch_rows
+-- Batches as stored, newest first (:id: that one alone; NULL: all, at most :limit).
+SELECT id, name, created_at, sealed, total, finished_at, completed, failed, cancelled,
+       superseded, expired, expected_bytes, completed_bytes
+FROM batches
+WHERE :id IS NULL OR id = :id
+ORDER BY id DESC
+LIMIT COALESCE(:limit, -1);
+
+-- name: batch_tallies
+-- The tasks of the batches :ids (a JSON array), active and finished, by batch and status:
+-- how many, their expected bytes, the last finish (NULL for active ones).
+SELECT batch_id, status, COUNT(*), TOTAL(expected_read_bytes + expected_write_bytes + expected_net_rx_bytes + expected_net_tx_bytes), NULL
+FROM tasks
+WHERE batch_id IN (SELECT value FROM json_each(:ids))
+GROUP BY batch_id, status
+UNION ALL
+SELECT batch_id, status, COUNT(*), TOTAL(expected_read_bytes + expected_write_bytes + expected_net_rx_bytes + expected_net_tx_bytes), MAX(finished_at)
+FROM history
+WHERE batch_id IN (SELECT value FROM json_each(:ids))
+GROUP BY batch_id, status;
+
+-- name: batches_done
+-- The sealed batches not finished yet with none of their tasks active.
+SELECT b.id FROM batches AS b
+WHERE b.finished_at IS NULL AND b.sealed
+  AND NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.batch_id = b.id);
+
+-- name: batch_finish
+-- Finish batch :id with its counts frozen, unless finished already or a task of it is
+-- active.
+UPDATE batches
+SET finished_at = :finished_at, completed = :completed, failed = :failed,
+    cancelled = :cancelled, superseded = :superseded, expired = :expired,
+    expected_bytes = :expected_bytes, completed_bytes = :completed_bytes
+WHERE id = :id AND finished_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.batch_id = :id);
 
 -- ------------------------------------------------------------------ retention
 -- prune_history: the ids are selected once, their rows exported, then deleted in
@@ -396,7 +453,7 @@ WHERE finished_at < :cutoff
 SELECT id, task_type, dedup_key, group_name AS "group", priority, status, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
        expected_net_tx_bytes, max_retries, attempts, last_error, replaced_by, created_at,
-       started_at, finished_at
+       started_at, finished_at, batch_id
 FROM history
 WHERE id IN (SELECT value FROM json_each(?))
 ORDER BY id;

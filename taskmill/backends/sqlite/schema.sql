@@ -1,14 +1,15 @@
--- taskmill store schema, version 6 (the whole current schema; a store written by an
+-- taskmill store schema, version 7 (the whole current schema; a store written by an
 -- older version is brought here by the files in migrations/, see sql.py).
 --
 -- Parts: a table, index or trigger unchanged since the migration that created it is
 -- written once, in a part file beside migrations/ named by what it creates (history.sql,
--- group_pauses.sql, rate_buckets.sql, attempts.sql); this file and that migration both
+-- group_pauses.sql, rate_buckets.sql, attempts.sql, batches.sql); this file and that migration both
 -- say `-- include: part.sql` where it stands.  A part is released text: never edit it
 -- (tests/test_migrations.py holds the digest of every migration with its parts in
 -- place).  Changing such an object takes a new migration, and this file then writes the
 -- object's new form itself instead of the include.  What differs from the migration's
--- version (workers, given `scope` by migration 005; tasks) is written here in full.
+-- version (workers, given `scope` by migration 005; history, given `batch_id` by 007;
+-- tasks) is written here in full.
 --
 -- Active tasks (pending, running, paused) live in `tasks`; a task that finishes
 -- moves, with the same id, to `history`.  Ids come from AUTOINCREMENT and are
@@ -42,7 +43,8 @@ CREATE TABLE tasks (
     run_after             REAL,            -- not dispatched before this time (retry backoff)
     owner                 TEXT,            -- the worker running it: 'host:pid:token'
     created_at            REAL    NOT NULL,
-    started_at            REAL, key_hash INTEGER, expires_at REAL
+    started_at            REAL, key_hash INTEGER, expires_at REAL,
+    batch_id              INTEGER          -- the batch that inserted it (schema 7)
 );
 
 -- One active task per (task_type, dedup_key), enforced by the database itself on
@@ -62,11 +64,39 @@ CREATE INDEX tasks_retry ON tasks (run_after) WHERE run_after IS NOT NULL;
 -- Tasks that expire if not started in time (schema 4).
 CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
 
--- include: history.sql
+-- The tasks of each batch, active and finished (schema 7): its counts and whether any of
+-- its tasks is still active.
+CREATE INDEX tasks_batch ON tasks (batch_id) WHERE batch_id IS NOT NULL;
+
+CREATE TABLE history (
+    id                    INTEGER PRIMARY KEY,   -- the task's own id
+    task_type             TEXT    NOT NULL,
+    dedup_key             TEXT,
+    group_name            TEXT,
+    priority              INTEGER NOT NULL,
+    payload               BLOB,
+    label                 TEXT,
+    expected_read_bytes   INTEGER NOT NULL DEFAULT 0,
+    expected_write_bytes  INTEGER NOT NULL DEFAULT 0,
+    expected_net_rx_bytes INTEGER NOT NULL DEFAULT 0,
+    expected_net_tx_bytes INTEGER NOT NULL DEFAULT 0,
+    max_retries           INTEGER,
+    status                TEXT    NOT NULL
+                                  CHECK (status IN ('completed', 'failed', 'cancelled', 'superseded',
+                                                    'expired')),
+    attempts              INTEGER NOT NULL,
+    last_error            TEXT,
+    replaced_by           INTEGER,          -- for 'superseded': the task that replaced it
+    created_at            REAL    NOT NULL,
+    started_at            REAL,
+    finished_at           REAL    NOT NULL,
+    batch_id              INTEGER          -- the batch that inserted it (schema 7)
+);
 
 -- No index on history's keys (nothing looks them up; dropped in schema 3): a finished
 -- task costs its row and this one index entry.
 CREATE INDEX history_finished ON history (finished_at);
+CREATE INDEX history_batch ON history (batch_id) WHERE batch_id IS NOT NULL;
 
 -- Workers and their leases (schema 2): a scheduler renews `heartbeat_at` while it
 -- runs; a running task whose owner's lease ran out is pending again.  Schema 5:
@@ -87,3 +117,6 @@ CREATE TABLE workers (
 -- include: rate_buckets.sql
 
 -- include: attempts.sql
+
+-- Batches as units of work (schema 7): every submit_batch that inserted a task.
+-- include: batches.sql
