@@ -17,7 +17,16 @@ from taskmill.store.postgres.migrate import SCHEMA_VERSION, ensure_schema
 
 from conftest import ENV
 
-TABLES = ["attempts", "group_pauses", "history", "meta", "rate_buckets", "tasks", "workers"]
+TABLES = [
+    "attempts",
+    "batches",
+    "group_pauses",
+    "history",
+    "meta",
+    "rate_buckets",
+    "tasks",
+    "workers",
+]
 
 
 def _tables(conn: psycopg.Connection, schema: str) -> list[str]:
@@ -182,7 +191,7 @@ def test_a_schema_3_store_is_brought_to_the_fresh_schema_keeping_its_rows(
     tm.TaskStore.open(fresh).close()
     with psycopg.connect(pg_url) as conn:
         version = conn.execute("SELECT value FROM taskmill.meta").fetchone()
-    assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 6
+    assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 7
     assert _structure(pg_url) == _structure(fresh)
 
 

@@ -60,10 +60,15 @@ def _tallies(rows: list[tuple[Any, ...]]) -> dict[int, _Tally]:
     return out
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def _time(seconds: float | None) -> dt.datetime | None:
+    """Stored seconds as a UTC datetime, to the microsecond as the frames of ``tasks()``
+    and ``history()`` show them."""
     if seconds is None:
         return None
-    return dt.datetime.fromtimestamp(round(float(seconds), 6), dt.UTC)
+    return _EPOCH + dt.timedelta(microseconds=int(float(seconds) * 1_000_000))
 
 
 def _status(row: tuple[Any, ...], tally: _Tally | None, source: Any) -> BatchStatus:

@@ -43,16 +43,16 @@ CREATE TABLE tasks (
     run_after             REAL,            -- not dispatched before this time (retry backoff)
     owner                 TEXT,            -- the worker running it: 'host:pid:token'
     created_at            REAL    NOT NULL,
-    started_at            REAL, key_hash INTEGER, expires_at REAL,
-    batch_id              INTEGER          -- the batch that inserted it (schema 7)
+    started_at            REAL, key_hash INTEGER, expires_at REAL, batch_id INTEGER
 );
 
 -- One active task per (task_type, dedup_key), enforced by the database itself on
 -- `key_hash`, a 64-bit hash of the pair (schema 3; NULL without a key).  A fixed-width
 -- key keeps this index small, so inserts into a large store touch few of its pages.  The
 -- text stays the truth: a hash match with a different text is a collision, refused
--- (taskmill/store/keys.py).  `key_hash` and `expires_at` (schema 4: not started by then,
--- the task ends as 'expired') sit last, where migrations 003 and 004 added them.
+-- (taskmill/store/keys.py).  `key_hash`, `expires_at` (schema 4: not started by then,
+-- the task ends as 'expired') and `batch_id` (schema 7: the batch that inserted it, NULL
+-- for a single submit) sit last, where migrations 003, 004 and 007 added them.
 CREATE UNIQUE INDEX tasks_active_key ON tasks (key_hash) WHERE key_hash IS NOT NULL;
 
 -- Dispatch order: priority (0 first), then queue order.
@@ -68,6 +68,8 @@ CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
 -- its tasks is still active.
 CREATE INDEX tasks_batch ON tasks (batch_id) WHERE batch_id IS NOT NULL;
 
+-- Finished tasks, with the same ids; `batch_id` (schema 7) sits last, where migration 007
+-- added it.
 CREATE TABLE history (
     id                    INTEGER PRIMARY KEY,   -- the task's own id
     task_type             TEXT    NOT NULL,
@@ -89,8 +91,7 @@ CREATE TABLE history (
     replaced_by           INTEGER,          -- for 'superseded': the task that replaced it
     created_at            REAL    NOT NULL,
     started_at            REAL,
-    finished_at           REAL    NOT NULL,
-    batch_id              INTEGER          -- the batch that inserted it (schema 7)
+    finished_at           REAL    NOT NULL, batch_id INTEGER
 );
 
 -- No index on history's keys (nothing looks them up; dropped in schema 3): a finished
