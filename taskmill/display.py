@@ -14,7 +14,14 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-__all__ = ["VIEWS_MODULE", "outcome_bundle", "outcome_widget", "queue_widget"]
+__all__ = [
+    "VIEWS_MODULE",
+    "batch_bundle",
+    "batch_widget",
+    "outcome_bundle",
+    "outcome_widget",
+    "queue_widget",
+]
 
 #: The module of the Jupyter views, imported when a hook first needs it.
 VIEWS_MODULE = "taskmill.views.notebook"
@@ -38,3 +45,15 @@ def outcome_bundle(outcome: Any) -> dict[str, Any]:
 def queue_widget(sched: Any, *, refresh: float) -> Any:
     """A live ``QueueWidget`` following a running :class:`~taskmill.Scheduler`, started."""
     return _views().QueueWidget(sched, refresh=refresh).start()
+
+
+def batch_widget(status: Any, *, refresh: float | None) -> Any:
+    """The ``BatchWidget`` of a :class:`~taskmill.BatchStatus` (refreshing itself every
+    ``refresh`` seconds until the batch is done; ``None``: on request)."""
+    return _views().BatchWidget(status, refresh=refresh)
+
+
+def batch_bundle(status: Any) -> dict[str, Any]:
+    """The MIME bundle of a :class:`~taskmill.BatchStatus` in a Jupyter kernel: its widget
+    view, with HTML and text for frontends without widgets."""
+    return _views().batch_bundle(status)

@@ -224,3 +224,66 @@ async def test_queue_widget_shows_what_each_group_waits_on(location: str | Path)
     assert ">rate limit<" in row["s3://eu"]
     assert ">paused<" in row["paused"]
     assert ">start time (1)<" in row["later"]
+
+
+def test_batch_widget_shows_progress_counts_bytes_and_failures(store: tm.TaskStore) -> None:
+    from taskmill.views.notebook import BatchWidget
+
+    plan = pl.DataFrame(
+        {
+            "task_type": ["up"] * 8,
+            "dedup_key": [f"<k{i}>" for i in range(8)],
+            "expected_write_bytes": [10**9] * 8,
+            "max_retries": [0] * 8,
+        }
+    )
+    out = store.submit_batch(tm.BatchSubmission().name("<nightly>").tasks(plan))
+    assert out.batch_id is not None
+    owner = store.new_owner()
+    ids = [c.id for c in store.claim(3, task_types=["up"], owner=owner)]
+    store.complete(ids[0], owner=owner)
+    store.fail(ids[1], owner=owner, error="disk <full>", retry_at=None)
+    widget = BatchWidget(store.batch(out.batch_id))
+    assert "&lt;nightly&gt;" in widget.headline.value and "in progress" in widget.headline.value
+    assert (widget.bar.value, widget.bar.max, widget.bar.bar_style) == (2, 8, "danger")
+    assert "<b>2</b> of 8 ended (25.0%)" in widget.fraction.value
+    shown = dict(
+        re.findall(r"taskmill-status-(\w+)'><td>\w+</td><td[^>]*><b>([\d,]+)", widget.counts.value)
+    )
+    assert shown == {"pending": "5", "running": "1", "completed": "1", "failed": "1"}
+    assert "<b>1.0 GB</b> of 8.0 GB completed" in widget.counts.value
+    assert "&lt;k1&gt;" in widget.failures.value and "disk &lt;full&gt;" in widget.failures.value
+    # the rest end: a refresh shows the batch done
+    store.cancel_where(task_type="up")
+    store.complete(ids[2], owner=owner)
+    status = widget.refresh()
+    assert status.done and widget.bar.value == 8 and "done" in widget.headline.value
+
+
+def test_batch_widget_refreshes_itself_until_done(store: tm.TaskStore) -> None:
+    import time
+
+    from taskmill.views.notebook import BatchWidget
+
+    out = store.submit_batch(pl.DataFrame({"task_type": ["up"] * 3, "dedup_key": list("abc")}))
+    assert out.batch_id is not None
+    widget = BatchWidget(store.batch(out.batch_id), refresh=0.05)
+    store.cancel_where(task_type="up")
+    deadline = time.monotonic() + 10
+    while not widget.status.done and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert widget.status.done and widget.bar.value == 3
+    assert widget._thread is not None
+    widget._thread.join(timeout=5)
+    assert not widget._thread.is_alive()  # it stops once the batch is done
+    updates = widget.updates
+    time.sleep(0.2)
+    assert widget.updates == updates
+
+
+def test_batch_status_fallbacks_outside_a_kernel(store: tm.TaskStore) -> None:
+    out = store.submit_batch(pl.DataFrame({"task_type": ["up"] * 2, "dedup_key": ["a", "b"]}))
+    assert out.batch_id is not None
+    bundle = store.batch(out.batch_id)._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html"}
+    assert "0 of 2 ended" in bundle["text/plain"] and "<progress" in bundle["text/html"]

@@ -87,10 +87,9 @@ class BatchStatus:
             shell = get_ipython()
         except ImportError:
             shell = None
-        bundle = {"text/plain": str(self), "text/html": self._repr_html_()}
         if shell is not None and getattr(shell, "kernel", None) is not None:
-            return display.widget_bundle(self.widget(), bundle)
-        return bundle
+            return display.batch_bundle(self)
+        return {"text/plain": str(self), "text/html": self._repr_html_()}
 
     def _headline(self) -> str:
         name = f" {self.name!r}" if self.name else ""

@@ -6,9 +6,10 @@ Every option can also be set from the environment: ``TASKMILL_DB`` for ``--db``,
 ``TASKMILL_<COMMAND>_<OPTION>`` for the rest (``TASKMILL_SUBMIT_CHUNK_SIZE=5000``).
 
 One module per family of commands: ``submit`` (submit, plan, gen-plan), ``queue`` (stats,
-paused, tasks, history, show), ``controls`` (prune, cancel, retry-failed, pause-group,
-resume-group), ``worker`` (worker, demo), ``server``, ``bench``; ``common`` holds what
-they share.  This module is the group that holds them, ``main`` and the reference.
+paused, tasks, history, show), ``batches`` (batches, batch), ``controls`` (prune, cancel,
+retry-failed, pause-group, resume-group), ``worker`` (worker, demo), ``server``, ``bench``;
+``common`` holds what they share.  This module is the group that holds them, ``main`` and
+the reference.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import click
 
 from ..model import SchedulerError
-from . import bench, controls, queue, server, submit, worker
+from . import batches, bench, controls, queue, server, submit, worker
 from .common import DB_OPTION, JSON_OPTION, Duration, When
 
 __all__ = ["DB_OPTION", "JSON_OPTION", "Duration", "When", "cli", "main", "reference"]
@@ -79,6 +80,8 @@ for _command in (
     queue.tasks,
     queue.history,
     queue.show,
+    batches.batches,
+    batches.batch,
     controls.prune,
     controls.cancel,
     controls.retry_failed,

@@ -144,6 +144,7 @@ def _summary(outcome: Any, db: str) -> dict[str, Any]:
     return {
         "db": _shown(db),
         "planned": outcome.planned,
+        "batch_id": outcome.batch_id,
         "rows": len(outcome),
         "elapsed_s": round(outcome.elapsed or 0.0, 4),
         "counts": outcome.counts(),

@@ -155,7 +155,7 @@ def _listing_total(store: Any, which: str, frame: Any, limit: int | None, **filt
     """How many rows the listing's filters match (``frame`` is the first ``limit``)."""
     if limit is None or frame.height < limit:
         return int(frame.height)
-    if filters["group"] is None and filters["task_type"] is None:
+    if filters["group"] is None and filters["task_type"] is None and filters["batch_id"] is None:
         counts = store.counts()
         wanted = filters["status"] or _LISTED[which]
         return sum(counts.get(status, 0) for status in wanted)
@@ -189,6 +189,13 @@ def _export_command(which: str) -> Callable[..., None]:
     @click.option("--status", multiple=True, help="Only these statuses (repeatable).")
     @click.option("--group", multiple=True, help="Only these groups (repeatable).")
     @click.option("--type", "task_type", multiple=True, help="Only these task types.")
+    @click.option(
+        "--batch",
+        "batch_id",
+        multiple=True,
+        type=click.IntRange(min=1),
+        help="Only the tasks of these batches (repeatable).",
+    )
     @click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
     @click.option(
         "--output",
@@ -201,6 +208,7 @@ def _export_command(which: str) -> Callable[..., None]:
         status: tuple[str, ...],
         group: tuple[str, ...],
         task_type: tuple[str, ...],
+        batch_id: tuple[int, ...],
         limit: int | None,
         output: Path | None,
     ) -> None:
@@ -209,6 +217,7 @@ def _export_command(which: str) -> Callable[..., None]:
             "status": status or None,
             "group": group or None,
             "task_type": task_type or None,
+            "batch_id": list(batch_id) or None,
         }
         with _existing(db) as store:
             query = store.tasks if which == "tasks" else store.history

@@ -92,6 +92,10 @@ plan_options = options(
         help="Largest batch committed in one transaction (default 100000).",
     ),
     click.option(
+        "--name",
+        help="A name for the batch, recorded with it (taskmill batches; at most 200 characters).",
+    ),
+    click.option(
         "--outcome",
         type=click.Path(dir_okay=False, path_type=Path),
         help="Write the per-row outcome to this Parquet file.",
@@ -111,10 +115,11 @@ def _batch(
     expires_at: timedelta | dt.datetime | None,
     chunk_size: int | None,
     transaction_limit: int | None,
+    name: str | None,
 ) -> Any:
     from ..batch.submission import BatchSubmission
 
-    batch = BatchSubmission().tasks(plan)
+    batch = BatchSubmission().tasks(plan).name(name)
     if run_after is not None:
         batch = batch.run_after(run_after)
     if expires_at is not None:
@@ -145,6 +150,8 @@ def _print_outcome(outcome: Any, db: str) -> None:
     head = "plan (nothing written)" if outcome.planned else "submitted"
     elapsed = outcome.elapsed or 0
     console.print(f"{head}: {len(outcome):,} rows into {_shown(db)} in {elapsed:.2f} s")
+    if outcome.batch_id is not None:
+        console.print(f"batch {outcome.batch_id} (follow it: taskmill batch {outcome.batch_id})")
     console.print(outcome_table(outcome, "per group"))
     counts = outcome.counts()
     for index, err in outcome.failed[:5]:

@@ -1,4 +1,5 @@
-"""Jupyter views of taskmill: the :class:`BatchOutcome` widget and a live queue view.
+"""Jupyter views of taskmill: the :class:`BatchOutcome` widget, a batch followed to its
+end (:class:`BatchWidget`) and a live queue view.
 
 Imported lazily (``import taskmill`` does not import ipywidgets).  Nothing here ships a
 whole outcome to the browser: tables are rendered one page at a time on the kernel side.
@@ -7,6 +8,7 @@ whole outcome to the browser: tables are rendered one page at a time on the kern
 from __future__ import annotations
 
 import html
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,9 +32,10 @@ from ..model import (
 
 if TYPE_CHECKING:
     from ..batch.outcome import BatchOutcome
+    from ..batch.status import BatchStatus
     from ..scheduler import Scheduler
 
-__all__ = ["VIEWS", "OutcomeWidget", "QueueWidget", "page_html"]
+__all__ = ["VIEWS", "BatchWidget", "OutcomeWidget", "QueueWidget", "page_html"]
 _COLOURS = {
     "submitted": "#2e7d32",
     "deduplicated": "#757575",
@@ -540,7 +543,11 @@ def outcome_bundle(
 ) -> dict[str, Any]:
     """The MIME bundle of an outcome: the widget view plus HTML and text fallbacks."""
     bundle = {"text/plain": str(outcome), "text/html": outcome._repr_html_()}
-    widget = OutcomeWidget(outcome)
+    return _with_widget(OutcomeWidget(outcome), bundle)
+
+
+def _with_widget(widget: w.Widget, bundle: dict[str, Any]) -> dict[str, Any]:
+    """``bundle`` (HTML and text) with ``widget``'s view added."""
     # ipywidgets leaves _repr_mimebundle_ unannotated (inferred: dict[str, str] | None);
     # IPython's display protocol lets it return a bundle or a (bundle, metadata) pair
     widget_bundle = (
@@ -554,3 +561,157 @@ def outcome_bundle(
         widget_bundle = widget_bundle[0]
     bundle.update({k: v for k, v in widget_bundle.items() if k != "text/plain"})
     return bundle
+
+
+#: Colours of a batch's statuses in its widget (the outcome's palette where they meet).
+_STATUS_COLOURS = {
+    "blocked": "#8d6e63",
+    "pending": "#90a4ae",
+    "running": "#1565c0",
+    "paused": "#f9a825",
+    "completed": "#2e7d32",
+    "failed": "#c62828",
+    "cancelled": "#757575",
+    "superseded": "#ef6c00",
+    "expired": "#6a1b9a",
+}
+
+#: Failed tasks a batch widget lists.
+BATCH_FAILURES_SHOWN = 5
+
+
+class BatchWidget(w.VBox):
+    """A batch followed to its end: a progress bar (its tasks that ended, of all it
+    inserted), its tasks by status, their bytes, and its first failures.
+
+    :meth:`refresh` (or the button) reads the store again; with ``refresh`` seconds it
+    does so by itself from a background thread until the batch is done (or
+    :meth:`stop`), so a cell that displays it stays live while the notebook goes on."""
+
+    def __init__(self, status: BatchStatus, *, refresh: float | None = None) -> None:
+        self.status = status
+        self.headline = w.HTML()
+        self.bar = w.IntProgress(min=0, layout=w.Layout(width="60%"))
+        self.fraction = w.HTML()
+        self.counts = w.HTML()
+        self.failures = w.HTML()
+        self.button = w.Button(description="refresh", icon="refresh", layout=w.Layout(width="auto"))
+        self.button.on_click(lambda _: self.refresh())
+        self.updates = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        super().__init__(
+            [
+                self.headline,
+                w.HBox([self.bar, self.fraction, self.button]),
+                self.counts,
+                self.failures,
+            ]
+        )
+        self.add_class("taskmill-batch-widget")
+        self._draw()
+        if refresh is not None and not status.done:
+            self._thread = threading.Thread(
+                target=self._follow, args=(refresh,), name="taskmill-batch-widget", daemon=True
+            )
+            self._thread.start()
+
+    def refresh(self) -> BatchStatus:
+        """Read the batch again and redraw; the new status."""
+        self.status = self.status.refresh()
+        self._draw()
+        return self.status
+
+    def stop(self) -> None:
+        """Stop refreshing by itself."""
+        self._stop.set()
+
+    def _follow(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                if self.refresh().done:
+                    return
+            except Exception as exc:  # a store gone away: say so, try again later
+                self.headline.value = (
+                    f"<span style='color:#c62828'>cannot read the batch: "
+                    f"{html.escape(str(exc))}</span>"
+                )
+
+    def _draw(self) -> None:
+        s = self.status
+        self.updates += 1
+        name = f" <i>{html.escape(s.name)}</i>" if s.name else ""
+        if s.done:
+            took = ""
+            if s.finished_at is not None:
+                took = f" in {(s.finished_at - s.created_at).total_seconds():,.1f} s"
+            state = f"<span style='color:#2e7d32'>done</span>{took}"
+        else:
+            state = "<span style='color:#1565c0'>in progress</span>"
+        created = s.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        self.headline.value = (
+            f"<div class='taskmill-batch-headline'><b>batch {s.batch_id}</b>{name} · {state}"
+            f" · submitted {created}</div>"
+        )
+        self.bar.max = max(s.total, 1)
+        self.bar.value = s.ended
+        self.bar.bar_style = "danger" if s.counts["failed"] else "success" if s.done else "info"
+        self.fraction.value = (
+            f"&nbsp;<b>{s.ended:,}</b> of {s.total:,} ended ({100 * s.fraction:.1f}%)"
+        )
+        rows = []
+        for status, n in s.counts.items():
+            if not n:
+                continue
+            width = max(1, round(300 * n / max(s.total, 1)))
+            colour = _STATUS_COLOURS.get(status, "#9e9e9e")
+            rows.append(
+                f"<tr class='taskmill-status-{status}'><td>{status}</td>"
+                f"<td style='text-align:right'><b>{n:,}</b></td>"
+                f"<td><div style='background:{colour};width:{width}px;height:12px'></div></td>"
+                "</tr>"
+            )
+        done_bytes = _bytes(s.completed_bytes)
+        self.counts.value = (
+            "<table class='taskmill-batch-counts'>" + "".join(rows) + "</table>"
+            f"<div class='taskmill-batch-bytes'>bytes: <b>{done_bytes}</b> of "
+            f"{_bytes(s.expected_bytes)} completed</div>"
+        )
+        self.failures.value = self._failures_html()
+
+    def _failures_html(self) -> str:
+        s = self.status
+        if not s.counts["failed"] or s._source is None:
+            return ""
+        history = getattr(s._source, "history", None)
+        if history is None:
+            return ""
+        failed = history(batch_id=s.batch_id, status="failed", limit=BATCH_FAILURES_SHOWN)
+        items = "".join(
+            f"<li><code>{row['id']}</code> {html.escape(row['task_type'])} "
+            f"{html.escape(row['dedup_key'] or '–')}: "
+            f"<span style='color:#c62828'>{html.escape(row['last_error'] or '–')}</span></li>"
+            for row in failed.iter_rows(named=True)
+        )
+        more = s.counts["failed"] - failed.height
+        tail = (
+            f"<div>… {more:,} more: <code>store.history(batch_id={s.batch_id}, "
+            "status='failed')</code></div>"
+            if more > 0
+            else ""
+        )
+        return f"<b>failed</b><ul class='taskmill-batch-failures'>{items}</ul>{tail}"
+
+
+def _bytes(n: int) -> str:
+    """``n`` bytes in decimal units (``50.1 GB``)."""
+    from rich.filesize import decimal
+
+    return decimal(n)
+
+
+def batch_bundle(status: BatchStatus) -> dict[str, Any]:
+    """The MIME bundle of a batch's status: its widget view plus HTML and text."""
+    return _with_widget(
+        BatchWidget(status), {"text/plain": str(status), "text/html": status._repr_html_()}
+    )
