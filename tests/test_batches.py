@@ -105,7 +105,7 @@ def test_a_batch_ends_with_its_tasks_and_its_counts_are_frozen(store: tm.TaskSto
     batch_id = out.batch_id
     assert batch_id is not None
     owner, ids = claim(store, 3)  # a, b, c
-    a, b, c, d, e, f = out.submitted
+    a, b, c, d, _, f = out.submitted  # e is superseded below
     assert ids == [a, b, c]
     store.complete(a, owner=owner)
     store.complete(b, owner=owner)
@@ -224,9 +224,10 @@ async def test_every_scheduler_follows_a_batch_and_one_announces_it(
     store = tm.TaskStore.open(location)
     settings = {"executors": {"up": up}, "max_retries": 0, "poll_interval": 0.1}
     try:
-        async with tm.Scheduler(location, **settings) as one, tm.Scheduler(
-            location, **settings
-        ) as two:
+        async with (
+            tm.Scheduler(location, **settings) as one,
+            tm.Scheduler(location, **settings) as two,
+        ):
             events = [one.subscribe(), two.subscribe()]
             out = store.submit_batch(
                 tm.BatchSubmission().name("n").tasks(plan([f"k{i}" for i in range(20)]))
@@ -236,9 +237,7 @@ async def test_every_scheduler_follows_a_batch_and_one_announces_it(
             assert status.done and status.counts == ZERO | {"completed": 19, "failed": 1}
             assert (await two.wait_batch(out.batch_id, timeout=1)).done  # done: at once
             await asyncio.sleep(0.5)  # both sweep meanwhile
-        finished = [
-            e for sub in events for e in sub.drain() if isinstance(e, tm.BatchFinished)
-        ]
+        finished = [e for sub in events for e in sub.drain() if isinstance(e, tm.BatchFinished)]
         assert [(e.batch_id, e.counts) for e in finished] == [(out.batch_id, status.counts)]
         assert sorted(ran) == sorted(f"k{i}" for i in range(20))
     finally:

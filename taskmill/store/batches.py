@@ -36,11 +36,16 @@ BATCHES_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+def _zero() -> dict[str, int]:
+    """Every status a batch counts, at zero."""
+    return dict.fromkeys(BATCH_STATUSES, 0)
+
+
 @dataclass
 class _Tally:
     """A batch's tasks as counted from the tables."""
 
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BATCH_STATUSES, 0))
+    counts: dict[str, int] = field(default_factory=lambda: _zero())
     expected_bytes: int = 0
     completed_bytes: int = 0
     last_end: float | None = None
@@ -76,7 +81,7 @@ def _status(row: tuple[Any, ...], tally: _Tally | None, source: Any) -> BatchSta
     frozen counts once finished, else ``tally``'s."""
     batch_id, name, created_at, sealed, total, finished_at, *frozen = row
     if finished_at is not None:
-        counts = dict.fromkeys(BATCH_STATUSES, 0)
+        counts = _zero()
         counts.update({s: int(n or 0) for s, n in zip(ENDED, frozen[: len(ENDED)], strict=True)})
         expected, completed = (int(v or 0) for v in frozen[len(ENDED) :])
         done, end = True, float(finished_at)
