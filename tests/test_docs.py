@@ -69,6 +69,11 @@ def test_doc_python_blocks_run_in_order(tmp_path: Path, pg_url: str) -> None:
     assert "pruned 0; archive: None" in proc.stdout
     [archive] = (tmp_path / "archive").iterdir()
     assert archive.name.startswith("history-") and archive.suffix == ".parquet"
+    # following a batch: four uploads, one failed; its bytes; the batch listed by name
+    assert "batch done: True 3 1" in proc.stdout
+    assert "bytes: 9000000 of 10000000" in proc.stdout
+    assert "failed: ['c.jpg']" in proc.stdout
+    assert "nightly eu" in proc.stdout
 
 
 @pytest.mark.parametrize("command", re.findall(r"^(python3 -m venv .*)$", README, re.M))

@@ -53,3 +53,23 @@ def test_a_hot_statement_searches_its_index(conn: sqlite3.Connection, name: str,
         plan
     )
     assert not any(step.startswith("SCAN tasks") for step in plan), plan
+
+
+@pytest.mark.parametrize(
+    ("name", "indexes"),
+    [
+        # every scheduler's sweep, as attempts end: the open batches, each probed once
+        ("batches_done", ["batches_open", "tasks_batch"]),
+        # store.batch(id), the widget's refresh: the batch's own tasks, active and finished
+        ("batch_tallies", ["tasks_batch", "history_batch"]),
+        ("batch_finish", ["tasks_batch"]),
+    ],
+)
+def test_the_batch_statements_search_their_indexes(
+    conn: sqlite3.Connection, name: str, indexes: list[str]
+) -> None:
+    plan = _plan(conn, name)
+    for index in indexes:
+        assert any(f"INDEX {index}" in step for step in plan), plan
+    assert not any(re.match(r"SCAN (tasks|history|t)\b", step) for step in plan), plan
+    assert _plan(conn, "batch_row") == ["SEARCH batches USING INTEGER PRIMARY KEY (rowid=?)"]

@@ -225,9 +225,9 @@ def _check_loaded(case: str, url: str, df: Any, existing: int, key_bytes: int) -
 
 _CEILING = (
     "INSERT INTO taskmill.tasks (id, task_type, dedup_key, group_name, priority, queue_pos, "
-    "payload, expected_net_tx_bytes, created_at, key_hash) "
+    "payload, expected_net_tx_bytes, created_at, key_hash, batch_id) "
     "SELECT id, task_type, dedup_key, group_name, priority, id, payload, "
-    "expected_net_tx_bytes, %(now)s, key_hash "
+    "expected_net_tx_bytes, %(now)s, key_hash, 1 "
     "FROM (SELECT nextval('taskmill.task_ids') AS id, s.* FROM public.bench_source s "
     "ORDER BY s.ord) n "
     "ON CONFLICT (key_hash) WHERE key_hash IS NOT NULL DO NOTHING"

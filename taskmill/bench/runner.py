@@ -371,10 +371,11 @@ def _run_case(
         for lo in range(0, rows, step):
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(
+                # the rows as a batch writes them: its batch id too (schema 7)
                 "INSERT OR IGNORE INTO tasks (id, task_type, dedup_key, group_name, priority, "
-                "queue_pos, payload, expected_net_tx_bytes, created_at, key_hash) "
+                "queue_pos, payload, expected_net_tx_bytes, created_at, key_hash, batch_id) "
                 "SELECT :base + rowid, task_type, dedup_key, group_name, priority, "
-                ":base + rowid, payload, expected_net_tx_bytes, :now, key_hash FROM src.s "
+                ":base + rowid, payload, expected_net_tx_bytes, :now, key_hash, 1 FROM src.s "
                 "WHERE rowid > :lo AND rowid <= :hi",
                 {"base": base, "now": time.time(), "lo": lo, "hi": lo + step},
             )

@@ -491,7 +491,9 @@ class PostgresDriver(Driver[Connection]):
     def batch_rows(
         self, conn: Connection, batch_id: int | None, limit: int | None
     ) -> list[tuple[Any, ...]]:
-        return conn.execute(q("batch_rows"), {"id": batch_id, "limit": limit}).fetchall()
+        if batch_id is not None:
+            return conn.execute(q("batch_row"), {"id": batch_id}).fetchall()
+        return conn.execute(q("batch_rows"), {"limit": limit}).fetchall()
 
     def batch_tallies(self, conn: Connection, ids: list[int]) -> list[tuple[Any, ...]]:
         return conn.execute(q("batch_tallies"), {"ids": ids}).fetchall()

@@ -660,9 +660,14 @@ UPDATE taskmill.batches SET sealed = true WHERE id = %(id)s;
 SELECT id, name, created_at, sealed, total, finished_at, completed, failed, cancelled,
        superseded, expired, expected_bytes, completed_bytes
 FROM taskmill.batches
-WHERE %(id)s::bigint IS NULL OR id = %(id)s::bigint
 ORDER BY id DESC
 LIMIT %(limit)s::bigint;
+
+-- name: batch_row
+SELECT id, name, created_at, sealed, total, finished_at, completed, failed, cancelled,
+       superseded, expired, expected_bytes, completed_bytes
+FROM taskmill.batches
+WHERE id = %(id)s;
 
 -- name: batch_tallies
 SELECT batch_id, status, count(*), sum(expected_read_bytes::numeric + expected_write_bytes + expected_net_rx_bytes + expected_net_tx_bytes), NULL::double precision

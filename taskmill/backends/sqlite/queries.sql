@@ -394,13 +394,19 @@ UPDATE batches SET total = total + :n, sealed = MAX(sealed, :sealed) WHERE id = 
 UPDATE batches SET sealed = 1 WHERE id = :id;
 
 -- name: batch_rows
--- Batches as stored, newest first (:id: that one alone; NULL: all, at most :limit).
+-- Batches as stored, newest first, at most :limit (NULL: all).
 SELECT id, name, created_at, sealed, total, finished_at, completed, failed, cancelled,
        superseded, expired, expected_bytes, completed_bytes
 FROM batches
-WHERE :id IS NULL OR id = :id
 ORDER BY id DESC
 LIMIT COALESCE(:limit, -1);
+
+-- name: batch_row
+-- Batch :id as stored (the columns of batch_rows).
+SELECT id, name, created_at, sealed, total, finished_at, completed, failed, cancelled,
+       superseded, expired, expected_bytes, completed_bytes
+FROM batches
+WHERE id = :id;
 
 -- name: batch_tallies
 -- The tasks of the batches :ids (a JSON array), active and finished, by batch and status:
