@@ -54,9 +54,11 @@ CELLS = [
     "                     max_retries=0)\n"
     "await sched.start()\nview = sched.widget(refresh=10)\nview",
     # every 4th task goes to an endpoint held to 2 starts a second; the rest run freely
-    "await sched.submit_batch(pl.DataFrame({'task_type': ['t'] * 2000,\n"
+    "live_out = await sched.submit_batch(pl.DataFrame({'task_type': ['t'] * 2000,\n"
     "    'group': ['s3://eu' if i % 4 == 0 else 'gcs://us' for i in range(2000)]}))\n"
     "'submitted'",
+    # that batch followed to its end, from the store alone
+    "batch_view = sched.store.batch(live_out.batch_id).widget(refresh=0.5)\nbatch_view",
     # a batch whose 1,300 rows are all queued already, over long endpoint names
     "big = pl.DataFrame({'task_type': ['t'] * 1300,\n"
     "                    'dedup_key': [f'big-{i}' for i in range(1300)],\n"
@@ -281,6 +283,35 @@ def test_widgets_render_and_respond_in_jupyterlab(lab: tuple[int, Path]) -> None
         assert "in slow" in text, text
         assert re.search(r"\nOSError: endpoint refused task \d+$", text.rstrip()), text
         page.locator(".taskmill-queue-widget").screenshot(path=str(SHOTS / "9-live-failure.png"))
+        # the batch widget follows the 2,000 tasks: its bar and counts move, and the task
+        # that failed for good is listed with its error
+        batch = page.locator(".jp-OutputArea-output .taskmill-batch-widget").first
+        batch.wait_for(timeout=60_000)
+        batch.scroll_into_view_if_needed()
+
+        def ended() -> int:
+            match = re.search(r"([\d,]+) of 2,000 ended", batch.inner_text())
+            return int(match.group(1).replace(",", "")) if match else -1
+
+        first_seen = ended()
+        assert "in progress" in batch.inner_text()
+        page.wait_for_function(
+            "() => !!document.querySelector('.taskmill-batch-widget .taskmill-batch-failures')",
+            timeout=60_000,
+        )
+        assert "endpoint refused task" in batch.locator(".taskmill-batch-failures").inner_text()
+        assert re.search(r"failed\s+[1-9]", batch.locator(".taskmill-batch-counts").inner_text())
+        page.wait_for_function(  # it refreshes itself (every 0.5 s): the count moves on
+            "n => { const m = document.querySelector('.taskmill-batch-widget').innerText"
+            ".match(/([\\d,]+) of 2,000 ended/);"
+            " return m && Number(m[1].replaceAll(',', '')) > n; }",
+            arg=first_seen,
+            timeout=60_000,
+        )
+        assert 0 <= first_seen < ended() < 2000
+        width = batch.locator(".progress-bar").evaluate("e => e.style.width")
+        assert re.fullmatch(r"\d+(\.\d+)?%", width) and float(width[:-1]) > 0, width
+        batch.screenshot(path=str(SHOTS / "10-batch.png"))
         # the scheduler closes: the view draws its final state, "scheduler closed" on the
         # status line, and its output is updated in place (issue 22)
         page.evaluate(

@@ -245,7 +245,7 @@ def test_batch_widget_shows_progress_counts_bytes_and_failures(store: tm.TaskSto
     store.fail(ids[1], owner=owner, error="disk <full>", retry_at=None)
     widget = BatchWidget(store.batch(out.batch_id))
     assert "&lt;nightly&gt;" in widget.headline.value and "in progress" in widget.headline.value
-    assert (widget.bar.value, widget.bar.max, widget.bar.bar_style) == (2, 8, "danger")
+    assert (widget.bar.value, widget.bar.max, widget.bar.bar_style) == (2, 8, "info")
     assert "<b>2</b> of 8 ended (25.0%)" in widget.fraction.value
     shown = dict(
         re.findall(r"taskmill-status-(\w+)'><td>\w+</td><td[^>]*><b>([\d,]+)", widget.counts.value)
@@ -258,6 +258,7 @@ def test_batch_widget_shows_progress_counts_bytes_and_failures(store: tm.TaskSto
     store.complete(ids[2], owner=owner)
     status = widget.refresh()
     assert status.done and widget.bar.value == 8 and "done" in widget.headline.value
+    assert widget.bar.bar_style == "warning"  # done, with a failure
 
 
 def test_batch_widget_refreshes_itself_until_done(store: tm.TaskStore) -> None:

@@ -238,3 +238,34 @@ def test_no_connection_of_the_store_jit_compiles(
         assert conn.execute("SHOW jit").fetchone() == ("off",)
         plan = explain(conn, "counts", {})
     assert "JIT" not in plan, json.dumps(plan)[:2000]
+
+
+def test_the_batch_statements_walk_their_indexes_with_no_jit(
+    queued: tuple[PostgresStore, dict[str, Any]],
+) -> None:
+    """A scheduler's sweep runs after attempts end (at most five times a second) and reads
+    the open batches, each probed once; ``store.batch(id)`` reads its own tasks alone."""
+    store, _ = queued
+    [batch_id] = store.batches()["batch_id"].to_list()
+    frozen = dict.fromkeys(("completed", "failed", "cancelled", "superseded", "expired"), 0) | {
+        "finished_at": time.time(),
+        "expected_bytes": 0,
+        "completed_bytes": 0,
+    }
+    statements = [
+        ("batches_done", {}, {"batches_open", "tasks_batch"}),
+        ("batch_tallies", {"ids": [batch_id]}, {"tasks_batch", "history_batch"}),
+        ("batch_finish", {"id": batch_id, **frozen}, {"tasks_batch"}),
+        ("batch_row", {"id": batch_id}, {"batches_pkey"}),
+    ]
+    with store.driver._lock:
+        conn = store.driver._writer()
+        for name, params, indexes in statements:
+            plan = explain(conn, name, params)
+            shown = json.dumps(plan)[:3000]
+            assert "JIT" not in plan, f"{name} was JIT-compiled: {shown}"
+            assert indexes <= index_names(plan), f"{name} uses {index_names(plan)}: {shown}"
+            scanned = {
+                n.get("Relation Name") for n in nodes(plan["Plan"]) if n["Node Type"] == "Seq Scan"
+            }
+            assert not scanned & {"tasks", "history"}, f"{name} scans {scanned}: {shown}"

@@ -590,20 +590,23 @@ class BatchWidget(w.VBox):
 
     def __init__(self, status: BatchStatus, *, refresh: float | None = None) -> None:
         self.status = status
-        self.headline = w.HTML()
-        self.bar = w.IntProgress(min=0, layout=w.Layout(width="60%"))
-        self.fraction = w.HTML()
+        self.headline = w.HTML(layout=w.Layout(margin="0 12px 0 0"))
+        self.bar = w.IntProgress(min=0, layout=w.Layout(width="300px", flex="0 0 auto"))
+        # the share and the button keep their full width beside the bar, never wrapped
+        self.fraction = w.HTML(layout=w.Layout(flex="0 0 auto", margin="0 12px 0 0"))
         self.counts = w.HTML()
         self.failures = w.HTML()
-        self.button = w.Button(description="refresh", icon="refresh", layout=w.Layout(width="auto"))
+        self.button = w.Button(
+            description="refresh", icon="refresh", layout=w.Layout(width="auto", flex="0 0 auto")
+        )
         self.button.on_click(lambda _: self.refresh())
         self.updates = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         super().__init__(
             [
-                self.headline,
-                w.HBox([self.bar, self.fraction, self.button]),
+                w.HBox([self.headline, self.button], layout=w.Layout(align_items="center")),
+                w.HBox([self.bar, self.fraction], layout=w.Layout(align_items="center")),
                 self.counts,
                 self.failures,
             ]
@@ -655,7 +658,11 @@ class BatchWidget(w.VBox):
         )
         self.bar.max = max(s.total, 1)
         self.bar.value = s.ended
-        self.bar.bar_style = "danger" if s.counts["failed"] else "success" if s.done else "info"
+        # blue while it runs; once done green, or amber when some of its tasks failed (they
+        # are listed below): one failure in thousands must not paint the whole bar red
+        self.bar.bar_style = (
+            "info" if not s.done else "warning" if s.counts["failed"] else "success"
+        )
         self.fraction.value = (
             f"&nbsp;<b>{s.ended:,}</b> of {s.total:,} ended ({100 * s.fraction:.1f}%)"
         )
@@ -671,11 +678,14 @@ class BatchWidget(w.VBox):
                 f"<td><div style='background:{colour};width:{width}px;height:12px'></div></td>"
                 "</tr>"
             )
-        done_bytes = _bytes(s.completed_bytes)
-        self.counts.value = (
-            "<table class='taskmill-batch-counts'>" + "".join(rows) + "</table>"
-            f"<div class='taskmill-batch-bytes'>bytes: <b>{done_bytes}</b> of "
+        size = (  # only when its tasks declared any (expected_*_bytes)
+            f"<div class='taskmill-batch-bytes'>bytes: <b>{_bytes(s.completed_bytes)}</b> of "
             f"{_bytes(s.expected_bytes)} completed</div>"
+            if s.expected_bytes
+            else ""
+        )
+        self.counts.value = (
+            "<table class='taskmill-batch-counts'>" + "".join(rows) + "</table>" + size
         )
         self.failures.value = self._failures_html()
 
@@ -688,9 +698,9 @@ class BatchWidget(w.VBox):
             return ""
         failed = history(batch_id=s.batch_id, status="failed", limit=BATCH_FAILURES_SHOWN)
         items = "".join(
-            f"<li><code>{row['id']}</code> {html.escape(row['task_type'])} "
-            f"{html.escape(row['dedup_key'] or '–')}: "
-            f"<span style='color:#c62828'>{html.escape(row['last_error'] or '–')}</span></li>"
+            f"<li>task <code>{row['id']}</code> ({html.escape(row['task_type'])}"
+            + (f", key <code>{html.escape(row['dedup_key'])}</code>" if row["dedup_key"] else "")
+            + f"): <span style='color:#c62828'>{html.escape(row['last_error'] or '–')}</span></li>"
             for row in failed.iter_rows(named=True)
         )
         more = s.counts["failed"] - failed.height
@@ -700,7 +710,7 @@ class BatchWidget(w.VBox):
             if more > 0
             else ""
         )
-        return f"<b>failed</b><ul class='taskmill-batch-failures'>{items}</ul>{tail}"
+        return f"<b>failed for good</b><ul class='taskmill-batch-failures'>{items}</ul>{tail}"
 
 
 def _bytes(n: int) -> str:
