@@ -67,7 +67,8 @@ class Column:
     payload, ``empty`` whether text may be ``""``.  ``shown``: in the frames of
     ``tasks()`` and ``history()`` (not the store's own bookkeeping: worker, key hash).
     ``on_insert``: the store sets it when it inserts a new task (a submission's own
-    fields are always set)."""
+    fields are always set).  ``staged``: a batch's staging tables hold it (a plan column
+    that is not staged travels apart: ``depends_on`` becomes edges)."""
 
     name: str
     polars: pl.DataType
@@ -82,6 +83,7 @@ class Column:
     empty: bool = True
     shown: bool = True
     on_insert: bool = False
+    staged: bool = True
 
     @property
     def stored(self) -> str:
@@ -98,6 +100,9 @@ _INT = (pl.Int64(), pa.int64())
 _TEXT = (pl.String(), pa.string())
 _BYTES = (pl.Binary(), pa.binary())
 _TIME = (pl.Float64(), pa.float64())  # Unix seconds; frames show UTC datetimes
+#: One item of ``depends_on``: a task id or a dedup key (the other null).
+_DEPENDENCY = pl.Struct({"id": pl.Int64(), "key": pl.String()})
+_DEPENDENCY_ARROW = pa.struct([("id", pa.int64()), ("key", pa.string())])
 
 
 def _expected(name: str) -> Column:
@@ -148,6 +153,11 @@ COLUMNS: tuple[Column, ...] = (
     Column("finished_at", *_TIME, _HISTORY, nullable=False),
     # the batch that inserted the task (store.batch(id)); None for a single submit
     Column("batch_id", *_INT, _STORED, on_insert=True),
+    # what a task waits for (batch/depends.py): items of a task id or a dedup key each; the
+    # store keeps them as edges (task_deps), tasks() shows the ids still awaited
+    Column("depends_on", pl.List(_DEPENDENCY), pa.list_(_DEPENDENCY_ARROW), _PLAN, staged=False),
+    # what a task does when a dependency ends failed, cancelled or expired (NULL: cancel)
+    Column("on_dependency_failure", *_TEXT, _PLAN | _TASKS),
     Column("owner", *_TEXT, _TASKS, shown=False),  # the worker running it: 'host:pid:token'
     Column("key_hash", *_INT, _TASKS, shown=False, on_insert=True),  # store/keys.py
 )
@@ -187,7 +197,7 @@ def insert_columns() -> frozenset[str]:
 
 
 def _staged() -> tuple[Column, ...]:
-    plan = list(columns_of("plan"))
+    plan = [c for c in columns_of("plan") if c.staged]
     strategy = column("on_duplicate")
     plan.remove(strategy)  # the staging tables keep it after max_retries
     plan.insert(plan.index(column("max_retries")) + 1, strategy)

@@ -39,6 +39,11 @@ MAX_PAYLOAD_BYTES: Final = 1 << 20
 MAX_KEY_LENGTH: Final = 4096
 #: Longest group name or label accepted, in characters.
 MAX_GROUP_LENGTH: Final = 1024
+#: The most dependencies one task may name (``depends_on`` items).
+MAX_DEPENDENCIES: Final = 1000
+#: What a task does when one of its dependencies ends failed, cancelled or expired
+#: (``on_dependency_failure``; the first is the default).
+DEPENDENCY_POLICIES: Final = ("cancel", "fail", "ignore")
 
 
 # --------------------------------------------------------------------------- rate limits
@@ -312,6 +317,12 @@ class TaskSubmission:
     time, the task ends as ``expired`` in history and frees its key.  Each is a
     ``datetime`` (naive means UTC), a ``timedelta`` (from the moment of submission) or
     Unix seconds.
+
+    ``depends_on``: what the task waits for — a list of task ids (``int``) and dedup keys
+    (``str``: every task with that key among its batch's rows and the store's active
+    tasks, any task type).  Until each has completed the task is ``blocked``.
+    ``on_dependency_failure``: what it does when one ends failed, cancelled or expired —
+    ``"cancel"`` (the default; its own dependents follow), ``"fail"`` or ``"ignore"``.
     """
 
     task_type: Any
@@ -329,6 +340,8 @@ class TaskSubmission:
     max_retries: Any = None
     run_after: Any = None
     expires_at: Any = None
+    depends_on: Any = None
+    on_dependency_failure: Any = None
 
 
 #: The message of a payload holding NaN or an infinite number, whatever the input form.

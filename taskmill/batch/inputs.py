@@ -569,6 +569,32 @@ class ColumnStream:
         return pl.scan_parquet(self.files[0]).head(0).collect()
 
 
+def _dependencies(name: str, dtype: pl.DataType, label: str) -> pl.Expr:
+    """A ``depends_on`` column as its canonical items (``{id, key}``, the other null): a
+    list of task ids (integers) or a list of dedup keys (strings)."""
+    want = CANONICAL[name]
+    inner = dtype.inner if isinstance(dtype, pl.List | pl.Array) else None
+    col = pl.col(name).cast(pl.List(inner)) if isinstance(dtype, pl.Array) else pl.col(name)
+    if dtype == pl.Null or inner == pl.Null:
+        return pl.col(name).cast(want)
+    if inner is not None and inner.is_integer():
+        item = pl.struct(
+            pl.element().cast(pl.Int64, strict=False).alias("id"),
+            pl.lit(None, dtype=pl.String).alias("key"),
+        )
+        return col.list.eval(item).alias(name)
+    if isinstance(inner, pl.String | pl.Categorical | pl.Enum):
+        item = pl.struct(
+            pl.lit(None, dtype=pl.Int64).alias("id"), pl.element().cast(pl.String).alias("key")
+        )
+        return col.list.eval(item).alias(name)
+    raise _bad_input(
+        f"column {label} has type {dtype}; expected a list of task ids (integers) or a list "
+        "of dedup keys (strings)",
+        label,
+    )
+
+
 def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
     """Cast each canonical column to its type, or raise naming the column."""
     exprs = []
@@ -583,6 +609,8 @@ def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
         label = shown if shown == name else f"{shown} (as {name})"
         if dtype == want:
             exprs.append(pl.col(name))
+        elif name == "depends_on":
+            exprs.append(_dependencies(name, dtype, label))
         elif dtype == pl.Null:
             exprs.append(pl.col(name).cast(want))
         elif name == "payload" and dtype in (pl.String, pl.Binary):

@@ -22,6 +22,8 @@ import polars as pl
 
 from ..columns import EXPECTED_FIELDS, MAX_INT64, MAX_TIME, column, frame_schema, int_limits
 from ..model import (
+    DEPENDENCY_POLICIES,
+    MAX_DEPENDENCIES,
     MAX_GROUP_LENGTH,
     MAX_KEY_LENGTH,
     MAX_PAYLOAD_BYTES,
@@ -50,6 +52,9 @@ class Defaults:
     on_duplicate: DuplicateStrategy = DuplicateStrategy.SKIP
     run_after: float | None = None  # Unix seconds
     expires_at: float | None = None
+    #: ``(task id, None)`` or ``(None, dedup key)`` per item; ``None``: none
+    depends_on: tuple[tuple[int | None, str | None], ...] | None = None
+    on_dependency_failure: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,9 @@ class Row:
     max_retries: int | None
     run_after: float | None = None  # Unix seconds
     expires_at: float | None = None
+    #: ``(task id, None)`` or ``(None, dedup key)`` per item; ``None``: none
+    depends_on: tuple[tuple[int | None, str | None], ...] | None = None
+    on_dependency_failure: str | None = None
 
 
 def is_not_a_time(value: Any) -> bool:
@@ -164,6 +172,64 @@ def check_int(value: Any, field: str, kind: str) -> int:
     return int(value)
 
 
+def check_dependencies(value: Any) -> tuple[tuple[int | None, str | None], ...] | None:
+    """``depends_on`` as ``(id, None)`` / ``(None, key)`` items (``None``: no dependency);
+    raises ``InvalidSubmission(kind="invalid_dependency")`` naming the item."""
+    field, kind = "depends_on", "invalid_dependency"
+    if value is None:
+        return None
+    if isinstance(value, str | bytes | bytearray) or not isinstance(value, list | tuple):
+        raise _invalid(
+            field,
+            kind,
+            "depends_on must be a list of task ids (int) and dedup keys (str), got "
+            f"{type(value).__name__}",
+        )
+    if len(value) > MAX_DEPENDENCIES:
+        raise _invalid(
+            field, kind, f"depends_on has {len(value):,} items, over the {MAX_DEPENDENCIES:,} limit"
+        )
+    items: list[tuple[int | None, str | None]] = []
+    for i, item in enumerate(value):
+        where = f"depends_on[{i}]"
+        if item is None:
+            raise _invalid(field, kind, f"{where} is null")
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not 1 <= item <= MAX_INT64:
+                raise _invalid(field, kind, f"{where} must be a task id of at least 1, got {item}")
+            items.append((int(item), None))
+        elif isinstance(item, str):
+            if item == "":
+                raise _invalid(field, kind, f"{where} is an empty string")
+            if not encodes(item) or "\x00" in item:
+                raise _invalid(field, kind, f"{where} is not valid UTF-8 text")
+            if len(item) > MAX_KEY_LENGTH:
+                raise _invalid(field, kind, f"{where} is longer than {MAX_KEY_LENGTH:,} characters")
+            items.append((None, item))
+        else:
+            raise _invalid(
+                field,
+                kind,
+                f"{where} must be a task id (int) or a dedup key (str), got {type(item).__name__}",
+            )
+    return tuple(items) or None
+
+
+def check_policy(value: Any) -> str | None:
+    """``on_dependency_failure``: one of :data:`DEPENDENCY_POLICIES` (any case) or ``None``."""
+    if value is None:
+        return None
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text not in DEPENDENCY_POLICIES:
+        raise _invalid(
+            "on_dependency_failure",
+            "invalid_dependency_policy",
+            f"on_dependency_failure must be one of {', '.join(DEPENDENCY_POLICIES)}; "
+            f"got {value!r}",
+        )
+    return text
+
+
 def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Row:
     """Validate one submission; raise :class:`InvalidSubmission` naming the field."""
     if not isinstance(sub, TaskSubmission):
@@ -209,6 +275,8 @@ def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Ro
         expires_at = defaults.expires_at
     check_times(run_after, expires_at)
     payload = encode_payload(sub.payload)
+    depends_on = check_dependencies(sub.depends_on)
+    policy = check_policy(sub.on_dependency_failure)
     read_bytes, write_bytes, net_rx_bytes, net_tx_bytes = expected  # EXPECTED_FIELDS' order
     return Row(
         task_type,
@@ -225,6 +293,8 @@ def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Ro
         max_retries,
         run_after,
         expires_at,
+        depends_on,
+        policy,
     )
 
 
@@ -277,6 +347,7 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
     )
     rb, wb, rx, tx = (cols[f] for f in EXPECTED_FIELDS)
     starts, expiries = cols["run_after"], cols["expires_at"]
+    depends, policies = cols["depends_on"], cols["on_dependency_failure"]
     d_group, d_priority, d_strategy = defaults.group, defaults.priority, defaults.on_duplicate.value
     for sub in subs:
         # the common case, checked inline; anything unusual goes through check_submission
@@ -331,6 +402,8 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
                 and sub.max_retries is None
                 and sub.run_after is None
                 and sub.expires_at is None
+                and sub.depends_on is None
+                and sub.on_dependency_failure is None
                 and (
                     payload is None
                     or (type(payload) is bytes and len(payload) <= MAX_PAYLOAD_BYTES)
@@ -350,6 +423,8 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
                 retries.append(None)
                 starts.append(defaults.run_after)
                 expiries.append(defaults.expires_at)
+                depends.append(None)
+                policies.append(None)
                 kinds.append(None)
                 fields.append(None)
                 errors.append(None)
@@ -363,7 +438,7 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
             ok = isinstance(sub, TaskSubmission)
             for name in CANONICAL:
                 value = getattr(sub, name, None) if ok else None
-                if name in ("payload", *_TIMES):  # times are shown once checked
+                if name in ("payload", "depends_on", *_TIMES):  # times: shown once checked
                     value = None
                 elif name in _INTS:
                     value = shown(value, int)
@@ -401,6 +476,12 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
         retries.append(row.max_retries)
         starts.append(row.run_after)
         expiries.append(row.expires_at)
+        depends.append(
+            None
+            if row.depends_on is None
+            else [{"id": i, "key": k} for i, k in row.depends_on]
+        )
+        policies.append(row.on_dependency_failure)
     frame = pl.DataFrame(
         {**cols, "error_kind": kinds, "error_field": fields, "error": errors},
         schema={**CANONICAL, "error_kind": pl.String, "error_field": pl.String, "error": pl.String},
@@ -534,6 +615,7 @@ def _check_table(df: Frame, defaults: Defaults, *, offset: int = 0) -> Frame:
             pl.lit("expires_at must be later than run_after (the task could never start)"),
         )
     )
+    _dependency_checks(checks)
     checks.append((pl.col(BAD_PAYLOAD), "invalid_payload", "payload", pl.lit(NON_FINITE_PAYLOAD)))
     size = pl.col("_payload_size") if "_payload_size" in schema else pl.col("payload").bin.size()
     checks.append(
@@ -569,6 +651,7 @@ def _check_table(df: Frame, defaults: Defaults, *, offset: int = 0) -> Frame:
     out = df.with_columns(
         kind.alias("error_kind"), fld.alias("error_field"), msg.alias("error")
     ).drop(BAD_TEXT, BAD_PAYLOAD)
+    out = out.with_columns(pl.col("on_dependency_failure").str.strip_chars().str.to_lowercase())
     out = out.with_columns(
         pl.col("group").fill_null(pl.lit(defaults.group, dtype=pl.String)),
         pl.when(pl.col(BAD_PRIORITY).is_null())  # a bad tier name shows as no priority
@@ -582,6 +665,69 @@ def _check_table(df: Frame, defaults: Defaults, *, offset: int = 0) -> Frame:
     ).with_columns(int_cast)
     out = out.drop(BAD_PRIORITY)
     return out.with_row_index("index", offset=offset).with_columns(pl.col("index").cast(pl.Int64))
+
+
+def _dependency_checks(checks: list[tuple[pl.Expr, str, str | pl.Expr, pl.Expr]]) -> None:
+    """The checks of ``depends_on`` and ``on_dependency_failure`` (as
+    :func:`check_dependencies` and :func:`check_policy`: the first bad item, by position)."""
+    deps = pl.col("depends_on")
+    ids = pl.element().struct.field("id")
+    keys = pl.element().struct.field("key")
+    kind = "invalid_dependency"
+
+    def first(cond: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+        found = deps.list.eval(cond.fill_null(False))
+        return found.list.any(), found.list.arg_max()
+
+    checks.append(
+        (
+            deps.list.len() > MAX_DEPENDENCIES,
+            kind,
+            "depends_on",
+            pl.format(
+                f"depends_on has {{}} items, over the {MAX_DEPENDENCIES:,} limit",
+                _thousands(deps.list.len()),
+            ),
+        )
+    )
+    for cond, message in (
+        (pl.element().is_null() | (ids.is_null() & keys.is_null()), "depends_on[{}] is null"),
+        (keys == "", "depends_on[{}] is an empty string"),
+        (keys.str.contains("\x00", literal=True), "depends_on[{}] is not valid UTF-8 text"),
+        (
+            keys.str.len_chars() > MAX_KEY_LENGTH,
+            f"depends_on[{{}}] is longer than {MAX_KEY_LENGTH:,} characters",
+        ),
+    ):
+        bad, at = first(cond)
+        checks.append((bad, kind, "depends_on", pl.format(message, at)))
+    bad, at = first(ids < 1)
+    checks.append(
+        (
+            bad,
+            kind,
+            "depends_on",
+            pl.format(
+                "depends_on[{}] must be a task id of at least 1, got {}",
+                at,
+                deps.list.get(at, null_on_oob=True).struct.field("id"),
+            ),
+        )
+    )
+    policy = pl.col("on_dependency_failure")
+    checks.append(
+        (
+            policy.is_not_null()
+            & ~policy.str.strip_chars().str.to_lowercase().is_in(DEPENDENCY_POLICIES),
+            "invalid_dependency_policy",
+            "on_dependency_failure",
+            pl.format(
+                f"on_dependency_failure must be one of {', '.join(DEPENDENCY_POLICIES)}; "
+                "got '{}'",
+                policy,
+            ),
+        )
+    )
 
 
 def _thousands(expr: pl.Expr) -> pl.Expr:
