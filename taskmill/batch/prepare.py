@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from ..model import SchedulerError
 from .dedup import _FINGERPRINT, _fingerprinted, _mark_winners, _repeated
+from .depends import DependencyPlan, plan_dependencies
 from .inputs import (
     _READ_BATCH,
     ColumnStream,
@@ -76,6 +77,8 @@ class Prepared:
     transaction_limit: int
     #: The batch's name (``BatchSubmission().name(...)``), recorded with it.
     name: str | None = None
+    #: What the batch decided about its rows' dependencies (``None``: no row has any).
+    dependencies: DependencyPlan | None = None
     payloads: ColumnStream | None = None
     checked: Spool | None = None
     stored: ColumnStream | None = None  # the rows of `checked`, read chunk by chunk
@@ -374,7 +377,46 @@ def _prepare(x: Any, spec: BatchSubmission | None) -> Prepared:
             f"cannot submit a {type(x).__name__}: expected TaskSubmissions, a table "
             "(Arrow, polars, pandas) or a Parquet path"
         )
-    return Prepared(_mark_winners(df), *settings)
+    return _in_memory_plan(df, *settings)
+
+
+def _in_memory_plan(
+    df: pl.DataFrame, chunk_size: int, transaction_limit: int, name: str | None
+) -> Prepared:
+    """A plan held in memory: dedup, then its dependencies decided."""
+    frame, dependencies = _with_dependencies(_mark_winners(df))
+    return Prepared(frame, chunk_size, transaction_limit, name, dependencies=dependencies)
+
+
+def _with_dependencies(df: pl.DataFrame) -> tuple[pl.DataFrame, DependencyPlan | None]:
+    """``df`` (deduplicated) with the rows its dependencies fail marked failed, and what
+    the batch decided (``None`` when no row names a dependency).
+
+    A row failed by its dependencies is as a row that failed its checks: the last *valid*
+    row of its key wins instead, so dedup runs again, and so do the dependencies of the
+    new winners, until no row fails any more (each round fails at least one more row)."""
+    deps = pl.col("depends_on")
+    if not df.select(deps.list.len().fill_null(0).gt(0).any()).item():
+        return df, None
+    while True:
+        plan = plan_dependencies(
+            df.select(
+                "index",
+                "dedup_key",
+                pl.col("error_kind").is_null().alias("valid"),
+                "winner",
+                deps.list.eval(pl.element().struct.field("key")).list.drop_nulls().alias("dep_keys"),
+                deps.list.eval(pl.element().struct.field("id")).list.drop_nulls().alias("dep_ids"),
+            )
+        )
+        if plan.failures.height == 0:
+            return df, plan
+        failed = plan.failures.with_columns(pl.lit("depends_on").alias("error_field"))
+        df = (
+            df.drop("winner", "winner_index")
+            .update(failed, on="index", how="left")
+            .pipe(_mark_winners)
+        )
 
 
 def _prepare_parquet(path: Path, spec: BatchSubmission) -> Prepared:
@@ -420,4 +462,4 @@ def _in_memory(schema: pa.Schema, batches: list[pa.RecordBatch], spec: BatchSubm
     """A small plan, read whole, prepared like an in-memory table."""
     table = pa.Table.from_batches(batches) if batches else _empty(schema)
     df = _check_table(_canonical_columns(_from_arrow(table), spec), spec.defaults)
-    return Prepared(_mark_winners(df), spec._chunk_size, spec._transaction_limit, spec._name)
+    return _in_memory_plan(df, spec._chunk_size, spec._transaction_limit, spec._name)
