@@ -523,6 +523,7 @@ CREATE UNLOGGED TABLE taskmill.{stage} (
     strategy              text    NOT NULL,
     run_after             double precision,
     expires_at            double precision,
+    on_dependency_failure text,
     key_hash              bigint                -- filled by DuckDB (taskmill/store/keys.py)
 );
 
@@ -613,13 +614,13 @@ WHERE t.id = u.id AND t.status = 'pending' AND t.priority > u.priority;
 INSERT INTO taskmill.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at, batch_id
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure
 )
 SELECT %(base)s::bigint + row_number() OVER w, s.task_type, s.dedup_key, s.group_name,
        s.priority, COALESCE(m.queue_pos, %(base)s::bigint + row_number() OVER w), s.payload,
        s.label, s.expected_read_bytes, s.expected_write_bytes, s.expected_net_rx_bytes,
        s.expected_net_tx_bytes, s.max_retries, %(now)s, s.key_hash, s.run_after, s.expires_at,
-       %(batch_id)s::bigint
+       %(batch_id)s::bigint, s.on_dependency_failure
 FROM taskmill.{stage} AS s
 LEFT JOIN unnest(%(ords)b::bigint[], %(keep)b::boolean[], %(queue_pos)b::bigint[])
      AS m (ord, keep, queue_pos) ON m.ord = s.ord
@@ -632,12 +633,12 @@ WINDOW w AS (ORDER BY s.ord);
 INSERT INTO taskmill.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at, batch_id
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure
 )
 SELECT d.id, s.task_type, s.dedup_key, s.group_name, s.priority, d.queue_pos, s.payload,
        s.label, s.expected_read_bytes, s.expected_write_bytes, s.expected_net_rx_bytes,
        s.expected_net_tx_bytes, s.max_retries, %(now)s, s.key_hash, s.run_after, s.expires_at,
-       %(batch_id)s::bigint
+       %(batch_id)s::bigint, s.on_dependency_failure
 FROM unnest(%(ords)b::bigint[], %(ids)b::bigint[], %(queue_pos)b::bigint[])
      AS d (ord, id, queue_pos)
 JOIN taskmill.{stage} AS s ON s.ord = d.ord;

@@ -1,4 +1,4 @@
--- taskmill store schema on PostgreSQL, version 7 (the SQLite store's schema 7, column for
+-- taskmill store schema on PostgreSQL, version 8 (the SQLite store's schema 8, column for
 -- column).  Everything lives in the schema `taskmill`, so the store can share a database
 -- with the user's own tables; the runner (postgres/migrate.py) creates the schema and
 -- applies this file, or the migrations in migrations/ to an older store, in one
@@ -31,7 +31,8 @@ CREATE TABLE taskmill.tasks (
     -- pending one inherits the replaced task's position
     queue_pos             bigint   NOT NULL,
     status                text     NOT NULL DEFAULT 'pending'
-                                   CHECK (status IN ('pending', 'running', 'paused')),
+                                   CHECK (status IN ('pending', 'running', 'paused', 'blocked',
+                                                     'waiting')),
     payload               bytea,
     label                 text,
     expected_read_bytes   bigint   NOT NULL DEFAULT 0 CHECK (expected_read_bytes >= 0),
@@ -47,7 +48,8 @@ CREATE TABLE taskmill.tasks (
     started_at            double precision,
     key_hash              bigint,           -- taskmill/store/keys.py; NULL without a key
     expires_at            double precision, -- not started by then: ends as 'expired'
-    batch_id              bigint            -- the batch that inserted it (schema 7)
+    batch_id              bigint,           -- the batch that inserted it (schema 7)
+    on_dependency_failure text              -- cancel (NULL), fail or ignore (schema 8)
 );
 
 ALTER SEQUENCE taskmill.task_ids OWNED BY taskmill.tasks.id;
@@ -127,3 +129,6 @@ CREATE TABLE taskmill.workers (
 
 -- Batches as units of work (schema 7): every submit_batch that inserted a task.
 -- include: batches.sql
+
+-- What blocked tasks wait for (schema 8).
+-- include: task_deps.sql

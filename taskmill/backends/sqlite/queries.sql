@@ -261,6 +261,7 @@ CREATE TABLE s (
     strategy              TEXT    NOT NULL,
     run_after             REAL,
     expires_at            REAL,
+    on_dependency_failure TEXT,
     key_hash              INTEGER                -- filled by DuckDB (taskmill/store/keys.py)
 );
 
@@ -349,13 +350,13 @@ WHERE tasks.id = m.old_id AND tasks.status = 'pending'
 INSERT INTO main.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at, batch_id
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure
 )
 SELECT :base + s.pos, s.task_type, s.dedup_key, s.group_name, s.priority,
        CASE WHEN m.old_status = 'pending' THEN m.old_pos ELSE :base + s.pos END,
        s.payload, s.label, s.expected_read_bytes, s.expected_write_bytes,
        s.expected_net_rx_bytes, s.expected_net_tx_bytes, s.max_retries, :now, s.key_hash,
-       s.run_after, s.expires_at, :batch_id
+       s.run_after, s.expires_at, :batch_id, s.on_dependency_failure
 FROM taskmill_stage.s AS s
 LEFT JOIN temp.batch_match AS m ON m.ord = s.ord;
 
@@ -364,13 +365,13 @@ LEFT JOIN temp.batch_match AS m ON m.ord = s.ord;
 INSERT INTO main.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at, batch_id
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure
 )
 SELECT :base + ROW_NUMBER() OVER w, s.task_type, s.dedup_key, s.group_name, s.priority,
        CASE WHEN m.old_status = 'pending' THEN m.old_pos ELSE :base + ROW_NUMBER() OVER w END,
        s.payload, s.label, s.expected_read_bytes, s.expected_write_bytes,
        s.expected_net_rx_bytes, s.expected_net_tx_bytes, s.max_retries, :now, s.key_hash,
-       s.run_after, s.expires_at, :batch_id
+       s.run_after, s.expires_at, :batch_id, s.on_dependency_failure
 FROM taskmill_stage.s AS s
 LEFT JOIN temp.batch_match AS m ON m.ord = s.ord
 WHERE m.ord IS NULL OR (m.strategy = 'supersede' AND m.same)

@@ -1,4 +1,4 @@
--- taskmill store schema, version 7 (the whole current schema; a store written by an
+-- taskmill store schema, version 8 (the whole current schema; a store written by an
 -- older version is brought here by the files in migrations/, see sql.py).
 --
 -- Parts: a table, index or trigger unchanged since the migration that created it is
@@ -20,53 +20,9 @@ CREATE TABLE taskmill_meta (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 
-CREATE TABLE tasks (
-    id                    INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_type             TEXT    NOT NULL CHECK (task_type <> ''),
-    dedup_key             TEXT             CHECK (dedup_key <> ''),
-    group_name            TEXT,
-    priority              INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 255),
-    -- queue order within a priority: a new task's own id; a task that supersedes
-    -- a pending one inherits the replaced task's position
-    queue_pos             INTEGER NOT NULL,
-    status                TEXT    NOT NULL DEFAULT 'pending'
-                                  CHECK (status IN ('pending', 'running', 'paused')),
-    payload               BLOB,
-    label                 TEXT,
-    expected_read_bytes   INTEGER NOT NULL DEFAULT 0 CHECK (expected_read_bytes >= 0),
-    expected_write_bytes  INTEGER NOT NULL DEFAULT 0 CHECK (expected_write_bytes >= 0),
-    expected_net_rx_bytes INTEGER NOT NULL DEFAULT 0 CHECK (expected_net_rx_bytes >= 0),
-    expected_net_tx_bytes INTEGER NOT NULL DEFAULT 0 CHECK (expected_net_tx_bytes >= 0),
-    max_retries           INTEGER          CHECK (max_retries >= 0),
-    attempts              INTEGER NOT NULL DEFAULT 0,
-    last_error            TEXT,
-    run_after             REAL,            -- not dispatched before this time (retry backoff)
-    owner                 TEXT,            -- the worker running it: 'host:pid:token'
-    created_at            REAL    NOT NULL,
-    started_at            REAL, key_hash INTEGER, expires_at REAL, batch_id INTEGER
-);
-
--- One active task per (task_type, dedup_key), enforced by the database itself on
--- `key_hash`, a 64-bit hash of the pair (schema 3; NULL without a key).  A fixed-width
--- key keeps this index small, so inserts into a large store touch few of its pages.  The
--- text stays the truth: a hash match with a different text is a collision, refused
--- (taskmill/store/keys.py).  `key_hash`, `expires_at` (schema 4: not started by then,
--- the task ends as 'expired') and `batch_id` (schema 7: the batch that inserted it, NULL
--- for a single submit) sit last, where migrations 003, 004 and 007 added them.
-CREATE UNIQUE INDEX tasks_active_key ON tasks (key_hash) WHERE key_hash IS NOT NULL;
-
--- Dispatch order: priority (0 first), then queue order.
-CREATE INDEX tasks_queue ON tasks (status, priority, queue_pos);
-
--- Tasks waiting for a start time or a retry backoff (run_after is only set on those).
-CREATE INDEX tasks_retry ON tasks (run_after) WHERE run_after IS NOT NULL;
-
--- Tasks that expire if not started in time (schema 4).
-CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
-
--- The tasks of each batch, active and finished (schema 7): its counts and whether any of
--- its tasks is still active.
-CREATE INDEX tasks_batch ON tasks (batch_id) WHERE batch_id IS NOT NULL;
+-- Active tasks (schema 8: rebuilt by migration 008 for the statuses `blocked` and
+-- `waiting`), with their indexes.
+-- include: tasks.sql
 
 -- Finished tasks, with the same ids; `batch_id` (schema 7) sits last, where migration 007
 -- added it.
@@ -121,3 +77,6 @@ CREATE TABLE workers (
 
 -- Batches as units of work (schema 7): every submit_batch that inserted a task.
 -- include: batches.sql
+
+-- What blocked tasks wait for (schema 8).
+-- include: task_deps.sql
