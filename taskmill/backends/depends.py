@@ -1,0 +1,171 @@
+"""Dependencies in the store: what every way of ending a task does to the tasks that wait
+for it, and the edges a batch's transaction inserts — once, for every driver.
+
+A blocked task waits for the tasks its edges (``task_deps``) name.  When tasks end, in
+the transaction that ends them (:func:`settle`):
+
+- *completed*: their edges go; a blocked task left with none becomes pending, in its
+  original queue place;
+- *superseded*: their edges name the task that replaced them instead;
+- *failed, cancelled, expired*: each task waiting for one follows its
+  ``on_dependency_failure`` — ``ignore`` drops that edge, ``cancel`` (the default) ends
+  it cancelled and ``fail`` ends it failed (error kind ``dependency_failed``), and those in
+  turn settle their own dependents, level by level;
+- a task that ends forgets its own edges.
+
+Each level is a handful of set-based statements over all the tasks that ended together
+(one completion batch: one release), never one per dependent.  A driver provides the
+statements (:class:`DependencyOps`) and calls :func:`settle` from its one way of moving
+tasks to history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import polars as pl
+
+from .calls import Ending
+
+__all__ = ["DEPENDENCY_FAILED", "DependencyOps", "Ended", "settle"]
+
+#: The error kind a task fails with when a dependency of its ended without completing.
+DEPENDENCY_FAILED = "dependency_failed"
+
+#: Statuses a dependency may end with that count as a failure for its dependents.
+_FAILURES = ("failed", "cancelled", "expired")
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """Task ``id`` ended as ``status`` (for ``superseded``: replaced by ``replaced_by``)."""
+
+    id: int
+    status: str
+    replaced_by: int | None = None
+
+
+class DependencyOps(Protocol):
+    """The statements :func:`settle` runs, on the driver's write connection ``conn``."""
+
+    def lock_dependents(self, conn: Any, ids: list[int]) -> list[tuple[int, int, str | None]]:
+        """The edges on ``ids`` as ``(task_id, depends_on, policy)``, each dependent's row
+        locked against a concurrent settle (in id order)."""
+        ...
+
+    def drop_edges(self, conn: Any, pairs: list[tuple[int, int]]) -> None:
+        """Delete the edges ``(task_id, depends_on)``."""
+        ...
+
+    def forget_edges(self, conn: Any, task_ids: list[int]) -> None:
+        """Delete the edges of tasks ``task_ids`` (they ended)."""
+        ...
+
+    def retarget_edges(self, conn: Any, pairs: list[tuple[int, int]]) -> None:
+        """Edges on ``old`` name ``new`` instead, for each ``(old, new)``."""
+        ...
+
+    def release_blocked(self, conn: Any, task_ids: list[int]) -> None:
+        """Tasks ``task_ids`` still blocked and left with no edge become pending (waking
+        the watchers at commit)."""
+        ...
+
+    def end_dependents(self, conn: Any, ids: list[int], ending: Ending) -> list[int]:
+        """Move the active tasks ``ids`` to history as ``ending`` says, *without* settling
+        their dependents; the ids moved."""
+        ...
+
+
+def settle(ops: DependencyOps, conn: Any, ended: Sequence[Ended], now: float) -> None:
+    """What ``ended`` (tasks just moved to history in ``conn``'s transaction) does to the
+    tasks waiting for them (see the module docstring)."""
+    level = list(ended)
+    while level:
+        ops.forget_edges(conn, [e.id for e in level])
+        moved = [(e.id, e.replaced_by) for e in level if e.status == "superseded"]
+        if any(new is not None for _, new in moved):
+            ops.retarget_edges(conn, [(old, new) for old, new in moved if new is not None])
+        waiting = ops.lock_dependents(
+            conn, [e.id for e in level if e.status == "completed" or e.status in _FAILURES]
+        )
+        if not waiting:
+            return
+        status_of = {e.id: e.status for e in level}
+        edges = pl.DataFrame(
+            waiting,
+            schema={"task_id": pl.Int64, "depends_on": pl.Int64, "policy": pl.String},
+            orient="row",
+        ).with_columns(
+            pl.col("depends_on").replace_strict(status_of, default=None).alias("status"),
+            pl.col("policy").fill_null("cancel"),
+        )
+        cleared = edges.filter((pl.col("status") == "completed") | (pl.col("policy") == "ignore"))
+        if cleared.height:
+            ops.drop_edges(conn, cleared.select("task_id", "depends_on").rows())
+        broken = edges.filter(pl.col("status").is_in(_FAILURES) & (pl.col("policy") != "ignore"))
+        ending = broken.group_by("task_id").agg(
+            pl.col("policy").first(), pl.col("depends_on").min(), pl.col("status").first()
+        )
+        gone = set(ending["task_id"].to_list())
+        ops.release_blocked(conn, sorted(set(cleared["task_id"].to_list()) - gone))
+        level = []
+        for policy, status in (("cancel", "cancelled"), ("fail", "failed")):
+            these = ending.filter(pl.col("policy") == policy)
+            if not these.height:
+                continue
+            for (dep_status,), group in these.group_by(["status"], maintain_order=True):
+                ids = sorted(group["task_id"].to_list())
+                error = f"{DEPENDENCY_FAILED}: a task it depends on ended {dep_status}"
+                done = ops.end_dependents(conn, ids, Ending(status, now, error=error))
+                level += [Ended(i, status) for i in done]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEdges:
+    """What one transaction of a batch stores of its rows' dependencies.
+
+    ``edges``: ``(task_id, depends_on, on_row)`` — ``depends_on`` ``None`` for a row of the
+    batch merged by a later transaction (``on_row`` its index); ``blocked``: the new tasks
+    that wait for something; ``ended``: the dependencies found in history already (settled
+    right after the edges are in)."""
+
+    edges: list[tuple[int, int | None, int | None]]
+    blocked: list[int]
+    ended: list[Ended]
+
+
+def batch_edges(
+    new: pl.DataFrame,
+    in_batch: pl.DataFrame,
+    by_key: pl.DataFrame,
+    by_id: pl.DataFrame,
+    merged: dict[int, int],
+) -> BatchEdges:
+    """The edges of the tasks a transaction inserted.
+
+    ``new``: ``index``, ``task_id`` of the rows it inserted.  ``in_batch``: ``index`` ->
+    ``target`` edges between rows of the batch (:class:`~taskmill.batch.depends.DependencyPlan`);
+    ``merged``: the task id of each target row merged so far, this transaction's included
+    (a row that was deduplicated names the task it matched).  ``by_key``: ``index``,
+    ``task_id`` of the active tasks the rows' keys name in the store; ``by_id``:
+    ``index``, ``dep_id``, ``status`` (``None`` while active; else its end) of the ids they
+    name that the store holds."""
+    ids = dict(zip(new["index"].to_list(), new["task_id"].to_list(), strict=True))
+    edges: dict[tuple[int, int | None, int | None], None] = {}
+    for index, target in in_batch.filter(pl.col("index").is_in(list(ids))).iter_rows():
+        task = ids[index]
+        dep = merged.get(target)
+        edges[(task, dep, None if dep is not None else target)] = None
+    for index, dep in by_key.iter_rows():
+        if index in ids:
+            edges[(ids[index], dep, None)] = None
+    ended: dict[int, Ended] = {}
+    for index, dep, status in by_id.iter_rows():
+        if index in ids:
+            edges[(ids[index], dep, None)] = None
+            if status is not None:
+                ended[dep] = Ended(dep, status)
+    kept = [e for e in edges if e[0] != e[1]]  # a task never waits for itself
+    return BatchEdges(kept, sorted({e[0] for e in kept}), list(ended.values()))
