@@ -54,7 +54,7 @@ def test_a_chain_becomes_edges_to_the_winning_rows() -> None:
     )
     assert failures(plan) == {}
     assert sorted(plan.edges.rows()) == [(1, 3), (2, 1)]  # "a": its winner, row 3
-    assert sorted(plan.keys.rows()) == [(1, "a"), (2, "b"), (2, "elsewhere")]
+    assert sorted(plan.keys.rows()) == [(1, "a", True), (2, "b", True), (2, "elsewhere", False)]
 
 
 def test_a_key_names_every_task_type_holding_it() -> None:

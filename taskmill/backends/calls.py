@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from ..batch.validate import Row
@@ -100,6 +100,9 @@ class BatchTag:
     last: bool = True
     #: Whether a committed transaction sealed the batch (its submission's last).
     sealed: bool = False
+    #: The batch's dependencies (a :class:`~taskmill.backends.depends.BatchDependencies`;
+    #: ``None``: no row names any).
+    dependencies: Any = None
     _open: int | None = field(default=None, repr=False)
 
     @property

@@ -169,3 +169,39 @@ def batch_edges(
                 ended[dep] = Ended(dep, status)
     kept = [e for e in edges if e[0] != e[1]]  # a task never waits for itself
     return BatchEdges(kept, sorted({e[0] for e in kept}), list(ended.values()))
+
+
+class BatchDependencies:
+    """A batch's dependencies as its transactions store them: the plan the batch decided
+    (:class:`~taskmill.batch.depends.DependencyPlan`) and the task id of every row other
+    rows of the batch wait for, once merged."""
+
+    def __init__(self, plan: Any) -> None:
+        self.plan = plan
+        self.targets: set[int] = set(plan.edges["target"].to_list())
+        #: Row index -> the task it became (or matched), for the rows others wait for.
+        self.merged: dict[int, int] = {}
+        #: The task types a key is looked up under (the store's active ones, read once
+        #: per batch, and the batch's own).
+        self.types: list[str] | None = None
+
+    def merge(self, result: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[int, int]]]:
+        """Note what one transaction's ``result`` did: the rows it inserted (``index``,
+        ``task_id``), and ``(row, task id)`` of the rows others wait for that it merged."""
+        from .staging import INSERTING
+
+        new = result.filter(pl.col("action").is_in(INSERTING)).select("index", "task_id")
+        named = result.filter(
+            pl.col("index").is_in(list(self.targets)) & pl.col("task_id").is_not_null()
+        ).select("index", "task_id")
+        pairs = [(int(i), int(t)) for i, t in named.iter_rows()]
+        self.merged.update(pairs)
+        return new, pairs
+
+    def keys_of(self, new: pl.DataFrame) -> pl.DataFrame:
+        """``index``, ``key`` of the keys the new rows name."""
+        return self.plan.keys.join(new.select("index"), on="index", how="semi")
+
+    def ids_of(self, new: pl.DataFrame) -> pl.DataFrame:
+        """``index``, ``dep_id`` of the ids the new rows name."""
+        return self.plan.ids.join(new.select("index"), on="index", how="semi")

@@ -42,8 +42,9 @@ class DependencyPlan:
     ``failures``: ``index``, ``error_kind``, ``error`` of the rows that fail for their
     dependencies.  ``edges``: ``index`` -> ``target`` between rows that go on (a target
     is a winning row; its task id is known once its transaction merged).  ``keys``:
-    ``index``, ``key`` of every key a row that goes on names (looked up among the store's
-    active tasks too).  ``ids``: ``index``, ``dep_id`` of every id it names."""
+    ``index``, ``key``, ``in_batch`` of every key a row that goes on names (looked up among
+    the store's active tasks too; ``in_batch``: it names rows of the batch).  ``ids``:
+    ``index``, ``dep_id`` of every id it names."""
 
     failures: pl.DataFrame
     edges: pl.DataFrame
@@ -64,6 +65,9 @@ def plan_dependencies(rows: pl.DataFrame) -> DependencyPlan:
         pl.col("dedup_key").alias("key"), pl.col("index").alias("target"), "valid", "winner"
     )
     named = wanted.join(holders, on="key", how="left")
+    in_batch = named.group_by("index", "key", maintain_order=True).agg(
+        pl.col("target").is_not_null().any().alias("in_batch")
+    )
     edges = named.filter(pl.col("winner")).select("index", "target")
     # a key naming rows of the batch of which none went on: they all failed
     on_failed = (
@@ -100,7 +104,7 @@ def plan_dependencies(rows: pl.DataFrame) -> DependencyPlan:
     return DependencyPlan(
         failures=failures,
         edges=edges.filter(~pl.col("index").is_in(gone.implode())),
-        keys=wanted.filter(~pl.col("index").is_in(gone.implode())),
+        keys=in_batch.filter(~pl.col("index").is_in(gone.implode())),
         ids=ids,
     )
 

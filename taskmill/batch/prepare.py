@@ -388,6 +388,20 @@ def _in_memory_plan(
     return Prepared(frame, chunk_size, transaction_limit, name, dependencies=dependencies)
 
 
+def fail_dependencies(prepared: Prepared, failures: pl.DataFrame) -> Prepared:
+    """``prepared`` with the rows of ``failures`` (``index``, ``error_kind``, ``error``:
+    dependencies the store cannot resolve) failed, and its dedup and dependencies decided
+    again (a row failed so loses its key to the last valid row, and the rows that wait for
+    it fail in turn)."""
+    if prepared.sparse is not None:
+        raise NotImplementedError("dependencies of a plan kept on disk")
+    failed = failures.with_columns(pl.lit("depends_on").alias("error_field"))
+    frame = prepared.frame.drop("winner", "winner_index").update(failed, on="index", how="left")
+    frame, dependencies = _with_dependencies(_mark_winners(frame))
+    prepared.frame, prepared.dependencies = frame, dependencies
+    return prepared
+
+
 def _with_dependencies(df: pl.DataFrame) -> tuple[pl.DataFrame, DependencyPlan | None]:
     """``df`` (deduplicated) with the rows its dependencies fail marked failed, and what
     the batch decided (``None`` when no row names a dependency).
@@ -405,7 +419,9 @@ def _with_dependencies(df: pl.DataFrame) -> tuple[pl.DataFrame, DependencyPlan |
                 "dedup_key",
                 pl.col("error_kind").is_null().alias("valid"),
                 "winner",
-                deps.list.eval(pl.element().struct.field("key")).list.drop_nulls().alias("dep_keys"),
+                deps.list.eval(pl.element().struct.field("key"))
+                .list.drop_nulls()
+                .alias("dep_keys"),
                 deps.list.eval(pl.element().struct.field("id")).list.drop_nulls().alias("dep_ids"),
             )
         )

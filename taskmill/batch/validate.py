@@ -224,8 +224,7 @@ def check_policy(value: Any) -> str | None:
         raise _invalid(
             "on_dependency_failure",
             "invalid_dependency_policy",
-            f"on_dependency_failure must be one of {', '.join(DEPENDENCY_POLICIES)}; "
-            f"got {value!r}",
+            f"on_dependency_failure must be one of {', '.join(DEPENDENCY_POLICIES)}; got {value!r}",
         )
     return text
 
@@ -477,9 +476,7 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
         starts.append(row.run_after)
         expiries.append(row.expires_at)
         depends.append(
-            None
-            if row.depends_on is None
-            else [{"id": i, "key": k} for i, k in row.depends_on]
+            None if row.depends_on is None else [{"id": i, "key": k} for i, k in row.depends_on]
         )
         policies.append(row.on_dependency_failure)
     frame = pl.DataFrame(

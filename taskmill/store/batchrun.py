@@ -20,9 +20,10 @@ import polars as pl
 
 from ..backends.base import BatchBackend, CommitHook
 from ..backends.calls import BatchTag
+from ..backends.depends import BatchDependencies
 from ..backends.staging import INSERTING
 from ..batch.outcome import BatchOutcome, MergeResults, build_outcome
-from ..batch.prepare import Prepared, prepare
+from ..batch.prepare import Prepared, fail_dependencies, prepare
 from ..model import BatchInterrupted, SchedulerError
 
 __all__ = ["BatchBackend", "run_batch"]
@@ -46,6 +47,8 @@ def run_batch(
     phases = _Phases(backend)
     with phases.timed("prepare"):
         prepared = prepare(tasks)
+        if prepared.dependencies is not None:
+            _check_dependencies(backend, prepared)
     n = len(prepared)
     if n > prepared.transaction_limit:
         step = prepared.chunk_size
@@ -54,6 +57,8 @@ def run_batch(
         bounds = [(0, n)]
     results = MergeResults(n)
     backend.tag = tag = BatchTag(name=prepared.name)
+    if prepared.dependencies is not None and not dry_run:
+        tag.dependencies = BatchDependencies(prepared.dependencies)
     try:
         try:
             with backend.batch_session(chunked=len(bounds) > 1, dry_run=dry_run):
@@ -90,6 +95,42 @@ def run_batch(
         ", ".join(f"{a}={c}" for a, c in counts.items()),
     )
     return outcome
+
+
+#: The error kind of a row whose dependency names no task.
+UNKNOWN_DEPENDENCY = "unknown_dependency"
+
+
+def _check_dependencies(backend: BatchBackend[Any], prepared: Prepared) -> None:
+    """Fail the rows whose dependencies name nothing: a key naming no row of the batch and
+    no active task, an id naming no task at all (one read of the store); the plan is
+    decided again, and so on while the new winners name unknown ones too."""
+    while prepared.dependencies is not None:
+        plan = prepared.dependencies
+        keys = plan.keys.filter(~pl.col("in_batch"))
+        found_keys, found_ids = backend.dependency_lookup(
+            keys["key"].unique().to_list(), plan.ids["dep_id"].unique().to_list()
+        )
+        missing_keys = keys.filter(~pl.col("key").is_in(list(found_keys))).select(
+            "index",
+            pl.format(
+                "depends on {}, which names no task of this batch and no active task",
+                pl.col("key").map_elements(repr, return_dtype=pl.String),
+            ).alias("error"),
+        )
+        missing_ids = plan.ids.filter(~pl.col("dep_id").is_in(list(found_ids))).select(
+            "index", pl.format("depends on task {}, which does not exist", "dep_id").alias("error")
+        )
+        unknown = (
+            pl.concat([missing_keys, missing_ids])
+            .group_by("index", maintain_order=True)
+            .first()
+            .with_columns(pl.lit(UNKNOWN_DEPENDENCY).alias("error_kind"))
+            .select("index", "error_kind", "error")
+        )
+        if not unknown.height:
+            return
+        fail_dependencies(prepared, unknown)
 
 
 def _seal(backend: BatchBackend[Any], tag: BatchTag) -> None:

@@ -29,6 +29,8 @@ from ...model import (
 )
 from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, shut
 from ..calls import BatchTag, CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
+from ..depends import BatchDependencies, Ended, batch_edges, settle
+from ..keys import key_hash
 from ..keys import register as register_key_hash
 from ..sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from ..staging import (
@@ -179,6 +181,22 @@ class _SqliteBatch:
     def read_error(self, exc: OSError) -> SchedulerError:
         return _store_error("cannot read the batch for", self.store.path, exc)
 
+    def dependency_lookup(self, keys: list[str], ids: list[int]) -> tuple[set[str], set[int]]:
+        def body(conn: sqlite3.Connection) -> tuple[set[str], set[int]]:
+            found_keys: set[str] = set()
+            if keys:
+                types = [r[0] for r in conn.execute(q("active_task_types"))]
+                triples = [(key_hash(t, k), t, k) for t in types for k in keys]
+                rows = conn.execute(q("deps_by_key"), {"triples": json.dumps(triples)})
+                found_keys = {r[1] for r in rows}
+            found_ids: set[int] = set()
+            if ids:
+                rows = conn.execute(q("deps_task_states"), {"ids": json.dumps(ids)})
+                found_ids = {int(r[0]) for r in rows}
+            return found_keys, found_ids
+
+        return self.store.read(body)
+
     def seal(self) -> None:
         if self.tag.id is not None:
             self.store.write("cannot seal a batch in", lambda c: _seal(c, self.tag), single=True)
@@ -195,6 +213,113 @@ _INSERTED = pl.col("action").is_in(INSERTING)
 
 def _seal(conn: sqlite3.Connection, tag: BatchTag) -> None:
     conn.execute(q("batch_seal"), {"id": tag.id})
+
+
+class _SqliteDeps:
+    """The statements of :func:`~taskmill.backends.depends.settle` on a SQLite store (one
+    writer at a time: nothing to lock)."""
+
+    def __init__(self, driver: SqliteDriver) -> None:
+        self.driver = driver
+
+    def lock_dependents(
+        self, conn: sqlite3.Connection, ids: list[int]
+    ) -> list[tuple[int, int, str | None]]:
+        if not ids:
+            return []
+        return conn.execute(q("deps_dependents"), {"ids": json.dumps(ids)}).fetchall()
+
+    def drop_edges(self, conn: sqlite3.Connection, pairs: list[tuple[int, int]]) -> None:
+        conn.execute(q("deps_drop"), {"pairs": json.dumps(pairs)})
+
+    def forget_edges(self, conn: sqlite3.Connection, task_ids: list[int]) -> None:
+        conn.execute(q("deps_forget"), {"ids": json.dumps(task_ids)})
+
+    def retarget_edges(self, conn: sqlite3.Connection, pairs: list[tuple[int, int]]) -> None:
+        conn.execute(q("deps_retarget"), {"pairs": json.dumps(pairs)})
+
+    def release_blocked(self, conn: sqlite3.Connection, task_ids: list[int]) -> None:
+        if task_ids:
+            conn.execute(q("deps_release"), {"ids": json.dumps(task_ids)})
+
+    def end_dependents(self, conn: sqlite3.Connection, ids: list[int], ending: Ending) -> list[int]:
+        self.driver._finish_raw(conn, ids, ending)
+        return ids
+
+
+def _store_dependencies(
+    conn: sqlite3.Connection,
+    deps: BatchDependencies,
+    result: pl.DataFrame,
+    batch_id: int | None,
+    now: float,
+    ops: _SqliteDeps,
+    part_types: list[str],
+) -> None:
+    """In a batch transaction, after its inserts: the edges of its new tasks (blocked
+    until their dependencies complete), the edges of earlier transactions that named rows
+    merged now, and the settling of dependencies found ended already."""
+    new, merged = deps.merge(result)
+    if merged and batch_id is not None:
+        conn.execute(q("deps_rows_create"))
+        conn.execute(q("deps_rows_clear"))
+        conn.execute(q("deps_rows_fill"), {"pairs": json.dumps(merged)})
+        conn.execute(q("deps_resolve_rows"), {"batch_id": batch_id})
+    if not new.height:
+        return
+    keys = deps.keys_of(new)
+    by_key = pl.DataFrame(schema={"index": pl.Int64, "task_id": pl.Int64})
+    if keys.height:
+        if deps.types is None:  # once per batch: a scan of the active tasks
+            deps.types = [r[0] for r in conn.execute(q("active_task_types"))]
+        types = sorted(set(deps.types) | set(part_types))
+        triples = [(key_hash(t, k), t, k) for t in types for k in keys["key"].unique().to_list()]
+        found = pl.DataFrame(
+            conn.execute(q("deps_by_key"), {"triples": json.dumps(triples)}).fetchall(),
+            schema={"task_id": pl.Int64, "key": pl.String},
+            orient="row",
+        )
+        by_key = keys.join(found, on="key").select("index", "task_id")
+    ids = deps.ids_of(new)
+    by_id = _id_states(conn, ids)
+    edges = batch_edges(new, deps.plan.edges, by_key, by_id, deps.merged)
+    if edges.edges:
+        conn.execute(q("deps_insert"), {"edges": json.dumps(edges.edges), "batch_id": batch_id})
+        conn.execute(q("deps_block"), {"ids": json.dumps(edges.blocked)})
+    if edges.ended:
+        settle(ops, conn, edges.ended, now)
+
+
+def _id_states(conn: sqlite3.Connection, ids: pl.DataFrame) -> pl.DataFrame:
+    """``index``, ``dep_id``, ``status`` of the ids ``ids`` names (``index``, ``dep_id``)
+    that the store holds: ``None`` while active, else how it ended — a superseded one
+    followed to the task that replaced it."""
+    schema = {"index": pl.Int64, "dep_id": pl.Int64, "status": pl.String}
+    if not ids.height:
+        return pl.DataFrame(schema=schema)
+    wanted = ids["dep_id"].unique().to_list()
+    final: dict[int, tuple[int, str | None]] = {}
+    look = {i: i for i in wanted}  # the id looked up now -> the id asked for
+    for _ in range(100):  # supersede chains are short; never loop for ever
+        rows = conn.execute(q("deps_task_states"), {"ids": json.dumps(list(look))}).fetchall()
+        follow: dict[int, int] = {}
+        for task, status, replaced_by in rows:
+            asked = look[task]
+            if status == "superseded" and replaced_by is not None:
+                follow[int(replaced_by)] = asked
+            else:
+                final[asked] = (int(task), status)
+        if not follow:
+            break
+        look = follow
+    states = pl.DataFrame(
+        [(asked, task, status) for asked, (task, status) in final.items()],
+        schema={"asked": pl.Int64, "task": pl.Int64, "status": pl.String},
+        orient="row",
+    )
+    return ids.join(states, left_on="dep_id", right_on="asked").select(
+        "index", pl.col("task").alias("dep_id"), "status"
+    )
 
 
 class SqliteDriver(Driver[sqlite3.Connection]):
@@ -537,6 +662,14 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         conn.execute(q("upgrade_priority"), (priority, task_id, priority))
 
     def finish(self, conn: sqlite3.Connection, ids: Sequence[int], ending: Ending) -> None:
+        """(Every way of ending tasks comes here: their dependents are settled in the same
+        transaction, see :mod:`taskmill.backends.depends`.)"""
+        self._finish_raw(conn, ids, ending)
+        ended = [Ended(int(i), ending.status, ending.replaced_by) for i in ids]
+        settle(_SqliteDeps(self), conn, ended, ending.now)
+
+    def _finish_raw(self, conn: sqlite3.Connection, ids: Sequence[int], ending: Ending) -> None:
+        """Move the active tasks ``ids`` to history, their dependents left as they are."""
         ids_json = json.dumps(list(ids))
         conn.execute(
             q("finish_to_history"),
@@ -674,12 +807,23 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                                 base_offset=offset,
                                 retries=retries,
                                 tag=tag,
+                                ops=_SqliteDeps(self),
                             )
                             results.append(result)
                             if dry_run:
                                 offset += result.filter(
                                     pl.col("action").is_in(["submitted", "superseded"])
                                 ).height
+                        if tag is not None and tag.dependencies is not None:
+                            _store_dependencies(
+                                c,
+                                tag.dependencies,
+                                pl.concat(results),
+                                tag.current,
+                                self._clock_now(c),
+                                _SqliteDeps(self),
+                                part["task_type"].unique().to_list(),
+                            )
                         if tag is not None and tag.current is not None:
                             inserted = sum(r.filter(_INSERTED).height for r in results)
                             params = {"id": tag.current, "n": inserted, "sealed": int(tag.last)}
@@ -723,6 +867,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         base_offset: int = 0,
         retries: Sequence[int] | None = None,
         tag: BatchTag | None = None,
+        ops: _SqliteDeps | None = None,
     ) -> pl.DataFrame:
         def sql(name: str) -> str:  # the staging schema name is ours, never data
             return q(name).replace("taskmill_stage.", f"{stage}.")
@@ -750,6 +895,11 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             )
             conn.execute(q("batch_supersede_to_history"), {"pairs": pairs, "now": now})
             conn.execute(q("batch_delete_superseded"), {"pairs": pairs})
+            if ops is not None:  # what waited for a replaced task waits for its successor
+                moved = zip(
+                    sup["replaced_task_id"].to_list(), sup["task_id"].to_list(), strict=True
+                )
+                settle(ops, conn, [Ended(old, "superseded", new) for old, new in moved], now)
         if matches:
             conn.execute(q("batch_upgrade"))
         expected = result.filter(pl.col("action").is_in(["submitted", "superseded"])).height

@@ -377,6 +377,97 @@ LEFT JOIN temp.batch_match AS m ON m.ord = s.ord
 WHERE m.ord IS NULL OR (m.strategy = 'supersede' AND m.same)
 WINDOW w AS (ORDER BY s.ord);
 
+-- ------------------------------------------------------------------ dependencies (schema 8)
+-- Edges of blocked tasks (task_deps), written by a batch's transactions and settled by
+-- every way of ending a task (taskmill/backends/depends.py).  Arguments are JSON arrays.
+
+-- name: deps_insert
+-- Edges as [task_id, depends_on, on_row] triples of batch :batch_id.
+INSERT INTO task_deps (task_id, depends_on, batch_id, on_row)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+       CASE WHEN json_extract(value, '$[1]') IS NULL THEN :batch_id END,
+       json_extract(value, '$[2]')
+FROM json_each(:edges);
+
+-- name: deps_rows_create
+CREATE TEMP TABLE IF NOT EXISTS dep_rows (row INTEGER PRIMARY KEY, task_id INTEGER NOT NULL);
+
+-- name: deps_rows_fill
+-- Rows of a batch merged now, as [row, task_id] pairs (the temp table emptied first).
+INSERT INTO temp.dep_rows (row, task_id)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:pairs);
+
+-- name: deps_rows_clear
+DELETE FROM temp.dep_rows;
+
+-- name: deps_resolve_rows
+-- The edges of earlier transactions of batch :batch_id that named rows merged now (in
+-- temp.dep_rows) name their tasks.
+UPDATE task_deps
+SET depends_on = (SELECT r.task_id FROM temp.dep_rows AS r WHERE r.row = task_deps.on_row),
+    batch_id = NULL, on_row = NULL
+WHERE depends_on IS NULL AND batch_id = :batch_id
+  AND on_row IN (SELECT row FROM temp.dep_rows);
+
+-- name: deps_block
+-- New tasks :ids that wait for something: blocked.
+UPDATE tasks SET status = 'blocked'
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending';
+
+-- name: deps_dependents
+-- The edges on :ids, with each dependent's policy.
+SELECT d.task_id, d.depends_on, t.on_dependency_failure
+FROM task_deps AS d
+JOIN tasks AS t ON t.id = d.task_id
+WHERE d.depends_on IN (SELECT value FROM json_each(:ids))
+ORDER BY d.task_id;
+
+-- name: deps_drop
+-- Edges :pairs ([task_id, depends_on]) go.
+DELETE FROM task_deps
+WHERE depends_on IN (SELECT json_extract(value, '$[1]') FROM json_each(:pairs))
+  AND (task_id, depends_on) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')
+                                FROM json_each(:pairs));
+
+-- name: deps_forget
+-- The edges of tasks :ids (they ended).
+DELETE FROM task_deps WHERE task_id IN (SELECT value FROM json_each(:ids));
+
+-- name: deps_retarget
+-- Edges on a superseded task name its successor: :pairs as [old, new].
+UPDATE task_deps
+SET depends_on = p.new
+FROM (SELECT json_extract(value, '$[0]') AS old, json_extract(value, '$[1]') AS new
+      FROM json_each(:pairs)) AS p
+WHERE task_deps.depends_on = p.old;
+
+-- name: deps_release
+-- Tasks :ids still blocked with no edge left: pending again, in their queue place.
+UPDATE tasks SET status = 'pending'
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'blocked'
+  AND NOT EXISTS (SELECT 1 FROM task_deps AS d WHERE d.task_id = tasks.id);
+
+-- name: deps_task_states
+-- The tasks :ids wherever they are: [id, NULL, NULL] while active, [id, status,
+-- replaced_by] once in history.
+SELECT id, NULL, NULL FROM tasks WHERE id IN (SELECT value FROM json_each(:ids))
+UNION ALL
+SELECT id, status, replaced_by FROM history WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: deps_by_key
+-- The active tasks of the [key_hash, task_type, dedup_key] triples :triples.
+SELECT t.id, t.dedup_key
+FROM json_each(:triples) AS j
+JOIN tasks AS t ON t.key_hash = json_extract(j.value, '$[0]')
+WHERE t.task_type = json_extract(j.value, '$[1]')
+  AND t.dedup_key = json_extract(j.value, '$[2]');
+
+-- name: deps_awaited
+-- What the tasks :ids still wait for, as [task_id, depends_on] (in order).
+SELECT task_id, depends_on FROM task_deps
+WHERE task_id IN (SELECT value FROM json_each(:ids)) AND depends_on IS NOT NULL
+ORDER BY task_id, depends_on;
+
 -- ------------------------------------------------------------------ batches as units of work (schema 7)
 -- A batch's row is written by the transactions that insert its tasks (batch_open in the
 -- first, batch_grow in each); it is sealed once the submission ended, and finished by the
