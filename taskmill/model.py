@@ -180,18 +180,20 @@ class DuplicateStrategy(enum.StrEnum):
 
 
 class TaskStatus(enum.StrEnum):
-    """Status of a task. The first three are active, the rest are final (history)."""
+    """Status of a task. The first four are active, the rest are final (history)."""
 
     PENDING = "pending"
     RUNNING = "running"
     PAUSED = "paused"
+    BLOCKED = "blocked"  # waits for its dependencies: never dispatched meanwhile
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
     SUPERSEDED = "superseded"
+    EXPIRED = "expired"
 
 
-ACTIVE_STATUSES: Final = ("pending", "running", "paused")
+ACTIVE_STATUSES: Final = ("pending", "running", "paused", "blocked")
 FINAL_STATUSES: Final = ("completed", "failed", "cancelled", "superseded", "expired")
 
 

@@ -98,6 +98,9 @@ class BatchTag:
     #: The batch's id once a committed transaction recorded it (``None``: none yet).
     id: int | None = None
     last: bool = True
+    #: Whether to record the batch at all (a single ``submit()`` that goes through the
+    #: batch path for its dependencies records none).
+    record: bool = True
     #: Whether a committed transaction sealed the batch (its submission's last).
     sealed: bool = False
     #: The batch's dependencies (a :class:`~taskmill.backends.depends.BatchDependencies`;
@@ -117,7 +120,7 @@ class BatchTag:
     def id_for(self, inserting: int, record: Callable[[], int]) -> int | None:
         """The batch id to tag ``inserting`` new tasks with: ``record()`` records the batch
         in the transaction under way when this is its first task (``None``: no task)."""
-        if inserting and self._open is None:
+        if inserting and self._open is None and self.record:
             self._open = record()
         return self._open
 

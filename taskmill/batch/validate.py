@@ -52,9 +52,6 @@ class Defaults:
     on_duplicate: DuplicateStrategy = DuplicateStrategy.SKIP
     run_after: float | None = None  # Unix seconds
     expires_at: float | None = None
-    #: ``(task id, None)`` or ``(None, dedup key)`` per item; ``None``: none
-    depends_on: tuple[tuple[int | None, str | None], ...] | None = None
-    on_dependency_failure: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,8 +41,10 @@ def run_batch(
     dry_run: bool,
     on_commit: CommitHook | None,
     progress: Progress | None = None,
+    record: bool = True,
 ) -> BatchOutcome:
-    """Submit (or plan) ``tasks`` through ``backend``; every input row gets an outcome."""
+    """Submit (or plan) ``tasks`` through ``backend``; every input row gets an outcome.
+    ``record``: record the batch in the store (``False`` for a single submission)."""
     started = time.perf_counter()
     phases = _Phases(backend)
     with phases.timed("prepare"):
@@ -56,7 +58,7 @@ def run_batch(
     else:
         bounds = [(0, n)]
     results = MergeResults(n)
-    backend.tag = tag = BatchTag(name=prepared.name)
+    backend.tag = tag = BatchTag(name=prepared.name, record=record)
     if prepared.dependencies is not None and not dry_run:
         tag.dependencies = BatchDependencies(prepared.dependencies)
     try:

@@ -627,7 +627,35 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         :class:`DuplicateTask` for a ``REJECT`` submission whose key is active.
         """
         row = check_submission(submission, defaults or Defaults())
+        if row.depends_on is not None:  # dependencies are resolved by the batch path alone
+            return self._submit_dependent(submission, defaults or Defaults())
         return self._submit_checked(row, self.now())
+
+    def _submit_dependent(self, submission: TaskSubmission, defaults: Defaults) -> SubmitOutcome:
+        """:meth:`submit` of a task with dependencies: a batch of one, recorded as no batch."""
+        spec = (
+            BatchSubmission()
+            .default_group(defaults.group)
+            .default_priority(defaults.priority)
+            .on_duplicate(defaults.on_duplicate)
+            .run_after(defaults.run_after)
+            .expires_at(defaults.expires_at)
+            .tasks([submission])
+        )
+        backend = self._driver.batch_backend(None)
+        out = run_batch(backend, spec, dry_run=False, on_commit=None, record=False)
+        for _, error in out.failed:
+            raise error
+        row = out.to_polars().row(0, named=True)
+        return SubmitOutcome(
+            row["action"],
+            row["task_id"],
+            row["replaced_task_id"],
+            task_type=row["task_type"],
+            dedup_key=row["dedup_key"],
+            group=row["group"],
+            priority=row["priority"],
+        )
 
     def submit_batch(
         self,

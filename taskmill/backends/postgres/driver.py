@@ -462,6 +462,7 @@ class PostgresDriver(Driver[Connection]):
                 "key_hash": task.hashed,
                 "run_after": row.run_after,
                 "expires_at": row.expires_at,
+                "on_dependency_failure": row.on_dependency_failure,
             },
         )
         conn.execute(q("notify_work"))  # workers on other machines wake at commit

@@ -63,12 +63,12 @@ SELECT nextval('taskmill.task_ids');
 INSERT INTO taskmill.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at, batch_id
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure
 ) VALUES (
     %(id)s, %(task_type)s, %(dedup_key)s, %(group)s, %(priority)s, %(queue_pos)s,
     %(payload)s, %(label)s, %(expected_read_bytes)s, %(expected_write_bytes)s,
     %(expected_net_rx_bytes)s, %(expected_net_tx_bytes)s, %(max_retries)s, %(now)s,
-    %(key_hash)s, %(run_after)s, %(expires_at)s, NULL
+    %(key_hash)s, %(run_after)s, %(expires_at)s, NULL, %(on_dependency_failure)s
 );
 
 -- name: upgrade_priority

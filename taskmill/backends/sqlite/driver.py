@@ -705,6 +705,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 task.hashed,
                 row.run_after,
                 row.expires_at,
+                row.on_dependency_failure,
             ),
         )
 
