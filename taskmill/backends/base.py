@@ -346,6 +346,14 @@ class Driver(abc.ABC, Generic[C]):
         merge then passes over a keyed row whose key has a history record newer than it
         (see :meth:`~taskmill.store.TaskStore.retry_failed`)."""
 
+    # ------------------------------------------------------------------ dependencies (schema 8)
+
+    @abc.abstractmethod
+    def awaited(self, task_ids: list[int]) -> list[tuple[int, int]]:
+        """One read: ``(task_id, depends_on)`` of what the tasks ``task_ids`` still wait
+        for, in order (a task of a batch still merging may wait for rows not merged yet:
+        those are not listed)."""
+
     # ------------------------------------------------------------------ batches (schema 7)
 
     @abc.abstractmethod

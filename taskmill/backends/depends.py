@@ -29,7 +29,18 @@ import polars as pl
 
 from .calls import Ending
 
-__all__ = ["DEPENDENCY_FAILED", "DependencyOps", "Ended", "settle"]
+__all__ = [
+    "DEPENDENCY_FAILED",
+    "BatchDependencies",
+    "DependencyOps",
+    "EdgeOps",
+    "Ended",
+    "batch_edges",
+    "id_states",
+    "lookup_dependencies",
+    "settle",
+    "store_dependencies",
+]
 
 #: The error kind a task fails with when a dependency of its ended without completing.
 DEPENDENCY_FAILED = "dependency_failed"
@@ -75,6 +86,37 @@ class DependencyOps(Protocol):
     def end_dependents(self, conn: Any, ids: list[int], ending: Ending) -> list[int]:
         """Move the active tasks ``ids`` to history as ``ending`` says, *without* settling
         their dependents; the ids moved."""
+        ...
+
+
+class EdgeOps(DependencyOps, Protocol):
+    """What a batch transaction runs to store its edges (beside :class:`DependencyOps`)."""
+
+    def active_types(self, conn: Any) -> list[str]:
+        """The task types of the active tasks (a scan: read once per batch)."""
+        ...
+
+    def by_keys(self, conn: Any, triples: list[tuple[int, str, str]]) -> list[tuple[int, str]]:
+        """``(id, dedup_key)`` of the active tasks of ``(key hash, task type, key)``."""
+        ...
+
+    def states(self, conn: Any, ids: list[int]) -> list[tuple[int, str | None, int | None]]:
+        """``(id, status, replaced_by)`` of the tasks ``ids`` the store holds (``None``
+        status while active)."""
+        ...
+
+    def insert_edges(
+        self, conn: Any, edges: list[tuple[int, int | None, int | None]], batch_id: int | None
+    ) -> None:
+        """Insert ``(task_id, depends_on, on_row)`` edges of batch ``batch_id``."""
+        ...
+
+    def resolve_rows(self, conn: Any, pairs: list[tuple[int, int]], batch_id: int) -> None:
+        """Edges of batch ``batch_id`` on rows ``(row, task id)`` merged now name them."""
+        ...
+
+    def block(self, conn: Any, ids: list[int]) -> None:
+        """The new tasks ``ids`` are blocked."""
         ...
 
 
@@ -205,3 +247,91 @@ class BatchDependencies:
     def ids_of(self, new: pl.DataFrame) -> pl.DataFrame:
         """``index``, ``dep_id`` of the ids the new rows name."""
         return self.plan.ids.join(new.select("index"), on="index", how="semi")
+
+
+def store_dependencies(
+    ops: EdgeOps,
+    conn: Any,
+    deps: BatchDependencies,
+    result: pl.DataFrame,
+    batch_id: int | None,
+    now: float,
+    part_types: list[str],
+) -> None:
+    """In a batch transaction, after its inserts: the edges of its new tasks (blocked
+    until their dependencies complete), the edges of earlier transactions that named rows
+    merged now, and the settling of dependencies found ended already."""
+    from .keys import key_hash
+
+    new, merged = deps.merge(result)
+    if merged and batch_id is not None:
+        ops.resolve_rows(conn, merged, batch_id)
+    if not new.height:
+        return
+    keys = deps.keys_of(new)
+    by_key = pl.DataFrame(schema={"index": pl.Int64, "task_id": pl.Int64})
+    if keys.height:
+        if deps.types is None:  # once per batch
+            deps.types = ops.active_types(conn)
+        types = sorted(set(deps.types) | set(part_types))
+        unique = keys["key"].unique().to_list()
+        triples = [(key_hash(t, k) or 0, t, k) for t in types for k in unique]
+        found = pl.DataFrame(
+            ops.by_keys(conn, triples),
+            schema={"task_id": pl.Int64, "key": pl.String},
+            orient="row",
+        )
+        by_key = keys.join(found, on="key").select("index", "task_id")
+    by_id = id_states(ops, conn, deps.ids_of(new))
+    edges = batch_edges(new, deps.plan.edges, by_key, by_id, deps.merged)
+    if edges.edges:
+        ops.insert_edges(conn, edges.edges, batch_id)
+        ops.block(conn, edges.blocked)
+    if edges.ended:
+        settle(ops, conn, edges.ended, now)
+
+
+def id_states(ops: EdgeOps, conn: Any, ids: pl.DataFrame) -> pl.DataFrame:
+    """``index``, ``dep_id``, ``status`` of the ids ``ids`` names (``index``, ``dep_id``)
+    that the store holds: ``None`` while active, else how it ended — a superseded one
+    followed to the task that replaced it."""
+    schema = {"index": pl.Int64, "dep_id": pl.Int64, "status": pl.String}
+    if not ids.height:
+        return pl.DataFrame(schema=schema)
+    final: dict[int, tuple[int, str | None]] = {}
+    look = {i: i for i in ids["dep_id"].unique().to_list()}  # looked up -> asked for
+    for _ in range(100):  # supersede chains are short; never loop for ever
+        follow: dict[int, int] = {}
+        for task, status, replaced_by in ops.states(conn, list(look)):
+            asked = look[int(task)]
+            if status == "superseded" and replaced_by is not None:
+                follow[int(replaced_by)] = asked
+            else:
+                final[asked] = (int(task), status)
+        if not follow:
+            break
+        look = follow
+    states = pl.DataFrame(
+        [(asked, task, status) for asked, (task, status) in final.items()],
+        schema={"asked": pl.Int64, "task": pl.Int64, "status": pl.String},
+        orient="row",
+    )
+    return ids.join(states, left_on="dep_id", right_on="asked").select(
+        "index", pl.col("task").alias("dep_id"), "status"
+    )
+
+
+def lookup_dependencies(
+    ops: EdgeOps, conn: Any, keys: list[str], ids: list[int]
+) -> tuple[set[str], set[int]]:
+    """In a read: which of ``keys`` name an active task (any task type), and which of
+    ``ids`` name a task the store holds."""
+    from .keys import key_hash
+
+    found_keys: set[str] = set()
+    if keys:
+        types = ops.active_types(conn)
+        triples = [(key_hash(t, k) or 0, t, k) for t in types for k in keys]
+        found_keys = {k for _, k in ops.by_keys(conn, triples)}
+    found_ids = {int(r[0]) for r in ops.states(conn, ids)} if ids else set()
+    return found_keys, found_ids

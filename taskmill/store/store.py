@@ -850,7 +850,26 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
             ids=ids_argument(ids),
             batch_ids=ids_argument(batch_id, "batch_id"),
         )
-        return frame(self._driver.select(selection), columns)
+        rows = frame(self._driver.select(selection), columns)
+        if table == "tasks":
+            rows = self._with_awaited(rows)
+        return rows
+
+    def _with_awaited(self, tasks: pl.DataFrame) -> pl.DataFrame:
+        """``tasks`` with ``depends_on``: the ids each blocked task still waits for (null
+        for the others)."""
+        blocked = tasks.filter(pl.col("status") == "blocked")["id"].to_list()
+        edges = self._driver.awaited(blocked) if blocked else []
+        awaited = (
+            pl.DataFrame(edges, schema={"id": pl.Int64, "depends_on": pl.Int64}, orient="row")
+            .group_by("id", maintain_order=True)
+            .agg("depends_on")
+        )
+        return tasks.join(awaited, on="id", how="left", maintain_order="left").with_columns(
+            pl.when(pl.col("status") == "blocked")
+            .then(pl.col("depends_on").fill_null(pl.lit([], dtype=pl.List(pl.Int64))))
+            .alias("depends_on")
+        )
 
     def task(self, task_id: int) -> dict[str, Any] | None:
         """Task ``task_id`` wherever it is: its row of :meth:`tasks` (with ``active``

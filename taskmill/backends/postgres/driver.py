@@ -472,8 +472,7 @@ class PostgresDriver(Driver[Connection]):
         """Move active tasks to history as ``ending`` says; returns ``(id, status it
         had)`` of each task moved (one that is gone already is not)."""
         by = None if ending.replaced_by is None else [ending.replaced_by] * len(ids)
-        moved = finish(conn, ids, ending.status, ending.now, replaced_by=by, error=ending.error)
-        return [(int(r[0]), str(r[1])) for r in moved]
+        return finish(conn, ids, ending.status, ending.now, replaced_by=by, error=ending.error)
 
     def finish_owned(self, conn: Connection, owned: Owned, ending: Ending) -> set[int]:
         moved = finish(
@@ -486,6 +485,13 @@ class PostgresDriver(Driver[Connection]):
             error=ending.error,
         )
         return {int(r[0]) for r in moved}
+
+    # ------------------------------------------------------------------ dependencies
+
+    def awaited(self, task_ids: list[int]) -> list[tuple[int, int]]:
+        return self._read(
+            lambda conn: conn.execute(q("deps_awaited"), {"ids": task_ids}).fetchall()
+        )
 
     # ------------------------------------------------------------------ batches
 

@@ -11,10 +11,21 @@ from typing import Any, LiteralString, cast
 
 import psycopg
 
+from ..calls import Ending
+from ..depends import Ended, settle
 from ..keys import POSTGRES_KEY_HASH
 from ..sql import named_queries
 
-__all__ = ["CLAIM_LOCK", "SUBMIT_LOCK", "Connection", "finish", "q", "queries", "scalar"]
+__all__ = [
+    "CLAIM_LOCK",
+    "SUBMIT_LOCK",
+    "Connection",
+    "PostgresDeps",
+    "finish",
+    "q",
+    "queries",
+    "scalar",
+]
 
 Connection = psycopg.Connection[Any]
 
@@ -60,13 +71,16 @@ def finish(
     attempts: Sequence[int | None] | None = None,
     replaced_by: Sequence[int] | None = None,
     error: str | None = None,
-) -> psycopg.Cursor[Any]:
+    settle_dependents: bool = True,
+) -> list[tuple[int, str]]:
     """Move active tasks to history with a final ``status`` (the one statement every way
     of finishing runs, ``finish``); the cursor holds ``(id, status it had)`` of each task
     moved, in no order (one that is gone already is not), and their count as ``rowcount``.  With
     ``owner``, only the attempts still running for it, at the numbers ``attempts`` gives
     (``None``: any); ``replaced_by``: the task that replaced each one (superseded);
-    ``error``: the error recorded (else the task's last one)."""
+    ``error``: the error recorded (else the task's last one).  The tasks waiting for
+    them are settled in the same transaction (:mod:`taskmill.backends.depends`) unless
+    ``settle_dependents`` is false."""
     params = {
         "ids": list(ids),
         "attempts": None if attempts is None else list(attempts),
@@ -76,4 +90,73 @@ def finish(
         "error": error,
         "now": now,
     }
-    return conn.execute(q("finish"), params)
+    moved = [(int(r[0]), str(r[1])) for r in conn.execute(q("finish"), params)]
+    if settle_dependents and moved:
+        by = dict(zip(ids, replaced_by, strict=True)) if replaced_by is not None else {}
+        ended = [Ended(i, status, by.get(i)) for i, _ in moved]
+        settle(PostgresDeps(), conn, ended, now)
+    return moved
+
+
+class PostgresDeps:
+    """The statements of :func:`~taskmill.backends.depends.settle` on PostgreSQL."""
+
+    def lock_dependents(
+        self, conn: Connection, ids: list[int]
+    ) -> list[tuple[int, int, str | None]]:
+        if not ids:
+            return []
+        return conn.execute(q("deps_dependents"), {"ids": ids}).fetchall()
+
+    def drop_edges(self, conn: Connection, pairs: list[tuple[int, int]]) -> None:
+        tasks, deps = [t for t, _ in pairs], [d for _, d in pairs]
+        conn.execute(q("deps_drop"), {"tasks": tasks, "deps": deps})
+
+    def forget_edges(self, conn: Connection, task_ids: list[int]) -> None:
+        conn.execute(q("deps_forget"), {"ids": task_ids})
+
+    def retarget_edges(self, conn: Connection, pairs: list[tuple[int, int]]) -> None:
+        conn.execute(
+            q("deps_retarget"), {"old": [o for o, _ in pairs], "new": [n for _, n in pairs]}
+        )
+
+    def release_blocked(self, conn: Connection, task_ids: list[int]) -> None:
+        if task_ids:
+            conn.execute(q("deps_release"), {"ids": task_ids})
+            conn.execute(q("notify_work"))  # released tasks are work for every worker
+
+    def active_types(self, conn: Connection) -> list[str]:
+        return [r[0] for r in conn.execute(q("active_task_types"))]
+
+    def by_keys(
+        self, conn: Connection, triples: list[tuple[int, str, str]]
+    ) -> list[tuple[int, str]]:
+        hashes, types, keys = ([t[i] for t in triples] for i in range(3))
+        params = {"key_hashes": hashes, "task_types": types, "dedup_keys": keys}
+        return conn.execute(q("deps_by_key"), params).fetchall()
+
+    def states(self, conn: Connection, ids: list[int]) -> list[tuple[int, str | None, int | None]]:
+        return conn.execute(q("deps_task_states"), {"ids": ids}).fetchall()
+
+    def insert_edges(
+        self,
+        conn: Connection,
+        edges: list[tuple[int, int | None, int | None]],
+        batch_id: int | None,
+    ) -> None:
+        tasks, deps, rows = ([e[i] for e in edges] for i in range(3))
+        params = {"tasks": tasks, "deps": deps, "rows": rows, "batch_id": batch_id}
+        conn.execute(q("deps_insert"), params)
+
+    def resolve_rows(self, conn: Connection, pairs: list[tuple[int, int]], batch_id: int) -> None:
+        rows, ids = [r for r, _ in pairs], [t for _, t in pairs]
+        conn.execute(q("deps_resolve_rows"), {"rows": rows, "ids": ids, "batch_id": batch_id})
+
+    def block(self, conn: Connection, ids: list[int]) -> None:
+        conn.execute(q("deps_block"), {"ids": ids})
+
+    def end_dependents(self, conn: Connection, ids: list[int], ending: Ending) -> list[int]:
+        moved = finish(
+            conn, ids, ending.status, ending.now, error=ending.error, settle_dependents=False
+        )
+        return [i for i, _ in moved]

@@ -418,7 +418,7 @@ SELECT status, count(*) FROM taskmill.history GROUP BY status;
 SELECT id, task_type, dedup_key, group_name, priority, status, queue_pos, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
        expected_net_tx_bytes, max_retries, attempts, last_error, run_after, expires_at,
-       created_at, started_at, batch_id
+       created_at, started_at, batch_id, on_dependency_failure
 FROM taskmill.tasks
 WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
   AND (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
@@ -642,6 +642,74 @@ SELECT d.id, s.task_type, s.dedup_key, s.group_name, s.priority, d.queue_pos, s.
 FROM unnest(%(ords)b::bigint[], %(ids)b::bigint[], %(queue_pos)b::bigint[])
      AS d (ord, id, queue_pos)
 JOIN taskmill.{stage} AS s ON s.ord = d.ord;
+
+-- ------------------------------------------------------------------ dependencies (schema 8)
+-- As in the SQLite store's queries (taskmill/backends/depends.py settles them).
+
+-- name: deps_insert
+INSERT INTO taskmill.task_deps (task_id, depends_on, batch_id, on_row)
+SELECT e.task_id, e.depends_on, CASE WHEN e.depends_on IS NULL THEN %(batch_id)s::bigint END,
+       e.on_row
+FROM unnest(%(tasks)s::bigint[], %(deps)s::bigint[], %(rows)s::bigint[])
+     AS e (task_id, depends_on, on_row);
+
+-- name: deps_resolve_rows
+-- Rows of batch :batch_id merged now (:rows, their tasks :ids): the edges of earlier
+-- transactions that named them name their tasks.
+UPDATE taskmill.task_deps AS d
+SET depends_on = r.task_id, batch_id = NULL, on_row = NULL
+FROM unnest(%(rows)s::bigint[], %(ids)s::bigint[]) AS r (row, task_id)
+WHERE d.depends_on IS NULL AND d.batch_id = %(batch_id)s::bigint AND d.on_row = r.row;
+
+-- name: deps_block
+UPDATE taskmill.tasks SET status = 'blocked'
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending';
+
+-- name: deps_dependents
+-- The edges on :ids with each dependent's policy; the dependents' rows locked (in id
+-- order) so that two transactions settling dependencies of one task never both leave it
+-- blocked.
+SELECT d.task_id, d.depends_on, t.on_dependency_failure
+FROM taskmill.task_deps AS d
+JOIN taskmill.tasks AS t ON t.id = d.task_id
+WHERE d.depends_on = ANY(%(ids)s::bigint[])
+ORDER BY d.task_id
+FOR UPDATE OF t;
+
+-- name: deps_drop
+DELETE FROM taskmill.task_deps AS d
+USING unnest(%(tasks)s::bigint[], %(deps)s::bigint[]) AS p (task_id, depends_on)
+WHERE d.depends_on = p.depends_on AND d.task_id = p.task_id;
+
+-- name: deps_forget
+DELETE FROM taskmill.task_deps WHERE task_id = ANY(%(ids)s::bigint[]);
+
+-- name: deps_retarget
+UPDATE taskmill.task_deps AS d SET depends_on = p.new
+FROM unnest(%(old)s::bigint[], %(new)s::bigint[]) AS p (old, new)
+WHERE d.depends_on = p.old;
+
+-- name: deps_release
+UPDATE taskmill.tasks AS t SET status = 'pending'
+WHERE t.id = ANY(%(ids)s::bigint[]) AND t.status = 'blocked'
+  AND NOT EXISTS (SELECT 1 FROM taskmill.task_deps AS d WHERE d.task_id = t.id);
+
+-- name: deps_task_states
+SELECT id, NULL::text, NULL::bigint FROM taskmill.tasks WHERE id = ANY(%(ids)s::bigint[])
+UNION ALL
+SELECT id, status, replaced_by FROM taskmill.history WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: deps_by_key
+SELECT t.id, t.dedup_key
+FROM unnest(%(key_hashes)s::bigint[], %(task_types)s::text[], %(dedup_keys)s::text[])
+     AS k (key_hash, task_type, dedup_key)
+JOIN taskmill.tasks AS t ON t.key_hash = k.key_hash
+WHERE t.task_type = k.task_type AND t.dedup_key = k.dedup_key;
+
+-- name: deps_awaited
+SELECT task_id, depends_on FROM taskmill.task_deps
+WHERE task_id = ANY(%(ids)s::bigint[]) AND depends_on IS NOT NULL
+ORDER BY task_id, depends_on;
 
 -- ------------------------------------------------------------------ batches as units of work (schema 7)
 -- As in the SQLite store's queries: batch_open in a batch's first inserting transaction,

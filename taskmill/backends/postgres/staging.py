@@ -37,9 +37,10 @@ from psycopg import sql
 from ...model import SchedulerError, StoreError
 from .. import staging
 from ..calls import BatchTag
+from ..depends import lookup_dependencies, store_dependencies
 from ..location import scrub
 from ..staging import INSERTING, decide, hash_part, retried_failures, staging_frame
-from .queries import SUBMIT_LOCK, Connection, finish, q, scalar
+from .queries import SUBMIT_LOCK, Connection, PostgresDeps, finish, q, scalar
 
 __all__ = ["BatchStore", "PostgresBatch", "StagedPart", "stage_name", "stage_prefix", "sweep"]
 
@@ -219,6 +220,9 @@ class PostgresBatch:
     def read_error(self, exc: OSError) -> SchedulerError:
         return StoreError(f"cannot read the batch for {self.store.where}: {exc}")
 
+    def dependency_lookup(self, keys: list[str], ids: list[int]) -> tuple[set[str], set[int]]:
+        return self.store._read(lambda conn: lookup_dependencies(PostgresDeps(), conn, keys, ids))
+
     def seal(self) -> None:
         """Seal the batch of :attr:`tag` (its submission ended before its last
         transaction, or that one inserted nothing)."""
@@ -305,7 +309,7 @@ class PostgresBatch:
         sup = result.filter(pl.col("action") == "superseded")
         if sup.height:
             old_ids, new_ids = sup["replaced_task_id"].to_list(), sup["task_id"].to_list()
-            moved = finish(conn, old_ids, "superseded", now, replaced_by=new_ids).rowcount
+            moved = len(finish(conn, old_ids, "superseded", now, replaced_by=new_ids))
             if moved != sup.height:
                 raise StoreError(
                     f"batch merge superseded {moved} tasks where {sup.height} were planned"
@@ -326,6 +330,9 @@ class PostgresBatch:
             if inserted != n:  # the SQL and the plan disagree: never commit that
                 raise StoreError(f"batch merge inserted {inserted} rows where {n} were planned")
             conn.execute(self._q("notify_work", table))  # other machines' workers wake at commit
+        if tag.dependencies is not None:
+            types = part["task_type"].unique().to_list()
+            store_dependencies(PostgresDeps(), conn, tag.dependencies, result, batch_id, now, types)
         if batch_id is not None:
             conn.execute(q("batch_grow"), {"id": batch_id, "n": n, "sealed": tag.last})
         return result

@@ -29,8 +29,7 @@ from ...model import (
 )
 from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, shut
 from ..calls import BatchTag, CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
-from ..depends import BatchDependencies, Ended, batch_edges, settle
-from ..keys import key_hash
+from ..depends import Ended, lookup_dependencies, settle, store_dependencies
 from ..keys import register as register_key_hash
 from ..sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from ..staging import (
@@ -182,20 +181,8 @@ class _SqliteBatch:
         return _store_error("cannot read the batch for", self.store.path, exc)
 
     def dependency_lookup(self, keys: list[str], ids: list[int]) -> tuple[set[str], set[int]]:
-        def body(conn: sqlite3.Connection) -> tuple[set[str], set[int]]:
-            found_keys: set[str] = set()
-            if keys:
-                types = [r[0] for r in conn.execute(q("active_task_types"))]
-                triples = [(key_hash(t, k), t, k) for t in types for k in keys]
-                rows = conn.execute(q("deps_by_key"), {"triples": json.dumps(triples)})
-                found_keys = {r[1] for r in rows}
-            found_ids: set[int] = set()
-            if ids:
-                rows = conn.execute(q("deps_task_states"), {"ids": json.dumps(ids)})
-                found_ids = {int(r[0]) for r in rows}
-            return found_keys, found_ids
-
-        return self.store.read(body)
+        ops = _SqliteDeps(self.store)
+        return self.store.read(lambda conn: lookup_dependencies(ops, conn, keys, ids))
 
     def seal(self) -> None:
         if self.tag.id is not None:
@@ -246,80 +233,37 @@ class _SqliteDeps:
         self.driver._finish_raw(conn, ids, ending)
         return ids
 
+    def active_types(self, conn: sqlite3.Connection) -> list[str]:
+        return [r[0] for r in conn.execute(q("active_task_types"))]
 
-def _store_dependencies(
-    conn: sqlite3.Connection,
-    deps: BatchDependencies,
-    result: pl.DataFrame,
-    batch_id: int | None,
-    now: float,
-    ops: _SqliteDeps,
-    part_types: list[str],
-) -> None:
-    """In a batch transaction, after its inserts: the edges of its new tasks (blocked
-    until their dependencies complete), the edges of earlier transactions that named rows
-    merged now, and the settling of dependencies found ended already."""
-    new, merged = deps.merge(result)
-    if merged and batch_id is not None:
+    def by_keys(
+        self, conn: sqlite3.Connection, triples: list[tuple[int, str, str]]
+    ) -> list[tuple[int, str]]:
+        return conn.execute(q("deps_by_key"), {"triples": json.dumps(triples)}).fetchall()
+
+    def states(
+        self, conn: sqlite3.Connection, ids: list[int]
+    ) -> list[tuple[int, str | None, int | None]]:
+        return conn.execute(q("deps_task_states"), {"ids": json.dumps(ids)}).fetchall()
+
+    def insert_edges(
+        self,
+        conn: sqlite3.Connection,
+        edges: list[tuple[int, int | None, int | None]],
+        batch_id: int | None,
+    ) -> None:
+        conn.execute(q("deps_insert"), {"edges": json.dumps(edges), "batch_id": batch_id})
+
+    def resolve_rows(
+        self, conn: sqlite3.Connection, pairs: list[tuple[int, int]], batch_id: int
+    ) -> None:
         conn.execute(q("deps_rows_create"))
         conn.execute(q("deps_rows_clear"))
-        conn.execute(q("deps_rows_fill"), {"pairs": json.dumps(merged)})
+        conn.execute(q("deps_rows_fill"), {"pairs": json.dumps(pairs)})
         conn.execute(q("deps_resolve_rows"), {"batch_id": batch_id})
-    if not new.height:
-        return
-    keys = deps.keys_of(new)
-    by_key = pl.DataFrame(schema={"index": pl.Int64, "task_id": pl.Int64})
-    if keys.height:
-        if deps.types is None:  # once per batch: a scan of the active tasks
-            deps.types = [r[0] for r in conn.execute(q("active_task_types"))]
-        types = sorted(set(deps.types) | set(part_types))
-        triples = [(key_hash(t, k), t, k) for t in types for k in keys["key"].unique().to_list()]
-        found = pl.DataFrame(
-            conn.execute(q("deps_by_key"), {"triples": json.dumps(triples)}).fetchall(),
-            schema={"task_id": pl.Int64, "key": pl.String},
-            orient="row",
-        )
-        by_key = keys.join(found, on="key").select("index", "task_id")
-    ids = deps.ids_of(new)
-    by_id = _id_states(conn, ids)
-    edges = batch_edges(new, deps.plan.edges, by_key, by_id, deps.merged)
-    if edges.edges:
-        conn.execute(q("deps_insert"), {"edges": json.dumps(edges.edges), "batch_id": batch_id})
-        conn.execute(q("deps_block"), {"ids": json.dumps(edges.blocked)})
-    if edges.ended:
-        settle(ops, conn, edges.ended, now)
 
-
-def _id_states(conn: sqlite3.Connection, ids: pl.DataFrame) -> pl.DataFrame:
-    """``index``, ``dep_id``, ``status`` of the ids ``ids`` names (``index``, ``dep_id``)
-    that the store holds: ``None`` while active, else how it ended — a superseded one
-    followed to the task that replaced it."""
-    schema = {"index": pl.Int64, "dep_id": pl.Int64, "status": pl.String}
-    if not ids.height:
-        return pl.DataFrame(schema=schema)
-    wanted = ids["dep_id"].unique().to_list()
-    final: dict[int, tuple[int, str | None]] = {}
-    look = {i: i for i in wanted}  # the id looked up now -> the id asked for
-    for _ in range(100):  # supersede chains are short; never loop for ever
-        rows = conn.execute(q("deps_task_states"), {"ids": json.dumps(list(look))}).fetchall()
-        follow: dict[int, int] = {}
-        for task, status, replaced_by in rows:
-            asked = look[task]
-            if status == "superseded" and replaced_by is not None:
-                follow[int(replaced_by)] = asked
-            else:
-                final[asked] = (int(task), status)
-        if not follow:
-            break
-        look = follow
-    states = pl.DataFrame(
-        [(asked, task, status) for asked, (task, status) in final.items()],
-        schema={"asked": pl.Int64, "task": pl.Int64, "status": pl.String},
-        orient="row",
-    )
-    return ids.join(states, left_on="dep_id", right_on="asked").select(
-        "index", pl.col("task").alias("dep_id"), "status"
-    )
+    def block(self, conn: sqlite3.Connection, ids: list[int]) -> None:
+        conn.execute(q("deps_block"), {"ids": json.dumps(ids)})
 
 
 class SqliteDriver(Driver[sqlite3.Connection]):
@@ -816,13 +760,13 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                                     pl.col("action").is_in(["submitted", "superseded"])
                                 ).height
                         if tag is not None and tag.dependencies is not None:
-                            _store_dependencies(
+                            store_dependencies(
+                                _SqliteDeps(self),
                                 c,
                                 tag.dependencies,
                                 pl.concat(results),
                                 tag.current,
                                 self._clock_now(c),
-                                _SqliteDeps(self),
                                 part["task_type"].unique().to_list(),
                             )
                         if tag is not None and tag.current is not None:
@@ -914,6 +858,12 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         if inserted != expected:  # the SQL and the plan disagree: never commit that
             raise StoreError(f"batch merge inserted {inserted} rows where {expected} were planned")
         return result
+
+    # ------------------------------------------------------------------ dependencies
+
+    def awaited(self, task_ids: list[int]) -> list[tuple[int, int]]:
+        with self._read() as conn:
+            return conn.execute(q("deps_awaited"), {"ids": json.dumps(task_ids)}).fetchall()
 
     # ------------------------------------------------------------------ batches
 

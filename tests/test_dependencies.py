@@ -1,0 +1,307 @@
+"""Dependencies on both backends: what a task waits for, decided set-based in the batch's
+transactions; blocked tasks released when what they wait for completes, and the policies
+when it does not; cycles, failed and unknown dependencies failing their own rows."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import taskmill as tm
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
+TYPES = ["copy", "delete", "manifest", "other", "t"]
+
+
+def run(store: tm.TaskStore, ids: list[int], *, fail: bool = False) -> None:
+    """Claim and end the tasks ``ids`` (completed, or failed for good)."""
+    owner = store.new_owner()
+    claimed = [c.id for c in store.claim(1000, task_types=TYPES, owner=owner)]
+    assert set(ids) <= set(claimed), (ids, claimed)
+    for task in set(claimed) - set(ids):
+        store.release([task], owner=owner)
+    if fail:
+        for task in ids:
+            assert store.fail(task, owner=owner, error="boom", retry_at=None) == "failed"
+    else:
+        assert store.complete_many(ids, owner=owner) == set(ids)
+
+
+def status(store: tm.TaskStore) -> dict[str, str]:
+    """Every task by dedup key: its status (active or in history)."""
+    active = store.tasks().select("dedup_key", "status").rows()
+    ended = store.history().select("dedup_key", "status").rows()
+    return dict(ended + active)
+
+
+def move_plan() -> pl.DataFrame:
+    """Move two objects: copy each, then delete its source; a manifest after both."""
+    return pl.DataFrame(
+        {
+            "task_type": ["copy", "copy", "delete", "delete", "manifest"],
+            "dedup_key": ["a", "b", "a-src", "b-src", "manifest"],
+            "depends_on": [None, None, ["a"], ["b"], ["a-src", "b-src"]],
+        }
+    )
+
+
+def test_a_move_plan_runs_in_dependency_order(store: tm.TaskStore) -> None:
+    out = store.submit_batch(move_plan())
+    assert out.counts()["submitted"] == 5
+    a, b, a_src, b_src, manifest = out.submitted
+    tasks = store.tasks()
+    assert tasks.select("dedup_key", "status", "depends_on").rows() == [
+        ("a", "pending", None),
+        ("b", "pending", None),
+        ("a-src", "blocked", [a]),
+        ("b-src", "blocked", [b]),
+        ("manifest", "blocked", [a_src, b_src]),
+    ]
+    assert store.counts()["blocked"] == 3
+    # a blocked task is never claimed
+    owner = store.new_owner()
+    assert sorted(c.id for c in store.claim(10, task_types=TYPES, owner=owner)) == [a, b]
+    store.complete_many([a], owner=owner)
+    assert status(store)["a-src"] == "pending" and status(store)["b-src"] == "blocked"
+    store.complete_many([b], owner=owner)
+    run(store, [a_src, b_src])
+    assert store.tasks().select("dedup_key", "status", "depends_on").rows() == [
+        ("manifest", "pending", None)
+    ]
+    run(store, [manifest])
+    assert store.counts()["completed"] == 5
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (None, {"b": "cancelled", "c": "cancelled"}),  # cancel, and so on down the chain
+        ("cancel", {"b": "cancelled", "c": "cancelled"}),
+        ("fail", {"b": "failed", "c": "cancelled"}),
+        ("ignore", {"b": "pending", "c": "blocked"}),
+    ],
+)
+def test_a_failed_dependency_is_followed_by_policy(
+    store: tm.TaskStore, policy: str | None, expected: dict[str, str]
+) -> None:
+    plan = pl.DataFrame(
+        {
+            "task_type": ["t", "t", "t"],
+            "dedup_key": ["a", "b", "c"],
+            "depends_on": [None, ["a"], ["b"]],
+            "on_dependency_failure": [None, policy, None],
+            "max_retries": [0, 0, 0],
+        }
+    )
+    out = store.submit_batch(plan)
+    run(store, [out.submitted[0]], fail=True)
+    got = status(store)
+    assert {k: got[k] for k in ("b", "c")} == expected
+    if policy == "fail":
+        [error] = store.history(ids=out.submitted[1])["last_error"].to_list()
+        assert error == "dependency_failed: a task it depends on ended failed"
+
+
+def test_cycles_and_failed_rows_fail_their_dependents_and_the_rest_goes_on(
+    store: tm.TaskStore,
+) -> None:
+    plan = pl.DataFrame(
+        {
+            "task_type": ["t", "t", "t", "t", "", "t", "t"],
+            "dedup_key": ["x", "y", "self", "after-cycle", "bad", "after-bad", "free"],
+            "depends_on": [["y"], ["x"], ["self"], ["x"], None, ["bad"], None],
+        }
+    )
+    out = store.submit_batch(plan)
+    frame = out.to_polars().select("index", "action", "reason")
+    assert frame.rows() == [
+        (0, "failed", "dependency_cycle"),
+        (1, "failed", "dependency_cycle"),
+        (2, "failed", "dependency_cycle"),
+        (3, "failed", "dependency_failed"),
+        (4, "failed", "invalid_task_type"),
+        (5, "failed", "dependency_failed"),
+        (6, "submitted", None),
+    ]
+    assert store.tasks()["dedup_key"].to_list() == ["free"]
+
+
+def test_a_row_failed_by_its_dependencies_leaves_its_key_to_the_last_valid_row(
+    store: tm.TaskStore,
+) -> None:
+    plan = pl.DataFrame(
+        {"task_type": ["t", "t"], "dedup_key": ["k", "k"], "depends_on": [None, ["k"]]}
+    )
+    out = store.submit_batch(plan)
+    assert out.to_polars().select("action", "reason").rows() == [
+        ("submitted", None),
+        ("failed", "dependency_cycle"),
+    ]
+
+
+def test_unknown_dependencies_fail_their_rows(store: tm.TaskStore) -> None:
+    existing = store.submit(tm.TaskSubmission("other", dedup_key="known"))
+    out = store.submit_batch(
+        [
+            tm.TaskSubmission("t", dedup_key="by-key", depends_on=["known"]),
+            tm.TaskSubmission("t", dedup_key="by-id", depends_on=[existing.task_id]),
+            tm.TaskSubmission("t", dedup_key="no-key", depends_on=["nowhere"]),
+            tm.TaskSubmission("t", dedup_key="no-id", depends_on=[999]),
+            tm.TaskSubmission("t", dedup_key="after", depends_on=["no-key"]),
+        ]
+    )
+    failed = {i: (e.kind, str(e)) for i, e in out.failed}
+    assert failed == {
+        2: (
+            "unknown_dependency",
+            "depends on 'nowhere', which names no task of this batch and no active task",
+        ),
+        3: ("unknown_dependency", "depends on task 999, which does not exist"),
+        4: ("dependency_failed", "depends on 'no-key', which failed in this batch"),
+    }
+    blocked = store.tasks(status="blocked").select("dedup_key", "depends_on").rows()
+    assert blocked == [("by-key", [existing.task_id]), ("by-id", [existing.task_id])]
+
+
+def test_finished_dependencies_count_as_they_ended(store: tm.TaskStore) -> None:
+    done = store.submit(tm.TaskSubmission("t", dedup_key="done"))
+    broke = store.submit(tm.TaskSubmission("t", dedup_key="broke", max_retries=0))
+    run(store, [done.task_id])
+    run(store, [broke.task_id], fail=True)
+    store.submit_batch(
+        [
+            tm.TaskSubmission("t", dedup_key="ok", depends_on=[done.task_id]),
+            tm.TaskSubmission("t", dedup_key="off", depends_on=[broke.task_id]),
+            tm.TaskSubmission(
+                "t", dedup_key="on", depends_on=[broke.task_id], on_dependency_failure="ignore"
+            ),
+        ]
+    )
+    got = status(store)
+    assert (got["ok"], got["off"], got["on"]) == ("pending", "cancelled", "pending")
+
+
+def test_a_superseded_dependency_hands_its_dependents_to_its_successor(
+    store: tm.TaskStore,
+) -> None:
+    first = store.submit_batch(
+        pl.DataFrame(
+            {"task_type": ["t", "t"], "dedup_key": ["a", "b"], "depends_on": [None, ["a"]]}
+        )
+    )
+    newer = store.submit(tm.TaskSubmission("t", dedup_key="a", on_duplicate="supersede"))
+    assert newer.action == "superseded"
+    assert store.tasks(status="blocked")["depends_on"].to_list() == [[newer.task_id]]
+    run(store, [newer.task_id])
+    assert status(store)["b"] == "pending"
+    assert first.submitted[0] != newer.task_id
+
+
+def test_a_chunked_batch_resolves_rows_of_later_chunks(store: tm.TaskStore) -> None:
+    keys = [f"k{i}" for i in range(9)]
+    deps = [["k8"], None, None, None, None, None, None, None, ["k0"]]  # forward, backward
+    deps[0] = ["k7"]
+    plan = pl.DataFrame({"task_type": ["t"] * 9, "dedup_key": keys, "depends_on": deps})
+    batch = tm.BatchSubmission().transaction_limit(3).chunk_size(3).tasks(plan)
+    out = store.submit_batch(batch)
+    ids = dict(zip(keys, out.submitted, strict=True))
+    blocked = dict(store.tasks(status="blocked").select("dedup_key", "depends_on").rows())
+    assert blocked == {"k0": [ids["k7"]], "k8": [ids["k0"]]}
+    run(store, [ids["k7"]])
+    assert status(store)["k0"] == "pending"
+
+
+def test_a_single_submit_with_dependencies_records_no_batch(store: tm.TaskStore) -> None:
+    a = store.submit(tm.TaskSubmission("t", dedup_key="a"))
+    b = store.submit(tm.TaskSubmission("t", dedup_key="b", depends_on=["a"]))
+    assert b.action == "submitted"
+    row = store.tasks(ids=b.task_id).row(0, named=True)
+    assert (row["status"], row["depends_on"], row["batch_id"]) == ("blocked", [a.task_id], None)
+    with pytest.raises(tm.SchedulerError) as err:
+        store.submit(tm.TaskSubmission("t", dedup_key="c", depends_on=["nowhere"]))
+    assert err.value.kind == "unknown_dependency"
+
+
+def test_hostile_dependency_values_fail_their_row_with_a_clear_kind(store: tm.TaskStore) -> None:
+    subs = [
+        tm.TaskSubmission("t", dedup_key="null", depends_on=["a", None]),
+        tm.TaskSubmission("t", dedup_key="huge", depends_on=[f"k{i}" for i in range(1001)]),
+        tm.TaskSubmission("t", dedup_key="float", depends_on=[1.0]),
+        tm.TaskSubmission("t", dedup_key="bool", depends_on=[True]),
+        tm.TaskSubmission("t", dedup_key="zero", depends_on=[0]),
+        tm.TaskSubmission("t", dedup_key="text", depends_on="a"),
+        tm.TaskSubmission("t", dedup_key="policy", depends_on=["a"], on_dependency_failure="x"),
+        tm.TaskSubmission("t", dedup_key="a"),
+    ]
+    out = store.submit_batch(subs)
+    failed = {i: (e.kind, str(e)) for i, e in out.failed}
+    assert failed == {
+        0: ("invalid_dependency", "depends_on[1] is null"),
+        1: ("invalid_dependency", "depends_on has 1,001 items, over the 1,000 limit"),
+        2: (
+            "invalid_dependency",
+            "depends_on[0] must be a task id (int) or a dedup key (str), got float",
+        ),
+        3: (
+            "invalid_dependency",
+            "depends_on[0] must be a task id (int) or a dedup key (str), got bool",
+        ),
+        4: ("invalid_dependency", "depends_on[0] must be a task id of at least 1, got 0"),
+        5: (
+            "invalid_dependency",
+            "depends_on must be a list of task ids (int) and dedup keys (str), got str",
+        ),
+        6: (
+            "invalid_dependency_policy",
+            "on_dependency_failure must be one of cancel, fail, ignore; got 'x'",
+        ),
+    }
+    # a table with the same values fails the same rows with the same messages
+    frame = pl.DataFrame(
+        {
+            "task_type": ["t"] * 4,
+            "dedup_key": ["n", "h", "z", "p"],
+            "depends_on": [["a", None], [f"k{i}" for i in range(1001)], [""], ["a"]],
+            "on_dependency_failure": [None, None, None, "x"],
+        }
+    )
+    table = {i: (e.kind, str(e)) for i, e in store.submit_batch(frame).failed}
+    assert table == {
+        0: failed[0],
+        1: failed[1],
+        2: ("invalid_dependency", "depends_on[0] is an empty string"),
+        3: failed[6],
+    }
+    with pytest.raises(tm.InvalidSubmission, match="depends_on"):
+        store.submit_batch(pl.DataFrame({"task_type": ["t"], "depends_on": [[1.5]]}))
+
+
+def test_cancelling_a_dependency_cancels_what_waits_for_it(store: tm.TaskStore) -> None:
+    out = store.submit_batch(move_plan())
+    a = out.submitted[0]
+    store.cancel(a)
+    got = status(store)
+    assert (got["a-src"], got["manifest"], got["b-src"]) == ("cancelled", "cancelled", "blocked")
+    assert store.cancel_where(task_type="delete") == 1  # b-src; manifest ended already
+    assert status(store)["manifest"] == "cancelled"
+
+
+async def test_a_scheduler_runs_a_move_plan_in_order(location: str | Path) -> None:
+    order: list[str] = []
+
+    def step(ctx: tm.TaskContext) -> None:
+        order.append(ctx.dedup_key or "")
+
+    executors = {"copy": step, "delete": step, "manifest": step}
+    async with tm.Scheduler(location, executors=executors, poll_interval=0.05) as sched:
+        out = await sched.submit_batch(move_plan())
+        assert out.batch_id is not None
+        done = await sched.wait_batch(out.batch_id, timeout=30)
+    assert done.counts["completed"] == 5
+    assert order.index("a") < order.index("a-src") < order.index("manifest")
+    assert order.index("b") < order.index("b-src") < order.index("manifest")
+    assert asyncio.iscoroutinefunction(test_a_scheduler_runs_a_move_plan_in_order)
