@@ -305,3 +305,48 @@ async def test_a_scheduler_runs_a_move_plan_in_order(location: str | Path) -> No
     assert order.index("a") < order.index("a-src") < order.index("manifest")
     assert order.index("b") < order.index("b-src") < order.index("manifest")
     assert asyncio.iscoroutinefunction(test_a_scheduler_runs_a_move_plan_in_order)
+
+
+@pytest.mark.parametrize("form", ["parquet", "reader"])
+def test_a_plan_kept_on_disk_decides_its_dependencies_as_one_in_memory(
+    location: str | Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    """However large a plan read from a file or a stream (here: any size goes to disk),
+    its rows' dependencies are decided as a DataFrame's are, row for row."""
+    import pyarrow.parquet as pq
+
+    from taskmill.batch import prepare as plan_module
+
+    plan = pl.concat(
+        [
+            move_plan(),
+            pl.DataFrame(
+                {
+                    "task_type": ["t", "t", "t", "t"],
+                    "dedup_key": ["x", "y", "lost", "after"],
+                    "depends_on": [["y"], ["x"], ["nowhere"], ["lost"]],
+                }
+            ),
+        ]
+    )
+    with tm.TaskStore.open(tmp_path / "reference.db") as reference:
+        expected = reference.submit_batch(plan).to_polars()
+    path = tmp_path / "plan.parquet"
+    plan.write_parquet(path, row_group_size=3)
+    monkeypatch.setattr(plan_module, "IN_MEMORY_ROWS", 0)
+    source: object = path
+    if form == "reader":
+        import pyarrow as pa
+
+        handle = pq.ParquetFile(path)
+        source = pa.RecordBatchReader.from_batches(handle.schema_arrow, handle.iter_batches(2))
+    with tm.TaskStore.open(location) as store:
+        out = store.submit_batch(source)
+        assert out.to_polars().drop("error").equals(expected.drop("error"))
+        assert out.to_polars()["reason"].to_list()[5:] == [
+            "dependency_cycle",
+            "dependency_cycle",
+            "unknown_dependency",
+            "dependency_failed",
+        ]
+        assert store.counts()["blocked"] == 3

@@ -79,6 +79,9 @@ class Prepared:
     name: str | None = None
     #: What the batch decided about its rows' dependencies (``None``: no row has any).
     dependencies: DependencyPlan | None = None
+    #: Rows failed by the store's answer about their dependencies (``unknown_dependency``),
+    #: kept for a plan on disk, whose marks are decided again from its file.
+    store_failures: pl.DataFrame | None = None
     payloads: ColumnStream | None = None
     checked: Spool | None = None
     stored: ColumnStream | None = None  # the rows of `checked`, read chunk by chunk
@@ -365,7 +368,8 @@ def _prepare(x: Any, spec: BatchSubmission | None) -> Prepared:
         marks, checked, stored = _prepare_batches(
             schema, rest, spec, keep_payloads=True, where=where
         )
-        return Prepared(marks.frame, *settings, checked=checked, stored=stored, sparse=marks)
+        prepared = Prepared(marks.frame, *settings, checked=checked, stored=stored, sparse=marks)
+        return _on_disk_dependencies(prepared)
     if _is_table(x):
         df = _check_table(_canonical_columns(_to_polars(x), spec), defaults)
     elif isinstance(x, Iterable) and not isinstance(x, bytes | dict):
@@ -394,11 +398,42 @@ def fail_dependencies(prepared: Prepared, failures: pl.DataFrame) -> Prepared:
     again (a row failed so loses its key to the last valid row, and the rows that wait for
     it fail in turn)."""
     if prepared.sparse is not None:
-        raise NotImplementedError("dependencies of a plan kept on disk")
+        known = prepared.store_failures
+        prepared.store_failures = failures if known is None else pl.concat([known, failures])
+        return _on_disk_dependencies(prepared)
     failed = failures.with_columns(pl.lit("depends_on").alias("error_field"))
     frame = prepared.frame.drop("winner", "winner_index").update(failed, on="index", how="left")
     frame, dependencies = _with_dependencies(_mark_winners(frame))
     prepared.frame, prepared.dependencies = frame, dependencies
+    return prepared
+
+
+def _on_disk_dependencies(prepared: Prepared) -> Prepared:
+    """A plan kept on disk whose rows name dependencies: its key and dependency columns
+    read back from its file of checked rows (not its payloads), deduplicated and decided
+    as a plan in memory is, and its marks made again from that (with the rows the store
+    failed, :attr:`Prepared.store_failures`).  A plan without dependencies is returned as
+    it is, after one read of that column."""
+    assert prepared.checked is not None and prepared.sparse is not None
+    scan = pl.scan_parquet(prepared.checked.path)
+    named = pl.col("depends_on").list.len().fill_null(0).gt(0).any()
+    if prepared.store_failures is None and not scan.select(named).collect().item():
+        return prepared
+    narrow = scan.select("index", "task_type", "dedup_key", *_ERRORS, "depends_on").collect()
+    if prepared.store_failures is not None:
+        failed = prepared.store_failures.with_columns(pl.lit("depends_on").alias("error_field"))
+        narrow = narrow.update(failed, on="index", how="left")
+    frame, dependencies = _with_dependencies(_mark_winners(narrow))
+    marks = SparseMarks(
+        frame.select("winner"),
+        frame.filter(pl.col("error_kind").is_not_null()).select(
+            "index", *(pl.col(c).cast(pl.String) for c in _ERRORS)
+        ),
+        frame.filter(pl.col("error_kind").is_null() & ~pl.col("winner")).select(
+            "index", "winner_index"
+        ),
+    )
+    prepared.frame, prepared.sparse, prepared.dependencies = marks.frame, marks, dependencies
     return prepared
 
 
@@ -456,7 +491,7 @@ def _prepare_parquet(path: Path, spec: BatchSubmission) -> Prepared:
         checked.remove()
         raise
     columns, expr = _payload_source(_arrow_to_polars(_empty(schema)).schema, spec)
-    return Prepared(
+    prepared = Prepared(
         marks.frame,
         spec._chunk_size,
         spec._transaction_limit,
@@ -466,6 +501,7 @@ def _prepare_parquet(path: Path, spec: BatchSubmission) -> Prepared:
         stored=stored,
         sparse=marks,
     )
+    return _on_disk_dependencies(prepared)
 
 
 #: A plan read from a file or a stream with at most this many rows is prepared in memory,
