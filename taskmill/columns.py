@@ -126,7 +126,8 @@ COLUMNS: tuple[Column, ...] = (
         low=0,
         high=255,
     ),
-    Column("status", *_TEXT, _STORED, nullable=False, default="pending"),
+    # a new task is pending, or blocked when it waits for others (schema 8)
+    Column("status", *_TEXT, _STORED, nullable=False, default="pending", on_insert=True),
     Column("queue_pos", *_INT, _TASKS, nullable=False, on_insert=True),
     Column("payload", *_BYTES, _EVERYWHERE, max_length=MAX_PAYLOAD_BYTES),
     Column("label", *_TEXT, _EVERYWHERE, max_length=MAX_GROUP_LENGTH),

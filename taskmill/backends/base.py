@@ -148,9 +148,9 @@ class BatchBackend(Protocol[S]):
         """The store's error for a batch whose input could not be read."""
         ...
 
-    def dependency_lookup(self, keys: list[str], ids: list[int]) -> tuple[set[str], set[int]]:
-        """One read: which of ``keys`` name an active task (any task type), and which of
-        ``ids`` name a task the store holds, active or in history."""
+    def dependency_lookup(self, keys: list[str], ids: list[int]) -> tuple[pl.DataFrame, set[int]]:
+        """One read: the active tasks ``keys`` name (``key``, ``task_id``; any task type),
+        and which of ``ids`` name a task the store holds, active or in history."""
         ...
 
     def seal(self) -> None:

@@ -181,36 +181,47 @@ class BatchEdges:
 def batch_edges(
     new: pl.DataFrame,
     in_batch: pl.DataFrame,
-    by_key: pl.DataFrame,
     by_id: pl.DataFrame,
     merged: dict[int, int],
 ) -> BatchEdges:
     """The edges of the tasks a transaction inserted.
 
     ``new``: ``index``, ``task_id`` of the rows it inserted.  ``in_batch``: ``index`` ->
-    ``target`` edges between rows of the batch (:class:`~taskmill.batch.depends.DependencyPlan`);
-    ``merged``: the task id of each target row merged so far, this transaction's included
-    (a row that was deduplicated names the task it matched).  ``by_key``: ``index``,
-    ``task_id`` of the active tasks the rows' keys name in the store; ``by_id``:
-    ``index``, ``dep_id``, ``status`` (``None`` while active; else its end) of the ids they
-    name that the store holds."""
-    ids = dict(zip(new["index"].to_list(), new["task_id"].to_list(), strict=True))
-    edges: dict[tuple[int, int | None, int | None], None] = {}
-    for index, target in in_batch.filter(pl.col("index").is_in(list(ids))).iter_rows():
-        task = ids[index]
-        dep = merged.get(target)
-        edges[(task, dep, None if dep is not None else target)] = None
-    for index, dep in by_key.iter_rows():
-        if index in ids:
-            edges[(ids[index], dep, None)] = None
-    ended: dict[int, Ended] = {}
-    for index, dep, status in by_id.iter_rows():
-        if index in ids:
-            edges[(ids[index], dep, None)] = None
-            if status is not None:
-                ended[dep] = Ended(dep, status)
-    kept = [e for e in edges if e[0] != e[1]]  # a task never waits for itself
-    return BatchEdges(kept, sorted({e[0] for e in kept}), list(ended.values()))
+    ``target`` edges between rows of the batch
+    (:class:`~taskmill.batch.depends.DependencyPlan`); ``merged``: the task id of each
+    target row merged so far, this transaction's included (a row that was deduplicated
+    names the task it matched).  ``by_id``: ``index``, ``dep_id``, ``status`` (``None``
+    while active; else its end) of the tasks the rows name in the store, by id or by
+    key."""
+    known = pl.DataFrame(
+        {"target": list(merged), "dep": list(merged.values())},
+        schema={"target": pl.Int64, "dep": pl.Int64},
+    )
+    inner = (
+        in_batch.join(new, on="index")
+        .join(known, on="target", how="left")
+        .select(
+            "task_id",
+            pl.col("dep").alias("depends_on"),
+            pl.when(pl.col("dep").is_null()).then(pl.col("target")).alias("on_row"),
+        )
+    )
+    outer = by_id.join(new, on="index").select(
+        "task_id",
+        pl.col("dep_id").alias("depends_on"),
+        pl.lit(None, dtype=pl.Int64).alias("on_row"),
+    )
+    edges = (
+        pl.concat([inner, outer])
+        .filter(pl.col("task_id") != pl.col("depends_on").fill_null(-1))  # never on itself
+        .unique(maintain_order=True)
+    )
+    ended = by_id.filter(pl.col("status").is_not_null()).unique("dep_id", maintain_order=True)
+    return BatchEdges(
+        edges.rows(),
+        sorted(set(edges["task_id"].to_list())),
+        [Ended(d, st) for d, st in ended.select("dep_id", "status").iter_rows()],
+    )
 
 
 class BatchDependencies:
@@ -218,14 +229,20 @@ class BatchDependencies:
     (:class:`~taskmill.batch.depends.DependencyPlan`) and the task id of every row other
     rows of the batch wait for, once merged."""
 
-    def __init__(self, plan: Any) -> None:
+    def __init__(self, plan: Any, by_key: pl.DataFrame | None = None) -> None:
         self.plan = plan
+        #: ``index``, ``task_id``: the active tasks of the store the rows' keys named when
+        #: the batch was checked (its own rows are in-batch edges).
+        self.by_key = (
+            by_key
+            if by_key is not None
+            else pl.DataFrame(schema={"index": pl.Int64, "task_id": pl.Int64})
+        )
+        #: Whether a transaction stored edges on rows of a later one.
+        self.forward = False
         self.targets: set[int] = set(plan.edges["target"].to_list())
         #: Row index -> the task it became (or matched), for the rows others wait for.
         self.merged: dict[int, int] = {}
-        #: The task types a key is looked up under (the store's active ones, read once
-        #: per batch, and the batch's own).
-        self.types: list[str] | None = None
 
     def merge(self, result: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[int, int]]]:
         """Note what one transaction's ``result`` did: the rows it inserted (``index``,
@@ -240,9 +257,9 @@ class BatchDependencies:
         self.merged.update(pairs)
         return new, pairs
 
-    def keys_of(self, new: pl.DataFrame) -> pl.DataFrame:
-        """``index``, ``key`` of the keys the new rows name."""
-        return self.plan.keys.join(new.select("index"), on="index", how="semi")
+    def waiting_of(self, new: pl.DataFrame) -> list[int]:
+        """The task ids of the new rows that name any dependency (inserted blocked)."""
+        return new.join(self.plan.waiting, on="index", how="semi")["task_id"].to_list()
 
     def ids_of(self, new: pl.DataFrame) -> pl.DataFrame:
         """``index``, ``dep_id`` of the ids the new rows name."""
@@ -256,37 +273,36 @@ def store_dependencies(
     result: pl.DataFrame,
     batch_id: int | None,
     now: float,
-    part_types: list[str],
 ) -> None:
-    """In a batch transaction, after its inserts: the edges of its new tasks (blocked
-    until their dependencies complete), the edges of earlier transactions that named rows
-    merged now, and the settling of dependencies found ended already."""
-    from .keys import key_hash
-
+    """In a batch transaction, after its inserts (its rows with dependencies inserted as
+    blocked): the edges of its new tasks, the edges of earlier transactions that named
+    rows merged now, and the settling of what is not blocked after all (dependencies
+    found ended, or gone)."""
     new, merged = deps.merge(result)
-    if merged and batch_id is not None:
+    if merged and batch_id is not None and deps.forward:
         ops.resolve_rows(conn, merged, batch_id)
     if not new.height:
         return
-    keys = deps.keys_of(new)
-    by_key = pl.DataFrame(schema={"index": pl.Int64, "task_id": pl.Int64})
-    if keys.height:
-        if deps.types is None:  # once per batch
-            deps.types = ops.active_types(conn)
-        types = sorted(set(deps.types) | set(part_types))
-        unique = keys["key"].unique().to_list()
-        triples = [(key_hash(t, k) or 0, t, k) for t in types for k in unique]
-        found = pl.DataFrame(
-            ops.by_keys(conn, triples),
-            schema={"task_id": pl.Int64, "key": pl.String},
-            orient="row",
-        )
-        by_key = keys.join(found, on="key").select("index", "task_id")
-    by_id = id_states(ops, conn, deps.ids_of(new))
-    edges = batch_edges(new, deps.plan.edges, by_key, by_id, deps.merged)
+    by_id = id_states(
+        ops,
+        conn,
+        pl.concat(
+            [
+                deps.ids_of(new),
+                deps.by_key.join(new.select("index"), on="index", how="semi").rename(
+                    {"task_id": "dep_id"}
+                ),
+            ]
+        ),
+    )
+    edges = batch_edges(new, deps.plan.edges, by_id, deps.merged)
     if edges.edges:
         ops.insert_edges(conn, edges.edges, batch_id)
-        ops.block(conn, edges.blocked)
+        deps.forward = deps.forward or any(e[1] is None for e in edges.edges)
+    waiting = deps.waiting_of(new)
+    released = sorted(set(waiting) - set(edges.blocked))
+    if released:  # nothing left to wait for (what a key named is gone)
+        ops.release_blocked(conn, released)
     if edges.ended:
         settle(ops, conn, edges.ended, now)
 
@@ -323,15 +339,21 @@ def id_states(ops: EdgeOps, conn: Any, ids: pl.DataFrame) -> pl.DataFrame:
 
 def lookup_dependencies(
     ops: EdgeOps, conn: Any, keys: list[str], ids: list[int]
-) -> tuple[set[str], set[int]]:
-    """In a read: which of ``keys`` name an active task (any task type), and which of
-    ``ids`` name a task the store holds."""
-    from .keys import key_hash
+) -> tuple[pl.DataFrame, set[int]]:
+    """In a read: the active tasks ``keys`` name (``key``, ``task_id``; any task type), and
+    which of ``ids`` name a task the store holds."""
+    from .staging import key_hashes
 
-    found_keys: set[str] = set()
-    if keys:
-        types = ops.active_types(conn)
-        triples = [(key_hash(t, k) or 0, t, k) for t in types for k in keys]
-        found_keys = {k for _, k in ops.by_keys(conn, triples)}
+    found = pl.DataFrame(schema={"task_id": pl.Int64, "key": pl.String})
+    types = ops.active_types(conn) if keys else []
+    if types:
+        pairs = pl.DataFrame({"task_type": types}).join(
+            pl.DataFrame({"dedup_key": keys}, schema={"dedup_key": pl.String}), how="cross"
+        )
+        pairs = pairs.with_columns(key_hashes(pairs).alias("key_hash"))
+        triples = pairs.select("key_hash", "task_type", "dedup_key").rows()
+        found = pl.DataFrame(
+            ops.by_keys(conn, triples), schema={"task_id": pl.Int64, "key": pl.String}, orient="row"
+        )
     found_ids = {int(r[0]) for r in ops.states(conn, ids)} if ids else set()
-    return found_keys, found_ids
+    return found.select("key", "task_id"), found_ids

@@ -193,6 +193,22 @@ def hash_part(con: Any, frame: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[i
     return frame, collisions
 
 
+def key_hashes(pairs: pl.DataFrame) -> pl.Series:
+    """The key hash of each ``(task_type, dedup_key)`` row of ``pairs``, computed by DuckDB
+    (the same as :func:`~taskmill.backends.keys.key_hash`, vectorised)."""
+    with _DUCK_LOCK:
+        con = _duckdb()
+        con.register("taskmill_keys", pairs.select("task_type", "dedup_key").to_arrow())
+        try:
+            hashed = con.execute(f"SELECT {DUCKDB_KEY_HASH} AS key_hash FROM taskmill_keys")
+            table = hashed.to_arrow_table()
+        finally:
+            con.unregister("taskmill_keys")
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame["key_hash"]
+
+
 class Stager:
     """Writes batch parts into private staging SQLite files through DuckDB."""
 

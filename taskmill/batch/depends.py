@@ -50,6 +50,8 @@ class DependencyPlan:
     edges: pl.DataFrame
     keys: pl.DataFrame
     ids: pl.DataFrame
+    #: ``index`` of the rows that go on naming any dependency (inserted blocked).
+    waiting: pl.DataFrame
 
 
 def plan_dependencies(rows: pl.DataFrame) -> DependencyPlan:
@@ -101,7 +103,19 @@ def plan_dependencies(rows: pl.DataFrame) -> DependencyPlan:
         .unique(maintain_order=True)
         .filter(~pl.col("index").is_in(gone.implode()))
     )
+    waiting = (
+        rows.filter(
+            pl.col("winner")
+            & (
+                pl.col("dep_keys").list.len().fill_null(0).gt(0)
+                | pl.col("dep_ids").list.len().fill_null(0).gt(0)
+            )
+        )
+        .select("index")
+        .filter(~pl.col("index").is_in(gone.implode()))
+    )
     return DependencyPlan(
+        waiting=waiting,
         failures=failures,
         edges=edges.filter(~pl.col("index").is_in(gone.implode())),
         keys=in_batch.filter(~pl.col("index").is_in(gone.implode())),

@@ -80,3 +80,14 @@ def timed_batch(store: Any, source: Any) -> float:
     LAST_PHASES.clear()
     LAST_PHASES.update(outcome.phases)
     return took
+
+
+def with_dependencies(plan: Any) -> Any:
+    """``plan`` with every row of its second half depending on a row of its first half
+    (by dedup key): the ``depends`` case, set beside ``polars`` on the same rows."""
+    import polars as pl
+
+    half = plan.height // 2
+    keys = plan["dedup_key"]
+    deps = [None] * half + [[k] for k in keys.head(plan.height - half).to_list()]
+    return plan.with_columns(pl.Series("depends_on", deps, dtype=pl.List(pl.String)))

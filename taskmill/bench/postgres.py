@@ -41,11 +41,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, LiteralString
 
-from .cases import _keyed_plan, _noop_plan, _plan, _plan_file, control_settings, timed_batch
+from .cases import (
+    _keyed_plan,
+    _noop_plan,
+    _plan,
+    _plan_file,
+    control_settings,
+    timed_batch,
+    with_dependencies,
+)
 
 #: The cases ``--db`` runs, in their report order.
 PG_CASES = (
     "polars",
+    "depends",
     "parquet",
     "ceiling",
     "pgqueuer",
@@ -166,7 +175,7 @@ def run_case(
     """One timed run of ``case`` in the fresh database at ``url``; (seconds, extrapolated)."""
     from ..store import TaskStore
 
-    if case in ("polars", "parquet"):
+    if case in ("polars", "depends", "parquet"):
         _warm_up()
     if case == "pgqueuer":
         asyncio.run(_pgqueuer_install(url))
@@ -177,10 +186,12 @@ def run_case(
             took = timed_batch(store, plan)
         _check_loaded(case, url, _plan(rows, existing, key_bytes), existing, key_bytes)
         return took, False
-    if case == "polars":  # read as a user's frame is, not built here
+    if case in ("polars", "depends"):  # read as a user's frame is, not built here
         import polars as pl
 
         df = pl.read_parquet(_plan_file(folder, rows, existing, key_bytes))
+        if case == "depends":  # half the rows wait for the other half
+            df = with_dependencies(df)
         with TaskStore.open(url) as store:
             took = timed_batch(store, df)
         _check_loaded(case, url, df, existing, key_bytes)

@@ -69,6 +69,7 @@ from .cases import (
     control_settings,
     is_dispatch,
     timed_batch,
+    with_dependencies,
 )
 
 CASES = (
@@ -76,6 +77,7 @@ CASES = (
     "executemany",
     "list",
     "polars",
+    "depends",
     "parquet",
     "reader",
     "lazy",
@@ -261,7 +263,7 @@ def _run_case(
 
     from ..store import TaskStore
 
-    if case in ("list", "polars", "parquet", "reader", "lazy"):
+    if case in ("list", "polars", "depends", "parquet", "reader", "lazy"):
         from ..store.batch import warm_up
 
         warm_up()  # steady state: DuckDB's one-time start (~0.15 s a process) is not timed
@@ -272,9 +274,11 @@ def _run_case(
     path = _fresh_store(folder, template, run)
     if case in ("parquet", "reader", "lazy"):
         return _timed_parquet(path, _plan_file(folder, rows, existing, key_bytes), case)
-    if case == "polars":  # read as a user's frame is, not built here (its garbage is not ours)
+    if case in ("polars", "depends"):  # read as a user's frame is, not built here
         with TaskStore.open(path) as store:
             df = pl.read_parquet(_plan_file(folder, rows, existing, key_bytes))
+            if case == "depends":  # half the rows wait for the other half
+                df = with_dependencies(df)
             return timed_batch(store, df), False
     df = _plan(rows, existing, key_bytes)
     if case == "one_by_one":
@@ -479,7 +483,7 @@ def measure(
             check=True,
         )
 
-    if case in ("polars", "parquet", "reader", "lazy") and not plan_file.exists():
+    if case in ("polars", "depends", "parquet", "reader", "lazy") and not plan_file.exists():
         # written by a process of its own, never by this one: a child inherits its
         # parent's peak memory (Linux keeps ru_maxrss across fork and exec), so a plan
         # built here would show up as every later case's peak

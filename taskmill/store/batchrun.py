@@ -49,8 +49,7 @@ def run_batch(
     phases = _Phases(backend)
     with phases.timed("prepare"):
         prepared = prepare(tasks)
-        if prepared.dependencies is not None:
-            _check_dependencies(backend, prepared)
+        by_key = _check_dependencies(backend, prepared) if prepared.dependencies else None
     n = len(prepared)
     if n > prepared.transaction_limit:
         step = prepared.chunk_size
@@ -60,7 +59,7 @@ def run_batch(
     results = MergeResults(n)
     backend.tag = tag = BatchTag(name=prepared.name, record=record)
     if prepared.dependencies is not None and not dry_run:
-        tag.dependencies = BatchDependencies(prepared.dependencies)
+        tag.dependencies = BatchDependencies(prepared.dependencies, by_key)
     try:
         try:
             with backend.batch_session(chunked=len(bounds) > 1, dry_run=dry_run):
@@ -103,22 +102,29 @@ def run_batch(
 UNKNOWN_DEPENDENCY = "unknown_dependency"
 
 
-def _check_dependencies(backend: BatchBackend[Any], prepared: Prepared) -> None:
-    """Fail the rows whose dependencies name nothing: a key naming no row of the batch and
-    no active task, an id naming no task at all (one read of the store); the plan is
-    decided again, and so on while the new winners name unknown ones too."""
+def _check_dependencies(backend: BatchBackend[Any], prepared: Prepared) -> pl.DataFrame:
+    """Look up what the rows' dependencies name in the store (one read): the active tasks
+    their keys name (``index``, ``task_id``; returned), and which ids exist.  Fail the rows
+    whose dependencies name nothing — a key naming no row of the batch and no active task,
+    an id naming no task at all —; the plan is decided again, and so on while the new
+    winners name unknown ones too."""
+    found = pl.DataFrame(schema={"index": pl.Int64, "task_id": pl.Int64})
     while prepared.dependencies is not None:
         plan = prepared.dependencies
-        keys = plan.keys.filter(~pl.col("in_batch"))
-        found_keys, found_ids = backend.dependency_lookup(
-            keys["key"].unique().to_list(), plan.ids["dep_id"].unique().to_list()
+        by_key, found_ids = backend.dependency_lookup(
+            plan.keys["key"].unique().to_list(), plan.ids["dep_id"].unique().to_list()
         )
-        missing_keys = keys.filter(~pl.col("key").is_in(list(found_keys))).select(
-            "index",
-            pl.format(
-                "depends on {}, which names no task of this batch and no active task",
-                pl.col("key").map_elements(repr, return_dtype=pl.String),
-            ).alias("error"),
+        found = plan.keys.join(by_key, on="key").select("index", "task_id")
+        missing_keys = (
+            plan.keys.filter(~pl.col("in_batch"))
+            .join(by_key, on="key", how="anti")
+            .select(
+                "index",
+                pl.format(
+                    "depends on {}, which names no task of this batch and no active task",
+                    pl.col("key").map_elements(repr, return_dtype=pl.String),
+                ).alias("error"),
+            )
         )
         missing_ids = plan.ids.filter(~pl.col("dep_id").is_in(list(found_ids))).select(
             "index", pl.format("depends on task {}, which does not exist", "dep_id").alias("error")
@@ -131,8 +137,9 @@ def _check_dependencies(backend: BatchBackend[Any], prepared: Prepared) -> None:
             .select("index", "error_kind", "error")
         )
         if not unknown.height:
-            return
+            break
         fail_dependencies(prepared, unknown)
+    return found
 
 
 def _seal(backend: BatchBackend[Any], tag: BatchTag) -> None:

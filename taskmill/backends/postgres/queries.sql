@@ -63,12 +63,13 @@ SELECT nextval('taskmill.task_ids');
 INSERT INTO taskmill.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure,
+    status
 ) VALUES (
     %(id)s, %(task_type)s, %(dedup_key)s, %(group)s, %(priority)s, %(queue_pos)s,
     %(payload)s, %(label)s, %(expected_read_bytes)s, %(expected_write_bytes)s,
     %(expected_net_rx_bytes)s, %(expected_net_tx_bytes)s, %(max_retries)s, %(now)s,
-    %(key_hash)s, %(run_after)s, %(expires_at)s, NULL, %(on_dependency_failure)s
+    %(key_hash)s, %(run_after)s, %(expires_at)s, NULL, %(on_dependency_failure)s, 'pending'
 );
 
 -- name: upgrade_priority
@@ -614,16 +615,19 @@ WHERE t.id = u.id AND t.status = 'pending' AND t.priority > u.priority;
 INSERT INTO taskmill.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure,
+    status
 )
 SELECT %(base)s::bigint + row_number() OVER w, s.task_type, s.dedup_key, s.group_name,
        s.priority, COALESCE(m.queue_pos, %(base)s::bigint + row_number() OVER w), s.payload,
        s.label, s.expected_read_bytes, s.expected_write_bytes, s.expected_net_rx_bytes,
        s.expected_net_tx_bytes, s.max_retries, %(now)s, s.key_hash, s.run_after, s.expires_at,
-       %(batch_id)s::bigint, s.on_dependency_failure
+       %(batch_id)s::bigint, s.on_dependency_failure,
+       CASE WHEN b.ord IS NOT NULL THEN 'blocked' ELSE 'pending' END
 FROM taskmill.{stage} AS s
 LEFT JOIN unnest(%(ords)b::bigint[], %(keep)b::boolean[], %(queue_pos)b::bigint[])
      AS m (ord, keep, queue_pos) ON m.ord = s.ord
+LEFT JOIN unnest(%(blocked)s::bigint[]) AS b (ord) ON b.ord = s.ord
 WHERE m.ord IS NULL OR m.keep
 WINDOW w AS (ORDER BY s.ord);
 
@@ -633,15 +637,18 @@ WINDOW w AS (ORDER BY s.ord);
 INSERT INTO taskmill.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure,
+    status
 )
 SELECT d.id, s.task_type, s.dedup_key, s.group_name, s.priority, d.queue_pos, s.payload,
        s.label, s.expected_read_bytes, s.expected_write_bytes, s.expected_net_rx_bytes,
        s.expected_net_tx_bytes, s.max_retries, %(now)s, s.key_hash, s.run_after, s.expires_at,
-       %(batch_id)s::bigint, s.on_dependency_failure
+       %(batch_id)s::bigint, s.on_dependency_failure,
+       CASE WHEN b.ord IS NOT NULL THEN 'blocked' ELSE 'pending' END
 FROM unnest(%(ords)b::bigint[], %(ids)b::bigint[], %(queue_pos)b::bigint[])
      AS d (ord, id, queue_pos)
-JOIN taskmill.{stage} AS s ON s.ord = d.ord;
+JOIN taskmill.{stage} AS s ON s.ord = d.ord
+LEFT JOIN unnest(%(blocked)s::bigint[]) AS b (ord) ON b.ord = s.ord;
 
 -- ------------------------------------------------------------------ dependencies (schema 8)
 -- As in the SQLite store's queries (taskmill/backends/depends.py settles them).

@@ -220,7 +220,7 @@ class PostgresBatch:
     def read_error(self, exc: OSError) -> SchedulerError:
         return StoreError(f"cannot read the batch for {self.store.where}: {exc}")
 
-    def dependency_lookup(self, keys: list[str], ids: list[int]) -> tuple[set[str], set[int]]:
+    def dependency_lookup(self, keys: list[str], ids: list[int]) -> tuple[pl.DataFrame, set[int]]:
         return self.store._read(lambda conn: lookup_dependencies(PostgresDeps(), conn, keys, ids))
 
     def seal(self) -> None:
@@ -326,13 +326,19 @@ class PostgresBatch:
             n, lambda: int(scalar(conn.execute(q("batch_open"), {"name": tag.name, "now": now})))
         )
         if n:
-            inserted = self._insert(conn, table, result, matches, drawn, now, batch_id)
+            blocked = (
+                []
+                if tag.dependencies is None
+                else part.join(tag.dependencies.plan.waiting, on="index", how="semi")[
+                    "index"
+                ].to_list()
+            )
+            inserted = self._insert(conn, table, result, matches, drawn, now, batch_id, blocked)
             if inserted != n:  # the SQL and the plan disagree: never commit that
                 raise StoreError(f"batch merge inserted {inserted} rows where {n} were planned")
             conn.execute(self._q("notify_work", table))  # other machines' workers wake at commit
         if tag.dependencies is not None:
-            types = part["task_type"].unique().to_list()
-            store_dependencies(PostgresDeps(), conn, tag.dependencies, result, batch_id, now, types)
+            store_dependencies(PostgresDeps(), conn, tag.dependencies, result, batch_id, now)
         if batch_id is not None:
             conn.execute(q("batch_grow"), {"id": batch_id, "n": n, "sealed": tag.last})
         return result
@@ -346,6 +352,7 @@ class PostgresBatch:
         drawn: list[int],
         now: float,
         batch_id: int | None,
+        blocked: list[int],
     ) -> int:
         """Insert the new tasks of ``result``, tagged with ``batch_id``; returns how many
         rows were inserted."""
@@ -357,7 +364,7 @@ class PostgresBatch:
             keep = [actions[o] == "superseded" for o in ords]
             queue_pos = [pending_pos.get(o) if k else None for o, k in zip(ords, keep, strict=True)]
             params = {"ords": ords, "keep": keep, "queue_pos": queue_pos, "base": drawn[0] - 1}
-            params |= {"now": now, "batch_id": batch_id}
+            params |= {"now": now, "batch_id": batch_id, "blocked": blocked}
             return conn.execute(self._q("batch_insert", table), params).rowcount
         new = result.filter(pl.col("action").is_in(INSERTING))
         ords = new["index"].to_list()
@@ -368,6 +375,7 @@ class PostgresBatch:
         ]
         params = {"ords": ords, "ids": ids, "queue_pos": queue_pos, "now": now}
         params["batch_id"] = batch_id
+        params["blocked"] = blocked
         return conn.execute(self._q("batch_insert_listed", table), params).rowcount
 
 

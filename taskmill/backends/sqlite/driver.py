@@ -202,6 +202,14 @@ def _seal(conn: sqlite3.Connection, tag: BatchTag) -> None:
     conn.execute(q("batch_seal"), {"id": tag.id})
 
 
+def _blocked(part: pl.DataFrame, tag: BatchTag | None) -> str:
+    """The rows of ``part`` inserted blocked (they name dependencies), as a JSON array."""
+    if tag is None or tag.dependencies is None:
+        return "[]"
+    waiting = part.join(tag.dependencies.plan.waiting, on="index", how="semi")
+    return json.dumps(waiting["index"].to_list())
+
+
 class _SqliteDeps:
     """The statements of :func:`~taskmill.backends.depends.settle` on a SQLite store (one
     writer at a time: nothing to lock)."""
@@ -767,7 +775,6 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                                 pl.concat(results),
                                 tag.current,
                                 self._clock_now(c),
-                                part["task_type"].unique().to_list(),
                             )
                         if tag is not None and tag.current is not None:
                             inserted = sum(r.filter(_INSERTED).height for r in results)
@@ -853,7 +860,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         batch_id = None
         if tag is not None:
             batch_id = tag.id_for(expected, lambda: _open_batch(conn, tag, now))
-        params = {"base": base, "now": now, "batch_id": batch_id}
+        params = {"base": base, "now": now, "batch_id": batch_id, "blocked": _blocked(part, tag)}
         inserted = conn.execute(sql(insert), params).rowcount
         if inserted != expected:  # the SQL and the plan disagree: never commit that
             raise StoreError(f"batch merge inserted {inserted} rows where {expected} were planned")

@@ -30,8 +30,9 @@ SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tasks'), 0);
 INSERT INTO tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?);
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure,
+    status
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, 'pending');
 
 -- name: upgrade_priority
 UPDATE tasks SET priority = ? WHERE id = ? AND status = 'pending' AND priority > ?;
@@ -350,13 +351,16 @@ WHERE tasks.id = m.old_id AND tasks.status = 'pending'
 INSERT INTO main.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure,
+    status
 )
 SELECT :base + s.pos, s.task_type, s.dedup_key, s.group_name, s.priority,
        CASE WHEN m.old_status = 'pending' THEN m.old_pos ELSE :base + s.pos END,
        s.payload, s.label, s.expected_read_bytes, s.expected_write_bytes,
        s.expected_net_rx_bytes, s.expected_net_tx_bytes, s.max_retries, :now, s.key_hash,
-       s.run_after, s.expires_at, :batch_id, s.on_dependency_failure
+       s.run_after, s.expires_at, :batch_id, s.on_dependency_failure,
+       CASE WHEN s.ord IN (SELECT value FROM json_each(:blocked)) THEN 'blocked'
+            ELSE 'pending' END
 FROM taskmill_stage.s AS s
 LEFT JOIN temp.batch_match AS m ON m.ord = s.ord;
 
@@ -365,13 +369,16 @@ LEFT JOIN temp.batch_match AS m ON m.ord = s.ord;
 INSERT INTO main.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
-    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure
+    max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure,
+    status
 )
 SELECT :base + ROW_NUMBER() OVER w, s.task_type, s.dedup_key, s.group_name, s.priority,
        CASE WHEN m.old_status = 'pending' THEN m.old_pos ELSE :base + ROW_NUMBER() OVER w END,
        s.payload, s.label, s.expected_read_bytes, s.expected_write_bytes,
        s.expected_net_rx_bytes, s.expected_net_tx_bytes, s.max_retries, :now, s.key_hash,
-       s.run_after, s.expires_at, :batch_id, s.on_dependency_failure
+       s.run_after, s.expires_at, :batch_id, s.on_dependency_failure,
+       CASE WHEN s.ord IN (SELECT value FROM json_each(:blocked)) THEN 'blocked'
+            ELSE 'pending' END
 FROM taskmill_stage.s AS s
 LEFT JOIN temp.batch_match AS m ON m.ord = s.ord
 WHERE m.ord IS NULL OR (m.strategy = 'supersede' AND m.same)
