@@ -55,6 +55,8 @@ def test_doc_python_blocks_run_in_order(tmp_path: Path, pg_url: str) -> None:
         [PYTHON, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
+    # the README's move: the delete waited for its copy; the batch ran to its end
+    assert "blocked: 1" in proc.stdout and "move done: True 2 of 2" in proc.stdout
     # the README's first example: 3 rows, one key twice; both tasks ran
     assert "first example: {'submitted': 2, 'deduplicated': 1, 'superseded': 0" in proc.stdout
     assert "first example done: 2" in proc.stdout
@@ -74,6 +76,14 @@ def test_doc_python_blocks_run_in_order(tmp_path: Path, pg_url: str) -> None:
     assert "bytes: 9000000 of 10000000" in proc.stdout
     assert "failed: ['c.jpg']" in proc.stdout
     assert "nightly eu" in proc.stdout
+    # dependencies: the deletes were blocked on their copies, the manifest on both deletes
+    assert (
+        "[('a.jpg', 'pending', None), ('b.jpg', 'pending', None), "
+        "('src/a.jpg', 'blocked', [1]), ('src/b.jpg', 'blocked', [2]), "
+        "('manifest', 'blocked', [3, 4])]"
+    ) in proc.stdout
+    order = proc.stdout.split("ran: ")[1].splitlines()[0]
+    assert order.index("'a.jpg'") < order.index("'src/a.jpg'") < order.index("'manifest'")
 
 
 @pytest.mark.parametrize("command", re.findall(r"^(python3 -m venv .*)$", README, re.M))

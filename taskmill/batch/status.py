@@ -100,10 +100,17 @@ class BatchStatus:
         lines = [self._headline()]
         shown = [(s, n) for s, n in self.counts.items() if n]
         lines += [f"  {status:<11}{n:>10,}" for status, n in shown]
-        lines.append(f"  bytes       {self.completed_bytes:,} of {self.expected_bytes:,} completed")
+        if self.expected_bytes:  # only when its tasks declared any
+            done, expected = self.completed_bytes, self.expected_bytes
+            lines.append(f"  bytes       {done:,} of {expected:,} completed")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
+        size = (
+            f"<div>bytes: {self.completed_bytes:,} of {self.expected_bytes:,} completed</div>"
+            if self.expected_bytes
+            else ""
+        )
         rows = "".join(
             f"<tr><td>{s}</td><td style='text-align:right'>{n:,}</td></tr>"
             for s, n in self.counts.items()
@@ -112,7 +119,5 @@ class BatchStatus:
         return (
             f"<div><b>{html.escape(self._headline())}</b>"
             f"<progress value='{self.ended}' max='{max(self.total, 1)}'></progress>"
-            f"<table>{rows}</table>"
-            f"<div>bytes: {self.completed_bytes:,} of {self.expected_bytes:,} completed</div>"
-            "</div>"
+            f"<table>{rows}</table>{size}</div>"
         )

@@ -105,6 +105,7 @@ _COLUMNS: dict[str, tuple[str, str]] = {
     "status": ("status", ""),
     "attempts": ("tries", ""),
     "run_after": ("next try", ""),
+    "depends_on": ("waits for", "end"),
     "finished_at": ("finished", ""),
     "last_error": ("last_error", "end"),
 }
@@ -112,13 +113,13 @@ _COLUMNS: dict[str, tuple[str, str]] = {
 _SHOWN: dict[str, list[tuple[str, str, str]]] = {
     which: [(name, *_COLUMNS[name]) for name in names.split()]
     for which, names in {
-        "tasks": "id task_type dedup_key group priority status attempts run_after",
+        "tasks": "id task_type dedup_key group priority status depends_on attempts run_after",
         "history": "id task_type dedup_key group status attempts finished_at last_error",
     }.items()
 }
 #: The columns left out first when a listing does not fit the terminal.
 _DROP_FIRST = {
-    "tasks": ("priority", "attempts", "task_type"),
+    "tasks": ("priority", "attempts", "depends_on", "task_type"),
     "history": ("attempts", "task_type", "group"),
 }
 _SHOW_ROWS = 20
@@ -144,6 +145,8 @@ def _listing_cells(frame: Any, which: str) -> dict[str, list[str]]:
                 v.strftime("%m-%d %H:%M") if v is not None and (ahead or v > now) else "–"
                 for v in values
             ]
+        elif name == "depends_on":  # a blocked task: the ids it still waits for
+            cells[name] = ["–" if not v else ", ".join(map(str, v)) for v in values]
         elif name == "last_error":
             cells[name] = ["–" if v is None else v.strip().splitlines()[-1] for v in values]
         else:
@@ -174,6 +177,8 @@ def _print_listing(frame: Any, which: str, total: int, db: str) -> None:
     columns = _SHOWN[which]
     if which == "tasks" and all(v == "–" for v in cells["run_after"]):
         columns = columns[:-1]  # no task waits for a later time: no next-try column
+    if which == "tasks" and all(v == "–" for v in cells["depends_on"]):
+        columns = [c for c in columns if c[0] != "depends_on"]  # none is blocked
     noun = "active task" if which == "tasks" else "finished task"
     console.print(f"{which} in {_shown(db)}", soft_wrap=False)
     table = listing_table(cells, columns, console.width, drop_order=_DROP_FIRST[which])
