@@ -278,6 +278,10 @@ class StoreLocked(StoreError):
     """Another writer held the store's write lock for longer than ``busy_timeout``."""
 
 
+class StoreClosed(StoreError):
+    """The store object was closed: nothing more is read or written through it."""
+
+
 class NotATaskStore(StoreError):
     """The file is not a SQLite database, or a SQLite database that taskmill did not make."""
 

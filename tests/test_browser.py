@@ -91,6 +91,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
         ),
         root / "widget.ipynb",
     )
+    # the workflow notebook, run as a user opens it (notebooks/ runs in a kernel too)
+    shutil.copy(ROOT / "notebooks" / "05-workflows.ipynb", root / "05-workflows.ipynb")
     settings = root / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
@@ -334,4 +336,51 @@ def test_widgets_render_and_respond_in_jupyterlab(lab: tuple[int, Path]) -> None
         box, last = line.bounding_box(), line.locator(".taskmill-rate").bounding_box()
         assert box and last and last["height"] < 30  # "· scheduler closed" not alone
         closed.screenshot(path=str(SHOTS / "8-live-closed.png"))
+        browser.close()
+
+
+def test_the_workflow_notebook_follows_its_batch_to_the_end(lab: tuple[int, Path]) -> None:
+    """notebooks/05-workflows.ipynb in JupyterLab: the batch widget of the move plan
+    refreshes itself until the batch is done, with the copy that failed and the two
+    tasks cancelled after it."""
+    from playwright.sync_api import sync_playwright
+
+    port, _ = lab
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    local = f"http://127.0.0.1:{port}"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1024, "height": 1400})
+        page.route(
+            "**/*",
+            lambda route: (
+                route.continue_() if route.request.url.startswith(local) else route.abort()
+            ),
+        )
+        page.goto(f"{local}/lab/tree/05-workflows.ipynb?reset")
+        page.wait_for_function(
+            "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+            " return !!(w && w.context && w.context.path === '05-workflows.ipynb'"
+            " && w.sessionContext.session && w.sessionContext.session.kernel"
+            " && w.sessionContext.session.kernel.status === 'idle'); }",
+            timeout=90_000,
+        )
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        batch = page.locator(".jp-OutputArea-output .taskmill-batch-widget").first
+        batch.wait_for(timeout=90_000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.taskmill-batch-widget')]"
+            ".some(e => e.innerText.includes('done'))",
+            timeout=60_000,
+        )
+        batch.scroll_into_view_if_needed()
+        text = batch.inner_text()
+        assert "121 of 121 ended (100.0%)" in text, text
+        counts = batch.locator(".taskmill-batch-counts").inner_text()
+        assert re.search(r"completed\s+118", counts) and re.search(r"cancelled\s+2", counts)
+        failures = batch.locator(".taskmill-batch-failures").inner_text()
+        assert "endpoint refused photos/042.jpg" in failures
+        assert batch.locator(".progress-bar").evaluate("e => e.style.width") == "100%"
+        batch.screenshot(path=str(SHOTS / "11-workflow-batch.png"))
         browser.close()

@@ -22,6 +22,7 @@ from ..batch.outcome import ACTIONS, VIEWS, view_frame  # data, not widgets: kep
 from ..model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
+    StoreClosed,
     StoreRecovered,
     StoreUnavailable,
     TaskCancelled,
@@ -634,6 +635,13 @@ class BatchWidget(w.VBox):
             try:
                 if self.refresh().done:
                     return
+            except StoreClosed:  # the store object this status came from was closed
+                self.headline.value += (
+                    "<div style='color:#757575'>its store was closed: this is the last "
+                    "reading (display <code>store.batch(id)</code> again from an open "
+                    "store)</div>"
+                )
+                return
             except Exception as exc:  # a store gone away: say so, try again later
                 self.headline.value = (
                     f"<span style='color:#c62828'>cannot read the batch: "

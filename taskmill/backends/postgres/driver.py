@@ -52,6 +52,7 @@ from psycopg.pq import TransactionStatus
 
 from ...model import (
     NotATaskStore,
+    StoreClosed,
     StoreDamaged,
     StoreError,
     StoreLocked,
@@ -278,7 +279,7 @@ class PostgresDriver(Driver[Connection]):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreError(f"task store {self.where} is closed")
+            raise StoreClosed(f"task store {self.where} is closed")
 
     def _usable(
         self, conn: Connection | None, *, reader: bool = False, dispatch: bool = False

@@ -23,6 +23,7 @@ from ...model import (
     NotATaskStore,
     SchedulerError,
     SchemaTooNew,
+    StoreClosed,
     StoreDamaged,
     StoreError,
     StoreLocked,
@@ -486,13 +487,13 @@ class SqliteDriver(Driver[sqlite3.Connection]):
     def conn(self) -> sqlite3.Connection:
         """The connection of small writes (hold ``_lock`` while using it)."""
         if self._conn is None:
-            raise StoreError(f"task store {self.path} is closed")
+            raise StoreClosed(f"task store {self.path} is closed")
         return self._conn
 
     def _reader(self) -> sqlite3.Connection:
         """This thread's read connection (opened on first use)."""
         if self._closed or self._conn is None:
-            raise StoreError(f"task store {self.path} is closed")
+            raise StoreClosed(f"task store {self.path} is closed")
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             try:
@@ -502,7 +503,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             with self._readers_lock:
                 if self._closed:
                     conn.close()
-                    raise StoreError(f"task store {self.path} is closed")
+                    raise StoreClosed(f"task store {self.path} is closed")
                 # the connections of threads that have ended are closed, not kept
                 alive = {t.ident for t in threading.enumerate()}
                 for ident in [i for i in self._readers if i not in alive]:
@@ -671,7 +672,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
     def _batch_connection(self) -> sqlite3.Connection:
         """The connection batches merge on (hold ``_batch_lock``); opened on first use."""
         if self._closed or self._conn is None:
-            raise StoreError(f"task store {self.path} is closed")
+            raise StoreClosed(f"task store {self.path} is closed")
         if self._batch_conn is None:
             try:
                 self._batch_conn = self._new_connection(cache_kib=32768)
