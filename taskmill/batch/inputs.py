@@ -574,7 +574,9 @@ def _dependencies(name: str, dtype: pl.DataType, label: str) -> pl.Expr:
     list of task ids (integers) or a list of dedup keys (strings)."""
     want = CANONICAL[name]
     inner = dtype.inner if isinstance(dtype, pl.List | pl.Array) else None
-    col = pl.col(name).cast(pl.List(inner)) if isinstance(dtype, pl.Array) else pl.col(name)
+    col = pl.col(name)
+    if isinstance(dtype, pl.Array) and inner is not None:
+        col = col.cast(pl.List(inner))
     if dtype == pl.Null or inner == pl.Null:
         return pl.col(name).cast(want)
     if inner is not None and inner.is_integer():

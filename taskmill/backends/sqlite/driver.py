@@ -181,7 +181,7 @@ class _SqliteBatch:
     def read_error(self, exc: OSError) -> SchedulerError:
         return _store_error("cannot read the batch for", self.store.path, exc)
 
-    def dependency_lookup(self, keys: list[str], ids: list[int]) -> tuple[set[str], set[int]]:
+    def dependency_lookup(self, keys: list[str], ids: list[int]) -> tuple[pl.DataFrame, set[int]]:
         ops = _SqliteDeps(self.store)
         return self.store.read(lambda conn: lookup_dependencies(ops, conn, keys, ids))
 
