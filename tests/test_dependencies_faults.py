@@ -1,0 +1,124 @@
+"""Dependencies when workers die: real worker processes killed (SIGKILL) while they run a
+move plan, again and again, then one left to finish it.  Nothing is lost and nothing is
+released twice: every task completes exactly once, and no task starts before what it
+waits for has completed."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import taskmill as tm
+
+from conftest import ENV, PYTHON, is_postgres
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
+N = 40  # objects moved: N copies, N deletes, one manifest
+
+
+def worker(location: str | Path, folder: Path, *, until_idle: bool) -> subprocess.Popen[str]:
+    env = {**ENV, "PYTHONPATH": f"{folder}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
+    args = [
+        PYTHON,
+        "-m",
+        "taskmill",
+        "worker",
+        "--db",
+        str(location),
+        "--executor",
+        "copy=move_steps:step",
+        "--executor",
+        "delete=move_steps:step",
+        "--executor",
+        "manifest=move_steps:step",
+        "--lease-timeout",
+        "1.5",
+        "--poll-interval",
+        "0.1",
+        "--max-concurrency",
+        "4",
+    ]
+    if until_idle:
+        args.append("--until-idle")
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_killed_workers_lose_nothing_and_release_nothing_twice(
+    location: str | Path, tmp_path: Path
+) -> None:
+    (tmp_path / "move_steps.py").write_text(
+        textwrap.dedent(
+            """
+            import time
+
+            def step(ctx):
+                time.sleep(0.15)
+            """
+        )
+    )
+    objects = [f"obj/{i:02}" for i in range(N)]
+    plan = pl.concat(
+        [
+            pl.DataFrame({"task_type": "copy", "dedup_key": objects}),
+            pl.DataFrame(
+                {
+                    "task_type": "delete",
+                    "dedup_key": [f"src/{o}" for o in objects],
+                    "depends_on": [[o] for o in objects],
+                }
+            ),
+            pl.DataFrame(
+                {
+                    "task_type": ["manifest"],
+                    "dedup_key": ["manifest"],
+                    "depends_on": [[f"src/{o}" for o in objects]],
+                }
+            ),
+        ],
+        how="diagonal_relaxed",
+    )
+    with tm.TaskStore.open(location) as store:
+        out = store.submit_batch(plan)
+        assert out.counts()["submitted"] == 2 * N + 1 and out.batch_id is not None
+    rng = random.Random(7)
+    for _ in range(4):  # each killed while it runs tasks and releases their dependents
+        proc = worker(location, tmp_path, until_idle=False)
+        time.sleep(rng.uniform(0.8, 1.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)  # reaped, its pipe closed
+    if is_postgres(location):
+        time.sleep(2)  # the killed workers' leases run out (SQLite sees them dead at once)
+    last = worker(location, tmp_path, until_idle=True)
+    _, err = last.communicate(timeout=120)
+    assert last.returncode == 0, err
+    with tm.TaskStore.open(location) as store:
+        status = store.batch(out.batch_id)
+        assert status.done and status.counts["completed"] == 2 * N + 1, status
+        history = store.history()
+        assert history["status"].to_list() == ["completed"] * (2 * N + 1)
+        attempts = store.attempts()
+        completed = attempts.filter(pl.col("outcome") == "completed")
+        # the kills hit running attempts (lost, then run again), not idle workers
+        assert attempts.filter(pl.col("outcome") != "completed").height > 0
+        # each task completed exactly once: released once, run to its end once
+        assert sorted(completed["task_id"].to_list()) == sorted(history["id"].to_list())
+        ended = dict(completed.select("task_id", "finished_at").iter_rows())
+        ids = dict(history.select("dedup_key", "id").iter_rows())
+        first_start = attempts.group_by("task_id").agg(pl.col("started_at").min()).iter_rows()
+        started = dict(first_start)
+        for o in objects:  # no delete started before its copy completed
+            assert started[ids[f"src/{o}"]] >= ended[ids[o]], o
+        last_delete = max(ended[ids[f"src/{o}"]] for o in objects)
+        assert started[ids["manifest"]] >= last_delete
+        assert store.tasks().height == 0
