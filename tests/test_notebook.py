@@ -202,6 +202,8 @@ async def test_queue_widget_shows_what_each_group_waits_on(location: str | Path)
             store.submit(tm.TaskSubmission("t", dedup_key=f"r{i}", group="s3://eu"))
         store.submit(tm.TaskSubmission("t", dedup_key="p", group="paused"))
         store.submit(tm.TaskSubmission("t", dedup_key="l", group="later", run_after=4e9))
+        # a task that waits for the one that waits for its start time
+        store.submit(tm.TaskSubmission("t", dedup_key="d", group="after", depends_on=["l"]))
         store.pause_group("paused")
     async with tm.Scheduler(
         location,
@@ -224,6 +226,8 @@ async def test_queue_widget_shows_what_each_group_waits_on(location: str | Path)
     assert ">rate limit<" in row["s3://eu"]
     assert ">paused<" in row["paused"]
     assert ">start time (1)<" in row["later"]
+    after = table.split(">after<", 1)[1].split("</tr>", 1)[0]
+    assert ">dependencies (1 blocked)<" in after
 
 
 def test_batch_widget_shows_progress_counts_bytes_and_failures(store: tm.TaskStore) -> None:

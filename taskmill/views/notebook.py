@@ -445,7 +445,8 @@ class QueueWidget(w.VBox):
         )
         status = "<div class='taskmill-live'>" + " · ".join(items) + "</div>" + trouble
         start = {g: n - retry.get(g, 0) for g, n in later.items()}
-        waits = [_waiting_on(g, paused, held, start, retry) for g in names]
+        blocked = dict(zip(names, groups["blocked"].to_list(), strict=True))
+        waits = [_waiting_on(g, paused, held, start, retry, blocked) for g in names]
         by_type = ", ".join(f"{k[5:]} ({why})" for k, why in held.items() if k.startswith("type:"))
         if by_type:
             status += (
@@ -517,9 +518,11 @@ def _waiting_on(
     held: dict[str, str],
     later: dict[str | None, int],
     retry: dict[str | None, int] | None = None,
+    blocked: dict[str | None, int] | None = None,
 ) -> str:
-    """What a group's pending tasks wait on: a pause, a limit (the last claim's), their
-    start times (given at submission), a retry's backoff (tasks tried before)."""
+    """What a group's tasks wait on: a pause, a limit (the last claim's), their start
+    times (given at submission), a retry's backoff (tasks tried before), their
+    dependencies (blocked tasks)."""
     parts = []
     if group in paused:
         until = paused[group]
@@ -535,6 +538,8 @@ def _waiting_on(
         parts.append(f"start time ({later[group]:,})")
     if retry and retry.get(group):
         parts.append(f"retry backoff ({retry[group]:,})")
+    if blocked and blocked.get(group):
+        parts.append(f"dependencies ({blocked[group]:,} blocked)")
     return ", ".join(parts)
 
 
