@@ -118,7 +118,7 @@ def test_postgres_every_case_on_a_throwaway_server() -> None:
     ceiling, the peers, dispatch per worker count; the server gone afterwards."""
     report = _bench("--db postgres --sizes 1k --repeat 1")
     got = {(r["case"], r["workers"]): r for r in report["results"]}
-    loaders = ("polars", "parquet", "ceiling", "pgqueuer", "procrastinate")
+    loaders = ("polars", "depends", "parquet", "ceiling", "pgqueuer", "procrastinate")
     controls = {(c, 1) for c in ("dispatch_groups", "dispatch_budgets", "dispatch_rates")}
     assert set(got) == {(c, 0) for c in loaders} | {("dispatch", n) for n in (1, 2, 4)} | controls
     for r in got.values():

@@ -189,12 +189,14 @@ RELEASED = {
         5: "d2bedea390ddab70",
         6: "ecdd5ccc79dffa68",
         7: "b5fcf1c90342b586",
+        8: "c06e8a68dbb0ce12",
     },
     "postgres": {
         4: "134ae89966aed797",
         5: "01f8f0ca59eb25f1",
         6: "79ee5f9d135dee5e",
         7: "03590e4ca2684105",
+        8: "8885b45575ef3e1b",
     },
 }
 

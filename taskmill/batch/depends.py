@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import polars as pl
 
 __all__ = ["CYCLE", "FAILED_DEPENDENCY", "DependencyPlan", "plan_dependencies"]
@@ -126,6 +125,7 @@ def plan_dependencies(rows: pl.DataFrame) -> DependencyPlan:
 def _graph_failures(edges: pl.DataFrame, n: int, failed: dict[int, tuple[str, str]]) -> None:
     """Add to ``failed`` the rows on a cycle of ``edges`` and every row that depends,
     directly or not, on a failed one."""
+    import numpy as np
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import breadth_first_order, connected_components
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import polars as pl
 
 from ..model import SchedulerError
 from .common import (
@@ -234,8 +235,11 @@ def _export_command(which: str) -> Callable[..., None]:
         suffix = output.suffix.lower()
         if suffix == ".parquet":
             frame.write_parquet(output)
-        elif suffix == ".csv":
-            frame.drop("payload").write_csv(output)
+        elif suffix == ".csv":  # CSV holds no binary or list: ids awaited as "17 18"
+            lists = [n for n, t in frame.schema.items() if isinstance(t, pl.List)]
+            frame.drop("payload").with_columns(
+                pl.col(n).list.eval(pl.element().cast(pl.String)).list.join(" ") for n in lists
+            ).write_csv(output)
         else:
             raise click.BadParameter("use a .parquet or .csv file name", param_hint="--output")
         noun = "active task" if which == "tasks" else "finished task"
