@@ -336,7 +336,10 @@ def run_sql(location: str | Path, statement: str, params: Any = ()) -> list[tupl
 
 #: The tables a property test empties between examples (the sequence of ids is owned by
 #: taskmill.tasks.id, so RESTART IDENTITY starts it again at 1).
-_PG_TABLES = "taskmill.tasks, taskmill.history, taskmill.workers, taskmill.attempts"
+_PG_TABLES = (
+    "taskmill.tasks, taskmill.history, taskmill.workers, taskmill.attempts, taskmill.batches, "
+    "taskmill.task_deps"
+)
 
 
 @pytest.fixture

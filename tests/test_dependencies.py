@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import taskmill as tm
 
@@ -350,3 +353,91 @@ def test_a_plan_kept_on_disk_decides_its_dependencies_as_one_in_memory(
             "dependency_failed",
         ]
         assert store.counts()["blocked"] == 3
+
+
+def _reference_run(deps: list[list[int]], policies: list[str], fails: set[int]) -> dict[int, str]:
+    """How each row of a DAG plan ends when every task runs as soon as it may, the rows
+    in ``fails`` failing: a plain simulation of the rules, row by row."""
+    n = len(deps)
+    status: dict[int, str] = {}
+    waiting = {i: set(deps[i]) for i in range(n)}
+    changed = True
+    while changed:
+        changed = False
+        for i in range(n):
+            if i in status:
+                continue
+            broken = [d for d in waiting[i] if status.get(d) in ("failed", "cancelled")]
+            for d in broken:
+                if policies[i] == "ignore":
+                    waiting[i].discard(d)
+            if broken and policies[i] != "ignore":
+                status[i] = "failed" if policies[i] == "fail" else "cancelled"
+                changed = True
+                continue
+            if all(status.get(d) == "completed" for d in waiting[i]):
+                status[i] = "failed" if i in fails else "completed"
+                changed = True
+    return status
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    spec=st.lists(
+        st.tuples(
+            st.lists(st.integers(min_value=1, max_value=6), max_size=3),
+            st.sampled_from(["cancel", "fail", "ignore"]),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_a_random_plan_ends_as_the_rules_say(
+    empty_store: Any, spec: list[tuple[list[int], str, bool]]
+) -> None:
+    """Rows depend on earlier rows (a DAG), each with a policy; some fail when run.  Run
+    by claiming whatever is pending until nothing is: every row ends as a plain
+    simulation of the rules says, and nothing was ever claimed before what it waits for
+    completed."""
+    deps = [
+        sorted({i - back for back in backs if i - back >= 0})
+        for i, (backs, _, _) in enumerate(spec)
+    ]
+    policies = [p for _, p, _ in spec]
+    fails = {i for i, (_, _, f) in enumerate(spec) if f}
+    plan = pl.DataFrame(
+        {
+            "task_type": ["t"] * len(spec),
+            "dedup_key": [f"k{i}" for i in range(len(spec))],
+            "depends_on": [[f"k{d}" for d in ds] or None for ds in deps],
+            "on_dependency_failure": policies,
+            "max_retries": [0] * len(spec),
+        },
+        schema_overrides={"depends_on": pl.List(pl.String)},
+    )
+    with empty_store("dag") as store:
+        out = store.submit_batch(plan)
+        assert out.counts()["submitted"] == len(spec)
+        key_of = {t: i for i, t in enumerate(out.submitted)}
+        done: dict[int, str] = {}
+        owner = store.new_owner()
+        while True:
+            claimed = store.claim(100, task_types=["t"], owner=owner)
+            if not claimed:
+                break
+            for task in claimed:
+                i = key_of[task.id]
+                assert all(done.get(d) == "completed" or policies[i] == "ignore" for d in deps[i])
+                if i in fails:
+                    store.fail(task.id, owner=owner, error="boom", retry_at=None)
+                    done[i] = "failed"
+                else:
+                    store.complete(task.id, owner=owner)
+                    done[i] = "completed"
+        assert store.tasks().height == 0
+        ended = dict(store.history().select("dedup_key", "status").iter_rows())
+        got = {int(k[1:]): s for k, s in ended.items()}
+        assert got == _reference_run(deps, policies, fails)
