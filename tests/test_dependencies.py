@@ -441,3 +441,19 @@ def test_a_random_plan_ends_as_the_rules_say(
         ended = dict(store.history().select("dedup_key", "status").iter_rows())
         got = {int(k[1:]): s for k, s in ended.items()}
         assert got == _reference_run(deps, policies, fails)
+
+
+def test_a_blocked_task_not_started_in_time_expires_and_its_dependents_follow(
+    store: tm.TaskStore,
+) -> None:
+    later = 2_000_000_000.0
+    store.submit_batch(
+        [
+            tm.TaskSubmission("t", dedup_key="a"),
+            tm.TaskSubmission("t", dedup_key="b", depends_on=["a"], expires_at=later),
+            tm.TaskSubmission("t", dedup_key="c", depends_on=["b"]),
+        ]
+    )
+    assert store.expire_due(now=later) == 1
+    got = status(store)
+    assert (got["a"], got["b"], got["c"]) == ("pending", "expired", "cancelled")

@@ -46,14 +46,14 @@ FOR UPDATE;
 -- Tasks not started by their expiry time (pending, waiting out a retry, or paused),
 -- locked; one a submit is deciding on is left for the next sweep.
 SELECT id FROM taskmill.tasks
-WHERE expires_at <= %(now)s AND status IN ('pending', 'paused')
+WHERE expires_at <= %(now)s AND status IN ('pending', 'paused', 'blocked')
 ORDER BY id
 FOR UPDATE SKIP LOCKED;
 
 -- name: any_expired
 SELECT EXISTS (
     SELECT 1 FROM taskmill.tasks
-    WHERE expires_at <= %(now)s AND status IN ('pending', 'paused')
+    WHERE expires_at <= %(now)s AND status IN ('pending', 'paused', 'blocked')
 );
 
 -- name: next_id

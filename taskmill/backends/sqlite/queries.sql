@@ -16,7 +16,7 @@ WHERE key_hash = ?;
 -- no statistics); `+status` keeps it off the queue index, and ORDER BY off a rowid scan —
 -- either would read every task on every batch merge.
 SELECT id FROM tasks
-WHERE expires_at IS NOT NULL AND expires_at <= :now AND +status IN ('pending', 'paused')
+WHERE expires_at IS NOT NULL AND expires_at <= :now AND +status IN ('pending', 'paused', 'blocked')
 ORDER BY id;
 
 -- name: take_write_lock
