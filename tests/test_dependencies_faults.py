@@ -57,13 +57,23 @@ def worker(location: str | Path, folder: Path, *, until_idle: bool) -> subproces
 def test_killed_workers_lose_nothing_and_release_nothing_twice(
     location: str | Path, tmp_path: Path
 ) -> None:
+    log = tmp_path / "steps.log"
     (tmp_path / "move_steps.py").write_text(
         textwrap.dedent(
-            """
-            import time
+            f"""
+            import os, time
+
+            def note(what):  # one append each: whole lines, in the order they happened
+                fd = os.open({str(log)!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+                try:
+                    os.write(fd, what.encode() + b"\\n")
+                finally:
+                    os.close(fd)
 
             def step(ctx):
+                note("start " + ctx.dedup_key)
                 time.sleep(0.15)
+                note("end " + ctx.dedup_key)
             """
         )
     )
@@ -93,8 +103,13 @@ def test_killed_workers_lose_nothing_and_release_nothing_twice(
         assert out.counts()["submitted"] == 2 * N + 1 and out.batch_id is not None
     rng = random.Random(7)
     for _ in range(4):  # each killed while it runs tasks and releases their dependents
-        proc = worker(location, tmp_path, until_idle=False)
-        time.sleep(rng.uniform(0.8, 1.6))
+        with tm.TaskStore.open(location) as store:
+            before = store.counts()["completed"]
+            proc = worker(location, tmp_path, until_idle=False)
+            deadline = time.monotonic() + 60
+            while store.counts()["completed"] == before and time.monotonic() < deadline:
+                time.sleep(0.05)  # until it has work under way, however slow it starts
+        time.sleep(rng.uniform(0.05, 0.4))
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)  # reaped, its pipe closed
     if is_postgres(location):
@@ -104,7 +119,8 @@ def test_killed_workers_lose_nothing_and_release_nothing_twice(
     assert last.returncode == 0, err
     with tm.TaskStore.open(location) as store:
         status = store.batch(out.batch_id)
-        assert status.done and status.counts["completed"] == 2 * N + 1, status
+        left = store.tasks().select("id", "dedup_key", "status", "depends_on").rows()
+        assert status.done and status.counts["completed"] == 2 * N + 1, (left, err)
         history = store.history()
         assert history["status"].to_list() == ["completed"] * (2 * N + 1)
         attempts = store.attempts()
@@ -113,12 +129,18 @@ def test_killed_workers_lose_nothing_and_release_nothing_twice(
         assert attempts.filter(pl.col("outcome") != "completed").height > 0
         # each task completed exactly once: released once, run to its end once
         assert sorted(completed["task_id"].to_list()) == sorted(history["id"].to_list())
-        ended = dict(completed.select("task_id", "finished_at").iter_rows())
-        ids = dict(history.select("dedup_key", "id").iter_rows())
-        first_start = attempts.group_by("task_id").agg(pl.col("started_at").min()).iter_rows()
-        started = dict(first_start)
-        for o in objects:  # no delete started before its copy completed
-            assert started[ids[f"src/{o}"]] >= ended[ids[o]], o
-        last_delete = max(ended[ids[f"src/{o}"]] for o in objects)
-        assert started[ids["manifest"]] >= last_delete
         assert store.tasks().height == 0
+    # what the executors did, in order: no task's code started before the code of what it
+    # waits for had ended (for good: its last run, the one whose completion released it)
+    lines = log.read_text().splitlines()
+    first_start = {}
+    last_end = {}
+    for n, line in enumerate(lines):
+        what, key = line.split(" ", 1)
+        if what == "start":
+            first_start.setdefault(key, n)
+        else:
+            last_end[key] = n
+    for o in objects:
+        assert first_start[f"src/{o}"] > last_end[o], o
+    assert first_start["manifest"] > max(last_end[f"src/{o}"] for o in objects)

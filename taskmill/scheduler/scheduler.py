@@ -22,6 +22,7 @@ What it guarantees:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import logging
@@ -172,6 +173,9 @@ class Scheduler:
         self.history_retention = history_retention
 
         self._events = EventBus()
+        #: Tasks announced superseded lately (each is announced once).
+        self._superseded_seen: collections.deque[int] = collections.deque(maxlen=4096)
+        self._events.listeners.append(self._note_superseded)
         #: The attempts running here by task id (the live widget reads them).
         self._running: dict[int, Attempt] = {}
         self._wake: asyncio.Event | None = None
@@ -441,6 +445,10 @@ class Scheduler:
         self._after_submit(outcome)
         return outcome
 
+    def _note_superseded(self, event: Event) -> None:
+        if isinstance(event, TaskSuperseded):
+            self._superseded_seen.append(event.task_id)
+
     def _after_submit(self, outcome: SubmitOutcome) -> None:
         if outcome.action == "upgraded":
             self._publish(TaskUpgraded(task_id=outcome.task_id, priority=outcome.priority))
@@ -449,7 +457,9 @@ class Scheduler:
             attempt = self._running.get(outcome.replaced_task_id)
             if attempt is not None:  # its TaskSuperseded comes when the attempt stops
                 attempt.stop("superseded", outcome.task_id)
-            else:
+            elif outcome.replaced_task_id not in self._superseded_seen:
+                # (an attempt of it that ran here may have seen it superseded first, and
+                # said so, before this submit returned)
                 self._publish(
                     TaskSuperseded(
                         task_id=outcome.replaced_task_id,

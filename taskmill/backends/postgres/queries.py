@@ -10,6 +10,7 @@ from importlib import resources
 from typing import Any, LiteralString, cast
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from ..calls import Ending
 from ..depends import Ended, settle
@@ -90,11 +91,26 @@ def finish(
         "error": error,
         "now": now,
     }
+    if settle_dependents and conn.info.transaction_status == TransactionStatus.IDLE:
+        # a write of single statements (a completion on the dispatch connection): the end
+        # and the settling of its dependents are one transaction all the same
+        with conn.transaction():
+            return _finish(conn, params, ids, replaced_by, settle_dependents)
+    return _finish(conn, params, ids, replaced_by, settle_dependents)
+
+
+def _finish(
+    conn: Connection,
+    params: dict[str, Any],
+    ids: Sequence[int],
+    replaced_by: Sequence[int] | None,
+    settle_dependents: bool,
+) -> list[tuple[int, str]]:
     moved = [(int(r[0]), str(r[1])) for r in conn.execute(q("finish"), params)]
     if settle_dependents and moved:
         by = dict(zip(ids, replaced_by, strict=True)) if replaced_by is not None else {}
-        ended = [Ended(i, status, by.get(i)) for i, _ in moved]
-        settle(PostgresDeps(), conn, ended, now)
+        ended = [Ended(i, params["status"], by.get(i)) for i, _ in moved]
+        settle(PostgresDeps(), conn, ended, params["now"])
     return moved
 
 
@@ -136,6 +152,11 @@ class PostgresDeps:
         return conn.execute(q("deps_by_key"), params).fetchall()
 
     def states(self, conn: Connection, ids: list[int]) -> list[tuple[int, str | None, int | None]]:
+        # the active ones first held against their end (which waits for this transaction:
+        # its settling then sees this one's edges) — an end under way is waited for, and
+        # the second statement, a new snapshot, finds the task in history
+        if not conn.read_only:  # (a read, looking up a plan's dependencies, holds nothing)
+            conn.execute(q("deps_hold"), {"ids": ids})
         return conn.execute(q("deps_task_states"), {"ids": ids}).fetchall()
 
     def insert_edges(

@@ -701,6 +701,11 @@ UPDATE taskmill.tasks AS t SET status = 'pending'
 WHERE t.id = ANY(%(ids)s::bigint[]) AND t.status = 'blocked'
   AND NOT EXISTS (SELECT 1 FROM taskmill.task_deps AS d WHERE d.task_id = t.id);
 
+-- name: deps_hold
+-- Hold the active tasks :ids against their end until this transaction ends (claims and
+-- other updates go on: KEY SHARE conflicts only with a delete).
+SELECT id FROM taskmill.tasks WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR KEY SHARE;
+
 -- name: deps_task_states
 SELECT id, NULL::text, NULL::bigint FROM taskmill.tasks WHERE id = ANY(%(ids)s::bigint[])
 UNION ALL
