@@ -18,6 +18,7 @@ __all__ = [
     "VIEWS_MODULE",
     "batch_bundle",
     "batch_widget",
+    "in_kernel",
     "outcome_bundle",
     "outcome_widget",
     "queue_widget",
@@ -25,6 +26,16 @@ __all__ = [
 
 #: The module of the Jupyter views, imported when a hook first needs it.
 VIEWS_MODULE = "taskmill.views.notebook"
+
+
+def in_kernel() -> bool:
+    """Whether this runs in a Jupyter kernel (where a value's display is its widget)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def _views() -> ModuleType:

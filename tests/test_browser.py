@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -143,6 +144,26 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
         log.close()
 
 
+def open_notebook(browser: Any, local: str, name: str, *, height: int) -> Any:
+    """A page of JupyterLab at ``local`` (nothing else reachable) with notebook ``name``
+    open and its kernel idle."""
+    page = browser.new_page(viewport={"width": 1024, "height": height})
+    page.route(
+        "**/*",
+        lambda route: route.continue_() if route.request.url.startswith(local) else route.abort(),
+    )
+    page.goto(f"{local}/lab/tree/{name}?reset")
+    page.wait_for_function(
+        "name => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        " return !!(w && w.context && w.context.path === name"
+        " && w.sessionContext.session && w.sessionContext.session.kernel"
+        " && w.sessionContext.session.kernel.status === 'idle'); }",
+        arg=name,
+        timeout=90_000,
+    )
+    return page
+
+
 def test_widgets_render_and_respond_in_jupyterlab(lab: tuple[int, Path]) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -152,21 +173,7 @@ def test_widgets_render_and_respond_in_jupyterlab(lab: tuple[int, Path]) -> None
     local = f"http://127.0.0.1:{port}"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1024, "height": 1100})
-        page.route(
-            "**/*",
-            lambda route: (
-                route.continue_() if route.request.url.startswith(local) else route.abort()
-            ),
-        )
-        page.goto(f"{local}/lab/tree/widget.ipynb?reset")
-        page.wait_for_function(
-            "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-            " return !!(w && w.context && w.context.path === 'widget.ipynb'"
-            " && w.sessionContext.session && w.sessionContext.session.kernel"
-            " && w.sessionContext.session.kernel.status === 'idle'); }",
-            timeout=90_000,
-        )
+        page = open_notebook(browser, local, "widget.ipynb", height=1100)
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
         widget = page.locator(".jp-OutputArea-output .taskmill-outcome-widget").first
@@ -350,21 +357,7 @@ def test_the_workflow_notebook_follows_its_batch_to_the_end(lab: tuple[int, Path
     local = f"http://127.0.0.1:{port}"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1024, "height": 1400})
-        page.route(
-            "**/*",
-            lambda route: (
-                route.continue_() if route.request.url.startswith(local) else route.abort()
-            ),
-        )
-        page.goto(f"{local}/lab/tree/05-workflows.ipynb?reset")
-        page.wait_for_function(
-            "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-            " return !!(w && w.context && w.context.path === '05-workflows.ipynb'"
-            " && w.sessionContext.session && w.sessionContext.session.kernel"
-            " && w.sessionContext.session.kernel.status === 'idle'); }",
-            timeout=90_000,
-        )
+        page = open_notebook(browser, local, "05-workflows.ipynb", height=1400)
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         batch = page.locator(".jp-OutputArea-output .taskmill-batch-widget").first

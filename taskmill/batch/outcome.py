@@ -336,13 +336,7 @@ class BatchOutcome:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """In a Jupyter kernel: the widget, with HTML and text for frontends without
         widgets (GitHub, nbconvert); elsewhere the HTML and text alone."""
-        try:
-            from IPython import get_ipython
-
-            shell = get_ipython()
-        except ImportError:
-            shell = None
-        if shell is not None and getattr(shell, "kernel", None) is not None:
+        if display.in_kernel():
             return display.outcome_bundle(self)
         return {"text/plain": str(self), "text/html": self._repr_html_()}
 
