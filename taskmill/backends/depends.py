@@ -115,10 +115,6 @@ class EdgeOps(DependencyOps, Protocol):
         """Edges of batch ``batch_id`` on rows ``(row, task id)`` merged now name them."""
         ...
 
-    def block(self, conn: Any, ids: list[int]) -> None:
-        """The new tasks ``ids`` are blocked."""
-        ...
-
 
 def settle(ops: DependencyOps, conn: Any, ended: Sequence[Ended], now: float) -> None:
     """What ``ended`` (tasks just moved to history in ``conn``'s transaction) does to the
@@ -182,24 +178,20 @@ def batch_edges(
     new: pl.DataFrame,
     in_batch: pl.DataFrame,
     by_id: pl.DataFrame,
-    merged: dict[int, int],
+    merged: pl.DataFrame,
 ) -> BatchEdges:
     """The edges of the tasks a transaction inserted.
 
     ``new``: ``index``, ``task_id`` of the rows it inserted.  ``in_batch``: ``index`` ->
     ``target`` edges between rows of the batch
-    (:class:`~taskmill.batch.depends.DependencyPlan`); ``merged``: the task id of each
-    target row merged so far, this transaction's included (a row that was deduplicated
-    names the task it matched).  ``by_id``: ``index``, ``dep_id``, ``status`` (``None``
-    while active; else its end) of the tasks the rows name in the store, by id or by
-    key."""
-    known = pl.DataFrame(
-        {"target": list(merged), "dep": list(merged.values())},
-        schema={"target": pl.Int64, "dep": pl.Int64},
-    )
+    (:class:`~taskmill.batch.depends.DependencyPlan`); ``merged``: ``target``, ``dep`` —
+    the task id of each target row merged so far, this transaction's included (a row
+    that was deduplicated names the task it matched).  ``by_id``: ``index``, ``dep_id``,
+    ``status`` (``None`` while active; else its end) of the tasks the rows name in the
+    store, by id or by key."""
     inner = (
         in_batch.join(new, on="index")
-        .join(known, on="target", how="left")
+        .join(merged, on="target", how="left")
         .select(
             "task_id",
             pl.col("dep").alias("depends_on"),
@@ -240,22 +232,21 @@ class BatchDependencies:
         )
         #: Whether a transaction stored edges on rows of a later one.
         self.forward = False
-        self.targets: set[int] = set(plan.edges["target"].to_list())
-        #: Row index -> the task it became (or matched), for the rows others wait for.
-        self.merged: dict[int, int] = {}
+        self.targets = plan.edges["target"].unique().implode()
+        #: ``target``, ``dep``: the task each row others wait for became (or matched).
+        self.merged = pl.DataFrame(schema={"target": pl.Int64, "dep": pl.Int64})
 
-    def merge(self, result: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[int, int]]]:
+    def merge(self, result: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Note what one transaction's ``result`` did: the rows it inserted (``index``,
-        ``task_id``), and ``(row, task id)`` of the rows others wait for that it merged."""
+        ``task_id``), and the rows others wait for that it merged (``target``, ``dep``)."""
         from .staging import INSERTING
 
         new = result.filter(pl.col("action").is_in(INSERTING)).select("index", "task_id")
         named = result.filter(
-            pl.col("index").is_in(list(self.targets)) & pl.col("task_id").is_not_null()
-        ).select("index", "task_id")
-        pairs = [(int(i), int(t)) for i, t in named.iter_rows()]
-        self.merged.update(pairs)
-        return new, pairs
+            pl.col("index").is_in(self.targets) & pl.col("task_id").is_not_null()
+        ).select(pl.col("index").alias("target"), pl.col("task_id").alias("dep"))
+        self.merged = pl.concat([self.merged, named])
+        return new, named
 
     def waiting_of(self, new: pl.DataFrame) -> list[int]:
         """The task ids of the new rows that name any dependency (inserted blocked)."""
@@ -279,8 +270,8 @@ def store_dependencies(
     rows merged now, and the settling of what is not blocked after all (dependencies
     found ended, or gone)."""
     new, merged = deps.merge(result)
-    if merged and batch_id is not None and deps.forward:
-        ops.resolve_rows(conn, merged, batch_id)
+    if merged.height and batch_id is not None and deps.forward:
+        ops.resolve_rows(conn, merged.rows(), batch_id)
     if not new.height:
         return
     by_id = id_states(

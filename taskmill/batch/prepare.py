@@ -401,11 +401,18 @@ def fail_dependencies(prepared: Prepared, failures: pl.DataFrame) -> Prepared:
         known = prepared.store_failures
         prepared.store_failures = failures if known is None else pl.concat([known, failures])
         return _on_disk_dependencies(prepared)
-    failed = failures.with_columns(pl.lit("depends_on").alias("error_field"))
-    frame = prepared.frame.drop("winner", "winner_index").update(failed, on="index", how="left")
-    frame, dependencies = _with_dependencies(_mark_winners(frame))
-    prepared.frame, prepared.dependencies = frame, dependencies
+    prepared.frame, prepared.dependencies = _with_dependencies(
+        _failed_by_dependencies(prepared.frame, failures)
+    )
     return prepared
+
+
+def _failed_by_dependencies(df: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
+    """``df`` with the rows of ``failures`` (``index``, ``error_kind``, ``error``) failed
+    on ``depends_on``, deduplicated again (the last valid row of a key wins)."""
+    failed = failures.with_columns(pl.lit("depends_on").alias("error_field"))
+    unmarked = df.drop("winner", "winner_index", strict=False)
+    return _mark_winners(unmarked.update(failed, on="index", how="left"))
 
 
 def _on_disk_dependencies(prepared: Prepared) -> Prepared:
@@ -421,9 +428,10 @@ def _on_disk_dependencies(prepared: Prepared) -> Prepared:
         return prepared
     narrow = scan.select("index", "task_type", "dedup_key", *_ERRORS, "depends_on").collect()
     if prepared.store_failures is not None:
-        failed = prepared.store_failures.with_columns(pl.lit("depends_on").alias("error_field"))
-        narrow = narrow.update(failed, on="index", how="left")
-    frame, dependencies = _with_dependencies(_mark_winners(narrow))
+        narrow = _failed_by_dependencies(narrow, prepared.store_failures)
+    else:
+        narrow = _mark_winners(narrow)
+    frame, dependencies = _with_dependencies(narrow)
     marks = SparseMarks(
         frame.select("winner"),
         frame.filter(pl.col("error_kind").is_not_null()).select(
@@ -462,12 +470,7 @@ def _with_dependencies(df: pl.DataFrame) -> tuple[pl.DataFrame, DependencyPlan |
         )
         if plan.failures.height == 0:
             return df, plan
-        failed = plan.failures.with_columns(pl.lit("depends_on").alias("error_field"))
-        df = (
-            df.drop("winner", "winner_index")
-            .update(failed, on="index", how="left")
-            .pipe(_mark_winners)
-        )
+        df = _failed_by_dependencies(df, plan.failures)
 
 
 def _prepare_parquet(path: Path, spec: BatchSubmission) -> Prepared:

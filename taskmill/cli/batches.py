@@ -10,14 +10,19 @@ import click
 import polars as pl
 
 from ..batch.status import BATCH_STATUSES, ENDED
-from .common import DB_OPTION, JSON_OPTION, _console, _echo_json, _existing, _plural, _shown
+from .common import (
+    DB_OPTION,
+    JSON_OPTION,
+    _console,
+    _echo_json,
+    _existing,
+    _json_value,
+    _plural,
+    _shown,
+)
 
 #: Failed tasks ``batch`` lists (the rest: ``taskmill history --batch ID --status failed``).
 _FAILURES_SHOWN = 5
-
-
-def _json_time(value: Any) -> Any:
-    return None if value is None else value.isoformat()
 
 
 @click.command()
@@ -31,10 +36,7 @@ def batches(db: str, limit: int, as_json: bool) -> None:
     with _existing(db) as store:
         frame = store.batches(limit=limit)
     if as_json:
-        rows = [
-            {k: _json_time(v) if k.endswith("_at") else v for k, v in row.items()}
-            for row in frame.iter_rows(named=True)
-        ]
+        rows = [{k: _json_value(v) for k, v in row.items()} for row in frame.iter_rows(named=True)]
         _echo_json(db, batches=rows)
         return
     if frame.height == 0:
@@ -80,8 +82,8 @@ def _status_json(status: Any) -> dict[str, Any]:
     return {
         "batch_id": status.batch_id,
         "name": status.name,
-        "created_at": _json_time(status.created_at),
-        "finished_at": _json_time(status.finished_at),
+        "created_at": _json_value(status.created_at),
+        "finished_at": _json_value(status.finished_at),
         "done": status.done,
         "total": status.total,
         "counts": status.counts,

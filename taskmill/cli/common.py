@@ -153,6 +153,11 @@ def _summary(outcome: Any, db: str) -> dict[str, Any]:
     }
 
 
+def _json_value(value: Any) -> Any:
+    """A value of a frame row as JSON takes it: a datetime as ISO text."""
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}" + ("" if n == 1 else "s")
 

@@ -20,6 +20,7 @@ from .common import (
     _console,
     _echo_json,
     _existing,
+    _json_value,
     _plural,
     _shown,
     _utc,
@@ -303,10 +304,6 @@ def show(db: str, task_id: int, as_json: bool) -> None:
     for name, item in rows:
         _echo_field(name, item, width)
     _echo_attempts(task, attempts, width)
-
-
-def _json_value(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, dt.datetime) else value
 
 
 def _echo_field(name: str, item: Any, width: int) -> None:

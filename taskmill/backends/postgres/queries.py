@@ -173,9 +173,6 @@ class PostgresDeps:
         rows, ids = [r for r, _ in pairs], [t for _, t in pairs]
         conn.execute(q("deps_resolve_rows"), {"rows": rows, "ids": ids, "batch_id": batch_id})
 
-    def block(self, conn: Connection, ids: list[int]) -> None:
-        conn.execute(q("deps_block"), {"ids": ids})
-
     def end_dependents(self, conn: Connection, ids: list[int], ending: Ending) -> list[int]:
         moved = finish(
             conn, ids, ending.status, ending.now, error=ending.error, settle_dependents=False

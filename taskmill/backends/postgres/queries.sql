@@ -668,10 +668,6 @@ SET depends_on = r.task_id, batch_id = NULL, on_row = NULL
 FROM unnest(%(rows)s::bigint[], %(ids)s::bigint[]) AS r (row, task_id)
 WHERE d.depends_on IS NULL AND d.batch_id = %(batch_id)s::bigint AND d.on_row = r.row;
 
--- name: deps_block
-UPDATE taskmill.tasks SET status = 'blocked'
-WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending';
-
 -- name: deps_dependents
 -- The edges on :ids with each dependent's policy; the dependents' rows locked (in id
 -- order) so that two transactions settling dependencies of one task never both leave it

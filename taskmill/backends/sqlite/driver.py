@@ -271,9 +271,6 @@ class _SqliteDeps:
         conn.execute(q("deps_rows_fill"), {"pairs": json.dumps(pairs)})
         conn.execute(q("deps_resolve_rows"), {"batch_id": batch_id})
 
-    def block(self, conn: sqlite3.Connection, ids: list[int]) -> None:
-        conn.execute(q("deps_block"), {"ids": json.dumps(ids)})
-
 
 class SqliteDriver(Driver[sqlite3.Connection]):
     """A task store in one SQLite file (created, or upgraded to the current schema, when

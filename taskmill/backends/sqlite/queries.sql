@@ -416,11 +416,6 @@ SET depends_on = (SELECT r.task_id FROM temp.dep_rows AS r WHERE r.row = task_de
 WHERE depends_on IS NULL AND batch_id = :batch_id
   AND on_row IN (SELECT row FROM temp.dep_rows);
 
--- name: deps_block
--- New tasks :ids that wait for something: blocked.
-UPDATE tasks SET status = 'blocked'
-WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending';
-
 -- name: deps_dependents
 -- The edges on :ids, with each dependent's policy.
 SELECT d.task_id, d.depends_on, t.on_dependency_failure
