@@ -154,11 +154,16 @@ COLUMNS: tuple[Column, ...] = (
     Column("finished_at", *_TIME, _HISTORY, nullable=False),
     # the batch that inserted the task (store.batch(id)); None for a single submit
     Column("batch_id", *_INT, _STORED, on_insert=True),
+    # the running task whose executor spawned it (ctx.spawn); None for a top-level task
+    Column("parent_id", *_INT, _STORED, on_insert=True),
     # what a task waits for (batch/depends.py): items of a task id or a dedup key each; the
     # store keeps them as edges (task_deps), tasks() shows the ids still awaited
     Column("depends_on", pl.List(_DEPENDENCY), pa.list_(_DEPENDENCY_ARROW), _PLAN, staged=False),
     # what a task does when a dependency ends failed, cancelled or expired (NULL: cancel)
     Column("on_dependency_failure", *_TEXT, _PLAN | _TASKS),
+    # a waiting parent's finalizer: 'wanted' (runs once its children end), 'due' (they
+    # did: the claim runs it); None: none
+    Column("finalizer", *_TEXT, _TASKS, shown=False),
     Column("owner", *_TEXT, _TASKS, shown=False),  # the worker running it: 'host:pid:token'
     Column("key_hash", *_INT, _TASKS, shown=False, on_insert=True),  # store/keys.py
 )

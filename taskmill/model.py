@@ -180,12 +180,13 @@ class DuplicateStrategy(enum.StrEnum):
 
 
 class TaskStatus(enum.StrEnum):
-    """Status of a task. The first four are active, the rest are final (history)."""
+    """Status of a task. The first five are active, the rest are final (history)."""
 
     PENDING = "pending"
     RUNNING = "running"
     PAUSED = "paused"
     BLOCKED = "blocked"  # waits for its dependencies: never dispatched meanwhile
+    WAITING = "waiting"  # a parent whose code returned, waiting for its children to end
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -193,7 +194,7 @@ class TaskStatus(enum.StrEnum):
     EXPIRED = "expired"
 
 
-ACTIVE_STATUSES: Final = ("pending", "running", "paused", "blocked")
+ACTIVE_STATUSES: Final = ("pending", "running", "paused", "blocked", "waiting")
 FINAL_STATUSES: Final = ("completed", "failed", "cancelled", "superseded", "expired")
 
 

@@ -78,10 +78,11 @@ def test_opening_a_01_store_upgrades_it_in_place_keeping_everything(v1_store: Pa
     assert [r for r in after if r[0] != 3] == [r for r in tasks_before if r[0] != 3]
     [row3] = [r for r in after if r[0] == 3]
     assert row3[6] == "pending" and row3[14] == 0
-    # kept as they were; schema 7 adds each one's batch_id last (NULL: no recorded batch)
+    # kept as they were; schema 7 adds each one's batch_id and schema 9 its parent_id
+    # last (NULL: no recorded batch, no parent)
     history_after = _rows(v1_store, "SELECT * FROM history ORDER BY id")
-    assert [r[:-1] for r in history_after] == history_before
-    assert [r[-1] for r in history_after] == [None] * len(history_before)
+    assert [r[:-2] for r in history_after] == history_before
+    assert [r[-2:] for r in history_after] == [(None, None)] * len(history_before)
     assert _rows(v1_store, "SELECT seq FROM sqlite_sequence WHERE name = 'tasks'") == seq_before
     # the queue order 0.1 set up still holds: the supersede kept the replaced one's place
     assert [r[0] for r in sorted(after, key=lambda r: (r[4], r[5]))][:3] == [2, 12, 15]
@@ -145,8 +146,9 @@ def test_a_schema_2_store_gets_its_key_hashes_keeping_everything(tmp_path: Path)
     assert _rows(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert _rows(db, ACTIVE) == tasks_before
     history_after = _rows(db, "SELECT * FROM history ORDER BY id")
-    assert [r[:-1] for r in history_after] == history_before  # and batch_id (schema 7)
-    assert [r[-1] for r in history_after] == [None] * len(history_before)
+    # and batch_id (schema 7), parent_id (schema 9)
+    assert [r[:-2] for r in history_after] == history_before
+    assert [r[-2:] for r in history_after] == [(None, None)] * len(history_before)
     assert _rows(db, "SELECT seq FROM sqlite_sequence WHERE name = 'tasks'") == seq_before
     hashes = _rows(db, "SELECT task_type, dedup_key, key_hash FROM tasks")
     assert sum(h is None for _, _, h in hashes) == 1  # the task without a key

@@ -72,6 +72,7 @@ def test_open_creates_the_schema_and_reopening_keeps_the_store(pg_url: str) -> N
             "running": 0,
             "paused": 0,
             "blocked": 0,
+            "waiting": 0,
             "completed": 0,
             "failed": 0,
             "cancelled": 0,

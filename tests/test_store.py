@@ -33,6 +33,7 @@ def test_open_creates_an_empty_store_and_reopening_keeps_it(location: str | Path
             "running": 0,
             "paused": 0,
             "blocked": 0,
+            "waiting": 0,
             "completed": 0,
             "failed": 0,
             "cancelled": 0,
@@ -517,6 +518,7 @@ def test_counts_and_stats(store: tm.TaskStore) -> None:
         "running": 1,
         "paused": 1,
         "blocked": 0,
+        "waiting": 0,
         "completed": 0,
         "failed": 0,
         "cancelled": 1,
@@ -530,6 +532,7 @@ def test_counts_and_stats(store: tm.TaskStore) -> None:
         "running",
         "paused",
         "blocked",
+        "waiting",
         "completed",
         "failed",
         "cancelled",
@@ -538,9 +541,9 @@ def test_counts_and_stats(store: tm.TaskStore) -> None:
         "total",
     ]
     assert by_group.rows() == [
-        ("g1", 0, 0, 1, 0, 0, 0, 1, 0, 0, 2),
-        ("g2", 0, 1, 0, 0, 0, 0, 0, 0, 0, 1),
-        (None, 1, 0, 0, 0, 0, 0, 0, 1, 0, 2),
+        ("g1", 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 2),
+        ("g2", 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1),
+        (None, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2),
     ]
     assert store.stats("priority").select("priority", "total").rows() == [(1, 3), (5, 2)]
     assert store.stats("task_type").select("task_type", "running", "total").rows() == [

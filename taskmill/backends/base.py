@@ -92,6 +92,8 @@ class ClaimedTask:
     label: str | None
     attempt: int
     max_retries: int | None
+    #: A parent whose children all ended: this attempt runs its finalizer, not its code.
+    finalizing: bool = False
 
 
 class CancelMatch(Protocol):
@@ -286,6 +288,14 @@ class Driver(abc.ABC, Generic[C]):
         attempt is recorded."""
 
     @abc.abstractmethod
+    def park(self, conn: C, owned: Owned, finalizer: str | None) -> dict[str, int] | bool | None:
+        """In a write: the one attempt of ``owned``, if it still runs, returned having
+        spawned children (:func:`~taskmill.backends.family.park`): ``None`` — it is
+        ``waiting`` now (``finalizer``: its finalizer, ``'wanted'`` or ``None``); a dict —
+        no child is active, their counts by status; ``False`` — the attempt no longer
+        runs."""
+
+    @abc.abstractmethod
     def attempt_traceback(self, conn: C, task_id: int, traceback: str) -> None:
         """In the write that ended task ``task_id``'s attempt: keep ``traceback`` with that
         attempt's record."""
@@ -353,6 +363,13 @@ class Driver(abc.ABC, Generic[C]):
         """One read: ``(task_id, depends_on)`` of what the tasks ``task_ids`` still wait
         for, in order (a task of a batch still merging may wait for rows not merged yet:
         those are not listed)."""
+
+    # ------------------------------------------------------------------ child tasks (schema 9)
+
+    @abc.abstractmethod
+    def family_counts(self, parent_ids: list[int]) -> list[tuple[int, str, int]]:
+        """One read: ``(parent, status, count)`` of the children of ``parent_ids``, active
+        and finished."""
 
     # ------------------------------------------------------------------ batches (schema 7)
 

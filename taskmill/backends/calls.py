@@ -11,7 +11,17 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from ..batch.validate import Row
 
-__all__ = ["BatchTag", "CancelSlice", "Dead", "Ending", "Expired", "NewTask", "Owned", "Selection"]
+__all__ = [
+    "BatchTag",
+    "CancelSlice",
+    "Dead",
+    "Ended",
+    "Ending",
+    "Expired",
+    "NewTask",
+    "Owned",
+    "Selection",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +93,18 @@ class Ending:
     replaced_by: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """Task ``id`` ended as ``status`` (for ``superseded``: replaced by ``replaced_by``);
+    ``parent``: the task that spawned it (``None``: none) — what the settling of its end
+    (:func:`~taskmill.backends.depends.settle`) starts from."""
+
+    id: int
+    status: str
+    replaced_by: int | None = None
+    parent: int | None = None
+
+
 @dataclass(slots=True)
 class BatchTag:
     """The batch record a submission's transactions add their tasks to (schema 7).
@@ -106,6 +128,9 @@ class BatchTag:
     #: The batch's dependencies (a :class:`~taskmill.backends.depends.BatchDependencies`;
     #: ``None``: no row names any).
     dependencies: Any = None
+    #: The running task whose executor submits the batch (``ctx.spawn``): every task it
+    #: inserts is that task's child (``None``: a top-level batch).
+    parent: int | None = None
     _open: int | None = field(default=None, repr=False)
 
     @property

@@ -14,7 +14,8 @@ the transaction that ends them (:func:`settle`):
 - a task that ends forgets its own edges.
 
 Each level is a handful of set-based statements over all the tasks that ended together
-(one completion batch: one release), never one per dependent.  A driver provides the
+(one completion batch: one release), never one per dependent; the same levels settle
+parents and children (:mod:`taskmill.backends.family`).  A driver provides the
 statements (:class:`DependencyOps`) and calls :func:`settle` from its one way of moving
 tasks to history.
 """
@@ -27,14 +28,14 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from .calls import Ending
+from .calls import Ended, Ending
+from .family import FamilyOps, settle_family
 
 __all__ = [
     "DEPENDENCY_FAILED",
     "BatchDependencies",
     "DependencyOps",
     "EdgeOps",
-    "Ended",
     "batch_edges",
     "id_states",
     "lookup_dependencies",
@@ -49,17 +50,9 @@ DEPENDENCY_FAILED = "dependency_failed"
 _FAILURES = ("failed", "cancelled", "expired")
 
 
-@dataclass(frozen=True, slots=True)
-class Ended:
-    """Task ``id`` ended as ``status`` (for ``superseded``: replaced by ``replaced_by``)."""
-
-    id: int
-    status: str
-    replaced_by: int | None = None
-
-
-class DependencyOps(Protocol):
-    """The statements :func:`settle` runs, on the driver's write connection ``conn``."""
+class DependencyOps(FamilyOps, Protocol):
+    """The statements :func:`settle` runs, on the driver's write connection ``conn`` (those
+    of :class:`~taskmill.backends.family.FamilyOps` too)."""
 
     def lock_dependents(self, conn: Any, ids: list[int]) -> list[tuple[int, int, str | None]]:
         """The edges on ``ids`` as ``(task_id, depends_on, policy)``, each dependent's row
@@ -81,11 +74,6 @@ class DependencyOps(Protocol):
     def release_blocked(self, conn: Any, task_ids: list[int]) -> None:
         """Tasks ``task_ids`` still blocked and left with no edge become pending (waking
         the watchers at commit)."""
-        ...
-
-    def end_dependents(self, conn: Any, ids: list[int], ending: Ending) -> list[int]:
-        """Move the active tasks ``ids`` to history as ``ending`` says, *without* settling
-        their dependents; the ids moved."""
         ...
 
 
@@ -118,46 +106,55 @@ class EdgeOps(DependencyOps, Protocol):
 
 def settle(ops: DependencyOps, conn: Any, ended: Sequence[Ended], now: float) -> None:
     """What ``ended`` (tasks just moved to history in ``conn``'s transaction) does to the
-    tasks waiting for them (see the module docstring)."""
+    tasks waiting for them, to their children and to their parents (see the module
+    docstring and :mod:`taskmill.backends.family`), level by level."""
     level = list(ended)
     while level:
-        ops.forget_edges(conn, [e.id for e in level])
-        moved = [(e.id, e.replaced_by) for e in level if e.status == "superseded"]
-        if any(new is not None for _, new in moved):
-            ops.retarget_edges(conn, [(old, new) for old, new in moved if new is not None])
-        waiting = ops.lock_dependents(
-            conn, [e.id for e in level if e.status == "completed" or e.status in _FAILURES]
-        )
-        if not waiting:
-            return
-        status_of = {e.id: e.status for e in level}
-        edges = pl.DataFrame(
-            waiting,
-            schema={"task_id": pl.Int64, "depends_on": pl.Int64, "policy": pl.String},
-            orient="row",
-        ).with_columns(
-            pl.col("depends_on").replace_strict(status_of, default=None).alias("status"),
-            pl.col("policy").fill_null("cancel"),
-        )
-        cleared = edges.filter((pl.col("status") == "completed") | (pl.col("policy") == "ignore"))
-        if cleared.height:
-            ops.drop_edges(conn, cleared.select("task_id", "depends_on").rows())
-        broken = edges.filter(pl.col("status").is_in(_FAILURES) & (pl.col("policy") != "ignore"))
-        ending = broken.group_by("task_id").agg(
-            pl.col("policy").first(), pl.col("depends_on").min(), pl.col("status").first()
-        )
-        gone = set(ending["task_id"].to_list())
-        ops.release_blocked(conn, sorted(set(cleared["task_id"].to_list()) - gone))
-        level = []
-        for policy, status in (("cancel", "cancelled"), ("fail", "failed")):
-            these = ending.filter(pl.col("policy") == policy)
-            if not these.height:
-                continue
-            for (dep_status,), group in these.group_by(["status"], maintain_order=True):
-                ids = sorted(group["task_id"].to_list())
-                error = f"{DEPENDENCY_FAILED}: a task it depends on ended {dep_status}"
-                done = ops.end_dependents(conn, ids, Ending(status, now, error=error))
-                level += [Ended(i, status) for i in done]
+        level = _settle_dependents(ops, conn, level, now) + settle_family(ops, conn, level, now)
+
+
+def _settle_dependents(
+    ops: DependencyOps, conn: Any, level: list[Ended], now: float
+) -> list[Ended]:
+    """One level of :func:`settle` for the tasks waiting for ``level``'s; the dependents
+    that ended in turn."""
+    ops.forget_edges(conn, [e.id for e in level])
+    moved = [(e.id, e.replaced_by) for e in level if e.status == "superseded"]
+    if any(new is not None for _, new in moved):
+        ops.retarget_edges(conn, [(old, new) for old, new in moved if new is not None])
+    waiting = ops.lock_dependents(
+        conn, [e.id for e in level if e.status == "completed" or e.status in _FAILURES]
+    )
+    if not waiting:
+        return []
+    status_of = {e.id: e.status for e in level}
+    edges = pl.DataFrame(
+        waiting,
+        schema={"task_id": pl.Int64, "depends_on": pl.Int64, "policy": pl.String},
+        orient="row",
+    ).with_columns(
+        pl.col("depends_on").replace_strict(status_of, default=None).alias("status"),
+        pl.col("policy").fill_null("cancel"),
+    )
+    cleared = edges.filter((pl.col("status") == "completed") | (pl.col("policy") == "ignore"))
+    if cleared.height:
+        ops.drop_edges(conn, cleared.select("task_id", "depends_on").rows())
+    broken = edges.filter(pl.col("status").is_in(_FAILURES) & (pl.col("policy") != "ignore"))
+    ending = broken.group_by("task_id").agg(
+        pl.col("policy").first(), pl.col("depends_on").min(), pl.col("status").first()
+    )
+    gone = set(ending["task_id"].to_list())
+    ops.release_blocked(conn, sorted(set(cleared["task_id"].to_list()) - gone))
+    ended: list[Ended] = []
+    for policy, status in (("cancel", "cancelled"), ("fail", "failed")):
+        these = ending.filter(pl.col("policy") == policy)
+        if not these.height:
+            continue
+        for (dep_status,), group in these.group_by(["status"], maintain_order=True):
+            ids = sorted(group["task_id"].to_list())
+            error = f"{DEPENDENCY_FAILED}: a task it depends on ended {dep_status}"
+            ended += ops.end_tasks(conn, ids, Ending(status, now, error=error))
+    return ended
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,8 @@ class BatchStatus:
 
     ``counts`` has every status of :data:`BATCH_STATUSES` (zero counts included): the
     tasks the batch inserted, by where they are now — a superseded task counts under
-    ``superseded`` in its own batch, its successor in the batch that inserted it.
+    ``superseded`` in its own batch, its successor in the batch that inserted it; a parent
+    waiting for its children counts as ``running`` (its work is not over).
     ``expected_bytes`` sums the four expected-bytes figures over all of them,
     ``completed_bytes`` over the completed ones.  ``done`` once the submission ended and
     none of its tasks is active; ``finished_at`` is then when the last one ended.

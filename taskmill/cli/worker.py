@@ -21,17 +21,17 @@ from ..scheduler import Scheduler
 from .common import DB_OPTION, JSON_OPTION, Duration, _console, _echo_json, _pairs
 
 
-def _load_executor(spec: str) -> Callable[..., Any]:
+def _load_executor(spec: str, what: str = "executor") -> Callable[..., Any]:
     module_name, sep, attr = spec.partition(":")
     if not sep:
-        raise click.BadParameter(f"{spec!r} is not module:function", param_hint="--executor")
+        raise click.BadParameter(f"{spec!r} is not module:function", param_hint=f"--{what}")
     try:
         module = importlib.import_module(module_name)
         fn = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
-        raise SchedulerError(f"cannot load executor {spec}: {exc}", kind="invalid") from exc
+        raise SchedulerError(f"cannot load {what} {spec}: {exc}", kind="invalid") from exc
     if not callable(fn):
-        raise SchedulerError(f"executor {spec} is not callable", kind="invalid")
+        raise SchedulerError(f"{what} {spec} is not callable", kind="invalid")
     return fn
 
 
@@ -178,6 +178,13 @@ class _Null:
     metavar="TYPE=module:function",
     help="Run tasks of TYPE with this function (repeatable).",
 )
+@click.option(
+    "--finalizer",
+    "finalizer_specs",
+    multiple=True,
+    metavar="TYPE=module:function",
+    help="Once every child task a TYPE task spawned has ended, run this (repeatable).",
+)
 @click.option("--demo-executors", is_flag=True, help="Use the demo executors (sync.*).")
 @_setting("max_concurrency", type=click.IntRange(min=1))
 @click.option("--group-limit", multiple=True, metavar="GROUP=N", help="Cap a group (repeatable).")
@@ -220,6 +227,7 @@ class _Null:
 def worker(
     db: str,
     executor_specs: tuple[str, ...],
+    finalizer_specs: tuple[str, ...],
     demo_executors: bool,
     group_limit: tuple[str, ...],
     default_group_limit: int | None,
@@ -242,6 +250,12 @@ def worker(
         executors.update(DEMO_EXECUTORS)
     for task_type, spec in _pairs(executor_specs, "--executor"):
         executors[task_type] = _load_executor(spec)
+    finalizers = {
+        task_type: _load_executor(spec, "finalizer")
+        for task_type, spec in _pairs(finalizer_specs, "--finalizer")
+    }
+    if finalizers:
+        settings["finalizers"] = finalizers
     if not executors:
         raise click.UsageError(
             "give at least one --executor TYPE=module:function, or --demo-executors to run "

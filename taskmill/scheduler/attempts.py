@@ -19,7 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..store import ClaimedTask
+from ..batch.outcome import BatchOutcome
+from ..model import SchedulerError, TaskSubmission
+from ..store import ClaimedTask, TaskStore
 
 __all__ = ["TRACEBACK_FRAMES", "Attempt", "Executor", "TaskContext", "last_frames"]
 
@@ -30,22 +32,31 @@ TRACEBACK_FRAMES = 5
 
 
 class TaskContext:
-    """What an executor receives: the task's fields, progress reporting and cancellation."""
+    """What an executor receives: the task's fields, progress reporting, cancellation and
+    child tasks (:meth:`spawn`, :attr:`children`)."""
 
     __slots__ = (
         "_cancelled",
+        "_children",
         "_progress_cb",
+        "_store",
         "attempt",
         "dedup_key",
         "group",
         "label",
         "payload",
         "priority",
+        "spawned",
         "task_id",
         "task_type",
     )
 
-    def __init__(self, task: ClaimedTask, progress_cb: Callable[[float, str | None], None]):
+    def __init__(
+        self,
+        task: ClaimedTask,
+        progress_cb: Callable[[float, str | None], None],
+        store: TaskStore | None = None,
+    ):
         self.task_id: int = task.id
         self.task_type: str = task.task_type
         self.dedup_key: str | None = task.dedup_key
@@ -56,6 +67,11 @@ class TaskContext:
         self.attempt: int = task.attempt
         self._cancelled = False
         self._progress_cb = progress_cb
+        self._store = store
+        #: Whether :meth:`spawn` was called (the attempt then parks the task if any child
+        #: is active).
+        self.spawned = False
+        self._children: dict[str, int] | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -71,6 +87,36 @@ class TaskContext:
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress (0..1); emitted as a :class:`TaskProgress` event."""
         self._progress_cb(float(fraction), message)
+
+    def spawn(self, tasks: Any) -> BatchOutcome:
+        """Submit ``tasks`` — any input of :meth:`~taskmill.TaskStore.submit_batch`, or one
+        :class:`~taskmill.TaskSubmission` — as children of this task: every task inserted
+        has ``parent_id`` set to :attr:`task_id`.  Once this task's code returns, it is
+        ``waiting`` (holding no slot) while any child is active, and ends when the last
+        one ends: ``completed`` if every child completed, else ``failed``
+        (``child_failed``); a finalizer of its type runs first.  Raises
+        ``SchedulerError(kind="parent_not_running")``, inserting nothing, once this task
+        was cancelled, superseded or taken back.  It writes to the store: an ``async``
+        executor that spawns large batches should call it through
+        ``asyncio.to_thread``."""
+        if self._store is None:
+            raise SchedulerError(
+                "this context has no store to spawn child tasks into", kind="invalid_argument"
+            )
+        if isinstance(tasks, TaskSubmission):
+            tasks = [tasks]
+        self.spawned = True  # before: an interrupted batch may have inserted some
+        return self._store.spawn(self.task_id, tasks)
+
+    @property
+    def children(self) -> dict[str, int]:
+        """This task's children by status (every status, zeros included): in a finalizer,
+        how they ended; elsewhere, read from the store at each use."""
+        if self._children is not None:
+            return dict(self._children)
+        if self._store is None:
+            return {}
+        return self._store.children(self.task_id)
 
     def __repr__(self) -> str:
         return (
@@ -92,6 +138,7 @@ class Attempt:
     # "cancelled" | "superseded" | "shutdown" | "lost" | "fenced" (no lease renewal)
     stop_reason: str | None = None
     settling: bool = False  # the executor has returned; its outcome is being recorded
+    parked: bool = False  # its task waits for its children: nothing left to record
     replaced_by: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -127,10 +174,16 @@ class Attempt:
         if self.job is not None and self.is_async:
             self.job.cancel()
 
-    async def call(self, loop: asyncio.AbstractEventLoop, pool: ThreadPoolExecutor) -> None:
-        """Run its code to the end: awaited on ``loop``, or a plain function on ``pool``
-        (cancelling this waits for the thread to return: the attempt is ours until then)."""
-        fn = self.fn
+    async def call(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pool: ThreadPoolExecutor,
+        fn: Executor | None = None,
+    ) -> None:
+        """Run its code (or ``fn``, given its context) to the end: awaited on ``loop``, or
+        a plain function on ``pool`` (cancelling this waits for the thread to return: the
+        attempt is ours until then)."""
+        fn = fn or self.fn
         if fn is None:  # its executor was removed after the claim: the attempt fails
             raise KeyError(self.task.task_type)
         if inspect.iscoroutinefunction(fn):

@@ -25,6 +25,7 @@ from ..model import ACTIVE_STATUSES, RateLimit, SchedulerError, TaskDispatched, 
 from ..store import ClaimedTask, TaskStore
 from .attempts import Attempt, Executor, TaskContext
 from .events import EventBus, wait_set
+from .family import after_code, finalize
 from .leases import WorkerLease
 from .settle import Recorder
 
@@ -41,6 +42,7 @@ class DispatchSettings(Protocol):
     """The scheduler's settings a :class:`Dispatcher` reads (at each use: they may change)."""
 
     executors: dict[str, Executor]
+    finalizers: dict[str, Executor]
     max_concurrency: int
     group_concurrency: dict[str, int]
     default_group_concurrency: int | None
@@ -254,7 +256,7 @@ class Dispatcher:
 
         attempt = Attempt(
             task=task,
-            ctx=TaskContext(task, report),
+            ctx=TaskContext(task, report, self.store),
             fn=self.settings.executors.get(task.task_type),
             started=time.monotonic(),
             owner=owner,
@@ -267,12 +269,28 @@ class Dispatcher:
         )
         attempt.job = asyncio.create_task(self._run(attempt), name=f"taskmill-task-{task.id}")
 
+    async def _call(self, attempt: Attempt) -> None:
+        """Run ``attempt``'s code — or, for a parent whose children all ended, its
+        finalizer — and park its task when the code spawned children still active
+        (:mod:`.family`)."""
+        task = attempt.task
+        finalizers = self.settings.finalizers
+        if task.finalizing:
+            counts = await asyncio.to_thread(self.store.children, task.id)
+            await finalize(attempt, counts, finalizers.get(task.task_type), self.loop, self.pool)
+            return
+        await attempt.call(self.loop, self.pool)
+        if attempt.ctx.spawned and attempt.stop_reason is None:
+            attempt.parked = await after_code(
+                attempt, self.store, self.recorder.persist, finalizers, self.loop, self.pool
+            )
+
     async def _run(self, attempt: Attempt) -> None:
         task = attempt.task
         error: BaseException | None = None
         try:
             try:
-                await attempt.call(self.loop, self.pool)
+                await self._call(attempt)
             except asyncio.CancelledError:
                 if attempt.stop_reason is None:
                     attempt.stop_reason = "shutdown"

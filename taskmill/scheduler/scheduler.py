@@ -70,6 +70,10 @@ class Scheduler:
 
     - ``executors`` maps a task type to ``fn(ctx)``, ``async def`` or plain (plain
       functions run in a thread pool). A task whose type has no executor stays pending.
+    - ``finalizers`` maps a task type to ``fn(ctx)`` (``async def`` or plain): a task of
+      that type whose code spawned children (``ctx.spawn``) runs it once all of them
+      ended, before it ends itself, with ``ctx.children`` their counts by status; an
+      exception in it fails the task (``finalizer_failed``), never retried.
     - ``max_concurrency``: attempts whose code runs at once (one whose code has
       returned frees its slot while its outcome is recorded); ``group_concurrency`` caps
       named groups and ``default_group_concurrency`` every other group (``None``:
@@ -114,6 +118,7 @@ class Scheduler:
         store: str | os.PathLike[str] | TaskStore,
         *,
         executors: Mapping[str, Executor] | None = None,
+        finalizers: Mapping[str, Executor] | None = None,
         max_concurrency: int = 4,
         group_concurrency: Mapping[str, int] | None = None,
         default_group_concurrency: int | None = None,
@@ -158,6 +163,7 @@ class Scheduler:
         self._own_store = not isinstance(store, TaskStore)
         self._store: TaskStore | None = store if isinstance(store, TaskStore) else None
         self.executors: dict[str, Executor] = dict(executors or {})
+        self.finalizers: dict[str, Executor] = dict(finalizers or {})
         self.max_concurrency = max_concurrency
         self.group_concurrency = dict(limits.group_limits)
         self.default_group_concurrency = limits.default_group_limit

@@ -23,6 +23,7 @@ from ..model import ACTIVE_STATUSES, SchedulerError
 from ..store import ClaimedTask, TaskStore
 from .attempts import Attempt, last_frames
 from .events import EventBus
+from .family import ParentFailed
 
 __all__ = ["MAX_STORE_BACKOFF", "Recorder", "RetrySettings"]
 
@@ -128,6 +129,9 @@ class Recorder:
         task = attempt.task
         owner = attempt.owner
         reason = attempt.stop_reason
+        if attempt.parked and error is None:
+            log.debug("task %s waits for its children", task.id)
+            return
         if reason == "lost":
             log.warning("taskmill: task %s ended here after its lease was lost", task.id)
             return
@@ -153,8 +157,13 @@ class Recorder:
             else:
                 await self._report_lost(task, owner, duration=duration)
             return
-        message = f"{type(error).__name__}: {error}"
-        retry_at = self.retry_at(task)
+        traceback: str | None = last_frames(error)
+        if isinstance(error, ParentFailed):  # a verdict on its children: never retried
+            message, retry_at = str(error), None
+            cause = error.__cause__  # the finalizer's own error, if it raised
+            traceback = None if cause is None else last_frames(cause)
+        else:
+            message, retry_at = f"{type(error).__name__}: {error}", self.retry_at(task)
         result = await self.persist(
             f"the failure of task {task.id}",
             self.store.fail,
@@ -163,7 +172,7 @@ class Recorder:
             error=message,
             retry_at=retry_at,
             attempt=task.attempt,
-            traceback=last_frames(error),
+            traceback=traceback,
         )
         if result is None:
             await self._report_lost(task, owner, failure=(message, retry_at))

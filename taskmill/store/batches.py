@@ -54,8 +54,9 @@ class _Tally:
 def _tallies(rows: list[tuple[Any, ...]]) -> dict[int, _Tally]:
     """:meth:`Driver.batch_tallies`' rows, by batch."""
     out: dict[int, _Tally] = {}
-    for batch_id, status, n, size, ended in rows:
+    for batch_id, stored, n, size, ended in rows:
         tally = out.setdefault(int(batch_id), _Tally())
+        status = "running" if stored == "waiting" else stored  # a parent still at work
         tally.counts[status] = tally.counts.get(status, 0) + int(n)
         tally.expected_bytes += int(size or 0)
         if status == "completed":

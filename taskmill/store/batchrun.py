@@ -42,9 +42,11 @@ def run_batch(
     on_commit: CommitHook | None,
     progress: Progress | None = None,
     record: bool = True,
+    parent: int | None = None,
 ) -> BatchOutcome:
     """Submit (or plan) ``tasks`` through ``backend``; every input row gets an outcome.
-    ``record``: record the batch in the store (``False`` for a single submission)."""
+    ``record``: record the batch in the store (``False`` for a single submission);
+    ``parent``: the running task whose children the inserted tasks are."""
     started = time.perf_counter()
     phases = _Phases(backend)
     with phases.timed("prepare"):
@@ -57,7 +59,7 @@ def run_batch(
     else:
         bounds = [(0, n)]
     results = MergeResults(n)
-    backend.tag = tag = BatchTag(name=prepared.name, record=record)
+    backend.tag = tag = BatchTag(name=prepared.name, record=record, parent=parent)
     if prepared.dependencies is not None and not dry_run:
         tag.dependencies = BatchDependencies(prepared.dependencies, by_key)
     try:

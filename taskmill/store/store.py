@@ -264,6 +264,7 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         on_commit: CommitHook | None,
         progress: Callable[[int, int], None] | None,
         retries: Sequence[int] | None = None,
+        parent: int | None = None,
     ) -> BatchOutcome:
         """Submit (or plan) ``tasks``.  ``retries``, for :meth:`retry_failed` alone: the
         history id of the failure each input row retries, by input index.  Each merge
@@ -271,7 +272,9 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         than its failure (deduplicated, ``task_id`` that record): so a failure retried by
         a concurrent call since this one read it is never submitted a second time."""
         backend = self._driver.batch_backend(retries)
-        return run_batch(backend, tasks, dry_run=dry_run, on_commit=on_commit, progress=progress)
+        return run_batch(
+            backend, tasks, dry_run=dry_run, on_commit=on_commit, progress=progress, parent=parent
+        )
 
     # ------------------------------------------------------------------ task control
 
@@ -509,6 +512,56 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         return self._driver.write(
             "cannot record a failed attempt in", body, dispatch=True, single=True
         )
+
+    # ------------------------------------------------------------------ child tasks
+
+    def spawn(
+        self,
+        parent_id: int,
+        tasks: Any,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> BatchOutcome:
+        """Submit ``tasks`` (any input of :meth:`submit_batch`) as children of the running
+        task ``parent_id`` (what ``ctx.spawn`` calls): each task inserted has
+        ``parent_id`` set.  Raises ``SchedulerError(kind="parent_not_running")``, having
+        inserted nothing, once the parent no longer runs."""
+        parent_id = task_id_argument(parent_id)
+        return self._batch(
+            tasks, dry_run=False, on_commit=None, progress=progress, parent=parent_id
+        )
+
+    def park(
+        self,
+        task_id: int,
+        *,
+        owner: str,
+        attempt: int | None = None,
+        finalizer: bool = False,
+    ) -> dict[str, int] | bool | None:
+        """The running attempt of ``task_id`` returned having spawned children: while any
+        of them is active the task is ``waiting`` (holding no slot; ``None``) and ends
+        when its last child ends — or, with ``finalizer``, goes back to the queue for the
+        scheduler that claims it to run the finalizer.  With no child active, their counts
+        by status (the attempt ends the task itself); ``False`` when the attempt no
+        longer runs for ``owner``."""
+        owned = Owned([task_id], [attempt], owner)
+        wanted = "wanted" if finalizer else None
+        return self._driver.write(
+            "cannot record a parent task waiting in",
+            lambda conn: self._driver.park(conn, owned, wanted),
+            dispatch=True,
+            single=True,
+        )
+
+    def children(self, task_id: int) -> dict[str, int]:
+        """Task ``task_id``'s children by status, active and finished (every status
+        present, zeros included)."""
+        task_id = task_id_argument(task_id)
+        counts: dict[str, int] = dict.fromkeys((*ACTIVE_STATUSES, *FINAL_STATUSES), 0)
+        for _, status, n in self._driver.family_counts([task_id]):
+            counts[str(status)] += int(n)
+        return counts
 
     def release(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None

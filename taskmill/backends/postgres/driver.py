@@ -59,6 +59,7 @@ from ...model import (
 )
 from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, shut
 from ..calls import CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
+from ..family import park
 from ..location import encode_userinfo, scrub
 from ..staging import warm_up_in_background
 from ..workers import (
@@ -68,7 +69,7 @@ from ..workers import (
     worker_row,
 )
 from .migrate import ensure_schema
-from .queries import CLAIM_LOCK, SUBMIT_LOCK, Connection, finish, q, queries, scalar
+from .queries import CLAIM_LOCK, SUBMIT_LOCK, Connection, PostgresDeps, finish, q, queries, scalar
 from .staging import PostgresBatch, sweep
 
 __all__ = [
@@ -469,7 +470,9 @@ class PostgresDriver(Driver[Connection]):
         conn.execute(q("notify_work"))  # workers on other machines wake at commit
 
     @staticmethod
-    def _finish(conn: Connection, ids: Sequence[int], ending: Ending) -> list[tuple[int, str]]:
+    def _finish(
+        conn: Connection, ids: Sequence[int], ending: Ending
+    ) -> list[tuple[int, str, int | None]]:
         """Move active tasks to history as ``ending`` says; returns ``(id, status it
         had)`` of each task moved (one that is gone already is not)."""
         by = None if ending.replaced_by is None else [ending.replaced_by] * len(ids)
@@ -492,6 +495,22 @@ class PostgresDriver(Driver[Connection]):
     def awaited(self, task_ids: list[int]) -> list[tuple[int, int]]:
         return self._read(
             lambda conn: conn.execute(q("deps_awaited"), {"ids": task_ids}).fetchall()
+        )
+
+    # ------------------------------------------------------------------ child tasks
+
+    def park(
+        self, conn: Connection, owned: Owned, finalizer: str | None
+    ) -> dict[str, int] | bool | None:
+        [task_id], [attempt] = owned.ids, owned.tries
+        params = {"id": task_id, "owner": owned.owner, "attempt": attempt}
+        if conn.execute(q("family_owned"), params).fetchone() is None:
+            return False
+        return park(PostgresDeps(), conn, task_id, finalizer)
+
+    def family_counts(self, parent_ids: list[int]) -> list[tuple[int, str, int]]:
+        return self._read(
+            lambda conn: conn.execute(q("family_counts"), {"ids": parent_ids}).fetchall()
         )
 
     # ------------------------------------------------------------------ batches
@@ -689,7 +708,7 @@ class PostgresDriver(Driver[Connection]):
         params = {"types": types, "now": now, "owner": owner, "limit": limit}
         rows = conn.execute(q("claim"), params).fetchall()
         rows.sort(key=lambda r: (r[4], r[9], r[0]))  # priority, queue order, id
-        return [ClaimedTask(*r[:9]) for r in rows]
+        return [ClaimedTask(*r[:9], finalizing=r[10] == "due") for r in rows]
 
     def claim_counts(
         self, conn: Connection, counted: bool, keys: list[str]
@@ -712,10 +731,12 @@ class PostgresDriver(Driver[Connection]):
         rows = conn.execute(q("claim_candidates"), params).fetchall()
         return [
             (
-                ClaimedTask(tid, ttype, key, group, prio, payload, label, tries + 1, retries),
+                ClaimedTask(
+                    tid, ttype, key, group, prio, payload, label, tries + 1, retries, fin == "due"
+                ),
                 int(size),
             )
-            for tid, ttype, key, group, prio, payload, label, tries, retries, size in rows
+            for tid, ttype, key, group, prio, payload, label, tries, retries, fin, size in rows
         ]
 
     def mark_running(

@@ -12,8 +12,8 @@ from typing import Any, LiteralString, cast
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from ..calls import Ending
-from ..depends import Ended, settle
+from ..calls import Ended, Ending
+from ..depends import settle
 from ..keys import POSTGRES_KEY_HASH
 from ..sql import named_queries
 
@@ -73,10 +73,10 @@ def finish(
     replaced_by: Sequence[int] | None = None,
     error: str | None = None,
     settle_dependents: bool = True,
-) -> list[tuple[int, str]]:
+) -> list[tuple[int, str, int | None]]:
     """Move active tasks to history with a final ``status`` (the one statement every way
-    of finishing runs, ``finish``); the cursor holds ``(id, status it had)`` of each task
-    moved, in no order (one that is gone already is not), and their count as ``rowcount``.  With
+    of finishing runs, ``finish``); returns ``(id, status it had, parent)`` of each task
+    moved, in no order (one that is gone already is not).  With
     ``owner``, only the attempts still running for it, at the numbers ``attempts`` gives
     (``None``: any); ``replaced_by``: the task that replaced each one (superseded);
     ``error``: the error recorded (else the task's last one).  The tasks waiting for
@@ -105,13 +105,24 @@ def _finish(
     ids: Sequence[int],
     replaced_by: Sequence[int] | None,
     settle_dependents: bool,
-) -> list[tuple[int, str]]:
-    moved = [(int(r[0]), str(r[1])) for r in conn.execute(q("finish"), params)]
+) -> list[tuple[int, str, int | None]]:
+    moved = [(int(r[0]), str(r[1]), r[2]) for r in conn.execute(q("finish"), params)]
     if settle_dependents and moved:
-        by = dict(zip(ids, replaced_by, strict=True)) if replaced_by is not None else {}
-        ended = [Ended(i, params["status"], by.get(i)) for i, _ in moved]
-        settle(PostgresDeps(), conn, ended, params["now"])
+        settle(
+            PostgresDeps(), conn, _ended(moved, params["status"], ids, replaced_by), params["now"]
+        )
     return moved
+
+
+def _ended(
+    moved: list[tuple[int, str, int | None]],
+    status: str,
+    ids: Sequence[int],
+    replaced_by: Sequence[int] | None,
+) -> list[Ended]:
+    """The tasks ``moved`` as :class:`Ended` records (``replaced_by``: beside ``ids``)."""
+    by = dict(zip(ids, replaced_by, strict=True)) if replaced_by is not None else {}
+    return [Ended(i, status, by.get(i), parent) for i, _, parent in moved]
 
 
 class PostgresDeps:
@@ -173,8 +184,33 @@ class PostgresDeps:
         rows, ids = [r for r, _ in pairs], [t for _, t in pairs]
         conn.execute(q("deps_resolve_rows"), {"rows": rows, "ids": ids, "batch_id": batch_id})
 
-    def end_dependents(self, conn: Connection, ids: list[int], ending: Ending) -> list[int]:
+    def end_tasks(self, conn: Connection, ids: list[int], ending: Ending) -> list[Ended]:
         moved = finish(
             conn, ids, ending.status, ending.now, error=ending.error, settle_dependents=False
         )
-        return [i for i, _ in moved]
+        return _ended(moved, ending.status, ids, None)
+
+    # child tasks (taskmill/backends/family.py)
+
+    def active_children(self, conn: Connection, parents: list[int]) -> list[tuple[int, int]]:
+        return conn.execute(q("family_children"), {"ids": parents}).fetchall()
+
+    def adopt(self, conn: Connection, pairs: list[tuple[int, int]]) -> None:
+        params = {"tasks": [t for t, _ in pairs], "parents": [p for _, p in pairs]}
+        conn.execute(q("family_adopt"), params)
+
+    def lock_parents(self, conn: Connection, ids: list[int]) -> list[tuple[int, str, str | None]]:
+        return conn.execute(q("family_parents"), {"ids": ids}).fetchall()
+
+    def busy_parents(self, conn: Connection, ids: list[int]) -> set[int]:
+        return {int(r[0]) for r in conn.execute(q("family_busy"), {"ids": ids})}
+
+    def child_tallies(self, conn: Connection, ids: list[int]) -> list[tuple[int, str, int]]:
+        return conn.execute(q("family_tallies"), {"ids": ids}).fetchall()
+
+    def make_due(self, conn: Connection, ids: list[int]) -> None:
+        conn.execute(q("family_due"), {"ids": ids})
+        conn.execute(q("notify_work"))  # a finalizer to run: work for every worker
+
+    def wait_for_children(self, conn: Connection, task_id: int, finalizer: str | None) -> None:
+        conn.execute(q("family_wait"), {"id": task_id, "finalizer": finalizer})

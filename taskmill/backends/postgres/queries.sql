@@ -64,12 +64,13 @@ INSERT INTO taskmill.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
     max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure,
-    status
+    parent_id, status
 ) VALUES (
     %(id)s, %(task_type)s, %(dedup_key)s, %(group)s, %(priority)s, %(queue_pos)s,
     %(payload)s, %(label)s, %(expected_read_bytes)s, %(expected_write_bytes)s,
     %(expected_net_rx_bytes)s, %(expected_net_tx_bytes)s, %(max_retries)s, %(now)s,
-    %(key_hash)s, %(run_after)s, %(expires_at)s, NULL, %(on_dependency_failure)s, 'pending'
+    %(key_hash)s, %(run_after)s, %(expires_at)s, NULL, %(on_dependency_failure)s, NULL,
+    'pending'
 );
 
 -- name: upgrade_priority
@@ -81,8 +82,8 @@ WHERE id = %(id)s AND status = 'pending' AND priority > %(priority)s;
 -- transactions finishing the same task never both record it (the later one finds it gone).
 
 -- name: finish
--- Move active tasks (:ids) to history with a final status; returns each one's id and the
--- status it had (in no order).  With :owner, only the attempts still running for it, at the
+-- Move active tasks (:ids) to history with a final status; returns each one's id, the
+-- status it had and its parent (in no order).  With :owner, only the attempts still running for it, at the
 -- attempt numbers :attempts gives (NULL: any); :replaced_by names the task that replaced
 -- each one (superseded).  :attempts and :replaced_by are arrays of :ids' length or NULL
 -- (unnest pads a NULL array with NULLs).  The one statement every way of finishing uses:
@@ -100,16 +101,16 @@ WITH moved AS (
         id, task_type, dedup_key, group_name, priority, payload, label,
         expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
         expected_net_tx_bytes, max_retries, status, attempts, last_error, replaced_by,
-        created_at, started_at, finished_at, batch_id
+        created_at, started_at, finished_at, batch_id, parent_id
     )
     SELECT id, task_type, dedup_key, group_name, priority, payload, label,
            expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
            expected_net_tx_bytes, max_retries, %(status)s, attempts,
            COALESCE(%(error)s::text, last_error), new_id, created_at, started_at, %(now)s,
-           batch_id
+           batch_id, parent_id
     FROM moved
 )
-SELECT id, status FROM moved;
+SELECT id, status, parent_id FROM moved;
 
 -- ------------------------------------------------------------------ claiming
 
@@ -153,7 +154,7 @@ SET status = 'running', attempts = t.attempts + 1, started_at = %(now)s,
 FROM picked
 WHERE t.id = picked.id
 RETURNING t.id, t.task_type, t.dedup_key, t.group_name, t.priority, t.payload, t.label,
-          t.attempts, t.max_retries, t.queue_pos;
+          t.attempts, t.max_retries, t.queue_pos, t.finalizer;
 
 -- name: claim_counts
 -- What a claim that counts limits reads under CLAIM_LOCK, in one statement: per group,
@@ -178,7 +179,7 @@ WHERE key = ANY(%(keys)s::text[]);
 -- (summed as numeric: exact, never out of range); locked, so no other claim takes them
 -- before this one marks them (mark_running).
 SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts,
-       max_retries,
+       max_retries, finalizer,
        expected_read_bytes::numeric + expected_write_bytes + expected_net_rx_bytes
        + expected_net_tx_bytes
 FROM taskmill.tasks
@@ -419,7 +420,7 @@ SELECT status, count(*) FROM taskmill.history GROUP BY status;
 SELECT id, task_type, dedup_key, group_name, priority, status, queue_pos, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
        expected_net_tx_bytes, max_retries, attempts, last_error, run_after, expires_at,
-       created_at, started_at, batch_id, on_dependency_failure
+       created_at, started_at, batch_id, parent_id, on_dependency_failure
 FROM taskmill.tasks
 WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
   AND (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
@@ -434,7 +435,7 @@ LIMIT %(limit)s::bigint;
 SELECT id, task_type, dedup_key, group_name, priority, status, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
        expected_net_tx_bytes, max_retries, attempts, last_error, replaced_by, created_at,
-       started_at, finished_at, batch_id
+       started_at, finished_at, batch_id, parent_id
 FROM taskmill.history
 WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
   AND (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
@@ -616,13 +617,13 @@ INSERT INTO taskmill.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
     max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure,
-    status
+    parent_id, status
 )
 SELECT %(base)s::bigint + row_number() OVER w, s.task_type, s.dedup_key, s.group_name,
        s.priority, COALESCE(m.queue_pos, %(base)s::bigint + row_number() OVER w), s.payload,
        s.label, s.expected_read_bytes, s.expected_write_bytes, s.expected_net_rx_bytes,
        s.expected_net_tx_bytes, s.max_retries, %(now)s, s.key_hash, s.run_after, s.expires_at,
-       %(batch_id)s::bigint, s.on_dependency_failure,
+       %(batch_id)s::bigint, s.on_dependency_failure, %(parent_id)s::bigint,
        CASE WHEN b.ord IS NOT NULL THEN 'blocked' ELSE 'pending' END
 FROM taskmill.{stage} AS s
 LEFT JOIN unnest(%(ords)b::bigint[], %(keep)b::boolean[], %(queue_pos)b::bigint[])
@@ -638,17 +639,75 @@ INSERT INTO taskmill.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
     max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure,
-    status
+    parent_id, status
 )
 SELECT d.id, s.task_type, s.dedup_key, s.group_name, s.priority, d.queue_pos, s.payload,
        s.label, s.expected_read_bytes, s.expected_write_bytes, s.expected_net_rx_bytes,
        s.expected_net_tx_bytes, s.max_retries, %(now)s, s.key_hash, s.run_after, s.expires_at,
-       %(batch_id)s::bigint, s.on_dependency_failure,
+       %(batch_id)s::bigint, s.on_dependency_failure, %(parent_id)s::bigint,
        CASE WHEN b.ord IS NOT NULL THEN 'blocked' ELSE 'pending' END
 FROM unnest(%(ords)b::bigint[], %(ids)b::bigint[], %(queue_pos)b::bigint[])
      AS d (ord, id, queue_pos)
 JOIN taskmill.{stage} AS s ON s.ord = d.ord
 LEFT JOIN unnest(%(blocked)s::bigint[]) AS b (ord) ON b.ord = s.ord;
+
+-- ------------------------------------------------------------------ child tasks (schema 9)
+-- As in the SQLite store's queries (taskmill/backends/family.py settles them).  A parent's
+-- row is locked (family_parents) before its children are counted (family_busy, a
+-- statement of its own: a new snapshot), by a child's end and a parent's park alike.
+
+-- name: family_children
+SELECT id, parent_id FROM taskmill.tasks
+WHERE parent_id = ANY(%(ids)s::bigint[])
+ORDER BY id;
+
+-- name: family_adopt
+UPDATE taskmill.tasks AS t SET parent_id = p.parent
+FROM unnest(%(tasks)s::bigint[], %(parents)s::bigint[]) AS p (task, parent)
+WHERE t.id = p.task AND t.parent_id IS NULL;
+
+-- name: family_parents
+SELECT id, status, finalizer FROM taskmill.tasks
+WHERE id = ANY(%(ids)s::bigint[])
+ORDER BY id
+FOR UPDATE;
+
+-- name: family_busy
+SELECT DISTINCT parent_id FROM taskmill.tasks WHERE parent_id = ANY(%(ids)s::bigint[]);
+
+-- name: family_tallies
+SELECT parent_id, status, count(*) FROM taskmill.history
+WHERE parent_id = ANY(%(ids)s::bigint[])
+GROUP BY parent_id, status;
+
+-- name: family_counts
+SELECT parent_id, status, count(*) FROM taskmill.tasks
+WHERE parent_id = ANY(%(ids)s::bigint[])
+GROUP BY parent_id, status
+UNION ALL
+SELECT parent_id, status, count(*) FROM taskmill.history
+WHERE parent_id = ANY(%(ids)s::bigint[])
+GROUP BY parent_id, status;
+
+-- name: family_due
+UPDATE taskmill.tasks SET status = 'pending', finalizer = 'due', expires_at = NULL
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'waiting';
+
+-- name: family_wait
+UPDATE taskmill.tasks SET status = 'waiting', finalizer = %(finalizer)s, owner = NULL
+WHERE id = %(id)s AND status = 'running';
+
+-- name: family_running
+-- Task :id runs: held (FOR KEY SHARE) until the batch spawning its children commits, so a
+-- cancel of it waits, then finds them.
+SELECT 1 FROM taskmill.tasks WHERE id = %(id)s AND status = 'running' FOR KEY SHARE;
+
+-- name: family_owned
+-- Task :id runs as attempt :attempt for :owner: locked, for a park.
+SELECT id FROM taskmill.tasks
+WHERE id = %(id)s AND status = 'running' AND owner = %(owner)s
+  AND (%(attempt)s::integer IS NULL OR attempts = %(attempt)s::integer)
+FOR UPDATE;
 
 -- ------------------------------------------------------------------ dependencies (schema 8)
 -- As in the SQLite store's queries (taskmill/backends/depends.py settles them).
@@ -803,7 +862,7 @@ WHERE finished_at < %(cutoff)s::double precision
 SELECT id, task_type, dedup_key, group_name, priority, status, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
        expected_net_tx_bytes, max_retries, attempts, last_error, replaced_by, created_at,
-       started_at, finished_at, batch_id
+       started_at, finished_at, batch_id, parent_id
 FROM taskmill.history
 WHERE id = ANY(%(ids)s::bigint[])
 ORDER BY id;

@@ -1,4 +1,4 @@
--- taskmill store schema on PostgreSQL, version 8 (the SQLite store's schema 8, column for
+-- taskmill store schema on PostgreSQL, version 9 (the SQLite store's schema 9, column for
 -- column).  Everything lives in the schema `taskmill`, so the store can share a database
 -- with the user's own tables; the runner (postgres/migrate.py) creates the schema and
 -- applies this file, or the migrations in migrations/ to an older store, in one
@@ -49,7 +49,11 @@ CREATE TABLE taskmill.tasks (
     key_hash              bigint,           -- taskmill/store/keys.py; NULL without a key
     expires_at            double precision, -- not started by then: ends as 'expired'
     batch_id              bigint,           -- the batch that inserted it (schema 7)
-    on_dependency_failure text              -- cancel (NULL), fail or ignore (schema 8)
+    on_dependency_failure text,             -- cancel (NULL), fail or ignore (schema 8)
+    parent_id             bigint,           -- the task that spawned it (schema 9)
+    -- a waiting parent's last child ended: NULL ends it; 'wanted' -> pending as 'due',
+    -- for the claim to run its finalizer (schema 9)
+    finalizer             text              CHECK (finalizer IN ('wanted', 'due'))
 );
 
 ALTER SEQUENCE taskmill.task_ids OWNED BY taskmill.tasks.id;
@@ -75,6 +79,7 @@ CREATE INDEX tasks_expiry ON taskmill.tasks (expires_at) WHERE expires_at IS NOT
 -- The tasks of each batch, active and finished (schema 7): its counts and whether any of
 -- its tasks is still active.
 CREATE INDEX tasks_batch ON taskmill.tasks (batch_id) WHERE batch_id IS NOT NULL;
+CREATE INDEX tasks_parent ON taskmill.tasks (parent_id) WHERE parent_id IS NOT NULL;
 
 CREATE TABLE taskmill.history (
     id                    bigint   PRIMARY KEY,   -- the task's own id
@@ -98,11 +103,15 @@ CREATE TABLE taskmill.history (
     created_at            double precision NOT NULL,
     started_at            double precision,
     finished_at           double precision NOT NULL,
-    batch_id              bigint            -- the batch that inserted it (schema 7)
+    batch_id              bigint,           -- the batch that inserted it (schema 7)
+    parent_id             bigint            -- the task that spawned it (schema 9)
 );
 
 CREATE INDEX history_finished ON taskmill.history (finished_at);
 CREATE INDEX history_batch ON taskmill.history (batch_id) WHERE batch_id IS NOT NULL;
+
+-- A parent's children, active and finished (schema 9).
+CREATE INDEX history_parent ON taskmill.history (parent_id) WHERE parent_id IS NOT NULL;
 
 -- Workers and their leases: a scheduler renews `heartbeat_at` while it runs; a running
 -- task whose owner's lease ran out is pending again.

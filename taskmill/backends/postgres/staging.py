@@ -38,6 +38,7 @@ from ...model import SchedulerError, StoreError
 from .. import staging
 from ..calls import BatchTag
 from ..depends import lookup_dependencies, store_dependencies
+from ..family import parent_gone
 from ..location import scrub
 from ..staging import INSERTING, decide, hash_part, retried_failures, staging_frame
 from .queries import SUBMIT_LOCK, Connection, PostgresDeps, finish, q, scalar
@@ -290,6 +291,11 @@ class PostgresBatch:
         part = staged.part
         tag = self.tag
         tag.begin()
+        if (
+            tag.parent is not None
+            and conn.execute(q("family_running"), {"id": tag.parent}).fetchone() is None
+        ):
+            raise parent_gone(tag.parent)
         conn.execute(q("advisory_lock"), {"lock": SUBMIT_LOCK})
         self.store._expire_due(conn, now)  # expired tasks free their keys first
         matches = conn.execute(self._q("batch_match", table)).fetchall()
@@ -333,7 +339,9 @@ class PostgresBatch:
                     "index"
                 ].to_list()
             )
-            inserted = self._insert(conn, table, result, matches, drawn, now, batch_id, blocked)
+            inserted = self._insert(
+                conn, table, result, matches, drawn, now, (batch_id, tag.parent), blocked
+            )
             if inserted != n:  # the SQL and the plan disagree: never commit that
                 raise StoreError(f"batch merge inserted {inserted} rows where {n} were planned")
             conn.execute(self._q("notify_work", table))  # other machines' workers wake at commit
@@ -351,11 +359,12 @@ class PostgresBatch:
         matches: list[tuple[Any, ...]],
         drawn: list[int],
         now: float,
-        batch_id: int | None,
+        tags: tuple[int | None, int | None],
         blocked: list[int],
     ) -> int:
-        """Insert the new tasks of ``result``, tagged with ``batch_id``; returns how many
-        rows were inserted."""
+        """Insert the new tasks of ``result``, tagged with ``tags`` (their batch id and
+        parent); returns how many rows were inserted."""
+        batch_id, parent_id = tags
         # ord -> queue place of the pending task it matched (taken over when superseding)
         pending_pos = {int(m[0]): int(m[4]) for m in matches if m[2] == "pending"}
         actions = dict(zip(result["index"].to_list(), result["action"].to_list(), strict=True))
@@ -365,6 +374,7 @@ class PostgresBatch:
             queue_pos = [pending_pos.get(o) if k else None for o, k in zip(ords, keep, strict=True)]
             params = {"ords": ords, "keep": keep, "queue_pos": queue_pos, "base": drawn[0] - 1}
             params |= {"now": now, "batch_id": batch_id, "blocked": blocked}
+            params["parent_id"] = parent_id
             return conn.execute(self._q("batch_insert", table), params).rowcount
         new = result.filter(pl.col("action").is_in(INSERTING))
         ords = new["index"].to_list()
@@ -376,6 +386,7 @@ class PostgresBatch:
         params = {"ords": ords, "ids": ids, "queue_pos": queue_pos, "now": now}
         params["batch_id"] = batch_id
         params["blocked"] = blocked
+        params["parent_id"] = parent_id
         return conn.execute(self._q("batch_insert_listed", table), params).rowcount
 
 

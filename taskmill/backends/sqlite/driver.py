@@ -29,8 +29,19 @@ from ...model import (
     StoreLocked,
 )
 from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, shut
-from ..calls import BatchTag, CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
-from ..depends import Ended, lookup_dependencies, settle, store_dependencies
+from ..calls import (
+    BatchTag,
+    CancelSlice,
+    Dead,
+    Ended,
+    Ending,
+    Expired,
+    NewTask,
+    Owned,
+    Selection,
+)
+from ..depends import lookup_dependencies, settle, store_dependencies
+from ..family import parent_gone, park
 from ..keys import register as register_key_hash
 from ..sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
 from ..staging import (
@@ -238,9 +249,37 @@ class _SqliteDeps:
         if task_ids:
             conn.execute(q("deps_release"), {"ids": json.dumps(task_ids)})
 
-    def end_dependents(self, conn: sqlite3.Connection, ids: list[int], ending: Ending) -> list[int]:
-        self.driver._finish_raw(conn, ids, ending)
-        return ids
+    def end_tasks(self, conn: sqlite3.Connection, ids: list[int], ending: Ending) -> list[Ended]:
+        return self.driver._finish_raw(conn, ids, ending)
+
+    # child tasks (taskmill/backends/family.py)
+
+    def active_children(
+        self, conn: sqlite3.Connection, parents: list[int]
+    ) -> list[tuple[int, int]]:
+        return conn.execute(q("family_children"), {"ids": json.dumps(parents)}).fetchall()
+
+    def adopt(self, conn: sqlite3.Connection, pairs: list[tuple[int, int]]) -> None:
+        conn.execute(q("family_adopt"), {"pairs": json.dumps(pairs)})
+
+    def lock_parents(
+        self, conn: sqlite3.Connection, ids: list[int]
+    ) -> list[tuple[int, str, str | None]]:
+        return conn.execute(q("family_parents"), {"ids": json.dumps(ids)}).fetchall()
+
+    def busy_parents(self, conn: sqlite3.Connection, ids: list[int]) -> set[int]:
+        return {r[0] for r in conn.execute(q("family_busy"), {"ids": json.dumps(ids)})}
+
+    def child_tallies(self, conn: sqlite3.Connection, ids: list[int]) -> list[tuple[int, str, int]]:
+        return conn.execute(q("family_tallies"), {"ids": json.dumps(ids)}).fetchall()
+
+    def make_due(self, conn: sqlite3.Connection, ids: list[int]) -> None:
+        conn.execute(q("family_due"), {"ids": json.dumps(ids)})
+
+    def wait_for_children(
+        self, conn: sqlite3.Connection, task_id: int, finalizer: str | None
+    ) -> None:
+        conn.execute(q("family_wait"), {"id": task_id, "finalizer": finalizer})
 
     def active_types(self, conn: sqlite3.Connection) -> list[str]:
         return [r[0] for r in conn.execute(q("active_task_types"))]
@@ -614,12 +653,13 @@ class SqliteDriver(Driver[sqlite3.Connection]):
     def finish(self, conn: sqlite3.Connection, ids: Sequence[int], ending: Ending) -> None:
         """(Every way of ending tasks comes here: their dependents are settled in the same
         transaction, see :mod:`taskmill.backends.depends`.)"""
-        self._finish_raw(conn, ids, ending)
-        ended = [Ended(int(i), ending.status, ending.replaced_by) for i in ids]
-        settle(_SqliteDeps(self), conn, ended, ending.now)
+        settle(_SqliteDeps(self), conn, self._finish_raw(conn, ids, ending), ending.now)
 
-    def _finish_raw(self, conn: sqlite3.Connection, ids: Sequence[int], ending: Ending) -> None:
-        """Move the active tasks ``ids`` to history, their dependents left as they are."""
+    def _finish_raw(
+        self, conn: sqlite3.Connection, ids: Sequence[int], ending: Ending
+    ) -> list[Ended]:
+        """Move the active tasks ``ids`` to history, their dependents, children and
+        parents left as they are; the tasks moved."""
         ids_json = json.dumps(list(ids))
         conn.execute(
             q("finish_to_history"),
@@ -631,7 +671,8 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 "ids": ids_json,
             },
         )
-        conn.execute(q("delete_tasks"), (ids_json,))
+        moved = conn.execute(q("delete_tasks"), (ids_json,)).fetchall()
+        return [Ended(int(i), ending.status, ending.replaced_by, parent) for i, parent in moved]
 
     def insert(self, conn: sqlite3.Connection, task: NewTask) -> None:
         row = task.row
@@ -823,6 +864,10 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             return q(name).replace("taskmill_stage.", f"{stage}.")
 
         now = SqliteDriver._clock_now(conn)
+        if tag is not None and tag.parent is not None and not dry_run:
+            running = conn.execute(q("family_running"), {"id": tag.parent}).fetchone()
+            if running is None:
+                raise parent_gone(tag.parent)
         base = conn.execute(q("next_id")).fetchone()[0] + base_offset
         conn.execute(q("batch_match_create"))
         conn.execute(q("batch_match_clear"))
@@ -844,12 +889,13 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 list(zip(sup["replaced_task_id"].to_list(), sup["task_id"].to_list(), strict=True))
             )
             conn.execute(q("batch_supersede_to_history"), {"pairs": pairs, "now": now})
-            conn.execute(q("batch_delete_superseded"), {"pairs": pairs})
+            moved = conn.execute(q("batch_delete_superseded"), {"pairs": pairs}).fetchall()
             if ops is not None:  # what waited for a replaced task waits for its successor
-                moved = zip(
-                    sup["replaced_task_id"].to_list(), sup["task_id"].to_list(), strict=True
+                successor = dict(
+                    zip(sup["replaced_task_id"].to_list(), sup["task_id"].to_list(), strict=True)
                 )
-                settle(ops, conn, [Ended(old, "superseded", new) for old, new in moved], now)
+                ended = [Ended(old, "superseded", successor[old], parent) for old, parent in moved]
+                settle(ops, conn, ended, now)
         if matches:
             conn.execute(q("batch_upgrade"))
         expected = result.filter(pl.col("action").is_in(["submitted", "superseded"])).height
@@ -858,7 +904,13 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         batch_id = None
         if tag is not None:
             batch_id = tag.id_for(expected, lambda: _open_batch(conn, tag, now))
-        params = {"base": base, "now": now, "batch_id": batch_id, "blocked": _blocked(part, tag)}
+        params = {
+            "base": base,
+            "now": now,
+            "batch_id": batch_id,
+            "blocked": _blocked(part, tag),
+            "parent_id": None if tag is None else tag.parent,
+        }
         inserted = conn.execute(sql(insert), params).rowcount
         if inserted != expected:  # the SQL and the plan disagree: never commit that
             raise StoreError(f"batch merge inserted {inserted} rows where {expected} were planned")
@@ -869,6 +921,13 @@ class SqliteDriver(Driver[sqlite3.Connection]):
     def awaited(self, task_ids: list[int]) -> list[tuple[int, int]]:
         with self._read() as conn:
             return conn.execute(q("deps_awaited"), {"ids": json.dumps(task_ids)}).fetchall()
+
+    # ------------------------------------------------------------------ child tasks
+
+    def family_counts(self, parent_ids: list[int]) -> list[tuple[int, str, int]]:
+        with self._read() as conn:
+            params = {"ids": json.dumps(parent_ids)}
+            return conn.execute(q("family_counts"), params).fetchall()
 
     # ------------------------------------------------------------------ batches
 
@@ -1072,10 +1131,12 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         ).fetchall()
         return [
             (
-                ClaimedTask(tid, ttype, key, group, prio, payload, label, tries + 1, retries),
+                ClaimedTask(
+                    tid, ttype, key, group, prio, payload, label, tries + 1, retries, fin == "due"
+                ),
                 sum(sizes),
             )
-            for tid, ttype, key, group, prio, payload, label, tries, retries, *sizes in rows
+            for tid, ttype, key, group, prio, payload, label, tries, retries, fin, *sizes in rows
         ]
 
     def mark_running(
@@ -1105,6 +1166,14 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         params = {"id": task_id, "owner": owned.owner, "error": error, "run_after": run_after}
         conn.execute(q("retry_later"), params)
         return True
+
+    def park(
+        self, conn: sqlite3.Connection, owned: Owned, finalizer: str | None
+    ) -> dict[str, int] | bool | None:
+        [task_id] = self._running(conn, owned) or [None]
+        if task_id is None:
+            return False
+        return park(_SqliteDeps(self), conn, task_id, finalizer)
 
     def attempt_traceback(self, conn: sqlite3.Connection, task_id: int, traceback: str) -> None:
         conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})

@@ -31,8 +31,8 @@ INSERT INTO tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
     max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure,
-    status
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, 'pending');
+    parent_id, status
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, 'pending');
 
 -- name: upgrade_priority
 UPDATE tasks SET priority = ? WHERE id = ? AND status = 'pending' AND priority > ?;
@@ -43,24 +43,24 @@ INSERT INTO history (
     id, task_type, dedup_key, group_name, priority, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
     max_retries, status, attempts, last_error, replaced_by, created_at, started_at, finished_at,
-    batch_id
+    batch_id, parent_id
 )
 SELECT id, task_type, dedup_key, group_name, priority, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
        max_retries, :status, attempts, COALESCE(:error, last_error), :replaced_by,
-       created_at, started_at, :now, batch_id
+       created_at, started_at, :now, batch_id, parent_id
 FROM tasks
 WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: delete_tasks
-DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?));
+DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?)) RETURNING id, parent_id;
 
 -- name: claim_candidates
 -- Next dispatchable tasks in order, skipping held groups (full, over their budget, out of
 -- tokens, paused) and held task types, with each task's four expected figures (summed in
 -- Python: SQLite's integers are 64 bits, and a sum past them would turn into a float).
 SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts, max_retries,
-       expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
+       finalizer, expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
        expected_net_tx_bytes
 FROM tasks
 WHERE status = 'pending'
@@ -325,18 +325,19 @@ INSERT INTO history (
     id, task_type, dedup_key, group_name, priority, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
     max_retries, status, attempts, last_error, replaced_by, created_at, started_at, finished_at,
-    batch_id
+    batch_id, parent_id
 )
 SELECT t.id, t.task_type, t.dedup_key, t.group_name, t.priority, t.payload, t.label,
        t.expected_read_bytes, t.expected_write_bytes, t.expected_net_rx_bytes,
        t.expected_net_tx_bytes, t.max_retries, 'superseded', t.attempts, t.last_error,
-       json_extract(j.value, '$[1]'), t.created_at, t.started_at, :now, t.batch_id
+       json_extract(j.value, '$[1]'), t.created_at, t.started_at, :now, t.batch_id, t.parent_id
 FROM json_each(:pairs) AS j
 JOIN main.tasks AS t ON t.id = json_extract(j.value, '$[0]');
 
 -- name: batch_delete_superseded
 DELETE FROM main.tasks
-WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(:pairs));
+WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(:pairs))
+RETURNING id, parent_id;
 
 -- name: batch_upgrade
 UPDATE main.tasks SET priority = m.new_priority
@@ -352,13 +353,13 @@ INSERT INTO main.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
     max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure,
-    status
+    parent_id, status
 )
 SELECT :base + s.pos, s.task_type, s.dedup_key, s.group_name, s.priority,
        CASE WHEN m.old_status = 'pending' THEN m.old_pos ELSE :base + s.pos END,
        s.payload, s.label, s.expected_read_bytes, s.expected_write_bytes,
        s.expected_net_rx_bytes, s.expected_net_tx_bytes, s.max_retries, :now, s.key_hash,
-       s.run_after, s.expires_at, :batch_id, s.on_dependency_failure,
+       s.run_after, s.expires_at, :batch_id, s.on_dependency_failure, :parent_id,
        CASE WHEN s.ord IN (SELECT value FROM json_each(:blocked)) THEN 'blocked'
             ELSE 'pending' END
 FROM taskmill_stage.s AS s
@@ -370,13 +371,13 @@ INSERT INTO main.tasks (
     id, task_type, dedup_key, group_name, priority, queue_pos, payload, label,
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
     max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure,
-    status
+    parent_id, status
 )
 SELECT :base + ROW_NUMBER() OVER w, s.task_type, s.dedup_key, s.group_name, s.priority,
        CASE WHEN m.old_status = 'pending' THEN m.old_pos ELSE :base + ROW_NUMBER() OVER w END,
        s.payload, s.label, s.expected_read_bytes, s.expected_write_bytes,
        s.expected_net_rx_bytes, s.expected_net_tx_bytes, s.max_retries, :now, s.key_hash,
-       s.run_after, s.expires_at, :batch_id, s.on_dependency_failure,
+       s.run_after, s.expires_at, :batch_id, s.on_dependency_failure, :parent_id,
        CASE WHEN s.ord IN (SELECT value FROM json_each(:blocked)) THEN 'blocked'
             ELSE 'pending' END
 FROM taskmill_stage.s AS s
@@ -470,6 +471,66 @@ SELECT task_id, depends_on FROM task_deps
 WHERE task_id IN (SELECT value FROM json_each(:ids)) AND depends_on IS NOT NULL
 ORDER BY task_id, depends_on;
 
+-- ------------------------------------------------------------------ child tasks (schema 9)
+-- Parents and children, settled by every way of ending a task (taskmill/backends/family.py).
+-- Arguments are JSON arrays.
+
+-- name: family_children
+-- The active children of the tasks :ids, as [child, parent].
+SELECT id, parent_id FROM tasks
+WHERE parent_id IN (SELECT value FROM json_each(:ids))
+ORDER BY id;
+
+-- name: family_adopt
+-- Each [task, parent] of :pairs: the task (a superseded child's successor) becomes the
+-- parent's child, unless it has a parent of its own.
+UPDATE tasks
+SET parent_id = p.parent
+FROM (SELECT json_extract(value, '$[0]') AS task, json_extract(value, '$[1]') AS parent
+      FROM json_each(:pairs)) AS p
+WHERE tasks.id = p.task AND tasks.parent_id IS NULL;
+
+-- name: family_parents
+-- The active tasks :ids with their status and finalizer (a single writer: nothing to lock).
+SELECT id, status, finalizer FROM tasks
+WHERE id IN (SELECT value FROM json_each(:ids))
+ORDER BY id;
+
+-- name: family_busy
+-- Which of the tasks :ids have an active child.
+SELECT DISTINCT parent_id FROM tasks WHERE parent_id IN (SELECT value FROM json_each(:ids));
+
+-- name: family_tallies
+-- The finished children of the tasks :ids, as [parent, status, count].
+SELECT parent_id, status, COUNT(*) FROM history
+WHERE parent_id IN (SELECT value FROM json_each(:ids))
+GROUP BY parent_id, status;
+
+-- name: family_counts
+-- The children of the tasks :ids, active and finished, as [parent, status, count].
+SELECT parent_id, status, COUNT(*) FROM tasks
+WHERE parent_id IN (SELECT value FROM json_each(:ids))
+GROUP BY parent_id, status
+UNION ALL
+SELECT parent_id, status, COUNT(*) FROM history
+WHERE parent_id IN (SELECT value FROM json_each(:ids))
+GROUP BY parent_id, status;
+
+-- name: family_due
+-- Waiting parents :ids whose children all ended: pending again, in their queue place, for
+-- the claim to run their finalizer (a task that started never expires).
+UPDATE tasks SET status = 'pending', finalizer = 'due', expires_at = NULL
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'waiting';
+
+-- name: family_wait
+-- The running task :id waits for its children, holding no slot.
+UPDATE tasks SET status = 'waiting', finalizer = :finalizer, owner = NULL
+WHERE id = :id AND status = 'running';
+
+-- name: family_running
+-- Whether task :id runs (a batch spawning its children checks it first).
+SELECT 1 FROM tasks WHERE id = :id AND status = 'running';
+
 -- ------------------------------------------------------------------ batches as units of work (schema 7)
 -- A batch's row is written by the transactions that insert its tasks (batch_open in the
 -- first, batch_grow in each); it is sealed once the submission ended, and finished by the
@@ -553,7 +614,7 @@ WHERE finished_at < :cutoff
 SELECT id, task_type, dedup_key, group_name AS "group", priority, status, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
        expected_net_tx_bytes, max_retries, attempts, last_error, replaced_by, created_at,
-       started_at, finished_at, batch_id
+       started_at, finished_at, batch_id, parent_id
 FROM history
 WHERE id IN (SELECT value FROM json_each(?))
 ORDER BY id;

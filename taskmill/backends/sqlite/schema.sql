@@ -1,4 +1,4 @@
--- taskmill store schema, version 8 (the whole current schema; a store written by an
+-- taskmill store schema, version 9 (the whole current schema; a store written by an
 -- older version is brought here by the files in migrations/, see sql.py).
 --
 -- Parts: a table, index or trigger unchanged since the migration that created it is
@@ -21,8 +21,61 @@ CREATE TABLE taskmill_meta (
 ) WITHOUT ROWID;
 
 -- Active tasks (schema 8: rebuilt by migration 008 for the statuses `blocked` and
--- `waiting`), with their indexes.
--- include: tasks.sql
+-- `waiting`; schema 9: `parent_id` and `finalizer`, added by migration 009 where the
+-- text shows), with their indexes.
+CREATE TABLE tasks (
+    id                    INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_type             TEXT    NOT NULL CHECK (task_type <> ''),
+    dedup_key             TEXT             CHECK (dedup_key <> ''),
+    group_name            TEXT,
+    priority              INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 255),
+    -- queue order within a priority: a new task's own id; a task that supersedes
+    -- a pending one inherits the replaced task's position
+    queue_pos             INTEGER NOT NULL,
+    -- blocked: waits for its dependencies (task_deps); waiting: a parent whose children
+    -- run; neither is ever dispatched
+    status                TEXT    NOT NULL DEFAULT 'pending'
+                                  CHECK (status IN ('pending', 'running', 'paused', 'blocked',
+                                                    'waiting')),
+    payload               BLOB,
+    label                 TEXT,
+    expected_read_bytes   INTEGER NOT NULL DEFAULT 0 CHECK (expected_read_bytes >= 0),
+    expected_write_bytes  INTEGER NOT NULL DEFAULT 0 CHECK (expected_write_bytes >= 0),
+    expected_net_rx_bytes INTEGER NOT NULL DEFAULT 0 CHECK (expected_net_rx_bytes >= 0),
+    expected_net_tx_bytes INTEGER NOT NULL DEFAULT 0 CHECK (expected_net_tx_bytes >= 0),
+    max_retries           INTEGER          CHECK (max_retries >= 0),
+    attempts              INTEGER NOT NULL DEFAULT 0,
+    last_error            TEXT,
+    run_after             REAL,            -- not dispatched before this time (retry backoff)
+    owner                 TEXT,            -- the worker running it: 'host:pid:token'
+    created_at            REAL    NOT NULL,
+    started_at            REAL,
+    key_hash              INTEGER,         -- taskmill/store/keys.py; NULL without a key
+    expires_at            REAL,            -- not started by then: ends as 'expired'
+    batch_id              INTEGER,         -- the batch that inserted it (NULL: a submit)
+    on_dependency_failure TEXT             -- cancel (NULL), fail or ignore
+, parent_id INTEGER, finalizer TEXT CHECK (finalizer IN ('wanted', 'due')));
+
+-- One active task per (task_type, dedup_key), enforced by the database itself on
+-- `key_hash`, a 64-bit hash of the pair.  A fixed-width key keeps this index small, so
+-- inserts into a large store touch few of its pages.  The text stays the truth: a hash
+-- match with a different text is a collision, refused (taskmill/store/keys.py).
+CREATE UNIQUE INDEX tasks_active_key ON tasks (key_hash) WHERE key_hash IS NOT NULL;
+
+-- Dispatch order: priority (0 first), then queue order.
+CREATE INDEX tasks_queue ON tasks (status, priority, queue_pos);
+
+-- Tasks waiting for a start time or a retry backoff (run_after is only set on those).
+CREATE INDEX tasks_retry ON tasks (run_after) WHERE run_after IS NOT NULL;
+
+-- Tasks that expire if not started in time.
+CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
+
+-- The tasks of each batch: its counts and whether any of its tasks is still active.
+CREATE INDEX tasks_batch ON tasks (batch_id) WHERE batch_id IS NOT NULL;
+
+-- A parent's children (schema 9).
+CREATE INDEX tasks_parent ON tasks (parent_id) WHERE parent_id IS NOT NULL;
 
 -- Finished tasks, with the same ids; `batch_id` (schema 7) sits last, where migration 007
 -- added it.
@@ -47,13 +100,14 @@ CREATE TABLE history (
     replaced_by           INTEGER,          -- for 'superseded': the task that replaced it
     created_at            REAL    NOT NULL,
     started_at            REAL,
-    finished_at           REAL    NOT NULL, batch_id INTEGER
+    finished_at           REAL    NOT NULL, batch_id INTEGER, parent_id INTEGER
 );
 
 -- No index on history's keys (nothing looks them up; dropped in schema 3): a finished
 -- task costs its row and this one index entry.
 CREATE INDEX history_finished ON history (finished_at);
 CREATE INDEX history_batch ON history (batch_id) WHERE batch_id IS NOT NULL;
+CREATE INDEX history_parent ON history (parent_id) WHERE parent_id IS NOT NULL;
 
 -- Workers and their leases (schema 2): a scheduler renews `heartbeat_at` while it
 -- runs; a running task whose owner's lease ran out is pending again.  Schema 5:
