@@ -192,6 +192,7 @@ RELEASED = {
         6: "ecdd5ccc79dffa68",
         7: "b5fcf1c90342b586",
         8: "c06e8a68dbb0ce12",
+        9: "fee5d68037003eea",
     },
     "postgres": {
         4: "134ae89966aed797",
@@ -199,6 +200,7 @@ RELEASED = {
         6: "79ee5f9d135dee5e",
         7: "03590e4ca2684105",
         8: "8885b45575ef3e1b",
+        9: "de3d0045f519da16",
     },
 }
 

@@ -63,13 +63,15 @@ class CancelSlice:
 class NewTask:
     """A task :meth:`~taskmill.backends.base.Driver.insert` stores as pending: ``row`` as
     task ``id`` at ``queue_pos``, its key hash ``hashed`` (``None``: no key), created at
-    ``now``."""
+    ``now``, child of ``parent``."""
 
     id: int
     queue_pos: int
     row: Row
     hashed: int | None
     now: float
+    #: Its parent: a task superseding a child takes that child's parent on.
+    parent: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

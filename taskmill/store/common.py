@@ -72,7 +72,8 @@ ATTEMPT_COLUMNS: dict[str, Any] = {
 #: How a recorded attempt can end: its task's end (``completed``, ``failed`` — for good or
 #: to be retried —, ``cancelled``, ``superseded``, ``expired``), or given back without
 #: counting as a try: ``released`` (its worker shut down or was fenced) or ``lost`` (its
-#: worker died or its lease ran out).
+#: worker died or its lease ran out); or ``waiting``: its code returned, and its task waits
+#: for the child tasks it spawned.
 ATTEMPT_OUTCOMES = (
     "completed",
     "failed",
@@ -81,6 +82,7 @@ ATTEMPT_OUTCOMES = (
     "expired",
     "released",
     "lost",
+    "waiting",
 )
 #: The history columns :meth:`TaskStore.retry_failed` resubmits, as the batch's
 #: canonical columns (``group`` is the store's ``group_name``).

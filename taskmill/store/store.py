@@ -239,18 +239,22 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         def body(conn: Any) -> SubmitOutcome:
             # no key: never a duplicate, no lock to take
             existing = None if hashed is None else self._driver.find_active(conn, hashed)
+            adopted: list[int | None] = [None]  # the parent a successor takes on
+
+            def supersede(old_id: int, new_id: int) -> None:
+                adopted[0] = None if existing is None else existing[7]
+                self._driver.finish(conn, [old_id], Ending("superseded", now, replaced_by=new_id))
+
             return submit_row(
                 row,
                 existing,
                 now,
                 next_id=lambda: self._driver.new_task_id(conn),
                 insert=lambda new_id, pos: self._driver.insert(
-                    conn, NewTask(new_id, pos, row, hashed, now)
+                    conn, NewTask(new_id, pos, row, hashed, now, adopted[0])
                 ),
                 upgrade=lambda old_id: self._driver.upgrade_priority(conn, old_id, row.priority),
-                supersede=lambda old_id, new_id: self._driver.finish(
-                    conn, [old_id], Ending("superseded", now, replaced_by=new_id)
-                ),
+                supersede=supersede,
                 expire=lambda old_id: self._driver.finish(conn, [old_id], Ending("expired", now)),
             )
 

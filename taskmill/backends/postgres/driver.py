@@ -465,6 +465,7 @@ class PostgresDriver(Driver[Connection]):
                 "run_after": row.run_after,
                 "expires_at": row.expires_at,
                 "on_dependency_failure": row.on_dependency_failure,
+                "parent_id": task.parent,
             },
         )
         conn.execute(q("notify_work"))  # workers on other machines wake at commit

@@ -37,7 +37,7 @@ BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK});
 -- name: find_active
 -- The active task holding a key hash, with its text (a different text is a collision);
 -- locked, so a claim skips it and a concurrent change waits for this submit.
-SELECT id, status, priority, queue_pos, task_type, dedup_key, expires_at
+SELECT id, status, priority, queue_pos, task_type, dedup_key, expires_at, parent_id
 FROM taskmill.tasks
 WHERE key_hash = %(key_hash)s
 FOR UPDATE;
@@ -69,8 +69,8 @@ INSERT INTO taskmill.tasks (
     %(id)s, %(task_type)s, %(dedup_key)s, %(group)s, %(priority)s, %(queue_pos)s,
     %(payload)s, %(label)s, %(expected_read_bytes)s, %(expected_write_bytes)s,
     %(expected_net_rx_bytes)s, %(expected_net_tx_bytes)s, %(max_retries)s, %(now)s,
-    %(key_hash)s, %(run_after)s, %(expires_at)s, NULL, %(on_dependency_failure)s, NULL,
-    'pending'
+    %(key_hash)s, %(run_after)s, %(expires_at)s, NULL, %(on_dependency_failure)s,
+    %(parent_id)s, 'pending'
 );
 
 -- name: upgrade_priority

@@ -313,9 +313,13 @@ class PostgresBatch:
             if drawn[-1] - drawn[0] != n - 1:  # a keyless submit drew ids in between
                 result = _renumber(result, drawn)
         sup = result.filter(pl.col("action") == "superseded")
+        adopted: list[tuple[int, int]] = []
         if sup.height:
             old_ids, new_ids = sup["replaced_task_id"].to_list(), sup["task_id"].to_list()
-            moved = len(finish(conn, old_ids, "superseded", now, replaced_by=new_ids))
+            gone = finish(conn, old_ids, "superseded", now, replaced_by=new_ids)
+            moved = len(gone)
+            successor = dict(zip(old_ids, new_ids, strict=True))
+            adopted = [(successor[old], parent) for old, _, parent in gone if parent is not None]
             if moved != sup.height:
                 raise StoreError(
                     f"batch merge superseded {moved} tasks where {sup.height} were planned"
@@ -344,6 +348,8 @@ class PostgresBatch:
             )
             if inserted != n:  # the SQL and the plan disagree: never commit that
                 raise StoreError(f"batch merge inserted {inserted} rows where {n} were planned")
+            if adopted:  # a successor of a child takes its parent on
+                PostgresDeps().adopt(conn, adopted)
             conn.execute(self._q("notify_work", table))  # other machines' workers wake at commit
         if tag.dependencies is not None:
             store_dependencies(PostgresDeps(), conn, tag.dependencies, result, batch_id, now)

@@ -697,6 +697,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 row.run_after,
                 row.expires_at,
                 row.on_dependency_failure,
+                task.parent,
             ),
         )
 
@@ -884,6 +885,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         if dry_run:
             return result
         sup = result.filter(pl.col("action") == "superseded")
+        adopted: list[tuple[int, int]] = []
         if sup.height:
             pairs = json.dumps(
                 list(zip(sup["replaced_task_id"].to_list(), sup["task_id"].to_list(), strict=True))
@@ -896,6 +898,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 )
                 ended = [Ended(old, "superseded", successor[old], parent) for old, parent in moved]
                 settle(ops, conn, ended, now)
+                adopted = [(successor[old], parent) for old, parent in moved if parent is not None]
         if matches:
             conn.execute(q("batch_upgrade"))
         expected = result.filter(pl.col("action").is_in(["submitted", "superseded"])).height
@@ -914,6 +917,8 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         inserted = conn.execute(sql(insert), params).rowcount
         if inserted != expected:  # the SQL and the plan disagree: never commit that
             raise StoreError(f"batch merge inserted {inserted} rows where {expected} were planned")
+        if adopted and ops is not None:  # a successor of a child takes its parent on
+            ops.adopt(conn, adopted)
         return result
 
     # ------------------------------------------------------------------ dependencies

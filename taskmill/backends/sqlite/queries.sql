@@ -5,8 +5,8 @@
 
 -- name: find_active
 -- The active task holding a key hash, with its text (a different text is a collision),
--- and when it expires.
-SELECT id, status, priority, queue_pos, task_type, dedup_key, expires_at
+-- when it expires, and its parent (a task superseding it takes that parent on).
+SELECT id, status, priority, queue_pos, task_type, dedup_key, expires_at, parent_id
 FROM tasks
 WHERE key_hash = ?;
 
@@ -32,7 +32,7 @@ INSERT INTO tasks (
     expected_read_bytes, expected_write_bytes, expected_net_rx_bytes, expected_net_tx_bytes,
     max_retries, created_at, key_hash, run_after, expires_at, batch_id, on_dependency_failure,
     parent_id, status
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, 'pending');
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, 'pending');
 
 -- name: upgrade_priority
 UPDATE tasks SET priority = ? WHERE id = ? AND status = 'pending' AND priority > ?;
