@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
+from click.testing import CliRunner
 
 import taskmill as tm
+from taskmill.cli import cli
 from taskmill.scheduler.attempts import TaskContext
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
@@ -438,3 +441,22 @@ def test_a_child_superseded_by_a_batch_hands_its_parent_on(store: tm.TaskStore) 
     assert sorted(claim(store, worker)) == [c0, new, new + 1]
     store.complete_many([c0, new], owner=worker)
     assert state(store)["p"] == ("completed", None)
+
+
+def test_the_cli_says_what_a_waiting_parent_waits_for(
+    store: tm.TaskStore, location: str | Path
+) -> None:
+    parent, owner = running_parent(store)
+    children = store.spawn(parent, kids(5)).submitted
+    assert store.park(parent, owner=owner, attempt=1) is None
+    worker = store.new_owner()
+    claim(store, worker, 1)
+    store.complete_many(children[:1], owner=worker)
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["tasks", "--db", str(location)])
+    assert listed.exit_code == 0, listed.output
+    [line] = [line for line in listed.stdout.splitlines() if " waiting " in line]
+    assert f"│ {parent} │" in line.replace("  ", " ") and "4 of 5 children" in line
+    stats = runner.invoke(cli, ["stats", "--db", str(location)])
+    assert stats.exit_code == 0, stats.output
+    assert "waiting\xa01, completed\xa01" in stats.stdout  # (non-breaking spaces)

@@ -13,7 +13,7 @@ from typing import Any
 import click
 import polars as pl
 
-from ..model import SchedulerError
+from ..model import ACTIVE_STATUSES, SchedulerError
 from .common import (
     DB_OPTION,
     JSON_OPTION,
@@ -132,9 +132,12 @@ _LISTED = {
 }
 
 
-def _listing_cells(frame: Any, which: str) -> dict[str, list[str]]:
+def _listing_cells(
+    frame: Any, which: str, children: dict[int, dict[str, int]] | None = None
+) -> dict[str, list[str]]:
     """Each shown column of a `tasks` or `history` frame as text: times in UTC to the
-    minute (a next try only while it is ahead), an error by its first line."""
+    minute (a next try only while it is ahead), an error by its first line, what a task
+    waits for (a blocked one: the ids; a waiting one: its active ``children``)."""
     from ..render import _cell
 
     now = dt.datetime.now(dt.UTC)
@@ -149,6 +152,11 @@ def _listing_cells(frame: Any, which: str) -> dict[str, list[str]]:
             ]
         elif name == "depends_on":  # a blocked task: the ids it still waits for
             cells[name] = ["–" if not v else ", ".join(map(str, v)) for v in values]
+            for i, tid in enumerate(frame["id"].to_list()):
+                if children and tid in children:  # a parent: how many children still run
+                    counts = children[tid]
+                    active = sum(counts.get(s, 0) for s in ACTIVE_STATUSES)
+                    cells[name][i] = f"{active:,} of {sum(counts.values()):,} children"
         elif name == "last_error":
             cells[name] = ["–" if v is None else v.strip().splitlines()[-1] for v in values]
         else:
@@ -168,19 +176,25 @@ def _listing_total(store: Any, which: str, frame: Any, limit: int | None, **filt
     return int(query(**filters).height)
 
 
-def _print_listing(frame: Any, which: str, total: int, db: str) -> None:
+def _print_listing(
+    frame: Any,
+    which: str,
+    total: int,
+    db: str,
+    children: dict[int, dict[str, int]] | None = None,
+) -> None:
     """A `tasks` or `history` listing: one line per task fitting the terminal, and how
-    many of how many it shows."""
+    many of how many it shows (``children``: of the waiting parents shown, by id)."""
     from ..render import listing_table
 
     console = _console()
     head = frame.head(_SHOW_ROWS)
-    cells = _listing_cells(head, which)
+    cells = _listing_cells(head, which, children)
     columns = _SHOWN[which]
     if which == "tasks" and all(v == "–" for v in cells["run_after"]):
         columns = columns[:-1]  # no task waits for a later time: no next-try column
     if which == "tasks" and all(v == "–" for v in cells["depends_on"]):
-        columns = [c for c in columns if c[0] != "depends_on"]  # none is blocked
+        columns = [c for c in columns if c[0] != "depends_on"]  # none blocked or waiting
     noun = "active task" if which == "tasks" else "finished task"
     console.print(f"{which} in {_shown(db)}", soft_wrap=False)
     table = listing_table(cells, columns, console.width, drop_order=_DROP_FIRST[which])
@@ -230,8 +244,12 @@ def _export_command(which: str) -> Callable[..., None]:
             query = store.tasks if which == "tasks" else store.history
             frame = query(**filters, limit=limit)
             total = _listing_total(store, which, frame, limit, **filters) if output is None else 0
+            children = {}
+            if output is None and which == "tasks":  # the waiting parents shown
+                shown = frame.head(_SHOW_ROWS).filter(pl.col("status") == "waiting")
+                children = {tid: store.children(tid) for tid in shown["id"].to_list()}
         if output is None:
-            _print_listing(frame, which, total, db)
+            _print_listing(frame, which, total, db, children)
             return
         suffix = output.suffix.lower()
         if suffix == ".parquet":
@@ -250,7 +268,9 @@ def _export_command(which: str) -> Callable[..., None]:
 
 
 tasks = click.command(
-    "tasks", help="Active tasks (pending, running, paused) in dispatch order; export them."
+    "tasks",
+    help="Active tasks (blocked, pending, running, paused, waiting) in dispatch order; "
+    "export them.",
 )(_export_command("tasks"))
 history = click.command("history", help="Finished tasks with their final status; export them.")(
     _export_command("history")

@@ -446,7 +446,8 @@ class QueueWidget(w.VBox):
         status = "<div class='taskmill-live'>" + " · ".join(items) + "</div>" + trouble
         start = {g: n - retry.get(g, 0) for g, n in later.items()}
         blocked = dict(zip(names, groups["blocked"].to_list(), strict=True))
-        waits = [_waiting_on(g, paused, held, start, retry, blocked) for g in names]
+        parents = dict(zip(names, groups["waiting"].to_list(), strict=True))
+        waits = [_waiting_on(g, paused, held, start, retry, blocked, parents) for g in names]
         by_type = ", ".join(f"{k[5:]} ({why})" for k, why in held.items() if k.startswith("type:"))
         if by_type:
             status += (
@@ -519,10 +520,11 @@ def _waiting_on(
     later: dict[str | None, int],
     retry: dict[str | None, int] | None = None,
     blocked: dict[str | None, int] | None = None,
+    parents: dict[str | None, int] | None = None,
 ) -> str:
     """What a group's tasks wait on: a pause, a limit (the last claim's), their start
     times (given at submission), a retry's backoff (tasks tried before), their
-    dependencies (blocked tasks)."""
+    dependencies (blocked tasks), their children (parents waiting)."""
     parts = []
     if group in paused:
         until = paused[group]
@@ -540,6 +542,9 @@ def _waiting_on(
         parts.append(f"retry backoff ({retry[group]:,})")
     if blocked and blocked.get(group):
         parts.append(f"dependencies ({blocked[group]:,} blocked)")
+    if parents and parents.get(group):
+        n = parents[group]
+        parts.append(f"child tasks ({n:,} parent{'s' if n > 1 else ''} waiting)")
     return ", ".join(parts)
 
 
