@@ -82,6 +82,13 @@ def test_doc_python_blocks_run_in_order(tmp_path: Path, pg_url: str) -> None:
         "('src/a.jpg', 'blocked', [1]), ('src/b.jpg', 'blocked', [2]), "
         "('manifest', 'blocked', [3, 4])]"
     ) in proc.stdout
+    # child tasks: the README's folder, and the guide's bucket with one upload failing
+    assert "folder synced: 3 objects uploaded" in proc.stdout
+    assert "folder task: completed children: 3 completed" in proc.stdout
+    assert (
+        "bucket: ('failed', 'child_failed: 1 of 4 child task(s) did not complete (1 failed)')"
+    ) in proc.stdout
+    assert "finalizer saw: {'completed': 3, 'failed': 1}" in proc.stdout
     order = proc.stdout.split("ran: ")[1].splitlines()[0]
     assert order.index("'a.jpg'") < order.index("'src/a.jpg'") < order.index("'manifest'")
 
