@@ -50,6 +50,7 @@ def test_a_batch_is_followed_from_the_command_line_to_its_end(tmp_path: Path) ->
     assert shown.exit_code == 0, shown.output
     assert shown.stdout.splitlines()[0] == "batch 1 'nightly <eu>': in progress"
     assert "ended       0 of 6 tasks (0.0%)" in shown.stdout
+    assert "bytes       0 of 6,000,000 completed" in shown.stdout
     # a process waits for the batch while another one runs it
     waiting = taskmill("batch", "1", "--db", str(db), "--wait", "--interval", "0.1", "--json")
     worker = subprocess.run(
@@ -82,3 +83,12 @@ def test_an_unknown_batch_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert result.stderr == "taskmill: error: no batch 9 in this store\n"
     empty = CliRunner().invoke(cli, ["batches", "--db", str(db)])
     assert empty.exit_code == 0 and empty.stdout == f"no batches in {db}\n"
+
+
+def test_a_batch_of_no_announced_size_shows_no_bytes(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    with tm.TaskStore.open(db) as store:
+        store.submit_batch([tm.TaskSubmission("sync.delete", dedup_key="a")])
+    shown = CliRunner().invoke(cli, ["batch", "1", "--db", str(db)])
+    assert shown.exit_code == 0, shown.output
+    assert "pending" in shown.stdout and "bytes" not in shown.stdout

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 import taskmill as tm
 
+from conftest import allow_key, refuse_key
+
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 TYPES = ["copy", "delete", "manifest", "other", "t"]
@@ -216,6 +218,49 @@ def test_a_chunked_batch_resolves_rows_of_later_chunks(store: tm.TaskStore) -> N
     assert blocked == {"k0": [ids["k7"]], "k8": [ids["k0"]]}
     run(store, [ids["k7"]])
     assert status(store)["k0"] == "pending"
+
+
+@pytest.mark.parametrize("policy", ["cancel", "fail", "ignore"])
+def test_an_interrupted_batch_leaves_nothing_waiting_for_rows_it_never_merged(
+    location: str | Path, policy: str
+) -> None:
+    """A chunked batch stops in its second chunk: rows of the first that wait for rows of
+    the second follow their policy once it is sealed, and what waits for them after."""
+    tm.TaskStore.open(location).close()
+    refuse_key(location, "k4")  # a real failure inside the second chunk
+    plan = pl.DataFrame(
+        {
+            "task_type": ["t"] * 6,
+            "dedup_key": [f"k{i}" for i in range(6)],
+            # k0 waits for k3 (a later chunk), k1 for k0; k2 waits for nothing
+            "depends_on": [["k3"], ["k0"], None, None, None, None],
+            "on_dependency_failure": [policy, None, None, None, None, None],
+        }
+    )
+    batch = tm.BatchSubmission().transaction_limit(3).chunk_size(3).tasks(plan)
+    try:
+        with tm.TaskStore.open(location) as store:
+            with pytest.raises(tm.BatchInterrupted) as err:
+                store.submit_batch(batch)
+            batch_id = err.value.outcome.batch_id
+            assert batch_id is not None and store.batch(batch_id).total == 3
+            k0, _, k2 = err.value.outcome.submitted
+            ended = {"cancel": "cancelled", "fail": "failed", "ignore": "pending"}[policy]
+            after = "blocked" if policy == "ignore" else "cancelled"  # k1 waits for k0
+            assert status(store) == {"k0": ended, "k1": after, "k2": "pending"}
+            if policy != "ignore":
+                [error] = store.history(ids=k0)["last_error"].to_list()
+                assert error == (
+                    "dependency_failed: a task it depends on was never submitted "
+                    "(its batch stopped)"
+                )
+            else:
+                assert store.tasks(ids=k0)["depends_on"].to_list() == [None]
+                run(store, [k0, k2])
+                assert status(store)["k1"] == "pending"
+            assert store.tasks(status="blocked").height == 0
+    finally:
+        allow_key(location)
 
 
 def test_a_single_submit_with_dependencies_records_no_batch(store: tm.TaskStore) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "DependencyOps",
     "EdgeOps",
     "batch_edges",
+    "drop_unmerged",
     "id_states",
     "lookup_dependencies",
     "settle",
@@ -101,6 +102,11 @@ class EdgeOps(DependencyOps, Protocol):
 
     def resolve_rows(self, conn: Any, pairs: list[tuple[int, int]], batch_id: int) -> None:
         """Edges of batch ``batch_id`` on rows ``(row, task id)`` merged now name them."""
+        ...
+
+    def unmerged(self, conn: Any, batch_id: int) -> list[tuple[int, str | None]]:
+        """Delete the edges of batch ``batch_id`` still on rows it never merged; ``(task_id,
+        policy)`` of each, the dependents' rows locked."""
         ...
 
 
@@ -293,6 +299,25 @@ def store_dependencies(
         ops.release_blocked(conn, released)
     if edges.ended:
         settle(ops, conn, edges.ended, now)
+
+
+def drop_unmerged(ops: EdgeOps, conn: Any, batch_id: int, now: float) -> None:
+    """A batch that stopped before its last transaction is sealed: the rows it never merged
+    never will be, so the tasks of its earlier transactions waiting for them follow their
+    ``on_dependency_failure`` as for a dependency that failed (``ignore`` stops waiting),
+    and whatever waited for those in turn after them."""
+    waiting = ops.unmerged(conn, batch_id)
+    if not waiting:
+        return
+    policy = {int(t): p or "cancel" for t, p in waiting}
+    ops.release_blocked(conn, sorted(t for t, p in policy.items() if p == "ignore"))
+    ended: list[Ended] = []
+    error = f"{DEPENDENCY_FAILED}: a task it depends on was never submitted (its batch stopped)"
+    for kind, status in (("cancel", "cancelled"), ("fail", "failed")):
+        ids = sorted(t for t, p in policy.items() if p == kind)
+        if ids:
+            ended += ops.end_tasks(conn, ids, Ending(status, now, error=error))
+    settle(ops, conn, ended, now)
 
 
 def id_states(ops: EdgeOps, conn: Any, ids: pl.DataFrame) -> pl.DataFrame:

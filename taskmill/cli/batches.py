@@ -177,10 +177,11 @@ def _print_status(status: Any, failed: Any) -> None:
     for key, n in status.counts.items():
         if n:
             console.print(f"  {key:<11} {n:>12,}", soft_wrap=False)
-    console.print(
-        f"  bytes       {status.completed_bytes:,} of {status.expected_bytes:,} completed",
-        soft_wrap=False,
-    )
+    if status.expected_bytes:  # a batch that announced no size has no bytes line
+        console.print(
+            f"  bytes       {status.completed_bytes:,} of {status.expected_bytes:,} completed",
+            soft_wrap=False,
+        )
     if failed.height:
         console.print("failed tasks:")
         for row in failed.iter_rows(named=True):

@@ -180,6 +180,9 @@ class PostgresDeps:
         params = {"tasks": tasks, "deps": deps, "rows": rows, "batch_id": batch_id}
         conn.execute(q("deps_insert"), params)
 
+    def unmerged(self, conn: Connection, batch_id: int) -> list[tuple[int, str | None]]:
+        return conn.execute(q("deps_unmerged"), {"batch_id": batch_id}).fetchall()
+
     def resolve_rows(self, conn: Connection, pairs: list[tuple[int, int]], batch_id: int) -> None:
         rows, ids = [r for r, _ in pairs], [t for _, t in pairs]
         conn.execute(q("deps_resolve_rows"), {"rows": rows, "ids": ids, "batch_id": batch_id})

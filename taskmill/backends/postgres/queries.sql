@@ -727,6 +727,20 @@ SET depends_on = r.task_id, batch_id = NULL, on_row = NULL
 FROM unnest(%(rows)s::bigint[], %(ids)s::bigint[]) AS r (row, task_id)
 WHERE d.depends_on IS NULL AND d.batch_id = %(batch_id)s::bigint AND d.on_row = r.row;
 
+-- name: deps_unmerged
+-- The edges of batch :batch_id still on rows it never merged, deleted, with each
+-- dependent's policy; the dependents' rows locked.
+WITH gone AS (
+    DELETE FROM taskmill.task_deps
+    WHERE depends_on IS NULL AND batch_id = %(batch_id)s
+    RETURNING task_id
+)
+SELECT t.id, t.on_dependency_failure
+FROM taskmill.tasks AS t
+WHERE t.id IN (SELECT task_id FROM gone)
+ORDER BY t.id
+FOR UPDATE OF t;
+
 -- name: deps_dependents
 -- The edges on :ids with each dependent's policy; the dependents' rows locked (in id
 -- order) so that two transactions settling dependencies of one task never both leave it

@@ -37,7 +37,7 @@ from psycopg import sql
 from ...model import SchedulerError, StoreError
 from .. import staging
 from ..calls import BatchTag
-from ..depends import lookup_dependencies, store_dependencies
+from ..depends import drop_unmerged, lookup_dependencies, store_dependencies
 from ..family import parent_gone
 from ..location import scrub
 from ..staging import INSERTING, decide, hash_part, retried_failures, staging_frame
@@ -227,11 +227,18 @@ class PostgresBatch:
     def seal(self) -> None:
         """Seal the batch of :attr:`tag` (its submission ended before its last
         transaction, or that one inserted nothing)."""
-        if self.tag.id is not None:
-            batch = self.tag.id
-            self.store._autocommit(
-                "cannot seal a batch in", lambda c: c.execute(q("batch_seal"), {"id": batch})
-            )
+        tag = self.tag
+        if tag.id is None:
+            return
+        batch = tag.id
+        forward = tag.dependencies is not None and tag.dependencies.forward
+
+        def body(conn: Connection) -> None:
+            conn.execute(q("batch_seal"), {"id": batch})
+            if forward:  # rows never merged: what waited for them follows its policy
+                drop_unmerged(PostgresDeps(), conn, batch, self.store.now())
+
+        self.store.write("cannot seal a batch in", body)
 
     def merge(self, staged: StagedPart, *, dry_run: bool, base_offset: int) -> pl.DataFrame:
         """Merge (or plan) the staged part in one transaction, then drop its table.

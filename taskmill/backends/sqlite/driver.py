@@ -40,7 +40,7 @@ from ..calls import (
     Owned,
     Selection,
 )
-from ..depends import lookup_dependencies, settle, store_dependencies
+from ..depends import drop_unmerged, lookup_dependencies, settle, store_dependencies
 from ..family import parent_gone, park
 from ..keys import register as register_key_hash
 from ..sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
@@ -198,7 +198,10 @@ class _SqliteBatch:
 
     def seal(self) -> None:
         if self.tag.id is not None:
-            self.store.write("cannot seal a batch in", lambda c: _seal(c, self.tag), single=True)
+            ops = _SqliteDeps(self.store)
+            self.store.write(
+                "cannot seal a batch in", lambda c: _seal(c, self.tag, ops), single=True
+            )
 
 
 def _open_batch(conn: sqlite3.Connection, tag: BatchTag, now: float) -> int:
@@ -210,8 +213,10 @@ def _open_batch(conn: sqlite3.Connection, tag: BatchTag, now: float) -> int:
 _INSERTED = pl.col("action").is_in(INSERTING)
 
 
-def _seal(conn: sqlite3.Connection, tag: BatchTag) -> None:
+def _seal(conn: sqlite3.Connection, tag: BatchTag, ops: _SqliteDeps) -> None:
     conn.execute(q("batch_seal"), {"id": tag.id})
+    if tag.id is not None and tag.dependencies is not None and tag.dependencies.forward:
+        drop_unmerged(ops, conn, tag.id, SqliteDriver._clock_now(conn))
 
 
 def _blocked(part: pl.DataFrame, tag: BatchTag | None) -> str:
@@ -301,6 +306,12 @@ class _SqliteDeps:
         batch_id: int | None,
     ) -> None:
         conn.execute(q("deps_insert"), {"edges": json.dumps(edges), "batch_id": batch_id})
+
+    def unmerged(self, conn: sqlite3.Connection, batch_id: int) -> list[tuple[int, str | None]]:
+        params = {"batch_id": batch_id}
+        rows = conn.execute(q("deps_unmerged"), params).fetchall()
+        conn.execute(q("deps_unmerged_drop"), params)
+        return sorted(set(rows))
 
     def resolve_rows(
         self, conn: sqlite3.Connection, pairs: list[tuple[int, int]], batch_id: int

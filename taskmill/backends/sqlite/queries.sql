@@ -417,6 +417,18 @@ SET depends_on = (SELECT r.task_id FROM temp.dep_rows AS r WHERE r.row = task_de
 WHERE depends_on IS NULL AND batch_id = :batch_id
   AND on_row IN (SELECT row FROM temp.dep_rows);
 
+-- name: deps_unmerged
+-- The edges of batch :batch_id still on rows it never merged, with each dependent's
+-- policy (the batch stopped before merging them).
+SELECT d.task_id, t.on_dependency_failure
+FROM task_deps AS d
+JOIN tasks AS t ON t.id = d.task_id
+WHERE d.depends_on IS NULL AND d.batch_id = :batch_id
+ORDER BY d.task_id;
+
+-- name: deps_unmerged_drop
+DELETE FROM task_deps WHERE depends_on IS NULL AND batch_id = :batch_id;
+
 -- name: deps_dependents
 -- The edges on :ids, with each dependent's policy.
 SELECT d.task_id, d.depends_on, t.on_dependency_failure
