@@ -110,21 +110,31 @@ class EdgeOps(DependencyOps, Protocol):
         ...
 
 
-def settle(ops: DependencyOps, conn: Any, ended: Sequence[Ended], now: float) -> None:
+def settle(
+    ops: DependencyOps, conn: Any, ended: Sequence[Ended], now: float, *, ran: bool = False
+) -> None:
     """What ``ended`` (tasks just moved to history in ``conn``'s transaction) does to the
     tasks waiting for them, to their children and to their parents (see the module
-    docstring and :mod:`taskmill.backends.family`), level by level."""
+    docstring and :mod:`taskmill.backends.family`), level by level.  ``ran``: the tasks
+    of ``ended`` were running (an attempt's end) — a task released to run waits for
+    nothing, so it has no edge of its own to forget (one statement saved per
+    completion)."""
     level = list(ended)
+    forget = not ran
     while level:
-        level = _settle_dependents(ops, conn, level, now) + settle_family(ops, conn, level, now)
+        level = _settle_dependents(ops, conn, level, now, forget) + settle_family(
+            ops, conn, level, now
+        )
+        forget = True
 
 
 def _settle_dependents(
-    ops: DependencyOps, conn: Any, level: list[Ended], now: float
+    ops: DependencyOps, conn: Any, level: list[Ended], now: float, forget: bool = True
 ) -> list[Ended]:
-    """One level of :func:`settle` for the tasks waiting for ``level``'s; the dependents
-    that ended in turn."""
-    ops.forget_edges(conn, [e.id for e in level])
+    """One level of :func:`settle` for the tasks waiting for ``level``'s (``forget``: drop
+    their own edges first); the dependents that ended in turn."""
+    if forget:
+        ops.forget_edges(conn, [e.id for e in level])
     moved = [(e.id, e.replaced_by) for e in level if e.status == "superseded"]
     if any(new is not None for _, new in moved):
         ops.retarget_edges(conn, [(old, new) for old, new in moved if new is not None])

@@ -423,6 +423,8 @@ class QueueWidget(w.VBox):
         self.shown = {**shown, "recording": shown_recording} if shown_recording else shown
         items = []
         for k, v in shown.items():
+            if k in _WORKFLOW_ONLY and not v:
+                continue  # statuses of dependencies and child tasks: shown once they occur
             item = f"{k} <b>{v:,}</b>"
             if k == "running" and counts["running"] > shown["running"]:
                 item += (
@@ -511,6 +513,10 @@ class QueueWidget(w.VBox):
 
         self._display_id = self._display_id or uuid4().hex
         display(self._bundle(), raw=True, display_id=self._display_id)
+
+
+#: Statuses only dependencies and child tasks give: the live view leaves them out at zero.
+_WORKFLOW_ONLY = ("blocked", "waiting")
 
 
 def _waiting_on(

@@ -108,9 +108,9 @@ def _finish(
 ) -> list[tuple[int, str, int | None]]:
     moved = [(int(r[0]), str(r[1]), r[2]) for r in conn.execute(q("finish"), params)]
     if settle_dependents and moved:
-        settle(
-            PostgresDeps(), conn, _ended(moved, params["status"], ids, replaced_by), params["now"]
-        )
+        ended = _ended(moved, params["status"], ids, replaced_by)
+        # with an owner, attempts: no edge of their own to forget
+        settle(PostgresDeps(), conn, ended, params["now"], ran=params["owner"] is not None)
     return moved
 
 

@@ -1169,8 +1169,9 @@ class SqliteDriver(Driver[sqlite3.Connection]):
 
     def finish_owned(self, conn: sqlite3.Connection, owned: Owned, ending: Ending) -> set[int]:
         running = self._running(conn, owned)
-        if running:
-            self.finish(conn, running, ending)
+        if running:  # attempts: no edge of their own to forget
+            ended = self._finish_raw(conn, running, ending)
+            settle(_SqliteDeps(self), conn, ended, ending.now, ran=True)
         return set(running)
 
     def retry_later(
