@@ -269,3 +269,34 @@ def test_the_batch_statements_walk_their_indexes_with_no_jit(
                 n.get("Relation Name") for n in nodes(plan["Plan"]) if n["Node Type"] == "Seq Scan"
             }
             assert not scanned & {"tasks", "history"}, f"{name} scans {scanned}: {shown}"
+
+
+def test_the_child_task_statements_walk_their_indexes_with_no_jit(
+    queued: tuple[PostgresStore, dict[str, Any]],
+) -> None:
+    """The end of a child probes its parent's other children; the end of a task that did
+    not complete looks for its active children; a parent's verdict counts its finished
+    children; a batch sealed after it stopped finds the edges on rows it never merged."""
+    store, running = queued
+    parent = running["ids"][0]
+    store.spawn(parent, [tm.TaskSubmission("sync.child", dedup_key=f"c{i}") for i in range(3)])
+    ids = {"ids": [parent, *running["ids"][1:3]]}
+    statements = [
+        ("family_children", ids, {"tasks_parent"}),
+        ("family_busy", ids, {"tasks_parent"}),
+        ("family_parents", ids, {"tasks_pkey"}),
+        ("family_tallies", ids, {"history_parent"}),
+        ("family_counts", ids, {"tasks_parent", "history_parent"}),
+        ("deps_unmerged", {"batch_id": 1}, {"task_deps_row"}),
+    ]
+    with store.driver._lock:
+        conn = store.driver._writer()
+        for name, params, indexes in statements:
+            plan = explain(conn, name, params)
+            shown = json.dumps(plan)[:3000]
+            assert "JIT" not in plan, f"{name} was JIT-compiled: {shown}"
+            assert indexes <= index_names(plan), f"{name} uses {index_names(plan)}: {shown}"
+            scanned = {
+                n.get("Relation Name") for n in nodes(plan["Plan"]) if n["Node Type"] == "Seq Scan"
+            }
+            assert not scanned & {"tasks", "history", "task_deps"}, f"{name} scans {scanned}"

@@ -73,3 +73,26 @@ def test_the_batch_statements_search_their_indexes(
         assert any(f"INDEX {index}" in step for step in plan), plan
     assert not any(re.match(r"SCAN (tasks|history|t)\b", step) for step in plan), plan
     assert _plan(conn, "batch_row") == ["SEARCH batches USING INTEGER PRIMARY KEY (rowid=?)"]
+
+
+@pytest.mark.parametrize(
+    ("name", "indexes"),
+    [
+        # every end of a task that did not complete: its active children
+        ("family_children", ["tasks_parent"]),
+        # every end of a child: its parent's other children, and the verdict's counts
+        ("family_busy", ["tasks_parent"]),
+        ("family_tallies", ["history_parent"]),
+        # ctx.children, taskmill tasks: one parent's children, active and finished
+        ("family_counts", ["tasks_parent", "history_parent"]),
+        # a batch sealed after it stopped: the edges on rows it never merged
+        ("deps_unmerged", ["task_deps_row"]),
+    ],
+)
+def test_the_child_task_statements_search_their_indexes(
+    conn: sqlite3.Connection, name: str, indexes: list[str]
+) -> None:
+    plan = _plan(conn, name)
+    for index in indexes:
+        assert any(f"INDEX {index}" in step for step in plan), plan
+    assert not any(re.match(r"SCAN (tasks|history|t|d|task_deps)\b", step) for step in plan), plan
