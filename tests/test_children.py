@@ -15,6 +15,8 @@ from typing import Any
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import taskmill as tm
 from taskmill.cli import cli
@@ -460,3 +462,94 @@ def test_the_cli_says_what_a_waiting_parent_waits_for(
     stats = runner.invoke(cli, ["stats", "--db", str(location)])
     assert stats.exit_code == 0, stats.output
     assert "waiting\xa01, completed\xa01" in stats.stdout  # (non-breaking spaces)
+
+
+# ---------------------------------------------------------------------- a property
+
+
+def _model_end(model: dict[int, str], kids_of: dict[int, list[int]], parent_of: dict[int, int]):
+    """Rules of the model: ending a task cancels its active children (unless it
+    completed) and ends its waiting parent once that one's last child ended."""
+
+    def cancel_below(task: int) -> None:
+        for child in kids_of.get(task, []):
+            if model[child] in ("running", "waiting"):
+                model[child] = "cancelled"
+                cancel_below(child)
+
+    def end(task: int, status: str) -> None:
+        model[task] = status
+        if status != "completed":
+            cancel_below(task)
+        parent = parent_of.get(task)
+        while parent is not None and model[parent] == "waiting":
+            ends = [model[c] for c in kids_of[parent]]
+            if any(s in ("running", "waiting") for s in ends):
+                return
+            model[parent] = "completed" if set(ends) == {"completed"} else "failed"
+            parent = parent_of.get(parent)
+
+    return end
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    tree=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=4),
+    data=st.data(),
+)
+def test_a_random_family_ends_as_the_rules_say(
+    empty_store: Any, tree: list[int], data: st.DataObject
+) -> None:
+    """A parent spawns children, some of which spawn children of their own; the leaves
+    end (completed, failed or cancelled) and some middle parents are cancelled, in any
+    order.  After every step no active task has an ended parent, every waiting parent has
+    an active child, and every task is where the rules say."""
+    with empty_store("family") as store:
+        owner = store.new_owner()
+        root = store.submit(tm.TaskSubmission("parent", dedup_key="root")).task_id
+        assert list(claim(store, owner)) == [root]
+        kids_of: dict[int, list[int]] = {root: store.spawn(root, kids(len(tree))).submitted}
+        assert store.park(root, owner=owner) is None
+        claim(store, owner)
+        leaves: list[int] = []
+        middles: list[int] = []
+        for child, n in zip(kids_of[root], tree, strict=True):
+            if n:
+                kids_of[child] = store.spawn(child, kids(n, f"{child}-")).submitted
+                assert store.park(child, owner=owner) is None
+                middles.append(child)
+            else:
+                leaves.append(child)
+        claim(store, owner)
+        leaves += [g for m in middles for g in kids_of[m]]
+        parent_of = {c: p for p, cs in kids_of.items() for c in cs}
+        model = {t: "running" for t in [root, *parent_of]}
+        model.update({t: "waiting" for t in (root, *middles)})
+        end = _model_end(model, kids_of, parent_of)
+        events = [(t, data.draw(st.sampled_from(["complete", "fail", "cancel"]))) for t in leaves]
+        events += [(m, "cancel") for m in middles if data.draw(st.booleans())]
+        for task, action in data.draw(st.permutations(events)):
+            if model[task] not in ("running", "waiting"):
+                assert store.cancel(task) is None  # ended already: nothing to do
+                continue
+            if action == "complete":
+                assert store.complete_many([task], owner=owner) == {task}
+                end(task, "completed")
+            elif action == "fail":
+                assert store.fail(task, owner=owner, error="x", retry_at=None) == "failed"
+                end(task, "failed")
+            else:
+                assert store.cancel(task) == model[task]
+                end(task, "cancelled")
+            active = store.tasks().select("id", "status", "parent_id").rows()
+            ids = {t for t, _, _ in active}
+            assert all(p is None or p in ids for _, _, p in active), active
+            for t, status, _ in active:
+                if status == "waiting":
+                    assert any(p == t for _, _, p in active), (t, active)
+            stored = dict(store.history().select("id", "status").rows())
+            stored.update({t: s for t, s, _ in active})
+            assert stored == model
+        assert store.tasks().height == 0 or any(s in ("running", "waiting") for s in model.values())
