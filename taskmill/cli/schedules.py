@@ -179,35 +179,34 @@ def schedule(
 
 
 def _shown_rows(frame: pl.DataFrame) -> pl.DataFrame:
-    """``store.schedules(details=True)`` as the ``schedules`` table shows it (the time
-    zones only when one is not UTC)."""
+    """``store.schedules(details=True)`` as the ``schedules`` table shows it, on 80
+    columns: a cron's time zone under it when it is not UTC."""
 
     def when(time: str) -> pl.Expr:
         return pl.col(time).dt.strftime("%m-%d %H:%M:%S").fill_null("–")
 
     every = pl.col("every").map_elements(_duration, return_dtype=pl.String)
-    shown = frame.select(
+    utc = pl.col("timezone") == "UTC"
+    zone = pl.when(utc).then(pl.lit("")).otherwise("\n" + pl.col("timezone"))
+    return frame.select(
         "name",
         pl.col("task_type").alias("task type"),
         pl.when(pl.col("every").is_not_null())
         .then(pl.lit("every ") + every)
-        .otherwise(pl.col("cron"))
+        .otherwise(pl.col("cron") + zone)
         .alias("when"),
-        pl.col("timezone").alias("time zone"),
         pl.when(pl.col("paused")).then(pl.lit("paused")).otherwise(when("next_at")).alias("next"),
         when("last_at").alias("last"),
-        pl.col("last_task_id").cast(pl.String).fill_null("–").alias("last task"),
         "skipped",
     )
-    return shown if (frame["timezone"] != "UTC").any() else shown.drop("time zone")
 
 
 @click.command()
 @DB_OPTION
 @JSON_OPTION
 def schedules(db: str, as_json: bool) -> None:
-    """Every schedule: its task type, when it fires, its next and last occurrence, the task
-    of the last one, and the occurrences skipped while that task waited."""
+    """Every schedule: its task type, when it fires, its next and last occurrence, and the
+    occurrences skipped while the last one's task waited (--json: the task too)."""
     from ..render import data_table
 
     with _existing(db) as store:
