@@ -13,7 +13,9 @@ file; a database of its own on the server):
 - ``noop``      no-op tasks run to completion by 1, 2 and 4 worker processes sharing the
                 queue (``Scheduler`` with ``max_concurrency=16`` each): tasks/s;
 - ``groups`` / ``budgets`` / ``rates``  the one-worker no-op case with a control counted
-                on every claim but never binding: tasks/s, as a ratio to the plain rate.
+                on every claim but never binding: tasks/s, as a ratio to the plain rate;
+- ``schedules`` the same with ten schedules firing a no-op task every second (what the
+                store's schedules cost the dispatch rate).
 
 Targets of the PostgreSQL store (issue 20): ``real`` within 1.3× SQLite's time; ≥ 5,000
 no-op tasks/s with one worker, rising with workers; a counted control ≥ 0.8× the plain
@@ -49,6 +51,7 @@ CONTROLS = {
     "groups": "dispatch_groups",
     "budgets": "dispatch_budgets",
     "rates": "dispatch_rates",
+    "schedules": "dispatch_schedules",
 }
 BACKENDS = ("sqlite", "postgres")
 

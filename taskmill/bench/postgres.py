@@ -47,6 +47,7 @@ from .cases import (
     _plan,
     _plan_file,
     control_settings,
+    prepare_control,
     timed_batch,
     with_dependencies,
 )
@@ -63,6 +64,7 @@ PG_CASES = (
     "dispatch_groups",
     "dispatch_budgets",
     "dispatch_rates",
+    "dispatch_schedules",
 )
 #: The other queues measured next to taskmill (PostgreSQL only).
 PEERS = ("pgqueuer", "procrastinate")
@@ -358,6 +360,7 @@ def dispatch(
     noops = _noop_plan(n, seed=3)
     with TaskStore.open(url) as store:
         store.submit_batch(noops)
+        prepare_control(store, case)
     groups = json.dumps(noops["group"].unique().drop_nulls().to_list())
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     procs = [
@@ -394,7 +397,7 @@ def dispatch(
                 proc.wait()
     with TaskStore.open(url) as store:
         counts = store.counts()
-    if counts["completed"] != n:
+    if counts["completed"] < n:  # (and the tasks of the schedules case's occurrences)
         raise RuntimeError(f"dispatch: {counts['completed']} of {n} tasks completed")
     took = max(ends) - t0
     return took * rows / n, n < rows
