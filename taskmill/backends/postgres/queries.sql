@@ -198,14 +198,17 @@ FOR UPDATE SKIP LOCKED;
 -- name: mark_running
 -- Marks the picked candidates running for :owner and stores the rate buckets as they
 -- stand after them (:keys, :tokens, :at of one length; empty without rate limits).
--- The ids are joined (unnest), not tested with = ANY: the planner would otherwise walk
--- the whole tasks_claim index (id is its last column) for them.
+-- The ids are joined (unnest), not tested with = ANY, and their status is not tested: the
+-- candidates are locked (FOR UPDATE) by this transaction since claim_candidates read them
+-- pending, so nothing else changed them; a test of status = 'pending' would let the
+-- planner walk the whole tasks_claim index (a partial index on pending tasks, id its
+-- last column) instead of probing the primary key — it did, on a table not analysed yet.
 WITH marked AS (
     UPDATE taskmill.tasks AS t
     SET status = 'running', attempts = t.attempts + 1, started_at = %(now)s,
         owner = %(owner)s, run_after = NULL
     FROM unnest(%(ids)s::bigint[]) AS p (id)
-    WHERE t.id = p.id AND t.status = 'pending'
+    WHERE t.id = p.id
     RETURNING t.id
 ), stored AS (
     INSERT INTO taskmill.rate_buckets (key, tokens, updated_at)
