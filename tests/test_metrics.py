@@ -280,3 +280,35 @@ def test_a_worker_serves_its_metrics_over_http(tmp_path: Path, location: str | P
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_read_that_fails_or_lags_answers_with_the_last_counts(
+    location: str | Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scrape always answers: a store that cannot be read (closed here) or that answers
+    late leaves the last counts in place, counted in ``queue_read_errors_total``; a slow
+    read is never started twice at once."""
+    from taskmill.scheduler.metrics import SchedulerMetrics
+
+    store = tm.TaskStore.open(location)
+    store.submit(tm.TaskSubmission("t", group="g"))
+    metrics = SchedulerMetrics(lambda: store, lambda: 0)
+    assert metrics.snapshot()['queue_depth{group="g"}'] == 1
+    calls: list[float] = []
+    real = store.group_counts
+
+    def slow() -> dict[str | None, dict[str, int]]:
+        calls.append(time.monotonic())
+        time.sleep(0.5)
+        return real()
+
+    monkeypatch.setattr(store, "group_counts", slow)
+    store.submit(tm.TaskSubmission("t", group="g"))
+    assert metrics.queue(timeout=0.05)["g"]["pending"] == 1  # the last counts
+    assert metrics.queue(timeout=5)["g"]["pending"] == 2  # the same read, finished
+    assert len(calls) == 1
+    monkeypatch.undo()
+    store.close()
+    m = metrics.snapshot()
+    assert m["tasks_pending"] == 2 and m["queue_read_errors_total"] == 2
+    metrics.close()

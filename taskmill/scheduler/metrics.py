@@ -103,6 +103,9 @@ class SchedulerMetrics:
         self._attempts = attempts
         #: This scheduler's registry: serve it, or hand it to your own exporter.
         self.registry: CollectorRegistry = CollectorRegistry()
+        # first: a collection reads the store before it reads the counters (a failed read
+        # is counted in the same scrape)
+        self.registry.register(_QueueCollector(self.gauges, attempts))
 
         def counter(name: str, doc: str) -> Counter:
             return Counter(name, doc, registry=self.registry)
@@ -154,7 +157,6 @@ class SchedulerMetrics:
         self._reader: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._servers: list[tuple[WSGIServer, threading.Thread]] = []
-        self.registry.register(_QueueCollector(self.gauges, attempts))
 
     # ------------------------------------------------------------------ counting
 
@@ -208,7 +210,7 @@ class SchedulerMetrics:
                 reading = self._reading = self._reader.submit(store.group_counts)
         try:
             counts = reading.result(timeout=timeout)
-        except (SchedulerError, concurrent.futures.TimeoutError) as exc:
+        except Exception as exc:  # a scrape must answer: with the last counts
             self.read_errors.inc()
             log.warning("taskmill metrics: the queue's counts could not be read: %r", exc)
             return self._queue
