@@ -108,7 +108,7 @@ async def test_counts_by_outcome_claims_and_the_queue(location: str | Path) -> N
     # the store's active tasks: us has two left of i0..i2 plus k's replacement
     assert m["tasks_pending"] == 4
     assert m["tasks_running"] == 0 and m["attempts_running"] == 0
-    assert m["tasks_blocked"] == 0 and m["tasks_paused"] == 0
+    assert m["tasks_blocked"] == 0 and m["tasks_paused"] == 0 and m["tasks_waiting"] == 0
     assert m['queue_depth{group="us"}'] == 3
     assert m['queue_depth{group=""}'] == 1
     assert not any(k.startswith('queue_depth{group="eu"') for k in m)  # nothing active left
@@ -122,8 +122,8 @@ async def test_counts_by_outcome_claims_and_the_queue(location: str | Path) -> N
     with tm.TaskStore.open(location) as store:
         assert store.counts()["pending"] == 4
         assert store.group_counts() == {
-            "us": {"pending": 3, "running": 0, "paused": 0, "blocked": 0},
-            None: {"pending": 1, "running": 0, "paused": 0, "blocked": 0},
+            "us": {"pending": 3, "running": 0, "paused": 0, "blocked": 0, "waiting": 0},
+            None: {"pending": 1, "running": 0, "paused": 0, "blocked": 0, "waiting": 0},
         }
 
 

@@ -15,7 +15,7 @@ the library's global one, so two schedulers in one process count apart):
   ``task_seconds`` (how long each completed attempt's code ran);
 - gauges read from the store at each scrape or snapshot, in one read of the active tasks
   (never history): ``tasks_pending``, ``tasks_running``, ``tasks_paused``,
-  ``tasks_blocked`` (and any other active status) over the whole store, whoever runs the
+  ``tasks_blocked``, ``tasks_waiting`` (every active status) over the whole store, whoever runs the
   tasks, and ``queue_depth{group="…"}``, the pending tasks of each group (``""``: no
   group); plus ``attempts_running``, this scheduler's own running attempts.
 

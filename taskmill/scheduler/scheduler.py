@@ -672,8 +672,9 @@ class Scheduler:
         ``tasks_cancelled_total``, ``tasks_superseded_total``, ``tasks_dispatched_total``,
         ``tasks_submitted_total``…), its claims' latency (``claim_seconds_sum``,
         ``claim_seconds_count``), and the store's active tasks now, whoever runs them
-        (``tasks_pending``, ``tasks_running``, ``tasks_blocked``, ``tasks_paused``; per
-        group ``queue_depth{group="…"}``), with ``attempts_running`` here.
+        (``tasks_pending``, ``tasks_running``, ``tasks_blocked``, ``tasks_paused``,
+        ``tasks_waiting``; per group ``queue_depth{group="…"}``), with
+        ``attempts_running`` here.
 
         The store's counts take one read of its active tasks (never history); before the
         scheduler starts, and once it closed its store, they are the last ones read (at
