@@ -76,6 +76,14 @@ def test_doc_python_blocks_run_in_order(tmp_path: Path, pg_url: str) -> None:
     assert "bytes: 9000000 of 10000000" in proc.stdout
     assert "failed: ['c.jpg']" in proc.stdout
     assert "nightly eu" in proc.stdout
+    # metrics: 5 uploads completed, 2 failed, the thumbnail waits in 'local'; the guide's
+    # scheduler scraped itself over HTTP
+    assert (
+        "metrics: {'tasks_completed_total': 5.0, 'tasks_failed_total': 2.0, 'tasks_pending': 1.0}"
+        in proc.stdout
+    )
+    assert "waiting in 'local': 1.0 True" in proc.stdout
+    assert "['tasks_completed_total 3.0']" in proc.stdout
     # dependencies: the deletes were blocked on their copies, the manifest on both deletes
     assert (
         "[('a.jpg', 'pending', None), ('b.jpg', 'pending', None), "

@@ -494,6 +494,11 @@ class Driver(abc.ABC, Generic[C]):
         """One read: ``(status, how many tasks)`` over active tasks and history."""
 
     @abc.abstractmethod
+    def active_group_counts(self) -> list[tuple[str | None, str, int]]:
+        """One read: ``(group, status, how many tasks)`` over active tasks only (``None``:
+        no group), never history."""
+
+    @abc.abstractmethod
     def per_group(self, query: GroupQuery, now: float) -> list[tuple[Any, Any]]:
         """One read: the rows ``(group, value)`` of the per-group read ``query`` at ``now``
         (pending tasks whose start time is ahead; of those, the ones waiting out a

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -67,6 +68,8 @@ class Dispatcher:
     wake: asyncio.Event
     loop: asyncio.AbstractEventLoop
     pool: ThreadPoolExecutor
+    #: Told how long each claim took, in seconds (the scheduler's metrics).
+    on_claim: Callable[[float], None] | None = None
     activity: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     closing: bool = field(default=False, init=False)
     #: Why the loop stopped for good (``None`` while it runs or stopped on close).
@@ -174,6 +177,7 @@ class Dispatcher:
             counted["byte_budgets"] = settings.byte_budgets
         if settings.rate_limits:
             counted["rate_limits"] = settings.rate_limits
+        started = time.perf_counter()
         claimed = await asyncio.to_thread(
             self.store.claim,
             free,
@@ -183,6 +187,8 @@ class Dispatcher:
             default_group_limit=settings.default_group_concurrency,
             **counted,
         )
+        if self.on_claim is not None:
+            self.on_claim(time.perf_counter() - started)
         self._reconcile_needed = False
         self._claim_wait = getattr(claimed, "wait", None)
         self.held = dict(getattr(claimed, "held", None) or {})

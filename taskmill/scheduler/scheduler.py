@@ -30,7 +30,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import display
 from ..batch.outcome import BatchOutcome
@@ -57,6 +57,9 @@ from .events import EventBus, Subscription, wait_set
 from .leases import WorkerLease
 from .retention import prune_history_now_and_then
 from .settle import Recorder
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["Scheduler"]
 
@@ -199,6 +202,13 @@ class Scheduler:
         self._batch_sweep: BatchSweep | None = None
         self._sweep_task: asyncio.Task[None] | None = None
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
+        # what it did and the queue it works on (metrics.py; prometheus_client is loaded
+        # with the first scheduler, not with taskmill)
+        from .metrics import SchedulerMetrics
+
+        self._metrics = SchedulerMetrics(lambda: self._store, lambda: len(self._running))
+        self._events.listeners.append(self._metrics.notice)
+        self._on_close(lambda: asyncio.to_thread(self._metrics.close))
 
     # ------------------------------------------------------------------ state
 
@@ -290,6 +300,7 @@ class Scheduler:
             wake=self._wake,
             loop=loop,
             pool=self._pool,
+            on_claim=self._metrics.claimed,
         )
         self._started = True
         self._closing = False
@@ -651,6 +662,38 @@ class Scheduler:
         """A live ipywidgets view of this scheduler (call from a running event loop, as
         in a notebook cell); it stops updating when the scheduler closes."""
         return display.queue_widget(self, refresh=refresh)
+
+    # ------------------------------------------------------------------ metrics
+
+    def metrics(self) -> dict[str, float]:
+        """A snapshot of this scheduler's metrics, by their names in the Prometheus text
+        format: counts of what it did since it was made (``tasks_completed_total``,
+        ``tasks_failed_total`` — tasks that ended failed —, ``tasks_retried_total``,
+        ``tasks_cancelled_total``, ``tasks_superseded_total``, ``tasks_dispatched_total``,
+        ``tasks_submitted_total``…), its claims' latency (``claim_seconds_sum``,
+        ``claim_seconds_count``), and the store's active tasks now, whoever runs them
+        (``tasks_pending``, ``tasks_running``, ``tasks_blocked``, ``tasks_paused``,
+        ``tasks_waiting``; per group ``queue_depth{group="…"}``), with
+        ``attempts_running`` here.
+
+        The store's counts take one read of its active tasks (never history); before the
+        scheduler starts, and once it closed its store, they are the last ones read (at
+        close).  See docs/guide.md, "Metrics"."""
+        return self._metrics.snapshot()
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """This scheduler's own ``prometheus_client.CollectorRegistry`` (not the global
+        one), for an exporter of your own: ``prometheus_client.make_wsgi_app(
+        registry=sched.metrics_registry)``."""
+        return self._metrics.registry
+
+    def serve_metrics(self, port: int = 0, host: str = "127.0.0.1") -> int:
+        """Serve :meth:`metrics` in the Prometheus text format at
+        ``http://host:port/metrics`` (a thread of its own) until the scheduler closes;
+        returns the port (``0``: a free one).  A port that cannot be used raises
+        ``SchedulerError(kind="invalid_argument")``."""
+        return self._metrics.serve(port, host)
 
 
 async def _cancelled(task: asyncio.Task[None] | None) -> None:

@@ -620,6 +620,15 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
             result[status] = int(n)
         return result
 
+    def group_counts(self) -> dict[str | None, dict[str, int]]:
+        """Active tasks per group (``None``: no group) and status, every active status
+        present: one read of the active tasks, never of history (metrics read it at each
+        scrape)."""
+        result: dict[str | None, dict[str, int]] = {}
+        for group, status, n in self._driver.active_group_counts():
+            result.setdefault(group, dict.fromkeys(ACTIVE_STATUSES, 0))[status] = int(n)
+        return result
+
     def waiting_for_start(self, *, now: float | None = None) -> dict[str | None, int]:
         """Pending tasks per group (``None``: no group) whose start time, or retry
         backoff, is still ahead."""

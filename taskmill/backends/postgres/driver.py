@@ -807,6 +807,9 @@ class PostgresDriver(Driver[Connection]):
     def status_counts(self) -> list[tuple[str, int]]:
         return self._read(lambda conn: conn.execute(q("counts")).fetchall())
 
+    def active_group_counts(self) -> list[tuple[str | None, str, int]]:
+        return self._read(lambda conn: conn.execute(q("active_group_counts")).fetchall())
+
     def select(self, selection: Selection) -> list[tuple[Any, ...]]:
         """(Query ``select_tasks`` or ``select_history``: their columns are the frames'.)"""
         limit = selection.limit

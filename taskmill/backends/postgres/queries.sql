@@ -418,6 +418,10 @@ SELECT status, count(*) FROM taskmill.tasks GROUP BY status
 UNION ALL
 SELECT status, count(*) FROM taskmill.history GROUP BY status;
 
+-- name: active_group_counts
+-- Active tasks per group and status (never history): a metrics scrape's one read.
+SELECT group_name, status, count(*) FROM taskmill.tasks GROUP BY group_name, status;
+
 -- name: select_tasks
 -- Active tasks in dispatch order; a NULL filter matches everything, a NULL limit is none.
 SELECT id, task_type, dedup_key, group_name, priority, status, queue_pos, payload, label,

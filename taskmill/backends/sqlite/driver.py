@@ -1236,6 +1236,10 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 *conn.execute(q("history_counts")).fetchall(),
             ]
 
+    def active_group_counts(self) -> list[tuple[str | None, str, int]]:
+        with self._read() as conn:
+            return conn.execute(q("active_group_counts")).fetchall()
+
     def select(self, selection: Selection) -> list[tuple[Any, ...]]:
         where: list[str] = []
         params: list[Any] = []

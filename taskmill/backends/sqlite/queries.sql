@@ -195,6 +195,10 @@ SELECT status, COUNT(*) FROM tasks GROUP BY status;
 -- name: history_counts
 SELECT status, COUNT(*) FROM history GROUP BY status;
 
+-- name: active_group_counts
+-- Active tasks per group and status (never history): a metrics scrape's one read.
+SELECT group_name, status, COUNT(*) FROM tasks GROUP BY group_name, status;
+
 -- name: has_work_for_types
 SELECT EXISTS (
     SELECT 1 FROM tasks
