@@ -84,6 +84,8 @@ class Column:
     shown: bool = True
     on_insert: bool = False
     staged: bool = True
+    #: Unix seconds, shown as UTC datetimes in frames.
+    time: bool = False
 
     @property
     def stored(self) -> str:
@@ -147,11 +149,14 @@ COLUMNS: tuple[Column, ...] = (
     Column("attempts", *_INT, _STORED, nullable=False, default=0),
     Column("last_error", *_TEXT, _STORED),
     Column("replaced_by", *_INT, _HISTORY),  # for 'superseded': the task that replaced it
-    Column("run_after", *_TIME, _PLAN | _TASKS, low=0, high=MAX_TIME),
-    Column("expires_at", *_TIME, _PLAN | _TASKS, low=0, high=MAX_TIME),
-    Column("created_at", *_TIME, _STORED, nullable=False, on_insert=True),
-    Column("started_at", *_TIME, _STORED),
-    Column("finished_at", *_TIME, _HISTORY, nullable=False),
+    Column("run_after", *_TIME, _PLAN | _TASKS, low=0, high=MAX_TIME, time=True),
+    Column("expires_at", *_TIME, _PLAN | _TASKS, low=0, high=MAX_TIME, time=True),
+    Column("created_at", *_TIME, _STORED, nullable=False, on_insert=True, time=True),
+    Column("started_at", *_TIME, _STORED, time=True),
+    # what a running attempt last reported through ctx.progress(): 0..1, and a message
+    Column("progress", pl.Float64(), pa.float64(), _TASKS),
+    Column("progress_message", *_TEXT, _TASKS),
+    Column("finished_at", *_TIME, _HISTORY, nullable=False, time=True),
     # the batch that inserted the task (store.batch(id)); None for a single submit
     Column("batch_id", *_INT, _STORED, on_insert=True),
     # the running task whose executor spawned it (ctx.spawn); None for a top-level task
@@ -217,4 +222,4 @@ STAGED: tuple[Column, ...] = _staged()
 #: The four expected-bytes figures, in order.
 EXPECTED_FIELDS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.name.startswith("expected_"))
 #: Columns stored as Unix seconds and shown as UTC datetimes.
-TIME_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.polars == pl.Float64)
+TIME_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.time)

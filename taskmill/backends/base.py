@@ -282,6 +282,13 @@ class Driver(abc.ABC, Generic[C]):
         running; their ids.  The attempt is recorded."""
 
     @abc.abstractmethod
+    def store_progress(
+        self, conn: C, owner: str, rows: list[tuple[int, int, float, str | None]]
+    ) -> int:
+        """In a write: store ``(task id, attempt, fraction, message)`` as the progress of
+        each of those attempts still running for ``owner``; how many were."""
+
+    @abc.abstractmethod
     def retry_later(self, conn: C, owned: Owned, error: str, run_after: float) -> bool:
         """In a write: put the one task of ``owned`` back to pending, not dispatched before
         ``run_after``, ``error`` its last, if that attempt still runs; whether it did.  The

@@ -108,6 +108,7 @@ _COLUMNS: dict[str, tuple[str, str]] = {
     "attempts": ("tries", ""),
     "run_after": ("next try", ""),
     "depends_on": ("waits for", "end"),
+    "progress": ("progress", "end"),
     "finished_at": ("finished", ""),
     "last_error": ("last_error", "end"),
 }
@@ -115,13 +116,14 @@ _COLUMNS: dict[str, tuple[str, str]] = {
 _SHOWN: dict[str, list[tuple[str, str, str]]] = {
     which: [(name, *_COLUMNS[name]) for name in names.split()]
     for which, names in {
-        "tasks": "id task_type dedup_key group priority status depends_on attempts run_after",
+        "tasks": "id task_type dedup_key group priority status progress depends_on attempts "
+        "run_after",
         "history": "id task_type dedup_key group status attempts finished_at last_error",
     }.items()
 }
 #: The columns left out first when a listing does not fit the terminal.
 _DROP_FIRST = {
-    "tasks": ("priority", "attempts", "depends_on", "task_type"),
+    "tasks": ("priority", "attempts", "depends_on", "progress", "task_type"),
     "history": ("attempts", "task_type", "group"),
 }
 _SHOW_ROWS = 20
@@ -157,6 +159,12 @@ def _listing_cells(
                     counts = children[tid]
                     active = sum(counts.get(s, 0) for s in ACTIVE_STATUSES)
                     cells[name][i] = f"{active:,} of {sum(counts.values()):,} children"
+        elif name == "progress":  # a running attempt's last report: "42% copying"
+            notes = frame["progress_message"].to_list()
+            cells[name] = [
+                "–" if v is None else f"{v:.0%}" + ("" if m is None else f" {m}")
+                for v, m in zip(values, notes, strict=True)
+            ]
         elif name == "last_error":
             cells[name] = ["–" if v is None else v.strip().splitlines()[-1] for v in values]
         else:
@@ -195,6 +203,8 @@ def _print_listing(
         columns = columns[:-1]  # no task waits for a later time: no next-try column
     if which == "tasks" and all(v == "–" for v in cells["depends_on"]):
         columns = [c for c in columns if c[0] != "depends_on"]  # none blocked or waiting
+    if which == "tasks" and all(v == "–" for v in cells["progress"]):
+        columns = [c for c in columns if c[0] != "progress"]  # nothing reported
     noun = "active task" if which == "tasks" else "finished task"
     console.print(f"{which} in {_shown(db)}", soft_wrap=False)
     table = listing_table(cells, columns, console.width, drop_order=_DROP_FIRST[which])

@@ -85,7 +85,10 @@ class TaskContext:
         return None if self.payload is None else json.loads(self.payload)
 
     def progress(self, fraction: float, message: str | None = None) -> None:
-        """Report progress (0..1); emitted as a :class:`TaskProgress` event."""
+        """Report progress (0..1, and what is being done): emitted as a
+        :class:`TaskProgress` event and stored — a few times a second at most, the last
+        report winning — so every process sees it in ``tasks()`` (``progress``,
+        ``progress_message``) while the attempt runs."""
         self._progress_cb(float(fraction), message)
 
     def spawn(self, tasks: Any) -> BatchOutcome:

@@ -55,6 +55,7 @@ from .batches import BatchSweep
 from .dispatch import Dispatcher
 from .events import EventBus, Subscription, wait_set
 from .leases import WorkerLease
+from .progress import ProgressWriter
 from .retention import prune_history_now_and_then
 from .settle import Recorder
 
@@ -201,6 +202,8 @@ class Scheduler:
         self._retention_task: asyncio.Task[None] | None = None
         self._batch_sweep: BatchSweep | None = None
         self._sweep_task: asyncio.Task[None] | None = None
+        self._progress: ProgressWriter | None = None
+        self._progress_task: asyncio.Task[None] | None = None
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
         # what it did and the queue it works on (metrics.py; prometheus_client is loaded
         # with the first scheduler, not with taskmill)
@@ -320,6 +323,12 @@ class Scheduler:
         self._events.listeners.append(sweep.notice)
         self._batch_sweep = sweep
         self._sweep_task = asyncio.create_task(sweep.run(), name="taskmill-batches")
+        writer = ProgressWriter(store=store, running=self._running)
+        if self._progress is not None:
+            self._events.listeners.remove(self._progress.notice)
+        self._events.listeners.append(writer.notice)
+        self._progress = writer
+        self._progress_task = asyncio.create_task(writer.run(), name="taskmill-progress")
         if self.history_retention is not None:
             self._retention_task = asyncio.create_task(
                 prune_history_now_and_then(store, self.history_retention),
@@ -360,6 +369,8 @@ class Scheduler:
             self._unwatch = None
         await _cancelled(self._sweep_task)
         self._sweep_task = None
+        await _cancelled(self._progress_task)
+        self._progress_task = None
         if self._batch_sweep is not None:  # what ended here last may finish a batch
             await self._batch_sweep.sweep()
         await _cancelled(self._lease_task)

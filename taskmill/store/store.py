@@ -136,6 +136,12 @@ def _listing(table: Literal["tasks", "history"], columns: Mapping[str, Any], doc
     return listing
 
 
+def _fraction(value: float) -> float:
+    """A reported progress as stored: a number clamped to 0..1 (``nan`` is 0)."""
+    value = float(value)
+    return 0.0 if value != value else min(1.0, max(0.0, value))
+
+
 class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may register
     """A persistent task queue: a SQLite file, or a PostgreSQL database shared by workers
     on any number of machines — the same API and outcomes on both.
@@ -566,6 +572,25 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         for _, status, n in self._driver.family_counts([task_id]):
             counts[str(status)] += int(n)
         return counts
+
+    def record_progress(
+        self, progress: Mapping[int, tuple[int, float, str | None]], *, owner: str
+    ) -> int:
+        """Store what running attempts reported (``ctx.progress``), in one write:
+        ``progress`` maps a task id to ``(attempt, fraction, message)``; an attempt no
+        longer running for ``owner`` is left out.  How many were stored."""
+        rows = [
+            (int(tid), int(attempt), _fraction(fraction), message)
+            for tid, (attempt, fraction, message) in progress.items()
+        ]
+        if not rows:
+            return 0
+        return self._driver.write(
+            "cannot record progress in",
+            lambda conn: self._driver.store_progress(conn, owner, rows),
+            dispatch=True,
+            single=True,
+        )
 
     def release(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None

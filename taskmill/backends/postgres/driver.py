@@ -761,6 +761,19 @@ class PostgresDriver(Driver[Connection]):
             },
         )
 
+    def store_progress(
+        self, conn: Connection, owner: str, rows: list[tuple[int, int, float, str | None]]
+    ) -> int:
+        ids, attempts, fractions, messages = (list(c) for c in zip(*rows, strict=True))
+        params = {
+            "ids": ids,
+            "attempts": attempts,
+            "fractions": fractions,
+            "messages": messages,
+            "owner": owner,
+        }
+        return conn.execute(q("store_progress"), params).rowcount
+
     def retry_later(self, conn: Connection, owned: Owned, error: str, run_after: float) -> bool:
         [task_id], [attempt] = owned.ids, owned.tries
         params = {

@@ -150,7 +150,7 @@ WITH picked AS (
 )
 UPDATE taskmill.tasks AS t
 SET status = 'running', attempts = t.attempts + 1, started_at = %(now)s,
-    owner = %(owner)s, run_after = NULL
+    owner = %(owner)s, run_after = NULL, progress = NULL, progress_message = NULL
 FROM picked
 WHERE t.id = picked.id
 RETURNING t.id, t.task_type, t.dedup_key, t.group_name, t.priority, t.payload, t.label,
@@ -206,7 +206,7 @@ FOR UPDATE SKIP LOCKED;
 WITH marked AS (
     UPDATE taskmill.tasks AS t
     SET status = 'running', attempts = t.attempts + 1, started_at = %(now)s,
-        owner = %(owner)s, run_after = NULL
+        owner = %(owner)s, run_after = NULL, progress = NULL, progress_message = NULL
     FROM unnest(%(ids)s::bigint[]) AS p (id)
     WHERE t.id = p.id
     RETURNING t.id
@@ -219,6 +219,16 @@ WITH marked AS (
 SELECT count(*) FROM marked;
 
 -- ------------------------------------------------------------------ attempts
+
+-- name: store_progress
+-- What running attempts last reported (ctx.progress), for attempts still running for
+-- :owner: :ids, :attempts, :fractions and :messages of one length.
+UPDATE taskmill.tasks AS t
+SET progress = r.fraction, progress_message = r.message
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(fractions)s::double precision[],
+            %(messages)s::text[]) AS r (id, attempt, fraction, message)
+WHERE t.id = r.id AND t.status = 'running' AND t.owner = %(owner)s
+  AND t.attempts = r.attempt;
 
 -- name: retry_later
 -- A failed attempt that will be tried again: pending, not before :run_after.
@@ -427,7 +437,8 @@ SELECT group_name, status, count(*) FROM taskmill.tasks GROUP BY group_name, sta
 SELECT id, task_type, dedup_key, group_name, priority, status, queue_pos, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
        expected_net_tx_bytes, max_retries, attempts, last_error, run_after, expires_at,
-       created_at, started_at, batch_id, parent_id, on_dependency_failure
+       created_at, started_at, progress, progress_message, batch_id, parent_id,
+       on_dependency_failure
 FROM taskmill.tasks
 WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
   AND (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))

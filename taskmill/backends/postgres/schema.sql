@@ -1,4 +1,4 @@
--- taskmill store schema on PostgreSQL, version 9 (the SQLite store's schema 9, column for
+-- taskmill store schema on PostgreSQL, version 10 (the SQLite store's schema 10, column for
 -- column).  Everything lives in the schema `taskmill`, so the store can share a database
 -- with the user's own tables; the runner (postgres/migrate.py) creates the schema and
 -- applies this file, or the migrations in migrations/ to an older store, in one
@@ -53,7 +53,10 @@ CREATE TABLE taskmill.tasks (
     parent_id             bigint,           -- the task that spawned it (schema 9)
     -- a waiting parent's last child ended: NULL ends it; 'wanted' -> pending as 'due',
     -- for the claim to run its finalizer (schema 9)
-    finalizer             text              CHECK (finalizer IN ('wanted', 'due'))
+    finalizer             text              CHECK (finalizer IN ('wanted', 'due')),
+    -- what a running attempt last reported (ctx.progress), 0..1 and a message (schema 10)
+    progress              double precision,
+    progress_message      text
 );
 
 ALTER SEQUENCE taskmill.task_ids OWNED BY taskmill.tasks.id;

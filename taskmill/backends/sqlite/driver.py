@@ -1174,6 +1174,12 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             settle(_SqliteDeps(self), conn, ended, ending.now, ran=True)
         return set(running)
 
+    def store_progress(
+        self, conn: sqlite3.Connection, owner: str, rows: list[tuple[int, int, float, str | None]]
+    ) -> int:
+        params = {"rows": json.dumps(rows), "owner": owner}
+        return conn.execute(q("store_progress"), params).rowcount
+
     def retry_later(
         self, conn: sqlite3.Connection, owned: Owned, error: str, run_after: float
     ) -> bool:

@@ -76,8 +76,17 @@ LIMIT :limit;
 -- name: mark_running
 UPDATE tasks
 SET status = 'running', attempts = attempts + 1, started_at = :now, owner = :owner,
-    run_after = NULL
+    run_after = NULL, progress = NULL, progress_message = NULL
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending';
+
+-- name: store_progress
+-- What running attempts last reported (ctx.progress): :rows as [id, attempt, fraction,
+-- message], for attempts still running for :owner.
+UPDATE tasks
+SET progress = json_extract(r.value, '$[2]'), progress_message = json_extract(r.value, '$[3]')
+FROM json_each(:rows) AS r
+WHERE tasks.id = json_extract(r.value, '$[0]') AND +tasks.status = 'running'
+  AND tasks.owner = :owner AND tasks.attempts = json_extract(r.value, '$[1]');
 
 -- name: retry_later
 UPDATE tasks
