@@ -89,7 +89,7 @@ async def test_a_running_attempts_progress_is_seen_from_another_store(
 
 
 def test_the_live_view_draws_a_bar_per_task_that_reported(store: tm.TaskStore) -> None:
-    [a, b, c], owner = running(store, 3)
+    [a, _, c], owner = running(store, 3)
     store.record_progress({a: (1, 0.3, "<b>eu</b>"), c: (1, 0.9, None)}, owner=owner)
     page = progress_html(store.tasks(status="running"))
     assert page.count("taskmill-progress-row") == 2  # b reported nothing
