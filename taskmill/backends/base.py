@@ -303,6 +303,22 @@ class Driver(abc.ABC, Generic[C]):
         runs."""
 
     @abc.abstractmethod
+    def preempt_running(self, conn: C, owned: Owned, now: float) -> int:
+        """In a write: pause the attempts of ``owned`` still running (not counted as tries,
+        marked preempted at ``now``); how many."""
+
+    @abc.abstractmethod
+    def urgent_waiting(self, priority: int, types: list[str], now: float, limit: int) -> int:
+        """One read: how many tasks of ``types`` at ``priority`` or more urgent wait to
+        start at ``now`` (at most ``limit``)."""
+
+    @abc.abstractmethod
+    def resume_preempted(self, priority: int, types: list[str], now: float) -> int:
+        """Put the tasks paused by preemption back to pending when no task of ``types`` at
+        ``priority`` or more urgent waits (a read first: no write when there are none);
+        how many."""
+
+    @abc.abstractmethod
     def attempt_traceback(self, conn: C, task_id: int, traceback: str) -> None:
         """In the write that ended task ``task_id``'s attempt: keep ``traceback`` with that
         attempt's record."""

@@ -592,6 +592,41 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
             single=True,
         )
 
+    # ------------------------------------------------------------------ preemption
+
+    def preempt(
+        self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
+    ) -> int:
+        """Pause running attempts to make room for more urgent work (their code has
+        returned): ``paused``, not counted as tries, kept in their queue place, with
+        ``preempted_at`` set; :meth:`resume_preempted` puts them back.  How many."""
+        if not task_ids:
+            return 0
+        ids, tries = attempt_pairs(task_ids, attempts)
+        owned = Owned(ids, tries, owner)
+        return self._driver.write(
+            "cannot pause preempted tasks in",
+            lambda conn: self._driver.preempt_running(conn, owned, self._driver.clock_in(conn)),
+            dispatch=True,
+        )
+
+    def urgent_waiting(
+        self, priority: int, task_types: Iterable[str], *, limit: int = 1_000
+    ) -> int:
+        """How many tasks of ``task_types`` at ``priority`` or more urgent (a lower number)
+        wait to start now, counted up to ``limit``."""
+        types = sorted(set(task_types))
+        if not types or limit <= 0:
+            return 0
+        return self._driver.urgent_waiting(priority, types, self.now(), limit)
+
+    def resume_preempted(self, priority: int, task_types: Iterable[str]) -> int:
+        """Put the tasks paused by preemption back to pending, in their queue place, when
+        no task of ``task_types`` at ``priority`` or more urgent waits to start; how
+        many."""
+        types = sorted(set(task_types))
+        return self._driver.resume_preempted(priority, types, self.now()) if types else 0
+
     def release(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
     ) -> int:
@@ -625,7 +660,8 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         return {t: found.get(t, ("gone", None)) for t in ids if t not in still}
 
     def has_work(self, task_types: Iterable[str]) -> bool:
-        """Whether any task of these types is pending or running (a worker's work left)."""
+        """Whether any task of these types is pending or running, or paused by preemption
+        (resumed by itself): a worker's work left."""
         types = sorted(set(task_types))
         return self._driver.read(lambda conn: self._driver.has_work(conn, types))
 

@@ -788,6 +788,24 @@ class PostgresDriver(Driver[Connection]):
     def attempt_traceback(self, conn: Connection, task_id: int, traceback: str) -> None:
         conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
 
+    def preempt_running(self, conn: Connection, owned: Owned, now: float) -> int:
+        params = {"ids": owned.ids, "attempts": owned.tries, "owner": owned.owner, "now": now}
+        return conn.execute(q("preempt_running"), params).rowcount
+
+    def urgent_waiting(self, priority: int, types: list[str], now: float, limit: int) -> int:
+        params = {"priority": priority, "types": types, "now": now, "limit": limit}
+        return int(self._read(lambda conn: scalar(conn.execute(q("urgent_waiting"), params))))
+
+    def resume_preempted(self, priority: int, types: list[str], now: float) -> int:
+        if not self._read(lambda conn: scalar(conn.execute(q("any_preempted")))):
+            return 0
+        params = {"priority": priority, "types": types, "now": now}
+
+        def body(conn: Connection) -> int:
+            return _notified(conn, conn.execute(q("resume_preempted"), params).rowcount)
+
+        return self.write("cannot resume preempted tasks in", body)
+
     def release_running(self, conn: Connection, owned: Owned) -> int:
         params = {"ids": owned.ids, "attempts": owned.tries, "owner": owned.owner}
         return _notified(conn, conn.execute(q("release_running"), params).rowcount)

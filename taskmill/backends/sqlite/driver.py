@@ -1198,6 +1198,29 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             return False
         return park(_SqliteDeps(self), conn, task_id, finalizer)
 
+    def preempt_running(self, conn: sqlite3.Connection, owned: Owned, now: float) -> int:
+        running = self._running(conn, owned)
+        if not running:
+            return 0
+        params = {"ids": json.dumps(running), "owner": owned.owner, "now": now}
+        return conn.execute(q("preempt_running"), params).rowcount
+
+    def urgent_waiting(self, priority: int, types: list[str], now: float, limit: int) -> int:
+        params = {"priority": priority, "types": json.dumps(types), "now": now, "limit": limit}
+        with self._read() as conn:
+            return int(conn.execute(q("urgent_waiting"), params).fetchone()[0])
+
+    def resume_preempted(self, priority: int, types: list[str], now: float) -> int:
+        with self._read() as conn:
+            if not conn.execute(q("any_preempted")).fetchone()[0]:
+                return 0
+        params = {"priority": priority, "types": json.dumps(types), "now": now}
+        return self.write(
+            "cannot resume preempted tasks in",
+            lambda conn: conn.execute(q("resume_preempted"), params).rowcount,
+            single=True,
+        )
+
     def attempt_traceback(self, conn: sqlite3.Connection, task_id: int, traceback: str) -> None:
         conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
 
@@ -1228,7 +1251,8 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         return still, found
 
     def has_work(self, conn: sqlite3.Connection, types: list[str]) -> bool:
-        return bool(conn.execute(q("has_work_for_types"), (json.dumps(types),)).fetchone()[0])
+        params = {"types": json.dumps(types)}
+        return bool(conn.execute(q("has_work_for_types"), params).fetchone()[0])
 
     def next_run_after(self, conn: sqlite3.Connection, now: float) -> float | None:
         return conn.execute(q("next_run_after"), {"now": now}).fetchone()[0]
