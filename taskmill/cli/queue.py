@@ -171,6 +171,12 @@ def _listing_cells(
                 f"{v} (preempted)" if v == "paused" and m is not None else _cell(v)
                 for v, m in zip(values, marks, strict=True)
             ]
+        elif name == "priority" and "effective_priority" in frame.columns:  # aged: 200→50
+            aged = frame["effective_priority"].to_list()
+            cells[name] = [
+                f"{v}→{e}" if e is not None and e != v else _cell(v)
+                for v, e in zip(values, aged, strict=True)
+            ]
         elif name == "last_error":
             cells[name] = ["–" if v is None else v.strip().splitlines()[-1] for v in values]
         else:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..model import ACTIVE_STATUSES, RateLimit, SchedulerError, TaskDispatched, TaskProgress
+from ..model import ACTIVE_STATUSES, Aging, RateLimit, SchedulerError, TaskDispatched, TaskProgress
 from ..store import ClaimedTask, TaskStore
 from .attempts import Attempt, Executor, TaskContext
 from .events import EventBus, wait_set
@@ -51,6 +51,7 @@ class DispatchSettings(Protocol):
     rate_limits: dict[str, RateLimit]
     poll_interval: float
     preempt_priority: int | None
+    aging: Aging | None
 
 
 @dataclass(eq=False)
@@ -208,6 +209,8 @@ class Dispatcher:
             counted["byte_budgets"] = settings.byte_budgets
         if settings.rate_limits:
             counted["rate_limits"] = settings.rate_limits
+        if settings.aging is not None:
+            counted["aging"] = settings.aging
         started = time.perf_counter()
         claimed = await asyncio.to_thread(
             self.store.claim,

@@ -36,6 +36,7 @@ from .. import display
 from ..batch.outcome import BatchOutcome
 from ..batch.status import BatchStatus
 from ..model import (
+    Aging,
     BatchSubmitted,
     Event,
     RateLimit,
@@ -110,6 +111,10 @@ class Scheduler:
       stop (``ctx.cancelled``); once their code returns their tasks are ``paused``
       (``preempted_at`` set, the attempt not counted as a try), and back to pending in
       their queue place once no such urgent task waits.
+    - ``aging``: a :class:`~taskmill.Aging`: claims go by effective priority — a pending
+      task's priority improved by ``step`` per ``every`` waited, never past ``floor`` —
+      then queue order; stored priorities are unchanged.  The scheduler keeps its policy
+      in the store when it starts, so ``tasks()`` shows ``effective_priority`` by it.
     - ``history_retention``: a ``timedelta``; finished tasks older than that are removed
       from history in the background (``store.prune_history(older_than=…)``) shortly
       after start and then every few minutes (:data:`.retention.RETENTION_INTERVAL`),
@@ -142,6 +147,7 @@ class Scheduler:
         event_buffer: int = 10_000,
         history_retention: timedelta | None = None,
         preempt_priority: int | None = None,
+        aging: Aging | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise SchedulerError("max_concurrency must be at least 1", kind="invalid_argument")
@@ -173,6 +179,10 @@ class Scheduler:
                 f"{preempt_priority!r}",
                 kind="invalid_argument",
             )
+        if aging is not None and not isinstance(aging, Aging):
+            raise SchedulerError(
+                f"aging must be a taskmill.Aging (or None), not {aging!r}", kind="invalid_argument"
+            )
         if not isinstance(store, str | os.PathLike | TaskStore):
             raise SchedulerError(
                 f"Scheduler(store=…) takes a location (a file path or a PostgreSQL URL) or an "
@@ -185,6 +195,7 @@ class Scheduler:
         self.executors: dict[str, Executor] = dict(executors or {})
         self.finalizers: dict[str, Executor] = dict(finalizers or {})
         self.preempt_priority = preempt_priority
+        self.aging = aging
         self.max_concurrency = max_concurrency
         self.group_concurrency = dict(limits.group_limits)
         self.default_group_concurrency = limits.default_group_limit
@@ -297,6 +308,8 @@ class Scheduler:
             poke=self._poke,
         )
         self._wake = asyncio.Event()
+        if self.aging is not None:  # tasks() shows effective priorities by it, anywhere
+            await asyncio.to_thread(store.set_aging, self.aging)
         await lease.register()
         self._lease = lease
         self._pool = ThreadPoolExecutor(

@@ -42,7 +42,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, LiteralString, TypeVar, cast
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -61,6 +61,7 @@ from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, shut
 from ..calls import CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
 from ..family import park
 from ..location import encode_userinfo, scrub
+from ..sql import at_level
 from ..staging import warm_up_in_background
 from ..workers import (
     RenewingConnection,
@@ -726,19 +727,24 @@ class PostgresDriver(Driver[Connection]):
         return running, buckets
 
     def claim_candidates(
-        self, conn: Connection, types: list[str], now: float, held: list[str], limit: int
+        self,
+        conn: Connection,
+        types: list[str],
+        now: float,
+        held: list[str],
+        limit: int,
+        priority: int | None = None,
     ) -> list[tuple[ClaimedTask, int]]:
         params = {"types": types, "now": now, "held": held, "limit": limit}
-        rows = conn.execute(q("claim_candidates"), params).fetchall()
-        return [
-            (
-                ClaimedTask(
-                    tid, ttype, key, group, prio, payload, label, tries + 1, retries, fin == "due"
-                ),
-                int(size),
-            )
-            for tid, ttype, key, group, prio, payload, label, tries, retries, fin, size in rows
-        ]
+        if priority is None:
+            rows = conn.execute(q("claim_candidates"), params).fetchall()
+        else:
+            query = cast(LiteralString, at_level(q("claim_candidates"), "%(level)s"))
+            rows = conn.execute(query, params | {"level": priority}).fetchall()
+        return [(ClaimedTask.candidate(r[:12]), int(r[12])) for r in rows]
+
+    def pending_levels(self, conn: Connection) -> list[int]:
+        return [int(r[0]) for r in conn.execute(q("pending_levels"))]
 
     def mark_running(
         self,

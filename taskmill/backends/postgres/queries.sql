@@ -179,7 +179,7 @@ WHERE key = ANY(%(keys)s::text[]);
 -- (summed as numeric: exact, never out of range); locked, so no other claim takes them
 -- before this one marks them (mark_running).
 SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts,
-       max_retries, finalizer,
+       max_retries, finalizer, queue_pos, created_at,
        expected_read_bytes::numeric + expected_write_bytes + expected_net_rx_bytes
        + expected_net_tx_bytes
 FROM taskmill.tasks
@@ -194,6 +194,19 @@ WHERE status = 'pending'
 ORDER BY priority, queue_pos, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
+
+-- name: pending_levels
+-- The priorities of the pending tasks, most urgent first: one probe of tasks_claim per
+-- level (aging claims the first tasks of each level and orders them by their age).
+WITH RECURSIVE level (p) AS (
+    SELECT (SELECT min(priority) FROM taskmill.tasks WHERE status = 'pending')
+    UNION ALL
+    SELECT (SELECT min(priority) FROM taskmill.tasks
+            WHERE status = 'pending' AND priority > level.p)
+    FROM level
+    WHERE level.p IS NOT NULL
+)
+SELECT p FROM level WHERE p IS NOT NULL;
 
 -- name: mark_running
 -- Marks the picked candidates running for :owner and stores the rate buckets as they

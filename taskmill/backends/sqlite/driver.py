@@ -43,7 +43,7 @@ from ..calls import (
 from ..depends import drop_unmerged, lookup_dependencies, settle, store_dependencies
 from ..family import parent_gone, park
 from ..keys import register as register_key_hash
-from ..sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
+from ..sql import APPLICATION_ID, SCHEMA_VERSION, at_level, migrations, q, schema, statements
 from ..staging import (
     INSERTING,
     Stager,
@@ -1134,26 +1134,28 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         return running, buckets
 
     def claim_candidates(
-        self, conn: sqlite3.Connection, types: list[str], now: float, held: list[str], limit: int
+        self,
+        conn: sqlite3.Connection,
+        types: list[str],
+        now: float,
+        held: list[str],
+        limit: int,
+        priority: int | None = None,
     ) -> list[tuple[ClaimedTask, int]]:
-        rows = conn.execute(
-            q("claim_candidates"),
-            {
-                "types": json.dumps(types),
-                "now": now,
-                "full_groups": json.dumps(held),
-                "limit": limit,
-            },
-        ).fetchall()
-        return [
-            (
-                ClaimedTask(
-                    tid, ttype, key, group, prio, payload, label, tries + 1, retries, fin == "due"
-                ),
-                sum(sizes),
-            )
-            for tid, ttype, key, group, prio, payload, label, tries, retries, fin, *sizes in rows
-        ]
+        params = {
+            "types": json.dumps(types),
+            "now": now,
+            "full_groups": json.dumps(held),
+            "limit": limit,
+        }
+        if priority is None:
+            rows = conn.execute(q("claim_candidates"), params).fetchall()
+        else:
+            rows = conn.execute(at_level(q("claim_candidates")), params | {"level": priority})
+        return [(ClaimedTask.candidate(r[:12]), sum(r[12:])) for r in rows]
+
+    def pending_levels(self, conn: sqlite3.Connection) -> list[int]:
+        return [int(r[0]) for r in conn.execute(q("pending_levels"))]
 
     def mark_running(
         self,

@@ -60,8 +60,8 @@ DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?)) RETURNING id, par
 -- tokens, paused) and held task types, with each task's four expected figures (summed in
 -- Python: SQLite's integers are 64 bits, and a sum past them would turn into a float).
 SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts, max_retries,
-       finalizer, expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
-       expected_net_tx_bytes
+       finalizer, queue_pos, created_at, expected_read_bytes, expected_write_bytes,
+       expected_net_rx_bytes, expected_net_tx_bytes
 FROM tasks
 WHERE status = 'pending'
   AND task_type IN (SELECT value FROM json_each(:types))
@@ -72,6 +72,18 @@ WHERE status = 'pending'
       SELECT group_name FROM group_pauses WHERE until IS NULL OR until > :now))
 ORDER BY priority, queue_pos
 LIMIT :limit;
+
+-- name: pending_levels
+-- The priorities of the pending tasks, most urgent first: one probe of tasks_queue per
+-- level (aging claims the first tasks of each level and orders them by their age).
+WITH RECURSIVE level (p) AS (
+    SELECT (SELECT min(priority) FROM tasks WHERE status = 'pending')
+    UNION ALL
+    SELECT (SELECT min(priority) FROM tasks WHERE status = 'pending' AND priority > level.p)
+    FROM level
+    WHERE level.p IS NOT NULL
+)
+SELECT p FROM level WHERE p IS NOT NULL;
 
 -- name: mark_running
 UPDATE tasks
