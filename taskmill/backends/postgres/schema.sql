@@ -1,4 +1,4 @@
--- taskmill store schema on PostgreSQL, version 10 (the SQLite store's schema 10, column for
+-- taskmill store schema on PostgreSQL, version 11 (the SQLite store's schema 11, column for
 -- column).  Everything lives in the schema `taskmill`, so the store can share a database
 -- with the user's own tables; the runner (postgres/migrate.py) creates the schema and
 -- applies this file, or the migrations in migrations/ to an older store, in one

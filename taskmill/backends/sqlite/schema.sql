@@ -1,4 +1,4 @@
--- taskmill store schema, version 10 (the whole current schema; a store written by an
+-- taskmill store schema, version 11 (the whole current schema; a store written by an
 -- older version is brought here by the files in migrations/, see sql.py).
 --
 -- Parts: a table, index or trigger unchanged since the migration that created it is
