@@ -156,6 +156,8 @@ COLUMNS: tuple[Column, ...] = (
     # what a running attempt last reported through ctx.progress(): 0..1, and a message
     Column("progress", pl.Float64(), pa.float64(), _TASKS),
     Column("progress_message", *_TEXT, _TASKS),
+    # paused to make room for more urgent work (Scheduler(preempt_priority=…)), at this time
+    Column("preempted_at", *_TIME, _TASKS, time=True),
     Column("finished_at", *_TIME, _HISTORY, nullable=False, time=True),
     # the batch that inserted the task (store.batch(id)); None for a single submit
     Column("batch_id", *_INT, _STORED, on_insert=True),

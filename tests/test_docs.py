@@ -92,6 +92,11 @@ def test_doc_python_blocks_run_in_order(tmp_path: Path, pg_url: str) -> None:
     ) in proc.stdout
     # stored progress: the last report, read while the task ran
     assert "progress: ('album/2026', 0.5, 'image 50 of 100')" in proc.stdout
+    # preemption: the upload made room for the restore, then ran again (no try counted)
+    assert "upload attempts: ['released', 'completed']" in proc.stdout
+    # aging: two steps after 25 minutes, never past the floor
+    assert "after 25 minutes, priority 200 acts as 168" in proc.stdout
+    assert "after a day: 64 - and priority 10 stays 10" in proc.stdout
     # child tasks: the README's folder, and the guide's bucket with one upload failing
     assert "folder synced: 3 objects uploaded" in proc.stdout
     assert "folder task: completed children: 3 completed" in proc.stdout

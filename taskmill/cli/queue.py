@@ -165,6 +165,18 @@ def _listing_cells(
                 "–" if v is None else f"{v:.0%}" + ("" if m is None else f" {m}")
                 for v, m in zip(values, notes, strict=True)
             ]
+        elif name == "status" and "preempted_at" in frame.columns:  # why a task is paused
+            marks = frame["preempted_at"].to_list()
+            cells[name] = [
+                f"{v} (preempted)" if v == "paused" and m is not None else _cell(v)
+                for v, m in zip(values, marks, strict=True)
+            ]
+        elif name == "priority" and "effective_priority" in frame.columns:  # aged: 200→50
+            aged = frame["effective_priority"].to_list()
+            cells[name] = [
+                f"{v}→{e}" if e is not None and e != v else _cell(v)
+                for v, e in zip(values, aged, strict=True)
+            ]
         elif name == "last_error":
             cells[name] = ["–" if v is None else v.strip().splitlines()[-1] for v in values]
         else:

@@ -36,6 +36,7 @@ from .. import display
 from ..batch.outcome import BatchOutcome
 from ..batch.status import BatchStatus
 from ..model import (
+    Aging,
     BatchSubmitted,
     Event,
     RateLimit,
@@ -105,6 +106,15 @@ class Scheduler:
       PID namespace is detected at once.  With no renewal for ``lease_timeout / 2`` s
       the running attempts are told to stop (``ctx.cancelled``; fencing, see docs/guide.md,
       "Leases"), before anyone else may take them.
+    - ``preempt_priority``: when a task at that priority or more urgent waits and no slot
+      is free, running attempts of less urgent tasks (least urgent first) are told to
+      stop (``ctx.cancelled``); once their code returns their tasks are ``paused``
+      (``preempted_at`` set, the attempt not counted as a try), and back to pending in
+      their queue place once no such urgent task waits.
+    - ``aging``: a :class:`~taskmill.Aging`: claims go by effective priority — a pending
+      task's priority improved by ``step`` per ``every`` waited, never past ``floor`` —
+      then queue order; stored priorities are unchanged.  The scheduler keeps its policy
+      in the store when it starts, so ``tasks()`` shows ``effective_priority`` by it.
     - ``history_retention``: a ``timedelta``; finished tasks older than that are removed
       from history in the background (``store.prune_history(older_than=…)``) shortly
       after start and then every few minutes (:data:`.retention.RETENTION_INTERVAL`),
@@ -136,6 +146,8 @@ class Scheduler:
         lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
         event_buffer: int = 10_000,
         history_retention: timedelta | None = None,
+        preempt_priority: int | None = None,
+        aging: Aging | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise SchedulerError("max_concurrency must be at least 1", kind="invalid_argument")
@@ -157,6 +169,20 @@ class Scheduler:
                 f"{history_retention!r}",
                 kind="invalid_argument",
             )
+        if preempt_priority is not None and (
+            isinstance(preempt_priority, bool)
+            or not isinstance(preempt_priority, int)
+            or not 0 <= preempt_priority <= 255
+        ):
+            raise SchedulerError(
+                f"preempt_priority must be a priority from 0 to 255 (or None), not "
+                f"{preempt_priority!r}",
+                kind="invalid_argument",
+            )
+        if aging is not None and not isinstance(aging, Aging):
+            raise SchedulerError(
+                f"aging must be a taskmill.Aging (or None), not {aging!r}", kind="invalid_argument"
+            )
         if not isinstance(store, str | os.PathLike | TaskStore):
             raise SchedulerError(
                 f"Scheduler(store=…) takes a location (a file path or a PostgreSQL URL) or an "
@@ -168,6 +194,8 @@ class Scheduler:
         self._store: TaskStore | None = store if isinstance(store, TaskStore) else None
         self.executors: dict[str, Executor] = dict(executors or {})
         self.finalizers: dict[str, Executor] = dict(finalizers or {})
+        self.preempt_priority = preempt_priority
+        self.aging = aging
         self.max_concurrency = max_concurrency
         self.group_concurrency = dict(limits.group_limits)
         self.default_group_concurrency = limits.default_group_limit
@@ -280,6 +308,8 @@ class Scheduler:
             poke=self._poke,
         )
         self._wake = asyncio.Event()
+        if self.aging is not None:  # tasks() shows effective priorities by it, anywhere
+            await asyncio.to_thread(store.set_aging, self.aging)
         await lease.register()
         self._lease = lease
         self._pool = ThreadPoolExecutor(

@@ -54,6 +54,7 @@ from ..batch.validate import (
 from ..model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
+    Aging,
     InvalidSubmission,
     RateLimit,
     SchedulerError,
@@ -134,6 +135,10 @@ def _listing(table: Literal["tasks", "history"], columns: Mapping[str, Any], doc
     listing.__qualname__ = f"TaskStore.{table}"
     listing.__doc__ = doc
     return listing
+
+
+#: The ``taskmill_meta`` key of the store's aging policy (:meth:`TaskStore.set_aging`).
+AGING_KEY = "aging"
 
 
 def _fraction(value: float) -> float:
@@ -401,6 +406,7 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         byte_budgets: Mapping[str, int] | None = None,
         rate_limits: Mapping[str, RateLimit] | None = None,
         now: float | None = None,
+        aging: Aging | None = None,
     ) -> Claimed:
         """Mark up to ``limit`` dispatchable tasks running for ``owner``, in dispatch order
         (priority, then queue order).
@@ -413,7 +419,9 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         groups behind it (see :mod:`taskmill.store.picking`).  The result also says how
         long until a rate limit lets one more through, and which groups were held back
         (:class:`~taskmill.store.picking.Claimed`).  With no limit to count, a driver
-        that can claims in one statement.
+        that can claims in one statement.  With ``aging``, dispatch order is by effective
+        priority (:class:`~taskmill.Aging`), then queue order: the first candidates of each
+        pending priority level are read and ordered by their age.
         """
         limit = limit_argument(limit) or 0
         types = sorted(set(task_types_argument(task_types)))
@@ -421,7 +429,7 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         if limit <= 0 or not types:
             return Claimed()
         limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
-        if not limits.any and self._driver.claims_at_once:
+        if not limits.any and aging is None and self._driver.claims_at_once:
             at = self._at(now)
             return Claimed(
                 self._driver.write(
@@ -446,9 +454,11 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
                 if not open_types:
                     break
                 held = sorted(picker.blocked_groups())
-                found = self._driver.claim_candidates(
-                    conn, open_types, at, held, limit - len(taken)
-                )
+                want = limit - len(taken)
+                if aging is None:
+                    found = self._driver.claim_candidates(conn, open_types, at, held, want)
+                else:
+                    found = self._aged_candidates(conn, open_types, at, held, want, aging)
                 if not found:
                     break
                 batch = [t for t, size in found if picker.take(t.task_type, t.group, size)]
@@ -462,6 +472,43 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         return self._driver.write(
             "cannot claim tasks from", body, dispatch=True, claim_lock=limits.any
         )
+
+    def _aged_candidates(
+        self,
+        conn: Any,
+        types: list[str],
+        at: float,
+        held: list[str],
+        want: int,
+        aging: Aging,
+    ) -> list[tuple[ClaimedTask, int]]:
+        """The next ``want`` candidates by effective priority, then queue order: within a
+        priority level the first in the queue waited longest, so the first ``want`` of each
+        level hold the best of it."""
+        found: list[tuple[ClaimedTask, int]] = []
+        for level in self._driver.pending_levels(conn):
+            found += self._driver.claim_candidates(conn, types, at, held, want, priority=level)
+        found.sort(
+            key=lambda c: (
+                aging.effective(c[0].priority, at - c[0].created_at),
+                c[0].queue_pos,
+                c[0].id,
+            )
+        )
+        return found[:want]
+
+    # ------------------------------------------------------------------ aging
+
+    def set_aging(self, aging: Aging | None) -> None:
+        """Keep ``aging`` as the store's policy (``None``: none), which :meth:`tasks`
+        shows effective priorities by; every :class:`~taskmill.Scheduler` sets its own
+        when it starts."""
+        self._driver.meta_set(AGING_KEY, None if aging is None else aging.to_json())
+
+    def aging(self) -> Aging | None:
+        """The store's aging policy (:meth:`set_aging`), ``None`` when it has none."""
+        kept = self._driver.meta_get(AGING_KEY)
+        return None if kept is None else Aging.from_json(kept)
 
     def complete_many(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
@@ -592,6 +639,41 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
             single=True,
         )
 
+    # ------------------------------------------------------------------ preemption
+
+    def preempt(
+        self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
+    ) -> int:
+        """Pause running attempts to make room for more urgent work (their code has
+        returned): ``paused``, not counted as tries, kept in their queue place, with
+        ``preempted_at`` set; :meth:`resume_preempted` puts them back.  How many."""
+        if not task_ids:
+            return 0
+        ids, tries = attempt_pairs(task_ids, attempts)
+        owned = Owned(ids, tries, owner)
+        return self._driver.write(
+            "cannot pause preempted tasks in",
+            lambda conn: self._driver.preempt_running(conn, owned, self._driver.clock_in(conn)),
+            dispatch=True,
+        )
+
+    def urgent_waiting(
+        self, priority: int, task_types: Iterable[str], *, limit: int = 1_000
+    ) -> int:
+        """How many tasks of ``task_types`` at ``priority`` or more urgent (a lower number)
+        wait to start now, counted up to ``limit``."""
+        types = sorted(set(task_types))
+        if not types or limit <= 0:
+            return 0
+        return self._driver.urgent_waiting(priority, types, self.now(), limit)
+
+    def resume_preempted(self, priority: int, task_types: Iterable[str]) -> int:
+        """Put the tasks paused by preemption back to pending, in their queue place, when
+        no task of ``task_types`` at ``priority`` or more urgent waits to start; how
+        many."""
+        types = sorted(set(task_types))
+        return self._driver.resume_preempted(priority, types, self.now()) if types else 0
+
     def release(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
     ) -> int:
@@ -625,7 +707,8 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         return {t: found.get(t, ("gone", None)) for t in ids if t not in still}
 
     def has_work(self, task_types: Iterable[str]) -> bool:
-        """Whether any task of these types is pending or running (a worker's work left)."""
+        """Whether any task of these types is pending or running, or paused by preemption
+        (resumed by itself): a worker's work left."""
         types = sorted(set(task_types))
         return self._driver.read(lambda conn: self._driver.has_work(conn, types))
 
@@ -943,8 +1026,27 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         )
         rows = frame(self._driver.select(selection), columns)
         if table == "tasks":
-            rows = self._with_awaited(rows)
+            rows = self._with_effective_priority(self._with_awaited(rows))
         return rows
+
+    def _with_effective_priority(self, tasks: pl.DataFrame) -> pl.DataFrame:
+        """``tasks`` with ``effective_priority`` beside ``priority``: what the store's aging
+        policy makes of a pending task's priority now (its priority for every other task,
+        and with no policy)."""
+        aging = self.aging()
+        effective = pl.col("priority")
+        if aging is not None:
+            waited = pl.lit(self.now()) - pl.col("created_at").dt.epoch("us") / 1_000_000
+            steps = (waited / aging.every.total_seconds()).floor().cast(pl.Int64)
+            aged = pl.max_horizontal(pl.lit(aging.floor), pl.col("priority") - aging.step * steps)
+            effective = (
+                pl.when((pl.col("status") == "pending") & (pl.col("priority") > aging.floor))
+                .then(pl.min_horizontal(pl.col("priority"), aged))
+                .otherwise(pl.col("priority"))
+            )
+        at = tasks.get_column_index("priority") + 1
+        column = tasks.select(effective.cast(pl.Int64).alias("effective_priority")).to_series()
+        return tasks.insert_column(at, column)
 
     def _with_awaited(self, tasks: pl.DataFrame) -> pl.DataFrame:
         """``tasks`` with ``depends_on``: the ids each blocked task still waits for (null

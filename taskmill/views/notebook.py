@@ -399,6 +399,8 @@ class QueueWidget(w.VBox):
         attempts = dict(getattr(self.sched, "_running", {}))
         recording = self._recording()
         groups = await asyncio.to_thread(store.stats, "group")
+        paused_now = await asyncio.to_thread(store.tasks, status="paused", limit=_PROGRESS_READ)
+        preempted = paused_now["preempted_at"].is_not_null().sum()
         paused = await asyncio.to_thread(getattr(store, "paused_groups", dict))
         later = await asyncio.to_thread(getattr(store, "waiting_for_start", dict))
         retry = await asyncio.to_thread(getattr(store, "waiting_for_retry", dict))
@@ -434,6 +436,8 @@ class QueueWidget(w.VBox):
                 )
             if k == "paused" and paused:
                 item += f" ({len(paused)} group{'s' if len(paused) > 1 else ''})"
+            if k == "paused" and preempted:
+                item += f" ({preempted:,} preempted)"
             items.append(
                 f"<span class='taskmill-count-{k}' style='white-space:nowrap'>{item}</span>"
             )

@@ -42,7 +42,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, LiteralString, TypeVar, cast
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -61,6 +61,7 @@ from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, shut
 from ..calls import CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
 from ..family import park
 from ..location import encode_userinfo, scrub
+from ..sql import at_level
 from ..staging import warm_up_in_background
 from ..workers import (
     RenewingConnection,
@@ -726,19 +727,24 @@ class PostgresDriver(Driver[Connection]):
         return running, buckets
 
     def claim_candidates(
-        self, conn: Connection, types: list[str], now: float, held: list[str], limit: int
+        self,
+        conn: Connection,
+        types: list[str],
+        now: float,
+        held: list[str],
+        limit: int,
+        priority: int | None = None,
     ) -> list[tuple[ClaimedTask, int]]:
         params = {"types": types, "now": now, "held": held, "limit": limit}
-        rows = conn.execute(q("claim_candidates"), params).fetchall()
-        return [
-            (
-                ClaimedTask(
-                    tid, ttype, key, group, prio, payload, label, tries + 1, retries, fin == "due"
-                ),
-                int(size),
-            )
-            for tid, ttype, key, group, prio, payload, label, tries, retries, fin, size in rows
-        ]
+        if priority is None:
+            rows = conn.execute(q("claim_candidates"), params).fetchall()
+        else:
+            query = cast(LiteralString, at_level(q("claim_candidates"), "%(level)s"))
+            rows = conn.execute(query, params | {"level": priority}).fetchall()
+        return [(ClaimedTask.candidate(r[:12]), int(r[12])) for r in rows]
+
+    def pending_levels(self, conn: Connection) -> list[int]:
+        return [int(r[0]) for r in conn.execute(q("pending_levels"))]
 
     def mark_running(
         self,
@@ -787,6 +793,24 @@ class PostgresDriver(Driver[Connection]):
 
     def attempt_traceback(self, conn: Connection, task_id: int, traceback: str) -> None:
         conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
+
+    def preempt_running(self, conn: Connection, owned: Owned, now: float) -> int:
+        params = {"ids": owned.ids, "attempts": owned.tries, "owner": owned.owner, "now": now}
+        return conn.execute(q("preempt_running"), params).rowcount
+
+    def urgent_waiting(self, priority: int, types: list[str], now: float, limit: int) -> int:
+        params = {"priority": priority, "types": types, "now": now, "limit": limit}
+        return int(self._read(lambda conn: scalar(conn.execute(q("urgent_waiting"), params))))
+
+    def resume_preempted(self, priority: int, types: list[str], now: float) -> int:
+        if not self._read(lambda conn: scalar(conn.execute(q("any_preempted")))):
+            return 0
+        params = {"priority": priority, "types": types, "now": now}
+
+        def body(conn: Connection) -> int:
+            return _notified(conn, conn.execute(q("resume_preempted"), params).rowcount)
+
+        return self.write("cannot resume preempted tasks in", body)
 
     def release_running(self, conn: Connection, owned: Owned) -> int:
         params = {"ids": owned.ids, "attempts": owned.tries, "owner": owned.owner}

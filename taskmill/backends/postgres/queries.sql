@@ -179,7 +179,7 @@ WHERE key = ANY(%(keys)s::text[]);
 -- (summed as numeric: exact, never out of range); locked, so no other claim takes them
 -- before this one marks them (mark_running).
 SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts,
-       max_retries, finalizer,
+       max_retries, finalizer, queue_pos, created_at,
        expected_read_bytes::numeric + expected_write_bytes + expected_net_rx_bytes
        + expected_net_tx_bytes
 FROM taskmill.tasks
@@ -194,6 +194,19 @@ WHERE status = 'pending'
 ORDER BY priority, queue_pos, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
+
+-- name: pending_levels
+-- The priorities of the pending tasks, most urgent first: one probe of tasks_claim per
+-- level (aging claims the first tasks of each level and orders them by their age).
+WITH RECURSIVE level (p) AS (
+    SELECT (SELECT min(priority) FROM taskmill.tasks WHERE status = 'pending')
+    UNION ALL
+    SELECT (SELECT min(priority) FROM taskmill.tasks
+            WHERE status = 'pending' AND priority > level.p)
+    FROM level
+    WHERE level.p IS NOT NULL
+)
+SELECT p FROM level WHERE p IS NOT NULL;
 
 -- name: mark_running
 -- Marks the picked candidates running for :owner and stores the rate buckets as they
@@ -237,6 +250,41 @@ SET status = 'pending', owner = NULL, last_error = %(error)s, run_after = %(run_
 WHERE id = %(id)s AND status = 'running' AND owner = %(owner)s
   AND (%(attempt)s::integer IS NULL OR attempts = %(attempt)s::integer);
 
+-- name: preempt_running
+-- Pause running attempts to make room for more urgent work: not counted as tries, kept
+-- in their queue place, marked preempted at :now.
+UPDATE taskmill.tasks AS t
+SET status = 'paused', owner = NULL, attempts = greatest(t.attempts - 1, 0),
+    started_at = NULL, preempted_at = %(now)s
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS p (id, attempt)
+WHERE t.id = p.id AND t.status = 'running' AND t.owner = %(owner)s
+  AND (p.attempt IS NULL OR t.attempts = p.attempt);
+
+-- name: urgent_waiting
+-- How many tasks of :types at :priority or more urgent wait to start (at most :limit),
+-- through the claim index.
+SELECT count(*) FROM (
+    SELECT 1 FROM taskmill.tasks
+    WHERE status = 'pending' AND priority <= %(priority)s
+      AND task_type = ANY(%(types)s::text[])
+      AND (run_after IS NULL OR run_after <= %(now)s)
+    LIMIT %(limit)s
+) AS u;
+
+-- name: any_preempted
+SELECT EXISTS (SELECT 1 FROM taskmill.tasks WHERE preempted_at IS NOT NULL);
+
+-- name: resume_preempted
+-- Tasks paused by preemption go back to pending, in their queue place, when no task of
+-- :types at :priority or more urgent waits to start.
+UPDATE taskmill.tasks AS t SET status = 'pending', preempted_at = NULL
+WHERE t.preempted_at IS NOT NULL AND t.status = 'paused'
+  AND NOT EXISTS (
+      SELECT 1 FROM taskmill.tasks AS u
+      WHERE u.status = 'pending' AND u.priority <= %(priority)s
+        AND u.task_type = ANY(%(types)s::text[])
+        AND (u.run_after IS NULL OR u.run_after <= %(now)s));
+
 -- name: release_running
 -- Give running attempts back to the queue without counting them as tries.
 UPDATE taskmill.tasks AS t
@@ -261,9 +309,13 @@ SELECT id, status FROM taskmill.tasks WHERE id = ANY(%(ids)s::bigint[]);
 SELECT id, status, replaced_by FROM taskmill.history WHERE id = ANY(%(ids)s::bigint[]);
 
 -- name: has_work_for_types
+-- Pending or running, or paused by preemption (resumed by itself): each its own index.
 SELECT EXISTS (
     SELECT 1 FROM taskmill.tasks
     WHERE status IN ('pending', 'running') AND task_type = ANY(%(types)s::text[])
+) OR EXISTS (
+    SELECT 1 FROM taskmill.tasks
+    WHERE preempted_at IS NOT NULL AND task_type = ANY(%(types)s::text[])
 );
 
 -- name: next_run_after
@@ -363,7 +415,8 @@ SELECT id FROM taskmill.tasks WHERE status = 'running' AND owner = %(owner)s ORD
 -- ------------------------------------------------------------------ task control
 
 -- name: set_status
-UPDATE taskmill.tasks SET status = %(to)s WHERE id = %(id)s AND status = %(from)s;
+UPDATE taskmill.tasks SET status = %(to)s, preempted_at = NULL
+WHERE id = %(id)s AND status = %(from)s;
 
 -- ------------------------------------------------------------------ bulk control
 
@@ -437,8 +490,8 @@ SELECT group_name, status, count(*) FROM taskmill.tasks GROUP BY group_name, sta
 SELECT id, task_type, dedup_key, group_name, priority, status, queue_pos, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
        expected_net_tx_bytes, max_retries, attempts, last_error, run_after, expires_at,
-       created_at, started_at, progress, progress_message, batch_id, parent_id,
-       on_dependency_failure
+       created_at, started_at, progress, progress_message, preempted_at, batch_id,
+       parent_id, on_dependency_failure
 FROM taskmill.tasks
 WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
   AND (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))

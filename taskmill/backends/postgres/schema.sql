@@ -1,4 +1,4 @@
--- taskmill store schema on PostgreSQL, version 10 (the SQLite store's schema 10, column for
+-- taskmill store schema on PostgreSQL, version 11 (the SQLite store's schema 11, column for
 -- column).  Everything lives in the schema `taskmill`, so the store can share a database
 -- with the user's own tables; the runner (postgres/migrate.py) creates the schema and
 -- applies this file, or the migrations in migrations/ to an older store, in one
@@ -56,7 +56,9 @@ CREATE TABLE taskmill.tasks (
     finalizer             text              CHECK (finalizer IN ('wanted', 'due')),
     -- what a running attempt last reported (ctx.progress), 0..1 and a message (schema 10)
     progress              double precision,
-    progress_message      text
+    progress_message      text,
+    -- paused to make room for more urgent work, at this time (schema 11; NULL: not so)
+    preempted_at          double precision
 );
 
 ALTER SEQUENCE taskmill.task_ids OWNED BY taskmill.tasks.id;
@@ -83,6 +85,7 @@ CREATE INDEX tasks_expiry ON taskmill.tasks (expires_at) WHERE expires_at IS NOT
 -- its tasks is still active.
 CREATE INDEX tasks_batch ON taskmill.tasks (batch_id) WHERE batch_id IS NOT NULL;
 CREATE INDEX tasks_parent ON taskmill.tasks (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX tasks_preempted ON taskmill.tasks (preempted_at) WHERE preempted_at IS NOT NULL;
 
 CREATE TABLE taskmill.history (
     id                    bigint   PRIMARY KEY,   -- the task's own id

@@ -43,7 +43,7 @@ from ..calls import (
 from ..depends import drop_unmerged, lookup_dependencies, settle, store_dependencies
 from ..family import parent_gone, park
 from ..keys import register as register_key_hash
-from ..sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
+from ..sql import APPLICATION_ID, SCHEMA_VERSION, at_level, migrations, q, schema, statements
 from ..staging import (
     INSERTING,
     Stager,
@@ -1134,26 +1134,28 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         return running, buckets
 
     def claim_candidates(
-        self, conn: sqlite3.Connection, types: list[str], now: float, held: list[str], limit: int
+        self,
+        conn: sqlite3.Connection,
+        types: list[str],
+        now: float,
+        held: list[str],
+        limit: int,
+        priority: int | None = None,
     ) -> list[tuple[ClaimedTask, int]]:
-        rows = conn.execute(
-            q("claim_candidates"),
-            {
-                "types": json.dumps(types),
-                "now": now,
-                "full_groups": json.dumps(held),
-                "limit": limit,
-            },
-        ).fetchall()
-        return [
-            (
-                ClaimedTask(
-                    tid, ttype, key, group, prio, payload, label, tries + 1, retries, fin == "due"
-                ),
-                sum(sizes),
-            )
-            for tid, ttype, key, group, prio, payload, label, tries, retries, fin, *sizes in rows
-        ]
+        params = {
+            "types": json.dumps(types),
+            "now": now,
+            "full_groups": json.dumps(held),
+            "limit": limit,
+        }
+        if priority is None:
+            rows = conn.execute(q("claim_candidates"), params).fetchall()
+        else:
+            rows = conn.execute(at_level(q("claim_candidates")), params | {"level": priority})
+        return [(ClaimedTask.candidate(r[:12]), sum(r[12:])) for r in rows]
+
+    def pending_levels(self, conn: sqlite3.Connection) -> list[int]:
+        return [int(r[0]) for r in conn.execute(q("pending_levels"))]
 
     def mark_running(
         self,
@@ -1198,6 +1200,29 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             return False
         return park(_SqliteDeps(self), conn, task_id, finalizer)
 
+    def preempt_running(self, conn: sqlite3.Connection, owned: Owned, now: float) -> int:
+        running = self._running(conn, owned)
+        if not running:
+            return 0
+        params = {"ids": json.dumps(running), "owner": owned.owner, "now": now}
+        return conn.execute(q("preempt_running"), params).rowcount
+
+    def urgent_waiting(self, priority: int, types: list[str], now: float, limit: int) -> int:
+        params = {"priority": priority, "types": json.dumps(types), "now": now, "limit": limit}
+        with self._read() as conn:
+            return int(conn.execute(q("urgent_waiting"), params).fetchone()[0])
+
+    def resume_preempted(self, priority: int, types: list[str], now: float) -> int:
+        with self._read() as conn:
+            if not conn.execute(q("any_preempted")).fetchone()[0]:
+                return 0
+        params = {"priority": priority, "types": json.dumps(types), "now": now}
+        return self.write(
+            "cannot resume preempted tasks in",
+            lambda conn: conn.execute(q("resume_preempted"), params).rowcount,
+            single=True,
+        )
+
     def attempt_traceback(self, conn: sqlite3.Connection, task_id: int, traceback: str) -> None:
         conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
 
@@ -1228,7 +1253,8 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         return still, found
 
     def has_work(self, conn: sqlite3.Connection, types: list[str]) -> bool:
-        return bool(conn.execute(q("has_work_for_types"), (json.dumps(types),)).fetchone()[0])
+        params = {"types": json.dumps(types)}
+        return bool(conn.execute(q("has_work_for_types"), params).fetchone()[0])
 
     def next_run_after(self, conn: sqlite3.Connection, now: float) -> float | None:
         return conn.execute(q("next_run_after"), {"now": now}).fetchone()[0]

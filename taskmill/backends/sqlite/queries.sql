@@ -60,8 +60,8 @@ DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?)) RETURNING id, par
 -- tokens, paused) and held task types, with each task's four expected figures (summed in
 -- Python: SQLite's integers are 64 bits, and a sum past them would turn into a float).
 SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts, max_retries,
-       finalizer, expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
-       expected_net_tx_bytes
+       finalizer, queue_pos, created_at, expected_read_bytes, expected_write_bytes,
+       expected_net_rx_bytes, expected_net_tx_bytes
 FROM tasks
 WHERE status = 'pending'
   AND task_type IN (SELECT value FROM json_each(:types))
@@ -72,6 +72,18 @@ WHERE status = 'pending'
       SELECT group_name FROM group_pauses WHERE until IS NULL OR until > :now))
 ORDER BY priority, queue_pos
 LIMIT :limit;
+
+-- name: pending_levels
+-- The priorities of the pending tasks, most urgent first: one probe of tasks_queue per
+-- level (aging claims the first tasks of each level and orders them by their age).
+WITH RECURSIVE level (p) AS (
+    SELECT (SELECT min(priority) FROM tasks WHERE status = 'pending')
+    UNION ALL
+    SELECT (SELECT min(priority) FROM tasks WHERE status = 'pending' AND priority > level.p)
+    FROM level
+    WHERE level.p IS NOT NULL
+)
+SELECT p FROM level WHERE p IS NOT NULL;
 
 -- name: mark_running
 UPDATE tasks
@@ -98,6 +110,38 @@ WHERE id = :id AND +status = 'running' AND owner = :owner;
 UPDATE tasks
 SET status = 'pending', owner = NULL, attempts = MAX(attempts - 1, 0), started_at = NULL
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'running' AND owner = :owner;
+
+-- name: preempt_running
+-- Pause running attempts to make room for more urgent work: not counted as tries, kept
+-- in their queue place, marked preempted at :now.
+UPDATE tasks
+SET status = 'paused', owner = NULL, attempts = MAX(attempts - 1, 0), started_at = NULL,
+    preempted_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'running' AND owner = :owner;
+
+-- name: urgent_waiting
+-- How many tasks of :types at :priority or more urgent wait to start (at most :limit).
+SELECT count(*) FROM (
+    SELECT 1 FROM tasks
+    WHERE status = 'pending' AND priority <= :priority
+      AND task_type IN (SELECT value FROM json_each(:types))
+      AND (run_after IS NULL OR run_after <= :now)
+    LIMIT :limit
+);
+
+-- name: any_preempted
+SELECT EXISTS (SELECT 1 FROM tasks WHERE preempted_at IS NOT NULL);
+
+-- name: resume_preempted
+-- Tasks paused by preemption go back to pending, in their queue place, when no task of
+-- :types at :priority or more urgent waits to start.
+UPDATE tasks SET status = 'pending', preempted_at = NULL
+WHERE preempted_at IS NOT NULL AND +status = 'paused'
+  AND NOT EXISTS (
+      SELECT 1 FROM tasks AS u
+      WHERE u.status = 'pending' AND u.priority <= :priority
+        AND u.task_type IN (SELECT value FROM json_each(:types))
+        AND (u.run_after IS NULL OR u.run_after <= :now));
 
 -- name: running_per_group
 -- Running tasks per group and their expected bytes, whoever runs them: group limits and
@@ -209,9 +253,13 @@ SELECT status, COUNT(*) FROM history GROUP BY status;
 SELECT group_name, status, COUNT(*) FROM tasks GROUP BY group_name, status;
 
 -- name: has_work_for_types
+-- Pending or running, or paused by preemption (resumed by itself): each its own index.
 SELECT EXISTS (
     SELECT 1 FROM tasks
-    WHERE status IN ('pending', 'running') AND task_type IN (SELECT value FROM json_each(?))
+    WHERE status IN ('pending', 'running') AND task_type IN (SELECT value FROM json_each(:types))
+) OR EXISTS (
+    SELECT 1 FROM tasks
+    WHERE preempted_at IS NOT NULL AND task_type IN (SELECT value FROM json_each(:types))
 );
 
 -- name: next_run_after
@@ -251,7 +299,7 @@ ORDER BY group_name;
 SELECT id, status FROM tasks WHERE id = ?;
 
 -- name: set_status
-UPDATE tasks SET status = :to WHERE id = :id AND status = :from;
+UPDATE tasks SET status = :to, preempted_at = NULL WHERE id = :id AND status = :from;
 
 -- ------------------------------------------------------------------ batches
 -- A batch part is bulk-copied by DuckDB into a separate staging SQLite file

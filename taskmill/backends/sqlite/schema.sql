@@ -1,4 +1,4 @@
--- taskmill store schema, version 10 (the whole current schema; a store written by an
+-- taskmill store schema, version 11 (the whole current schema; a store written by an
 -- older version is brought here by the files in migrations/, see sql.py).
 --
 -- Parts: a table, index or trigger unchanged since the migration that created it is
@@ -55,7 +55,7 @@ CREATE TABLE tasks (
     expires_at            REAL,            -- not started by then: ends as 'expired'
     batch_id              INTEGER,         -- the batch that inserted it (NULL: a submit)
     on_dependency_failure TEXT             -- cancel (NULL), fail or ignore
-, parent_id INTEGER, finalizer TEXT CHECK (finalizer IN ('wanted', 'due')), progress REAL, progress_message TEXT);
+, parent_id INTEGER, finalizer TEXT CHECK (finalizer IN ('wanted', 'due')), progress REAL, progress_message TEXT, preempted_at REAL);
 
 -- One active task per (task_type, dedup_key), enforced by the database itself on
 -- `key_hash`, a 64-bit hash of the pair.  A fixed-width key keeps this index small, so
@@ -77,6 +77,9 @@ CREATE INDEX tasks_batch ON tasks (batch_id) WHERE batch_id IS NOT NULL;
 
 -- A parent's children (schema 9).
 CREATE INDEX tasks_parent ON tasks (parent_id) WHERE parent_id IS NOT NULL;
+
+-- Tasks paused by preemption (schema 11): resumed once no urgent task waits.
+CREATE INDEX tasks_preempted ON tasks (preempted_at) WHERE preempted_at IS NOT NULL;
 
 -- Finished tasks, with the same ids; `batch_id` (schema 7) sits last, where migration 007
 -- added it.
