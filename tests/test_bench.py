@@ -119,7 +119,16 @@ def test_postgres_every_case_on_a_throwaway_server() -> None:
     report = _bench("--db postgres --sizes 1k --repeat 1")
     got = {(r["case"], r["workers"]): r for r in report["results"]}
     loaders = ("polars", "depends", "parquet", "ceiling", "pgqueuer", "procrastinate")
-    controls = {(c, 1) for c in ("dispatch_groups", "dispatch_budgets", "dispatch_rates")}
+    controls = {
+        (c, 1)
+        for c in (
+            "dispatch_groups",
+            "dispatch_budgets",
+            "dispatch_rates",
+            "dispatch_preempt",
+            "dispatch_aging",
+        )
+    }
     assert set(got) == {(c, 0) for c in loaders} | {("dispatch", n) for n in (1, 2, 4)} | controls
     for r in got.values():
         assert r["backend"] == "postgres" and r["rows"] == 1000 and r["existing"] == 0
@@ -216,5 +225,5 @@ def test_the_pace_cases_run_on_both_backends_side_by_side(pg_server: object) -> 
     assert rows[0] == "| dispatch case | SQLite | PostgreSQL | PostgreSQL ÷ SQLite |"
     assert rows[2].startswith("| 24 tasks × 20 ms, max_concurrency=4 (ideal 0.12 s) |")
     assert sum("worker process" in r for r in rows) == 2
-    assert sum("× plain)" in r for r in rows) == 3
+    assert sum("× plain)" in r for r in rows) == len(bench_pace.CONTROLS)
     assert "–" not in table  # every cell measured

@@ -12,8 +12,10 @@ file; a database of its own on the server):
                 of every ``claim`` and ``complete_many`` call it made (p50 and p99);
 - ``noop``      no-op tasks run to completion by 1, 2 and 4 worker processes sharing the
                 queue (``Scheduler`` with ``max_concurrency=16`` each): tasks/s;
-- ``groups`` / ``budgets`` / ``rates``  the one-worker no-op case with a control counted
-                on every claim but never binding: tasks/s, as a ratio to the plain rate.
+- ``groups`` / ``budgets`` / ``rates`` / ``preempt`` / ``aging``  the one-worker no-op
+                case with a control on but never binding (limits far above what runs, no
+                task urgent enough to preempt, aging that changes no order): tasks/s, as
+                a ratio to the plain rate.
 
 Targets of the PostgreSQL store (issue 20): ``real`` within 1.3× SQLite's time; ≥ 5,000
 no-op tasks/s with one worker, rising with workers; a counted control ≥ 0.8× the plain
@@ -49,6 +51,8 @@ CONTROLS = {
     "groups": "dispatch_groups",
     "budgets": "dispatch_budgets",
     "rates": "dispatch_rates",
+    "preempt": "dispatch_preempt",
+    "aging": "dispatch_aging",
 }
 BACKENDS = ("sqlite", "postgres")
 

@@ -63,6 +63,8 @@ PG_CASES = (
     "dispatch_groups",
     "dispatch_budgets",
     "dispatch_rates",
+    "dispatch_preempt",
+    "dispatch_aging",
 )
 #: The other queues measured next to taskmill (PostgreSQL only).
 PEERS = ("pgqueuer", "procrastinate")

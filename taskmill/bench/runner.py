@@ -87,6 +87,8 @@ CASES = (
     "dispatch_groups",
     "dispatch_budgets",
     "dispatch_rates",
+    "dispatch_preempt",
+    "dispatch_aging",
     "stall",
     "pgqueuer",
     "procrastinate",
