@@ -252,9 +252,7 @@ def check_tags(value: Any) -> tuple[tuple[str, str], ...] | None:
     if any("\x00" in key or "\x00" in text for key, text in pairs):
         raise _invalid(field, kind, NUL_MESSAGE.format(field))
     if any(len(key) > MAX_TAG_KEY_LENGTH for key, _ in pairs):
-        raise _invalid(
-            field, kind, f"tags has a key longer than {MAX_TAG_KEY_LENGTH:,} characters"
-        )
+        raise _invalid(field, kind, f"tags has a key longer than {MAX_TAG_KEY_LENGTH:,} characters")
     for key, text in pairs:
         if len(text) > MAX_TAG_VALUE_LENGTH:
             raise _invalid(
@@ -801,7 +799,12 @@ def _tag_checks(checks: list[tuple[pl.Expr, str, str | pl.Expr, pl.Expr]]) -> No
         )
     )
     checks.append(
-        (anywhere(keys.is_null() | (keys == "")), INVALID_TAGS, "tags", pl.lit("tags has an empty key"))
+        (
+            anywhere(keys.is_null() | (keys == "")),
+            INVALID_TAGS,
+            "tags",
+            pl.lit("tags has an empty key"),
+        )
     )
     nul = keys.str.contains("\x00", literal=True) | values.str.contains("\x00", literal=True)
     checks.append((anywhere(nul), INVALID_TAGS, "tags", pl.lit(NUL_MESSAGE.format("tags"))))
@@ -870,6 +873,23 @@ def whole_number(value: Any, name: str, *, low: int, high: int = MAX_INT64) -> i
     if number > high:
         raise _bad_argument(f"{name} must be a whole number <= {high:,}, not {number:,}")
     return number
+
+
+def tags_argument(value: Any) -> list[tuple[str, str]] | None:
+    """A filter on tags: a ``dict`` of string keys to string values, as ``(key, value)``
+    pairs sorted by key (``None`` and ``{}``: no filter)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _bad_argument(
+            f"tags must be a dict of strings to strings, got {type(value).__name__}"
+        )
+    pairs: list[tuple[str, str]] = []
+    for key, text in value.items():
+        if not (isinstance(key, str) and isinstance(text, str)):
+            raise _bad_argument(f"tags must be a dict of strings to strings, got {key!r}: {text!r}")
+        pairs.append((key, text))
+    return sorted(pairs) or None
 
 
 def task_id_argument(value: Any, name: str = "task_id") -> int:
