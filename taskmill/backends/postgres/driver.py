@@ -470,7 +470,7 @@ class PostgresDriver(Driver[Connection]):
             },
         )
         if row.tags:
-            ids, keys, values = zip(*tags_of_task(task), strict=True)
+            ids, keys, values = (list(c) for c in zip(*tags_of_task(task), strict=True))
             conn.execute(q("tags_insert"), {"ids": ids, "keys": keys, "values": values})
         conn.execute(q("notify_work"))  # workers on other machines wake at commit
 
