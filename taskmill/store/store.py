@@ -686,8 +686,8 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         return self._driver.failed_rows(task_type, group, since)
 
     def _prune_rows(self, ids: list[int]) -> pl.DataFrame:
-        """The history rows of ``ids`` as :meth:`history` shows them, by id."""
-        return frame(self._driver.prune_rows(ids), HISTORY_COLUMNS)
+        """The history rows of ``ids`` as :meth:`history` shows them (tags too), by id."""
+        return self._with_tags(frame(self._driver.prune_rows(ids), HISTORY_COLUMNS))
 
     def _prune_delete(self, ids: list[int]) -> int:
         """Delete the history rows of ``ids`` in one transaction; how many."""
