@@ -29,6 +29,7 @@ __all__ = [
     "MAX_INT64",
     "MAX_TIME",
     "STAGED",
+    "TAG",
     "TIME_COLUMNS",
     "Column",
     "Table",
@@ -105,6 +106,10 @@ _TIME = (pl.Float64(), pa.float64())  # Unix seconds; frames show UTC datetimes
 #: One item of ``depends_on``: a task id or a dedup key (the other null).
 _DEPENDENCY = pl.Struct({"id": pl.Int64(), "key": pl.String()})
 _DEPENDENCY_ARROW = pa.struct([("id", pa.int64()), ("key", pa.string())])
+#: One tag of ``tags``: a key and its value (a plan's struct or map of strings becomes a
+#: list of these, batch/inputs.py).
+TAG = pl.Struct({"key": pl.String(), "value": pl.String()})
+_TAG_ARROW = pa.struct([("key", pa.string()), ("value", pa.string())])
 
 
 def _expected(name: str) -> Column:
@@ -168,6 +173,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("depends_on", pl.List(_DEPENDENCY), pa.list_(_DEPENDENCY_ARROW), _PLAN, staged=False),
     # what a task does when a dependency ends failed, cancelled or expired (NULL: cancel)
     Column("on_dependency_failure", *_TEXT, _PLAN | _TASKS),
+    # labels to find a task by (schema 12): key/value pairs; the store keeps them as rows of
+    # task_tags, for active and finished tasks alike, and tasks()/history() show them
+    Column("tags", pl.List(TAG), pa.list_(_TAG_ARROW), _PLAN, staged=False),
     # a waiting parent's finalizer: 'wanted' (runs once its children end), 'due' (they
     # did: the claim runs it); None: none
     Column("finalizer", *_TEXT, _TASKS, shown=False),

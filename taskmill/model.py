@@ -13,6 +13,9 @@ __all__ = [
     "MAX_GROUP_LENGTH",
     "MAX_KEY_LENGTH",
     "MAX_PAYLOAD_BYTES",
+    "MAX_TAGS",
+    "MAX_TAG_KEY_LENGTH",
+    "MAX_TAG_VALUE_LENGTH",
     "Aging",
     "BatchInterrupted",
     "BatchSubmitted",
@@ -46,6 +49,12 @@ MAX_DEPENDENCIES: Final = 1000
 #: What a task does when one of its dependencies ends failed, cancelled or expired
 #: (``on_dependency_failure``; the first is the default).
 DEPENDENCY_POLICIES: Final = ("cancel", "fail", "ignore")
+#: The most tags (``key: value`` pairs) one task may carry.
+MAX_TAGS: Final = 32
+#: Longest tag key accepted, in characters (a key is never empty).
+MAX_TAG_KEY_LENGTH: Final = 256
+#: Longest tag value accepted, in characters.
+MAX_TAG_VALUE_LENGTH: Final = 1024
 
 
 # --------------------------------------------------------------------------- rate limits
@@ -381,6 +390,11 @@ class TaskSubmission:
     tasks, any task type).  Until each has completed the task is ``blocked``.
     ``on_dependency_failure``: what it does when one ends failed, cancelled or expired —
     ``"cancel"`` (the default; its own dependents follow), ``"fail"`` or ``"ignore"``.
+
+    ``tags``: labels to find the task by — a ``dict`` of string keys to string values, at
+    most :data:`MAX_TAGS` pairs (a ``None`` value: no such tag).  ``tasks(tags=…)``,
+    ``history(tags=…)`` and ``cancel_where(tags=…)`` select the tasks carrying every
+    given pair; a finished task keeps its tags in history.
     """
 
     task_type: Any
@@ -400,6 +414,7 @@ class TaskSubmission:
     expires_at: Any = None
     depends_on: Any = None
     on_dependency_failure: Any = None
+    tags: Any = None
 
 
 #: The message of a payload holding NaN or an infinite number, whatever the input form.

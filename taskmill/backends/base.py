@@ -132,6 +132,10 @@ class CancelMatch(Protocol):
     def group(self) -> list[str] | None: ...
     @property
     def label(self) -> list[str] | None: ...
+    @property
+    def tags(self) -> list[tuple[str, str]] | None:
+        """``(key, value)`` pairs a task must all carry (``None``: no filter)."""
+        ...
 
 
 class BatchBackend(Protocol[S]):
@@ -422,6 +426,14 @@ class Driver(abc.ABC, Generic[C]):
         """One read: ``(task_id, depends_on)`` of what the tasks ``task_ids`` still wait
         for, in order (a task of a batch still merging may wait for rows not merged yet:
         those are not listed)."""
+
+    # ------------------------------------------------------------------ tags (schema 12)
+
+    @abc.abstractmethod
+    def tags_of(self, task_ids: list[int]) -> list[tuple[int, str, str]]:
+        """One read: ``(task_id, key, value)`` of the tags of the tasks ``task_ids``,
+        active or finished, by task and key.  (A driver writes a new task's tags in the
+        transaction that inserts it: :meth:`insert` and each batch merge.)"""
 
     # ------------------------------------------------------------------ child tasks (schema 9)
 

@@ -17,6 +17,7 @@ from ..model import ACTIVE_STATUSES, SchedulerError
 from .common import (
     DB_OPTION,
     JSON_OPTION,
+    TAG_OPTION,
     _console,
     _echo_json,
     _existing,
@@ -188,7 +189,7 @@ def _listing_total(store: Any, which: str, frame: Any, limit: int | None, **filt
     """How many rows the listing's filters match (``frame`` is the first ``limit``)."""
     if limit is None or frame.height < limit:
         return int(frame.height)
-    if filters["group"] is None and filters["task_type"] is None and filters["batch_id"] is None:
+    if all(filters[f] is None for f in ("group", "task_type", "batch_id", "tags")):
         counts = store.counts()
         wanted = filters["status"] or _LISTED[which]
         return sum(counts.get(status, 0) for status in wanted)
@@ -239,6 +240,7 @@ def _export_command(which: str) -> Callable[..., None]:
         type=click.IntRange(min=1),
         help="Only the tasks of these batches (repeatable).",
     )
+    @TAG_OPTION
     @click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
     @click.option(
         "--output",
@@ -252,6 +254,7 @@ def _export_command(which: str) -> Callable[..., None]:
         group: tuple[str, ...],
         task_type: tuple[str, ...],
         batch_id: tuple[int, ...],
+        tags: dict[str, str],
         limit: int | None,
         output: Path | None,
     ) -> None:
@@ -261,6 +264,7 @@ def _export_command(which: str) -> Callable[..., None]:
             "group": group or None,
             "task_type": task_type or None,
             "batch_id": list(batch_id) or None,
+            "tags": tags or None,
         }
         with _existing(db) as store:
             query = store.tasks if which == "tasks" else store.history
@@ -277,6 +281,10 @@ def _export_command(which: str) -> Callable[..., None]:
         if suffix == ".parquet":
             frame.write_parquet(output)
         elif suffix == ".csv":  # CSV holds no binary or list: ids awaited as "17 18"
+            pair = pl.format(
+                "{}={}", pl.element().struct.field("key"), pl.element().struct.field("value")
+            )
+            frame = frame.with_columns(pl.col("tags").list.eval(pair))  # tags as "k=v k2=v2"
             lists = [n for n, t in frame.schema.items() if isinstance(t, pl.List)]
             frame.drop("payload").with_columns(
                 pl.col(n).list.eval(pl.element().cast(pl.String)).list.join(" ") for n in lists

@@ -31,6 +31,7 @@ from ..backends import DRIVERS, open_driver
 from ..backends.base import ClaimedTask, CommitHook, Driver, GroupQuery
 from ..backends.calls import CancelSlice, Ending, NewTask, Owned, Selection
 from ..backends.keys import key_hash
+from ..backends.tags import TAG_ROW
 from ..backends.workers import (
     DEFAULT_LEASE_TIMEOUT,
     RenewingConnection,
@@ -47,10 +48,12 @@ from ..batch.validate import (
     Row,
     check_submission,
     clock_argument,
+    tags_argument,
     task_id_argument,
     text_argument,
     to_seconds,
 )
+from ..columns import TAG
 from ..model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -128,8 +131,9 @@ def _listing(table: Literal["tasks", "history"], columns: Mapping[str, Any], doc
         limit: int | None = None,
         ids: int | Iterable[int] | None = None,
         batch_id: int | Iterable[int] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> pl.DataFrame:
-        return self._query(table, columns, status, task_type, group, limit, ids, batch_id)
+        return self._query(table, columns, status, task_type, group, limit, ids, batch_id, tags)
 
     listing.__name__ = table
     listing.__qualname__ = f"TaskStore.{table}"
@@ -765,8 +769,8 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         return self._driver.failed_rows(task_type, group, since)
 
     def _prune_rows(self, ids: list[int]) -> pl.DataFrame:
-        """The history rows of ``ids`` as :meth:`history` shows them, by id."""
-        return frame(self._driver.prune_rows(ids), HISTORY_COLUMNS)
+        """The history rows of ``ids`` as :meth:`history` shows them (tags too), by id."""
+        return self._with_tags(frame(self._driver.prune_rows(ids), HISTORY_COLUMNS))
 
     def _prune_delete(self, ids: list[int]) -> int:
         """Delete the history rows of ``ids`` in one transaction; how many."""
@@ -879,13 +883,15 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         label: Filter = None,
         status: Filter = None,
         dedup_keys: Iterable[str] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> int:
         """Cancel every active task matching all the filters given; returns how many.
 
         Each filter is a string or a sequence of strings (any of them matches);
         ``dedup_keys`` is any number of keys (100,000 are fine), of any task type unless
         ``task_type`` says which.  ``status`` may name ``pending``, ``running`` and
-        ``paused`` only (default: all three).  At least one filter is required — none
+        ``paused`` only (default: all three).  ``tags``: the tasks carrying every given
+        ``key: value`` pair (``{}``: no filter).  At least one filter is required — none
         raises ``SchedulerError(kind="invalid_argument")`` and cancels nothing; an
         explicitly empty list matches no task.
 
@@ -897,7 +903,12 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         ``ctx.cancelled`` (an ``async def`` one is cancelled).
         """
         where = CancelFilter.of(
-            task_type=task_type, group=group, label=label, status=status, dedup_keys=dedup_keys
+            task_type=task_type,
+            group=group,
+            label=label,
+            status=status,
+            dedup_keys=dedup_keys,
+            tags=tags,
         )
         if where.matches_nothing():
             return 0
@@ -994,13 +1005,16 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
 
         Each filter is a string or a sequence of strings (any of them matches); ``ids`` a
         task id or several, ``batch_id`` a batch id or several (``out.batch_id``);
-        ``limit`` a whole number (negative: no limit).""",
+        ``tags`` a dict: the tasks carrying every ``key: value`` pair given (``{}``: no
+        filter); ``limit`` a whole number (negative: no limit).  The column ``tags``
+        lists each task's tags as ``{key, value}`` structs, by key.""",
     )
     history = _listing(
         "history",
         HISTORY_COLUMNS,
         """Finished tasks (completed, failed, cancelled, superseded, expired) by id; the
-        filters, ``ids``, ``batch_id`` and ``limit`` as :meth:`tasks`'s.""",
+        filters, ``ids``, ``batch_id``, ``tags`` and ``limit`` as :meth:`tasks`'s (a
+        finished task keeps its tags until it is pruned).""",
     )
 
     def _query(
@@ -1013,6 +1027,7 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
         limit: Any,
         ids: Any = None,
         batch_id: Any = None,
+        tags: Any = None,
     ) -> pl.DataFrame:
         """:meth:`tasks` or :meth:`history`, its arguments checked."""
         selection = Selection(
@@ -1023,11 +1038,29 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
             limit=limit_argument(limit),
             ids=ids_argument(ids),
             batch_ids=ids_argument(batch_id, "batch_id"),
+            tags=tags_argument(tags),
         )
         rows = frame(self._driver.select(selection), columns)
         if table == "tasks":
             rows = self._with_effective_priority(self._with_awaited(rows))
-        return rows
+        return self._with_tags(rows)
+
+    def _with_tags(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """``rows`` (of :meth:`tasks` or :meth:`history`) with ``tags``: each task's
+        ``{key, value}`` pairs by key (empty for a task without), read for these rows
+        alone."""
+        ids = rows["id"].to_list()
+        found = self._driver.tags_of(ids) if ids else []
+        tags = (
+            pl.DataFrame(found, schema=TAG_ROW, orient="row")
+            .group_by("task_id", maintain_order=True)
+            .agg(pl.struct("key", "value").alias("tags"))
+            .rename({"task_id": "id"})
+        )
+        empty = pl.lit([], dtype=pl.List(TAG))
+        return rows.join(tags, on="id", how="left", maintain_order="left").with_columns(
+            pl.col("tags").fill_null(empty).cast(pl.List(TAG))
+        )
 
     def _with_effective_priority(self, tasks: pl.DataFrame) -> pl.DataFrame:
         """``tasks`` with ``effective_priority`` beside ``priority``: what the store's aging

@@ -63,6 +63,7 @@ from ..family import park
 from ..location import encode_userinfo, scrub
 from ..sql import at_level
 from ..staging import warm_up_in_background
+from ..tags import tags_of_task
 from ..workers import (
     RenewingConnection,
     StoreClock,
@@ -469,6 +470,9 @@ class PostgresDriver(Driver[Connection]):
                 "parent_id": task.parent,
             },
         )
+        if row.tags:
+            ids, keys, values = (list(c) for c in zip(*tags_of_task(task), strict=True))
+            conn.execute(q("tags_insert"), {"ids": ids, "keys": keys, "values": values})
         conn.execute(q("notify_work"))  # workers on other machines wake at commit
 
     @staticmethod
@@ -491,6 +495,11 @@ class PostgresDriver(Driver[Connection]):
             error=ending.error,
         )
         return {int(r[0]) for r in moved}
+
+    # ------------------------------------------------------------------ tags
+
+    def tags_of(self, task_ids: list[int]) -> list[tuple[int, str, str]]:
+        return self._read(lambda conn: conn.execute(q("tags_of"), {"ids": task_ids}).fetchall())
 
     # ------------------------------------------------------------------ dependencies
 
@@ -592,6 +601,8 @@ class PostgresDriver(Driver[Connection]):
             "status": where.status,
             "group": where.group,
             "label": where.label,
+            "tag_keys": None if where.tags is None else [k for k, _ in where.tags],
+            "tag_values": None if where.tags is None else [v for _, v in where.tags],
             "last": part.last,
         }
         if part.keyed is None:
@@ -856,6 +867,8 @@ class PostgresDriver(Driver[Connection]):
             "task_type": selection.task_type,
             "group": selection.group,
             "batch_ids": selection.batch_ids,
+            "tag_keys": None if selection.tags is None else [k for k, _ in selection.tags],
+            "tag_values": None if selection.tags is None else [v for _, v in selection.tags],
             # as in SQLite, a negative limit is no limit (PostgreSQL would refuse it)
             "limit": None if limit is None or limit < 0 else int(limit),
         }

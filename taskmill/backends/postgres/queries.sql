@@ -431,6 +431,11 @@ WHERE id > %(after)s AND id <= %(last)s
   AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
   AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
   AND (%(label)s::text[] IS NULL OR label = ANY(%(label)s::text[]))
+  AND (%(tag_keys)s::text[] IS NULL OR id IN (
+      SELECT g.task_id
+      FROM unnest(%(tag_keys)s::text[], %(tag_values)s::text[]) AS p (key, value)
+      JOIN taskmill.task_tags AS g ON g.key = p.key AND g.value = p.value
+      GROUP BY g.task_id HAVING count(*) = cardinality(%(tag_keys)s::text[])))
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE;
@@ -448,6 +453,11 @@ WHERE t.task_type = p.task_type AND t.dedup_key = p.dedup_key
   AND t.status = ANY(%(status)s::text[])
   AND (%(group)s::text[] IS NULL OR t.group_name = ANY(%(group)s::text[]))
   AND (%(label)s::text[] IS NULL OR t.label = ANY(%(label)s::text[]))
+  AND (%(tag_keys)s::text[] IS NULL OR t.id IN (
+      SELECT g.task_id
+      FROM unnest(%(tag_keys)s::text[], %(tag_values)s::text[]) AS p (key, value)
+      JOIN taskmill.task_tags AS g ON g.key = p.key AND g.value = p.value
+      GROUP BY g.task_id HAVING count(*) = cardinality(%(tag_keys)s::text[])))
 ORDER BY t.id
 FOR UPDATE OF t;
 
@@ -485,8 +495,20 @@ SELECT status, count(*) FROM taskmill.history GROUP BY status;
 -- Active tasks per group and status (never history): a metrics scrape's one read.
 SELECT group_name, status, count(*) FROM taskmill.tasks GROUP BY group_name, status;
 
+-- name: tags_insert
+-- The tags of tasks just inserted: the arrays side by side, one row per pair.
+INSERT INTO taskmill.task_tags (task_id, key, value)
+SELECT * FROM unnest(%(ids)s::bigint[], %(keys)s::text[], %(values)s::text[]);
+
+-- name: tags_of
+-- The tags of the tasks :ids, active or finished, by task and key.
+SELECT task_id, key, value FROM taskmill.task_tags
+WHERE task_id = ANY(%(ids)s::bigint[])
+ORDER BY task_id, key;
+
 -- name: select_tasks
 -- Active tasks in dispatch order; a NULL filter matches everything, a NULL limit is none.
+-- :tag_keys and :tag_values (arrays of one length): the tasks carrying every pair.
 SELECT id, task_type, dedup_key, group_name, priority, status, queue_pos, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
        expected_net_tx_bytes, max_retries, attempts, last_error, run_after, expires_at,
@@ -498,6 +520,11 @@ WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
   AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
   AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
   AND (%(batch_ids)s::bigint[] IS NULL OR batch_id = ANY(%(batch_ids)s::bigint[]))
+  AND (%(tag_keys)s::text[] IS NULL OR id IN (
+      SELECT g.task_id
+      FROM unnest(%(tag_keys)s::text[], %(tag_values)s::text[]) AS p (key, value)
+      JOIN taskmill.task_tags AS g ON g.key = p.key AND g.value = p.value
+      GROUP BY g.task_id HAVING count(*) = cardinality(%(tag_keys)s::text[])))
 ORDER BY priority, queue_pos, id
 LIMIT %(limit)s::bigint;
 
@@ -513,6 +540,11 @@ WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
   AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
   AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
   AND (%(batch_ids)s::bigint[] IS NULL OR batch_id = ANY(%(batch_ids)s::bigint[]))
+  AND (%(tag_keys)s::text[] IS NULL OR id IN (
+      SELECT g.task_id
+      FROM unnest(%(tag_keys)s::text[], %(tag_values)s::text[]) AS p (key, value)
+      JOIN taskmill.task_tags AS g ON g.key = p.key AND g.value = p.value
+      GROUP BY g.task_id HAVING count(*) = cardinality(%(tag_keys)s::text[])))
 ORDER BY id
 LIMIT %(limit)s::bigint;
 

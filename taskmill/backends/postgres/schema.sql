@@ -1,4 +1,4 @@
--- taskmill store schema on PostgreSQL, version 11 (the SQLite store's schema 11, column for
+-- taskmill store schema on PostgreSQL, version 12 (the SQLite store's schema 12, column for
 -- column).  Everything lives in the schema `taskmill`, so the store can share a database
 -- with the user's own tables; the runner (postgres/migrate.py) creates the schema and
 -- applies this file, or the migrations in migrations/ to an older store, in one
@@ -147,3 +147,6 @@ CREATE TABLE taskmill.workers (
 
 -- What blocked tasks wait for (schema 8).
 -- include: task_deps.sql
+
+-- Tags (schema 12): a task's key: value labels, active or finished.
+-- include: task_tags.sql

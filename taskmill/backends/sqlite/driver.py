@@ -53,6 +53,7 @@ from ..staging import (
     split_parts,
     warm_up_in_background,
 )
+from ..tags import new_tags, tags_of_task
 from ..workers import (
     RenewingConnection,
     StoreClock,
@@ -132,6 +133,13 @@ def _select_list(table: Literal["tasks", "history"]) -> str:
 #: What tasks() and history() read: the frame's columns, in order (constants: never data).
 _SELECT = {table: f"SELECT {_select_list(table)} FROM {table}" for table in ("tasks", "history")}
 _ORDER = {"tasks": "priority, queue_pos", "history": "id"}
+#: The filter on tags of :meth:`SqliteDriver.select`: the ids carrying every pair of a JSON
+#: array of ``[key, value]`` (then its length), found through the index ``task_tags_pair``.
+_TAGGED = (
+    "id IN (SELECT g.task_id FROM json_each(?) AS p JOIN task_tags AS g"
+    " ON g.key = json_extract(p.value, '$[0]') AND g.value = json_extract(p.value, '$[1]')"
+    " GROUP BY g.task_id HAVING count(*) = ?)"
+)
 
 
 def _json_list(values: list[str] | None) -> str | None:
@@ -711,6 +719,8 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 task.parent,
             ),
         )
+        if row.tags:
+            conn.execute(q("tags_insert"), {"rows": json.dumps(tags_of_task(task))})
 
     # ------------------------------------------------------------------ batches
 
@@ -930,6 +940,9 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             raise StoreError(f"batch merge inserted {inserted} rows where {expected} were planned")
         if adopted and ops is not None:  # a successor of a child takes its parent on
             ops.adopt(conn, adopted)
+        tags = new_tags(part, result)
+        if tags.height:  # one statement for the whole piece
+            conn.execute(q("tags_insert"), {"rows": json.dumps(tags.rows())})
         return result
 
     # ------------------------------------------------------------------ dependencies
@@ -937,6 +950,12 @@ class SqliteDriver(Driver[sqlite3.Connection]):
     def awaited(self, task_ids: list[int]) -> list[tuple[int, int]]:
         with self._read() as conn:
             return conn.execute(q("deps_awaited"), {"ids": json.dumps(task_ids)}).fetchall()
+
+    # ------------------------------------------------------------------ tags
+
+    def tags_of(self, task_ids: list[int]) -> list[tuple[int, str, str]]:
+        with self._read() as conn:
+            return conn.execute(q("tags_of"), {"ids": json.dumps(task_ids)}).fetchall()
 
     # ------------------------------------------------------------------ child tasks
 
@@ -1045,6 +1064,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             "statuses": json.dumps(where.status),
             "groups": _json_list(where.group),
             "labels": _json_list(where.label),
+            "tags": None if where.tags is None else json.dumps(where.tags),
             "last": part.last,
         }
         if part.keyed is None:
@@ -1287,6 +1307,9 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 continue
             where.append(f"{column} IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(list(values)))
+        if selection.tags is not None:
+            where.append(_TAGGED)
+            params += [json.dumps(selection.tags), len(selection.tags)]
         sql = _SELECT[selection.table]
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -720,8 +720,25 @@ WHERE id > :after AND id <= :last
   AND (:types IS NULL OR task_type IN (SELECT value FROM json_each(:types)))
   AND (:groups IS NULL OR group_name IN (SELECT value FROM json_each(:groups)))
   AND (:labels IS NULL OR label IN (SELECT value FROM json_each(:labels)))
+  AND (:tags IS NULL OR id IN (
+      SELECT g.task_id FROM json_each(:tags) AS p
+      JOIN task_tags AS g
+        ON g.key = json_extract(p.value, '$[0]') AND g.value = json_extract(p.value, '$[1]')
+      GROUP BY g.task_id HAVING count(*) = json_array_length(:tags)))
 ORDER BY id
 LIMIT :limit;
+
+-- name: tags_insert
+-- The tags of tasks just inserted: :rows is a JSON array of [task id, key, value].
+INSERT INTO task_tags (task_id, key, value)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+FROM json_each(:rows);
+
+-- name: tags_of
+-- The tags of the tasks :ids (a JSON array), active or finished, by task and key.
+SELECT task_id, key, value FROM task_tags
+WHERE task_id IN (SELECT value FROM json_each(:ids))
+ORDER BY task_id, key;
 
 -- name: cancel_candidates_by_key
 -- The active tasks holding the keys of :triples, a JSON array of [key hash, task type,
@@ -735,7 +752,12 @@ WHERE t.task_type = json_extract(p.value, '$[1]')
   AND t.id <= :last
   AND t.status IN (SELECT value FROM json_each(:statuses))
   AND (:groups IS NULL OR t.group_name IN (SELECT value FROM json_each(:groups)))
-  AND (:labels IS NULL OR t.label IN (SELECT value FROM json_each(:labels)));
+  AND (:labels IS NULL OR t.label IN (SELECT value FROM json_each(:labels)))
+  AND (:tags IS NULL OR t.id IN (
+      SELECT g.task_id FROM json_each(:tags) AS p
+      JOIN task_tags AS g
+        ON g.key = json_extract(p.value, '$[0]') AND g.value = json_extract(p.value, '$[1]')
+      GROUP BY g.task_id HAVING count(*) = json_array_length(:tags)));
 
 -- name: failed_to_retry
 -- The failed tasks of history to submit again, in history order, each with its id: those

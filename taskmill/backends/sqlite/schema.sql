@@ -1,4 +1,4 @@
--- taskmill store schema, version 11 (the whole current schema; a store written by an
+-- taskmill store schema, version 12 (the whole current schema; a store written by an
 -- older version is brought here by the files in migrations/, see sql.py).
 --
 -- Parts: a table, index or trigger unchanged since the migration that created it is
@@ -138,3 +138,6 @@ CREATE TABLE workers (
 
 -- What blocked tasks wait for (schema 8).
 -- include: task_deps.sql
+
+-- Tags (schema 12): a task's key: value labels, active or finished.
+-- include: task_tags.sql
