@@ -458,6 +458,7 @@ def test_cancel_batch_picks_by_filter_and_id_range(driver: Driver[Any]) -> None:
         task_type: list[str] | None
         group: list[str] | None
         label: list[str] | None
+        tags: list[tuple[str, str]] | None = None
 
     where = Where(status=["pending"], task_type=["copy"], group=["g"], label=None)
     moved, last = driver.cancel_batch(where, CancelSlice(0, ids[-1], 1))
