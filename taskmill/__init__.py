@@ -5,6 +5,7 @@ from .batch.outcome import BatchOutcome
 from .batch.status import BatchStatus
 from .batch.submission import BatchSubmission
 from .model import (
+    Aging,
     BatchFinished,
     BatchInterrupted,
     BatchSubmitted,
@@ -43,6 +44,7 @@ from .store import TaskStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "Aging",
     "BatchFinished",
     "BatchInterrupted",
     "BatchOutcome",

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_INT64",
     "MAX_TIME",
     "STAGED",
+    "TAG",
     "TIME_COLUMNS",
     "Column",
     "Table",
@@ -84,6 +85,8 @@ class Column:
     shown: bool = True
     on_insert: bool = False
     staged: bool = True
+    #: Unix seconds, shown as UTC datetimes in frames.
+    time: bool = False
 
     @property
     def stored(self) -> str:
@@ -103,6 +106,10 @@ _TIME = (pl.Float64(), pa.float64())  # Unix seconds; frames show UTC datetimes
 #: One item of ``depends_on``: a task id or a dedup key (the other null).
 _DEPENDENCY = pl.Struct({"id": pl.Int64(), "key": pl.String()})
 _DEPENDENCY_ARROW = pa.struct([("id", pa.int64()), ("key", pa.string())])
+#: One tag of ``tags``: a key and its value (a plan's struct or map of strings becomes a
+#: list of these, batch/inputs.py).
+TAG = pl.Struct({"key": pl.String(), "value": pl.String()})
+_TAG_ARROW = pa.struct([("key", pa.string()), ("value", pa.string())])
 
 
 def _expected(name: str) -> Column:
@@ -147,11 +154,16 @@ COLUMNS: tuple[Column, ...] = (
     Column("attempts", *_INT, _STORED, nullable=False, default=0),
     Column("last_error", *_TEXT, _STORED),
     Column("replaced_by", *_INT, _HISTORY),  # for 'superseded': the task that replaced it
-    Column("run_after", *_TIME, _PLAN | _TASKS, low=0, high=MAX_TIME),
-    Column("expires_at", *_TIME, _PLAN | _TASKS, low=0, high=MAX_TIME),
-    Column("created_at", *_TIME, _STORED, nullable=False, on_insert=True),
-    Column("started_at", *_TIME, _STORED),
-    Column("finished_at", *_TIME, _HISTORY, nullable=False),
+    Column("run_after", *_TIME, _PLAN | _TASKS, low=0, high=MAX_TIME, time=True),
+    Column("expires_at", *_TIME, _PLAN | _TASKS, low=0, high=MAX_TIME, time=True),
+    Column("created_at", *_TIME, _STORED, nullable=False, on_insert=True, time=True),
+    Column("started_at", *_TIME, _STORED, time=True),
+    # what a running attempt last reported through ctx.progress(): 0..1, and a message
+    Column("progress", pl.Float64(), pa.float64(), _TASKS),
+    Column("progress_message", *_TEXT, _TASKS),
+    # paused to make room for more urgent work (Scheduler(preempt_priority=…)), at this time
+    Column("preempted_at", *_TIME, _TASKS, time=True),
+    Column("finished_at", *_TIME, _HISTORY, nullable=False, time=True),
     # the batch that inserted the task (store.batch(id)); None for a single submit
     Column("batch_id", *_INT, _STORED, on_insert=True),
     # the running task whose executor spawned it (ctx.spawn); None for a top-level task
@@ -161,6 +173,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("depends_on", pl.List(_DEPENDENCY), pa.list_(_DEPENDENCY_ARROW), _PLAN, staged=False),
     # what a task does when a dependency ends failed, cancelled or expired (NULL: cancel)
     Column("on_dependency_failure", *_TEXT, _PLAN | _TASKS),
+    # labels to find a task by (schema 12): key/value pairs; the store keeps them as rows of
+    # task_tags, for active and finished tasks alike, and tasks()/history() show them
+    Column("tags", pl.List(TAG), pa.list_(_TAG_ARROW), _PLAN, staged=False),
     # a waiting parent's finalizer: 'wanted' (runs once its children end), 'due' (they
     # did: the claim runs it); None: none
     Column("finalizer", *_TEXT, _TASKS, shown=False),
@@ -217,4 +232,4 @@ STAGED: tuple[Column, ...] = _staged()
 #: The four expected-bytes figures, in order.
 EXPECTED_FIELDS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.name.startswith("expected_"))
 #: Columns stored as Unix seconds and shown as UTC datetimes.
-TIME_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.polars == pl.Float64)
+TIME_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.time)

@@ -6,12 +6,17 @@ import enum
 import json
 import time
 from dataclasses import KW_ONLY, dataclass, field
+from datetime import timedelta
 from typing import Any, ClassVar, Final, TypeVar, dataclass_transform
 
 __all__ = [
     "MAX_GROUP_LENGTH",
     "MAX_KEY_LENGTH",
     "MAX_PAYLOAD_BYTES",
+    "MAX_TAGS",
+    "MAX_TAG_KEY_LENGTH",
+    "MAX_TAG_VALUE_LENGTH",
+    "Aging",
     "BatchInterrupted",
     "BatchSubmitted",
     "DuplicateStrategy",
@@ -44,6 +49,12 @@ MAX_DEPENDENCIES: Final = 1000
 #: What a task does when one of its dependencies ends failed, cancelled or expired
 #: (``on_dependency_failure``; the first is the default).
 DEPENDENCY_POLICIES: Final = ("cancel", "fail", "ignore")
+#: The most tags (``key: value`` pairs) one task may carry.
+MAX_TAGS: Final = 32
+#: Longest tag key accepted, in characters (a key is never empty).
+MAX_TAG_KEY_LENGTH: Final = 256
+#: Longest tag value accepted, in characters.
+MAX_TAG_VALUE_LENGTH: Final = 1024
 
 
 # --------------------------------------------------------------------------- rate limits
@@ -86,6 +97,55 @@ class RateLimit:
     def capacity(self) -> float:
         """The most tokens the bucket holds."""
         return float(self.burst) if self.burst is not None else max(1.0, float(self.per_second))
+
+
+@dataclass(frozen=True, slots=True)
+class Aging:
+    """Priority aging: a pending task's effective priority improves (its number goes
+    down) by ``step`` for every ``every`` it has waited since it was submitted, never
+    past ``floor`` (a task already that urgent or more is left as it is).
+
+    ``Scheduler(…, aging=Aging(every=timedelta(minutes=10), step=16, floor=64))``: claims
+    go by effective priority, then queue order; the stored priorities are unchanged, and
+    ``tasks()`` shows both (``priority``, ``effective_priority``).
+    """
+
+    every: timedelta
+    step: int = 1
+    floor: int = 0
+
+    def __post_init__(self) -> None:
+        every = self.every
+        if not isinstance(every, timedelta) or every <= timedelta(0):
+            raise SchedulerError(
+                f"Aging.every must be a datetime.timedelta of more than 0, not {every!r}",
+                kind="invalid_argument",
+            )
+        for name, low, high in (("step", 1, 255), ("floor", 0, 255)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise SchedulerError(
+                    f"Aging.{name} must be an integer from {low} to {high}, not {value!r}",
+                    kind="invalid_argument",
+                )
+
+    def effective(self, priority: int, waited: float) -> int:
+        """The effective priority of a task of ``priority`` that waited ``waited`` s."""
+        if priority <= self.floor or waited <= 0:
+            return priority
+        steps = int(waited // self.every.total_seconds())
+        return max(self.floor, priority - self.step * steps)
+
+    def to_json(self) -> str:
+        """The policy as the store keeps it."""
+        seconds = self.every.total_seconds()
+        return json.dumps({"every": seconds, "step": self.step, "floor": self.floor})
+
+    @classmethod
+    def from_json(cls, text: str) -> Aging:
+        """A policy the store kept (:meth:`to_json`)."""
+        value = json.loads(text)
+        return cls(timedelta(seconds=value["every"]), int(value["step"]), int(value["floor"]))
 
 
 # --------------------------------------------------------------------------- priorities
@@ -330,6 +390,11 @@ class TaskSubmission:
     tasks, any task type).  Until each has completed the task is ``blocked``.
     ``on_dependency_failure``: what it does when one ends failed, cancelled or expired —
     ``"cancel"`` (the default; its own dependents follow), ``"fail"`` or ``"ignore"``.
+
+    ``tags``: labels to find the task by — a ``dict`` of string keys to string values, at
+    most :data:`MAX_TAGS` pairs (a ``None`` value: no such tag).  ``tasks(tags=…)``,
+    ``history(tags=…)`` and ``cancel_where(tags=…)`` select the tasks carrying every
+    given pair; a finished task keeps its tags in history.
     """
 
     task_type: Any
@@ -349,6 +414,7 @@ class TaskSubmission:
     expires_at: Any = None
     depends_on: Any = None
     on_dependency_failure: Any = None
+    tags: Any = None
 
 
 #: The message of a payload holding NaN or an infinite number, whatever the input form.

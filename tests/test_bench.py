@@ -217,5 +217,5 @@ def test_the_pace_cases_run_on_both_backends_side_by_side(pg_server: object) -> 
     assert rows[0] == "| dispatch case | SQLite | PostgreSQL | PostgreSQL ÷ SQLite |"
     assert rows[2].startswith("| 24 tasks × 20 ms, max_concurrency=4 (ideal 0.12 s) |")
     assert sum("worker process" in r for r in rows) == 2
-    assert sum("× plain)" in r for r in rows) == len(bench_pace.CONTROLS) == 4
+    assert sum("× plain)" in r for r in rows) == len(bench_pace.CONTROLS)
     assert "–" not in table  # every cell measured

@@ -76,12 +76,27 @@ def test_doc_python_blocks_run_in_order(tmp_path: Path, pg_url: str) -> None:
     assert "bytes: 9000000 of 10000000" in proc.stdout
     assert "failed: ['c.jpg']" in proc.stdout
     assert "nightly eu" in proc.stdout
+    # metrics: 5 uploads completed, 2 failed, the thumbnail waits in 'local'; the guide's
+    # scheduler scraped itself over HTTP
+    assert (
+        "metrics: {'tasks_completed_total': 5.0, 'tasks_failed_total': 2.0, 'tasks_pending': 1.0}"
+        in proc.stdout
+    )
+    assert "waiting in 'local': 1.0 True" in proc.stdout
+    assert "['tasks_completed_total 3.0']" in proc.stdout
     # dependencies: the deletes were blocked on their copies, the manifest on both deletes
     assert (
         "[('a.jpg', 'pending', None), ('b.jpg', 'pending', None), "
         "('src/a.jpg', 'blocked', [1]), ('src/b.jpg', 'blocked', [2]), "
         "('manifest', 'blocked', [3, 4])]"
     ) in proc.stdout
+    # stored progress: the last report, read while the task ran
+    assert "progress: ('album/2026', 0.5, 'image 50 of 100')" in proc.stdout
+    # preemption: the upload made room for the restore, then ran again (no try counted)
+    assert "upload attempts: ['released', 'completed']" in proc.stdout
+    # aging: two steps after 25 minutes, never past the floor
+    assert "after 25 minutes, priority 200 acts as 168" in proc.stdout
+    assert "after a day: 64 - and priority 10 stays 10" in proc.stdout
     # child tasks: the README's folder, and the guide's bucket with one upload failing
     assert "folder synced: 3 objects uploaded" in proc.stdout
     assert "folder task: completed children: 3 completed" in proc.stdout

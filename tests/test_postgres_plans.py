@@ -300,3 +300,32 @@ def test_the_child_task_statements_walk_their_indexes_with_no_jit(
                 n.get("Relation Name") for n in nodes(plan["Plan"]) if n["Node Type"] == "Seq Scan"
             }
             assert not scanned & {"tasks", "history", "task_deps"}, f"{name} scans {scanned}"
+
+
+def test_aging_walks_the_claim_index_level_by_level_with_no_jit(
+    queued: tuple[PostgresStore, dict[str, Any]],
+) -> None:
+    """Claims with aging find the pending levels by one probe of tasks_claim each, then
+    read the first tasks of a level through it, with no sort."""
+    from typing import LiteralString, cast
+
+    from taskmill.backends.sql import at_level
+
+    store, _ = queued
+    level = cast(LiteralString, at_level(q("claim_candidates"), "%(level)s"))
+    params = {"types": ["sync.upload"], "now": time.time(), "held": [], "limit": 8, "level": 128}
+    with store.driver._dispatch_lock:
+        conn = store.driver._dispatch_connection()
+        plans = [explain(conn, "pending_levels", {})]
+        with conn.transaction(force_rollback=True):
+            row = conn.execute(b"EXPLAIN (ANALYZE, FORMAT JSON) " + level.encode(), params)
+            plans.append(row.fetchone()[0][0])  # type: ignore[index]
+    for plan in plans:
+        shown = json.dumps(plan)[:3000]
+        assert "JIT" not in plan, shown
+        assert "tasks_claim" in index_names(plan), shown
+        assert not node_types(plan) & {"Sort", "Incremental Sort"}, shown
+        scanned = {
+            n.get("Relation Name") for n in nodes(plan["Plan"]) if n["Node Type"] == "Seq Scan"
+        }
+        assert "tasks" not in scanned, shown  # (the group pauses are a table of a few rows)

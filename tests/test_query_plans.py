@@ -96,3 +96,18 @@ def test_the_child_task_statements_search_their_indexes(
     for index in indexes:
         assert any(f"INDEX {index}" in step for step in plan), plan
     assert not any(re.match(r"SCAN (tasks|history|t|d|task_deps)\b", step) for step in plan), plan
+
+
+def test_aging_reads_the_queue_index_level_by_level(conn: sqlite3.Connection) -> None:
+    """Claims with aging find the pending priority levels by probing tasks_queue once per
+    level, then read the first tasks of each level through it."""
+    from taskmill.backends.sql import at_level
+
+    levels = _plan(conn, "pending_levels")
+    assert any("tasks_queue" in step for step in levels), levels
+    assert not any(re.match(r"SCAN (tasks|t)\b", step) for step in levels), levels
+    sql = at_level(q("claim_candidates"))
+    names = re.findall(r":(\w+)", sql)
+    plan = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, dict.fromkeys(names))]
+    assert any("USING INDEX tasks_queue (status=? AND priority=?)" in s for s in plan), plan
+    assert not any("TEMP B-TREE FOR ORDER BY" in s for s in plan), plan

@@ -56,7 +56,13 @@ def at(seconds: float) -> dt.datetime:
 
 def test_each_occurrence_submits_its_task_once_with_its_own_key(store: tm.TaskStore) -> None:
     sub = tm.TaskSubmission(
-        "ping", group="net", priority="high", payload={"n": 1}, label="l", max_retries=2
+        "ping",
+        group="net",
+        priority="high",
+        payload={"n": 1},
+        label="l",
+        max_retries=2,
+        tags={"team": "data", "env": "prod"},
     )
     made = store.schedule("tick", sub, every=timedelta(seconds=10), now=T0 + 0.4)
     # no start_at: the first occurrence is the second it was made, due at once
@@ -75,6 +81,8 @@ def test_each_occurrence_submits_its_task_once_with_its_own_key(store: tm.TaskSt
         "l",
     )
     assert (task["payload"], task["max_retries"], task["status"]) == (b'{"n":1}', 2, "pending")
+    [tags] = store.tasks(ids=run.task_id)["tags"].to_list()
+    assert tags == [{"key": "env", "value": "prod"}, {"key": "team", "value": "data"}]
     store.cancel(run.task_id)  # ended: the next occurrence is not held back
     [second] = store.run_schedules(now=T0 + 10.0)
     assert (second.at, second.action) == (T0 + 10, "submitted")

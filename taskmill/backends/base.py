@@ -95,6 +95,30 @@ class ClaimedTask:
     max_retries: int | None
     #: A parent whose children all ended: this attempt runs its finalizer, not its code.
     finalizing: bool = False
+    #: Its place in the queue and when it was submitted (what aging orders claims by).
+    queue_pos: int = 0
+    created_at: float = 0.0
+
+    @classmethod
+    def candidate(cls, row: Sequence[Any]) -> ClaimedTask:
+        """A candidate row of a claim (``id``, ``task_type``, ``dedup_key``, ``group``,
+        ``priority``, ``payload``, ``label``, the tries so far, ``max_retries``,
+        ``finalizer``, ``queue_pos``, ``created_at``) as the attempt it would start."""
+        tid, ttype, key, group, prio, payload, label, tries, retries, fin, pos, created = row
+        return cls(
+            int(tid),
+            ttype,
+            key,
+            group,
+            int(prio),
+            payload,
+            label,
+            int(tries) + 1,
+            retries,
+            fin == "due",
+            int(pos),
+            float(created),
+        )
 
 
 class CancelMatch(Protocol):
@@ -109,6 +133,10 @@ class CancelMatch(Protocol):
     def group(self) -> list[str] | None: ...
     @property
     def label(self) -> list[str] | None: ...
+    @property
+    def tags(self) -> list[tuple[str, str]] | None:
+        """``(key, value)`` pairs a task must all carry (``None``: no filter)."""
+        ...
 
 
 class BatchBackend(Protocol[S]):
@@ -255,12 +283,24 @@ class Driver(abc.ABC, Generic[C]):
 
     @abc.abstractmethod
     def claim_candidates(
-        self, conn: C, types: list[str], now: float, held: list[str], limit: int
+        self,
+        conn: C,
+        types: list[str],
+        now: float,
+        held: list[str],
+        limit: int,
+        priority: int | None = None,
     ) -> list[tuple[ClaimedTask, int]]:
         """In a claim's write: the next ``limit`` pending tasks of ``types`` dispatchable at
         ``now`` (start time reached, not expired, group not paused) outside the ``held``
-        groups, in dispatch order, each as it would start (attempt: its tries + 1) with its
-        summed expected bytes; no other claim takes them before this one ends."""
+        groups, in dispatch order, each as it would start (attempt: its tries + 1, with its
+        queue place and creation time) with its summed expected bytes; no other claim
+        takes them before this one ends.  ``priority``: only the tasks at that priority."""
+
+    @abc.abstractmethod
+    def pending_levels(self, conn: C) -> list[int]:
+        """In a claim's write: the priorities of the pending tasks, most urgent first (one
+        index probe per level)."""
 
     @abc.abstractmethod
     def mark_running(
@@ -283,6 +323,13 @@ class Driver(abc.ABC, Generic[C]):
         running; their ids.  The attempt is recorded."""
 
     @abc.abstractmethod
+    def store_progress(
+        self, conn: C, owner: str, rows: list[tuple[int, int, float, str | None]]
+    ) -> int:
+        """In a write: store ``(task id, attempt, fraction, message)`` as the progress of
+        each of those attempts still running for ``owner``; how many were."""
+
+    @abc.abstractmethod
     def retry_later(self, conn: C, owned: Owned, error: str, run_after: float) -> bool:
         """In a write: put the one task of ``owned`` back to pending, not dispatched before
         ``run_after``, ``error`` its last, if that attempt still runs; whether it did.  The
@@ -295,6 +342,22 @@ class Driver(abc.ABC, Generic[C]):
         ``waiting`` now (``finalizer``: its finalizer, ``'wanted'`` or ``None``); a dict —
         no child is active, their counts by status; ``False`` — the attempt no longer
         runs."""
+
+    @abc.abstractmethod
+    def preempt_running(self, conn: C, owned: Owned, now: float) -> int:
+        """In a write: pause the attempts of ``owned`` still running (not counted as tries,
+        marked preempted at ``now``); how many."""
+
+    @abc.abstractmethod
+    def urgent_waiting(self, priority: int, types: list[str], now: float, limit: int) -> int:
+        """One read: how many tasks of ``types`` at ``priority`` or more urgent wait to
+        start at ``now`` (at most ``limit``)."""
+
+    @abc.abstractmethod
+    def resume_preempted(self, priority: int, types: list[str], now: float) -> int:
+        """Put the tasks paused by preemption back to pending when no task of ``types`` at
+        ``priority`` or more urgent waits (a read first: no write when there are none);
+        how many."""
 
     @abc.abstractmethod
     def attempt_traceback(self, conn: C, task_id: int, traceback: str) -> None:
@@ -364,6 +427,14 @@ class Driver(abc.ABC, Generic[C]):
         """One read: ``(task_id, depends_on)`` of what the tasks ``task_ids`` still wait
         for, in order (a task of a batch still merging may wait for rows not merged yet:
         those are not listed)."""
+
+    # ------------------------------------------------------------------ tags (schema 12)
+
+    @abc.abstractmethod
+    def tags_of(self, task_ids: list[int]) -> list[tuple[int, str, str]]:
+        """One read: ``(task_id, key, value)`` of the tags of the tasks ``task_ids``,
+        active or finished, by task and key.  (A driver writes a new task's tags in the
+        transaction that inserts it: :meth:`insert` and each batch merge.)"""
 
     # ------------------------------------------------------------------ child tasks (schema 9)
 
@@ -501,6 +572,11 @@ class Driver(abc.ABC, Generic[C]):
     @abc.abstractmethod
     def status_counts(self) -> list[tuple[str, int]]:
         """One read: ``(status, how many tasks)`` over active tasks and history."""
+
+    @abc.abstractmethod
+    def active_group_counts(self) -> list[tuple[str | None, str, int]]:
+        """One read: ``(group, status, how many tasks)`` over active tasks only (``None``:
+        no group), never history."""
 
     @abc.abstractmethod
     def per_group(self, query: GroupQuery, now: float) -> list[tuple[Any, Any]]:

@@ -37,6 +37,8 @@ class Selection:
     limit: int | None = None
     ids: list[int] | None = None
     batch_ids: list[int] | None = None
+    #: ``(key, value)`` pairs: the tasks carrying every one (``None``: no filter).
+    tags: list[tuple[str, str]] | None = None
 
 
 #: Owners :meth:`~taskmill.backends.base.Driver.give_back` takes tasks from at once, each

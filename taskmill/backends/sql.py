@@ -116,3 +116,12 @@ def q(name: str) -> LiteralString:
     """One named SQLite query: static text of ``queries.sql``, never built from data (typed
     ``LiteralString``, as a driver's query text must be)."""
     return cast(LiteralString, queries()[name])
+
+
+def at_level(claim: str, param: str = ":level") -> str:
+    """A claim's candidate query narrowed to one priority level (bound as ``param``): what
+    aging reads level by level, each walk a seek of the queue index at its level."""
+    head = "WHERE status = 'pending'"
+    if head not in claim:
+        raise ValueError("not a claim candidates query")
+    return claim.replace(head, f"{head} AND priority = {param}", 1)

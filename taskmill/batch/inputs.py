@@ -597,6 +597,57 @@ def _dependencies(name: str, dtype: pl.DataType, label: str) -> pl.Expr:
     )
 
 
+def _tags(name: str, dtype: pl.DataType, label: str) -> pl.Expr:
+    """A ``tags`` column as its canonical pairs (a list of ``{key, value}`` strings): a
+    struct of string fields (each field a key; a null field is no such tag, as pandas
+    dicts arrive: one field per key seen in the column) or a list of ``{key, value}``
+    structs; or a map of strings (an Arrow map).  A pair whose value is null is dropped."""
+    text = (pl.String, pl.Categorical, pl.Enum, pl.Null)
+    if dtype == pl.Null:
+        return pl.col(name).cast(CANONICAL[name])
+    pairs: pl.Expr | None = None
+    if isinstance(dtype, pl.Struct) and all(isinstance(f.dtype, text) for f in dtype.fields):
+        if not dtype.fields:
+            return pl.lit(None, dtype=CANONICAL[name]).alias(name)
+        items = [
+            pl.struct(
+                pl.lit(f.name, dtype=pl.String).alias("key"),
+                pl.col(name).struct.field(f.name).cast(pl.String).alias("value"),
+            )
+            for f in dtype.fields
+        ]
+        pairs = pl.when(pl.col(name).is_not_null()).then(pl.concat_list(items))
+    if isinstance(dtype, pl.Map) and all(isinstance(t, text) for t in (dtype.key, dtype.value)):
+        pairs = pl.col(name).cast(pl.List(pl.Struct({"key": dtype.key, "value": dtype.value})))
+        pairs = pairs.list.eval(
+            pl.struct(
+                pl.element().struct.field("key").cast(pl.String),
+                pl.element().struct.field("value").cast(pl.String),
+            )
+        )
+    inner = dtype.inner if isinstance(dtype, pl.List | pl.Array) else None
+    if (
+        isinstance(inner, pl.Struct)
+        and [f.name for f in inner.fields] == ["key", "value"]
+        and all(isinstance(f.dtype, text) for f in inner.fields)
+    ):
+        col = pl.col(name).cast(pl.List(inner)) if isinstance(dtype, pl.Array) else pl.col(name)
+        pairs = col.list.eval(
+            pl.struct(
+                pl.element().struct.field("key").cast(pl.String),
+                pl.element().struct.field("value").cast(pl.String),
+            )
+        )
+    if pairs is None:
+        raise _bad_input(
+            f"column {label} has type {dtype}; expected a struct of strings (a field per key) "
+            "or a map of strings to strings",
+            label,
+        )
+    valued = pl.element().struct.field("value").is_not_null()
+    return pairs.list.eval(pl.element().filter(valued)).cast(CANONICAL[name]).alias(name)
+
+
 def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
     """Cast each canonical column to its type, or raise naming the column."""
     exprs = []
@@ -613,6 +664,8 @@ def _coerce_types(df: Frame, source_of: Mapping[str, str]) -> Frame:
             exprs.append(pl.col(name))
         elif name == "depends_on":
             exprs.append(_dependencies(name, dtype, label))
+        elif name == "tags":
+            exprs.append(_tags(name, dtype, label))
         elif dtype == pl.Null:
             exprs.append(pl.col(name).cast(want))
         elif name == "payload" and dtype in (pl.String, pl.Binary):

@@ -12,7 +12,7 @@ import contextlib
 import math
 import operator
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
@@ -27,6 +27,9 @@ from ..model import (
     MAX_GROUP_LENGTH,
     MAX_KEY_LENGTH,
     MAX_PAYLOAD_BYTES,
+    MAX_TAG_KEY_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    MAX_TAGS,
     NON_FINITE_PAYLOAD,
     PRIORITY_TIERS,
     DuplicateStrategy,
@@ -75,6 +78,8 @@ class Row:
     #: ``(task id, None)`` or ``(None, dedup key)`` per item; ``None``: none
     depends_on: tuple[tuple[int | None, str | None], ...] | None = None
     on_dependency_failure: str | None = None
+    #: ``(key, value)`` per tag, in the order given; ``None``: none
+    tags: tuple[tuple[str, str], ...] | None = None
 
 
 def is_not_a_time(value: Any) -> bool:
@@ -212,6 +217,50 @@ def check_dependencies(value: Any) -> tuple[tuple[int | None, str | None], ...] 
     return tuple(items) or None
 
 
+#: The error kind of a row whose ``tags`` break a rule.
+INVALID_TAGS = "invalid_tags"
+
+
+def check_tags(value: Any) -> tuple[tuple[str, str], ...] | None:
+    """``tags`` as ``(key, value)`` pairs (``None``: no tags; a ``None`` value is no such
+    tag); raises ``InvalidSubmission(kind="invalid_tags")`` saying which rule broke, with
+    the messages of the frames' checks (:func:`_tag_checks`)."""
+    field, kind = "tags", INVALID_TAGS
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _invalid(
+            field, kind, f"tags must be a dict of strings to strings, got {type(value).__name__}"
+        )
+    pairs: list[tuple[str, str]] = []
+    for key, text in value.items():
+        if key is not None and not isinstance(key, str):
+            raise _invalid(field, kind, f"tags keys must be strings, got {type(key).__name__}")
+        if text is not None and not isinstance(text, str):
+            raise _invalid(
+                field, kind, f"tags[{key!r}] must be a string, got {type(text).__name__}"
+            )
+        if text is not None:
+            pairs.append((key or "", text))  # a None key fails as an empty one
+    if len(pairs) > MAX_TAGS:
+        raise _invalid(field, kind, f"tags has {len(pairs):,} pairs, over the {MAX_TAGS} limit")
+    # rule by rule over every pair, as the frames' checks go
+    if any(not key for key, _ in pairs):
+        raise _invalid(field, kind, "tags has an empty key")
+    if not all(encodes(key) and encodes(text) for key, text in pairs):
+        raise _invalid(field, kind, "tags is not valid UTF-8")
+    if any("\x00" in key or "\x00" in text for key, text in pairs):
+        raise _invalid(field, kind, NUL_MESSAGE.format(field))
+    if any(len(key) > MAX_TAG_KEY_LENGTH for key, _ in pairs):
+        raise _invalid(field, kind, f"tags has a key longer than {MAX_TAG_KEY_LENGTH:,} characters")
+    for key, text in pairs:
+        if len(text) > MAX_TAG_VALUE_LENGTH:
+            raise _invalid(
+                field, kind, f"tags['{key}'] is longer than {MAX_TAG_VALUE_LENGTH:,} characters"
+            )
+    return tuple(pairs) or None
+
+
 def check_policy(value: Any) -> str | None:
     """``on_dependency_failure``: one of :data:`DEPENDENCY_POLICIES` (any case) or ``None``."""
     if value is None:
@@ -273,6 +322,7 @@ def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Ro
     payload = encode_payload(sub.payload)
     depends_on = check_dependencies(sub.depends_on)
     policy = check_policy(sub.on_dependency_failure)
+    tags = check_tags(sub.tags)
     read_bytes, write_bytes, net_rx_bytes, net_tx_bytes = expected  # EXPECTED_FIELDS' order
     return Row(
         task_type,
@@ -291,6 +341,7 @@ def check_submission(sub: TaskSubmission, defaults: Defaults = Defaults()) -> Ro
         expires_at,
         depends_on,
         policy,
+        tags,
     )
 
 
@@ -343,7 +394,7 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
     )
     rb, wb, rx, tx = (cols[f] for f in EXPECTED_FIELDS)
     starts, expiries = cols["run_after"], cols["expires_at"]
-    depends, policies = cols["depends_on"], cols["on_dependency_failure"]
+    depends, policies, tagged = cols["depends_on"], cols["on_dependency_failure"], cols["tags"]
     d_group, d_priority, d_strategy = defaults.group, defaults.priority, defaults.on_duplicate.value
     for sub in subs:
         # the common case, checked inline; anything unusual goes through check_submission
@@ -400,6 +451,7 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
                 and sub.expires_at is None
                 and sub.depends_on is None
                 and sub.on_dependency_failure is None
+                and sub.tags is None
                 and (
                     payload is None
                     or (type(payload) is bytes and len(payload) <= MAX_PAYLOAD_BYTES)
@@ -421,6 +473,7 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
                 expiries.append(defaults.expires_at)
                 depends.append(None)
                 policies.append(None)
+                tagged.append(None)
                 kinds.append(None)
                 fields.append(None)
                 errors.append(None)
@@ -434,7 +487,7 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
             ok = isinstance(sub, TaskSubmission)
             for name in CANONICAL:
                 value = getattr(sub, name, None) if ok else None
-                if name in ("payload", "depends_on", *_TIMES):  # times: shown once checked
+                if name in ("payload", "depends_on", "tags", *_TIMES):  # times: shown once checked
                     value = None
                 elif name in _INTS:
                     value = shown(value, int)
@@ -476,6 +529,7 @@ def _from_submissions(subs: Iterable[Any], defaults: Defaults) -> pl.DataFrame:
             None if row.depends_on is None else [{"id": i, "key": k} for i, k in row.depends_on]
         )
         policies.append(row.on_dependency_failure)
+        tagged.append(None if row.tags is None else [{"key": k, "value": v} for k, v in row.tags])
     frame = pl.DataFrame(
         {**cols, "error_kind": kinds, "error_field": fields, "error": errors},
         schema={**CANONICAL, "error_kind": pl.String, "error_field": pl.String, "error": pl.String},
@@ -610,6 +664,7 @@ def _check_table(df: Frame, defaults: Defaults, *, offset: int = 0) -> Frame:
         )
     )
     _dependency_checks(checks)
+    _tag_checks(checks)
     checks.append((pl.col(BAD_PAYLOAD), "invalid_payload", "payload", pl.lit(NON_FINITE_PAYLOAD)))
     size = pl.col("_payload_size") if "_payload_size" in schema else pl.col("payload").bin.size()
     checks.append(
@@ -724,6 +779,69 @@ def _dependency_checks(checks: list[tuple[pl.Expr, str, str | pl.Expr, pl.Expr]]
     )
 
 
+def _tag_checks(checks: list[tuple[pl.Expr, str, str | pl.Expr, pl.Expr]]) -> None:
+    """The checks of ``tags`` (as :func:`check_tags`, the same rules in the same order):
+    its canonical form is a list of ``{key, value}`` (a null value already dropped)."""
+    tags = pl.col("tags")
+    keys = pl.element().struct.field("key")
+    values = pl.element().struct.field("value")
+
+    def anywhere(cond: pl.Expr) -> pl.Expr:
+        return tags.list.eval(cond.fill_null(False)).list.any()
+
+    count = tags.list.len()
+    checks.append(
+        (
+            count > MAX_TAGS,
+            INVALID_TAGS,
+            "tags",
+            pl.format(f"tags has {{}} pairs, over the {MAX_TAGS} limit", _thousands(count)),
+        )
+    )
+    checks.append(
+        (
+            anywhere(keys.is_null() | (keys == "")),
+            INVALID_TAGS,
+            "tags",
+            pl.lit("tags has an empty key"),
+        )
+    )
+    nul = keys.str.contains("\x00", literal=True) | values.str.contains("\x00", literal=True)
+    checks.append((anywhere(nul), INVALID_TAGS, "tags", pl.lit(NUL_MESSAGE.format("tags"))))
+    checks.append(
+        (
+            anywhere(keys.str.len_chars() > MAX_TAG_KEY_LENGTH),
+            INVALID_TAGS,
+            "tags",
+            pl.lit(f"tags has a key longer than {MAX_TAG_KEY_LENGTH:,} characters"),
+        )
+    )
+    long_value = tags.list.eval((values.str.len_chars() > MAX_TAG_VALUE_LENGTH).fill_null(False))
+    checks.append(
+        (
+            long_value.list.any(),
+            INVALID_TAGS,
+            "tags",
+            pl.format(
+                f"tags['{{}}'] is longer than {MAX_TAG_VALUE_LENGTH:,} characters",
+                tags.list.get(long_value.list.arg_max(), null_on_oob=True).struct.field("key"),
+            ),
+        )
+    )
+    twice = tags.list.eval(keys.is_duplicated())
+    checks.append(
+        (
+            twice.list.any(),
+            INVALID_TAGS,
+            "tags",
+            pl.format(
+                "tags has the key '{}' twice",
+                tags.list.get(twice.list.arg_max(), null_on_oob=True).struct.field("key"),
+            ),
+        )
+    )
+
+
 def _thousands(expr: pl.Expr) -> pl.Expr:
     """An integer expression formatted with thousands separators (as ``f"{n:,}"``)."""
     s = expr.cast(pl.String)
@@ -755,6 +873,23 @@ def whole_number(value: Any, name: str, *, low: int, high: int = MAX_INT64) -> i
     if number > high:
         raise _bad_argument(f"{name} must be a whole number <= {high:,}, not {number:,}")
     return number
+
+
+def tags_argument(value: Any) -> list[tuple[str, str]] | None:
+    """A filter on tags: a ``dict`` of string keys to string values, as ``(key, value)``
+    pairs sorted by key (``None`` and ``{}``: no filter)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _bad_argument(
+            f"tags must be a dict of strings to strings, got {type(value).__name__}"
+        )
+    pairs: list[tuple[str, str]] = []
+    for key, text in value.items():
+        if not (isinstance(key, str) and isinstance(text, str)):
+            raise _bad_argument(f"tags must be a dict of strings to strings, got {key!r}: {text!r}")
+        pairs.append((key, text))
+    return sorted(pairs) or None
 
 
 def task_id_argument(value: Any, name: str = "task_id") -> int:

@@ -6,17 +6,25 @@ bucket diff's object paths), their files and the dispatch cases' controls.  Shar
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ..model import RateLimit
+from ..model import Aging, RateLimit
 
 __all__ = ["CONTROLS", "SCHEDULES", "control_settings", "is_dispatch", "prepare_control"]
 
 #: The dispatch case with a control on, counted on every claim but never binding (limits
 #: far above what runs): what each control costs the dispatch rate; ``dispatch_schedules``:
 #: :data:`SCHEDULES` schedules firing every second while the queue drains.
-CONTROLS = ("dispatch_groups", "dispatch_budgets", "dispatch_rates", "dispatch_schedules")
+CONTROLS = (
+    "dispatch_groups",
+    "dispatch_budgets",
+    "dispatch_rates",
+    "dispatch_preempt",
+    "dispatch_aging",
+    "dispatch_schedules",
+)
 #: Schedules of ``dispatch_schedules``, each submitting a no-op task every second.
 SCHEDULES = 10
 
@@ -34,6 +42,10 @@ def control_settings(case: str, groups: list[str]) -> dict[str, Any]:
     if case == "dispatch_rates":
         rate = RateLimit(1e9, burst=1e9)
         return {"rate_limits": {"type:noop": rate, **{f"group:{g}": rate for g in groups}}}
+    if case == "dispatch_preempt":  # looked for on every full turn; no task is that urgent
+        return {"preempt_priority": 0}
+    if case == "dispatch_aging":  # every claim reads the pending levels one by one
+        return {"aging": Aging(every=timedelta(hours=1), step=1, floor=0)}
     return {}
 
 

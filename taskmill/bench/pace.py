@@ -12,8 +12,10 @@ file; a database of its own on the server):
                 of every ``claim`` and ``complete_many`` call it made (p50 and p99);
 - ``noop``      no-op tasks run to completion by 1, 2 and 4 worker processes sharing the
                 queue (``Scheduler`` with ``max_concurrency=16`` each): tasks/s;
-- ``groups`` / ``budgets`` / ``rates``  the one-worker no-op case with a control counted
-                on every claim but never binding: tasks/s, as a ratio to the plain rate;
+- ``groups`` / ``budgets`` / ``rates`` / ``preempt`` / ``aging``  the one-worker no-op
+                case with a control on but never binding (limits far above what runs, no
+                task urgent enough to preempt, aging that changes no order): tasks/s, as
+                a ratio to the plain rate;
 - ``schedules`` the same with ten schedules firing a no-op task every second (what the
                 store's schedules cost the dispatch rate).
 
@@ -51,6 +53,8 @@ CONTROLS = {
     "groups": "dispatch_groups",
     "budgets": "dispatch_budgets",
     "rates": "dispatch_rates",
+    "preempt": "dispatch_preempt",
+    "aging": "dispatch_aging",
     "schedules": "dispatch_schedules",
 }
 BACKENDS = ("sqlite", "postgres")

@@ -64,6 +64,8 @@ PG_CASES = (
     "dispatch_groups",
     "dispatch_budgets",
     "dispatch_rates",
+    "dispatch_preempt",
+    "dispatch_aging",
     "dispatch_schedules",
 )
 #: The other queues measured next to taskmill (PostgreSQL only).

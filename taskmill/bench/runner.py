@@ -88,6 +88,8 @@ CASES = (
     "dispatch_groups",
     "dispatch_budgets",
     "dispatch_rates",
+    "dispatch_preempt",
+    "dispatch_aging",
     "dispatch_schedules",
     "stall",
     "pgqueuer",

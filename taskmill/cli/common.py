@@ -85,6 +85,32 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
     return out
 
 
+def _tag_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
+    """``--tag KEY=VALUE`` (repeatable) as the ``tags`` filter of the Python API (a value
+    may hold ``=``; the same key twice is refused)."""
+    tags: dict[str, str] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r} is not of the form KEY=VALUE", ctx, param)
+        if key in tags:
+            raise click.BadParameter(f"the key {key!r} is given twice", ctx, param)
+        tags[key] = text
+    return tags
+
+
+#: ``--tag KEY=VALUE``: only the tasks carrying every pair given (``tasks``, ``history``,
+#: ``cancel``).
+TAG_OPTION = click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_tag_pairs,
+    help="Only tasks carrying this tag (repeatable: every pair given).",
+)
+
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
 

@@ -14,6 +14,7 @@ from ..model import ACTIVE_STATUSES
 from .common import (
     DB_OPTION,
     JSON_OPTION,
+    TAG_OPTION,
     Duration,
     When,
     _console,
@@ -136,6 +137,7 @@ _TYPE_AND_GROUP = options(
     metavar="ID",
     help="Cancel these tasks by id instead (repeatable; no other filter with it).",
 )
+@TAG_OPTION
 @JSON_OPTION
 def cancel(
     db: str,
@@ -145,6 +147,7 @@ def cancel(
     status: tuple[str, ...],
     keys_file: Path | None,
     ids: tuple[int, ...],
+    tags: dict[str, str],
     as_json: bool,
 ) -> None:
     """Cancel every active task matching all the filters given (at least one), or the
@@ -152,7 +155,7 @@ def cancel(
 
     They move to history as cancelled; a worker running one of them stops it within its
     poll interval."""
-    filtered = bool(task_type or group or label or status or keys_file)
+    filtered = bool(task_type or group or label or status or keys_file or tags)
     if ids:
         if filtered:
             raise click.UsageError("give either --id or filters, not both")
@@ -160,7 +163,7 @@ def cancel(
         return
     if not filtered:
         raise click.UsageError(
-            "give at least one of --type, --group, --label, --status, --keys-file, --id (to "
+            "give at least one of --type, --group, --label, --status, --keys-file, --tag, --id (to "
             "cancel every active task: --status pending --status running --status paused)"
         )
 
@@ -172,6 +175,7 @@ def cancel(
             label=label or None,
             status=status or None,
             dedup_keys=keys,
+            tags=tags or None,
         )
     if as_json:
         _echo_json(db, cancelled=count)

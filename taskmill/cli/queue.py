@@ -17,6 +17,7 @@ from ..model import ACTIVE_STATUSES, SchedulerError
 from .common import (
     DB_OPTION,
     JSON_OPTION,
+    TAG_OPTION,
     _console,
     _echo_json,
     _existing,
@@ -108,6 +109,7 @@ _COLUMNS: dict[str, tuple[str, str]] = {
     "attempts": ("tries", ""),
     "run_after": ("next try", ""),
     "depends_on": ("waits for", "end"),
+    "progress": ("progress", "end"),
     "finished_at": ("finished", ""),
     "last_error": ("last_error", "end"),
 }
@@ -115,13 +117,14 @@ _COLUMNS: dict[str, tuple[str, str]] = {
 _SHOWN: dict[str, list[tuple[str, str, str]]] = {
     which: [(name, *_COLUMNS[name]) for name in names.split()]
     for which, names in {
-        "tasks": "id task_type dedup_key group priority status depends_on attempts run_after",
+        "tasks": "id task_type dedup_key group priority status progress depends_on attempts "
+        "run_after",
         "history": "id task_type dedup_key group status attempts finished_at last_error",
     }.items()
 }
 #: The columns left out first when a listing does not fit the terminal.
 _DROP_FIRST = {
-    "tasks": ("priority", "attempts", "depends_on", "task_type"),
+    "tasks": ("priority", "attempts", "depends_on", "progress", "task_type"),
     "history": ("attempts", "task_type", "group"),
 }
 _SHOW_ROWS = 20
@@ -157,6 +160,24 @@ def _listing_cells(
                     counts = children[tid]
                     active = sum(counts.get(s, 0) for s in ACTIVE_STATUSES)
                     cells[name][i] = f"{active:,} of {sum(counts.values()):,} children"
+        elif name == "progress":  # a running attempt's last report: "42% copying"
+            notes = frame["progress_message"].to_list()
+            cells[name] = [
+                "–" if v is None else f"{v:.0%}" + ("" if m is None else f" {m}")
+                for v, m in zip(values, notes, strict=True)
+            ]
+        elif name == "status" and "preempted_at" in frame.columns:  # why a task is paused
+            marks = frame["preempted_at"].to_list()
+            cells[name] = [
+                f"{v} (preempted)" if v == "paused" and m is not None else _cell(v)
+                for v, m in zip(values, marks, strict=True)
+            ]
+        elif name == "priority" and "effective_priority" in frame.columns:  # aged: 200→50
+            aged = frame["effective_priority"].to_list()
+            cells[name] = [
+                f"{v}→{e}" if e is not None and e != v else _cell(v)
+                for v, e in zip(values, aged, strict=True)
+            ]
         elif name == "last_error":
             cells[name] = ["–" if v is None else v.strip().splitlines()[-1] for v in values]
         else:
@@ -168,7 +189,7 @@ def _listing_total(store: Any, which: str, frame: Any, limit: int | None, **filt
     """How many rows the listing's filters match (``frame`` is the first ``limit``)."""
     if limit is None or frame.height < limit:
         return int(frame.height)
-    if filters["group"] is None and filters["task_type"] is None and filters["batch_id"] is None:
+    if all(filters[f] is None for f in ("group", "task_type", "batch_id", "tags")):
         counts = store.counts()
         wanted = filters["status"] or _LISTED[which]
         return sum(counts.get(status, 0) for status in wanted)
@@ -195,6 +216,8 @@ def _print_listing(
         columns = columns[:-1]  # no task waits for a later time: no next-try column
     if which == "tasks" and all(v == "–" for v in cells["depends_on"]):
         columns = [c for c in columns if c[0] != "depends_on"]  # none blocked or waiting
+    if which == "tasks" and all(v == "–" for v in cells["progress"]):
+        columns = [c for c in columns if c[0] != "progress"]  # nothing reported
     noun = "active task" if which == "tasks" else "finished task"
     console.print(f"{which} in {_shown(db)}", soft_wrap=False)
     table = listing_table(cells, columns, console.width, drop_order=_DROP_FIRST[which])
@@ -217,6 +240,7 @@ def _export_command(which: str) -> Callable[..., None]:
         type=click.IntRange(min=1),
         help="Only the tasks of these batches (repeatable).",
     )
+    @TAG_OPTION
     @click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
     @click.option(
         "--output",
@@ -230,6 +254,7 @@ def _export_command(which: str) -> Callable[..., None]:
         group: tuple[str, ...],
         task_type: tuple[str, ...],
         batch_id: tuple[int, ...],
+        tags: dict[str, str],
         limit: int | None,
         output: Path | None,
     ) -> None:
@@ -239,6 +264,7 @@ def _export_command(which: str) -> Callable[..., None]:
             "group": group or None,
             "task_type": task_type or None,
             "batch_id": list(batch_id) or None,
+            "tags": tags or None,
         }
         with _existing(db) as store:
             query = store.tasks if which == "tasks" else store.history
@@ -255,6 +281,10 @@ def _export_command(which: str) -> Callable[..., None]:
         if suffix == ".parquet":
             frame.write_parquet(output)
         elif suffix == ".csv":  # CSV holds no binary or list: ids awaited as "17 18"
+            pair = pl.format(
+                "{}={}", pl.element().struct.field("key"), pl.element().struct.field("value")
+            )
+            frame = frame.with_columns(pl.col("tags").list.eval(pair))  # tags as "k=v k2=v2"
             lists = [n for n, t in frame.schema.items() if isinstance(t, pl.List)]
             frame.drop("payload").with_columns(
                 pl.col(n).list.eval(pl.element().cast(pl.String)).list.join(" ") for n in lists

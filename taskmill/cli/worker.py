@@ -89,12 +89,16 @@ async def run_worker(
     until_idle: bool,
     live: bool,
     status_every: float | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
     **settings: Any,
 ) -> Counter[str]:
     """Run a scheduler in the foreground until idle (with ``until_idle``) or a signal.
 
     On a terminal (``live``) a status line is redrawn in place; otherwise, with
-    ``status_every``, the same line is printed every that many seconds (a log)."""
+    ``status_every``, the same line is printed every that many seconds (a log).  With
+    ``metrics_port``, its metrics are served in the Prometheus text format while it runs
+    (the URL printed to stderr first)."""
     from rich.live import Live
 
     from ..render import tally
@@ -108,6 +112,10 @@ async def run_worker(
     started = time.monotonic()
     async with Scheduler(db, executors=executors, **settings) as sched:
         events = sched.subscribe()
+        if metrics_port is not None:
+            port = sched.serve_metrics(metrics_port, metrics_host)
+            host = f"[{metrics_host}]" if ":" in metrics_host else metrics_host
+            click.echo(f"worker: metrics at http://{host}:{port}/metrics", err=True)
 
         async def consume() -> None:
             async for event in events:
@@ -219,6 +227,19 @@ class _Null:
 )
 @click.option("--until-idle", is_flag=True, help="Exit once nothing is left to run.")
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    metavar="N",
+    help="Serve the worker's metrics in the Prometheus text format at "
+    "http://127.0.0.1:N/metrics (0: a free port, printed to stderr).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    metavar="HOST",
+    help="The address --metrics-port listens on (0.0.0.0: every interface).",
+)
+@click.option(
     "--status-every",
     default=5.0,
     help="When not on a terminal: print a status line to stderr every this many seconds.",
@@ -234,6 +255,8 @@ def worker(
     byte_budget: tuple[str, ...],
     rate_limit: tuple[str, ...],
     until_idle: bool,
+    metrics_port: int | None,
+    metrics_host: str,
     status_every: float,
     as_json: bool,
     **settings: Any,
@@ -284,6 +307,8 @@ def worker(
             byte_budgets=budgets,
             rate_limits=rates,
             status_every=every,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
             **settings,
         )
     )

@@ -85,7 +85,10 @@ class TaskContext:
         return None if self.payload is None else json.loads(self.payload)
 
     def progress(self, fraction: float, message: str | None = None) -> None:
-        """Report progress (0..1); emitted as a :class:`TaskProgress` event."""
+        """Report progress (0..1, and what is being done): emitted as a
+        :class:`TaskProgress` event and stored — a few times a second at most, the last
+        report winning — so every process sees it in ``tasks()`` (``progress``,
+        ``progress_message``) while the attempt runs."""
         self._progress_cb(float(fraction), message)
 
     def spawn(self, tasks: Any) -> BatchOutcome:
@@ -135,7 +138,8 @@ class Attempt:
     started: float  # time.monotonic() at the claim
     owner: str  # the worker identity that claimed it (a new one after a lost lease)
     job: asyncio.Task[None] | None = None
-    # "cancelled" | "superseded" | "shutdown" | "lost" | "fenced" (no lease renewal)
+    # "cancelled" | "superseded" | "shutdown" | "lost" | "fenced" (no lease renewal) |
+    # "preempted" (room made for more urgent work)
     stop_reason: str | None = None
     settling: bool = False  # the executor has returned; its outcome is being recorded
     parked: bool = False  # its task waits for its children: nothing left to record
@@ -152,15 +156,16 @@ class Attempt:
         """Whether its code still runs and it was not told to stop."""
         return self.stop_reason is None and not self.settling
 
-    def stop(self, reason: str, replaced_by: int | None = None) -> None:
+    def stop(self, reason: str, replaced_by: int | None = None, *, interrupt: bool = True) -> None:
         """Tell it to stop for ``reason`` (the first reason given wins): ``ctx.cancelled``
-        is set and, while its code runs on the event loop, that code is cancelled."""
+        is set and, while its code runs on the event loop, that code is cancelled unless
+        not ``interrupt`` (preemption: the code returns when it sees ``ctx.cancelled``)."""
         if self.stop_reason is not None:
             return
         self.stop_reason = reason
         self.replaced_by = replaced_by
         self.ctx._cancelled = True
-        if self.settling:
+        if self.settling or not interrupt:
             return
         if self.job is not None and self.is_async:
             self.job.cancel()

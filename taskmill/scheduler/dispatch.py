@@ -17,11 +17,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..model import ACTIVE_STATUSES, RateLimit, SchedulerError, TaskDispatched, TaskProgress
+from ..model import ACTIVE_STATUSES, Aging, RateLimit, SchedulerError, TaskDispatched, TaskProgress
 from ..store import ClaimedTask, TaskStore
 from .attempts import Attempt, Executor, TaskContext
 from .events import EventBus, wait_set
@@ -49,6 +50,8 @@ class DispatchSettings(Protocol):
     byte_budgets: dict[str, int]
     rate_limits: dict[str, RateLimit]
     poll_interval: float
+    preempt_priority: int | None
+    aging: Aging | None
 
 
 @dataclass(eq=False)
@@ -67,6 +70,8 @@ class Dispatcher:
     wake: asyncio.Event
     loop: asyncio.AbstractEventLoop
     pool: ThreadPoolExecutor
+    #: Told how long each claim took, in seconds (the scheduler's metrics).
+    on_claim: Callable[[float], None] | None = None
     activity: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     closing: bool = field(default=False, init=False)
     #: Why the loop stopped for good (``None`` while it runs or stopped on close).
@@ -83,6 +88,7 @@ class Dispatcher:
     # ending, so the loop need not ask the store when a retry is due
     _slots_filled: bool = field(default=False, init=False)
     _lost_checked: float = field(default=0.0, init=False)  # monotonic: last look for lost
+    _resumed_at: float = field(default=0.0, init=False)  # monotonic: last resume of preempted
 
     def start(self) -> None:
         """Start the loop."""
@@ -157,11 +163,40 @@ class Dispatcher:
             return delay
         return max(0.0, min(delay, due - self.lease.now()))
 
+    async def _preempt(self, free: int) -> None:
+        """With ``preempt_priority``: when no slot is free and tasks that urgent wait, tell
+        as many running attempts of less urgent tasks (least urgent first, then the most
+        recently started) to stop — their tasks are paused once their code returns; and,
+        at most once per poll interval, resume the tasks paused so once none waits."""
+        urgent = self.settings.preempt_priority
+        types = self.settings.executors
+        if urgent is None or not types:
+            return
+        if free <= 0:
+            victims = sorted(
+                (a for a in self.running.values() if a.untold and a.task.priority > urgent),
+                key=lambda a: (-a.task.priority, -a.started),
+            )
+            stopping = sum(
+                a.stop_reason == "preempted" and not a.settling for a in self.running.values()
+            )
+            if victims:
+                waiting = await asyncio.to_thread(
+                    self.store.urgent_waiting, urgent, types, limit=len(victims) + stopping
+                )
+                for attempt in victims[: max(0, waiting - stopping)]:
+                    attempt.stop("preempted", interrupt=False)
+        if time.monotonic() - self._resumed_at >= self.settings.poll_interval:
+            self._resumed_at = time.monotonic()
+            if await asyncio.to_thread(self.store.resume_preempted, urgent, types):
+                self.wake.set()
+
     async def _dispatch(self) -> None:
         settings = self.settings
         # an attempt whose code has returned holds no slot while its outcome is
         # recorded: the next claim overlaps the last completions' commit
         free = settings.max_concurrency - sum(not a.settling for a in self.running.values())
+        await self._preempt(free)
         self._slots_filled = free <= 0
         if free <= 0 or not settings.executors or self.closing or not self.lease.may_claim():
             return
@@ -174,6 +209,9 @@ class Dispatcher:
             counted["byte_budgets"] = settings.byte_budgets
         if settings.rate_limits:
             counted["rate_limits"] = settings.rate_limits
+        if settings.aging is not None:
+            counted["aging"] = settings.aging
+        started = time.perf_counter()
         claimed = await asyncio.to_thread(
             self.store.claim,
             free,
@@ -183,6 +221,8 @@ class Dispatcher:
             default_group_limit=settings.default_group_concurrency,
             **counted,
         )
+        if self.on_claim is not None:
+            self.on_claim(time.perf_counter() - started)
         self._reconcile_needed = False
         self._claim_wait = getattr(claimed, "wait", None)
         self.held = dict(getattr(claimed, "held", None) or {})

@@ -31,12 +31,13 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import display
 from ..batch.outcome import BatchOutcome
 from ..batch.status import BatchStatus
 from ..model import (
+    Aging,
     BatchSubmitted,
     Event,
     RateLimit,
@@ -56,9 +57,13 @@ from .batches import BatchSweep
 from .dispatch import Dispatcher
 from .events import EventBus, Subscription, wait_set
 from .leases import WorkerLease
+from .progress import ProgressWriter
 from .retention import prune_history_now_and_then
 from .schedules import ScheduleTicker
 from .settle import Recorder
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["Scheduler"]
 
@@ -103,6 +108,15 @@ class Scheduler:
       PID namespace is detected at once.  With no renewal for ``lease_timeout / 2`` s
       the running attempts are told to stop (``ctx.cancelled``; fencing, see docs/guide.md,
       "Leases"), before anyone else may take them.
+    - ``preempt_priority``: when a task at that priority or more urgent waits and no slot
+      is free, running attempts of less urgent tasks (least urgent first) are told to
+      stop (``ctx.cancelled``); once their code returns their tasks are ``paused``
+      (``preempted_at`` set, the attempt not counted as a try), and back to pending in
+      their queue place once no such urgent task waits.
+    - ``aging``: a :class:`~taskmill.Aging`: claims go by effective priority — a pending
+      task's priority improved by ``step`` per ``every`` waited, never past ``floor`` —
+      then queue order; stored priorities are unchanged.  The scheduler keeps its policy
+      in the store when it starts, so ``tasks()`` shows ``effective_priority`` by it.
     - ``history_retention``: a ``timedelta``; finished tasks older than that are removed
       from history in the background (``store.prune_history(older_than=…)``) shortly
       after start and then every few minutes (:data:`.retention.RETENTION_INTERVAL`),
@@ -134,6 +148,8 @@ class Scheduler:
         lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
         event_buffer: int = 10_000,
         history_retention: timedelta | None = None,
+        preempt_priority: int | None = None,
+        aging: Aging | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise SchedulerError("max_concurrency must be at least 1", kind="invalid_argument")
@@ -155,6 +171,20 @@ class Scheduler:
                 f"{history_retention!r}",
                 kind="invalid_argument",
             )
+        if preempt_priority is not None and (
+            isinstance(preempt_priority, bool)
+            or not isinstance(preempt_priority, int)
+            or not 0 <= preempt_priority <= 255
+        ):
+            raise SchedulerError(
+                f"preempt_priority must be a priority from 0 to 255 (or None), not "
+                f"{preempt_priority!r}",
+                kind="invalid_argument",
+            )
+        if aging is not None and not isinstance(aging, Aging):
+            raise SchedulerError(
+                f"aging must be a taskmill.Aging (or None), not {aging!r}", kind="invalid_argument"
+            )
         if not isinstance(store, str | os.PathLike | TaskStore):
             raise SchedulerError(
                 f"Scheduler(store=…) takes a location (a file path or a PostgreSQL URL) or an "
@@ -166,6 +196,8 @@ class Scheduler:
         self._store: TaskStore | None = store if isinstance(store, TaskStore) else None
         self.executors: dict[str, Executor] = dict(executors or {})
         self.finalizers: dict[str, Executor] = dict(finalizers or {})
+        self.preempt_priority = preempt_priority
+        self.aging = aging
         self.max_concurrency = max_concurrency
         self.group_concurrency = dict(limits.group_limits)
         self.default_group_concurrency = limits.default_group_limit
@@ -200,9 +232,18 @@ class Scheduler:
         self._retention_task: asyncio.Task[None] | None = None
         self._batch_sweep: BatchSweep | None = None
         self._sweep_task: asyncio.Task[None] | None = None
+        self._progress: ProgressWriter | None = None
+        self._progress_task: asyncio.Task[None] | None = None
         self._ticker: ScheduleTicker | None = None
         self._ticker_task: asyncio.Task[None] | None = None
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
+        # what it did and the queue it works on (metrics.py; prometheus_client is loaded
+        # with the first scheduler, not with taskmill)
+        from .metrics import SchedulerMetrics
+
+        self._metrics = SchedulerMetrics(lambda: self._store, lambda: len(self._running))
+        self._events.listeners.append(self._metrics.notice)
+        self._on_close(lambda: asyncio.to_thread(self._metrics.close))
 
     # ------------------------------------------------------------------ state
 
@@ -271,6 +312,8 @@ class Scheduler:
             poke=self._poke,
         )
         self._wake = asyncio.Event()
+        if self.aging is not None:  # tasks() shows effective priorities by it, anywhere
+            await asyncio.to_thread(store.set_aging, self.aging)
         await lease.register()
         self._lease = lease
         self._pool = ThreadPoolExecutor(
@@ -294,6 +337,7 @@ class Scheduler:
             wake=self._wake,
             loop=loop,
             pool=self._pool,
+            on_claim=self._metrics.claimed,
         )
         self._started = True
         self._closing = False
@@ -313,6 +357,12 @@ class Scheduler:
         self._events.listeners.append(sweep.notice)
         self._batch_sweep = sweep
         self._sweep_task = asyncio.create_task(sweep.run(), name="taskmill-batches")
+        writer = ProgressWriter(store=store, running=self._running)
+        if self._progress is not None:
+            self._events.listeners.remove(self._progress.notice)
+        self._events.listeners.append(writer.notice)
+        self._progress = writer
+        self._progress_task = asyncio.create_task(writer.run(), name="taskmill-progress")
         # the store's schedules: each occurrence submitted once, by whichever scheduler
         self._ticker = ScheduleTicker(
             store=store, poll_interval=self.poll_interval, after_submit=self._after_submit
@@ -363,6 +413,8 @@ class Scheduler:
             self._unwatch = None
         await _cancelled(self._sweep_task)
         self._sweep_task = None
+        await _cancelled(self._progress_task)
+        self._progress_task = None
         if self._batch_sweep is not None:  # what ended here last may finish a batch
             await self._batch_sweep.sweep()
         await _cancelled(self._lease_task)
@@ -665,6 +717,38 @@ class Scheduler:
         """A live ipywidgets view of this scheduler (call from a running event loop, as
         in a notebook cell); it stops updating when the scheduler closes."""
         return display.queue_widget(self, refresh=refresh)
+
+    # ------------------------------------------------------------------ metrics
+
+    def metrics(self) -> dict[str, float]:
+        """A snapshot of this scheduler's metrics, by their names in the Prometheus text
+        format: counts of what it did since it was made (``tasks_completed_total``,
+        ``tasks_failed_total`` — tasks that ended failed —, ``tasks_retried_total``,
+        ``tasks_cancelled_total``, ``tasks_superseded_total``, ``tasks_dispatched_total``,
+        ``tasks_submitted_total``…), its claims' latency (``claim_seconds_sum``,
+        ``claim_seconds_count``), and the store's active tasks now, whoever runs them
+        (``tasks_pending``, ``tasks_running``, ``tasks_blocked``, ``tasks_paused``,
+        ``tasks_waiting``; per group ``queue_depth{group="…"}``), with
+        ``attempts_running`` here.
+
+        The store's counts take one read of its active tasks (never history); before the
+        scheduler starts, and once it closed its store, they are the last ones read (at
+        close).  See docs/guide.md, "Metrics"."""
+        return self._metrics.snapshot()
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """This scheduler's own ``prometheus_client.CollectorRegistry`` (not the global
+        one), for an exporter of your own: ``prometheus_client.make_wsgi_app(
+        registry=sched.metrics_registry)``."""
+        return self._metrics.registry
+
+    def serve_metrics(self, port: int = 0, host: str = "127.0.0.1") -> int:
+        """Serve :meth:`metrics` in the Prometheus text format at
+        ``http://host:port/metrics`` (a thread of its own) until the scheduler closes;
+        returns the port (``0``: a free one).  A port that cannot be used raises
+        ``SchedulerError(kind="invalid_argument")``."""
+        return self._metrics.serve(port, host)
 
 
 async def _cancelled(task: asyncio.Task[None] | None) -> None:

@@ -141,6 +141,16 @@ class Recorder:
         if reason == "superseded":
             self._superseded(task, attempt.replaced_by)
             return
+        if reason == "preempted":  # paused, not a try; resumed once no urgent task waits
+            await self.persist(
+                f"the preemption of task {task.id}",
+                self.store.preempt,
+                [task.id],
+                owner=owner,
+                attempts=[task.attempt],
+            )
+            log.info("taskmill: task %s paused to make room for more urgent work", task.id)
+            return
         if reason in ("shutdown", "fenced"):  # told to stop: pending again once it returned
             await self.persist(
                 f"the release of task {task.id}",

@@ -20,6 +20,7 @@ from ..batch.validate import (
     NUL_MESSAGE,
     Row,
     clock_argument,
+    tags_argument,
     task_id_argument,
     text_argument,
     whole_number,
@@ -324,6 +325,8 @@ class CancelFilter:
     group: list[str] | None = None
     label: list[str] | None = None
     dedup_keys: list[str] | None = None
+    #: ``(key, value)`` pairs a task must all carry.
+    tags: list[tuple[str, str]] | None = None
 
     @classmethod
     def of(
@@ -334,12 +337,14 @@ class CancelFilter:
         label: Any,
         status: Any,
         dedup_keys: Any,
+        tags: Any = None,
     ) -> CancelFilter:
         """Check and normalise :meth:`TaskStore.cancel_where`'s arguments."""
-        if all(v is None for v in (task_type, group, label, status, dedup_keys)):
+        pairs = tags_argument(tags)
+        if all(v is None for v in (task_type, group, label, status, dedup_keys, pairs)):
             raise SchedulerError(
-                "cancel_where() needs at least one filter (task_type, group, label, status "
-                "or dedup_keys); to cancel every active task, say so: "
+                "cancel_where() needs at least one filter (task_type, group, label, status, "
+                "dedup_keys or tags); to cancel every active task, say so: "
                 "status=['pending', 'running', 'paused']",
                 kind="invalid_argument",
             )
@@ -358,6 +363,7 @@ class CancelFilter:
             group=filter_values("group", group),
             label=filter_values("label", label),
             dedup_keys=None if keys is None else sorted(set(keys)),
+            tags=pairs,
         )
 
     def matches_nothing(self) -> bool:

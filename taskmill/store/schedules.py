@@ -371,9 +371,15 @@ def _checked(submission: Any) -> tuple[Row, str]:
     return row, json.dumps(kept, sort_keys=True, separators=(",", ":"))
 
 
+def _tuples(value: Any) -> Any:
+    """A field read back from JSON as the row holds it: its lists as tuples (``tags``:
+    ``(key, value)`` pairs)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
 def occurrence_row(schedule: ScheduleRow, at: float) -> Row:
     """The task submitted for ``schedule``'s occurrence at ``at``."""
-    kept = json.loads(schedule.submission)
+    kept = {name: _tuples(value) for name, value in json.loads(schedule.submission).items()}
     run_after, expires_at = kept.pop("run_after"), kept.pop("expires_at")
     key = kept.pop("dedup_key") or occurrence_key(schedule.name, at)
     strategy = DuplicateStrategy(kept.pop("on_duplicate"))

@@ -31,6 +31,7 @@ from ..backends import DRIVERS, open_driver
 from ..backends.base import ClaimedTask, CommitHook, Driver, GroupQuery
 from ..backends.calls import CancelSlice, Ending, Owned, Selection
 from ..backends.keys import key_hash
+from ..backends.tags import TAG_ROW
 from ..backends.workers import (
     DEFAULT_LEASE_TIMEOUT,
     RenewingConnection,
@@ -47,13 +48,16 @@ from ..batch.validate import (
     Row,
     check_submission,
     clock_argument,
+    tags_argument,
     task_id_argument,
     text_argument,
     to_seconds,
 )
+from ..columns import TAG
 from ..model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
+    Aging,
     InvalidSubmission,
     RateLimit,
     SchedulerError,
@@ -128,8 +132,9 @@ def _listing(table: Literal["tasks", "history"], columns: Mapping[str, Any], doc
         limit: int | None = None,
         ids: int | Iterable[int] | None = None,
         batch_id: int | Iterable[int] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> pl.DataFrame:
-        return self._query(table, columns, status, task_type, group, limit, ids, batch_id)
+        return self._query(table, columns, status, task_type, group, limit, ids, batch_id, tags)
 
     listing.__name__ = table
     listing.__qualname__ = f"TaskStore.{table}"
@@ -137,7 +142,17 @@ def _listing(table: Literal["tasks", "history"], columns: Mapping[str, Any], doc
     return listing
 
 
-class TaskStore(ScheduleMethods, abc.ABC):
+#: The ``taskmill_meta`` key of the store's aging policy (:meth:`TaskStore.set_aging`).
+AGING_KEY = "aging"
+
+
+def _fraction(value: float) -> float:
+    """A reported progress as stored: a number clamped to 0..1 (``nan`` is 0)."""
+    value = float(value)
+    return 0.0 if value != value else min(1.0, max(0.0, value))
+
+
+class TaskStore(ScheduleMethods, abc.ABC):  # concrete; an ABC so stand-ins may register
     """A persistent task queue: a SQLite file, or a PostgreSQL database shared by workers
     on any number of machines — the same API and outcomes on both.
 
@@ -376,6 +391,7 @@ class TaskStore(ScheduleMethods, abc.ABC):
         byte_budgets: Mapping[str, int] | None = None,
         rate_limits: Mapping[str, RateLimit] | None = None,
         now: float | None = None,
+        aging: Aging | None = None,
     ) -> Claimed:
         """Mark up to ``limit`` dispatchable tasks running for ``owner``, in dispatch order
         (priority, then queue order).
@@ -388,7 +404,9 @@ class TaskStore(ScheduleMethods, abc.ABC):
         groups behind it (see :mod:`taskmill.store.picking`).  The result also says how
         long until a rate limit lets one more through, and which groups were held back
         (:class:`~taskmill.store.picking.Claimed`).  With no limit to count, a driver
-        that can claims in one statement.
+        that can claims in one statement.  With ``aging``, dispatch order is by effective
+        priority (:class:`~taskmill.Aging`), then queue order: the first candidates of each
+        pending priority level are read and ordered by their age.
         """
         limit = limit_argument(limit) or 0
         types = sorted(set(task_types_argument(task_types)))
@@ -396,7 +414,7 @@ class TaskStore(ScheduleMethods, abc.ABC):
         if limit <= 0 or not types:
             return Claimed()
         limits = check_limits(group_limits, default_group_limit, byte_budgets, rate_limits)
-        if not limits.any and self._driver.claims_at_once:
+        if not limits.any and aging is None and self._driver.claims_at_once:
             at = self._at(now)
             return Claimed(
                 self._driver.write(
@@ -421,9 +439,11 @@ class TaskStore(ScheduleMethods, abc.ABC):
                 if not open_types:
                     break
                 held = sorted(picker.blocked_groups())
-                found = self._driver.claim_candidates(
-                    conn, open_types, at, held, limit - len(taken)
-                )
+                want = limit - len(taken)
+                if aging is None:
+                    found = self._driver.claim_candidates(conn, open_types, at, held, want)
+                else:
+                    found = self._aged_candidates(conn, open_types, at, held, want, aging)
                 if not found:
                     break
                 batch = [t for t, size in found if picker.take(t.task_type, t.group, size)]
@@ -437,6 +457,43 @@ class TaskStore(ScheduleMethods, abc.ABC):
         return self._driver.write(
             "cannot claim tasks from", body, dispatch=True, claim_lock=limits.any
         )
+
+    def _aged_candidates(
+        self,
+        conn: Any,
+        types: list[str],
+        at: float,
+        held: list[str],
+        want: int,
+        aging: Aging,
+    ) -> list[tuple[ClaimedTask, int]]:
+        """The next ``want`` candidates by effective priority, then queue order: within a
+        priority level the first in the queue waited longest, so the first ``want`` of each
+        level hold the best of it."""
+        found: list[tuple[ClaimedTask, int]] = []
+        for level in self._driver.pending_levels(conn):
+            found += self._driver.claim_candidates(conn, types, at, held, want, priority=level)
+        found.sort(
+            key=lambda c: (
+                aging.effective(c[0].priority, at - c[0].created_at),
+                c[0].queue_pos,
+                c[0].id,
+            )
+        )
+        return found[:want]
+
+    # ------------------------------------------------------------------ aging
+
+    def set_aging(self, aging: Aging | None) -> None:
+        """Keep ``aging`` as the store's policy (``None``: none), which :meth:`tasks`
+        shows effective priorities by; every :class:`~taskmill.Scheduler` sets its own
+        when it starts."""
+        self._driver.meta_set(AGING_KEY, None if aging is None else aging.to_json())
+
+    def aging(self) -> Aging | None:
+        """The store's aging policy (:meth:`set_aging`), ``None`` when it has none."""
+        kept = self._driver.meta_get(AGING_KEY)
+        return None if kept is None else Aging.from_json(kept)
 
     def complete_many(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
@@ -548,6 +605,60 @@ class TaskStore(ScheduleMethods, abc.ABC):
             counts[str(status)] += int(n)
         return counts
 
+    def record_progress(
+        self, progress: Mapping[int, tuple[int, float, str | None]], *, owner: str
+    ) -> int:
+        """Store what running attempts reported (``ctx.progress``), in one write:
+        ``progress`` maps a task id to ``(attempt, fraction, message)``; an attempt no
+        longer running for ``owner`` is left out.  How many were stored."""
+        rows = [
+            (int(tid), int(attempt), _fraction(fraction), message)
+            for tid, (attempt, fraction, message) in progress.items()
+        ]
+        if not rows:
+            return 0
+        return self._driver.write(
+            "cannot record progress in",
+            lambda conn: self._driver.store_progress(conn, owner, rows),
+            dispatch=True,
+            single=True,
+        )
+
+    # ------------------------------------------------------------------ preemption
+
+    def preempt(
+        self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
+    ) -> int:
+        """Pause running attempts to make room for more urgent work (their code has
+        returned): ``paused``, not counted as tries, kept in their queue place, with
+        ``preempted_at`` set; :meth:`resume_preempted` puts them back.  How many."""
+        if not task_ids:
+            return 0
+        ids, tries = attempt_pairs(task_ids, attempts)
+        owned = Owned(ids, tries, owner)
+        return self._driver.write(
+            "cannot pause preempted tasks in",
+            lambda conn: self._driver.preempt_running(conn, owned, self._driver.clock_in(conn)),
+            dispatch=True,
+        )
+
+    def urgent_waiting(
+        self, priority: int, task_types: Iterable[str], *, limit: int = 1_000
+    ) -> int:
+        """How many tasks of ``task_types`` at ``priority`` or more urgent (a lower number)
+        wait to start now, counted up to ``limit``."""
+        types = sorted(set(task_types))
+        if not types or limit <= 0:
+            return 0
+        return self._driver.urgent_waiting(priority, types, self.now(), limit)
+
+    def resume_preempted(self, priority: int, task_types: Iterable[str]) -> int:
+        """Put the tasks paused by preemption back to pending, in their queue place, when
+        no task of ``task_types`` at ``priority`` or more urgent waits to start; how
+        many."""
+        types = sorted(set(task_types))
+        return self._driver.resume_preempted(priority, types, self.now()) if types else 0
+
     def release(
         self, task_ids: Sequence[int], *, owner: str, attempts: Sequence[int] | None = None
     ) -> int:
@@ -581,7 +692,8 @@ class TaskStore(ScheduleMethods, abc.ABC):
         return {t: found.get(t, ("gone", None)) for t in ids if t not in still}
 
     def has_work(self, task_types: Iterable[str]) -> bool:
-        """Whether any task of these types is pending or running (a worker's work left)."""
+        """Whether any task of these types is pending or running, or paused by preemption
+        (resumed by itself): a worker's work left."""
         types = sorted(set(task_types))
         return self._driver.read(lambda conn: self._driver.has_work(conn, types))
 
@@ -599,6 +711,15 @@ class TaskStore(ScheduleMethods, abc.ABC):
         result: dict[str, int] = dict.fromkeys((*ACTIVE_STATUSES, *FINAL_STATUSES), 0)
         for status, n in self._driver.status_counts():
             result[status] = int(n)
+        return result
+
+    def group_counts(self) -> dict[str | None, dict[str, int]]:
+        """Active tasks per group (``None``: no group) and status, every active status
+        present: one read of the active tasks, never of history (metrics read it at each
+        scrape)."""
+        result: dict[str | None, dict[str, int]] = {}
+        for group, status, n in self._driver.active_group_counts():
+            result.setdefault(group, dict.fromkeys(ACTIVE_STATUSES, 0))[status] = int(n)
         return result
 
     def waiting_for_start(self, *, now: float | None = None) -> dict[str | None, int]:
@@ -629,8 +750,8 @@ class TaskStore(ScheduleMethods, abc.ABC):
         return self._driver.failed_rows(task_type, group, since)
 
     def _prune_rows(self, ids: list[int]) -> pl.DataFrame:
-        """The history rows of ``ids`` as :meth:`history` shows them, by id."""
-        return frame(self._driver.prune_rows(ids), HISTORY_COLUMNS)
+        """The history rows of ``ids`` as :meth:`history` shows them (tags too), by id."""
+        return self._with_tags(frame(self._driver.prune_rows(ids), HISTORY_COLUMNS))
 
     def _prune_delete(self, ids: list[int]) -> int:
         """Delete the history rows of ``ids`` in one transaction; how many."""
@@ -743,13 +864,15 @@ class TaskStore(ScheduleMethods, abc.ABC):
         label: Filter = None,
         status: Filter = None,
         dedup_keys: Iterable[str] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> int:
         """Cancel every active task matching all the filters given; returns how many.
 
         Each filter is a string or a sequence of strings (any of them matches);
         ``dedup_keys`` is any number of keys (100,000 are fine), of any task type unless
         ``task_type`` says which.  ``status`` may name ``pending``, ``running`` and
-        ``paused`` only (default: all three).  At least one filter is required — none
+        ``paused`` only (default: all three).  ``tags``: the tasks carrying every given
+        ``key: value`` pair (``{}``: no filter).  At least one filter is required — none
         raises ``SchedulerError(kind="invalid_argument")`` and cancels nothing; an
         explicitly empty list matches no task.
 
@@ -761,7 +884,12 @@ class TaskStore(ScheduleMethods, abc.ABC):
         ``ctx.cancelled`` (an ``async def`` one is cancelled).
         """
         where = CancelFilter.of(
-            task_type=task_type, group=group, label=label, status=status, dedup_keys=dedup_keys
+            task_type=task_type,
+            group=group,
+            label=label,
+            status=status,
+            dedup_keys=dedup_keys,
+            tags=tags,
         )
         if where.matches_nothing():
             return 0
@@ -858,13 +986,16 @@ class TaskStore(ScheduleMethods, abc.ABC):
 
         Each filter is a string or a sequence of strings (any of them matches); ``ids`` a
         task id or several, ``batch_id`` a batch id or several (``out.batch_id``);
-        ``limit`` a whole number (negative: no limit).""",
+        ``tags`` a dict: the tasks carrying every ``key: value`` pair given (``{}``: no
+        filter); ``limit`` a whole number (negative: no limit).  The column ``tags``
+        lists each task's tags as ``{key, value}`` structs, by key.""",
     )
     history = _listing(
         "history",
         HISTORY_COLUMNS,
         """Finished tasks (completed, failed, cancelled, superseded, expired) by id; the
-        filters, ``ids``, ``batch_id`` and ``limit`` as :meth:`tasks`'s.""",
+        filters, ``ids``, ``batch_id``, ``tags`` and ``limit`` as :meth:`tasks`'s (a
+        finished task keeps its tags until it is pruned).""",
     )
 
     def _query(
@@ -877,6 +1008,7 @@ class TaskStore(ScheduleMethods, abc.ABC):
         limit: Any,
         ids: Any = None,
         batch_id: Any = None,
+        tags: Any = None,
     ) -> pl.DataFrame:
         """:meth:`tasks` or :meth:`history`, its arguments checked."""
         selection = Selection(
@@ -887,11 +1019,48 @@ class TaskStore(ScheduleMethods, abc.ABC):
             limit=limit_argument(limit),
             ids=ids_argument(ids),
             batch_ids=ids_argument(batch_id, "batch_id"),
+            tags=tags_argument(tags),
         )
         rows = frame(self._driver.select(selection), columns)
         if table == "tasks":
-            rows = self._with_awaited(rows)
-        return rows
+            rows = self._with_effective_priority(self._with_awaited(rows))
+        return self._with_tags(rows)
+
+    def _with_tags(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """``rows`` (of :meth:`tasks` or :meth:`history`) with ``tags``: each task's
+        ``{key, value}`` pairs by key (empty for a task without), read for these rows
+        alone."""
+        ids = rows["id"].to_list()
+        found = self._driver.tags_of(ids) if ids else []
+        tags = (
+            pl.DataFrame(found, schema=TAG_ROW, orient="row")
+            .group_by("task_id", maintain_order=True)
+            .agg(pl.struct("key", "value").alias("tags"))
+            .rename({"task_id": "id"})
+        )
+        empty = pl.lit([], dtype=pl.List(TAG))
+        return rows.join(tags, on="id", how="left", maintain_order="left").with_columns(
+            pl.col("tags").fill_null(empty).cast(pl.List(TAG))
+        )
+
+    def _with_effective_priority(self, tasks: pl.DataFrame) -> pl.DataFrame:
+        """``tasks`` with ``effective_priority`` beside ``priority``: what the store's aging
+        policy makes of a pending task's priority now (its priority for every other task,
+        and with no policy)."""
+        aging = self.aging()
+        effective = pl.col("priority")
+        if aging is not None:
+            waited = pl.lit(self.now()) - pl.col("created_at").dt.epoch("us") / 1_000_000
+            steps = (waited / aging.every.total_seconds()).floor().cast(pl.Int64)
+            aged = pl.max_horizontal(pl.lit(aging.floor), pl.col("priority") - aging.step * steps)
+            effective = (
+                pl.when((pl.col("status") == "pending") & (pl.col("priority") > aging.floor))
+                .then(pl.min_horizontal(pl.col("priority"), aged))
+                .otherwise(pl.col("priority"))
+            )
+        at = tasks.get_column_index("priority") + 1
+        column = tasks.select(effective.cast(pl.Int64).alias("effective_priority")).to_series()
+        return tasks.insert_column(at, column)
 
     def _with_awaited(self, tasks: pl.DataFrame) -> pl.DataFrame:
         """``tasks`` with ``depends_on``: the ids each blocked task still waits for (null

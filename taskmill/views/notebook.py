@@ -274,6 +274,7 @@ class QueueWidget(w.VBox):
         self.rate_window = rate_window
         self.status = w.HTML()
         self.groups = w.HTML()
+        self.progress = w.HTML()
         self.failures = w.HTML()
         self.counts: dict[str, int] = {}
         #: The counts as shown: running without those being recorded, paused groups'
@@ -290,7 +291,7 @@ class QueueWidget(w.VBox):
         self.stopped = False
         self.closed = False
         self._display_id: str | None = None
-        super().__init__([self.status, self.groups, self.failures])
+        super().__init__([self.status, self.groups, self.progress, self.failures])
         self.add_class("taskmill-queue-widget")
         self._task: Any = None
 
@@ -398,6 +399,8 @@ class QueueWidget(w.VBox):
         attempts = dict(getattr(self.sched, "_running", {}))
         recording = self._recording()
         groups = await asyncio.to_thread(store.stats, "group")
+        paused_now = await asyncio.to_thread(store.tasks, status="paused", limit=_PROGRESS_READ)
+        preempted = paused_now["preempted_at"].is_not_null().sum()
         paused = await asyncio.to_thread(getattr(store, "paused_groups", dict))
         later = await asyncio.to_thread(getattr(store, "waiting_for_start", dict))
         retry = await asyncio.to_thread(getattr(store, "waiting_for_retry", dict))
@@ -433,6 +436,8 @@ class QueueWidget(w.VBox):
                 )
             if k == "paused" and paused:
                 item += f" ({len(paused)} group{'s' if len(paused) > 1 else ''})"
+            if k == "paused" and preempted:
+                item += f" ({preempted:,} preempted)"
             items.append(
                 f"<span class='taskmill-count-{k}' style='white-space:nowrap'>{item}</span>"
             )
@@ -462,6 +467,9 @@ class QueueWidget(w.VBox):
             .with_columns(pl.Series("waiting on", waits, dtype=pl.String)),
             aligned=True,
         )
+        # what running attempts reported (ctx.progress), stored: any worker's
+        busy = await asyncio.to_thread(store.tasks, status="running", limit=_PROGRESS_READ)
+        self.progress.value = progress_html(busy)
         shown_failures = list(self.failed.items())[:5]
         traces = await self._tracebacks([tid for tid, _ in shown_failures])
         self.recent = []
@@ -486,7 +494,7 @@ class QueueWidget(w.VBox):
 
     def to_html(self) -> str:
         """What the view shows now, as plain HTML."""
-        parts = (self.status.value, self.groups.value, self.failures.value)
+        parts = (self.status.value, self.groups.value, self.progress.value, self.failures.value)
         return "<div class='taskmill-queue'>" + "".join(parts) + "</div>"
 
     def __repr__(self) -> str:
@@ -513,6 +521,39 @@ class QueueWidget(w.VBox):
 
         self._display_id = self._display_id or uuid4().hex
         display(self._bundle(), raw=True, display_id=self._display_id)
+
+
+#: Running tasks the live view reads for their progress, and shows at most.
+_PROGRESS_READ = 200
+_PROGRESS_SHOWN = 8
+
+
+def progress_html(running: pl.DataFrame, shown: int = _PROGRESS_SHOWN) -> str:
+    """A bar per running task of ``running`` (a ``tasks()`` frame) that reported
+    progress, most advanced first, at most ``shown`` of them; ``""`` when none did."""
+    reported = running.filter(pl.col("progress").is_not_null()).sort(
+        "progress", "id", descending=[True, False]
+    )
+    if not reported.height:
+        return ""
+    rows = []
+    for row in reported.head(shown).iter_rows(named=True):
+        share = 100 * float(row["progress"])
+        name = html.escape(str(row["dedup_key"] or row["task_type"]))
+        note = html.escape(row["progress_message"] or "")
+        rows.append(
+            "<div class='taskmill-progress-row' style='display:flex;gap:8px;"
+            "align-items:center;white-space:nowrap'>"
+            f"<span style='width:14em;overflow:hidden;text-overflow:ellipsis'>#{row['id']} "
+            f"{name}</span>"
+            "<span style='display:inline-block;width:120px;height:10px;background:#e0e0e0;"
+            "border-radius:3px'><span style='display:block;height:10px;border-radius:3px;"
+            f"background:#1565c0;width:{share:.0f}%'></span></span>"
+            f"<span>{share:.0f}% {note}</span></div>"
+        )
+    more = reported.height - min(shown, reported.height)
+    tail = f"<div><i>and {more:,} more</i></div>" if more else ""
+    return "<div class='taskmill-progress'><b>progress</b>" + "".join(rows) + tail + "</div>"
 
 
 #: Statuses only dependencies and child tasks give: the live view leaves them out at zero.

@@ -430,6 +430,16 @@ def test_waiting_tasks_per_group(driver: Driver[Any]) -> None:
     assert driver.per_group("waiting_for_start", NOW + 9) == []
 
 
+def test_active_tasks_per_group_and_status(driver: Driver[Any]) -> None:
+    """Metrics read this at each scrape: active tasks only, history never counted."""
+    a, _, _, d = add(driver, row(group="g"), row(group="g"), row(group="h"), row())
+    assert [t.id for t in claim(driver, "w1", limit=1)] == [a]
+    driver.write("cannot submit to", lambda c: driver.finish(c, [d], Ending("expired", NOW)))
+    assert sorted(driver.active_group_counts(), key=str) == sorted(
+        [("g", "running", 1), ("g", "pending", 1), ("h", "pending", 1)], key=str
+    )
+
+
 def test_tasks_not_started_in_time_expire(driver: Driver[Any]) -> None:
     a, b = add(driver, row(expires_at=NOW + 10), row(expires_at=NOW + 60))
     assert driver.any_expired(NOW) is False
@@ -448,6 +458,7 @@ def test_cancel_batch_picks_by_filter_and_id_range(driver: Driver[Any]) -> None:
         task_type: list[str] | None
         group: list[str] | None
         label: list[str] | None
+        tags: list[tuple[str, str]] | None = None
 
     where = Where(status=["pending"], task_type=["copy"], group=["g"], label=None)
     moved, last = driver.cancel_batch(where, CancelSlice(0, ids[-1], 1))

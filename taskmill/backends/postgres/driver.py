@@ -42,7 +42,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, LiteralString, TypeVar, cast
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -62,7 +62,9 @@ from ..calls import CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selectio
 from ..family import park
 from ..location import encode_userinfo, scrub
 from ..schedules import ScheduleStatements
+from ..sql import at_level
 from ..staging import warm_up_in_background
+from ..tags import tags_of_task
 from ..workers import (
     RenewingConnection,
     StoreClock,
@@ -472,6 +474,9 @@ class PostgresDriver(Driver[Connection]):
                 "parent_id": task.parent,
             },
         )
+        if row.tags:
+            ids, keys, values = (list(c) for c in zip(*tags_of_task(task), strict=True))
+            conn.execute(q("tags_insert"), {"ids": ids, "keys": keys, "values": values})
         conn.execute(q("notify_work"))  # workers on other machines wake at commit
 
     @staticmethod
@@ -494,6 +499,11 @@ class PostgresDriver(Driver[Connection]):
             error=ending.error,
         )
         return {int(r[0]) for r in moved}
+
+    # ------------------------------------------------------------------ tags
+
+    def tags_of(self, task_ids: list[int]) -> list[tuple[int, str, str]]:
+        return self._read(lambda conn: conn.execute(q("tags_of"), {"ids": task_ids}).fetchall())
 
     # ------------------------------------------------------------------ dependencies
 
@@ -601,6 +611,8 @@ class PostgresDriver(Driver[Connection]):
             "status": where.status,
             "group": where.group,
             "label": where.label,
+            "tag_keys": None if where.tags is None else [k for k, _ in where.tags],
+            "tag_values": None if where.tags is None else [v for _, v in where.tags],
             "last": part.last,
         }
         if part.keyed is None:
@@ -736,19 +748,24 @@ class PostgresDriver(Driver[Connection]):
         return running, buckets
 
     def claim_candidates(
-        self, conn: Connection, types: list[str], now: float, held: list[str], limit: int
+        self,
+        conn: Connection,
+        types: list[str],
+        now: float,
+        held: list[str],
+        limit: int,
+        priority: int | None = None,
     ) -> list[tuple[ClaimedTask, int]]:
         params = {"types": types, "now": now, "held": held, "limit": limit}
-        rows = conn.execute(q("claim_candidates"), params).fetchall()
-        return [
-            (
-                ClaimedTask(
-                    tid, ttype, key, group, prio, payload, label, tries + 1, retries, fin == "due"
-                ),
-                int(size),
-            )
-            for tid, ttype, key, group, prio, payload, label, tries, retries, fin, size in rows
-        ]
+        if priority is None:
+            rows = conn.execute(q("claim_candidates"), params).fetchall()
+        else:
+            query = cast(LiteralString, at_level(q("claim_candidates"), "%(level)s"))
+            rows = conn.execute(query, params | {"level": priority}).fetchall()
+        return [(ClaimedTask.candidate(r[:12]), int(r[12])) for r in rows]
+
+    def pending_levels(self, conn: Connection) -> list[int]:
+        return [int(r[0]) for r in conn.execute(q("pending_levels"))]
 
     def mark_running(
         self,
@@ -771,6 +788,19 @@ class PostgresDriver(Driver[Connection]):
             },
         )
 
+    def store_progress(
+        self, conn: Connection, owner: str, rows: list[tuple[int, int, float, str | None]]
+    ) -> int:
+        ids, attempts, fractions, messages = (list(c) for c in zip(*rows, strict=True))
+        params = {
+            "ids": ids,
+            "attempts": attempts,
+            "fractions": fractions,
+            "messages": messages,
+            "owner": owner,
+        }
+        return conn.execute(q("store_progress"), params).rowcount
+
     def retry_later(self, conn: Connection, owned: Owned, error: str, run_after: float) -> bool:
         [task_id], [attempt] = owned.ids, owned.tries
         params = {
@@ -784,6 +814,24 @@ class PostgresDriver(Driver[Connection]):
 
     def attempt_traceback(self, conn: Connection, task_id: int, traceback: str) -> None:
         conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
+
+    def preempt_running(self, conn: Connection, owned: Owned, now: float) -> int:
+        params = {"ids": owned.ids, "attempts": owned.tries, "owner": owned.owner, "now": now}
+        return conn.execute(q("preempt_running"), params).rowcount
+
+    def urgent_waiting(self, priority: int, types: list[str], now: float, limit: int) -> int:
+        params = {"priority": priority, "types": types, "now": now, "limit": limit}
+        return int(self._read(lambda conn: scalar(conn.execute(q("urgent_waiting"), params))))
+
+    def resume_preempted(self, priority: int, types: list[str], now: float) -> int:
+        if not self._read(lambda conn: scalar(conn.execute(q("any_preempted")))):
+            return 0
+        params = {"priority": priority, "types": types, "now": now}
+
+        def body(conn: Connection) -> int:
+            return _notified(conn, conn.execute(q("resume_preempted"), params).rowcount)
+
+        return self.write("cannot resume preempted tasks in", body)
 
     def release_running(self, conn: Connection, owned: Owned) -> int:
         params = {"ids": owned.ids, "attempts": owned.tries, "owner": owned.owner}
@@ -817,6 +865,9 @@ class PostgresDriver(Driver[Connection]):
     def status_counts(self) -> list[tuple[str, int]]:
         return self._read(lambda conn: conn.execute(q("counts")).fetchall())
 
+    def active_group_counts(self) -> list[tuple[str | None, str, int]]:
+        return self._read(lambda conn: conn.execute(q("active_group_counts")).fetchall())
+
     def select(self, selection: Selection) -> list[tuple[Any, ...]]:
         """(Query ``select_tasks`` or ``select_history``: their columns are the frames'.)"""
         limit = selection.limit
@@ -826,6 +877,8 @@ class PostgresDriver(Driver[Connection]):
             "task_type": selection.task_type,
             "group": selection.group,
             "batch_ids": selection.batch_ids,
+            "tag_keys": None if selection.tags is None else [k for k, _ in selection.tags],
+            "tag_values": None if selection.tags is None else [v for _, v in selection.tags],
             # as in SQLite, a negative limit is no limit (PostgreSQL would refuse it)
             "limit": None if limit is None or limit < 0 else int(limit),
         }

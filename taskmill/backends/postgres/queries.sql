@@ -150,7 +150,7 @@ WITH picked AS (
 )
 UPDATE taskmill.tasks AS t
 SET status = 'running', attempts = t.attempts + 1, started_at = %(now)s,
-    owner = %(owner)s, run_after = NULL
+    owner = %(owner)s, run_after = NULL, progress = NULL, progress_message = NULL
 FROM picked
 WHERE t.id = picked.id
 RETURNING t.id, t.task_type, t.dedup_key, t.group_name, t.priority, t.payload, t.label,
@@ -179,7 +179,7 @@ WHERE key = ANY(%(keys)s::text[]);
 -- (summed as numeric: exact, never out of range); locked, so no other claim takes them
 -- before this one marks them (mark_running).
 SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts,
-       max_retries, finalizer,
+       max_retries, finalizer, queue_pos, created_at,
        expected_read_bytes::numeric + expected_write_bytes + expected_net_rx_bytes
        + expected_net_tx_bytes
 FROM taskmill.tasks
@@ -195,17 +195,33 @@ ORDER BY priority, queue_pos, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
+-- name: pending_levels
+-- The priorities of the pending tasks, most urgent first: one probe of tasks_claim per
+-- level (aging claims the first tasks of each level and orders them by their age).
+WITH RECURSIVE level (p) AS (
+    SELECT (SELECT min(priority) FROM taskmill.tasks WHERE status = 'pending')
+    UNION ALL
+    SELECT (SELECT min(priority) FROM taskmill.tasks
+            WHERE status = 'pending' AND priority > level.p)
+    FROM level
+    WHERE level.p IS NOT NULL
+)
+SELECT p FROM level WHERE p IS NOT NULL;
+
 -- name: mark_running
 -- Marks the picked candidates running for :owner and stores the rate buckets as they
 -- stand after them (:keys, :tokens, :at of one length; empty without rate limits).
--- The ids are joined (unnest), not tested with = ANY: the planner would otherwise walk
--- the whole tasks_claim index (id is its last column) for them.
+-- The ids are joined (unnest), not tested with = ANY, and their status is not tested: the
+-- candidates are locked (FOR UPDATE) by this transaction since claim_candidates read them
+-- pending, so nothing else changed them; a test of status = 'pending' would let the
+-- planner walk the whole tasks_claim index (a partial index on pending tasks, id its
+-- last column) instead of probing the primary key — it did, on a table not analysed yet.
 WITH marked AS (
     UPDATE taskmill.tasks AS t
     SET status = 'running', attempts = t.attempts + 1, started_at = %(now)s,
-        owner = %(owner)s, run_after = NULL
+        owner = %(owner)s, run_after = NULL, progress = NULL, progress_message = NULL
     FROM unnest(%(ids)s::bigint[]) AS p (id)
-    WHERE t.id = p.id AND t.status = 'pending'
+    WHERE t.id = p.id
     RETURNING t.id
 ), stored AS (
     INSERT INTO taskmill.rate_buckets (key, tokens, updated_at)
@@ -217,12 +233,57 @@ SELECT count(*) FROM marked;
 
 -- ------------------------------------------------------------------ attempts
 
+-- name: store_progress
+-- What running attempts last reported (ctx.progress), for attempts still running for
+-- :owner: :ids, :attempts, :fractions and :messages of one length.
+UPDATE taskmill.tasks AS t
+SET progress = r.fraction, progress_message = r.message
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(fractions)s::double precision[],
+            %(messages)s::text[]) AS r (id, attempt, fraction, message)
+WHERE t.id = r.id AND t.status = 'running' AND t.owner = %(owner)s
+  AND t.attempts = r.attempt;
+
 -- name: retry_later
 -- A failed attempt that will be tried again: pending, not before :run_after.
 UPDATE taskmill.tasks
 SET status = 'pending', owner = NULL, last_error = %(error)s, run_after = %(run_after)s
 WHERE id = %(id)s AND status = 'running' AND owner = %(owner)s
   AND (%(attempt)s::integer IS NULL OR attempts = %(attempt)s::integer);
+
+-- name: preempt_running
+-- Pause running attempts to make room for more urgent work: not counted as tries, kept
+-- in their queue place, marked preempted at :now.
+UPDATE taskmill.tasks AS t
+SET status = 'paused', owner = NULL, attempts = greatest(t.attempts - 1, 0),
+    started_at = NULL, preempted_at = %(now)s
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS p (id, attempt)
+WHERE t.id = p.id AND t.status = 'running' AND t.owner = %(owner)s
+  AND (p.attempt IS NULL OR t.attempts = p.attempt);
+
+-- name: urgent_waiting
+-- How many tasks of :types at :priority or more urgent wait to start (at most :limit),
+-- through the claim index.
+SELECT count(*) FROM (
+    SELECT 1 FROM taskmill.tasks
+    WHERE status = 'pending' AND priority <= %(priority)s
+      AND task_type = ANY(%(types)s::text[])
+      AND (run_after IS NULL OR run_after <= %(now)s)
+    LIMIT %(limit)s
+) AS u;
+
+-- name: any_preempted
+SELECT EXISTS (SELECT 1 FROM taskmill.tasks WHERE preempted_at IS NOT NULL);
+
+-- name: resume_preempted
+-- Tasks paused by preemption go back to pending, in their queue place, when no task of
+-- :types at :priority or more urgent waits to start.
+UPDATE taskmill.tasks AS t SET status = 'pending', preempted_at = NULL
+WHERE t.preempted_at IS NOT NULL AND t.status = 'paused'
+  AND NOT EXISTS (
+      SELECT 1 FROM taskmill.tasks AS u
+      WHERE u.status = 'pending' AND u.priority <= %(priority)s
+        AND u.task_type = ANY(%(types)s::text[])
+        AND (u.run_after IS NULL OR u.run_after <= %(now)s));
 
 -- name: release_running
 -- Give running attempts back to the queue without counting them as tries.
@@ -248,9 +309,13 @@ SELECT id, status FROM taskmill.tasks WHERE id = ANY(%(ids)s::bigint[]);
 SELECT id, status, replaced_by FROM taskmill.history WHERE id = ANY(%(ids)s::bigint[]);
 
 -- name: has_work_for_types
+-- Pending or running, or paused by preemption (resumed by itself): each its own index.
 SELECT EXISTS (
     SELECT 1 FROM taskmill.tasks
     WHERE status IN ('pending', 'running') AND task_type = ANY(%(types)s::text[])
+) OR EXISTS (
+    SELECT 1 FROM taskmill.tasks
+    WHERE preempted_at IS NOT NULL AND task_type = ANY(%(types)s::text[])
 );
 
 -- name: next_run_after
@@ -350,7 +415,8 @@ SELECT id FROM taskmill.tasks WHERE status = 'running' AND owner = %(owner)s ORD
 -- ------------------------------------------------------------------ task control
 
 -- name: set_status
-UPDATE taskmill.tasks SET status = %(to)s WHERE id = %(id)s AND status = %(from)s;
+UPDATE taskmill.tasks SET status = %(to)s, preempted_at = NULL
+WHERE id = %(id)s AND status = %(from)s;
 
 -- ------------------------------------------------------------------ bulk control
 
@@ -365,6 +431,11 @@ WHERE id > %(after)s AND id <= %(last)s
   AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
   AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
   AND (%(label)s::text[] IS NULL OR label = ANY(%(label)s::text[]))
+  AND (%(tag_keys)s::text[] IS NULL OR id IN (
+      SELECT g.task_id
+      FROM unnest(%(tag_keys)s::text[], %(tag_values)s::text[]) AS p (key, value)
+      JOIN taskmill.task_tags AS g ON g.key = p.key AND g.value = p.value
+      GROUP BY g.task_id HAVING count(*) = cardinality(%(tag_keys)s::text[])))
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE;
@@ -382,6 +453,11 @@ WHERE t.task_type = p.task_type AND t.dedup_key = p.dedup_key
   AND t.status = ANY(%(status)s::text[])
   AND (%(group)s::text[] IS NULL OR t.group_name = ANY(%(group)s::text[]))
   AND (%(label)s::text[] IS NULL OR t.label = ANY(%(label)s::text[]))
+  AND (%(tag_keys)s::text[] IS NULL OR t.id IN (
+      SELECT g.task_id
+      FROM unnest(%(tag_keys)s::text[], %(tag_values)s::text[]) AS p (key, value)
+      JOIN taskmill.task_tags AS g ON g.key = p.key AND g.value = p.value
+      GROUP BY g.task_id HAVING count(*) = cardinality(%(tag_keys)s::text[])))
 ORDER BY t.id
 FOR UPDATE OF t;
 
@@ -415,18 +491,40 @@ SELECT status, count(*) FROM taskmill.tasks GROUP BY status
 UNION ALL
 SELECT status, count(*) FROM taskmill.history GROUP BY status;
 
+-- name: active_group_counts
+-- Active tasks per group and status (never history): a metrics scrape's one read.
+SELECT group_name, status, count(*) FROM taskmill.tasks GROUP BY group_name, status;
+
+-- name: tags_insert
+-- The tags of tasks just inserted: the arrays side by side, one row per pair.
+INSERT INTO taskmill.task_tags (task_id, key, value)
+SELECT * FROM unnest(%(ids)s::bigint[], %(keys)s::text[], %(values)s::text[]);
+
+-- name: tags_of
+-- The tags of the tasks :ids, active or finished, by task and key.
+SELECT task_id, key, value FROM taskmill.task_tags
+WHERE task_id = ANY(%(ids)s::bigint[])
+ORDER BY task_id, key;
+
 -- name: select_tasks
 -- Active tasks in dispatch order; a NULL filter matches everything, a NULL limit is none.
+-- :tag_keys and :tag_values (arrays of one length): the tasks carrying every pair.
 SELECT id, task_type, dedup_key, group_name, priority, status, queue_pos, payload, label,
        expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
        expected_net_tx_bytes, max_retries, attempts, last_error, run_after, expires_at,
-       created_at, started_at, batch_id, parent_id, on_dependency_failure
+       created_at, started_at, progress, progress_message, preempted_at, batch_id,
+       parent_id, on_dependency_failure
 FROM taskmill.tasks
 WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
   AND (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
   AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
   AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
   AND (%(batch_ids)s::bigint[] IS NULL OR batch_id = ANY(%(batch_ids)s::bigint[]))
+  AND (%(tag_keys)s::text[] IS NULL OR id IN (
+      SELECT g.task_id
+      FROM unnest(%(tag_keys)s::text[], %(tag_values)s::text[]) AS p (key, value)
+      JOIN taskmill.task_tags AS g ON g.key = p.key AND g.value = p.value
+      GROUP BY g.task_id HAVING count(*) = cardinality(%(tag_keys)s::text[])))
 ORDER BY priority, queue_pos, id
 LIMIT %(limit)s::bigint;
 
@@ -442,6 +540,11 @@ WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
   AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
   AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
   AND (%(batch_ids)s::bigint[] IS NULL OR batch_id = ANY(%(batch_ids)s::bigint[]))
+  AND (%(tag_keys)s::text[] IS NULL OR id IN (
+      SELECT g.task_id
+      FROM unnest(%(tag_keys)s::text[], %(tag_values)s::text[]) AS p (key, value)
+      JOIN taskmill.task_tags AS g ON g.key = p.key AND g.value = p.value
+      GROUP BY g.task_id HAVING count(*) = cardinality(%(tag_keys)s::text[])))
 ORDER BY id
 LIMIT %(limit)s::bigint;
 

@@ -1,4 +1,4 @@
--- taskmill store schema on PostgreSQL, version 10 (the SQLite store's schema 10, column for
+-- taskmill store schema on PostgreSQL, version 13 (the SQLite store's schema 13, column for
 -- column).  Everything lives in the schema `taskmill`, so the store can share a database
 -- with the user's own tables; the runner (postgres/migrate.py) creates the schema and
 -- applies this file, or the migrations in migrations/ to an older store, in one
@@ -53,7 +53,12 @@ CREATE TABLE taskmill.tasks (
     parent_id             bigint,           -- the task that spawned it (schema 9)
     -- a waiting parent's last child ended: NULL ends it; 'wanted' -> pending as 'due',
     -- for the claim to run its finalizer (schema 9)
-    finalizer             text              CHECK (finalizer IN ('wanted', 'due'))
+    finalizer             text              CHECK (finalizer IN ('wanted', 'due')),
+    -- what a running attempt last reported (ctx.progress), 0..1 and a message (schema 10)
+    progress              double precision,
+    progress_message      text,
+    -- paused to make room for more urgent work, at this time (schema 11; NULL: not so)
+    preempted_at          double precision
 );
 
 ALTER SEQUENCE taskmill.task_ids OWNED BY taskmill.tasks.id;
@@ -80,6 +85,7 @@ CREATE INDEX tasks_expiry ON taskmill.tasks (expires_at) WHERE expires_at IS NOT
 -- its tasks is still active.
 CREATE INDEX tasks_batch ON taskmill.tasks (batch_id) WHERE batch_id IS NOT NULL;
 CREATE INDEX tasks_parent ON taskmill.tasks (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX tasks_preempted ON taskmill.tasks (preempted_at) WHERE preempted_at IS NOT NULL;
 
 CREATE TABLE taskmill.history (
     id                    bigint   PRIMARY KEY,   -- the task's own id
@@ -142,5 +148,8 @@ CREATE TABLE taskmill.workers (
 -- What blocked tasks wait for (schema 8).
 -- include: task_deps.sql
 
--- Schedules (schema 10): a task submitted at each occurrence, once.
+-- Tags (schema 12): a task's key: value labels, active or finished.
+-- include: task_tags.sql
+
+-- Schedules (schema 13): a task submitted at each occurrence, once.
 -- include: schedules.sql

@@ -41,6 +41,7 @@ from ..depends import drop_unmerged, lookup_dependencies, store_dependencies
 from ..family import parent_gone
 from ..location import scrub
 from ..staging import INSERTING, decide, hash_part, retried_failures, staging_frame
+from ..tags import new_tags
 from .queries import SUBMIT_LOCK, Connection, PostgresDeps, finish, q, scalar
 
 __all__ = ["BatchStore", "PostgresBatch", "StagedPart", "stage_name", "stage_prefix", "sweep"]
@@ -357,6 +358,16 @@ class PostgresBatch:
                 raise StoreError(f"batch merge inserted {inserted} rows where {n} were planned")
             if adopted:  # a successor of a child takes its parent on
                 PostgresDeps().adopt(conn, adopted)
+            tags = new_tags(part, result)
+            if tags.height:  # one statement for the whole part
+                conn.execute(
+                    q("tags_insert"),
+                    {
+                        "ids": tags["task_id"].to_list(),
+                        "keys": tags["key"].to_list(),
+                        "values": tags["value"].to_list(),
+                    },
+                )
             conn.execute(self._q("notify_work", table))  # other machines' workers wake at commit
         if tag.dependencies is not None:
             store_dependencies(PostgresDeps(), conn, tag.dependencies, result, batch_id, now)

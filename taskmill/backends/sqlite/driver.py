@@ -44,7 +44,7 @@ from ..depends import drop_unmerged, lookup_dependencies, settle, store_dependen
 from ..family import parent_gone, park
 from ..keys import register as register_key_hash
 from ..schedules import ScheduleStatements
-from ..sql import APPLICATION_ID, SCHEMA_VERSION, migrations, q, schema, statements
+from ..sql import APPLICATION_ID, SCHEMA_VERSION, at_level, migrations, q, schema, statements
 from ..staging import (
     INSERTING,
     Stager,
@@ -54,6 +54,7 @@ from ..staging import (
     split_parts,
     warm_up_in_background,
 )
+from ..tags import new_tags, tags_of_task
 from ..workers import (
     RenewingConnection,
     StoreClock,
@@ -136,6 +137,13 @@ def _select_list(table: Literal["tasks", "history"]) -> str:
 #: What tasks() and history() read: the frame's columns, in order (constants: never data).
 _SELECT = {table: f"SELECT {_select_list(table)} FROM {table}" for table in ("tasks", "history")}
 _ORDER = {"tasks": "priority, queue_pos", "history": "id"}
+#: The filter on tags of :meth:`SqliteDriver.select`: the ids carrying every pair of a JSON
+#: array of ``[key, value]`` (then its length), found through the index ``task_tags_pair``.
+_TAGGED = (
+    "id IN (SELECT g.task_id FROM json_each(?) AS p JOIN task_tags AS g"
+    " ON g.key = json_extract(p.value, '$[0]') AND g.value = json_extract(p.value, '$[1]')"
+    " GROUP BY g.task_id HAVING count(*) = ?)"
+)
 
 
 def _json_list(values: list[str] | None) -> str | None:
@@ -715,6 +723,8 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 task.parent,
             ),
         )
+        if row.tags:
+            conn.execute(q("tags_insert"), {"rows": json.dumps(tags_of_task(task))})
 
     # ------------------------------------------------------------------ batches
 
@@ -934,6 +944,9 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             raise StoreError(f"batch merge inserted {inserted} rows where {expected} were planned")
         if adopted and ops is not None:  # a successor of a child takes its parent on
             ops.adopt(conn, adopted)
+        tags = new_tags(part, result)
+        if tags.height:  # one statement for the whole piece
+            conn.execute(q("tags_insert"), {"rows": json.dumps(tags.rows())})
         return result
 
     # ------------------------------------------------------------------ dependencies
@@ -941,6 +954,12 @@ class SqliteDriver(Driver[sqlite3.Connection]):
     def awaited(self, task_ids: list[int]) -> list[tuple[int, int]]:
         with self._read() as conn:
             return conn.execute(q("deps_awaited"), {"ids": json.dumps(task_ids)}).fetchall()
+
+    # ------------------------------------------------------------------ tags
+
+    def tags_of(self, task_ids: list[int]) -> list[tuple[int, str, str]]:
+        with self._read() as conn:
+            return conn.execute(q("tags_of"), {"ids": json.dumps(task_ids)}).fetchall()
 
     # ------------------------------------------------------------------ child tasks
 
@@ -1055,6 +1074,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             "statuses": json.dumps(where.status),
             "groups": _json_list(where.group),
             "labels": _json_list(where.label),
+            "tags": None if where.tags is None else json.dumps(where.tags),
             "last": part.last,
         }
         if part.keyed is None:
@@ -1144,26 +1164,28 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         return running, buckets
 
     def claim_candidates(
-        self, conn: sqlite3.Connection, types: list[str], now: float, held: list[str], limit: int
+        self,
+        conn: sqlite3.Connection,
+        types: list[str],
+        now: float,
+        held: list[str],
+        limit: int,
+        priority: int | None = None,
     ) -> list[tuple[ClaimedTask, int]]:
-        rows = conn.execute(
-            q("claim_candidates"),
-            {
-                "types": json.dumps(types),
-                "now": now,
-                "full_groups": json.dumps(held),
-                "limit": limit,
-            },
-        ).fetchall()
-        return [
-            (
-                ClaimedTask(
-                    tid, ttype, key, group, prio, payload, label, tries + 1, retries, fin == "due"
-                ),
-                sum(sizes),
-            )
-            for tid, ttype, key, group, prio, payload, label, tries, retries, fin, *sizes in rows
-        ]
+        params = {
+            "types": json.dumps(types),
+            "now": now,
+            "full_groups": json.dumps(held),
+            "limit": limit,
+        }
+        if priority is None:
+            rows = conn.execute(q("claim_candidates"), params).fetchall()
+        else:
+            rows = conn.execute(at_level(q("claim_candidates")), params | {"level": priority})
+        return [(ClaimedTask.candidate(r[:12]), sum(r[12:])) for r in rows]
+
+    def pending_levels(self, conn: sqlite3.Connection) -> list[int]:
+        return [int(r[0]) for r in conn.execute(q("pending_levels"))]
 
     def mark_running(
         self,
@@ -1184,6 +1206,12 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             settle(_SqliteDeps(self), conn, ended, ending.now, ran=True)
         return set(running)
 
+    def store_progress(
+        self, conn: sqlite3.Connection, owner: str, rows: list[tuple[int, int, float, str | None]]
+    ) -> int:
+        params = {"rows": json.dumps(rows), "owner": owner}
+        return conn.execute(q("store_progress"), params).rowcount
+
     def retry_later(
         self, conn: sqlite3.Connection, owned: Owned, error: str, run_after: float
     ) -> bool:
@@ -1201,6 +1229,29 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         if task_id is None:
             return False
         return park(_SqliteDeps(self), conn, task_id, finalizer)
+
+    def preempt_running(self, conn: sqlite3.Connection, owned: Owned, now: float) -> int:
+        running = self._running(conn, owned)
+        if not running:
+            return 0
+        params = {"ids": json.dumps(running), "owner": owned.owner, "now": now}
+        return conn.execute(q("preempt_running"), params).rowcount
+
+    def urgent_waiting(self, priority: int, types: list[str], now: float, limit: int) -> int:
+        params = {"priority": priority, "types": json.dumps(types), "now": now, "limit": limit}
+        with self._read() as conn:
+            return int(conn.execute(q("urgent_waiting"), params).fetchone()[0])
+
+    def resume_preempted(self, priority: int, types: list[str], now: float) -> int:
+        with self._read() as conn:
+            if not conn.execute(q("any_preempted")).fetchone()[0]:
+                return 0
+        params = {"priority": priority, "types": json.dumps(types), "now": now}
+        return self.write(
+            "cannot resume preempted tasks in",
+            lambda conn: conn.execute(q("resume_preempted"), params).rowcount,
+            single=True,
+        )
 
     def attempt_traceback(self, conn: sqlite3.Connection, task_id: int, traceback: str) -> None:
         conn.execute(q("attempt_traceback"), {"id": task_id, "traceback": traceback})
@@ -1232,7 +1283,8 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         return still, found
 
     def has_work(self, conn: sqlite3.Connection, types: list[str]) -> bool:
-        return bool(conn.execute(q("has_work_for_types"), (json.dumps(types),)).fetchone()[0])
+        params = {"types": json.dumps(types)}
+        return bool(conn.execute(q("has_work_for_types"), params).fetchone()[0])
 
     def next_run_after(self, conn: sqlite3.Connection, now: float) -> float | None:
         return conn.execute(q("next_run_after"), {"now": now}).fetchone()[0]
@@ -1245,6 +1297,10 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 *conn.execute(q("active_counts")).fetchall(),
                 *conn.execute(q("history_counts")).fetchall(),
             ]
+
+    def active_group_counts(self) -> list[tuple[str | None, str, int]]:
+        with self._read() as conn:
+            return conn.execute(q("active_group_counts")).fetchall()
 
     def select(self, selection: Selection) -> list[tuple[Any, ...]]:
         where: list[str] = []
@@ -1261,6 +1317,9 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 continue
             where.append(f"{column} IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(list(values)))
+        if selection.tags is not None:
+            where.append(_TAGGED)
+            params += [json.dumps(selection.tags), len(selection.tags)]
         sql = _SELECT[selection.table]
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -60,8 +60,8 @@ DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?)) RETURNING id, par
 -- tokens, paused) and held task types, with each task's four expected figures (summed in
 -- Python: SQLite's integers are 64 bits, and a sum past them would turn into a float).
 SELECT id, task_type, dedup_key, group_name, priority, payload, label, attempts, max_retries,
-       finalizer, expected_read_bytes, expected_write_bytes, expected_net_rx_bytes,
-       expected_net_tx_bytes
+       finalizer, queue_pos, created_at, expected_read_bytes, expected_write_bytes,
+       expected_net_rx_bytes, expected_net_tx_bytes
 FROM tasks
 WHERE status = 'pending'
   AND task_type IN (SELECT value FROM json_each(:types))
@@ -73,11 +73,32 @@ WHERE status = 'pending'
 ORDER BY priority, queue_pos
 LIMIT :limit;
 
+-- name: pending_levels
+-- The priorities of the pending tasks, most urgent first: one probe of tasks_queue per
+-- level (aging claims the first tasks of each level and orders them by their age).
+WITH RECURSIVE level (p) AS (
+    SELECT (SELECT min(priority) FROM tasks WHERE status = 'pending')
+    UNION ALL
+    SELECT (SELECT min(priority) FROM tasks WHERE status = 'pending' AND priority > level.p)
+    FROM level
+    WHERE level.p IS NOT NULL
+)
+SELECT p FROM level WHERE p IS NOT NULL;
+
 -- name: mark_running
 UPDATE tasks
 SET status = 'running', attempts = attempts + 1, started_at = :now, owner = :owner,
-    run_after = NULL
+    run_after = NULL, progress = NULL, progress_message = NULL
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending';
+
+-- name: store_progress
+-- What running attempts last reported (ctx.progress): :rows as [id, attempt, fraction,
+-- message], for attempts still running for :owner.
+UPDATE tasks
+SET progress = json_extract(r.value, '$[2]'), progress_message = json_extract(r.value, '$[3]')
+FROM json_each(:rows) AS r
+WHERE tasks.id = json_extract(r.value, '$[0]') AND +tasks.status = 'running'
+  AND tasks.owner = :owner AND tasks.attempts = json_extract(r.value, '$[1]');
 
 -- name: retry_later
 UPDATE tasks
@@ -89,6 +110,38 @@ WHERE id = :id AND +status = 'running' AND owner = :owner;
 UPDATE tasks
 SET status = 'pending', owner = NULL, attempts = MAX(attempts - 1, 0), started_at = NULL
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'running' AND owner = :owner;
+
+-- name: preempt_running
+-- Pause running attempts to make room for more urgent work: not counted as tries, kept
+-- in their queue place, marked preempted at :now.
+UPDATE tasks
+SET status = 'paused', owner = NULL, attempts = MAX(attempts - 1, 0), started_at = NULL,
+    preempted_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'running' AND owner = :owner;
+
+-- name: urgent_waiting
+-- How many tasks of :types at :priority or more urgent wait to start (at most :limit).
+SELECT count(*) FROM (
+    SELECT 1 FROM tasks
+    WHERE status = 'pending' AND priority <= :priority
+      AND task_type IN (SELECT value FROM json_each(:types))
+      AND (run_after IS NULL OR run_after <= :now)
+    LIMIT :limit
+);
+
+-- name: any_preempted
+SELECT EXISTS (SELECT 1 FROM tasks WHERE preempted_at IS NOT NULL);
+
+-- name: resume_preempted
+-- Tasks paused by preemption go back to pending, in their queue place, when no task of
+-- :types at :priority or more urgent waits to start.
+UPDATE tasks SET status = 'pending', preempted_at = NULL
+WHERE preempted_at IS NOT NULL AND +status = 'paused'
+  AND NOT EXISTS (
+      SELECT 1 FROM tasks AS u
+      WHERE u.status = 'pending' AND u.priority <= :priority
+        AND u.task_type IN (SELECT value FROM json_each(:types))
+        AND (u.run_after IS NULL OR u.run_after <= :now));
 
 -- name: running_per_group
 -- Running tasks per group and their expected bytes, whoever runs them: group limits and
@@ -195,10 +248,18 @@ SELECT status, COUNT(*) FROM tasks GROUP BY status;
 -- name: history_counts
 SELECT status, COUNT(*) FROM history GROUP BY status;
 
+-- name: active_group_counts
+-- Active tasks per group and status (never history): a metrics scrape's one read.
+SELECT group_name, status, COUNT(*) FROM tasks GROUP BY group_name, status;
+
 -- name: has_work_for_types
+-- Pending or running, or paused by preemption (resumed by itself): each its own index.
 SELECT EXISTS (
     SELECT 1 FROM tasks
-    WHERE status IN ('pending', 'running') AND task_type IN (SELECT value FROM json_each(?))
+    WHERE status IN ('pending', 'running') AND task_type IN (SELECT value FROM json_each(:types))
+) OR EXISTS (
+    SELECT 1 FROM tasks
+    WHERE preempted_at IS NOT NULL AND task_type IN (SELECT value FROM json_each(:types))
 );
 
 -- name: next_run_after
@@ -238,7 +299,7 @@ ORDER BY group_name;
 SELECT id, status FROM tasks WHERE id = ?;
 
 -- name: set_status
-UPDATE tasks SET status = :to WHERE id = :id AND status = :from;
+UPDATE tasks SET status = :to, preempted_at = NULL WHERE id = :id AND status = :from;
 
 -- ------------------------------------------------------------------ batches
 -- A batch part is bulk-copied by DuckDB into a separate staging SQLite file
@@ -729,8 +790,25 @@ WHERE id > :after AND id <= :last
   AND (:types IS NULL OR task_type IN (SELECT value FROM json_each(:types)))
   AND (:groups IS NULL OR group_name IN (SELECT value FROM json_each(:groups)))
   AND (:labels IS NULL OR label IN (SELECT value FROM json_each(:labels)))
+  AND (:tags IS NULL OR id IN (
+      SELECT g.task_id FROM json_each(:tags) AS p
+      JOIN task_tags AS g
+        ON g.key = json_extract(p.value, '$[0]') AND g.value = json_extract(p.value, '$[1]')
+      GROUP BY g.task_id HAVING count(*) = json_array_length(:tags)))
 ORDER BY id
 LIMIT :limit;
+
+-- name: tags_insert
+-- The tags of tasks just inserted: :rows is a JSON array of [task id, key, value].
+INSERT INTO task_tags (task_id, key, value)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+FROM json_each(:rows);
+
+-- name: tags_of
+-- The tags of the tasks :ids (a JSON array), active or finished, by task and key.
+SELECT task_id, key, value FROM task_tags
+WHERE task_id IN (SELECT value FROM json_each(:ids))
+ORDER BY task_id, key;
 
 -- name: cancel_candidates_by_key
 -- The active tasks holding the keys of :triples, a JSON array of [key hash, task type,
@@ -744,7 +822,12 @@ WHERE t.task_type = json_extract(p.value, '$[1]')
   AND t.id <= :last
   AND t.status IN (SELECT value FROM json_each(:statuses))
   AND (:groups IS NULL OR t.group_name IN (SELECT value FROM json_each(:groups)))
-  AND (:labels IS NULL OR t.label IN (SELECT value FROM json_each(:labels)));
+  AND (:labels IS NULL OR t.label IN (SELECT value FROM json_each(:labels)))
+  AND (:tags IS NULL OR t.id IN (
+      SELECT g.task_id FROM json_each(:tags) AS p
+      JOIN task_tags AS g
+        ON g.key = json_extract(p.value, '$[0]') AND g.value = json_extract(p.value, '$[1]')
+      GROUP BY g.task_id HAVING count(*) = json_array_length(:tags)));
 
 -- name: failed_to_retry
 -- The failed tasks of history to submit again, in history order, each with its id: those

@@ -1,4 +1,4 @@
--- taskmill store schema, version 10 (the whole current schema; a store written by an
+-- taskmill store schema, version 13 (the whole current schema; a store written by an
 -- older version is brought here by the files in migrations/, see sql.py).
 --
 -- Parts: a table, index or trigger unchanged since the migration that created it is
@@ -21,8 +21,9 @@ CREATE TABLE taskmill_meta (
 ) WITHOUT ROWID;
 
 -- Active tasks (schema 8: rebuilt by migration 008 for the statuses `blocked` and
--- `waiting`; schema 9: `parent_id` and `finalizer`, added by migration 009 where the
--- text shows), with their indexes.
+-- `waiting`; schema 9: `parent_id` and `finalizer`, added by migration 009, and schema
+-- 10: `progress` and `progress_message`, by migration 010, where the text shows), with
+-- their indexes.
 CREATE TABLE tasks (
     id                    INTEGER PRIMARY KEY AUTOINCREMENT,
     task_type             TEXT    NOT NULL CHECK (task_type <> ''),
@@ -54,7 +55,7 @@ CREATE TABLE tasks (
     expires_at            REAL,            -- not started by then: ends as 'expired'
     batch_id              INTEGER,         -- the batch that inserted it (NULL: a submit)
     on_dependency_failure TEXT             -- cancel (NULL), fail or ignore
-, parent_id INTEGER, finalizer TEXT CHECK (finalizer IN ('wanted', 'due')));
+, parent_id INTEGER, finalizer TEXT CHECK (finalizer IN ('wanted', 'due')), progress REAL, progress_message TEXT, preempted_at REAL);
 
 -- One active task per (task_type, dedup_key), enforced by the database itself on
 -- `key_hash`, a 64-bit hash of the pair.  A fixed-width key keeps this index small, so
@@ -76,6 +77,9 @@ CREATE INDEX tasks_batch ON tasks (batch_id) WHERE batch_id IS NOT NULL;
 
 -- A parent's children (schema 9).
 CREATE INDEX tasks_parent ON tasks (parent_id) WHERE parent_id IS NOT NULL;
+
+-- Tasks paused by preemption (schema 11): resumed once no urgent task waits.
+CREATE INDEX tasks_preempted ON tasks (preempted_at) WHERE preempted_at IS NOT NULL;
 
 -- Finished tasks, with the same ids; `batch_id` (schema 7) sits last, where migration 007
 -- added it.
@@ -135,5 +139,8 @@ CREATE TABLE workers (
 -- What blocked tasks wait for (schema 8).
 -- include: task_deps.sql
 
--- Schedules (schema 10): a task submitted at each occurrence, once.
+-- Tags (schema 12): a task's key: value labels, active or finished.
+-- include: task_tags.sql
+
+-- Schedules (schema 13): a task submitted at each occurrence, once.
 -- include: schedules.sql

@@ -1,0 +1,4 @@
+-- Schema 12 (as the SQLite store's migration 012): tags.  A task's `key: value` labels, one
+-- row per pair, kept for active and finished tasks alike until its history record is
+-- pruned.
+-- include: task_tags.sql

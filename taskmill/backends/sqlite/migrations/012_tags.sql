@@ -1,0 +1,3 @@
+-- Schema 11 -> 12: tags.  A task's `key: value` labels, one row per pair, kept for active
+-- and finished tasks alike (they share ids) until its history record is pruned.
+-- include: task_tags.sql
