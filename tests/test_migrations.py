@@ -196,7 +196,7 @@ RELEASED = {
         10: "82b036672d519024",
         11: "21cbc0a3aa346188",
         12: "6d0a63dc9569c83e",
-        13: "ecaaffbde940fba6",
+        13: "f4bc4674ded19b1f",
     },
     "postgres": {
         4: "134ae89966aed797",
@@ -208,7 +208,7 @@ RELEASED = {
         10: "3260661db8312efc",
         11: "71c5afc5b2546870",
         12: "c1d9ea4a1648158b",
-        13: "dabbba07d3813b9c",
+        13: "94db9b3eb2598f7f",
     },
 }
 

@@ -98,10 +98,15 @@ def test_missed_occurrences_are_not_replayed(store: tm.TaskStore) -> None:
     store.cancel(first.task_id)
     # no scheduler ran for 95 s: nine occurrences came due; the latest alone is submitted
     [late] = store.run_schedules(now=T0 + 95.2)
-    assert (late.at, late.action) == (T0 + 90, "submitted")
+    assert (late.at, late.action, late.missed) == (T0 + 90, "submitted", 8)  # 10 … 80 s
     assert store.run_schedules(now=T0 + 99.9) == []
-    assert row(store, "tick")["next_at"] == at(T0 + 100)
+    state = row(store, "tick")
+    assert (state["next_at"], state["missed"], state["skipped"]) == (at(T0 + 100), 8, 0)
     assert keys(store) == [occurrence_key("tick", T0), occurrence_key("tick", T0 + 90)]
+    # on time again: nothing missed
+    store.cancel(late.task_id)
+    [again] = store.run_schedules(now=T0 + 100)
+    assert (again.at, again.missed) == (T0 + 100, 0) and row(store, "tick")["missed"] == 8
 
 
 def test_an_occurrence_is_skipped_while_the_last_ones_task_is_pending_or_blocked(
@@ -183,7 +188,7 @@ def test_a_cron_schedule_far_behind_fires_its_latest_occurrence(store: tm.TaskSt
     [first] = store.run_schedules(now=T0)
     store.cancel(first.task_id)
     [late] = store.run_schedules(now=T0 + 30 * 86_400 + 90.5)  # a month without a scheduler
-    assert late.at == T0 + 30 * 86_400 + 60
+    assert (late.at, late.missed) == (T0 + 30 * 86_400 + 60, 30 * 1440)
     assert row(store, "minutely")["next_at"] == at(T0 + 30 * 86_400 + 120)
 
 
@@ -368,6 +373,7 @@ def test_the_frames_columns_and_types(store: tm.TaskStore) -> None:
         "start_at",
         "last_task_id",
         "skipped",
+        "missed",
         "dedup_key",
         "group",
         "priority",

@@ -39,6 +39,8 @@ class ScheduleRow:
     last_at: float | None
     last_task_id: int | None
     skipped: int
+    #: Occurrences that came due while no scheduler fired them, not replayed.
+    missed: int
     paused: bool
     created_at: float
     updated_at: float
@@ -50,7 +52,7 @@ class ScheduleRow:
         values = list(row)
         payload = values[3]
         values[3] = None if payload is None else bytes(payload)
-        values[13] = bool(values[13])
+        values[14] = bool(values[14])
         return cls(*values)
 
     def values(self) -> dict[str, Any]:
@@ -97,11 +99,13 @@ class ScheduleStatements:
         last_at: float | None,
         last_task_id: int | None,
         skipped: bool,
+        missed: int,
         now: float,
     ) -> None:
         """In the write that claimed it: an occurrence of ``name`` was fired — its next
         occurrence is ``next_at``; ``last_at`` and ``last_task_id`` say the last one
-        submitted and its task; ``skipped``: this one was skipped (counted)."""
+        submitted and its task; ``skipped``: this one was skipped (counted); ``missed``:
+        the occurrences before it, due while no scheduler fired them (counted)."""
         conn.execute(
             self._q("schedule_fired"),
             {
@@ -110,6 +114,7 @@ class ScheduleStatements:
                 "last_at": last_at,
                 "last_task_id": last_task_id,
                 "skipped": int(skipped),
+                "missed": missed,
                 "now": now,
             },
         )
@@ -125,11 +130,11 @@ class ScheduleStatements:
         """In a write: remove schedule ``name``; whether there was one."""
         return conn.execute(self._q("schedule_delete"), {"name": name}).rowcount > 0
 
-    def due(self, conn: Any, now: float, limit: int) -> list[tuple[str, float]]:
-        """In a read: ``(name, next_at)`` of the schedules due at ``now`` (not paused),
-        earliest first, at most ``limit``."""
+    def due(self, conn: Any, now: float, limit: int) -> list[ScheduleRow]:
+        """In a read: the schedules due at ``now`` (not paused), earliest first, at most
+        ``limit``."""
         found = conn.execute(self._q("schedules_due"), {"now": now, "limit": limit}).fetchall()
-        return [(str(name), float(at)) for name, at in found]
+        return [ScheduleRow.of(r) for r in found]
 
     def next_due(self, conn: Any) -> float | None:
         """In a read: when the next occurrence of any schedule not paused comes due."""

@@ -198,6 +198,7 @@ def _shown_rows(frame: pl.DataFrame) -> pl.DataFrame:
         pl.when(pl.col("paused")).then(pl.lit("paused")).otherwise(when("next_at")).alias("next"),
         when("last_at").alias("last"),
         "skipped",
+        "missed",
     )
 
 
@@ -205,8 +206,9 @@ def _shown_rows(frame: pl.DataFrame) -> pl.DataFrame:
 @DB_OPTION
 @JSON_OPTION
 def schedules(db: str, as_json: bool) -> None:
-    """Every schedule: its task type, when it fires, its next and last occurrence, and the
-    occurrences skipped while the last one's task waited (--json: the task too)."""
+    """Every schedule: its task type, when it fires, its next and last occurrence, the
+    occurrences skipped while the last one's task waited and those missed while no worker
+    ran (--json: the task too)."""
     from ..render import data_table
 
     with _existing(db) as store:

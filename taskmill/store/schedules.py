@@ -15,7 +15,8 @@ expression in a time zone — the store's rules, written once for every engine.
   when the submission has none, is ``f"{name}@{occurrence}"``, the occurrence as an ISO
   time in UTC (``nightly@2026-12-08T02:00:00+00:00``).
 - **Missed occurrences are not replayed.** A schedule found late fires the latest of the
-  occurrences that came due, once, and its next is the first one after now.
+  occurrences that came due, once (the others are counted in ``missed``), and its next is
+  the first one after now.
 - **No pile-up.** While the task of the last occurrence submitted is still ``pending``
   or ``blocked``, an occurrence is skipped (counted in ``skipped``), not submitted.
 - **Paused** schedules fire nothing; resumed, they go on from the first occurrence at or
@@ -82,6 +83,7 @@ DETAIL_COLUMNS: dict[str, pl.DataType] = {
     "start_at": _UTC_TIME,
     "last_task_id": pl.Int64(),
     "skipped": pl.Int64(),
+    "missed": pl.Int64(),
     "dedup_key": pl.String(),
     "group": pl.String(),
     "priority": pl.Int64(),
@@ -97,10 +99,9 @@ MAX_EVERY = timedelta(days=100 * 366)
 DUE_PAGE = 100
 #: Statuses of the last occurrence's task that make the next occurrence skip.
 WAITING_STATUSES = ("pending", "blocked")
-#: A cron schedule further behind than this starts looking for its latest due occurrence
-#: from the last match before now minus this much (seconds), not from where it stopped.
-_CRON_JUMP = 86_400.0
-#: Matches a search of a cron expression steps over at most.
+#: Matches a search of a cron expression steps over at most (a schedule further behind
+#: than that — a minutely one left for months — fires its latest match before now, and
+#: counts the occurrences missed up to the search's end).
 _CRON_STEPS = 200_000
 #: The submission fields a schedule keeps elsewhere than its JSON object, or refuses.
 _NOT_IN_JSON = frozenset(
@@ -194,32 +195,32 @@ class Timing:
         assert self.cron is not None
         return _cron_next(self.cron, self.zone, max(anchor, t), inclusive=True)
 
-    def due(self, anchor: float, seen: float, now: float) -> tuple[float, float | None]:
+    def due(self, anchor: float, seen: float, now: float) -> tuple[float, float | None, int]:
         """For a schedule whose next occurrence ``seen`` is due at ``now``: the latest
-        occurrence at or before ``now`` (the one to fire: those before it are missed, not
-        replayed) and the first one after it (``None``: none will come)."""
+        occurrence at or before ``now`` (the one to fire), the first one after it (``None``:
+        none will come) and how many came due before it since ``seen`` (missed: those are
+        not replayed)."""
         if self.every_us is not None:
-            a, e = _us(anchor), self.every_us
-            latest = max(a + (math.floor(now * _US) - a) // e * e, _us(seen))
-            return latest / _US, (latest + e) / _US
+            a, e, s = _us(anchor), self.every_us, _us(seen)
+            latest = max(a + (math.floor(now * _US) - a) // e * e, s)
+            return latest / _US, (latest + e) / _US, (latest - s) // e
         assert self.cron is not None
-        zone, occurrence = self.zone, seen
-        if now - seen > _CRON_JUMP:  # far behind: start close to now
-            back = _cron_before(self.cron, zone, now - _CRON_JUMP)
-            if back is not None and back > seen:
-                occurrence = back
-        it = _cron_sim(self.cron, dt.datetime.fromtimestamp(occurrence, zone))
+        zone, occurrence, missed = self.zone, seen, 0
+        it = _cron_sim(self.cron, dt.datetime.fromtimestamp(seen, zone))
         for _ in range(_CRON_STEPS):
             try:
                 at = next(it).timestamp()
             except StopIteration:
-                return occurrence, None
+                return occurrence, None, missed
             if at <= occurrence:  # a wall time repeated by a daylight-saving change
                 continue
             if at > now:
-                return occurrence, at
-            occurrence = at
-        return occurrence, _cron_next(self.cron, zone, max(occurrence, now), inclusive=False)
+                return occurrence, at, missed
+            occurrence, missed = at, missed + 1
+        back = _cron_before(self.cron, zone, now)
+        if back is not None and back > occurrence:
+            occurrence, missed = back, missed + 1
+        return occurrence, _cron_next(self.cron, zone, occurrence, inclusive=False), missed
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +239,8 @@ class ScheduleRun:
     task_id: int | None
     #: The submission's outcome (``None`` when skipped or rejected).
     outcome: SubmitOutcome | None = None
+    #: Occurrences due before this one since the last fired, not replayed.
+    missed: int = 0
     error: str | None = None
 
 
@@ -415,6 +418,7 @@ def _frame(rows: list[ScheduleRow], details: bool) -> pl.DataFrame:
             "start_at": [r.start_at for r in rows],
             "last_task_id": [r.last_task_id for r in rows],
             "skipped": [r.skipped for r in rows],
+            "missed": [r.missed for r in rows],
             "dedup_key": [k["dedup_key"] for k in kept],
             "group": [k["group"] for k in kept],
             "priority": [k["priority"] for k in kept],
@@ -526,6 +530,7 @@ class ScheduleMethods:
                 last_at=None if old is None else old.last_at,
                 last_task_id=None if old is None else old.last_task_id,
                 skipped=0 if old is None else old.skipped,
+                missed=0 if old is None else old.missed,
                 paused=False if old is None else old.paused,
                 created_at=at if old is None else old.created_at,
                 updated_at=at,
@@ -605,10 +610,14 @@ class ScheduleMethods:
         statements = self._driver.schedules
         due = self._driver.read(lambda conn: statements.due(conn, at, DUE_PAGE))
         runs: list[ScheduleRun] = []
-        for name, seen in due:
+        for seen in due:
+            # which occurrence to fire, worked out before the write (a cron schedule long
+            # behind steps over many matches): the write checks the schedule is unchanged
+            assert seen.next_at is not None  # it is due
+            plan = Timing.of(seen).due(seen.anchor, seen.next_at, at)
             run = self._driver.write(
                 "cannot submit a schedule's task to",
-                lambda conn, name=name, seen=seen: self._fire(conn, name, seen, given_now),
+                lambda conn, seen=seen, plan=plan: self._fire(conn, seen, plan, given_now),
                 retry_unique=True,
             )
             if run is not None:
@@ -630,50 +639,52 @@ class ScheduleMethods:
             raise SchedulerError(f"no schedule named {name!r}", kind="unknown_schedule")
         return found
 
-    def _fire(self, conn: Any, name: str, seen: float, now: float | None) -> ScheduleRun | None:
-        """In a write: fire schedule ``name``'s occurrence due at ``seen``, unless another
-        transaction did first (``None``)."""
+    def _fire(
+        self,
+        conn: Any,
+        seen: ScheduleRow,
+        plan: tuple[float, float | None, int],
+        now: float | None,
+    ) -> ScheduleRun | None:
+        """In a write: fire the occurrence of schedule ``seen`` that ``plan`` names
+        (:meth:`Timing.due`, worked out from ``seen``; again here if the schedule's timing
+        changed meanwhile), unless another transaction fired it first (``None``)."""
         statements = self._driver.schedules
+        name = seen.name
         at = self._driver.clock_in(conn) if now is None else now
-        found = statements.claim(conn, name, seen)
+        assert seen.next_at is not None
+        found = statements.claim(conn, name, seen.next_at)
         if found is None or found.next_at is None or found.next_at > at:
             return None
-        occurrence, next_at = Timing.of(found).due(found.anchor, found.next_at, at)
+        if (Timing.of(found), found.anchor) != (Timing.of(seen), seen.anchor):
+            plan = Timing.of(found).due(found.anchor, found.next_at, at)
+        occurrence, next_at, missed = plan
         last = found.last_task_id
-        if last is not None and statements.task_status(conn, last) in WAITING_STATUSES:
+
+        def moved_on(last_at: float | None, task_id: int | None, skipped: bool) -> None:
             statements.fired(
                 conn,
                 name,
                 next_at=next_at,
-                last_at=found.last_at,
-                last_task_id=last,
-                skipped=True,
+                last_at=last_at,
+                last_task_id=task_id,
+                skipped=skipped,
+                missed=missed,
                 now=at,
             )
-            return ScheduleRun(name, occurrence, "skipped", last)
+
+        if last is not None and statements.task_status(conn, last) in WAITING_STATUSES:
+            moved_on(found.last_at, last, skipped=True)
+            return ScheduleRun(name, occurrence, "skipped", last, missed=missed)
         task = occurrence_row(found, occurrence)
         try:
             outcome = submit_in(self._driver, conn, task, at)
         except (DuplicateTask, InvalidSubmission) as exc:  # decided before any write
             log.warning("taskmill: schedule %s did not submit its task: %s", name, exc)
-            statements.fired(
-                conn,
-                name,
-                next_at=next_at,
-                last_at=found.last_at,
-                last_task_id=last,
-                skipped=True,
-                now=at,
-            )
+            moved_on(found.last_at, last, skipped=True)
             existing = exc.existing_task_id if isinstance(exc, DuplicateTask) else None
-            return ScheduleRun(name, occurrence, "rejected", existing, error=str(exc))
-        statements.fired(
-            conn,
-            name,
-            next_at=next_at,
-            last_at=occurrence,
-            last_task_id=outcome.task_id,
-            skipped=False,
-            now=at,
-        )
-        return ScheduleRun(name, occurrence, outcome.action, outcome.task_id, outcome)
+            return ScheduleRun(
+                name, occurrence, "rejected", existing, missed=missed, error=str(exc)
+            )
+        moved_on(occurrence, outcome.task_id, skipped=False)
+        return ScheduleRun(name, occurrence, outcome.action, outcome.task_id, outcome, missed)

@@ -906,7 +906,7 @@ ORDER BY task_id, depends_on;
 -- name: schedule_get
 -- Schedule :name, locked until the transaction ends (a replace, a pause, a resume).
 SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
-       next_at, last_at, last_task_id, skipped, paused, created_at, updated_at
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
 FROM taskmill.schedules WHERE name = %(name)s
 FOR UPDATE;
 
@@ -914,36 +914,38 @@ FOR UPDATE;
 -- Schedule :name, locked, while its next occurrence is still :seen and it is not paused
 -- (none: another scheduler fired it first, or it was paused, replaced or removed).
 SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
-       next_at, last_at, last_task_id, skipped, paused, created_at, updated_at
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
 FROM taskmill.schedules WHERE name = %(name)s AND next_at = %(seen)s AND NOT paused
 FOR UPDATE;
 
 -- name: schedule_rows
 SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
-       next_at, last_at, last_task_id, skipped, paused, created_at, updated_at
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
 FROM taskmill.schedules ORDER BY name;
 
 -- name: schedule_put
 -- Create schedule :name, or replace it whole (what was kept is passed back in).
 INSERT INTO taskmill.schedules (name, task_type, submission, payload, every_us, cron,
                                 timezone, start_at, anchor, next_at, last_at, last_task_id,
-                                skipped, paused, created_at, updated_at)
+                                skipped, missed, paused, created_at, updated_at)
 VALUES (%(name)s, %(task_type)s, %(submission)s, %(payload)s, %(every_us)s, %(cron)s,
         %(timezone)s, %(start_at)s, %(anchor)s, %(next_at)s, %(last_at)s,
-        %(last_task_id)s, %(skipped)s, %(paused)s, %(created_at)s, %(updated_at)s)
+        %(last_task_id)s, %(skipped)s, %(missed)s, %(paused)s, %(created_at)s,
+        %(updated_at)s)
 ON CONFLICT (name) DO UPDATE SET
     task_type = excluded.task_type, submission = excluded.submission,
     payload = excluded.payload, every_us = excluded.every_us, cron = excluded.cron,
     timezone = excluded.timezone, start_at = excluded.start_at, anchor = excluded.anchor,
     next_at = excluded.next_at, last_at = excluded.last_at,
     last_task_id = excluded.last_task_id, skipped = excluded.skipped,
-    paused = excluded.paused, updated_at = excluded.updated_at;
+    missed = excluded.missed, paused = excluded.paused, updated_at = excluded.updated_at;
 
 -- name: schedule_fired
--- An occurrence of :name was fired (its task submitted, or it was skipped: :skipped 1).
+-- An occurrence of :name was fired (its task submitted, or it was skipped: :skipped 1),
+-- the :missed ones before it not replayed.
 UPDATE taskmill.schedules
 SET next_at = %(next_at)s, last_at = %(last_at)s, last_task_id = %(last_task_id)s,
-    skipped = skipped + %(skipped)s, updated_at = %(now)s
+    skipped = skipped + %(skipped)s, missed = missed + %(missed)s, updated_at = %(now)s
 WHERE name = %(name)s;
 
 -- name: schedule_set_paused
@@ -955,7 +957,9 @@ DELETE FROM taskmill.schedules WHERE name = %(name)s;
 
 -- name: schedules_due
 -- The schedules due at :now, earliest first (the partial index on next_at).
-SELECT name, next_at FROM taskmill.schedules
+SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
+FROM taskmill.schedules
 WHERE NOT paused AND next_at <= %(now)s
 ORDER BY next_at LIMIT %(limit)s;
 

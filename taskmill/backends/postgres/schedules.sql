@@ -16,6 +16,7 @@ CREATE TABLE taskmill.schedules (
     last_at      double precision,             -- the last occurrence submitted
     last_task_id bigint,                       -- its task (pending or blocked: skip the next)
     skipped      bigint           NOT NULL DEFAULT 0,  -- occurrences skipped so (no pile-up)
+    missed       bigint           NOT NULL DEFAULT 0,  -- due while none ran: not replayed
     paused       boolean          NOT NULL DEFAULT false,
     created_at   double precision NOT NULL,
     updated_at   double precision NOT NULL,

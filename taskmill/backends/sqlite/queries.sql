@@ -613,42 +613,43 @@ SELECT 1 FROM tasks WHERE id = :id AND status = 'running';
 
 -- name: schedule_get
 SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
-       next_at, last_at, last_task_id, skipped, paused, created_at, updated_at
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
 FROM schedules WHERE name = :name;
 
 -- name: schedule_claim
 -- Schedule :name while its next occurrence is still :seen and it is not paused (none:
 -- another scheduler fired it first, or it was paused, replaced or removed meanwhile).
 SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
-       next_at, last_at, last_task_id, skipped, paused, created_at, updated_at
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
 FROM schedules WHERE name = :name AND next_at = :seen AND paused = 0;
 
 -- name: schedule_rows
 SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
-       next_at, last_at, last_task_id, skipped, paused, created_at, updated_at
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
 FROM schedules ORDER BY name;
 
 -- name: schedule_put
 -- Create schedule :name, or replace it whole (what was kept is passed back in).
 INSERT INTO schedules (name, task_type, submission, payload, every_us, cron, timezone,
-                       start_at, anchor, next_at, last_at, last_task_id, skipped, paused,
-                       created_at, updated_at)
+                       start_at, anchor, next_at, last_at, last_task_id, skipped, missed,
+                       paused, created_at, updated_at)
 VALUES (:name, :task_type, :submission, :payload, :every_us, :cron, :timezone, :start_at,
-        :anchor, :next_at, :last_at, :last_task_id, :skipped, :paused, :created_at,
-        :updated_at)
+        :anchor, :next_at, :last_at, :last_task_id, :skipped, :missed, :paused,
+        :created_at, :updated_at)
 ON CONFLICT (name) DO UPDATE SET
     task_type = excluded.task_type, submission = excluded.submission,
     payload = excluded.payload, every_us = excluded.every_us, cron = excluded.cron,
     timezone = excluded.timezone, start_at = excluded.start_at, anchor = excluded.anchor,
     next_at = excluded.next_at, last_at = excluded.last_at,
     last_task_id = excluded.last_task_id, skipped = excluded.skipped,
-    paused = excluded.paused, updated_at = excluded.updated_at;
+    missed = excluded.missed, paused = excluded.paused, updated_at = excluded.updated_at;
 
 -- name: schedule_fired
--- An occurrence of :name was fired (its task submitted, or it was skipped: :skipped 1).
+-- An occurrence of :name was fired (its task submitted, or it was skipped: :skipped 1),
+-- the :missed ones before it not replayed.
 UPDATE schedules
 SET next_at = :next_at, last_at = :last_at, last_task_id = :last_task_id,
-    skipped = skipped + :skipped, updated_at = :now
+    skipped = skipped + :skipped, missed = missed + :missed, updated_at = :now
 WHERE name = :name;
 
 -- name: schedule_set_paused
@@ -660,7 +661,9 @@ DELETE FROM schedules WHERE name = :name;
 
 -- name: schedules_due
 -- The schedules due at :now, earliest first (the partial index on next_at).
-SELECT name, next_at FROM schedules
+SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
+FROM schedules
 WHERE paused = 0 AND next_at <= :now
 ORDER BY next_at LIMIT :limit;
 

@@ -16,6 +16,7 @@ CREATE TABLE schedules (
     last_at      REAL,                        -- the last occurrence submitted
     last_task_id INTEGER,                     -- its task (pending or blocked: skip the next)
     skipped      INTEGER NOT NULL DEFAULT 0,  -- occurrences skipped so (no pile-up)
+    missed       INTEGER NOT NULL DEFAULT 0,  -- due while no scheduler ran: not replayed
     paused       INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1)),
     created_at   REAL    NOT NULL,
     updated_at   REAL    NOT NULL,
