@@ -329,3 +329,37 @@ def test_aging_walks_the_claim_index_level_by_level_with_no_jit(
             n.get("Relation Name") for n in nodes(plan["Plan"]) if n["Node Type"] == "Seq Scan"
         }
         assert "tasks" not in scanned, shown  # (the group pauses are a table of a few rows)
+
+
+def test_a_tag_filter_walks_its_rarest_pair_with_no_jit(
+    queued: tuple[PostgresStore, dict[str, Any]],
+) -> None:
+    """The first pair (the rarest) through task_tags_pair, the others probed by task id
+    for each task it found; no scan of task_tags, no JIT."""
+    store, _ = queued
+    store.submit_batch(
+        [
+            tm.TaskSubmission("sync.tagged", dedup_key=f"t{i}", tags={"env": "prod", "n": str(i)})
+            for i in range(50)
+        ]
+    )
+    params = {
+        "ids": None,
+        "status": None,
+        "task_type": None,
+        "group": None,
+        "batch_ids": None,
+        "limit": None,
+        "tag_keys": ["n", "env"],
+        "tag_values": ["7", "prod"],
+    }
+    with store.driver._lock:
+        conn = store.driver._writer()
+        plan = explain(conn, "select_tasks", params)
+    shown = json.dumps(plan)[:3000]
+    assert "JIT" not in plan, shown
+    probes = [n for n in nodes(plan["Plan"]) if n.get("Relation Name") == "task_tags"]
+    conds = [str(n.get("Index Cond")) for n in probes]
+    assert all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in probes), shown
+    assert any("key = 'n'" in c and "value = '7'" in c for c in conds), conds  # the rarest
+    assert any("task_id = g.task_id" in c for c in conds), conds  # the others, by task
