@@ -313,6 +313,19 @@ def table(location: str | Path, name: str) -> str:
     return f"taskmill.{name}" if is_postgres(location) else name
 
 
+def worker_process(
+    location: str | Path,
+    folder: Path,
+    *options: str,
+    stdout: int = subprocess.DEVNULL,
+) -> subprocess.Popen[str]:
+    """A real ``taskmill worker`` process on ``location`` with ``options`` (its
+    ``--executor``/``--finalizer`` modules importable from ``folder``), stderr piped."""
+    env = {**ENV, "PYTHONPATH": f"{folder}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
+    args = [PYTHON, "-m", "taskmill", "worker", "--db", str(location), *options]
+    return subprocess.Popen(args, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
+
+
 def run_sql(location: str | Path, statement: str, params: Any = ()) -> list[tuple]:
     """Run one statement on a store outside taskmill, through the backend's own driver
     (sqlite3 on the file, psycopg on the database), and commit it; returns its rows.

@@ -20,6 +20,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+import taskmill as tm
+
 from conftest import ROOT, need
 
 CHROMIUM = "/usr/bin/chromium"
@@ -376,4 +378,41 @@ def test_the_workflow_notebook_follows_its_batch_to_the_end(lab: tuple[int, Path
         assert "endpoint refused photos/042.jpg" in failures
         assert batch.locator(".progress-bar").evaluate("e => e.style.width") == "100%"
         batch.screenshot(path=str(SHOTS / "11-workflow-batch.png"))
+        browser.close()
+
+
+def test_progress_bars_render_in_a_browser(tmp_path: Path) -> None:
+    """The live view's progress section (what running tasks reported, read from a real
+    store) drawn by Chromium: a bar per task, as wide as its progress, the most advanced
+    first, names and messages escaped."""
+    from playwright.sync_api import sync_playwright
+
+    from taskmill.views.notebook import progress_html
+
+    with tm.TaskStore.open(tmp_path / "progress.db") as store:
+        store.submit_batch(
+            [
+                tm.TaskSubmission("sync.upload", dedup_key=key)
+                for key in ("photos/2026/a.jpg", "photos/2026/<b>.jpg", "videos/long.mp4")
+            ]
+        )
+        owner = store.new_owner()
+        a, b, c = (t.id for t in store.claim(3, task_types=["sync.upload"], owner=owner))
+        store.record_progress(
+            {a: (1, 0.25, "part 1 of 4"), b: (1, 0.9, "almost <done>"), c: (1, 0.6, None)},
+            owner=owner,
+        )
+        page_html = progress_html(store.tasks(status="running"))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 640, "height": 200})
+        page.set_content(f"<body style='font-family:sans-serif'>{page_html}</body>")
+        rows = page.locator(".taskmill-progress-row")
+        assert rows.count() == 3
+        texts = [rows.nth(i).inner_text() for i in range(3)]
+        assert texts[0].startswith(f"#{b} photos/2026/<b>.jpg") and "90% almost <done>" in texts[0]
+        assert texts[2].startswith(f"#{a} photos/2026/a.jpg") and "25% part 1 of 4" in texts[2]
+        widths = rows.locator("span > span").evaluate_all("els => els.map(e => e.offsetWidth)")
+        assert widths == [108, 72, 30]  # 90%, 60%, 25% of 120 px
+        page.locator(".taskmill-progress").screenshot(path=str(SHOTS / "12-progress.png"))
         browser.close()

@@ -6,7 +6,6 @@ once, after its finalizer saw every child completed."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 
 import taskmill as tm
 
-from conftest import ENV, PYTHON, is_postgres
+from conftest import is_postgres, worker_process
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -27,32 +26,10 @@ N = 60  # objects of the folder: one child task each
 
 
 def worker(location: str | Path, folder: Path, *, until_idle: bool) -> subprocess.Popen[str]:
-    env = {**ENV, "PYTHONPATH": f"{folder}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
-    args = [
-        PYTHON,
-        "-m",
-        "taskmill",
-        "worker",
-        "--db",
-        str(location),
-        "--executor",
-        "folder=sync_steps:folder",
-        "--executor",
-        "object=sync_steps:obj",
-        "--finalizer",
-        "folder=sync_steps:marker",
-        "--lease-timeout",
-        "1.5",
-        "--poll-interval",
-        "0.1",
-        "--max-concurrency",
-        "3",
-    ]
-    if until_idle:
-        args.append("--until-idle")
-    return subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    options = ["--executor=folder=sync_steps:folder", "--executor=object=sync_steps:obj"]
+    options += ["--finalizer=folder=sync_steps:marker", "--lease-timeout", "1.5"]
+    options += ["--poll-interval", "0.1", "--max-concurrency", "3"]
+    return worker_process(location, folder, *options, *(["--until-idle"] if until_idle else []))
 
 
 def test_killed_workers_leave_a_waiting_parent_to_end_once(

@@ -5,7 +5,6 @@ waits for has completed."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 
 import taskmill as tm
 
-from conftest import ENV, PYTHON, is_postgres
+from conftest import is_postgres, worker_process
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -26,32 +25,10 @@ N = 40  # objects moved: N copies, N deletes, one manifest
 
 
 def worker(location: str | Path, folder: Path, *, until_idle: bool) -> subprocess.Popen[str]:
-    env = {**ENV, "PYTHONPATH": f"{folder}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
-    args = [
-        PYTHON,
-        "-m",
-        "taskmill",
-        "worker",
-        "--db",
-        str(location),
-        "--executor",
-        "copy=move_steps:step",
-        "--executor",
-        "delete=move_steps:step",
-        "--executor",
-        "manifest=move_steps:step",
-        "--lease-timeout",
-        "1.5",
-        "--poll-interval",
-        "0.1",
-        "--max-concurrency",
-        "4",
-    ]
-    if until_idle:
-        args.append("--until-idle")
-    return subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    steps = [f"--executor={kind}=move_steps:step" for kind in ("copy", "delete", "manifest")]
+    options = [*steps, "--lease-timeout", "1.5", "--poll-interval", "0.1"]
+    options += ["--max-concurrency", "4", *(["--until-idle"] if until_idle else [])]
+    return worker_process(location, folder, *options)
 
 
 def test_killed_workers_lose_nothing_and_release_nothing_twice(

@@ -97,6 +97,8 @@ def test_doc_python_blocks_run_in_order(tmp_path: Path, pg_url: str) -> None:
     # aging: two steps after 25 minutes, never past the floor
     assert "after 25 minutes, priority 200 acts as 168" in proc.stdout
     assert "after a day: 64 - and priority 10 stays 10" in proc.stdout
+    # tags: the README's nightly plan selected and cancelled by its tags
+    assert "monday: ['a.jpg', 'b.jpg']" in proc.stdout and "tuesday cancelled: 1" in proc.stdout
     # child tasks: the README's folder, and the guide's bucket with one upload failing
     assert "folder synced: 3 objects uploaded" in proc.stdout
     assert "folder task: completed children: 3 completed" in proc.stdout

@@ -7,7 +7,6 @@ own parser."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -26,7 +25,7 @@ import taskmill as tm
 from taskmill.cli import cli
 from taskmill.scheduler.metrics import CLAIM_BUCKETS
 
-from conftest import ENV, PYTHON, ROOT
+from conftest import worker_process
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -228,29 +227,15 @@ def test_a_worker_serves_its_metrics_over_http(tmp_path: Path, location: str | P
         "def ok(ctx):\n    pass\n\ndef bad(ctx):\n    raise RuntimeError('no')\n"
     )
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "taskmill",
-            "worker",
-            "--db",
-            str(location),
-            "--executor",
-            "ok=metricexec:ok",
-            "--executor",
-            "bad=metricexec:bad",
-            "--max-retries",
-            "0",
-            "--poll-interval",
-            "0.1",
-            "--metrics-port",
-            str(port),
-        ],
-        env={**ENV, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
+    proc = worker_process(
+        location,
+        tmp_path,
+        "--executor=ok=metricexec:ok",
+        "--executor=bad=metricexec:bad",
+        "--max-retries=0",
+        "--poll-interval=0.1",
+        f"--metrics-port={port}",
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
     try:
         values: dict[str, float] = {}

@@ -240,6 +240,25 @@ def test_no_connection_of_the_store_jit_compiles(
     assert "JIT" not in plan, json.dumps(plan)[:2000]
 
 
+def assert_indexed(
+    store: PostgresStore, statements: list[tuple[str, dict[str, Any], set[str]]]
+) -> None:
+    """Each named statement, run with its parameters on the store's writer connection,
+    walks at least its indexes, scans none of the task tables, and is not JIT-compiled."""
+    with store.driver._lock:
+        conn = store.driver._writer()
+        for name, params, indexes in statements:
+            plan = explain(conn, name, params)
+            shown = json.dumps(plan)[:3000]
+            assert "JIT" not in plan, f"{name} was JIT-compiled: {shown}"
+            assert indexes <= index_names(plan), f"{name} uses {index_names(plan)}: {shown}"
+            scanned = {
+                n.get("Relation Name") for n in nodes(plan["Plan"]) if n["Node Type"] == "Seq Scan"
+            }
+            tables = {"tasks", "history", "task_deps", "task_tags"}
+            assert not scanned & tables, f"{name} scans {scanned}: {shown}"
+
+
 def test_the_batch_statements_walk_their_indexes_with_no_jit(
     queued: tuple[PostgresStore, dict[str, Any]],
 ) -> None:
@@ -258,17 +277,7 @@ def test_the_batch_statements_walk_their_indexes_with_no_jit(
         ("batch_finish", {"id": batch_id, **frozen}, {"tasks_batch"}),
         ("batch_row", {"id": batch_id}, {"batches_pkey"}),
     ]
-    with store.driver._lock:
-        conn = store.driver._writer()
-        for name, params, indexes in statements:
-            plan = explain(conn, name, params)
-            shown = json.dumps(plan)[:3000]
-            assert "JIT" not in plan, f"{name} was JIT-compiled: {shown}"
-            assert indexes <= index_names(plan), f"{name} uses {index_names(plan)}: {shown}"
-            scanned = {
-                n.get("Relation Name") for n in nodes(plan["Plan"]) if n["Node Type"] == "Seq Scan"
-            }
-            assert not scanned & {"tasks", "history"}, f"{name} scans {scanned}: {shown}"
+    assert_indexed(store, statements)
 
 
 def test_the_child_task_statements_walk_their_indexes_with_no_jit(
@@ -289,17 +298,7 @@ def test_the_child_task_statements_walk_their_indexes_with_no_jit(
         ("family_counts", ids, {"tasks_parent", "history_parent"}),
         ("deps_unmerged", {"batch_id": 1}, {"task_deps_row"}),
     ]
-    with store.driver._lock:
-        conn = store.driver._writer()
-        for name, params, indexes in statements:
-            plan = explain(conn, name, params)
-            shown = json.dumps(plan)[:3000]
-            assert "JIT" not in plan, f"{name} was JIT-compiled: {shown}"
-            assert indexes <= index_names(plan), f"{name} uses {index_names(plan)}: {shown}"
-            scanned = {
-                n.get("Relation Name") for n in nodes(plan["Plan"]) if n["Node Type"] == "Seq Scan"
-            }
-            assert not scanned & {"tasks", "history", "task_deps"}, f"{name} scans {scanned}"
+    assert_indexed(store, statements)
 
 
 def test_aging_walks_the_claim_index_level_by_level_with_no_jit(
@@ -329,3 +328,37 @@ def test_aging_walks_the_claim_index_level_by_level_with_no_jit(
             n.get("Relation Name") for n in nodes(plan["Plan"]) if n["Node Type"] == "Seq Scan"
         }
         assert "tasks" not in scanned, shown  # (the group pauses are a table of a few rows)
+
+
+def test_a_tag_filter_walks_its_rarest_pair_with_no_jit(
+    queued: tuple[PostgresStore, dict[str, Any]],
+) -> None:
+    """The first pair (the rarest) through task_tags_pair, the others probed by task id
+    for each task it found; no scan of task_tags, no JIT."""
+    store, _ = queued
+    store.submit_batch(
+        [
+            tm.TaskSubmission("sync.tagged", dedup_key=f"t{i}", tags={"env": "prod", "n": str(i)})
+            for i in range(50)
+        ]
+    )
+    params = {
+        "ids": None,
+        "status": None,
+        "task_type": None,
+        "group": None,
+        "batch_ids": None,
+        "limit": None,
+        "tag_keys": ["n", "env"],
+        "tag_values": ["7", "prod"],
+    }
+    with store.driver._lock:
+        conn = store.driver._writer()
+        plan = explain(conn, "select_tasks", params)
+    shown = json.dumps(plan)[:3000]
+    assert "JIT" not in plan, shown
+    probes = [n for n in nodes(plan["Plan"]) if n.get("Relation Name") == "task_tags"]
+    conds = [str(n.get("Index Cond")) for n in probes]
+    assert all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in probes), shown
+    assert any("key = 'n'" in c and "value = '7'" in c for c in conds), conds  # the rarest
+    assert any("task_id = g.task_id" in c for c in conds), conds  # the others, by task

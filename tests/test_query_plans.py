@@ -111,3 +111,23 @@ def test_aging_reads_the_queue_index_level_by_level(conn: sqlite3.Connection) ->
     plan = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, dict.fromkeys(names))]
     assert any("USING INDEX tasks_queue (status=? AND priority=?)" in s for s in plan), plan
     assert not any("TEMP B-TREE FOR ORDER BY" in s for s in plan), plan
+
+
+def test_a_tag_filter_reads_its_rarest_pair_and_checks_the_others_by_key(
+    conn: sqlite3.Connection,
+) -> None:
+    """tasks(tags=…), history(tags=…), cancel_where(tags=…): the first pair (the rarest:
+    the store orders them) through task_tags_pair, every other one a primary-key probe of
+    the task it found — a common pair's tasks are never all read."""
+    plan = [
+        r[3]
+        for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE id IN " + q("fragment_tagged"),
+            {"tags": '[["shard", "42"], ["env", "prod"]]'},
+        )
+    ]
+    assert "SEARCH g USING COVERING INDEX task_tags_pair (key=? AND value=?)" in plan, plan
+    assert "SEARCH o USING PRIMARY KEY (task_id=? AND key=?)" in plan, plan
+    assert not any(re.match(r"SCAN (g|o|task_tags)\b", step) for step in plan), plan
+    for name in ("cancel_candidates", "cancel_candidates_by_key"):
+        assert "task_tags_pair" in " ".join(_plan(conn, name)), name

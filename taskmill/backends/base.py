@@ -431,6 +431,10 @@ class Driver(abc.ABC, Generic[C]):
     # ------------------------------------------------------------------ tags (schema 12)
 
     @abc.abstractmethod
+    def tag_pair_count(self, key: str, value: str, cap: int) -> int:
+        """One read: how many tasks carry the tag ``key: value``, counted up to ``cap``."""
+
+    @abc.abstractmethod
     def tags_of(self, task_ids: list[int]) -> list[tuple[int, str, str]]:
         """One read: ``(task_id, key, value)`` of the tags of the tasks ``task_ids``,
         active or finished, by task and key.  (A driver writes a new task's tags in the

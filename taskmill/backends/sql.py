@@ -88,13 +88,21 @@ def queries() -> dict[str, str]:
 
 def named_queries(text: str, source: str) -> dict[str, str]:
     """The statements of a query file by their ``-- name:`` header (each backend keeps a
-    file of its own; ``source`` names it in errors)."""
+    file of its own; ``source`` names it in errors), each ``{fragment_…}`` in them replaced
+    by the fragment of that name."""
     parts = _HEADER.split(text)
     named: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in named:
             raise RuntimeError(f"{source} names {name!r} twice")
         named[name] = body.strip()
+    # a fragment (named ``fragment_…``, not a statement) written once, where others say
+    # ``{fragment_…}``
+    fragments = {n: body.rstrip(";") for n, body in named.items() if n.startswith("fragment_")}
+    for name, body in named.items():
+        for fragment, text in fragments.items():
+            body = body.replace("{" + fragment + "}", text)
+        named[name] = body
     return named
 
 

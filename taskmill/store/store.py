@@ -16,6 +16,7 @@ and no engine name appear here.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -141,6 +142,9 @@ def _listing(table: Literal["tasks", "history"], columns: Mapping[str, Any], doc
     listing.__doc__ = doc
     return listing
 
+
+#: How far a tag filter counts the tasks of each of its pairs to pick the rarest.
+TAG_COUNT_CAP = 10_000
 
 #: The ``taskmill_meta`` key of the store's aging policy (:meth:`TaskStore.set_aging`).
 AGING_KEY = "aging"
@@ -891,6 +895,8 @@ class TaskStore(ScheduleMethods, abc.ABC):  # concrete; an ABC so stand-ins may 
             dedup_keys=dedup_keys,
             tags=tags,
         )
+        if where.tags is not None:
+            where = dataclasses.replace(where, tags=self._rarest_first(where.tags))
         if where.matches_nothing():
             return 0
         started = time.perf_counter()
@@ -1019,12 +1025,21 @@ class TaskStore(ScheduleMethods, abc.ABC):  # concrete; an ABC so stand-ins may 
             limit=limit_argument(limit),
             ids=ids_argument(ids),
             batch_ids=ids_argument(batch_id, "batch_id"),
-            tags=tags_argument(tags),
+            tags=self._rarest_first(tags_argument(tags)),
         )
         rows = frame(self._driver.select(selection), columns)
         if table == "tasks":
             rows = self._with_effective_priority(self._with_awaited(rows))
         return self._with_tags(rows)
+
+    def _rarest_first(self, pairs: list[tuple[str, str]] | None) -> list[tuple[str, str]] | None:
+        """A tag filter's pairs, the one fewest tasks carry first (counted up to
+        :data:`TAG_COUNT_CAP` each): the filter reads that pair's tasks through the index
+        and checks the others task by task."""
+        if pairs is None or len(pairs) < 2:
+            return pairs
+        counts = {p: self._driver.tag_pair_count(*p, TAG_COUNT_CAP) for p in pairs}
+        return sorted(pairs, key=lambda p: (counts[p], p))
 
     def _with_tags(self, rows: pl.DataFrame) -> pl.DataFrame:
         """``rows`` (of :meth:`tasks` or :meth:`history`) with ``tags``: each task's

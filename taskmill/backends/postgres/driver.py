@@ -502,6 +502,10 @@ class PostgresDriver(Driver[Connection]):
 
     # ------------------------------------------------------------------ tags
 
+    def tag_pair_count(self, key: str, value: str, cap: int) -> int:
+        params = {"key": key, "value": value, "cap": cap}
+        return int(self._read(lambda conn: scalar(conn.execute(q("tag_pair_count"), params))))
+
     def tags_of(self, task_ids: list[int]) -> list[tuple[int, str, str]]:
         return self._read(lambda conn: conn.execute(q("tags_of"), {"ids": task_ids}).fetchall())
 

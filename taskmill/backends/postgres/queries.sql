@@ -431,11 +431,7 @@ WHERE id > %(after)s AND id <= %(last)s
   AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
   AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
   AND (%(label)s::text[] IS NULL OR label = ANY(%(label)s::text[]))
-  AND (%(tag_keys)s::text[] IS NULL OR id IN (
-      SELECT g.task_id
-      FROM unnest(%(tag_keys)s::text[], %(tag_values)s::text[]) AS p (key, value)
-      JOIN taskmill.task_tags AS g ON g.key = p.key AND g.value = p.value
-      GROUP BY g.task_id HAVING count(*) = cardinality(%(tag_keys)s::text[])))
+  AND (%(tag_keys)s::text[] IS NULL OR id IN {fragment_tagged})
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE;
@@ -453,11 +449,7 @@ WHERE t.task_type = p.task_type AND t.dedup_key = p.dedup_key
   AND t.status = ANY(%(status)s::text[])
   AND (%(group)s::text[] IS NULL OR t.group_name = ANY(%(group)s::text[]))
   AND (%(label)s::text[] IS NULL OR t.label = ANY(%(label)s::text[]))
-  AND (%(tag_keys)s::text[] IS NULL OR t.id IN (
-      SELECT g.task_id
-      FROM unnest(%(tag_keys)s::text[], %(tag_values)s::text[]) AS p (key, value)
-      JOIN taskmill.task_tags AS g ON g.key = p.key AND g.value = p.value
-      GROUP BY g.task_id HAVING count(*) = cardinality(%(tag_keys)s::text[])))
+  AND (%(tag_keys)s::text[] IS NULL OR t.id IN {fragment_tagged})
 ORDER BY t.id
 FOR UPDATE OF t;
 
@@ -495,6 +487,26 @@ SELECT status, count(*) FROM taskmill.history GROUP BY status;
 -- Active tasks per group and status (never history): a metrics scrape's one read.
 SELECT group_name, status, count(*) FROM taskmill.tasks GROUP BY group_name, status;
 
+-- name: fragment_tagged
+-- The tasks carrying every pair of :tag_keys / :tag_values (arrays of one length, the rarest
+-- pair first: the store orders them): that pair's tasks through task_tags_pair, each checked
+-- for the others through the primary key — never every task of a common pair.
+(SELECT g.task_id FROM taskmill.task_tags AS g
+ WHERE g.key = (%(tag_keys)s::text[])[1] AND g.value = (%(tag_values)s::text[])[1]
+   AND NOT EXISTS (
+       SELECT 1
+       FROM unnest(%(tag_keys)s::text[], %(tag_values)s::text[]) WITH ORDINALITY
+            AS p (key, value, n)
+       WHERE p.n > 1 AND NOT EXISTS (
+           SELECT 1 FROM taskmill.task_tags AS o
+           WHERE o.task_id = g.task_id AND o.key = p.key AND o.value = p.value)))
+
+-- name: tag_pair_count
+-- How many tasks carry the pair :key, :value, counted up to :cap.
+SELECT count(*) FROM (
+    SELECT 1 FROM taskmill.task_tags WHERE key = %(key)s AND value = %(value)s LIMIT %(cap)s
+) AS c;
+
 -- name: tags_insert
 -- The tags of tasks just inserted: the arrays side by side, one row per pair.
 INSERT INTO taskmill.task_tags (task_id, key, value)
@@ -520,11 +532,7 @@ WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
   AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
   AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
   AND (%(batch_ids)s::bigint[] IS NULL OR batch_id = ANY(%(batch_ids)s::bigint[]))
-  AND (%(tag_keys)s::text[] IS NULL OR id IN (
-      SELECT g.task_id
-      FROM unnest(%(tag_keys)s::text[], %(tag_values)s::text[]) AS p (key, value)
-      JOIN taskmill.task_tags AS g ON g.key = p.key AND g.value = p.value
-      GROUP BY g.task_id HAVING count(*) = cardinality(%(tag_keys)s::text[])))
+  AND (%(tag_keys)s::text[] IS NULL OR id IN {fragment_tagged})
 ORDER BY priority, queue_pos, id
 LIMIT %(limit)s::bigint;
 
@@ -540,11 +548,7 @@ WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
   AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
   AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
   AND (%(batch_ids)s::bigint[] IS NULL OR batch_id = ANY(%(batch_ids)s::bigint[]))
-  AND (%(tag_keys)s::text[] IS NULL OR id IN (
-      SELECT g.task_id
-      FROM unnest(%(tag_keys)s::text[], %(tag_values)s::text[]) AS p (key, value)
-      JOIN taskmill.task_tags AS g ON g.key = p.key AND g.value = p.value
-      GROUP BY g.task_id HAVING count(*) = cardinality(%(tag_keys)s::text[])))
+  AND (%(tag_keys)s::text[] IS NULL OR id IN {fragment_tagged})
 ORDER BY id
 LIMIT %(limit)s::bigint;
 

@@ -137,13 +137,6 @@ def _select_list(table: Literal["tasks", "history"]) -> str:
 #: What tasks() and history() read: the frame's columns, in order (constants: never data).
 _SELECT = {table: f"SELECT {_select_list(table)} FROM {table}" for table in ("tasks", "history")}
 _ORDER = {"tasks": "priority, queue_pos", "history": "id"}
-#: The filter on tags of :meth:`SqliteDriver.select`: the ids carrying every pair of a JSON
-#: array of ``[key, value]`` (then its length), found through the index ``task_tags_pair``.
-_TAGGED = (
-    "id IN (SELECT g.task_id FROM json_each(?) AS p JOIN task_tags AS g"
-    " ON g.key = json_extract(p.value, '$[0]') AND g.value = json_extract(p.value, '$[1]')"
-    " GROUP BY g.task_id HAVING count(*) = ?)"
-)
 
 
 def _json_list(values: list[str] | None) -> str | None:
@@ -957,6 +950,11 @@ class SqliteDriver(Driver[sqlite3.Connection]):
 
     # ------------------------------------------------------------------ tags
 
+    def tag_pair_count(self, key: str, value: str, cap: int) -> int:
+        params = {"key": key, "value": value, "cap": cap}
+        with self._read() as conn:
+            return int(conn.execute(q("tag_pair_count"), params).fetchone()[0])
+
     def tags_of(self, task_ids: list[int]) -> list[tuple[int, str, str]]:
         with self._read() as conn:
             return conn.execute(q("tags_of"), {"ids": json.dumps(task_ids)}).fetchall()
@@ -1304,7 +1302,7 @@ class SqliteDriver(Driver[sqlite3.Connection]):
 
     def select(self, selection: Selection) -> list[tuple[Any, ...]]:
         where: list[str] = []
-        params: list[Any] = []
+        params: dict[str, Any] = {}
         filters: tuple[tuple[str, Sequence[Any] | None], ...] = (
             ("id", selection.ids),
             ("status", selection.status),
@@ -1315,18 +1313,18 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         for column, values in filters:
             if values is None:
                 continue
-            where.append(f"{column} IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(list(values)))
-        if selection.tags is not None:
-            where.append(_TAGGED)
-            params += [json.dumps(selection.tags), len(selection.tags)]
+            where.append(f"{column} IN (SELECT value FROM json_each(:{column}))")
+            params[column] = json.dumps(list(values))
+        if selection.tags is not None:  # (the named fragment: static text, never data)
+            where.append("id IN " + q("fragment_tagged"))
+            params["tags"] = json.dumps(selection.tags)
         sql = _SELECT[selection.table]
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {_ORDER[selection.table]}"
         if selection.limit is not None:
-            sql += " LIMIT ?"
-            params.append(int(selection.limit))
+            sql += " LIMIT :limit"
+            params["limit"] = int(selection.limit)
         with self._read() as conn:
             return conn.execute(sql, params).fetchall()
 

@@ -793,13 +793,26 @@ WHERE id > :after AND id <= :last
   AND (:types IS NULL OR task_type IN (SELECT value FROM json_each(:types)))
   AND (:groups IS NULL OR group_name IN (SELECT value FROM json_each(:groups)))
   AND (:labels IS NULL OR label IN (SELECT value FROM json_each(:labels)))
-  AND (:tags IS NULL OR id IN (
-      SELECT g.task_id FROM json_each(:tags) AS p
-      JOIN task_tags AS g
-        ON g.key = json_extract(p.value, '$[0]') AND g.value = json_extract(p.value, '$[1]')
-      GROUP BY g.task_id HAVING count(*) = json_array_length(:tags)))
+  AND (:tags IS NULL OR id IN {fragment_tagged})
 ORDER BY id
 LIMIT :limit;
+
+-- name: fragment_tagged
+-- The tasks carrying every pair of :tags, a JSON array of [key, value] with the rarest pair
+-- first (the store orders them): that pair's tasks through task_tags_pair, each checked for
+-- the others through the primary key — never every task of a common pair.
+(SELECT g.task_id FROM task_tags AS g
+ WHERE g.key = json_extract(:tags, '$[0][0]') AND g.value = json_extract(:tags, '$[0][1]')
+   AND NOT EXISTS (
+       SELECT 1 FROM json_each(:tags) AS p
+       WHERE p.key > 0 AND NOT EXISTS (
+           SELECT 1 FROM task_tags AS o
+           WHERE o.task_id = g.task_id AND o.key = json_extract(p.value, '$[0]')
+             AND o.value = json_extract(p.value, '$[1]'))))
+
+-- name: tag_pair_count
+-- How many tasks carry the pair :key, :value, counted up to :cap.
+SELECT count(*) FROM (SELECT 1 FROM task_tags WHERE key = :key AND value = :value LIMIT :cap);
 
 -- name: tags_insert
 -- The tags of tasks just inserted: :rows is a JSON array of [task id, key, value].
@@ -826,11 +839,7 @@ WHERE t.task_type = json_extract(p.value, '$[1]')
   AND t.status IN (SELECT value FROM json_each(:statuses))
   AND (:groups IS NULL OR t.group_name IN (SELECT value FROM json_each(:groups)))
   AND (:labels IS NULL OR t.label IN (SELECT value FROM json_each(:labels)))
-  AND (:tags IS NULL OR t.id IN (
-      SELECT g.task_id FROM json_each(:tags) AS p
-      JOIN task_tags AS g
-        ON g.key = json_extract(p.value, '$[0]') AND g.value = json_extract(p.value, '$[1]')
-      GROUP BY g.task_id HAVING count(*) = json_array_length(:tags)));
+  AND (:tags IS NULL OR t.id IN {fragment_tagged});
 
 -- name: failed_to_retry
 -- The failed tasks of history to submit again, in history order, each with its id: those
