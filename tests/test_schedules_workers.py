@@ -9,7 +9,6 @@ one submits nothing."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
 import subprocess
 import textwrap
@@ -22,7 +21,7 @@ import pytest
 
 import taskmill as tm
 
-from conftest import ENV, PYTHON, run_sql, table
+from conftest import run_sql, table, worker_process
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -31,12 +30,9 @@ RUN_FOR = 4.5  # seconds all of them run together
 
 
 def worker(location: str | Path, folder: Path) -> subprocess.Popen[str]:
-    env = {**ENV, "PYTHONPATH": f"{folder}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
-    args = [PYTHON, "-m", "taskmill", "worker", "--db", str(location)]
-    args += ["--executor", "tick=steps:run", "--executor", "late=steps:run"]
-    args += ["--poll-interval", "0.2", "--max-concurrency", "2"]
-    return subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    executors = ("--executor", "tick=steps:run", "--executor", "late=steps:run")
+    return worker_process(
+        location, folder, *executors, "--poll-interval", "0.2", "--max-concurrency", "2"
     )
 
 
