@@ -119,16 +119,8 @@ def test_postgres_every_case_on_a_throwaway_server() -> None:
     report = _bench("--db postgres --sizes 1k --repeat 1")
     got = {(r["case"], r["workers"]): r for r in report["results"]}
     loaders = ("polars", "depends", "parquet", "ceiling", "pgqueuer", "procrastinate")
-    controls = {
-        (c, 1)
-        for c in (
-            "dispatch_groups",
-            "dispatch_budgets",
-            "dispatch_rates",
-            "dispatch_preempt",
-            "dispatch_aging",
-        )
-    }
+    controls = {(c, 1) for c in bench.CONTROLS}
+    assert "dispatch_schedules" in bench.CONTROLS
     assert set(got) == {(c, 0) for c in loaders} | {("dispatch", n) for n in (1, 2, 4)} | controls
     for r in got.values():
         assert r["backend"] == "postgres" and r["rows"] == 1000 and r["existing"] == 0

@@ -329,8 +329,13 @@ def test_help_at_80_columns_cuts_no_description_and_names_both_engines() -> None
         fits(out)
         assert "..." not in out.split("Commands:")[1], out
         assert "PostgreSQL" in out and "SQLite" in out
-        # the listing wraps a long description onto the next line, aligned
-        assert re.search(r"\n  submit +Submit a Parquet sync plan[^\n]*\n {16}\S", out), out
+        # the listing wraps a long description onto the next line, aligned (under the
+        # descriptions: past the longest command's name)
+        first = re.search(r"\n(  batch +)\S", out)
+        assert first, out
+        indent = len(first.group(1))
+        wrapped = rf"\n  submit +Submit a Parquet sync plan[^\n]*\n {{{indent}}}\S"
+        assert re.search(wrapped, out), out
 
 
 # --------------------------------------------------------------------------- item 15

@@ -106,6 +106,12 @@ def test_doc_python_blocks_run_in_order(tmp_path: Path, pg_url: str) -> None:
         "bucket: ('failed', 'child_failed: 1 of 4 child task(s) did not complete (1 failed)')"
     ) in proc.stdout
     assert "finalizer saw: {'completed': 3, 'failed': 1}" in proc.stdout
+    # schedules: the README's ran a second apart; the guide's at given times was submitted
+    # at noon, skipped while its task waited, and fired its latest missed occurrence alone
+    assert "refreshed: True True" in proc.stdout
+    assert "submitted sync@2026-01-15T12:00:00+00:00" in proc.stdout
+    assert "['skipped', 'skipped']" in proc.stdout
+    assert "submitted sync@2026-01-15T14:15:00+00:00" in proc.stdout
     order = proc.stdout.split("ran: ")[1].splitlines()[0]
     assert order.index("'a.jpg'") < order.index("'src/a.jpg'") < order.index("'manifest'")
 

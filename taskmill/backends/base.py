@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 import polars as pl
 
 from .calls import BatchTag, CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
+from .schedules import ScheduleStatements
 
 if TYPE_CHECKING:
     from ..model import SchedulerError
@@ -445,6 +446,14 @@ class Driver(abc.ABC, Generic[C]):
     def family_counts(self, parent_ids: list[int]) -> list[tuple[int, str, int]]:
         """One read: ``(parent, status, count)`` of the children of ``parent_ids``, active
         and finished."""
+
+    # ------------------------------------------------------------------ schedules (schema 10)
+
+    @property
+    @abc.abstractmethod
+    def schedules(self) -> ScheduleStatements:
+        """The statements of schedules on this driver's connections (each takes the
+        ``conn`` of a :meth:`write` or :meth:`read`, as its docstring says)."""
 
     # ------------------------------------------------------------------ batches (schema 7)
 

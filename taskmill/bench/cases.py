@@ -12,17 +12,21 @@ from typing import Any
 
 from ..model import Aging, RateLimit
 
-__all__ = ["CONTROLS", "control_settings", "is_dispatch"]
+__all__ = ["CONTROLS", "SCHEDULES", "control_settings", "is_dispatch", "prepare_control"]
 
 #: The dispatch case with a control on, counted on every claim but never binding (limits
-#: far above what runs): what each control costs the dispatch rate.
+#: far above what runs): what each control costs the dispatch rate; ``dispatch_schedules``:
+#: :data:`SCHEDULES` schedules firing every second while the queue drains.
 CONTROLS = (
     "dispatch_groups",
     "dispatch_budgets",
     "dispatch_rates",
     "dispatch_preempt",
     "dispatch_aging",
+    "dispatch_schedules",
 )
+#: Schedules of ``dispatch_schedules``, each submitting a no-op task every second.
+SCHEDULES = 10
 
 
 def is_dispatch(case: str) -> bool:
@@ -43,6 +47,20 @@ def control_settings(case: str, groups: list[str]) -> dict[str, Any]:
     if case == "dispatch_aging":  # every claim reads the pending levels one by one
         return {"aging": Aging(every=timedelta(hours=1), step=1, floor=0)}
     return {}
+
+
+def prepare_control(store: Any, case: str) -> None:
+    """What a dispatch case sets up in the store before the clock starts (the schedules of
+    ``dispatch_schedules``; nothing for the others)."""
+    if case != "dispatch_schedules":
+        return
+    from datetime import timedelta
+
+    from ..model import TaskSubmission
+
+    every = timedelta(seconds=1)
+    for i in range(SCHEDULES):
+        store.schedule(f"bench-{i}", TaskSubmission("noop", group="scheduled"), every=every)
 
 
 def _plan(rows: int, existing: int, key_bytes: int = 0) -> Any:

@@ -15,7 +15,9 @@ file; a database of its own on the server):
 - ``groups`` / ``budgets`` / ``rates`` / ``preempt`` / ``aging``  the one-worker no-op
                 case with a control on but never binding (limits far above what runs, no
                 task urgent enough to preempt, aging that changes no order): tasks/s, as
-                a ratio to the plain rate.
+                a ratio to the plain rate;
+- ``schedules`` the same with ten schedules firing a no-op task every second (what the
+                store's schedules cost the dispatch rate).
 
 Targets of the PostgreSQL store (issue 20): ``real`` within 1.3× SQLite's time; ≥ 5,000
 no-op tasks/s with one worker, rising with workers; a counted control ≥ 0.8× the plain
@@ -53,6 +55,7 @@ CONTROLS = {
     "rates": "dispatch_rates",
     "preempt": "dispatch_preempt",
     "aging": "dispatch_aging",
+    "schedules": "dispatch_schedules",
 }
 BACKENDS = ("sqlite", "postgres")
 

@@ -47,6 +47,7 @@ from .cases import (
     _plan,
     _plan_file,
     control_settings,
+    prepare_control,
     timed_batch,
     with_dependencies,
 )
@@ -65,6 +66,7 @@ PG_CASES = (
     "dispatch_rates",
     "dispatch_preempt",
     "dispatch_aging",
+    "dispatch_schedules",
 )
 #: The other queues measured next to taskmill (PostgreSQL only).
 PEERS = ("pgqueuer", "procrastinate")
@@ -360,6 +362,7 @@ def dispatch(
     noops = _noop_plan(n, seed=3)
     with TaskStore.open(url) as store:
         store.submit_batch(noops)
+        prepare_control(store, case)
     groups = json.dumps(noops["group"].unique().drop_nulls().to_list())
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     procs = [
@@ -396,7 +399,7 @@ def dispatch(
                 proc.wait()
     with TaskStore.open(url) as store:
         counts = store.counts()
-    if counts["completed"] != n:
+    if counts["completed"] < n:  # (and the tasks of the schedules case's occurrences)
         raise RuntimeError(f"dispatch: {counts['completed']} of {n} tasks completed")
     took = max(ends) - t0
     return took * rows / n, n < rows

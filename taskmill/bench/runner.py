@@ -68,6 +68,7 @@ from .cases import (
     _plan_file,
     control_settings,
     is_dispatch,
+    prepare_control,
     timed_batch,
     with_dependencies,
 )
@@ -89,6 +90,7 @@ CASES = (
     "dispatch_rates",
     "dispatch_preempt",
     "dispatch_aging",
+    "dispatch_schedules",
     "stall",
     "pgqueuer",
     "procrastinate",
@@ -303,6 +305,7 @@ def _run_case(
         settings = control_settings(case, noops["group"].unique().drop_nulls().to_list())
         with TaskStore.open(path) as store:
             store.submit_batch(noops)
+            prepare_control(store, case)
 
         async def noop(ctx: Any) -> None:
             return None

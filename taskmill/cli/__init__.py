@@ -7,7 +7,8 @@ Every option can also be set from the environment: ``TASKMILL_DB`` for ``--db``,
 
 One module per family of commands: ``submit`` (submit, plan, gen-plan), ``queue`` (stats,
 paused, tasks, history, show), ``batches`` (batches, batch), ``controls`` (prune, cancel,
-retry-failed, pause-group, resume-group), ``worker`` (worker, demo), ``server``, ``bench``;
+retry-failed, pause-group, resume-group), ``schedules`` (schedule, schedules, unschedule,
+pause-schedule, resume-schedule), ``worker`` (worker, demo), ``server``, ``bench``;
 ``common`` holds what they share.  This module is the group that holds them, ``main`` and
 the reference.
 """
@@ -19,7 +20,7 @@ import sys
 import click
 
 from ..model import SchedulerError
-from . import batches, bench, controls, queue, server, submit, worker
+from . import batches, bench, controls, queue, schedules, server, submit, worker
 from .common import DB_OPTION, JSON_OPTION, Duration, When
 
 __all__ = ["DB_OPTION", "JSON_OPTION", "Duration", "When", "cli", "main", "reference"]
@@ -87,6 +88,11 @@ for _command in (
     controls.retry_failed,
     controls.pause_group,
     controls.resume_group,
+    schedules.schedule,
+    schedules.schedules,
+    schedules.unschedule,
+    schedules.pause_schedule,
+    schedules.resume_schedule,
     worker.worker,
     worker.demo,
     server.server,

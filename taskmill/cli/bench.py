@@ -12,7 +12,8 @@ from .common import JSON_OPTION
 #: ``taskmill bench``'s cases unless told (SQLite; ``--db`` runs its own set).
 CASES_DEFAULT = (
     "one_by_one,executemany,list,polars,parquet,reader,lazy,ceiling,dispatch,"
-    "dispatch_groups,dispatch_budgets,dispatch_rates,dispatch_preempt,dispatch_aging,stall"
+    "dispatch_groups,dispatch_budgets,dispatch_rates,dispatch_preempt,dispatch_aging,"
+    "dispatch_schedules,stall"
 )
 
 

@@ -4,7 +4,8 @@
 ``events`` (the event bus), ``attempts`` (an attempt and its executor's context),
 ``settle`` (recording how an attempt ended: completions batched, retries with backoff),
 ``leases`` (the worker's identity and lease), ``dispatch`` (the loop that claims and
-runs) and ``retention`` (history pruned in the background).  No SQL here: every store
+runs), ``retention`` (history pruned in the background) and ``schedules`` (the store's
+schedules fired as their occurrences come due).  No SQL here: every store
 call is one of :class:`~taskmill.store.TaskStore`'s methods, run off the event loop
 (``asyncio.to_thread``), so a long write never blocks dispatching or a notebook.
 
@@ -58,6 +59,7 @@ from .events import EventBus, Subscription, wait_set
 from .leases import WorkerLease
 from .progress import ProgressWriter
 from .retention import prune_history_now_and_then
+from .schedules import ScheduleTicker
 from .settle import Recorder
 
 if TYPE_CHECKING:
@@ -232,6 +234,8 @@ class Scheduler:
         self._sweep_task: asyncio.Task[None] | None = None
         self._progress: ProgressWriter | None = None
         self._progress_task: asyncio.Task[None] | None = None
+        self._ticker: ScheduleTicker | None = None
+        self._ticker_task: asyncio.Task[None] | None = None
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
         # what it did and the queue it works on (metrics.py; prometheus_client is loaded
         # with the first scheduler, not with taskmill)
@@ -359,6 +363,11 @@ class Scheduler:
         self._events.listeners.append(writer.notice)
         self._progress = writer
         self._progress_task = asyncio.create_task(writer.run(), name="taskmill-progress")
+        # the store's schedules: each occurrence submitted once, by whichever scheduler
+        self._ticker = ScheduleTicker(
+            store=store, poll_interval=self.poll_interval, after_submit=self._after_submit
+        )
+        self._ticker_task = asyncio.create_task(self._ticker.run(), name="taskmill-schedules")
         if self.history_retention is not None:
             self._retention_task = asyncio.create_task(
                 prune_history_now_and_then(store, self.history_retention),
@@ -390,6 +399,11 @@ class Scheduler:
         lease, recorder, dispatcher = self._lease, self._recorder, self._dispatcher
         assert lease is not None and recorder is not None and dispatcher is not None
         recorder.closing = True
+        if self._ticker is not None and self._ticker_task is not None:
+            self._ticker.stop()  # no occurrence fired once closing; a look under way ends
+            with contextlib.suppress(Exception):
+                await self._ticker_task
+            self._ticker_task = None
         await dispatcher.stop()
         await self._finish_attempts(timeout)
         with contextlib.suppress(Exception):

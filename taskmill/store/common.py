@@ -12,7 +12,9 @@ from typing import Any, Protocol, TypeGuard
 
 import polars as pl
 
-from ..backends.keys import COLLISION
+from ..backends.base import Driver
+from ..backends.calls import Ending, NewTask
+from ..backends.keys import COLLISION, key_hash
 from ..batch.validate import (
     MAX_INT64,
     NUL_MESSAGE,
@@ -46,6 +48,7 @@ __all__ = [
     "frame",
     "ids_argument",
     "limit_argument",
+    "submit_in",
     "submit_row",
     "task_id_argument",
     "task_types_argument",
@@ -165,6 +168,34 @@ def submit_row(
     supersede(old_id, new_id)
     insert(new_id, old_pos if old_status == "pending" else new_id)
     return SubmitOutcome("superseded", new_id, old_id, *info)
+
+
+def submit_in(driver: Driver[Any], conn: Any, row: Row, now: float) -> SubmitOutcome:
+    """Decide one checked submission against the store and carry it out in the write
+    transaction of ``conn`` (:func:`submit_row` over ``driver``'s statements; what a
+    single submit runs, and a schedule's occurrence).  Run it with ``retry_unique``: a
+    clash on the active-key index runs the transaction again."""
+    hashed = key_hash(row.task_type, row.dedup_key)
+    # no key: never a duplicate, no lock to take
+    existing = None if hashed is None else driver.find_active(conn, hashed)
+    adopted: list[int | None] = [None]  # the parent a successor takes on
+
+    def supersede(old_id: int, new_id: int) -> None:
+        adopted[0] = None if existing is None else existing[7]
+        driver.finish(conn, [old_id], Ending("superseded", now, replaced_by=new_id))
+
+    return submit_row(
+        row,
+        existing,
+        now,
+        next_id=lambda: driver.new_task_id(conn),
+        insert=lambda new_id, pos: driver.insert(
+            conn, NewTask(new_id, pos, row, hashed, now, adopted[0])
+        ),
+        upgrade=lambda old_id: driver.upgrade_priority(conn, old_id, row.priority),
+        supersede=supersede,
+        expire=lambda old_id: driver.finish(conn, [old_id], Ending("expired", now)),
+    )
 
 
 def is_due(expires_at: float | None, now: float) -> bool:

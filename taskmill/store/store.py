@@ -30,7 +30,7 @@ import polars as pl
 
 from ..backends import DRIVERS, open_driver
 from ..backends.base import ClaimedTask, CommitHook, Driver, GroupQuery
-from ..backends.calls import CancelSlice, Ending, NewTask, Owned, Selection
+from ..backends.calls import CancelSlice, Ending, Owned, Selection
 from ..backends.keys import key_hash
 from ..backends.tags import TAG_ROW
 from ..backends.workers import (
@@ -83,7 +83,7 @@ from .common import (
     limit_argument,
     since_timestamp,
     stats_frame,
-    submit_row,
+    submit_in,
     task_types_argument,
 )
 from .picking import Claimed, Picker, check_limits
@@ -94,6 +94,7 @@ from .retention import (
     check_prune_args,
     run_prune,
 )
+from .schedules import ScheduleMethods
 
 __all__ = ["ENGINES", "GroupQuery", "TaskStore"]
 
@@ -155,7 +156,7 @@ def _fraction(value: float) -> float:
     return 0.0 if value != value else min(1.0, max(0.0, value))
 
 
-class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may register
+class TaskStore(ScheduleMethods, abc.ABC):  # concrete; an ABC so stand-ins may register
     """A persistent task queue: a SQLite file, or a PostgreSQL database shared by workers
     on any number of machines — the same API and outcomes on both.
 
@@ -252,32 +253,12 @@ class TaskStore(abc.ABC):  # noqa: B024 - concrete; an ABC so stand-ins may regi
 
     def _submit_checked(self, row: Row, now: float) -> SubmitOutcome:
         """Decide one checked submission against the store and carry it out, in one
-        transaction (see :func:`~taskmill.store.common.submit_row`)."""
-        hashed = key_hash(row.task_type, row.dedup_key)
-
-        def body(conn: Any) -> SubmitOutcome:
-            # no key: never a duplicate, no lock to take
-            existing = None if hashed is None else self._driver.find_active(conn, hashed)
-            adopted: list[int | None] = [None]  # the parent a successor takes on
-
-            def supersede(old_id: int, new_id: int) -> None:
-                adopted[0] = None if existing is None else existing[7]
-                self._driver.finish(conn, [old_id], Ending("superseded", now, replaced_by=new_id))
-
-            return submit_row(
-                row,
-                existing,
-                now,
-                next_id=lambda: self._driver.new_task_id(conn),
-                insert=lambda new_id, pos: self._driver.insert(
-                    conn, NewTask(new_id, pos, row, hashed, now, adopted[0])
-                ),
-                upgrade=lambda old_id: self._driver.upgrade_priority(conn, old_id, row.priority),
-                supersede=supersede,
-                expire=lambda old_id: self._driver.finish(conn, [old_id], Ending("expired", now)),
-            )
-
-        return self._driver.write("cannot submit to", body, retry_unique=True)
+        transaction (see :func:`~taskmill.store.common.submit_in`)."""
+        return self._driver.write(
+            "cannot submit to",
+            lambda conn: submit_in(self._driver, conn, row, now),
+            retry_unique=True,
+        )
 
     def _batch(
         self,

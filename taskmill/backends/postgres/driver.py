@@ -61,6 +61,7 @@ from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, shut
 from ..calls import CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
 from ..family import park
 from ..location import encode_userinfo, scrub
+from ..schedules import ScheduleStatements
 from ..sql import at_level
 from ..staging import warm_up_in_background
 from ..tags import tags_of_task
@@ -85,6 +86,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("taskmill")
+
+#: The statements of schedules, over this engine's named queries.
+_SCHEDULES = ScheduleStatements(q)
 
 T = TypeVar("T")
 #: Seconds the listening connection waits for a notification before it looks whether it
@@ -527,6 +531,12 @@ class PostgresDriver(Driver[Connection]):
         return self._read(
             lambda conn: conn.execute(q("family_counts"), {"ids": parent_ids}).fetchall()
         )
+
+    # ------------------------------------------------------------------ schedules
+
+    @property
+    def schedules(self) -> ScheduleStatements:
+        return _SCHEDULES
 
     # ------------------------------------------------------------------ batches
 

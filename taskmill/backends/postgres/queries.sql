@@ -899,6 +899,84 @@ SELECT task_id, depends_on FROM taskmill.task_deps
 WHERE task_id = ANY(%(ids)s::bigint[]) AND depends_on IS NOT NULL
 ORDER BY task_id, depends_on;
 
+-- ------------------------------------------------------------------ schedules (schema 10)
+-- A schedule's row, whole, is these columns in this order (taskmill/backends/schedules.py
+-- reads it by position).  An occurrence is claimed by the transaction that submits its
+-- task: it locks the row while `next_at` is still the occurrence it saw due
+-- (schedule_claim) and moves `next_at` on (schedule_fired).  Another scheduler claiming
+-- the same occurrence waits for that lock, then reads the row again as committed: its
+-- `next_at` has moved, so it finds nothing.
+
+-- name: schedule_get
+-- Schedule :name, locked until the transaction ends (a replace, a pause, a resume).
+SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
+FROM taskmill.schedules WHERE name = %(name)s
+FOR UPDATE;
+
+-- name: schedule_claim
+-- Schedule :name, locked, while its next occurrence is still :seen and it is not paused
+-- (none: another scheduler fired it first, or it was paused, replaced or removed).
+SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
+FROM taskmill.schedules WHERE name = %(name)s AND next_at = %(seen)s AND NOT paused
+FOR UPDATE;
+
+-- name: schedule_rows
+SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
+FROM taskmill.schedules ORDER BY name;
+
+-- name: schedule_put
+-- Create schedule :name, or replace it whole (what was kept is passed back in).
+INSERT INTO taskmill.schedules (name, task_type, submission, payload, every_us, cron,
+                                timezone, start_at, anchor, next_at, last_at, last_task_id,
+                                skipped, missed, paused, created_at, updated_at)
+VALUES (%(name)s, %(task_type)s, %(submission)s, %(payload)s, %(every_us)s, %(cron)s,
+        %(timezone)s, %(start_at)s, %(anchor)s, %(next_at)s, %(last_at)s,
+        %(last_task_id)s, %(skipped)s, %(missed)s, %(paused)s, %(created_at)s,
+        %(updated_at)s)
+ON CONFLICT (name) DO UPDATE SET
+    task_type = excluded.task_type, submission = excluded.submission,
+    payload = excluded.payload, every_us = excluded.every_us, cron = excluded.cron,
+    timezone = excluded.timezone, start_at = excluded.start_at, anchor = excluded.anchor,
+    next_at = excluded.next_at, last_at = excluded.last_at,
+    last_task_id = excluded.last_task_id, skipped = excluded.skipped,
+    missed = excluded.missed, paused = excluded.paused, updated_at = excluded.updated_at;
+
+-- name: schedule_fired
+-- An occurrence of :name was fired (its task submitted, or it was skipped: :skipped 1),
+-- the :missed ones before it not replayed.
+UPDATE taskmill.schedules
+SET next_at = %(next_at)s, last_at = %(last_at)s, last_task_id = %(last_task_id)s,
+    skipped = skipped + %(skipped)s, missed = missed + %(missed)s, updated_at = %(now)s
+WHERE name = %(name)s;
+
+-- name: schedule_set_paused
+UPDATE taskmill.schedules SET paused = %(paused)s, next_at = %(next_at)s, updated_at = %(now)s
+WHERE name = %(name)s;
+
+-- name: schedule_delete
+DELETE FROM taskmill.schedules WHERE name = %(name)s;
+
+-- name: schedules_due
+-- The schedules due at :now, earliest first (the partial index on next_at).
+SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
+FROM taskmill.schedules
+WHERE NOT paused AND next_at <= %(now)s
+ORDER BY next_at LIMIT %(limit)s;
+
+-- name: schedules_next
+-- When the next occurrence of any schedule comes due (no row: none will).
+SELECT next_at FROM taskmill.schedules
+WHERE NOT paused AND next_at IS NOT NULL
+ORDER BY next_at LIMIT 1;
+
+-- name: schedule_task_status
+-- The status of active task :id (no row: it finished, or never was).
+SELECT status FROM taskmill.tasks WHERE id = %(id)s;
+
 -- ------------------------------------------------------------------ batches as units of work (schema 7)
 -- As in the SQLite store's queries: batch_open in a batch's first inserting transaction,
 -- batch_grow in each, batch_seal when it stopped early; a sweep finishes it.

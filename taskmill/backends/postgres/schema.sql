@@ -1,4 +1,4 @@
--- taskmill store schema on PostgreSQL, version 12 (the SQLite store's schema 12, column for
+-- taskmill store schema on PostgreSQL, version 13 (the SQLite store's schema 13, column for
 -- column).  Everything lives in the schema `taskmill`, so the store can share a database
 -- with the user's own tables; the runner (postgres/migrate.py) creates the schema and
 -- applies this file, or the migrations in migrations/ to an older store, in one
@@ -6,9 +6,9 @@
 --
 -- Parts, as in the SQLite store's schema.sql: an object unchanged since the migration that
 -- created it is written once, in a part file beside migrations/ named by what it creates
--- (group_pauses.sql, rate_buckets.sql, attempts.sql, batches.sql), included here and by that migration;
--- a part is released text, never edited (a change is a new migration, and this file then
--- writes the object itself).
+-- (group_pauses.sql, rate_buckets.sql, attempts.sql, batches.sql, schedules.sql), included
+-- here and by that migration; a part is released text, never edited (a change is a new
+-- migration, and this file then writes the object itself).
 --
 -- Active tasks (pending, running, paused) live in `tasks`; a task that finishes moves,
 -- with the same id, to `history`.  Ids come from the sequence `task_ids` and are never
@@ -150,3 +150,6 @@ CREATE TABLE taskmill.workers (
 
 -- Tags (schema 12): a task's key: value labels, active or finished.
 -- include: task_tags.sql
+
+-- Schedules (schema 13): a task submitted at each occurrence, once.
+-- include: schedules.sql

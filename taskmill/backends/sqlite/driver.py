@@ -43,6 +43,7 @@ from ..calls import (
 from ..depends import drop_unmerged, lookup_dependencies, settle, store_dependencies
 from ..family import parent_gone, park
 from ..keys import register as register_key_hash
+from ..schedules import ScheduleStatements
 from ..sql import APPLICATION_ID, SCHEMA_VERSION, at_level, migrations, q, schema, statements
 from ..staging import (
     INSERTING,
@@ -67,6 +68,9 @@ from .checkpoint import Checkpointer
 __all__ = ["SqliteDriver", "SqliteHeartbeat"]
 
 log = logging.getLogger("taskmill")
+
+#: The statements of schedules, over this engine's named queries.
+_SCHEDULES = ScheduleStatements(q)
 
 T = TypeVar("T")
 
@@ -961,6 +965,12 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         with self._read() as conn:
             params = {"ids": json.dumps(parent_ids)}
             return conn.execute(q("family_counts"), params).fetchall()
+
+    # ------------------------------------------------------------------ schedules
+
+    @property
+    def schedules(self) -> ScheduleStatements:
+        return _SCHEDULES
 
     # ------------------------------------------------------------------ batches
 

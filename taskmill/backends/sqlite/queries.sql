@@ -604,6 +604,79 @@ WHERE id = :id AND status = 'running';
 -- Whether task :id runs (a batch spawning its children checks it first).
 SELECT 1 FROM tasks WHERE id = :id AND status = 'running';
 
+-- ------------------------------------------------------------------ schedules (schema 10)
+-- A schedule's row, whole, is these columns in this order (taskmill/backends/schedules.py
+-- reads it by position).  An occurrence is claimed by the transaction that submits its
+-- task: it reads the row while `next_at` is still the occurrence it saw due
+-- (schedule_claim) and moves `next_at` on (schedule_fired); SQLite's write lock, held by
+-- every write, keeps any other scheduler out until it commits.
+
+-- name: schedule_get
+SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
+FROM schedules WHERE name = :name;
+
+-- name: schedule_claim
+-- Schedule :name while its next occurrence is still :seen and it is not paused (none:
+-- another scheduler fired it first, or it was paused, replaced or removed meanwhile).
+SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
+FROM schedules WHERE name = :name AND next_at = :seen AND paused = 0;
+
+-- name: schedule_rows
+SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
+FROM schedules ORDER BY name;
+
+-- name: schedule_put
+-- Create schedule :name, or replace it whole (what was kept is passed back in).
+INSERT INTO schedules (name, task_type, submission, payload, every_us, cron, timezone,
+                       start_at, anchor, next_at, last_at, last_task_id, skipped, missed,
+                       paused, created_at, updated_at)
+VALUES (:name, :task_type, :submission, :payload, :every_us, :cron, :timezone, :start_at,
+        :anchor, :next_at, :last_at, :last_task_id, :skipped, :missed, :paused,
+        :created_at, :updated_at)
+ON CONFLICT (name) DO UPDATE SET
+    task_type = excluded.task_type, submission = excluded.submission,
+    payload = excluded.payload, every_us = excluded.every_us, cron = excluded.cron,
+    timezone = excluded.timezone, start_at = excluded.start_at, anchor = excluded.anchor,
+    next_at = excluded.next_at, last_at = excluded.last_at,
+    last_task_id = excluded.last_task_id, skipped = excluded.skipped,
+    missed = excluded.missed, paused = excluded.paused, updated_at = excluded.updated_at;
+
+-- name: schedule_fired
+-- An occurrence of :name was fired (its task submitted, or it was skipped: :skipped 1),
+-- the :missed ones before it not replayed.
+UPDATE schedules
+SET next_at = :next_at, last_at = :last_at, last_task_id = :last_task_id,
+    skipped = skipped + :skipped, missed = missed + :missed, updated_at = :now
+WHERE name = :name;
+
+-- name: schedule_set_paused
+UPDATE schedules SET paused = :paused, next_at = :next_at, updated_at = :now
+WHERE name = :name;
+
+-- name: schedule_delete
+DELETE FROM schedules WHERE name = :name;
+
+-- name: schedules_due
+-- The schedules due at :now, earliest first (the partial index on next_at).
+SELECT name, task_type, submission, payload, every_us, cron, timezone, start_at, anchor,
+       next_at, last_at, last_task_id, skipped, missed, paused, created_at, updated_at
+FROM schedules
+WHERE paused = 0 AND next_at <= :now
+ORDER BY next_at LIMIT :limit;
+
+-- name: schedules_next
+-- When the next occurrence of any schedule comes due (no row: none will).
+SELECT next_at FROM schedules
+WHERE paused = 0 AND next_at IS NOT NULL
+ORDER BY next_at LIMIT 1;
+
+-- name: schedule_task_status
+-- The status of active task :id (no row: it finished, or never was).
+SELECT status FROM tasks WHERE id = :id;
+
 -- ------------------------------------------------------------------ batches as units of work (schema 7)
 -- A batch's row is written by the transactions that insert its tasks (batch_open in the
 -- first, batch_grow in each); it is sealed once the submission ended, and finished by the

@@ -1,10 +1,10 @@
--- taskmill store schema, version 12 (the whole current schema; a store written by an
+-- taskmill store schema, version 13 (the whole current schema; a store written by an
 -- older version is brought here by the files in migrations/, see sql.py).
 --
 -- Parts: a table, index or trigger unchanged since the migration that created it is
 -- written once, in a part file beside migrations/ named by what it creates (history.sql,
--- group_pauses.sql, rate_buckets.sql, attempts.sql, batches.sql); this file and that migration both
--- say `-- include: part.sql` where it stands.  A part is released text: never edit it
+-- group_pauses.sql, rate_buckets.sql, attempts.sql, batches.sql, schedules.sql); this file
+-- and that migration both say `-- include: part.sql` where it stands.  A part is released text: never edit it
 -- (tests/test_migrations.py holds the digest of every migration with its parts in
 -- place).  Changing such an object takes a new migration, and this file then writes the
 -- object's new form itself instead of the include.  What differs from the migration's
@@ -141,3 +141,6 @@ CREATE TABLE workers (
 
 -- Tags (schema 12): a task's key: value labels, active or finished.
 -- include: task_tags.sql
+
+-- Schedules (schema 13): a task submitted at each occurrence, once.
+-- include: schedules.sql
