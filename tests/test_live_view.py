@@ -281,3 +281,30 @@ def test_saved_notebooks_show_the_live_views_final_numbers(name: str, tasks: int
     )
     assert sum(_count(html, s) for s in statuses) == tasks  # every task, as it ended
     assert not any("QueueWidget(children" in str(o.get("data", {})) for o in outputs)
+
+
+async def test_the_live_view_names_the_next_schedule_and_the_preempted(
+    location: str | Path,
+) -> None:
+    """The status line says how many schedules there are, how many paused, and which fires
+    next (names escaped); the paused count says how many were paused by preemption."""
+    from datetime import datetime, timedelta
+
+    start = datetime(2099, 1, 1, 3, 0)
+    with tm.TaskStore.open(location) as store:
+        store.schedule("<nightly>", tm.TaskSubmission("t"), every=timedelta(days=1), start_at=start)
+        store.schedule("hourly", tm.TaskSubmission("t"), every=timedelta(hours=1), start_at=start)
+        store.schedule("off", tm.TaskSubmission("t"), every=timedelta(hours=1), start_at=start)
+        store.pause_schedule("off")
+        low = store.submit(tm.TaskSubmission("u", dedup_key="low")).task_id
+        owner = store.new_owner()
+        store.claim(1, task_types=["u"], owner=owner)
+        store.preempt([low], owner=owner)
+    async with tm.Scheduler(location, executors={}) as sched:
+        view = sched.widget(refresh=50)
+        await view.refresh()
+        status = view.status.value
+    assert "schedules <b>3</b> (1 paused) · next: &lt;nightly&gt; at 2099-01-01 03:00:00 UTC" in (
+        status
+    )
+    assert _count(status, "paused") == 1 and "(1 preempted)" in status

@@ -460,6 +460,9 @@ class QueueWidget(w.VBox):
             status += (
                 f"<div class='taskmill-held-types'>held task types: {html.escape(by_type)}</div>"
             )
+        schedules = await asyncio.to_thread(getattr(store, "schedules", lambda: None))
+        if schedules is not None and schedules.height:
+            status += schedules_html(schedules)
         self.status.value = status
         self.groups.value = page_html(
             groups.select("group", "pending", "completed", "failed")
@@ -521,6 +524,20 @@ class QueueWidget(w.VBox):
 
         self._display_id = self._display_id or uuid4().hex
         display(self._bundle(), raw=True, display_id=self._display_id)
+
+
+def schedules_html(schedules: pl.DataFrame) -> str:
+    """One line on the store's schedules (a ``store.schedules()`` frame): how many run and
+    are paused, and which one comes next, when."""
+    running = schedules.filter(~pl.col("paused") & pl.col("next_at").is_not_null())
+    paused = schedules.height - schedules.filter(~pl.col("paused")).height
+    text = f"schedules <b>{schedules.height:,}</b>"
+    if paused:
+        text += f" ({paused:,} paused)"
+    if running.height:
+        name, at = running.sort("next_at").select("name", "next_at").row(0)
+        text += f" · next: {html.escape(str(name))} at {at:%Y-%m-%d %H:%M:%S} UTC"
+    return f"<div class='taskmill-schedules'>{text}</div>"
 
 
 #: Running tasks the live view reads for their progress, and shows at most.
