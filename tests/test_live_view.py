@@ -308,3 +308,14 @@ async def test_the_live_view_names_the_next_schedule_and_the_preempted(
         status
     )
     assert _count(status, "paused") == 1 and "(1 preempted)" in status
+
+
+async def test_the_live_view_states_the_stores_aging(location: str | Path) -> None:
+    from datetime import timedelta
+
+    aging = tm.Aging(every=timedelta(minutes=10), step=16, floor=64)
+    async with tm.Scheduler(location, executors={}, aging=aging) as sched:
+        view = sched.widget(refresh=50)
+        await view.refresh()
+        status = view.status.value
+    assert "improves by <b>16</b> every 10 min, down to <b>64</b>" in status

@@ -22,6 +22,7 @@ from ..batch.outcome import ACTIONS, VIEWS, view_frame  # data, not widgets: kep
 from ..model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
+    Aging,
     StoreClosed,
     StoreRecovered,
     StoreUnavailable,
@@ -463,6 +464,9 @@ class QueueWidget(w.VBox):
         schedules = await asyncio.to_thread(getattr(store, "schedules", lambda: None))
         if schedules is not None and schedules.height:
             status += schedules_html(schedules)
+        aging = await asyncio.to_thread(getattr(store, "aging", lambda: None))
+        if aging is not None:
+            status += aging_html(aging)
         self.status.value = status
         self.groups.value = page_html(
             groups.select("group", "pending", "completed", "failed")
@@ -538,6 +542,22 @@ def schedules_html(schedules: pl.DataFrame) -> str:
         name, at = running.sort("next_at").select("name", "next_at").row(0)
         text += f" · next: {html.escape(str(name))} at {at:%Y-%m-%d %H:%M:%S} UTC"
     return f"<div class='taskmill-schedules'>{text}</div>"
+
+
+def aging_html(aging: Aging) -> str:
+    """One line on the store's aging policy: how fast a waiting task's effective priority
+    improves, and how far."""
+    every = aging.every.total_seconds()
+    pace = (
+        f"{every / 3600:g} h"
+        if every >= 3600
+        else (f"{every / 60:g} min" if every >= 60 else f"{every:g} s")
+    )
+    return (
+        "<div class='taskmill-aging'>aging: a waiting task's priority improves by "
+        f"<b>{aging.step}</b> every {pace}, down to <b>{aging.floor}</b> "
+        "(<code>tasks()</code> shows each one's <code>effective_priority</code>)</div>"
+    )
 
 
 #: Running tasks the live view reads for their progress, and shows at most.
