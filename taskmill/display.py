@@ -64,6 +64,12 @@ def batch_widget(status: Any, *, refresh: float | None) -> Any:
     return _views().BatchWidget(status, refresh=refresh)
 
 
+def store_widget(store: Any, *, refresh: float | None) -> Any:
+    """The ``StoreWidget`` of a :class:`~taskmill.TaskStore`: its queue, live, with no
+    scheduler (refreshing itself every ``refresh`` seconds; ``None``: on request)."""
+    return _views().StoreWidget(store, refresh=refresh)
+
+
 def batch_bundle(status: Any) -> dict[str, Any]:
     """The MIME bundle of a :class:`~taskmill.BatchStatus` in a Jupyter kernel: its widget
     view, with HTML and text for frontends without widgets."""

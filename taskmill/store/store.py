@@ -1212,6 +1212,16 @@ class TaskStore(ScheduleMethods, abc.ABC):  # concrete; an ABC so stand-ins may 
 
     # ------------------------------------------------------------------ batches
 
+    def widget(self, *, refresh: float | None = 2.0) -> Any:
+        """The queue of this store as a live notebook widget, with no scheduler needed:
+        its tasks by status, its groups with what their tasks wait on, the rate tasks
+        end at, the progress of running tasks, its schedules and aging.  It reads the
+        store again every ``refresh`` seconds from a background thread (``None``: on
+        request, ``widget.refresh()``) until the store is closed or ``widget.stop()``."""
+        from .. import display
+
+        return display.store_widget(self, refresh=refresh)
+
     def batch(self, batch_id: int) -> BatchStatus:
         """Batch ``batch_id`` (``out.batch_id`` of the ``submit_batch`` that recorded it) as
         it stands: its tasks counted by status, their expected and completed bytes, and

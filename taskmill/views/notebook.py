@@ -675,6 +675,105 @@ _STATUS_COLOURS = {
 BATCH_FAILURES_SHOWN = 5
 
 
+class StoreWidget(w.VBox):
+    """A store's queue, live, from the store alone (no scheduler in this kernel): its
+    tasks by status, its groups (pending, running, ended, and what their tasks wait on:
+    a pause, start times, a retry's backoff, dependencies, children), the rate tasks
+    ended at since the last reading, the progress running tasks reported, its schedules
+    and aging.  Whoever runs the tasks — workers on this machine or others — it shows
+    what the store says.  :meth:`refresh` reads it again; with ``refresh`` seconds a
+    background thread does so until the store is closed or :meth:`stop`."""
+
+    def __init__(self, store: Any, *, refresh: float | None = 2.0) -> None:
+        self.store = store
+        self.status = w.HTML()
+        self.groups = w.HTML()
+        self.progress = w.HTML()
+        self.counts: dict[str, int] = {}
+        self.updates = 0
+        self._last: tuple[float, int] | None = None  # (monotonic, tasks ended) last read
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        super().__init__([self.status, self.groups, self.progress])
+        self.add_class("taskmill-store-widget")
+        self.refresh()
+        if refresh is not None:
+            self._thread = threading.Thread(
+                target=self._follow, args=(refresh,), name="taskmill-store-widget", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop refreshing by itself."""
+        self._stop.set()
+
+    def _follow(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                self.refresh()
+            except StoreClosed:
+                self.status.value += (
+                    "<div style='color:#757575'>the store was closed: this is the last "
+                    "reading</div>"
+                )
+                return
+            except Exception as exc:  # a store gone away: say so, try again later
+                self.status.value = (
+                    f"<span style='color:#c62828'>cannot read the store: "
+                    f"{html.escape(str(exc))}</span>"
+                )
+
+    def refresh(self) -> None:
+        """Read the store again and redraw."""
+        store = self.store
+        groups = store.stats("group")
+        paused = store.paused_groups()
+        later = store.waiting_for_start()
+        retry = store.waiting_for_retry()
+        counts = {s: int(groups[s].sum()) for s in (*ACTIVE_STATUSES, *FINAL_STATUSES)}
+        self.counts = counts
+        ended = sum(counts[s] for s in FINAL_STATUSES)
+        now = time.monotonic()
+        rate = None
+        if self._last is not None and now > self._last[0]:
+            rate = max(0, ended - self._last[1]) / (now - self._last[0])
+        self._last = (now, ended)
+        items = [
+            f"<span class='taskmill-count-{k}' style='white-space:nowrap'>{k} <b>{v:,}</b>"
+            + (
+                f" ({len(paused)} group{'s' if len(paused) > 1 else ''})"
+                if k == "paused" and paused
+                else ""
+            )
+            + "</span>"
+            for k, v in counts.items()
+            if not (k in _WORKFLOW_ONLY and not v)
+        ]
+        if rate is not None:
+            items.append(f"<span class='taskmill-rate'>{rate:,.0f} tasks/s ended</span>")
+        status = "<div class='taskmill-live'>" + " · ".join(items) + "</div>"
+        schedules = store.schedules()
+        if schedules.height:
+            status += schedules_html(schedules)
+        aging = store.aging()
+        if aging is not None:
+            status += aging_html(aging)
+        names = groups["group"].to_list()
+        start = {g: n - retry.get(g, 0) for g, n in later.items()}
+        blocked = dict(zip(names, groups["blocked"].to_list(), strict=True))
+        parents = dict(zip(names, groups["waiting"].to_list(), strict=True))
+        waits = [_waiting_on(g, paused, {}, start, retry, blocked, parents) for g in names]
+        self.status.value = status
+        self.groups.value = page_html(
+            groups.select("group", "pending", "running", "completed", "failed").with_columns(
+                pl.Series("waiting on", waits, dtype=pl.String)
+            ),
+            aligned=True,
+        )
+        self.progress.value = progress_html(store.tasks(status="running", limit=_PROGRESS_READ))
+        self.updates += 1
+
+
 class BatchWidget(w.VBox):
     """A batch followed to its end: a progress bar (its tasks that ended, of all it
     inserted), its tasks by status, their bytes, and its first failures.
