@@ -452,10 +452,7 @@ class QueueWidget(w.VBox):
             f"{html.escape(self.trouble)} — retrying, nothing is lost</div>"
         )
         status = "<div class='taskmill-live'>" + " · ".join(items) + "</div>" + trouble
-        start = {g: n - retry.get(g, 0) for g, n in later.items()}
-        blocked = dict(zip(names, groups["blocked"].to_list(), strict=True))
-        parents = dict(zip(names, groups["waiting"].to_list(), strict=True))
-        waits = [_waiting_on(g, paused, held, start, retry, blocked, parents) for g in names]
+        waits = _group_waits(groups, paused, held, later, retry)
         by_type = ", ".join(f"{k[5:]} ({why})" for k, why in held.items() if k.startswith("type:"))
         if by_type:
             status += (
@@ -597,6 +594,46 @@ def progress_html(running: pl.DataFrame, shown: int = _PROGRESS_SHOWN) -> str:
 _WORKFLOW_ONLY = ("blocked", "waiting")
 
 
+def _group_waits(
+    groups: pl.DataFrame,
+    paused: dict[str, float | None],
+    held: dict[str, str],
+    later: dict[str | None, int],
+    retry: dict[str | None, int],
+) -> list[str]:
+    """What the tasks of each group of ``groups`` (a ``stats("group")`` frame) wait on, in
+    its order (:func:`_waiting_on`; ``later`` counts retries too: they are taken out)."""
+    names = groups["group"].to_list()
+    start = {g: n - retry.get(g, 0) for g, n in later.items()}
+    blocked = dict(zip(names, groups["blocked"].to_list(), strict=True))
+    parents = dict(zip(names, groups["waiting"].to_list(), strict=True))
+    return [_waiting_on(g, paused, held, start, retry, blocked, parents) for g in names]
+
+
+def _follow(
+    stop: threading.Event,
+    every: float,
+    read: Callable[[], bool],
+    line: w.HTML,
+    closed: str,
+    what: str,
+) -> None:
+    """A widget's refresh thread: ``read()`` every ``every`` seconds until it says it is
+    done, ``stop`` is set, or the store is closed (``closed`` added to ``line``); any other
+    error is said on ``line`` (cannot read ``what``) and tried again."""
+    while not stop.wait(every):
+        try:
+            if read():
+                return
+        except StoreClosed:
+            line.value += f"<div style='color:#757575'>{closed}</div>"
+            return
+        except Exception as exc:  # a store gone away: say so, try again later
+            line.value = (
+                f"<span style='color:#c62828'>cannot read {what}: {html.escape(str(exc))}</span>"
+            )
+
+
 def _waiting_on(
     group: str | None,
     paused: dict[str, float | None],
@@ -698,8 +735,12 @@ class StoreWidget(w.VBox):
         self.add_class("taskmill-store-widget")
         self.refresh()
         if refresh is not None:
+            closed = "the store was closed: this is the last reading"
             self._thread = threading.Thread(
-                target=self._follow, args=(refresh,), name="taskmill-store-widget", daemon=True
+                target=_follow,
+                args=(self._stop, refresh, self._read, self.status, closed, "the store"),
+                name="taskmill-store-widget",
+                daemon=True,
             )
             self._thread.start()
 
@@ -707,21 +748,10 @@ class StoreWidget(w.VBox):
         """Stop refreshing by itself."""
         self._stop.set()
 
-    def _follow(self, every: float) -> None:
-        while not self._stop.wait(every):
-            try:
-                self.refresh()
-            except StoreClosed:
-                self.status.value += (
-                    "<div style='color:#757575'>the store was closed: this is the last "
-                    "reading</div>"
-                )
-                return
-            except Exception as exc:  # a store gone away: say so, try again later
-                self.status.value = (
-                    f"<span style='color:#c62828'>cannot read the store: "
-                    f"{html.escape(str(exc))}</span>"
-                )
+    def _read(self) -> bool:
+        """One reading of the refresh thread (never done: a store's queue goes on)."""
+        self.refresh()
+        return False
 
     def refresh(self) -> None:
         """Read the store again and redraw."""
@@ -758,11 +788,7 @@ class StoreWidget(w.VBox):
         aging = store.aging()
         if aging is not None:
             status += aging_html(aging)
-        names = groups["group"].to_list()
-        start = {g: n - retry.get(g, 0) for g, n in later.items()}
-        blocked = dict(zip(names, groups["blocked"].to_list(), strict=True))
-        parents = dict(zip(names, groups["waiting"].to_list(), strict=True))
-        waits = [_waiting_on(g, paused, {}, start, retry, blocked, parents) for g in names]
+        waits = _group_waits(groups, paused, {}, later, retry)
         self.status.value = status
         self.groups.value = page_html(
             groups.select("group", "pending", "running", "completed", "failed").with_columns(
@@ -808,8 +834,22 @@ class BatchWidget(w.VBox):
         self.add_class("taskmill-batch-widget")
         self._draw()
         if refresh is not None and not status.done:
+            closed = (
+                "its store was closed: this is the last reading (display "
+                "<code>store.batch(id)</code> again from an open store)"
+            )
             self._thread = threading.Thread(
-                target=self._follow, args=(refresh,), name="taskmill-batch-widget", daemon=True
+                target=_follow,
+                args=(
+                    self._stop,
+                    refresh,
+                    lambda: self.refresh().done,
+                    self.headline,
+                    closed,
+                    "the batch",
+                ),
+                name="taskmill-batch-widget",
+                daemon=True,
             )
             self._thread.start()
 
@@ -822,24 +862,6 @@ class BatchWidget(w.VBox):
     def stop(self) -> None:
         """Stop refreshing by itself."""
         self._stop.set()
-
-    def _follow(self, every: float) -> None:
-        while not self._stop.wait(every):
-            try:
-                if self.refresh().done:
-                    return
-            except StoreClosed:  # the store object this status came from was closed
-                self.headline.value += (
-                    "<div style='color:#757575'>its store was closed: this is the last "
-                    "reading (display <code>store.batch(id)</code> again from an open "
-                    "store)</div>"
-                )
-                return
-            except Exception as exc:  # a store gone away: say so, try again later
-                self.headline.value = (
-                    f"<span style='color:#c62828'>cannot read the batch: "
-                    f"{html.escape(str(exc))}</span>"
-                )
 
     def _draw(self) -> None:
         s = self.status
