@@ -8,7 +8,8 @@ Every option can also be set from the environment: ``TASKMILL_DB`` for ``--db``,
 One module per family of commands: ``submit`` (submit, plan, gen-plan), ``queue`` (stats,
 paused, tasks, history, show), ``batches`` (batches, batch), ``controls`` (prune, cancel,
 retry-failed, pause-group, resume-group), ``schedules`` (schedule, schedules, unschedule,
-pause-schedule, resume-schedule), ``worker`` (worker, demo), ``server``, ``bench``;
+pause-schedule, resume-schedule), ``worker`` (worker, demo), ``server``, ``ui`` (the
+dashboard in the browser), ``bench``;
 ``common`` holds what they share.  This module is the group that holds them, ``main`` and
 the reference.
 """
@@ -20,7 +21,7 @@ import sys
 import click
 
 from ..model import SchedulerError
-from . import batches, bench, controls, queue, schedules, server, submit, worker
+from . import batches, bench, controls, queue, schedules, server, submit, ui, worker
 from .common import DB_OPTION, JSON_OPTION, Duration, When
 
 __all__ = ["DB_OPTION", "JSON_OPTION", "Duration", "When", "cli", "main", "reference"]
@@ -96,6 +97,7 @@ for _command in (
     worker.worker,
     worker.demo,
     server.server,
+    ui.ui,
     bench.bench,
 ):
     cli.add_command(_command)

@@ -12,7 +12,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import ipywidgets as w
@@ -31,6 +30,7 @@ from ..model import (
     TaskFailed,
     TaskSuperseded,
 )
+from .waits import group_waits
 
 if TYPE_CHECKING:
     from ..batch.outcome import BatchOutcome
@@ -452,7 +452,7 @@ class QueueWidget(w.VBox):
             f"{html.escape(self.trouble)} — retrying, nothing is lost</div>"
         )
         status = "<div class='taskmill-live'>" + " · ".join(items) + "</div>" + trouble
-        waits = _group_waits(groups, paused, held, later, retry)
+        waits = group_waits(groups, paused, held, later, retry)
         by_type = ", ".join(f"{k[5:]} ({why})" for k, why in held.items() if k.startswith("type:"))
         if by_type:
             status += (
@@ -594,22 +594,6 @@ def progress_html(running: pl.DataFrame, shown: int = _PROGRESS_SHOWN) -> str:
 _WORKFLOW_ONLY = ("blocked", "waiting")
 
 
-def _group_waits(
-    groups: pl.DataFrame,
-    paused: dict[str, float | None],
-    held: dict[str, str],
-    later: dict[str | None, int],
-    retry: dict[str | None, int],
-) -> list[str]:
-    """What the tasks of each group of ``groups`` (a ``stats("group")`` frame) wait on, in
-    its order (:func:`_waiting_on`; ``later`` counts retries too: they are taken out)."""
-    names = groups["group"].to_list()
-    start = {g: n - retry.get(g, 0) for g, n in later.items()}
-    blocked = dict(zip(names, groups["blocked"].to_list(), strict=True))
-    parents = dict(zip(names, groups["waiting"].to_list(), strict=True))
-    return [_waiting_on(g, paused, held, start, retry, blocked, parents) for g in names]
-
-
 def _follow(
     stop: threading.Event,
     every: float,
@@ -632,41 +616,6 @@ def _follow(
             line.value = (
                 f"<span style='color:#c62828'>cannot read {what}: {html.escape(str(exc))}</span>"
             )
-
-
-def _waiting_on(
-    group: str | None,
-    paused: dict[str, float | None],
-    held: dict[str, str],
-    later: dict[str | None, int],
-    retry: dict[str | None, int] | None = None,
-    blocked: dict[str | None, int] | None = None,
-    parents: dict[str | None, int] | None = None,
-) -> str:
-    """What a group's tasks wait on: a pause, a limit (the last claim's), their start
-    times (given at submission), a retry's backoff (tasks tried before), their
-    dependencies (blocked tasks), their children (parents waiting)."""
-    parts = []
-    if group in paused:
-        until = paused[group]
-        parts.append(
-            "paused"
-            if until is None
-            else "paused until "
-            + datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        )
-    if group is not None and group in held:
-        parts.append(held[group])
-    if later.get(group):
-        parts.append(f"start time ({later[group]:,})")
-    if retry and retry.get(group):
-        parts.append(f"retry backoff ({retry[group]:,})")
-    if blocked and blocked.get(group):
-        parts.append(f"dependencies ({blocked[group]:,} blocked)")
-    if parents and parents.get(group):
-        n = parents[group]
-        parts.append(f"child tasks ({n:,} parent{'s' if n > 1 else ''} waiting)")
-    return ", ".join(parts)
 
 
 def outcome_bundle(
@@ -788,7 +737,7 @@ class StoreWidget(w.VBox):
         aging = store.aging()
         if aging is not None:
             status += aging_html(aging)
-        waits = _group_waits(groups, paused, {}, later, retry)
+        waits = group_waits(groups, paused, {}, later, retry)
         self.status.value = status
         self.groups.value = page_html(
             groups.select("group", "pending", "running", "completed", "failed").with_columns(

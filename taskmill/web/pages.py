@@ -1,0 +1,276 @@
+"""What each page of the dashboard shows, read from a :class:`~taskmill.TaskStore` into
+plain values (the templates only lay them out).  Every read is one of the store's public
+methods; none loads more rows than a page shows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from ..model import ACTIVE_STATUSES, FINAL_STATUSES, SchedulerError
+from ..views.waits import group_waits
+
+if TYPE_CHECKING:
+    from ..store import TaskStore
+
+__all__ = [
+    "STATUSES",
+    "Bar",
+    "Filters",
+    "queue_snapshot",
+    "task_detail",
+    "throughput_chart",
+]
+
+#: Every status, active first, in the order the pages list them.
+STATUSES: tuple[str, ...] = (*ACTIVE_STATUSES, *FINAL_STATUSES)
+#: Groups and task types the queue page lists at most (the busiest first).
+SHOWN_GROUPS = 100
+#: Minutes of the throughput chart.
+CHART_MINUTES = 30
+#: Running tasks whose progress the queue page reads.
+PROGRESS_READ = 200
+#: Rows of one page of tasks.
+PAGE_ROWS = 50
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One minute of the throughput chart: where it is drawn and what it says."""
+
+    x: float
+    ok_height: float
+    bad_height: float
+    other_height: float
+    title: str
+
+
+def throughput_chart(frame: pl.DataFrame, width: int = 600, height: int = 110) -> dict[str, Any]:
+    """The throughput chart of a ``store.throughput()`` frame: a stacked bar per minute
+    (completed; failed or expired; cancelled or superseded), scaled to the busiest
+    minute."""
+    rows = frame.to_dicts()
+    slot = width / max(len(rows), 1)
+    most = 0
+    for row in rows:
+        most = max(most, sum(int(row[s]) for s in FINAL_STATUSES))
+    scale = (height - 4) / most if most else 0.0
+    bars = []
+    for i, row in enumerate(rows):
+        ok = int(row["completed"])
+        bad = int(row["failed"]) + int(row["expired"])
+        other = int(row["cancelled"]) + int(row["superseded"])
+        minute: dt.datetime = row["minute"]
+        parts = [
+            f"{n:,} {what}"
+            for n, what in ((ok, "completed"), (bad, "failed"), (other, "cancelled"))
+            if n
+        ]
+        title = f"{minute:%H:%M} UTC — " + (", ".join(parts) if parts else "nothing ended")
+        bars.append(Bar(i * slot, ok * scale, bad * scale, other * scale, title))
+    total = sum(sum(int(r[s]) for s in FINAL_STATUSES) for r in rows)
+    last = rows[-1] if rows else None
+    return {
+        "width": width,
+        "height": height,
+        "slot": max(slot - 1, 1),
+        "bars": bars,
+        "most": most,
+        "total": total,
+        "minutes": len(rows),
+        "last_minute": 0 if last is None else sum(int(last[s]) for s in FINAL_STATUSES),
+    }
+
+
+def _rows(
+    frame: pl.DataFrame, key: str, waits: list[str] | None
+) -> tuple[list[dict[str, Any]], int]:
+    """The rows of a ``stats()`` frame keyed by ``key``, busiest first (active tasks,
+    then all), at most :data:`SHOWN_GROUPS`, each with what it waits on; and how many
+    were left out."""
+    if waits is not None:
+        frame = frame.with_columns(pl.Series("waits", waits, dtype=pl.String))
+    frame = frame.with_columns(active=pl.sum_horizontal(*ACTIVE_STATUSES)).sort(
+        ["active", "total", key], descending=[True, True, False], nulls_last=True
+    )
+    return frame.head(SHOWN_GROUPS).to_dicts(), max(frame.height - SHOWN_GROUPS, 0)
+
+
+def queue_snapshot(store: TaskStore) -> dict[str, Any]:
+    """The queue now: tasks by status, by group (with what each waits on and whether it
+    is paused) and by task type; what ended per minute; running tasks' progress; the
+    schedules, the aging policy and the workers."""
+    groups = store.stats("group")
+    types = store.stats("task_type")
+    paused = store.paused_groups()
+    later = store.waiting_for_start()
+    retry = store.waiting_for_retry()
+    counts = {s: int(groups[s].sum()) for s in STATUSES}
+    group_rows, groups_left = _rows(groups, "group", group_waits(groups, paused, {}, later, retry))
+    for row in group_rows:
+        row["paused_until"] = paused.get(row["group"], False)
+        if row["paused_until"] not in (False, None):
+            row["paused_until"] = dt.datetime.fromtimestamp(row["paused_until"], dt.UTC)
+    type_rows, types_left = _rows(types, "task_type", None)
+    running = store.tasks(status="running", limit=PROGRESS_READ)
+    progress = (
+        running.filter(pl.col("progress").is_not_null())
+        .sort("progress", "id", descending=[True, False])
+        .head(10)
+        .to_dicts()
+    )
+    schedules = store.schedules()
+    upcoming = schedules.filter(~pl.col("paused") & pl.col("next_at").is_not_null()).sort("next_at")
+    workers = store.workers()
+    return {
+        "counts": counts,
+        "active": sum(counts[s] for s in ACTIVE_STATUSES),
+        "groups": group_rows,
+        "groups_left": groups_left,
+        "paused_groups": len(paused),
+        "types": type_rows,
+        "types_left": types_left,
+        "chart": throughput_chart(store.throughput(CHART_MINUTES)),
+        "progress": progress,
+        "running_read": running.height,
+        "schedules": schedules.height,
+        "schedules_paused": int(schedules["paused"].sum()) if schedules.height else 0,
+        "next_schedule": upcoming.row(0, named=True) if upcoming.height else None,
+        "aging": store.aging(),
+        "workers": workers.height,
+        "workers_alive": int(workers["alive"].sum()) if workers.height else 0,
+        "now": dt.datetime.fromtimestamp(store.now(), dt.UTC),
+    }
+
+
+#: The filters of the tasks page, as its query parameters name them.
+_FILTERS = ("status", "task_type", "group", "tag", "batch", "key", "parent", "before")
+
+
+@dataclass
+class Filters:
+    """The filters of the tasks page, as its form gives them (strings; blank: none), and
+    what is wrong with them."""
+
+    status: str = ""
+    task_type: str = ""
+    group: str = ""
+    tag: str = ""
+    batch: str = ""
+    key: str = ""
+    parent: str = ""
+    before: str = ""
+    errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, params: Any) -> Filters:
+        """The filters of a request's query parameters (unknown ones ignored)."""
+        return cls(*(str(params.get(n, "")).strip() for n in _FILTERS))
+
+    def query(self, **changes: str) -> dict[str, str]:
+        """These filters as query parameters (blank ones left out), with ``changes``."""
+        values = {n: getattr(self, n) for n in _FILTERS} | changes
+        return {k: v for k, v in values.items() if v}
+
+    def _whole(self, name: str, value: str) -> int | None:
+        if not value:
+            return None
+        try:
+            number = int(value)
+        except ValueError:
+            number = -1
+        if number < 0:
+            self.errors.append(f"{name} must be a whole number, not {value!r}")
+            return None
+        return number
+
+    def arguments(self) -> dict[str, Any]:
+        """The keyword arguments of ``store.browse`` these filters make; what is wrong
+        with them goes to :attr:`errors` (and is left out)."""
+        args: dict[str, Any] = {}
+        if self.status:
+            if self.status in STATUSES:
+                args["status"] = self.status
+            else:
+                self.errors.append(f"status {self.status!r} is not one of " + ", ".join(STATUSES))
+        if self.task_type:
+            args["task_type"] = self.task_type
+        if self.group:
+            args["group"] = self.group
+        if self.key:
+            args["key_prefix"] = self.key
+        if self.tag:
+            key, sep, value = self.tag.partition("=")
+            if sep and key.strip():
+                args["tags"] = {key.strip(): value.strip()}
+            else:
+                self.errors.append(f"a tag filter is KEY=VALUE, not {self.tag!r}")
+        for name, arg, value in (
+            ("batch", "batch_id", self.batch),
+            ("parent", "parent_id", self.parent),
+            ("before", "before", self.before),
+        ):
+            number = self._whole(name, value)
+            if number is not None:
+                args[arg] = number
+        return args
+
+
+def tasks_page(store: TaskStore, filters: Filters) -> dict[str, Any]:
+    """One page of tasks matching ``filters`` (newest first), and the ``before`` of the
+    next page (``None``: this is the last)."""
+    args = filters.arguments()
+    if filters.errors:
+        return {"rows": [], "next": None}
+    try:
+        page = store.browse(**args, limit=PAGE_ROWS + 1)
+    except SchedulerError as exc:
+        filters.errors.append(str(exc))
+        return {"rows": [], "next": None}
+    rows = page.head(PAGE_ROWS).to_dicts()
+    more = page.height > PAGE_ROWS
+    return {"rows": rows, "next": rows[-1]["id"] if more and rows else None}
+
+
+def _pretty(payload: Any) -> str:
+    """A payload as indented JSON when it is JSON, else as it is."""
+    if payload is None:
+        return ""
+    if isinstance(payload, bytes | bytearray | memoryview):
+        payload = bytes(payload).decode("utf-8", "replace")
+    try:
+        return json.dumps(json.loads(payload), indent=2, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError):
+        return str(payload)
+
+
+def task_detail(store: TaskStore, task_id: int) -> dict[str, Any] | None:
+    """One task: its row, its payload as JSON, what it waits for, its children by status
+    (and the first of them), and every attempt with its worker, times and error."""
+    task = store.task(task_id)
+    if task is None:
+        return None
+    attempts = store.attempts(task_id).to_dicts()
+    for attempt in attempts:
+        for name in ("started_at", "finished_at"):
+            value = attempt[name]
+            attempt[name] = None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
+    children = store.children(task_id)
+    first_children = (
+        store.browse(parent_id=task_id, limit=20).to_dicts() if sum(children.values()) else []
+    )
+    depends = task.get("depends_on") or []
+    return {
+        "task": task,
+        "payload": _pretty(task.get("payload")),
+        "tags": task.get("tags") or [],
+        "depends_on": list(depends),
+        "children": {k: v for k, v in children.items() if v},
+        "children_total": sum(children.values()),
+        "first_children": first_children,
+        "attempts": attempts,
+    }
