@@ -36,6 +36,8 @@ CHART_MINUTES = 30
 PROGRESS_READ = 200
 #: Rows of one page of tasks.
 PAGE_ROWS = 50
+#: The tasks a blocked task waits for that its page lists at most.
+AWAITED_SHOWN = 50
 
 
 @dataclass(frozen=True)
@@ -251,24 +253,26 @@ def _pretty(payload: Any) -> str:
 def task_detail(store: TaskStore, task_id: int) -> dict[str, Any] | None:
     """One task: its row, its payload as JSON, what it waits for, its children by status
     (and the first of them), and every attempt with its worker, times and error."""
-    task = store.task(task_id)
-    if task is None:
-        return None
+    found = store.tasks(ids=task_id)
+    active = found.height > 0
+    if not active:
+        found = store.history(ids=task_id)
+        if not found.height:
+            return None
+    task = {**found.row(0, named=True), "active": active}
     attempts = store.attempts(task_id).to_dicts()
-    for attempt in attempts:
-        for name in ("started_at", "finished_at"):
-            value = attempt[name]
-            attempt[name] = None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
     children = store.children(task_id)
     first_children = (
         store.browse(parent_id=task_id, limit=20).to_dicts() if sum(children.values()) else []
     )
-    depends = task.get("depends_on") or []
+    depends = list(task.get("depends_on") or [])
+    awaited = store.tasks(ids=depends[:AWAITED_SHOWN]).to_dicts() if depends else []
     return {
         "task": task,
         "payload": _pretty(task.get("payload")),
         "tags": task.get("tags") or [],
-        "depends_on": list(depends),
+        "depends_on": depends,
+        "awaited": awaited,
         "children": {k: v for k, v in children.items() if v},
         "children_total": sum(children.values()),
         "first_children": first_children,

@@ -1,0 +1,269 @@
+"""``taskmill ui``'s application over a real store, served by uvicorn on loopback and
+asked over HTTP: what each page says, the token, the session, CSRF, read-only, the
+actions' effects in the store, and hostile names shown as text."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import httpx
+import pytest
+from markupsafe import escape
+from dashboard import (
+    HOSTILE_BATCH,
+    HOSTILE_ERROR,
+    HOSTILE_GROUP,
+    HOSTILE_KEY,
+    HOSTILE_SCHEDULE,
+    HOSTILE_TAG,
+    HOSTILE_TYPE,
+    csrf_of,
+    fill,
+    served,
+)
+
+import taskmill as tm
+from taskmill.web import is_loopback
+from taskmill.web.serve import serve
+
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
+
+def esc(text: str) -> str:
+    """``text`` as the pages write it (Jinja's escaping)."""
+    return str(escape(text))
+
+
+def _ids(page: str) -> list[int]:
+    """The task ids a tasks page lists, in its order."""
+    return [int(m) for m in re.findall(r'<td class="n"><a href="/tasks/(\d+)">', page)]
+
+
+def test_every_page_shows_the_store_with_hostile_names_as_text(store: tm.TaskStore) -> None:
+    filled = fill(store)
+    with served(store) as url, httpx.Client(base_url=url) as web:
+        pages = {
+            "/": web.get("/"),
+            "/tasks": web.get("/tasks"),
+            f"/tasks/{filled.hostile}": web.get(f"/tasks/{filled.hostile}"),
+            f"/tasks/{filled.failed}": web.get(f"/tasks/{filled.failed}"),
+            "/batches": web.get("/batches"),
+            f"/batches/{filled.batch_id}": web.get(f"/batches/{filled.batch_id}"),
+            "/schedules": web.get("/schedules"),
+        }
+    for path, answer in pages.items():
+        assert answer.status_code == 200, path
+        text = answer.text
+        for raw in (HOSTILE_GROUP, HOSTILE_KEY, HOSTILE_ERROR, HOSTILE_SCHEDULE, HOSTILE_TYPE):
+            assert raw not in text, (path, raw)
+        assert "<script>alert" not in text and "<img src=x" not in text, path
+        assert answer.headers["content-security-policy"].startswith("default-src 'none'")
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    queue = pages["/"].text
+    assert esc(HOSTILE_GROUP) in queue and esc(HOSTILE_TYPE) in queue
+    # the counts by status, what the paused group waits on, the parent waiting
+    assert re.search(r"<span>pending</span> <b>8</b>", queue)
+    assert re.search(r"<span>completed</span> <b>3</b>", queue)
+    assert re.search(r"<span>waiting</span> <b>1</b>", queue)
+    assert "dependencies (1 blocked)" in queue and 'class="waits">paused</td>' in queue
+    assert "child tasks (1 parent waiting)" in queue
+    assert "3 tasks" in queue or "4 tasks" in queue  # ended this half hour (3 + 1 failed)
+    hostile = pages[f"/tasks/{filled.hostile}"].text
+    assert esc(HOSTILE_KEY) in hostile
+    assert esc(f"{HOSTILE_TAG[0]}={HOSTILE_TAG[1]}") in hostile
+    assert esc('"note": "<script>alert(\'payload\')</script>"') in hostile
+    failed = pages[f"/tasks/{filled.failed}"].text
+    assert esc(HOSTILE_ERROR) in failed and "traceback" in failed
+    assert "/actions/retry-task?task=" in failed
+    assert esc(HOSTILE_BATCH) in pages["/batches"].text
+    assert esc(HOSTILE_SCHEDULE) in pages["/schedules"].text
+
+
+def test_a_task_shows_its_attempts_dependencies_and_children(store: tm.TaskStore) -> None:
+    filled = fill(store)
+    with served(store) as url, httpx.Client(base_url=url) as web:
+        parent = web.get(f"/tasks/{filled.parent}").text
+        blocked = web.get(f"/tasks/{filled.blocked}").text
+        done = web.get(f"/tasks/{filled.completed[0]}").text
+        kids = web.get("/tasks", params={"parent": filled.parent}).text
+    assert "Child tasks <small>2: 2 pending</small>" in parent
+    assert all(f'href="/tasks/{c}"' in parent for c in filled.children)
+    assert ">waiting<" in parent and ">waiting</span></td>" in parent  # its attempt's outcome
+    assert "Waits for <small>1 task; if one fails: cancel</small>" in blocked
+    assert f'<a href="/tasks/{filled.blocked - 4}">' in blocked  # gcs://us/old/0
+    assert re.search(r"<td class=\"n\">1</td><td><span class=\"status st-completed\">", done)
+    assert esc('"bytes": 0') in done and esc('"src": "s3://eu/photos/000.jpg"') in done
+    assert _ids(kids) == sorted(filled.children, reverse=True)
+
+
+def test_tasks_are_paged_newest_first_each_once_and_filtered(store: tm.TaskStore) -> None:
+    store.submit_batch(
+        [tm.TaskSubmission("copy", dedup_key=f"a/{i:03d}", group=f"g{i % 3}") for i in range(120)]
+    )
+    owner = store.new_owner()
+    done = [t.id for t in store.claim(30, task_types=["copy"], owner=owner)]
+    store.complete_many(done, owner=owner)
+    seen: list[int] = []
+    with served(store) as url, httpx.Client(base_url=url) as web:
+        path: str | None = "/tasks"
+        while path is not None:
+            page = web.get(path).text
+            seen += _ids(page)
+            older = re.search(r'<a href="(/tasks\?[^"]+)" rel="next">', page)
+            path = html.unescape(older.group(1)) if older else None
+        assert seen == list(range(120, 0, -1))
+        assert (
+            _ids(web.get("/tasks", params={"status": "completed"}).text) == sorted(done)[::-1][:50]
+        )
+        in_g1 = _ids(web.get("/tasks", params={"group": "g1", "key": "a/00"}).text)
+        assert in_g1 == [8, 5, 2]  # keys a/001, a/004, a/007 in group g1
+        bad = web.get("/tasks", params={"status": "nope", "batch": "x"})
+    assert bad.status_code == 400
+    assert "status &#39;nope&#39; is not one of" in bad.text
+    assert "batch must be a whole number, not &#39;x&#39;" in bad.text
+
+
+def test_actions_confirm_then_change_the_store(store: tm.TaskStore) -> None:
+    filled = fill(store)
+    pending = store.tasks(status="pending", task_type="copy")["id"].to_list()[0]
+    with served(store) as url, httpx.Client(base_url=url) as web:
+        # a GET only asks: nothing changes
+        ask = web.get("/actions/cancel-task", params={"task": pending, "next": "/tasks"})
+        assert ask.status_code == 200 and f"Cancel task &#39;{pending}&#39;?" in ask.text
+        assert store.task(pending)["status"] == "pending"
+        token = csrf_of(ask.text)
+
+        def act(name: str, **fields: object) -> httpx.Response:
+            return web.post(f"/actions/{name}", data={"csrf": token, **fields})
+
+        done = act("cancel-task", task=pending, next="/tasks")
+        assert done.status_code == 303 and done.headers["location"] == "/tasks"
+        assert store.task(pending)["status"] == "cancelled"
+        assert f"Task {pending} cancelled." in web.get("/tasks").text  # said once
+        assert f"Task {pending} cancelled." not in web.get("/tasks").text
+
+        act("pause-group", group=HOSTILE_GROUP, next="/")
+        assert HOSTILE_GROUP in store.paused_groups()
+        act("resume-group", group=HOSTILE_GROUP, next="/")
+        assert HOSTILE_GROUP not in store.paused_groups()
+        act("resume-group", group="gcs://us")
+        assert store.paused_groups() == {}
+
+        act("pause-schedule", schedule=HOSTILE_SCHEDULE)
+        assert store.schedules()["paused"].to_list() == [True]
+        act("resume-schedule", schedule=HOSTILE_SCHEDULE)
+        assert store.schedules()["paused"].to_list() == [False]
+
+        other = store.tasks(status="pending", task_type="copy")["id"].to_list()[0]
+        act("pause-task", task=other)
+        assert store.task(other)["status"] == "paused"
+        act("resume-task", task=other)
+        assert store.task(other)["status"] == "pending"
+
+        retried = act("retry-task", task=filled.failed, next="/tasks")
+        assert retried.status_code == 303
+        again = store.tasks(task_type="copy", status="pending")
+        key = store.task(filled.failed)["dedup_key"]
+        assert again.filter(again["dedup_key"] == key).height == 1
+        said = web.get("/tasks").text
+        assert re.search(rf"Task {filled.failed} retried: task \d+ \(submitted\)\.", said)
+        # a second retry of the same failure submits nothing more
+        act("retry-task", task=filled.failed)
+        assert "(deduplicated)" in web.get("/").text
+        # an unsafe next is not followed
+        away = act("cancel-task", task=filled.hostile, next="//evil.example/x")
+        assert away.headers["location"] == "/"
+
+
+def test_a_form_without_the_session_token_or_from_elsewhere_changes_nothing(
+    store: tm.TaskStore,
+) -> None:
+    fill(store)
+    victim = store.tasks(status="pending")["id"].to_list()[0]
+    with served(store) as url, httpx.Client(base_url=url) as web:
+        token = csrf_of(web.get("/actions/cancel-task", params={"task": victim}).text)
+        for data, headers in (
+            ({"task": victim}, {}),  # no token
+            ({"task": victim, "csrf": "guessed"}, {}),  # a wrong one
+            ({"task": victim, "csrf": token}, {"origin": "http://evil.example"}),
+            ({"task": victim, "csrf": token}, {"sec-fetch-site": "cross-site"}),
+        ):
+            refused = web.post("/actions/cancel-task", data=data, headers=headers)
+            assert refused.status_code == 403
+            assert "nothing was changed" in refused.text
+        # another session (another browser) cannot use this one's token
+        with httpx.Client(base_url=url) as stranger:
+            stranger.get("/")
+            assert (
+                stranger.post(
+                    "/actions/cancel-task", data={"task": victim, "csrf": token}
+                ).status_code
+                == 403
+            )
+        assert web.get(f"/actions/cancel-task?task={victim}").status_code == 200
+    assert store.task(victim)["status"] == "pending"
+
+
+def test_read_only_offers_no_action_and_refuses_every_post(store: tm.TaskStore) -> None:
+    filled = fill(store)
+    victim = store.tasks(status="pending")["id"].to_list()[0]
+    with served(store, read_only=True) as url, httpx.Client(base_url=url) as web:
+        for path in ("/", f"/tasks/{victim}", f"/tasks/{filled.failed}", "/schedules"):
+            page = web.get(path).text
+            assert "/actions/" not in page and "read-only" in page
+        ask = web.get("/actions/cancel-task", params={"task": victim})
+        assert ask.status_code == 403 and "<form" not in ask.text
+        token = (
+            csrf_of(web.get("/actions/cancel-task", params={"task": victim}).text)
+            if ("csrf" in ask.text)
+            else "x"
+        )
+        refused = web.post("/actions/cancel-task", data={"task": victim, "csrf": token})
+        assert refused.status_code == 403 and "read-only" in refused.text
+    assert store.task(victim)["status"] == "pending"
+
+
+def test_a_token_guards_every_request(store: tm.TaskStore) -> None:
+    fill(store)
+    secret = "s3cr&t/token"
+    with served(store, token=secret) as url:
+        with httpx.Client(base_url=url) as web:
+            for path in ("/", "/tasks", "/static/htmx.min.js", "/actions/cancel-task?task=1"):
+                denied = web.get(path)
+                assert denied.status_code == 401, path
+                assert denied.headers["www-authenticate"].startswith("Bearer")
+            assert web.get("/", params={"token": "wrong"}).status_code == 401
+            assert web.get("/", headers={"authorization": "Bearer wrong"}).status_code == 401
+            assert web.get("/", headers={"authorization": f"Bearer {secret}"}).status_code == 200
+            assert web.get("/").status_code == 401  # the header signs nothing in
+            # ?token= once: signed in, and sent to the same page without it
+            signed = web.get("/tasks", params={"token": secret, "status": "pending"})
+            assert signed.status_code == 303
+            assert signed.headers["location"] == "/tasks?status=pending"
+            cookie = signed.headers["set-cookie"].lower()
+            assert "httponly" in cookie and "samesite=strict" in cookie
+            assert web.get("/tasks", params={"status": "pending"}).status_code == 200
+            assert web.get("/static/taskmill.css").status_code == 200
+        with httpx.Client(base_url=url) as stranger:
+            assert stranger.get("/tasks").status_code == 401
+
+
+def test_listening_beyond_loopback_needs_a_token(store: tm.TaskStore) -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert is_loopback("127.8.0.1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
+    assert not is_loopback("example.com")
+    with pytest.raises(tm.SchedulerError, match="beyond this machine, with no token"):
+        serve(store, host="0.0.0.0", port=0)
+
+
+def test_unknown_tasks_and_batches_are_said_plainly(store: tm.TaskStore) -> None:
+    with served(store) as url, httpx.Client(base_url=url) as web:
+        missing = web.get("/tasks/999")
+        assert missing.status_code == 404 and "No task 999 in this store" in missing.text
+        assert web.get("/tasks/abc").status_code == 400
+        assert web.get("/batches/77").status_code == 404
+        assert web.get("/actions/drop-table").status_code == 404
+        empty = web.get("/").text
+        assert "No tasks in this store yet." in empty
