@@ -9,8 +9,8 @@
   at random when the session starts; compared in constant time), from a page of this
   origin when the browser says where it came from.  A GET never changes the store.
 - **Headers.**  A content security policy allowing this origin's scripts, styles and
-  images only (no inline script, no frames), no MIME sniffing, no referrer (an address
-  may carry the token).
+  images only (no inline script, no frames), no MIME sniffing, no referrer beyond this
+  origin (an address may carry the token).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ HEADERS = {
         "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     ),
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
     "cache-control": "no-store",
 }
@@ -147,12 +147,15 @@ def valid_csrf(request: Request, given: object) -> bool:
 
 
 def same_origin(request: Request) -> bool:
-    """Whether the browser says the request came from a page of this dashboard (a request
-    that says nothing, as from a script, passes: the CSRF token still guards it)."""
+    """Whether the browser says the request came from a page of this dashboard.
+
+    A browser's ``Sec-Fetch-Site`` (which no page can set) decides; without it, an
+    ``Origin`` naming another host refuses.  A request that says neither, as from a
+    script, passes: the CSRF token still guards it."""
     site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
-        return origin is None
+        return True
     return urlsplit(origin).netloc == request.headers.get("host", "")
