@@ -12,6 +12,7 @@ from typing import Any
 import click
 import polars as pl
 
+from ..store.schedules import every_text
 from .common import (
     DB_OPTION,
     JSON_OPTION,
@@ -58,22 +59,9 @@ def _start(text: str | None) -> dt.datetime | None:
 def _when(row: dict[str, Any]) -> str:
     """A schedule's timing, as said on one line."""
     if row["every"] is not None:
-        return f"every {_duration(row['every'])}"
+        return f"every {every_text(row['every'])}"
     zone = row.get("timezone")
     return f"cron '{row['cron']}'" + ("" if zone in (None, "UTC") else f" ({zone})")
-
-
-def _duration(every: timedelta) -> str:
-    """A timedelta as ``--every`` writes it (``1d12h``, ``15m``, ``90s`` …)."""
-    seconds = every.total_seconds()
-    if seconds != int(seconds):
-        return f"{seconds:g}s"
-    left, parts = int(seconds), []
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
-        if left >= size:
-            parts.append(f"{left // size}{unit}")
-            left %= size
-    return "".join(parts)
 
 
 def _utc(value: dt.datetime | None) -> str:
@@ -185,7 +173,7 @@ def _shown_rows(frame: pl.DataFrame) -> pl.DataFrame:
     def when(time: str) -> pl.Expr:
         return pl.col(time).dt.strftime("%m-%d %H:%M:%S").fill_null("–")
 
-    every = pl.col("every").map_elements(_duration, return_dtype=pl.String)
+    every = pl.col("every").map_elements(every_text, return_dtype=pl.String)
     utc = pl.col("timezone") == "UTC"
     zone = pl.when(utc).then(pl.lit("")).otherwise("\n" + pl.col("timezone"))
     return frame.select(

@@ -688,3 +688,17 @@ class ScheduleMethods:
             )
         moved_on(occurrence, outcome.task_id, skipped=False)
         return ScheduleRun(name, occurrence, outcome.action, outcome.task_id, outcome, missed)
+
+
+def every_text(every: dt.timedelta) -> str:
+    """An interval as ``taskmill schedule --every`` writes it (``1d12h``, ``15m``,
+    ``90s`` …): how the command line and the dashboard show a schedule's."""
+    seconds = every.total_seconds()
+    if seconds != int(seconds):
+        return f"{seconds:g}s"
+    left, parts = int(seconds), []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts)

@@ -28,6 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ..model import SchedulerError
+from ..store.schedules import every_text
 from . import pages
 from .security import (
     CSRF_FIELD,
@@ -102,7 +103,7 @@ def _templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=_when, ago=_ago, num=_num, bytes=_bytes)
+    env.filters.update(when=_when, ago=_ago, num=_num, bytes=_bytes, every=every_text)
     env.globals.update(statuses=pages.STATUSES, urlencode=urlencode)
     return Jinja2Templates(env=env)
 
