@@ -39,7 +39,8 @@ def serve(
     refresh: float = 2.0,
     started: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the dashboard over ``store`` until interrupted (Ctrl-C).
+    """Serve the dashboard over ``store`` until interrupted (Ctrl-C ends it cleanly, after
+    the requests under way).
 
     ``host`` other than a loopback address needs a ``token``: without one this raises
     ``SchedulerError(kind="invalid_argument")`` before listening.  ``started`` is called
@@ -68,7 +69,10 @@ def serve(
             started(address(host, bound[0] if bound else port, token))
 
     server = Server(config)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn stopped cleanly, then raised Ctrl-C again: done
+        return
     if not server.started:  # the address was taken, or not ours: uvicorn said why
         raise SchedulerError(f"cannot listen on {host}:{port}", kind="invalid_argument")
 
