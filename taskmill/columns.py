@@ -24,6 +24,7 @@ import pyarrow as pa
 from .model import MAX_GROUP_LENGTH, MAX_KEY_LENGTH, MAX_PAYLOAD_BYTES, DuplicateStrategy, Priority
 
 __all__ = [
+    "BROWSED",
     "COLUMNS",
     "EXPECTED_FIELDS",
     "MAX_INT64",
@@ -233,3 +234,24 @@ STAGED: tuple[Column, ...] = _staged()
 EXPECTED_FIELDS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.name.startswith("expected_"))
 #: Columns stored as Unix seconds and shown as UTC datetimes.
 TIME_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.time)
+
+#: The fields of a page of ``browse()`` (active and finished tasks side by side), in its
+#: order: each a column of ``tasks`` or ``history`` or both (null on the rows of the table
+#: without it), before the page's own ``active`` flag.
+BROWSED: tuple[str, ...] = (
+    "id",
+    "status",
+    "task_type",
+    "dedup_key",
+    "group",
+    "priority",
+    "attempts",
+    "label",
+    "last_error",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "progress",
+    "batch_id",
+    "parent_id",
+)

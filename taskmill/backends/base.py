@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import polars as pl
 
-from .calls import BatchTag, CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
+from .calls import BatchTag, Browse, CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
 from .schedules import ScheduleStatements
 
 if TYPE_CHECKING:
@@ -528,10 +528,15 @@ class Driver(abc.ABC, Generic[C]):
 
     @abc.abstractmethod
     def failed_rows(
-        self, task_type: list[str] | None, group: list[str] | None, since: float | None
+        self,
+        task_type: list[str] | None,
+        group: list[str] | None,
+        since: float | None,
+        ids: list[int] | None = None,
     ) -> list[tuple[Any, ...]]:
         """One read: the failures of history to retry (a keyed one only while it is its
-        key's latest record), in history order: each one's history id, then the columns of
+        key's latest record; ``ids``: only the failures of those task ids), in history
+        order: each one's history id, then the columns of
         :data:`~taskmill.store.common.RETRY_COLUMNS`."""
 
     # ------------------------------------------------------------------ workers
@@ -593,6 +598,28 @@ class Driver(abc.ABC, Generic[C]):
         """One read: the rows ``selection`` asks for (``tasks`` in dispatch order,
         ``history`` by id), as tuples of the frame's columns in their order
         (:func:`taskmill.columns.frame_schema` of the table)."""
+
+    @abc.abstractmethod
+    def browse(self, page: Browse) -> list[tuple[Any, ...]]:
+        """One read, one statement: the page ``page`` asks for — active tasks and history
+        together, by id descending — as tuples of the fields of
+        :data:`~taskmill.columns.BROWSED` in order (``None`` where the task's table has no
+        such column), then ``active`` (a bool).  Each table is read backwards along its
+        primary key from ``page.before``, stopping at ``page.limit`` matches; a table the
+        page rules out is not read."""
+
+    @abc.abstractmethod
+    def throughput_rows(self, start: float, end: float) -> list[tuple[int, str, int]]:
+        """One read, one statement: ``(minute, status, count)`` of the history rows that
+        finished at ``start`` or later and before ``end`` (through the index on
+        ``finished_at``), ``minute`` being ``floor(finished_at / 60)``; one row per minute
+        and status found."""
+
+    @abc.abstractmethod
+    def worker_rows(self) -> list[tuple[Any, ...]]:
+        """One read, one statement: each registered worker as ``(owner, host, pid,
+        started_at, heartbeat_at, lease_timeout, running)``, ``running`` the tasks
+        running for it now; by host, pid and owner."""
 
     @abc.abstractmethod
     def attempt_rows(

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchTag",
+    "Browse",
     "CancelSlice",
     "Dead",
     "Ended",
@@ -39,6 +40,29 @@ class Selection:
     batch_ids: list[int] | None = None
     #: ``(key, value)`` pairs: the tasks carrying every one (``None``: no filter).
     tags: list[tuple[str, str]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Browse:
+    """What :meth:`~taskmill.backends.base.Driver.browse` reads: one page of tasks, active
+    and finished together, newest first — the ``limit`` highest ids below ``before``
+    among the tasks matching every filter given (``None``: no filter on that column).
+    ``active`` / ``finished``: whether to read the active tasks / history at all (a status
+    filter may rule one out)."""
+
+    before: int
+    limit: int
+    active: bool = True
+    finished: bool = True
+    status: list[str] | None = None
+    task_type: list[str] | None = None
+    group: list[str] | None = None
+    batch_ids: list[int] | None = None
+    #: ``(key, value)`` pairs: the tasks carrying every one, the rarest pair first.
+    tags: list[tuple[str, str]] | None = None
+    #: The tasks whose dedup key starts with this text, character for character (``%``
+    #: and ``_`` are themselves, case counts).
+    key_prefix: str | None = None
 
 
 #: Owners :meth:`~taskmill.backends.base.Driver.give_back` takes tasks from at once, each

@@ -100,8 +100,12 @@ def named_queries(text: str, source: str) -> dict[str, str]:
     # ``{fragment_…}``
     fragments = {n: body.rstrip(";") for n, body in named.items() if n.startswith("fragment_")}
     for name, body in named.items():
-        for fragment, text in fragments.items():
-            body = body.replace("{" + fragment + "}", text)
+        for _ in range(len(fragments)):  # a fragment may say another's name
+            before = body
+            for fragment, text in fragments.items():
+                body = body.replace("{" + fragment + "}", text)
+            if body == before:
+                break
         named[name] = body
     return named
 

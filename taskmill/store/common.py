@@ -25,7 +25,7 @@ from ..batch.validate import (
     text_argument,
     whole_number,
 )
-from ..columns import TIME_COLUMNS, column, frame_schema
+from ..columns import BROWSED, TIME_COLUMNS, column, frame_schema
 from ..model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -39,6 +39,7 @@ from ..model import (
 __all__ = [
     "ATTEMPT_COLUMNS",
     "ATTEMPT_OUTCOMES",
+    "BROWSE_COLUMNS",
     "CANCEL_BATCH",
     "HISTORY_COLUMNS",
     "RETRY_COLUMNS",
@@ -48,11 +49,13 @@ __all__ = [
     "frame",
     "ids_argument",
     "limit_argument",
+    "rarest_first",
     "submit_in",
     "submit_row",
     "task_id_argument",
     "task_types_argument",
     "text_argument",
+    "utc_times",
     "whole_number",
 ]
 
@@ -62,6 +65,11 @@ log = logging.getLogger("taskmill")
 TASK_COLUMNS: dict[str, pl.DataType] = frame_schema("tasks")
 #: The columns of :meth:`TaskStore.history`, with their polars types.
 HISTORY_COLUMNS: dict[str, pl.DataType] = frame_schema("history")
+#: The columns of :meth:`TaskStore.browse`, with their polars types: the fields of
+#: :data:`~taskmill.columns.BROWSED`, then whether the task is active.
+BROWSE_COLUMNS: dict[str, pl.DataType] = {name: column(name).polars for name in BROWSED} | {
+    "active": pl.Boolean()
+}
 #: The columns of :meth:`TaskStore.attempts`, with their polars types.
 ATTEMPT_COLUMNS: dict[str, Any] = {
     "task_id": pl.Int64,
@@ -97,6 +105,13 @@ RETRY_COLUMNS: dict[str, pl.DataType] = {
 CANCEL_BATCH = 10_000
 #: What ``stats(by=…)`` accepts.
 STATS_BY = ("group", "priority", "task_type")
+#: How far a tag filter counts the tasks of each of its pairs to pick the rarest.
+TAG_COUNT_CAP = 10_000
+
+
+def utc_times(*names: str) -> list[pl.Expr]:
+    """The columns ``names`` (Unix seconds) as UTC datetimes, in microseconds."""
+    return [(pl.col(c) * 1_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")) for c in names]
 
 
 def frame(rows: list[tuple[Any, ...]], columns: Mapping[str, Any]) -> pl.DataFrame:
@@ -108,10 +123,19 @@ def frame(rows: list[tuple[Any, ...]], columns: Mapping[str, Any]) -> pl.DataFra
         else dict(zip(columns, (list(col) for col in zip(*rows, strict=True)), strict=True))
     )
     df = pl.DataFrame(data, schema=dict(columns), orient="col")
-    times = [c for c in TIME_COLUMNS if c in columns]
-    return df.with_columns(
-        (pl.col(c) * 1_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")) for c in times
-    )
+    return df.with_columns(utc_times(*(c for c in TIME_COLUMNS if c in columns)))
+
+
+def rarest_first(
+    driver: Driver[Any], pairs: list[tuple[str, str]] | None
+) -> list[tuple[str, str]] | None:
+    """A tag filter's pairs, the one fewest tasks carry first (counted up to
+    :data:`TAG_COUNT_CAP` each): the filter reads that pair's tasks through the index
+    and checks the others task by task."""
+    if pairs is None or len(pairs) < 2:
+        return pairs
+    counts = {p: driver.tag_pair_count(*p, TAG_COUNT_CAP) for p in pairs}
+    return sorted(pairs, key=lambda p: (counts[p], p))
 
 
 def submit_row(

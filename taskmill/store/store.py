@@ -67,6 +67,7 @@ from ..model import (
 )
 from .batches import batches_frame, finish_done, read_status
 from .batchrun import run_batch
+from .browse import BrowseMethods
 from .common import (
     ATTEMPT_COLUMNS,
     ATTEMPT_OUTCOMES,
@@ -81,6 +82,7 @@ from .common import (
     frame,
     ids_argument,
     limit_argument,
+    rarest_first,
     since_timestamp,
     stats_frame,
     submit_in,
@@ -143,9 +145,6 @@ def _listing(table: Literal["tasks", "history"], columns: Mapping[str, Any], doc
     return listing
 
 
-#: How far a tag filter counts the tasks of each of its pairs to pick the rarest.
-TAG_COUNT_CAP = 10_000
-
 #: The ``taskmill_meta`` key of the store's aging policy (:meth:`TaskStore.set_aging`).
 AGING_KEY = "aging"
 
@@ -156,7 +155,8 @@ def _fraction(value: float) -> float:
     return 0.0 if value != value else min(1.0, max(0.0, value))
 
 
-class TaskStore(ScheduleMethods, abc.ABC):  # concrete; an ABC so stand-ins may register
+# concrete; an ABC so stand-ins may register
+class TaskStore(ScheduleMethods, BrowseMethods, abc.ABC):
     """A persistent task queue: a SQLite file, or a PostgreSQL database shared by workers
     on any number of machines — the same API and outcomes on both.
 
@@ -747,11 +747,15 @@ class TaskStore(ScheduleMethods, abc.ABC):  # concrete; an ABC so stand-ins may 
         return self._driver.describe()
 
     def _failed_rows(
-        self, task_type: list[str] | None, group: list[str] | None, since: float | None
+        self,
+        task_type: list[str] | None,
+        group: list[str] | None,
+        since: float | None,
+        ids: list[int] | None = None,
     ) -> list[tuple[Any, ...]]:
         """The failures :meth:`retry_failed` resubmits (:meth:`Driver.failed_rows
         <taskmill.backends.base.Driver.failed_rows>`)."""
-        return self._driver.failed_rows(task_type, group, since)
+        return self._driver.failed_rows(task_type, group, since, ids)
 
     def _prune_rows(self, ids: list[int]) -> pl.DataFrame:
         """The history rows of ``ids`` as :meth:`history` shows them (tags too), by id."""
@@ -946,16 +950,19 @@ class TaskStore(ScheduleMethods, abc.ABC):  # concrete; an ABC so stand-ins may 
         group: Filter = None,
         since: dt.datetime | dt.timedelta | None = None,
         on_commit: CommitHook | None = None,
+        ids: int | Iterable[int] | None = None,
     ) -> BatchOutcome:
         """Submit again the failed tasks of history that match; returns the batch's
         outcome (one row per task resubmitted, in history order).
 
         ``since``: only tasks that finished at or after it — a datetime (naive means
-        UTC) or a timedelta before now.  Each task goes through :meth:`submit_batch`
-        with its task type, dedup key, group, priority, payload, label, expected bytes
-        and ``max_retries``, and the ``skip`` strategy: a key that is active again is
-        *deduplicated* (or *upgraded*), never doubled.  The history rows stay as they
-        are (history is a log); the new tasks get new ids.
+        UTC) or a timedelta before now.  ``ids``: only the failed tasks with these ids (a
+        task id or several; an id that is not a failure in history is passed over).  Each
+        task goes through :meth:`submit_batch` with its task type, dedup key, group,
+        priority, payload, label, expected bytes and ``max_retries``, and the ``skip``
+        strategy: a key that is active again is *deduplicated* (or *upgraded*), never
+        doubled.  The history rows stay as they are (history is a log); the new tasks get
+        new ids.
 
         Which failures are retried: a keyed task only while its failure is the latest
         record of its key in history.  So calling this twice resubmits nothing twice —
@@ -975,7 +982,9 @@ class TaskStore(ScheduleMethods, abc.ABC):  # concrete; an ABC so stand-ins may 
         types = filter_values("task_type", task_type)
         groups = filter_values("group", group)
         after = since_timestamp(since, time.time())
-        rows = [] if types == [] or groups == [] else self._failed_rows(types, groups, after)
+        wanted = ids_argument(ids)
+        none = [] in (types, groups, wanted)
+        rows = [] if none else self._failed_rows(types, groups, after, wanted)
         table = frame([row[1:] for row in rows], RETRY_COLUMNS)
         batch = BatchSubmission().on_duplicate("skip").tasks(table)
         failures = [int(row[0]) for row in rows]
@@ -1033,13 +1042,8 @@ class TaskStore(ScheduleMethods, abc.ABC):  # concrete; an ABC so stand-ins may 
         return self._with_tags(rows)
 
     def _rarest_first(self, pairs: list[tuple[str, str]] | None) -> list[tuple[str, str]] | None:
-        """A tag filter's pairs, the one fewest tasks carry first (counted up to
-        :data:`TAG_COUNT_CAP` each): the filter reads that pair's tasks through the index
-        and checks the others task by task."""
-        if pairs is None or len(pairs) < 2:
-            return pairs
-        counts = {p: self._driver.tag_pair_count(*p, TAG_COUNT_CAP) for p in pairs}
-        return sorted(pairs, key=lambda p: (counts[p], p))
+        """A tag filter's pairs, the rarest first (:func:`~taskmill.store.common.rarest_first`)."""
+        return rarest_first(self._driver, pairs)
 
     def _with_tags(self, rows: pl.DataFrame) -> pl.DataFrame:
         """``rows`` (of :meth:`tasks` or :meth:`history`) with ``tags``: each task's

@@ -58,7 +58,7 @@ from ...model import (
     StoreLocked,
 )
 from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, shut
-from ..calls import CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
+from ..calls import Browse, CancelSlice, Dead, Ending, Expired, NewTask, Owned, Selection
 from ..family import park
 from ..location import encode_userinfo, scrub
 from ..schedules import ScheduleStatements
@@ -634,9 +634,13 @@ class PostgresDriver(Driver[Connection]):
         return self.write("cannot cancel tasks in", body)
 
     def failed_rows(
-        self, task_type: list[str] | None, group: list[str] | None, since: float | None
+        self,
+        task_type: list[str] | None,
+        group: list[str] | None,
+        since: float | None,
+        ids: list[int] | None = None,
     ) -> list[tuple[Any, ...]]:
-        params = {"task_type": task_type, "group": group, "since": since}
+        params = {"task_type": task_type, "group": group, "since": since, "ids": ids}
         return self._read(lambda conn: conn.execute(q("failed_to_retry"), params).fetchall())
 
     def set_status(self, task_id: int, old: str, new: str) -> bool:
@@ -888,6 +892,32 @@ class PostgresDriver(Driver[Connection]):
         }
         query = q(f"select_{selection.table}")
         return self._read(lambda conn: conn.execute(query, params).fetchall())
+
+    def browse(self, page: Browse) -> list[tuple[Any, ...]]:
+        """(Query ``browse``: the tables a page rules out are not read.)"""
+        if not (page.active or page.finished):
+            return []
+        params = {
+            "active": page.active,
+            "finished": page.finished,
+            "before": page.before,
+            "limit": page.limit,
+            "status": page.status,
+            "task_type": page.task_type,
+            "group": page.group,
+            "batch_ids": page.batch_ids,
+            "key_prefix": page.key_prefix,
+            "tag_keys": None if page.tags is None else [k for k, _ in page.tags],
+            "tag_values": None if page.tags is None else [v for _, v in page.tags],
+        }
+        return self._read(lambda conn: conn.execute(q("browse"), params).fetchall())
+
+    def throughput_rows(self, start: float, end: float) -> list[tuple[int, str, int]]:
+        params = {"start": start, "end": end}
+        return self._read(lambda conn: conn.execute(q("throughput"), params).fetchall())
+
+    def worker_rows(self) -> list[tuple[Any, ...]]:
+        return self._read(lambda conn: conn.execute(q("worker_list")).fetchall())
 
     def attempt_rows(
         self, task_ids: list[int] | None, outcomes: list[str] | None, limit: int | None

@@ -409,6 +409,16 @@ UPDATE taskmill.tasks
 SET status = 'pending', owner = NULL, attempts = greatest(attempts - 1, 0), started_at = NULL
 WHERE status = 'running' AND owner IS NOT DISTINCT FROM %(owner)s::text;
 
+-- name: worker_list
+-- Every registered worker with the tasks running for it now (tasks_running), by host and pid.
+SELECT w.owner, w.host, w.pid, w.started_at, w.heartbeat_at, w.lease_timeout,
+       COALESCE(r.running, 0)
+FROM taskmill.workers AS w
+LEFT JOIN (
+    SELECT owner, count(*) AS running FROM taskmill.tasks WHERE status = 'running' GROUP BY owner
+) AS r ON r.owner = w.owner
+ORDER BY w.host, w.pid, w.owner;
+
 -- name: owned_by
 SELECT id FROM taskmill.tasks WHERE status = 'running' AND owner = %(owner)s ORDER BY id;
 
@@ -460,7 +470,8 @@ SELECT DISTINCT task_type FROM taskmill.tasks;
 -- The failed tasks of history to submit again, in history order, each with its id: those
 -- matching the filters (NULL: any) that finished at or after :since (NULL: ever), except
 -- a keyed one that is no longer the latest record of its key (something later happened
--- to the key; checked again by the merge, batch_match_retried).
+-- to the key; checked again by the merge, batch_match_retried).  :ids: only the failures
+-- of those task ids (NULL: any).
 SELECT h.id, h.task_type, h.dedup_key, h.group_name, h.priority::bigint, h.payload, h.label,
        h.expected_read_bytes, h.expected_write_bytes, h.expected_net_rx_bytes,
        h.expected_net_tx_bytes, h.max_retries::bigint
@@ -469,6 +480,7 @@ WHERE h.status = 'failed'
   AND (%(task_type)s::text[] IS NULL OR h.task_type = ANY(%(task_type)s::text[]))
   AND (%(group)s::text[] IS NULL OR h.group_name = ANY(%(group)s::text[]))
   AND (%(since)s::double precision IS NULL OR h.finished_at >= %(since)s::double precision)
+  AND (%(ids)s::bigint[] IS NULL OR h.id = ANY(%(ids)s::bigint[]))
   AND NOT EXISTS (
       SELECT 1 FROM taskmill.history AS later
       WHERE later.task_type = h.task_type AND later.dedup_key = h.dedup_key
@@ -551,6 +563,48 @@ WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
   AND (%(tag_keys)s::text[] IS NULL OR id IN {fragment_tagged})
 ORDER BY id
 LIMIT %(limit)s::bigint;
+
+-- name: browse
+-- One page of tasks, active and finished together, newest first: each table read backwards
+-- along its primary key from :before, its first :limit matches (a table the page rules out,
+-- :active or :finished false, not read at all), the two merged by id.  The filters are
+-- select_tasks', and :key_prefix: a dedup key starting with that text (NULL: any).
+SELECT * FROM (
+    (SELECT id, status, task_type, dedup_key, group_name, priority, attempts, label,
+            last_error, created_at, started_at, NULL::double precision AS finished_at,
+            progress, batch_id, parent_id, true AS active
+     FROM taskmill.tasks
+     WHERE %(active)s::boolean AND id < %(before)s::bigint AND {fragment_browse_filters}
+     ORDER BY id DESC
+     LIMIT %(limit)s::bigint)
+    UNION ALL
+    (SELECT id, status, task_type, dedup_key, group_name, priority, attempts, label,
+            last_error, created_at, started_at, finished_at,
+            NULL::double precision AS progress, batch_id, parent_id, false AS active
+     FROM taskmill.history
+     WHERE %(finished)s::boolean AND id < %(before)s::bigint AND {fragment_browse_filters}
+     ORDER BY id DESC
+     LIMIT %(limit)s::bigint)
+) AS page
+ORDER BY id DESC
+LIMIT %(limit)s::bigint;
+
+-- name: fragment_browse_filters
+-- The filters of a page of browse on one table's rows.
+(%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
+     AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
+     AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
+     AND (%(batch_ids)s::bigint[] IS NULL OR batch_id = ANY(%(batch_ids)s::bigint[]))
+     AND (%(key_prefix)s::text IS NULL OR starts_with(dedup_key, %(key_prefix)s::text))
+     AND (%(tag_keys)s::text[] IS NULL OR id IN {fragment_tagged})
+
+-- name: throughput
+-- The tasks that ended from :start until before :end, per minute (of Unix time:
+-- floor(finished_at / 60)) and final status: a range of history_finished.
+SELECT floor(finished_at / 60)::bigint AS minute, status, count(*)
+FROM taskmill.history
+WHERE finished_at >= %(start)s::double precision AND finished_at < %(end)s::double precision
+GROUP BY minute, status;
 
 -- name: stats_by_group
 SELECT group_name, status, count(*) FROM taskmill.tasks GROUP BY 1, 2

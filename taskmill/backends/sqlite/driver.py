@@ -17,8 +17,8 @@ from typing import Any, Literal, TypeVar
 
 import polars as pl
 
+from ...columns import BROWSED, frame_schema
 from ...columns import column as declared
-from ...columns import frame_schema
 from ...model import (
     NotATaskStore,
     SchedulerError,
@@ -31,6 +31,7 @@ from ...model import (
 from ..base import CancelMatch, ClaimedTask, Driver, GroupQuery, shut
 from ..calls import (
     BatchTag,
+    Browse,
     CancelSlice,
     Dead,
     Ended,
@@ -137,6 +138,43 @@ def _select_list(table: Literal["tasks", "history"]) -> str:
 #: What tasks() and history() read: the frame's columns, in order (constants: never data).
 _SELECT = {table: f"SELECT {_select_list(table)} FROM {table}" for table in ("tasks", "history")}
 _ORDER = {"tasks": "priority, queue_pos", "history": "id"}
+
+
+def _browse_list(table: Literal["tasks", "history"]) -> str:
+    """The select list of a page of ``browse()`` from ``table``: the fields of
+    :data:`~taskmill.columns.BROWSED` in order (``NULL`` for one the table lacks), then
+    ``active``."""
+    names = [
+        (name if (stored := declared(name).stored) == name else f'{stored} AS "{name}"')
+        if table in declared(name).tables
+        else f'NULL AS "{name}"'
+        for name in BROWSED
+    ]
+    return ", ".join([*names, f"{int(table == 'tasks')} AS active"])
+
+
+#: What each branch of a page of browse() reads (constants: never data).
+_BROWSE = {table: f"SELECT {_browse_list(table)} FROM {table}" for table in ("tasks", "history")}
+
+
+def _filtered(
+    filters: tuple[tuple[str, Sequence[Any] | None], ...], tags: list[tuple[str, str]] | None
+) -> tuple[list[str], dict[str, Any]]:
+    """The conditions of a read's filters (``column`` among the JSON array of its values;
+    ``None``: no filter), the tag filter last, and their parameters.  A column named
+    ``+name`` is compared as an expression (SQLite then uses no index for it)."""
+    where: list[str] = []
+    params: dict[str, Any] = {}
+    for column, values in filters:
+        if values is None:
+            continue
+        param = column.lstrip("+")
+        where.append(f"{column} IN (SELECT value FROM json_each(:{param}))")
+        params[param] = json.dumps(list(values))
+    if tags is not None:  # (the named fragment: static text, never data)
+        where.append("id IN " + q("fragment_tagged"))
+        params["tags"] = json.dumps(tags)
+    return where, params
 
 
 def _json_list(values: list[str] | None) -> str | None:
@@ -1092,11 +1130,18 @@ class SqliteDriver(Driver[sqlite3.Connection]):
         return len(ids), (ids[-1] if ids else None)
 
     def failed_rows(
-        self, task_type: list[str] | None, group: list[str] | None, since: float | None
+        self,
+        task_type: list[str] | None,
+        group: list[str] | None,
+        since: float | None,
+        ids: list[int] | None = None,
     ) -> list[tuple[Any, ...]]:
         params = {"types": _json_list(task_type), "groups": _json_list(group), "since": since}
+        query = q("failed_to_retry")
+        if ids is not None:  # those failures alone, each checked against its later ids
+            query, params = q("failed_to_retry_ids"), params | {"ids": json.dumps(ids)}
         with self._read() as conn:
-            return conn.execute(q("failed_to_retry"), params).fetchall()
+            return conn.execute(query, params).fetchall()
 
     # ------------------------------------------------------------------ workers
 
@@ -1301,23 +1346,16 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             return conn.execute(q("active_group_counts")).fetchall()
 
     def select(self, selection: Selection) -> list[tuple[Any, ...]]:
-        where: list[str] = []
-        params: dict[str, Any] = {}
-        filters: tuple[tuple[str, Sequence[Any] | None], ...] = (
-            ("id", selection.ids),
-            ("status", selection.status),
-            ("task_type", selection.task_type),
-            ("group_name", selection.group),
-            ("batch_id", selection.batch_ids),
+        where, params = _filtered(
+            (
+                ("id", selection.ids),
+                ("status", selection.status),
+                ("task_type", selection.task_type),
+                ("group_name", selection.group),
+                ("batch_id", selection.batch_ids),
+            ),
+            selection.tags,
         )
-        for column, values in filters:
-            if values is None:
-                continue
-            where.append(f"{column} IN (SELECT value FROM json_each(:{column}))")
-            params[column] = json.dumps(list(values))
-        if selection.tags is not None:  # (the named fragment: static text, never data)
-            where.append("id IN " + q("fragment_tagged"))
-            params["tags"] = json.dumps(selection.tags)
         sql = _SELECT[selection.table]
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -1327,6 +1365,43 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             params["limit"] = int(selection.limit)
         with self._read() as conn:
             return conn.execute(sql, params).fetchall()
+
+    def browse(self, page: Browse) -> list[tuple[Any, ...]]:
+        """Each table's branch walks its rowid backwards from ``before`` (``+column``: a
+        filter never sends it through another index, whose order would need a sort),
+        reading its first ``limit`` matches; the branches are merged by id."""
+        where, params = _filtered(
+            (
+                ("+status", page.status),
+                ("+task_type", page.task_type),
+                ("+group_name", page.group),
+                ("+batch_id", page.batch_ids),
+            ),
+            page.tags,
+        )
+        if page.key_prefix is not None:
+            where.append("substr(dedup_key, 1, length(:prefix)) = :prefix")
+            params["prefix"] = page.key_prefix
+        params |= {"before": page.before, "limit": page.limit}
+        branches = [
+            f"SELECT * FROM ({_BROWSE[table]} WHERE {' AND '.join(['id < :before', *where])} "
+            "ORDER BY id DESC LIMIT :limit)"
+            for table, read in (("tasks", page.active), ("history", page.finished))
+            if read
+        ]
+        if not branches:
+            return []
+        sql = " UNION ALL ".join(branches) + " ORDER BY id DESC LIMIT :limit"
+        with self._read() as conn:
+            return [(*r[:-1], bool(r[-1])) for r in conn.execute(sql, params)]
+
+    def throughput_rows(self, start: float, end: float) -> list[tuple[int, str, int]]:
+        with self._read() as conn:
+            return conn.execute(q("throughput"), {"start": start, "end": end}).fetchall()
+
+    def worker_rows(self) -> list[tuple[Any, ...]]:
+        with self._read() as conn:
+            return conn.execute(q("worker_list")).fetchall()
 
     def attempt_rows(
         self, task_ids: list[int] | None, outcomes: list[str] | None, limit: int | None

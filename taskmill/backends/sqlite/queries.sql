@@ -220,6 +220,16 @@ WHERE status = 'running' AND owner = :owner
         AND heartbeat_at + lease_timeout >= COALESCE(:now, (julianday('now') - 2440587.5) * 86400.0)
   );
 
+-- name: worker_list
+-- Every registered worker with the tasks running for it now, by host and pid.
+SELECT w.owner, w.host, w.pid, w.started_at, w.heartbeat_at, w.lease_timeout,
+       COALESCE(r.running, 0)
+FROM workers AS w
+LEFT JOIN (
+    SELECT owner, count(*) AS running FROM tasks WHERE status = 'running' GROUP BY owner
+) AS r ON r.owner = w.owner
+ORDER BY w.host, w.pid, w.owner;
+
 -- name: owned_by
 SELECT id FROM tasks WHERE status = 'running' AND owner = ?;
 
@@ -849,10 +859,7 @@ WHERE t.task_type = json_extract(p.value, '$[1]')
 -- found by one scan of history probing an index on the failures.
 WITH failed AS MATERIALIZED (
     SELECT id, task_type, dedup_key FROM history
-    WHERE status = 'failed'
-      AND (:types IS NULL OR task_type IN (SELECT value FROM json_each(:types)))
-      AND (:groups IS NULL OR group_name IN (SELECT value FROM json_each(:groups)))
-      AND (:since IS NULL OR finished_at >= :since)
+    WHERE status = 'failed' AND {fragment_retry_filters}
 ), followed AS (
     SELECT f.id
     FROM history AS later
@@ -867,6 +874,36 @@ FROM failed AS f
 CROSS JOIN history AS h ON h.id = f.id
 WHERE f.id NOT IN (SELECT id FROM followed)
 ORDER BY h.id;
+
+-- name: failed_to_retry_ids
+-- failed_to_retry narrowed to the failures of the task ids :ids (a JSON array), found by
+-- id; a keyed one is checked against the history rows after it alone (a walk of history's
+-- ids above its own), so retrying a recent failure reads little of history.
+SELECT h.id, h.task_type, h.dedup_key, h.group_name, h.priority, h.payload, h.label,
+       h.expected_read_bytes, h.expected_write_bytes, h.expected_net_rx_bytes,
+       h.expected_net_tx_bytes, h.max_retries
+FROM history AS h
+WHERE h.id IN (SELECT value FROM json_each(:ids)) AND h.status = 'failed'
+  AND {fragment_retry_filters}
+  AND NOT EXISTS (
+      SELECT 1 FROM history AS later
+      WHERE later.id > h.id AND later.task_type = h.task_type
+        AND later.dedup_key = h.dedup_key)
+ORDER BY h.id;
+
+-- name: fragment_retry_filters
+-- The filters of a retry of failures on a history row (NULL: any).
+(:types IS NULL OR task_type IN (SELECT value FROM json_each(:types)))
+      AND (:groups IS NULL OR group_name IN (SELECT value FROM json_each(:groups)))
+      AND (:since IS NULL OR finished_at >= :since)
+
+-- name: throughput
+-- The tasks that ended from :start until before :end, per minute (of Unix time:
+-- floor(finished_at / 60)) and final status: a range of history_finished.
+SELECT CAST(finished_at / 60 AS INTEGER) AS minute, status, count(*)
+FROM history
+WHERE finished_at >= :start AND finished_at < :end
+GROUP BY minute, status;
 
 -- ------------------------------------------------------------------ attempts (schema 6)
 
