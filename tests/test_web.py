@@ -9,7 +9,6 @@ import re
 
 import httpx
 import pytest
-from markupsafe import escape
 from dashboard import (
     HOSTILE_BATCH,
     HOSTILE_ERROR,
@@ -22,6 +21,7 @@ from dashboard import (
     fill,
     served,
 )
+from markupsafe import escape
 
 import taskmill as tm
 from taskmill.web import is_loopback

@@ -166,12 +166,12 @@ class Filters:
     key: str = ""
     parent: str = ""
     before: str = ""
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list, init=False)
 
     @classmethod
     def of(cls, params: Any) -> Filters:
         """The filters of a request's query parameters (unknown ones ignored)."""
-        return cls(*(str(params.get(n, "")).strip() for n in _FILTERS))
+        return cls(**{n: str(params.get(n, "")).strip() for n in _FILTERS})
 
     def query(self, **changes: str) -> dict[str, str]:
         """These filters as query parameters (blank ones left out), with ``changes``."""
