@@ -76,7 +76,9 @@ def throughput_chart(frame: pl.DataFrame, width: int = 600, height: int = 110) -
         bars.append(Bar(i * slot, ok * scale, bad * scale, other * scale, title))
     total = sum(sum(int(r[s]) for s in FINAL_STATUSES) for r in rows)
     last = rows[-1] if rows else None
+    marks = [f"{r['minute']:%H:%M}" for r in (rows[0], rows[len(rows) // 2])] if rows else []
     return {
+        "marks": [*marks, "now"] if rows else [],
         "width": width,
         "height": height,
         "slot": max(slot - 1, 1),
