@@ -51,6 +51,12 @@ def test_every_page_shows_the_store_with_hostile_names_as_text(store: tm.TaskSto
             "/batches": web.get("/batches"),
             f"/batches/{filled.batch_id}": web.get(f"/batches/{filled.batch_id}"),
             "/schedules": web.get("/schedules"),
+            "/workers": web.get("/workers"),
+            "pause-group": web.get("/actions/pause-group", params={"group": HOSTILE_GROUP}),
+            "pause-schedule": web.get(
+                "/actions/pause-schedule", params={"schedule": HOSTILE_SCHEDULE}
+            ),
+            "tasks?group=": web.get("/tasks", params={"group": HOSTILE_GROUP}),
         }
     for path, answer in pages.items():
         assert answer.status_code == 200, path
@@ -78,6 +84,11 @@ def test_every_page_shows_the_store_with_hostile_names_as_text(store: tm.TaskSto
     assert "/actions/retry-task?task=" in failed
     assert esc(HOSTILE_BATCH) in pages["/batches"].text
     assert esc(HOSTILE_SCHEDULE) in pages["/schedules"].text
+    assert f"Pause group {esc(repr(HOSTILE_GROUP))}?" in pages["pause-group"].text
+    assert f'name="group" value="{esc(HOSTILE_GROUP)}"' in pages["pause-group"].text
+    assert esc(repr(HOSTILE_SCHEDULE)) in pages["pause-schedule"].text
+    assert f'name="group" value="{esc(HOSTILE_GROUP)}"' in pages["tasks?group="].text
+    assert _ids(pages["tasks?group="].text) == [filled.hostile]
 
 
 def test_a_task_shows_its_attempts_dependencies_and_children(store: tm.TaskStore) -> None:
