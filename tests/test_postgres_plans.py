@@ -181,7 +181,7 @@ def dispatch_statements(
         ),
         ("release_running", {**one, "owner": running["owner"]}, RUNNING),
         ("owned_running", {**one, "owner": running["owner"]}, RUNNING),
-        ("renew_worker", {"owner": running["owner"], "now": now}, {"workers_pkey"}),
+        ("renew_worker", {"owner": running["owner"], "now": now, "held": None}, {"workers_pkey"}),
     ]
 
 

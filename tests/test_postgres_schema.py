@@ -194,7 +194,7 @@ def test_a_schema_3_store_is_brought_to_the_fresh_schema_keeping_its_rows(
     tm.TaskStore.open(fresh).close()
     with psycopg.connect(pg_url) as conn:
         version = conn.execute("SELECT value FROM taskmill.meta").fetchone()
-    assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 13
+    assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 14
     assert _structure(pg_url) == _structure(fresh)
 
 

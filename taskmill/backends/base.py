@@ -549,7 +549,8 @@ class Driver(abc.ABC, Generic[C]):
 
     @abc.abstractmethod
     def renew(self, owner: str) -> bool:
-        """One write: extend ``owner``'s lease; ``False`` when it had been taken away."""
+        """One write: extend ``owner``'s lease (what it said was held back is kept);
+        ``False`` when it had been taken away."""
 
     @abc.abstractmethod
     def heartbeat(self, *, timeout: float) -> RenewingConnection:
@@ -569,6 +570,12 @@ class Driver(abc.ABC, Generic[C]):
     def owner_leases(self, now: float | None) -> tuple[list[Any], list[str]]:
         """One read: each running task's ``(owner, whether its lease ran out, its scope)``
         and the workers whose lease ran out, by the store's clock or ``now``."""
+
+    @abc.abstractmethod
+    def held_rows(self, now: float | None) -> list[str]:
+        """One read: what held groups back at the last claim of each worker whose lease
+        runs by the store's clock (or at ``now``), as the worker wrote it with a renewal
+        (a JSON object; a worker that holds nothing back is left out), by owner."""
 
     @abc.abstractmethod
     def give_back(self, dead: Dead, expired: Expired, now: float | None) -> int:

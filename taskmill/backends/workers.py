@@ -10,18 +10,23 @@ other worker waits for the lease, judged by the store's clock (:class:`StoreCloc
 Owners alive in this process are kept in a registry, so a running task whose owner is
 this process but not registered was left behind.  :func:`stale_owners` decides, from what
 a store reads, whose running tasks go back to pending; each store only runs the SQL.
+
+A worker's row also says what held its groups back at its last claim (:func:`held_text`,
+written with a lease renewal); :func:`merge_held` reads it over every live worker, so a
+view with no scheduler of its own shows a group limit, a budget or a rate binding.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import socket
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -30,10 +35,12 @@ __all__ = [
     "HOST",
     "StoreClock",
     "forget_owner",
+    "held_text",
     "last_renewed",
     "live_owners",
     "local_scope",
     "lost_reason",
+    "merge_held",
     "new_owner_id",
     "note_renewed",
     "owner_dead",
@@ -252,6 +259,31 @@ def stale_owners(
     return dead, late
 
 
+def held_text(held: Mapping[str, str]) -> str:
+    """What held a worker's groups back (group, or ``type:T``, -> reason) as its row's
+    ``held`` is written by a renewal: a JSON object, keys sorted; ``""`` (the column
+    cleared) when nothing was held back."""
+    return json.dumps(dict(held), sort_keys=True, separators=(",", ":")) if held else ""
+
+
+def merge_held(texts: Iterable[str | None]) -> dict[str, str]:
+    """The ``held`` of several workers' rows (:func:`held_text`) as one: for each group
+    (or ``type:T``), by name, the distinct reasons, sorted, joined by ``"; "``.  A row
+    that is not such an object (written by hand, cut short) is passed over."""
+    reasons: dict[str, set[str]] = {}
+    for text in texts:
+        try:
+            held = json.loads(text) if text else None
+        except ValueError:
+            continue
+        if not isinstance(held, dict):
+            continue
+        for key, why in held.items():
+            if isinstance(why, str) and why:
+                reasons.setdefault(key, set()).add(why)
+    return {key: "; ".join(sorted(reasons[key])) for key in sorted(reasons)}
+
+
 class RenewingConnection:
     """What both stores' heartbeats share: a connection of the heartbeat's own (``_conn``,
     opened by the backend's ``_connection()``) renewing leases by the store's clock.  A
@@ -261,14 +293,16 @@ class RenewingConnection:
     clock: StoreClock
     _conn: Any = None
 
-    def _renew_rows(self, owner: str) -> Sequence[Sequence[Any]]:
+    def _renew_rows(self, owner: str, held: str | None) -> Sequence[Sequence[Any]]:
         raise NotImplementedError
 
-    def renew(self, owner: str) -> float | None:
-        """Renew ``owner``'s lease: the store's time of the renewal, or ``None`` when
-        the lease had been taken away.  Raises :class:`StoreError` when it cannot."""
+    def renew(self, owner: str, held: str | None = None) -> float | None:
+        """Renew ``owner``'s lease, writing ``held`` (:func:`held_text`; ``None``: keep
+        what was written) in the same statement: the store's time of the renewal, or
+        ``None`` when the lease had been taken away.  Raises :class:`StoreError` when it
+        cannot."""
         sent = time.monotonic()
-        rows = self._renew_rows(owner)
+        rows = self._renew_rows(owner, held)
         if not rows:
             return None
         at = float(rows[0][0])

@@ -225,7 +225,10 @@ class Dispatcher:
             self.on_claim(time.perf_counter() - started)
         self._reconcile_needed = False
         self._claim_wait = getattr(claimed, "wait", None)
-        self.held = dict(getattr(claimed, "held", None) or {})
+        held = getattr(claimed, "held", None) or {}
+        if held != self.held:  # written to the worker's row with its next renewal
+            self.held = dict(held)
+            self.lease.note_held(self.held)
         self._slots_filled = len(claimed) == free
         # claimed while close() began, or under an identity whose lease was lost (or that
         # was fenced) meanwhile: back to the queue, not started.  Started, such an attempt

@@ -27,13 +27,13 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from ..model import TasksExpired, TasksRecovered
 from ..store import TaskStore
-from ..store.workers import CLOCK_SKEW_MARGIN, StoreClock, last_renewed
+from ..store.workers import CLOCK_SKEW_MARGIN, StoreClock, held_text, last_renewed
 from .attempts import Attempt
 from .events import EventBus, wait_set
 
@@ -56,21 +56,24 @@ class Heartbeat(Protocol):
 
     clock: StoreClock
 
-    def renew(self, owner: str) -> float | None:
-        """The store's time of the renewal; ``None`` when the lease was taken away."""
+    def renew(self, owner: str, held: str | None = None) -> float | None:
+        """The store's time of the renewal, which writes ``held`` too (what held this
+        worker's groups back; ``None``: keep it); ``None`` when the lease was taken away."""
         ...
 
     def close(self) -> None: ...
 
 
 class _RenewThroughStore:
-    """A heartbeat for a store without one of its own (its ``renew`` call)."""
+    """A heartbeat for a store without one of its own (its ``renew`` call, which writes
+    nothing of what is held back)."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
         self.clock = StoreClock()
 
-    def renew(self, owner: str) -> float | None:
+    def renew(self, owner: str, held: str | None = None) -> float | None:
+        del held  # such a store keeps no record of it
         sent = time.monotonic()
         if not self.store.renew(owner):
             return None
@@ -84,6 +87,11 @@ class _RenewThroughStore:
 
 class LeaseKeeper:
     """Renews ``owner``'s lease and fences its attempts when it cannot (module docs).
+
+    Each renewal also writes what held the worker's groups back at its last claim
+    (:meth:`note_held`) to its row, for views with no scheduler of their own; a change
+    brings the next renewal forward (to at most four renewals an interval), so no claim
+    pays a statement for it.
 
     Callbacks run on the keeper's threads: ``on_fence()`` once when renewals have failed
     for ``lease_timeout * FENCE_FRACTION``; ``on_unfence()`` when one lands again;
@@ -118,6 +126,10 @@ class LeaseKeeper:
         self._on_fence, self._on_unfence, self._on_lost = on_fence, on_unfence, on_lost
         self._warned_offset: float | None = None
         self._failures = 0
+        # what the renewals write of what is held back (None: nothing said yet, keep it);
+        # set: it changed, renew soon
+        self._held: str | None = None
+        self._soon = threading.Event()
         self._threads = [
             threading.Thread(target=self._renew_loop, name="taskmill-heartbeat", daemon=True),
             threading.Thread(target=self._watch_loop, name="taskmill-fence", daemon=True),
@@ -131,6 +143,7 @@ class LeaseKeeper:
     def stop(self) -> None:
         """Stop renewing (the scheduler releases its owner next) and close the heartbeat."""
         self._stop.set()
+        self._soon.set()
         for thread in self._threads:
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(timeout=10)
@@ -145,6 +158,12 @@ class LeaseKeeper:
         if was_fenced:
             self._on_unfence()
 
+    def note_held(self, held: Mapping[str, str]) -> None:
+        """What held groups back at the last claim changed to ``held``: the next renewal,
+        brought forward, writes it to the worker's row."""
+        self._held = held_text(held)
+        self._soon.set()
+
     def since_renewal(self) -> float:
         """Seconds since the last renewal that landed was sent."""
         with self._lock:
@@ -153,14 +172,23 @@ class LeaseKeeper:
     # ------------------------------------------------------------------ threads
 
     def _renew_loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        sent = time.monotonic()  # registered just now
+        while not self._stop.is_set():
+            # due an interval after the last renewal; brought forward by a change of
+            # what is held back, to a quarter of an interval after it at the soonest
+            self._soon.wait(max(0.0, sent + self.interval - time.monotonic()))
+            if self._soon.is_set():
+                self._stop.wait(max(0.0, sent + self.interval / 4 - time.monotonic()))
+                self._soon.clear()
+            if self._stop.is_set():
+                return
+            sent = time.monotonic()
             with self._lock:
                 owner = self._owner
             if owner is None:
                 continue
-            sent = time.monotonic()
             try:
-                at = self.heartbeat.renew(owner)
+                at = self.heartbeat.renew(owner, self._held)
             except Exception as exc:  # the store is away: try again, the watchdog fences
                 self._failures += 1
                 if self._failures in (1, 10) or self._failures % 100 == 0:
@@ -277,6 +305,12 @@ class WorkerLease:
         if self.keeper is not None:
             await asyncio.to_thread(self.keeper.stop)
             self.keeper = None
+
+    def note_held(self, held: Mapping[str, str]) -> None:
+        """What held groups back at the last claim changed: written to this worker's row
+        with the next renewal, brought forward (:meth:`LeaseKeeper.note_held`)."""
+        if self.keeper is not None:
+            self.keeper.note_held(held)
 
     def may_claim(self) -> bool:
         """Whether the lease holds: neither fenced nor lost."""

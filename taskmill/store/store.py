@@ -38,6 +38,7 @@ from ..backends.workers import (
     RenewingConnection,
     forget_owner,
     lost_reason,
+    merge_held,
     new_owner_id,
     stale_owners,
 )
@@ -381,6 +382,17 @@ class TaskStore(ScheduleMethods, BrowseMethods, abc.ABC):
                 len(dead) + len(expired),
             )
         return count
+
+    def held_groups(self, *, now: float | None = None) -> dict[str, str]:
+        """What held groups back at the last claim of every worker whose lease is alive
+        by the store's clock (``now``: another time, for tests), from the store alone:
+        each group (or ``"type:T"`` for a task type) with why — ``"group limit"``,
+        ``"byte budget"``, ``"rate limit"``; the distinct reasons of several workers
+        joined by ``"; "`` in a stable order.  ``{}``: nothing held back, or no worker
+        running.  A worker writes it with its lease renewal when it changes, so it lags
+        a claim by a moment."""
+        at = None if now is None else clock_argument(now)
+        return merge_held(self._driver.held_rows(at))
 
     # ------------------------------------------------------------------ dispatch
 

@@ -453,11 +453,7 @@ class QueueWidget(w.VBox):
         )
         status = "<div class='taskmill-live'>" + " · ".join(items) + "</div>" + trouble
         waits = group_waits(groups, paused, held, later, retry)
-        by_type = ", ".join(f"{k[5:]} ({why})" for k, why in held.items() if k.startswith("type:"))
-        if by_type:
-            status += (
-                f"<div class='taskmill-held-types'>held task types: {html.escape(by_type)}</div>"
-            )
+        status += held_types_html(held)
         schedules = await asyncio.to_thread(getattr(store, "schedules", lambda: None))
         if schedules is not None and schedules.height:
             status += schedules_html(schedules)
@@ -525,6 +521,15 @@ class QueueWidget(w.VBox):
 
         self._display_id = self._display_id or uuid4().hex
         display(self._bundle(), raw=True, display_id=self._display_id)
+
+
+def held_types_html(held: dict[str, str]) -> str:
+    """The task types held back (the ``type:T`` keys of ``held``) with why, as a line;
+    ``""`` when none is."""
+    by_type = ", ".join(f"{k[5:]} ({why})" for k, why in held.items() if k.startswith("type:"))
+    if not by_type:
+        return ""
+    return f"<div class='taskmill-held-types'>held task types: {html.escape(by_type)}</div>"
 
 
 def schedules_html(schedules: pl.DataFrame) -> str:
@@ -664,11 +669,12 @@ BATCH_FAILURES_SHOWN = 5
 class StoreWidget(w.VBox):
     """A store's queue, live, from the store alone (no scheduler in this kernel): its
     tasks by status, its groups (pending, running, ended, and what their tasks wait on:
-    a pause, start times, a retry's backoff, dependencies, children), the rate tasks
-    ended at since the last reading, the progress running tasks reported, its schedules
-    and aging.  Whoever runs the tasks — workers on this machine or others — it shows
-    what the store says.  :meth:`refresh` reads it again; with ``refresh`` seconds a
-    background thread does so until the store is closed or :meth:`stop`."""
+    a pause, the limits that held them back at the live workers' last claims, start
+    times, a retry's backoff, dependencies, children), the rate tasks ended at since the
+    last reading, the progress running tasks reported, its schedules and aging.  Whoever
+    runs the tasks — workers on this machine or others — it shows what the store says.
+    :meth:`refresh` reads it again; with ``refresh`` seconds a background thread does so
+    until the store is closed or :meth:`stop`."""
 
     def __init__(self, store: Any, *, refresh: float | None = 2.0) -> None:
         self.store = store
@@ -730,14 +736,16 @@ class StoreWidget(w.VBox):
         ]
         if rate is not None:
             items.append(f"<span class='taskmill-rate'>{rate:,.0f} tasks/s ended</span>")
+        held = store.held_groups()
         status = "<div class='taskmill-live'>" + " · ".join(items) + "</div>"
+        status += held_types_html(held)
         schedules = store.schedules()
         if schedules.height:
             status += schedules_html(schedules)
         aging = store.aging()
         if aging is not None:
             status += aging_html(aging)
-        waits = group_waits(groups, paused, {}, later, retry)
+        waits = group_waits(groups, paused, held, later, retry)
         self.status.value = status
         self.groups.value = page_html(
             groups.select("group", "pending", "running", "completed", "failed").with_columns(

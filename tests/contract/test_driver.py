@@ -25,6 +25,7 @@ from taskmill.backends import open_driver
 from taskmill.backends.base import ClaimedTask, Driver
 from taskmill.backends.calls import CancelSlice, Ending, NewTask, Owned, Selection
 from taskmill.backends.keys import key_hash
+from taskmill.backends.workers import held_text
 from taskmill.batch.validate import Row
 from taskmill.model import DuplicateStrategy, StoreError
 from taskmill.store.common import HISTORY_COLUMNS, TASK_COLUMNS
@@ -496,6 +497,42 @@ def test_leases_recovery_and_lost_attempts(driver: Driver[Any]) -> None:
         (a, 1, "w1", "lost", "w1 is gone", None),
         (b, 1, "w2", "released", None, None),
     ]
+
+
+def test_what_held_groups_back_is_written_with_a_renewal(driver: Driver[Any]) -> None:
+    """A heartbeat's renewal writes what held a worker's groups back (schema 14) in the
+    same statement: ``None`` keeps it, ``""`` clears it; a renewal through the driver
+    keeps it.  Only the workers whose lease runs are read, by the store's clock."""
+    one = held_text({"g": "group limit", "type:t": "rate limit"})
+    two = held_text({"h": "group limit", "g": "byte budget"})
+    assert (one, two) == (
+        '{"g":"group limit","type:t":"rate limit"}',
+        '{"g":"byte budget","h":"group limit"}',
+    )
+    for owner in ("w1", "w2", "w3"):
+        driver.register(owner, lease_timeout=30)
+    driver.register("w4", lease_timeout=0.2)
+    beat = driver.heartbeat(timeout=5)
+    try:
+        assert driver.held_rows(None) == []  # registered: nothing said yet
+        assert beat.renew("w1", one) is not None
+        assert beat.renew("w2", two) is not None
+        assert beat.renew("w3", "") is not None  # nothing held back
+        assert beat.renew("w4", one) is not None
+        assert driver.held_rows(None) == [one, two, one]
+        assert driver.renew("w1") is True  # kept by a renewal that says nothing of it
+        assert beat.renew("w2") is not None  # and by a heartbeat's
+        time.sleep(0.3)  # w4's lease ran out by the store's clock: not believed
+        assert driver.held_rows(None) == [one, two]
+        assert beat.renew("w2", "") is not None  # no longer held back: cleared
+        assert driver.held_rows(None) == [one]
+        assert driver.held_rows(time.time() + 3600) == []  # an hour on, no lease runs
+        assert beat.renew("gone", one) is None  # no such worker: nothing written
+        assert driver.held_rows(None) == [one]
+    finally:
+        beat.close()
+    assert driver.release_owner("w1") == 0  # its row is forgotten, and what it held
+    assert driver.held_rows(None) == []
 
 
 # ---------------------------------------------------------------------- queries, retention

@@ -660,7 +660,7 @@ class PostgresDriver(Driver[Connection]):
         )
 
     def renew(self, owner: str) -> bool:
-        params = {"owner": owner, "now": None}
+        params = {"owner": owner, "now": None, "held": None}
         return self.write(
             "cannot renew a lease in",
             lambda conn: bool(conn.execute(q("renew_worker"), params).fetchall()),
@@ -707,6 +707,11 @@ class PostgresDriver(Driver[Connection]):
             return running, [r[0] for r in stale]
 
         return self._read(look)
+
+    def held_rows(self, now: float | None) -> list[str]:
+        return self._read(
+            lambda conn: [r[0] for r in conn.execute(q("workers_held"), {"now": now}).fetchall()]
+        )
 
     def give_back(self, dead: Dead, expired: Expired, now: float | None) -> int:
         def body(conn: Connection) -> int:
@@ -1028,9 +1033,9 @@ class PostgresHeartbeat(RenewingConnection):
             self._conn = conn
         return self._conn
 
-    def _renew_rows(self, owner: str) -> list[Any]:
+    def _renew_rows(self, owner: str, held: str | None) -> list[Any]:
         try:
-            params = {"owner": owner, "now": None}
+            params = {"owner": owner, "now": None, "held": held}
             return self._connection().execute(q("renew_worker"), params).fetchall()
         except psycopg.Error as exc:
             raise _store_error("cannot renew a lease in", self.store.where, exc) from exc

@@ -370,8 +370,11 @@ RETURNING heartbeat_at;
 
 -- name: renew_worker
 -- The server's time of the renewal (no row: the lease was taken away).  :now only for a
--- test of the plan; a worker passes NULL.
-UPDATE taskmill.workers SET heartbeat_at = COALESCE(%(now)s::float8, extract(epoch FROM clock_timestamp())) WHERE owner = %(owner)s
+-- test of the plan; a worker passes NULL.  :held, what held the worker's groups back
+-- (schema 14): NULL keeps what it wrote last, '' clears it.
+UPDATE taskmill.workers SET heartbeat_at = COALESCE(%(now)s::float8, extract(epoch FROM clock_timestamp())),
+    held = NULLIF(COALESCE(%(held)s::text, held), '')
+WHERE owner = %(owner)s
 RETURNING heartbeat_at;
 
 -- name: forget_worker
@@ -392,6 +395,13 @@ LEFT JOIN taskmill.workers AS w ON w.owner = r.owner;
 
 -- name: expired_workers
 SELECT owner FROM taskmill.workers WHERE heartbeat_at + lease_timeout < COALESCE(%(now)s::float8, extract(epoch FROM clock_timestamp()));
+
+-- name: workers_held
+-- What held groups back at the last claim of each worker whose lease runs at :now (the
+-- server's clock when NULL), as it wrote it (schema 14), by owner.
+SELECT held FROM taskmill.workers
+WHERE held IS NOT NULL AND heartbeat_at + lease_timeout >= COALESCE(%(now)s::float8, extract(epoch FROM clock_timestamp()))
+ORDER BY owner;
 
 -- name: release_expired_owner
 -- An owner whose lease ran out: its tasks are pending again (unless it renewed meanwhile).

@@ -1,4 +1,4 @@
--- taskmill store schema on PostgreSQL, version 13 (the SQLite store's schema 13, column for
+-- taskmill store schema on PostgreSQL, version 14 (the SQLite store's schema 14, column for
 -- column).  Everything lives in the schema `taskmill`, so the store can share a database
 -- with the user's own tables; the runner (postgres/migrate.py) creates the schema and
 -- applies this file, or the migrations in migrations/ to an older store, in one
@@ -128,7 +128,8 @@ CREATE TABLE taskmill.workers (
     lease_timeout double precision NOT NULL CHECK (lease_timeout > 0),
     heartbeat_at  double precision NOT NULL,   -- by the server's clock (schema 5)
     started_at    double precision NOT NULL,
-    scope         text                         -- boot and PID namespace (schema 5; NULL: unknown)
+    scope         text,                        -- boot and PID namespace (schema 5; NULL: unknown)
+    held          text                         -- {group or "type:T": reason} at its last claim (schema 14)
 );
 
 -- Groups held by pause_group: none of their tasks is dispatched until `until` (NULL: until

@@ -1152,7 +1152,8 @@ class SqliteDriver(Driver[sqlite3.Connection]):
 
     def renew(self, owner: str) -> bool:
         with self._write() as conn:
-            return bool(conn.execute(q("renew_worker"), {"owner": owner}).fetchall())
+            params = {"owner": owner, "held": None}
+            return bool(conn.execute(q("renew_worker"), params).fetchall())
 
     def heartbeat(self, *, timeout: float) -> SqliteHeartbeat:
         """A connection of its own for renewing leases, waiting at most ``timeout``
@@ -1174,6 +1175,10 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             running = conn.execute(q("running_owner_leases"), {"now": now}).fetchall()
             stale = conn.execute(q("expired_workers"), {"now": now}).fetchall()
         return running, [r[0] for r in stale]
+
+    def held_rows(self, now: float | None) -> list[str]:
+        with self._read() as conn:
+            return [r[0] for r in conn.execute(q("workers_held"), {"now": now})]
 
     def give_back(self, dead: Dead, expired: Expired, now: float | None) -> int:
         count = 0
@@ -1505,8 +1510,9 @@ class SqliteHeartbeat(RenewingConnection):
             self._conn = conn
         return self._conn
 
-    def _renew_rows(self, owner: str) -> list[Any]:
+    def _renew_rows(self, owner: str, held: str | None) -> list[Any]:
         try:
-            return self._connection().execute(q("renew_worker"), {"owner": owner}).fetchall()
+            params = {"owner": owner, "held": held}
+            return self._connection().execute(q("renew_worker"), params).fetchall()
         except sqlite3.Error as exc:
             raise _store_error("cannot renew a lease in", self.store.path, exc) from exc

@@ -182,6 +182,13 @@ LEFT JOIN workers AS w ON w.owner = r.owner;
 -- name: expired_workers
 SELECT owner FROM workers WHERE heartbeat_at + lease_timeout < COALESCE(:now, (julianday('now') - 2440587.5) * 86400.0);
 
+-- name: workers_held
+-- What held groups back at the last claim of each worker whose lease runs at :now (the
+-- store's clock when NULL), as it wrote it (schema 14), by owner.
+SELECT held FROM workers
+WHERE held IS NOT NULL AND heartbeat_at + lease_timeout >= COALESCE(:now, (julianday('now') - 2440587.5) * 86400.0)
+ORDER BY owner;
+
 -- name: register_worker
 -- A lease starts by the store's clock, as every renewal does.
 INSERT INTO workers (owner, host, pid, lease_timeout, heartbeat_at, started_at, scope)
@@ -192,8 +199,11 @@ SET lease_timeout = excluded.lease_timeout, heartbeat_at = excluded.heartbeat_at
 RETURNING heartbeat_at;
 
 -- name: renew_worker
--- The store's time of the renewal (no row: the lease was taken away).
-UPDATE workers SET heartbeat_at = (julianday('now') - 2440587.5) * 86400.0 WHERE owner = :owner
+-- The store's time of the renewal (no row: the lease was taken away).  :held, what held
+-- the worker's groups back (schema 14): NULL keeps what it wrote last, '' clears it.
+UPDATE workers SET heartbeat_at = (julianday('now') - 2440587.5) * 86400.0,
+    held = NULLIF(COALESCE(:held, held), '')
+WHERE owner = :owner
 RETURNING heartbeat_at;
 
 -- name: renew_workers

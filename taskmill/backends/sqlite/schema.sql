@@ -1,4 +1,4 @@
--- taskmill store schema, version 13 (the whole current schema; a store written by an
+-- taskmill store schema, version 14 (the whole current schema; a store written by an
 -- older version is brought here by the files in migrations/, see sql.py).
 --
 -- Parts: a table, index or trigger unchanged since the migration that created it is
@@ -8,8 +8,8 @@
 -- (tests/test_migrations.py holds the digest of every migration with its parts in
 -- place).  Changing such an object takes a new migration, and this file then writes the
 -- object's new form itself instead of the include.  What differs from the migration's
--- version (workers, given `scope` by migration 005; history, given `batch_id` by 007;
--- tasks) is written here in full.
+-- version (workers, given `scope` by migration 005 and `held` by 014; history, given
+-- `batch_id` by 007; tasks) is written here in full.
 --
 -- Active tasks (pending, running, paused) live in `tasks`; a task that finishes
 -- moves, with the same id, to `history`.  Ids come from AUTOINCREMENT and are
@@ -116,7 +116,9 @@ CREATE INDEX history_parent ON history (parent_id) WHERE parent_id IS NOT NULL;
 -- Workers and their leases (schema 2): a scheduler renews `heartbeat_at` while it
 -- runs; a running task whose owner's lease ran out is pending again.  Schema 5:
 -- `heartbeat_at` goes by the store's clock; `scope` is the worker's boot id and PID
--- namespace (NULL: unknown), without which no one judges it dead by its pid.
+-- namespace (NULL: unknown), without which no one judges it dead by its pid.  Schema 14:
+-- `held`, what held the worker's groups back at its last claim (a JSON object {group, or
+-- "type:T": reason}; NULL: nothing), written with its lease renewal when it changes.
 CREATE TABLE workers (
     owner         TEXT    PRIMARY KEY,   -- 'host:pid:token', as in tasks.owner
     host          TEXT    NOT NULL,
@@ -124,7 +126,8 @@ CREATE TABLE workers (
     lease_timeout REAL    NOT NULL CHECK (lease_timeout > 0),
     heartbeat_at  REAL    NOT NULL,
     started_at    REAL    NOT NULL,
-    scope         TEXT
+    scope         TEXT,
+    held          TEXT
 ) WITHOUT ROWID;
 
 -- include: group_pauses.sql
