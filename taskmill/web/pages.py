@@ -90,14 +90,11 @@ def throughput_chart(frame: pl.DataFrame, width: int = 600, height: int = 110) -
     }
 
 
-def _rows(
-    frame: pl.DataFrame, key: str, waits: list[str] | None
-) -> tuple[list[dict[str, Any]], int]:
+def _rows(frame: pl.DataFrame, key: str, waits: list[str]) -> tuple[list[dict[str, Any]], int]:
     """The rows of a ``stats()`` frame keyed by ``key``, busiest first (active tasks,
     then all), at most :data:`SHOWN_GROUPS`, each with what it waits on; and how many
     were left out."""
-    if waits is not None:
-        frame = frame.with_columns(pl.Series("waits", waits, dtype=pl.String))
+    frame = frame.with_columns(pl.Series("waits", waits, dtype=pl.String))
     frame = frame.with_columns(active=pl.sum_horizontal(*ACTIVE_STATUSES)).sort(
         ["active", "total", key], descending=[True, True, False], nulls_last=True
     )
@@ -106,20 +103,24 @@ def _rows(
 
 def queue_snapshot(store: TaskStore) -> dict[str, Any]:
     """The queue now: tasks by status, by group (with what each waits on and whether it
-    is paused) and by task type; what ended per minute; running tasks' progress; the
-    schedules, the aging policy and the workers."""
+    is paused) and by task type (with what held it back at a worker's last claim); what
+    ended per minute; running tasks' progress; the schedules, the aging policy and the
+    workers."""
     groups = store.stats("group")
     types = store.stats("task_type")
     paused = store.paused_groups()
     later = store.waiting_for_start()
     retry = store.waiting_for_retry()
+    held = store.held_groups()
     counts = {s: int(groups[s].sum()) for s in STATUSES}
-    group_rows, groups_left = _rows(groups, "group", group_waits(groups, paused, {}, later, retry))
+    waits = group_waits(groups, paused, held, later, retry)
+    group_rows, groups_left = _rows(groups, "group", waits)
     for row in group_rows:
         row["paused_until"] = paused.get(row["group"], False)
         if row["paused_until"] not in (False, None):
             row["paused_until"] = dt.datetime.fromtimestamp(row["paused_until"], dt.UTC)
-    type_rows, types_left = _rows(types, "task_type", None)
+    type_waits = [held.get(f"type:{t}", "") for t in types["task_type"].to_list()]
+    type_rows, types_left = _rows(types, "task_type", type_waits)
     running = store.tasks(status="running", limit=PROGRESS_READ)
     progress = (
         running.filter(pl.col("progress").is_not_null())
