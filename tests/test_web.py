@@ -278,3 +278,38 @@ def test_unknown_tasks_and_batches_are_said_plainly(store: tm.TaskStore) -> None
         assert web.get("/actions/drop-table").status_code == 404
         empty = web.get("/").text
         assert "No tasks in this store yet." in empty
+
+
+async def test_the_queue_page_says_what_held_each_group_at_a_workers_claim(
+    store: tm.TaskStore,
+) -> None:
+    import asyncio
+
+    gate = asyncio.Event()
+
+    async def wait(ctx: tm.TaskContext) -> None:
+        await gate.wait()
+
+    store.submit_batch(
+        [tm.TaskSubmission("t", group=HOSTILE_GROUP, dedup_key=f"g{i}") for i in range(3)]
+        + [tm.TaskSubmission("u", dedup_key=f"u{i}") for i in range(2)]
+    )
+    with served(store) as url:
+        async with tm.Scheduler(
+            store,
+            executors={"t": wait, "u": wait},
+            group_concurrency={HOSTILE_GROUP: 1},
+            rate_limits={"type:u": tm.RateLimit(0.5)},
+            poll_interval=0.05,
+        ):
+            for _ in range(300):
+                if len(store.held_groups()) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            async with httpx.AsyncClient(base_url=url) as web:
+                page = (await web.get("/")).text
+            gate.set()
+    row = re.search(rf"<tr>\s*<td><a [^>]*>{re.escape(esc(HOSTILE_GROUP))}</a>.*?</tr>", page, re.S)
+    assert row and '<td class="waits">group limit</td>' in row.group(0)
+    types = re.search(r"<tr>\s*<td><a [^>]*>u</a>.*?</tr>", page, re.S)
+    assert types and '<td class="waits">rate limit</td>' in types.group(0)
