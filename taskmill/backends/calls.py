@@ -60,6 +60,10 @@ class Browse:
     batch_ids: list[int] | None = None
     #: ``(key, value)`` pairs: the tasks carrying every one, the rarest pair first.
     tags: list[tuple[str, str]] | None = None
+    #: Even the rarest pair is common (:data:`~taskmill.store.common.TAG_COUNT_CAP` tasks or
+    #: more carry it): check each task's tags as the walk meets it, rather than reading
+    #: every task of the rarest pair first.
+    tags_common: bool = False
     #: The tasks whose dedup key starts with this text, character for character (``%``
     #: and ``_`` are themselves, case counts).
     key_prefix: str | None = None

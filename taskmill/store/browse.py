@@ -20,11 +20,12 @@ from ..columns import MAX_INT64
 from ..model import ACTIVE_STATUSES, FINAL_STATUSES, SchedulerError
 from .common import (
     BROWSE_COLUMNS,
+    TAG_COUNT_CAP,
     Filter,
     filter_values,
     frame,
     ids_argument,
-    rarest_first,
+    ranked_pairs,
     utc_times,
 )
 
@@ -94,6 +95,7 @@ def page_of(
     prefix = prefix_argument(key_prefix)
     last = MAX_INT64 if before is None else whole_number(before, "before", low=-MAX_INT64 - 1)
     size = whole_number(limit, "limit", low=1, high=MAX_PAGE)
+    ranked = [] if pairs is None else ranked_pairs(driver, pairs)
     return Browse(
         before=last,
         limit=size,
@@ -103,7 +105,8 @@ def page_of(
         task_type=types,
         group=groups,
         batch_ids=batches,
-        tags=rarest_first(driver, pairs),
+        tags=None if pairs is None else [p for p, _ in ranked],
+        tags_common=bool(ranked) and ranked[0][1] >= TAG_COUNT_CAP,
         key_prefix=prefix,
     )
 

@@ -49,6 +49,7 @@ __all__ = [
     "frame",
     "ids_argument",
     "limit_argument",
+    "ranked_pairs",
     "rarest_first",
     "submit_in",
     "submit_row",
@@ -134,8 +135,16 @@ def rarest_first(
     and checks the others task by task."""
     if pairs is None or len(pairs) < 2:
         return pairs
+    return [p for p, _ in ranked_pairs(driver, pairs)]
+
+
+def ranked_pairs(
+    driver: Driver[Any], pairs: list[tuple[str, str]]
+) -> list[tuple[tuple[str, str], int]]:
+    """Each pair of a tag filter with how many tasks carry it (counted up to
+    :data:`TAG_COUNT_CAP`), the rarest first."""
     counts = {p: driver.tag_pair_count(*p, TAG_COUNT_CAP) for p in pairs}
-    return sorted(pairs, key=lambda p: (counts[p], p))
+    return sorted(counts.items(), key=lambda item: (item[1], item[0]))
 
 
 def submit_row(

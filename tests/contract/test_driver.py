@@ -12,6 +12,7 @@ public suites (``tests/test_batch*.py``, ``tests/test_postgres_batch.py``) on bo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -23,10 +24,11 @@ import pytest
 
 from taskmill.backends import open_driver
 from taskmill.backends.base import ClaimedTask, Driver
-from taskmill.backends.calls import CancelSlice, Ending, NewTask, Owned, Selection
+from taskmill.backends.calls import Browse, CancelSlice, Ending, NewTask, Owned, Selection
 from taskmill.backends.keys import key_hash
 from taskmill.backends.workers import held_text
 from taskmill.batch.validate import Row
+from taskmill.columns import BROWSED, MAX_INT64
 from taskmill.model import DuplicateStrategy, StoreError
 from taskmill.store.common import HISTORY_COLUMNS, TASK_COLUMNS
 
@@ -376,6 +378,32 @@ def test_a_failure_retries_later_or_ends_with_its_traceback(driver: Driver[Any])
     failed = driver.failed_rows(None, None, None)
     assert [r[1:4] for r in failed] == [("copy", None, None)]
     assert driver.failed_rows(["delete"], None, None) == []
+    assert [r[0] for r in driver.failed_rows(None, None, None, [b])] == [b]
+    assert driver.failed_rows(None, None, None, [a]) == []  # a is not a failure
+    assert driver.failed_rows(["delete"], None, None, [b]) == []
+
+
+def test_a_keyed_failure_by_id_only_while_it_is_its_keys_latest_record(
+    driver: Driver[Any],
+) -> None:
+    a, b = add(driver, row(key="k"), row(key="j"))
+    claim(driver, "w1")
+    for tid in (a, b):
+        driver.write(
+            "cannot record a failed attempt in",
+            lambda conn, tid=tid: driver.finish_owned(
+                conn, Owned([tid], [1], "w1"), Ending("failed", NOW, error="boom")
+            ),
+        )
+    (c,) = add(driver, row(key="j"))
+    claim(driver, "w1")
+    driver.write(
+        "cannot record completed tasks in",
+        lambda conn: driver.finish_owned(conn, Owned([c], [1], "w1"), Ending("completed", NOW)),
+    )
+    # j failed (b), then completed (c): b is no longer j's latest record
+    assert [r[:3] for r in driver.failed_rows(None, None, None, [a, b, c])] == [(a, "copy", "k")]
+    assert [r[0] for r in driver.failed_rows(None, None, None)] == [a]
 
 
 def test_a_release_is_not_counted_as_a_try(driver: Driver[Any]) -> None:
@@ -533,6 +561,127 @@ def test_what_held_groups_back_is_written_with_a_renewal(driver: Driver[Any]) ->
         beat.close()
     assert driver.release_owner("w1") == 0  # its row is forgotten, and what it held
     assert driver.held_rows(None) == []
+
+
+# ---------------------------------------------------------------------- dashboard reads
+
+
+def page(**fields: Any) -> Browse:
+    """A page of ``browse`` from the top, 50 rows, with ``fields`` set."""
+    return Browse(**{"before": MAX_INT64, "limit": 50, **fields})
+
+
+def shown(rows: list[tuple[Any, ...]], *names: str) -> list[tuple[Any, ...]]:
+    """``names`` of each row of ``browse`` (``active`` is the field after the others)."""
+    fields = [*BROWSED, "active"]
+    return [tuple(r[fields.index(n)] for n in names) for r in rows]
+
+
+def tagged(*pairs: tuple[str, str], **given: Any) -> Row:
+    return dataclasses.replace(row(**given), tags=pairs)
+
+
+def test_browse_reads_both_tables_newest_first_in_pages(driver: Driver[Any]) -> None:
+    a, b, c, d, e = add(
+        driver,
+        tagged(("env", "prod"), key="user/1", group="g"),
+        tagged(("env", "prod"), ("team", "x"), key="user/2"),
+        tagged(("env", "dev"), key="User/3", group="g"),
+        row("delete", "a%b"),
+        row("delete", "a_b", group="h"),
+    )
+    claim(driver, "w1", limit=1)  # a runs
+    driver.write(
+        "cannot record progress in",
+        lambda conn: driver.store_progress(conn, "w1", [(a, 1, 0.5, "half")]),
+        dispatch=True,
+    )
+    driver.write(
+        "cannot submit to", lambda c_: driver.finish(c_, [b, d], Ending("expired", NOW + 1))
+    )
+    every = driver.browse(page())
+    assert len(every) == 5 and all(len(r) == len(BROWSED) + 1 for r in every)
+    assert shown(every, "id", "status", "active", "finished_at", "progress") == [
+        (e, "pending", True, None, None),
+        (d, "expired", False, NOW + 1, None),
+        (c, "pending", True, None, None),
+        (b, "expired", False, NOW + 1, None),
+        (a, "running", True, None, 0.5),
+    ]
+    assert shown(every, "id", "task_type", "dedup_key", "group", "priority", "attempts")[-1] == (
+        a,
+        "copy",
+        "user/1",
+        "g",
+        128,
+        1,
+    )
+    assert shown(driver.browse(page(limit=2)), "id") == [(e,), (d,)]
+    assert shown(driver.browse(page(before=d, limit=2)), "id") == [(c,), (b,)]
+    assert driver.browse(page(before=a)) == []
+    # a table ruled out is not read; the filters, each table alike
+    assert shown(driver.browse(page(finished=False)), "id") == [(e,), (c,), (a,)]
+    assert shown(driver.browse(page(active=False)), "id") == [(d,), (b,)]
+    assert driver.browse(page(active=False, finished=False)) == []
+    assert shown(driver.browse(page(status=["expired", "running"])), "id") == [(d,), (b,), (a,)]
+    assert shown(driver.browse(page(task_type=["delete"])), "id") == [(e,), (d,)]
+    assert driver.browse(page(batch_ids=[7])) == []  # (batches: the public suites)
+    assert shown(driver.browse(page(group=["g", "h"])), "id") == [(e,), (c,), (a,)]
+    assert shown(driver.browse(page(key_prefix="user/")), "id") == [(b,), (a,)]
+    assert shown(driver.browse(page(key_prefix="a%")), "id") == [(d,)]
+    assert shown(driver.browse(page(key_prefix="a_")), "id") == [(e,)]
+    assert shown(driver.browse(page(key_prefix="")), "id") == [(e,), (d,), (c,), (b,), (a,)]
+    for common in (False, True):  # the rare pair's tasks looked up, or each row checked
+        prod = page(tags=[("env", "prod")], tags_common=common)
+        assert shown(driver.browse(prod), "id") == [(b,), (a,)]
+        both = page(tags=[("team", "x"), ("env", "prod")], tags_common=common)
+        assert shown(driver.browse(both), "id") == [(b,)]
+        none = page(tags=[("team", "x"), ("env", "dev")], tags_common=common)
+        assert driver.browse(none) == []
+
+
+def test_throughput_rows_count_per_minute_and_status(driver: Driver[Any]) -> None:
+    minute = math.floor(NOW / 60)
+    ids = add(driver, *(row() for _ in range(6)))
+    ends = [
+        (ids[0], "completed", minute * 60),
+        (ids[1], "completed", minute * 60 + 59.5),
+        (ids[2], "expired", minute * 60 + 30),
+        (ids[3], "cancelled", (minute - 1) * 60 + 1),
+        (ids[4], "cancelled", (minute - 3) * 60 - 0.5),  # before the window
+        (ids[5], "completed", (minute + 1) * 60),  # at its end: not in it
+    ]
+    for tid, status, at in ends:
+        driver.write(
+            "cannot submit to",
+            lambda c_, t=tid, s=status, at=at: driver.finish(c_, [t], Ending(s, at)),
+        )
+    got = driver.throughput_rows((minute - 2) * 60.0, (minute + 1) * 60.0)
+    assert sorted(got) == [
+        (minute - 1, "cancelled", 1),
+        (minute, "completed", 2),
+        (minute, "expired", 1),
+    ]
+    assert driver.throughput_rows((minute + 5) * 60.0, (minute + 6) * 60.0) == []
+
+
+def test_worker_rows_with_their_running_tasks(driver: Driver[Any]) -> None:
+    assert driver.worker_rows() == []
+    a, b, _ = add(driver, row(), row(), row())
+    driver.register("hb:20:x", lease_timeout=30)
+    driver.register("ha:9:y", lease_timeout=5)
+    driver.register("hb:3:z", lease_timeout=7)
+    in_claim(driver, lambda conn: driver.mark_running(conn, [a, b], NOW, "hb:20:x", []))
+    before = time.time()
+    rows = driver.worker_rows()
+    assert [(r[0], r[1], r[2], r[5], r[6]) for r in rows] == [
+        ("ha:9:y", "ha", 9, 5.0, 0),
+        ("hb:3:z", "hb", 3, 7.0, 0),
+        ("hb:20:x", "hb", 20, 30.0, 2),
+    ]
+    for r in rows:  # started and last renewed by the store's clock, just now
+        assert before - 30 < r[3] < time.time() + 30
+        assert before - 30 < r[4] < time.time() + 30
 
 
 # ---------------------------------------------------------------------- queries, retention

@@ -80,6 +80,7 @@ __all__ = [
     "SUBMIT_LOCK",
     "PostgresDriver",
     "PostgresHeartbeat",
+    "browse_params",
     "describe",
     "q",
     "queries",
@@ -112,6 +113,25 @@ def describe(url: str) -> str:
     port = str(info.get("port") or "5432")
     dbname = str(info.get("dbname") or info.get("user") or "")
     return f"PostgreSQL database {dbname!r} on {host}:{port}"
+
+
+def browse_params(page: Browse) -> dict[str, Any]:
+    """The parameters of query ``browse`` for ``page`` (a table the page rules out is not
+    read: ``active`` / ``finished`` false)."""
+    return {
+        "active": page.active,
+        "finished": page.finished,
+        "before": page.before,
+        "limit": page.limit,
+        "status": page.status,
+        "task_type": page.task_type,
+        "group": page.group,
+        "batch_ids": page.batch_ids,
+        "key_prefix": page.key_prefix,
+        "tag_keys": None if page.tags is None else [k for k, _ in page.tags],
+        "tag_values": None if page.tags is None else [v for _, v in page.tags],
+        "tags_common": page.tags_common,
+    }
 
 
 def _store_error(
@@ -899,22 +919,10 @@ class PostgresDriver(Driver[Connection]):
         return self._read(lambda conn: conn.execute(query, params).fetchall())
 
     def browse(self, page: Browse) -> list[tuple[Any, ...]]:
-        """(Query ``browse``: the tables a page rules out are not read.)"""
+        """(Query ``browse``, with :func:`browse_params`.)"""
         if not (page.active or page.finished):
             return []
-        params = {
-            "active": page.active,
-            "finished": page.finished,
-            "before": page.before,
-            "limit": page.limit,
-            "status": page.status,
-            "task_type": page.task_type,
-            "group": page.group,
-            "batch_ids": page.batch_ids,
-            "key_prefix": page.key_prefix,
-            "tag_keys": None if page.tags is None else [k for k, _ in page.tags],
-            "tag_values": None if page.tags is None else [v for _, v in page.tags],
-        }
+        params = browse_params(page)
         return self._read(lambda conn: conn.execute(q("browse"), params).fetchall())
 
     def throughput_rows(self, start: float, end: float) -> list[tuple[int, str, int]]:

@@ -583,7 +583,7 @@ SELECT * FROM (
     (SELECT id, status, task_type, dedup_key, group_name, priority, attempts, label,
             last_error, created_at, started_at, NULL::double precision AS finished_at,
             progress, batch_id, parent_id, true AS active
-     FROM taskmill.tasks
+     FROM taskmill.tasks AS t
      WHERE %(active)s::boolean AND id < %(before)s::bigint AND {fragment_browse_filters}
      ORDER BY id DESC
      LIMIT %(limit)s::bigint)
@@ -591,7 +591,7 @@ SELECT * FROM (
     (SELECT id, status, task_type, dedup_key, group_name, priority, attempts, label,
             last_error, created_at, started_at, finished_at,
             NULL::double precision AS progress, batch_id, parent_id, false AS active
-     FROM taskmill.history
+     FROM taskmill.history AS t
      WHERE %(finished)s::boolean AND id < %(before)s::bigint AND {fragment_browse_filters}
      ORDER BY id DESC
      LIMIT %(limit)s::bigint)
@@ -600,13 +600,26 @@ ORDER BY id DESC
 LIMIT %(limit)s::bigint;
 
 -- name: fragment_browse_filters
--- The filters of a page of browse on one table's rows.
+-- The filters of a page of browse on the rows `t` of one table.  Tags: with a rare pair
+-- first, its tasks (fragment_tagged) are the ids to look up; when even that pair is common
+-- (:tags_common), each row's tags are checked as the walk meets it.
 (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
      AND (%(task_type)s::text[] IS NULL OR task_type = ANY(%(task_type)s::text[]))
      AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
      AND (%(batch_ids)s::bigint[] IS NULL OR batch_id = ANY(%(batch_ids)s::bigint[]))
      AND (%(key_prefix)s::text IS NULL OR starts_with(dedup_key, %(key_prefix)s::text))
-     AND (%(tag_keys)s::text[] IS NULL OR id IN {fragment_tagged})
+     AND (%(tag_keys)s::text[] IS NULL
+          OR CASE WHEN %(tags_common)s::boolean THEN {fragment_tags_carried}
+                  ELSE t.id = ANY(ARRAY{fragment_tagged}) END)
+
+-- name: fragment_tags_carried
+-- The row `t` carries every pair of :tag_keys / :tag_values, each looked up through
+-- task_tags' primary key: what a walk of the tasks by id checks when the pairs are common.
+NOT EXISTS (
+    SELECT 1 FROM unnest(%(tag_keys)s::text[], %(tag_values)s::text[]) AS p (key, value)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM taskmill.task_tags AS o
+        WHERE o.task_id = t.id AND o.key = p.key AND o.value = p.value))
 
 -- name: throughput
 -- The tasks that ended from :start until before :end, per minute (of Unix time:

@@ -154,7 +154,9 @@ def _browse_list(table: Literal["tasks", "history"]) -> str:
 
 
 #: What each branch of a page of browse() reads (constants: never data).
-_BROWSE = {table: f"SELECT {_browse_list(table)} FROM {table}" for table in ("tasks", "history")}
+_BROWSE = {
+    table: f"SELECT {_browse_list(table)} FROM {table} AS t" for table in ("tasks", "history")
+}
 
 
 def _filtered(
@@ -1382,8 +1384,11 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 ("+group_name", page.group),
                 ("+batch_id", page.batch_ids),
             ),
-            page.tags,
+            None if page.tags_common else page.tags,
         )
+        if page.tags_common and page.tags is not None:  # checked row by row
+            where.append(q("fragment_tags_carried"))
+            params["tags"] = json.dumps(page.tags)
         if page.key_prefix is not None:
             where.append("substr(dedup_key, 1, length(:prefix)) = :prefix")
             params["prefix"] = page.key_prefix

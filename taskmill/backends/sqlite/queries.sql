@@ -830,6 +830,17 @@ LIMIT :limit;
            WHERE o.task_id = g.task_id AND o.key = json_extract(p.value, '$[0]')
              AND o.value = json_extract(p.value, '$[1]'))))
 
+-- name: fragment_tags_carried
+-- The row `t` carries every pair of :tags (a JSON array of [key, value]), each looked up
+-- through task_tags' primary key: what a walk of the tasks by id checks when the pairs are
+-- common (fragment_tagged reads the rarest pair's tasks instead).
+NOT EXISTS (
+    SELECT 1 FROM json_each(:tags) AS p
+    WHERE NOT EXISTS (
+        SELECT 1 FROM task_tags AS o
+        WHERE o.task_id = t.id AND o.key = json_extract(p.value, '$[0]')
+          AND o.value = json_extract(p.value, '$[1]')))
+
 -- name: tag_pair_count
 -- How many tasks carry the pair :key, :value, counted up to :cap.
 SELECT count(*) FROM (SELECT 1 FROM task_tags WHERE key = :key AND value = :value LIMIT :cap);
