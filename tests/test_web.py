@@ -277,7 +277,7 @@ def test_unknown_tasks_and_batches_are_said_plainly(store: tm.TaskStore) -> None
         assert web.get("/batches/77").status_code == 404
         assert web.get("/actions/drop-table").status_code == 404
         empty = web.get("/").text
-        assert "No tasks in this store yet." in empty
+        assert "No active task, and none ended in the last hour." in empty
 
 
 async def test_the_queue_page_says_what_held_each_group_at_a_workers_claim(

@@ -72,7 +72,7 @@ def test_the_dashboard_in_a_browser(store: tm.TaskStore, browser: Any) -> None:
         page.on("pageerror", lambda e: problems.append(str(e)))
 
         page.goto(url + "/")
-        counts = page.locator(".counts")
+        counts = page.locator("div.counts")
         assert re.search(r"running\s+2", counts.inner_text())
         assert page.locator("table.progress").inner_text().count("40%") == 1
         assert page.get_by_text(HOSTILE_GROUP).count() == 1  # shown as text, run as nothing

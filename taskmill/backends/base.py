@@ -623,6 +623,13 @@ class Driver(abc.ABC, Generic[C]):
         and status found."""
 
     @abc.abstractmethod
+    def recent_counts(self, since: float) -> list[tuple[str | None, str, str, int]]:
+        """One read, one statement: ``(group, task type, status, count)`` over every
+        active task and the history rows that finished at ``since`` or later (through the
+        index on ``finished_at``: never the whole of history); one row per group, task
+        type and status found."""
+
+    @abc.abstractmethod
     def worker_rows(self) -> list[tuple[Any, ...]]:
         """One read, one statement: each registered worker as ``(owner, host, pid,
         started_at, heartbeat_at, lease_timeout, running)``, ``running`` the tasks

@@ -67,6 +67,8 @@ class Browse:
     #: The tasks whose dedup key starts with this text, character for character (``%``
     #: and ``_`` are themselves, case counts).
     key_prefix: str | None = None
+    #: The child tasks of this task (all newer than it: the walk stops at its id).
+    parent_id: int | None = None
 
 
 #: Owners :meth:`~taskmill.backends.base.Driver.give_back` takes tasks from at once, each

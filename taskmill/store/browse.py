@@ -7,6 +7,7 @@ millions of tasks.  Methods of :class:`~taskmill.store.TaskStore` (a mixin, as
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -47,6 +48,13 @@ WORKER_COLUMNS: dict[str, pl.DataType] = {
     "alive": pl.Boolean(),
     "running": pl.Int64(),
 }
+#: What the driver's rows of :meth:`BrowseMethods.recent` hold.
+_RECENT_ROW = {
+    "group": pl.String(),
+    "task_type": pl.String(),
+    "status": pl.String(),
+    "tasks": pl.Int64(),
+}
 #: What the driver's rows of workers hold (:meth:`~taskmill.backends.base.Driver.worker_rows`).
 _WORKER_ROW = {
     "owner": pl.String(),
@@ -83,6 +91,7 @@ def page_of(
     key_prefix: Any,
     before: Any,
     limit: Any,
+    parent_id: Any = None,
 ) -> Browse:
     """The page :meth:`BrowseMethods.browse` asks for, its arguments checked (everything
     before the tag filter's pairs are counted): a table that no status of the filter
@@ -93,6 +102,7 @@ def page_of(
     batches = ids_argument(batch_id, "batch_id")
     pairs = tags_argument(tags)
     prefix = prefix_argument(key_prefix)
+    parent = None if parent_id is None else whole_number(parent_id, "parent_id", low=1)
     last = MAX_INT64 if before is None else whole_number(before, "before", low=-MAX_INT64 - 1)
     size = whole_number(limit, "limit", low=1, high=MAX_PAGE)
     ranked = [] if pairs is None else ranked_pairs(driver, pairs)
@@ -108,6 +118,7 @@ def page_of(
         tags=None if pairs is None else [p for p, _ in ranked],
         tags_common=bool(ranked) and ranked[0][1] >= TAG_COUNT_CAP,
         key_prefix=prefix,
+        parent_id=parent,
     )
 
 
@@ -138,6 +149,7 @@ class BrowseMethods:
         batch_id: int | Iterable[int] | None = None,
         tags: Mapping[str, str] | None = None,
         key_prefix: str | None = None,
+        parent_id: int | None = None,
         before: int | None = None,
         limit: int = 50,
     ) -> pl.DataFrame:
@@ -155,7 +167,9 @@ class BrowseMethods:
         matches); ``batch_id``: a batch id or several; ``tags``: a dict, the tasks
         carrying every ``key: value`` pair — and ``key_prefix``: the tasks whose
         ``dedup_key`` starts with that text, character for character (case counts;
-        ``%`` and ``_`` are themselves; ``""`` matches every task with a key).
+        ``%`` and ``_`` are themselves; ``""`` matches every task with a key); and
+        ``parent_id``: the child tasks of that task (spawned by ``ctx.spawn``; the walk
+        stops at the parent's id, its children being newer).
 
         Columns: ``id``, ``status``, ``task_type``, ``dedup_key``, ``group``,
         ``priority``, ``attempts``, ``label``, ``last_error``, ``created_at``,
@@ -179,6 +193,7 @@ class BrowseMethods:
             key_prefix=key_prefix,
             before=before,
             limit=limit,
+            parent_id=parent_id,
         )
         rows = self._driver.browse(page) if page.active or page.finished else []
         return frame(rows, BROWSE_COLUMNS)
@@ -196,6 +211,26 @@ class BrowseMethods:
         first = last - minutes + 1
         rows = self._driver.throughput_rows(first * 60.0, (last + 1) * 60.0)
         return throughput_frame(rows, first, last)
+
+    def recent(self, window: dt.timedelta = dt.timedelta(hours=1)) -> pl.DataFrame:
+        """The queue now, as a polars DataFrame of ``group``, ``task_type``, ``status``
+        and ``tasks``: every active task, and the tasks that ended within ``window``
+        before now by the store's clock (a ``timedelta``, at most a week), counted per
+        group, task type and status (a row for each found).  Unlike :meth:`stats`, which
+        counts the whole of history, it reads only the history rows of the window (by
+        their finish times), so it costs the same on a store of millions of finished
+        tasks: what the dashboard's queue page shows."""
+        if not isinstance(window, dt.timedelta) or not (
+            dt.timedelta(0) < window <= dt.timedelta(minutes=MAX_THROUGHPUT_MINUTES)
+        ):
+            raise SchedulerError(
+                f"window must be a timedelta of more than 0 and at most a week, not {window!r}",
+                kind="invalid_argument",
+            )
+        since = self._driver.now() - window.total_seconds()
+        return pl.DataFrame(
+            self._driver.recent_counts(since), schema=_RECENT_ROW, orient="row"
+        ).select(pl.col("group"), "task_type", "status", "tasks")
 
     def workers(self) -> pl.DataFrame:
         """The registered workers (each scheduler, worker process or :meth:`new_owner`

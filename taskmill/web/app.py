@@ -27,7 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from ..model import SchedulerError
+from ..model import ACTIVE_STATUSES, SchedulerError
 from ..store.schedules import every_text
 from . import pages
 from .security import (
@@ -104,7 +104,9 @@ def _templates() -> Jinja2Templates:
         lstrip_blocks=True,
     )
     env.filters.update(when=_when, ago=_ago, num=_num, bytes=_bytes, every=every_text)
-    env.globals.update(statuses=pages.STATUSES, urlencode=urlencode)
+    env.globals.update(
+        statuses=pages.STATUSES, active_count=len(ACTIVE_STATUSES), urlencode=urlencode
+    )
     return Jinja2Templates(env=env)
 
 

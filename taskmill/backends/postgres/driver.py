@@ -128,6 +128,7 @@ def browse_params(page: Browse) -> dict[str, Any]:
         "group": page.group,
         "batch_ids": page.batch_ids,
         "key_prefix": page.key_prefix,
+        "parent_id": page.parent_id,
         "tag_keys": None if page.tags is None else [k for k, _ in page.tags],
         "tag_values": None if page.tags is None else [v for _, v in page.tags],
         "tags_common": page.tags_common,
@@ -928,6 +929,10 @@ class PostgresDriver(Driver[Connection]):
     def throughput_rows(self, start: float, end: float) -> list[tuple[int, str, int]]:
         params = {"start": start, "end": end}
         return self._read(lambda conn: conn.execute(q("throughput"), params).fetchall())
+
+    def recent_counts(self, since: float) -> list[tuple[str | None, str, str, int]]:
+        params = {"since": since}
+        return self._read(lambda conn: conn.execute(q("recent_counts"), params).fetchall())
 
     def worker_rows(self) -> list[tuple[Any, ...]]:
         return self._read(lambda conn: conn.execute(q("worker_list")).fetchall())

@@ -578,7 +578,8 @@ LIMIT %(limit)s::bigint;
 -- One page of tasks, active and finished together, newest first: each table read backwards
 -- along its primary key from :before, its first :limit matches (a table the page rules out,
 -- :active or :finished false, not read at all), the two merged by id.  The filters are
--- select_tasks', and :key_prefix: a dedup key starting with that text (NULL: any).
+-- select_tasks', :key_prefix: a dedup key starting with that text (NULL: any), and
+-- :parent_id: the children of that task, all newer than it (NULL: any).
 SELECT * FROM (
     (SELECT id, status, task_type, dedup_key, group_name, priority, attempts, label,
             last_error, created_at, started_at, NULL::double precision AS finished_at,
@@ -608,6 +609,8 @@ LIMIT %(limit)s::bigint;
      AND (%(group)s::text[] IS NULL OR group_name = ANY(%(group)s::text[]))
      AND (%(batch_ids)s::bigint[] IS NULL OR batch_id = ANY(%(batch_ids)s::bigint[]))
      AND (%(key_prefix)s::text IS NULL OR starts_with(dedup_key, %(key_prefix)s::text))
+     AND (%(parent_id)s::bigint IS NULL
+          OR (parent_id = %(parent_id)s::bigint AND id > %(parent_id)s::bigint))
      AND (%(tag_keys)s::text[] IS NULL
           OR CASE WHEN %(tags_common)s::boolean THEN {fragment_tags_carried}
                   ELSE t.id = ANY(ARRAY{fragment_tagged}) END)
@@ -628,6 +631,15 @@ SELECT floor(finished_at / 60)::bigint AS minute, status, count(*)
 FROM taskmill.history
 WHERE finished_at >= %(start)s::double precision AND finished_at < %(end)s::double precision
 GROUP BY minute, status;
+
+-- name: recent_counts
+-- Every active task, and the tasks that ended at :since or later (a range of
+-- history_finished), per group, task type and status.
+SELECT group_name, task_type, status, count(*) FROM taskmill.tasks GROUP BY 1, 2, 3
+UNION ALL
+SELECT group_name, task_type, status, count(*) FROM taskmill.history
+WHERE finished_at >= %(since)s::double precision
+GROUP BY 1, 2, 3;
 
 -- name: stats_by_group
 SELECT group_name, status, count(*) FROM taskmill.tasks GROUP BY 1, 2

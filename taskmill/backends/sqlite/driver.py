@@ -1383,9 +1383,13 @@ class SqliteDriver(Driver[sqlite3.Connection]):
                 ("+task_type", page.task_type),
                 ("+group_name", page.group),
                 ("+batch_id", page.batch_ids),
+                ("+parent_id", None if page.parent_id is None else [page.parent_id]),
             ),
             None if page.tags_common else page.tags,
         )
+        if page.parent_id is not None:  # children are newer than their parent
+            where.append("id > :parent")
+            params["parent"] = page.parent_id
         if page.tags_common and page.tags is not None:  # checked row by row
             where.append(q("fragment_tags_carried"))
             params["tags"] = json.dumps(page.tags)
@@ -1408,6 +1412,10 @@ class SqliteDriver(Driver[sqlite3.Connection]):
     def throughput_rows(self, start: float, end: float) -> list[tuple[int, str, int]]:
         with self._read() as conn:
             return conn.execute(q("throughput"), {"start": start, "end": end}).fetchall()
+
+    def recent_counts(self, since: float) -> list[tuple[str | None, str, str, int]]:
+        with self._read() as conn:
+            return conn.execute(q("recent_counts"), {"since": since}).fetchall()
 
     def worker_rows(self) -> list[tuple[Any, ...]]:
         with self._read() as conn:

@@ -926,6 +926,15 @@ FROM history
 WHERE finished_at >= :start AND finished_at < :end
 GROUP BY minute, status;
 
+-- name: recent_counts
+-- Every active task, and the tasks that ended at :since or later (a range of
+-- history_finished), per group, task type and status.
+SELECT group_name, task_type, status, count(*) FROM tasks GROUP BY 1, 2, 3
+UNION ALL
+SELECT group_name, task_type, status, count(*) FROM history
+WHERE finished_at >= :since
+GROUP BY 1, 2, 3;
+
 -- ------------------------------------------------------------------ attempts (schema 6)
 
 -- name: attempt_traceback
