@@ -60,6 +60,12 @@ def _when(value: Any) -> str:
     return str(value)
 
 
+def _short(value: Any) -> str:
+    """A time in a listing: month, day and time of day, UTC ('' for none)."""
+    full = _when(value)
+    return full[5:] if len(full) == 19 else full
+
+
 def _ago(value: Any, now: dt.datetime) -> str:
     """How long before ``now`` a time was ('in …' when it is ahead)."""
     if value is None:
@@ -103,7 +109,7 @@ def _templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=_when, ago=_ago, num=_num, bytes=_bytes, every=every_text)
+    env.filters.update(when=_when, short=_short, ago=_ago, num=_num, bytes=_bytes, every=every_text)
     env.globals.update(
         statuses=pages.STATUSES, active_count=len(ACTIVE_STATUSES), urlencode=urlencode
     )
