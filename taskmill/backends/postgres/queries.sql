@@ -564,6 +564,16 @@ WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
 ORDER BY id
 LIMIT %(limit)s::bigint;
 
+-- name: browse_settings
+-- The plan of the browse that follows in its read transaction, pinned to the walks it was
+-- written for (each table backwards along its primary key): a never-analysed table (a
+-- large batch into an empty store) otherwise makes the planner read a whole table and
+-- sort it for a status filter it guesses rare.  Undone at the transaction's end; JIT is
+-- off on every connection (session_settings), so the cost these add compiles nothing.
+SELECT set_config('enable_seqscan', 'off', true),
+       set_config('enable_bitmapscan', 'off', true),
+       set_config('enable_sort', 'off', true);
+
 -- name: browse
 -- One page of tasks, active and finished together, newest first: each table read backwards
 -- along its primary key from :before, its first :limit matches (a table the page rules out,

@@ -1371,16 +1371,23 @@ class SqliteDriver(Driver[sqlite3.Connection]):
     def browse(self, page: Browse) -> list[tuple[Any, ...]]:
         """Each table's branch walks its rowid backwards from ``before`` (``+column``: a
         filter never sends it through another index, whose order would need a sort),
-        reading its first ``limit`` matches; the branches are merged by id."""
+        reading its first ``limit`` matches; the branches are merged by id.  One batch is
+        walked through its index instead (``batch_id = ?``: its entries are in rowid
+        order), however far down the store it lies."""
+        batches = page.batch_ids
+        one_batch = batches is not None and len(batches) == 1
         where, params = _filtered(
             (
                 ("+status", page.status),
                 ("+task_type", page.task_type),
                 ("+group_name", page.group),
-                ("+batch_id", page.batch_ids),
+                ("+batch_id", None if one_batch else batches),
             ),
             None if page.tags_common else page.tags,
         )
+        if one_batch and batches is not None:
+            where.append("batch_id = :batch")
+            params["batch"] = batches[0]
         if page.tags_common and page.tags is not None:  # checked row by row
             where.append(q("fragment_tags_carried"))
             params["tags"] = json.dumps(page.tags)
