@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -443,3 +444,15 @@ def test_a_page_walks_each_tables_primary_key_backwards_with_no_sort_and_no_jit(
     for sort in (n for n in nodes(plan["Plan"]) if "Sort" in n["Node Type"]):
         assert sort["Actual Rows"] <= 2 * limit, shown  # the merge of two pages, at most
     assert plan["Plan"]["Actual Rows"] == limit, shown
+
+
+def test_throughput_and_workers_read_their_indexes_with_no_jit(browsable: PostgresStore) -> None:
+    """Throughput reads history's finish times through history_finished (a window of the
+    last 30 minutes); the workers' running tasks are counted through tasks_running."""
+    minute = math.floor(browsable.now() / 60)
+    window = {"start": (minute - 29) * 60.0, "end": (minute + 1) * 60.0}
+    statements = [
+        ("throughput", window, {"history_finished"}),
+        ("worker_list", {}, {"tasks_running"}),
+    ]
+    assert_indexed(browsable, statements)
