@@ -456,3 +456,25 @@ def test_throughput_and_workers_read_their_indexes_with_no_jit(browsable: Postgr
         ("worker_list", {}, {"tasks_running"}),
     ]
     assert_indexed(browsable, statements)
+
+
+def test_a_prepared_browse_is_planned_for_its_values_every_time(
+    browsable: PostgresStore,
+) -> None:
+    """psycopg prepares a statement run five times; the server would then reuse a generic
+    plan, blind to which filters are given.  Every browse is planned for its own values
+    (and its settings last only for its read)."""
+    store = browsable
+    for i in range(12):
+        store.browse(status="completed" if i % 2 else None, before=2_000 + i)
+    with store.driver._read_lock:
+        conn = store.driver._read_connection()
+        rows = conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%FROM taskmill.history AS t%'"
+        ).fetchall()
+        assert conn.execute("SHOW enable_seqscan").fetchone() == ("on",)
+        assert conn.execute("SHOW plan_cache_mode").fetchone() == ("auto",)
+    assert len(rows) == 1, rows  # prepared once
+    [(generic, custom)] = rows
+    assert generic == 0 and custom >= 6, rows
