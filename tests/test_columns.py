@@ -287,12 +287,40 @@ def test_the_queries_that_fill_frames_select_their_columns_in_order(
     assert _select_list(_named_queries()[engine][query]) == expected
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
-def test_failed_to_retry_selects_the_id_and_the_retried_columns(engine: str) -> None:
+@pytest.mark.parametrize(
+    ("engine", "query"),
+    [
+        ("sqlite", "failed_to_retry"),
+        ("sqlite", "failed_to_retry_ids"),
+        ("postgres", "failed_to_retry"),
+    ],
+)
+def test_failed_to_retry_selects_the_id_and_the_retried_columns(engine: str, query: str) -> None:
     from taskmill.store.common import RETRY_COLUMNS
 
     expected = ["id", *(C.column(n).stored for n in RETRY_COLUMNS)]
-    assert _select_list(_named_queries()[engine]["failed_to_retry"]) == expected
+    assert _select_list(_named_queries()[engine][query]) == expected
+
+
+def test_the_browse_branches_select_the_page_fields_in_order() -> None:
+    """Each table's branch of PostgreSQL's ``browse`` lists the fields of
+    :data:`~taskmill.columns.BROWSED` by their stored names — ``NULL AS name`` where the
+    table has no such column — then ``active`` (SQLite's branches are built from the
+    declaration itself)."""
+    sql = _strip_comments(_named_queries()["postgres"]["browse"])
+    branch = r"\(SELECT\s+([^()]*?)\s+FROM taskmill\.(tasks|history) AS t\b"
+    branches = re.findall(branch, sql, re.DOTALL)
+    assert [name for _, name in branches] == ["tasks", "history"]
+    for body, name in branches:
+        listed = []
+        for item in (i.strip() for i in body.split(",")):
+            null = re.fullmatch(r"NULL(?:::[\w ]+)? AS (\w+)", item)
+            listed.append(f"NULL {null.group(1)}" if null else item)
+        expected = [
+            C.column(n).stored if name in C.column(n).tables else f"NULL {n}" for n in C.BROWSED
+        ]
+        active = "true" if name == "tasks" else "false"
+        assert listed == [*expected, f"{active} AS active"]
 
 
 def test_the_frames_derive_from_the_declaration() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -362,3 +363,118 @@ def test_a_tag_filter_walks_its_rarest_pair_with_no_jit(
     assert all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in probes), shown
     assert any("key = 'n'" in c and "value = '7'" in c for c in conds), conds  # the rarest
     assert any("task_id = g.task_id" in c for c in conds), conds  # the others, by task
+
+
+@pytest.fixture
+def browsable(jit_server: ThrowawayPostgres) -> Iterator[PostgresStore]:
+    """A store of 3,000 tasks, 2,000 of them finished (completed, some failed) and 1,000
+    active (pending, 10 running), never analysed: the tables as a run leaves them."""
+    url = jit_server.create_database(f"browse_{time.monotonic_ns()}")
+    store = PostgresStore.open(url)
+    assert isinstance(store, PostgresStore)
+    store.submit_batch([tm.TaskSubmission("t", dedup_key=f"k{i}") for i in range(3_000)])
+    owner = store.new_owner()
+    for _ in range(4):
+        ids = [t.id for t in store.claim(500, task_types=["t"], owner=owner)]
+        store.complete_many(ids[:-5], owner=owner)
+        for task_id in ids[-5:]:
+            store.fail(task_id, owner=owner, error="boom", retry_at=None)
+    store.claim(10, task_types=["t"], owner=owner)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def browse_plan(store: PostgresStore, **filters: Any) -> dict[str, Any]:
+    """The executed plan of the page ``browse(**filters)`` reads, on the store's read
+    connection (the one ``browse`` runs on)."""
+    from taskmill.backends.postgres.driver import browse_params
+    from taskmill.store.browse import page_of
+
+    given = dict.fromkeys(("status", "task_type", "group", "batch_id", "tags", "key_prefix"))
+    page = page_of(store.driver, **({"before": None, "limit": 50} | given | filters))
+    with store.driver._read_lock:
+        conn = store.driver._read_connection()
+        assert conn.execute("SHOW jit").fetchone() == ("off",)
+        with conn.transaction(force_rollback=True):
+            conn.execute(q("browse_settings"))
+            query = b"EXPLAIN (ANALYZE, FORMAT JSON) " + q("browse").encode()
+            row = conn.execute(query, browse_params(page)).fetchone()
+        assert conn.execute("SHOW enable_seqscan").fetchone() == ("on",)  # for browse alone
+    assert row is not None
+    return row[0][0]
+
+
+@pytest.mark.parametrize("analysed", [False, True], ids=["never-analysed", "analysed"])
+@pytest.mark.parametrize(
+    ("filters", "read"),
+    [
+        ({}, {"tasks", "history"}),
+        ({"before": 1_500}, {"tasks", "history"}),
+        ({"status": "completed"}, {"history"}),
+        ({"status": ["pending", "running"]}, {"tasks"}),
+        ({"status": "failed", "limit": 10}, {"history"}),
+    ],
+    ids=["first-page", "deep-page", "completed", "active", "failed"],
+)
+def test_a_page_walks_each_tables_primary_key_backwards_with_no_sort_and_no_jit(
+    browsable: PostgresStore, filters: dict[str, Any], read: set[str], analysed: bool
+) -> None:
+    """Each table read is walked backwards along its primary key from ``before``, stopping
+    at the page's size; the only sort is the merge of at most two pages' rows; a table
+    the status filter rules out is not read at all."""
+    store = browsable
+    if analysed:
+        with psycopg.connect(store.driver._url, autocommit=True) as conn:
+            conn.execute("ANALYZE taskmill.tasks")
+            conn.execute("ANALYZE taskmill.history")
+    limit = filters.get("limit", 50)
+    plan = browse_plan(store, **filters)
+    shown = json.dumps(plan)[:4000]
+    assert "JIT" not in plan, shown
+    scans = [n for n in nodes(plan["Plan"]) if n.get("Relation Name") in ("tasks", "history")]
+    walked = {n["Relation Name"] for n in scans if n["Actual Loops"] > 0}
+    assert walked == read, shown
+    for scan in scans:
+        assert scan["Node Type"] == "Index Scan", shown
+        assert scan["Scan Direction"] == "Backward", shown
+        assert scan["Index Name"] == f"{scan['Relation Name']}_pkey", shown
+        assert scan["Actual Rows"] <= limit, shown
+    for sort in (n for n in nodes(plan["Plan"]) if "Sort" in n["Node Type"]):
+        assert sort["Actual Rows"] <= 2 * limit, shown  # the merge of two pages, at most
+    assert plan["Plan"]["Actual Rows"] == limit, shown
+
+
+def test_throughput_and_workers_read_their_indexes_with_no_jit(browsable: PostgresStore) -> None:
+    """Throughput reads history's finish times through history_finished (a window of the
+    last 30 minutes); the workers' running tasks are counted through tasks_running."""
+    minute = math.floor(browsable.now() / 60)
+    window = {"start": (minute - 29) * 60.0, "end": (minute + 1) * 60.0}
+    statements = [
+        ("throughput", window, {"history_finished"}),
+        ("worker_list", {}, {"tasks_running"}),
+    ]
+    assert_indexed(browsable, statements)
+
+
+def test_a_prepared_browse_is_planned_for_its_values_every_time(
+    browsable: PostgresStore,
+) -> None:
+    """psycopg prepares a statement run five times; the server would then reuse a generic
+    plan, blind to which filters are given.  Every browse is planned for its own values
+    (and its settings last only for its read)."""
+    store = browsable
+    for i in range(12):
+        store.browse(status="completed" if i % 2 else None, before=2_000 + i)
+    with store.driver._read_lock:
+        conn = store.driver._read_connection()
+        rows = conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%FROM taskmill.history AS t%'"
+        ).fetchall()
+        assert conn.execute("SHOW enable_seqscan").fetchone() == ("on",)
+        assert conn.execute("SHOW plan_cache_mode").fetchone() == ("auto",)
+    assert len(rows) == 1, rows  # prepared once
+    [(generic, custom)] = rows
+    assert generic == 0 and custom >= 6, rows

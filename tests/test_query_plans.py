@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,3 +132,53 @@ def test_a_tag_filter_reads_its_rarest_pair_and_checks_the_others_by_key(
     assert not any(re.match(r"SCAN (g|o|task_tags)\b", step) for step in plan), plan
     for name in ("cancel_candidates", "cancel_candidates_by_key"):
         assert "task_tags_pair" in " ".join(_plan(conn, name)), name
+
+
+def _browse_plan(conn: sqlite3.Connection, **fields: Any) -> list[tuple[int, int, str]]:
+    """``(id, parent, step)`` of the plan of the page of ``browse`` with ``fields``."""
+    from taskmill.backends.calls import Browse
+    from taskmill.backends.sqlite.driver import browse_statement
+    from taskmill.columns import MAX_INT64
+
+    statement = browse_statement(Browse(**{"before": MAX_INT64, "limit": 50, **fields}))
+    assert statement is not None
+    sql, params = statement
+    return [(r[0], r[1], r[3]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+
+
+@pytest.mark.parametrize(
+    ("fields", "walk"),
+    [
+        ({}, "USING INTEGER PRIMARY KEY (rowid<?)"),
+        ({"status": ["completed"], "active": False}, "USING INTEGER PRIMARY KEY (rowid<?)"),
+        ({"status": ["pending"], "finished": False}, "USING INTEGER PRIMARY KEY (rowid<?)"),
+        ({"task_type": ["t"], "group": ["g"]}, "USING INTEGER PRIMARY KEY (rowid<?)"),
+        ({"key_prefix": "user/"}, "USING INTEGER PRIMARY KEY (rowid<?)"),
+        ({"batch_ids": [1, 2]}, "USING INTEGER PRIMARY KEY (rowid<?)"),
+        ({"tags": [["env", "prod"]], "tags_common": True}, "USING INTEGER PRIMARY KEY (rowid<?)"),
+        # a rare pair: its tasks looked up by id, in descending order
+        ({"tags": [["shard", "42"], ["env", "prod"]]}, "USING INTEGER PRIMARY KEY (rowid=?)"),
+        # one batch: its index, whose entries are in rowid order
+        ({"batch_ids": [1]}, "USING INDEX {table}_batch (batch_id=? AND rowid<?)"),
+    ],
+    ids=repr,
+)
+def test_a_page_of_browse_walks_each_table_by_id_with_no_sort(
+    conn: sqlite3.Connection, fields: dict[str, Any], walk: str
+) -> None:
+    """Each table read by the page of ``browse``: one walk down its ids (or one batch's
+    index entries), in the order of the page — no sort of its rows, no other index; the
+    only sorts are the merge's, of at most two pages' rows."""
+    plan = _browse_plan(conn, **fields)
+    shown = "\n".join(f"{i} {p} {s}" for i, p, s in plan)
+    read = {
+        t
+        for t in ("tasks", "history")
+        if fields.get("active" if t == "tasks" else "finished", True)
+    }
+    walks = [s for _, _, s in plan if re.match(r"(SCAN|SEARCH) t\b", s)]
+    assert sorted(walks) == sorted(f"SEARCH t {walk.format(table=t)}" for t in read), shown
+    branches = {i for i, _, s in plan if s.startswith("CO-ROUTINE")}
+    inner = [s for _, p, s in plan if p in branches and "TEMP B-TREE" in s]
+    assert not inner, shown  # a branch's rows come in its order
+    assert not any(re.match(r"SCAN (task_tags|g|o)\b", s) for _, _, s in plan), shown

@@ -920,11 +920,17 @@ class PostgresDriver(Driver[Connection]):
         return self._read(lambda conn: conn.execute(query, params).fetchall())
 
     def browse(self, page: Browse) -> list[tuple[Any, ...]]:
-        """(Query ``browse``, with :func:`browse_params`.)"""
+        """(Query ``browse``, with :func:`browse_params`, planned as ``browse_settings``
+        says.)"""
         if not (page.active or page.finished):
             return []
         params = browse_params(page)
-        return self._read(lambda conn: conn.execute(q("browse"), params).fetchall())
+
+        def body(conn: Connection) -> list[tuple[Any, ...]]:
+            conn.execute(q("browse_settings"))
+            return conn.execute(q("browse"), params).fetchall()
+
+        return self._read(body)
 
     def throughput_rows(self, start: float, end: float) -> list[tuple[int, str, int]]:
         params = {"start": start, "end": end}

@@ -574,6 +574,20 @@ WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
 ORDER BY id
 LIMIT %(limit)s::bigint;
 
+-- name: browse_settings
+-- The plan of the browse that follows in its read transaction, pinned to the walks it was
+-- written for (each table backwards along its primary key): a never-analysed table (a
+-- large batch into an empty store) otherwise makes the planner read a whole table and
+-- sort it for a status filter it guesses rare.  And planned for its own values each time,
+-- even once the statement is prepared: a generic plan keeps every `IS NULL OR` and the
+-- choice of tag test (a rare pair's ids become a plain array compared row by row).  Undone
+-- at the transaction's end; JIT is off on every connection (session_settings), so the
+-- cost these add compiles nothing.
+SELECT set_config('enable_seqscan', 'off', true),
+       set_config('enable_bitmapscan', 'off', true),
+       set_config('enable_sort', 'off', true),
+       set_config('plan_cache_mode', 'force_custom_plan', true);
+
 -- name: browse
 -- One page of tasks, active and finished together, newest first: each table read backwards
 -- along its primary key from :before, its first :limit matches (a table the page rules out,

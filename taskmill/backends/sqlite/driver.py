@@ -66,7 +66,7 @@ from ..workers import (
 )
 from .checkpoint import Checkpointer
 
-__all__ = ["SqliteDriver", "SqliteHeartbeat"]
+__all__ = ["SqliteDriver", "SqliteHeartbeat", "browse_statement"]
 
 log = logging.getLogger("taskmill")
 
@@ -183,6 +183,48 @@ def _json_list(values: list[str] | None) -> str | None:
     """A filter's values as the JSON array a query reads with ``json_each`` (``None``:
     no filter)."""
     return None if values is None else json.dumps(values)
+
+
+def browse_statement(page: Browse) -> tuple[str, dict[str, Any]] | None:
+    """The one statement of a page of ``browse`` and its parameters (``None``: the page
+    reads no table).  Each table's branch walks its rowid backwards from ``before``
+    (``+column``: a filter never sends it through another index, whose order would need a
+    sort), reading its first ``limit`` matches; the branches are merged by id.  One batch
+    is walked through its index instead (``batch_id = ?``: its entries are in rowid order),
+    however far down the store it lies; so are one parent's children."""
+    batches = page.batch_ids
+    one_batch = batches is not None and len(batches) == 1
+    where, params = _filtered(
+        (
+            ("+status", page.status),
+            ("+task_type", page.task_type),
+            ("+group_name", page.group),
+            ("+batch_id", None if one_batch else batches),
+        ),
+        None if page.tags_common else page.tags,
+    )
+    if one_batch and batches is not None:
+        where.append("batch_id = :batch")
+        params["batch"] = batches[0]
+    if page.parent_id is not None:  # its index, in rowid order; children are newer
+        where.append("parent_id = :parent AND id > :parent")
+        params["parent"] = page.parent_id
+    if page.tags_common and page.tags is not None:  # checked row by row
+        where.append(q("fragment_tags_carried"))
+        params["tags"] = json.dumps(page.tags)
+    if page.key_prefix is not None:
+        where.append("substr(dedup_key, 1, length(:prefix)) = :prefix")
+        params["prefix"] = page.key_prefix
+    params |= {"before": page.before, "limit": page.limit}
+    branches = [
+        f"SELECT * FROM ({_BROWSE[table]} WHERE {' AND '.join(['id < :before', *where])} "
+        "ORDER BY id DESC LIMIT :limit)"
+        for table, read in (("tasks", page.active), ("history", page.finished))
+        if read
+    ]
+    if not branches:
+        return None
+    return " UNION ALL ".join(branches) + " ORDER BY id DESC LIMIT :limit", params
 
 
 #: Frames (4 KiB pages) the write-ahead log may reach during a batch before the next
@@ -1374,40 +1416,12 @@ class SqliteDriver(Driver[sqlite3.Connection]):
             return conn.execute(sql, params).fetchall()
 
     def browse(self, page: Browse) -> list[tuple[Any, ...]]:
-        """Each table's branch walks its rowid backwards from ``before`` (``+column``: a
-        filter never sends it through another index, whose order would need a sort),
-        reading its first ``limit`` matches; the branches are merged by id."""
-        where, params = _filtered(
-            (
-                ("+status", page.status),
-                ("+task_type", page.task_type),
-                ("+group_name", page.group),
-                ("+batch_id", page.batch_ids),
-                ("+parent_id", None if page.parent_id is None else [page.parent_id]),
-            ),
-            None if page.tags_common else page.tags,
-        )
-        if page.parent_id is not None:  # children are newer than their parent
-            where.append("id > :parent")
-            params["parent"] = page.parent_id
-        if page.tags_common and page.tags is not None:  # checked row by row
-            where.append(q("fragment_tags_carried"))
-            params["tags"] = json.dumps(page.tags)
-        if page.key_prefix is not None:
-            where.append("substr(dedup_key, 1, length(:prefix)) = :prefix")
-            params["prefix"] = page.key_prefix
-        params |= {"before": page.before, "limit": page.limit}
-        branches = [
-            f"SELECT * FROM ({_BROWSE[table]} WHERE {' AND '.join(['id < :before', *where])} "
-            "ORDER BY id DESC LIMIT :limit)"
-            for table, read in (("tasks", page.active), ("history", page.finished))
-            if read
-        ]
-        if not branches:
+        """(The statement of :func:`browse_statement`.)"""
+        statement = browse_statement(page)
+        if statement is None:
             return []
-        sql = " UNION ALL ".join(branches) + " ORDER BY id DESC LIMIT :limit"
         with self._read() as conn:
-            return [(*r[:-1], bool(r[-1])) for r in conn.execute(sql, params)]
+            return [(*r[:-1], bool(r[-1])) for r in conn.execute(*statement)]
 
     def throughput_rows(self, start: float, end: float) -> list[tuple[int, str, int]]:
         with self._read() as conn:
