@@ -30,7 +30,7 @@ from ..model import (
     TaskFailed,
     TaskSuperseded,
 )
-from .waits import group_waits
+from .waits import RECENT, by_status, group_waits
 
 if TYPE_CHECKING:
     from ..batch.outcome import BatchOutcome
@@ -670,8 +670,10 @@ class StoreWidget(w.VBox):
     """A store's queue, live, from the store alone (no scheduler in this kernel): its
     tasks by status, its groups (pending, running, ended, and what their tasks wait on:
     a pause, the limits that held them back at the live workers' last claims, start
-    times, a retry's backoff, dependencies, children), the rate tasks ended at since the
-    last reading, the progress running tasks reported, its schedules and aging.  Whoever
+    times, a retry's backoff, dependencies, children), the rate tasks ended at over the
+    last minute, the progress running tasks reported, its schedules and aging.  Active
+    tasks are all counted; ended ones over the last hour (``store.recent()``: history is
+    read by finish time, never whole).  Whoever
     runs the tasks — workers on this machine or others — it shows what the store says.
     :meth:`refresh` reads it again; with ``refresh`` seconds a background thread does so
     until the store is closed or :meth:`stop`."""
@@ -683,7 +685,6 @@ class StoreWidget(w.VBox):
         self.progress = w.HTML()
         self.counts: dict[str, int] = {}
         self.updates = 0
-        self._last: tuple[float, int] | None = None  # (monotonic, tasks ended) last read
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         super().__init__([self.status, self.groups, self.progress])
@@ -711,18 +712,16 @@ class StoreWidget(w.VBox):
     def refresh(self) -> None:
         """Read the store again and redraw."""
         store = self.store
-        groups = store.stats("group")
         paused = store.paused_groups()
+        groups = by_status(store.recent(RECENT), "group", list(paused))
         later = store.waiting_for_start()
         retry = store.waiting_for_retry()
         counts = {s: int(groups[s].sum()) for s in (*ACTIVE_STATUSES, *FINAL_STATUSES)}
         self.counts = counts
-        ended = sum(counts[s] for s in FINAL_STATUSES)
-        now = time.monotonic()
-        rate = None
-        if self._last is not None and now > self._last[0]:
-            rate = max(0, ended - self._last[1]) / (now - self._last[0])
-        self._last = (now, ended)
+        # the rate: tasks that ended in the last full minute and this one so far, by the
+        # store's clock (history's finish times: any worker's)
+        minutes = store.throughput(2).select(pl.sum_horizontal(*FINAL_STATUSES)).to_series()
+        rate = float(minutes.sum()) / (60 + store.now() % 60)
         items = [
             f"<span class='taskmill-count-{k}' style='white-space:nowrap'>{k} <b>{v:,}</b>"
             + (
@@ -734,8 +733,10 @@ class StoreWidget(w.VBox):
             for k, v in counts.items()
             if not (k in _WORKFLOW_ONLY and not v)
         ]
-        if rate is not None:
-            items.append(f"<span class='taskmill-rate'>{rate:,.0f} tasks/s ended</span>")
+        if rate:
+            items.append(f"<span class='taskmill-rate'>{rate:,.1f} tasks/s ended</span>")
+        shown_active = sum(1 for k in ACTIVE_STATUSES if counts[k] or k not in _WORKFLOW_ONLY)
+        items[shown_active] = "<i>ended in the last hour:</i> " + items[shown_active]
         held = store.held_groups()
         status = "<div class='taskmill-live'>" + " · ".join(items) + "</div>"
         status += held_types_html(held)

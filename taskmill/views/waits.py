@@ -1,14 +1,22 @@
-"""What a group's tasks wait on, in words: one rule for every view of a queue (the live
-view and the store widget in a notebook, the dashboard in the browser).  Plain text from
-plain values: no widget library is imported here."""
+"""What a group's tasks wait on, in words, and the queue now by group or task type: one
+rule for every view of a queue (the live view and the store widget in a notebook, the
+dashboard in the browser).  Plain values in, plain values out: no widget library is
+imported here."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-__all__ = ["group_waits", "waiting_on"]
+from ..model import ACTIVE_STATUSES, FINAL_STATUSES
+
+__all__ = ["RECENT", "by_status", "group_waits", "waiting_on"]
+
+_STATUSES = (*ACTIVE_STATUSES, *FINAL_STATUSES)
+#: How far back the views of the queue now count the tasks that ended (``store.recent``):
+#: their active counts are all, whatever the size of history.
+RECENT = timedelta(hours=1)
 
 
 def group_waits(
@@ -60,3 +68,16 @@ def waiting_on(
         n = parents[group]
         parts.append(f"child tasks ({n:,} parent{'s' if n > 1 else ''} waiting)")
     return ", ".join(parts)
+
+
+def by_status(recent: pl.DataFrame, key: str, also: list[str]) -> pl.DataFrame:
+    """A ``store.recent()`` frame as one row per ``key`` (``group`` or ``task_type``) with
+    a count column per status and ``total``, as ``store.stats()`` lays them out, with a
+    row of zeros for each name of ``also`` not found (paused groups with no task)."""
+    names = recent.select(pl.col(key).unique())
+    missing = pl.DataFrame({key: [n for n in also if n not in set(names[key].to_list())]})
+    counts = recent.group_by(key, "status").agg(pl.col("tasks").sum())
+    columns = [pl.col("tasks").filter(pl.col("status") == s).sum().alias(s) for s in _STATUSES]
+    wide = counts.group_by(key, maintain_order=True).agg(columns)
+    wide = pl.concat([wide, missing.with_columns(pl.lit(0, pl.Int64).alias(s) for s in _STATUSES)])
+    return wide.with_columns(total=pl.sum_horizontal(*_STATUSES)).sort(key, nulls_last=True)

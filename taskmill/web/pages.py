@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from ..model import ACTIVE_STATUSES, FINAL_STATUSES, SchedulerError
-from ..views.waits import group_waits
+from ..views.waits import RECENT, by_status, group_waits
 
 if TYPE_CHECKING:
     from ..store import TaskStore
@@ -32,8 +32,6 @@ STATUSES: tuple[str, ...] = (*ACTIVE_STATUSES, *FINAL_STATUSES)
 SHOWN_GROUPS = 100
 #: Minutes of the throughput chart.
 CHART_MINUTES = 30
-#: How far back the queue page counts the tasks that ended (its active counts are all).
-RECENT = dt.timedelta(hours=1)
 #: Running tasks whose progress the queue page reads.
 PROGRESS_READ = 200
 #: Rows of one page of tasks.
@@ -103,19 +101,6 @@ def _rows(frame: pl.DataFrame, key: str, waits: list[str]) -> tuple[list[dict[st
     return frame.head(SHOWN_GROUPS).to_dicts(), max(frame.height - SHOWN_GROUPS, 0)
 
 
-def _by(recent: pl.DataFrame, key: str, also: list[str]) -> pl.DataFrame:
-    """A ``store.recent()`` frame as one row per ``key`` (``group`` or ``task_type``) with
-    a count column per status and ``total``, as ``store.stats()`` lays them out, with a
-    row of zeros for each name of ``also`` not found (paused groups with no task)."""
-    names = recent.select(pl.col(key).unique())
-    missing = pl.DataFrame({key: [n for n in also if n not in set(names[key].to_list())]})
-    counts = recent.group_by(key, "status").agg(pl.col("tasks").sum())
-    columns = [pl.col("tasks").filter(pl.col("status") == s).sum().alias(s) for s in STATUSES]
-    wide = counts.group_by(key, maintain_order=True).agg(columns)
-    wide = pl.concat([wide, missing.with_columns(pl.lit(0, pl.Int64).alias(s) for s in STATUSES)])
-    return wide.with_columns(total=pl.sum_horizontal(*STATUSES)).sort(key, nulls_last=True)
-
-
 def queue_snapshot(store: TaskStore) -> dict[str, Any]:
     """The queue now: tasks by status, by group (with what each waits on and whether it
     is paused) and by task type (with what held it back at a worker's last claim); what
@@ -123,8 +108,8 @@ def queue_snapshot(store: TaskStore) -> dict[str, Any]:
     workers."""
     recent = store.recent(RECENT)
     paused = store.paused_groups()
-    groups = _by(recent, "group", [g for g in paused if g is not None])
-    types = _by(recent, "task_type", [])
+    groups = by_status(recent, "group", [g for g in paused if g is not None])
+    types = by_status(recent, "task_type", [])
     later = store.waiting_for_start()
     retry = store.waiting_for_retry()
     held = store.held_groups()
