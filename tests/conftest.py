@@ -435,3 +435,31 @@ def staged(location: str | Path) -> list[str]:
         )
         return [r[0] for r in rows]
     return [p.name for p in Path(location).parent.glob(".*.stage-*")]
+
+
+def fail_now(store: tm.TaskStore, *subs: tm.TaskSubmission) -> list[int]:
+    """Submit, run and fail these tasks for good; returns their ids."""
+    ids = [store.submit(sub).task_id for sub in subs]
+    owner = store.new_owner()
+    claimed = store.claim(len(ids), task_types={s.task_type for s in subs}, owner=owner)
+    assert sorted(t.id for t in claimed) == sorted(ids)
+    for task_id in ids:
+        assert store.fail(task_id, owner=owner, error="boom", retry_at=None) == "failed"
+    store.release_owner(owner)
+    return ids
+
+
+#: Debian's Chromium, as the browser tests start it (headless, and none of its calls
+#: home: this machine's closed network refuses them).
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]

@@ -219,3 +219,21 @@ def test_the_pace_cases_run_on_both_backends_side_by_side(pg_server: object) -> 
     assert sum("worker process" in r for r in rows) == 2
     assert sum("× plain)" in r for r in rows) == len(bench_pace.CONTROLS)
     assert "–" not in table  # every cell measured
+
+
+@pytest.mark.parametrize("module", ["browse", "ui"])
+def test_the_dashboard_benches_run_on_a_small_store(
+    module: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m taskmill.bench.browse`` and ``…bench.ui`` (their 1M-task figures are
+    in docs/benchmarks.md) load a store and time every read and page: each answered."""
+    import importlib
+
+    bench = importlib.import_module(f"taskmill.bench.{module}")
+    bench.main(["--tasks", "3000", "--repeat", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "SQLite, 3,000 tasks"
+    timed = [line for line in lines if " median " in line]
+    assert len(timed) == (17 if module == "browse" else 13)
+    if module == "ui":
+        assert all(" 200 " in line for line in timed), timed

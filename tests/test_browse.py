@@ -25,7 +25,7 @@ from taskmill.model import ACTIVE_STATUSES, FINAL_STATUSES
 from taskmill.store.browse import WORKER_COLUMNS, page_of
 from taskmill.store.common import BROWSE_COLUMNS
 
-from conftest import is_postgres, run_sql, table
+from conftest import fail_now, is_postgres, run_sql, table
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -559,18 +559,6 @@ async def test_a_scheduler_is_a_live_worker_while_it_runs(location: str | Path) 
 
 
 # --------------------------------------------------------------------------- retry_failed(ids=)
-
-
-def fail_now(store: tm.TaskStore, *subs: tm.TaskSubmission) -> list[int]:
-    """Submit, run and fail these tasks for good; their ids."""
-    ids = [store.submit(sub).task_id for sub in subs]
-    owner = store.new_owner()
-    claimed = store.claim(len(ids), task_types={s.task_type for s in subs}, owner=owner)
-    assert sorted(t.id for t in claimed) == sorted(ids)
-    for task_id in ids:
-        assert store.fail(task_id, owner=owner, error="boom", retry_at=None) == "failed"
-    store.release_owner(owner)
-    return ids
 
 
 def test_retry_failed_by_id_resubmits_exactly_that_task_once(store: tm.TaskStore) -> None:

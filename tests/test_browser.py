@@ -22,20 +22,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 import taskmill as tm
 
-from conftest import ROOT, need
+from conftest import CHROMIUM, FLAGS, ROOT, need
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 SHOTS = ROOT / "test-output" / "browser"
 
 CELLS = [

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 import taskmill as tm
 from taskmill.cli import cli
 
-from conftest import ENV, PYTHON, assert_store_consistent, run_sql, table
+from conftest import ENV, PYTHON, assert_store_consistent, fail_now, run_sql, table
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
@@ -358,18 +358,6 @@ async def test_through_the_scheduler_own_attempts_are_told_at_once_and_retries_r
 
 
 # ---------------------------------------------------------------- retry_failed
-
-
-def fail_now(store: tm.TaskStore, *subs: tm.TaskSubmission) -> list[int]:
-    """Submit, run and fail these tasks for good; returns their ids."""
-    ids = [store.submit(sub).task_id for sub in subs]
-    owner = store.new_owner()
-    claimed = store.claim(len(ids), task_types={s.task_type for s in subs}, owner=owner)
-    assert sorted(t.id for t in claimed) == sorted(ids)
-    for task_id in ids:
-        assert store.fail(task_id, owner=owner, error="boom", retry_at=None) == "failed"
-    store.release_owner(owner)
-    return ids
 
 
 def complete_now(store: tm.TaskStore, task_id: int, task_type: str) -> None:

@@ -16,22 +16,10 @@ from dashboard import HOSTILE_GROUP, HOSTILE_KEY, fill, served
 
 import taskmill as tm
 
-from conftest import ROOT, need
+from conftest import CHROMIUM, FLAGS, ROOT, need
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 SHOTS = ROOT / "test-output" / "ui"
 
 

@@ -31,7 +31,7 @@ import polars as pl
 from ..store import TaskStore
 from .postgres import fresh_database, is_url, server
 
-__all__ = ["main", "measure"]
+__all__ = ["load", "main", "measure", "run"]
 
 #: Tasks a plan of the load holds.
 PLAN_ROWS = 250_000
@@ -189,9 +189,14 @@ def _location(db: str | None) -> Iterator[str | Path]:
         yield url
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Load a store and time the reads (see the module's docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m taskmill.bench.browse")
+def run(
+    argv: list[str] | None,
+    prog: str,
+    timed: Callable[[str | Path, int, Callable[[str], None]], dict[str, float]],
+) -> None:
+    """The command line of this bench and of ``taskmill.bench.ui``: parse ``argv``, load a
+    store, then print what ``timed(location, repeat, echo)`` measures on it."""
+    parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument(
         "--db",
         help="a postgresql:// URL to create the run's database through, or 'postgres' "
@@ -200,11 +205,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
+
+    def echo(line: str) -> None:
+        print(line, flush=True)
+
     with _location(args.db) as location:
         engine = "SQLite" if args.db is None else "PostgreSQL"
-        print(f"{engine}, {args.tasks:,} tasks", flush=True)
-        load(location, args.tasks, echo=lambda line: print(line, flush=True))
-        measure(location, args.repeat, echo=lambda line: print(line, flush=True))
+        echo(f"{engine}, {args.tasks:,} tasks")
+        load(location, args.tasks, echo=echo)
+        timed(location, args.repeat, echo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Load a store and time the reads (see the module's docstring)."""
+    run(argv, "python -m taskmill.bench.browse", measure)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ last byte read: the median and the best are printed, with the page's size.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import statistics
 import threading
@@ -22,7 +21,7 @@ import uvicorn
 
 from ..store import TaskStore
 from ..web import create_app
-from .browse import _location, load
+from .browse import run
 
 __all__ = ["main", "measure_pages"]
 
@@ -91,20 +90,7 @@ def measure_pages(
 
 def main(argv: list[str] | None = None) -> None:
     """Load a store and time the pages (see the module's docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m taskmill.bench.ui")
-    parser.add_argument(
-        "--db",
-        help="a postgresql:// URL to create the run's database through, or 'postgres' "
-        "for a throwaway server (default: SQLite in a temporary folder)",
-    )
-    parser.add_argument("--tasks", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args(argv)
-    with _location(args.db) as location:
-        engine = "SQLite" if args.db is None else "PostgreSQL"
-        print(f"{engine}, {args.tasks:,} tasks", flush=True)
-        load(location, args.tasks, echo=lambda line: print(line, flush=True))
-        measure_pages(location, args.repeat, echo=lambda line: print(line, flush=True))
+    run(argv, "python -m taskmill.bench.ui", measure_pages)
 
 
 if __name__ == "__main__":

@@ -137,10 +137,30 @@ def _task_id(values: dict[str, str]) -> int:
         ) from None
 
 
-def _cancel(store: TaskStore, v: dict[str, str]) -> str:
-    tid = _task_id(v)
-    found = store.cancel(tid)
-    return f"Task {tid} cancelled." if found else f"Task {tid} was not active: nothing cancelled."
+def _on_task(
+    call: Callable[[TaskStore, int], object], done: str, undone: str
+) -> Callable[[TaskStore, dict[str, str]], str]:
+    """An action on the task of the form's ``task``: ``call(store, id)``, then ``done`` or
+    ``undone`` (by what it returned) with the id in place of ``{}``."""
+
+    def run(store: TaskStore, values: dict[str, str]) -> str:
+        tid = _task_id(values)
+        return (done if call(store, tid) else undone).format(tid)
+
+    return run
+
+
+def _on_name(
+    field: str, call: Callable[[TaskStore, str], object], done: str, undone: str
+) -> Callable[[TaskStore, dict[str, str]], str]:
+    """An action on the group or schedule the form's ``field`` names: as :func:`_on_task`
+    (``call`` returning ``None``: always done)."""
+
+    def run(store: TaskStore, values: dict[str, str]) -> str:
+        name = values[field]
+        return (undone if call(store, name) is False else done).format(name)
+
+    return run
 
 
 def _retry(store: TaskStore, v: dict[str, str]) -> str:
@@ -154,38 +174,6 @@ def _retry(store: TaskStore, v: dict[str, str]) -> str:
     return f"Task {tid} retried: task {row['task_id']} ({row['action']})."
 
 
-def _pause_task(store: TaskStore, v: dict[str, str]) -> str:
-    tid = _task_id(v)
-    done = store.pause(tid)
-    return f"Task {tid} paused." if done else f"Task {tid} was not pending: not paused."
-
-
-def _resume_task(store: TaskStore, v: dict[str, str]) -> str:
-    tid = _task_id(v)
-    done = store.resume(tid)
-    return f"Task {tid} resumed." if done else f"Task {tid} was not paused: nothing resumed."
-
-
-def _pause_group(store: TaskStore, v: dict[str, str]) -> str:
-    store.pause_group(v["group"])
-    return f"Group {v['group']} paused."
-
-
-def _resume_group(store: TaskStore, v: dict[str, str]) -> str:
-    done = store.resume_group(v["group"])
-    return f"Group {v['group']} resumed." if done else f"Group {v['group']} was not paused."
-
-
-def _pause_schedule(store: TaskStore, v: dict[str, str]) -> str:
-    done = store.pause_schedule(v["schedule"])
-    return f"Schedule {v['schedule']} paused." if done else f"No schedule {v['schedule']}."
-
-
-def _resume_schedule(store: TaskStore, v: dict[str, str]) -> str:
-    done = store.resume_schedule(v["schedule"])
-    return f"Schedule {v['schedule']} resumed." if done else f"No schedule {v['schedule']}."
-
-
 #: Every action, by the name its URL carries.
 ACTIONS: dict[str, Action] = {
     "cancel-task": Action(
@@ -193,7 +181,11 @@ ACTIONS: dict[str, Action] = {
         "follow their failure policy, and its child tasks are cancelled too.",
         "Cancel the task",
         ("task",),
-        _cancel,
+        _on_task(
+            lambda s, t: s.cancel(t),
+            "Task {} cancelled.",
+            "Task {} was not active: nothing cancelled.",
+        ),
         danger=True,
     ),
     "retry-task": Action(
@@ -207,33 +199,43 @@ ACTIONS: dict[str, Action] = {
         "Pause task {task}? It stays in the queue, held back from dispatch until resumed.",
         "Pause the task",
         ("task",),
-        _pause_task,
+        _on_task(
+            lambda s, t: s.pause(t), "Task {} paused.", "Task {} was not pending: not paused."
+        ),
     ),
     "resume-task": Action(
         "Resume task {task}? It goes back to pending, in its place in the queue.",
         "Resume the task",
         ("task",),
-        _resume_task,
+        _on_task(
+            lambda s, t: s.resume(t),
+            "Task {} resumed.",
+            "Task {} was not paused: nothing resumed.",
+        ),
     ),
     "pause-group": Action(
         "Pause group {group}? No task of it is dispatched by any worker until it is "
         "resumed; its running tasks go on.",
         "Pause the group",
         ("group",),
-        _pause_group,
+        _on_name("group", lambda s, g: s.pause_group(g), "Group {} paused.", ""),
         danger=True,
     ),
     "resume-group": Action(
         "Resume group {group}? Its pending tasks are dispatched again.",
         "Resume the group",
         ("group",),
-        _resume_group,
+        _on_name(
+            "group", lambda s, g: s.resume_group(g), "Group {} resumed.", "Group {} was not paused."
+        ),
     ),
     "pause-schedule": Action(
         "Pause schedule {schedule}? It submits nothing until resumed.",
         "Pause the schedule",
         ("schedule",),
-        _pause_schedule,
+        _on_name(
+            "schedule", lambda s, n: s.pause_schedule(n), "Schedule {} paused.", "No schedule {}."
+        ),
         danger=True,
     ),
     "resume-schedule": Action(
@@ -241,7 +243,12 @@ ACTIONS: dict[str, Action] = {
         "ones missed while paused are not replayed.",
         "Resume the schedule",
         ("schedule",),
-        _resume_schedule,
+        _on_name(
+            "schedule",
+            lambda s, n: s.resume_schedule(n),
+            "Schedule {} resumed.",
+            "No schedule {}.",
+        ),
     ),
 }
 

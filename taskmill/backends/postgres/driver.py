@@ -84,6 +84,7 @@ __all__ = [
     "describe",
     "q",
     "queries",
+    "tag_params",
 ]
 
 log = logging.getLogger("taskmill")
@@ -129,9 +130,17 @@ def browse_params(page: Browse) -> dict[str, Any]:
         "batch_ids": page.batch_ids,
         "key_prefix": page.key_prefix,
         "parent_id": page.parent_id,
-        "tag_keys": None if page.tags is None else [k for k, _ in page.tags],
-        "tag_values": None if page.tags is None else [v for _, v in page.tags],
+        **tag_params(page.tags),
         "tags_common": page.tags_common,
+    }
+
+
+def tag_params(tags: list[tuple[str, str]] | None) -> dict[str, list[str] | None]:
+    """A tag filter's pairs as the queries take them: ``tag_keys`` and ``tag_values``,
+    two arrays side by side (``None``: no filter)."""
+    return {
+        "tag_keys": None if tags is None else [k for k, _ in tags],
+        "tag_values": None if tags is None else [v for _, v in tags],
     }
 
 
@@ -911,8 +920,7 @@ class PostgresDriver(Driver[Connection]):
             "task_type": selection.task_type,
             "group": selection.group,
             "batch_ids": selection.batch_ids,
-            "tag_keys": None if selection.tags is None else [k for k, _ in selection.tags],
-            "tag_values": None if selection.tags is None else [v for _, v in selection.tags],
+            **tag_params(selection.tags),
             # as in SQLite, a negative limit is no limit (PostgreSQL would refuse it)
             "limit": None if limit is None or limit < 0 else int(limit),
         }
