@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -491,6 +492,56 @@ def test_throughput_of_an_empty_store_is_every_minute_at_zero(store: tm.TaskStor
 def test_throughput_refuses_a_bad_window(store: tm.TaskStore, minutes: Any) -> None:
     with pytest.raises(tm.SchedulerError, match="minutes must be a whole number") as caught:
         store.throughput(minutes)
+    assert caught.value.kind == "invalid_argument"
+
+
+# --------------------------------------------------------------------------- recent
+
+
+def test_recent_counts_every_active_task_and_the_window_of_history(
+    store: tm.TaskStore, location: str | Path
+) -> None:
+    by_status = ended(store)
+    store.submit_batch(
+        [tm.TaskSubmission("u", dedup_key=f"a{i}", group="g") for i in range(3)]
+        + [tm.TaskSubmission("u", dedup_key="b", group="<h>", depends_on=["a0"])]
+    )
+    now = store.now()
+    completed, failed = by_status["completed"], by_status["failed"]
+    set_finished(
+        location,
+        {
+            completed[0]: now - 10,
+            completed[1]: now - 3599,  # inside an hour
+            completed[2]: now - 3700,  # outside
+            failed[0]: now - 7200,  # outside
+            failed[1]: now - 6 * 86_400,  # six days ago
+        },
+    )
+    rows = {
+        (r["group"], r["task_type"], r["status"]): r["tasks"]
+        for r in store.recent().iter_rows(named=True)
+    }
+    assert rows == {
+        ("g", "u", "pending"): 3,
+        ("<h>", "u", "blocked"): 1,
+        (None, "t", "pending"): 1,  # k7's successor (its first superseded)
+        (None, "t", "completed"): 2,
+        (None, "t", "cancelled"): 2,
+        (None, "t", "superseded"): 1,
+        (None, "t", "expired"): 1,
+    }
+    wider = store.recent(timedelta(days=7)).filter(pl.col("status") == "failed")
+    assert wider["tasks"].to_list() == [2]
+    assert store.recent().schema == pl.Schema(
+        {"group": pl.String, "task_type": pl.String, "status": pl.String, "tasks": pl.Int64}
+    )
+
+
+@pytest.mark.parametrize("window", [timedelta(0), timedelta(days=8), 3600, None])
+def test_recent_refuses_a_bad_window(store: tm.TaskStore, window: Any) -> None:
+    with pytest.raises(tm.SchedulerError, match="window must be a timedelta") as caught:
+        store.recent(window)
     assert caught.value.kind == "invalid_argument"
 
 

@@ -665,6 +665,31 @@ def test_throughput_rows_count_per_minute_and_status(driver: Driver[Any]) -> Non
     assert driver.throughput_rows((minute + 5) * 60.0, (minute + 6) * 60.0) == []
 
 
+def test_recent_counts_every_active_task_and_history_from_a_time(driver: Driver[Any]) -> None:
+    ids = add(
+        driver,
+        row("copy", group="g"),
+        row("copy", group="g"),
+        row("delete"),
+        row("copy", group="g"),
+        row("copy", group="g"),
+    )
+    for tid, at in ((ids[3], NOW - 10), (ids[4], NOW - 1000)):
+        driver.write(
+            "cannot submit to",
+            lambda c_, t=tid, at=at: driver.finish(c_, [t], Ending("completed", at)),
+        )
+    assert sorted(driver.recent_counts(NOW - 100), key=str) == sorted(
+        [
+            ("g", "copy", "pending", 2),
+            (None, "delete", "pending", 1),
+            ("g", "copy", "completed", 1),
+        ],
+        key=str,
+    )
+    assert ("g", "copy", "completed", 2) in driver.recent_counts(NOW - 2000)
+
+
 def test_worker_rows_with_their_running_tasks(driver: Driver[Any]) -> None:
     assert driver.worker_rows() == []
     a, b, _ = add(driver, row(), row(), row())
