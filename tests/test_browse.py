@@ -645,3 +645,26 @@ def test_retry_failed_by_id_resubmits_exactly_that_task_once(store: tm.TaskStore
     with pytest.raises(tm.SchedulerError, match="ids must be a whole number") as caught:
         store.retry_failed(ids="b")
     assert caught.value.kind == "invalid_argument"
+
+
+# --------------------------------------------------------------------------- the bench
+
+
+def test_the_bench_loads_a_store_and_times_every_read(location: str | Path) -> None:
+    """``python -m taskmill.bench.browse`` on a small store: the load it describes, every
+    read timed with the rows it returned."""
+    from taskmill.bench.browse import cases, load, measure
+
+    lines: list[str] = []
+    load(location, 2_000, echo=lines.append)
+    assert lines[0].startswith("loaded 2,000 tasks")
+    counts = {"running": 100, "completed": 1_858, "failed": 2, "cancelled": 40}
+    assert lines[1].endswith(str(counts))
+    timed = measure(location, repeat=1, echo=lines.append)
+    with tm.TaskStore.open(location) as store:
+        names = [name for name, _ in cases(store)]
+    assert list(timed) == names and all(t > 0 for t in timed.values())
+    shown = dict(zip(names, lines[2:], strict=True))
+    assert " 50 rows " in shown["browse() first page"]
+    assert " 0 rows " in shown["browse(status='expired') none: all history"]
+    assert " 8 rows " in shown["workers()"]
