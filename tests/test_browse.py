@@ -668,3 +668,21 @@ def test_the_bench_loads_a_store_and_times_every_read(location: str | Path) -> N
     assert " 50 rows " in shown["browse() first page"]
     assert " 0 rows " in shown["browse(status='expired') none: all history"]
     assert " 8 rows " in shown["workers()"]
+
+
+async def test_a_scheduler_retries_the_failures_it_is_given(location: str | Path) -> None:
+    ran: list[str | None] = []
+
+    def run(ctx: tm.TaskContext) -> None:
+        ran.append(ctx.dedup_key)
+
+    async with tm.Scheduler(location, executors={"t": run}) as sched:
+        a, b = fail_now(
+            sched.store,
+            tm.TaskSubmission("t", dedup_key="a"),
+            tm.TaskSubmission("t", dedup_key="b"),
+        )
+        out = await sched.retry_failed(ids=[b])
+        assert out.to_polars().select("dedup_key", "action").rows() == [("b", "submitted")]
+        await sched.wait_idle()
+    assert ran == ["b"]

@@ -574,15 +574,17 @@ class Scheduler:
         task_type: str | Sequence[str] | None = None,
         group: str | Sequence[str] | None = None,
         since: dt.datetime | dt.timedelta | None = None,
+        ids: int | Sequence[int] | None = None,
     ) -> BatchOutcome:
-        """Submit the failed tasks of history again (see :meth:`TaskStore.retry_failed`),
-        as :meth:`submit_batch` does: one ``BatchSubmitted`` per commit, the dispatcher
-        woken."""
+        """Submit the failed tasks of history again (see :meth:`TaskStore.retry_failed`;
+        ``ids``: only these failures), as :meth:`submit_batch` does: one
+        ``BatchSubmitted`` per commit, the dispatcher woken."""
         return await asyncio.to_thread(
             self.store.retry_failed,
             task_type=task_type,
             group=group,
             since=since,
+            ids=ids,
             on_commit=self._commit_hook(),
         )
 
