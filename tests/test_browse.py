@@ -677,7 +677,7 @@ async def test_a_scheduler_retries_the_failures_it_is_given(location: str | Path
         ran.append(ctx.dedup_key)
 
     async with tm.Scheduler(location, executors={"t": run}) as sched:
-        a, b = fail_now(
+        _, b = fail_now(
             sched.store,
             tm.TaskSubmission("t", dedup_key="a"),
             tm.TaskSubmission("t", dedup_key="b"),
