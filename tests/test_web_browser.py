@@ -42,7 +42,7 @@ def browser() -> Iterator[Any]:
 
 
 def _engine(store: tm.TaskStore) -> str:
-    return "postgres" if "postgresql" in store.driver.describe() else "sqlite"
+    return "postgres" if "postgresql" in store.driver.describe().lower() else "sqlite"
 
 
 def test_the_dashboard_in_a_browser(store: tm.TaskStore, browser: Any) -> None:
