@@ -103,3 +103,22 @@ def test_ui_on_a_missing_file_creates_nothing(tmp_path: Path) -> None:
     )
     assert done.returncode == 1 and "does not exist" in done.stderr
     assert not missing.exists()
+
+
+def test_ui_on_a_port_in_use_says_so(location: str | Path) -> None:
+    tm.TaskStore.open(location).close()
+    proc, url = _start(location)
+    try:
+        port = url.rsplit(":", 1)[1].strip("/")
+        done = subprocess.run(
+            [sys.executable, "-m", "taskmill", "ui", "--db", str(location), "--port", port],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1
+        assert done.stderr.startswith(f"taskmill: error: cannot listen on 127.0.0.1:{port}: ")
+        assert "(another taskmill ui? give --port, or 0 for any free one)" in done.stderr
+        assert httpx.get(url).status_code == 200  # the first one serves on
+    finally:
+        assert _stop(proc) == 0

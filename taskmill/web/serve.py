@@ -3,6 +3,7 @@ without a token."""
 
 from __future__ import annotations
 
+import errno
 import secrets
 import socket
 from collections.abc import Callable
@@ -53,28 +54,48 @@ def serve(
             f"--token (or set {TOKEN_ENV}); every request must then carry it",
             kind="invalid_argument",
         )
+    listening = _listen(host, port)
     app = create_app(store, read_only=read_only, token=token or None, refresh=refresh)
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
-    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
 
     class Server(uvicorn.Server):
-        """uvicorn's server, saying where it listens once it does."""
+        """uvicorn's server, saying where it listens once it serves."""
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
-            if self.should_exit or started is None:
-                return
-            bound = [s.getsockname()[1] for srv in self.servers for s in srv.sockets]
-            started(address(host, bound[0] if bound else port, token))
+            if not self.should_exit and started is not None:
+                started(address(host, listening.getsockname()[1], token))
 
-    server = Server(config)
     try:
-        server.run()
+        Server(config).run(sockets=[listening])
     except KeyboardInterrupt:  # uvicorn stopped cleanly, then raised Ctrl-C again: done
         return
-    if not server.started:  # the address was taken, or not ours: uvicorn said why
-        raise SchedulerError(f"cannot listen on {host}:{port}", kind="invalid_argument")
+    finally:
+        listening.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` (0: any free port), ready for uvicorn; a clear
+    ``SchedulerError`` when the address is taken or not this machine's."""
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError as exc:
+        raise SchedulerError(
+            f"cannot listen on {host!r}: {exc.strerror or exc}", kind="invalid_argument"
+        ) from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(where)
+    except OSError as exc:
+        sock.close()
+        taken = " (another taskmill ui? give --port, or 0 for any free one)"
+        hint = taken if exc.errno == errno.EADDRINUSE else ""
+        raise SchedulerError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}",
+            kind="invalid_argument",
+        ) from None
+    return sock
 
 
 def new_token() -> str:
