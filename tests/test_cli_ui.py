@@ -122,3 +122,23 @@ def test_ui_on_a_port_in_use_says_so(location: str | Path) -> None:
         assert httpx.get(url).status_code == 200  # the first one serves on
     finally:
         assert _stop(proc) == 0
+
+
+def test_ui_stops_cleanly_on_sigterm_and_refuses_a_refresh_of_nan(location: str | Path) -> None:
+    tm.TaskStore.open(location).close()
+    proc, url = _start(location)
+    assert httpx.get(url).status_code == 200
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(20) == 0
+    finally:
+        assert proc.stderr is not None
+        proc.stderr.close()
+    done = subprocess.run(
+        [sys.executable, "-m", "taskmill", "ui", "--db", str(location), "--refresh", "nan"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "refresh must be a number of seconds, 0 or more, not nan" in done.stderr

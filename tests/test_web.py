@@ -84,9 +84,9 @@ def test_every_page_shows_the_store_with_hostile_names_as_text(store: tm.TaskSto
     assert "/actions/retry-task?task=" in failed
     assert esc(HOSTILE_BATCH) in pages["/batches"].text
     assert esc(HOSTILE_SCHEDULE) in pages["/schedules"].text
-    assert f"Pause group {esc(repr(HOSTILE_GROUP))}?" in pages["pause-group"].text
+    assert f"Pause group “{esc(HOSTILE_GROUP)}”?" in pages["pause-group"].text
     assert f'name="group" value="{esc(HOSTILE_GROUP)}"' in pages["pause-group"].text
-    assert esc(repr(HOSTILE_SCHEDULE)) in pages["pause-schedule"].text
+    assert f"Pause schedule “{esc(HOSTILE_SCHEDULE)}”?" in pages["pause-schedule"].text
     assert f'name="group" value="{esc(HOSTILE_GROUP)}"' in pages["tasks?group="].text
     assert _ids(pages["tasks?group="].text) == [filled.hostile]
 
@@ -131,8 +131,8 @@ def test_tasks_are_paged_newest_first_each_once_and_filtered(store: tm.TaskStore
         assert in_g1 == [8, 5, 2]  # keys a/001, a/004, a/007 in group g1
         bad = web.get("/tasks", params={"status": "nope", "batch": "x"})
     assert bad.status_code == 400
-    assert "status &#39;nope&#39; is not one of" in bad.text
-    assert "batch must be a whole number, not &#39;x&#39;" in bad.text
+    assert "status “nope” is not one of" in bad.text
+    assert "batch must be a whole number from 1, not “x”" in bad.text
 
 
 def test_actions_confirm_then_change_the_store(store: tm.TaskStore) -> None:
@@ -141,7 +141,7 @@ def test_actions_confirm_then_change_the_store(store: tm.TaskStore) -> None:
     with served(store) as url, httpx.Client(base_url=url) as web:
         # a GET only asks: nothing changes
         ask = web.get("/actions/cancel-task", params={"task": pending, "next": "/tasks"})
-        assert ask.status_code == 200 and f"Cancel task &#39;{pending}&#39;?" in ask.text
+        assert ask.status_code == 200 and f"Cancel task {pending}?" in ask.text
         assert store.task(pending)["status"] == "pending"
         token = csrf_of(ask.text)
 
@@ -273,8 +273,12 @@ def test_unknown_tasks_and_batches_are_said_plainly(store: tm.TaskStore) -> None
     with served(store) as url, httpx.Client(base_url=url) as web:
         missing = web.get("/tasks/999")
         assert missing.status_code == 404 and "No task 999 in this store" in missing.text
-        assert web.get("/tasks/abc").status_code == 400
+        for path in ("/tasks/abc", "/tasks/1.5", "/tasks/99999999999999999999999", "/tasks/0"):
+            odd = web.get(path)
+            assert odd.status_code == 404, path
+            assert "A task id is a whole number from 1." in odd.text and "int()" not in odd.text
         assert web.get("/batches/77").status_code == 404
+        assert "A batch id is a whole number from 1." in web.get("/batches/x%00y").text
         assert web.get("/actions/drop-table").status_code == 404
         empty = web.get("/").text
         assert "No active task, and none ended in the last hour." in empty
@@ -313,3 +317,68 @@ async def test_the_queue_page_says_what_held_each_group_at_a_workers_claim(
     assert row and '<td class="waits">group limit</td>' in row.group(0)
     types = re.search(r"<tr>\s*<td><a [^>]*>u</a>.*?</tr>", page, re.S)
     assert types and '<td class="waits">rate limit</td>' in types.group(0)
+
+
+def test_bad_filters_name_the_field_and_repeat_little(store: tm.TaskStore) -> None:
+    fill(store)
+    with served(store) as url, httpx.Client(base_url=url) as web:
+        for params, said in (
+            ({"batch": "99999999999999999999999"}, "batch must be a whole number from 1, not"),
+            ({"batch": "-1"}, "batch must be a whole number from 1, not “-1”"),
+            ({"before": "١"}, "before must be a whole number from 1, not “١”"),
+            ({"parent": "+1"}, "parent must be a whole number from 1, not “+1”"),
+            ({"key": "a\x00b"}, "key prefix must not hold a NUL character"),
+            ({"group": "a\x00b"}, "group must not hold a NUL character"),
+            ({"tag": "a\x00=b"}, "tag must not hold a NUL character"),
+        ):
+            answer = web.get("/tasks", params=params)
+            assert answer.status_code == 400, params
+            assert said in answer.text, (params, answer.text[-2000:])
+            assert "batch_id" not in answer.text and "key_prefix" not in answer.text
+        long = web.get("/tasks", params={"before": "9" * 30_000})
+        assert long.status_code == 400 and len(long.text) < 20_000
+
+
+def test_a_request_naming_another_host_is_refused_without_a_token(store: tm.TaskStore) -> None:
+    """DNS rebinding: a page of another site whose name points at 127.0.0.1 reaches
+    nothing — neither a page nor an action (the Host header names that site)."""
+    victim = fill(store).hostile
+    with served(store) as url, httpx.Client(base_url=url) as web:
+        evil = {"host": "evil.example:8765"}
+        assert web.get("/", headers=evil).status_code == 400
+        assert (
+            web.get("/actions/cancel-task", params={"task": victim}, headers=evil).status_code
+            == 400
+        )
+        assert (
+            web.post("/actions/cancel-task", data={"task": victim}, headers=evil).status_code == 400
+        )
+        for name in ("localhost", "127.0.0.1"):
+            port = url.rsplit(":", 1)[1]
+            assert web.get("/", headers={"host": f"{name}:{port}"}).status_code == 200
+        token = csrf_of(web.get("/actions/cancel-task", params={"task": victim}).text)
+        null = web.post(
+            "/actions/cancel-task", data={"task": victim, "csrf": token}, headers={"origin": "null"}
+        )
+        assert null.status_code == 403 and "sent from another site" in null.text
+    assert store.task(victim)["status"] == "pending"
+    with served(store, token="t") as url, httpx.Client(base_url=url) as web:
+        named = web.get("/", headers={"host": "dashboard.example", "authorization": "Bearer t"})
+        assert named.status_code == 200  # behind a token, any name may reach it
+
+
+def test_a_confirmation_needs_what_it_acts_on(store: tm.TaskStore) -> None:
+    with served(store) as url, httpx.Client(base_url=url) as web:
+        answer = web.get("/actions/pause-group")
+        assert answer.status_code == 400 and "Which group?" in answer.text
+        assert "<form" not in answer.text
+
+
+def test_refresh_and_token_are_checked(store: tm.TaskStore) -> None:
+    from taskmill.web import create_app
+
+    for refresh in (float("nan"), float("inf"), -1):
+        with pytest.raises(tm.SchedulerError, match="refresh must be a number of seconds"):
+            create_app(store, refresh=refresh)
+    with pytest.raises(tm.SchedulerError, match="a token must not be blank"):
+        create_app(store, token="  ")

@@ -10,8 +10,9 @@ does when the app is read-only.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -32,6 +34,7 @@ from ..store.schedules import every_text
 from . import pages
 from .security import (
     CSRF_FIELD,
+    LOOPBACK_NAMES,
     SecurityHeaders,
     TokenGate,
     csrf_token,
@@ -253,6 +256,12 @@ ACTIONS: dict[str, Action] = {
 }
 
 
+def _quoted(values: dict[str, str]) -> dict[str, str]:
+    """A confirmation's values as its question shows them: a task id as it is, a name
+    between quotation marks, exactly as given (never Python's ``repr``)."""
+    return {k: v if k == "task" else f"“{pages.shown(v)}”" for k, v in values.items()}
+
+
 def _local(target: str | None, fallback: str = "/") -> str:
     """``target`` when it is a path of this site (never another host), else ``fallback``."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -312,15 +321,20 @@ class Dashboard:
             status_code=400 if filters.errors else 200,
         )
 
+    def _missing(self, request: Request, what: str, text: str) -> HTMLResponse:
+        message = (
+            f"No {what} {pages.shown(text)} in this store"
+            + (" (never submitted, or pruned from history)." if what == "task" else ".")
+            + ("" if pages.whole_id(text) else f" A {what} id is a whole number from 1.")
+        )
+        return self.render(request, "error.html", {"message": message}, 404)
+
     def task(self, request: Request) -> Response:
-        try:
-            tid = int(request.path_params["task_id"])
-            detail = pages.task_detail(self.store, tid)
-        except (ValueError, SchedulerError) as exc:
-            return self._failure(request, SchedulerError(str(exc), kind="invalid_argument"), 400)
+        text = request.path_params["task_id"]
+        tid = pages.whole_id(text)
+        detail = None if tid is None else pages.task_detail(self.store, tid)
         if detail is None:
-            message = f"No task {tid} in this store (never submitted, or pruned from history)."
-            return self.render(request, "error.html", {"message": message}, 404)
+            return self._missing(request, "task", text)
         return self.render(request, "task.html", detail)
 
     def batches(self, request: Request) -> Response:
@@ -328,11 +342,16 @@ class Dashboard:
         return self.render(request, "batches.html", {"batches": frame.to_dicts()})
 
     def batch(self, request: Request) -> Response:
+        text = request.path_params["batch_id"]
+        bid = pages.whole_id(text)
         try:
-            bid = int(request.path_params["batch_id"])
-            status = self.store.batch(bid)
-        except (ValueError, SchedulerError) as exc:
-            return self.render(request, "error.html", {"message": str(exc)}, 404)
+            status = None if bid is None else self.store.batch(bid)
+        except SchedulerError as exc:
+            if exc.kind != "unknown_batch":
+                raise
+            status = None
+        if bid is None or status is None:
+            return self._missing(request, "batch", text)
         failed = self.store.browse(batch_id=bid, status=["failed", "expired"], limit=20)
         return self.render(request, "batch.html", {"b": status, "failures": failed.to_dicts()})
 
@@ -360,13 +379,17 @@ class Dashboard:
         name, action = found
         values = {f: request.query_params.get(f, "") for f in action.fields}
         nxt = _local(request.query_params.get("next"))
+        missing = [f for f, v in values.items() if not v]
+        if missing:
+            message = f"Which {missing[0]}? This action needs one (?{missing[0]}=…)."
+            return self.render(request, "error.html", {"message": message}, 400)
         return self.render(
             request,
             "confirm.html",
             {
                 "name": name,
                 "action": action,
-                "question": action.question.format(**{k: repr(v) for k, v in values.items()}),
+                "question": action.question.format(**_quoted(values)),
                 "values": values,
                 "next": nxt,
             },
@@ -383,7 +406,13 @@ class Dashboard:
             message = "This dashboard is read-only (taskmill ui --read-only): nothing was changed."
             return self.render(request, "error.html", {"message": message}, 403)
         form = await request.form()
-        if not same_origin(request) or not valid_csrf(request, form.get(CSRF_FIELD)):
+        if not same_origin(request):
+            message = (
+                "This form was sent from another site, not from this dashboard's pages: "
+                "nothing was changed."
+            )
+            return self.render(request, "error.html", {"message": message}, 403)
+        if not valid_csrf(request, form.get(CSRF_FIELD)):
             message = (
                 "This form did not come from this dashboard's session (a missing or stale "
                 "CSRF token): nothing was changed. Reload the page and try again."
@@ -407,6 +436,7 @@ def create_app(
     token: str | None = None,
     refresh: float = 2.0,
     secret_key: str | None = None,
+    hosts: Sequence[str] | None = None,
 ) -> Starlette:
     """The dashboard over ``store`` as an ASGI application (serve it with uvicorn, or
     ``taskmill ui``).
@@ -415,7 +445,17 @@ def create_app(
     every request must carry it (``Authorization: Bearer``, or ``?token=`` once, then
     the session cookie), else 401.  ``refresh``: seconds between readings of the queue
     page's live part (0: no refresh).  ``secret_key`` signs the session cookie (default:
-    a random one, so sessions end with the process)."""
+    a random one, so sessions end with the process).  Without a token, a request must
+    name the dashboard's host as this machine does (127.0.0.1, localhost, ``[::1]``, or
+    one of ``hosts``), else 400: a page of another site whose name was pointed at
+    127.0.0.1 (DNS rebinding) reaches nothing."""
+    if not (isinstance(refresh, int | float) and math.isfinite(refresh) and refresh >= 0):
+        raise SchedulerError(
+            f"refresh must be a number of seconds, 0 or more, not {refresh!r}",
+            kind="invalid_argument",
+        )
+    if token is not None and not token.strip():
+        raise SchedulerError("a token must not be blank", kind="invalid_argument")
     board = Dashboard(store, read_only=read_only, refresh=refresh)
     routes = [
         Route("/", board.queue, name="queue"),
@@ -429,8 +469,10 @@ def create_app(
         Route("/actions/{name}", board.act, methods=["POST"], name="act"),
         Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
     ]
+    names = ["*"] if token else [*LOOPBACK_NAMES, *(hosts or ())]
     middleware = [
         Middleware(SecurityHeaders),
+        Middleware(TrustedHostMiddleware, allowed_hosts=names, www_redirect=False),
         Middleware(
             SessionMiddleware,
             secret_key=secret_key or secrets.token_urlsafe(32),

@@ -153,8 +153,34 @@ def queue_snapshot(store: TaskStore) -> dict[str, Any]:
     }
 
 
+#: The longest part of a user's value an error message repeats.
+SHOWN = 60
+
+
+def shown(value: str) -> str:
+    """``value`` as a message repeats it: at most :data:`SHOWN` characters, control
+    characters (NUL included) written as escapes."""
+    cut = value if len(value) <= SHOWN else value[:SHOWN] + "…"
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+
+
+def whole_id(text: str) -> int | None:
+    """``text`` as an id: ASCII digits making 1 to 2⁶³−1, else ``None``."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    number = int(text)
+    return number if 1 <= number <= MAX_ID else None
+
+
+#: The largest id a store holds (a signed 64-bit integer).
+MAX_ID = 2**63 - 1
+
 #: The filters of the tasks page, as its query parameters name them.
 _FILTERS = ("status", "task_type", "group", "tag", "batch", "key", "parent", "before")
+
+
+#: What the tasks page's form calls each filter.
+_LABELS = {"task_type": "type", "group": "group", "tag": "tag", "key": "key prefix"}
 
 
 @dataclass
@@ -185,24 +211,27 @@ class Filters:
     def _whole(self, name: str, value: str) -> int | None:
         if not value:
             return None
-        try:
-            number = int(value)
-        except ValueError:
-            number = -1
-        if number < 0:
-            self.errors.append(f"{name} must be a whole number, not {value!r}")
-            return None
+        number = whole_id(value)
+        if number is None:
+            self.errors.append(f"{name} must be a whole number from 1, not “{shown(value)}”")
         return number
 
     def arguments(self) -> dict[str, Any]:
         """The keyword arguments of ``store.browse`` these filters make; what is wrong
         with them goes to :attr:`errors` (and is left out)."""
         args: dict[str, Any] = {}
+        for name in ("task_type", "group", "tag", "key"):
+            if "\x00" in getattr(self, name):
+                self.errors.append(f"{_LABELS[name]} must not hold a NUL character")
+        if self.errors:
+            return args
         if self.status:
             if self.status in STATUSES:
                 args["status"] = self.status
             else:
-                self.errors.append(f"status {self.status!r} is not one of " + ", ".join(STATUSES))
+                self.errors.append(
+                    f"status “{shown(self.status)}” is not one of " + ", ".join(STATUSES)
+                )
         if self.task_type:
             args["task_type"] = self.task_type
         if self.group:
@@ -214,7 +243,7 @@ class Filters:
             if sep and key.strip():
                 args["tags"] = {key.strip(): value.strip()}
             else:
-                self.errors.append(f"a tag filter is KEY=VALUE, not {self.tag!r}")
+                self.errors.append(f"a tag filter is KEY=VALUE, not “{shown(self.tag)}”")
         for name, arg, value in (
             ("batch", "batch_id", self.batch),
             ("parent", "parent_id", self.parent),
@@ -223,6 +252,8 @@ class Filters:
             number = self._whole(name, value)
             if number is not None:
                 args[arg] = number
+            elif name == "before":  # not a field of the form: not shown back either
+                self.before = ""
         return args
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
+import socket
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -29,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = [
     "CSRF_FIELD",
     "HEADERS",
+    "LOOPBACK_NAMES",
     "SecurityHeaders",
     "TokenGate",
     "csrf_token",
@@ -57,14 +59,27 @@ HEADERS = {
 
 
 def is_loopback(host: str) -> bool:
-    """Whether binding to ``host`` keeps the dashboard on this machine: ``localhost``, or
-    an address of 127.0.0.0/8 or ``::1``."""
-    if host.strip().lower() == "localhost":
+    """Whether binding to ``host`` keeps the dashboard on this machine: ``localhost``, an
+    address of 127.0.0.0/8 or ``::1``, or a name every address of which is one of those
+    (as ``/etc/hosts`` may give this machine's own name)."""
+    name = host.strip().strip("[]")
+    if name.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(name).is_loopback
     except ValueError:
+        pass
+    try:
+        found = {str(info[4][0]) for info in socket.getaddrinfo(name, None)}
+    except OSError:
         return False
+    return bool(found) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found)
+
+
+#: The names a browser on this machine reaches a loopback dashboard by: any other ``Host``
+#: (a page of another site whose name was pointed at 127.0.0.1, "DNS rebinding") is refused
+#: when no token guards the dashboard.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 def _same(given: str | None, expected: str) -> bool:
@@ -150,12 +165,13 @@ def same_origin(request: Request) -> bool:
     """Whether the browser says the request came from a page of this dashboard.
 
     A browser's ``Sec-Fetch-Site`` (which no page can set) decides; without it, an
-    ``Origin`` naming another host refuses.  A request that says neither, as from a
-    script, passes: the CSRF token still guards it."""
+    ``Origin`` naming another host, or ``null`` (a sandboxed or privacy-stripped page),
+    refuses.  A request that says neither, as from a script, passes: the CSRF token still
+    guards it."""
     site = request.headers.get("sec-fetch-site")
     if site is not None:
         return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
+    if origin is None:
         return True
     return urlsplit(origin).netloc == request.headers.get("host", "")

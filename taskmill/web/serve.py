@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import secrets
+import signal
 import socket
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -40,8 +42,8 @@ def serve(
     refresh: float = 2.0,
     started: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the dashboard over ``store`` until interrupted (Ctrl-C ends it cleanly, after
-    the requests under way).
+    """Serve the dashboard over ``store`` until interrupted (Ctrl-C or SIGTERM end it
+    cleanly, after the requests under way).
 
     ``host`` other than a loopback address needs a ``token``: without one this raises
     ``SchedulerError(kind="invalid_argument")`` before listening.  ``started`` is called
@@ -54,8 +56,9 @@ def serve(
             f"--token (or set {TOKEN_ENV}); every request must then carry it",
             kind="invalid_argument",
         )
+    app = create_app(store, read_only=read_only, token=token, refresh=refresh, hosts=[host])
     listening = _listen(host, port)
-    app = create_app(store, read_only=read_only, token=token or None, refresh=refresh)
+    shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
 
     class Server(uvicorn.Server):
@@ -64,14 +67,21 @@ def serve(
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if not self.should_exit and started is not None:
-                started(address(host, listening.getsockname()[1], token))
+                started(address(shown, listening.getsockname()[1], token))
 
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM as Ctrl-C: uvicorn raises it again once stopped
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main else None
     try:
         Server(config).run(sockets=[listening])
-    except KeyboardInterrupt:  # uvicorn stopped cleanly, then raised Ctrl-C again: done
+    except KeyboardInterrupt:  # uvicorn stopped cleanly, then raised the signal again: done
         return
     finally:
         listening.close()
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _listen(host: str, port: int) -> socket.socket:
