@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -419,8 +420,6 @@ class Dashboard:
             )
             return self.render(request, "error.html", {"message": message}, 403)
         values = {f: str(form.get(f, "")) for f in action.fields}
-        from starlette.concurrency import run_in_threadpool
-
         try:
             said = await run_in_threadpool(action.run, self.store, values)
         except SchedulerError as exc:
