@@ -488,10 +488,24 @@ def test_throughput_of_an_empty_store_is_every_minute_at_zero(store: tm.TaskStor
     assert store.throughput(7 * 24 * 60).height == 10_080
 
 
-@pytest.mark.parametrize("minutes", [0, -1, 10_081, 2.5, "30", True, None])
-def test_throughput_refuses_a_bad_window(store: tm.TaskStore, minutes: Any) -> None:
-    with pytest.raises(tm.SchedulerError, match="minutes must be a whole number") as caught:
-        store.throughput(minutes)
+@pytest.mark.parametrize(
+    ("read", "window", "said"),
+    [
+        *(
+            ("throughput", m, "minutes must be a whole number")
+            for m in [0, -1, 10_081, 2.5, "30", True, None]
+        ),
+        *(
+            ("recent", w, "window must be a timedelta")
+            for w in [timedelta(0), timedelta(days=8), 3600, None]
+        ),
+    ],
+)
+def test_the_windowed_reads_refuse_a_bad_window(
+    store: tm.TaskStore, read: str, window: Any, said: str
+) -> None:
+    with pytest.raises(tm.SchedulerError, match=said) as caught:
+        getattr(store, read)(window)
     assert caught.value.kind == "invalid_argument"
 
 
@@ -536,13 +550,6 @@ def test_recent_counts_every_active_task_and_the_window_of_history(
     assert store.recent().schema == pl.Schema(
         {"group": pl.String, "task_type": pl.String, "status": pl.String, "tasks": pl.Int64}
     )
-
-
-@pytest.mark.parametrize("window", [timedelta(0), timedelta(days=8), 3600, None])
-def test_recent_refuses_a_bad_window(store: tm.TaskStore, window: Any) -> None:
-    with pytest.raises(tm.SchedulerError, match="window must be a timedelta") as caught:
-        store.recent(window)
-    assert caught.value.kind == "invalid_argument"
 
 
 # --------------------------------------------------------------------------- workers

@@ -30,7 +30,7 @@ from ..model import (
     TaskFailed,
     TaskSuperseded,
 )
-from .waits import RECENT, by_status, group_waits
+from .waits import group_waits, queue_now, reported
 
 if TYPE_CHECKING:
     from ..batch.outcome import BatchOutcome
@@ -570,13 +570,11 @@ _PROGRESS_SHOWN = 8
 def progress_html(running: pl.DataFrame, shown: int = _PROGRESS_SHOWN) -> str:
     """A bar per running task of ``running`` (a ``tasks()`` frame) that reported
     progress, most advanced first, at most ``shown`` of them; ``""`` when none did."""
-    reported = running.filter(pl.col("progress").is_not_null()).sort(
-        "progress", "id", descending=[True, False]
-    )
-    if not reported.height:
+    shown_first = reported(running)
+    if not shown_first.height:
         return ""
     rows = []
-    for row in reported.head(shown).iter_rows(named=True):
+    for row in shown_first.head(shown).iter_rows(named=True):
         share = 100 * float(row["progress"])
         name = html.escape(str(row["dedup_key"] or row["task_type"]))
         note = html.escape(row["progress_message"] or "")
@@ -590,7 +588,7 @@ def progress_html(running: pl.DataFrame, shown: int = _PROGRESS_SHOWN) -> str:
             f"background:#1565c0;width:{share:.0f}%'></span></span>"
             f"<span>{share:.0f}% {note}</span></div>"
         )
-    more = reported.height - min(shown, reported.height)
+    more = shown_first.height - min(shown, shown_first.height)
     tail = f"<div><i>and {more:,} more</i></div>" if more else ""
     return "<div class='taskmill-progress'><b>progress</b>" + "".join(rows) + tail + "</div>"
 
@@ -712,12 +710,9 @@ class StoreWidget(w.VBox):
     def refresh(self) -> None:
         """Read the store again and redraw."""
         store = self.store
-        paused = store.paused_groups()
-        groups = by_status(store.recent(RECENT), "group", list(paused))
-        later = store.waiting_for_start()
-        retry = store.waiting_for_retry()
-        counts = {s: int(groups[s].sum()) for s in (*ACTIVE_STATUSES, *FINAL_STATUSES)}
-        self.counts = counts
+        now = queue_now(store)
+        paused, groups = now.paused, now.groups
+        counts = self.counts = now.counts
         # the rate: tasks that ended in the last full minute and this one so far, by the
         # store's clock (history's finish times: any worker's)
         minutes = store.throughput(2).select(pl.sum_horizontal(*FINAL_STATUSES)).to_series()
@@ -737,20 +732,18 @@ class StoreWidget(w.VBox):
             items.append(f"<span class='taskmill-rate'>{rate:,.1f} tasks/s ended</span>")
         shown_active = sum(1 for k in ACTIVE_STATUSES if counts[k] or k not in _WORKFLOW_ONLY)
         items[shown_active] = "<i>ended in the last hour:</i> " + items[shown_active]
-        held = store.held_groups()
         status = "<div class='taskmill-live'>" + " · ".join(items) + "</div>"
-        status += held_types_html(held)
+        status += held_types_html(now.held)
         schedules = store.schedules()
         if schedules.height:
             status += schedules_html(schedules)
         aging = store.aging()
         if aging is not None:
             status += aging_html(aging)
-        waits = group_waits(groups, paused, held, later, retry)
         self.status.value = status
         self.groups.value = page_html(
             groups.select("group", "pending", "running", "completed", "failed").with_columns(
-                pl.Series("waiting on", waits, dtype=pl.String)
+                pl.Series("waiting on", now.waits, dtype=pl.String)
             ),
             aligned=True,
         )

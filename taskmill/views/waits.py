@@ -5,15 +5,27 @@ imported here."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import polars as pl
 
 from ..model import ACTIVE_STATUSES, FINAL_STATUSES
 
-__all__ = ["RECENT", "by_status", "group_waits", "waiting_on"]
+__all__ = [
+    "RECENT",
+    "STATUSES",
+    "QueueNow",
+    "by_status",
+    "group_waits",
+    "queue_now",
+    "reported",
+    "waiting_on",
+]
 
-_STATUSES = (*ACTIVE_STATUSES, *FINAL_STATUSES)
+#: Every status, active first, in the order the views list them.
+STATUSES: tuple[str, ...] = (*ACTIVE_STATUSES, *FINAL_STATUSES)
 #: How far back the views of the queue now count the tasks that ended (``store.recent``):
 #: their active counts are all, whatever the size of history.
 RECENT = timedelta(hours=1)
@@ -77,7 +89,44 @@ def by_status(recent: pl.DataFrame, key: str, also: list[str]) -> pl.DataFrame:
     names = recent.select(pl.col(key).unique())
     missing = pl.DataFrame({key: [n for n in also if n not in set(names[key].to_list())]})
     counts = recent.group_by(key, "status").agg(pl.col("tasks").sum())
-    columns = [pl.col("tasks").filter(pl.col("status") == s).sum().alias(s) for s in _STATUSES]
+    columns = [pl.col("tasks").filter(pl.col("status") == s).sum().alias(s) for s in STATUSES]
     wide = counts.group_by(key, maintain_order=True).agg(columns)
-    wide = pl.concat([wide, missing.with_columns(pl.lit(0, pl.Int64).alias(s) for s in _STATUSES)])
-    return wide.with_columns(total=pl.sum_horizontal(*_STATUSES)).sort(key, nulls_last=True)
+    wide = pl.concat([wide, missing.with_columns(pl.lit(0, pl.Int64).alias(s) for s in STATUSES)])
+    return wide.with_columns(total=pl.sum_horizontal(*STATUSES)).sort(key, nulls_last=True)
+
+
+@dataclass(frozen=True)
+class QueueNow:
+    """The store's queue now, as every view of it reads it: the tasks of ``recent``
+    (``store.recent(RECENT)``) by group (``groups``, in ``stats()``'s layout, a row for
+    every paused group) with what each group waits on (``waits``, in its order), the
+    groups ``paused`` and what the live workers ``held`` back."""
+
+    recent: pl.DataFrame
+    groups: pl.DataFrame
+    waits: list[str]
+    paused: dict[str, float | None]
+    held: dict[str, str]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Tasks by status: every active one, those that ended within :data:`RECENT`."""
+        return {s: int(self.groups[s].sum()) for s in STATUSES}
+
+
+def queue_now(store: Any) -> QueueNow:
+    """Read :class:`QueueNow` from ``store`` (a :class:`~taskmill.TaskStore`)."""
+    recent = store.recent(RECENT)
+    paused = store.paused_groups()
+    groups = by_status(recent, "group", list(paused))
+    held = store.held_groups()
+    later, retry = store.waiting_for_start(), store.waiting_for_retry()
+    return QueueNow(recent, groups, group_waits(groups, paused, held, later, retry), paused, held)
+
+
+def reported(running: pl.DataFrame) -> pl.DataFrame:
+    """The tasks of ``running`` (a ``tasks()`` frame) that reported progress, the most
+    advanced first."""
+    return running.filter(pl.col("progress").is_not_null()).sort(
+        "progress", "id", descending=[True, False]
+    )

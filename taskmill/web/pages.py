@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from ..model import ACTIVE_STATUSES, FINAL_STATUSES, SchedulerError
-from ..views.waits import RECENT, by_status, group_waits
+from ..views.waits import STATUSES, by_status, queue_now, reported
 
 if TYPE_CHECKING:
     from ..store import TaskStore
@@ -26,8 +26,6 @@ __all__ = [
     "throughput_chart",
 ]
 
-#: Every status, active first, in the order the pages list them.
-STATUSES: tuple[str, ...] = (*ACTIVE_STATUSES, *FINAL_STATUSES)
 #: Groups and task types the queue page lists at most (the busiest first).
 SHOWN_GROUPS = 100
 #: Minutes of the throughput chart.
@@ -55,11 +53,9 @@ def throughput_chart(frame: pl.DataFrame, width: int = 600, height: int = 110) -
     """The throughput chart of a ``store.throughput()`` frame: a stacked bar per minute
     (completed; failed or expired; cancelled or superseded), scaled to the busiest
     minute."""
-    rows = frame.to_dicts()
+    rows = frame.with_columns(ended=pl.sum_horizontal(*FINAL_STATUSES)).to_dicts()
     slot = width / max(len(rows), 1)
-    most = 0
-    for row in rows:
-        most = max(most, sum(int(row[s]) for s in FINAL_STATUSES))
+    most = max((int(row["ended"]) for row in rows), default=0)
     scale = (height - 4) / most if most else 0.0
     bars = []
     for i, row in enumerate(rows):
@@ -74,8 +70,7 @@ def throughput_chart(frame: pl.DataFrame, width: int = 600, height: int = 110) -
         ]
         title = f"{minute:%H:%M} UTC — " + (", ".join(parts) if parts else "nothing ended")
         bars.append(Bar(i * slot, ok * scale, bad * scale, other * scale, title))
-    total = sum(sum(int(r[s]) for s in FINAL_STATUSES) for r in rows)
-    last = rows[-1] if rows else None
+    total = sum(int(r["ended"]) for r in rows)
     marks = [f"{r['minute']:%H:%M}" for r in (rows[0], rows[len(rows) // 2])] if rows else []
     return {
         "marks": [*marks, "now"] if rows else [],
@@ -86,7 +81,7 @@ def throughput_chart(frame: pl.DataFrame, width: int = 600, height: int = 110) -
         "most": most,
         "total": total,
         "minutes": len(rows),
-        "last_minute": 0 if last is None else sum(int(last[s]) for s in FINAL_STATUSES),
+        "last_minute": int(rows[-1]["ended"]) if rows else 0,
     }
 
 
@@ -106,16 +101,10 @@ def queue_snapshot(store: TaskStore) -> dict[str, Any]:
     is paused) and by task type (with what held it back at a worker's last claim); what
     ended per minute; running tasks' progress; the schedules, the aging policy and the
     workers."""
-    recent = store.recent(RECENT)
-    paused = store.paused_groups()
-    groups = by_status(recent, "group", [g for g in paused if g is not None])
-    types = by_status(recent, "task_type", [])
-    later = store.waiting_for_start()
-    retry = store.waiting_for_retry()
-    held = store.held_groups()
-    counts = {s: int(groups[s].sum()) for s in STATUSES}
-    waits = group_waits(groups, paused, held, later, retry)
-    group_rows, groups_left = _rows(groups, "group", waits)
+    now = queue_now(store)
+    paused, held, counts = now.paused, now.held, now.counts
+    types = by_status(now.recent, "task_type", [])
+    group_rows, groups_left = _rows(now.groups, "group", now.waits)
     for row in group_rows:
         row["paused_until"] = paused.get(row["group"], False)
         if row["paused_until"] not in (False, None):
@@ -123,12 +112,7 @@ def queue_snapshot(store: TaskStore) -> dict[str, Any]:
     type_waits = [held.get(f"type:{t}", "") for t in types["task_type"].to_list()]
     type_rows, types_left = _rows(types, "task_type", type_waits)
     running = store.tasks(status="running", limit=PROGRESS_READ)
-    progress = (
-        running.filter(pl.col("progress").is_not_null())
-        .sort("progress", "id", descending=[True, False])
-        .head(10)
-        .to_dicts()
-    )
+    progress = reported(running).head(10).to_dicts()
     schedules = store.schedules()
     upcoming = schedules.filter(~pl.col("paused") & pl.col("next_at").is_not_null()).sort("next_at")
     workers = store.workers()
